@@ -1,0 +1,198 @@
+//! Admin accounts and API keys: `/api/setup`, `/api/login`, `/api/logout`, `/api/session`,
+//! `/api/api-keys`.
+
+use super::error::{json_response, ApiError, Dialect};
+use super::request::{api_key, parse_json, read_body, session_token, SESSION_COOKIE};
+use crate::auth::Principal;
+use crate::crypto::Secret;
+use crate::store::Role;
+use crate::AppState;
+use bytes::Buf;
+use futures_util::Stream;
+use serde::Deserialize;
+use serde_json::json;
+use warp::filters::BoxedFilter;
+use warp::http::{HeaderMap, HeaderValue};
+use warp::reply::Response;
+use warp::Filter;
+
+pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
+    let with_state = warp::any().map(move || state.clone());
+    let headers = warp::header::headers_cloned;
+    let setup_status = warp::path!("api" / "setup")
+        .and(warp::get())
+        .and(with_state.clone())
+        .then(|state: AppState| reply(setup_status(state)));
+    let setup = warp::path!("api" / "setup")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(headers())
+        .and(warp::body::stream())
+        .then(|state, headers, body| reply(setup(state, headers, body)));
+    let login = warp::path!("api" / "login")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(headers())
+        .and(warp::body::stream())
+        .then(|state, headers, body| reply(login(state, headers, body)));
+    let logout = warp::path!("api" / "logout")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(headers())
+        .then(|state, headers| reply(logout(state, headers)));
+    let session = warp::path!("api" / "session")
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(headers())
+        .then(|state, headers| reply(session(state, headers)));
+    let create_key = warp::path!("api" / "api-keys")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(headers())
+        .and(warp::body::stream())
+        .then(|state, headers, body| reply(create_api_key(state, headers, body)));
+    let list_keys = warp::path!("api" / "api-keys")
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(headers())
+        .then(|state, headers| reply(list_api_keys(state, headers)));
+    let revoke_key = warp::path!("api" / "api-keys" / String)
+        .and(warp::delete())
+        .and(with_state)
+        .and(headers())
+        .then(|id, state, headers| reply(revoke_api_key(state, headers, id)));
+    setup_status
+        .or(setup)
+        .unify()
+        .or(login)
+        .unify()
+        .or(logout)
+        .unify()
+        .or(session)
+        .unify()
+        .or(create_key)
+        .unify()
+        .or(list_keys)
+        .unify()
+        .or(revoke_key)
+        .unify()
+        .boxed()
+}
+
+/// Turns a handler's result into a reply in the admin dialect.
+pub async fn reply(result: impl std::future::Future<Output = Result<Response, ApiError>>) -> Response {
+    result.await.unwrap_or_else(|e| e.into_response(Dialect::Admin))
+}
+
+/// Every `/api/` endpoint but setup and login: an admin session or an admin key.
+pub async fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    Ok(state
+        .auth
+        .authorize_admin(api_key(headers), session_token(headers))
+        .await?)
+}
+
+pub fn no_content() -> Response {
+    let mut response = Response::new(warp::hyper::Body::empty());
+    *response.status_mut() = warp::http::StatusCode::NO_CONTENT;
+    response
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Credentials {
+    username: String,
+    password: Secret,
+}
+
+async fn setup_status(state: AppState) -> Result<Response, ApiError> {
+    let exists = state.auth.admin_exists().await?;
+    Ok(json_response(200, &json!({"needs_setup": !exists})))
+}
+
+async fn setup<S, B>(state: AppState, headers: HeaderMap, body: S) -> Result<Response, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let body = read_body(&headers, body, state.config.body_limit).await?;
+    let credentials: Credentials = parse_json(&body)?;
+    state.auth.setup(&credentials.username, &credentials.password).await?;
+    tracing::info!(username = %credentials.username.trim(), "first admin created");
+    Ok(json_response(201, &json!({"username": credentials.username.trim()})))
+}
+
+async fn login<S, B>(state: AppState, headers: HeaderMap, body: S) -> Result<Response, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let body = read_body(&headers, body, state.config.body_limit).await?;
+    let credentials: Credentials = parse_json(&body)?;
+    let token = state.auth.login(&credentials.username, &credentials.password).await?;
+    let cookie = format!(
+        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+        token.expose(),
+        state.auth.session_ttl().as_secs()
+    );
+    let mut response = json_response(200, &json!({"username": credentials.username.trim()}));
+    let value = HeaderValue::from_str(&cookie)
+        .map_err(|_| ApiError::new(500, "internal_error", "cannot set the session cookie"))?;
+    response.headers_mut().insert(warp::http::header::SET_COOKIE, value);
+    Ok(response)
+}
+
+async fn logout(state: AppState, headers: HeaderMap) -> Result<Response, ApiError> {
+    if let Some(token) = session_token(&headers) {
+        state.auth.logout(token).await?;
+    }
+    let mut response = no_content();
+    response.headers_mut().insert(
+        warp::http::header::SET_COOKIE,
+        HeaderValue::from_static("auxot_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    );
+    Ok(response)
+}
+
+async fn session(state: AppState, headers: HeaderMap) -> Result<Response, ApiError> {
+    let body = match require_admin(&state, &headers).await? {
+        Principal::AdminSession { username } => json!({"username": username, "via": "session"}),
+        Principal::ApiKey { id, .. } => json!({"api_key_id": id, "via": "api_key"}),
+    };
+    Ok(json_response(200, &body))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewApiKey {
+    name: String,
+    role: Role,
+}
+
+async fn create_api_key<S, B>(state: AppState, headers: HeaderMap, body: S) -> Result<Response, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    require_admin(&state, &headers).await?;
+    let body = read_body(&headers, body, state.config.body_limit).await?;
+    let new: NewApiKey = parse_json(&body)?;
+    let (view, key) = state.auth.create_api_key(&new.name, new.role).await?;
+    tracing::info!(api_key_id = %view.id, name = %view.name, role = ?view.role, "api key created");
+    let mut body = serde_json::to_value(&view).map_err(|e| ApiError::new(500, "internal_error", e.to_string()))?;
+    body["key"] = json!(key.expose());
+    Ok(json_response(201, &body))
+}
+
+async fn list_api_keys(state: AppState, headers: HeaderMap) -> Result<Response, ApiError> {
+    require_admin(&state, &headers).await?;
+    let keys = state.auth.list_api_keys().await?;
+    Ok(json_response(200, &json!({"data": keys})))
+}
+
+async fn revoke_api_key(state: AppState, headers: HeaderMap, id: String) -> Result<Response, ApiError> {
+    require_admin(&state, &headers).await?;
+    state.auth.revoke_api_key(&id).await?;
+    tracing::info!(api_key_id = %id, "api key revoked");
+    Ok(no_content())
+}

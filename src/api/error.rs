@@ -1,0 +1,115 @@
+//! The one place domain errors become HTTP replies, in the caller's dialect:
+//! OpenAI's error shape on OpenAI routes, `{"error":{"code","message"}}` on `/api/`.
+
+use crate::auth::AuthError;
+use crate::dispatch::DispatchError;
+use crate::providers::RegistryError;
+use serde_json::json;
+use warp::http::{header, HeaderValue, StatusCode};
+use warp::reply::Response;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    OpenAi,
+    Admin,
+}
+
+/// An error reply: status, a stable machine code, and a message safe to show.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(400, "invalid_request", message)
+    }
+
+    pub fn into_response(self, dialect: Dialect) -> Response {
+        if self.status == 500 {
+            tracing::error!(status = self.status, code = self.code, message = %self.message, "request failed");
+        } else if self.status > 500 {
+            tracing::warn!(status = self.status, code = self.code, message = %self.message, "request failed upstream");
+        } else {
+            tracing::debug!(status = self.status, code = self.code, message = %self.message, "request refused");
+        }
+        let body = match dialect {
+            Dialect::OpenAi => json!({"error": {
+                "message": self.message,
+                "type": openai_type(self.status),
+                "param": null,
+                "code": self.code,
+            }}),
+            Dialect::Admin => json!({"error": {"code": self.code, "message": self.message}}),
+        };
+        json_response(self.status, &body)
+    }
+}
+
+/// OpenAI's `error.type` for a status, as its SDKs expect.
+fn openai_type(status: u16) -> &'static str {
+    match status {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        400..=499 => "invalid_request_error",
+        _ => "api_error",
+    }
+}
+
+pub fn json_response(status: u16, body: &serde_json::Value) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    bytes_response(status, "application/json", bytes.into())
+}
+
+pub fn bytes_response(status: u16, content_type: &'static str, body: bytes::Bytes) -> Response {
+    let mut response = Response::new(body.into());
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        ApiError::new(e.status(), e.code(), e.to_string())
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        ApiError::new(e.status(), e.code(), e.to_string())
+    }
+}
+
+impl From<DispatchError> for ApiError {
+    fn from(e: DispatchError) -> Self {
+        ApiError::new(e.status(), e.code(), e.to_string())
+    }
+}
+
+/// Errors for rejections (no route, wrong method): the path is unknown here, so the body
+/// carries the fields of every dialect at once.
+pub fn rejection_response(status: u16, code: &'static str, message: &str) -> Response {
+    json_response(
+        status,
+        &json!({"type": "error", "error": {
+            "type": openai_type(status),
+            "code": code,
+            "message": message,
+            "param": null,
+        }}),
+    )
+}

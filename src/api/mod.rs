@@ -1,0 +1,48 @@
+//! The HTTP surface. Every route is composed here, in one place, and ends in one `.recover`.
+//! Handlers parse, authorise, call the domain and shape the reply; they never touch redb or
+//! an upstream directly.
+
+mod admin;
+pub mod error;
+mod openai;
+mod providers;
+pub mod request;
+mod ui;
+
+use crate::AppState;
+use error::{json_response, rejection_response};
+use std::convert::Infallible;
+use warp::filters::BoxedFilter;
+use warp::reply::Response;
+use warp::{Filter, Rejection};
+
+pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
+    let health = warp::path!("healthz")
+        .and(warp::get())
+        .map(|| json_response(200, &serde_json::json!({"status": "ok"})));
+    health
+        .or(openai::routes(state.clone()))
+        .unify()
+        .or(admin::routes(state.clone()))
+        .unify()
+        .or(providers::routes(state))
+        .unify()
+        .or(ui::routes())
+        .unify()
+        .recover(reject_as_json)
+        .unify()
+        .boxed()
+}
+
+/// Only "no route matched" reaches here: handlers answer their own errors.
+async fn reject_as_json(rejection: Rejection) -> Result<Response, Infallible> {
+    let response = if rejection.is_not_found() {
+        rejection_response(404, "not_found", "no such endpoint")
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        rejection_response(405, "method_not_allowed", "this endpoint does not accept that method")
+    } else {
+        tracing::debug!(?rejection, "unmatched request");
+        rejection_response(400, "bad_request", "the request could not be read")
+    };
+    Ok(response)
+}

@@ -1,0 +1,297 @@
+//! Who is calling: admin accounts (argon2id), UI sessions, and API keys.
+//!
+//! API keys are checked on every client request, so their hashes live in memory (loaded at
+//! start, updated on create/revoke) and the hot path never touches the disk.
+
+mod passwords;
+
+use crate::crypto::{random_token, token_hash, Secret};
+use crate::store::{AdminRecord, ApiKeyRecord, Role, SessionRecord, Store, StoreError};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+pub const API_KEY_PREFIX: &str = "aux_";
+const MIN_PASSWORD_LEN: usize = 8;
+const MAX_NAME_LEN: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing credentials: send an API key as 'Authorization: Bearer <key>' or 'x-api-key'")]
+    MissingCredentials,
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("wrong username or password")]
+    WrongPassword,
+    #[error("this endpoint needs an admin key or an admin session; a client key cannot use it")]
+    NotAdmin,
+    #[error("setup is already done: an admin account exists")]
+    AlreadySetUp,
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("api key not found")]
+    KeyNotFound,
+    #[error("password hashing failed")]
+    Hashing,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl AuthError {
+    pub fn status(&self) -> u16 {
+        match self {
+            AuthError::MissingCredentials | AuthError::InvalidCredentials | AuthError::WrongPassword => 401,
+            AuthError::NotAdmin => 403,
+            AuthError::AlreadySetUp => 409,
+            AuthError::InvalidInput(_) => 400,
+            AuthError::KeyNotFound => 404,
+            AuthError::Hashing => 500,
+            AuthError::Store(e) => e.status(),
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthError::MissingCredentials => "missing_api_key",
+            AuthError::InvalidCredentials => "invalid_api_key",
+            AuthError::WrongPassword => "invalid_login",
+            AuthError::NotAdmin => "forbidden",
+            AuthError::AlreadySetUp => "already_set_up",
+            AuthError::InvalidInput(_) => "invalid_request",
+            AuthError::KeyNotFound => "not_found",
+            AuthError::Hashing | AuthError::Store(_) => "internal_error",
+        }
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// Logged in through the UI.
+    AdminSession {
+        username: String,
+    },
+    ApiKey {
+        id: String,
+        role: Role,
+    },
+}
+
+impl Principal {
+    pub fn is_admin(&self) -> bool {
+        match self {
+            Principal::AdminSession { .. } => true,
+            Principal::ApiKey { role, .. } => *role == Role::Admin,
+        }
+    }
+}
+
+/// An API key as listed: never the key itself.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiKeyView {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub prefix: String,
+    pub created_at: String,
+}
+
+impl From<&ApiKeyRecord> for ApiKeyView {
+    fn from(r: &ApiKeyRecord) -> Self {
+        ApiKeyView {
+            id: r.id.clone(),
+            name: r.name.clone(),
+            role: r.role,
+            prefix: r.prefix.clone(),
+            created_at: crate::rfc3339(r.created_at),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct KnownKey {
+    role: Role,
+}
+
+pub struct Auth {
+    store: Store,
+    session_ttl: Duration,
+    /// key hash → (id, role)
+    keys: RwLock<HashMap<String, (Arc<str>, KnownKey)>>,
+}
+
+impl Auth {
+    pub async fn load(store: Store, session_ttl: Duration) -> Result<Auth, AuthError> {
+        let keys = store
+            .list_api_keys()
+            .await?
+            .into_iter()
+            .map(|r| (r.key_hash, (Arc::from(r.id.as_str()), KnownKey { role: r.role })))
+            .collect();
+        Ok(Auth {
+            store,
+            session_ttl,
+            keys: RwLock::new(keys),
+        })
+    }
+
+    pub async fn admin_exists(&self) -> Result<bool, AuthError> {
+        Ok(self.store.admin_exists().await?)
+    }
+
+    pub async fn setup(&self, username: &str, password: &Secret) -> Result<(), AuthError> {
+        let username = validate_name("username", username)?;
+        if password.expose().chars().count() < MIN_PASSWORD_LEN {
+            return Err(AuthError::InvalidInput(format!(
+                "password must be at least {MIN_PASSWORD_LEN} characters"
+            )));
+        }
+        if self.store.admin_exists().await? {
+            return Err(AuthError::AlreadySetUp);
+        }
+        let password_hash = passwords::hash(password.clone()).await?;
+        let record = AdminRecord {
+            username,
+            password_hash,
+            created_at: crate::store::now_unix(),
+        };
+        match self.store.create_first_admin(record).await {
+            Err(StoreError::Conflict(_)) => Err(AuthError::AlreadySetUp),
+            other => Ok(other?),
+        }
+    }
+
+    /// Checks the password and opens a session; returns the session token for the cookie.
+    pub async fn login(&self, username: &str, password: &Secret) -> Result<Secret, AuthError> {
+        let admin = self.store.get_admin(username.trim()).await?;
+        // Verify against a dummy hash for unknown users too, so timing does not tell which
+        // usernames exist.
+        let stored_hash = admin.as_ref().map(|a| a.password_hash.clone());
+        let ok = passwords::verify(password.clone(), stored_hash).await?;
+        let admin = match (ok, admin) {
+            (true, Some(admin)) => admin,
+            _ => return Err(AuthError::WrongPassword),
+        };
+        let token = random_token();
+        let now = crate::store::now_unix();
+        let record = SessionRecord {
+            username: admin.username,
+            created_at: now,
+            expires_at: now + self.session_ttl.as_secs() as i64,
+        };
+        self.store.insert_session(token_hash(token.expose()), record).await?;
+        Ok(token)
+    }
+
+    pub async fn logout(&self, session_token: &str) -> Result<(), AuthError> {
+        Ok(self.store.delete_session(token_hash(session_token)).await?)
+    }
+
+    pub fn session_ttl(&self) -> Duration {
+        self.session_ttl
+    }
+
+    /// An API key from `Authorization: Bearer` or `x-api-key`. No I/O: safe on the hot path.
+    pub fn authenticate_key(&self, key: &str) -> Result<Principal, AuthError> {
+        let hash = token_hash(key.trim());
+        let keys = self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match keys.get(&hash) {
+            Some((id, known)) => Ok(Principal::ApiKey {
+                id: id.to_string(),
+                role: known.role,
+            }),
+            None => Err(AuthError::InvalidCredentials),
+        }
+    }
+
+    pub async fn authenticate_session(&self, session_token: &str) -> Result<Principal, AuthError> {
+        match self.store.get_session(token_hash(session_token)).await? {
+            Some(s) if s.expires_at > crate::store::now_unix() => Ok(Principal::AdminSession { username: s.username }),
+            _ => Err(AuthError::InvalidCredentials),
+        }
+    }
+
+    /// Admin endpoints: a session cookie or an admin API key; a client key is refused (403).
+    pub async fn authorize_admin(
+        &self,
+        api_key: Option<&str>,
+        session_token: Option<&str>,
+    ) -> Result<Principal, AuthError> {
+        let principal = match (api_key, session_token) {
+            (Some(key), _) => self.authenticate_key(key)?,
+            (None, Some(token)) => self.authenticate_session(token).await?,
+            (None, None) => return Err(AuthError::MissingCredentials),
+        };
+        if principal.is_admin() {
+            Ok(principal)
+        } else {
+            Err(AuthError::NotAdmin)
+        }
+    }
+
+    /// Client API: a client or admin key.
+    pub fn authorize_client(&self, api_key: Option<&str>) -> Result<Principal, AuthError> {
+        match api_key {
+            Some(key) => self.authenticate_key(key),
+            None => Err(AuthError::MissingCredentials),
+        }
+    }
+
+    /// Creates a key; the plaintext is returned here once and never again.
+    pub async fn create_api_key(&self, name: &str, role: Role) -> Result<(ApiKeyView, Secret), AuthError> {
+        let name = validate_name("name", name)?;
+        let key = Secret::new(format!("{API_KEY_PREFIX}{}", random_token().expose()));
+        let record = ApiKeyRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            name,
+            role,
+            key_hash: token_hash(key.expose()),
+            prefix: key.expose().chars().take(API_KEY_PREFIX.len() + 4).collect(),
+            created_at: crate::store::now_unix(),
+        };
+        self.store.insert_api_key(record.clone()).await?;
+        self.keys
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(
+                record.key_hash.clone(),
+                (Arc::from(record.id.as_str()), KnownKey { role }),
+            );
+        Ok((ApiKeyView::from(&record), key))
+    }
+
+    pub async fn list_api_keys(&self) -> Result<Vec<ApiKeyView>, AuthError> {
+        let mut keys = self.store.list_api_keys().await?;
+        keys.sort_by_key(|k| k.created_at);
+        Ok(keys.iter().map(ApiKeyView::from).collect())
+    }
+
+    /// Revokes at once: the in-memory set forgets the key in the same call.
+    pub async fn revoke_api_key(&self, id: &str) -> Result<(), AuthError> {
+        let record = match self.store.delete_api_key(id).await {
+            Err(StoreError::NotFound(_)) => return Err(AuthError::KeyNotFound),
+            other => other?,
+        };
+        self.keys
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&record.key_hash);
+        Ok(())
+    }
+
+    pub async fn prune_sessions(&self) -> Result<usize, AuthError> {
+        Ok(self.store.prune_sessions(crate::store::now_unix()).await?)
+    }
+}
+
+/// Names and usernames: 1–64 printable characters, trimmed.
+pub fn validate_name(field: &str, value: &str) -> Result<String, AuthError> {
+    let value = value.trim();
+    if value.is_empty() || value.chars().count() > MAX_NAME_LEN || value.chars().any(char::is_control) {
+        return Err(AuthError::InvalidInput(format!(
+            "{field} must be 1 to {MAX_NAME_LEN} printable characters"
+        )));
+    }
+    Ok(value.to_string())
+}

@@ -1,0 +1,214 @@
+//! Configuration: flags beat `AUXOT_*` environment variables beat defaults.
+//!
+//! Config says WHERE the secret key is, never what it is: the key's value is read from the
+//! first of `AUXOT_SECRET_KEY`, `AUXOT_SECRET_KEY_FILE`, `$CREDENTIALS_DIRECTORY/auxot-secret-key`
+//! or (generated on first start) `<data-dir>/secret.key`.
+
+use crate::crypto::Secret;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const SECRET_KEY_ENV: &str = "AUXOT_SECRET_KEY";
+pub const CREDENTIAL_NAME: &str = "auxot-secret-key";
+pub const GENERATED_KEY_FILE: &str = "secret.key";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Flags of `auxot serve`; each also reads its `AUXOT_*` variable.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Where the database and a generated secret key live.
+    #[arg(long, env = "AUXOT_DATA_DIR", default_value = "./auxot-data")]
+    pub data_dir: PathBuf,
+    /// Address to listen on (port 0 picks a free one; the bound address is logged).
+    #[arg(long, env = "AUXOT_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// File holding the secret key (used when AUXOT_SECRET_KEY is not set).
+    #[arg(long, env = "AUXOT_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "AUXOT_BODY_LIMIT", default_value_t = 10 * 1024 * 1024)]
+    pub body_limit: u64,
+    /// Seconds between background refreshes of every provider's model list.
+    #[arg(long, env = "AUXOT_MODELS_REFRESH_SECS", default_value_t = 6 * 3600)]
+    pub models_refresh_secs: u64,
+    /// Seconds to wait for an upstream's response headers before failing over.
+    #[arg(long, env = "AUXOT_UPSTREAM_TIMEOUT_SECS", default_value_t = 600)]
+    pub upstream_timeout_secs: u64,
+    /// Seconds an admin UI session stays valid.
+    #[arg(long, env = "AUXOT_SESSION_TTL_SECS", default_value_t = 7 * 24 * 3600)]
+    pub session_ttl_secs: u64,
+    /// Log line format.
+    #[arg(long, env = "AUXOT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// The resolved configuration of a running server.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub body_limit: u64,
+    pub models_refresh: Duration,
+    pub upstream_timeout: Duration,
+    pub session_ttl: Duration,
+    pub secret_key: SecretKeySource,
+}
+
+/// Where the secret key comes from, in the documented order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretKeySource {
+    Env,
+    File(PathBuf),
+    Credential(PathBuf),
+    /// `<data-dir>/secret.key`: generated on first start when nothing else is given.
+    DataDir(PathBuf),
+}
+
+impl SecretKeySource {
+    pub fn describe(&self) -> String {
+        match self {
+            SecretKeySource::Env => format!("${SECRET_KEY_ENV}"),
+            SecretKeySource::File(p) => format!("key file {}", p.display()),
+            SecretKeySource::Credential(p) => format!("systemd credential {}", p.display()),
+            SecretKeySource::DataDir(p) => format!("generated key file {}", p.display()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the secret key from {source_name}: {reason}")]
+    ReadKey { source_name: String, reason: String },
+    #[error("the secret key in {0} is empty")]
+    EmptyKey(String),
+    #[error("{0} must be greater than zero")]
+    Zero(&'static str),
+}
+
+impl ServeConfig {
+    pub fn load(args: ServeArgs) -> Result<ServeConfig, ConfigError> {
+        if args.models_refresh_secs == 0 {
+            return Err(ConfigError::Zero("--models-refresh-secs"));
+        }
+        if args.upstream_timeout_secs == 0 {
+            return Err(ConfigError::Zero("--upstream-timeout-secs"));
+        }
+        if args.body_limit == 0 {
+            return Err(ConfigError::Zero("--body-limit"));
+        }
+        let secret_key = locate_secret_key(
+            std::env::var_os(SECRET_KEY_ENV).is_some(),
+            args.secret_key_file.clone(),
+            std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+            &args.data_dir,
+        );
+        Ok(ServeConfig {
+            data_dir: args.data_dir,
+            listen: args.listen,
+            body_limit: args.body_limit,
+            models_refresh: Duration::from_secs(args.models_refresh_secs),
+            upstream_timeout: Duration::from_secs(args.upstream_timeout_secs),
+            session_ttl: Duration::from_secs(args.session_ttl_secs.max(60)),
+            secret_key,
+        })
+    }
+}
+
+/// The documented order: env, key file, systemd credential (only when it exists), data dir.
+pub fn locate_secret_key(
+    env_set: bool,
+    key_file: Option<PathBuf>,
+    credentials_dir: Option<PathBuf>,
+    data_dir: &Path,
+) -> SecretKeySource {
+    if env_set {
+        return SecretKeySource::Env;
+    }
+    if let Some(file) = key_file {
+        return SecretKeySource::File(file);
+    }
+    if let Some(dir) = credentials_dir {
+        let path = dir.join(CREDENTIAL_NAME);
+        if path.exists() {
+            return SecretKeySource::Credential(path);
+        }
+    }
+    SecretKeySource::DataDir(data_dir.join(GENERATED_KEY_FILE))
+}
+
+/// Reads the key's text. `Ok(None)` only for a data-dir key file that does not exist yet.
+pub fn read_secret_key(source: &SecretKeySource) -> Result<Option<Secret>, ConfigError> {
+    let text = match source {
+        SecretKeySource::Env => std::env::var(SECRET_KEY_ENV).map_err(|_| ConfigError::ReadKey {
+            source_name: source.describe(),
+            reason: "not valid UTF-8".into(),
+        })?,
+        SecretKeySource::File(path) | SecretKeySource::Credential(path) => {
+            std::fs::read_to_string(path).map_err(|e| ConfigError::ReadKey {
+                source_name: source.describe(),
+                reason: e.to_string(),
+            })?
+        }
+        SecretKeySource::DataDir(path) => match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(ConfigError::ReadKey {
+                    source_name: source.describe(),
+                    reason: e.to_string(),
+                })
+            }
+        },
+    };
+    let secret = Secret::new(text.trim().to_string());
+    if secret.is_empty() {
+        return Err(ConfigError::EmptyKey(source.describe()));
+    }
+    Ok(Some(secret))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_beats_file_beats_credential_beats_data_dir() {
+        let data = Path::new("/data");
+        let creds = tempfile::tempdir().unwrap();
+        std::fs::write(creds.path().join(CREDENTIAL_NAME), "x").unwrap();
+        let file = Some(PathBuf::from("/k"));
+        let cred_dir = Some(creds.path().to_path_buf());
+        assert_eq!(
+            locate_secret_key(true, file.clone(), cred_dir.clone(), data),
+            SecretKeySource::Env
+        );
+        assert_eq!(
+            locate_secret_key(false, file, cred_dir.clone(), data),
+            SecretKeySource::File("/k".into())
+        );
+        assert_eq!(
+            locate_secret_key(false, None, cred_dir, data),
+            SecretKeySource::Credential(creds.path().join(CREDENTIAL_NAME))
+        );
+        assert_eq!(
+            locate_secret_key(false, None, Some("/nonexistent".into()), data),
+            SecretKeySource::DataDir("/data/secret.key".into())
+        );
+    }
+
+    #[test]
+    fn missing_generated_key_is_none_but_missing_key_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope");
+        assert!(read_secret_key(&SecretKeySource::DataDir(missing.clone()))
+            .unwrap()
+            .is_none());
+        assert!(read_secret_key(&SecretKeySource::File(missing)).is_err());
+    }
+}

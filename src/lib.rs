@@ -1,0 +1,247 @@
+//! auxot: one binary that routes OpenAI/Anthropic API requests to the cheapest tier.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod crypto;
+pub mod dispatch;
+pub mod providers;
+pub mod store;
+
+use crate::auth::Auth;
+use crate::config::{read_secret_key, ConfigError, SecretKeySource, ServeConfig};
+use crate::crypto::{CryptoError, KeyMaterial, MasterKey};
+use crate::dispatch::Dispatcher;
+use crate::providers::{ProviderRegistry, RegistryError};
+use crate::store::{Store, StoreError};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Everything a request handler may reach; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<ServeConfig>,
+    pub auth: Arc<Auth>,
+    pub providers: Arc<ProviderRegistry>,
+    pub dispatcher: Arc<Dispatcher>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot prepare the data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("cannot write the generated secret key to {path}: {source}")]
+    WriteKey { path: String, source: std::io::Error },
+    #[error("invalid secret key from {source_name}: {error}")]
+    BadKey { source_name: String, error: CryptoError },
+    #[error("the secret key from {source_name} (key id {configured}) is not the key this data was sealed with (key id {sealed_with}); refusing to start. Nothing was changed: start again with the original key")]
+    WrongKey {
+        source_name: String,
+        configured: String,
+        sealed_with: String,
+    },
+    #[error("the data in {data_dir} is sealed with a secret key (key id {sealed_with}), but no key was given and {missing} does not exist; set AUXOT_SECRET_KEY or AUXOT_SECRET_KEY_FILE to the original key")]
+    MissingKey {
+        data_dir: String,
+        sealed_with: String,
+        missing: String,
+    },
+    #[error("cannot open the database: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot load: {0}")]
+    Load(String),
+    #[error("cannot build the upstream HTTP client: {0}")]
+    Http(String),
+}
+
+/// Opens the data dir, checks the secret key against the data's canary, loads the routing
+/// state. A wrong key fails here, before any port is bound and before anything is written.
+pub async fn start(config: ServeConfig) -> Result<AppState, StartError> {
+    prepare_data_dir(&config.data_dir)?;
+    let key_text = read_secret_key(&config.secret_key)?;
+    let parsed = key_text
+        .as_ref()
+        .map(KeyMaterial::parse)
+        .transpose()
+        .map_err(|error| StartError::BadKey {
+            source_name: config.secret_key.describe(),
+            error,
+        })?;
+    let store = Store::open(&config.data_dir)?;
+    let state = store.key_state()?;
+    let (material, generated) = match (parsed, &state.canary) {
+        (Some(material), _) => (material, None),
+        (None, Some(canary)) => {
+            return Err(StartError::MissingKey {
+                data_dir: config.data_dir.display().to_string(),
+                sealed_with: canary.key_id().unwrap_or_default(),
+                missing: config.secret_key.describe(),
+            })
+        }
+        (None, None) => {
+            let fresh = MasterKey::generate_hex();
+            let material = KeyMaterial::parse(&fresh).map_err(|error| StartError::BadKey {
+                source_name: "a generated key".into(),
+                error,
+            })?;
+            (material, Some(fresh))
+        }
+    };
+    let mut new_salt = None;
+    let master = match material {
+        KeyMaterial::Raw(bytes) => MasterKey::from_bytes(&bytes),
+        KeyMaterial::Passphrase(passphrase) => {
+            tracing::warn!(
+                "the secret key is a passphrase, stretched with argon2id; a random key from `auxot keygen` is stronger"
+            );
+            let salt = match &state.kdf_salt {
+                Some(salt) => salt.clone(),
+                None => {
+                    let salt = uuid::Uuid::new_v4().as_bytes().to_vec();
+                    new_salt = Some(salt.clone());
+                    salt
+                }
+            };
+            MasterKey::from_passphrase(&passphrase, &salt).map_err(|error| StartError::BadKey {
+                source_name: config.secret_key.describe(),
+                error,
+            })?
+        }
+    };
+    let new_canary = match &state.canary {
+        Some(canary) => {
+            master.check_canary(canary).map_err(|_| StartError::WrongKey {
+                source_name: config.secret_key.describe(),
+                configured: master.id_hex(),
+                sealed_with: canary.key_id().unwrap_or_default(),
+            })?;
+            None
+        }
+        None => Some(master.seal_canary().map_err(|error| StartError::BadKey {
+            source_name: config.secret_key.describe(),
+            error,
+        })?),
+    };
+    if let (Some(fresh), SecretKeySource::DataDir(path)) = (&generated, &config.secret_key) {
+        write_generated_key(path, fresh.expose())?;
+        tracing::warn!(
+            path = %path.display(),
+            "no secret key was configured: generated one into this file. Move it into a credential (AUXOT_SECRET_KEY_FILE, or systemd LoadCredential=auxot-secret-key) and back it up: without it the stored provider keys cannot be opened"
+        );
+    }
+    store.initialize(new_salt.as_deref(), new_canary.as_ref())?;
+
+    let master = Arc::new(master);
+    let http = providers::build_http_client().map_err(|e| StartError::Http(e.to_string()))?;
+    let auth = Auth::load(store.clone(), config.session_ttl)
+        .await
+        .map_err(|e| StartError::Load(e.to_string()))?;
+    let registry = ProviderRegistry::load(store.clone(), master.clone(), http.clone(), config.upstream_timeout)
+        .await
+        .map_err(|e: RegistryError| StartError::Load(e.to_string()))?;
+    let registry = Arc::new(registry);
+    let dispatcher = Dispatcher::new(registry.clone(), master, http, config.upstream_timeout);
+    Ok(AppState {
+        config: Arc::new(config),
+        auth: Arc::new(auth),
+        providers: registry,
+        dispatcher: Arc::new(dispatcher),
+    })
+}
+
+fn prepare_data_dir(path: &std::path::Path) -> Result<(), StartError> {
+    let fail = |source| StartError::DataDir {
+        path: path.display().to_string(),
+        source,
+    };
+    if !path.exists() {
+        std::fs::create_dir_all(path).map_err(fail)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(fail)?;
+        }
+    }
+    Ok(())
+}
+
+fn write_generated_key(path: &std::path::Path, key: &str) -> Result<(), StartError> {
+    use std::io::Write;
+    let fail = |source| StartError::WriteKey {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(fail)?;
+    file.write_all(format!("{key}\n").as_bytes()).map_err(fail)?;
+    file.sync_all().map_err(fail)
+}
+
+/// Serves `state` on an already-bound listener until `shutdown` resolves (tests bind port 0).
+pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) {
+    let background = spawn_background_tasks(&state);
+    let incoming = futures_util::stream::unfold(listener, |listener| async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    // Tokens are small writes: never let Nagle hold them back.
+                    let _ = stream.set_nodelay(true);
+                    return Some((Ok::<_, std::io::Error>(stream), listener));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of stopping.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
+    warp::serve(api::routes(state))
+        .serve_incoming_with_graceful_shutdown(incoming, shutdown)
+        .await;
+    for task in background {
+        task.abort();
+    }
+}
+
+fn spawn_background_tasks(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
+    let registry = state.providers.clone();
+    let every = state.config.models_refresh;
+    let refresh = tokio::spawn(async move {
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            registry.refresh_all().await;
+        }
+    });
+    let auth = state.auth.clone();
+    let prune = tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            ticker.tick().await;
+            if let Err(e) = auth.prune_sessions().await {
+                tracing::warn!(error = %e, "pruning expired sessions failed");
+            }
+        }
+    });
+    vec![refresh, prune]
+}
+
+/// Unix seconds as RFC 3339 (UTC), as every API response shows times.
+pub fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}

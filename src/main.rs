@@ -1,0 +1,104 @@
+//! The switchboard: parse the command line, load config, run one subcommand.
+
+use auxot::config::{LogFormat, ServeArgs, ServeConfig};
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "auxot",
+    version,
+    about = "Self-hosted AI inference router: GPU workers → CLI workers → cloud"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the router: HTTP API, web UI and store.
+    Serve(ServeArgs),
+    /// Print a fresh random secret key (64 hex chars) for AUXOT_SECRET_KEY.
+    Keygen,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Keygen => {
+            #[allow(clippy::print_stdout)] // the command's output is the key
+            {
+                println!("{}", auxot::crypto::MasterKey::generate_hex().expose());
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Serve(args) => {
+            init_logging(args.log_format);
+            match run_serve(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(message) => {
+                    tracing::error!("{message}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn run_serve(args: ServeArgs) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async move {
+        let config = ServeConfig::load(args).map_err(|e| e.to_string())?;
+        let listen = config.listen;
+        let state = auxot::start(config).await.map_err(|e| e.to_string())?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), "auxot listening on http://{addr}");
+        auxot::serve(listener, state, shutdown_signal()).await;
+        tracing::info!("auxot stopped");
+        Ok(())
+    })
+}
+
+/// SIGTERM (systemd) or Ctrl-C: stop accepting, let in-flight requests finish.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

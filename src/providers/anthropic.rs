@@ -1,0 +1,74 @@
+//! Anthropic. `base_url` excludes `/v1`, as in the Anthropic SDK.
+
+use super::{into_outcome, listing_error, send, sensitive_header, CachedModel, ChatOutcome, ProviderError};
+use crate::crypto::Secret;
+use std::time::Duration;
+
+pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
+pub const API_VERSION: &str = "2023-06-01";
+/// Guards against a server that always says `has_more`.
+const MAX_PAGES: usize = 50;
+
+pub async fn list_models(
+    http: &reqwest::Client,
+    base_url: &str,
+    key: Option<&Secret>,
+    timeout: Duration,
+) -> Result<Vec<CachedModel>, ProviderError> {
+    #[derive(serde::Deserialize)]
+    struct Page {
+        data: Vec<Entry>,
+        #[serde(default)]
+        has_more: bool,
+        #[serde(default)]
+        last_id: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        id: String,
+        #[serde(default)]
+        display_name: Option<String>,
+        #[serde(default)]
+        created_at: Option<String>,
+    }
+    let key = key.ok_or_else(|| ProviderError::KeyRejected {
+        status: 401,
+        message: "an Anthropic provider needs an API key".into(),
+    })?;
+    let mut models = Vec::new();
+    let mut after: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        let mut request = http
+            .get(format!("{base_url}/v1/models"))
+            .query(&[("limit", "1000")])
+            .header("x-api-key", sensitive_header(key.expose())?)
+            .header("anthropic-version", API_VERSION);
+        if let Some(after_id) = &after {
+            request = request.query(&[("after_id", after_id)]);
+        }
+        let response = send(request, timeout).await?;
+        let page: Page = match into_outcome(response, Some(key)).await {
+            ChatOutcome::Failed(failure) => return Err(listing_error(failure)),
+            ChatOutcome::Reply(reply) => {
+                let body = super::registry::collect(reply.body).await?;
+                serde_json::from_slice(&body)
+                    .map_err(|e| ProviderError::BadResponse(format!("model list is not Anthropic's list shape: {e}")))?
+            }
+        };
+        models.extend(page.data.into_iter().map(|m| {
+            CachedModel {
+                id: m.id,
+                display_name: m.display_name,
+                created: m
+                    .created_at
+                    .and_then(|t| time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).ok())
+                    .map(|t| t.unix_timestamp()),
+            }
+        }));
+        match (page.has_more, page.last_id) {
+            (true, Some(last)) => after = Some(last),
+            _ => break,
+        }
+    }
+    Ok(models)
+}

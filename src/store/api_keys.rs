@@ -1,0 +1,63 @@
+//! API keys for clients and admins: stored as SHA-256, never as the key.
+
+use super::tables::API_KEYS;
+use super::{decode, encode, Store, StoreError};
+use redb::ReadableTable;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Client,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub key_hash: String,
+    /// The first characters of the key (`aux_AbCd`), enough to recognise it in a list.
+    pub prefix: String,
+    pub created_at: i64,
+}
+
+impl Store {
+    pub async fn insert_api_key(&self, record: ApiKeyRecord) -> Result<(), StoreError> {
+        self.write(move |txn| {
+            txn.open_table(API_KEYS)?
+                .insert(record.id.as_str(), encode("api key", &record)?.as_slice())?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        self.read(|txn| {
+            let table = txn.open_table(API_KEYS)?;
+            let mut out = Vec::new();
+            for row in table.iter()? {
+                let (_, value) = row?;
+                out.push(decode("api key", value.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub async fn delete_api_key(&self, id: &str) -> Result<ApiKeyRecord, StoreError> {
+        let id = id.to_string();
+        self.write(move |txn| {
+            let removed = txn
+                .open_table(API_KEYS)?
+                .remove(id.as_str())?
+                .map(|r| r.value().to_vec());
+            match removed {
+                Some(bytes) => decode("api key", &bytes),
+                None => Err(StoreError::NotFound("api key")),
+            }
+        })
+        .await
+    }
+}

@@ -1,0 +1,102 @@
+//! Schema version, the passphrase salt and the key-check canary, with the migration hook.
+
+use super::tables::*;
+use super::{write_now, Store, StoreError};
+use crate::crypto::Sealed;
+use redb::{ReadableTable, WriteTransaction};
+
+/// What start-up needs to know about the data's key before anything is written.
+#[derive(Debug, Default)]
+pub struct KeyState {
+    pub schema_version: Option<u32>,
+    pub kdf_salt: Option<Vec<u8>>,
+    pub canary: Option<Sealed>,
+}
+
+impl Store {
+    /// Reads the key state without writing; a database that was never initialised has none.
+    pub fn key_state(&self) -> Result<KeyState, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = match txn.open_table(META) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(KeyState::default()),
+            Err(e) => return Err(e.into()),
+        };
+        let get =
+            |key: &str| -> Result<Option<Vec<u8>>, StoreError> { Ok(table.get(key)?.map(|v| v.value().to_vec())) };
+        let schema_version = match get(META_SCHEMA_VERSION)? {
+            Some(bytes) => {
+                Some(u32::from_be_bytes(bytes.as_slice().try_into().map_err(|_| {
+                    StoreError::Corrupt("schema version", format!("{} bytes", bytes.len()))
+                })?))
+            }
+            None => None,
+        };
+        Ok(KeyState {
+            schema_version,
+            kdf_salt: get(META_KDF_SALT)?,
+            canary: get(META_KEY_CANARY)?.map(Sealed::from_bytes),
+        })
+    }
+
+    /// First start: records the salt (for passphrase keys) and the canary, creates every table.
+    /// Later starts: runs the migrations from the stored schema version.
+    pub fn initialize(&self, kdf_salt: Option<&[u8]>, canary: Option<&Sealed>) -> Result<(), StoreError> {
+        let salt = kdf_salt.map(<[u8]>::to_vec);
+        let canary = canary.cloned();
+        write_now(&self.db, move |txn| {
+            let mut meta = txn.open_table(META)?;
+            let stored = meta
+                .get(META_SCHEMA_VERSION)?
+                .map(|v| v.value().to_vec())
+                .and_then(|b| b.as_slice().try_into().ok().map(u32::from_be_bytes))
+                .unwrap_or(0);
+            if stored > SCHEMA_VERSION {
+                return Err(StoreError::SchemaTooNew {
+                    found: stored,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            if let Some(salt) = &salt {
+                if meta.get(META_KDF_SALT)?.is_none() {
+                    meta.insert(META_KDF_SALT, salt.as_slice())?;
+                }
+            }
+            if let Some(canary) = &canary {
+                if meta.get(META_KEY_CANARY)?.is_none() {
+                    meta.insert(META_KEY_CANARY, canary.as_bytes())?;
+                }
+            }
+            drop(meta);
+            migrate(txn, stored)?;
+            let mut meta = txn.open_table(META)?;
+            meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION.to_be_bytes().as_slice())?;
+            Ok(())
+        })
+    }
+}
+
+/// The migration hook: each step takes the schema from version `n` to `n + 1`.
+fn migrate(txn: &WriteTransaction, from: u32) -> Result<(), StoreError> {
+    for version in from..SCHEMA_VERSION {
+        match version {
+            0 => {
+                txn.open_table(PROVIDERS)?;
+                txn.open_table(PROVIDER_NAMES)?;
+                txn.open_table(MODELS)?;
+                txn.open_table(ADMINS)?;
+                txn.open_table(SESSIONS)?;
+                txn.open_table(API_KEYS)?;
+            }
+            _ => unreachable_version(version)?,
+        }
+    }
+    Ok(())
+}
+
+fn unreachable_version(version: u32) -> Result<(), StoreError> {
+    Err(StoreError::Corrupt(
+        "schema version",
+        format!("no migration from {version}"),
+    ))
+}

@@ -1,0 +1,134 @@
+//! The embedded redb store. Only this module touches redb; every call runs on the blocking
+//! pool so no request task ever waits on disk I/O while holding the async runtime.
+
+mod admins;
+mod api_keys;
+mod meta;
+mod providers;
+mod sessions;
+pub mod tables;
+
+pub use admins::AdminRecord;
+pub use api_keys::{ApiKeyRecord, Role};
+pub use meta::KeyState;
+pub use providers::{CachedModel, ModelCache, ProviderKind, ProviderRecord};
+pub use sessions::SessionRecord;
+
+use redb::{Database, ReadTransaction, WriteTransaction};
+use serde::{de::DeserializeOwned, Serialize};
+use std::path::Path;
+use std::sync::Arc;
+
+pub const DB_FILE: &str = "auxot.redb";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] redb::Error),
+    #[error("record {0} is corrupt: {1}")]
+    Corrupt(&'static str, String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("the database schema version {found} is newer than this auxot supports ({supported}); upgrade auxot")]
+    SchemaTooNew { found: u32, supported: u32 },
+    #[error("a database task failed: {0}")]
+    Task(String),
+}
+
+macro_rules! redb_error_into_store_error {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { StoreError::Db(e.into()) }
+        }
+    )*};
+}
+redb_error_into_store_error!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+}
+
+impl Store {
+    /// Opens (or creates) `auxot.redb` in `data_dir`. Writes nothing beyond what redb needs
+    /// to open the file: tables are created by `initialize`, after the key is checked.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        let db = Database::create(data_dir.join(DB_FILE))?;
+        Ok(Store { db: Arc::new(db) })
+    }
+
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&ReadTransaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read()?;
+            f(&txn)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Runs `f` in one write transaction: committed when it returns Ok, rolled back
+    /// (nothing written) when it returns Err.
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || write_now(&db, f))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+}
+
+fn write_now<T, F>(db: &Database, f: F) -> Result<T, StoreError>
+where
+    F: FnOnce(&WriteTransaction) -> Result<T, StoreError>,
+{
+    let txn = db.begin_write()?;
+    match f(&txn) {
+        Ok(value) => {
+            txn.commit()?;
+            Ok(value)
+        }
+        Err(e) => {
+            txn.abort()?;
+            Err(e)
+        }
+    }
+}
+
+pub(crate) fn encode<T: Serialize>(what: &'static str, record: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(record).map_err(|e| StoreError::Corrupt(what, e.to_string()))
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(what, e.to_string()))
+}
+
+/// Unix time in seconds.
+pub fn now_unix() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+impl StoreError {
+    pub fn status(&self) -> u16 {
+        match self {
+            StoreError::NotFound(_) => 404,
+            StoreError::Conflict(_) => 409,
+            StoreError::Db(_) | StoreError::Corrupt(..) | StoreError::SchemaTooNew { .. } | StoreError::Task(_) => 500,
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! Every redb table, declared in one place, and the schema version they make up.
+//!
+//! Records are JSON: readable with any tool, and new optional fields need no migration.
+
+use redb::TableDefinition;
+
+/// Bump with a step in `store::migrate` whenever a table or record changes incompatibly.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Schema version, passphrase salt, key-check canary.
+pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Provider id → `ProviderRecord`.
+pub const PROVIDERS: TableDefinition<&str, &[u8]> = TableDefinition::new("providers");
+/// Lower-cased provider name → provider id; keeps names unique.
+pub const PROVIDER_NAMES: TableDefinition<&str, &str> = TableDefinition::new("provider_names");
+/// Provider id → `ModelCache`.
+pub const MODELS: TableDefinition<&str, &[u8]> = TableDefinition::new("models");
+/// Username → `AdminRecord`.
+pub const ADMINS: TableDefinition<&str, &[u8]> = TableDefinition::new("admins");
+/// SHA-256 of the session token → `SessionRecord`.
+pub const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+/// API key id → `ApiKeyRecord` (holds the key's SHA-256, never the key).
+pub const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
+
+pub const META_SCHEMA_VERSION: &str = "schema_version";
+pub const META_KDF_SALT: &str = "kdf_salt";
+pub const META_KEY_CANARY: &str = "key_canary";
