@@ -582,7 +582,8 @@ mod tests {
             "not a url",
             "https://user:pw@host/v1",
             "https://host/v1?x=1",
-            "http:///v1",
+            "http://",
+            "https://host/v1#frag",
         ] {
             assert!(normalize_base_url(bad).is_err(), "{bad}");
         }

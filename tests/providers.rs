@@ -1,0 +1,363 @@
+//! Adding, listing, rotating, refreshing and deleting providers.
+
+use crate::support::{eventually, FakeUpstream, Options, TestServer};
+use serde_json::json;
+use std::time::Duration;
+
+const KEY: &str = "sk-test-valid-key-0001";
+const NEW_KEY: &str = "sk-test-rotated-key-0002";
+
+#[tokio::test]
+async fn add_list_get_rotate_delete_a_provider() {
+    let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o", "gpt-4o-mini"]).await;
+    let server = TestServer::start().await;
+    let admin = server.admin_key().await;
+
+    let added = server.add_provider(&admin, "openai-main", &fake, KEY).await;
+    assert_eq!(added["name"], "openai-main");
+    assert_eq!(added["type"], "openai");
+    assert_eq!(added["model_count"], 2);
+    assert_eq!(added["enabled"], true);
+    assert_eq!(added["key_hint"], "…0001");
+    assert_eq!(added["base_url"], fake.base_url());
+    let id = added["id"].as_str().unwrap().to_string();
+    // The key was checked against the model list with the provider's own auth scheme.
+    let listing = fake.requests().into_iter().find(|r| r.path == "/v1/models").unwrap();
+    assert_eq!(listing.method, "GET");
+    assert_eq!(listing.header("authorization"), Some(format!("Bearer {KEY}").as_str()));
+
+    let list = server.call("GET", "/api/providers", Some(&admin), None).await;
+    list.expect(200);
+    assert_eq!(list.json()["data"][0]["id"], id.as_str());
+    let one = server
+        .call("GET", &format!("/api/providers/{id}"), Some(&admin), None)
+        .await;
+    one.expect(200);
+    assert_eq!(one.json()["model_count"], 2);
+
+    let models = server.call("GET", "/api/models", Some(&admin), None).await;
+    models.expect(200);
+    let models = models.json();
+    let entry = &models["data"][0];
+    assert_eq!(entry["id"], "gpt-4o");
+    assert_eq!(entry["provider"], "openai-main");
+    assert!(entry["fetched_at"].as_str().unwrap().contains('T'));
+
+    // Rotate: the new key is validated, then replaces the old one.
+    fake.set_keys(&[KEY, NEW_KEY]);
+    let rotated = server
+        .call(
+            "PATCH",
+            &format!("/api/providers/{id}"),
+            Some(&admin),
+            Some(json!({"api_key": NEW_KEY})),
+        )
+        .await;
+    rotated.expect(200);
+    assert_eq!(rotated.json()["key_hint"], "…0002");
+    fake.set_keys(&[NEW_KEY]);
+    let client = server.client_key(&admin).await;
+    server.chat(&client, "gpt-4o", false).await.expect(200);
+    let last = fake.chat_requests().pop().unwrap();
+    assert_eq!(last.header("authorization"), Some(format!("Bearer {NEW_KEY}").as_str()));
+
+    // Rename and disable.
+    let renamed = server
+        .call(
+            "PATCH",
+            &format!("/api/providers/{id}"),
+            Some(&admin),
+            Some(json!({"name": "primary", "enabled": false})),
+        )
+        .await;
+    renamed.expect(200);
+    assert_eq!(renamed.json()["name"], "primary");
+    assert_eq!(renamed.json()["enabled"], false);
+    server.chat(&client, "gpt-4o", false).await.expect(404);
+
+    server
+        .call("DELETE", &format!("/api/providers/{id}"), Some(&admin), None)
+        .await
+        .expect(204);
+    server
+        .call("GET", &format!("/api/providers/{id}"), Some(&admin), None)
+        .await
+        .expect(404);
+    server
+        .call("DELETE", &format!("/api/providers/{id}"), Some(&admin), None)
+        .await
+        .expect(404);
+    assert_eq!(
+        server.call("GET", "/api/models", Some(&admin), None).await.json()["data"],
+        json!([])
+    );
+}
+
+#[tokio::test]
+async fn invalid_key_is_422_with_the_providers_reason_and_nothing_is_stored() {
+    let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
+    let server = TestServer::start().await;
+    let admin = server.admin_key().await;
+    let reply = server
+        .call(
+            "POST",
+            "/api/providers",
+            Some(&admin),
+            Some(json!({"name": "bad", "type": "openai", "api_key": "sk-wrong-key-9999", "base_url": fake.base_url()})),
+        )
+        .await;
+    reply.expect(422);
+    let message = reply.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.contains("Incorrect API key"), "{message}");
+    assert!(!reply.text.contains("sk-wrong-key-9999"));
+    assert_eq!(
+        server.call("GET", "/api/providers", Some(&admin), None).await.json()["data"],
+        json!([])
+    );
+    assert_eq!(
+        server.call("GET", "/api/models", Some(&admin), None).await.json()["data"],
+        json!([])
+    );
+    // The name is still free.
+    server.add_provider(&admin, "bad", &fake, KEY).await;
+}
+
+#[tokio::test]
+async fn unreachable_provider_is_502_and_nothing_is_stored() {
+    let server = TestServer::start().await;
+    let admin = server.admin_key().await;
+    // A port that was just free: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let reply = server
+        .call(
+            "POST",
+            "/api/providers",
+            Some(&admin),
+            Some(json!({"name": "gone", "type": "openai", "api_key": KEY, "base_url": format!("http://127.0.0.1:{port}/v1")})),
+        )
+        .await;
+    reply.expect(502);
+    assert_eq!(reply.json()["error"]["code"], "provider_unreachable");
+    assert_eq!(
+        server.call("GET", "/api/providers", Some(&admin), None).await.json()["data"],
+        json!([])
+    );
+}
+
+#[tokio::test]
+async fn duplicate_names_are_409_case_insensitively() {
+    let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
+    let server = TestServer::start().await;
+    let admin = server.admin_key().await;
+    server.add_provider(&admin, "main", &fake, KEY).await;
+    let reply = server
+        .call(
+            "POST",
+            "/api/providers",
+            Some(&admin),
+            Some(json!({"name": "MAIN", "type": "openai", "api_key": KEY, "base_url": fake.base_url()})),
+        )
+        .await;
+    reply.expect(409);
+    let other = server.add_provider(&admin, "other", &fake, KEY).await;
+    let id = other["id"].as_str().unwrap();
+    server
+        .call(
+            "PATCH",
+            &format!("/api/providers/{id}"),
+            Some(&admin),
+            Some(json!({"name": "Main"})),
+        )
+        .await
+        .expect(409);
+    assert_eq!(
+        server.call("GET", "/api/providers", Some(&admin), None).await.json()["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_rejected_new_key_leaves_the_old_one_working() {
+    let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
+    let server = TestServer::start().await;
+    let admin = server.admin_key().await;
+    let id = server.add_provider(&admin, "main", &fake, KEY).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reply = server
+        .call(
+            "PATCH",
+            &format!("/api/providers/{id}"),
+            Some(&admin),
+            Some(json!({"api_key": "sk-not-accepted-7777"})),
+        )
+        .await;
+    reply.expect(422);
+    let view = server
+        .call("GET", &format!("/api/providers/{id}"), Some(&admin), None)
+        .await
+        .json();
+    assert_eq!(view["key_hint"], "…0001");
+    let client = server.client_key(&admin).await;
+    server.chat(&client, "gpt-4o", false).await.expect(200);
+    assert_eq!(
+        fake.chat_requests().pop().unwrap().header("authorization"),
+        Some(format!("Bearer {KEY}").as_str())
+    );
+}
+
+#[tokio::test]
+async fn changing_base_url_needs_the_key_in_the_same_request() {
+    let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
+    let moved = FakeUpstream::openai("moved", &[NEW_KEY], &["gpt-4o", "o3"]).await;
+    let server = TestServer::start().await;
+    let admin = server.admin_key().await;
+    let id = server.add_provider(&admin, "main", &fake, KEY).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reply = server
+        .call(
+            "PATCH",
+            &format!("/api/providers/{id}"),
+            Some(&admin),
+            Some(json!({"base_url": moved.base_url()})),
+        )
+        .await;
+    reply.expect(400);
+    assert!(reply.json()["error"]["message"].as_str().unwrap().contains("api_key"));
+    assert!(moved.requests().is_empty(), "the stored key went to the new host");
+    let reply = server
+        .call(
+            "PATCH",
+            &format!("/api/providers/{id}"),
+            Some(&admin),
+            Some(json!({"base_url": moved.base_url(), "api_key": NEW_KEY})),
+        )
+        .await;
+    reply.expect(200);
+    assert_eq!(reply.json()["base_url"], moved.base_url());
+    assert_eq!(reply.json()["model_count"], 2);
+}
+
+#[tokio::test]
+async fn refresh_models_on_demand_and_on_schedule() {
+    let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
+    let server = TestServer::start_with(Options {
+        args: vec!["--models-refresh-secs".into(), "1".into()],
+        ..Options::default()
+    })
+    .await;
+    let admin = server.admin_key().await;
+    let id = server.add_provider(&admin, "main", &fake, KEY).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    fake.set_models(&["gpt-4o", "o3"]);
+    let refreshed = server
+        .call(
+            "POST",
+            &format!("/api/providers/{id}/refresh-models"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    refreshed.expect(200);
+    assert_eq!(refreshed.json()["model_count"], 2);
+
+    fake.set_models(&["gpt-4o", "o3", "gpt-5"]);
+    let client = server.client_key(&admin).await;
+    let picked_up = eventually(Duration::from_secs(10), || async {
+        server
+            .call("GET", "/v1/models", Some(&client), None)
+            .await
+            .text
+            .contains("gpt-5")
+    })
+    .await;
+    assert!(picked_up, "the background refresh never picked up the new model");
+    server
+        .call("POST", "/api/providers/nope/refresh-models", Some(&admin), None)
+        .await
+        .expect(404);
+}
+
+#[tokio::test]
+async fn anthropic_provider_is_validated_with_its_own_headers_and_paginated() {
+    let fake = FakeUpstream::anthropic(
+        "claude",
+        &["sk-ant-test-key-0003"],
+        &["claude-a", "claude-b", "claude-c"],
+    )
+    .await;
+    let server = TestServer::start().await;
+    let admin = server.admin_key().await;
+    let added = server
+        .add_provider(&admin, "anthropic", &fake, "sk-ant-test-key-0003")
+        .await;
+    assert_eq!(added["type"], "anthropic");
+    assert_eq!(added["model_count"], 3, "all pages were read");
+    let listing = fake.requests().into_iter().find(|r| r.path == "/v1/models").unwrap();
+    assert_eq!(listing.header("x-api-key"), Some("sk-ant-test-key-0003"));
+    assert!(listing.header("anthropic-version").is_some());
+    assert!(listing.header("authorization").is_none());
+    let models = server.call("GET", "/api/models", Some(&admin), None).await.json();
+    assert_eq!(models["data"][0]["display_name"], "CLAUDE-A");
+
+    let reply = server
+        .call(
+            "POST",
+            "/api/providers",
+            Some(&admin),
+            Some(json!({"name": "anthropic-2", "type": "anthropic", "api_key": "sk-ant-wrong-0000", "base_url": fake.base_url()})),
+        )
+        .await;
+    reply.expect(422);
+}
+
+#[tokio::test]
+async fn provider_requests_are_validated() {
+    let server = TestServer::start().await;
+    let admin = server.admin_key().await;
+    let cases = [
+        json!({"name": "x", "type": "azure", "api_key": KEY}),
+        json!({"name": "has space", "type": "openai", "api_key": KEY}),
+        json!({"name": "x/y", "type": "openai", "api_key": KEY}),
+        json!({"name": "x", "type": "openai"}),
+        json!({"name": "x", "type": "openai", "api_key": ""}),
+        json!({"name": "x", "type": "openai", "api_key": KEY, "base_url": "ftp://host"}),
+        json!({"name": "x", "type": "openai", "api_key": KEY, "base_url": "http://user:pw@host/v1"}),
+        json!({"name": "x", "type": "openai-compatible"}),
+        json!({"name": "x", "type": "openai", "api_key": KEY, "apikey": KEY}),
+        json!({"name": "x", "type": "openai", "api_key": 42}),
+    ];
+    for body in cases {
+        let reply = server
+            .call("POST", "/api/providers", Some(&admin), Some(body.clone()))
+            .await;
+        assert_eq!(reply.status, 400, "{body}: {}", reply.text);
+        assert!(!reply.text.contains(KEY), "{}", reply.text);
+    }
+    let reply = server
+        .call(
+            "PATCH",
+            "/api/providers/missing",
+            Some(&admin),
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    reply.expect(404);
+    let reply = server
+        .call("PATCH", "/api/providers/missing", Some(&admin), Some(json!({})))
+        .await;
+    reply.expect(400);
+}

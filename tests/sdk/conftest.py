@@ -1,0 +1,382 @@
+"""Fixtures for the OpenAI-SDK smoke suite: a fake OpenAI upstream, a real auxot process,
+and an admin bootstrap done through auxot's own HTTP API (stdlib only)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+FAKE_KEY = "sk-fake-valid-key-000000"
+FAKE_MODELS = ["gpt-4o-mini", "fail-500"]
+FAKE_REPLY = "Hello from fake"
+STREAM_PIECES = ["Hello", " from", " fake", " stream"]
+ADMIN = {"username": "admin", "password": "password123"}
+START_TIMEOUT_S = 30.0
+LISTEN_RE = re.compile(r"auxot listening on (http://127\.0\.0\.1:\d+)")
+
+# Everything is on loopback: never send it through a proxy from the environment.
+for _var in ("NO_PROXY", "no_proxy"):
+    _have = os.environ.get(_var, "")
+    if "127.0.0.1" not in _have:
+        os.environ[_var] = ",".join(p for p in ("127.0.0.1", "localhost", _have) if p)
+
+
+# --------------------------------------------------------------------------------------
+# Fake OpenAI upstream
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]  # lower-cased names
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body) if self.body else None
+
+
+@dataclass
+class FakeUpstream:
+    server: ThreadingHTTPServer
+    requests: list[Recorded] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def record(self, item: Recorded) -> None:
+        with self.lock:
+            self.requests.append(item)
+
+    def seen(self, path: str | None = None) -> list[Recorded]:
+        with self.lock:
+            return [r for r in self.requests if path is None or r.path == path]
+
+    def clear(self) -> None:
+        with self.lock:
+            self.requests.clear()
+
+
+def _openai_error(message: str, type_: str, code: str | None) -> dict:
+    return {"error": {"message": message, "type": type_, "param": None, "code": code}}
+
+
+def _make_handler(fake: FakeUpstream):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format, *args):  # noqa: A002 - keep pytest output quiet
+            pass
+
+        def _read_body(self) -> bytes:
+            length = int(self.headers.get("Content-Length") or 0)
+            return self.rfile.read(length) if length else b""
+
+        def _record(self) -> Recorded:
+            item = Recorded(
+                method=self.command,
+                path=self.path,
+                headers={k.lower(): v for k, v in self.headers.items()},
+                body=self._read_body(),
+            )
+            fake.record(item)
+            return item
+
+        def _send_json(self, status: int, payload: dict) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _authorized(self, item: Recorded) -> bool:
+            if item.headers.get("authorization") == f"Bearer {FAKE_KEY}":
+                return True
+            self._send_json(401, _openai_error("Incorrect API key", "invalid_request_error", "invalid_api_key"))
+            return False
+
+        def do_GET(self):  # noqa: N802
+            item = self._record()
+            if item.path != "/v1/models":
+                self._send_json(404, _openai_error(f"no route {item.path}", "invalid_request_error", None))
+                return
+            if not self._authorized(item):
+                return
+            data = [{"id": m, "object": "model", "created": 1, "owned_by": "fake"} for m in FAKE_MODELS]
+            self._send_json(200, {"object": "list", "data": data})
+
+        def do_POST(self):  # noqa: N802
+            item = self._record()
+            if item.path != "/v1/chat/completions":
+                self._send_json(404, _openai_error(f"no route {item.path}", "invalid_request_error", None))
+                return
+            if not self._authorized(item):
+                return
+            try:
+                request = item.json() or {}
+            except ValueError:
+                self._send_json(400, _openai_error("body is not JSON", "invalid_request_error", None))
+                return
+            model = request.get("model", "")
+            if model == "fail-500":
+                self._send_json(500, _openai_error("The server had an error", "server_error", None))
+                return
+            created = int(time.time())
+            completion_id = "chatcmpl-fake-" + secrets.token_hex(4)
+            if request.get("stream") is True:
+                self._stream(completion_id, created, model)
+                return
+            self._send_json(
+                200,
+                {
+                    "id": completion_id,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": FAKE_REPLY},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+                },
+            )
+
+        def _stream(self, completion_id: str, created: int, model: str) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+
+            def chunk(delta: dict, finish_reason):
+                return {
+                    "id": completion_id,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+                }
+
+            events = [chunk({"role": "assistant", "content": ""}, None)]
+            events += [chunk({"content": piece}, None) for piece in STREAM_PIECES]
+            events.append(chunk({}, "stop"))
+            lines = [f"data: {json.dumps(e)}\n\n" for e in events] + ["data: [DONE]\n\n"]
+            for line in lines:
+                data = line.encode()
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+
+    return Handler
+
+
+@pytest.fixture(scope="session")
+def fake_upstream():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), None)  # handler set below
+    server.daemon_threads = True
+    fake = FakeUpstream(server=server)
+    server.RequestHandlerClass = _make_handler(fake)
+    thread = threading.Thread(target=server.serve_forever, name="fake-openai", daemon=True)
+    thread.start()
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def upstream(fake_upstream, bootstrap):
+    """The fake upstream with its request log emptied for this test."""
+    fake_upstream.clear()
+    return fake_upstream
+
+
+# --------------------------------------------------------------------------------------
+# The real auxot process
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Auxot:
+    url: str
+    process: subprocess.Popen
+    log: deque
+
+    def log_tail(self, n: int = 60) -> str:
+        return "".join(list(self.log)[-n:])
+
+
+_AUXOT: Auxot | None = None
+
+
+def _auxot_bin() -> Path:
+    raw = os.environ.get("AUXOT_BIN", "target/debug/auxot")
+    path = Path(raw)
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def auxot(tmp_path_factory):
+    global _AUXOT
+    binary = _auxot_bin()
+    if not binary.is_file():
+        pytest.fail(f"auxot binary not found at {binary} (set AUXOT_BIN or run cargo build)")
+    data_dir = tmp_path_factory.mktemp("auxot-data")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUXOT_")}
+    env["AUXOT_SECRET_KEY"] = secrets.token_hex(32)
+    env["RUST_LOG"] = "info"
+    process = subprocess.Popen(
+        [str(binary), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+        bufsize=1,
+    )
+    log: deque = deque(maxlen=2000)
+    found: dict[str, str] = {}
+    ready = threading.Event()
+
+    def drain():
+        # One reader for the whole life of the process: finds the listening line, then
+        # keeps the pipe empty so auxot never blocks on a full stderr.
+        for line in process.stderr:
+            log.append(line)
+            if not ready.is_set():
+                match = LISTEN_RE.search(line)
+                if match:
+                    found["url"] = match.group(1)
+                    ready.set()
+        ready.set()  # EOF: the process is gone
+
+    reader = threading.Thread(target=drain, name="auxot-stderr", daemon=True)
+    reader.start()
+    if not ready.wait(START_TIMEOUT_S) or "url" not in found:
+        try:  # stderr closed: the process is exiting; give it a moment to be reaped
+            code = process.wait(timeout=2) if ready.is_set() else None
+        except subprocess.TimeoutExpired:
+            code = None
+        _stop(process)
+        reader.join(timeout=5)
+        why = f"exited with code {code}" if code is not None else f"timed out after {START_TIMEOUT_S:.0f}s"
+        pytest.fail(f"auxot did not log its listening address ({why}); stderr:\n{''.join(log)}")
+    _AUXOT = Auxot(url=found["url"], process=process, log=log)
+    try:
+        yield _AUXOT
+    finally:
+        _AUXOT = None
+        _stop(process)
+        reader.join(timeout=5)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and _AUXOT is not None:
+        report.sections.append(("auxot stderr (tail)", _AUXOT.log_tail()))
+
+
+# --------------------------------------------------------------------------------------
+# Admin bootstrap over HTTP
+# --------------------------------------------------------------------------------------
+
+
+def http_json(method: str, url: str, body: dict | None = None, headers: dict | None = None):
+    """(status, headers, parsed JSON or None) without raising on HTTP errors."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=10) as response:
+            status, reply_headers, raw = response.status, response.headers, response.read()
+    except urllib.error.HTTPError as e:
+        status, reply_headers, raw = e.code, e.headers, e.read()
+    try:
+        parsed = json.loads(raw) if raw else None
+    except ValueError:
+        parsed = raw.decode(errors="replace")
+    return status, reply_headers, parsed
+
+
+@dataclass
+class Bootstrap:
+    client_key: str
+    cookie: str
+    provider: dict
+
+
+@pytest.fixture(scope="session")
+def bootstrap(auxot, fake_upstream) -> Bootstrap:
+    base = auxot.url
+
+    status, _, body = http_json("POST", f"{base}/api/setup", ADMIN)
+    assert status == 201, f"POST /api/setup: {status} {body}"
+
+    status, headers, body = http_json("POST", f"{base}/api/login", ADMIN)
+    assert status == 200, f"POST /api/login: {status} {body}"
+    cookies = headers.get_all("Set-Cookie") or []
+    session = next((c.split(";", 1)[0] for c in cookies if c.startswith("auxot_session=")), None)
+    assert session and session != "auxot_session=", f"no auxot_session cookie in {cookies}"
+
+    status, _, body = http_json("POST", f"{base}/api/api-keys", {"name": "sdk", "role": "client"}, {"Cookie": session})
+    assert status == 201, f"POST /api/api-keys: {status} {body}"
+    key = body.get("key", "")
+    assert key.startswith("aux_"), f"client key does not start with aux_: {body}"
+
+    provider = {
+        "name": "fake",
+        "type": "openai",
+        "api_key": FAKE_KEY,
+        "base_url": fake_upstream.base_url,
+    }
+    status, _, body = http_json("POST", f"{base}/api/providers", provider, {"Cookie": session})
+    assert status == 201, f"POST /api/providers: {status} {body}"
+    assert FAKE_KEY not in json.dumps(body), "the provider view echoes the upstream key"
+
+    return Bootstrap(client_key=key, cookie=session, provider=body)

@@ -1,0 +1,358 @@
+//! Fake OpenAI and Anthropic upstreams on 127.0.0.1 that record what they receive.
+//!
+//! Behaviour is chosen by the requested model, so one fake serves many scenarios:
+//! `fail-500`, `fail-429`, `fail-400` answer that status; `gated` streams its first chunk and
+//! then waits for `release_stream()`; `break` streams two chunks and then drops the
+//! connection; `slow` answers after 3 s; anything else answers
+//! "Hello from <name>" (SSE when `stream` is true, with small delays between chunks).
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use warp::http::{HeaderMap, Response, StatusCode};
+use warp::hyper::Body;
+use warp::Filter;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FakeKind {
+    OpenAi,
+    Anthropic,
+}
+
+impl FakeKind {
+    pub fn type_name(self) -> &'static str {
+        match self {
+            FakeKind::OpenAi => "openai",
+            FakeKind::Anthropic => "anthropic",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+pub struct FakeState {
+    pub name: String,
+    pub kind: FakeKind,
+    keys: Mutex<Vec<String>>,
+    models: Mutex<Vec<String>>,
+    requests: Mutex<Vec<Recorded>>,
+    gate: Arc<tokio::sync::Semaphore>,
+    fail_with: Mutex<Option<u16>>,
+}
+
+pub struct FakeUpstream {
+    pub kind: FakeKind,
+    pub addr: SocketAddr,
+    pub state: Arc<FakeState>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl FakeUpstream {
+    pub async fn openai(name: &str, keys: &[&str], models: &[&str]) -> FakeUpstream {
+        Self::start(FakeKind::OpenAi, name, keys, models).await
+    }
+
+    pub async fn anthropic(name: &str, keys: &[&str], models: &[&str]) -> FakeUpstream {
+        Self::start(FakeKind::Anthropic, name, keys, models).await
+    }
+
+    async fn start(kind: FakeKind, name: &str, keys: &[&str], models: &[&str]) -> FakeUpstream {
+        let state = Arc::new(FakeState {
+            name: name.to_string(),
+            kind,
+            keys: Mutex::new(keys.iter().map(|k| k.to_string()).collect()),
+            models: Mutex::new(models.iter().map(|m| m.to_string()).collect()),
+            requests: Mutex::new(Vec::new()),
+            gate: Arc::new(tokio::sync::Semaphore::new(0)),
+            fail_with: Mutex::new(None),
+        });
+        let shared = state.clone();
+        let routes = warp::method()
+            .and(warp::path::full())
+            .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+            .and(warp::header::headers_cloned())
+            .and(warp::body::bytes())
+            .then(
+                move |method: warp::http::Method,
+                      path: warp::path::FullPath,
+                      query: String,
+                      headers: HeaderMap,
+                      body: Bytes| {
+                    let state = shared.clone();
+                    async move {
+                        state
+                            .handle(method.as_str(), path.as_str(), &query, &headers, body)
+                            .await
+                    }
+                },
+            );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (addr, server) = warp::serve(routes).bind_with_graceful_shutdown(([127, 0, 0, 1], 0), async move {
+            let _ = stopped.await;
+        });
+        tokio::spawn(server);
+        FakeUpstream {
+            kind,
+            addr,
+            state,
+            _stop: stop,
+        }
+    }
+
+    /// As each SDK expects it: OpenAI's includes `/v1`, Anthropic's does not.
+    pub fn base_url(&self) -> String {
+        match self.kind {
+            FakeKind::OpenAi => format!("http://{}/v1", self.addr),
+            FakeKind::Anthropic => format!("http://{}", self.addr),
+        }
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    pub fn chat_requests(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with("/chat/completions") || r.path.ends_with("/messages"))
+            .collect()
+    }
+
+    pub fn set_models(&self, models: &[&str]) {
+        *self.state.models.lock().unwrap() = models.iter().map(|m| m.to_string()).collect();
+    }
+
+    pub fn set_keys(&self, keys: &[&str]) {
+        *self.state.keys.lock().unwrap() = keys.iter().map(|k| k.to_string()).collect();
+    }
+
+    /// Every chat request answers this status from now on (`None`: back to normal).
+    pub fn fail_chats_with(&self, status: Option<u16>) {
+        *self.state.fail_with.lock().unwrap() = status;
+    }
+
+    /// Lets one `gated` stream go on past its first chunk.
+    pub fn release_stream(&self) {
+        self.state.gate.add_permits(1);
+    }
+}
+
+fn json_reply(status: u16, body: Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+impl FakeState {
+    async fn handle(&self, method: &str, path: &str, query: &str, headers: &HeaderMap, body: Bytes) -> Response<Body> {
+        self.requests.lock().unwrap().push(Recorded {
+            method: method.to_string(),
+            path: path.to_string(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect(),
+            body: String::from_utf8_lossy(&body).to_string(),
+        });
+        if let Some(denied) = self.check_key(headers) {
+            return denied;
+        }
+        match (self.kind, method, path) {
+            (FakeKind::OpenAi, "GET", "/v1/models") => self.openai_models(),
+            (FakeKind::Anthropic, "GET", "/v1/models") => self.anthropic_models(query),
+            (FakeKind::OpenAi, "POST", "/v1/chat/completions") => self.openai_chat(&body).await,
+            (FakeKind::Anthropic, "POST", "/v1/messages") => json_reply(
+                200,
+                json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "x",
+                    "content": [{"type": "text", "text": format!("Hello from {}", self.name)}],
+                    "stop_reason": "end_turn", "usage": {"input_tokens": 3, "output_tokens": 4}}),
+            ),
+            _ => json_reply(
+                404,
+                json!({"error": {"message": format!("fake has no {method} {path}"), "type": "not_found"}}),
+            ),
+        }
+    }
+
+    /// 401 unless the request carries one of the valid keys in this dialect's header. A key
+    /// starting `sk-echo` is echoed back in the error, as a careless upstream might.
+    fn check_key(&self, headers: &HeaderMap) -> Option<Response<Body>> {
+        let sent = match self.kind {
+            FakeKind::OpenAi => headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::to_string),
+            FakeKind::Anthropic => {
+                if headers.get("anthropic-version").is_none() {
+                    return Some(json_reply(
+                        400,
+                        json!({"type": "error", "error": {"type": "invalid_request_error", "message": "anthropic-version header is required"}}),
+                    ));
+                }
+                headers
+                    .get("x-api-key")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            }
+        };
+        let sent = sent.unwrap_or_default();
+        if self.keys.lock().unwrap().iter().any(|k| *k == sent) {
+            return None;
+        }
+        let message = if sent.starts_with("sk-echo") {
+            format!("Incorrect API key provided: {sent}")
+        } else {
+            "Incorrect API key provided".to_string()
+        };
+        Some(match self.kind {
+            FakeKind::OpenAi => json_reply(
+                401,
+                json!({"error": {"message": message, "type": "invalid_request_error", "code": "invalid_api_key"}}),
+            ),
+            FakeKind::Anthropic => json_reply(
+                401,
+                json!({"type": "error", "error": {"type": "authentication_error", "message": message}}),
+            ),
+        })
+    }
+
+    fn openai_models(&self) -> Response<Body> {
+        let data: Vec<Value> = self
+            .models
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|m| json!({"id": m, "object": "model", "created": 1700000000, "owned_by": self.name}))
+            .collect();
+        json_reply(200, json!({"object": "list", "data": data}))
+    }
+
+    /// Two models a page, so auxot's pagination is exercised.
+    fn anthropic_models(&self, query: &str) -> Response<Body> {
+        let models = self.models.lock().unwrap().clone();
+        let after = query
+            .split('&')
+            .find_map(|p| p.strip_prefix("after_id="))
+            .map(str::to_string);
+        let start = match after {
+            Some(after) => models.iter().position(|m| *m == after).map_or(models.len(), |i| i + 1),
+            None => 0,
+        };
+        let page: Vec<&String> = models.iter().skip(start).take(2).collect();
+        let has_more = start + page.len() < models.len();
+        let data: Vec<Value> = page
+            .iter()
+            .map(|m| json!({"type": "model", "id": m, "display_name": m.to_uppercase(), "created_at": "2025-02-19T00:00:00Z"}))
+            .collect();
+        json_reply(
+            200,
+            json!({"data": data, "has_more": has_more, "first_id": page.first(), "last_id": page.last()}),
+        )
+    }
+
+    async fn openai_chat(&self, body: &[u8]) -> Response<Body> {
+        let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let model = request["model"].as_str().unwrap_or("").to_string();
+        let forced = *self.fail_with.lock().unwrap();
+        if let Some(status) = forced {
+            return json_reply(
+                status,
+                json!({"error": {"message": format!("{} is failing on purpose", self.name), "type": "server_error"}}),
+            );
+        }
+        match model.as_str() {
+            "fail-500" => {
+                return json_reply(
+                    500,
+                    json!({"error": {"message": "The server had an error", "type": "server_error"}}),
+                )
+            }
+            "fail-429" => {
+                return json_reply(
+                    429,
+                    json!({"error": {"message": "Rate limit reached", "type": "rate_limit_error"}}),
+                )
+            }
+            "fail-400" => {
+                return json_reply(
+                    400,
+                    json!({"error": {"message": "Invalid value for 'temperature'", "type": "invalid_request_error", "param": "temperature"}}),
+                )
+            }
+            "slow" => tokio::time::sleep(Duration::from_secs(3)).await,
+            _ => {}
+        }
+        let text = format!("Hello from {}", self.name);
+        if request["stream"].as_bool() != Some(true) {
+            return json_reply(
+                200,
+                json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 1700000000, "model": model,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}}),
+            );
+        }
+        let chunk = |delta: Value, finish: Value| {
+            let c = json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1700000000, "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+            Bytes::from(format!("data: {c}\n\n"))
+        };
+        let mut chunks = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+        for word in text.split_inclusive(' ') {
+            chunks.push(chunk(json!({"content": word}), Value::Null));
+        }
+        chunks.push(chunk(json!({}), json!("stop")));
+        chunks.push(Bytes::from_static(b"data: [DONE]\n\n"));
+        let gated = model == "gated";
+        let breaks = model == "break";
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        let gate = self.gate.clone();
+        tokio::spawn(async move {
+            for (i, chunk) in chunks.into_iter().enumerate() {
+                if i == 1 && gated {
+                    if let Ok(permit) = gate.acquire().await {
+                        permit.forget();
+                    }
+                } else if i > 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                if breaks && i == 2 {
+                    let _ = tx.send(Err(std::io::Error::other("upstream died"))).await;
+                    break;
+                }
+                if tx.send(Ok(chunk)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let body = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+        Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "text/event-stream")
+            .body(Body::wrap_stream(body))
+            .unwrap()
+    }
+}

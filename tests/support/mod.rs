@@ -1,0 +1,334 @@
+//! `TestServer` (the real binary, port 0, temp data dir) and the fakes it talks to.
+
+pub mod fake_upstream;
+
+pub use fake_upstream::FakeUpstream;
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A fixed key so restarts in one test share it; 64 hex chars.
+pub const TEST_KEY: &str = "0101010101010101010101010101010101010101010101010101010101010101";
+pub const OTHER_KEY: &str = "0202020202020202020202020202020202020202020202020202020202020202";
+
+pub struct Options {
+    pub secret_key: Option<String>,
+    pub log_level: &'static str,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            secret_key: Some(TEST_KEY.into()),
+            log_level: "info",
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+}
+
+/// A reply as the tests look at it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    #[track_caller]
+    pub fn expect(&self, status: u16) -> &Self {
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
+        self
+    }
+}
+
+pub struct TestServer {
+    pub url: String,
+    pub data_dir: PathBuf,
+    temp: Arc<tempfile::TempDir>,
+    child: Child,
+    logs: Arc<Mutex<String>>,
+    /// Every response body this server sent to a test, for the leak scan.
+    bodies: Arc<Mutex<Vec<String>>>,
+    pub http: reqwest::Client,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> TestServer {
+        let temp = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let data_dir = temp.path().join("data");
+        match Self::launch(temp.clone(), data_dir, options).await {
+            Ok(server) => server,
+            Err(logs) => panic!("auxot did not start:\n{logs}"),
+        }
+    }
+
+    /// Starts a server on the data dir of this one (after `stop`), e.g. to restart it.
+    pub async fn relaunch(&self, options: Options) -> Result<TestServer, String> {
+        Self::launch(self.temp.clone(), self.data_dir.clone(), options).await
+    }
+
+    async fn launch(temp: Arc<tempfile::TempDir>, data_dir: PathBuf, options: Options) -> Result<TestServer, String> {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_auxot"));
+        command
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(&options.args)
+            .env_remove("AUXOT_SECRET_KEY")
+            .env_remove("AUXOT_SECRET_KEY_FILE")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env("RUST_LOG", options.log_level)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        command.envs(options.env.iter().cloned());
+        if let Some(key) = &options.secret_key {
+            command.env("AUXOT_SECRET_KEY", key);
+        }
+        let mut child = command.spawn().expect("spawn auxot");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = Arc::new(Mutex::new(String::new()));
+        let (url_tx, mut url_rx) = tokio::sync::mpsc::unbounded_channel();
+        let sink = logs.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(at) = line.find("auxot listening on ") {
+                    let url = line[at + "auxot listening on ".len()..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                    let _ = url_tx.send(url);
+                }
+                let mut logs = sink.lock().unwrap();
+                logs.push_str(&line);
+                logs.push('\n');
+            }
+        });
+        let url = tokio::select! {
+            url = url_rx.recv() => url,
+            status = child.wait() => {
+                // Let the reader drain what the process printed before it died.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let logs = logs.lock().unwrap().clone();
+                return Err(format!("exited with {status:?}\n{logs}"));
+            }
+            _ = tokio::time::sleep(Duration::from_secs(30)) => None,
+        };
+        let Some(url) = url else {
+            return Err(format!("no listening line within 30 s\n{}", logs.lock().unwrap()));
+        };
+        Ok(TestServer {
+            url,
+            data_dir,
+            temp,
+            child,
+            logs,
+            bodies: Arc::new(Mutex::new(Vec::new())),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
+        })
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub async fn stop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+        let _ = self.child.kill().await;
+        // The reader task may still hold the last lines.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    pub fn bodies(&self) -> Vec<String> {
+        self.bodies.lock().unwrap().clone()
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("auxot.redb")
+    }
+
+    pub fn data_path(&self, name: &str) -> PathBuf {
+        self.data_dir.join(name)
+    }
+
+    /// Sends a request; `auth` goes out as `Authorization: Bearer`.
+    pub async fn call(&self, method: &str, path: &str, auth: Option<&str>, body: Option<Value>) -> Reply {
+        let mut request = self
+            .http
+            .request(method.parse().expect("method"), format!("{}{path}", self.url));
+        if let Some(key) = auth {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        self.send(request).await
+    }
+
+    /// Sends a raw body with a content type.
+    pub async fn call_raw(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> Reply {
+        let mut request = self
+            .http
+            .request(method.parse().expect("method"), format!("{}{path}", self.url))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(key) = auth {
+            request = request.bearer_auth(key);
+        }
+        self.send(request).await
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        let response = request.send().await.expect("request to auxot");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body");
+        self.bodies.lock().unwrap().push(text.clone());
+        Reply { status, headers, text }
+    }
+
+    /// Creates the first admin and returns an admin API key.
+    pub async fn admin_key(&self) -> String {
+        self.call(
+            "POST",
+            "/api/setup",
+            None,
+            Some(json!({"username": "admin", "password": "password123"})),
+        )
+        .await
+        .expect(201);
+        let cookie = self.login("admin", "password123").await;
+        let reply = self
+            .send(
+                self.http
+                    .post(format!("{}/api/api-keys", self.url))
+                    .header("cookie", cookie)
+                    .json(&json!({"name": "test-admin", "role": "admin"})),
+            )
+            .await;
+        reply.expect(201);
+        reply.json()["key"].as_str().expect("key").to_string()
+    }
+
+    /// Logs in and returns the `Cookie` header value for the session.
+    pub async fn login(&self, username: &str, password: &str) -> String {
+        let reply = self
+            .call(
+                "POST",
+                "/api/login",
+                None,
+                Some(json!({"username": username, "password": password})),
+            )
+            .await;
+        reply.expect(200);
+        let set_cookie = reply.header("set-cookie").expect("set-cookie").to_string();
+        set_cookie.split(';').next().unwrap().to_string()
+    }
+
+    pub async fn client_key(&self, admin: &str) -> String {
+        let reply = self
+            .call(
+                "POST",
+                "/api/api-keys",
+                Some(admin),
+                Some(json!({"name": "client", "role": "client"})),
+            )
+            .await;
+        reply.expect(201);
+        reply.json()["key"].as_str().unwrap().to_string()
+    }
+
+    /// Adds a provider and returns its JSON.
+    pub async fn add_provider(&self, admin: &str, name: &str, fake: &FakeUpstream, key: &str) -> Value {
+        let reply = self
+            .call(
+                "POST",
+                "/api/providers",
+                Some(admin),
+                Some(json!({"name": name, "type": fake.kind.type_name(), "api_key": key, "base_url": fake.base_url()})),
+            )
+            .await;
+        reply.expect(201);
+        reply.json()
+    }
+
+    pub async fn chat(&self, key: &str, model: &str, stream: bool) -> Reply {
+        self.call(
+            "POST",
+            "/v1/chat/completions",
+            Some(key),
+            Some(json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "Say hi"}]})),
+        )
+        .await
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// Polls `check` until it holds or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn file_bytes(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_default()
+}
