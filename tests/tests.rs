@@ -1,6 +1,9 @@
 //! The one integration-test binary: every test starts the real `auxot` binary on an
 //! ephemeral port with a temp data dir, and fakes what lies outside it.
 
+// The whole binary is test code: panicking on a broken expectation is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 mod accounts;

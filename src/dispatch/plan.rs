@@ -170,7 +170,8 @@ mod tests {
 
     #[test]
     fn plan_table() {
-        let cases: Vec<(&str, Option<&str>, usize, Result<Vec<&str>, PlanError>)> = vec![
+        type Case<'a> = (&'a str, Option<&'a str>, usize, Result<Vec<&'a str>, PlanError>);
+        let cases: Vec<Case> = vec![
             ("gpt-4o", None, 0, Ok(vec!["a:gpt-4o", "b:gpt-4o", "c:gpt-4o"])),
             ("gpt-4o", None, 1, Ok(vec!["b:gpt-4o", "a:gpt-4o", "c:gpt-4o"])),
             ("gpt-4o", None, 2, Ok(vec!["a:gpt-4o", "b:gpt-4o", "c:gpt-4o"])),

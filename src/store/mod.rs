@@ -23,8 +23,9 @@ pub const DB_FILE: &str = "auxot.redb";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Boxed: redb's error is large, and every `Result` in the store carries this enum.
     #[error("database error: {0}")]
-    Db(#[from] redb::Error),
+    Db(Box<redb::Error>),
     #[error("record {0} is corrupt: {1}")]
     Corrupt(&'static str, String),
     #[error("{0}")]
@@ -40,11 +41,12 @@ pub enum StoreError {
 macro_rules! redb_error_into_store_error {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
-            fn from(e: $t) -> Self { StoreError::Db(e.into()) }
+            fn from(e: $t) -> Self { StoreError::Db(Box::new(e.into())) }
         }
     )*};
 }
 redb_error_into_store_error!(
+    redb::Error,
     redb::DatabaseError,
     redb::TransactionError,
     redb::TableError,

@@ -220,7 +220,7 @@ impl FakeState {
             }
         };
         let sent = sent.unwrap_or_default();
-        if self.keys.lock().unwrap().iter().any(|k| *k == sent) {
+        if self.keys.lock().unwrap().contains(&sent) {
             return None;
         }
         let message = if sent.starts_with("sk-echo") {
