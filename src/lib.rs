@@ -7,6 +7,7 @@ pub mod crypto;
 pub mod dispatch;
 pub mod providers;
 pub mod store;
+pub mod workers;
 
 use crate::auth::Auth;
 use crate::config::{read_secret_key, ConfigError, SecretKeySource, ServeConfig};

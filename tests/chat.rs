@@ -199,6 +199,13 @@ async fn upstream_errors_keep_their_status_in_openai_shape() {
         let error = &reply.json()["error"];
         assert!(error["message"].as_str().unwrap().contains(fragment), "{}", reply.text);
         assert!(error["type"].is_string());
+        if status == 429 {
+            assert_eq!(
+                reply.header("retry-after"),
+                Some("7"),
+                "the upstream's Retry-After is passed on"
+            );
+        }
     }
 }
 

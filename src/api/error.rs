@@ -20,6 +20,7 @@ pub struct ApiError {
     pub status: u16,
     pub code: &'static str,
     pub message: String,
+    pub retry_after: Option<String>,
 }
 
 impl ApiError {
@@ -28,7 +29,13 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    pub fn with_retry_after(mut self, retry_after: Option<String>) -> Self {
+        self.retry_after = retry_after;
+        self
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -52,7 +59,11 @@ impl ApiError {
             }}),
             Dialect::Admin => json!({"error": {"code": self.code, "message": self.message}}),
         };
-        json_response(self.status, &body)
+        let mut response = json_response(self.status, &body);
+        if let Some(value) = self.retry_after.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        response
     }
 }
 

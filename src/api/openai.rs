@@ -100,7 +100,8 @@ where
             failure.status,
             "upstream_error",
             format!("provider '{route}' answered {}: {}", failure.status, failure.message()),
-        )),
+        )
+        .with_retry_after(failure.retry_after.clone())),
         Err(e) => Err(e.into()),
     }
 }

@@ -45,6 +45,8 @@ pub struct UpstreamFailure {
     pub status: u16,
     pub content_type: Option<String>,
     pub body: Bytes,
+    /// The upstream's `Retry-After`, passed on so SDKs back off as the provider asked.
+    pub retry_after: Option<String>,
 }
 
 impl UpstreamFailure {
@@ -135,11 +137,17 @@ pub(crate) async fn into_outcome(response: reqwest::Response, key: Option<&Secre
             body,
         });
     }
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let body = read_bounded(response).await;
     ChatOutcome::Failed(UpstreamFailure {
         status,
         content_type,
         body: scrub(body, key),
+        retry_after,
     })
 }
 

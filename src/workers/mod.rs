@@ -1,0 +1,4 @@
+//! Workers: the wire protocol, the router's registry of live workers, and the worker
+//! clients (`auxot worker gpu`, `auxot worker cli`).
+
+pub mod protocol;
