@@ -35,8 +35,8 @@ pub struct Usage {
     pub total_tokens: u64,
 }
 
-/// Worker → router.
-#[derive(Debug, Serialize, Deserialize)]
+/// Worker → router. Read with `WorkerMessage::parse`.
+#[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum WorkerMessage {
     /// First message after connecting.
@@ -71,8 +71,8 @@ pub enum WorkerMessage {
     },
 }
 
-/// Router → worker.
-#[derive(Debug, Serialize, Deserialize)]
+/// Router → worker. Read with `RouterMessage::parse`.
+#[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum RouterMessage {
     HelloAck {
@@ -90,15 +90,127 @@ pub enum RouterMessage {
     Refused { message: String },
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("not a protocol message: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("message of type '{kind}' lacks field '{field}'")]
+    Missing { kind: String, field: &'static str },
+    #[error("unknown message type '{0}'")]
+    UnknownType(String),
+}
+
+/// Every field any message may carry, flat. serde cannot read a `RawValue` inside an
+/// internally tagged enum (it buffers the content first), so messages are parsed through
+/// this and the chat payloads stay raw.
+#[derive(Deserialize)]
+struct Frame {
+    #[serde(rename = "type")]
+    kind: String,
+    protocol: Option<u32>,
+    kind_of_worker: Option<WorkerKind>,
+    name: Option<String>,
+    models: Option<Vec<String>>,
+    slots: Option<u32>,
+    version: Option<String>,
+    job_id: Option<String>,
+    chunk: Option<Box<RawValue>>,
+    request: Option<Box<RawValue>>,
+    usage: Option<Usage>,
+    message: Option<String>,
+    status: Option<u16>,
+    worker_id: Option<String>,
+    heartbeat_interval_ms: Option<u64>,
+    heartbeat_timeout_ms: Option<u64>,
+}
+
+fn need<T>(value: Option<T>, kind: &str, field: &'static str) -> Result<T, ProtocolError> {
+    value.ok_or_else(|| ProtocolError::Missing {
+        kind: kind.to_string(),
+        field,
+    })
+}
+
+/// `kind` is both the tag's name and the hello's worker kind: read the hello's separately.
+fn parse_frame(text: &str) -> Result<Frame, ProtocolError> {
+    #[derive(Deserialize)]
+    struct HelloKind {
+        kind: WorkerKind,
+    }
+    let mut frame: Frame = serde_json::from_str(text)?;
+    if frame.kind == "hello" {
+        // A hello carries "kind": "gpu"|"cli" in place of the tag's name; the tag is "type".
+        frame.kind_of_worker = serde_json::from_str::<HelloKind>(text).ok().map(|h| h.kind);
+    }
+    Ok(frame)
+}
+
 impl WorkerMessage {
     pub fn to_text(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
+    }
+
+    pub fn parse(text: &str) -> Result<WorkerMessage, ProtocolError> {
+        let f = parse_frame(text)?;
+        let k = f.kind.as_str();
+        Ok(match k {
+            "hello" => WorkerMessage::Hello {
+                protocol: need(f.protocol, k, "protocol")?,
+                kind: need(f.kind_of_worker, k, "kind")?,
+                name: need(f.name, k, "name")?,
+                models: f.models.unwrap_or_default(),
+                slots: need(f.slots, k, "slots")?,
+                version: f.version.unwrap_or_default(),
+            },
+            "heartbeat" => WorkerMessage::Heartbeat,
+            "models" => WorkerMessage::Models {
+                models: need(f.models, k, "models")?,
+            },
+            "chunk" => WorkerMessage::Chunk {
+                job_id: need(f.job_id, k, "job_id")?,
+                chunk: need(f.chunk, k, "chunk")?,
+            },
+            "done" => WorkerMessage::Done {
+                job_id: need(f.job_id, k, "job_id")?,
+                usage: f.usage,
+            },
+            "error" => WorkerMessage::Error {
+                job_id: need(f.job_id, k, "job_id")?,
+                message: need(f.message, k, "message")?,
+                status: f.status,
+            },
+            other => return Err(ProtocolError::UnknownType(other.to_string())),
+        })
     }
 }
 
 impl RouterMessage {
     pub fn to_text(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
+    }
+
+    pub fn parse(text: &str) -> Result<RouterMessage, ProtocolError> {
+        let f = parse_frame(text)?;
+        let k = f.kind.as_str();
+        Ok(match k {
+            "hello_ack" => RouterMessage::HelloAck {
+                protocol: need(f.protocol, k, "protocol")?,
+                worker_id: need(f.worker_id, k, "worker_id")?,
+                heartbeat_interval_ms: need(f.heartbeat_interval_ms, k, "heartbeat_interval_ms")?,
+                heartbeat_timeout_ms: need(f.heartbeat_timeout_ms, k, "heartbeat_timeout_ms")?,
+            },
+            "job" => RouterMessage::Job {
+                job_id: need(f.job_id, k, "job_id")?,
+                request: need(f.request, k, "request")?,
+            },
+            "cancel" => RouterMessage::Cancel {
+                job_id: need(f.job_id, k, "job_id")?,
+            },
+            "refused" => RouterMessage::Refused {
+                message: need(f.message, k, "message")?,
+            },
+            other => return Err(ProtocolError::UnknownType(other.to_string())),
+        })
     }
 }
 
@@ -121,8 +233,16 @@ mod tests {
             text.starts_with(r#"{"type":"hello","protocol":1,"kind":"gpu""#),
             "{text}"
         );
-        let chunk: WorkerMessage =
-            serde_json::from_str(r#"{"type":"chunk","job_id":"j1","chunk":{"choices":[{"delta":{"content":"hi"}}]}}"#)
+        assert!(matches!(
+            WorkerMessage::parse(&text).unwrap(),
+            WorkerMessage::Hello {
+                kind: WorkerKind::Gpu,
+                slots: 2,
+                ..
+            }
+        ));
+        let chunk =
+            WorkerMessage::parse(r#"{"type":"chunk","job_id":"j1","chunk":{"choices":[{"delta":{"content":"hi"}}]}}"#)
                 .unwrap();
         match chunk {
             WorkerMessage::Chunk { job_id, chunk } => {
@@ -139,7 +259,13 @@ mod tests {
             job.to_text(),
             r#"{"type":"job","job_id":"j2","request":{"model":"qwen","stream":true}}"#
         );
-        let done: WorkerMessage = serde_json::from_str(r#"{"type":"done","job_id":"j1"}"#).unwrap();
+        match RouterMessage::parse(&job.to_text()).unwrap() {
+            RouterMessage::Job { request, .. } => assert_eq!(request.get(), r#"{"model":"qwen","stream":true}"#),
+            other => panic!("{other:?}"),
+        }
+        let done = WorkerMessage::parse(r#"{"type":"done","job_id":"j1"}"#).unwrap();
         assert!(matches!(done, WorkerMessage::Done { usage: None, .. }));
+        assert!(WorkerMessage::parse(r#"{"type":"chunk","job_id":"j1"}"#).is_err());
+        assert!(WorkerMessage::parse(r#"{"type":"bogus"}"#).is_err());
     }
 }
