@@ -67,7 +67,7 @@ pub enum DispatchError {
     #[error("{route} answered {}", failure.status)]
     Upstream {
         route: String,
-        failure: UpstreamFailure,
+        failure: Box<UpstreamFailure>,
         tried: Vec<TargetFailure>,
     },
     #[error("{}", describe_all(.0))]
@@ -179,7 +179,7 @@ impl Dispatcher {
                         if !worth_failing_over(status.status) {
                             return Err(DispatchError::Upstream {
                                 route: failure.route.clone(),
-                                failure: status.clone(),
+                                failure: Box::new(status.clone()),
                                 tried: failures,
                             });
                         }
@@ -196,7 +196,7 @@ impl Dispatcher {
         match last_status {
             Some((route, failure)) => Err(DispatchError::Upstream {
                 route,
-                failure,
+                failure: Box::new(failure),
                 tried: failures,
             }),
             None => Err(DispatchError::AllFailed(failures)),
