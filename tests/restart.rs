@@ -46,7 +46,8 @@ async fn restart_with_a_wrong_key_is_refused_and_the_data_is_intact() {
         Err(logs) => logs,
     };
     assert!(logs.contains("not the key this data was sealed with"), "{logs}");
-    assert!(!logs.contains("listening"), "bound a port: {logs}");
+    assert!(!logs.contains("auxot listening on"), "bound a port: {logs}");
+    assert!(logs.contains("exited with"), "{logs}");
     assert_eq!(
         file_bytes(&server.db_path()),
         before,

@@ -292,10 +292,14 @@ impl FakeState {
                 )
             }
             "fail-429" => {
-                return json_reply(
+                let mut reply = json_reply(
                     429,
                     json!({"error": {"message": "Rate limit reached", "type": "rate_limit_error"}}),
-                )
+                );
+                reply
+                    .headers_mut()
+                    .insert("retry-after", warp::http::HeaderValue::from_static("7"));
+                return reply;
             }
             "fail-400" => {
                 return json_reply(

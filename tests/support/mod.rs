@@ -132,16 +132,15 @@ impl TestServer {
         });
         let url = tokio::select! {
             url = url_rx.recv() => url,
-            status = child.wait() => {
-                // Let the reader drain what the process printed before it died.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let logs = logs.lock().unwrap().clone();
-                return Err(format!("exited with {status:?}\n{logs}"));
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {
+                return Err(format!("no listening line within 30 s\n{}", logs.lock().unwrap()));
             }
-            _ = tokio::time::sleep(Duration::from_secs(30)) => None,
         };
         let Some(url) = url else {
-            return Err(format!("no listening line within 30 s\n{}", logs.lock().unwrap()));
+            // stderr closed without the listening line: the process is exiting.
+            let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return Err(format!("exited with {status:?}\n{}", logs.lock().unwrap()));
         };
         Ok(TestServer {
             url,
