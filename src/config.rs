@@ -43,6 +43,9 @@ pub struct ServeArgs {
     /// Seconds an admin UI session stays valid.
     #[arg(long, env = "AUXOT_SESSION_TTL_SECS", default_value_t = 7 * 24 * 3600)]
     pub session_ttl_secs: u64,
+    /// Seconds a worker may stay silent before it is offline and its jobs fail over.
+    #[arg(long, env = "AUXOT_WORKER_HEARTBEAT_TIMEOUT_SECS", default_value_t = 15)]
+    pub worker_heartbeat_timeout_secs: u64,
     /// Log line format.
     #[arg(long, env = "AUXOT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -57,6 +60,7 @@ pub struct ServeConfig {
     pub models_refresh: Duration,
     pub upstream_timeout: Duration,
     pub session_ttl: Duration,
+    pub worker_heartbeat_timeout: Duration,
     pub secret_key: SecretKeySource,
 }
 
@@ -99,6 +103,9 @@ impl ServeConfig {
         if args.upstream_timeout_secs == 0 {
             return Err(ConfigError::Zero("--upstream-timeout-secs"));
         }
+        if args.worker_heartbeat_timeout_secs == 0 {
+            return Err(ConfigError::Zero("--worker-heartbeat-timeout-secs"));
+        }
         if args.body_limit == 0 {
             return Err(ConfigError::Zero("--body-limit"));
         }
@@ -115,6 +122,7 @@ impl ServeConfig {
             models_refresh: Duration::from_secs(args.models_refresh_secs),
             upstream_timeout: Duration::from_secs(args.upstream_timeout_secs),
             session_ttl: Duration::from_secs(args.session_ttl_secs.max(60)),
+            worker_heartbeat_timeout: Duration::from_secs(args.worker_heartbeat_timeout_secs),
             secret_key,
         })
     }

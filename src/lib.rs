@@ -1,5 +1,6 @@
 //! auxot: one binary that routes OpenAI/Anthropic API requests to the cheapest tier.
 
+pub mod agents;
 pub mod api;
 pub mod auth;
 pub mod config;
@@ -7,14 +8,19 @@ pub mod crypto;
 pub mod dispatch;
 pub mod providers;
 pub mod store;
+pub mod translate;
 pub mod workers;
 
+use crate::agents::AgentBook;
 use crate::auth::Auth;
 use crate::config::{read_secret_key, ConfigError, SecretKeySource, ServeConfig};
 use crate::crypto::{CryptoError, KeyMaterial, MasterKey};
+use crate::dispatch::attempt::DispatcherParts;
+use crate::dispatch::rules::RoutingRules;
 use crate::dispatch::Dispatcher;
 use crate::providers::{ProviderRegistry, RegistryError};
 use crate::store::{Store, StoreError};
+use crate::workers::registry::WorkerRegistry;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +32,9 @@ pub struct AppState {
     pub config: Arc<ServeConfig>,
     pub auth: Arc<Auth>,
     pub providers: Arc<ProviderRegistry>,
+    pub workers: Arc<WorkerRegistry>,
+    pub rules: Arc<RoutingRules>,
+    pub agents: Arc<AgentBook>,
     pub dispatcher: Arc<Dispatcher>,
 }
 
@@ -145,11 +154,33 @@ pub async fn start(config: ServeConfig) -> Result<AppState, StartError> {
         .await
         .map_err(|e: RegistryError| StartError::Load(e.to_string()))?;
     let registry = Arc::new(registry);
-    let dispatcher = Dispatcher::new(registry.clone(), master, http, config.upstream_timeout);
+    let rules = Arc::new(
+        RoutingRules::load(store.clone())
+            .await
+            .map_err(|e| StartError::Load(e.to_string()))?,
+    );
+    let agents = Arc::new(
+        AgentBook::load(store.clone())
+            .await
+            .map_err(|e| StartError::Load(e.to_string()))?,
+    );
+    let workers = Arc::new(WorkerRegistry::new(config.worker_heartbeat_timeout));
+    let dispatcher = Dispatcher::new(DispatcherParts {
+        providers: registry.clone(),
+        workers: workers.clone(),
+        rules: rules.clone(),
+        agents: agents.clone(),
+        master,
+        http,
+        upstream_timeout: config.upstream_timeout,
+    });
     Ok(AppState {
         config: Arc::new(config),
         auth: Arc::new(auth),
         providers: registry,
+        workers,
+        rules,
+        agents,
         dispatcher: Arc::new(dispatcher),
     })
 }

@@ -1,6 +1,7 @@
 //! The switchboard: parse the command line, load config, run one subcommand.
 
 use auxot::config::{LogFormat, ServeArgs, ServeConfig};
+use auxot::workers::args::{CliWorkerArgs, GpuWorkerArgs};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -21,6 +22,17 @@ enum Command {
     Serve(ServeArgs),
     /// Print a fresh random secret key (64 hex chars) for AUXOT_SECRET_KEY.
     Keygen,
+    /// Run a worker that dials the router and serves its jobs.
+    #[command(subcommand)]
+    Worker(WorkerCommand),
+}
+
+#[derive(Subcommand)]
+enum WorkerCommand {
+    /// Serve jobs from a local OpenAI-compatible model server (llama.cpp, vLLM, Ollama, SGLang).
+    Gpu(GpuWorkerArgs),
+    /// Serve jobs through a coding CLI on a subscription (Claude Code, Codex, or a custom command).
+    Cli(CliWorkerArgs),
 }
 
 fn main() -> ExitCode {
@@ -35,15 +47,43 @@ fn main() -> ExitCode {
         }
         Command::Serve(args) => {
             init_logging(args.log_format);
-            match run_serve(args) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(message) => {
-                    tracing::error!("{message}");
-                    ExitCode::FAILURE
-                }
-            }
+            exit(run_serve(args))
+        }
+        Command::Worker(WorkerCommand::Gpu(args)) => {
+            init_logging(LogFormat::Text);
+            exit(on_runtime(async move {
+                auxot::workers::gpu::run(args, shutdown_signal())
+                    .await
+                    .map_err(|e| e.to_string())
+            }))
+        }
+        Command::Worker(WorkerCommand::Cli(args)) => {
+            init_logging(LogFormat::Text);
+            exit(on_runtime(async move {
+                auxot::workers::cli::run(args, shutdown_signal())
+                    .await
+                    .map_err(|e| e.to_string())
+            }))
         }
     }
+}
+
+fn exit(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn on_runtime(work: impl std::future::Future<Output = Result<(), String>>) -> Result<(), String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?
+        .block_on(work)
 }
 
 fn init_logging(format: LogFormat) {
@@ -61,11 +101,7 @@ fn init_logging(format: LogFormat) {
 }
 
 fn run_serve(args: ServeArgs) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(async move {
+    on_runtime(async move {
         let config = ServeConfig::load(args).map_err(|e| e.to_string())?;
         let listen = config.listen;
         let state = auxot::start(config).await.map_err(|e| e.to_string())?;

@@ -12,3 +12,5 @@ mod chat;
 mod leak;
 mod providers;
 mod restart;
+mod tiers;
+mod workers;

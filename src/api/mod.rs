@@ -7,7 +7,9 @@ pub mod error;
 mod openai;
 mod providers;
 pub mod request;
+mod routing;
 mod ui;
+mod workers;
 
 use crate::AppState;
 use error::{json_response, rejection_response};
@@ -25,7 +27,11 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(admin::routes(state.clone()))
         .unify()
-        .or(providers::routes(state))
+        .or(providers::routes(state.clone()))
+        .unify()
+        .or(workers::routes(state.clone()))
+        .unify()
+        .or(routing::routes(state))
         .unify()
         .or(ui::routes())
         .unify()

@@ -1,16 +1,21 @@
 //! The OpenAI-format client API: `POST /v1/chat/completions`, `GET /v1/models`, and their
 //! Auxot-compatible aliases under `/api/openai/`.
 
-use super::error::{json_response, ApiError, Dialect};
+use super::error::{bytes_response, json_response, ApiError, Dialect};
 use super::request::{api_key, header, parse_json, read_body};
-use crate::dispatch::{ChatRequest, DispatchError, Routed};
-use crate::providers::ProviderError;
+use crate::dispatch::rules::validate_queue_timeout;
+use crate::dispatch::{ChatRequest, DispatchError, Routed, RoutedReply, Tier};
+use crate::providers::{ProviderError, UpstreamReply};
+use crate::translate::chunks::{is_usage_only, sse_event, SSE_DONE};
+use crate::workers::registry::{JobEvent, WorkerJob};
 use crate::AppState;
 use bytes::{Buf, Bytes};
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
-use std::time::Instant;
+use serde_json::value::RawValue;
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
 use warp::filters::BoxedFilter;
 use warp::http::{HeaderMap, HeaderValue};
 use warp::reply::Response;
@@ -47,10 +52,16 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
 struct ChatPeek {
     model: String,
     messages: Vec<MessagePeek>,
-    /// Read only to refuse a non-boolean early, with the field named.
     #[serde(default)]
-    #[allow(dead_code)]
     stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -66,21 +77,23 @@ where
 {
     let started = Instant::now();
     match route_chat(&state, &headers, body).await {
-        Ok((model, routed)) => {
-            tracing::info!(model = %model, tier = routed.tier.as_str(), route = %routed.route, status = routed.reply.status,
-                ms_to_headers = started.elapsed().as_millis() as u64, "chat completion");
-            stream_reply(routed)
+        Ok((model, include_usage, routed)) => {
+            tracing::info!(model = %model, tier = routed.tier.as_str(), route = %routed.route,
+                ms_to_first_byte = started.elapsed().as_millis() as u64, "chat completion");
+            reply(routed, include_usage)
         }
         Err(e) => e.into_response(Dialect::OpenAi),
     }
 }
 
-async fn route_chat<S, B>(state: &AppState, headers: &HeaderMap, body: S) -> Result<(String, Routed), ApiError>
+/// Returns the model asked for, whether the client wants usage in its stream, and the route.
+async fn route_chat<S, B>(state: &AppState, headers: &HeaderMap, body: S) -> Result<(String, bool, Routed), ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
     state.auth.authorize_client(api_key(headers))?;
+    let overrides = RouteHeaders::read(headers)?;
     let body = read_body(headers, body, state.config.body_limit).await?;
     let peek: ChatPeek = parse_json(&body)?;
     if peek.model.trim().is_empty() {
@@ -89,30 +102,103 @@ where
     if peek.messages.is_empty() {
         return Err(ApiError::bad_request("messages must hold at least one message"));
     }
+    let include_usage = peek
+        .stream_options
+        .as_ref()
+        .and_then(|o| o.include_usage)
+        .unwrap_or(false);
     let request = ChatRequest {
         body,
         model: peek.model.clone(),
-        provider: header(headers, "x-auxot-provider").map(str::to_string),
+        stream: peek.stream.unwrap_or(false),
+        provider: overrides.provider,
+        tiers: overrides.tiers,
+        wait: overrides.wait,
     };
     match state.dispatcher.chat(request).await {
-        Ok(routed) => Ok((peek.model, routed)),
+        Ok(routed) => Ok((peek.model, include_usage, routed)),
         Err(DispatchError::Upstream { route, failure, .. }) => Err(ApiError::new(
             failure.status,
             "upstream_error",
-            format!("provider '{route}' answered {}: {}", failure.status, failure.message()),
+            format!("'{route}' answered {}: {}", failure.status, failure.message()),
         )
         .with_retry_after(failure.retry_after.clone())),
         Err(e) => Err(e.into()),
     }
 }
 
+/// The `X-Auxot-*` request overrides.
+pub struct RouteHeaders {
+    pub provider: Option<String>,
+    pub tiers: Option<Vec<Tier>>,
+    pub wait: Option<Duration>,
+}
+
+impl RouteHeaders {
+    pub fn read(headers: &HeaderMap) -> Result<RouteHeaders, ApiError> {
+        let tiers = match header(headers, "x-auxot-tier") {
+            Some(value) => {
+                let names: Vec<&str> = value.split(',').collect();
+                Some(Tier::parse_order(&names).map_err(|e| ApiError::bad_request(format!("X-Auxot-Tier: {e}")))?)
+            }
+            None => None,
+        };
+        let wait = match header(headers, "x-auxot-wait-ms") {
+            Some(value) => {
+                let ms: u64 = value
+                    .parse()
+                    .map_err(|_| ApiError::bad_request("X-Auxot-Wait-Ms must be a whole number of milliseconds"))?;
+                validate_queue_timeout(ms).map_err(|e| ApiError::bad_request(format!("X-Auxot-Wait-Ms: {e}")))?;
+                Some(Duration::from_millis(ms))
+            }
+            None => None,
+        };
+        Ok(RouteHeaders {
+            provider: header(headers, "x-auxot-provider").map(str::to_string),
+            tiers,
+            wait,
+        })
+    }
+}
+
+fn reply(routed: Routed, include_usage: bool) -> Response {
+    let tier = routed.tier;
+    let route = routed.route;
+    let mut response = match routed.reply {
+        RoutedReply::Upstream(upstream) => upstream_reply(upstream, &route),
+        RoutedReply::WorkerStream { first, job } => worker_stream(first, job, &route, include_usage),
+        RoutedReply::Complete(body) => bytes_response(200, "application/json", body),
+    };
+    let headers = response.headers_mut();
+    headers.insert("x-auxot-tier", HeaderValue::from_static(tier.as_str()));
+    if let Ok(value) = HeaderValue::from_str(&route) {
+        headers.insert("x-auxot-route", value);
+    }
+    response
+}
+
+fn sse_headers(response: &mut Response) {
+    let headers = response.headers_mut();
+    headers.insert(
+        warp::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(warp::http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+}
+
+fn stream_error_event(route: &str, why: &str) -> Bytes {
+    let event = json!({"error": {"message": format!("'{route}' failed mid-stream: {why}"), "type": "api_error", "code": "upstream_stream_error", "param": null}});
+    sse_event(&event.to_string())
+}
+
 /// Forwards the upstream body chunk by chunk. A stream that breaks after its first byte
 /// cannot be retried: an SSE stream ends with an error event the SDKs understand.
-fn stream_reply(routed: Routed) -> Response {
-    let content_type = routed.reply.content_type.unwrap_or_else(|| "application/json".into());
+fn upstream_reply(upstream: UpstreamReply, route: &str) -> Response {
+    let content_type = upstream.content_type.unwrap_or_else(|| "application/json".into());
     let is_sse = content_type.starts_with("text/event-stream");
-    let route = routed.route.clone();
-    let body = routed.reply.body.scan(false, move |ended, item| {
+    let route = route.to_string();
+    let body = upstream.body.scan(false, move |ended, item| {
         let next = match (*ended, item) {
             (true, _) => None,
             (false, Ok(bytes)) => Some(Ok::<Bytes, ProviderError>(bytes)),
@@ -120,8 +206,7 @@ fn stream_reply(routed: Routed) -> Response {
                 *ended = true;
                 tracing::warn!(route = %route, error = %e, "upstream stream broke after the first byte");
                 if is_sse {
-                    let event = json!({"error": {"message": format!("upstream '{route}' failed mid-stream: {e}"), "type": "api_error", "code": "upstream_stream_error", "param": null}});
-                    Some(Ok(Bytes::from(format!("data: {event}\n\n"))))
+                    Some(Ok(stream_error_event(&route, &e.to_string())))
                 } else {
                     Some(Err(e))
                 }
@@ -130,20 +215,53 @@ fn stream_reply(routed: Routed) -> Response {
         futures_util::future::ready(next)
     });
     let mut response = Response::new(warp::hyper::Body::wrap_stream(body));
-    *response.status_mut() =
-        warp::http::StatusCode::from_u16(routed.reply.status).unwrap_or(warp::http::StatusCode::OK);
-    let headers = response.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&content_type) {
-        headers.insert(warp::http::header::CONTENT_TYPE, value);
-    }
+    *response.status_mut() = warp::http::StatusCode::from_u16(upstream.status).unwrap_or(warp::http::StatusCode::OK);
     if is_sse {
-        headers.insert(warp::http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        sse_headers(&mut response);
+    } else if let Ok(value) = HeaderValue::from_str(&content_type) {
+        response.headers_mut().insert(warp::http::header::CONTENT_TYPE, value);
     }
-    headers.insert("x-auxot-tier", HeaderValue::from_static(routed.tier.as_str()));
-    if let Ok(value) = HeaderValue::from_str(&routed.route) {
-        headers.insert("x-auxot-route", value);
+    response
+}
+
+/// A worker's chunks as SSE, as they arrive. The stream owns the job: a client that goes
+/// away drops it, which cancels the job on the worker and frees its slot.
+/// Workers always report usage; a client that did not ask for it (`stream_options.
+/// include_usage`) does not get the usage-only chunk.
+fn worker_stream(first: Option<Box<RawValue>>, job: WorkerJob, route: &str, include_usage: bool) -> Response {
+    enum Step {
+        First(Option<Box<RawValue>>, WorkerJob),
+        Next(WorkerJob),
+        End,
     }
+    let route = route.to_string();
+    let body = futures_util::stream::unfold(Step::First(first, job), move |step| {
+        let route = route.clone();
+        async move {
+            let mut job = match step {
+                Step::First(Some(chunk), job) if include_usage || !is_usage_only(&chunk) => {
+                    return Some((Ok::<Bytes, Infallible>(sse_event(chunk.get())), Step::Next(job)))
+                }
+                Step::First(_, job) | Step::Next(job) => job,
+                Step::End => return None,
+            };
+            let mut event = job.next_event().await;
+            while let JobEvent::Chunk(chunk) = &event {
+                if include_usage || !is_usage_only(chunk) {
+                    break;
+                }
+                event = job.next_event().await;
+            }
+            match event {
+                JobEvent::Chunk(chunk) => Some((Ok(sse_event(chunk.get())), Step::Next(job))),
+                JobEvent::Done(_) => Some((Ok(Bytes::from_static(SSE_DONE)), Step::End)),
+                JobEvent::Failed { message, .. } => Some((Ok(stream_error_event(&route, &message)), Step::End)),
+                JobEvent::Disconnected => Some((Ok(stream_error_event(&route, "the worker disconnected")), Step::End)),
+            }
+        }
+    });
+    let mut response = Response::new(warp::hyper::Body::wrap_stream(body));
+    sse_headers(&mut response);
     response
 }
 

@@ -6,13 +6,15 @@
 mod passwords;
 
 use crate::crypto::{random_token, token_hash, Secret};
-use crate::store::{AdminRecord, ApiKeyRecord, Role, SessionRecord, Store, StoreError};
+use crate::store::{AdminRecord, ApiKeyRecord, Role, SessionRecord, Store, StoreError, WorkerTokenRecord};
+use crate::workers::protocol::WorkerKind;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 pub const API_KEY_PREFIX: &str = "aux_";
+pub const WORKER_TOKEN_PREFIX: &str = "auxw_";
 const MIN_PASSWORD_LEN: usize = 8;
 const MAX_NAME_LEN: usize = 64;
 
@@ -32,6 +34,8 @@ pub enum AuthError {
     InvalidInput(String),
     #[error("api key not found")]
     KeyNotFound,
+    #[error("worker token not found")]
+    WorkerTokenNotFound,
     #[error("password hashing failed")]
     Hashing,
     #[error(transparent)]
@@ -45,7 +49,7 @@ impl AuthError {
             AuthError::NotAdmin => 403,
             AuthError::AlreadySetUp => 409,
             AuthError::InvalidInput(_) => 400,
-            AuthError::KeyNotFound => 404,
+            AuthError::KeyNotFound | AuthError::WorkerTokenNotFound => 404,
             AuthError::Hashing => 500,
             AuthError::Store(e) => e.status(),
         }
@@ -59,7 +63,7 @@ impl AuthError {
             AuthError::NotAdmin => "forbidden",
             AuthError::AlreadySetUp => "already_set_up",
             AuthError::InvalidInput(_) => "invalid_request",
-            AuthError::KeyNotFound => "not_found",
+            AuthError::KeyNotFound | AuthError::WorkerTokenNotFound => "not_found",
             AuthError::Hashing | AuthError::Store(_) => "internal_error",
         }
     }
@@ -114,11 +118,43 @@ struct KnownKey {
     role: Role,
 }
 
+/// A worker token as listed: never the token itself.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerTokenView {
+    pub id: String,
+    pub name: String,
+    pub kind: WorkerKind,
+    pub prefix: String,
+    pub created_at: String,
+}
+
+impl From<&WorkerTokenRecord> for WorkerTokenView {
+    fn from(r: &WorkerTokenRecord) -> Self {
+        WorkerTokenView {
+            id: r.id.clone(),
+            name: r.name.clone(),
+            kind: r.kind,
+            prefix: r.prefix.clone(),
+            created_at: crate::rfc3339(r.created_at),
+        }
+    }
+}
+
+/// Who a connecting worker is, by its token.
+#[derive(Debug, Clone)]
+pub struct WorkerIdentity {
+    pub token_id: String,
+    pub token_name: String,
+    pub kind: WorkerKind,
+}
+
 pub struct Auth {
     store: Store,
     session_ttl: Duration,
     /// key hash → (id, role)
     keys: RwLock<HashMap<String, (Arc<str>, KnownKey)>>,
+    /// token hash → identity
+    worker_tokens: RwLock<HashMap<String, WorkerIdentity>>,
 }
 
 impl Auth {
@@ -129,10 +165,24 @@ impl Auth {
             .into_iter()
             .map(|r| (r.key_hash, (Arc::from(r.id.as_str()), KnownKey { role: r.role })))
             .collect();
+        let worker_tokens = store
+            .list_worker_tokens()
+            .await?
+            .into_iter()
+            .map(|r| {
+                let identity = WorkerIdentity {
+                    token_id: r.id,
+                    token_name: r.name,
+                    kind: r.kind,
+                };
+                (r.token_hash, identity)
+            })
+            .collect();
         Ok(Auth {
             store,
             session_ttl,
             keys: RwLock::new(keys),
+            worker_tokens: RwLock::new(worker_tokens),
         })
     }
 
@@ -278,6 +328,64 @@ impl Auth {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(&record.key_hash);
         Ok(())
+    }
+
+    /// Creates a worker token; the plaintext is returned here once and never again.
+    pub async fn create_worker_token(
+        &self,
+        name: &str,
+        kind: WorkerKind,
+    ) -> Result<(WorkerTokenView, Secret), AuthError> {
+        let name = validate_name("name", name)?;
+        let token = Secret::new(format!("{WORKER_TOKEN_PREFIX}{}", random_token().expose()));
+        let record = WorkerTokenRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            name,
+            kind,
+            token_hash: token_hash(token.expose()),
+            prefix: token.expose().chars().take(WORKER_TOKEN_PREFIX.len() + 4).collect(),
+            created_at: crate::store::now_unix(),
+        };
+        self.store.insert_worker_token(record.clone()).await?;
+        let identity = WorkerIdentity {
+            token_id: record.id.clone(),
+            token_name: record.name.clone(),
+            kind,
+        };
+        self.worker_tokens
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(record.token_hash.clone(), identity);
+        Ok((WorkerTokenView::from(&record), token))
+    }
+
+    pub async fn list_worker_tokens(&self) -> Result<Vec<WorkerTokenView>, AuthError> {
+        let mut tokens = self.store.list_worker_tokens().await?;
+        tokens.sort_by_key(|t| t.created_at);
+        Ok(tokens.iter().map(WorkerTokenView::from).collect())
+    }
+
+    /// Revokes the token; the caller disconnects its live worker.
+    pub async fn revoke_worker_token(&self, id: &str) -> Result<(), AuthError> {
+        let record = match self.store.delete_worker_token(id).await {
+            Err(StoreError::NotFound(_)) => return Err(AuthError::WorkerTokenNotFound),
+            other => other?,
+        };
+        self.worker_tokens
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&record.token_hash);
+        Ok(())
+    }
+
+    /// A connecting worker's token. No I/O.
+    pub fn authenticate_worker(&self, token: Option<&str>) -> Result<WorkerIdentity, AuthError> {
+        let token = token.ok_or(AuthError::MissingCredentials)?;
+        let tokens = self.worker_tokens.read().unwrap_or_else(|p| p.into_inner());
+        tokens
+            .get(&token_hash(token.trim()))
+            .cloned()
+            .ok_or(AuthError::InvalidCredentials)
     }
 
     pub async fn prune_sessions(&self) -> Result<usize, AuthError> {

@@ -1,31 +1,57 @@
 //! Walks a plan: one candidate after another until one answers. A failure before the first
-//! byte (unreachable, timeout, 5xx, 429, a provider refusing its key) moves on to the next
-//! candidate; a client error (400, 422…) is the answer. Every failure is kept so the final
-//! error names them all.
+//! byte (unreachable, timeout, 5xx, 429, a provider refusing its key, a worker erroring or
+//! disconnecting) moves on to the next candidate, each at most once; a client error (400,
+//! 422…) is the answer. When every eligible target is full the request waits in a FIFO
+//! queue for the first free slot, up to its queue timeout.
 
-use super::plan::{plan, PlanError, RouteRequest, Target, Tier};
+use super::body::{rewrite, Rewrite};
+use super::plan::{plan, PlanError, PlanInput, Target, Tier, WorkerSnapshot};
+use super::rules::RoutingRules;
+use crate::agents::{AgentBook, MODEL_PREFIX};
 use crate::crypto::MasterKey;
-use crate::providers::{openai, ChatOutcome, ProviderError, ProviderRegistry, UpstreamFailure, UpstreamReply};
+use crate::providers::{
+    openai, ChatOutcome, LiveProvider, ProviderError, ProviderRegistry, UpstreamFailure, UpstreamReply,
+};
+use crate::translate::chunks::Aggregator;
+use crate::workers::registry::{JobEvent, LiveWorker, SlotGuard, WorkerJob, WorkerRegistry};
 use bytes::Bytes;
 use serde_json::value::RawValue;
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// A chat request as the client sent it, with what routing needs already read out.
 pub struct ChatRequest {
     pub body: Bytes,
     pub model: String,
+    /// The client wants SSE.
+    pub stream: bool,
     /// `X-Auxot-Provider`.
     pub provider: Option<String>,
+    /// `X-Auxot-Tier`.
+    pub tiers: Option<Vec<Tier>>,
+    /// `X-Auxot-Wait-Ms`.
+    pub wait: Option<Duration>,
 }
 
-/// Where a request went and the reply, its body not yet read.
+/// Where a request went and its reply, the body not yet (fully) read.
 pub struct Routed {
     pub tier: Tier,
     pub route: String,
-    pub reply: UpstreamReply,
+    pub reply: RoutedReply,
+}
+
+pub enum RoutedReply {
+    /// A cloud provider's answer, forwarded as it comes.
+    Upstream(UpstreamReply),
+    /// A worker's stream for an SSE client: the first chunk (if any) and the rest to come.
+    WorkerStream {
+        first: Option<Box<RawValue>>,
+        job: WorkerJob,
+    },
+    /// A worker's chunks folded into one `chat.completion` for a non-streaming client.
+    Complete(Bytes),
 }
 
 #[derive(Debug)]
@@ -35,6 +61,13 @@ pub enum Why {
     /// The provider speaks a format this request cannot be translated to yet.
     Untranslatable,
     KeyUnreadable,
+    Worker {
+        message: String,
+        status: Option<u16>,
+    },
+    WorkerGone,
+    FirstByteTimeout(Duration),
+    BadChunk(String),
 }
 
 #[derive(Debug)]
@@ -54,6 +87,14 @@ impl std::fmt::Display for TargetFailure {
                 f.write_str("an Anthropic provider cannot serve OpenAI chat requests until translation lands")
             }
             Why::KeyUnreadable => f.write_str("its stored key cannot be opened"),
+            Why::Worker {
+                message,
+                status: Some(s),
+            } => write!(f, "worker error {s}: {message}"),
+            Why::Worker { message, status: None } => write!(f, "worker error: {message}"),
+            Why::WorkerGone => f.write_str("the worker disconnected"),
+            Why::FirstByteTimeout(t) => write!(f, "no first token within {t:?}"),
+            Why::BadChunk(e) => write!(f, "sent a chunk that is not a chat chunk: {e}"),
         }
     }
 }
@@ -62,7 +103,9 @@ impl std::fmt::Display for TargetFailure {
 pub enum DispatchError {
     #[error(transparent)]
     Plan(#[from] PlanError),
-    /// The upstream's own answer: a client error, or the last retryable one when every
+    #[error("no agent is named '{0}'")]
+    UnknownAgent(String),
+    /// The target's own answer: a client error, or the last retryable one when every
     /// candidate failed. Status and body are passed on (the body already scrubbed).
     #[error("{route} answered {}", failure.status)]
     Upstream {
@@ -72,7 +115,9 @@ pub enum DispatchError {
     },
     #[error("{}", describe_all(.0))]
     AllFailed(Vec<TargetFailure>),
-    #[error("the request body is not a JSON object")]
+    #[error("no capacity for this request after waiting {}ms: {}", waited.as_millis(), notes.join("; "))]
+    QueueTimeout { waited: Duration, notes: Vec<String> },
+    #[error("the request body is not a JSON object with a messages array")]
     BodyNotObject,
 }
 
@@ -84,16 +129,20 @@ fn describe_all(failures: &[TargetFailure]) -> String {
 impl DispatchError {
     pub fn status(&self) -> u16 {
         match self {
-            DispatchError::Plan(PlanError::ConflictingPins { .. }) | DispatchError::BodyNotObject => 400,
-            DispatchError::Plan(_) => 404,
+            DispatchError::Plan(PlanError::ConflictingPins { .. } | PlanError::PinWithoutCloud(_))
+            | DispatchError::BodyNotObject => 400,
+            DispatchError::Plan(_) | DispatchError::UnknownAgent(_) => 404,
             DispatchError::Upstream { failure, .. } => failure.status,
+            DispatchError::QueueTimeout { .. } => 503,
             DispatchError::AllFailed(failures) => {
                 if failures.iter().all(|f| matches!(f.why, Why::Untranslatable)) {
                     501
-                } else if failures
-                    .iter()
-                    .all(|f| matches!(f.why, Why::Provider(ProviderError::Timeout(_))))
-                {
+                } else if failures.iter().all(|f| {
+                    matches!(
+                        f.why,
+                        Why::Provider(ProviderError::Timeout(_)) | Why::FirstByteTimeout(_)
+                    )
+                }) {
                     504
                 } else {
                     502
@@ -104,12 +153,12 @@ impl DispatchError {
 
     pub fn code(&self) -> &'static str {
         match self {
-            DispatchError::Plan(PlanError::UnknownModel(_)) | DispatchError::Plan(PlanError::NotServedBy { .. }) => {
-                "model_not_found"
-            }
+            DispatchError::Plan(PlanError::NoRoute { .. } | PlanError::NotServedBy { .. }) => "model_not_found",
             DispatchError::Plan(PlanError::UnknownProvider(_)) => "provider_not_found",
-            DispatchError::Plan(PlanError::ConflictingPins { .. }) | DispatchError::BodyNotObject => "invalid_request",
+            DispatchError::UnknownAgent(_) => "agent_not_found",
+            DispatchError::Plan(_) | DispatchError::BodyNotObject => "invalid_request",
             DispatchError::Upstream { .. } => "upstream_error",
+            DispatchError::QueueTimeout { .. } => "no_capacity",
             DispatchError::AllFailed(_) => match self.status() {
                 501 => "not_implemented",
                 504 => "upstream_timeout",
@@ -119,92 +168,240 @@ impl DispatchError {
     }
 }
 
-/// Worth trying the next candidate: the failure is this upstream's, not the request's.
+/// Worth trying the next candidate: the failure is this target's, not the request's.
 fn worth_failing_over(status: u16) -> bool {
     status >= 500 || matches!(status, 401 | 403 | 404 | 408 | 429)
 }
 
+/// The request with what the agent, alias and settings decided, for one dispatch.
+struct Resolved {
+    model: String,
+    order: Vec<Tier>,
+    wait: Duration,
+    system_prompt: Option<String>,
+}
+
+enum Pass {
+    Done(Box<Result<Routed, DispatchError>>),
+    /// Nothing eligible had room; these notes say why, tier by tier.
+    Wait(Vec<String>),
+}
+
 pub struct Dispatcher {
-    registry: Arc<ProviderRegistry>,
+    providers: Arc<ProviderRegistry>,
+    workers: Arc<WorkerRegistry>,
+    rules: Arc<RoutingRules>,
+    agents: Arc<AgentBook>,
     master: Arc<MasterKey>,
     http: reqwest::Client,
     upstream_timeout: Duration,
     turn: AtomicUsize,
+    /// Queued requests take turns in arrival order (tokio's mutex is fair FIFO).
+    queue: tokio::sync::Mutex<()>,
+    queued: AtomicUsize,
+}
+
+/// Counts a request as queued for as long as it waits.
+struct Queued<'a>(&'a AtomicUsize);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+pub struct DispatcherParts {
+    pub providers: Arc<ProviderRegistry>,
+    pub workers: Arc<WorkerRegistry>,
+    pub rules: Arc<RoutingRules>,
+    pub agents: Arc<AgentBook>,
+    pub master: Arc<MasterKey>,
+    pub http: reqwest::Client,
+    pub upstream_timeout: Duration,
 }
 
 impl Dispatcher {
-    pub fn new(
-        registry: Arc<ProviderRegistry>,
-        master: Arc<MasterKey>,
-        http: reqwest::Client,
-        upstream_timeout: Duration,
-    ) -> Self {
+    pub fn new(parts: DispatcherParts) -> Self {
         Dispatcher {
-            registry,
-            master,
-            http,
-            upstream_timeout,
+            providers: parts.providers,
+            workers: parts.workers,
+            rules: parts.rules,
+            agents: parts.agents,
+            master: parts.master,
+            http: parts.http,
+            upstream_timeout: parts.upstream_timeout,
             turn: AtomicUsize::new(0),
+            queue: tokio::sync::Mutex::new(()),
+            queued: AtomicUsize::new(0),
         }
     }
 
+    /// Requests waiting for a free slot right now.
+    pub fn queue_depth(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
     pub async fn chat(&self, request: ChatRequest) -> Result<Routed, DispatchError> {
-        let table = self.registry.routing();
-        let route_request = RouteRequest {
-            model: &request.model,
-            provider: request.provider.as_deref(),
+        let resolved = self.resolve(&request)?;
+        let started = Instant::now();
+        let deadline = started + resolved.wait;
+        // Fast path: with nobody queued, a request that finds room goes at once.
+        if self.queued.load(Ordering::Acquire) == 0 {
+            if let Pass::Done(result) = self.pass(&request, &resolved).await {
+                return *result;
+            }
+        }
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        let _queued = Queued(&self.queued);
+        let mut notes;
+        let Ok(_turn) = tokio::time::timeout_at(deadline, self.queue.lock()).await else {
+            return Err(DispatchError::QueueTimeout {
+                waited: started.elapsed(),
+                notes: vec!["earlier requests are still waiting for the same capacity".into()],
+            });
         };
-        let targets = plan(&route_request, &table, self.turn.fetch_add(1, Ordering::Relaxed))?;
+        loop {
+            // Listen before looking, so a slot freed in between is not missed.
+            let freed = self.workers.capacity().notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            match self.pass(&request, &resolved).await {
+                Pass::Done(result) => return *result,
+                Pass::Wait(why) => notes = why,
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            tokio::select! {
+                _ = &mut freed => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+        Err(DispatchError::QueueTimeout {
+            waited: started.elapsed(),
+            notes,
+        })
+    }
+
+    /// Request beats agent beats default.
+    fn resolve(&self, request: &ChatRequest) -> Result<Resolved, DispatchError> {
+        let agent = match request.model.strip_prefix(MODEL_PREFIX) {
+            Some(name) => Some(
+                self.agents
+                    .resolve(name)
+                    .ok_or_else(|| DispatchError::UnknownAgent(name.to_string()))?,
+            ),
+            None => None,
+        };
+        let model = agent
+            .as_ref()
+            .map_or_else(|| request.model.clone(), |a| a.model.clone());
+        let order = request
+            .tiers
+            .clone()
+            .or_else(|| agent.as_ref().and_then(|a| a.tier_order.clone()))
+            .unwrap_or_else(|| self.rules.default_order());
+        let wait = request
+            .wait
+            .or_else(|| {
+                agent
+                    .as_ref()
+                    .and_then(|a| a.queue_timeout_ms)
+                    .map(Duration::from_millis)
+            })
+            .unwrap_or_else(|| self.rules.queue_timeout());
+        Ok(Resolved {
+            model,
+            order,
+            wait,
+            system_prompt: agent.and_then(|a| a.system_prompt),
+        })
+    }
+
+    /// One look at the live state and one walk of the resulting plan.
+    async fn pass(&self, request: &ChatRequest, resolved: &Resolved) -> Pass {
+        let table = self.providers.routing();
+        let live = self.workers.live();
+        let snapshot: Vec<WorkerSnapshot> = live
+            .iter()
+            .map(|w| WorkerSnapshot {
+                id: w.id.clone(),
+                kind: w.kind,
+                name: w.name.clone(),
+                models: w.models(),
+                slots: w.slots,
+                in_use: w.in_use(),
+            })
+            .collect();
+        let alias = self.rules.alias(&resolved.model);
+        let input = PlanInput {
+            model: &resolved.model,
+            provider: request.provider.as_deref(),
+            order: &resolved.order,
+            alias: alias.as_ref(),
+            table: &table,
+            workers: &snapshot,
+            turn: self.turn.fetch_add(1, Ordering::Relaxed),
+        };
+        let plan = match plan(&input) {
+            Ok(plan) => plan,
+            Err(e) => return Pass::Done(Box::new(Err(e.into()))),
+        };
         let mut failures = Vec::new();
-        for target in targets {
-            match self.try_target(&target, &request).await {
-                Ok(reply) => {
-                    if !failures.is_empty() {
-                        tracing::info!(route = %target.provider.name, failed_over = failures.len(), "served after failover");
-                    }
-                    return Ok(Routed {
-                        tier: target.tier,
-                        route: target.provider.name.clone(),
-                        reply,
-                    });
-                }
-                Err(why) => {
-                    let failure = TargetFailure {
-                        tier: target.tier,
-                        route: target.provider.name.clone(),
-                        why,
+        let mut lost_races = false;
+        for target in &plan.targets {
+            let tier = target.tier();
+            let attempt = match target {
+                Target::Worker { index, model, .. } => {
+                    let worker = &live[*index];
+                    let Some(slot) = worker.try_reserve() else {
+                        // Taken since the snapshot: another request got there first.
+                        lost_races = true;
+                        continue;
                     };
+                    self.try_worker(worker, slot, tier, model, request, resolved)
+                        .await
+                        .map_err(|why| (worker.name.clone(), why))
+                }
+                Target::Cloud { provider, model } => self
+                    .try_cloud(provider, model, request, resolved)
+                    .await
+                    .map_err(|why| (provider.name.clone(), why)),
+            };
+            match attempt {
+                Ok(routed) => {
+                    if !failures.is_empty() {
+                        tracing::info!(route = %routed.route, failed_over = failures.len(), "served after failover");
+                    }
+                    return Pass::Done(Box::new(Ok(routed)));
+                }
+                Err((route, why)) => {
+                    let failure = TargetFailure { tier, route, why };
                     tracing::warn!(failure = %failure, "candidate failed");
-                    if let Why::Status(status) = &failure.why {
-                        if !worth_failing_over(status.status) {
-                            return Err(DispatchError::Upstream {
-                                route: failure.route.clone(),
-                                failure: Box::new(status.clone()),
-                                tried: failures,
-                            });
-                        }
+                    if let Some(final_answer) = client_error(&failure) {
+                        return Pass::Done(Box::new(Err(DispatchError::Upstream {
+                            route: failure.route.clone(),
+                            failure: Box::new(final_answer),
+                            tried: failures,
+                        })));
                     }
                     failures.push(failure);
                 }
             }
         }
-        // Prefer the upstream's own last answer: its status class and message say most.
-        let last_status = failures.iter().rev().find_map(|f| match &f.why {
-            Why::Status(s) => Some((f.route.clone(), s.clone())),
-            _ => None,
-        });
-        match last_status {
-            Some((route, failure)) => Err(DispatchError::Upstream {
-                route,
-                failure: Box::new(failure),
-                tried: failures,
-            }),
-            None => Err(DispatchError::AllFailed(failures)),
+        if failures.is_empty() && (plan.can_wait || lost_races) {
+            return Pass::Wait(plan.notes);
         }
+        Pass::Done(Box::new(Err(all_failed(failures))))
     }
 
-    async fn try_target(&self, target: &Target, request: &ChatRequest) -> Result<UpstreamReply, Why> {
-        let provider = &target.provider;
+    async fn try_cloud(
+        &self,
+        provider: &Arc<LiveProvider>,
+        model: &str,
+        request: &ChatRequest,
+        resolved: &Resolved,
+    ) -> Result<Routed, Why> {
         if !provider.kind.speaks_openai() {
             return Err(Why::Untranslatable);
         }
@@ -212,11 +409,15 @@ impl Dispatcher {
             tracing::error!(provider = %provider.name, error = %e, "cannot open a stored provider key");
             Why::KeyUnreadable
         })?;
-        let body = if target.model == request.model {
+        let spec = Rewrite {
+            model: (model != request.model).then_some(model),
+            force_stream: false,
+            system_prompt: resolved.system_prompt.as_deref(),
+        };
+        let body = if spec.is_noop() {
             request.body.clone()
         } else {
-            with_model(&request.body, &target.model)
-                .map_err(|_| Why::Provider(ProviderError::BadResponse("body rewrite failed".into())))?
+            rewrite(&request.body, spec).map_err(|e| Why::BadChunk(e.to_string()))?
         };
         let outcome = openai::chat(
             &self.http,
@@ -228,38 +429,123 @@ impl Dispatcher {
         .await
         .map_err(Why::Provider)?;
         match outcome {
-            ChatOutcome::Reply(reply) => Ok(reply),
+            ChatOutcome::Reply(reply) => Ok(Routed {
+                tier: Tier::Cloud,
+                route: provider.name.clone(),
+                reply: RoutedReply::Upstream(reply),
+            }),
             ChatOutcome::Failed(failure) => Err(Why::Status(failure)),
         }
     }
+
+    /// Sends the job and waits for its first event: until then a failure can still move
+    /// the request elsewhere. A non-streaming client's answer is folded whole here, so a
+    /// worker failing half-way can still fail over too.
+    async fn try_worker(
+        &self,
+        worker: &Arc<LiveWorker>,
+        slot: SlotGuard,
+        tier: Tier,
+        model: &str,
+        request: &ChatRequest,
+        resolved: &Resolved,
+    ) -> Result<Routed, Why> {
+        let body = rewrite(
+            &request.body,
+            Rewrite {
+                model: Some(model),
+                force_stream: true,
+                system_prompt: resolved.system_prompt.as_deref(),
+            },
+        )
+        .map_err(|e| Why::BadChunk(e.to_string()))?;
+        let text = String::from_utf8(body.to_vec()).map_err(|e| Why::BadChunk(e.to_string()))?;
+        let raw = RawValue::from_string(text).map_err(|e| Why::BadChunk(e.to_string()))?;
+        let mut job = worker.start_job(slot, raw).ok_or(Why::WorkerGone)?;
+        let routed = |reply| Routed {
+            tier,
+            route: worker.name.clone(),
+            reply,
+        };
+        let first = self.next_event(&mut job).await?;
+        if request.stream {
+            return match first {
+                JobEvent::Chunk(chunk) => Ok(routed(RoutedReply::WorkerStream {
+                    first: Some(chunk),
+                    job,
+                })),
+                JobEvent::Done(_) => Ok(routed(RoutedReply::WorkerStream { first: None, job })),
+                other => Err(event_failure(other)),
+            };
+        }
+        let mut folded = Aggregator::default();
+        let mut event = first;
+        loop {
+            match event {
+                JobEvent::Chunk(chunk) => folded.push(&chunk).map_err(|e| Why::BadChunk(e.to_string()))?,
+                JobEvent::Done(usage) => {
+                    let usage = usage.and_then(|u| serde_json::to_value(u).ok());
+                    let completion = folded.finish(model, usage);
+                    let bytes = serde_json::to_vec(&completion).map_err(|e| Why::BadChunk(e.to_string()))?;
+                    return Ok(routed(RoutedReply::Complete(Bytes::from(bytes))));
+                }
+                other => return Err(event_failure(other)),
+            }
+            event = self.next_event(&mut job).await?;
+        }
+    }
+
+    async fn next_event(&self, job: &mut WorkerJob) -> Result<JobEvent, Why> {
+        tokio::time::timeout(self.upstream_timeout, job.next_event())
+            .await
+            .map_err(|_| Why::FirstByteTimeout(self.upstream_timeout))
+    }
 }
 
-/// The body with `model` replaced (a `provider/` pin stripped). Nested values stay raw:
-/// only the top level is re-written.
-pub fn with_model(body: &[u8], model: &str) -> Result<Bytes, DispatchError> {
-    let mut fields: BTreeMap<String, &RawValue> =
-        serde_json::from_slice(body).map_err(|_| DispatchError::BodyNotObject)?;
-    let model_json = serde_json::to_string(model).map_err(|_| DispatchError::BodyNotObject)?;
-    let raw = RawValue::from_string(model_json).map_err(|_| DispatchError::BodyNotObject)?;
-    fields.insert("model".into(), &raw);
-    serde_json::to_vec(&fields)
-        .map(Bytes::from)
-        .map_err(|_| DispatchError::BodyNotObject)
+fn event_failure(event: JobEvent) -> Why {
+    match event {
+        JobEvent::Failed { message, status } => Why::Worker { message, status },
+        JobEvent::Disconnected => Why::WorkerGone,
+        JobEvent::Chunk(_) | JobEvent::Done(_) => Why::BadChunk("unexpected event".into()),
+    }
+}
+
+/// A failure that is the request's fault, answered as is rather than failed over.
+fn client_error(failure: &TargetFailure) -> Option<UpstreamFailure> {
+    match &failure.why {
+        Why::Status(status) if !worth_failing_over(status.status) => Some(status.clone()),
+        Why::Worker {
+            message,
+            status: Some(status),
+        } if !worth_failing_over(*status) => Some(UpstreamFailure {
+            status: *status,
+            content_type: Some("application/json".into()),
+            body: Bytes::from(serde_json::json!({"error": {"message": message}}).to_string()),
+            retry_after: None,
+        }),
+        _ => None,
+    }
+}
+
+/// Prefer the upstream's own last answer: its status class and message say most.
+fn all_failed(failures: Vec<TargetFailure>) -> DispatchError {
+    let last_status = failures.iter().rev().find_map(|f| match &f.why {
+        Why::Status(s) => Some((f.route.clone(), s.clone())),
+        _ => None,
+    });
+    match last_status {
+        Some((route, failure)) if failures.iter().all(|f| matches!(f.why, Why::Status(_))) => DispatchError::Upstream {
+            route,
+            failure: Box::new(failure),
+            tried: failures,
+        },
+        _ => DispatchError::AllFailed(failures),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn with_model_replaces_only_the_model() {
-        let body = br#"{"model":"acme/gpt-4o","messages":[{"role":"user","content":"hi \"there\""}],"stream":true}"#;
-        let out = with_model(body, "gpt-4o").unwrap();
-        let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(value["model"], "gpt-4o");
-        assert_eq!(value["messages"][0]["content"], "hi \"there\"");
-        assert_eq!(value["stream"], true);
-    }
 
     #[test]
     fn which_statuses_fail_over() {

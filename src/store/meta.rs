@@ -88,6 +88,14 @@ fn migrate(txn: &WriteTransaction, from: u32) -> Result<(), StoreError> {
                 txn.open_table(SESSIONS)?;
                 txn.open_table(API_KEYS)?;
             }
+            1 => {
+                txn.open_table(WORKER_TOKENS)?;
+                txn.open_table(AGENTS)?;
+                txn.open_table(SETTINGS)?;
+                let mut aliases = txn.open_table(ALIASES)?;
+                let auto = super::AliasRecord::auto();
+                aliases.insert(auto.name.as_str(), super::encode("alias", &auto)?.as_slice())?;
+            }
             _ => unreachable_version(version)?,
         }
     }

@@ -2,17 +2,25 @@
 //! pool so no request task ever waits on disk I/O while holding the async runtime.
 
 mod admins;
+mod agents;
+mod aliases;
 mod api_keys;
 mod meta;
 mod providers;
 mod sessions;
+mod settings;
 pub mod tables;
+mod worker_tokens;
 
 pub use admins::AdminRecord;
+pub use agents::AgentRecord;
+pub use aliases::{AliasRecord, AUTO as AUTO_ALIAS};
 pub use api_keys::{ApiKeyRecord, Role};
 pub use meta::KeyState;
 pub use providers::{CachedModel, ModelCache, ProviderKind, ProviderRecord};
 pub use sessions::SessionRecord;
+pub use settings::RoutingSettings;
+pub use worker_tokens::WorkerTokenRecord;
 
 use redb::{Database, ReadTransaction, WriteTransaction};
 use serde::{de::DeserializeOwned, Serialize};

@@ -5,7 +5,7 @@
 use redb::TableDefinition;
 
 /// Bump with a step in `store::migrate` whenever a table or record changes incompatibly.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Schema version, passphrase salt, key-check canary.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -21,6 +21,14 @@ pub const ADMINS: TableDefinition<&str, &[u8]> = TableDefinition::new("admins");
 pub const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 /// API key id → `ApiKeyRecord` (holds the key's SHA-256, never the key).
 pub const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
+/// Worker token id → `WorkerTokenRecord` (holds the token's SHA-256, never the token).
+pub const WORKER_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("worker_tokens");
+/// Alias name → `AliasRecord`.
+pub const ALIASES: TableDefinition<&str, &[u8]> = TableDefinition::new("aliases");
+/// Agent name (lower-cased) → `AgentRecord`.
+pub const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
+/// Setting group (e.g. `routing`) → its JSON.
+pub const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
 
 pub const META_SCHEMA_VERSION: &str = "schema_version";
 pub const META_KDF_SALT: &str = "kdf_salt";

@@ -87,7 +87,12 @@ pub struct CliWorkerArgs {
     pub tool: CliTool,
     /// Model names this worker offers (repeatable, or comma-separated). Default: `claude-code`
     /// for claude, `codex` for codex; required for custom.
-    #[arg(long = "model", env = "AUXOT_MODELS", value_delimiter = ',', required_if_eq("tool", "custom"))]
+    #[arg(
+        long = "model",
+        env = "AUXOT_MODELS",
+        value_delimiter = ',',
+        required_if_eq("tool", "custom")
+    )]
     pub models: Vec<String>,
     /// For custom: the command template (`{prompt}` marks where the prompt goes, else it is
     /// sent on stdin). For claude/codex: the binary to run instead of the one on PATH, with
@@ -160,14 +165,24 @@ mod tests {
     #[test]
     fn gpu_flags_parse_with_defaults() {
         let mut argv = CONN.to_vec();
-        argv.extend(["--upstream", "http://127.0.0.1:8000/v1", "--model", "a,b", "--model", "c"]);
+        argv.extend([
+            "--upstream",
+            "http://127.0.0.1:8000/v1",
+            "--model",
+            "a,b",
+            "--model",
+            "c",
+        ]);
         let parsed = Gpu::try_parse_from(argv).unwrap().args;
         assert_eq!(parsed.connection.slots, 1);
         assert_eq!(parsed.connection.token.expose(), "t0k");
         assert_eq!(parsed.models, ["a", "b", "c"]);
         assert_eq!(parsed.models_refresh_secs, 60);
         assert!(parsed.upstream_key.is_none());
-        assert!(!format!("{parsed:?}").contains("t0k"), "the token must not show in Debug");
+        assert!(
+            !format!("{parsed:?}").contains("t0k"),
+            "the token must not show in Debug"
+        );
     }
 
     #[test]

@@ -1,4 +1,9 @@
 //! Workers: the wire protocol, the router's registry of live workers, and the worker
 //! clients (`auxot worker gpu`, `auxot worker cli`).
 
+pub mod args;
+pub mod cli;
+pub mod client;
+pub mod gpu;
 pub mod protocol;
+pub mod registry;

@@ -52,6 +52,7 @@ impl Recorded {
 }
 
 pub struct FakeState {
+    me: std::sync::Weak<FakeState>,
     pub name: String,
     pub kind: FakeKind,
     keys: Mutex<Vec<String>>,
@@ -59,6 +60,11 @@ pub struct FakeState {
     requests: Mutex<Vec<Recorded>>,
     gate: Arc<tokio::sync::Semaphore>,
     fail_with: Mutex<Option<u16>>,
+    /// Streams whose reader went away before the stream ended (auxot closed the request).
+    pub streams_cancelled: std::sync::atomic::AtomicUsize,
+    /// Chat requests being answered right now, and the most seen at once.
+    pub in_flight: std::sync::atomic::AtomicUsize,
+    pub max_in_flight: std::sync::atomic::AtomicUsize,
 }
 
 pub struct FakeUpstream {
@@ -78,7 +84,8 @@ impl FakeUpstream {
     }
 
     async fn start(kind: FakeKind, name: &str, keys: &[&str], models: &[&str]) -> FakeUpstream {
-        let state = Arc::new(FakeState {
+        let state = Arc::new_cyclic(|me| FakeState {
+            me: me.clone(),
             name: name.to_string(),
             kind,
             keys: Mutex::new(keys.iter().map(|k| k.to_string()).collect()),
@@ -86,6 +93,9 @@ impl FakeUpstream {
             requests: Mutex::new(Vec::new()),
             gate: Arc::new(tokio::sync::Semaphore::new(0)),
             fail_with: Mutex::new(None),
+            streams_cancelled: std::sync::atomic::AtomicUsize::new(0),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            max_in_flight: std::sync::atomic::AtomicUsize::new(0),
         });
         let shared = state.clone();
         let routes = warp::method()
@@ -152,6 +162,14 @@ impl FakeUpstream {
         *self.state.fail_with.lock().unwrap() = status;
     }
 
+    pub fn streams_cancelled(&self) -> usize {
+        self.state.streams_cancelled.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn max_in_flight(&self) -> usize {
+        self.state.max_in_flight.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Lets one `gated` stream go on past its first chunk.
     pub fn release_stream(&self) {
         self.state.gate.add_permits(1);
@@ -166,7 +184,19 @@ fn json_reply(status: u16, body: Value) -> Response<Body> {
         .unwrap()
 }
 
+struct InFlight(Arc<FakeState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 impl FakeState {
+    fn self_ref(&self) -> Arc<FakeState> {
+        self.me.upgrade().expect("fake state alive")
+    }
+
     async fn handle(&self, method: &str, path: &str, query: &str, headers: &HeaderMap, body: Bytes) -> Response<Body> {
         self.requests.lock().unwrap().push(Recorded {
             method: method.to_string(),
@@ -329,16 +359,35 @@ impl FakeState {
             chunks.push(chunk(json!({"content": word}), Value::Null));
         }
         chunks.push(chunk(json!({}), json!("stop")));
+        // As OpenAI does: usage comes in a last chunk with no choices, only when asked for.
+        if request["stream_options"]["include_usage"] == json!(true) {
+            let usage = json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1700000000, "model": model,
+                "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}});
+            chunks.push(Bytes::from(format!("data: {usage}\n\n")));
+        }
         chunks.push(Bytes::from_static(b"data: [DONE]\n\n"));
         let gated = model == "gated";
         let breaks = model == "break";
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
         let gate = self.gate.clone();
+        let state = self.self_ref();
         tokio::spawn(async move {
+            use std::sync::atomic::Ordering;
+            let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+            let _done = InFlight(state.clone());
             for (i, chunk) in chunks.into_iter().enumerate() {
                 if i == 1 && gated {
-                    if let Ok(permit) = gate.acquire().await {
-                        permit.forget();
+                    tokio::select! {
+                        permit = gate.acquire() => {
+                            if let Ok(permit) = permit {
+                                permit.forget();
+                            }
+                        }
+                        _ = tx.closed() => {
+                            state.streams_cancelled.fetch_add(1, Ordering::SeqCst);
+                            return;
+                        }
                     }
                 } else if i > 0 {
                     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -348,6 +397,7 @@ impl FakeState {
                     break;
                 }
                 if tx.send(Ok(chunk)).await.is_err() {
+                    state.streams_cancelled.fetch_add(1, Ordering::SeqCst);
                     break;
                 }
             }

@@ -1,8 +1,10 @@
 //! `TestServer` (the real binary, port 0, temp data dir) and the fakes it talks to.
 
 pub mod fake_upstream;
+pub mod worker;
 
 pub use fake_upstream::FakeUpstream;
+pub use worker::{FakeCli, TestWorker};
 
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,93 @@
+//! Top-level rewrites of a chat request body: the model a target knows, `stream` for
+//! workers, an agent's system prompt. Nested values stay raw, never re-serialised.
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+use std::collections::BTreeMap;
+
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is not a JSON object with a messages array")]
+pub struct BodyError;
+
+#[derive(Default, Clone, Copy)]
+pub struct Rewrite<'a> {
+    pub model: Option<&'a str>,
+    /// Workers always stream; the router folds the chunks for non-streaming clients.
+    pub force_stream: bool,
+    pub system_prompt: Option<&'a str>,
+}
+
+impl Rewrite<'_> {
+    pub fn is_noop(&self) -> bool {
+        self.model.is_none() && !self.force_stream && self.system_prompt.is_none()
+    }
+}
+
+pub fn rewrite(body: &[u8], spec: Rewrite<'_>) -> Result<Bytes, BodyError> {
+    if spec.is_noop() {
+        return Ok(Bytes::copy_from_slice(body));
+    }
+    let mut fields: BTreeMap<String, &RawValue> = serde_json::from_slice(body).map_err(|_| BodyError)?;
+    let model_raw;
+    if let Some(model) = spec.model {
+        model_raw = raw(&serde_json::to_string(model).map_err(|_| BodyError)?)?;
+        fields.insert("model".into(), &model_raw);
+    }
+    let true_raw;
+    if spec.force_stream {
+        true_raw = raw("true")?;
+        fields.insert("stream".into(), &true_raw);
+    }
+    let messages_raw;
+    if let Some(prompt) = spec.system_prompt {
+        let messages: Vec<&RawValue> = match fields.get("messages") {
+            Some(m) => serde_json::from_str(m.get()).map_err(|_| BodyError)?,
+            None => Vec::new(),
+        };
+        let system = serde_json::json!({"role": "system", "content": prompt}).to_string();
+        let mut joined =
+            String::with_capacity(system.len() + 2 + messages.iter().map(|m| m.get().len() + 1).sum::<usize>());
+        joined.push('[');
+        joined.push_str(&system);
+        for m in messages {
+            joined.push(',');
+            joined.push_str(m.get());
+        }
+        joined.push(']');
+        messages_raw = raw(&joined)?;
+        fields.insert("messages".into(), &messages_raw);
+    }
+    serde_json::to_vec(&fields).map(Bytes::from).map_err(|_| BodyError)
+}
+
+fn raw(text: &str) -> Result<Box<RawValue>, BodyError> {
+    RawValue::from_string(text.to_string()).map_err(|_| BodyError)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    #[test]
+    fn rewrites_only_what_is_asked() {
+        let body = br#"{"model":"agent:coder","messages":[{"role":"user","content":"hi \"x\""}],"temperature":0.5}"#;
+        let out = rewrite(
+            body,
+            Rewrite {
+                model: Some("qwen"),
+                force_stream: true,
+                system_prompt: Some("Be brief."),
+            },
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["model"], "qwen");
+        assert_eq!(v["stream"], true);
+        assert_eq!(v["temperature"], 0.5);
+        assert_eq!(v["messages"][0]["role"], "system");
+        assert_eq!(v["messages"][0]["content"], "Be brief.");
+        assert_eq!(v["messages"][1]["content"], "hi \"x\"");
+        assert_eq!(rewrite(body, Rewrite::default()).unwrap().as_ref(), body);
+    }
+}

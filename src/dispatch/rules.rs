@@ -1,0 +1,204 @@
+//! The routing rules an admin sets: the default tier order, the queue timeout, and model
+//! aliases. Stored in redb, held in memory as snapshots the request path reads for free.
+
+use super::plan::Tier;
+use crate::store::{AliasRecord, RoutingSettings, Store, StoreError, AUTO_ALIAS};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// A queue wait longer than this is a misconfiguration, not a wish.
+pub const MAX_QUEUE_TIMEOUT_MS: u64 = 10 * 60 * 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for RulesError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => RulesError::NotFound(what),
+            StoreError::Conflict(message) => RulesError::Conflict(message),
+            other => RulesError::Store(other),
+        }
+    }
+}
+
+impl RulesError {
+    pub fn status(&self) -> u16 {
+        match self {
+            RulesError::Invalid(_) => 400,
+            RulesError::NotFound(_) => 404,
+            RulesError::Conflict(_) => 409,
+            RulesError::Store(e) => e.status(),
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            RulesError::Invalid(_) => "invalid_request",
+            RulesError::NotFound(_) => "not_found",
+            RulesError::Conflict(_) => "conflict",
+            RulesError::Store(_) => "internal_error",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct SettingsPatch {
+    pub default_order: Option<Vec<String>>,
+    pub queue_timeout_ms: Option<u64>,
+}
+
+pub struct RoutingRules {
+    store: Store,
+    settings: RwLock<Arc<(RoutingSettings, Vec<Tier>)>>,
+    aliases: RwLock<Arc<HashMap<String, AliasRecord>>>,
+}
+
+impl RoutingRules {
+    pub async fn load(store: Store) -> Result<RoutingRules, RulesError> {
+        let settings = store.routing_settings().await?;
+        let order = Tier::parse_order(&settings.default_order).unwrap_or_else(|_| Tier::ALL.to_vec());
+        let aliases = store
+            .list_aliases()
+            .await?
+            .into_iter()
+            .map(|a| (a.name.clone(), a))
+            .collect();
+        Ok(RoutingRules {
+            store,
+            settings: RwLock::new(Arc::new((settings, order))),
+            aliases: RwLock::new(Arc::new(aliases)),
+        })
+    }
+
+    pub fn settings(&self) -> RoutingSettings {
+        self.settings.read().unwrap_or_else(|p| p.into_inner()).0.clone()
+    }
+
+    pub fn default_order(&self) -> Vec<Tier> {
+        self.settings.read().unwrap_or_else(|p| p.into_inner()).1.clone()
+    }
+
+    pub fn queue_timeout(&self) -> Duration {
+        Duration::from_millis(
+            self.settings
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .0
+                .queue_timeout_ms,
+        )
+    }
+
+    pub async fn update_settings(&self, patch: SettingsPatch) -> Result<RoutingSettings, RulesError> {
+        let mut settings = self.settings();
+        if let Some(order) = patch.default_order {
+            let tiers =
+                Tier::parse_order(&order).map_err(|e| RulesError::Invalid(format!("routing.default_order: {e}")))?;
+            settings.default_order = tiers.iter().map(|t| t.as_str().to_string()).collect();
+        }
+        if let Some(ms) = patch.queue_timeout_ms {
+            settings.queue_timeout_ms = validate_queue_timeout(ms)?;
+        }
+        self.store.put_routing_settings(settings.clone()).await?;
+        let order = Tier::parse_order(&settings.default_order).map_err(RulesError::Invalid)?;
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new((settings.clone(), order));
+        Ok(settings)
+    }
+
+    pub fn alias(&self, name: &str) -> Option<AliasRecord> {
+        self.aliases
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    pub fn aliases(&self) -> Vec<AliasRecord> {
+        let mut out: Vec<AliasRecord> = self
+            .aliases
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// `create`: a new name (409 if taken); else an existing one (404 if missing).
+    pub async fn put_alias(&self, alias: AliasRecord, create: bool) -> Result<AliasRecord, RulesError> {
+        let alias = validate_alias(alias)?;
+        self.store.put_alias(alias.clone(), create).await?;
+        self.reload_aliases().await?;
+        Ok(alias)
+    }
+
+    pub async fn delete_alias(&self, name: &str) -> Result<(), RulesError> {
+        if name == AUTO_ALIAS {
+            return Err(RulesError::Invalid(
+                "the 'auto' alias cannot be deleted; set its models instead".into(),
+            ));
+        }
+        self.store.delete_alias(name).await?;
+        self.reload_aliases().await
+    }
+
+    async fn reload_aliases(&self) -> Result<(), RulesError> {
+        let aliases = self
+            .store
+            .list_aliases()
+            .await?
+            .into_iter()
+            .map(|a| (a.name.clone(), a))
+            .collect();
+        *self.aliases.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(aliases);
+        Ok(())
+    }
+}
+
+pub fn validate_queue_timeout(ms: u64) -> Result<u64, RulesError> {
+    if ms > MAX_QUEUE_TIMEOUT_MS {
+        return Err(RulesError::Invalid(format!(
+            "queue timeout must be at most {MAX_QUEUE_TIMEOUT_MS} ms"
+        )));
+    }
+    Ok(ms)
+}
+
+fn validate_alias(alias: AliasRecord) -> Result<AliasRecord, RulesError> {
+    let name = alias.name.trim().to_string();
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with("agent:")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !ok {
+        return Err(RulesError::Invalid(
+            "alias name must be 1 to 64 characters of letters, digits, '.', '_' or '-'".into(),
+        ));
+    }
+    let clean = |tier: &str, model: Option<String>| -> Result<Option<String>, RulesError> {
+        match model.map(|m| m.trim().to_string()) {
+            Some(m) if m.is_empty() => Err(RulesError::Invalid(format!("{tier} must be a model name or null"))),
+            Some(m) if m.len() > 256 => Err(RulesError::Invalid(format!("{tier} is too long"))),
+            other => Ok(other),
+        }
+    };
+    Ok(AliasRecord {
+        gpu: clean("gpu", alias.gpu)?,
+        cli: clean("cli", alias.cli)?,
+        cloud: clean("cloud", alias.cloud)?,
+        name,
+    })
+}

@@ -1,0 +1,43 @@
+//! Settings, one JSON record per group.
+
+use super::tables::SETTINGS;
+use super::{decode, encode, Store, StoreError};
+use serde::{Deserialize, Serialize};
+
+const ROUTING: &str = "routing";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutingSettings {
+    /// Tier names in the order the cascade tries them.
+    pub default_order: Vec<String>,
+    /// How long a request waits for a free slot when every eligible target is full.
+    pub queue_timeout_ms: u64,
+}
+
+impl Default for RoutingSettings {
+    fn default() -> Self {
+        RoutingSettings {
+            default_order: vec!["gpu".into(), "cli".into(), "cloud".into()],
+            queue_timeout_ms: 60_000,
+        }
+    }
+}
+
+impl Store {
+    pub async fn routing_settings(&self) -> Result<RoutingSettings, StoreError> {
+        self.read(|txn| match txn.open_table(SETTINGS)?.get(ROUTING)? {
+            Some(row) => decode("settings", row.value()),
+            None => Ok(RoutingSettings::default()),
+        })
+        .await
+    }
+
+    pub async fn put_routing_settings(&self, settings: RoutingSettings) -> Result<(), StoreError> {
+        self.write(move |txn| {
+            txn.open_table(SETTINGS)?
+                .insert(ROUTING, encode("settings", &settings)?.as_slice())?;
+            Ok(())
+        })
+        .await
+    }
+}

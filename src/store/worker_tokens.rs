@@ -1,0 +1,56 @@
+//! Worker tokens: what a GPU or CLI worker presents when it connects. Stored as SHA-256.
+
+use super::tables::WORKER_TOKENS;
+use super::{decode, encode, Store, StoreError};
+use crate::workers::protocol::WorkerKind;
+use redb::ReadableTable;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerTokenRecord {
+    pub id: String,
+    pub name: String,
+    pub kind: WorkerKind,
+    pub token_hash: String,
+    pub prefix: String,
+    pub created_at: i64,
+}
+
+impl Store {
+    pub async fn insert_worker_token(&self, record: WorkerTokenRecord) -> Result<(), StoreError> {
+        self.write(move |txn| {
+            txn.open_table(WORKER_TOKENS)?
+                .insert(record.id.as_str(), encode("worker token", &record)?.as_slice())?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn list_worker_tokens(&self) -> Result<Vec<WorkerTokenRecord>, StoreError> {
+        self.read(|txn| {
+            let table = txn.open_table(WORKER_TOKENS)?;
+            let mut out = Vec::new();
+            for row in table.iter()? {
+                let (_, value) = row?;
+                out.push(decode("worker token", value.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub async fn delete_worker_token(&self, id: &str) -> Result<WorkerTokenRecord, StoreError> {
+        let id = id.to_string();
+        self.write(move |txn| {
+            let removed = txn
+                .open_table(WORKER_TOKENS)?
+                .remove(id.as_str())?
+                .map(|r| r.value().to_vec());
+            match removed {
+                Some(bytes) => decode("worker token", &bytes),
+                None => Err(StoreError::NotFound("worker token")),
+            }
+        })
+        .await
+    }
+}

@@ -1,0 +1,640 @@
+//! `auxot worker gpu`: serves the models of a local OpenAI-compatible server (llama.cpp
+//! `llama-server`, vLLM, Ollama, SGLang). Each job is one streaming
+//! `POST {upstream}/chat/completions`; the SSE `data:` objects go to the router unchanged.
+
+use crate::crypto::Secret;
+use crate::workers::args::GpuWorkerArgs;
+use crate::workers::client::{run_worker, ChunkSink, ConnectionConfig, Job, JobHandler, JobOutcome, WorkerError};
+use crate::workers::protocol::{Usage, WorkerKind};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+const MODELS_TIMEOUT: Duration = Duration::from_secs(10);
+/// Error bodies are read up to this size; success bodies stream.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// Runs the GPU worker until `shutdown`. Fails at once if the model server cannot be listed.
+pub async fn run(args: GpuWorkerArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), WorkerError> {
+    let worker = GpuWorker::new(&args)?;
+    let models = worker.models().await?;
+    tracing::info!(upstream = %worker.upstream, models = ?models, "model server reachable");
+    let conn = ConnectionConfig::from_args(&args.connection, Some(args.models_refresh()));
+    run_worker(conn, Arc::new(worker), shutdown).await
+}
+
+struct GpuWorker {
+    http: reqwest::Client,
+    /// Base URL without a trailing slash, e.g. `http://127.0.0.1:8000/v1`.
+    upstream: String,
+    key: Option<Secret>,
+    /// `--model`: advertise only these.
+    only: Vec<String>,
+    /// The `--model` names last found missing, so the warning is logged once per change.
+    warned_missing: Mutex<Vec<String>>,
+}
+
+impl GpuWorker {
+    fn new(args: &GpuWorkerArgs) -> Result<Self, WorkerError> {
+        let upstream = args.upstream.trim().trim_end_matches('/').to_string();
+        let bad = |reason: &str| WorkerError::UpstreamUrl {
+            url: args.upstream.clone(),
+            reason: reason.to_string(),
+        };
+        let parsed = url::Url::parse(&upstream).map_err(|e| bad(&e.to_string()))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(bad("use an http:// or https:// URL"));
+        }
+        let http = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(90))
+            // A redirect could carry the upstream key to another host.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("auxot-worker/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| WorkerError::HttpClient(describe_http_error(e)))?;
+        let mut only = Vec::new();
+        for model in args.models.iter().map(|m| m.trim()).filter(|m| !m.is_empty()) {
+            if !only.iter().any(|m: &String| m == model) {
+                only.push(model.to_string());
+            }
+        }
+        Ok(GpuWorker {
+            http,
+            upstream,
+            key: args.upstream_key.clone().filter(|k| !k.is_empty()),
+            only,
+            warned_missing: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.key {
+            Some(key) => request.bearer_auth(key.expose()),
+            None => request,
+        }
+    }
+
+    async fn list_upstream_models(&self) -> Result<Vec<String>, WorkerError> {
+        #[derive(Deserialize)]
+        struct ModelList {
+            data: Vec<ModelEntry>,
+        }
+        #[derive(Deserialize)]
+        struct ModelEntry {
+            id: String,
+        }
+        let unreachable = |detail: String| WorkerError::Upstream {
+            url: self.upstream.clone(),
+            detail,
+        };
+        let url = format!("{}/models", self.upstream);
+        let response = self
+            .authorize(self.http.get(&url))
+            .timeout(MODELS_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| unreachable(describe_http_error(e)))?;
+        let status = response.status();
+        let body = read_bounded(response).await;
+        if !status.is_success() {
+            let message = self.scrub(error_message(&body));
+            return Err(unreachable(format!(
+                "GET /models answered {}: {message}",
+                status.as_u16()
+            )));
+        }
+        let list: ModelList = serde_json::from_slice(&body)
+            .map_err(|e| unreachable(format!("GET /models did not return an OpenAI model list: {e}")))?;
+        let mut models: Vec<String> = Vec::with_capacity(list.data.len());
+        for entry in list.data {
+            if !models.contains(&entry.id) {
+                models.push(entry.id);
+            }
+        }
+        Ok(models)
+    }
+
+    /// Applies `--model`, warning (once per change) about names the upstream does not list.
+    fn select_models(&self, listed: Vec<String>) -> Vec<String> {
+        if self.only.is_empty() {
+            return listed;
+        }
+        let missing: Vec<String> = self.only.iter().filter(|m| !listed.contains(m)).cloned().collect();
+        let mut warned = self.warned_missing.lock().unwrap_or_else(PoisonError::into_inner);
+        if *warned != missing {
+            if !missing.is_empty() {
+                tracing::warn!(missing = ?missing, listed = ?listed, "--model names the model server does not list; not advertising them");
+            }
+            warned.clone_from(&missing);
+        }
+        self.only.iter().filter(|m| listed.contains(m)).cloned().collect()
+    }
+
+    /// Keeps the upstream key out of anything the router (and so a client) may see.
+    fn scrub(&self, text: String) -> String {
+        match self.key.as_ref().map(Secret::expose).filter(|k| k.len() >= 4) {
+            Some(key) if text.contains(key) => text.replace(key, "[redacted]"),
+            _ => text,
+        }
+    }
+
+    async fn stream_chat(&self, job: Job, out: &ChunkSink) -> JobOutcome {
+        let body = match force_streaming(&job.request) {
+            Ok(body) => body,
+            Err(message) => return JobOutcome::failed(message, Some(400)),
+        };
+        let request = self
+            .authorize(self.http.post(format!("{}/chat/completions", self.upstream)))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .body(body);
+        let mut response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => {
+                let detail = describe_http_error(e);
+                return JobOutcome::failed(format!("cannot reach the model server: {detail}"), None);
+            }
+        };
+        let status = response.status();
+        if !status.is_success() {
+            let body = read_bounded(response).await;
+            return JobOutcome::failed(self.scrub(error_message(&body)), Some(status.as_u16()));
+        }
+        let mut decoder = SseDecoder::default();
+        let mut usage = None;
+        loop {
+            let piece = match response.chunk().await {
+                Ok(Some(piece)) => piece,
+                Ok(None) => break,
+                Err(e) => {
+                    let detail = describe_http_error(e);
+                    return JobOutcome::failed(format!("the model server's stream broke: {detail}"), None);
+                }
+            };
+            for data in decoder.push(&piece) {
+                match self.forward_event(data, out, &mut usage).await {
+                    Forwarded::More => {}
+                    Forwarded::End => return JobOutcome::Done(usage),
+                    Forwarded::Failed(outcome) => return outcome,
+                }
+            }
+        }
+        if let Some(data) = decoder.finish() {
+            if let Forwarded::Failed(outcome) = self.forward_event(data, out, &mut usage).await {
+                return outcome;
+            }
+        }
+        // Some servers end the body without `[DONE]`; a clean end is still a finished answer.
+        JobOutcome::Done(usage)
+    }
+
+    async fn forward_event(&self, data: String, out: &ChunkSink, usage: &mut Option<Usage>) -> Forwarded {
+        if data.trim() == "[DONE]" {
+            return Forwarded::End;
+        }
+        let probe: ChunkProbe = match serde_json::from_str(&data) {
+            Ok(probe) => probe,
+            Err(e) => {
+                return Forwarded::Failed(JobOutcome::failed(
+                    format!("the model server sent a stream event that is not JSON: {e}"),
+                    None,
+                ))
+            }
+        };
+        // vLLM and llama.cpp report mid-stream failures as an error object in place of a chunk.
+        if let Some(error) = probe.error.filter(|e| !e.is_null()) {
+            let message = error
+                .get("message")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+                .unwrap_or_else(|| error.to_string());
+            return Forwarded::Failed(JobOutcome::failed(self.scrub(message), None));
+        }
+        if let Some(reported) = probe.usage {
+            *usage = Some(reported.into());
+        }
+        let chunk = match RawValue::from_string(data) {
+            Ok(chunk) => chunk,
+            Err(e) => return Forwarded::Failed(JobOutcome::failed(format!("unreadable stream event: {e}"), None)),
+        };
+        match out.send(chunk).await {
+            Ok(()) => Forwarded::More,
+            Err(closed) => Forwarded::Failed(JobOutcome::failed(closed.to_string(), None)),
+        }
+    }
+}
+
+enum Forwarded {
+    More,
+    End,
+    Failed(JobOutcome),
+}
+
+impl JobHandler for GpuWorker {
+    fn kind(&self) -> WorkerKind {
+        WorkerKind::Gpu
+    }
+
+    async fn models(&self) -> Result<Vec<String>, WorkerError> {
+        let listed = self.list_upstream_models().await?;
+        Ok(self.select_models(listed))
+    }
+
+    async fn run_job(&self, job: Job, out: ChunkSink) -> JobOutcome {
+        self.stream_chat(job, &out).await
+    }
+}
+
+/// The parts of a stream event the worker looks at; the event itself is forwarded raw.
+#[derive(Deserialize)]
+struct ChunkProbe {
+    #[serde(default)]
+    usage: Option<UpstreamUsage>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct UpstreamUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    total_tokens: u64,
+}
+
+impl From<UpstreamUsage> for Usage {
+    fn from(u: UpstreamUsage) -> Self {
+        let total = if u.total_tokens == 0 {
+            u.prompt_tokens + u.completion_tokens
+        } else {
+            u.total_tokens
+        };
+        Usage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            total_tokens: total,
+        }
+    }
+}
+
+/// The job's request with `stream: true` and usage in the last chunk forced. Only the top
+/// level is touched: every other value is passed on byte for byte.
+fn force_streaming(request: &RawValue) -> Result<String, String> {
+    let mut fields: BTreeMap<String, Box<RawValue>> =
+        serde_json::from_str(request.get()).map_err(|e| format!("the job's request is not a JSON object: {e}"))?;
+    let raw = |json: &str| RawValue::from_string(json.to_string()).map_err(|e| e.to_string());
+    fields.insert("stream".into(), raw("true")?);
+    fields.insert("stream_options".into(), raw(r#"{"include_usage":true}"#)?);
+    serde_json::to_string(&fields).map_err(|e| e.to_string())
+}
+
+/// Assembles server-sent events from body pieces that split lines anywhere. Yields each
+/// event's `data` (several `data:` lines joined by `\n`); comments and other fields are
+/// dropped. Lines end in `\n` or `\r\n`.
+#[derive(Debug, Default)]
+struct SseDecoder {
+    line: Vec<u8>,
+    data: Option<String>,
+}
+
+impl SseDecoder {
+    fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+        let mut events = Vec::new();
+        let mut rest = bytes;
+        while let Some(newline) = rest.iter().position(|b| *b == b'\n') {
+            self.line.extend_from_slice(&rest[..newline]);
+            rest = &rest[newline + 1..];
+            let line = std::mem::take(&mut self.line);
+            if let Some(event) = self.take_line(&line) {
+                events.push(event);
+            }
+        }
+        self.line.extend_from_slice(rest);
+        events
+    }
+
+    /// The event left when the body ended without a blank line after it.
+    fn finish(&mut self) -> Option<String> {
+        let line = std::mem::take(&mut self.line);
+        let event = if line.is_empty() { None } else { self.take_line(&line) };
+        event.or_else(|| self.data.take())
+    }
+
+    fn take_line(&mut self, line: &[u8]) -> Option<String> {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            return self.data.take();
+        }
+        let line = String::from_utf8_lossy(line);
+        let (field, value) = match line.split_once(':') {
+            Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
+            None => (line.as_ref(), ""),
+        };
+        if field == "data" {
+            match &mut self.data {
+                Some(data) => {
+                    data.push('\n');
+                    data.push_str(value);
+                }
+                None => self.data = Some(value.to_string()),
+            }
+        }
+        None
+    }
+}
+
+async fn read_bounded(mut response: reqwest::Response) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Ok(Some(piece)) = response.chunk().await {
+        let room = MAX_ERROR_BODY - body.len();
+        body.extend_from_slice(&piece[..piece.len().min(room)]);
+        if body.len() >= MAX_ERROR_BODY {
+            break;
+        }
+    }
+    body
+}
+
+/// The message inside `{"error":{"message":…}}` (or `{"error":"…"}`), else the first 300
+/// characters of the body.
+fn error_message(body: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct Envelope {
+        error: Inner,
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Inner {
+        Object { message: String },
+        Text(String),
+    }
+    if let Ok(envelope) = serde_json::from_slice::<Envelope>(body) {
+        return match envelope.error {
+            Inner::Object { message } | Inner::Text(message) => message,
+        };
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        return "(empty body)".into();
+    }
+    text.chars().take(300).collect()
+}
+
+/// reqwest's error chain, without the URL (enough to act on; never a header).
+fn describe_http_error(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_in_pieces(body: &str, piece_len: usize) -> Vec<String> {
+        let mut decoder = SseDecoder::default();
+        let mut events = Vec::new();
+        for piece in body.as_bytes().chunks(piece_len) {
+            events.extend(decoder.push(piece));
+        }
+        events.extend(decoder.finish());
+        events
+    }
+
+    #[test]
+    fn sse_events_survive_any_split() {
+        let body = ": keep-alive comment\r\n\r\ndata: {\"a\":1}\r\n\r\nevent: message\ndata: {\"b\":\"x y\"}\n\ndata:{\"c\":[1,2]}\n\ndata: [DONE]\n\n";
+        let expected = ["{\"a\":1}", "{\"b\":\"x y\"}", "{\"c\":[1,2]}", "[DONE]"];
+        for piece_len in 1..=body.len() {
+            assert_eq!(decode_in_pieces(body, piece_len), expected, "piece length {piece_len}");
+        }
+    }
+
+    #[test]
+    fn sse_multi_line_data_and_missing_final_blank_line() {
+        assert_eq!(decode_in_pieces("data: a\ndata: b\n\n", 3), ["a\nb"]);
+        assert_eq!(decode_in_pieces("data: {\"last\":true}", 4), ["{\"last\":true}"]);
+        assert_eq!(decode_in_pieces("data: {\"last\":true}\n", 4), ["{\"last\":true}"]);
+        assert!(decode_in_pieces(": only a comment\n\n\n", 2).is_empty());
+    }
+
+    #[test]
+    fn sse_keeps_multibyte_text_split_mid_character() {
+        let body = "data: {\"t\":\"héllo — ✓\"}\n\n";
+        for piece_len in 1..8 {
+            assert_eq!(decode_in_pieces(body, piece_len), ["{\"t\":\"héllo — ✓\"}"]);
+        }
+    }
+
+    #[test]
+    fn streaming_is_forced_at_the_top_level_only() {
+        let request = RawValue::from_string(
+            r#"{"model":"qwen","stream":false,"messages":[{"role":"user","content":"hi","stream":false}],"temperature":0.70}"#
+                .into(),
+        )
+        .unwrap();
+        let body: serde_json::Value = serde_json::from_str(&force_streaming(&request).unwrap()).unwrap();
+        assert_eq!(body["stream"], true);
+        assert_eq!(body["stream_options"]["include_usage"], true);
+        assert_eq!(body["messages"][0]["stream"], false);
+        assert!(
+            force_streaming(&request).unwrap().contains("0.70"),
+            "numbers pass through unchanged"
+        );
+        assert!(force_streaming(&RawValue::from_string("[1]".into()).unwrap()).is_err());
+    }
+
+    #[test]
+    fn upstream_errors_are_read_from_either_shape() {
+        assert_eq!(
+            error_message(br#"{"error":{"message":"model not found","code":404}}"#),
+            "model not found"
+        );
+        assert_eq!(error_message(br#"{"error":"busy"}"#), "busy");
+        assert_eq!(error_message(&[b'x'; 400]).len(), 300);
+    }
+
+    #[test]
+    fn usage_is_probed_from_chunks() {
+        let probe: ChunkProbe =
+            serde_json::from_str(r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#).unwrap();
+        let usage: Usage = probe.usage.unwrap().into();
+        assert_eq!(
+            (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens),
+            (3, 4, 7)
+        );
+        let probe: ChunkProbe = serde_json::from_str(r#"{"choices":[{"delta":{}}],"usage":null}"#).unwrap();
+        assert!(probe.usage.is_none() && probe.error.is_none());
+    }
+
+    use crate::workers::args::ConnectionArgs;
+    use crate::workers::client::test_sink;
+    use crate::workers::protocol::WorkerMessage;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A model server on a raw socket, so the SSE body can be cut at awkward places. Answers
+    /// `/v1/models`, and `/v1/chat/completions` with `reply`; sends each received chat body on.
+    async fn fake_upstream(
+        reply: &'static [&'static str],
+    ) -> (String, tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}/v1", listener.local_addr().unwrap());
+        let (bodies_tx, bodies_rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let (mut tcp, _) = listener.accept().await.unwrap();
+                let bodies_tx = bodies_tx.clone();
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buffer = [0u8; 4096];
+                    let (head, body_start) = loop {
+                        let read = tcp.read(&mut buffer).await.unwrap();
+                        request.extend_from_slice(&buffer[..read]);
+                        if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break (String::from_utf8_lossy(&request[..end]).to_lowercase(), end + 4);
+                        }
+                    };
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    while request.len() < body_start + length {
+                        let read = tcp.read(&mut buffer).await.unwrap();
+                        request.extend_from_slice(&buffer[..read]);
+                    }
+                    if head.starts_with("get /v1/models") {
+                        let body = r#"{"object":"list","data":[{"id":"qwen"},{"id":"llama"}]}"#;
+                        let response = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                        tcp.write_all(response.as_bytes()).await.unwrap();
+                        return;
+                    }
+                    let _ = bodies_tx.send(serde_json::from_slice(&request[body_start..]).unwrap());
+                    for piece in reply {
+                        tcp.write_all(piece.as_bytes()).await.unwrap();
+                        tcp.flush().await.unwrap();
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                });
+            }
+        });
+        (base, bodies_rx)
+    }
+
+    fn worker(upstream: &str, models: &[&str]) -> GpuWorker {
+        GpuWorker::new(&GpuWorkerArgs {
+            connection: ConnectionArgs {
+                server: "http://router".into(),
+                token: Secret::new("t".into()),
+                name: "n".into(),
+                slots: 1,
+            },
+            upstream: upstream.into(),
+            upstream_key: None,
+            models_refresh_secs: 60,
+            models: models.iter().map(|m| m.to_string()).collect(),
+        })
+        .unwrap()
+    }
+
+    fn job(request: &str) -> Job {
+        Job {
+            id: "j1".into(),
+            request: RawValue::from_string(request.into()).unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn chunks_stream_through_raw_with_usage() {
+        const REPLY: &[&str] = &[
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n",
+            ": ping\r\n\r\ndata: {\"choices\":[{\"delta\":{\"content\":\"He\"}}],  \"usage\":null}\r\n\r\nda",
+            "ta: {\"choices\":[{\"delta\":{\"content\":\"llo\"}}]}\n",
+            "\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7}}\n\n",
+            "data: [DONE]\n\n",
+        ];
+        let (base, mut bodies) = fake_upstream(REPLY).await;
+        let worker = worker(&format!("{base}/"), &["qwen", "missing"]);
+        assert_eq!(worker.models().await.unwrap(), ["qwen"]);
+
+        let (sink, mut frames) = test_sink("j1");
+        let outcome = worker
+            .run_job(
+                job(r#"{"model":"qwen","messages":[{"role":"user","content":"hi"}],"stream":false}"#),
+                sink,
+            )
+            .await;
+        let usage = Usage {
+            prompt_tokens: 5,
+            completion_tokens: 2,
+            total_tokens: 7,
+        };
+        assert_eq!(outcome, JobOutcome::Done(Some(usage)));
+        let sent = bodies.recv().await.unwrap();
+        assert_eq!(sent["stream"], true);
+        assert_eq!(sent["stream_options"], serde_json::json!({"include_usage": true}));
+        assert_eq!(sent["messages"][0]["content"], "hi");
+        let mut chunks = Vec::new();
+        while let Ok(WorkerMessage::Chunk { chunk, .. }) = frames.try_recv() {
+            chunks.push(chunk.get().to_string());
+        }
+        assert_eq!(
+            chunks,
+            [
+                r#"{"choices":[{"delta":{"content":"He"}}],  "usage":null}"#,
+                r#"{"choices":[{"delta":{"content":"llo"}}]}"#,
+                r#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}"#,
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn upstream_failures_become_job_errors() {
+        const NOT_FOUND: &[&str] = &[
+            "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 47\r\nconnection: close\r\n\r\n",
+            r#"{"error":{"message":"model 'nope' not found"}}"#,
+            " ",
+        ];
+        let (base, _bodies) = fake_upstream(NOT_FOUND).await;
+        let (sink, _frames) = test_sink("j1");
+        let outcome = worker(&base, &[]).run_job(job(r#"{"model":"nope"}"#), sink).await;
+        assert_eq!(outcome, JobOutcome::failed("model 'nope' not found", Some(404)));
+
+        const MID_STREAM: &[&str] = &[
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n",
+            "data: {\"error\":{\"message\":\"out of memory\",\"code\":500}}\n\n",
+        ];
+        let (base, _bodies) = fake_upstream(MID_STREAM).await;
+        let (sink, _frames) = test_sink("j1");
+        let outcome = worker(&base, &[]).run_job(job(r#"{"model":"qwen"}"#), sink).await;
+        assert_eq!(outcome, JobOutcome::failed("out of memory", None));
+
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}/v1", closed.local_addr().unwrap());
+        drop(closed);
+        let (sink, _frames) = test_sink("j1");
+        match worker(&base, &[]).run_job(job(r#"{"model":"qwen"}"#), sink).await {
+            JobOutcome::Failed { status: None, message } => assert!(message.starts_with("cannot reach"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+        let err = worker(&base, &[]).models().await.unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("cannot reach the model server at {base}: ")),
+            "{err}"
+        );
+    }
+}

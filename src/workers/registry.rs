@@ -1,0 +1,511 @@
+//! The router's view of connected workers: who is live, what each serves, how many of its
+//! slots are taken, and the channel each in-flight job's events arrive on.
+//!
+//! Slots are taken with `try_reserve` (a compare-and-swap, never past `slots`) and given
+//! back by dropping the `SlotGuard`, so no error path can leak one. A `WorkerJob` that is
+//! dropped before its worker said `done` sends `cancel`: a client that goes away stops the
+//! work on the worker.
+
+use super::protocol::{RouterMessage, Usage, WorkerKind};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify};
+
+/// How long an offline worker stays in the list.
+const OFFLINE_KEPT_SECS: i64 = 3600;
+const OFFLINE_KEPT_MAX: usize = 200;
+
+/// What a worker said about one job.
+#[derive(Debug)]
+pub enum JobEvent {
+    Chunk(Box<RawValue>),
+    Done(Option<Usage>),
+    Failed {
+        message: String,
+        status: Option<u16>,
+    },
+    /// The worker's connection ended (or it missed its heartbeats) mid-job.
+    Disconnected,
+}
+
+/// A worker as the hello described it, once its token is checked.
+pub struct Hello {
+    pub token_id: String,
+    pub kind: WorkerKind,
+    pub name: String,
+    pub version: String,
+    pub models: Vec<String>,
+    pub slots: u32,
+}
+
+pub struct LiveWorker {
+    pub id: String,
+    pub token_id: String,
+    pub kind: WorkerKind,
+    pub name: String,
+    pub version: String,
+    pub slots: u32,
+    pub connected_at: i64,
+    models: RwLock<Arc<Vec<String>>>,
+    in_use: AtomicU32,
+    jobs_served: AtomicU64,
+    last_seen_ms: AtomicU64,
+    outbox: mpsc::UnboundedSender<RouterMessage>,
+    jobs: Mutex<HashMap<String, mpsc::UnboundedSender<JobEvent>>>,
+    kicked: Notify,
+    gone: AtomicBool,
+    capacity: Arc<Notify>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl LiveWorker {
+    pub fn models(&self) -> Arc<Vec<String>> {
+        self.models.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set_models(&self, models: Vec<String>) {
+        *self.models.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(models);
+        // A newly served model may let a queued request through.
+        self.capacity.notify_waiters();
+    }
+
+    pub fn in_use(&self) -> u32 {
+        self.in_use.load(Ordering::Acquire)
+    }
+
+    pub fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::Acquire)
+    }
+
+    /// Takes a slot if one is free; the guard gives it back on drop.
+    pub fn try_reserve(self: &Arc<Self>) -> Option<SlotGuard> {
+        if self.is_gone() {
+            return None;
+        }
+        self.in_use
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.slots).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| SlotGuard { worker: self.clone() })
+    }
+
+    pub fn touch(&self) {
+        self.last_seen_ms.store(now_ms(), Ordering::Release);
+    }
+
+    pub fn silent_for(&self) -> Duration {
+        Duration::from_millis(now_ms().saturating_sub(self.last_seen_ms.load(Ordering::Acquire)))
+    }
+
+    /// Sends the job; the returned handle yields its events and cancels it if dropped early.
+    pub fn start_job(self: &Arc<Self>, slot: SlotGuard, request: Box<RawValue>) -> Option<WorkerJob> {
+        let job_id = uuid::Uuid::new_v4().to_string();
+        let (events_tx, events) = mpsc::unbounded_channel();
+        self.jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(job_id.clone(), events_tx);
+        let job = WorkerJob {
+            worker: self.clone(),
+            job_id: job_id.clone(),
+            events,
+            _slot: slot,
+            finished: false,
+        };
+        if self.outbox.send(RouterMessage::Job { job_id, request }).is_err() {
+            return None;
+        }
+        Some(job)
+    }
+
+    /// Routes a worker's message about a job to whoever waits for it; a job nobody waits
+    /// for any more (cancelled) is ignored.
+    pub fn deliver(&self, job_id: &str, event: JobEvent) {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        let ends = matches!(event, JobEvent::Done(_) | JobEvent::Failed { .. });
+        if let Some(sender) = jobs.get(job_id) {
+            let _ = sender.send(event);
+        }
+        if ends {
+            jobs.remove(job_id);
+        }
+    }
+
+    /// Closes the worker's connection (token revoked, replaced, or heartbeats missed).
+    pub fn kick(&self) {
+        self.kicked.notify_one();
+    }
+
+    pub async fn kicked(&self) {
+        self.kicked.notified().await;
+    }
+
+    fn fail_all_jobs(&self) {
+        let jobs = std::mem::take(&mut *self.jobs.lock().unwrap_or_else(|p| p.into_inner()));
+        for (_, sender) in jobs {
+            let _ = sender.send(JobEvent::Disconnected);
+        }
+    }
+
+    fn view(&self, status: &'static str, last_seen_ms: u64) -> WorkerView {
+        WorkerView {
+            id: self.id.clone(),
+            kind: self.kind,
+            name: self.name.clone(),
+            version: self.version.clone(),
+            models: self.models().as_ref().clone(),
+            slots_total: self.slots,
+            slots_in_use: if status == "offline" { 0 } else { self.in_use() },
+            jobs_served: self.jobs_served.load(Ordering::Relaxed),
+            connected_at: crate::rfc3339(self.connected_at),
+            last_heartbeat: crate::rfc3339((last_seen_ms / 1000) as i64),
+            status,
+        }
+    }
+}
+
+/// A taken slot; dropping it frees the slot and wakes queued requests.
+pub struct SlotGuard {
+    worker: Arc<LiveWorker>,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.worker.in_use.fetch_sub(1, Ordering::AcqRel);
+        self.worker.capacity.notify_waiters();
+    }
+}
+
+/// One job on one worker, from the router's side.
+pub struct WorkerJob {
+    worker: Arc<LiveWorker>,
+    job_id: String,
+    events: mpsc::UnboundedReceiver<JobEvent>,
+    _slot: SlotGuard,
+    finished: bool,
+}
+
+impl WorkerJob {
+    pub fn worker(&self) -> &Arc<LiveWorker> {
+        &self.worker
+    }
+
+    /// The next event; `Disconnected` once the worker is gone.
+    pub async fn next_event(&mut self) -> JobEvent {
+        let event = self.events.recv().await.unwrap_or(JobEvent::Disconnected);
+        match &event {
+            JobEvent::Done(_) => {
+                self.finished = true;
+                self.worker.jobs_served.fetch_add(1, Ordering::Relaxed);
+            }
+            JobEvent::Failed { .. } | JobEvent::Disconnected => self.finished = true,
+            JobEvent::Chunk(_) => {}
+        }
+        event
+    }
+}
+
+impl Drop for WorkerJob {
+    fn drop(&mut self) {
+        self.worker
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.job_id);
+        if !self.finished {
+            let _ = self.worker.outbox.send(RouterMessage::Cancel {
+                job_id: self.job_id.clone(),
+            });
+        }
+    }
+}
+
+/// A worker as `GET /api/workers` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerView {
+    pub id: String,
+    pub kind: WorkerKind,
+    pub name: String,
+    pub version: String,
+    pub models: Vec<String>,
+    pub slots_total: u32,
+    pub slots_in_use: u32,
+    pub jobs_served: u64,
+    pub connected_at: String,
+    pub last_heartbeat: String,
+    /// `idle` (a slot is free), `busy` (every slot taken) or `offline`.
+    pub status: &'static str,
+}
+
+struct Offline {
+    view: WorkerView,
+    since: i64,
+}
+
+pub struct WorkerRegistry {
+    live: RwLock<HashMap<String, Arc<LiveWorker>>>,
+    offline: Mutex<Vec<Offline>>,
+    capacity: Arc<Notify>,
+    pub heartbeat_timeout: Duration,
+}
+
+impl WorkerRegistry {
+    pub fn new(heartbeat_timeout: Duration) -> Self {
+        WorkerRegistry {
+            live: RwLock::new(HashMap::new()),
+            offline: Mutex::new(Vec::new()),
+            capacity: Arc::new(Notify::new()),
+            heartbeat_timeout,
+        }
+    }
+
+    /// Notified whenever a slot frees, a worker joins or its models change.
+    pub fn capacity(&self) -> &Notify {
+        &self.capacity
+    }
+
+    /// Adds a worker; an earlier connection with the same token is closed (a reconnect
+    /// whose old socket has not timed out yet must not count twice).
+    pub fn register(&self, hello: Hello) -> (Arc<LiveWorker>, mpsc::UnboundedReceiver<RouterMessage>) {
+        let (outbox, outbox_rx) = mpsc::unbounded_channel();
+        let worker = Arc::new(LiveWorker {
+            id: uuid::Uuid::new_v4().to_string(),
+            token_id: hello.token_id,
+            kind: hello.kind,
+            name: hello.name,
+            version: hello.version,
+            slots: hello.slots,
+            connected_at: crate::store::now_unix(),
+            models: RwLock::new(Arc::new(hello.models)),
+            in_use: AtomicU32::new(0),
+            jobs_served: AtomicU64::new(0),
+            last_seen_ms: AtomicU64::new(now_ms()),
+            outbox,
+            jobs: Mutex::new(HashMap::new()),
+            kicked: Notify::new(),
+            gone: AtomicBool::new(false),
+            capacity: self.capacity.clone(),
+        });
+        let replaced: Vec<Arc<LiveWorker>> = {
+            let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
+            let old: Vec<String> = live
+                .values()
+                .filter(|w| w.token_id == worker.token_id)
+                .map(|w| w.id.clone())
+                .collect();
+            let removed = old.iter().filter_map(|id| live.remove(id)).collect();
+            live.insert(worker.id.clone(), worker.clone());
+            removed
+        };
+        for old in replaced {
+            self.retire(&old);
+            old.kick();
+        }
+        self.capacity.notify_waiters();
+        (worker, outbox_rx)
+    }
+
+    /// The worker's connection ended: it leaves the live set and its jobs end.
+    pub fn unregister(&self, worker: &Arc<LiveWorker>) {
+        let removed = {
+            let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
+            match live.get(&worker.id) {
+                Some(current) if Arc::ptr_eq(current, worker) => live.remove(&worker.id).is_some(),
+                _ => false,
+            }
+        };
+        if removed {
+            self.retire(worker);
+        }
+        worker.gone.store(true, Ordering::Release);
+        worker.fail_all_jobs();
+        self.capacity.notify_waiters();
+    }
+
+    fn retire(&self, worker: &Arc<LiveWorker>) {
+        worker.gone.store(true, Ordering::Release);
+        worker.fail_all_jobs();
+        let now = crate::store::now_unix();
+        let mut offline = self.offline.lock().unwrap_or_else(|p| p.into_inner());
+        offline.retain(|o| o.view.id != worker.id && now - o.since < OFFLINE_KEPT_SECS);
+        offline.push(Offline {
+            view: worker.view("offline", worker.last_seen_ms.load(Ordering::Acquire)),
+            since: now,
+        });
+        if offline.len() > OFFLINE_KEPT_MAX {
+            let excess = offline.len() - OFFLINE_KEPT_MAX;
+            offline.drain(..excess);
+        }
+    }
+
+    /// Disconnects every live worker using this token (it was revoked).
+    pub fn kick_token(&self, token_id: &str) -> usize {
+        let workers: Vec<Arc<LiveWorker>> = self
+            .live
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|w| w.token_id == token_id)
+            .cloned()
+            .collect();
+        for worker in &workers {
+            worker.kick();
+        }
+        workers.len()
+    }
+
+    pub fn live(&self) -> Vec<Arc<LiveWorker>> {
+        let mut workers: Vec<_> = self
+            .live
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        workers.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+        workers
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<LiveWorker>> {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+    }
+
+    /// Live workers, then those seen in the last hour.
+    pub fn views(&self) -> Vec<WorkerView> {
+        let mut out: Vec<WorkerView> = self
+            .live()
+            .iter()
+            .map(|w| {
+                let status = if w.in_use() >= w.slots { "busy" } else { "idle" };
+                w.view(status, w.last_seen_ms.load(Ordering::Acquire))
+            })
+            .collect();
+        let now = crate::store::now_unix();
+        let offline = self.offline.lock().unwrap_or_else(|p| p.into_inner());
+        let live_ids: Vec<&str> = out.iter().map(|v| v.id.as_str()).collect::<Vec<_>>();
+        let recent: Vec<WorkerView> = offline
+            .iter()
+            .rev()
+            .filter(|o| now - o.since < OFFLINE_KEPT_SECS && !live_ids.contains(&o.view.id.as_str()))
+            .map(|o| o.view.clone())
+            .collect();
+        out.extend(recent);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(token: &str, slots: u32) -> Hello {
+        Hello {
+            token_id: token.into(),
+            kind: WorkerKind::Gpu,
+            name: format!("w-{token}"),
+            version: "test".into(),
+            models: vec!["m".into()],
+            slots,
+        }
+    }
+
+    #[test]
+    fn slots_never_exceed_capacity_and_come_back_on_drop() {
+        let registry = WorkerRegistry::new(Duration::from_secs(15));
+        let (worker, _rx) = registry.register(hello("t1", 2));
+        let a = worker.try_reserve().unwrap();
+        let b = worker.try_reserve().unwrap();
+        assert!(worker.try_reserve().is_none());
+        assert_eq!(worker.in_use(), 2);
+        drop(a);
+        assert_eq!(worker.in_use(), 1);
+        let c = worker.try_reserve().unwrap();
+        drop((b, c));
+        assert_eq!(worker.in_use(), 0);
+    }
+
+    #[test]
+    fn concurrent_reservations_never_overbook() {
+        let registry = WorkerRegistry::new(Duration::from_secs(15));
+        let (worker, _rx) = registry.register(hello("t1", 3));
+        let taken = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for _ in 0..16 {
+                scope.spawn(|| {
+                    for _ in 0..100 {
+                        if let Some(slot) = worker.try_reserve() {
+                            assert!(worker.in_use() <= 3);
+                            taken.lock().unwrap().push(slot);
+                            let mut t = taken.lock().unwrap();
+                            if t.len() > 1 {
+                                t.pop();
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        assert!(worker.in_use() <= 3);
+        taken.lock().unwrap().clear();
+        assert_eq!(worker.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn dropping_an_unfinished_job_cancels_it_and_frees_the_slot() {
+        let registry = WorkerRegistry::new(Duration::from_secs(15));
+        let (worker, mut outbox) = registry.register(hello("t1", 1));
+        let slot = worker.try_reserve().unwrap();
+        let job = worker
+            .start_job(slot, RawValue::from_string("{}".into()).unwrap())
+            .unwrap();
+        let job_id = match outbox.recv().await.unwrap() {
+            RouterMessage::Job { job_id, .. } => job_id,
+            other => panic!("{other:?}"),
+        };
+        drop(job);
+        match outbox.recv().await.unwrap() {
+            RouterMessage::Cancel { job_id: cancelled } => assert_eq!(cancelled, job_id),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(worker.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_disconnect_ends_in_flight_jobs_and_lists_the_worker_offline() {
+        let registry = WorkerRegistry::new(Duration::from_secs(15));
+        let (worker, _outbox) = registry.register(hello("t1", 1));
+        let slot = worker.try_reserve().unwrap();
+        let mut job = worker
+            .start_job(slot, RawValue::from_string("{}".into()).unwrap())
+            .unwrap();
+        registry.unregister(&worker);
+        assert!(matches!(job.next_event().await, JobEvent::Disconnected));
+        drop(job);
+        assert_eq!(worker.in_use(), 0);
+        assert!(worker.try_reserve().is_none(), "a gone worker takes no jobs");
+        let views = registry.views();
+        assert_eq!(views.len(), 1);
+        assert_eq!(views[0].status, "offline");
+    }
+
+    #[test]
+    fn a_reconnect_with_the_same_token_replaces_the_old_connection() {
+        let registry = WorkerRegistry::new(Duration::from_secs(15));
+        let (old, _a) = registry.register(hello("t1", 1));
+        let (new, _b) = registry.register(hello("t1", 1));
+        assert!(old.is_gone());
+        assert_eq!(registry.live().len(), 1);
+        assert_eq!(registry.live()[0].id, new.id);
+    }
+}
