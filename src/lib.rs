@@ -238,9 +238,13 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
             }
         }
     });
+    let workers = state.workers.clone();
     warp::serve(api::routes(state))
         .serve_incoming_with_graceful_shutdown(incoming, shutdown)
         .await;
+    // Worker sockets are upgraded connections the HTTP shutdown does not wait for: close
+    // them properly so workers see a goodbye, not a reset.
+    workers.close_all(Duration::from_secs(2)).await;
     for task in background {
         task.abort();
     }

@@ -200,8 +200,8 @@ async fn serve_worker(
                 None => return "router shutting down".into(),
             },
             _ = worker.kicked() => {
-                let _ = send(tx, &RouterMessage::Refused { message: "token revoked or replaced by a newer connection".into() }).await;
-                return "kicked (token revoked or replaced)".into();
+                let _ = send(tx, &RouterMessage::Refused { message: "closed by the router (token revoked, replaced by a newer connection, or the router is stopping)".into() }).await;
+                return "closed by the router".into();
             }
             _ = check.tick() => {
                 if worker.silent_for() > timeout {

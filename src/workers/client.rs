@@ -44,8 +44,6 @@ const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 pub enum WorkerError {
     #[error("invalid --server URL {url:?}: {reason}")]
     ServerUrl { url: String, reason: String },
-    #[error("this build of auxot has no TLS in its WebSocket client, so it cannot dial {url}; use an http:// --server (for example through an SSH or WireGuard tunnel)")]
-    TlsUnsupported { url: String },
     #[error("invalid --upstream URL {url:?}: {reason}")]
     UpstreamUrl { url: String, reason: String },
     #[error("cannot reach the model server at {url}: {detail}")]
@@ -76,7 +74,6 @@ impl WorkerError {
     fn is_fatal(&self) -> bool {
         match self {
             WorkerError::ServerUrl { .. }
-            | WorkerError::TlsUnsupported { .. }
             | WorkerError::UpstreamUrl { .. }
             | WorkerError::Upstream { .. }
             | WorkerError::CliNotFound { .. }
@@ -483,7 +480,7 @@ impl<H: JobHandler> Session<'_, H> {
     }
 
     async fn connect(&self) -> Result<Socket, WorkerError> {
-        use tokio_tungstenite::tungstenite::error::{Error as WsError, UrlError};
+        use tokio_tungstenite::tungstenite::error::Error as WsError;
         let connect_error = |detail: String| WorkerError::Connect {
             url: self.url.to_string(),
             detail,
@@ -504,9 +501,6 @@ impl<H: JobHandler> Session<'_, H> {
         .map_err(|_| connect_error(format!("no answer within {CONNECT_TIMEOUT:?}")))?;
         match connected {
             Ok((socket, _response)) => Ok(socket),
-            Err(WsError::Url(UrlError::TlsFeatureNotEnabled)) => Err(WorkerError::TlsUnsupported {
-                url: self.url.to_string(),
-            }),
             Err(WsError::Http(response)) => {
                 let status = response.status().as_u16();
                 Err(match status {
