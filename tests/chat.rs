@@ -293,7 +293,7 @@ async fn models_are_listed_in_openai_format_on_every_alias() {
             .iter()
             .map(|m| m["id"].as_str().unwrap())
             .collect();
-        assert_eq!(ids, ["gpt-4o", "o3", "main/gpt-4o", "main/o3"], "{path}");
+        assert_eq!(ids, ["gpt-4o", "o3", "auto", "main/gpt-4o", "main/o3"], "{path}");
         assert_eq!(body["data"][0]["object"], "model");
         assert_eq!(body["data"][0]["owned_by"], "main");
     }

@@ -98,6 +98,21 @@ async fn an_idle_gpu_worker_takes_the_request() {
     assert_eq!(view["slots_in_use"], 0);
     assert_eq!(view["jobs_served"], 2);
     assert_eq!(view["models"], json!(["qwen"]));
+
+    let models = s.server.call("GET", "/v1/models", Some(&s.client), None).await.json();
+    let listed: Vec<(String, String)> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_str().unwrap().to_string(),
+                m["owned_by"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(listed.contains(&("qwen".into(), "g1".into())), "{listed:?}");
+    assert!(listed.iter().any(|(id, _)| id == "auto"), "{listed:?}");
 }
 
 #[tokio::test]
@@ -338,6 +353,8 @@ async fn request_overrides_beat_agent_overrides_beat_the_default() {
     );
     s.chat_with("agent:nobody", false, &[]).await.expect(404);
 
+    let models = s.server.call("GET", "/v1/models", Some(&s.client), None).await.text;
+    assert!(models.contains("\"agent:reviewer\""), "{models}");
     let agents = s.server.call("GET", "/api/agents", Some(&s.admin), None).await.json();
     assert_eq!(agents["data"][0]["name"], "reviewer");
     s.server

@@ -327,3 +327,52 @@ async fn a_hundred_concurrent_requests_never_exceed_the_slots_and_leave_none_tak
         assert_eq!(view["slots_in_use"], 0, "{name} leaked a slot: {view}");
     }
 }
+
+#[tokio::test]
+async fn workers_fail_at_start_when_their_cli_or_model_server_is_missing() {
+    let server = TestServer::start().await;
+    let admin = server.admin_key().await;
+    let token = worker_token(&server, &admin, "w", "cli").await;
+    let mut cli = TestWorker::spawn(
+        &server.url,
+        "w",
+        &token,
+        1,
+        vec![
+            "cli".into(),
+            "--cli".into(),
+            "claude".into(),
+            "--command".into(),
+            "/nonexistent/claude".into(),
+        ],
+        &[],
+    );
+    let status = cli
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("the worker kept running");
+    assert!(!status.success());
+    assert!(cli.logs().contains("/nonexistent/claude"), "{}", cli.logs());
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let token = worker_token(&server, &admin, "g", "gpu").await;
+    let mut gpu = TestWorker::spawn(
+        &server.url,
+        "g",
+        &token,
+        1,
+        vec!["gpu".into(), "--upstream".into(), format!("http://127.0.0.1:{port}/v1")],
+        &[],
+    );
+    let status = gpu
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .expect("the worker kept running");
+    assert!(!status.success());
+    assert!(gpu.logs().contains("cannot reach the model server"), "{}", gpu.logs());
+    assert!(worker_view(&server, &admin, "g").await.is_none());
+}

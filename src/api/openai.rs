@@ -269,17 +269,11 @@ fn list_models(state: AppState, headers: HeaderMap) -> Response {
     if let Err(e) = state.auth.authorize_client(api_key(&headers)) {
         return ApiError::from(e).into_response(Dialect::OpenAi);
     }
-    let table = state.providers.routing();
-    let mut data = Vec::new();
-    for (model, providers) in table.models() {
-        if let Some(first) = providers.first() {
-            data.push(json!({"id": model, "object": "model", "created": 0, "owned_by": first.name}));
-        }
-    }
-    for (model, providers) in table.models() {
-        for provider in providers {
-            data.push(json!({"id": format!("{}/{model}", provider.name), "object": "model", "created": 0, "owned_by": provider.name}));
-        }
-    }
+    let data: Vec<serde_json::Value> = state
+        .dispatcher
+        .routable_models()
+        .into_iter()
+        .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
+        .collect();
     json_response(200, &json!({"object": "list", "data": data}))
 }

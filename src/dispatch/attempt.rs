@@ -236,6 +236,38 @@ impl Dispatcher {
         }
     }
 
+    /// Every name a client can send as `model` right now: models served by live workers or
+    /// enabled providers, aliases, agents, and `provider/model` pins. `(id, owner)` pairs.
+    pub fn routable_models(&self) -> Vec<(String, String)> {
+        let mut plain: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+        for worker in self.workers.live() {
+            for model in worker.models().iter() {
+                plain.entry(model.clone()).or_insert_with(|| worker.name.clone());
+            }
+        }
+        let table = self.providers.routing();
+        let cloud = table.models();
+        for (model, providers) in &cloud {
+            if let Some(first) = providers.first() {
+                plain.entry(model.to_string()).or_insert_with(|| first.name.clone());
+            }
+        }
+        let mut out: Vec<(String, String)> = plain.into_iter().collect();
+        out.extend(self.rules.aliases().into_iter().map(|a| (a.name, "auxot".to_string())));
+        out.extend(
+            self.agents
+                .list()
+                .into_iter()
+                .map(|a| (format!("{MODEL_PREFIX}{}", a.name), "auxot".to_string())),
+        );
+        for (model, providers) in cloud {
+            for provider in providers {
+                out.push((format!("{}/{model}", provider.name), provider.name.clone()));
+            }
+        }
+        out
+    }
+
     /// Requests waiting for a free slot right now.
     pub fn queue_depth(&self) -> usize {
         self.queued.load(Ordering::Acquire)

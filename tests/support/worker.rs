@@ -126,6 +126,13 @@ impl TestWorker {
         self.logs.lock().unwrap().clone()
     }
 
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
+
     /// SIGKILL: the worker vanishes without a goodbye.
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;
