@@ -1,4 +1,5 @@
-//! Format work: OpenAI chat chunks into SSE or into one completion (`chunks.rs`).
-//! OpenAI ⇄ Anthropic translation lands here with the translation issue.
+//! Format work: OpenAI chat chunks into SSE or into one completion (`chunks.rs`), and
+//! OpenAI ⇄ Anthropic translation of requests, responses and SSE streams (`anthropic/`).
 
+pub mod anthropic;
 pub mod chunks;

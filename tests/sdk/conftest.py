@@ -23,9 +23,16 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 FAKE_KEY = "sk-fake-valid-key-000000"
+# The GPU worker's key for the same fake: tells its requests apart from the provider's.
+FAKE_WORKER_KEY = "sk-fake-worker-key-000000"
 FAKE_MODELS = ["gpt-4o-mini", "fail-500"]
 FAKE_REPLY = "Hello from fake"
 STREAM_PIECES = ["Hello", " from", " fake", " stream"]
+# Sent in a usage-only chunk (`choices: []`) only when stream_options.include_usage is true.
+# Differs from the non-streaming usage (8), so a folded total shows where it came from.
+STREAM_USAGE = {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}
+WORKER_NAME = "sdk-gpu"
+WORKER_READY_TIMEOUT_S = 20.0
 ADMIN = {"username": "admin", "password": "password123"}
 START_TIMEOUT_S = 30.0
 LISTEN_RE = re.compile(r"auxot listening on (http://127\.0\.0\.1:\d+)")
@@ -114,7 +121,7 @@ def _make_handler(fake: FakeUpstream):
             self.wfile.write(data)
 
         def _authorized(self, item: Recorded) -> bool:
-            if item.headers.get("authorization") == f"Bearer {FAKE_KEY}":
+            if item.headers.get("authorization") in (f"Bearer {FAKE_KEY}", f"Bearer {FAKE_WORKER_KEY}"):
                 return True
             self._send_json(401, _openai_error("Incorrect API key", "invalid_request_error", "invalid_api_key"))
             return False
@@ -148,7 +155,9 @@ def _make_handler(fake: FakeUpstream):
             created = int(time.time())
             completion_id = "chatcmpl-fake-" + secrets.token_hex(4)
             if request.get("stream") is True:
-                self._stream(completion_id, created, model)
+                options = request.get("stream_options")
+                include_usage = isinstance(options, dict) and options.get("include_usage") is True
+                self._stream(completion_id, created, model, include_usage)
                 return
             self._send_json(
                 200,
@@ -168,7 +177,7 @@ def _make_handler(fake: FakeUpstream):
                 },
             )
 
-        def _stream(self, completion_id: str, created: int, model: str) -> None:
+        def _stream(self, completion_id: str, created: int, model: str, include_usage: bool) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Cache-Control", "no-cache")
@@ -187,6 +196,17 @@ def _make_handler(fake: FakeUpstream):
             events = [chunk({"role": "assistant", "content": ""}, None)]
             events += [chunk({"content": piece}, None) for piece in STREAM_PIECES]
             events.append(chunk({}, "stop"))
+            if include_usage:  # like OpenAI: one last chunk, no choices, before [DONE]
+                events.append(
+                    {
+                        "id": completion_id,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": model,
+                        "choices": [],
+                        "usage": dict(STREAM_USAGE),
+                    }
+                )
             lines = [f"data: {json.dumps(e)}\n\n" for e in events] + ["data: [DONE]\n\n"]
             for line in lines:
                 data = line.encode()
@@ -236,6 +256,7 @@ class Auxot:
 
 
 _AUXOT: Auxot | None = None
+_WORKER: "GpuWorker | None" = None
 
 
 def _auxot_bin() -> Path:
@@ -316,6 +337,8 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     if report.failed and _AUXOT is not None:
         report.sections.append(("auxot stderr (tail)", _AUXOT.log_tail()))
+    if report.failed and _WORKER is not None:
+        report.sections.append(("gpu worker stderr (tail)", _WORKER.log_tail()))
 
 
 # --------------------------------------------------------------------------------------
@@ -380,3 +403,105 @@ def bootstrap(auxot, fake_upstream) -> Bootstrap:
     assert FAKE_KEY not in json.dumps(body), "the provider view echoes the upstream key"
 
     return Bootstrap(client_key=key, cookie=session, provider=body)
+
+
+# --------------------------------------------------------------------------------------
+# A real GPU worker (`auxot worker gpu`) serving the fake upstream
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class GpuWorker:
+    name: str
+    process: subprocess.Popen
+    log: deque
+
+    def log_tail(self, n: int = 60) -> str:
+        return "".join(list(self.log)[-n:])
+
+
+def _worker_entry(auxot: Auxot, cookie: str, name: str) -> dict | None:
+    status, _, body = http_json("GET", f"{auxot.url}/api/workers", headers={"Cookie": cookie})
+    assert status == 200, f"GET /api/workers: {status} {body}"
+    return next((w for w in body.get("data", []) if w.get("name") == name), None)
+
+
+@pytest.fixture(scope="module")
+def gpu_worker(auxot, bootstrap, fake_upstream):
+    """`auxot worker gpu` connected to auxot and serving the fake upstream with FAKE_WORKER_KEY.
+
+    Module-scoped on purpose: the GPU tier comes first in auxot's default order, so while
+    this worker is live every request for a fake model would go to it; the cloud tests
+    elsewhere expect the `fake` provider. Stopped (and seen offline) when the module ends."""
+    global _WORKER
+    status, _, body = http_json(
+        "POST", f"{auxot.url}/api/worker-tokens", {"name": WORKER_NAME, "kind": "gpu"}, {"Cookie": bootstrap.cookie}
+    )
+    assert status == 201, f"POST /api/worker-tokens: {status} {body}"
+    token = body.get("token") if isinstance(body, dict) else None
+    assert token, f"no token in {body}"
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUXOT_")}
+    env["AUXOT_WORKER_TOKEN"] = token
+    env["RUST_LOG"] = "info"
+    # --upstream-key on the command line is fine here: a throwaway fake key.
+    argv = [
+        str(_auxot_bin()), "worker", "gpu",
+        "--server", auxot.url,
+        "--upstream", fake_upstream.base_url,
+        "--upstream-key", FAKE_WORKER_KEY,
+        "--slots", "2",
+        "--name", WORKER_NAME,
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+        bufsize=1,
+    )
+    log: deque = deque(maxlen=2000)
+
+    def drain():
+        for line in process.stderr:
+            log.append(line)
+
+    reader = threading.Thread(target=drain, name="gpu-worker-stderr", daemon=True)
+    reader.start()
+    worker = GpuWorker(name=WORKER_NAME, process=process, log=log)
+
+    def stop():
+        _stop(process)
+        reader.join(timeout=5)
+
+    deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
+    entry, online = None, False
+    while not online and process.poll() is None and time.monotonic() < deadline:
+        entry = _worker_entry(auxot, bootstrap.cookie, WORKER_NAME)
+        online = entry is not None and entry.get("status") != "offline"
+        if not online:
+            time.sleep(0.1)
+    if not online or process.poll() is not None:
+        code = process.poll()
+        stop()
+        why = f"exited with code {code}" if code is not None else f"not listed within {WORKER_READY_TIMEOUT_S:.0f}s"
+        pytest.fail(
+            f"GPU worker '{WORKER_NAME}' did not come online ({why}); last entry: {entry}\n"
+            f"worker stderr:\n{''.join(log)}"
+        )
+
+    _WORKER = worker
+    try:
+        yield worker
+    finally:
+        _WORKER = None
+        stop()
+        # Wait until auxot has noticed, so later tests do not route to a closing worker.
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:
+            entry = _worker_entry(auxot, bootstrap.cookie, WORKER_NAME)
+            if entry is None or entry.get("status") == "offline":
+                break
+            time.sleep(0.05)

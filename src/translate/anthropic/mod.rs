@@ -1,0 +1,1 @@
+//! OpenAI chat ⇄ Anthropic messages, both ways: requests, responses and SSE streams.
