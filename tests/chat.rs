@@ -269,16 +269,6 @@ async fn upstream_timeout_is_504() {
 }
 
 #[tokio::test]
-async fn a_model_only_anthropic_serves_is_501_until_translation_lands() {
-    let fake = FakeUpstream::anthropic("claude", &[KEY], &["claude-x"]).await;
-    let (server, _, client) = server_with(&[("anthropic", &fake)]).await;
-    let reply = server.chat(&client, "claude-x", false).await;
-    reply.expect(501);
-    assert_eq!(reply.json()["error"]["code"], "not_implemented");
-    assert!(fake.chat_requests().is_empty());
-}
-
-#[tokio::test]
 async fn models_are_listed_in_openai_format_on_every_alias() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o", "o3"]).await;
     let (server, _, client) = server_with(&[("main", &fake)]).await;

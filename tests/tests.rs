@@ -7,6 +7,7 @@
 mod support;
 
 mod accounts;
+mod anthropic;
 mod bad_input;
 mod chat;
 mod leak;

@@ -353,7 +353,10 @@ async fn workers_fail_at_start_when_their_cli_or_model_server_is_missing() {
         .expect("the worker kept running");
     assert!(!status.success());
     // The reader may still be draining the last lines the process wrote.
-    let said = eventually(Duration::from_secs(5), || async { cli.logs().contains("/nonexistent/claude") }).await;
+    let said = eventually(Duration::from_secs(5), || async {
+        cli.logs().contains("/nonexistent/claude")
+    })
+    .await;
     assert!(said, "{}", cli.logs());
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -375,7 +378,10 @@ async fn workers_fail_at_start_when_their_cli_or_model_server_is_missing() {
         .await
         .expect("the worker kept running");
     assert!(!status.success());
-    let said = eventually(Duration::from_secs(5), || async { gpu.logs().contains("cannot reach the model server") }).await;
+    let said = eventually(Duration::from_secs(5), || async {
+        gpu.logs().contains("cannot reach the model server")
+    })
+    .await;
     assert!(said, "{}", gpu.logs());
     assert!(worker_view(&server, &admin, "g").await.is_none());
 }

@@ -11,6 +11,7 @@ use warp::reply::Response;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
     OpenAi,
+    Anthropic,
     Admin,
 }
 
@@ -57,6 +58,7 @@ impl ApiError {
                 "param": null,
                 "code": self.code,
             }}),
+            Dialect::Anthropic => crate::translate::anthropic::error_body_anthropic(self.status, &self.message),
             Dialect::Admin => json!({"error": {"code": self.code, "message": self.message}}),
         };
         let mut response = json_response(self.status, &body);
@@ -107,7 +109,16 @@ impl From<RegistryError> for ApiError {
 
 impl From<DispatchError> for ApiError {
     fn from(e: DispatchError) -> Self {
-        ApiError::new(e.status(), e.code(), e.to_string())
+        match e {
+            // The target's own answer: its status, its message, its Retry-After.
+            DispatchError::Upstream { route, failure, .. } => ApiError::new(
+                failure.status,
+                "upstream_error",
+                format!("'{route}' answered {}: {}", failure.status, failure.message()),
+            )
+            .with_retry_after(failure.retry_after.clone()),
+            other => ApiError::new(other.status(), other.code(), other.to_string()),
+        }
     }
 }
 

@@ -3,9 +3,11 @@
 //! an upstream directly.
 
 mod admin;
+mod anthropic;
 pub mod error;
 mod openai;
 mod providers;
+mod relay;
 pub mod request;
 mod routing;
 mod ui;
@@ -24,6 +26,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .map(|| json_response(200, &serde_json::json!({"status": "ok"})));
     health
         .or(openai::routes(state.clone()))
+        .unify()
+        .or(anthropic::routes(state.clone()))
         .unify()
         .or(admin::routes(state.clone()))
         .unify()

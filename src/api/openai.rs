@@ -2,22 +2,26 @@
 //! Auxot-compatible aliases under `/api/openai/`.
 
 use super::error::{bytes_response, json_response, ApiError, Dialect};
+use super::relay;
 use super::request::{api_key, header, parse_json, read_body};
 use crate::dispatch::rules::validate_queue_timeout;
-use crate::dispatch::{ChatRequest, DispatchError, Routed, RoutedReply, Tier};
-use crate::providers::{ProviderError, UpstreamReply};
+use crate::dispatch::{ChatRequest, Routed, RoutedReply, Tier};
+use crate::providers::anthropic::ClientHeaders;
+use crate::providers::UpstreamReply;
+use crate::translate::anthropic::anthropic_to_openai_response;
 use crate::translate::chunks::{is_usage_only, sse_event, SSE_DONE};
+use crate::translate::Format;
 use crate::workers::registry::{JobEvent, WorkerJob};
 use crate::AppState;
 use bytes::{Buf, Bytes};
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 use warp::filters::BoxedFilter;
-use warp::http::{HeaderMap, HeaderValue};
+use warp::http::HeaderMap;
 use warp::reply::Response;
 use warp::Filter;
 
@@ -80,7 +84,7 @@ where
         Ok((model, include_usage, routed)) => {
             tracing::info!(model = %model, tier = routed.tier.as_str(), route = %routed.route,
                 ms_to_first_byte = started.elapsed().as_millis() as u64, "chat completion");
-            reply(routed, include_usage)
+            reply(routed, &model, include_usage).await
         }
         Err(e) => e.into_response(Dialect::OpenAi),
     }
@@ -109,22 +113,16 @@ where
         .unwrap_or(false);
     let request = ChatRequest {
         body,
+        format: Format::OpenAi,
+        anthropic: ClientHeaders::default(),
         model: peek.model.clone(),
         stream: peek.stream.unwrap_or(false),
         provider: overrides.provider,
         tiers: overrides.tiers,
         wait: overrides.wait,
     };
-    match state.dispatcher.chat(request).await {
-        Ok(routed) => Ok((peek.model, include_usage, routed)),
-        Err(DispatchError::Upstream { route, failure, .. }) => Err(ApiError::new(
-            failure.status,
-            "upstream_error",
-            format!("'{route}' answered {}: {}", failure.status, failure.message()),
-        )
-        .with_retry_after(failure.retry_after.clone())),
-        Err(e) => Err(e.into()),
-    }
+    let routed = state.dispatcher.chat(request).await?;
+    Ok((peek.model, include_usage, routed))
 }
 
 /// The `X-Auxot-*` request overrides.
@@ -161,67 +159,58 @@ impl RouteHeaders {
     }
 }
 
-fn reply(routed: Routed, include_usage: bool) -> Response {
+async fn reply(routed: Routed, model: &str, include_usage: bool) -> Response {
     let tier = routed.tier;
     let route = routed.route;
     let mut response = match routed.reply {
-        RoutedReply::Upstream(upstream) => upstream_reply(upstream, &route),
+        RoutedReply::Upstream {
+            reply,
+            format: Format::OpenAi,
+        } => relay::upstream_reply(reply, &route, openai_stream_error),
+        RoutedReply::Upstream {
+            reply,
+            format: Format::Anthropic,
+        } => from_anthropic(reply, model, include_usage).await,
         RoutedReply::WorkerStream { first, job } => worker_stream(first, job, &route, include_usage),
         RoutedReply::Complete(body) => bytes_response(200, "application/json", body),
     };
-    let headers = response.headers_mut();
-    headers.insert("x-auxot-tier", HeaderValue::from_static(tier.as_str()));
-    if let Ok(value) = HeaderValue::from_str(&route) {
-        headers.insert("x-auxot-route", value);
-    }
+    relay::route_headers(&mut response, tier, &route);
     response
 }
 
-fn sse_headers(response: &mut Response) {
-    let headers = response.headers_mut();
-    headers.insert(
-        warp::http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(warp::http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+/// An Anthropic provider's answer for an OpenAI client.
+async fn from_anthropic(reply: UpstreamReply, model: &str, include_usage: bool) -> Response {
+    let is_sse = reply
+        .content_type
+        .as_deref()
+        .is_some_and(|t| t.starts_with("text/event-stream"));
+    if is_sse {
+        let mut response = Response::new(warp::hyper::Body::wrap_stream(relay::anthropic_sse_as_openai(
+            reply.body,
+            model,
+            include_usage,
+        )));
+        relay::sse_headers(&mut response);
+        return response;
+    }
+    let translated = match relay::collect(reply.body).await {
+        Ok(body) => anthropic_to_openai_response(&body, model).map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    match translated {
+        Ok(value) => json_response(200, &value),
+        Err(e) => ApiError::new(
+            502,
+            "upstream_error",
+            format!("cannot translate the upstream's answer: {e}"),
+        )
+        .into_response(Dialect::OpenAi),
+    }
 }
 
-fn stream_error_event(route: &str, why: &str) -> Bytes {
+pub(super) fn openai_stream_error(route: &str, why: &str) -> Bytes {
     let event = json!({"error": {"message": format!("'{route}' failed mid-stream: {why}"), "type": "api_error", "code": "upstream_stream_error", "param": null}});
     sse_event(&event.to_string())
-}
-
-/// Forwards the upstream body chunk by chunk. A stream that breaks after its first byte
-/// cannot be retried: an SSE stream ends with an error event the SDKs understand.
-fn upstream_reply(upstream: UpstreamReply, route: &str) -> Response {
-    let content_type = upstream.content_type.unwrap_or_else(|| "application/json".into());
-    let is_sse = content_type.starts_with("text/event-stream");
-    let route = route.to_string();
-    let body = upstream.body.scan(false, move |ended, item| {
-        let next = match (*ended, item) {
-            (true, _) => None,
-            (false, Ok(bytes)) => Some(Ok::<Bytes, ProviderError>(bytes)),
-            (false, Err(e)) => {
-                *ended = true;
-                tracing::warn!(route = %route, error = %e, "upstream stream broke after the first byte");
-                if is_sse {
-                    Some(Ok(stream_error_event(&route, &e.to_string())))
-                } else {
-                    Some(Err(e))
-                }
-            }
-        };
-        futures_util::future::ready(next)
-    });
-    let mut response = Response::new(warp::hyper::Body::wrap_stream(body));
-    *response.status_mut() = warp::http::StatusCode::from_u16(upstream.status).unwrap_or(warp::http::StatusCode::OK);
-    if is_sse {
-        sse_headers(&mut response);
-    } else if let Ok(value) = HeaderValue::from_str(&content_type) {
-        response.headers_mut().insert(warp::http::header::CONTENT_TYPE, value);
-    }
-    response
 }
 
 /// A worker's chunks as SSE, as they arrive. The stream owns the job: a client that goes
@@ -255,17 +244,21 @@ fn worker_stream(first: Option<Box<RawValue>>, job: WorkerJob, route: &str, incl
             match event {
                 JobEvent::Chunk(chunk) => Some((Ok(sse_event(chunk.get())), Step::Next(job))),
                 JobEvent::Done(_) => Some((Ok(Bytes::from_static(SSE_DONE)), Step::End)),
-                JobEvent::Failed { message, .. } => Some((Ok(stream_error_event(&route, &message)), Step::End)),
-                JobEvent::Disconnected => Some((Ok(stream_error_event(&route, "the worker disconnected")), Step::End)),
+                JobEvent::Failed { message, .. } => Some((Ok(openai_stream_error(&route, &message)), Step::End)),
+                JobEvent::Disconnected => Some((Ok(openai_stream_error(&route, "the worker disconnected")), Step::End)),
             }
         }
     });
     let mut response = Response::new(warp::hyper::Body::wrap_stream(body));
-    sse_headers(&mut response);
+    relay::sse_headers(&mut response);
     response
 }
 
 fn list_models(state: AppState, headers: HeaderMap) -> Response {
+    // The Anthropic SDKs call the same path; they say who they are with this header.
+    if headers.contains_key("anthropic-version") {
+        return super::anthropic::list_models(&state, &headers);
+    }
     if let Err(e) = state.auth.authorize_client(api_key(&headers)) {
         return ApiError::from(e).into_response(Dialect::OpenAi);
     }

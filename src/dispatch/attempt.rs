@@ -4,15 +4,18 @@
 //! 422…) is the answer. When every eligible target is full the request waits in a FIFO
 //! queue for the first free slot, up to its queue timeout.
 
-use super::body::{rewrite, Rewrite};
+use super::body::{rewrite, rewrite_anthropic, Rewrite};
 use super::plan::{plan, PlanError, PlanInput, Target, Tier, WorkerSnapshot};
 use super::rules::RoutingRules;
 use crate::agents::{AgentBook, MODEL_PREFIX};
 use crate::crypto::MasterKey;
+use crate::providers::anthropic::{self as anthropic_api, ClientHeaders};
 use crate::providers::{
     openai, ChatOutcome, LiveProvider, ProviderError, ProviderRegistry, UpstreamFailure, UpstreamReply,
 };
+use crate::translate::anthropic::{anthropic_to_openai_request, openai_to_anthropic_request};
 use crate::translate::chunks::Aggregator;
+use crate::translate::Format;
 use crate::workers::registry::{JobEvent, LiveWorker, SlotGuard, WorkerJob, WorkerRegistry};
 use bytes::Bytes;
 use serde_json::value::RawValue;
@@ -21,9 +24,16 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// An OpenAI client gave no `max_tokens`, and Anthropic needs one.
+pub const DEFAULT_MAX_TOKENS: u32 = 4096;
+
 /// A chat request as the client sent it, with what routing needs already read out.
 pub struct ChatRequest {
+    /// In `format`'s dialect.
     pub body: Bytes,
+    pub format: Format,
+    /// `anthropic-version` / `anthropic-beta` from an Anthropic client.
+    pub anthropic: ClientHeaders,
     pub model: String,
     /// The client wants SSE.
     pub stream: bool,
@@ -43,8 +53,8 @@ pub struct Routed {
 }
 
 pub enum RoutedReply {
-    /// A cloud provider's answer, forwarded as it comes.
-    Upstream(UpstreamReply),
+    /// A cloud provider's answer, forwarded as it comes; its body is in `format`'s dialect.
+    Upstream { reply: UpstreamReply, format: Format },
     /// A worker's stream for an SSE client: the first chunk (if any) and the rest to come.
     WorkerStream {
         first: Option<Box<RawValue>>,
@@ -58,8 +68,8 @@ pub enum RoutedReply {
 pub enum Why {
     Provider(ProviderError),
     Status(UpstreamFailure),
-    /// The provider speaks a format this request cannot be translated to yet.
-    Untranslatable,
+    /// The request cannot be put in this target's dialect (the reason names the field).
+    Untranslatable(String),
     KeyUnreadable,
     Worker {
         message: String,
@@ -83,9 +93,7 @@ impl std::fmt::Display for TargetFailure {
         match &self.why {
             Why::Provider(e) => write!(f, "{e}"),
             Why::Status(s) => write!(f, "answered {}: {}", s.status, s.message()),
-            Why::Untranslatable => {
-                f.write_str("an Anthropic provider cannot serve OpenAI chat requests until translation lands")
-            }
+            Why::Untranslatable(why) => write!(f, "the request cannot be translated for it: {why}"),
             Why::KeyUnreadable => f.write_str("its stored key cannot be opened"),
             Why::Worker {
                 message,
@@ -135,8 +143,8 @@ impl DispatchError {
             DispatchError::Upstream { failure, .. } => failure.status,
             DispatchError::QueueTimeout { .. } => 503,
             DispatchError::AllFailed(failures) => {
-                if failures.iter().all(|f| matches!(f.why, Why::Untranslatable)) {
-                    501
+                if failures.iter().all(|f| matches!(f.why, Why::Untranslatable(_))) {
+                    400
                 } else if failures.iter().all(|f| {
                     matches!(
                         f.why,
@@ -160,7 +168,7 @@ impl DispatchError {
             DispatchError::Upstream { .. } => "upstream_error",
             DispatchError::QueueTimeout { .. } => "no_capacity",
             DispatchError::AllFailed(_) => match self.status() {
-                501 => "not_implemented",
+                400 => "untranslatable_request",
                 504 => "upstream_timeout",
                 _ => "upstream_unavailable",
             },
@@ -434,37 +442,39 @@ impl Dispatcher {
         request: &ChatRequest,
         resolved: &Resolved,
     ) -> Result<Routed, Why> {
-        if !provider.kind.speaks_openai() {
-            return Err(Why::Untranslatable);
-        }
         let key = provider.open_key(&self.master).map_err(|e| {
             tracing::error!(provider = %provider.name, error = %e, "cannot open a stored provider key");
             Why::KeyUnreadable
         })?;
-        let spec = Rewrite {
-            model: (model != request.model).then_some(model),
-            force_stream: false,
-            system_prompt: resolved.system_prompt.as_deref(),
-        };
-        let body = if spec.is_noop() {
-            request.body.clone()
+        let (outcome, format) = if provider.kind.speaks_openai() {
+            let body = openai_body(request, resolved, model, false)?;
+            let outcome = openai::chat(
+                &self.http,
+                &provider.base_url,
+                key.as_ref(),
+                body,
+                self.upstream_timeout,
+            )
+            .await;
+            (outcome, Format::OpenAi)
         } else {
-            rewrite(&request.body, spec).map_err(|e| Why::BadChunk(e.to_string()))?
+            let body = anthropic_body(request, resolved, model)?;
+            let outcome = anthropic_api::chat(
+                &self.http,
+                &provider.base_url,
+                key.as_ref(),
+                body,
+                &request.anthropic,
+                self.upstream_timeout,
+            )
+            .await;
+            (outcome, Format::Anthropic)
         };
-        let outcome = openai::chat(
-            &self.http,
-            &provider.base_url,
-            key.as_ref(),
-            body,
-            self.upstream_timeout,
-        )
-        .await
-        .map_err(Why::Provider)?;
-        match outcome {
+        match outcome.map_err(Why::Provider)? {
             ChatOutcome::Reply(reply) => Ok(Routed {
                 tier: Tier::Cloud,
                 route: provider.name.clone(),
-                reply: RoutedReply::Upstream(reply),
+                reply: RoutedReply::Upstream { reply, format },
             }),
             ChatOutcome::Failed(failure) => Err(Why::Status(failure)),
         }
@@ -482,15 +492,7 @@ impl Dispatcher {
         request: &ChatRequest,
         resolved: &Resolved,
     ) -> Result<Routed, Why> {
-        let body = rewrite(
-            &request.body,
-            Rewrite {
-                model: Some(model),
-                force_stream: true,
-                system_prompt: resolved.system_prompt.as_deref(),
-            },
-        )
-        .map_err(|e| Why::BadChunk(e.to_string()))?;
+        let body = openai_body(request, resolved, model, true)?;
         let text = String::from_utf8(body.to_vec()).map_err(|e| Why::BadChunk(e.to_string()))?;
         let raw = RawValue::from_string(text).map_err(|e| Why::BadChunk(e.to_string()))?;
         let mut job = worker.start_job(slot, raw).ok_or(Why::WorkerGone)?;
@@ -531,6 +533,73 @@ impl Dispatcher {
         tokio::time::timeout(self.upstream_timeout, job.next_event())
             .await
             .map_err(|_| Why::FirstByteTimeout(self.upstream_timeout))
+    }
+}
+
+/// The request as an OpenAI body for `model`: as sent (rewritten only where needed) from an
+/// OpenAI client, translated from an Anthropic one. `for_worker`: workers always stream.
+fn openai_body(request: &ChatRequest, resolved: &Resolved, model: &str, for_worker: bool) -> Result<Bytes, Why> {
+    let system_prompt = resolved.system_prompt.as_deref();
+    match request.format {
+        Format::OpenAi => {
+            let spec = Rewrite {
+                model: (for_worker || model != request.model).then_some(model),
+                force_stream: for_worker,
+                system_prompt,
+            };
+            if spec.is_noop() {
+                return Ok(request.body.clone());
+            }
+            rewrite(&request.body, spec).map_err(|e| Why::Untranslatable(e.to_string()))
+        }
+        Format::Anthropic => {
+            let mut body =
+                anthropic_to_openai_request(&request.body).map_err(|e| Why::Untranslatable(e.to_string()))?;
+            body["model"] = serde_json::json!(model);
+            if for_worker {
+                body["stream"] = serde_json::json!(true);
+            }
+            if body["stream"] == serde_json::json!(true) && !for_worker {
+                // The Anthropic stream reports output tokens at its end: ask for them.
+                body["stream_options"] = serde_json::json!({"include_usage": true});
+            }
+            if let (Some(prompt), Some(messages)) = (system_prompt, body["messages"].as_array_mut()) {
+                messages.insert(0, serde_json::json!({"role": "system", "content": prompt}));
+            }
+            serde_json::to_vec(&body)
+                .map(Bytes::from)
+                .map_err(|e| Why::Untranslatable(e.to_string()))
+        }
+    }
+}
+
+/// The request as an Anthropic Messages body for `model`.
+fn anthropic_body(request: &ChatRequest, resolved: &Resolved, model: &str) -> Result<Bytes, Why> {
+    let system_prompt = resolved.system_prompt.as_deref();
+    match request.format {
+        Format::Anthropic => {
+            let model = (model != request.model).then_some(model);
+            rewrite_anthropic(&request.body, model, system_prompt).map_err(|e| Why::Untranslatable(e.to_string()))
+        }
+        Format::OpenAi => {
+            let with_prompt = match system_prompt {
+                Some(_) => rewrite(
+                    &request.body,
+                    Rewrite {
+                        system_prompt,
+                        ..Rewrite::default()
+                    },
+                )
+                .map_err(|e| Why::Untranslatable(e.to_string()))?,
+                None => request.body.clone(),
+            };
+            let mut body = openai_to_anthropic_request(&with_prompt, DEFAULT_MAX_TOKENS)
+                .map_err(|e| Why::Untranslatable(e.to_string()))?;
+            body["model"] = serde_json::json!(model);
+            serde_json::to_vec(&body)
+                .map(Bytes::from)
+                .map_err(|e| Why::Untranslatable(e.to_string()))
+        }
     }
 }
 

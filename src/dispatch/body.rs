@@ -60,6 +60,38 @@ pub fn rewrite(body: &[u8], spec: Rewrite<'_>) -> Result<Bytes, BodyError> {
     serde_json::to_vec(&fields).map(Bytes::from).map_err(|_| BodyError)
 }
 
+/// The same for an Anthropic Messages body: the agent's prompt goes before `system`.
+pub fn rewrite_anthropic(body: &[u8], model: Option<&str>, system_prompt: Option<&str>) -> Result<Bytes, BodyError> {
+    if model.is_none() && system_prompt.is_none() {
+        return Ok(Bytes::copy_from_slice(body));
+    }
+    let mut fields: BTreeMap<String, &RawValue> = serde_json::from_slice(body).map_err(|_| BodyError)?;
+    let model_raw;
+    if let Some(model) = model {
+        model_raw = raw(&serde_json::to_string(model).map_err(|_| BodyError)?)?;
+        fields.insert("model".into(), &model_raw);
+    }
+    let system_raw;
+    if let Some(prompt) = system_prompt {
+        let existing: Option<serde_json::Value> = match fields.get("system") {
+            Some(value) => Some(serde_json::from_str(value.get()).map_err(|_| BodyError)?),
+            None => None,
+        };
+        let system = match existing {
+            None | Some(serde_json::Value::Null) => serde_json::json!(prompt),
+            Some(serde_json::Value::String(text)) => serde_json::json!(format!("{prompt}\n\n{text}")),
+            Some(serde_json::Value::Array(mut blocks)) => {
+                blocks.insert(0, serde_json::json!({"type": "text", "text": prompt}));
+                serde_json::Value::Array(blocks)
+            }
+            Some(_) => return Err(BodyError),
+        };
+        system_raw = raw(&system.to_string())?;
+        fields.insert("system".into(), &system_raw);
+    }
+    serde_json::to_vec(&fields).map(Bytes::from).map_err(|_| BodyError)
+}
+
 fn raw(text: &str) -> Result<Box<RawValue>, BodyError> {
     RawValue::from_string(text.to_string()).map_err(|_| BodyError)
 }
@@ -89,5 +121,26 @@ mod tests {
         assert_eq!(v["messages"][0]["content"], "Be brief.");
         assert_eq!(v["messages"][1]["content"], "hi \"x\"");
         assert_eq!(rewrite(body, Rewrite::default()).unwrap().as_ref(), body);
+    }
+
+    #[test]
+    fn anthropic_system_prompts_are_prepended_in_every_shape() {
+        let cases = [
+            (r#"{"model":"m","messages":[]}"#, serde_json::json!("Agent.")),
+            (
+                r#"{"model":"m","system":"Own.","messages":[]}"#,
+                serde_json::json!("Agent.\n\nOwn."),
+            ),
+            (
+                r#"{"model":"m","system":[{"type":"text","text":"Own.","cache_control":{"type":"ephemeral"}}],"messages":[]}"#,
+                serde_json::json!([{"type":"text","text":"Agent."},{"type":"text","text":"Own.","cache_control":{"type":"ephemeral"}}]),
+            ),
+        ];
+        for (body, expected) in cases {
+            let out = rewrite_anthropic(body.as_bytes(), Some("claude-x"), Some("Agent.")).unwrap();
+            let v: Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(v["system"], expected, "{body}");
+            assert_eq!(v["model"], "claude-x");
+        }
     }
 }

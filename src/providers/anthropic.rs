@@ -72,3 +72,38 @@ pub async fn list_models(
     }
     Ok(models)
 }
+
+/// Headers an Anthropic client sent that the upstream must see as they are.
+#[derive(Debug, Clone, Default)]
+pub struct ClientHeaders {
+    /// Defaults to `API_VERSION` when the client is not an Anthropic client.
+    pub version: Option<String>,
+    /// Feature flags (`anthropic-beta`), passed through whatever their value.
+    pub beta: Option<String>,
+}
+
+/// Sends a Messages request body as it is and returns before reading the body.
+pub async fn chat(
+    http: &reqwest::Client,
+    base_url: &str,
+    key: Option<&Secret>,
+    body: bytes::Bytes,
+    headers: &ClientHeaders,
+    timeout: Duration,
+) -> Result<ChatOutcome, ProviderError> {
+    let key = key.ok_or_else(|| ProviderError::KeyRejected {
+        status: 401,
+        message: "an Anthropic provider needs an API key".into(),
+    })?;
+    let mut request = http
+        .post(format!("{base_url}/v1/messages"))
+        .header("x-api-key", sensitive_header(key.expose())?)
+        .header("anthropic-version", headers.version.as_deref().unwrap_or(API_VERSION))
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body);
+    if let Some(beta) = &headers.beta {
+        request = request.header("anthropic-beta", beta);
+    }
+    let response = send(request, timeout).await?;
+    Ok(into_outcome(response, Some(key)).await)
+}

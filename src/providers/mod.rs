@@ -102,7 +102,7 @@ pub(crate) async fn send(
 }
 
 /// reqwest's error chain without the URL's query (none is ever sent) — enough to act on.
-fn describe_reqwest_error(e: reqwest::Error) -> String {
+pub(crate) fn describe_reqwest_error(e: reqwest::Error) -> String {
     let e = e.without_url();
     let mut text = e.to_string();
     let mut source = std::error::Error::source(&e);

@@ -3,3 +3,12 @@
 
 pub mod anthropic;
 pub mod chunks;
+
+/// The two API dialects auxot speaks to clients and upstreams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// OpenAI Chat Completions (`/v1/chat/completions`); what workers speak too.
+    OpenAi,
+    /// Anthropic Messages (`/v1/messages`).
+    Anthropic,
+}

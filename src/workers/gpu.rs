@@ -56,7 +56,7 @@ impl GpuWorker {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("auxot-worker/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| WorkerError::HttpClient(describe_http_error(e)))?;
+            .map_err(|e| WorkerError::HttpClient(crate::providers::describe_reqwest_error(e)))?;
         let mut only = Vec::new();
         for model in args.models.iter().map(|m| m.trim()).filter(|m| !m.is_empty()) {
             if !only.iter().any(|m: &String| m == model) {
@@ -98,11 +98,11 @@ impl GpuWorker {
             .timeout(MODELS_TIMEOUT)
             .send()
             .await
-            .map_err(|e| unreachable(describe_http_error(e)))?;
+            .map_err(|e| unreachable(crate::providers::describe_reqwest_error(e)))?;
         let status = response.status();
         let body = read_bounded(response).await;
         if !status.is_success() {
-            let message = self.scrub(error_message(&body));
+            let message = self.scrub(crate::providers::error_message(&body));
             return Err(unreachable(format!(
                 "GET /models answered {}: {message}",
                 status.as_u16()
@@ -156,14 +156,17 @@ impl GpuWorker {
         let mut response = match request.send().await {
             Ok(response) => response,
             Err(e) => {
-                let detail = describe_http_error(e);
+                let detail = crate::providers::describe_reqwest_error(e);
                 return JobOutcome::failed(format!("cannot reach the model server: {detail}"), None);
             }
         };
         let status = response.status();
         if !status.is_success() {
             let body = read_bounded(response).await;
-            return JobOutcome::failed(self.scrub(error_message(&body)), Some(status.as_u16()));
+            return JobOutcome::failed(
+                self.scrub(crate::providers::error_message(&body)),
+                Some(status.as_u16()),
+            );
         }
         let mut decoder = SseDecoder::default();
         let mut usage = None;
@@ -172,7 +175,7 @@ impl GpuWorker {
                 Ok(Some(piece)) => piece,
                 Ok(None) => break,
                 Err(e) => {
-                    let detail = describe_http_error(e);
+                    let detail = crate::providers::describe_reqwest_error(e);
                     return JobOutcome::failed(format!("the model server's stream broke: {detail}"), None);
                 }
             };
@@ -362,45 +365,6 @@ async fn read_bounded(mut response: reqwest::Response) -> Vec<u8> {
     body
 }
 
-/// The message inside `{"error":{"message":…}}` (or `{"error":"…"}`), else the first 300
-/// characters of the body.
-fn error_message(body: &[u8]) -> String {
-    #[derive(Deserialize)]
-    struct Envelope {
-        error: Inner,
-    }
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Inner {
-        Object { message: String },
-        Text(String),
-    }
-    if let Ok(envelope) = serde_json::from_slice::<Envelope>(body) {
-        return match envelope.error {
-            Inner::Object { message } | Inner::Text(message) => message,
-        };
-    }
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    if text.is_empty() {
-        return "(empty body)".into();
-    }
-    text.chars().take(300).collect()
-}
-
-/// reqwest's error chain, without the URL (enough to act on; never a header).
-fn describe_http_error(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -461,11 +425,11 @@ mod tests {
     #[test]
     fn upstream_errors_are_read_from_either_shape() {
         assert_eq!(
-            error_message(br#"{"error":{"message":"model not found","code":404}}"#),
+            crate::providers::error_message(br#"{"error":{"message":"model not found","code":404}}"#),
             "model not found"
         );
-        assert_eq!(error_message(br#"{"error":"busy"}"#), "busy");
-        assert_eq!(error_message(&[b'x'; 400]).len(), 300);
+        assert_eq!(crate::providers::error_message(br#"{"error":"busy"}"#), "busy");
+        assert_eq!(crate::providers::error_message(&[b'x'; 400]).len(), 300);
     }
 
     #[test]

@@ -184,6 +184,62 @@ fn json_reply(status: u16, body: Value) -> Response<Body> {
         .unwrap()
 }
 
+/// The first offered tool's name, when tools are offered and the last message mentions
+/// the weather.
+fn wants_tool(request: &Value) -> Option<String> {
+    let tools = request["tools"].as_array()?;
+    let last = request["messages"].as_array()?.last()?.to_string();
+    if !last.contains("weather") {
+        return None;
+    }
+    let first = tools.first()?;
+    first["function"]["name"]
+        .as_str()
+        .or(first["name"].as_str())
+        .map(str::to_string)
+}
+
+/// A call of tool `name` with `{"city":"Oslo"}`; streamed with the arguments split.
+fn openai_tool_call(request: &Value, model: &str, name: &str) -> Response<Body> {
+    if request["stream"].as_bool() != Some(true) {
+        return json_reply(
+            200,
+            json!({"id": "chatcmpl-2", "object": "chat.completion", "created": 1700000000, "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": name, "arguments": "{\"city\":\"Oslo\"}"}}]},
+                    "finish_reason": "tool_calls"}],
+                "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}}),
+        );
+    }
+    let chunk = |delta: Value, finish: Value| {
+        let c = json!({"id": "chatcmpl-2", "object": "chat.completion.chunk", "created": 1700000000, "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+        format!("data: {c}\n\n")
+    };
+    let mut out = chunk(
+        json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": name, "arguments": ""}}]}),
+        Value::Null,
+    );
+    for part in ["{\"ci", "ty\":\"Os", "lo\"}"] {
+        out += &chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}),
+            Value::Null,
+        );
+    }
+    out += &chunk(json!({}), json!("tool_calls"));
+    if request["stream_options"]["include_usage"] == json!(true) {
+        let usage = json!({"id": "chatcmpl-2", "object": "chat.completion.chunk", "created": 1700000000, "model": model,
+            "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}});
+        out += &format!("data: {usage}\n\n");
+    }
+    out += "data: [DONE]\n\n";
+    Response::builder()
+        .status(200)
+        .header("content-type", "text/event-stream")
+        .body(Body::from(out))
+        .unwrap()
+}
+
 struct InFlight(Arc<FakeState>);
 
 impl Drop for InFlight {
@@ -214,12 +270,7 @@ impl FakeState {
             (FakeKind::OpenAi, "GET", "/v1/models") => self.openai_models(),
             (FakeKind::Anthropic, "GET", "/v1/models") => self.anthropic_models(query),
             (FakeKind::OpenAi, "POST", "/v1/chat/completions") => self.openai_chat(&body).await,
-            (FakeKind::Anthropic, "POST", "/v1/messages") => json_reply(
-                200,
-                json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "x",
-                    "content": [{"type": "text", "text": format!("Hello from {}", self.name)}],
-                    "stop_reason": "end_turn", "usage": {"input_tokens": 3, "output_tokens": 4}}),
-            ),
+            (FakeKind::Anthropic, "POST", "/v1/messages") => self.anthropic_messages(&body),
             _ => json_reply(
                 404,
                 json!({"error": {"message": format!("fake has no {method} {path}"), "type": "not_found"}}),
@@ -304,6 +355,76 @@ impl FakeState {
         )
     }
 
+    /// Anthropic Messages: text, or a `tool_use` when tools are offered and the last user
+    /// message asks about the weather; SSE events when `stream` is true.
+    fn anthropic_messages(&self, body: &[u8]) -> Response<Body> {
+        let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let model = request["model"].as_str().unwrap_or("").to_string();
+        if let Some(status) = *self.fail_with.lock().unwrap() {
+            return json_reply(
+                status,
+                json!({"type": "error", "error": {"type": "api_error", "message": format!("{} is failing on purpose", self.name)}}),
+            );
+        }
+        let text = format!("Hello from {}", self.name);
+        let tool = wants_tool(&request);
+        if request["stream"].as_bool() != Some(true) {
+            let mut content = vec![json!({"type": "text", "text": text})];
+            if let Some(name) = &tool {
+                content.push(json!({"type": "tool_use", "id": "toolu_1", "name": name, "input": {"city": "Oslo"}}));
+            }
+            return json_reply(
+                200,
+                json!({"id": "msg_1", "type": "message", "role": "assistant", "model": model, "content": content,
+                    "stop_reason": if tool.is_some() { "tool_use" } else { "end_turn" }, "stop_sequence": null,
+                    "usage": {"input_tokens": 11, "output_tokens": 6}}),
+            );
+        }
+        let event = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
+        let mut out = String::new();
+        out += &event(
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "model": model,
+            "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 11, "output_tokens": 1}}}),
+        );
+        out += &event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        );
+        out += &event("ping", json!({"type": "ping"}));
+        for word in text.split_inclusive(' ') {
+            out += &event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": word}}),
+            );
+        }
+        out += &event("content_block_stop", json!({"type": "content_block_stop", "index": 0}));
+        if let Some(name) = &tool {
+            out += &event(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_1", "name": name, "input": {}}}),
+            );
+            for part in ["{\"ci", "ty\": \"Os", "lo\"}"] {
+                out += &event(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": part}}),
+                );
+            }
+            out += &event("content_block_stop", json!({"type": "content_block_stop", "index": 1}));
+        }
+        let stop = if tool.is_some() { "tool_use" } else { "end_turn" };
+        out += &event(
+            "message_delta",
+            json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": 6}}),
+        );
+        out += &event("message_stop", json!({"type": "message_stop"}));
+        Response::builder()
+            .status(200)
+            .header("content-type", "text/event-stream")
+            .body(Body::from(out))
+            .unwrap()
+    }
+
     async fn openai_chat(&self, body: &[u8]) -> Response<Body> {
         let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         let model = request["model"].as_str().unwrap_or("").to_string();
@@ -341,6 +462,9 @@ impl FakeState {
             _ => {}
         }
         let text = format!("Hello from {}", self.name);
+        if let Some(name) = wants_tool(&request) {
+            return openai_tool_call(&request, &model, &name);
+        }
         if request["stream"].as_bool() != Some(true) {
             return json_reply(
                 200,

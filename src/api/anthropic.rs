@@ -1,0 +1,260 @@
+//! The Anthropic-format client API: `POST /v1/messages`, `POST /v1/messages/count_tokens`,
+//! and the Anthropic-shaped model list, with their `/api/anthropic/v1/…` aliases. Requests
+//! go through the same dispatcher as `/v1/chat/completions`, to any tier.
+
+use super::error::{bytes_response, json_response, ApiError, Dialect};
+use super::openai::RouteHeaders;
+use super::relay;
+use super::request::{api_key, header, parse_json, read_body};
+use crate::dispatch::{ChatRequest, Routed, RoutedReply};
+use crate::providers::anthropic::ClientHeaders;
+use crate::providers::UpstreamReply;
+use crate::translate::anthropic::openai_to_anthropic_response;
+use crate::translate::Format;
+use crate::AppState;
+use bytes::{Buf, Bytes};
+use futures_util::Stream;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::time::Instant;
+use warp::filters::BoxedFilter;
+use warp::http::HeaderMap;
+use warp::reply::Response;
+use warp::Filter;
+
+pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
+    let with_state = warp::any().map(move || state.clone());
+    let messages_path = warp::path!("v1" / "messages")
+        .or(warp::path!("api" / "anthropic" / "v1" / "messages"))
+        .unify();
+    let messages = messages_path
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .then(create_message);
+    let count_path = warp::path!("v1" / "messages" / "count_tokens")
+        .or(warp::path!("api" / "anthropic" / "v1" / "messages" / "count_tokens"))
+        .unify();
+    let count = count_path
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .then(count_tokens);
+    let models = warp::path!("api" / "anthropic" / "v1" / "models")
+        .and(warp::get())
+        .and(with_state)
+        .and(warp::header::headers_cloned())
+        .map(|state: AppState, headers: HeaderMap| list_models(&state, &headers));
+    messages.or(count).unify().or(models).unify().boxed()
+}
+
+/// What routing needs from a Messages request; the rest stays untouched.
+#[derive(Deserialize)]
+struct MessagesPeek {
+    model: String,
+    messages: Vec<MessagePeek>,
+    /// Required by the Messages API; read to refuse its absence with the field named.
+    #[allow(dead_code)]
+    max_tokens: u64,
+    #[serde(default)]
+    stream: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct MessagePeek {
+    #[allow(dead_code)] // read only to check that every message has a role
+    role: String,
+}
+
+async fn create_message<S, B>(state: AppState, headers: HeaderMap, body: S) -> Response
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf + Send,
+{
+    let started = Instant::now();
+    match route_message(&state, &headers, body).await {
+        Ok((model, routed)) => {
+            tracing::info!(model = %model, tier = routed.tier.as_str(), route = %routed.route,
+                ms_to_first_byte = started.elapsed().as_millis() as u64, "message");
+            reply(routed, &model).await
+        }
+        Err(e) => e.into_response(Dialect::Anthropic),
+    }
+}
+
+async fn route_message<S, B>(state: &AppState, headers: &HeaderMap, body: S) -> Result<(String, Routed), ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    state.auth.authorize_client(api_key(headers))?;
+    let overrides = RouteHeaders::read(headers)?;
+    let body = read_body(headers, body, state.config.body_limit).await?;
+    let peek: MessagesPeek = parse_json(&body)?;
+    if peek.model.trim().is_empty() {
+        return Err(ApiError::bad_request("model must not be empty"));
+    }
+    if peek.messages.is_empty() {
+        return Err(ApiError::bad_request("messages must hold at least one message"));
+    }
+    let request = ChatRequest {
+        body,
+        format: Format::Anthropic,
+        // SDKs send new dates and beta flags: accepted whatever their value, passed on.
+        anthropic: ClientHeaders {
+            version: header(headers, "anthropic-version").map(str::to_string),
+            beta: header(headers, "anthropic-beta").map(str::to_string),
+        },
+        model: peek.model.clone(),
+        stream: peek.stream.unwrap_or(false),
+        provider: overrides.provider,
+        tiers: overrides.tiers,
+        wait: overrides.wait,
+    };
+    let routed = state.dispatcher.chat(request).await?;
+    Ok((peek.model, routed))
+}
+
+async fn reply(routed: Routed, model: &str) -> Response {
+    let tier = routed.tier;
+    let route = routed.route;
+    let mut response = match routed.reply {
+        RoutedReply::Upstream {
+            reply,
+            format: Format::Anthropic,
+        } => relay::upstream_reply(reply, &route, anthropic_stream_error),
+        RoutedReply::Upstream {
+            reply,
+            format: Format::OpenAi,
+        } => from_openai(reply, model).await,
+        RoutedReply::WorkerStream { first, job } => {
+            let mut response = Response::new(warp::hyper::Body::wrap_stream(relay::worker_chunks_as_anthropic(
+                first, job, model,
+            )));
+            relay::sse_headers(&mut response);
+            response
+        }
+        RoutedReply::Complete(body) => match openai_to_anthropic_response(&body, model) {
+            Ok(value) => json_response(200, &value),
+            Err(e) => untranslatable_answer(&e.to_string()),
+        },
+    };
+    relay::route_headers(&mut response, tier, &route);
+    response
+}
+
+/// An OpenAI-format answer (provider) for an Anthropic client.
+async fn from_openai(reply: UpstreamReply, model: &str) -> Response {
+    let is_sse = reply
+        .content_type
+        .as_deref()
+        .is_some_and(|t| t.starts_with("text/event-stream"));
+    if is_sse {
+        let mut response = Response::new(warp::hyper::Body::wrap_stream(relay::openai_sse_as_anthropic(
+            reply.body, model,
+        )));
+        relay::sse_headers(&mut response);
+        return response;
+    }
+    match relay::collect(reply.body).await {
+        Ok(body) => match openai_to_anthropic_response(&body, model) {
+            Ok(value) => json_response(200, &value),
+            Err(e) => untranslatable_answer(&e.to_string()),
+        },
+        Err(e) => untranslatable_answer(&e),
+    }
+}
+
+fn untranslatable_answer(why: &str) -> Response {
+    ApiError::new(
+        502,
+        "upstream_error",
+        format!("cannot translate the upstream's answer: {why}"),
+    )
+    .into_response(Dialect::Anthropic)
+}
+
+fn anthropic_stream_error(route: &str, why: &str) -> Bytes {
+    let event = json!({"type": "error", "error": {"type": "api_error", "message": format!("'{route}' failed mid-stream: {why}")}});
+    Bytes::from(format!("event: error\ndata: {event}\n\n"))
+}
+
+#[derive(Deserialize)]
+struct CountPeek {
+    model: String,
+    messages: Vec<Value>,
+    #[serde(default)]
+    system: Option<Value>,
+    #[serde(default)]
+    tools: Option<Vec<Value>>,
+}
+
+/// An estimate, documented as such: about four characters per token over every text the
+/// model would read (system, messages, tool definitions). No tokenizer ships with auxot.
+async fn count_tokens<S, B>(state: AppState, headers: HeaderMap, body: S) -> Response
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf + Send,
+{
+    let result: Result<Response, ApiError> = async {
+        state.auth.authorize_client(api_key(&headers))?;
+        let body = read_body(&headers, body, state.config.body_limit).await?;
+        let peek: CountPeek = parse_json(&body)?;
+        if peek.model.trim().is_empty() {
+            return Err(ApiError::bad_request("model must not be empty"));
+        }
+        let mut chars = 0usize;
+        for message in &peek.messages {
+            chars += text_chars(message);
+        }
+        chars += peek.system.as_ref().map_or(0, text_chars);
+        for tool in peek.tools.iter().flatten() {
+            chars += tool.to_string().chars().count();
+        }
+        // Per-message framing costs a few tokens in every real tokenizer.
+        let tokens = chars.div_ceil(4) + 3 * peek.messages.len();
+        Ok(json_response(200, &json!({"input_tokens": tokens})))
+    }
+    .await;
+    result.unwrap_or_else(|e| e.into_response(Dialect::Anthropic))
+}
+
+/// Characters of every string value (text, tool inputs) under `value`; images count as
+/// a fixed amount instead of their base64.
+fn text_chars(value: &Value) -> usize {
+    match value {
+        Value::String(s) => s.chars().count(),
+        Value::Array(items) => items.iter().map(text_chars).sum(),
+        Value::Object(map) => {
+            if map.get("type").and_then(Value::as_str) == Some("image") {
+                return 1600 * 4;
+            }
+            map.iter()
+                .filter(|(key, _)| !matches!(key.as_str(), "type" | "role" | "id" | "tool_use_id" | "cache_control"))
+                .map(|(_, v)| text_chars(v))
+                .sum()
+        }
+        _ => 0,
+    }
+}
+
+/// The model list in Anthropic's shape (what `GET /v1/models` answers when the request
+/// carries `anthropic-version`).
+pub fn list_models(state: &AppState, headers: &HeaderMap) -> Response {
+    if let Err(e) = state.auth.authorize_client(api_key(headers)) {
+        return ApiError::from(e).into_response(Dialect::Anthropic);
+    }
+    let created = crate::rfc3339(0);
+    let data: Vec<Value> = state
+        .dispatcher
+        .routable_models()
+        .into_iter()
+        .map(|(id, _)| json!({"type": "model", "id": id, "display_name": id, "created_at": created}))
+        .collect();
+    let first = data.first().map(|m| m["id"].clone()).unwrap_or(Value::Null);
+    let last = data.last().map(|m| m["id"].clone()).unwrap_or(Value::Null);
+    let body = json!({"data": data, "has_more": false, "first_id": first, "last_id": last});
+    bytes_response(200, "application/json", Bytes::from(body.to_string()))
+}
