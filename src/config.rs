@@ -46,6 +46,12 @@ pub struct ServeArgs {
     /// Seconds a worker may stay silent before it is offline and its jobs fail over.
     #[arg(long, env = "AUXOT_WORKER_HEARTBEAT_TIMEOUT_SECS", default_value_t = 15)]
     pub worker_heartbeat_timeout_secs: u64,
+    /// Days usage rows are kept before pruning.
+    #[arg(long, env = "AUXOT_USAGE_RETENTION_DAYS", default_value_t = 90)]
+    pub usage_retention_days: u64,
+    /// Token that may read /metrics besides admin keys (for a Prometheus scraper).
+    #[arg(long, env = "AUXOT_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     /// Log line format.
     #[arg(long, env = "AUXOT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -61,6 +67,8 @@ pub struct ServeConfig {
     pub upstream_timeout: Duration,
     pub session_ttl: Duration,
     pub worker_heartbeat_timeout: Duration,
+    pub usage_retention: Duration,
+    pub metrics_token: Option<Secret>,
     pub secret_key: SecretKeySource,
 }
 
@@ -123,6 +131,8 @@ impl ServeConfig {
             upstream_timeout: Duration::from_secs(args.upstream_timeout_secs),
             session_ttl: Duration::from_secs(args.session_ttl_secs.max(60)),
             worker_heartbeat_timeout: Duration::from_secs(args.worker_heartbeat_timeout_secs),
+            usage_retention: Duration::from_secs(args.usage_retention_days.max(1) * 86_400),
+            metrics_token: args.metrics_token.map(Secret::new).filter(|t| !t.is_empty()),
             secret_key,
         })
     }

@@ -6,9 +6,11 @@ pub mod auth;
 pub mod config;
 pub mod crypto;
 pub mod dispatch;
+pub mod metrics;
 pub mod providers;
 pub mod store;
 pub mod translate;
+pub mod usage;
 pub mod workers;
 
 use crate::agents::AgentBook;
@@ -18,8 +20,10 @@ use crate::crypto::{CryptoError, KeyMaterial, MasterKey};
 use crate::dispatch::attempt::DispatcherParts;
 use crate::dispatch::rules::RoutingRules;
 use crate::dispatch::Dispatcher;
+use crate::metrics::Metrics;
 use crate::providers::{ProviderRegistry, RegistryError};
 use crate::store::{Store, StoreError};
+use crate::usage::Usage;
 use crate::workers::registry::WorkerRegistry;
 use std::future::Future;
 use std::sync::Arc;
@@ -36,6 +40,7 @@ pub struct AppState {
     pub rules: Arc<RoutingRules>,
     pub agents: Arc<AgentBook>,
     pub dispatcher: Arc<Dispatcher>,
+    pub usage: Arc<Usage>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +170,9 @@ pub async fn start(config: ServeConfig) -> Result<AppState, StartError> {
             .map_err(|e| StartError::Load(e.to_string()))?,
     );
     let workers = Arc::new(WorkerRegistry::new(config.worker_heartbeat_timeout));
+    let usage = Usage::load(store.clone(), Arc::new(Metrics::default()), config.usage_retention)
+        .await
+        .map_err(|e| StartError::Load(e.to_string()))?;
     let dispatcher = Dispatcher::new(DispatcherParts {
         providers: registry.clone(),
         workers: workers.clone(),
@@ -182,6 +190,7 @@ pub async fn start(config: ServeConfig) -> Result<AppState, StartError> {
         rules,
         agents,
         dispatcher: Arc::new(dispatcher),
+        usage,
     })
 }
 
@@ -239,6 +248,7 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
         }
     });
     let workers = state.workers.clone();
+    let usage = state.usage.clone();
     warp::serve(api::routes(state))
         .serve_incoming_with_graceful_shutdown(incoming, shutdown)
         .await;
@@ -248,6 +258,8 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
     for task in background {
         task.abort();
     }
+    // Nothing is lost on a clean stop: every queued usage row is written before exit.
+    usage.flush().await;
 }
 
 fn spawn_background_tasks(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
@@ -271,7 +283,19 @@ fn spawn_background_tasks(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> 
             }
         }
     });
-    vec![refresh, prune]
+    let usage = state.usage.clone();
+    let retention = tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            ticker.tick().await;
+            match usage.prune().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, "pruned usage rows past retention"),
+                Err(e) => tracing::warn!(error = %e, "pruning usage rows failed"),
+            }
+        }
+    });
+    vec![refresh, prune, retention]
 }
 
 /// Unix seconds as RFC 3339 (UTC), as every API response shows times.

@@ -11,12 +11,13 @@ use crate::providers::anthropic::ClientHeaders;
 use crate::providers::UpstreamReply;
 use crate::translate::anthropic::openai_to_anthropic_response;
 use crate::translate::Format;
+use crate::usage::{Meter, MeterStart, RouteInfo};
 use crate::AppState;
 use bytes::{Buf, Bytes};
 use futures_util::Stream;
+use relay::Outgoing;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::time::Instant;
 use warp::filters::BoxedFilter;
 use warp::http::HeaderMap;
 use warp::reply::Response;
@@ -73,26 +74,36 @@ where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf + Send,
 {
-    let started = Instant::now();
-    match route_message(&state, &headers, body).await {
-        Ok((model, routed)) => {
-            tracing::info!(model = %model, tier = routed.tier.as_str(), route = %routed.route,
-                ms_to_first_byte = started.elapsed().as_millis() as u64, "message");
-            reply(routed, &model).await
+    let mut meter = state.usage.meter(MeterStart {
+        api_key_id: None,
+        model: String::new(),
+        stream: false,
+        request_bytes: 0,
+    });
+    match route_message(&state, &headers, body, &mut meter).await {
+        Ok((model, routed)) => reply(routed, &model, meter).await,
+        Err(e) => {
+            meter.failed(e.code, e.status);
+            e.into_response(Dialect::Anthropic)
         }
-        Err(e) => e.into_response(Dialect::Anthropic),
     }
 }
 
-async fn route_message<S, B>(state: &AppState, headers: &HeaderMap, body: S) -> Result<(String, Routed), ApiError>
+async fn route_message<S, B>(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: S,
+    meter: &mut Meter,
+) -> Result<(String, Routed), ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    state.auth.authorize_client(api_key(headers))?;
+    relay::authorize_and_limit(state, headers, meter)?;
     let overrides = RouteHeaders::read(headers)?;
     let body = read_body(headers, body, state.config.body_limit).await?;
     let peek: MessagesPeek = parse_json(&body)?;
+    meter.set_request(&peek.model, peek.stream.unwrap_or(false), body.len());
     if peek.model.trim().is_empty() {
         return Err(ApiError::bad_request("model must not be empty"));
     }
@@ -109,6 +120,7 @@ where
         },
         model: peek.model.clone(),
         stream: peek.stream.unwrap_or(false),
+        include_usage: false,
         provider: overrides.provider,
         tiers: overrides.tiers,
         wait: overrides.wait,
@@ -117,63 +129,65 @@ where
     Ok((peek.model, routed))
 }
 
-async fn reply(routed: Routed, model: &str) -> Response {
-    let tier = routed.tier;
-    let route = routed.route;
-    let mut response = match routed.reply {
+async fn reply(routed: Routed, model: &str, mut meter: Meter) -> Response {
+    let out = match routed.reply {
         RoutedReply::Upstream {
             reply,
             format: Format::Anthropic,
-        } => relay::upstream_reply(reply, &route, anthropic_stream_error),
+        } => Ok(relay::upstream_body(reply, &routed.route, anthropic_stream_error)),
         RoutedReply::Upstream {
             reply,
             format: Format::OpenAi,
         } => from_openai(reply, model).await,
         RoutedReply::WorkerStream { first, job } => {
-            let mut response = Response::new(warp::hyper::Body::wrap_stream(relay::worker_chunks_as_anthropic(
-                first, job, model,
-            )));
-            relay::sse_headers(&mut response);
-            response
+            Ok(Outgoing::sse(relay::worker_chunks_as_anthropic(first, job, model)))
         }
-        RoutedReply::Complete(body) => match openai_to_anthropic_response(&body, model) {
-            Ok(value) => json_response(200, &value),
-            Err(e) => untranslatable_answer(&e.to_string()),
-        },
+        RoutedReply::Complete(body) => openai_to_anthropic_response(&body, model)
+            .map(|value| Outgoing::json(200, Bytes::from(value.to_string())))
+            .map_err(|e| untranslatable_answer(&e.to_string())),
     };
-    relay::route_headers(&mut response, tier, &route);
-    response
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => {
+            meter.failed(e.code, e.status);
+            return e.into_response(Dialect::Anthropic);
+        }
+    };
+    meter.routed(RouteInfo {
+        tier: routed.tier.as_str(),
+        route: &routed.route,
+        target_model: &routed.model,
+        cloud_model: routed.cloud_model.as_deref(),
+        overflow: routed.overflow,
+        client_format: Format::Anthropic,
+        sse: out.is_sse(),
+    });
+    relay::respond(out, meter, false, routed.tier, &routed.route)
 }
 
 /// An OpenAI-format answer (provider) for an Anthropic client.
-async fn from_openai(reply: UpstreamReply, model: &str) -> Response {
+async fn from_openai(reply: UpstreamReply, model: &str) -> Result<Outgoing, ApiError> {
     let is_sse = reply
         .content_type
         .as_deref()
         .is_some_and(|t| t.starts_with("text/event-stream"));
     if is_sse {
-        let mut response = Response::new(warp::hyper::Body::wrap_stream(relay::openai_sse_as_anthropic(
-            reply.body, model,
-        )));
-        relay::sse_headers(&mut response);
-        return response;
+        return Ok(Outgoing::sse(relay::openai_sse_as_anthropic(reply.body, model)));
     }
-    match relay::collect(reply.body).await {
-        Ok(body) => match openai_to_anthropic_response(&body, model) {
-            Ok(value) => json_response(200, &value),
-            Err(e) => untranslatable_answer(&e.to_string()),
-        },
-        Err(e) => untranslatable_answer(&e),
-    }
+    let body = relay::collect(reply.body)
+        .await
+        .map_err(|e| untranslatable_answer(&e))?;
+    openai_to_anthropic_response(&body, model)
+        .map(|value| Outgoing::json(200, Bytes::from(value.to_string())))
+        .map_err(|e| untranslatable_answer(&e.to_string()))
 }
 
-fn untranslatable_answer(why: &str) -> Response {
+fn untranslatable_answer(why: &str) -> ApiError {
     ApiError::new(
         502,
         "upstream_error",
         format!("cannot translate the upstream's answer: {why}"),
     )
-    .into_response(Dialect::Anthropic)
 }
 
 fn anthropic_stream_error(route: &str, why: &str) -> Bytes {

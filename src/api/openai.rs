@@ -1,7 +1,7 @@
 //! The OpenAI-format client API: `POST /v1/chat/completions`, `GET /v1/models`, and their
 //! Auxot-compatible aliases under `/api/openai/`.
 
-use super::error::{bytes_response, json_response, ApiError, Dialect};
+use super::error::{json_response, ApiError, Dialect};
 use super::relay;
 use super::request::{api_key, header, parse_json, read_body};
 use crate::dispatch::rules::validate_queue_timeout;
@@ -11,15 +11,17 @@ use crate::providers::UpstreamReply;
 use crate::translate::anthropic::anthropic_to_openai_response;
 use crate::translate::chunks::{is_usage_only, sse_event, SSE_DONE};
 use crate::translate::Format;
+use crate::usage::{Meter, MeterStart, RouteInfo};
 use crate::workers::registry::{JobEvent, WorkerJob};
 use crate::AppState;
 use bytes::{Buf, Bytes};
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
+use relay::Outgoing;
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 use std::convert::Infallible;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use warp::filters::BoxedFilter;
 use warp::http::HeaderMap;
 use warp::reply::Response;
@@ -79,27 +81,38 @@ where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf + Send,
 {
-    let started = Instant::now();
-    match route_chat(&state, &headers, body).await {
-        Ok((model, include_usage, routed)) => {
-            tracing::info!(model = %model, tier = routed.tier.as_str(), route = %routed.route,
-                ms_to_first_byte = started.elapsed().as_millis() as u64, "chat completion");
-            reply(routed, &model, include_usage).await
+    // Every request leaves one usage row, refused ones included.
+    let mut meter = state.usage.meter(MeterStart {
+        api_key_id: None,
+        model: String::new(),
+        stream: false,
+        request_bytes: 0,
+    });
+    match route_chat(&state, &headers, body, &mut meter).await {
+        Ok((model, include_usage, routed)) => reply(routed, &model, include_usage, meter).await,
+        Err(e) => {
+            meter.failed(e.code, e.status);
+            e.into_response(Dialect::OpenAi)
         }
-        Err(e) => e.into_response(Dialect::OpenAi),
     }
 }
 
 /// Returns the model asked for, whether the client wants usage in its stream, and the route.
-async fn route_chat<S, B>(state: &AppState, headers: &HeaderMap, body: S) -> Result<(String, bool, Routed), ApiError>
+async fn route_chat<S, B>(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: S,
+    meter: &mut Meter,
+) -> Result<(String, bool, Routed), ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    state.auth.authorize_client(api_key(headers))?;
+    relay::authorize_and_limit(state, headers, meter)?;
     let overrides = RouteHeaders::read(headers)?;
     let body = read_body(headers, body, state.config.body_limit).await?;
     let peek: ChatPeek = parse_json(&body)?;
+    meter.set_request(&peek.model, peek.stream.unwrap_or(false), body.len());
     if peek.model.trim().is_empty() {
         return Err(ApiError::bad_request("model must not be empty"));
     }
@@ -117,6 +130,7 @@ where
         anthropic: ClientHeaders::default(),
         model: peek.model.clone(),
         stream: peek.stream.unwrap_or(false),
+        include_usage,
         provider: overrides.provider,
         tiers: overrides.tiers,
         wait: overrides.wait,
@@ -159,53 +173,59 @@ impl RouteHeaders {
     }
 }
 
-async fn reply(routed: Routed, model: &str, include_usage: bool) -> Response {
-    let tier = routed.tier;
-    let route = routed.route;
-    let mut response = match routed.reply {
+async fn reply(routed: Routed, model: &str, include_usage: bool, mut meter: Meter) -> Response {
+    let out = match routed.reply {
         RoutedReply::Upstream {
             reply,
             format: Format::OpenAi,
-        } => relay::upstream_reply(reply, &route, openai_stream_error),
+        } => Ok(relay::upstream_body(reply, &routed.route, openai_stream_error)),
         RoutedReply::Upstream {
             reply,
             format: Format::Anthropic,
-        } => from_anthropic(reply, model, include_usage).await,
-        RoutedReply::WorkerStream { first, job } => worker_stream(first, job, &route, include_usage),
-        RoutedReply::Complete(body) => bytes_response(200, "application/json", body),
+        } => from_anthropic(reply, model).await,
+        RoutedReply::WorkerStream { first, job } => Ok(worker_stream(first, job, &routed.route)),
+        RoutedReply::Complete(body) => Ok(Outgoing::json(200, body)),
     };
-    relay::route_headers(&mut response, tier, &route);
-    response
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => {
+            meter.failed(e.code, e.status);
+            return e.into_response(Dialect::OpenAi);
+        }
+    };
+    meter.routed(RouteInfo {
+        tier: routed.tier.as_str(),
+        route: &routed.route,
+        target_model: &routed.model,
+        cloud_model: routed.cloud_model.as_deref(),
+        overflow: routed.overflow,
+        client_format: Format::OpenAi,
+        sse: out.is_sse(),
+    });
+    relay::respond(out, meter, !include_usage, routed.tier, &routed.route)
 }
 
-/// An Anthropic provider's answer for an OpenAI client.
-async fn from_anthropic(reply: UpstreamReply, model: &str, include_usage: bool) -> Response {
+/// An Anthropic provider's answer for an OpenAI client. Usage chunks are always produced
+/// (the meter reads them); `respond` drops them for clients that did not ask.
+async fn from_anthropic(reply: UpstreamReply, model: &str) -> Result<Outgoing, ApiError> {
     let is_sse = reply
         .content_type
         .as_deref()
         .is_some_and(|t| t.starts_with("text/event-stream"));
     if is_sse {
-        let mut response = Response::new(warp::hyper::Body::wrap_stream(relay::anthropic_sse_as_openai(
-            reply.body,
-            model,
-            include_usage,
-        )));
-        relay::sse_headers(&mut response);
-        return response;
+        return Ok(Outgoing::sse(relay::anthropic_sse_as_openai(reply.body, model, true)));
     }
-    let translated = match relay::collect(reply.body).await {
-        Ok(body) => anthropic_to_openai_response(&body, model).map_err(|e| e.to_string()),
-        Err(e) => Err(e),
-    };
-    match translated {
-        Ok(value) => json_response(200, &value),
-        Err(e) => ApiError::new(
+    let body = relay::collect(reply.body)
+        .await
+        .map_err(|e| ApiError::new(502, "upstream_error", format!("cannot read the upstream's answer: {e}")))?;
+    let value = anthropic_to_openai_response(&body, model).map_err(|e| {
+        ApiError::new(
             502,
             "upstream_error",
             format!("cannot translate the upstream's answer: {e}"),
         )
-        .into_response(Dialect::OpenAi),
-    }
+    })?;
+    Ok(Outgoing::json(200, Bytes::from(value.to_string())))
 }
 
 pub(super) fn openai_stream_error(route: &str, why: &str) -> Bytes {
@@ -215,43 +235,47 @@ pub(super) fn openai_stream_error(route: &str, why: &str) -> Bytes {
 
 /// A worker's chunks as SSE, as they arrive. The stream owns the job: a client that goes
 /// away drops it, which cancels the job on the worker and frees its slot.
-/// Workers always report usage; a client that did not ask for it (`stream_options.
-/// include_usage`) does not get the usage-only chunk.
-fn worker_stream(first: Option<Box<RawValue>>, job: WorkerJob, route: &str, include_usage: bool) -> Response {
+/// A worker's chunks as SSE, as they arrive. The stream owns the job: a client that goes
+/// away drops it, which cancels the job on the worker and frees its slot. Usage from a
+/// `done` (CLI workers) becomes a last usage-only chunk, as OpenAI streams carry it.
+fn worker_stream(first: Option<Box<RawValue>>, job: WorkerJob, route: &str) -> Outgoing {
     enum Step {
         First(Option<Box<RawValue>>, WorkerJob),
-        Next(WorkerJob),
+        /// `bool`: a usage chunk already went by.
+        Next(WorkerJob, bool),
+        Done,
         End,
     }
     let route = route.to_string();
     let body = futures_util::stream::unfold(Step::First(first, job), move |step| {
         let route = route.clone();
         async move {
-            let mut job = match step {
-                Step::First(Some(chunk), job) if include_usage || !is_usage_only(&chunk) => {
-                    return Some((Ok::<Bytes, Infallible>(sse_event(chunk.get())), Step::Next(job)))
+            let (mut job, saw_usage) = match step {
+                Step::First(Some(chunk), job) => {
+                    let usage = is_usage_only(&chunk);
+                    return Some((Ok::<Bytes, Infallible>(sse_event(chunk.get())), Step::Next(job, usage)));
                 }
-                Step::First(_, job) | Step::Next(job) => job,
+                Step::First(None, job) => (job, false),
+                Step::Next(job, saw_usage) => (job, saw_usage),
+                Step::Done => return Some((Ok(Bytes::from_static(SSE_DONE)), Step::End)),
                 Step::End => return None,
             };
-            let mut event = job.next_event().await;
-            while let JobEvent::Chunk(chunk) = &event {
-                if include_usage || !is_usage_only(chunk) {
-                    break;
+            match job.next_event().await {
+                JobEvent::Chunk(chunk) => {
+                    let usage = saw_usage || is_usage_only(&chunk);
+                    Some((Ok(sse_event(chunk.get())), Step::Next(job, usage)))
                 }
-                event = job.next_event().await;
-            }
-            match event {
-                JobEvent::Chunk(chunk) => Some((Ok(sse_event(chunk.get())), Step::Next(job))),
+                JobEvent::Done(Some(usage)) if !saw_usage => {
+                    let chunk = json!({"object": "chat.completion.chunk", "choices": [], "usage": usage});
+                    Some((Ok(sse_event(&chunk.to_string())), Step::Done))
+                }
                 JobEvent::Done(_) => Some((Ok(Bytes::from_static(SSE_DONE)), Step::End)),
                 JobEvent::Failed { message, .. } => Some((Ok(openai_stream_error(&route, &message)), Step::End)),
                 JobEvent::Disconnected => Some((Ok(openai_stream_error(&route, "the worker disconnected")), Step::End)),
             }
         }
     });
-    let mut response = Response::new(warp::hyper::Body::wrap_stream(body));
-    relay::sse_headers(&mut response);
-    response
+    Outgoing::sse(body.boxed())
 }
 
 fn list_models(state: AppState, headers: HeaderMap) -> Response {

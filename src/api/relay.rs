@@ -2,9 +2,12 @@
 //! translated event by event as they arrive (never buffered whole); non-streaming bodies
 //! are read (bounded) and translated once.
 
+use super::error::ApiError;
 use crate::dispatch::Tier;
 use crate::providers::{ProviderError, UpstreamReply};
 use crate::translate::anthropic::{AnthropicToOpenAiStream, OpenAiToAnthropicStream, SseEvent, SseParser};
+use crate::usage::tap::is_usage_only_event;
+use crate::usage::Meter;
 use crate::workers::registry::{JobEvent, WorkerJob};
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
@@ -232,35 +235,162 @@ pub fn route_headers(response: &mut Response, tier: Tier, route: &str) {
     }
 }
 
+/// What goes back to the client, before metering: status, content type, body.
+pub struct Outgoing {
+    pub status: u16,
+    pub content_type: String,
+    pub body: BoxStream<'static, Result<Bytes, BoxError>>,
+}
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Outgoing {
+    pub fn sse(body: ClientStream) -> Outgoing {
+        Outgoing {
+            status: 200,
+            content_type: "text/event-stream".into(),
+            body: body.map(|item| item.map_err(|never| match never {})).boxed(),
+        }
+    }
+
+    pub fn json(status: u16, body: Bytes) -> Outgoing {
+        Outgoing {
+            status,
+            content_type: "application/json".into(),
+            body: futures_util::stream::once(async move { Ok::<Bytes, BoxError>(body) }).boxed(),
+        }
+    }
+
+    pub fn is_sse(&self) -> bool {
+        self.content_type.starts_with("text/event-stream")
+    }
+}
+
 /// Forwards a same-dialect upstream body chunk by chunk. A stream that breaks after its
 /// first byte cannot be retried: an SSE stream ends with an error event in the client's
 /// dialect (`error_event(route, why)`).
-pub fn upstream_reply(upstream: UpstreamReply, route: &str, error_event: fn(&str, &str) -> Bytes) -> Response {
+pub fn upstream_body(upstream: UpstreamReply, route: &str, error_event: fn(&str, &str) -> Bytes) -> Outgoing {
     let content_type = upstream.content_type.unwrap_or_else(|| "application/json".into());
     let is_sse = content_type.starts_with("text/event-stream");
     let route = route.to_string();
     let body = upstream.body.scan(false, move |ended, item| {
         let next = match (*ended, item) {
             (true, _) => None,
-            (false, Ok(bytes)) => Some(Ok::<Bytes, ProviderError>(bytes)),
+            (false, Ok(bytes)) => Some(Ok::<Bytes, BoxError>(bytes)),
             (false, Err(e)) => {
                 *ended = true;
                 tracing::warn!(route = %route, error = %e, "upstream stream broke after the first byte");
                 if is_sse {
                     Some(Ok(error_event(&route, &e.to_string())))
                 } else {
-                    Some(Err(e))
+                    Some(Err(Box::new(e) as BoxError))
                 }
             }
         };
         futures_util::future::ready(next)
     });
+    Outgoing {
+        status: upstream.status,
+        content_type,
+        body: body.boxed(),
+    }
+}
+
+/// The HTTP response for `out`, its body metered: the meter reads usage from the bytes as
+/// they pass, and learns whether the client got everything (completed) or went away
+/// (cancelled). `strip_usage_only` drops the usage-only chunk an OpenAI client did not ask
+/// for (auxot asks upstreams for usage so streams are never priced at zero).
+pub fn respond(out: Outgoing, meter: Meter, strip_usage_only: bool, tier: Tier, route: &str) -> Response {
+    struct Metered {
+        body: BoxStream<'static, Result<Bytes, BoxError>>,
+        meter: Meter,
+        strip: bool,
+        partial: Vec<u8>,
+        ready: VecDeque<Bytes>,
+        done: bool,
+    }
+    let strip = strip_usage_only && out.is_sse();
+    let sse = out.is_sse();
+    let state = Metered {
+        body: out.body,
+        meter,
+        strip,
+        partial: Vec::new(),
+        ready: VecDeque::new(),
+        done: false,
+    };
+    let body = futures_util::stream::unfold(state, |mut s| async move {
+        loop {
+            if let Some(bytes) = s.ready.pop_front() {
+                return Some((Ok::<Bytes, BoxError>(bytes), s));
+            }
+            if s.done {
+                return None;
+            }
+            match s.body.next().await {
+                Some(Ok(bytes)) => {
+                    s.meter.observe(&bytes);
+                    if !s.strip {
+                        return Some((Ok(bytes), s));
+                    }
+                    s.partial.extend_from_slice(&bytes);
+                    while let Some(end) = event_end(&s.partial) {
+                        let event: Vec<u8> = s.partial.drain(..end).collect();
+                        if !is_usage_only_event(&event) {
+                            s.ready.push_back(Bytes::from(event));
+                        }
+                    }
+                }
+                Some(Err(e)) => {
+                    s.meter.failed("upstream_stream_error", 502);
+                    s.done = true;
+                    return Some((Err(e), s));
+                }
+                None => {
+                    if !s.partial.is_empty() {
+                        let rest = std::mem::take(&mut s.partial);
+                        s.ready.push_back(Bytes::from(rest));
+                    }
+                    s.meter.completed();
+                    s.done = true;
+                }
+            }
+        }
+    });
     let mut response = Response::new(warp::hyper::Body::wrap_stream(body));
-    *response.status_mut() = warp::http::StatusCode::from_u16(upstream.status).unwrap_or(warp::http::StatusCode::OK);
-    if is_sse {
+    *response.status_mut() = warp::http::StatusCode::from_u16(out.status).unwrap_or(warp::http::StatusCode::OK);
+    if sse {
         sse_headers(&mut response);
-    } else if let Ok(value) = HeaderValue::from_str(&content_type) {
+    } else if let Ok(value) = HeaderValue::from_str(&out.content_type) {
         response.headers_mut().insert(warp::http::header::CONTENT_TYPE, value);
     }
+    route_headers(&mut response, tier, route);
     response
+}
+
+/// The end (exclusive) of the first complete SSE event in `buffer`, if there is one.
+fn event_end(buffer: &[u8]) -> Option<usize> {
+    let lf = buffer.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
+    let crlf = buffer.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Client API: the key, then its limits (429 with `Retry-After` when over one). The
+/// meter learns whose request this is either way.
+pub fn authorize_and_limit(
+    state: &crate::AppState,
+    headers: &warp::http::HeaderMap,
+    meter: &mut Meter,
+) -> Result<(), ApiError> {
+    let principal = state.auth.authorize_client(super::request::api_key(headers))?;
+    if let crate::auth::Principal::ApiKey { id, limits, .. } = principal {
+        meter.set_api_key(Some(id.clone()));
+        state.usage.check_limits(&id, limits).map_err(|e| {
+            ApiError::new(429, "rate_limited", e.message).with_retry_after(Some(e.retry_after_secs.to_string()))
+        })?;
+    }
+    Ok(())
 }

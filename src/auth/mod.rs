@@ -7,6 +7,7 @@ mod passwords;
 
 use crate::crypto::{random_token, token_hash, Secret};
 use crate::store::{AdminRecord, ApiKeyRecord, Role, SessionRecord, Store, StoreError, WorkerTokenRecord};
+use crate::usage::KeyLimits;
 use crate::workers::protocol::WorkerKind;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -70,7 +71,7 @@ impl AuthError {
 }
 
 /// An authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Principal {
     /// Logged in through the UI.
     AdminSession {
@@ -79,6 +80,7 @@ pub enum Principal {
     ApiKey {
         id: String,
         role: Role,
+        limits: KeyLimits,
     },
 }
 
@@ -99,6 +101,8 @@ pub struct ApiKeyView {
     pub role: Role,
     pub prefix: String,
     pub created_at: String,
+    pub rpm_limit: Option<u32>,
+    pub monthly_spend_cap_usd: Option<f64>,
 }
 
 impl From<&ApiKeyRecord> for ApiKeyView {
@@ -109,6 +113,8 @@ impl From<&ApiKeyRecord> for ApiKeyView {
             role: r.role,
             prefix: r.prefix.clone(),
             created_at: crate::rfc3339(r.created_at),
+            rpm_limit: r.rpm_limit,
+            monthly_spend_cap_usd: r.monthly_spend_cap_usd,
         }
     }
 }
@@ -116,6 +122,14 @@ impl From<&ApiKeyRecord> for ApiKeyView {
 #[derive(Clone, Copy)]
 struct KnownKey {
     role: Role,
+    limits: KeyLimits,
+}
+
+fn limits_of(record: &ApiKeyRecord) -> KeyLimits {
+    KeyLimits {
+        rpm: record.rpm_limit,
+        monthly_spend_cap_usd: record.monthly_spend_cap_usd,
+    }
 }
 
 /// A worker token as listed: never the token itself.
@@ -163,7 +177,13 @@ impl Auth {
             .list_api_keys()
             .await?
             .into_iter()
-            .map(|r| (r.key_hash, (Arc::from(r.id.as_str()), KnownKey { role: r.role })))
+            .map(|r| {
+                let known = KnownKey {
+                    role: r.role,
+                    limits: limits_of(&r),
+                };
+                (r.key_hash, (Arc::from(r.id.as_str()), known))
+            })
             .collect();
         let worker_tokens = store
             .list_worker_tokens()
@@ -250,6 +270,7 @@ impl Auth {
             Some((id, known)) => Ok(Principal::ApiKey {
                 id: id.to_string(),
                 role: known.role,
+                limits: known.limits,
             }),
             None => Err(AuthError::InvalidCredentials),
         }
@@ -299,6 +320,8 @@ impl Auth {
             key_hash: token_hash(key.expose()),
             prefix: key.expose().chars().take(API_KEY_PREFIX.len() + 4).collect(),
             created_at: crate::store::now_unix(),
+            rpm_limit: None,
+            monthly_spend_cap_usd: None,
         };
         self.store.insert_api_key(record.clone()).await?;
         self.keys
@@ -306,7 +329,13 @@ impl Auth {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .insert(
                 record.key_hash.clone(),
-                (Arc::from(record.id.as_str()), KnownKey { role }),
+                (
+                    Arc::from(record.id.as_str()),
+                    KnownKey {
+                        role,
+                        limits: KeyLimits::default(),
+                    },
+                ),
             );
         Ok((ApiKeyView::from(&record), key))
     }
@@ -315,6 +344,51 @@ impl Auth {
         let mut keys = self.store.list_api_keys().await?;
         keys.sort_by_key(|k| k.created_at);
         Ok(keys.iter().map(ApiKeyView::from).collect())
+    }
+
+    /// Sets a key's limits (`None` removes one); effective for its next request.
+    pub async fn set_api_key_limits(
+        &self,
+        id: &str,
+        rpm: Option<Option<u32>>,
+        cap: Option<Option<f64>>,
+    ) -> Result<ApiKeyView, AuthError> {
+        let mut record = self
+            .store
+            .list_api_keys()
+            .await?
+            .into_iter()
+            .find(|k| k.id == id)
+            .ok_or(AuthError::KeyNotFound)?;
+        if let Some(rpm) = rpm {
+            if rpm == Some(0) {
+                return Err(AuthError::InvalidInput(
+                    "rpm_limit must be at least 1 (or null for none)".into(),
+                ));
+            }
+            record.rpm_limit = rpm;
+        }
+        if let Some(cap) = cap {
+            if cap.is_some_and(|c| !c.is_finite() || c < 0.0) {
+                return Err(AuthError::InvalidInput(
+                    "monthly_spend_cap_usd must be a non-negative number (or null for none)".into(),
+                ));
+            }
+            record.monthly_spend_cap_usd = cap;
+        }
+        match self.store.update_api_key(record.clone()).await {
+            Err(StoreError::NotFound(_)) => return Err(AuthError::KeyNotFound),
+            other => other?,
+        }
+        if let Some(entry) = self
+            .keys
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get_mut(&record.key_hash)
+        {
+            entry.1.limits = limits_of(&record);
+        }
+        Ok(ApiKeyView::from(&record))
     }
 
     /// Revokes at once: the in-memory set forgets the key in the same call.

@@ -37,6 +37,8 @@ pub struct ChatRequest {
     pub model: String,
     /// The client wants SSE.
     pub stream: bool,
+    /// An OpenAI client asked for `stream_options.include_usage`.
+    pub include_usage: bool,
     /// `X-Auxot-Provider`.
     pub provider: Option<String>,
     /// `X-Auxot-Tier`.
@@ -49,6 +51,12 @@ pub struct ChatRequest {
 pub struct Routed {
     pub tier: Tier,
     pub route: String,
+    /// The model the target ran.
+    pub model: String,
+    /// The alias's cloud model, for pricing what a GPU/CLI answer would have cost.
+    pub cloud_model: Option<String>,
+    /// Went to the cloud although a worker tier came first in its order.
+    pub overflow: bool,
     pub reply: RoutedReply,
 }
 
@@ -409,7 +417,15 @@ impl Dispatcher {
                     .map_err(|why| (provider.name.clone(), why)),
             };
             match attempt {
-                Ok(routed) => {
+                Ok(mut routed) => {
+                    routed.cloud_model = alias.as_ref().and_then(|a| a.cloud.clone());
+                    routed.overflow = tier == Tier::Cloud
+                        && resolved
+                            .order
+                            .iter()
+                            .take_while(|t| **t != Tier::Cloud)
+                            .next()
+                            .is_some();
                     if !failures.is_empty() {
                         tracing::info!(route = %routed.route, failed_over = failures.len(), "served after failover");
                     }
@@ -474,6 +490,9 @@ impl Dispatcher {
             ChatOutcome::Reply(reply) => Ok(Routed {
                 tier: Tier::Cloud,
                 route: provider.name.clone(),
+                model: model.to_string(),
+                cloud_model: None,
+                overflow: false,
                 reply: RoutedReply::Upstream { reply, format },
             }),
             ChatOutcome::Failed(failure) => Err(Why::Status(failure)),
@@ -499,6 +518,9 @@ impl Dispatcher {
         let routed = |reply| Routed {
             tier,
             route: worker.name.clone(),
+            model: model.to_string(),
+            cloud_model: None,
+            overflow: false,
             reply,
         };
         let first = self.next_event(&mut job).await?;
@@ -546,6 +568,9 @@ fn openai_body(request: &ChatRequest, resolved: &Resolved, model: &str, for_work
                 model: (for_worker || model != request.model).then_some(model),
                 force_stream: for_worker,
                 system_prompt,
+                // Streams are priced from the upstream's usage: always ask for it (the
+                // usage-only chunk is dropped for clients that did not).
+                ask_usage: !for_worker && request.stream && !request.include_usage,
             };
             if spec.is_noop() {
                 return Ok(request.body.clone());

@@ -15,11 +15,13 @@ pub struct Rewrite<'a> {
     /// Workers always stream; the router folds the chunks for non-streaming clients.
     pub force_stream: bool,
     pub system_prompt: Option<&'a str>,
+    /// Sets `stream_options.include_usage`.
+    pub ask_usage: bool,
 }
 
 impl Rewrite<'_> {
     pub fn is_noop(&self) -> bool {
-        self.model.is_none() && !self.force_stream && self.system_prompt.is_none()
+        self.model.is_none() && !self.force_stream && self.system_prompt.is_none() && !self.ask_usage
     }
 }
 
@@ -37,6 +39,11 @@ pub fn rewrite(body: &[u8], spec: Rewrite<'_>) -> Result<Bytes, BodyError> {
     if spec.force_stream {
         true_raw = raw("true")?;
         fields.insert("stream".into(), &true_raw);
+    }
+    let usage_raw;
+    if spec.ask_usage {
+        usage_raw = raw(r#"{"include_usage":true}"#)?;
+        fields.insert("stream_options".into(), &usage_raw);
     }
     let messages_raw;
     if let Some(prompt) = spec.system_prompt {
@@ -110,6 +117,7 @@ mod tests {
                 model: Some("qwen"),
                 force_stream: true,
                 system_prompt: Some("Be brief."),
+                ask_usage: false,
             },
         )
         .unwrap();

@@ -21,6 +21,12 @@ pub struct ApiKeyRecord {
     /// The first characters of the key (`aux_AbCd`), enough to recognise it in a list.
     pub prefix: String,
     pub created_at: i64,
+    /// Requests per minute this key may make; `None`: no limit.
+    #[serde(default)]
+    pub rpm_limit: Option<u32>,
+    /// Cloud spend this key may cause per calendar month (UTC), in USD; `None`: no cap.
+    #[serde(default)]
+    pub monthly_spend_cap_usd: Option<f64>,
 }
 
 impl Store {
@@ -42,6 +48,18 @@ impl Store {
                 out.push(decode("api key", value.value())?);
             }
             Ok(out)
+        })
+        .await
+    }
+
+    pub async fn update_api_key(&self, record: ApiKeyRecord) -> Result<(), StoreError> {
+        self.write(move |txn| {
+            let mut table = txn.open_table(API_KEYS)?;
+            if table.get(record.id.as_str())?.is_none() {
+                return Err(StoreError::NotFound("api key"));
+            }
+            table.insert(record.id.as_str(), encode("api key", &record)?.as_slice())?;
+            Ok(())
         })
         .await
     }

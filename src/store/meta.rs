@@ -96,6 +96,13 @@ fn migrate(txn: &WriteTransaction, from: u32) -> Result<(), StoreError> {
                 let auto = super::AliasRecord::auto();
                 aliases.insert(auto.name.as_str(), super::encode("alias", &auto)?.as_slice())?;
             }
+            2 => {
+                txn.open_table(USAGE)?;
+                let mut prices = txn.open_table(PRICES)?;
+                for price in super::usage::default_prices() {
+                    prices.insert(price.model.as_str(), super::encode("price", &price)?.as_slice())?;
+                }
+            }
             _ => unreachable_version(version)?,
         }
     }

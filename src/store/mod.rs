@@ -10,6 +10,7 @@ mod providers;
 mod sessions;
 mod settings;
 pub mod tables;
+mod usage;
 mod worker_tokens;
 
 pub use admins::AdminRecord;
@@ -20,6 +21,7 @@ pub use meta::KeyState;
 pub use providers::{CachedModel, ModelCache, ProviderKind, ProviderRecord};
 pub use sessions::SessionRecord;
 pub use settings::RoutingSettings;
+pub use usage::{PriceRecord, UsageRecord};
 pub use worker_tokens::WorkerTokenRecord;
 
 use redb::{Database, ReadTransaction, WriteTransaction};

@@ -5,7 +5,7 @@
 use redb::TableDefinition;
 
 /// Bump with a step in `store::migrate` whenever a table or record changes incompatibly.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Schema version, passphrase salt, key-check canary.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -29,6 +29,10 @@ pub const ALIASES: TableDefinition<&str, &[u8]> = TableDefinition::new("aliases"
 pub const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
 /// Setting group (e.g. `routing`) → its JSON.
 pub const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
+/// (unix millis << 32 | sequence) → `UsageRecord`: time-ordered, so a period is one range.
+pub const USAGE: TableDefinition<u128, &[u8]> = TableDefinition::new("usage");
+/// Model id (or id prefix) → `PriceRecord`.
+pub const PRICES: TableDefinition<&str, &[u8]> = TableDefinition::new("prices");
 
 pub const META_SCHEMA_VERSION: &str = "schema_version";
 pub const META_KDF_SALT: &str = "kdf_salt";

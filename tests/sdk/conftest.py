@@ -31,6 +31,12 @@ STREAM_PIECES = ["Hello", " from", " fake", " stream"]
 # Sent in a usage-only chunk (`choices: []`) only when stream_options.include_usage is true.
 # Differs from the non-streaming usage (8), so a folded total shows where it came from.
 STREAM_USAGE = {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}
+# A request with `tools` whose last message is a user turn mentioning "weather" is answered
+# with a call of its first tool; these arguments arrive in TOOL_ARG_PIECES when streamed.
+TOOL_CALL_ID = "call_1"
+TOOL_ARGS = '{"city":"Oslo"}'
+TOOL_ARG_PIECES = ['{"city"', ':"Os', 'lo"}']
+assert "".join(TOOL_ARG_PIECES) == TOOL_ARGS
 WORKER_NAME = "sdk-gpu"
 WORKER_READY_TIMEOUT_S = 20.0
 ADMIN = {"username": "admin", "password": "password123"}
@@ -89,6 +95,31 @@ class FakeUpstream:
 
 def _openai_error(message: str, type_: str, code: str | None) -> dict:
     return {"error": {"message": message, "type": type_, "param": None, "code": code}}
+
+
+def _message_text(message: dict) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # OpenAI content parts
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""
+
+
+def _tool_to_call(request: dict) -> str | None:
+    """The name of the tool to call: the first one offered, when the request has `tools` and
+    its last message is a user turn mentioning "weather". A conversation that already ends
+    with a `tool` result gets a plain answer."""
+    tools = request.get("tools")
+    messages = request.get("messages")
+    if not isinstance(tools, list) or not tools or not isinstance(messages, list) or not messages:
+        return None
+    last = messages[-1]
+    if not isinstance(last, dict) or last.get("role") != "user" or "weather" not in _message_text(last).lower():
+        return None
+    function = tools[0].get("function") if isinstance(tools[0], dict) else None
+    name = function.get("name") if isinstance(function, dict) else None
+    return name if isinstance(name, str) and name else None
 
 
 def _make_handler(fake: FakeUpstream):
@@ -154,11 +185,23 @@ def _make_handler(fake: FakeUpstream):
                 return
             created = int(time.time())
             completion_id = "chatcmpl-fake-" + secrets.token_hex(4)
+            tool = _tool_to_call(request)
             if request.get("stream") is True:
                 options = request.get("stream_options")
                 include_usage = isinstance(options, dict) and options.get("include_usage") is True
-                self._stream(completion_id, created, model, include_usage)
+                self._stream(completion_id, created, model, include_usage, tool)
                 return
+            if tool is not None:
+                message = {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {"id": TOOL_CALL_ID, "type": "function", "function": {"name": tool, "arguments": TOOL_ARGS}}
+                    ],
+                }
+                finish_reason = "tool_calls"
+            else:
+                message, finish_reason = {"role": "assistant", "content": FAKE_REPLY}, "stop"
             self._send_json(
                 200,
                 {
@@ -166,18 +209,14 @@ def _make_handler(fake: FakeUpstream):
                     "object": "chat.completion",
                     "created": created,
                     "model": model,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": FAKE_REPLY},
-                            "finish_reason": "stop",
-                        }
-                    ],
+                    "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
                     "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
                 },
             )
 
-        def _stream(self, completion_id: str, created: int, model: str, include_usage: bool) -> None:
+        def _stream(
+            self, completion_id: str, created: int, model: str, include_usage: bool, tool: str | None = None
+        ) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Cache-Control", "no-cache")
@@ -193,9 +232,18 @@ def _make_handler(fake: FakeUpstream):
                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
                 }
 
-            events = [chunk({"role": "assistant", "content": ""}, None)]
-            events += [chunk({"content": piece}, None) for piece in STREAM_PIECES]
-            events.append(chunk({}, "stop"))
+            if tool is not None:  # like OpenAI: id and name first, then the arguments in pieces
+                call = {"index": 0, "id": TOOL_CALL_ID, "type": "function", "function": {"name": tool, "arguments": ""}}
+                events = [chunk({"role": "assistant", "content": None, "tool_calls": [call]}, None)]
+                events += [
+                    chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}, None)
+                    for piece in TOOL_ARG_PIECES
+                ]
+                events.append(chunk({}, "tool_calls"))
+            else:
+                events = [chunk({"role": "assistant", "content": ""}, None)]
+                events += [chunk({"content": piece}, None) for piece in STREAM_PIECES]
+                events.append(chunk({}, "stop"))
             if include_usage:  # like OpenAI: one last chunk, no choices, before [DONE]
                 events.append(
                     {

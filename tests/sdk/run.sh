@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Drives the real auxot binary with the official `openai` Python SDK.
+# Drives the real auxot binary with the official `openai` and `anthropic` Python SDKs.
 # Usage: bash tests/sdk/run.sh [extra pytest args]
 # Binary: ${AUXOT_BIN:-target/debug/auxot}, relative to the repo root; built once if missing.
 set -euo pipefail

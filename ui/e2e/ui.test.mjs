@@ -1,0 +1,421 @@
+// End-to-end: the built UI, served by the real `auxot serve`, in headless chromium.
+// setup → login → providers (a rejected key, then a good one) → models → rotate key → API key
+// → a request with it → usage → worker token, a real worker, revoke → agents, aliases,
+// routing → 360 px → logout. Screenshots land in docs/screenshots/.
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { FAKE_KEYS, launchBrowser, screenshotDir, startAuxot, startFakeOpenAI, startGpuWorker } from './harness.mjs';
+
+const ADMIN = { username: 'admin', password: 'correct-horse-battery' };
+
+let fake;
+let auxot;
+let browser;
+let page;
+let worker;
+let clientKey;
+let failed = false;
+
+before(async () => {
+  mkdirSync(screenshotDir, { recursive: true });
+  fake = await startFakeOpenAI();
+  auxot = await startAuxot();
+  browser = await launchBrowser();
+  page = browser.context.pages()[0] ?? (await browser.context.newPage());
+  page.on('pageerror', (error) => console.error('page error:', error));
+});
+
+after(async () => {
+  await worker?.stop();
+  await browser?.close();
+  await auxot?.stop();
+  await fake?.close();
+});
+
+/** A step of one story: once a step fails, the later ones are skipped, not piled on. */
+function step(name, body) {
+  test(name, async (t) => {
+    if (failed) {
+      t.skip('an earlier step failed');
+      return;
+    }
+    try {
+      await body();
+    } catch (error) {
+      failed = true;
+      const picture = path.join(tmpdir(), `auxot-e2e-failure-${name.replace(/\W+/g, '-').slice(0, 60)}.png`);
+      await page?.screenshot({ path: picture, fullPage: true }).catch(() => {});
+      const log = auxot?.log().split('\n').slice(-30).join('\n');
+      error.message += `\n--- url: ${page?.url()}\n--- screenshot: ${picture}\n--- last auxot log lines:\n${log}`;
+      throw error;
+    }
+  });
+}
+
+const shot = (name, target = page) => target.screenshot({ path: path.join(screenshotDir, `${name}.png`), fullPage: true });
+const heading = (name, target = page) => target.getByRole('heading', { level: 1, name, exact: true });
+const nav = (label) => page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: label, exact: true });
+const alert = (text) => page.getByRole('alert').filter({ hasText: text });
+const status = (text) => page.getByRole('status').filter({ hasText: text });
+
+async function confirmDialog(buttonName) {
+  const dialog = page.getByRole('dialog');
+  await dialog.waitFor();
+  await dialog.getByRole('button', { name: buttonName, exact: true }).click();
+  await dialog.waitFor({ state: 'hidden' });
+}
+
+step('first visit shows setup; the admin is created, then signs in', async () => {
+  await page.goto(auxot.url + '/settings/providers');
+  await heading('Set up auxot').waitFor();
+  assert.equal(new URL(page.url()).pathname, '/setup');
+  await page.getByLabel('Password', { exact: true }).fill('short');
+  await page.getByLabel('Repeat the password').fill('short');
+  await page.getByRole('button', { name: 'Create admin account' }).click();
+  await alert('at least 8 characters').waitFor();
+  await page.getByLabel('Password', { exact: true }).fill(ADMIN.password);
+  await page.getByLabel('Repeat the password').fill(ADMIN.password);
+  await shot('setup');
+  await page.getByRole('button', { name: 'Create admin account' }).click();
+  await heading('Sign in').waitFor();
+  await status('The admin account “admin” is ready').waitFor();
+
+  await page.getByLabel('Password').fill('not-the-password');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await alert('Wrong username or password').waitFor();
+  await page.getByLabel('Password').fill(ADMIN.password);
+  await shot('login');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await heading('Overview').waitFor();
+  await page.getByText('Signed in as').waitFor();
+});
+
+step('a reload keeps the session and the client route', async () => {
+  await page.goto(auxot.url + '/settings/providers');
+  await heading('Providers').waitFor();
+  await page.getByText('No provider yet').waitFor();
+});
+
+step('adding a provider: a rejected key shows the provider’s message, a good key adds it', async () => {
+  await page.getByRole('button', { name: 'Add provider' }).click();
+  await page.getByRole('heading', { name: 'Add a provider' }).waitFor();
+  assert.equal(await page.getByLabel('Name').inputValue(), 'openai');
+  await page.getByLabel('Base URL').fill(fake.baseUrl);
+  await page.getByLabel('API key').fill('sk-test-wrong-key-0000');
+  await page.getByRole('button', { name: 'Add provider', exact: true }).click();
+  const rejected = alert('Incorrect API key provided');
+  await rejected.waitFor();
+  assert.match(await rejected.innerText(), /rejected the API key/i);
+  await shot('providers-add-error');
+
+  await page.getByLabel('API key').fill(FAKE_KEYS.first);
+  await page.getByRole('button', { name: 'Add provider', exact: true }).click();
+  await status('Added “openai”').waitFor();
+  const row = page.getByRole('row').filter({ hasText: 'openai' });
+  await row.getByText('…1111').waitFor();
+  await row.getByText('enabled', { exact: true }).waitFor();
+  assert.equal(await page.getByText(FAKE_KEYS.first).count(), 0, 'the key itself is never on the page');
+  await shot('providers');
+});
+
+step('models appear on the Models page and can be refreshed', async () => {
+  await nav('Models').click();
+  await heading('Models').waitFor();
+  const row = page.getByRole('row').filter({ hasText: 'gpt-4o-mini' });
+  await row.waitFor();
+  await row.getByText('openai').first().waitFor();
+  await page.getByRole('button', { name: 'Refresh models of openai' }).click();
+  await status('Refreshed “openai”: 1 model.').waitFor();
+});
+
+step('an alias is created; auto cannot be deleted', async () => {
+  await page.getByRole('button', { name: 'New alias' }).click();
+  await page.getByLabel('Alias name').fill('coder');
+  await page.getByLabel('Cloud model').fill('openai/gpt-4o-mini');
+  await page.getByRole('button', { name: 'Create alias' }).click();
+  await status('Created the alias “coder”.').waitFor();
+  await page.getByRole('row').filter({ hasText: 'coder' }).getByText('openai/gpt-4o-mini').waitFor();
+  await page.getByRole('button', { name: 'Edit alias auto' }).waitFor();
+  assert.equal(await page.getByRole('button', { name: 'Delete alias auto' }).count(), 0);
+  await shot('models');
+});
+
+step('rotating the key: a rejected key changes nothing, a good key replaces it', async () => {
+  await nav('Providers').click();
+  await heading('Providers').waitFor();
+  await page.getByRole('button', { name: 'Edit openai' }).click();
+  await page.getByRole('heading', { name: 'Edit “openai”' }).waitFor();
+  await page.getByLabel('New API key').fill('sk-test-wrong-key-9999');
+  await page.getByRole('button', { name: 'Replace key' }).click();
+  await alert('The key was not replaced.').waitFor();
+  await page.getByRole('row').filter({ hasText: 'openai' }).getByText('…1111').waitFor();
+
+  await page.getByLabel('New API key').fill(FAKE_KEYS.second);
+  await page.getByRole('button', { name: 'Replace key' }).click();
+  await status('Key replaced.').waitFor();
+  await page.getByRole('row').filter({ hasText: 'openai' }).getByText('…2222').waitFor();
+
+  await page.getByLabel('Priority').fill('10');
+  await page.getByRole('button', { name: 'Save changes' }).click();
+  await status('Saved “openai”.').waitFor();
+  await shot('providers-edit');
+});
+
+step('a second provider is deleted only after confirming', async () => {
+  await page.getByRole('button', { name: 'Close' }).click();
+  await page.getByRole('button', { name: 'Add provider' }).click();
+  await page.getByLabel('Type').selectOption('openai-compatible');
+  await page.getByLabel('Name').fill('lab');
+  await page.getByLabel('Base URL').fill(fake.baseUrl);
+  await page.getByLabel('API key').fill(FAKE_KEYS.first);
+  await page.getByRole('button', { name: 'Add provider', exact: true }).click();
+  await status('Added “lab”').waitFor();
+
+  await page.getByRole('button', { name: 'Edit lab' }).click();
+  await page.getByRole('button', { name: 'Delete provider' }).click();
+  await confirmDialog('Cancel');
+  await page.getByRole('row').filter({ hasText: 'lab' }).first().waitFor();
+  await page.getByRole('button', { name: 'Delete provider' }).click();
+  await confirmDialog('Delete provider');
+  await status('Deleted “lab”.').waitFor();
+  assert.equal(await page.getByRole('button', { name: 'Edit lab' }).count(), 0);
+});
+
+step('an API key is shown once and works for a chat completion', async () => {
+  await nav('API keys').click();
+  await heading('API keys').waitFor();
+  await page.getByLabel('Key name').fill('e2e-client');
+  await page.getByRole('button', { name: 'Create key' }).click();
+  const shown = page.getByTestId('new-api-key');
+  await shown.waitFor();
+  clientKey = (await shown.innerText()).trim();
+  assert.match(clientKey, /^aux_/);
+  await page.getByRole('row').filter({ hasText: 'e2e-client' }).getByText('client', { exact: true }).waitFor();
+  await shot('api-keys');
+
+  const reply = await fetch(auxot.url + '/v1/chat/completions', {
+    method: 'POST',
+    headers: { authorization: `Bearer ${clientKey}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'Hello' }] }),
+  });
+  const body = await reply.text();
+  assert.equal(reply.status, 200, body);
+  assert.equal(JSON.parse(body).choices[0].message.content, 'Hello from the fake upstream.');
+  assert.equal(reply.headers.get('x-auxot-route'), 'openai');
+  assert.ok(fake.requests.some((r) => r.url === '/v1/chat/completions' && r.key === FAKE_KEYS.second), 'the rotated key is the one used');
+});
+
+step('usage shows the request (or says accounting is not in this build)', async () => {
+  const probe = await page.evaluate(async () => (await fetch('/api/usage?group_by=tier', { credentials: 'same-origin' })).status);
+  await nav('Usage').click();
+  await heading('Usage').waitFor();
+  if (probe === 404) {
+    await page.getByText('Usage accounting is not available in this build').first().waitFor();
+  } else {
+    // Usage rows may be written in batches: reload until the request shows.
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      const total = (await page.getByTestId('total-requests').innerText().catch(() => '0')).trim();
+      if (Number(total.replace(/\D/g, '')) >= 1) break;
+      if (Date.now() > deadline) assert.fail(`the request never showed in Usage (total requests: ${total})`);
+      await page.waitForTimeout(500);
+      await page.getByRole('button', { name: 'Refresh' }).click();
+    }
+    await page.getByTestId('usage-table').getByRole('rowheader', { name: 'cloud' }).waitFor();
+  }
+  await shot(probe === 404 ? 'usage-unavailable' : 'usage-live');
+});
+
+step('a worker token shows its command once; a real worker connects, then is cut off by revoking', async () => {
+  await nav('Workers').click();
+  await heading('Workers').waitFor();
+  await page.getByText('No worker has connected yet').waitFor();
+  await page.getByLabel('Worker name').fill('gpu-box-1');
+  await page.getByRole('button', { name: 'Create token' }).click();
+  const token = (await page.getByTestId('worker-token').innerText()).trim();
+  assert.match(token, /^auxw_/);
+  const command = (await page.getByTestId('worker-command').innerText()).trim();
+  assert.equal(command, `AUXOT_WORKER_TOKEN=${token} auxot worker gpu --server ${auxot.url} --upstream http://127.0.0.1:8000/v1`);
+
+  worker = startGpuWorker(auxot.url, token, fake.baseUrl);
+  // No reload: the table refreshes itself every 2 s.
+  const row = page.getByRole('row').filter({ hasText: 'qwen2.5-coder-7b-instruct' });
+  await row.waitFor({ timeout: 20_000 }).catch((e) => {
+    throw new Error(`${e.message}\nworker log:\n${worker.log()}`);
+  });
+  await row.getByText('idle', { exact: true }).waitFor();
+  await row.getByText('0 / 4').waitFor();
+  await shot('workers');
+
+  await page.getByRole('button', { name: 'Revoke worker token gpu-box-1' }).click();
+  await confirmDialog('Revoke token');
+  await status('Revoked the worker token “gpu-box-1”.').waitFor();
+  await page.getByTestId('worker-token').waitFor({ state: 'detached' });
+  await row.getByText('offline', { exact: true }).waitFor({ timeout: 20_000 });
+
+  await page.getByLabel('Worker name').fill('laptop-claude');
+  await page.getByLabel('Kind').selectOption('cli');
+  await page.getByRole('button', { name: 'Create token' }).click();
+  const cliToken = (await page.getByTestId('worker-token').innerText()).trim();
+  assert.equal((await page.getByTestId('worker-command').innerText()).trim(), `AUXOT_WORKER_TOKEN=${cliToken} auxot worker cli --server ${auxot.url} --cli claude`);
+  await page.getByRole('button', { name: 'Revoke worker token laptop-claude' }).click();
+  await confirmDialog('Revoke token');
+  await status('Revoked the worker token “laptop-claude”.').waitFor();
+  await page.getByText('No worker tokens.').waitFor();
+});
+
+step('an agent is created and edited', async () => {
+  await nav('Agents').click();
+  await heading('Agents').waitFor();
+  await page.getByRole('button', { name: 'New agent' }).click();
+  await page.getByLabel('Agent name').fill('reviewer');
+  await page.getByLabel('Model', { exact: true }).fill('coder');
+  await page.getByLabel('System prompt').fill('You review pull requests. Be brief and specific.');
+  await page.getByRole('button', { name: '+ cloud' }).click();
+  await page.getByRole('button', { name: '+ gpu' }).click();
+  await page.getByRole('button', { name: 'Move gpu up' }).click();
+  await page.getByRole('button', { name: 'Create agent' }).click();
+  await status('Created the agent “reviewer”.').waitFor();
+  const row = page.getByRole('row').filter({ hasText: 'reviewer' });
+  await row.getByText('gpu → cloud').waitFor();
+
+  await page.getByRole('button', { name: 'Edit agent reviewer' }).click();
+  await page.getByLabel('Queue timeout (ms)').fill('5000');
+  await page.getByRole('button', { name: 'Save agent' }).click();
+  await status('Saved the agent “reviewer”.').waitFor();
+  await row.getByText('5,000 ms').waitFor();
+  await shot('agents');
+});
+
+step('routing settings are saved', async () => {
+  await nav('Routing').click();
+  await heading('Routing').waitFor();
+  await page.getByLabel('Queue timeout (ms)').fill('30000');
+  await page.getByRole('button', { name: 'Save routing' }).click();
+  await status('Saved.').waitFor();
+  await shot('routing');
+});
+
+step('the overview sums everything up', async () => {
+  await nav('Overview').click();
+  await heading('Overview').waitFor();
+  await page.getByRole('link', { name: /Cloud providers\s*1 \/ 1/ }).waitFor();
+  await shot('overview');
+});
+
+step('usage charts render the accounting API’s shape (sample data)', async () => {
+  await page.route('**/api/usage?*', (route) => {
+    const url = new URL(route.request().url());
+    route.fulfill({ status: 200, contentType: 'application/json', body: JSON.stringify(sampleUsage(url.searchParams)) });
+  });
+  try {
+    await nav('Usage').click();
+    await heading('Usage').waitFor();
+    await page.getByTestId('saved-usd').getByText('$41.35').waitFor();
+    await page.getByRole('img', { name: /Requests per day/ }).waitFor();
+    await page.getByRole('img', { name: /Spend per provider: openai \$12\.40, anthropic \$3\.10/ }).waitFor();
+    await page.getByTestId('usage-table').getByRole('rowheader', { name: 'gpu' }).waitFor();
+    await page.getByLabel('Group by').selectOption('model');
+    await page.getByTestId('usage-table').getByRole('rowheader', { name: 'qwen2.5-coder-7b-instruct' }).waitFor();
+    await page.getByLabel('Group by').selectOption('tier');
+    await page.getByTestId('usage-table').getByRole('rowheader', { name: 'gpu' }).waitFor();
+    await shot('usage');
+
+    await page.setViewportSize({ width: 360, height: 740 });
+    await page.reload();
+    await heading('Usage').waitFor();
+    await page.getByTestId('saved-usd').waitFor();
+    await shot('mobile-usage');
+  } finally {
+    await page.unroute('**/api/usage?*');
+  }
+});
+
+step('at 360 px the menu folds away and tables become cards', async () => {
+  await page.setViewportSize({ width: 360, height: 740 });
+  await page.goto(auxot.url + '/settings/providers');
+  await heading('Providers').waitFor();
+  const menu = page.getByRole('button', { name: 'Menu' });
+  await menu.waitFor();
+  assert.equal(await nav('Models').isVisible(), false, 'the nav is folded');
+  const width = await page.evaluate(() => document.documentElement.scrollWidth);
+  assert.ok(width <= 360, `no sideways scrolling at 360 px (page is ${width} px wide)`);
+  await shot('mobile-providers');
+  await menu.click();
+  await nav('Models').waitFor();
+  await shot('mobile-menu');
+  await nav('Workers').click();
+  await heading('Workers').waitFor();
+  assert.equal(await nav('Models').isVisible(), false, 'the menu closes after navigating');
+  await page.setViewportSize({ width: 1280, height: 800 });
+});
+
+step('the keyboard reaches the skip link first and every control shows focus', async () => {
+  await page.goto(auxot.url + '/api-keys');
+  await heading('API keys').waitFor();
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement?.textContent), 'Skip to content');
+  await page.getByLabel('Key name').focus();
+  await page.keyboard.press('Tab');
+  const outline = await page.evaluate(() => getComputedStyle(document.activeElement).outlineStyle);
+  assert.notEqual(outline, 'none', 'the focused control has a visible outline');
+});
+
+step('logging out returns to the sign-in page', async () => {
+  await page.getByRole('button', { name: 'Log out' }).click();
+  await heading('Sign in').waitFor();
+  await status('You are signed out.').waitFor();
+  const session = await page.evaluate(async () => (await fetch('/api/session', { credentials: 'same-origin' })).status);
+  assert.equal(session, 401);
+  await page.goto(auxot.url + '/workers');
+  await heading('Sign in').waitFor();
+});
+
+/** A week of made-up figures in the shape of GET /api/usage, for the charts. */
+function sampleUsage(params) {
+  const groupBy = params.get('group_by');
+  const from = params.get('from');
+  const to = params.get('to');
+  const figures = (requests, tokensIn, tokensOut, cost, equivalent) => ({
+    requests,
+    errors: Math.floor(requests / 97),
+    input_tokens: tokensIn,
+    output_tokens: tokensOut,
+    cost_usd: cost,
+    cloud_equivalent_usd: equivalent,
+    saved_usd: Math.round((equivalent - cost) * 100) / 100,
+  });
+  const groups = {
+    tier: [
+      { key: 'gpu', ...figures(1840, 2_310_000, 604_000, 0, 31.2) },
+      { key: 'cli', ...figures(212, 801_000, 188_000, 0, 10.15) },
+      { key: 'cloud', ...figures(377, 512_000, 121_000, 15.5, 15.5) },
+    ],
+    provider: [
+      { key: 'openai', ...figures(301, 402_000, 97_000, 12.4, 12.4) },
+      { key: 'anthropic', ...figures(76, 110_000, 24_000, 3.1, 3.1) },
+    ],
+    model: [
+      { key: 'qwen2.5-coder-7b-instruct', ...figures(1840, 2_310_000, 604_000, 0, 31.2) },
+      { key: 'claude-code', ...figures(212, 801_000, 188_000, 0, 10.15) },
+      { key: 'gpt-4o-mini', ...figures(301, 402_000, 97_000, 12.4, 12.4) },
+      { key: 'claude-sonnet-4-5', ...figures(76, 110_000, 24_000, 3.1, 3.1) },
+    ],
+    api_key: [{ key: 'e2e-client', ...figures(2429, 3_623_000, 913_000, 15.5, 56.85) }],
+    agent: [{ key: 'reviewer', ...figures(120, 301_000, 40_000, 1.2, 3.4) }],
+  };
+  let list = groups[groupBy];
+  if (groupBy === 'day') {
+    const start = new Date(from);
+    const perDay = [210, 340, 295, 0, 410, 530, 644];
+    list = perDay.map((requests, i) => {
+      const day = new Date(Date.UTC(start.getUTCFullYear(), start.getUTCMonth(), start.getUTCDate() + i)).toISOString().slice(0, 10);
+      return { key: day, ...figures(requests, requests * 1490, requests * 376, requests * 0.0064, requests * 0.0234) };
+    });
+  }
+  const totals = figures(2429, 3_623_000, 913_000, 15.5, 56.85);
+  return { from, to, group_by: groupBy, groups: list ?? [], totals };
+}

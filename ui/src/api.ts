@@ -1,0 +1,188 @@
+// The admin API client: one `request` that always resolves to data or throws an `ApiError`
+// whose message is fit to show as is. The session is the HttpOnly cookie set by /api/login.
+
+export type ProviderType = 'openai' | 'anthropic' | 'openai-compatible';
+export type Tier = 'gpu' | 'cli' | 'cloud';
+export const TIERS: Tier[] = ['gpu', 'cli', 'cloud'];
+export const TIER_LABELS: Record<Tier, string> = { gpu: 'GPU workers', cli: 'CLI workers', cloud: 'Cloud providers' };
+
+export interface Provider {
+  id: string;
+  name: string;
+  type: ProviderType;
+  base_url: string;
+  key_hint: string;
+  model_count: number;
+  models_fetched_at: string | null;
+  enabled: boolean;
+  priority: number;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface Model {
+  id: string;
+  display_name?: string;
+  provider_id: string;
+  provider: string;
+  provider_type: ProviderType;
+  provider_enabled: boolean;
+  fetched_at: string;
+}
+
+export interface Alias {
+  name: string;
+  gpu: string | null;
+  cli: string | null;
+  cloud: string | null;
+}
+
+export interface Worker {
+  id: string;
+  kind: 'gpu' | 'cli';
+  name: string;
+  version: string;
+  models: string[];
+  slots_total: number;
+  slots_in_use: number;
+  jobs_served: number;
+  connected_at: string;
+  last_heartbeat: string;
+  status: 'idle' | 'busy' | 'offline';
+}
+
+export interface WorkerToken {
+  id: string;
+  name: string;
+  kind: 'gpu' | 'cli';
+  prefix: string;
+  created_at: string;
+}
+
+export interface ApiKey {
+  id: string;
+  name: string;
+  role: 'admin' | 'client';
+  prefix: string;
+  created_at: string;
+}
+
+export interface Agent {
+  name: string;
+  system_prompt: string | null;
+  model: string;
+  tier_order: Tier[] | null;
+  queue_timeout_ms: number | null;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface RoutingSettings {
+  default_order: Tier[];
+  queue_timeout_ms: number;
+}
+
+export type UsageGroupBy = 'tier' | 'provider' | 'model' | 'api_key' | 'agent' | 'day';
+
+export interface UsageFigures {
+  requests: number;
+  errors: number;
+  input_tokens: number;
+  output_tokens: number;
+  cost_usd: number;
+  cloud_equivalent_usd: number;
+  saved_usd: number;
+}
+
+export interface UsageGroup extends UsageFigures {
+  key: string;
+}
+
+export interface UsageReport {
+  from: string;
+  to: string;
+  group_by: UsageGroupBy;
+  groups: UsageGroup[];
+  totals: UsageFigures;
+}
+
+/** An error whose `message` can be shown to the user as is. */
+export class ApiError extends Error {
+  readonly status: number;
+  readonly code: string;
+
+  constructor(status: number, code: string, message: string) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/** Called when an authenticated call answers 401: the session ended under us. */
+let onSessionLost: (() => void) | null = null;
+export function setSessionLostHandler(handler: (() => void) | null): void {
+  onSessionLost = handler;
+}
+
+const PUBLIC_PATHS = new Set(['/api/setup', '/api/login', '/api/session']);
+
+export async function request<T>(method: string, path: string, body?: unknown): Promise<T> {
+  const init: RequestInit = { method, credentials: 'same-origin', headers: { accept: 'application/json' } };
+  if (body !== undefined) {
+    init.headers = { ...init.headers, 'content-type': 'application/json' };
+    init.body = JSON.stringify(body);
+  }
+  let response: Response;
+  try {
+    response = await fetch(path, init);
+  } catch {
+    throw new ApiError(0, 'network', 'Could not reach the auxot server. Check that it is running and that this machine can reach it, then try again.');
+  }
+  if (response.status === 204) return undefined as T;
+  const text = await response.text();
+  let data: unknown = undefined;
+  if (text) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = undefined;
+    }
+  }
+  if (!response.ok) {
+    const error = (data as { error?: { code?: string; message?: string } } | undefined)?.error;
+    const message = error?.message
+      ? sentence(error.message)
+      : `The server answered ${response.status} ${response.statusText || ''}`.trim() + '.';
+    if (response.status === 401 && !PUBLIC_PATHS.has(path) && onSessionLost) onSessionLost();
+    throw new ApiError(response.status, error?.code ?? 'http_' + response.status, message);
+  }
+  if (data === undefined) {
+    throw new ApiError(response.status, 'bad_response', 'The server sent a reply this page cannot read. Reload the page; if it keeps happening, check the server log.');
+  }
+  return data as T;
+}
+
+/** Server messages are lower-case fragments ("provider not found"): make them sentences. */
+function sentence(message: string): string {
+  const trimmed = message.trim();
+  const capital = trimmed.charAt(0).toUpperCase() + trimmed.slice(1);
+  return /[.!?]$/.test(capital) ? capital : capital + '.';
+}
+
+/** Turns anything thrown into words for the user. */
+export function describeError(error: unknown): string {
+  if (error instanceof ApiError) return error.message;
+  if (error instanceof Error && error.message) return error.message;
+  return 'Something went wrong. Reload the page and try again.';
+}
+
+export const api = {
+  get: <T>(path: string) => request<T>('GET', path),
+  post: <T>(path: string, body?: unknown) => request<T>('POST', path, body ?? {}),
+  put: <T>(path: string, body: unknown) => request<T>('PUT', path, body),
+  patch: <T>(path: string, body: unknown) => request<T>('PATCH', path, body),
+  delete: (path: string) => request<void>('DELETE', path),
+  list: async <T>(path: string): Promise<T[]> => (await request<{ data: T[] }>('GET', path)).data,
+};
+
+export const seg = encodeURIComponent;
