@@ -14,4 +14,5 @@ mod leak;
 mod providers;
 mod restart;
 mod tiers;
+mod usage;
 mod workers;

@@ -56,6 +56,12 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(with_state.clone())
         .and(headers())
         .then(|state, headers| reply(list_api_keys(state, headers)));
+    let limit_key = warp::path!("api" / "api-keys" / String)
+        .and(warp::patch())
+        .and(with_state.clone())
+        .and(headers())
+        .and(warp::body::stream())
+        .then(|id, state, headers, body| reply(set_api_key_limits(state, headers, id, body)));
     let revoke_key = warp::path!("api" / "api-keys" / String)
         .and(warp::delete())
         .and(with_state)
@@ -73,6 +79,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(create_key)
         .unify()
         .or(list_keys)
+        .unify()
+        .or(limit_key)
         .unify()
         .or(revoke_key)
         .unify()
@@ -195,4 +203,41 @@ async fn revoke_api_key(state: AppState, headers: HeaderMap, id: String) -> Resu
     state.auth.revoke_api_key(&id).await?;
     tracing::info!(api_key_id = %id, "api key revoked");
     Ok(no_content())
+}
+
+/// `{"rpm_limit": 60 | null, "monthly_spend_cap_usd": 25.0 | null}`; an absent field stays
+/// as it is, `null` removes the limit.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyLimitsBody {
+    #[serde(default, deserialize_with = "present")]
+    rpm_limit: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present")]
+    monthly_spend_cap_usd: Option<Option<f64>>,
+}
+
+/// Tells "absent" (outer `None`) from "null" (`Some(None)`).
+fn present<'de, T: serde::Deserialize<'de>, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+async fn set_api_key_limits<S, B>(
+    state: AppState,
+    headers: HeaderMap,
+    id: String,
+    body: S,
+) -> Result<Response, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    require_admin(&state, &headers).await?;
+    let body = read_body(&headers, body, state.config.body_limit).await?;
+    let limits: KeyLimitsBody = parse_json(&body)?;
+    let view = state
+        .auth
+        .set_api_key_limits(&id, limits.rpm_limit, limits.monthly_spend_cap_usd)
+        .await?;
+    let body = serde_json::to_value(&view).map_err(|e| ApiError::new(500, "internal_error", e.to_string()))?;
+    Ok(json_response(200, &body))
 }

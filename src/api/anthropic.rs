@@ -125,7 +125,11 @@ where
         tiers: overrides.tiers,
         wait: overrides.wait,
     };
-    let routed = state.dispatcher.chat(request).await?;
+    let routed = state.dispatcher.chat(request).await.inspect_err(|e| {
+        if let Some((tier, route)) = e.last_target() {
+            meter.tried(tier.as_str(), route);
+        }
+    })?;
     Ok((peek.model, routed))
 }
 

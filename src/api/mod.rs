@@ -11,6 +11,7 @@ mod relay;
 pub mod request;
 mod routing;
 mod ui;
+mod usage;
 mod workers;
 
 use crate::AppState;
@@ -35,7 +36,9 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(workers::routes(state.clone()))
         .unify()
-        .or(routing::routes(state))
+        .or(routing::routes(state.clone()))
+        .unify()
+        .or(usage::routes(state))
         .unify()
         .or(ui::routes())
         .unify()

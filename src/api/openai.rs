@@ -135,7 +135,11 @@ where
         tiers: overrides.tiers,
         wait: overrides.wait,
     };
-    let routed = state.dispatcher.chat(request).await?;
+    let routed = state.dispatcher.chat(request).await.inspect_err(|e| {
+        if let Some((tier, route)) = e.last_target() {
+            meter.tried(tier.as_str(), route);
+        }
+    })?;
     Ok((peek.model, include_usage, routed))
 }
 

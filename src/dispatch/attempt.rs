@@ -125,6 +125,7 @@ pub enum DispatchError {
     /// candidate failed. Status and body are passed on (the body already scrubbed).
     #[error("{route} answered {}", failure.status)]
     Upstream {
+        tier: Tier,
         route: String,
         failure: Box<UpstreamFailure>,
         tried: Vec<TargetFailure>,
@@ -143,6 +144,15 @@ fn describe_all(failures: &[TargetFailure]) -> String {
 }
 
 impl DispatchError {
+    /// The last target the request reached before failing, for its usage row.
+    pub fn last_target(&self) -> Option<(Tier, &str)> {
+        match self {
+            DispatchError::Upstream { tier, route, .. } => Some((*tier, route.as_str())),
+            DispatchError::AllFailed(failures) => failures.last().map(|f| (f.tier, f.route.as_str())),
+            _ => None,
+        }
+    }
+
     pub fn status(&self) -> u16 {
         match self {
             DispatchError::Plan(PlanError::ConflictingPins { .. } | PlanError::PinWithoutCloud(_))
@@ -436,6 +446,7 @@ impl Dispatcher {
                     tracing::warn!(failure = %failure, "candidate failed");
                     if let Some(final_answer) = client_error(&failure) {
                         return Pass::Done(Box::new(Err(DispatchError::Upstream {
+                            tier: failure.tier,
                             route: failure.route.clone(),
                             failure: Box::new(final_answer),
                             tried: failures,
@@ -656,15 +667,18 @@ fn client_error(failure: &TargetFailure) -> Option<UpstreamFailure> {
 /// Prefer the upstream's own last answer: its status class and message say most.
 fn all_failed(failures: Vec<TargetFailure>) -> DispatchError {
     let last_status = failures.iter().rev().find_map(|f| match &f.why {
-        Why::Status(s) => Some((f.route.clone(), s.clone())),
+        Why::Status(s) => Some((f.tier, f.route.clone(), s.clone())),
         _ => None,
     });
     match last_status {
-        Some((route, failure)) if failures.iter().all(|f| matches!(f.why, Why::Status(_))) => DispatchError::Upstream {
-            route,
-            failure: Box::new(failure),
-            tried: failures,
-        },
+        Some((tier, route, failure)) if failures.iter().all(|f| matches!(f.why, Why::Status(_))) => {
+            DispatchError::Upstream {
+                tier,
+                route,
+                failure: Box::new(failure),
+                tried: failures,
+            }
+        }
         _ => DispatchError::AllFailed(failures),
     }
 }

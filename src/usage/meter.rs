@@ -112,6 +112,12 @@ impl Meter {
         self.tap = Some(UsageTap::new(info.client_format, info.sse));
     }
 
+    /// The request failed at this target (nothing reached the client from it).
+    pub fn tried(&mut self, tier: &str, route: &str) {
+        self.row.tier = Some(tier.to_string());
+        self.row.route = Some(route.to_string());
+    }
+
     /// Bytes on their way to the client (never stored: only usage is read from them).
     pub fn observe(&mut self, bytes: &[u8]) {
         if let Some(tap) = self.tap.as_mut() {

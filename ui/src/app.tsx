@@ -166,15 +166,15 @@ function Shell(props: { username: string; onSignedOut: () => void }) {
           </span>{' '}
           auxot
         </Link>
-        <button type="button" class="menu-toggle secondary small" aria-expanded={menuOpen} aria-controls="nav" onClick={() => setMenuOpen(!menuOpen)}>
-          {menuOpen ? 'Close menu' : 'Menu'}
-        </button>
         <div class="user">
           <span class="muted user-name">
             Signed in as <strong>{props.username}</strong>
           </span>
           <button type="button" class="secondary small" onClick={() => void logout()} disabled={loggingOut}>
             {loggingOut ? 'Logging out…' : 'Log out'}
+          </button>
+          <button type="button" class="menu-toggle secondary small" aria-expanded={menuOpen} aria-controls="nav" onClick={() => setMenuOpen(!menuOpen)}>
+            Menu
           </button>
         </div>
       </header>

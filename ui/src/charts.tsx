@@ -54,8 +54,8 @@ export function BarChart(props: { bars: Bar[]; title: string; format: (n: number
   const barW = Math.max(2, Math.min(48, slot * 0.7));
   const y = (v: number) => PAD.top + plotH - (v / top) * plotH;
   const ticks = [0, 0.25, 0.5, 0.75, 1].map((f) => f * top);
-  // Show at most one label per ~56 px.
-  const every = Math.max(1, Math.ceil(n / Math.max(1, Math.floor(plotW / 56))));
+  // Show at most one label per ~46 px.
+  const every = Math.max(1, Math.ceil(n / Math.max(1, Math.floor(plotW / 46))));
   const peak = totals.reduce((best, v, i) => (v > totals[best] ? i : best), 0);
   const summary = totals.some((v) => v > 0) ? `${props.title}. Highest: ${props.format(totals[peak])} on ${props.bars[peak]?.label}.` : `${props.title}: nothing in this period.`;
   return (
@@ -106,7 +106,7 @@ export interface HBarRow {
 const ROW_H = 28;
 
 /** Horizontal bars with the label on the left and the value after the bar. */
-export function HBarChart(props: { rows: HBarRow[]; title: string }) {
+export function HBarChart(props: { rows: HBarRow[]; title: string; showTitle?: boolean }) {
   const { ref, width } = useWidth<HTMLDivElement>(400);
   const labelW = Math.min(140, Math.round(width * 0.3));
   const valueW = 72;
@@ -116,7 +116,7 @@ export function HBarChart(props: { rows: HBarRow[]; title: string }) {
   const summary = `${props.title}: ${props.rows.map((r) => `${r.label} ${r.text}`).join(', ')}.`;
   return (
     <div class="chart" ref={ref}>
-      <p class="chart-title">{props.title}</p>
+      {props.showTitle !== false && <p class="chart-title">{props.title}</p>}
       <svg width={width} height={height} role="img" aria-label={summary}>
         {props.rows.map((row, i) => {
           const w = max > 0 ? (row.value / max) * plotW : 0;

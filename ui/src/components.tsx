@@ -267,7 +267,7 @@ export function DataTable<T>(props: { caption: string; columns: Column<T>[]; row
             <tr key={props.rowKey(row)} class={props.rowClass?.(row)}>
               {props.columns.map((c) => (
                 <td data-label={c.label} class={c.class}>
-                  {c.render(row)}
+                  <div class="cell">{c.render(row)}</div>
                 </td>
               ))}
             </tr>

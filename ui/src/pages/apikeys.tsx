@@ -95,7 +95,7 @@ export function ApiKeysPage() {
             columns={[
               { label: 'Name', render: (k) => <strong>{k.name}</strong> },
               { label: 'Role', render: (k) => <Pill kind={k.role === 'admin' ? 'busy' : 'ok'}>{k.role}</Pill> },
-              { label: 'Key', render: (k) => <code>{k.prefix}…</code> },
+              { label: 'Key', render: (k) => <code class="nowrap">{k.prefix}…</code> },
               { label: 'Created', render: (k) => <Time iso={k.created_at} /> },
               {
                 label: 'Actions',

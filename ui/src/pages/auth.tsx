@@ -49,7 +49,7 @@ export function SetupPage(props: { onDone: (username: string) => void }) {
       <form onSubmit={submit} class="stack">
         <Field label="Username">{(p) => <input {...p} name="username" autoComplete="username" required value={username} onInput={(e) => setUsername(inputValue(e))} />}</Field>
         <Field label="Password" hint="At least 8 characters.">
-          {(p) => <input {...p} name="password" type="password" autoComplete="new-password" required minLength={8} value={password} onInput={(e) => setPassword(inputValue(e))} />}
+          {(p) => <input {...p} name="password" type="password" autoComplete="new-password" required value={password} onInput={(e) => setPassword(inputValue(e))} />}
         </Field>
         <Field label="Repeat the password">
           {(p) => <input {...p} name="repeat" type="password" autoComplete="new-password" required value={repeat} onInput={(e) => setRepeat(inputValue(e))} />}

@@ -110,7 +110,7 @@ export function ProvidersPage() {
                 ),
               },
               { label: 'Type', render: (p) => TYPE_LABELS[p.type] ?? p.type },
-              { label: 'Key', render: (p) => (p.key_hint ? <code>{p.key_hint}</code> : <span class="muted">none</span>) },
+              { label: 'Key', render: (p) => (p.key_hint ? <code class="nowrap">{p.key_hint}</code> : <span class="muted">none</span>) },
               { label: 'Models', class: 'num', render: (p) => p.model_count },
               { label: 'Models fetched', render: (p) => <Time iso={p.models_fetched_at} /> },
               { label: 'Status', render: (p) => (p.enabled ? <Pill kind="ok">enabled</Pill> : <Pill kind="off">disabled</Pill>) },

@@ -81,8 +81,8 @@ export function UsagePage() {
       {data && !data.available && (
         <Section title="Usage accounting is not available in this build">
           <p data-testid="usage-unavailable">
-            Usage accounting is not available in this build: this auxot server has no usage API (<code>/api/usage</code>) yet. Requests are still routed and served; this page fills in once
-            the server is upgraded to a version that records usage.
+            This auxot server has no usage API (<code>/api/usage</code>) yet, so there is nothing to show here. Requests are still routed and served as usual; this page fills in
+            once the server is upgraded to a version that records usage.
           </p>
         </Section>
       )}
@@ -261,7 +261,7 @@ function ProviderSpend(props: { report: UsageReport }) {
   if (groups.length === 0) return <p class="empty">Nothing was sent to a cloud provider in this period.</p>;
   return (
     <>
-      <HBarChart title="Spend per provider" rows={groups.map((g) => ({ label: g.key, value: g.cost_usd, class: 'fill-tier-cloud', text: formatUsd(g.cost_usd) }))} />
+      <HBarChart title="Spend per provider" showTitle={false} rows={groups.map((g) => ({ label: g.key, value: g.cost_usd, class: 'fill-tier-cloud', text: formatUsd(g.cost_usd) }))} />
       <p class="hint">Total {formatUsd(props.report.totals.cost_usd)}.</p>
     </>
   );

@@ -184,7 +184,7 @@ function WorkerTokens() {
           columns={[
             { label: 'Name', render: (t) => <strong>{t.name}</strong> },
             { label: 'Kind', render: (t) => <span class={`tier-badge tier-${t.kind}`}>{t.kind}</span> },
-            { label: 'Token', render: (t) => <code>{t.prefix}…</code> },
+            { label: 'Token', render: (t) => <code class="nowrap">{t.prefix}…</code> },
             { label: 'Created', render: (t) => <Time iso={t.created_at} /> },
             {
               label: 'Actions',
