@@ -369,3 +369,45 @@ async fn usage_queries_and_prices_are_validated() {
         .await
         .expect(404);
 }
+
+#[tokio::test]
+async fn a_cli_subscription_price_shows_beside_its_workers_usage() {
+    let cli = crate::support::FakeCli::new();
+    let server = TestServer::start().await;
+    let admin = server.admin_key().await;
+    let client = server.client_key(&admin).await;
+    let _worker = TestWorker::cli(&server, &admin, "c1", &cli, &["sonnet"], 1).await;
+    let tokens = server
+        .call("GET", "/api/worker-tokens", Some(&admin), None)
+        .await
+        .json();
+    let id = tokens["data"][0]["id"].as_str().unwrap().to_string();
+    let priced = server
+        .call(
+            "PATCH",
+            &format!("/api/worker-tokens/{id}"),
+            Some(&admin),
+            Some(json!({"monthly_price_usd": 20.0})),
+        )
+        .await;
+    priced.expect(200);
+    assert_eq!(priced.json()["monthly_price_usd"], 20.0);
+    server
+        .call(
+            "PATCH",
+            &format!("/api/worker-tokens/{id}"),
+            Some(&admin),
+            Some(json!({"monthly_price_usd": -5})),
+        )
+        .await
+        .expect(400);
+    server.chat(&client, "sonnet", false).await.expect(200);
+    wait_rows(&server, &admin, 1).await;
+    let by_provider = usage(&server, &admin, "group_by=provider").await;
+    let row = group(&by_provider, "c1");
+    assert_eq!(row["subscription_usd_per_month"], 20.0, "{by_provider}");
+    assert_eq!(row["input_tokens"], 7, "usage from the CLI's result line");
+    assert_eq!(by_provider["subscriptions"][0]["monthly_price_usd"], 20.0);
+    let workers = server.call("GET", "/api/workers", Some(&admin), None).await.json();
+    assert_eq!(workers["data"][0]["monthly_price_usd"], 20.0);
+}

@@ -107,11 +107,41 @@ async fn usage(state: AppState, headers: HeaderMap, query: HashMap<String, Strin
             );
             Ok(response)
         }
-        None | Some("json") => Ok(json_response(
-            200,
-            &json!({"from": crate::rfc3339(from / 1000), "to": crate::rfc3339(to / 1000), "group_by": group_by_text,
-                "groups": groups, "totals": totals}),
-        )),
+        None | Some("json") => {
+            // Subscriptions (fixed monthly prices of CLI workers), beside the usage of the
+            // workers that run on them.
+            let tokens = state.auth.list_worker_tokens().await?;
+            let by_worker: HashMap<String, f64> = state
+                .workers
+                .views()
+                .into_iter()
+                .filter_map(|w| {
+                    let price = tokens.iter().find(|t| t.id == w.token_id)?.monthly_price_usd?;
+                    Some((w.name, price))
+                })
+                .collect();
+            let mut groups =
+                serde_json::to_value(&groups).map_err(|e| ApiError::new(500, "internal_error", e.to_string()))?;
+            if group_by == GroupBy::Provider {
+                for g in groups.as_array_mut().into_iter().flatten() {
+                    if let Some(price) = g["key"].as_str().and_then(|k| by_worker.get(k)) {
+                        g["subscription_usd_per_month"] = json!(price);
+                    }
+                }
+            }
+            let subscriptions: Vec<serde_json::Value> = tokens
+                .iter()
+                .filter_map(|t| {
+                    let price = t.monthly_price_usd?;
+                    Some(json!({"worker_token_id": t.id, "name": t.name, "kind": t.kind, "monthly_price_usd": price}))
+                })
+                .collect();
+            Ok(json_response(
+                200,
+                &json!({"from": crate::rfc3339(from / 1000), "to": crate::rfc3339(to / 1000), "group_by": group_by_text,
+                    "groups": groups, "totals": totals, "subscriptions": subscriptions}),
+            ))
+        }
         Some(_) => Err(ApiError::bad_request("format must be json or csv")),
     }
 }

@@ -50,6 +50,12 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(with_state.clone())
         .and(headers())
         .then(|state, headers| reply(list_tokens(state, headers)));
+    let price_token = warp::path!("api" / "worker-tokens" / String)
+        .and(warp::patch())
+        .and(with_state.clone())
+        .and(headers())
+        .and(warp::body::stream())
+        .then(|id, state, headers, body| reply(price_token(state, headers, id, body)));
     let revoke_token = warp::path!("api" / "worker-tokens" / String)
         .and(warp::delete())
         .and(with_state)
@@ -61,6 +67,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(create_token)
         .unify()
         .or(list_tokens)
+        .unify()
+        .or(price_token)
         .unify()
         .or(revoke_token)
         .unify()
@@ -233,9 +241,47 @@ fn handle_message(worker: &LiveWorker, text: &str) {
     }
 }
 
+/// Live and recent workers, each with its token's subscription price (if any).
 async fn list_workers(state: AppState, headers: HeaderMap) -> Result<Response, ApiError> {
     require_admin(&state, &headers).await?;
-    Ok(json_response(200, &json!({"data": state.workers.views()})))
+    let prices: std::collections::HashMap<String, Option<f64>> = state
+        .auth
+        .list_worker_tokens()
+        .await?
+        .into_iter()
+        .map(|t| (t.id, t.monthly_price_usd))
+        .collect();
+    let data: Vec<serde_json::Value> = state
+        .workers
+        .views()
+        .into_iter()
+        .map(|w| {
+            let price = prices.get(&w.token_id).copied().flatten();
+            let mut value = serde_json::to_value(&w).unwrap_or_default();
+            value["monthly_price_usd"] = json!(price);
+            value
+        })
+        .collect();
+    Ok(json_response(200, &json!({"data": data})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenPrice {
+    monthly_price_usd: Option<f64>,
+}
+
+async fn price_token<S, B>(state: AppState, headers: HeaderMap, id: String, body: S) -> Result<Response, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    require_admin(&state, &headers).await?;
+    let body = read_body(&headers, body, state.config.body_limit).await?;
+    let input: TokenPrice = parse_json(&body)?;
+    let view = state.auth.set_worker_price(&id, input.monthly_price_usd).await?;
+    let body = serde_json::to_value(&view).map_err(|e| ApiError::new(500, "internal_error", e.to_string()))?;
+    Ok(json_response(200, &body))
 }
 
 #[derive(Deserialize)]

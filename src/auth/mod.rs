@@ -140,6 +140,7 @@ pub struct WorkerTokenView {
     pub kind: WorkerKind,
     pub prefix: String,
     pub created_at: String,
+    pub monthly_price_usd: Option<f64>,
 }
 
 impl From<&WorkerTokenRecord> for WorkerTokenView {
@@ -150,6 +151,7 @@ impl From<&WorkerTokenRecord> for WorkerTokenView {
             kind: r.kind,
             prefix: r.prefix.clone(),
             created_at: crate::rfc3339(r.created_at),
+            monthly_price_usd: r.monthly_price_usd,
         }
     }
 }
@@ -419,6 +421,7 @@ impl Auth {
             token_hash: token_hash(token.expose()),
             prefix: token.expose().chars().take(WORKER_TOKEN_PREFIX.len() + 4).collect(),
             created_at: crate::store::now_unix(),
+            monthly_price_usd: None,
         };
         self.store.insert_worker_token(record.clone()).await?;
         let identity = WorkerIdentity {
@@ -437,6 +440,28 @@ impl Auth {
         let mut tokens = self.store.list_worker_tokens().await?;
         tokens.sort_by_key(|t| t.created_at);
         Ok(tokens.iter().map(WorkerTokenView::from).collect())
+    }
+
+    /// Sets (or with `None` clears) the monthly subscription price of a worker token.
+    pub async fn set_worker_price(&self, id: &str, price: Option<f64>) -> Result<WorkerTokenView, AuthError> {
+        if price.is_some_and(|p| !p.is_finite() || p < 0.0) {
+            return Err(AuthError::InvalidInput(
+                "monthly_price_usd must be a non-negative number (or null)".into(),
+            ));
+        }
+        let mut record = self
+            .store
+            .list_worker_tokens()
+            .await?
+            .into_iter()
+            .find(|t| t.id == id)
+            .ok_or(AuthError::WorkerTokenNotFound)?;
+        record.monthly_price_usd = price;
+        match self.store.update_worker_token(record.clone()).await {
+            Err(StoreError::NotFound(_)) => return Err(AuthError::WorkerTokenNotFound),
+            other => other?,
+        }
+        Ok(WorkerTokenView::from(&record))
     }
 
     /// Revokes the token; the caller disconnects its live worker.

@@ -14,6 +14,9 @@ pub struct WorkerTokenRecord {
     pub token_hash: String,
     pub prefix: String,
     pub created_at: i64,
+    /// A CLI subscription's monthly price (USD), shown beside the worker's usage.
+    #[serde(default)]
+    pub monthly_price_usd: Option<f64>,
 }
 
 impl Store {
@@ -35,6 +38,18 @@ impl Store {
                 out.push(decode("worker token", value.value())?);
             }
             Ok(out)
+        })
+        .await
+    }
+
+    pub async fn update_worker_token(&self, record: WorkerTokenRecord) -> Result<(), StoreError> {
+        self.write(move |txn| {
+            let mut table = txn.open_table(WORKER_TOKENS)?;
+            if table.get(record.id.as_str())?.is_none() {
+                return Err(StoreError::NotFound("worker token"));
+            }
+            table.insert(record.id.as_str(), encode("worker token", &record)?.as_slice())?;
+            Ok(())
         })
         .await
     }

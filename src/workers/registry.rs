@@ -161,6 +161,7 @@ impl LiveWorker {
     fn view(&self, status: &'static str, last_seen_ms: u64) -> WorkerView {
         WorkerView {
             id: self.id.clone(),
+            token_id: self.token_id.clone(),
             kind: self.kind,
             name: self.name.clone(),
             version: self.version.clone(),
@@ -235,6 +236,7 @@ impl Drop for WorkerJob {
 #[derive(Debug, Clone, Serialize)]
 pub struct WorkerView {
     pub id: String,
+    pub token_id: String,
     pub kind: WorkerKind,
     pub name: String,
     pub version: String,

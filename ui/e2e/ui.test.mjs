@@ -176,6 +176,10 @@ step('a second provider is deleted only after confirming', async () => {
 
   await page.getByRole('button', { name: 'Edit lab' }).click();
   await page.getByRole('button', { name: 'Delete provider' }).click();
+  await page.getByRole('dialog').waitFor();
+  await page.keyboard.press('Escape');
+  await page.getByRole('dialog').waitFor({ state: 'hidden' });
+  await page.getByRole('button', { name: 'Delete provider' }).click();
   await confirmDialog('Cancel');
   await page.getByRole('row').filter({ hasText: 'lab' }).first().waitFor();
   await page.getByRole('button', { name: 'Delete provider' }).click();
@@ -274,8 +278,8 @@ step('an agent is created and edited', async () => {
   await page.getByLabel('Agent name').fill('reviewer');
   await page.getByLabel('Model', { exact: true }).fill('coder');
   await page.getByLabel('System prompt').fill('You review pull requests. Be brief and specific.');
-  await page.getByRole('button', { name: '+ cloud' }).click();
-  await page.getByRole('button', { name: '+ gpu' }).click();
+  await page.getByRole('button', { name: 'Add cloud' }).click();
+  await page.getByRole('button', { name: 'Add gpu' }).click();
   await page.getByRole('button', { name: 'Move gpu up' }).click();
   await page.getByRole('button', { name: 'Create agent' }).click();
   await status('Created the agent “reviewer”.').waitFor();
@@ -284,10 +288,10 @@ step('an agent is created and edited', async () => {
 
   await page.getByRole('button', { name: 'Edit agent reviewer' }).click();
   await page.getByLabel('Queue timeout (ms)').fill('5000');
+  await shot('agents');
   await page.getByRole('button', { name: 'Save agent' }).click();
   await status('Saved the agent “reviewer”.').waitFor();
   await row.getByText('5,000 ms').waitFor();
-  await shot('agents');
 });
 
 step('routing settings are saved', async () => {
@@ -315,7 +319,10 @@ step('usage charts render the accounting API’s shape (sample data)', async () 
     await nav('Usage').click();
     await heading('Usage').waitFor();
     await page.getByTestId('saved-usd').getByText('$41.35').waitFor();
-    await page.getByRole('img', { name: /Requests per day/ }).waitFor();
+    await page.getByRole('img', { name: /Requests per day\. Highest: 644 on Nov \d+/ }).waitFor();
+    await page.getByRole('radio', { name: 'tokens' }).check();
+    await page.getByRole('img', { name: /Tokens per day\. Highest: / }).waitFor();
+    await page.getByRole('radio', { name: 'requests' }).check();
     await page.getByRole('img', { name: /Spend per provider: openai \$12\.40, anthropic \$3\.10/ }).waitFor();
     await page.getByTestId('usage-table').getByRole('rowheader', { name: 'gpu' }).waitFor();
     await page.getByLabel('Group by').selectOption('model');
@@ -364,6 +371,20 @@ step('the keyboard reaches the skip link first and every control shows focus', a
   assert.notEqual(outline, 'none', 'the focused control has a visible outline');
 });
 
+step('a session that ends mid-use leads to sign-in, then back to the same page', async () => {
+  await nav('Workers').click();
+  await heading('Workers').waitFor();
+  await browser.context.clearCookies();
+  // The workers table refreshes every 2 s; its next call gets 401.
+  await heading('Sign in').waitFor();
+  await status('Your session has ended').waitFor();
+  await page.getByLabel('Username').fill(ADMIN.username);
+  await page.getByLabel('Password').fill(ADMIN.password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await heading('Workers').waitFor();
+  assert.equal(new URL(page.url()).pathname, '/workers');
+});
+
 step('logging out returns to the sign-in page', async () => {
   await page.getByRole('button', { name: 'Log out' }).click();
   await heading('Sign in').waitFor();
@@ -404,7 +425,7 @@ function sampleUsage(params) {
       { key: 'gpt-4o-mini', ...figures(301, 402_000, 97_000, 12.4, 12.4) },
       { key: 'claude-sonnet-4-5', ...figures(76, 110_000, 24_000, 3.1, 3.1) },
     ],
-    api_key: [{ key: 'e2e-client', ...figures(2429, 3_623_000, 913_000, 15.5, 56.85) }],
+    api_key: [{ key: 'none', ...figures(2429, 3_623_000, 913_000, 15.5, 56.85) }],
     agent: [{ key: 'reviewer', ...figures(120, 301_000, 40_000, 1.2, 3.4) }],
   };
   let list = groups[groupBy];

@@ -453,7 +453,7 @@ export function TierOrderEditor(props: { value: Tier[]; onChange: (order: Tier[]
       {unused.length > 0 && (
         <div class="button-row">
           {unused.map((tier) => (
-            <button type="button" class="secondary small" onClick={() => onChange([...value, tier])}>
+            <button type="button" class="secondary small" aria-label={`Add ${tier}`} onClick={() => onChange([...value, tier])}>
               + {tier}
             </button>
           ))}

@@ -1,7 +1,7 @@
 // Usage: requests and tokens over time and per tier, spend per provider, and the cloud spend
 // the GPU and CLI tiers avoided. Reads GET /api/usage; a build without it answers 404.
 import { useState } from 'preact/hooks';
-import { ApiError, api, type UsageFigures, type UsageGroup, type UsageGroupBy, type UsageReport } from '../api';
+import { ApiError, api, type ApiKey, type Provider, type UsageFigures, type UsageGroup, type UsageGroupBy, type UsageReport } from '../api';
 import { ErrorMessage, Loading, Page, Section, formatCompact, formatInt, formatUsd, useResource } from '../components';
 import { BarChart, HBarChart, type Bar } from '../charts';
 
@@ -38,6 +38,10 @@ interface Reports {
   byTier: UsageReport;
   byProvider: UsageReport;
   table: UsageReport;
+  /** Names of the configured providers: the provider grouping also lists worker routes. */
+  providerNames: Set<string>;
+  /** API key id → name, for the table grouped by API key. */
+  keyNames: Map<string, string>;
 }
 
 type Loaded = { available: false } | ({ available: true } & Reports);
@@ -55,10 +59,24 @@ export function UsagePage() {
   const usage = useResource<Loaded>(async () => {
     const { from, to } = rangeBounds(range);
     try {
-      const [byDay, byTier, byProvider] = await Promise.all([fetchReport('day', from, to), fetchReport('tier', from, to), fetchReport('provider', from, to)]);
+      const [byDay, byTier, byProvider, providers] = await Promise.all([
+        fetchReport('day', from, to),
+        fetchReport('tier', from, to),
+        fetchReport('provider', from, to),
+        api.list<Provider>('/api/providers'),
+      ]);
       const reuse: Partial<Record<UsageGroupBy, UsageReport>> = { day: byDay, tier: byTier, provider: byProvider };
       const table = reuse[grouping] ?? (await fetchReport(grouping, from, to));
-      return { available: true, byDay, byTier, byProvider, table };
+      const keys = grouping === 'api_key' ? await api.list<ApiKey>('/api/api-keys') : [];
+      return {
+        available: true,
+        byDay,
+        byTier,
+        byProvider,
+        table,
+        providerNames: new Set(providers.map((p) => p.name)),
+        keyNames: new Map(keys.map((k) => [k.id, k.name])),
+      };
     } catch (e) {
       if (e instanceof ApiError && e.status === 404) return { available: false };
       throw e;
@@ -119,7 +137,7 @@ export function UsagePage() {
               <TierChart report={data.byTier} />
             </Section>
             <Section title="Spend per provider">
-              <ProviderSpend report={data.byProvider} />
+              <ProviderSpend report={data.byProvider} providerNames={data.providerNames} />
             </Section>
             <Section title="Cloud spend the GPU/CLI tiers avoided">
               <p class="big-number" data-testid="saved-usd">
@@ -134,17 +152,22 @@ export function UsagePage() {
           <Section
             title="Details"
             actions={
-              <div class="field inline">
-                <label for="usage-group">Group by</label>
-                <select id="usage-group" value={grouping} onChange={(e) => setGrouping((e.target as HTMLSelectElement).value as UsageGroupBy)}>
-                  {GROUPINGS.map((g) => (
-                    <option value={g.value}>{g.label}</option>
-                  ))}
-                </select>
-              </div>
+              <>
+                <div class="field inline">
+                  <label for="usage-group">Group by</label>
+                  <select id="usage-group" value={grouping} onChange={(e) => setGrouping((e.target as HTMLSelectElement).value as UsageGroupBy)}>
+                    {GROUPINGS.map((g) => (
+                      <option value={g.value}>{g.label}</option>
+                    ))}
+                  </select>
+                </div>
+                <a class="button-link" href={`/api/usage?${new URLSearchParams({ from: data.table.from, to: data.table.to, group_by: data.table.group_by, format: 'csv' })}`} download="auxot-usage.csv">
+                  Download CSV
+                </a>
+              </>
             }
           >
-            <UsageTable report={data.table} label={GROUPINGS.find((g) => g.value === data.table.group_by)?.label ?? 'Group'} />
+            <UsageTable report={data.table} label={GROUPINGS.find((g) => g.value === data.table.group_by)?.label ?? 'Group'} keyNames={data.keyNames} />
           </Section>
         </>
       )}
@@ -256,8 +279,9 @@ function TierChart(props: { report: UsageReport }) {
   );
 }
 
-function ProviderSpend(props: { report: UsageReport }) {
-  const groups = props.report.groups.filter((g) => g.key && g.key !== '-').sort((a, b) => b.cost_usd - a.cost_usd);
+function ProviderSpend(props: { report: UsageReport; providerNames: Set<string> }) {
+  // Grouping by provider groups by route, which for the worker tiers is a worker's name.
+  const groups = props.report.groups.filter((g) => props.providerNames.has(g.key) || (g.cost_usd > 0 && g.key !== 'none')).sort((a, b) => b.cost_usd - a.cost_usd);
   if (groups.length === 0) return <p class="empty">Nothing was sent to a cloud provider in this period.</p>;
   return (
     <>
@@ -267,7 +291,16 @@ function ProviderSpend(props: { report: UsageReport }) {
   );
 }
 
-function UsageTable(props: { report: UsageReport; label: string }) {
+function groupLabel(key: string, groupBy: UsageGroupBy, keyNames: Map<string, string>) {
+  if (!key || key === 'none') return <span class="muted">(none)</span>;
+  if (groupBy === 'api_key') {
+    const name = keyNames.get(key);
+    return name ? <span title={key}>{name}</span> : <span class="muted" title={key}>revoked key {key.slice(0, 8)}</span>;
+  }
+  return key;
+}
+
+function UsageTable(props: { report: UsageReport; label: string; keyNames: Map<string, string> }) {
   const groups = props.report.group_by === 'day' ? [...props.report.groups].sort((a, b) => a.key.localeCompare(b.key)) : [...props.report.groups].sort((a, b) => b.requests - a.requests);
   if (groups.length === 0) return <p class="empty">No requests in this period.</p>;
   const t = props.report.totals;
@@ -330,7 +363,7 @@ function UsageTable(props: { report: UsageReport; label: string }) {
           {groups.map((g) => (
             <tr key={g.key}>
               <th scope="row" data-label={props.label}>
-                {g.key || <span class="muted">(none)</span>}
+                {groupLabel(g.key, props.report.group_by, props.keyNames)}
               </th>
               {cells(g)}
             </tr>
