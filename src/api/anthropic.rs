@@ -5,7 +5,7 @@
 use super::error::{bytes_response, json_response, ApiError, Dialect};
 use super::openai::RouteHeaders;
 use super::relay;
-use super::request::{api_key, header, parse_json, read_body};
+use super::request::{api_key, header, parse_json, read_body, RolePeek};
 use crate::dispatch::{ChatRequest, Routed, RoutedReply};
 use crate::providers::anthropic::ClientHeaders;
 use crate::providers::UpstreamReply;
@@ -55,7 +55,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
 #[derive(Deserialize)]
 struct MessagesPeek {
     model: String,
-    messages: Vec<MessagePeek>,
+    messages: Vec<RolePeek>,
     /// Required by the Messages API; read to refuse its absence with the field named.
     #[allow(dead_code)]
     max_tokens: u64,
@@ -63,23 +63,12 @@ struct MessagesPeek {
     stream: Option<bool>,
 }
 
-#[derive(Deserialize)]
-struct MessagePeek {
-    #[allow(dead_code)] // read only to check that every message has a role
-    role: String,
-}
-
 async fn create_message<S, B>(state: AppState, headers: HeaderMap, body: S) -> Response
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf + Send,
 {
-    let mut meter = state.usage.meter(MeterStart {
-        api_key_id: None,
-        model: String::new(),
-        stream: false,
-        request_bytes: 0,
-    });
+    let mut meter = state.usage.meter(MeterStart::default());
     match route_message(&state, &headers, body, &mut meter).await {
         Ok((model, routed)) => reply(routed, &model, meter).await,
         Err(e) => {

@@ -54,7 +54,7 @@ impl ApiError {
         let body = match dialect {
             Dialect::OpenAi => json!({"error": {
                 "message": self.message,
-                "type": openai_type(self.status),
+                "type": crate::translate::anthropic::openai_error_type(self.status),
                 "param": null,
                 "code": self.code,
             }}),
@@ -66,18 +66,6 @@ impl ApiError {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }
         response
-    }
-}
-
-/// OpenAI's `error.type` for a status, as its SDKs expect.
-fn openai_type(status: u16) -> &'static str {
-    match status {
-        401 => "authentication_error",
-        403 => "permission_error",
-        404 => "not_found_error",
-        429 => "rate_limit_error",
-        400..=499 => "invalid_request_error",
-        _ => "api_error",
     }
 }
 
@@ -128,7 +116,7 @@ pub fn rejection_response(status: u16, code: &'static str, message: &str) -> Res
     json_response(
         status,
         &json!({"type": "error", "error": {
-            "type": openai_type(status),
+            "type": crate::translate::anthropic::openai_error_type(status),
             "code": code,
             "message": message,
             "param": null,

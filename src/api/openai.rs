@@ -3,7 +3,7 @@
 
 use super::error::{json_response, ApiError, Dialect};
 use super::relay;
-use super::request::{api_key, header, parse_json, read_body};
+use super::request::{api_key, header, parse_json, read_body, RolePeek};
 use crate::dispatch::rules::validate_queue_timeout;
 use crate::dispatch::{ChatRequest, Routed, RoutedReply, Tier};
 use crate::providers::anthropic::ClientHeaders;
@@ -57,7 +57,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
 #[derive(Deserialize)]
 struct ChatPeek {
     model: String,
-    messages: Vec<MessagePeek>,
+    messages: Vec<RolePeek>,
     #[serde(default)]
     stream: Option<bool>,
     #[serde(default)]
@@ -70,24 +70,13 @@ struct StreamOptions {
     include_usage: Option<bool>,
 }
 
-#[derive(Deserialize)]
-struct MessagePeek {
-    #[allow(dead_code)] // read only to check that every message has a role
-    role: String,
-}
-
 async fn chat_completions<S, B>(state: AppState, headers: HeaderMap, body: S) -> Response
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf + Send,
 {
     // Every request leaves one usage row, refused ones included.
-    let mut meter = state.usage.meter(MeterStart {
-        api_key_id: None,
-        model: String::new(),
-        stream: false,
-        request_bytes: 0,
-    });
+    let mut meter = state.usage.meter(MeterStart::default());
     match route_chat(&state, &headers, body, &mut meter).await {
         Ok((model, include_usage, routed)) => reply(routed, &model, include_usage, meter).await,
         Err(e) => {

@@ -77,6 +77,13 @@ where
     Ok(out.freeze())
 }
 
+/// A chat message read only to check that it has a role; its content stays raw.
+#[derive(serde::Deserialize)]
+pub struct RolePeek {
+    #[allow(dead_code)]
+    role: String,
+}
+
 /// Parses a JSON body into `T`, naming the offending field in the error.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 /// A rough size-based estimate when no usage came back (about four bytes per token).
 const BYTES_PER_TOKEN: u64 = 4;
 
+/// What is known when a request arrives; the handler fills in the rest as it learns it.
+#[derive(Default)]
 pub struct MeterStart {
     pub api_key_id: Option<String>,
     pub model: String,
