@@ -13,6 +13,7 @@ pub mod translate;
 pub mod usage;
 pub mod workers;
 
+use crate::agents::admin::AdminAgent;
 use crate::agents::AgentBook;
 use crate::auth::Auth;
 use crate::config::{read_secret_key, ConfigError, SecretKeySource, ServeConfig};
@@ -41,6 +42,7 @@ pub struct AppState {
     pub agents: Arc<AgentBook>,
     pub dispatcher: Arc<Dispatcher>,
     pub usage: Arc<Usage>,
+    pub admin_agent: Arc<AdminAgent>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +171,7 @@ pub async fn start(config: ServeConfig) -> Result<AppState, StartError> {
             .await
             .map_err(|e| StartError::Load(e.to_string()))?,
     );
+    let admin_agent = Arc::new(AdminAgent::new(store.clone()));
     let workers = Arc::new(WorkerRegistry::new(config.worker_heartbeat_timeout));
     let usage = Usage::load(store.clone(), Arc::new(Metrics::default()), config.usage_retention)
         .await
@@ -191,6 +194,7 @@ pub async fn start(config: ServeConfig) -> Result<AppState, StartError> {
         agents,
         dispatcher: Arc::new(dispatcher),
         usage,
+        admin_agent,
     })
 }
 

@@ -7,6 +7,7 @@
 mod support;
 
 mod accounts;
+mod admin_agent;
 mod anthropic;
 mod bad_input;
 mod chat;

@@ -8,6 +8,8 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+pub mod admin;
+
 pub const MODEL_PREFIX: &str = "agent:";
 const MAX_PROMPT_LEN: usize = 100_000;
 

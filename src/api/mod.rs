@@ -3,6 +3,7 @@
 //! an upstream directly.
 
 mod admin;
+mod admin_agent;
 mod anthropic;
 pub mod error;
 mod openai;
@@ -31,6 +32,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(anthropic::routes(state.clone()))
         .unify()
         .or(admin::routes(state.clone()))
+        .unify()
+        .or(admin_agent::routes(state.clone()))
         .unify()
         .or(providers::routes(state.clone()))
         .unify()

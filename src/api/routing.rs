@@ -261,6 +261,15 @@ async fn delete_agent(state: AppState, headers: HeaderMap, name: String) -> Resu
 struct SettingsBody {
     #[serde(default)]
     routing: Option<RoutingBody>,
+    #[serde(default)]
+    admin_agent: Option<AdminAgentBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminAgentBody {
+    #[serde(default)]
+    model: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -274,7 +283,10 @@ struct RoutingBody {
 
 async fn get_settings(state: AppState, headers: HeaderMap) -> Result<Response, ApiError> {
     require_admin(&state, &headers).await?;
-    Ok(json_response(200, &json!({"routing": state.rules.settings()})))
+    Ok(json_response(
+        200,
+        &json!({"routing": state.rules.settings(), "admin_agent": state.rules.admin_agent_settings()}),
+    ))
 }
 
 async fn put_settings<S, B>(state: AppState, headers: HeaderMap, body: S) -> Result<Response, ApiError>
@@ -293,7 +305,11 @@ where
         .update_settings(SettingsPatch {
             default_order: routing.default_order,
             queue_timeout_ms: routing.queue_timeout_ms,
+            admin_agent_model: input.admin_agent.and_then(|a| a.model),
         })
         .await?;
-    Ok(json_response(200, &json!({"routing": settings})))
+    Ok(json_response(
+        200,
+        &json!({"routing": settings, "admin_agent": state.rules.admin_agent_settings()}),
+    ))
 }

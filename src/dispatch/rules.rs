@@ -2,7 +2,7 @@
 //! aliases. Stored in redb, held in memory as snapshots the request path reads for free.
 
 use super::plan::Tier;
-use crate::store::{AliasRecord, RoutingSettings, Store, StoreError, AUTO_ALIAS};
+use crate::store::{AdminAgentSettings, AliasRecord, RoutingSettings, Store, StoreError, AUTO_ALIAS};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -56,11 +56,14 @@ impl RulesError {
 pub struct SettingsPatch {
     pub default_order: Option<Vec<String>>,
     pub queue_timeout_ms: Option<u64>,
+    /// The model (or alias) the admin agent runs on.
+    pub admin_agent_model: Option<String>,
 }
 
 pub struct RoutingRules {
     store: Store,
     settings: RwLock<Arc<(RoutingSettings, Vec<Tier>)>>,
+    admin_agent: RwLock<AdminAgentSettings>,
     aliases: RwLock<Arc<HashMap<String, AliasRecord>>>,
 }
 
@@ -74,15 +77,21 @@ impl RoutingRules {
             .into_iter()
             .map(|a| (a.name.clone(), a))
             .collect();
+        let admin_agent = store.admin_agent_settings().await?;
         Ok(RoutingRules {
             store,
             settings: RwLock::new(Arc::new((settings, order))),
+            admin_agent: RwLock::new(admin_agent),
             aliases: RwLock::new(Arc::new(aliases)),
         })
     }
 
     pub fn settings(&self) -> RoutingSettings {
         self.settings.read().unwrap_or_else(|p| p.into_inner()).0.clone()
+    }
+
+    pub fn admin_agent_settings(&self) -> AdminAgentSettings {
+        self.admin_agent.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn default_order(&self) -> Vec<Tier> {
@@ -108,6 +117,17 @@ impl RoutingRules {
         }
         if let Some(ms) = patch.queue_timeout_ms {
             settings.queue_timeout_ms = validate_queue_timeout(ms)?;
+        }
+        if let Some(model) = patch.admin_agent_model {
+            let model = model.trim().to_string();
+            if model.is_empty() || model.len() > 256 {
+                return Err(RulesError::Invalid(
+                    "admin_agent.model must be a model, alias or agent name of 1 to 256 characters".into(),
+                ));
+            }
+            let agent = AdminAgentSettings { model };
+            self.store.put_admin_agent_settings(agent.clone()).await?;
+            *self.admin_agent.write().unwrap_or_else(|p| p.into_inner()) = agent;
         }
         self.store.put_routing_settings(settings.clone()).await?;
         let order = Tier::parse_order(&settings.default_order).map_err(RulesError::Invalid)?;

@@ -103,6 +103,9 @@ fn migrate(txn: &WriteTransaction, from: u32) -> Result<(), StoreError> {
                     prices.insert(price.model.as_str(), super::encode("price", &price)?.as_slice())?;
                 }
             }
+            3 => {
+                txn.open_table(CONVERSATIONS)?;
+            }
             _ => unreachable_version(version)?,
         }
     }

@@ -41,3 +41,43 @@ impl Store {
         .await
     }
 }
+
+const ADMIN_AGENT: &str = "admin_agent";
+
+/// The admin agent's settings: which model (or alias) it runs on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminAgentSettings {
+    #[serde(default = "default_admin_agent_model")]
+    pub model: String,
+}
+
+fn default_admin_agent_model() -> String {
+    super::AUTO_ALIAS.to_string()
+}
+
+impl Default for AdminAgentSettings {
+    fn default() -> Self {
+        AdminAgentSettings {
+            model: default_admin_agent_model(),
+        }
+    }
+}
+
+impl Store {
+    pub async fn admin_agent_settings(&self) -> Result<AdminAgentSettings, StoreError> {
+        self.read(|txn| match txn.open_table(SETTINGS)?.get(ADMIN_AGENT)? {
+            Some(row) => decode("settings", row.value()),
+            None => Ok(AdminAgentSettings::default()),
+        })
+        .await
+    }
+
+    pub async fn put_admin_agent_settings(&self, settings: AdminAgentSettings) -> Result<(), StoreError> {
+        self.write(move |txn| {
+            txn.open_table(SETTINGS)?
+                .insert(ADMIN_AGENT, encode("settings", &settings)?.as_slice())?;
+            Ok(())
+        })
+        .await
+    }
+}

@@ -5,7 +5,7 @@
 use redb::TableDefinition;
 
 /// Bump with a step in `store::migrate` whenever a table or record changes incompatibly.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Schema version, passphrase salt, key-check canary.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -33,6 +33,9 @@ pub const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("setting
 pub const USAGE: TableDefinition<u128, &[u8]> = TableDefinition::new("usage");
 /// Model id (or id prefix) → `PriceRecord`.
 pub const PRICES: TableDefinition<&str, &[u8]> = TableDefinition::new("prices");
+
+/// Conversation id → `ConversationRecord` (the admin agent's chats; placeholders, never keys).
+pub const CONVERSATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("conversations");
 
 pub const META_SCHEMA_VERSION: &str = "schema_version";
 pub const META_KDF_SALT: &str = "kdf_salt";

@@ -1,0 +1,109 @@
+//! The admin agent: `POST /api/admin-agent/chat` (SSE), `GET /api/admin-agent/conversations`
+//! and `GET /api/admin-agent/conversations/{id}`.
+
+use super::admin::{reply, require_admin};
+use super::error::{json_response, ApiError};
+use super::relay::sse_headers;
+use super::request::{parse_json, read_body};
+use crate::agents::admin::AgentError;
+use crate::AppState;
+use bytes::{Buf, Bytes};
+use futures_util::Stream;
+use serde::Deserialize;
+use serde_json::json;
+use std::convert::Infallible;
+use warp::filters::BoxedFilter;
+use warp::http::HeaderMap;
+use warp::reply::Response;
+use warp::Filter;
+
+impl From<AgentError> for ApiError {
+    fn from(e: AgentError) -> Self {
+        ApiError::new(e.status(), e.code(), e.to_string())
+    }
+}
+
+pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
+    let with_state = warp::any().map(move || state.clone());
+    let headers = warp::header::headers_cloned;
+    let chat = warp::path!("api" / "admin-agent" / "chat")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(headers())
+        .and(warp::body::stream())
+        .then(|state, headers, body| reply(chat(state, headers, body)));
+    let list = warp::path!("api" / "admin-agent" / "conversations")
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(headers())
+        .then(|state, headers| reply(list(state, headers)));
+    let get = warp::path!("api" / "admin-agent" / "conversations" / String)
+        .and(warp::get())
+        .and(with_state)
+        .and(headers())
+        .then(|id, state, headers| reply(get(state, headers, id)));
+    chat.or(list).unify().or(get).unify().boxed()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChatBody {
+    #[serde(default)]
+    conversation_id: Option<String>,
+    message: String,
+}
+
+/// Answers SSE: `conversation`, then `tool_call` / `tool_result` / `message` / `error` as
+/// the turn runs, then `done`. The turn runs in its own task, so a client that goes away
+/// does not leave an action half-recorded.
+async fn chat<S, B>(state: AppState, headers: HeaderMap, body: S) -> Result<Response, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    require_admin(&state, &headers).await?;
+    let body = read_body(&headers, body, state.config.body_limit).await?;
+    let input: ChatBody = parse_json(&body)?;
+    let (conversation, guard) = state
+        .admin_agent
+        .open(input.conversation_id.as_deref(), &input.message)
+        .await?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let agent = state.admin_agent.clone();
+    tokio::spawn(async move {
+        agent.run_turn(&state, conversation, &input.message, tx).await;
+        drop(guard);
+    });
+    let events = futures_util::stream::unfold(rx, |mut rx| async move {
+        let event = rx.recv().await?;
+        let (name, data) = event.to_sse();
+        let frame = Bytes::from(format!("event: {name}\ndata: {data}\n\n"));
+        Some((Ok::<_, Infallible>(frame), rx))
+    });
+    let mut response = Response::new(warp::hyper::Body::wrap_stream(events));
+    sse_headers(&mut response);
+    Ok(response)
+}
+
+async fn list(state: AppState, headers: HeaderMap) -> Result<Response, ApiError> {
+    require_admin(&state, &headers).await?;
+    let conversations: Vec<_> = state
+        .admin_agent
+        .list()
+        .await?
+        .into_iter()
+        .map(|c| json!({"id": c.id, "title": c.title, "updated_at": crate::rfc3339(c.updated_at)}))
+        .collect();
+    Ok(json_response(200, &json!({"data": conversations})))
+}
+
+async fn get(state: AppState, headers: HeaderMap, id: String) -> Result<Response, ApiError> {
+    require_admin(&state, &headers).await?;
+    let c = state.admin_agent.get(&id).await?;
+    Ok(json_response(
+        200,
+        &json!({"id": c.id, "title": c.title, "created_at": crate::rfc3339(c.created_at),
+            "updated_at": crate::rfc3339(c.updated_at), "messages": c.messages,
+            "pending_confirmation": c.pending_delete.is_some()}),
+    ))
+}
