@@ -72,22 +72,28 @@ step('first visit shows setup; the admin is created, then signs in', async () =>
   await page.goto(auxot.url + '/settings/providers');
   await heading('Set up auxot').waitFor();
   assert.equal(new URL(page.url()).pathname, '/setup');
+  await page.getByLabel('Password', { exact: true }).fill(ADMIN.password);
+  await page.getByLabel('Repeat the password').fill(ADMIN.password);
+  await shot('setup');
   await page.getByLabel('Password', { exact: true }).fill('short');
   await page.getByLabel('Repeat the password').fill('short');
   await page.getByRole('button', { name: 'Create admin account' }).click();
   await alert('at least 8 characters').waitFor();
   await page.getByLabel('Password', { exact: true }).fill(ADMIN.password);
+  await page.getByLabel('Repeat the password').fill(ADMIN.password + '-typo');
+  await page.getByRole('button', { name: 'Create admin account' }).click();
+  await alert('The two passwords are not the same').waitFor();
   await page.getByLabel('Repeat the password').fill(ADMIN.password);
-  await shot('setup');
   await page.getByRole('button', { name: 'Create admin account' }).click();
   await heading('Sign in').waitFor();
   await status('The admin account “admin” is ready').waitFor();
 
+  await page.getByLabel('Password').fill(ADMIN.password);
+  await shot('login');
   await page.getByLabel('Password').fill('not-the-password');
   await page.getByRole('button', { name: 'Sign in' }).click();
   await alert('Wrong username or password').waitFor();
   await page.getByLabel('Password').fill(ADMIN.password);
-  await shot('login');
   await page.getByRole('button', { name: 'Sign in' }).click();
   await heading('Overview').waitFor();
   await page.getByText('Signed in as').waitFor();
@@ -185,7 +191,7 @@ step('a second provider is deleted only after confirming', async () => {
   await page.getByRole('button', { name: 'Delete provider' }).click();
   await confirmDialog('Delete provider');
   await status('Deleted “lab”.').waitFor();
-  assert.equal(await page.getByRole('button', { name: 'Edit lab' }).count(), 0);
+  await page.getByRole('button', { name: 'Edit lab' }).waitFor({ state: 'detached' });
 });
 
 step('an API key is shown once and works for a chat completion', async () => {
@@ -198,7 +204,6 @@ step('an API key is shown once and works for a chat completion', async () => {
   clientKey = (await shown.innerText()).trim();
   assert.match(clientKey, /^aux_/);
   await page.getByRole('row').filter({ hasText: 'e2e-client' }).getByText('client', { exact: true }).waitFor();
-  await shot('api-keys');
 
   const reply = await fetch(auxot.url + '/v1/chat/completions', {
     method: 'POST',
@@ -210,6 +215,17 @@ step('an API key is shown once and works for a chat completion', async () => {
   assert.equal(JSON.parse(body).choices[0].message.content, 'Hello from the fake upstream.');
   assert.equal(reply.headers.get('x-auxot-route'), 'openai');
   assert.ok(fake.requests.some((r) => r.url === '/v1/chat/completions' && r.key === FAKE_KEYS.second), 'the rotated key is the one used');
+
+  await page.getByRole('button', { name: 'Limits of API key e2e-client' }).click();
+  await page.getByLabel('Requests per minute').fill('-3');
+  await page.getByRole('button', { name: 'Save limits' }).click();
+  await alert('Requests per minute must be a whole number').waitFor();
+  await page.getByLabel('Requests per minute').fill('600');
+  await page.getByLabel('Monthly cloud spend cap (USD)').fill('25');
+  await page.getByRole('button', { name: 'Save limits' }).click();
+  await status('Saved the limits of “e2e-client”').waitFor();
+  await page.getByRole('row').filter({ hasText: 'e2e-client' }).getByText('600 requests/min, $25.00/month cloud spend').waitFor();
+  await shot('api-keys');
 });
 
 step('usage shows the request (or says accounting is not in this build)', async () => {
@@ -265,6 +281,11 @@ step('a worker token shows its command once; a real worker connects, then is cut
   await page.getByRole('button', { name: 'Create token' }).click();
   const cliToken = (await page.getByTestId('worker-token').innerText()).trim();
   assert.equal((await page.getByTestId('worker-command').innerText()).trim(), `AUXOT_WORKER_TOKEN=${cliToken} auxot worker cli --server ${auxot.url} --cli claude`);
+  await page.getByRole('button', { name: 'Subscription price of worker token laptop-claude' }).click();
+  await page.getByLabel('Monthly price (USD)').fill('20');
+  await page.getByRole('button', { name: 'Save price' }).click();
+  await status('“laptop-claude” costs $20.00/month.').waitFor();
+  await page.getByRole('row').filter({ hasText: 'laptop-claude' }).getByText('$20.00/month').waitFor();
   await page.getByRole('button', { name: 'Revoke worker token laptop-claude' }).click();
   await confirmDialog('Revoke token');
   await status('Revoked the worker token “laptop-claude”.').waitFor();

@@ -57,6 +57,8 @@ export interface WorkerToken {
   kind: 'gpu' | 'cli';
   prefix: string;
   created_at: string;
+  /** A CLI worker's fixed subscription, shown beside its usage. */
+  monthly_price_usd?: number | null;
 }
 
 export interface ApiKey {
@@ -65,6 +67,8 @@ export interface ApiKey {
   role: 'admin' | 'client';
   prefix: string;
   created_at: string;
+  rpm_limit?: number | null;
+  monthly_spend_cap_usd?: number | null;
 }
 
 export interface Agent {
@@ -98,12 +102,21 @@ export interface UsageGroup extends UsageFigures {
   key: string;
 }
 
+export interface UsageSubscription {
+  worker_token_id: string;
+  name: string;
+  kind: 'gpu' | 'cli';
+  monthly_price_usd: number;
+}
+
 export interface UsageReport {
   from: string;
   to: string;
   group_by: UsageGroupBy;
   groups: UsageGroup[];
   totals: UsageFigures;
+  /** CLI workers' fixed monthly prices, when any are set. */
+  subscriptions?: UsageSubscription[];
 }
 
 /** An error whose `message` can be shown to the user as is. */

@@ -23,9 +23,19 @@ export function niceCeiling(value: number): number {
   if (value <= 0) return 1;
   const power = Math.pow(10, Math.floor(Math.log10(value)));
   for (const step of [1, 2, 5, 10]) {
-    if (step * power >= value) return step * power;
+    if (step * power >= value * (1 - 1e-9)) return step * power;
   }
   return 10 * power;
+}
+
+/** Axis ticks from 0 to a round top: about four steps of 1/2/5 × 10^k (whole steps for counts). */
+export function axisTicks(max: number, wholeNumbers: boolean): number[] {
+  let step = niceCeiling(Math.max(max, 0) / 4 || 0.25);
+  if (wholeNumbers) step = Math.max(1, step);
+  const top = Math.max(step, Math.ceil(max / step - 1e-9) * step);
+  const ticks: number[] = [];
+  for (let t = 0; t <= top + step / 2; t += step) ticks.push(t);
+  return ticks;
 }
 
 export interface Segment {
@@ -46,14 +56,14 @@ const PAD = { top: 10, right: 8, bottom: 26, left: 48 };
 export function BarChart(props: { bars: Bar[]; title: string; format: (n: number) => string }) {
   const { ref, width } = useWidth<HTMLDivElement>(600);
   const totals = props.bars.map((b) => b.segments.reduce((n, s) => n + s.value, 0));
-  const top = niceCeiling(Math.max(0, ...totals));
+  const ticks = axisTicks(Math.max(0, ...totals), true);
+  const top = ticks[ticks.length - 1];
   const plotW = width - PAD.left - PAD.right;
   const plotH = HEIGHT - PAD.top - PAD.bottom;
   const n = Math.max(1, props.bars.length);
   const slot = plotW / n;
   const barW = Math.max(2, Math.min(48, slot * 0.7));
   const y = (v: number) => PAD.top + plotH - (v / top) * plotH;
-  const ticks = [0, 0.25, 0.5, 0.75, 1].map((f) => f * top);
   // Show at most one label per ~46 px.
   const every = Math.max(1, Math.ceil(n / Math.max(1, Math.floor(plotW / 46))));
   const peak = totals.reduce((best, v, i) => (v > totals[best] ? i : best), 0);

@@ -33,11 +33,12 @@ export function Page(props: { title: string; intro?: ComponentChildren; actions?
   );
 }
 
-export function Section(props: { title: string; actions?: ComponentChildren; children: ComponentChildren; id?: string }) {
+export function Section(props: { title: string; actions?: ComponentChildren; children: ComponentChildren }) {
+  const id = useId();
   return (
-    <section class="card" aria-labelledby={props.id ? props.id + '-title' : undefined}>
+    <section class="card" aria-labelledby={id}>
       <div class="card-head">
-        <h2 id={props.id ? props.id + '-title' : undefined}>{props.title}</h2>
+        <h2 id={id}>{props.title}</h2>
         {props.actions && <div class="card-actions">{props.actions}</div>}
       </div>
       {props.children}
@@ -48,14 +49,15 @@ export function Section(props: { title: string; actions?: ComponentChildren; chi
 /** A card that takes focus when it appears, so keyboard users land in the form they opened. */
 export function FocusedSection(props: { title: string; actions?: ComponentChildren; children: ComponentChildren }) {
   const heading = useRef<HTMLHeadingElement>(null);
+  const id = useId();
   useEffect(() => {
     heading.current?.focus({ preventScroll: true });
     heading.current?.scrollIntoView({ block: 'nearest' });
   }, []);
   return (
-    <section class="card focus-card">
+    <section class="card focus-card" aria-labelledby={id}>
       <div class="card-head">
-        <h2 tabIndex={-1} ref={heading}>
+        <h2 tabIndex={-1} ref={heading} id={id}>
           {props.title}
         </h2>
         {props.actions && <div class="card-actions">{props.actions}</div>}
@@ -112,7 +114,8 @@ export interface Resource<T> {
   data: T | undefined;
   error: unknown;
   loading: boolean;
-  reload: () => Promise<void>;
+  /** Resolves true when the data was loaded, false when it failed (the error is in `error`). */
+  reload: () => Promise<boolean>;
 }
 
 /** Loads once on mount (and on `reload`); keeps the last data while reloading. */
@@ -137,8 +140,10 @@ export function useResource<T>(load: () => Promise<T>, deps: unknown[] = []): Re
         setData(value);
         setError(null);
       }
+      return true;
     } catch (e) {
       if (mounted.current && mine === generation.current) setError(e);
+      return false;
     } finally {
       if (mounted.current && mine === generation.current) setLoading(false);
     }
@@ -237,6 +242,17 @@ export function Checkbox(props: { label: string; checked: boolean; onChange: (va
 }
 
 export const inputValue = (e: Event) => (e.target as HTMLInputElement).value;
+
+/** An optional number field: empty → null; anything else must be a number ≥ 0 (whole if asked). */
+export function optionalNumber(text: string, what: string, whole = false): number | null {
+  const trimmed = text.trim();
+  if (trimmed === '') return null;
+  const value = Number(trimmed);
+  if (!Number.isFinite(value) || value < 0 || (whole && !Number.isInteger(value))) {
+    throw new Error(`${what} must be ${whole ? 'a whole number' : 'a number'} of 0 or more, or empty for none.`);
+  }
+  return value;
+}
 
 /* ---------- tables ---------- */
 
@@ -499,11 +515,13 @@ export const formatInt = (n: number) => integer.format(n);
 const compact = new Intl.NumberFormat(undefined, { notation: 'compact', maximumFractionDigits: 1 });
 export const formatCompact = (n: number) => compact.format(n);
 
+/** Dollars with cents; amounts under a cent (one cheap request) keep two significant digits. */
 export function formatUsd(n: number): string {
-  if (n === 0) return '$0.00';
   const abs = Math.abs(n);
-  const digits = abs < 0.01 ? 4 : 2;
-  return (n < 0 ? '−$' : '$') + abs.toLocaleString(undefined, { minimumFractionDigits: digits, maximumFractionDigits: digits });
+  if (abs < 0.0000005) return '$0.00';
+  const sign = n < 0 ? '−$' : '$';
+  if (abs < 0.01) return sign + abs.toLocaleString(undefined, { maximumSignificantDigits: 2 });
+  return sign + abs.toLocaleString(undefined, { minimumFractionDigits: 2, maximumFractionDigits: 2 });
 }
 
 export function Pill(props: { kind: string; children: ComponentChildren }) {

@@ -197,7 +197,7 @@ function AgentForm(props: { agent: Agent | null; suggestions: string[]; suggesti
         </div>
         <TierOrderEditor label="Tier order" value={order} onChange={setOrder} emptyText="None chosen: the agent uses the default routing order." />
         <Field label="Queue timeout (ms)" optional hint="How long a request waits for a free slot. Empty: the default.">
-          {(p) => <input {...p} name="queue_timeout_ms" type="number" min={0} step={1} value={timeout} onInput={(e) => setTimeoutMs(inputValue(e))} />}
+          {(p) => <input {...p} name="queue_timeout_ms" type="text" inputMode="numeric" value={timeout} onInput={(e) => setTimeoutMs(inputValue(e))} />}
         </Field>
         <div class="form-footer">
           <ErrorMessage title="The agent was not saved." error={action.error} />

@@ -1,7 +1,26 @@
 // API keys: what clients (and admin scripts) use to call auxot. Shown once, stored hashed.
 import { useState } from 'preact/hooks';
-import { api, describeError, seg, type ApiKey } from '../api';
-import { CodeBox, DataTable, ErrorMessage, Field, Loading, Notice, Page, Pill, Section, Time, confirmAction, inputValue, useAction, useResource } from '../components';
+import { api, describeError, seg, type ApiKey, type Model } from '../api';
+import {
+  CodeBox,
+  DataTable,
+  ErrorMessage,
+  Field,
+  FocusedSection,
+  Loading,
+  Notice,
+  Page,
+  Pill,
+  Section,
+  Time,
+  confirmAction,
+  formatInt,
+  formatUsd,
+  inputValue,
+  optionalNumber,
+  useAction,
+  useResource,
+} from '../components';
 
 interface CreatedKey extends ApiKey {
   key: string;
@@ -9,11 +28,15 @@ interface CreatedKey extends ApiKey {
 
 export function ApiKeysPage() {
   const keys = useResource(() => api.list<ApiKey>('/api/api-keys'));
+  // Only to make the example request use a model that exists; `auto` when none is cached.
+  const models = useResource(() => api.list<Model>('/api/models'));
+  const exampleModel = models.data?.find((m) => m.provider_enabled)?.id ?? 'auto';
   const [name, setName] = useState('');
   const [role, setRole] = useState<'client' | 'admin'>('client');
   const [created, setCreated] = useState<CreatedKey | null>(null);
   const [notice, setNotice] = useState<string | null>(null);
   const [revokeError, setRevokeError] = useState<string | null>(null);
+  const [limitsOf, setLimitsOf] = useState<ApiKey | null>(null);
   const action = useAction();
 
   const create = (event: Event) => {
@@ -35,6 +58,7 @@ export function ApiKeysPage() {
     try {
       await api.delete(`/api/api-keys/${seg(key.id)}`);
       if (created?.id === key.id) setCreated(null);
+      if (limitsOf?.id === key.id) setLimitsOf(null);
       setNotice(`Revoked the API key “${key.name}”.`);
       await keys.reload();
     } catch (e) {
@@ -72,7 +96,7 @@ export function ApiKeysPage() {
             <CodeBox
               label="Example request"
               copyLabel="Copy command"
-              value={`curl ${window.location.origin}/v1/chat/completions -H "Authorization: Bearer ${created.key}" -H 'content-type: application/json' -d '{"model":"auto","messages":[{"role":"user","content":"Hello"}]}'`}
+              value={`curl ${window.location.origin}/v1/chat/completions -H "Authorization: Bearer ${created.key}" -H 'content-type: application/json' -d '{"model":"${exampleModel}","messages":[{"role":"user","content":"Hello"}]}'`}
             />
             <button type="button" class="secondary small" onClick={() => setCreated(null)}>
               I have copied it
@@ -96,20 +120,105 @@ export function ApiKeysPage() {
               { label: 'Name', render: (k) => <strong>{k.name}</strong> },
               { label: 'Role', render: (k) => <Pill kind={k.role === 'admin' ? 'busy' : 'ok'}>{k.role}</Pill> },
               { label: 'Key', render: (k) => <code class="nowrap">{k.prefix}…</code> },
+              { label: 'Limits', render: (k) => describeLimits(k) },
               { label: 'Created', render: (k) => <Time iso={k.created_at} /> },
               {
                 label: 'Actions',
                 class: 'actions',
                 render: (k) => (
-                  <button type="button" class="secondary small danger-text" aria-label={`Revoke API key ${k.name}`} onClick={() => void revoke(k)}>
-                    Revoke
-                  </button>
+                  <div class="button-row">
+                    <button
+                      type="button"
+                      class="secondary small"
+                      aria-label={`Limits of API key ${k.name}`}
+                      onClick={() => {
+                        setLimitsOf(k);
+                        setNotice(null);
+                      }}
+                    >
+                      Limits
+                    </button>
+                    <button type="button" class="secondary small danger-text" aria-label={`Revoke API key ${k.name}`} onClick={() => void revoke(k)}>
+                      Revoke
+                    </button>
+                  </div>
                 ),
               },
             ]}
           />
         )}
       </Section>
+      {limitsOf && (
+        <LimitsForm
+          key={limitsOf.id}
+          apiKey={limitsOf}
+          onClose={() => setLimitsOf(null)}
+          onSaved={(saved) => {
+            setLimitsOf(null);
+            setNotice(`Saved the limits of “${saved.name}”: ${describeLimitsText(saved)}.`);
+            void keys.reload();
+          }}
+        />
+      )}
     </Page>
+  );
+}
+
+function describeLimitsText(k: ApiKey): string {
+  const parts: string[] = [];
+  if (k.rpm_limit != null) parts.push(`${formatInt(k.rpm_limit)} requests/min`);
+  if (k.monthly_spend_cap_usd != null) parts.push(`${formatUsd(k.monthly_spend_cap_usd)}/month cloud spend`);
+  return parts.length ? parts.join(', ') : 'no limits';
+}
+
+function describeLimits(k: ApiKey) {
+  const text = describeLimitsText(k);
+  return text === 'no limits' ? <span class="muted">none</span> : text;
+}
+
+function LimitsForm(props: { apiKey: ApiKey; onClose: () => void; onSaved: (key: ApiKey) => void }) {
+  const [rpm, setRpm] = useState(props.apiKey.rpm_limit == null ? '' : String(props.apiKey.rpm_limit));
+  const [cap, setCap] = useState(props.apiKey.monthly_spend_cap_usd == null ? '' : String(props.apiKey.monthly_spend_cap_usd));
+  const action = useAction();
+  const submit = (event: Event) => {
+    event.preventDefault();
+    void action.run(async () => {
+      const body = {
+        rpm_limit: optionalNumber(rpm, 'Requests per minute', true),
+        monthly_spend_cap_usd: optionalNumber(cap, 'The monthly spend cap'),
+      };
+      const saved = await api.patch<ApiKey>(`/api/api-keys/${seg(props.apiKey.id)}`, body);
+      props.onSaved(saved);
+    });
+  };
+  return (
+    <FocusedSection
+      title={`Limits of “${props.apiKey.name}”`}
+      actions={
+        <button type="button" class="secondary small" onClick={props.onClose}>
+          Close
+        </button>
+      }
+    >
+      <form class="form-grid" onSubmit={submit}>
+        <Field label="Requests per minute" optional hint="Over it, requests get 429 with Retry-After. Empty: no limit.">
+          {(p) => <input {...p} name="rpm_limit" type="text" inputMode="numeric" value={rpm} onInput={(e) => setRpm(inputValue(e))} />}
+        </Field>
+        <Field label="Monthly cloud spend cap (USD)" optional hint="Counts cloud cost only; resets each calendar month (UTC). Empty: no cap.">
+          {(p) => <input {...p} name="monthly_spend_cap_usd" type="text" inputMode="decimal" value={cap} onInput={(e) => setCap(inputValue(e))} />}
+        </Field>
+        <div class="form-footer">
+          <ErrorMessage title="The limits were not saved." error={action.error} />
+          <div class="button-row">
+            <button type="submit" class="primary" disabled={action.busy}>
+              {action.busy ? 'Saving…' : 'Save limits'}
+            </button>
+            <button type="button" class="secondary" onClick={props.onClose}>
+              Cancel
+            </button>
+          </div>
+        </div>
+      </form>
+    </FocusedSection>
   );
 }

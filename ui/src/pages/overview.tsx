@@ -64,7 +64,10 @@ export function OverviewPage() {
               <CodeBox label="OpenAI base URL" value={`${origin}/v1`} />
               <p>Anthropic SDKs and Claude Code (ANTHROPIC_BASE_URL, no /v1):</p>
               <CodeBox label="Anthropic base URL" value={origin} />
-              <p class="hint">Use an auxot API key as the SDK's API key. The model “auto” runs the whole cascade.</p>
+              <p class="hint">
+                Use an auxot API key as the SDK’s API key. The model “auto” takes whatever a worker serves; give it a cloud model under{' '}
+                <Link href="/settings/models">Models → Aliases</Link> to let it reach the cloud too.
+              </p>
             </Section>
           </div>
         </>

@@ -328,7 +328,7 @@ function EditProvider(props: { provider: Provider; onClose: () => void; onChange
           <h3>Details</h3>
           <Field label="Name">{(p) => <input {...p} name="name" required maxLength={64} value={name} onInput={(e) => setName(inputValue(e))} />}</Field>
           <Field label="Priority" hint="Lower is tried first. Default 100.">
-            {(p) => <input {...p} name="priority" type="number" step={1} value={priority} onInput={(e) => setPriority(inputValue(e))} />}
+            {(p) => <input {...p} name="priority" type="text" value={priority} onInput={(e) => setPriority(inputValue(e))} />}
           </Field>
           <Checkbox label="Enabled: route requests to this provider" checked={enabled} onChange={setEnabled} />
           <ErrorMessage title="Not saved." error={details.error} />

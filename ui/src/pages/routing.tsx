@@ -52,7 +52,7 @@ function RoutingForm(props: { settings: RoutingSettings }) {
       <form class="stack narrow" onSubmit={submit}>
         <TierOrderEditor label="Tiers, first tried first" value={order} onChange={setOrder} emptyText="No tier chosen: add at least one." />
         <Field label="Queue timeout (ms)" hint="When every eligible worker and provider is full, a request waits this long for a free slot, then gets 503.">
-          {(p) => <input {...p} name="queue_timeout_ms" type="number" min={0} step={1} required value={timeout} onInput={(e) => setTimeoutMs(inputValue(e))} />}
+          {(p) => <input {...p} name="queue_timeout_ms" type="text" inputMode="numeric" required value={timeout} onInput={(e) => setTimeoutMs(inputValue(e))} />}
         </Field>
         <ErrorMessage title="Not saved." error={action.error} />
         {saved && <Notice kind="success">{saved}</Notice>}

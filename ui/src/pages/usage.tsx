@@ -147,6 +147,12 @@ export function UsagePage() {
                 What the requests served by GPU and CLI workers would have cost at cloud prices ({formatUsd(data.byTier.totals.cloud_equivalent_usd)} cloud-equivalent in all, {formatUsd(data.byTier.totals.cost_usd)}{' '}
                 actually spent).
               </p>
+              {data.byTier.subscriptions && data.byTier.subscriptions.length > 0 && (
+                <p class="hint">
+                  Fixed subscriptions, not counted above:{' '}
+                  {data.byTier.subscriptions.map((sub) => `${sub.name} ${formatUsd(sub.monthly_price_usd)}/month`).join(', ')}.
+                </p>
+              )}
             </Section>
           </div>
           <Section

@@ -7,6 +7,7 @@ import {
   DataTable,
   ErrorMessage,
   Field,
+  FocusedSection,
   Loading,
   Notice,
   Page,
@@ -15,7 +16,9 @@ import {
   Time,
   confirmAction,
   formatInt,
+  formatUsd,
   inputValue,
+  optionalNumber,
   useAction,
   useResource,
   useVisibleInterval,
@@ -36,7 +39,7 @@ function LiveWorkers() {
   const workers = useResource(() => api.list<Worker>('/api/workers'));
   const [updatedAt, setUpdatedAt] = useState(() => Date.now());
   useVisibleInterval(() => {
-    void workers.reload().then(() => setUpdatedAt(Date.now()));
+    void workers.reload().then((ok) => ok && setUpdatedAt(Date.now()));
   }, REFRESH_MS);
 
   const list = workers.data ?? [];
@@ -75,7 +78,7 @@ function LiveWorkers() {
               label: 'Slots in use',
               render: (w) => (
                 <span class="slots">
-                  <meter min={0} max={w.slots_total} value={w.slots_in_use} aria-hidden="true" />
+                  <meter max={w.slots_total} value={w.slots_in_use} aria-hidden="true" />
                   {w.slots_in_use} / {w.slots_total}
                 </span>
               ),
@@ -107,6 +110,7 @@ function WorkerTokens() {
   const [created, setCreated] = useState<CreatedToken | null>(null);
   const [notice, setNotice] = useState<string | null>(null);
   const [revokeError, setRevokeError] = useState<string | null>(null);
+  const [pricing, setPricing] = useState<WorkerToken | null>(null);
   const action = useAction();
 
   const create = (event: Event) => {
@@ -128,6 +132,7 @@ function WorkerTokens() {
     try {
       await api.delete(`/api/worker-tokens/${seg(token.id)}`);
       if (created?.id === token.id) setCreated(null);
+      if (pricing?.id === token.id) setPricing(null);
       setNotice(`Revoked the worker token “${token.name}”.`);
       await tokens.reload();
     } catch (e) {
@@ -185,19 +190,83 @@ function WorkerTokens() {
             { label: 'Name', render: (t) => <strong>{t.name}</strong> },
             { label: 'Kind', render: (t) => <span class={`tier-badge tier-${t.kind}`}>{t.kind}</span> },
             { label: 'Token', render: (t) => <code class="nowrap">{t.prefix}…</code> },
+            {
+              label: 'Subscription',
+              render: (t) => (t.kind !== 'cli' ? <span class="muted">—</span> : t.monthly_price_usd == null ? <span class="muted">not set</span> : `${formatUsd(t.monthly_price_usd)}/month`),
+            },
             { label: 'Created', render: (t) => <Time iso={t.created_at} /> },
             {
               label: 'Actions',
               class: 'actions',
               render: (t) => (
-                <button type="button" class="secondary small danger-text" aria-label={`Revoke worker token ${t.name}`} onClick={() => void revoke(t)}>
-                  Revoke
-                </button>
+                <div class="button-row">
+                  {t.kind === 'cli' && (
+                    <button
+                      type="button"
+                      class="secondary small"
+                      aria-label={`Subscription price of worker token ${t.name}`}
+                      onClick={() => {
+                        setPricing(t);
+                        setNotice(null);
+                      }}
+                    >
+                      Price
+                    </button>
+                  )}
+                  <button type="button" class="secondary small danger-text" aria-label={`Revoke worker token ${t.name}`} onClick={() => void revoke(t)}>
+                    Revoke
+                  </button>
+                </div>
               ),
             },
           ]}
         />
       )}
+      {pricing && (
+        <PriceForm
+          key={pricing.id}
+          token={pricing}
+          onClose={() => setPricing(null)}
+          onSaved={(saved) => {
+            setPricing(null);
+            setNotice(saved.monthly_price_usd == null ? `Cleared the subscription price of “${saved.name}”.` : `“${saved.name}” costs ${formatUsd(saved.monthly_price_usd)}/month.`);
+            void tokens.reload();
+          }}
+        />
+      )}
     </Section>
+  );
+}
+
+/** A CLI worker's fixed monthly subscription, shown beside its usage. */
+function PriceForm(props: { token: WorkerToken; onClose: () => void; onSaved: (token: WorkerToken) => void }) {
+  const [price, setPrice] = useState(props.token.monthly_price_usd == null ? '' : String(props.token.monthly_price_usd));
+  const action = useAction();
+  const submit = (event: Event) => {
+    event.preventDefault();
+    void action.run(async () => {
+      const saved = await api.patch<WorkerToken>(`/api/worker-tokens/${seg(props.token.id)}`, { monthly_price_usd: optionalNumber(price, 'The price') });
+      props.onSaved(saved);
+    });
+  };
+  return (
+    <FocusedSection
+      title={`Subscription of “${props.token.name}”`}
+      actions={
+        <button type="button" class="secondary small" onClick={props.onClose}>
+          Close
+        </button>
+      }
+    >
+      <form class="inline-form" onSubmit={submit}>
+        <Field label="Monthly price (USD)" optional hint="What the CLI's subscription costs (e.g. 20). Shown beside the worker's usage. Empty: not set.">
+          {(p) => <input {...p} name="monthly_price_usd" type="text" inputMode="decimal" value={price} onInput={(e) => setPrice(inputValue(e))} />}
+        </Field>
+        <button type="submit" class="primary" disabled={action.busy}>
+          {action.busy ? 'Saving…' : 'Save price'}
+        </button>
+      </form>
+      <ErrorMessage title="The price was not saved." error={action.error} />
+    </FocusedSection>
   );
 }
