@@ -180,3 +180,41 @@ async fn unknown_endpoints_and_wrong_methods_are_json_errors() {
     assert!(reply.header("content-type").unwrap().starts_with("text/html"));
     server.call("GET", "/healthz", None, None).await.expect(200);
 }
+
+#[tokio::test]
+async fn the_ui_is_served_compressed_cached_and_with_real_404s_for_stale_assets() {
+    let server = TestServer::start().await;
+    let index = server.send(server.http.get(format!("{}/", server.url))).await;
+    index.expect(200);
+    assert!(index.header("content-type").unwrap().starts_with("text/html"));
+    assert_eq!(index.header("cache-control"), Some("no-cache"));
+    let script = index
+        .text
+        .split("src=\"/")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("index.html loads a script")
+        .to_string();
+    let raw = server
+        .http
+        .get(format!("{}/{script}", server.url))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), 200);
+    assert_eq!(raw.headers()["content-encoding"], "gzip");
+    assert!(raw.headers()["cache-control"].to_str().unwrap().contains("immutable"));
+    assert!(raw.headers()["content-type"].to_str().unwrap().contains("javascript"));
+    let plain = server
+        .http
+        .get(format!("{}/{script}", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(plain.headers().get("content-encoding").is_none());
+    server
+        .call("GET", "/assets/index-missing.js", None, None)
+        .await
+        .expect(404);
+}
