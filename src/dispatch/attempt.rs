@@ -474,7 +474,10 @@ impl Dispatcher {
             Why::KeyUnreadable
         })?;
         let (outcome, format) = if provider.kind.speaks_openai() {
-            let body = openai_body(request, resolved, model, false)?;
+            let mut body = openai_body(request, resolved, model, false)?;
+            if request.format == Format::Anthropic && provider.kind == crate::store::ProviderKind::Openai {
+                body = with_reasoning_token_field(body, model);
+            }
             let outcome = openai::chat(
                 &self.http,
                 &provider.base_url,
@@ -609,6 +612,28 @@ fn openai_body(request: &ChatRequest, resolved: &Resolved, model: &str, for_work
     }
 }
 
+/// OpenAI's reasoning models refuse `max_tokens` and want `max_completion_tokens`. A
+/// translated request always says `max_tokens` (what OpenAI-compatible servers accept), so
+/// it is renamed for those models on OpenAI itself.
+fn with_reasoning_token_field(body: Bytes, model: &str) -> Bytes {
+    let reasoning = ["o1", "o3", "o4", "gpt-5"]
+        .iter()
+        .any(|prefix| model == *prefix || model.starts_with(&format!("{prefix}-")));
+    if !reasoning {
+        return body;
+    }
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return body;
+    };
+    let Some(object) = value.as_object_mut() else {
+        return body;
+    };
+    if let Some(max) = object.remove("max_tokens") {
+        object.insert("max_completion_tokens".into(), max);
+    }
+    serde_json::to_vec(&value).map(Bytes::from).unwrap_or(body)
+}
+
 /// The request as an Anthropic Messages body for `model`.
 fn anthropic_body(request: &ChatRequest, resolved: &Resolved, model: &str) -> Result<Bytes, Why> {
     let system_prompt = resolved.system_prompt.as_deref();
@@ -686,6 +711,24 @@ fn all_failed(failures: Vec<TargetFailure>) -> DispatchError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasoning_models_get_max_completion_tokens() {
+        let body = Bytes::from_static(br#"{"model":"o3-mini","max_tokens":100,"messages":[]}"#);
+        let out: serde_json::Value = serde_json::from_slice(&with_reasoning_token_field(body, "o3-mini")).unwrap();
+        assert_eq!(out["max_completion_tokens"], 100);
+        assert!(out.get("max_tokens").is_none());
+        for model in ["gpt-4o", "o3x", "gpt-5x"] {
+            let body = Bytes::from_static(br#"{"max_tokens":100}"#);
+            assert_eq!(with_reasoning_token_field(body.clone(), model), body, "{model}");
+        }
+        let out: serde_json::Value = serde_json::from_slice(&with_reasoning_token_field(
+            Bytes::from_static(br#"{"max_tokens":5}"#),
+            "gpt-5",
+        ))
+        .unwrap();
+        assert_eq!(out["max_completion_tokens"], 5);
+    }
 
     #[test]
     fn which_statuses_fail_over() {
