@@ -48,17 +48,30 @@ export async function startFakeOpenAI() {
       }
       if (req.method === 'POST' && req.url === '/v1/chat/completions') {
         let model = 'gpt-4o-mini';
+        let parsed = {};
         try {
-          model = JSON.parse(body).model ?? model;
+          parsed = JSON.parse(body);
+          model = parsed.model ?? model;
         } catch {
           // keep the default
+        }
+        // With tools offered (the admin agent): a question about models calls list_models,
+        // and the tool's answer is summed up.
+        let message = { role: 'assistant', content: 'Hello from the fake upstream.' };
+        let finish = 'stop';
+        const last = Array.isArray(parsed.messages) ? parsed.messages[parsed.messages.length - 1] : undefined;
+        if (Array.isArray(parsed.tools) && last?.role === 'user' && /models/i.test(String(last.content))) {
+          message = { role: 'assistant', content: null, tool_calls: [{ id: 'call_fake_1', type: 'function', function: { name: 'list_models', arguments: '{}' } }] };
+          finish = 'tool_calls';
+        } else if (Array.isArray(parsed.tools) && last?.role === 'tool') {
+          message = { role: 'assistant', content: 'There is one model: gpt-4o-mini, served by the provider “openai”.' };
         }
         send(200, {
           id: 'chatcmpl-fake',
           object: 'chat.completion',
           created: Math.floor(Date.now() / 1000),
           model,
-          choices: [{ index: 0, message: { role: 'assistant', content: 'Hello from the fake upstream.' }, finish_reason: 'stop' }],
+          choices: [{ index: 0, message, finish_reason: finish }],
           usage: { prompt_tokens: 12, completion_tokens: 7, total_tokens: 19 },
         });
         return;

@@ -105,6 +105,23 @@ step('a reload keeps the session and the client route', async () => {
   await page.getByText('No provider yet').waitFor();
 });
 
+step('the assistant, with no model anywhere, says so plainly and points to Providers', async () => {
+  await nav('Assistant').click();
+  await heading('Assistant').waitFor();
+  await page.getByText('No conversation yet.').waitFor();
+  await page.getByText('replaced by placeholders').waitFor();
+  const box = page.getByLabel('Message', { exact: true });
+  await box.fill('List all available models');
+  await box.press('Enter');
+  await page.getByRole('alert').filter({ hasText: /no model is reachable/i }).waitFor();
+  await page.getByRole('alert').getByRole('link', { name: 'Settings → Providers' }).waitFor();
+  await page.getByRole('list', { name: 'Messages' }).getByText('List all available models').waitFor();
+  assert.equal(await box.isDisabled(), false, 'the input is usable again once the turn ended');
+  await page.getByRole('list', { name: 'Past conversations' }).getByRole('button', { name: /List all available models/ }).waitFor();
+  await nav('Providers').click();
+  await heading('Providers').waitFor();
+});
+
 step('adding a provider: a rejected key shows the provider’s message, a good key adds it', async () => {
   await page.getByRole('button', { name: 'Add provider' }).click();
   await page.getByRole('heading', { name: 'Add a provider' }).waitFor();
@@ -249,6 +266,25 @@ step('usage shows the request (or says accounting is not in this build)', async 
   await shot(probe === 404 ? 'usage-unavailable' : 'usage-live');
 });
 
+step('a price is validated, set, and listed on the Usage page', async () => {
+  await nav('Usage').click();
+  await heading('Usage').waitFor();
+  await page.getByLabel('Price model').fill('my-finetune-1');
+  await page.getByLabel('Input (USD / M tokens)').fill('-1');
+  await page.getByLabel('Output (USD / M tokens)').fill('0.6');
+  await page.getByRole('button', { name: 'Save price' }).click();
+  await alert('The input price must be a number of 0 or more').waitFor();
+  await page.getByLabel('Input (USD / M tokens)').fill('0.35');
+  await page.getByRole('button', { name: 'Save price' }).click();
+  await status('Saved the price of “my-finetune-1”').waitFor();
+  const row = page.getByRole('row').filter({ has: page.getByRole('button', { name: 'Edit price of my-finetune-1' }) });
+  await row.getByText('$0.35').waitFor();
+  await row.getByText('$0.60').waitFor();
+  const listed = await page.evaluate(async () => (await (await fetch('/api/prices', { credentials: 'same-origin' })).json()).data);
+  const price = listed.find((p) => p.model === 'my-finetune-1');
+  assert.deepEqual(price && [price.input_per_mtok, price.output_per_mtok], [0.35, 0.6]);
+});
+
 step('a worker token shows its command once; a real worker connects, then is cut off by revoking', async () => {
   await nav('Workers').click();
   await heading('Workers').waitFor();
@@ -290,6 +326,42 @@ step('a worker token shows its command once; a real worker connects, then is cut
   await confirmDialog('Revoke token');
   await status('Revoked the worker token “laptop-claude”.').waitFor();
   await page.getByText('No worker tokens.').waitFor();
+});
+
+step('the assistant runs a tool, shows the call and its result, and reopens a past conversation', async () => {
+  // Point the agent at the fake provider's model (the default “auto” may have no cloud model).
+  const put = await page.evaluate(async () => {
+    const r = await fetch('/api/settings', { method: 'PUT', credentials: 'same-origin', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ admin_agent: { model: 'openai/gpt-4o-mini' } }) });
+    return r.status;
+  });
+  assert.equal(put, 200);
+  await nav('Assistant').click();
+  await heading('Assistant').waitFor();
+  await page.getByRole('button', { name: 'New conversation' }).click();
+  const box = page.getByLabel('Message', { exact: true });
+  await box.fill('Which models are there?');
+  await page.getByRole('button', { name: 'Send' }).click();
+  const messages = page.getByRole('list', { name: 'Messages' });
+  await messages.getByText('There is one model: gpt-4o-mini').waitFor();
+  const tool = messages.locator('summary').filter({ hasText: 'list_models' });
+  await tool.getByText('done', { exact: true }).waitFor();
+  await tool.click();
+  await messages.locator('pre').filter({ hasText: '"gpt-4o-mini"' }).first().waitFor();
+  await messages.evaluate((el) => (el.scrollTop = el.scrollHeight));
+  await shot('assistant');
+
+  await page.getByRole('list', { name: 'Past conversations' }).getByRole('button', { name: /List all available models/ }).click();
+  await messages.getByText('List all available models').waitFor();
+  assert.equal(await messages.getByText('There is one model').count(), 0);
+  await page.getByRole('list', { name: 'Past conversations' }).getByRole('button', { name: /Which models are there/ }).click();
+  await messages.getByText('There is one model: gpt-4o-mini').waitFor();
+  await messages.locator('summary').filter({ hasText: 'list_models' }).waitFor();
+
+  await page.setViewportSize({ width: 360, height: 740 });
+  const width = await page.evaluate(() => document.documentElement.scrollWidth);
+  assert.ok(width <= 360, `no sideways scrolling at 360 px (page is ${width} px wide)`);
+  await shot('mobile-assistant');
+  await page.setViewportSize({ width: 1280, height: 800 });
 });
 
 step('an agent is created and edited', async () => {

@@ -86,6 +86,33 @@ export interface RoutingSettings {
   queue_timeout_ms: number;
 }
 
+export interface Price {
+  model: string;
+  input_per_mtok: number;
+  output_per_mtok: number;
+}
+
+export interface ConversationSummary {
+  id: string;
+  title: string;
+  updated_at: string;
+}
+
+/** A stored message of the admin agent, in OpenAI's chat format. */
+export interface StoredMessage {
+  role: 'user' | 'assistant' | 'tool' | 'system';
+  content?: string | null;
+  tool_calls?: { id: string; type?: string; function: { name: string; arguments: string } }[];
+  tool_call_id?: string;
+  name?: string;
+}
+
+export interface Conversation extends ConversationSummary {
+  created_at: string;
+  messages: StoredMessage[];
+  pending_confirmation: boolean;
+}
+
 export type UsageGroupBy = 'tier' | 'provider' | 'model' | 'api_key' | 'agent' | 'day';
 
 export interface UsageFigures {
@@ -161,18 +188,97 @@ export async function request<T>(method: string, path: string, body?: unknown): 
       data = undefined;
     }
   }
-  if (!response.ok) {
-    const error = (data as { error?: { code?: string; message?: string } } | undefined)?.error;
-    const message = error?.message
-      ? sentence(error.message)
-      : `The server answered ${response.status} ${response.statusText || ''}`.trim() + '.';
-    if (response.status === 401 && !PUBLIC_PATHS.has(path) && onSessionLost) onSessionLost();
-    throw new ApiError(response.status, error?.code ?? 'http_' + response.status, message);
-  }
+  if (!response.ok) throw failure(response, path, data);
   if (data === undefined) {
     throw new ApiError(response.status, 'bad_response', 'The server sent a reply this page cannot read. Reload the page; if it keeps happening, check the server log.');
   }
   return data as T;
+}
+
+/** The `ApiError` for a failed answer (its JSON body already parsed, if any). */
+function failure(response: Response, path: string, data: unknown): ApiError {
+  const error = (data as { error?: { code?: string; message?: string } } | undefined)?.error;
+  const message = error?.message
+    ? sentence(error.message)
+    : `The server answered ${response.status} ${response.statusText || ''}`.trim() + '.';
+  if (response.status === 401 && !PUBLIC_PATHS.has(path) && onSessionLost) onSessionLost();
+  return new ApiError(response.status, error?.code ?? 'http_' + response.status, message);
+}
+
+/** One server-sent event: its name and its JSON data. */
+export interface StreamEvent {
+  event: string;
+  data: unknown;
+}
+
+/**
+ * POSTs `body` and calls `onEvent` for each server-sent event of the answer, in order, until
+ * the stream ends. A refused request (4xx/5xx before any event) throws an `ApiError`, like
+ * `request`. POST rules out EventSource, so the stream is read with fetch.
+ */
+export async function postStream(path: string, body: unknown, onEvent: (event: StreamEvent) => void): Promise<void> {
+  let response: Response;
+  try {
+    response = await fetch(path, {
+      method: 'POST',
+      credentials: 'same-origin',
+      headers: { accept: 'text/event-stream', 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+  } catch {
+    throw new ApiError(0, 'network', 'Could not reach the auxot server. Check that it is running and that this machine can reach it, then try again.');
+  }
+  if (!response.ok) {
+    const text = await response.text().catch(() => '');
+    let data: unknown = undefined;
+    try {
+      data = text ? JSON.parse(text) : undefined;
+    } catch {
+      data = undefined;
+    }
+    throw failure(response, path, data);
+  }
+  if (!response.body) throw new ApiError(response.status, 'bad_response', 'The server sent a reply this page cannot read. Reload the page and try again.');
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = '';
+  const dispatch = (frame: string) => {
+    let event = 'message';
+    const data: string[] = [];
+    for (const line of frame.split('\n')) {
+      if (line.startsWith(':')) continue;
+      const colon = line.indexOf(':');
+      const field = colon < 0 ? line : line.slice(0, colon);
+      const value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
+      if (field === 'event') event = value;
+      else if (field === 'data') data.push(value);
+    }
+    if (data.length === 0 && event === 'message') return;
+    const text = data.join('\n');
+    let parsed: unknown = text;
+    try {
+      parsed = text ? JSON.parse(text) : {};
+    } catch {
+      parsed = text;
+    }
+    onEvent({ event, data: parsed });
+  };
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true }).replace(/\r\n?/g, '\n');
+      let end: number;
+      while ((end = buffer.indexOf('\n\n')) >= 0) {
+        dispatch(buffer.slice(0, end));
+        buffer = buffer.slice(end + 2);
+      }
+    }
+  } catch {
+    throw new ApiError(0, 'network', 'The connection to the server broke off mid-answer. What already ran is kept: reopen the conversation to see it.');
+  }
+  buffer += decoder.decode();
+  if (buffer.trim()) dispatch(buffer);
 }
 
 /** Server messages are lower-case fragments ("provider not found"): make them sentences. */
@@ -199,3 +305,5 @@ export const api = {
 };
 
 export const seg = encodeURIComponent;
+
+export { sentence };

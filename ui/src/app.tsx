@@ -13,6 +13,7 @@ import { WorkersPage } from './pages/workers';
 import { AgentsPage } from './pages/agents';
 import { ApiKeysPage } from './pages/apikeys';
 import { UsagePage } from './pages/usage';
+import { AssistantPage } from './pages/assistant';
 
 type Auth =
   | { state: 'checking' }
@@ -30,6 +31,7 @@ const NAV: { group?: string; items: NavItem[] }[] = [
   {
     items: [
       { href: '/', label: 'Overview' },
+      { href: '/assistant', label: 'Assistant' },
       { href: '/usage', label: 'Usage' },
       { href: '/workers', label: 'Workers' },
       { href: '/agents', label: 'Agents' },
@@ -227,6 +229,8 @@ function Route(props: { path: string }): ComponentChildren {
       return <ApiKeysPage />;
     case '/usage':
       return <UsagePage />;
+    case '/assistant':
+      return <AssistantPage />;
     default:
       return (
         <Page title="Page not found">

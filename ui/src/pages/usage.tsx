@@ -4,6 +4,7 @@ import { useState } from 'preact/hooks';
 import { ApiError, api, type ApiKey, type Provider, type UsageFigures, type UsageGroup, type UsageGroupBy, type UsageReport } from '../api';
 import { ErrorMessage, Loading, Page, Section, formatCompact, formatInt, formatUsd, useResource } from '../components';
 import { BarChart, HBarChart, type Bar } from '../charts';
+import { PricesEditor } from './prices';
 
 type Range = '24h' | '7d' | '30d' | '90d';
 const RANGES: { value: Range; label: string; days: number }[] = [
@@ -175,6 +176,7 @@ export function UsagePage() {
           >
             <UsageTable report={data.table} label={GROUPINGS.find((g) => g.value === data.table.group_by)?.label ?? 'Group'} keyNames={data.keyNames} />
           </Section>
+          <PricesEditor />
         </>
       )}
     </Page>
