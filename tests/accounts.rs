@@ -217,3 +217,51 @@ async fn api_key_requests_are_validated() {
             .expect(400);
     }
 }
+
+#[tokio::test]
+async fn repeated_failed_logins_are_throttled_with_retry_after() {
+    let server = TestServer::start().await;
+    server
+        .call(
+            "POST",
+            "/api/setup",
+            None,
+            Some(json!({"username": "admin", "password": "password123"})),
+        )
+        .await
+        .expect(201);
+    for _ in 0..10 {
+        server
+            .call(
+                "POST",
+                "/api/login",
+                None,
+                Some(json!({"username": "admin", "password": "wrong-guess"})),
+            )
+            .await
+            .expect(401);
+    }
+    // Now even the right password waits: a guesser cannot tell it worked.
+    let throttled = server
+        .call(
+            "POST",
+            "/api/login",
+            None,
+            Some(json!({"username": "Admin", "password": "password123"})),
+        )
+        .await;
+    throttled.expect(429);
+    assert_eq!(throttled.json()["error"]["code"], "too_many_attempts");
+    let retry: u64 = throttled.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=300).contains(&retry), "{retry}");
+    // Another account is not affected.
+    server
+        .call(
+            "POST",
+            "/api/login",
+            None,
+            Some(json!({"username": "someone", "password": "x-password"})),
+        )
+        .await
+        .expect(401);
+}

@@ -85,7 +85,11 @@ pub fn bytes_response(status: u16, content_type: &'static str, body: bytes::Byte
 
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
-        ApiError::new(e.status(), e.code(), e.to_string())
+        let retry_after = match &e {
+            AuthError::TooManyAttempts { retry_after_secs } => Some(retry_after_secs.to_string()),
+            _ => None,
+        };
+        ApiError::new(e.status(), e.code(), e.to_string()).with_retry_after(retry_after)
     }
 }
 

@@ -17,6 +17,9 @@ use std::time::Duration;
 pub const API_KEY_PREFIX: &str = "aux_";
 pub const WORKER_TOKEN_PREFIX: &str = "auxw_";
 const MIN_PASSWORD_LEN: usize = 8;
+/// Failed logins per username allowed within `LOGIN_WINDOW` before further tries wait.
+const MAX_LOGIN_FAILURES: u32 = 10;
+const LOGIN_WINDOW: Duration = Duration::from_secs(300);
 const MAX_NAME_LEN: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +30,8 @@ pub enum AuthError {
     InvalidCredentials,
     #[error("wrong username or password")]
     WrongPassword,
+    #[error("too many failed logins for this account; try again in {retry_after_secs} s")]
+    TooManyAttempts { retry_after_secs: u64 },
     #[error("this endpoint needs an admin key or an admin session; a client key cannot use it")]
     NotAdmin,
     #[error("setup is already done: an admin account exists")]
@@ -49,6 +54,7 @@ impl AuthError {
             AuthError::MissingCredentials | AuthError::InvalidCredentials | AuthError::WrongPassword => 401,
             AuthError::NotAdmin => 403,
             AuthError::AlreadySetUp => 409,
+            AuthError::TooManyAttempts { .. } => 429,
             AuthError::InvalidInput(_) => 400,
             AuthError::KeyNotFound | AuthError::WorkerTokenNotFound => 404,
             AuthError::Hashing => 500,
@@ -63,6 +69,7 @@ impl AuthError {
             AuthError::WrongPassword => "invalid_login",
             AuthError::NotAdmin => "forbidden",
             AuthError::AlreadySetUp => "already_set_up",
+            AuthError::TooManyAttempts { .. } => "too_many_attempts",
             AuthError::InvalidInput(_) => "invalid_request",
             AuthError::KeyNotFound | AuthError::WorkerTokenNotFound => "not_found",
             AuthError::Hashing | AuthError::Store(_) => "internal_error",
@@ -171,6 +178,8 @@ pub struct Auth {
     keys: RwLock<HashMap<String, (Arc<str>, KnownKey)>>,
     /// token hash → identity
     worker_tokens: RwLock<HashMap<String, WorkerIdentity>>,
+    /// lower-cased username → (failures, when the window started)
+    login_failures: std::sync::Mutex<HashMap<String, (u32, std::time::Instant)>>,
 }
 
 impl Auth {
@@ -205,6 +214,7 @@ impl Auth {
             session_ttl,
             keys: RwLock::new(keys),
             worker_tokens: RwLock::new(worker_tokens),
+            login_failures: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -236,6 +246,40 @@ impl Auth {
 
     /// Checks the password and opens a session; returns the session token for the cookie.
     pub async fn login(&self, username: &str, password: &Secret) -> Result<Secret, AuthError> {
+        // Guessing is slow (argon2id) and, past a few misses, refused for a while.
+        let throttle_key = username.trim().to_lowercase();
+        if let Some((failures, since)) = self
+            .login_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&throttle_key)
+        {
+            if *failures >= MAX_LOGIN_FAILURES && since.elapsed() < LOGIN_WINDOW {
+                return Err(AuthError::TooManyAttempts {
+                    retry_after_secs: (LOGIN_WINDOW - since.elapsed()).as_secs().max(1),
+                });
+            }
+        }
+        let result = self.check_password(username, password).await;
+        let mut failures = self.login_failures.lock().unwrap_or_else(|p| p.into_inner());
+        match &result {
+            Err(AuthError::WrongPassword) => {
+                let entry = failures.entry(throttle_key).or_insert((0, std::time::Instant::now()));
+                if entry.1.elapsed() >= LOGIN_WINDOW {
+                    *entry = (0, std::time::Instant::now());
+                }
+                entry.0 += 1;
+            }
+            Ok(_) => {
+                failures.remove(&throttle_key);
+            }
+            Err(_) => {}
+        }
+        drop(failures);
+        result
+    }
+
+    async fn check_password(&self, username: &str, password: &Secret) -> Result<Secret, AuthError> {
         let admin = self.store.get_admin(username.trim()).await?;
         // Verify against a dummy hash for unknown users too, so timing does not tell which
         // usernames exist.
