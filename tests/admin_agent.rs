@@ -194,6 +194,25 @@ async fn listing_models_shows_them_to_the_operator_and_the_model() {
     assert_eq!(tool_message["role"], "tool");
     assert!(tool_message["content"].as_str().unwrap().contains("gpt-4o"));
     assert_eq!(named(&events, "message")[0]["content"], "You have gpt-4o.");
+
+    // The agent's two model calls are usage rows of their own.
+    let metered = crate::support::eventually(std::time::Duration::from_secs(10), || async {
+        let usage = s
+            .server
+            .call("GET", "/api/usage?group_by=agent", Some(&s.admin), None)
+            .await
+            .json();
+        usage["groups"]
+            .as_array()
+            .is_some_and(|groups| groups.iter().any(|g| g["key"] == "admin-agent" && g["requests"] == 2))
+    })
+    .await;
+    let usage = s
+        .server
+        .call("GET", "/api/usage?group_by=agent", Some(&s.admin), None)
+        .await
+        .text;
+    assert!(metered, "the admin agent's model calls were not recorded: {usage}");
 }
 
 #[tokio::test]

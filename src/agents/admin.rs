@@ -13,6 +13,7 @@ use crate::dispatch::{ChatRequest, DispatchError, RoutedReply};
 use crate::providers::anthropic::ClientHeaders;
 use crate::store::{now_unix, ConversationRecord, ConversationSummary, Store, StoreError};
 use crate::translate::Format;
+use crate::usage::{MeterStart, RouteInfo};
 use crate::AppState;
 use bytes::Bytes;
 use secrets::SecretVault;
@@ -363,6 +364,13 @@ impl AdminAgent {
         messages.extend(history.iter().cloned());
         let body = json!({"model": model, "messages": messages, "tools": tools::definitions(), "stream": false});
         let body = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
+        // The agent's own model calls cost money too: they get usage rows like any request.
+        let mut meter = state.usage.meter(MeterStart {
+            agent: Some("admin-agent".into()),
+            model: model.clone(),
+            request_bytes: body.len(),
+            ..MeterStart::default()
+        });
         let request = ChatRequest {
             body: Bytes::from(body),
             format: Format::OpenAi,
@@ -374,25 +382,50 @@ impl AdminAgent {
             tiers: None,
             wait: None,
         };
-        let routed = state
-            .dispatcher
-            .chat(request)
-            .await
-            .map_err(|e| unreachable_message(&model, &e))?;
-        let completion: Value = match routed.reply {
-            RoutedReply::Complete(bytes) => serde_json::from_slice(&bytes).map_err(|e| bad_answer(&e))?,
-            RoutedReply::Upstream { reply, format } => {
-                let bytes = crate::providers::registry::collect(reply.body)
-                    .await
-                    .map_err(|e| format!("the model's answer could not be read: {e}"))?;
-                match format {
-                    Format::OpenAi => serde_json::from_slice(&bytes).map_err(|e| bad_answer(&e))?,
-                    Format::Anthropic => crate::translate::anthropic::anthropic_to_openai_response(&bytes, &model)
-                        .map_err(|e| bad_answer(&e))?,
-                }
+        let routed = state.dispatcher.chat(request).await.map_err(|e| {
+            if let Some((tier, route)) = e.last_target() {
+                meter.tried(tier.as_str(), route);
             }
-            RoutedReply::WorkerStream { .. } => {
-                return Err("the model answered with a stream; expected one reply".into())
+            meter.failed(e.code(), e.status());
+            unreachable_message(&model, &e)
+        })?;
+        meter.routed(RouteInfo {
+            tier: routed.tier.as_str(),
+            route: &routed.route,
+            target_model: &routed.model,
+            cloud_model: routed.cloud_model.as_deref(),
+            overflow: routed.overflow,
+            client_format: Format::OpenAi,
+            sse: false,
+        });
+        let completion: Result<Value, String> = async {
+            Ok(match routed.reply {
+                RoutedReply::Complete(bytes) => serde_json::from_slice(&bytes).map_err(|e| bad_answer(&e))?,
+                RoutedReply::Upstream { reply, format } => {
+                    let bytes = crate::providers::registry::collect(reply.body)
+                        .await
+                        .map_err(|e| format!("the model's answer could not be read: {e}"))?;
+                    match format {
+                        Format::OpenAi => serde_json::from_slice(&bytes).map_err(|e| bad_answer(&e))?,
+                        Format::Anthropic => crate::translate::anthropic::anthropic_to_openai_response(&bytes, &model)
+                            .map_err(|e| bad_answer(&e))?,
+                    }
+                }
+                RoutedReply::WorkerStream { .. } => {
+                    return Err("the model answered with a stream; expected one reply".into())
+                }
+            })
+        }
+        .await;
+        let completion = match completion {
+            Ok(value) => {
+                meter.observe(value.to_string().as_bytes());
+                meter.completed();
+                value
+            }
+            Err(e) => {
+                meter.failed("upstream_error", 502);
+                return Err(e);
             }
         };
         let message = &completion["choices"][0]["message"];

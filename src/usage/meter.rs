@@ -16,6 +16,8 @@ const BYTES_PER_TOKEN: u64 = 4;
 #[derive(Default)]
 pub struct MeterStart {
     pub api_key_id: Option<String>,
+    /// Set for internal callers (the admin agent); client requests derive it from `agent:NAME`.
+    pub agent: Option<String>,
     pub model: String,
     pub stream: bool,
     pub request_bytes: usize,
@@ -44,10 +46,12 @@ pub struct Meter {
 
 impl Usage {
     pub fn meter(self: &Arc<Self>, start: MeterStart) -> Meter {
-        let agent = start
-            .model
-            .strip_prefix(crate::agents::MODEL_PREFIX)
-            .map(str::to_string);
+        let agent = start.agent.or_else(|| {
+            start
+                .model
+                .strip_prefix(crate::agents::MODEL_PREFIX)
+                .map(str::to_string)
+        });
         Meter {
             usage: self.clone(),
             row: UsageRecord {
