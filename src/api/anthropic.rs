@@ -5,7 +5,7 @@
 use super::error::{bytes_response, json_response, ApiError, Dialect};
 use super::openai::RouteHeaders;
 use super::relay;
-use super::request::{api_key, header, parse_json, read_body, RolePeek};
+use super::request::{api_key, header, parse_json, read_body, require_model_and_messages, RolePeek};
 use crate::dispatch::{ChatRequest, Routed, RoutedReply};
 use crate::providers::anthropic::ClientHeaders;
 use crate::providers::UpstreamReply;
@@ -93,12 +93,7 @@ where
     let body = read_body(headers, body, state.config.body_limit).await?;
     let peek: MessagesPeek = parse_json(&body)?;
     meter.set_request(&peek.model, peek.stream.unwrap_or(false), body.len());
-    if peek.model.trim().is_empty() {
-        return Err(ApiError::bad_request("model must not be empty"));
-    }
-    if peek.messages.is_empty() {
-        return Err(ApiError::bad_request("messages must hold at least one message"));
-    }
+    require_model_and_messages(&peek.model, peek.messages.len())?;
     let request = ChatRequest {
         body,
         format: Format::Anthropic,
@@ -114,11 +109,7 @@ where
         tiers: overrides.tiers,
         wait: overrides.wait,
     };
-    let routed = state.dispatcher.chat(request).await.inspect_err(|e| {
-        if let Some((tier, route)) = e.last_target() {
-            meter.tried(tier.as_str(), route);
-        }
-    })?;
+    let routed = relay::dispatch(state, request, meter).await?;
     Ok((peek.model, routed))
 }
 

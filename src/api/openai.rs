@@ -3,7 +3,7 @@
 
 use super::error::{json_response, ApiError, Dialect};
 use super::relay;
-use super::request::{api_key, header, parse_json, read_body, RolePeek};
+use super::request::{api_key, header, parse_json, read_body, require_model_and_messages, RolePeek};
 use crate::dispatch::rules::validate_queue_timeout;
 use crate::dispatch::{ChatRequest, Routed, RoutedReply, Tier};
 use crate::providers::anthropic::ClientHeaders;
@@ -102,12 +102,7 @@ where
     let body = read_body(headers, body, state.config.body_limit).await?;
     let peek: ChatPeek = parse_json(&body)?;
     meter.set_request(&peek.model, peek.stream.unwrap_or(false), body.len());
-    if peek.model.trim().is_empty() {
-        return Err(ApiError::bad_request("model must not be empty"));
-    }
-    if peek.messages.is_empty() {
-        return Err(ApiError::bad_request("messages must hold at least one message"));
-    }
+    require_model_and_messages(&peek.model, peek.messages.len())?;
     let include_usage = peek
         .stream_options
         .as_ref()
@@ -124,11 +119,7 @@ where
         tiers: overrides.tiers,
         wait: overrides.wait,
     };
-    let routed = state.dispatcher.chat(request).await.inspect_err(|e| {
-        if let Some((tier, route)) = e.last_target() {
-            meter.tried(tier.as_str(), route);
-        }
-    })?;
+    let routed = relay::dispatch(state, request, meter).await?;
     Ok((peek.model, include_usage, routed))
 }
 

@@ -394,3 +394,18 @@ pub fn authorize_and_limit(
     }
     Ok(())
 }
+
+/// Runs the request through the dispatcher; a failure still tells the meter which target
+/// it reached, so its usage row names the tier and route.
+pub async fn dispatch(
+    state: &crate::AppState,
+    request: crate::dispatch::ChatRequest,
+    meter: &mut Meter,
+) -> Result<crate::dispatch::Routed, ApiError> {
+    state.dispatcher.chat(request).await.map_err(|e| {
+        if let Some((tier, route)) = e.last_target() {
+            meter.tried(tier.as_str(), route);
+        }
+        ApiError::from(e)
+    })
+}

@@ -84,6 +84,17 @@ pub struct RolePeek {
     role: String,
 }
 
+/// What every chat request must carry, whatever its dialect.
+pub fn require_model_and_messages(model: &str, messages: usize) -> Result<(), ApiError> {
+    if model.trim().is_empty() {
+        return Err(ApiError::bad_request("model must not be empty"));
+    }
+    if messages == 0 {
+        return Err(ApiError::bad_request("messages must hold at least one message"));
+    }
+    Ok(())
+}
+
 /// Parses a JSON body into `T`, naming the offending field in the error.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
