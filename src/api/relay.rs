@@ -26,16 +26,10 @@ pub type ClientStream = BoxStream<'static, Result<Bytes, Infallible>>;
 type UpstreamBody = BoxStream<'static, Result<Bytes, ProviderError>>;
 
 /// Reads a non-streaming upstream body whole, bounded.
-pub async fn collect(mut body: UpstreamBody) -> Result<Bytes, String> {
-    let mut out = Vec::new();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| e.to_string())?;
-        out.extend_from_slice(&chunk);
-        if out.len() > MAX_TRANSLATED_BODY {
-            return Err("the upstream's answer is larger than 32 MiB".into());
-        }
-    }
-    Ok(Bytes::from(out))
+pub async fn collect(body: UpstreamBody) -> Result<Bytes, String> {
+    crate::providers::collect_body(body, MAX_TRANSLATED_BODY, "the upstream's answer")
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// One direction of stream translation.

@@ -164,6 +164,25 @@ async fn read_bounded(response: reqwest::Response) -> Bytes {
     Bytes::from(out)
 }
 
+/// Reads a whole body, refusing one past `limit` bytes (`what` names it in the error).
+pub(crate) async fn collect_body(
+    mut body: BoxStream<'static, Result<Bytes, ProviderError>>,
+    limit: usize,
+    what: &str,
+) -> Result<Bytes, ProviderError> {
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next().await {
+        out.extend_from_slice(&chunk?);
+        if out.len() > limit {
+            return Err(ProviderError::BadResponse(format!(
+                "{what} larger than {} MiB",
+                limit / (1024 * 1024)
+            )));
+        }
+    }
+    Ok(Bytes::from(out))
+}
+
 /// Removes the provider key from a body an upstream sent back, should it echo it.
 pub(crate) fn scrub(body: Bytes, key: Option<&Secret>) -> Bytes {
     let Some(key) = key.map(Secret::expose).filter(|k| k.len() >= 4) else {

@@ -8,7 +8,6 @@ use crate::crypto::{CryptoError, MasterKey, Sealed, Secret};
 use crate::store::{now_unix, ModelCache, ProviderRecord, Store, StoreError};
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
-use futures_util::StreamExt;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -550,17 +549,8 @@ fn validate_key(kind: ProviderKind, key: Option<Secret>) -> Result<Option<Secret
 }
 
 /// Reads a listing body whole, refusing one beyond any sane size.
-pub(crate) async fn collect(
-    mut body: BoxStream<'static, Result<Bytes, ProviderError>>,
-) -> Result<Bytes, ProviderError> {
-    let mut out = Vec::new();
-    while let Some(chunk) = body.next().await {
-        out.extend_from_slice(&chunk?);
-        if out.len() > MAX_LISTING_BYTES {
-            return Err(ProviderError::BadResponse("model list larger than 16 MiB".into()));
-        }
-    }
-    Ok(Bytes::from(out))
+pub(crate) async fn collect(body: BoxStream<'static, Result<Bytes, ProviderError>>) -> Result<Bytes, ProviderError> {
+    super::collect_body(body, MAX_LISTING_BYTES, "model list").await
 }
 
 #[cfg(test)]
