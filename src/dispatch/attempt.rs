@@ -294,6 +294,63 @@ impl Dispatcher {
         out
     }
 
+    /// Asks the Anthropic provider a request would go to first for its exact token count.
+    /// `None` when the first target is anything else (the caller estimates then).
+    pub async fn count_tokens_upstream(&self, request: &ChatRequest) -> Option<Result<ChatOutcome, ProviderError>> {
+        let resolved = self.resolve(request).ok()?;
+        let table = self.providers.routing();
+        let snapshot: Vec<WorkerSnapshot> = self
+            .workers
+            .live()
+            .iter()
+            .map(|w| WorkerSnapshot {
+                id: w.id.clone(),
+                kind: w.kind,
+                name: w.name.clone(),
+                models: w.models(),
+                slots: w.slots,
+                in_use: w.in_use(),
+            })
+            .collect();
+        let alias = self.rules.alias(&resolved.model);
+        let input = PlanInput {
+            model: &resolved.model,
+            provider: request.provider.as_deref(),
+            order: &resolved.order,
+            alias: alias.as_ref(),
+            table: &table,
+            workers: &snapshot,
+            turn: self.turn.load(Ordering::Relaxed),
+        };
+        let first = plan(&input).ok()?.targets.into_iter().next()?;
+        let Target::Cloud { provider, model } = first else {
+            return None;
+        };
+        if provider.kind != crate::store::ProviderKind::Anthropic {
+            return None;
+        }
+        let key = match provider.open_key(&self.master) {
+            Ok(key) => key,
+            Err(e) => {
+                tracing::error!(provider = %provider.name, error = %e, "cannot open a stored provider key");
+                return None;
+            }
+        };
+        let model = (model != request.model).then_some(model.as_str());
+        let body = rewrite_anthropic(&request.body, model, None).ok()?;
+        Some(
+            anthropic_api::count_tokens(
+                &self.http,
+                &provider.base_url,
+                key.as_ref(),
+                body,
+                &request.anthropic,
+                self.upstream_timeout,
+            )
+            .await,
+        )
+    }
+
     /// Requests waiting for a free slot right now.
     pub fn queue_depth(&self) -> usize {
         self.queued.load(Ordering::Acquire)
@@ -597,6 +654,7 @@ fn openai_body(request: &ChatRequest, resolved: &Resolved, model: &str, for_work
             body["model"] = serde_json::json!(model);
             if for_worker {
                 body["stream"] = serde_json::json!(true);
+                crate::translate::late_system::fold_late_system_messages(&mut body);
             }
             if body["stream"] == serde_json::json!(true) && !for_worker {
                 // The Anthropic stream reports output tokens at its end: ask for them.
