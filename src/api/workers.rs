@@ -287,6 +287,7 @@ async fn list_workers(state: AppState, headers: HeaderMap) -> Result<Response, A
             let price = prices.get(&w.token_id).copied().flatten();
             let mut value = serde_json::to_value(&w).unwrap_or_default();
             value["monthly_price_usd"] = json!(price);
+            state.dispatcher.worker_health(&w.token_id).merge_into(&mut value);
             value
         })
         .collect();

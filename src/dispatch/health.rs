@@ -49,16 +49,26 @@ struct Entry {
     probing: bool,
 }
 
-/// A target's health as the admin API shows it (fields absent when healthy).
+/// A target's health as the admin API shows it (`null`s when healthy).
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct HealthView {
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// RFC 3339: skipped by the router until then (failures or its `Retry-After`).
     pub cooldown_until: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub cooldown_reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// RFC 3339: a CLI subscription's usage limit resets then; routed around until then.
     pub limited_until: Option<String>,
     pub consecutive_failures: u32,
+}
+
+impl HealthView {
+    /// Adds these fields to a JSON object (a provider or worker view).
+    pub fn merge_into(&self, value: &mut serde_json::Value) {
+        if let (Some(object), Ok(serde_json::Value::Object(fields))) =
+            (value.as_object_mut(), serde_json::to_value(self))
+        {
+            object.extend(fields);
+        }
+    }
 }
 
 #[derive(Default)]

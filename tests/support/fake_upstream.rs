@@ -4,7 +4,8 @@
 //! `fail-500`, `fail-429`, `fail-400` answer that status; `gated` streams its role chunk and first
 //! content chunk and then waits for `release_stream()`; `break` streams two chunks and then drops the
 //! connection; `slow` answers after 3 s; `sleep-<ms>` answers after that many ms;
-//! `quota-after-role` streams a role chunk then an `insufficient_quota` error event;
+//! `quota-after-role` streams a role chunk then an `insufficient_quota` error event (on
+//! a fake whose name starts with `bad`; others answer it normally);
 //! `stall-after-first` streams its opening and first content then goes silent;
 //! `redirect` answers 302; anything else answers
 //! "Hello from <name>" (SSE when `stream` is true, with small delays between chunks).
@@ -470,7 +471,8 @@ impl FakeState {
                     .body(Body::empty())
                     .unwrap()
             }
-            "quota-after-role" | "stall-after-first" => return openai_scripted_stream(&model),
+            "quota-after-role" if self.name.starts_with("bad") => return openai_scripted_stream(&model),
+            "stall-after-first" => return openai_scripted_stream(&model),
             m if m.starts_with("sleep-") => {
                 let ms: u64 = m["sleep-".len()..].parse().unwrap_or(0);
                 tokio::time::sleep(Duration::from_millis(ms)).await;
