@@ -280,6 +280,11 @@ impl Dispatcher {
         }
         let mut out: Vec<(String, String)> = plain.into_iter().collect();
         out.extend(self.rules.aliases().into_iter().map(|a| (a.name, "auxot".to_string())));
+        for (name, _alias) in self.rules.client_model_names() {
+            if !out.iter().any(|(id, _)| *id == name) {
+                out.push((name, "auxot".to_string()));
+            }
+        }
         out.extend(
             self.agents
                 .list()
