@@ -198,3 +198,87 @@ async fn count_tokens_is_answered_by_an_anthropic_target_and_estimated_otherwise
     let estimate = reply.json()["input_tokens"].as_u64().unwrap();
     assert!((1..50).contains(&estimate), "{estimate}");
 }
+
+#[tokio::test]
+async fn undated_and_latest_model_names_resolve_to_the_newest_dated_id() {
+    let fake = FakeUpstream::anthropic(
+        "claude",
+        &[ANTHROPIC_KEY],
+        &[
+            "claude-sonnet-4-5-20250929",
+            "claude-sonnet-4-5-20250101",
+            "claude-3-5-haiku-20241022",
+        ],
+    )
+    .await;
+    let (server, admin, client) = server().await;
+    server.add_provider(&admin, "anthropic", &fake, ANTHROPIC_KEY).await;
+    for (asked, sent) in [
+        ("claude-sonnet-4-5", "claude-sonnet-4-5-20250929"),
+        ("claude-3-5-haiku-latest", "claude-3-5-haiku-20241022"),
+        ("anthropic/claude-sonnet-4-5", "claude-sonnet-4-5-20250929"),
+    ] {
+        let body = json!({"model": asked, "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]});
+        let reply = claude_code_call(&server, &client, &body).await;
+        reply.expect(200);
+        assert_eq!(fake.chat_requests().pop().unwrap().json()["model"], sent, "{asked}");
+    }
+    let body = json!({"model": "claude-sonnet-4", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]});
+    claude_code_call(&server, &client, &body).await.expect(404);
+}
+
+#[tokio::test]
+async fn an_operator_sends_every_claude_model_to_an_alias_on_the_gpu() {
+    let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["qwen-coder"]).await;
+    let (server, admin, client) = server().await;
+    let _worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 1).await;
+    server
+        .call(
+            "POST",
+            "/api/aliases",
+            Some(&admin),
+            Some(json!({"name": "coder", "gpu": "qwen-coder", "client_models": ["claude-*"]})),
+        )
+        .await
+        .expect(201);
+    let reply = claude_code_call(&server, &client, &claude_code_body("claude-opus-4-5-20251101")).await;
+    reply.expect(200);
+    assert_eq!(reply.header("x-auxot-tier"), Some("gpu"));
+    assert_eq!(gpu.chat_requests().pop().unwrap().json()["model"], "qwen-coder");
+    let models = server
+        .send(
+            server
+                .http
+                .get(format!("{}/v1/models", server.url))
+                .header("x-api-key", &client)
+                .header("anthropic-version", "2023-06-01"),
+        )
+        .await;
+    models.expect(200);
+    let ids: Vec<String> = models.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(ids.contains(&"claude-sonnet-4-5".to_string()), "{ids:?}");
+    // An update that does not mention client_models keeps them.
+    server
+        .call(
+            "PUT",
+            "/api/aliases/coder",
+            Some(&admin),
+            Some(json!({"gpu": "qwen-coder"})),
+        )
+        .await
+        .expect(200);
+    let aliases = server.call("GET", "/api/aliases", Some(&admin), None).await;
+    let coder = aliases.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "coder")
+        .cloned()
+        .unwrap();
+    assert_eq!(coder["client_models"], json!(["claude-*"]));
+}

@@ -6,7 +6,7 @@
 use super::body::{rewrite, rewrite_anthropic, Rewrite};
 pub use super::error::{DispatchError, TargetFailure, Why};
 use super::health::{provider_key, worker_key, Health, HealthView};
-use super::plan::Tier;
+use super::plan::{plan, PlanInput, Target, Tier, WorkerSnapshot};
 use super::queue::SlotQueue;
 use super::rules::RoutingRules;
 use super::stream::{hold_until_content, read_whole, worker_chunk_kind, ChunkKind, Clock, Phases};
@@ -158,6 +158,11 @@ impl Dispatcher {
         }
         let mut out: Vec<(String, String)> = plain.into_iter().collect();
         out.extend(self.rules.aliases().into_iter().map(|a| (a.name, "auxot".to_string())));
+        for (name, _alias) in self.rules.client_model_names() {
+            if !out.iter().any(|(id, _)| *id == name) {
+                out.push((name, "auxot".to_string()));
+            }
+        }
         out.extend(
             self.agents
                 .list()
