@@ -11,6 +11,8 @@ mod admin_agent;
 mod anthropic;
 mod bad_input;
 mod chat;
+mod cost;
+mod durability;
 mod leak;
 mod providers;
 mod restart;

@@ -167,7 +167,9 @@ impl Usage {
     /// Queues a row; never waits. A full channel (the disk far behind) drops the row and
     /// counts it, rather than slowing requests that were not answered anyway.
     fn record(&self, row: UsageRecord) {
-        let sent = self.sender().is_some_and(|tx| tx.try_send(Job::Row(Box::new(row), None)).is_ok());
+        let sent = self
+            .sender()
+            .is_some_and(|tx| tx.try_send(Job::Row(Box::new(row), None)).is_ok());
         if !sent {
             self.lost.fetch_add(1, Ordering::Relaxed);
             tracing::warn!("usage row dropped: the writer is behind or stopped");

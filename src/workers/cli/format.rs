@@ -448,11 +448,16 @@ mod tests {
             &mut state,
             r#"{"type":"result","subtype":"success","is_error":false,"result":"x","usage":{"input_tokens":3,"cache_creation_input_tokens":300,"cache_read_input_tokens":9000,"output_tokens":12,"cache_creation":{"ephemeral_5m_input_tokens":100,"ephemeral_1h_input_tokens":200}}}"#,
         );
-        let Some(CliEvent::Usage(usage)) = events.last() else { panic!("{events:?}") };
+        let Some(CliEvent::Usage(usage)) = events.last() else {
+            panic!("{events:?}")
+        };
         assert_eq!(usage.prompt_tokens, 9303);
         assert_eq!(
             usage.cache_creation,
-            Some(CacheCreation { ephemeral_5m_input_tokens: 100, ephemeral_1h_input_tokens: 200 })
+            Some(CacheCreation {
+                ephemeral_5m_input_tokens: 100,
+                ephemeral_1h_input_tokens: 200
+            })
         );
 
         let mut state = MessageState::default();
