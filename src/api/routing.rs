@@ -135,6 +135,9 @@ struct AliasBody {
     cli: Option<String>,
     #[serde(default)]
     cloud: Option<String>,
+    /// Absent on an update: the alias keeps its client model names.
+    #[serde(default)]
+    client_models: Option<Vec<String>>,
 }
 
 async fn list_aliases(state: AppState, headers: HeaderMap) -> Result<Response, ApiError> {
@@ -166,6 +169,17 @@ where
         (None, Some(named)) => named,
         (None, None) => return Err(ApiError::bad_request("name is required")),
     };
+    let client_models = match input.client_models {
+        Some(names) => names,
+        None if create => Vec::new(),
+        None => state
+            .rules
+            .aliases()
+            .into_iter()
+            .find(|a| a.name == name)
+            .map(|a| a.client_models)
+            .unwrap_or_default(),
+    };
     let alias = state
         .rules
         .put_alias(
@@ -174,6 +188,7 @@ where
                 gpu: input.gpu,
                 cli: input.cli,
                 cloud: input.cloud,
+                client_models,
             },
             create,
         )

@@ -6,7 +6,7 @@
 use super::body::{rewrite, rewrite_anthropic, Rewrite};
 pub use super::error::{DispatchError, TargetFailure, Why};
 use super::health::{provider_key, worker_key, Health, HealthView};
-use super::plan::Tier;
+use super::plan::{plan, PlanInput, Target, Tier, WorkerSnapshot};
 use super::queue::SlotQueue;
 use super::rules::RoutingRules;
 use super::stream::{hold_until_content, read_whole, worker_chunk_kind, ChunkKind, Clock, Phases};
@@ -158,6 +158,11 @@ impl Dispatcher {
         }
         let mut out: Vec<(String, String)> = plain.into_iter().collect();
         out.extend(self.rules.aliases().into_iter().map(|a| (a.name, "auxot".to_string())));
+        for (name, _alias) in self.rules.client_model_names() {
+            if !out.iter().any(|(id, _)| *id == name) {
+                out.push((name, "auxot".to_string()));
+            }
+        }
         out.extend(
             self.agents
                 .list()
@@ -170,6 +175,63 @@ impl Dispatcher {
             }
         }
         out
+    }
+
+    /// Asks the Anthropic provider a request would go to first for its exact token count.
+    /// `None` when the first target is anything else (the caller estimates then).
+    pub async fn count_tokens_upstream(&self, request: &ChatRequest) -> Option<Result<ChatOutcome, ProviderError>> {
+        let resolved = self.resolve(request).ok()?;
+        let table = self.providers.routing();
+        let snapshot: Vec<WorkerSnapshot> = self
+            .workers
+            .live()
+            .iter()
+            .map(|w| WorkerSnapshot {
+                id: w.id.clone(),
+                kind: w.kind,
+                name: w.name.clone(),
+                models: w.models(),
+                slots: w.slots,
+                in_use: w.in_use(),
+            })
+            .collect();
+        let alias = self.rules.alias(&resolved.model);
+        let input = PlanInput {
+            model: &resolved.model,
+            provider: request.provider.as_deref(),
+            order: &resolved.order,
+            alias: alias.as_ref(),
+            table: &table,
+            workers: &snapshot,
+            turn: self.turn.load(Ordering::Relaxed),
+        };
+        let first = plan(&input).ok()?.targets.into_iter().next()?;
+        let Target::Cloud { provider, model } = first else {
+            return None;
+        };
+        if provider.kind != crate::store::ProviderKind::Anthropic {
+            return None;
+        }
+        let key = match provider.open_key(&self.master) {
+            Ok(key) => key,
+            Err(e) => {
+                tracing::error!(provider = %provider.name, error = %e, "cannot open a stored provider key");
+                return None;
+            }
+        };
+        let model = (model != request.model).then_some(model.as_str());
+        let body = rewrite_anthropic(&request.body, model, None).ok()?;
+        Some(
+            anthropic_api::count_tokens(
+                &self.http,
+                &provider.base_url,
+                key.as_ref(),
+                body,
+                &request.anthropic,
+                self.upstream_timeout,
+            )
+            .await,
+        )
     }
 
     /// Requests waiting for a free slot right now.
@@ -436,6 +498,7 @@ fn openai_body(request: &ChatRequest, resolved: &Resolved, model: &str, for_work
             body["model"] = serde_json::json!(model);
             if for_worker {
                 body["stream"] = serde_json::json!(true);
+                crate::translate::late_system::fold_late_system_messages(&mut body);
             }
             if body["stream"] == serde_json::json!(true) && !for_worker {
                 // The Anthropic stream reports output tokens at its end: ask for them.

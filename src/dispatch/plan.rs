@@ -144,6 +144,7 @@ pub enum PlanError {
 pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
     let pin = resolve_pin(input.model, input.provider, input.table)?;
     if let Some((provider, model)) = pin {
+        let model = input.table.listed_name(model);
         if !input.order.contains(&Tier::Cloud) {
             let names: Vec<&str> = input.order.iter().map(|t| t.as_str()).collect();
             return Err(PlanError::PinWithoutCloud(names.join(",")));
@@ -273,6 +274,7 @@ fn plan_cloud(input: &PlanInput<'_>, plan: &mut Plan) -> Result<(), PlanError> {
     // An alias may pin: `openai/gpt-4o-mini`.
     if input.alias.is_some() {
         if let Some((provider, model)) = resolve_pin(wanted, None, input.table)? {
+            let model = input.table.listed_name(model);
             if input.table.serves(provider, model) {
                 plan.targets.push(Target::Cloud {
                     provider: provider.clone(),
@@ -285,6 +287,7 @@ fn plan_cloud(input: &PlanInput<'_>, plan: &mut Plan) -> Result<(), PlanError> {
             return Ok(());
         }
     }
+    let wanted = input.table.listed_name(wanted);
     let serving: Vec<&Arc<LiveProvider>> = input.table.serving(wanted).collect();
     if serving.is_empty() {
         plan.notes.push(format!("cloud: no enabled provider serves {wanted}"));
@@ -585,6 +588,7 @@ mod tests {
             gpu: Some("qwen-coder".into()),
             cli: Some("sonnet".into()),
             cloud: Some("c/o3".into()),
+            client_models: Vec::new(),
         };
         let workers = [
             worker("g1", WorkerKind::Gpu, &["qwen-coder"], 1, 0),
@@ -604,6 +608,7 @@ mod tests {
             gpu: Some("qwen-coder".into()),
             cli: None,
             cloud: None,
+            client_models: Vec::new(),
         };
         assert_eq!(
             routes("local", None, &DEFAULT, Some(&gpu_only), &workers, 0).unwrap(),

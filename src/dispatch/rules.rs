@@ -180,12 +180,24 @@ impl RoutingRules {
         Ok(settings)
     }
 
+    /// The alias named `name`, else the one whose client model names match it (the most
+    /// specific pattern wins: the longest, then the alias name).
     pub fn alias(&self, name: &str) -> Option<AliasRecord> {
-        self.aliases
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
+        let aliases = self.aliases.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(alias) = aliases.get(name) {
+            return Some(alias.clone());
+        }
+        aliases
+            .values()
+            .filter_map(|a| {
+                a.client_models
+                    .iter()
+                    .filter(|pattern| client_model_matches(pattern, name))
+                    .map(|pattern| (pattern.len(), a))
+                    .max_by_key(|(len, _)| *len)
+            })
+            .max_by(|(la, a), (lb, b)| la.cmp(lb).then_with(|| b.name.cmp(&a.name)))
+            .map(|(_, a)| a.clone())
     }
 
     pub fn aliases(&self) -> Vec<AliasRecord> {
@@ -277,6 +289,64 @@ fn check_phase_order(tier: &str, p: &PhaseTimeouts) -> Result<(), RulesError> {
     Ok(())
 }
 
+/// Model names coding agents offer their users; a `client_models` pattern lists those it
+/// matches in `GET /v1/models`, so a client's model discovery shows them.
+const AGENT_MODEL_NAMES: &[&str] = &[
+    "claude-opus-4-5",
+    "claude-sonnet-4-5",
+    "claude-haiku-4-5",
+    "claude-opus-4-1",
+    "claude-opus-4-0",
+    "claude-sonnet-4-0",
+    "claude-3-7-sonnet-latest",
+    "claude-3-5-haiku-latest",
+    "gpt-5-codex",
+    "gpt-5",
+    "gpt-5-mini",
+];
+
+impl RoutingRules {
+    /// Client model names the aliases' `client_models` send somewhere, with the alias:
+    /// exact entries as they are, patterns as the well-known agent model names they match.
+    pub fn client_model_names(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for alias in self.aliases() {
+            for pattern in &alias.client_models {
+                if !pattern.contains('*') {
+                    out.push((pattern.clone(), alias.name.clone()));
+                    continue;
+                }
+                for name in AGENT_MODEL_NAMES.iter().filter(|n| client_model_matches(pattern, n)) {
+                    out.push((name.to_string(), alias.name.clone()));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+pub fn client_model_matches(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let Some(first) = parts.next() else {
+        return false;
+    };
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let pieces: Vec<&str> = parts.collect();
+    let Some((last, middle)) = pieces.split_last() else {
+        return rest.is_empty();
+    };
+    for piece in middle {
+        match rest.find(piece) {
+            Some(at) => rest = &rest[at + piece.len()..],
+            None => return false,
+        }
+    }
+    rest.ends_with(last)
+}
+
 fn validate_alias(alias: AliasRecord) -> Result<AliasRecord, RulesError> {
     let name = alias.name.trim().to_string();
     let ok = !name.is_empty()
@@ -297,10 +367,70 @@ fn validate_alias(alias: AliasRecord) -> Result<AliasRecord, RulesError> {
             other => Ok(other),
         }
     };
+    let mut client_models = Vec::new();
+    for pattern in alias.client_models {
+        let pattern = pattern.trim().to_string();
+        if pattern.is_empty() || pattern.len() > 128 || pattern.chars().any(char::is_whitespace) {
+            return Err(RulesError::Invalid(
+                "client_models entries must be model names or `*` patterns of 1 to 128 characters without spaces"
+                    .into(),
+            ));
+        }
+        if pattern == name {
+            return Err(RulesError::Invalid(
+                "client_models must not name the alias itself".into(),
+            ));
+        }
+        if !client_models.contains(&pattern) {
+            client_models.push(pattern);
+        }
+    }
     Ok(AliasRecord {
+        client_models,
         gpu: clean("gpu", alias.gpu)?,
         cli: clean("cli", alias.cli)?,
         cloud: clean("cloud", alias.cloud)?,
         name,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_model_patterns_match_whole_names() {
+        let cases = [
+            ("claude-*", "claude-sonnet-4-5", true),
+            ("claude-*", "claude-", true),
+            ("claude-*", "anthropic/claude-x", false),
+            ("*-mini", "gpt-4o-mini", true),
+            ("*-mini", "gpt-4o-mini-x", false),
+            ("gpt-*-mini", "gpt-4o-mini", true),
+            ("a*b*c", "a-x-b-y-c", true),
+            ("a*b*c", "a-c-b", false),
+            ("exact", "exact", true),
+            ("exact", "exactly", false),
+            ("*", "anything", true),
+        ];
+        for (pattern, name, expected) in cases {
+            assert_eq!(client_model_matches(pattern, name), expected, "{pattern} vs {name}");
+        }
+    }
+
+    #[test]
+    fn client_model_entries_are_cleaned_and_checked() {
+        let alias = |patterns: &[&str]| AliasRecord {
+            name: "coder".into(),
+            gpu: None,
+            cli: None,
+            cloud: None,
+            client_models: patterns.iter().map(|p| p.to_string()).collect(),
+        };
+        let ok = validate_alias(alias(&[" claude-* ", "claude-*", "gpt-5"])).unwrap();
+        assert_eq!(ok.client_models, ["claude-*", "gpt-5"]);
+        for bad in [&[""][..], &["a b"], &["coder"]] {
+            assert!(validate_alias(alias(bad)).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -39,6 +39,8 @@ impl FakeKind {
 pub struct Recorded {
     pub method: String,
     pub path: String,
+    /// Without the `?`; empty when none.
+    pub query: String,
     pub headers: Vec<(String, String)>,
     pub body: String,
 }
@@ -262,6 +264,7 @@ impl FakeState {
         self.requests.lock().unwrap().push(Recorded {
             method: method.to_string(),
             path: path.to_string(),
+            query: query.to_string(),
             headers: headers
                 .iter()
                 .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_string()))
@@ -276,6 +279,9 @@ impl FakeState {
             (FakeKind::Anthropic, "GET", "/v1/models") => self.anthropic_models(query),
             (FakeKind::OpenAi, "POST", "/v1/chat/completions") => self.openai_chat(&body).await,
             (FakeKind::Anthropic, "POST", "/v1/messages") => self.anthropic_messages(&body),
+            (FakeKind::Anthropic, "POST", "/v1/messages/count_tokens") => {
+                json_reply(200, json!({"input_tokens": 4242}))
+            }
             _ => json_reply(
                 404,
                 json!({"error": {"message": format!("fake has no {method} {path}"), "type": "not_found"}}),
