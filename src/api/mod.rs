@@ -10,6 +10,7 @@ mod openai;
 mod providers;
 mod relay;
 pub mod request;
+mod responses;
 mod routing;
 mod ui;
 mod usage;
@@ -30,6 +31,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(openai::routes(state.clone()))
         .unify()
         .or(anthropic::routes(state.clone()))
+        .unify()
+        .or(responses::routes(state.clone()))
         .unify()
         .or(admin::routes(state.clone()))
         .unify()

@@ -157,19 +157,24 @@ impl RouteHeaders {
     }
 }
 
-async fn reply(routed: Routed, model: &str, include_usage: bool, mut meter: Meter) -> Response {
-    let out = match routed.reply {
+/// A routed reply as Chat Completions, whatever dialect the target answered in.
+pub(super) async fn chat_outgoing(reply: RoutedReply, route: &str, model: &str) -> Result<Outgoing, ApiError> {
+    match reply {
         RoutedReply::Upstream {
             reply,
             format: Format::OpenAi,
-        } => Ok(relay::upstream_body(reply, &routed.route, openai_stream_error)),
+        } => Ok(relay::upstream_body(reply, route, openai_stream_error)),
         RoutedReply::Upstream {
             reply,
             format: Format::Anthropic,
         } => from_anthropic(reply, model).await,
-        RoutedReply::WorkerStream { first, job } => Ok(worker_stream(first, job, &routed.route)),
+        RoutedReply::WorkerStream { first, job } => Ok(worker_stream(first, job, route)),
         RoutedReply::Complete(body) => Ok(Outgoing::json(200, body)),
-    };
+    }
+}
+
+async fn reply(routed: Routed, model: &str, include_usage: bool, mut meter: Meter) -> Response {
+    let out = chat_outgoing(routed.reply, &routed.route, model).await;
     let out = match out {
         Ok(out) => out,
         Err(e) => {
