@@ -469,3 +469,229 @@ async fn responses_refuse_what_they_cannot_do_in_the_openai_error_shape() {
     let reply = responses_call(&server, "aux_wrong", &json!({"model": "gpt-5", "input": "hi"})).await;
     assert_eq!(reply.status, 401);
 }
+
+/// A real agent CLI installed by `tests/agents/install.sh`. Absent: the test is skipped
+/// with a note, unless `AUXOT_REQUIRE_AGENT_CLIS=1` (CI) makes that a failure.
+fn agent_cli(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/agents/node_modules/.bin")
+        .join(name);
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var("AUXOT_REQUIRE_AGENT_CLIS").as_deref() != Ok("1"),
+        "{name} is not installed: run tests/agents/install.sh"
+    );
+    eprintln!("skipped: {name} is not installed (run tests/agents/install.sh)");
+    None
+}
+
+/// Runs a CLI with a clean home, no telemetry, no update checks; returns (status, stdout, stderr).
+async fn run_agent(
+    program: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, String)],
+    home: &std::path::Path,
+) -> (bool, String, String) {
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
+        .current_dir(home)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env("DISABLE_TELEMETRY", "1")
+        .env("DISABLE_ERROR_REPORTING", "1")
+        .env("DISABLE_AUTOUPDATER", "1")
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        .env("CODEX_HOME", home.join(".codex"))
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = tokio::time::timeout(std::time::Duration::from_secs(120), command.output())
+        .await
+        .expect("the agent CLI finished within 120 s")
+        .expect("the agent CLI started");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+#[tokio::test]
+async fn the_real_claude_code_runs_a_tool_using_turn_on_a_gpu_worker() {
+    let Some(claude) = agent_cli("claude") else { return };
+    let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["qwen-coder"]).await;
+    let (server, admin, client) = server().await;
+    let _worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 2).await;
+    server
+        .call(
+            "POST",
+            "/api/aliases",
+            Some(&admin),
+            Some(json!({"name": "coder", "gpu": "qwen-coder", "client_models": ["claude-*"]})),
+        )
+        .await
+        .expect(201);
+    let home = tempfile::tempdir().unwrap();
+    let env = [
+        ("ANTHROPIC_BASE_URL", server.url.clone()),
+        ("ANTHROPIC_API_KEY", client.clone()),
+    ];
+    let (ok, stdout, stderr) = run_agent(
+        &claude,
+        &["-p", "What is the weather in Oslo?", "--max-turns", "3"],
+        &env,
+        home.path(),
+    )
+    .await;
+    assert!(
+        ok,
+        "claude failed\nstdout: {stdout}\nstderr: {stderr}\nserver: {}",
+        server.logs()
+    );
+    assert!(
+        stdout.contains("Hello from gpu-box"),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    let chats: Vec<Value> = gpu.chat_requests().iter().map(|r| r.json()).collect();
+    assert!(
+        chats
+            .iter()
+            .any(|c| c["messages"].as_array().unwrap().iter().any(|m| m["role"] == "tool")),
+        "no request carried a tool result: {chats:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_real_codex_runs_a_tool_using_turn_on_a_gpu_worker() {
+    let Some(codex) = agent_cli("codex") else { return };
+    let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["qwen-coder"]).await;
+    let (server, admin, client) = server().await;
+    let _worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 2).await;
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join(".codex")).unwrap();
+    let config = format!(
+        "model = \"qwen-coder\"\nmodel_provider = \"auxot\"\n\n[model_providers.auxot]\nname = \"auxot\"\nbase_url = \"{}/v1\"\nenv_key = \"AUXOT_API_KEY\"\nwire_api = \"responses\"\n",
+        server.url
+    );
+    std::fs::write(home.path().join(".codex/config.toml"), config).unwrap();
+    let env = [("AUXOT_API_KEY", client.clone())];
+    let (ok, stdout, stderr) = run_agent(
+        &codex,
+        &["exec", "--skip-git-repo-check", "What is the weather in Oslo?"],
+        &env,
+        home.path(),
+    )
+    .await;
+    assert!(
+        ok,
+        "codex failed\nstdout: {stdout}\nstderr: {stderr}\nserver: {}",
+        server.logs()
+    );
+    assert!(
+        stdout.contains("Hello from gpu-box"),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    let chats: Vec<Value> = gpu.chat_requests().iter().map(|r| r.json()).collect();
+    assert!(
+        chats
+            .iter()
+            .any(|c| c["messages"].as_array().unwrap().iter().any(|m| m["role"] == "tool")),
+        "no request carried a tool result: {chats:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_real_claude_code_runs_a_tool_using_turn_on_an_anthropic_provider() {
+    let Some(claude) = agent_cli("claude") else { return };
+    let fake = FakeUpstream::anthropic(
+        "claude",
+        &[ANTHROPIC_KEY],
+        &["claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001"],
+    )
+    .await;
+    let (server, admin, client) = server().await;
+    server.add_provider(&admin, "anthropic", &fake, ANTHROPIC_KEY).await;
+    let home = tempfile::tempdir().unwrap();
+    let env = [
+        ("ANTHROPIC_BASE_URL", server.url.clone()),
+        ("ANTHROPIC_API_KEY", client.clone()),
+    ];
+    let (ok, stdout, stderr) = run_agent(
+        &claude,
+        &[
+            "-p",
+            "What is the weather in Oslo?",
+            "--model",
+            "claude-sonnet-4-5",
+            "--max-turns",
+            "3",
+        ],
+        &env,
+        home.path(),
+    )
+    .await;
+    assert!(
+        ok,
+        "claude failed\nstdout: {stdout}\nstderr: {stderr}\nserver: {}",
+        server.logs()
+    );
+    assert!(
+        stdout.contains("Hello from claude"),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    let chats = fake.chat_requests();
+    assert!(
+        chats
+            .iter()
+            .all(|r| r.json()["model"] == "claude-sonnet-4-5-20250929"
+                || r.json()["model"] == "claude-haiku-4-5-20251001")
+    );
+    assert!(
+        chats.iter().any(|r| r.body.contains("tool_result")),
+        "no request carried a tool result"
+    );
+}
+
+#[tokio::test]
+async fn the_real_codex_runs_a_tool_using_turn_on_an_openai_provider() {
+    let Some(codex) = agent_cli("codex") else { return };
+    let fake = FakeUpstream::openai("oa", &[OPENAI_KEY], &["gpt-5"]).await;
+    let (server, admin, client) = server().await;
+    server.add_provider(&admin, "openai", &fake, OPENAI_KEY).await;
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join(".codex")).unwrap();
+    let config = format!(
+        "model = \"gpt-5\"\nmodel_provider = \"auxot\"\n\n[model_providers.auxot]\nname = \"auxot\"\nbase_url = \"{}/v1\"\nenv_key = \"AUXOT_API_KEY\"\nwire_api = \"responses\"\n",
+        server.url
+    );
+    std::fs::write(home.path().join(".codex/config.toml"), config).unwrap();
+    let env = [("AUXOT_API_KEY", client.clone())];
+    let (ok, stdout, stderr) = run_agent(
+        &codex,
+        &["exec", "--skip-git-repo-check", "What is the weather in Oslo?"],
+        &env,
+        home.path(),
+    )
+    .await;
+    assert!(
+        ok,
+        "codex failed\nstdout: {stdout}\nstderr: {stderr}\nserver: {}",
+        server.logs()
+    );
+    assert!(stdout.contains("Hello from oa"), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        fake.chat_requests().iter().any(|r| r.json()["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["role"] == "tool")),
+        "no request carried a tool result"
+    );
+}
