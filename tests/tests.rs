@@ -12,6 +12,7 @@ mod anthropic;
 mod bad_input;
 mod chat;
 mod coding_agents;
+mod dispatch;
 mod leak;
 mod providers;
 mod restart;

@@ -144,8 +144,8 @@ async fn reply(routed: Routed, model: &str, mut meter: Meter) -> Response {
             reply,
             format: Format::OpenAi,
         } => from_openai(reply, model).await,
-        RoutedReply::WorkerStream { first, job } => {
-            Ok(Outgoing::sse(relay::worker_chunks_as_anthropic(first, job, model)))
+        RoutedReply::WorkerStream { held, job } => {
+            Ok(Outgoing::sse(relay::worker_chunks_as_anthropic(held, job, model)))
         }
         RoutedReply::Complete(body) => openai_to_anthropic_response(&body, model)
             .map(|value| Outgoing::json(200, Bytes::from(value.to_string())))

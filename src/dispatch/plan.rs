@@ -3,6 +3,7 @@
 //! table-tested. Within the GPU and CLI tiers the least-loaded worker comes first, equal
 //! loads take turns; within the cloud tier, provider priority, equal priorities take turns.
 
+use super::queue::WaitKey;
 use crate::providers::{LiveProvider, RoutingTable};
 use crate::store::AliasRecord;
 use crate::workers::protocol::WorkerKind;
@@ -115,6 +116,9 @@ pub struct Plan {
     pub targets: Vec<Target>,
     /// Some eligible worker exists but has no free slot: worth waiting for one.
     pub can_wait: bool,
+    /// The worker capacity this request can use, in tier order (busy or not): what it
+    /// waits for in the queue when nothing in `targets` answers.
+    pub waits: Vec<WaitKey>,
     /// Why each tier that gave no candidate gave none.
     pub notes: Vec<String>,
 }
@@ -222,6 +226,10 @@ fn plan_workers(input: &PlanInput<'_>, tier: Tier, kind: WorkerKind, plan: &mut 
             .push(format!("{}: no {} worker serves {shown}", tier.as_str(), tier.as_str()));
         return;
     }
+    plan.waits.push(WaitKey {
+        kind,
+        model: wanted.map(str::to_string),
+    });
     let mut free: Vec<(usize, String)> = eligible
         .iter()
         .filter(|(i, _)| input.workers[*i].in_use < input.workers[*i].slots)

@@ -2,13 +2,19 @@
 //! aliases. Stored in redb, held in memory as snapshots the request path reads for free.
 
 use super::plan::Tier;
-use crate::store::{AdminAgentSettings, AliasRecord, RoutingSettings, Store, StoreError, AUTO_ALIAS};
+use super::stream::Phases;
+use crate::store::{
+    AdminAgentSettings, AliasRecord, PhaseTimeouts, RoutingSettings, Store, StoreError, TierTimeouts, AUTO_ALIAS,
+};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// A queue wait longer than this is a misconfiguration, not a wish.
 pub const MAX_QUEUE_TIMEOUT_MS: u64 = 10 * 60 * 1000;
+/// Phase timeouts are between these (a day at most: a request that long is stuck).
+pub const MIN_PHASE_MS: u64 = 100;
+pub const MAX_PHASE_MS: u64 = 24 * 3600 * 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RulesError {
@@ -52,10 +58,29 @@ impl RulesError {
     }
 }
 
+/// Some phases of one tier's clocks; the rest stay as they are.
+#[derive(Debug, Default, Clone, Copy, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhasePatch {
+    pub headers_ms: Option<u64>,
+    pub first_content_ms: Option<u64>,
+    pub idle_ms: Option<u64>,
+    pub total_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Clone, Copy, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsPatch {
+    pub gpu: Option<PhasePatch>,
+    pub cli: Option<PhasePatch>,
+    pub cloud: Option<PhasePatch>,
+}
+
 #[derive(Debug, Default)]
 pub struct SettingsPatch {
     pub default_order: Option<Vec<String>>,
     pub queue_timeout_ms: Option<u64>,
+    pub timeouts: Option<TimeoutsPatch>,
     /// The model (or alias) the admin agent runs on.
     pub admin_agent_model: Option<String>,
 }
@@ -108,6 +133,23 @@ impl RoutingRules {
         )
     }
 
+    /// The clocks of one attempt on `tier`.
+    pub fn phases(&self, tier: Tier) -> Phases {
+        let settings = self.settings.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let t = &settings.0.timeouts;
+        let p = match tier {
+            Tier::Gpu => t.gpu,
+            Tier::Cli => t.cli,
+            Tier::Cloud => t.cloud,
+        };
+        Phases {
+            headers: Duration::from_millis(p.headers_ms),
+            first_content: Duration::from_millis(p.first_content_ms),
+            idle: Duration::from_millis(p.idle_ms),
+            total: Duration::from_millis(p.total_ms),
+        }
+    }
+
     pub async fn update_settings(&self, patch: SettingsPatch) -> Result<RoutingSettings, RulesError> {
         let mut settings = self.settings();
         if let Some(order) = patch.default_order {
@@ -117,6 +159,9 @@ impl RoutingRules {
         }
         if let Some(ms) = patch.queue_timeout_ms {
             settings.queue_timeout_ms = validate_queue_timeout(ms)?;
+        }
+        if let Some(timeouts) = patch.timeouts {
+            settings.timeouts = apply_timeouts(settings.timeouts, timeouts)?;
         }
         if let Some(model) = patch.admin_agent_model {
             let model = model.trim().to_string();
@@ -205,6 +250,43 @@ pub fn validate_queue_timeout(ms: u64) -> Result<u64, RulesError> {
         )));
     }
     Ok(ms)
+}
+
+fn apply_timeouts(mut all: TierTimeouts, patch: TimeoutsPatch) -> Result<TierTimeouts, RulesError> {
+    let tiers = [
+        ("gpu", &mut all.gpu, patch.gpu),
+        ("cli", &mut all.cli, patch.cli),
+        ("cloud", &mut all.cloud, patch.cloud),
+    ];
+    for (tier, phases, patch) in tiers {
+        let Some(patch) = patch else { continue };
+        let fields: [(&str, &mut u64, Option<u64>); 4] = [
+            ("headers_ms", &mut phases.headers_ms, patch.headers_ms),
+            ("first_content_ms", &mut phases.first_content_ms, patch.first_content_ms),
+            ("idle_ms", &mut phases.idle_ms, patch.idle_ms),
+            ("total_ms", &mut phases.total_ms, patch.total_ms),
+        ];
+        for (name, slot, value) in fields {
+            let Some(ms) = value else { continue };
+            if !(MIN_PHASE_MS..=MAX_PHASE_MS).contains(&ms) {
+                return Err(RulesError::Invalid(format!(
+                    "routing.timeouts.{tier}.{name} must be between {MIN_PHASE_MS} and {MAX_PHASE_MS} ms"
+                )));
+            }
+            *slot = ms;
+        }
+        check_phase_order(tier, phases)?;
+    }
+    Ok(all)
+}
+
+fn check_phase_order(tier: &str, p: &PhaseTimeouts) -> Result<(), RulesError> {
+    if p.headers_ms > p.total_ms || p.first_content_ms > p.total_ms || p.idle_ms > p.total_ms {
+        return Err(RulesError::Invalid(format!(
+            "routing.timeouts.{tier}: headers_ms, first_content_ms and idle_ms must not exceed total_ms"
+        )));
+    }
+    Ok(())
 }
 
 /// Model names coding agents offer their users; a `client_models` pattern lists those it
