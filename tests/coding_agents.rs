@@ -695,3 +695,60 @@ async fn the_real_codex_runs_a_tool_using_turn_on_an_openai_provider() {
         "no request carried a tool result"
     );
 }
+
+#[tokio::test]
+async fn legacy_completions_name_the_chat_endpoint() {
+    let (server, _admin, client) = server().await;
+    let reply = server
+        .send(
+            server
+                .http
+                .post(format!("{}/v1/completions", server.url))
+                .header("authorization", format!("Bearer {client}"))
+                .json(&json!({"model": "m", "prompt": "hi"})),
+        )
+        .await;
+    reply.expect(404);
+    assert!(reply.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("/v1/chat/completions"));
+}
+
+#[tokio::test]
+async fn claude_code_and_codex_run_plain_turns_on_a_cli_worker() {
+    let cli = crate::support::FakeCli::new();
+    let (server, admin, client) = server().await;
+    let _worker = TestWorker::cli(&server, &admin, "c1", &cli, &["sonnet"], 2).await;
+    server
+        .call(
+            "POST",
+            "/api/aliases",
+            Some(&admin),
+            Some(json!({"name": "coder", "cli": "sonnet", "client_models": ["claude-*", "gpt-5*"]})),
+        )
+        .await
+        .expect(201);
+    let body = json!({"model": "claude-sonnet-4-5", "max_tokens": 100, "stream": true,
+        "system": [{"type": "text", "text": "You are Claude Code."}],
+        "messages": [{"role": "user", "content": "hi"}, {"role": "system", "content": "reminder"}]});
+    let reply = claude_code_call(&server, &client, &body).await;
+    reply.expect(200);
+    assert_eq!(reply.header("x-auxot-tier"), Some("cli"));
+    assert!(reply.text.contains("Hello from cli"), "{}", reply.text);
+    let reply = responses_call(
+        &server,
+        &client,
+        &json!({"model": "gpt-5-codex", "input": "hi", "stream": true}),
+    )
+    .await;
+    reply.expect(200);
+    assert_eq!(reply.header("x-auxot-tier"), Some("cli"));
+    let events = responses_events(&reply.text);
+    let (last, completed) = events.last().unwrap();
+    assert_eq!(last, "response.completed");
+    assert_eq!(
+        completed["response"]["output"][0]["content"][0]["text"],
+        "Hello from cli"
+    );
+}

@@ -50,7 +50,19 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(with_state)
         .and(warp::header::headers_cloned())
         .map(list_models);
-    chat.or(models).unify().boxed()
+    // The legacy text-completions API is not served: say where to go instead of a bare 404.
+    let legacy = warp::path!("v1" / "completions")
+        .or(warp::path!("api" / "openai" / "v1" / "completions"))
+        .unify()
+        .map(|| {
+            ApiError::new(
+                404,
+                "not_found",
+                "the legacy completions API is not served by auxot; use POST /v1/chat/completions (or /v1/responses)",
+            )
+            .into_response(Dialect::OpenAi)
+        });
+    chat.or(models).unify().or(legacy).unify().boxed()
 }
 
 /// What routing needs from a chat request; the rest of the body stays untouched.
