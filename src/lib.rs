@@ -6,6 +6,8 @@ pub mod auth;
 pub mod config;
 pub mod crypto;
 pub mod dispatch;
+#[cfg(test)]
+mod fuzz;
 pub mod metrics;
 pub mod providers;
 pub mod store;
