@@ -126,7 +126,10 @@ impl From<DispatchError> for ApiError {
                 format!("'{route}' answered {}: {}", failure.status, failure.message()),
             )
             .with_retry_after(failure.retry_after.clone()),
-            other => ApiError::new(other.status(), other.code(), other.to_string()),
+            other => {
+                let retry_after = other.retry_after();
+                ApiError::new(other.status(), other.code(), other.to_string()).with_retry_after(retry_after)
+            }
         }
     }
 }
