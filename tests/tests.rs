@@ -12,6 +12,7 @@ mod anthropic;
 mod bad_input;
 mod chat;
 mod leak;
+mod ops;
 mod providers;
 mod restart;
 mod tiers;

@@ -5,6 +5,7 @@
 mod admin;
 mod admin_agent;
 mod anthropic;
+mod backup;
 pub mod error;
 mod openai;
 mod providers;
@@ -40,6 +41,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(workers::routes(state.clone()))
         .unify()
         .or(routing::routes(state.clone()))
+        .unify()
+        .or(backup::routes(state.clone()))
         .unify()
         .or(usage::routes(state))
         .unify()

@@ -3,7 +3,7 @@
 //! API keys are checked on every client request, so their hashes live in memory (loaded at
 //! start, updated on create/revoke) and the hot path never touches the disk.
 
-mod passwords;
+pub mod passwords;
 
 use crate::crypto::{random_token, token_hash, Secret};
 use crate::store::{AdminRecord, ApiKeyRecord, Role, SessionRecord, Store, StoreError, WorkerTokenRecord};
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 pub const API_KEY_PREFIX: &str = "aux_";
 pub const WORKER_TOKEN_PREFIX: &str = "auxw_";
-const MIN_PASSWORD_LEN: usize = 8;
+pub const MIN_PASSWORD_LEN: usize = 8;
 /// Failed logins per username allowed within `LOGIN_WINDOW` before further tries wait.
 const MAX_LOGIN_FAILURES: u32 = 10;
 const LOGIN_WINDOW: Duration = Duration::from_secs(300);

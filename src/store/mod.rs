@@ -1,15 +1,19 @@
 //! The embedded redb store. Only this module touches redb; every call runs on the blocking
 //! pool so no request task ever waits on disk I/O while holding the async runtime.
 
+mod admin_accounts;
 mod admins;
 mod agents;
 mod aliases;
 mod api_keys;
 mod conversations;
 mod meta;
+pub mod offline;
 mod providers;
+pub mod rekey;
 mod sessions;
 mod settings;
+pub mod snapshot;
 pub mod tables;
 mod usage;
 mod worker_tokens;
