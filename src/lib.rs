@@ -236,6 +236,8 @@ fn write_generated_key(path: &std::path::Path, key: &str) -> Result<(), StartErr
     file.sync_all().map_err(fail)
 }
 
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Serves `state` on an already-bound listener until `shutdown` resolves (tests bind port 0).
 pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) {
     let background = spawn_background_tasks(&state);
@@ -263,7 +265,23 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
         shutdown.await;
         let _ = stopping_tx.send(());
     };
-    let server = warp::serve(api::routes(state)).serve_incoming_with_graceful_shutdown(incoming, stop_accepting);
+    let service = warp::service(api::routes(state));
+    // Built on hyper directly (not `warp::serve`) to know each connection's peer address,
+    // which the login throttle keys on.
+    let make_service = hyper::service::make_service_fn(move |conn: &tokio::net::TcpStream| {
+        let peer = conn.peer_addr().ok();
+        let service = service.clone();
+        async move {
+            Ok::<_, std::convert::Infallible>(hyper::service::service_fn(move |request| {
+                api::filters::serve_request(service.clone(), peer, request)
+            }))
+        }
+    });
+    let served = hyper::Server::builder(hyper::server::accept::from_stream(incoming))
+        // A client that has not sent its headers by then is dropped (slow-loris).
+        .http1_header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve(make_service)
+        .with_graceful_shutdown(stop_accepting);
     // Past the grace period, requests still in flight are cut: a stuck stream must not hold
     // a restart forever (systemd's TimeoutStopSec is longer, so this exit stays clean).
     let grace_over = async move {
@@ -277,7 +295,11 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
         tokio::time::sleep(grace).await;
     };
     tokio::select! {
-        _ = server => {}
+        result = served => {
+            if let Err(e) = result {
+                tracing::error!(error = %e, "the HTTP server stopped with an error");
+            }
+        }
         _ = grace_over => tracing::warn!(grace_secs = grace.as_secs(), "shutdown grace period over: cutting the requests still in flight"),
     }
     // Worker sockets are upgraded connections the HTTP shutdown does not wait for: close

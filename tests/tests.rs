@@ -11,6 +11,8 @@ mod admin_agent;
 mod anthropic;
 mod bad_input;
 mod chat;
+mod coding_agents;
+mod dispatch;
 mod leak;
 mod ops;
 mod providers;

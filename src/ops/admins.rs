@@ -3,8 +3,7 @@
 //! admins, but redb lets one process at a time have the file).
 
 use super::{DataArgs, OpsError};
-use crate::auth::passwords;
-use crate::auth::{validate_name, MIN_PASSWORD_LEN};
+use crate::auth::{validate_name, Hasher, MIN_PASSWORD_LEN};
 use crate::crypto::{random_token, Secret};
 use crate::store::{AdminRecord, Store, StoreError};
 use std::io::{BufRead, IsTerminal};
@@ -105,7 +104,8 @@ fn named(username: &str) -> impl FnOnce(StoreError) -> OpsError + '_ {
 }
 
 async fn hash(password: Secret) -> Result<String, OpsError> {
-    passwords::hash(password)
+    Hasher::with_threads(1)
+        .hash(password)
         .await
         .map_err(|e| OpsError::Refused(e.to_string()))
 }

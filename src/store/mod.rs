@@ -26,7 +26,7 @@ pub use conversations::{ConversationRecord, ConversationSummary};
 pub use meta::KeyState;
 pub use providers::{CachedModel, ModelCache, ProviderKind, ProviderRecord};
 pub use sessions::SessionRecord;
-pub use settings::{AdminAgentSettings, RoutingSettings};
+pub use settings::{AdminAgentSettings, PhaseTimeouts, RoutingSettings, TierTimeouts};
 pub use usage::{PriceRecord, UsageRecord};
 pub use worker_tokens::WorkerTokenRecord;
 
