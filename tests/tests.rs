@@ -13,6 +13,7 @@ mod bad_input;
 mod chat;
 mod coding_agents;
 mod dispatch;
+mod hardening;
 mod leak;
 mod ops;
 mod providers;
