@@ -8,6 +8,7 @@
 #     security score is at most 2.0 and is the one docs/operations.md states;
 #   - packaging/install.sh installs into a temporary root.
 # Runs as root (CI does); changes this machine's package database and leaves it clean.
+# AUXOT_STATIC_BIN=path skips the build and checks that binary instead (local iteration).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -58,7 +59,7 @@ stop_server() {
 }
 
 say "static build"
-bin=$(bash packaging/build-static.sh)
+bin=${AUXOT_STATIC_BIN:-$(bash packaging/build-static.sh)}
 ldd_out=$(ldd "$bin" 2>&1 || true)
 case $ldd_out in
     *"not a dynamic executable"*) echo "ldd: not a dynamic executable" ;;
@@ -105,6 +106,7 @@ key_sum=$(sha256sum "$key")
 
 # The service as systemd runs it: the auxot user, the key as a credential copy.
 creds=$work/creds
+chmod 0711 "$work"    # the auxot user must reach its credential directory, as under /run
 install -d -m 0700 -o auxot -g auxot "$creds"
 install -m 0400 -o auxot -g auxot "$key" "$creds/auxot-secret-key"
 # UMask=0077 as in the unit; setpriv stands in for User=auxot.
