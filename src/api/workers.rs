@@ -30,6 +30,8 @@ const MAX_VERSION_LEN: usize = 64;
 /// How often a connected worker's models are re-checked against the cloud providers' (a
 /// provider added after the worker connected takes its names back within this).
 const POLICY_RECHECK: Duration = Duration::from_secs(1);
+/// The largest frame a worker may send; workers cap single events well below it.
+const MAX_FRAME_BYTES: usize = 300 * 1024 * 1024;
 
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let with_state = warp::any().map(move || state.clone());
@@ -85,7 +87,10 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
 fn connect(state: AppState, headers: HeaderMap, ws: Ws) -> Response {
     match state.auth.authenticate_worker(api_key(&headers)) {
         Ok(identity) => ws
-            .max_message_size(16 * 1024 * 1024)
+            // Above the workers' per-event limit (16 MiB by default) plus the frame's
+            // envelope: an oversized event fails its job on the worker, not this socket.
+            .max_message_size(MAX_FRAME_BYTES)
+            .max_frame_size(MAX_FRAME_BYTES)
             .on_upgrade(move |socket| worker_session(socket, identity, state))
             .into_response(),
         Err(e) => ApiError::from(e).into_response(Dialect::Admin),

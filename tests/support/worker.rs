@@ -205,6 +205,11 @@ echo $$ > "$d/pid.$$"
 printf '%s\n' "$@" > "$d/args.$$"
 cat > "$d/input.$$"
 echo '{"type":"system","subtype":"init","session_id":"s1"}'
+if [ -e "$d/limited" ]; then
+  echo "{\"type\":\"result\",\"subtype\":\"success\",\"is_error\":true,\"result\":\"Claude AI usage limit reached|$(cat "$d/limited")\"}"
+  rm -f "$d/pid.$$"
+  exit 0
+fi
 if [ -e "$d/gated" ]; then
   while [ ! -e "$d/gate" ]; do sleep 0.02; done
 fi
@@ -228,6 +233,11 @@ rm -f "$d/pid.$$"
     pub fn close_gate(&self) {
         let _ = std::fs::remove_file(self.dir.join("gate"));
         std::fs::write(self.dir.join("gated"), "").unwrap();
+    }
+
+    /// From now on each run reports Claude Code's usage limit, resetting at `until`.
+    pub fn set_limited(&self, until: i64) {
+        std::fs::write(self.dir.join("limited"), until.to_string()).unwrap();
     }
 
     pub fn open_gate(&self) {
