@@ -2,8 +2,8 @@
 # Build target/deb/auxot_VERSION_amd64.deb from a built binary with dpkg-deb. No root needed.
 #
 # Usage: packaging/build-deb.sh [BINARY]
-#   BINARY   default target/x86_64-unknown-linux-musl/release/auxot, else
-#            target/release/auxot (relative to the repository)
+#   BINARY   default the static build (packaging/build-static.sh):
+#            target/x86_64-unknown-linux-gnu/release/auxot, else target/release/auxot
 # Environment:
 #   VERSION  package version (default: the version in Cargo.toml)
 set -eu
@@ -19,10 +19,10 @@ esac
 [ "$#" -le 1 ] || die "one binary at most"
 bin=${1:-}
 if [ -z "$bin" ]; then
-    for candidate in "$repo/target/x86_64-unknown-linux-musl/release/auxot" "$repo/target/release/auxot"; do
+    for candidate in "$repo/target/x86_64-unknown-linux-gnu/release/auxot" "$repo/target/release/auxot"; do
         if [ -x "$candidate" ]; then bin=$candidate; break; fi
     done
-    [ -n "$bin" ] || die "no built binary in $repo/target: run 'cargo build --release --target x86_64-unknown-linux-musl' or give its path"
+    [ -n "$bin" ] || die "no built binary in $repo/target: run packaging/build-static.sh or give its path"
 fi
 if [ ! -f "$bin" ] || [ ! -x "$bin" ]; then die "$bin is not an executable file"; fi
 command -v dpkg-deb > /dev/null || die "dpkg-deb not found (Debian/Ubuntu: apt-get install dpkg)"
@@ -48,10 +48,13 @@ trap 'rm -rf "$stage"' EXIT INT TERM
 chmod 0755 "$stage"
 
 install -D -m 0755 "$bin" "$stage/usr/bin/auxot"
-install -D -m 0644 "$repo/systemd/auxot.service" "$stage/usr/lib/systemd/system/auxot.service"
+for unit in auxot.service auxot.socket auxot-worker@.service; do
+    install -D -m 0644 "$repo/systemd/$unit" "$stage/usr/lib/systemd/system/$unit"
+done
 install -d -m 0700 "$stage/etc/auxot"
 install -m 0600 "$repo/packaging/auxot.env" "$stage/etc/auxot/auxot.env"
 install -D -m 0644 "$repo/docs/operations.md" "$stage/usr/share/doc/auxot/operations.md"
+install -D -m 0644 "$repo/packaging/worker.env" "$stage/usr/share/doc/auxot/worker.env"
 
 install -d -m 0755 "$stage/DEBIAN"
 size=$(du -sk "$stage" | cut -f1)

@@ -1,17 +1,19 @@
 #!/bin/sh
-# Install auxot on a systemd host: the binary, the hardened unit, and /etc/auxot
-# (a fresh secret key and an env file, each only if absent; existing ones are kept).
+# Install auxot on a systemd host that has no .deb: the binary, the hardened units
+# (auxot.service, auxot.socket, auxot-worker@.service), the `auxot` system user,
+# /var/lib/auxot (0700) and /etc/auxot (a fresh secret key and an env file, each only if
+# absent; existing ones are kept).
 #
 # Usage: packaging/install.sh [--dry-run] [BINARY]
-#   BINARY     built binary; default target/x86_64-unknown-linux-musl/release/auxot,
-#              else target/release/auxot (relative to the repository)
+#   BINARY     built binary; default the static build (packaging/build-static.sh)
+#              target/x86_64-unknown-linux-gnu/release/auxot, else target/release/auxot
 #   --dry-run  print what would be done, change nothing
 # Environment:
 #   PREFIX     the binary goes to $PREFIX/bin/auxot (default /usr)
 #   DESTDIR    stage everything under this directory (no root needed, no systemctl)
 set -eu
 
-usage() { sed -n '2,12s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,14s/^# \{0,1\}//p' "$0"; }
 die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
 
 dry_run=0
@@ -27,10 +29,10 @@ done
 
 repo=$(CDPATH='' cd -- "$(dirname -- "$0")/.." && pwd)
 if [ -z "$bin" ]; then
-    for candidate in "$repo/target/x86_64-unknown-linux-musl/release/auxot" "$repo/target/release/auxot"; do
+    for candidate in "$repo/target/x86_64-unknown-linux-gnu/release/auxot" "$repo/target/release/auxot"; do
         if [ -x "$candidate" ]; then bin=$candidate; break; fi
     done
-    [ -n "$bin" ] || die "no built binary in $repo/target: run 'cargo build --release --target x86_64-unknown-linux-musl' or give its path"
+    [ -n "$bin" ] || die "no built binary in $repo/target: run packaging/build-static.sh or give its path"
 fi
 if [ ! -f "$bin" ] || [ ! -x "$bin" ]; then die "$bin is not an executable file"; fi
 
@@ -38,10 +40,14 @@ PREFIX=${PREFIX:-/usr}
 DESTDIR=${DESTDIR:-}
 case $PREFIX in /*) ;; *) die "PREFIX must be an absolute path" ;; esac
 bindir=$PREFIX/bin
-unit_src=$repo/systemd/auxot.service
+units="auxot.service auxot.socket auxot-worker@.service"
 env_src=$repo/packaging/auxot.env
-if [ ! -f "$unit_src" ] || [ ! -f "$env_src" ]; then die "run me from an auxot source tree"; fi
-unit=$DESTDIR/etc/systemd/system/auxot.service
+for u in $units; do
+    [ -f "$repo/systemd/$u" ] || die "run me from an auxot source tree"
+done
+[ -f "$env_src" ] || die "run me from an auxot source tree"
+unitdir=$DESTDIR/etc/systemd/system
+data=$DESTDIR/var/lib/auxot
 etc=$DESTDIR/etc/auxot
 key=$etc/secret.key
 
@@ -62,13 +68,37 @@ run install -d -m 0755 "$DESTDIR$bindir"
 run install -m 0755 "$bin" "$DESTDIR$bindir/auxot.new"
 run mv -f "$DESTDIR$bindir/auxot.new" "$DESTDIR$bindir/auxot"
 
-# The unit, pointed at $PREFIX/bin/auxot. Ours to overwrite: local changes go in drop-ins.
-run install -d -m 0755 "$DESTDIR/etc/systemd/system"
-printf '+ install -m 0644 %s %s (ExecStart=%s/auxot)\n' "$unit_src" "$unit" "$bindir"
-if [ "$dry_run" = 0 ]; then
-    sed "s|^ExecStart=/usr/bin/auxot |ExecStart=$bindir/auxot |" "$unit_src" > "$unit.new"
-    chmod 0644 "$unit.new"
-    mv -f "$unit.new" "$unit"
+# The units, pointed at $PREFIX/bin/auxot. Ours to overwrite: local changes go in drop-ins.
+run install -d -m 0755 "$unitdir"
+for u in $units; do
+    printf '+ install -m 0644 %s %s (binary %s/auxot)\n' "$repo/systemd/$u" "$unitdir/$u" "$bindir"
+    if [ "$dry_run" = 0 ]; then
+        sed "s|/usr/bin/auxot |$bindir/auxot |" "$repo/systemd/$u" > "$unitdir/$u.new"
+        chmod 0644 "$unitdir/$u.new"
+        mv -f "$unitdir/$u.new" "$unitdir/$u"
+    fi
+done
+
+# The service's user. Only on the real root: a staged tree has no user database to edit.
+if [ -z "$DESTDIR" ]; then
+    if getent passwd auxot > /dev/null 2>&1; then
+        printf '= user auxot exists, kept\n'
+    else
+        getent group auxot > /dev/null 2>&1 || run groupadd --system auxot
+        run useradd --system --gid auxot --home-dir /var/lib/auxot --no-create-home \
+            --shell /usr/sbin/nologin --comment "auxot AI inference router" auxot
+    fi
+else
+    printf '= staged: create the auxot system user on the target host (useradd --system auxot)\n'
+fi
+
+# The data dir: the service user's alone.
+if [ -d "$data" ]; then
+    printf '= %s exists, kept as is\n' "$data"
+elif [ -z "$DESTDIR" ]; then
+    run install -d -m 0700 -o auxot -g auxot "$data"
+else
+    run install -d -m 0700 "$data"
 fi
 
 # /etc/auxot: root only. It holds the secret key and the env file.
@@ -118,7 +148,7 @@ Next steps:
   1. Back up /etc/auxot/secret.key now, somewhere safe and apart from the data:
      without it the provider keys stored in /var/lib/auxot cannot be opened.
   2. Optional: edit /etc/auxot/auxot.env (listen address, timeouts, RUST_LOG).
-  3. systemctl enable --now auxot
+  3. systemctl enable --now auxot.socket auxot.service
   4. journalctl -u auxot -f       # logs
      curl -fsS http://127.0.0.1:8080/healthz
   5. Open http://127.0.0.1:8080/ and create the first admin account.

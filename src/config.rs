@@ -56,6 +56,9 @@ pub struct ServeArgs {
     /// Token that may read /metrics besides admin keys (for a Prometheus scraper).
     #[arg(long, env = "AUXOT_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
+    /// Seconds a stop (SIGTERM) waits for requests and streams in flight before exiting.
+    #[arg(long, env = "AUXOT_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace: u64,
     /// Log line format.
     #[arg(long, env = "AUXOT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -75,6 +78,7 @@ pub struct ServeConfig {
     pub usage_max_rows: u64,
     pub metrics_token: Option<Secret>,
     pub secret_key: SecretKeySource,
+    pub shutdown_grace: Duration,
 }
 
 /// Where the secret key comes from, in the documented order.
@@ -140,6 +144,7 @@ impl ServeConfig {
             usage_max_rows: args.usage_max_rows.max(1),
             metrics_token: args.metrics_token.map(Secret::new).filter(|t| !t.is_empty()),
             secret_key,
+            shutdown_grace: Duration::from_secs(args.shutdown_grace),
         })
     }
 }

@@ -9,6 +9,7 @@ pub mod dispatch;
 #[cfg(test)]
 mod fuzz;
 pub mod metrics;
+pub mod ops;
 pub mod providers;
 pub mod store;
 pub mod translate;
@@ -45,6 +46,7 @@ pub struct AppState {
     pub dispatcher: Arc<Dispatcher>,
     pub usage: Arc<Usage>,
     pub admin_agent: Arc<AdminAgent>,
+    pub backups: Arc<ops::snapshot::Backups>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +178,7 @@ pub async fn start(config: ServeConfig) -> Result<AppState, StartError> {
             .map_err(|e| StartError::Load(e.to_string()))?,
     );
     let admin_agent = Arc::new(AdminAgent::new(store.clone()));
+    let backups = Arc::new(ops::snapshot::Backups::new(store.clone(), config.data_dir.clone()));
     let workers = Arc::new(WorkerRegistry::new(config.worker_heartbeat_timeout));
     let usage = Usage::load(
         store.clone(),
@@ -206,6 +209,7 @@ pub async fn start(config: ServeConfig) -> Result<AppState, StartError> {
         dispatcher: Arc::new(dispatcher),
         usage,
         admin_agent,
+        backups,
     })
 }
 
@@ -280,6 +284,12 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
     });
     let workers = state.workers.clone();
     let usage = state.usage.clone();
+    let grace = state.config.shutdown_grace;
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let stop_accepting = async move {
+        shutdown.await;
+        let _ = stopping_tx.send(());
+    };
     let service = warp::service(api::routes(state));
     // Built on hyper directly (not `warp::serve`) to know each connection's peer address,
     // which the login throttle keys on.
@@ -296,13 +306,29 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
         // A client that has not sent its headers by then is dropped (slow-loris).
         .http1_header_read_timeout(HEADER_READ_TIMEOUT)
         .serve(make_service)
-        .with_graceful_shutdown(shutdown)
-        .await;
-    if let Err(e) = served {
-        tracing::error!(error = %e, "the HTTP server stopped with an error");
+        .with_graceful_shutdown(stop_accepting);
+    // Past the grace period, requests still in flight are cut: a stuck stream must not hold
+    // a restart forever (systemd's TimeoutStopSec is longer, so this exit stays clean).
+    let grace_over = async move {
+        if stopping_rx.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        tracing::info!(
+            grace_secs = grace.as_secs(),
+            "stopped accepting; letting requests in flight finish"
+        );
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = served => {
+            if let Err(e) = result {
+                tracing::error!(error = %e, "the HTTP server stopped with an error");
+            }
+        }
+        _ = grace_over => tracing::warn!(grace_secs = grace.as_secs(), "shutdown grace period over: cutting the requests still in flight"),
     }
     // Worker sockets are upgraded connections the HTTP shutdown does not wait for: close
-    // them properly so workers see a goodbye, not a reset.
+    // them properly so workers see a goodbye, not a reset (and reconnect to the next process).
     workers.close_all(Duration::from_secs(2)).await;
     for task in background {
         task.abort();

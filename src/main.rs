@@ -1,6 +1,10 @@
 //! The switchboard: parse the command line, load config, run one subcommand.
 
 use auxot::config::{LogFormat, ServeArgs, ServeConfig};
+use auxot::ops::admins::AdminCommand;
+use auxot::ops::backup::{BackupArgs, RestoreArgs};
+use auxot::ops::doctor::DoctorArgs;
+use auxot::ops::rotate::RotateArgs;
 use auxot::workers::args::{CliWorkerArgs, GpuWorkerArgs};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -25,6 +29,18 @@ enum Command {
     /// Run a worker that dials the router and serves its jobs.
     #[command(subcommand)]
     Worker(WorkerCommand),
+    /// Re-seal every stored secret under a new key, in one transaction (server stopped).
+    RotateSecret(RotateArgs),
+    /// Write a consistent snapshot of the data (from a running server through its admin
+    /// API, else directly from the stopped database).
+    Backup(BackupArgs),
+    /// Replace the database with a snapshot (server stopped; the old file is kept aside).
+    Restore(RestoreArgs),
+    /// Manage admin accounts offline, e.g. after a lost password (server stopped).
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Check an installation end to end: config, key, database, providers, workers, tiers.
+    Doctor(DoctorArgs),
 }
 
 #[derive(Subcommand)]
@@ -48,6 +64,42 @@ fn main() -> ExitCode {
         Command::Serve(args) => {
             init_logging(args.log_format);
             exit(run_serve(args))
+        }
+        Command::RotateSecret(args) => {
+            init_logging(LogFormat::Text);
+            report(auxot::ops::rotate::run(&args).map_err(|e| e.to_string()))
+        }
+        Command::Backup(args) => {
+            init_logging(LogFormat::Text);
+            report(on_runtime(async move {
+                auxot::ops::backup::backup(&args).await.map_err(|e| e.to_string())
+            }))
+        }
+        Command::Restore(args) => {
+            init_logging(LogFormat::Text);
+            report(auxot::ops::backup::restore(&args).map_err(|e| e.to_string()))
+        }
+        Command::Admin(command) => {
+            init_logging(LogFormat::Text);
+            report(on_runtime(async move {
+                auxot::ops::admins::run(&command).await.map_err(|e| e.to_string())
+            }))
+        }
+        Command::Doctor(args) => {
+            init_logging(LogFormat::Text);
+            let result = on_runtime(async move {
+                let report = auxot::ops::doctor::run(&args).await;
+                #[allow(clippy::print_stdout)] // the command's output is the report
+                {
+                    print!("{}", report.text);
+                }
+                Ok(report.healthy)
+            });
+            match result {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(message) => exit(Err(message)),
+            }
         }
         Command::Worker(WorkerCommand::Gpu(args)) => {
             init_logging(LogFormat::Text);
@@ -78,7 +130,24 @@ fn exit(result: Result<(), String>) -> ExitCode {
     }
 }
 
-fn on_runtime(work: impl std::future::Future<Output = Result<(), String>>) -> Result<(), String> {
+/// Prints a command's report on stdout, or its error on stderr.
+fn report(result: Result<String, String>) -> ExitCode {
+    match result {
+        Ok(text) => {
+            #[allow(clippy::print_stdout)] // the command's output is the report
+            {
+                println!("{text}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn on_runtime<T>(work: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -105,15 +174,40 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
         let config = ServeConfig::load(args).map_err(|e| e.to_string())?;
         let listen = config.listen;
         let state = auxot::start(config).await.map_err(|e| e.to_string())?;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        let listener = match socket_from_systemd()? {
+            Some(listener) => {
+                tracing::info!("listening on the socket systemd passed (LISTEN_FDS); --listen is not used");
+                listener
+            }
+            None => tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|e| format!("cannot listen on {listen}: {e}"))?,
+        };
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         tracing::info!(version = env!("CARGO_PKG_VERSION"), "auxot listening on http://{addr}");
         auxot::serve(listener, state, shutdown_signal()).await;
         tracing::info!("auxot stopped");
         Ok(())
     })
+}
+
+/// The listening socket of systemd socket activation (`auxot.socket`), when started by it:
+/// during a restart new connections wait in that socket's backlog instead of being refused.
+fn socket_from_systemd() -> Result<Option<tokio::net::TcpListener>, String> {
+    let mut fds = listenfd::ListenFd::from_env();
+    if fds.len() == 0 {
+        return Ok(None);
+    }
+    let socket = fds
+        .take_tcp_listener(0)
+        .map_err(|e| format!("the socket systemd passed (LISTEN_FDS) is not a TCP listener: {e}"))?;
+    let Some(socket) = socket else { return Ok(None) };
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| format!("cannot use the socket systemd passed: {e}"))?;
+    tokio::net::TcpListener::from_std(socket)
+        .map(Some)
+        .map_err(|e| format!("cannot use the socket systemd passed: {e}"))
 }
 
 /// SIGTERM (systemd) or Ctrl-C: stop accepting, let in-flight requests finish.

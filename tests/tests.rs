@@ -17,6 +17,7 @@ mod dispatch;
 mod durability;
 mod hardening;
 mod leak;
+mod ops;
 mod providers;
 mod restart;
 mod tiers;

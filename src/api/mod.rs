@@ -5,6 +5,7 @@
 mod admin;
 mod admin_agent;
 mod anthropic;
+mod backup;
 pub mod conn;
 pub mod error;
 pub mod filters;
@@ -49,6 +50,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(workers::routes(state.clone()))
         .unify()
         .or(routing::routes(state.clone()))
+        .unify()
+        .or(backup::routes(state.clone()))
         .unify()
         .or(requests::routes(state.clone()))
         .unify()

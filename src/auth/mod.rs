@@ -19,7 +19,7 @@ pub use throttle::{LoginThrottle, Source};
 
 pub const API_KEY_PREFIX: &str = "aux_";
 pub const WORKER_TOKEN_PREFIX: &str = "auxw_";
-const MIN_PASSWORD_LEN: usize = 8;
+pub const MIN_PASSWORD_LEN: usize = 8;
 const MAX_NAME_LEN: usize = 64;
 
 #[derive(Debug, thiserror::Error)]

@@ -1,16 +1,20 @@
 //! The embedded redb store. Only this module touches redb; every call runs on the blocking
 //! pool so no request task ever waits on disk I/O while holding the async runtime.
 
+mod admin_accounts;
 mod admins;
 mod agents;
 mod aliases;
 mod api_keys;
 mod conversations;
 mod meta;
+pub mod offline;
 mod providers;
 mod readonly;
+pub mod rekey;
 mod sessions;
 mod settings;
+pub mod snapshot;
 pub mod tables;
 mod usage;
 mod usage_log;

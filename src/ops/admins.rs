@@ -1,0 +1,140 @@
+//! `auxot admin create|list|reset-password|remove`: admin accounts edited offline, for an
+//! operator locked out of the UI. The server must be stopped (it caches nothing about
+//! admins, but redb lets one process at a time have the file).
+
+use super::{DataArgs, OpsError};
+use crate::auth::{validate_name, Hasher, MIN_PASSWORD_LEN};
+use crate::crypto::{random_token, Secret};
+use crate::store::{AdminRecord, Store, StoreError};
+use std::io::{BufRead, IsTerminal};
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum AdminCommand {
+    /// Add an admin account. The password is read from stdin (one line); on a terminal a
+    /// random one is generated and printed once.
+    Create {
+        username: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// List the admin accounts.
+    List {
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Set a new password (from stdin, or generated on a terminal) and end that admin's
+    /// sessions.
+    ResetPassword {
+        username: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Remove an admin account and its sessions (never the last one).
+    Remove {
+        username: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+}
+
+pub async fn run(command: &AdminCommand) -> Result<String, OpsError> {
+    match command {
+        AdminCommand::Create { username, data } => {
+            let store = open(data)?;
+            let username = valid_username(username)?;
+            let (password, generated) = new_password()?;
+            let record = AdminRecord {
+                username: username.clone(),
+                password_hash: hash(password.clone()).await?,
+                created_at: crate::store::now_unix(),
+            };
+            store.insert_admin(record).await.map_err(named(&username))?;
+            Ok(format!("created admin '{username}'.{}", shown(&password, generated)))
+        }
+        AdminCommand::List { data } => {
+            let store = open(data)?;
+            let admins = store.list_admins().await?;
+            if admins.is_empty() {
+                return Ok("no admin accounts: open the UI to set one up, or `auxot admin create NAME`".into());
+            }
+            let lines: Vec<String> = admins
+                .iter()
+                .map(|a| format!("{}\tcreated {}", a.username, crate::rfc3339(a.created_at)))
+                .collect();
+            Ok(lines.join("\n"))
+        }
+        AdminCommand::ResetPassword { username, data } => {
+            let store = open(data)?;
+            let (password, generated) = new_password()?;
+            let ended = store
+                .set_admin_password(username.trim(), hash(password.clone()).await?)
+                .await
+                .map_err(named(username))?;
+            Ok(format!(
+                "new password set for '{}'; {ended} session(s) ended.{}",
+                username.trim(),
+                shown(&password, generated)
+            ))
+        }
+        AdminCommand::Remove { username, data } => {
+            let store = open(data)?;
+            let ended = store.remove_admin(username.trim()).await.map_err(named(username))?;
+            Ok(format!(
+                "removed admin '{}'; {ended} session(s) ended.",
+                username.trim()
+            ))
+        }
+    }
+}
+
+fn open(data: &DataArgs) -> Result<Store, OpsError> {
+    Ok(Store::open_offline(&data.data_dir)?)
+}
+
+fn valid_username(username: &str) -> Result<String, OpsError> {
+    validate_name("username", username).map_err(|e| OpsError::Refused(e.to_string()))
+}
+
+fn named(username: &str) -> impl FnOnce(StoreError) -> OpsError + '_ {
+    move |e| match e {
+        StoreError::NotFound(_) => OpsError::Refused(format!("no admin named '{}'", username.trim())),
+        StoreError::Conflict(message) => OpsError::Refused(message),
+        other => other.into(),
+    }
+}
+
+async fn hash(password: Secret) -> Result<String, OpsError> {
+    Hasher::with_threads(1)
+        .hash(password)
+        .await
+        .map_err(|e| OpsError::Refused(e.to_string()))
+}
+
+/// A password from stdin's first line, or a generated one when stdin is a terminal (so it
+/// never sits in shell history or on the command line).
+fn new_password() -> Result<(Secret, bool), OpsError> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return Ok((random_token(), true));
+    }
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .map_err(OpsError::io("cannot read the password from stdin"))?;
+    let password = Secret::new(line.trim_end_matches(['\r', '\n']).to_string());
+    if password.expose().chars().count() < MIN_PASSWORD_LEN {
+        return Err(OpsError::Refused(format!(
+            "the password (read from stdin) must be at least {MIN_PASSWORD_LEN} characters"
+        )));
+    }
+    Ok((password, false))
+}
+
+fn shown(password: &Secret, generated: bool) -> String {
+    if generated {
+        format!("\nPassword (shown once): {}", password.expose())
+    } else {
+        String::new()
+    }
+}
