@@ -162,7 +162,12 @@ async fn reply(routed: Routed, model: &str, include_usage: bool, mut meter: Mete
         RoutedReply::Upstream {
             reply,
             format: Format::OpenAi,
-        } => Ok(relay::upstream_body(reply, &routed.route, openai_stream_error)),
+        } => Ok(relay::upstream_body(
+            reply,
+            &routed.route,
+            Format::OpenAi,
+            openai_stream_error,
+        )),
         RoutedReply::Upstream {
             reply,
             format: Format::Anthropic,
