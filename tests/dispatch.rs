@@ -373,3 +373,36 @@ async fn a_cli_worker_over_its_usage_limit_is_routed_around_until_it_resets() {
     assert_eq!(reply.header("x-auxot-tier"), Some("cloud"));
     assert_eq!(cli.runs().len(), 1, "a limited CLI worker got another job");
 }
+
+#[tokio::test]
+async fn broken_cloud_sse_ends_with_an_error_event_and_an_error_usage_row() {
+    let cloud = FakeUpstream::openai("cloud", &[CLOUD_KEY], &["garbage-after-first", "no-done"]).await;
+    let s = setup().await;
+    s.server.add_provider(&s.admin, "main", &cloud, CLOUD_KEY).await;
+    for model in ["garbage-after-first", "no-done"] {
+        let reply = s.server.send(s.chat(model, true)).await;
+        reply.expect(200);
+        assert!(reply.text.contains("Hel"), "{model}: {}", reply.text);
+        assert!(
+            !reply.text.contains("data: {\"choices\": [trunc"),
+            "{model}: garbage reached the client: {}",
+            reply.text
+        );
+        assert!(reply.text.contains("upstream_stream_error"), "{model}: {}", reply.text);
+    }
+    let logged = crate::support::eventually(Duration::from_secs(5), || async {
+        let metrics = s.server.call("GET", "/metrics", Some(&s.admin), None).await.text;
+        let errors: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("auxot_requests_total{") && l.contains("outcome=\"error"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        let ok = metrics
+            .lines()
+            .any(|l| l.starts_with("auxot_requests_total{") && l.contains("outcome=\"ok\""));
+        errors >= 2.0 && !ok
+    })
+    .await;
+    let metrics = s.server.call("GET", "/metrics", Some(&s.admin), None).await.text;
+    assert!(logged, "the broken streams were not counted as errors:\n{metrics}");
+}

@@ -139,7 +139,12 @@ async fn reply(routed: Routed, model: &str, mut meter: Meter) -> Response {
         RoutedReply::Upstream {
             reply,
             format: Format::Anthropic,
-        } => Ok(relay::upstream_body(reply, &routed.route, anthropic_stream_error)),
+        } => Ok(relay::upstream_body(
+            reply,
+            &routed.route,
+            Format::Anthropic,
+            anthropic_stream_error,
+        )),
         RoutedReply::Upstream {
             reply,
             format: Format::OpenAi,

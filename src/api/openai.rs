@@ -180,7 +180,7 @@ pub(super) async fn chat_outgoing(
         RoutedReply::Upstream {
             reply,
             format: Format::OpenAi,
-        } => Ok(relay::upstream_body(reply, route, openai_stream_error)),
+        } => Ok(relay::upstream_body(reply, route, Format::OpenAi, openai_stream_error)),
         RoutedReply::Upstream {
             reply,
             format: Format::Anthropic,

@@ -6,6 +6,7 @@ use super::error::ApiError;
 use crate::dispatch::Tier;
 use crate::providers::{ProviderError, UpstreamReply};
 use crate::translate::anthropic::{AnthropicToOpenAiStream, OpenAiToAnthropicStream, SseEvent, SseParser};
+use crate::translate::Format;
 use crate::usage::tap::{ends_stream, is_usage_only_event};
 use crate::usage::Meter;
 use crate::workers::registry::{JobEvent, WorkerJob};
@@ -271,34 +272,146 @@ impl Outgoing {
     }
 }
 
-/// Forwards a same-dialect upstream body chunk by chunk. A stream that breaks after its
-/// first byte cannot be retried: an SSE stream ends with an error event in the client's
-/// dialect (`error_event(route, why)`).
-pub fn upstream_body(upstream: UpstreamReply, route: &str, error_event: fn(&str, &str) -> Bytes) -> Outgoing {
+/// Forwards a same-dialect upstream body as it arrives. An SSE body is forwarded event by
+/// event, each checked on the way: an event whose data is not JSON, a stream that breaks or
+/// one that ends without its terminator (`[DONE]`, `message_stop`) ends with an error event
+/// in the client's dialect (`error_event(route, why)`) and the request is metered as failed.
+/// Multi-line `data:` events are joined as the SSE spec says.
+pub fn upstream_body(
+    upstream: UpstreamReply,
+    route: &str,
+    format: Format,
+    error_event: fn(&str, &str) -> Bytes,
+) -> Outgoing {
     let content_type = upstream.content_type.unwrap_or_else(|| "application/json".into());
     let is_sse = content_type.starts_with("text/event-stream");
     let route = route.to_string();
-    let body = upstream.body.scan(false, move |ended, item| {
-        let next = match (*ended, item) {
-            (true, _) => None,
-            (false, Ok(bytes)) => Some(Ok::<Bytes, BoxError>(bytes)),
-            (false, Err(e)) => {
-                *ended = true;
-                tracing::warn!(route = %route, error = %e, "upstream stream broke after the first byte");
-                if is_sse {
-                    Some(Ok(error_event(&route, &e.to_string())))
-                } else {
-                    Some(Err(Box::new(e) as BoxError))
+    if !is_sse {
+        let body = upstream.body.map(|item| item.map_err(|e| Box::new(e) as BoxError));
+        return Outgoing {
+            status: upstream.status,
+            content_type,
+            body: body.boxed(),
+        };
+    }
+    struct Checked {
+        body: UpstreamBody,
+        parser: SseParser,
+        pending: VecDeque<Result<Bytes, BoxError>>,
+        terminated: bool,
+        ended: bool,
+    }
+    let state = Checked {
+        body: upstream.body,
+        parser: SseParser::new(),
+        pending: VecDeque::new(),
+        terminated: false,
+        ended: false,
+    };
+    let body = futures_util::stream::unfold(state, move |mut state| {
+        let route = route.clone();
+        async move {
+            loop {
+                if let Some(item) = state.pending.pop_front() {
+                    return Some((item, state));
+                }
+                if state.ended {
+                    return None;
+                }
+                let events = match state.body.next().await {
+                    Some(Ok(chunk)) => state.parser.push(&chunk),
+                    Some(Err(e)) => {
+                        tracing::warn!(route = %route, error = %e, "upstream stream broke after the first content");
+                        fail(
+                            &mut state.pending,
+                            &mut state.ended,
+                            error_event(&route, &e.to_string()),
+                        );
+                        continue;
+                    }
+                    None => {
+                        let events = state.parser.finish();
+                        let mut out = Vec::new();
+                        let mut broken = None;
+                        for event in &events {
+                            match checked_event(format, event) {
+                                Ok((bytes, terminal)) => {
+                                    out.push(bytes);
+                                    state.terminated |= terminal;
+                                }
+                                Err(why) => {
+                                    broken = Some(why);
+                                    break;
+                                }
+                            }
+                        }
+                        state.pending.extend(out.into_iter().map(Ok));
+                        state.ended = true;
+                        let why = broken.or_else(|| {
+                            (!state.terminated).then(|| "the upstream stream ended without its final event".to_string())
+                        });
+                        if let Some(why) = why {
+                            state.ended = false;
+                            fail(&mut state.pending, &mut state.ended, error_event(&route, &why));
+                        }
+                        continue;
+                    }
+                };
+                for event in &events {
+                    match checked_event(format, event) {
+                        Ok((bytes, terminal)) => {
+                            state.terminated |= terminal;
+                            state.pending.push_back(Ok(bytes));
+                        }
+                        Err(why) => {
+                            tracing::warn!(route = %route, %why, "upstream sent an unreadable event");
+                            fail(&mut state.pending, &mut state.ended, error_event(&route, &why));
+                            break;
+                        }
+                    }
                 }
             }
-        };
-        futures_util::future::ready(next)
+        }
     });
     Outgoing {
         status: upstream.status,
         content_type,
         body: body.boxed(),
     }
+}
+
+/// The stream ended with an error event: `respond` meters it as failed and ends the body
+/// cleanly (the client reads the error event, not a cut connection).
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream stream failed: the client got an error event")]
+struct EndedWithErrorEvent;
+
+fn fail(pending: &mut VecDeque<Result<Bytes, BoxError>>, ended: &mut bool, event: Bytes) {
+    pending.push_back(Ok(event));
+    pending.push_back(Err(Box::new(EndedWithErrorEvent)));
+    *ended = true;
+}
+
+/// One upstream event re-serialised for the client, and whether it ends the stream; an
+/// event that is not what the dialect allows is the reason it cannot pass.
+fn checked_event(format: Format, event: &SseEvent) -> Result<(Bytes, bool), String> {
+    let data = event.data.as_str();
+    if matches!(format, Format::OpenAi) && data.trim() == "[DONE]" {
+        return Ok((Bytes::from_static(b"data: [DONE]\n\n"), true));
+    }
+    if serde_json::from_str::<serde::de::IgnoredAny>(data).is_err() {
+        let shown: String = data.chars().take(120).collect();
+        return Err(format!("the upstream sent an event that is not JSON: {shown}"));
+    }
+    // JSON has no raw newlines outside strings: joined multi-line data goes out on one line.
+    let line = data.replace(['\n', '\r'], "");
+    let terminal = matches!(format, Format::Anthropic)
+        && (event.event.as_deref() == Some("message_stop") || line.contains("\"message_stop\""));
+    let bytes = match &event.event {
+        Some(name) => format!("event: {name}\ndata: {line}\n\n"),
+        None => format!("data: {line}\n\n"),
+    };
+    Ok((Bytes::from(bytes), terminal))
 }
 
 /// The HTTP response for `out`, its body metered: the meter reads usage from the bytes as
@@ -369,6 +482,18 @@ pub fn respond(out: Outgoing, meter: Meter, strip_usage_only: bool, tier: Tier, 
                             s.pass(Bytes::from(event));
                         }
                     }
+                }
+                Some(Err(e)) if e.is::<EndedWithErrorEvent>() => {
+                    // The client still gets everything, the error event last.
+                    s.meter.failed("upstream_stream_error", 502);
+                    s.meter.finish_durably().await;
+                    let held = std::mem::take(&mut s.held);
+                    s.ready.extend(held);
+                    if !s.partial.is_empty() {
+                        let rest = std::mem::take(&mut s.partial);
+                        s.ready.push_back(Bytes::from(rest));
+                    }
+                    s.done = true;
                 }
                 Some(Err(e)) => {
                     // The body broke: what was held is no answer's end any more.
