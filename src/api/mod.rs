@@ -11,6 +11,7 @@ mod openai;
 mod providers;
 mod relay;
 pub mod request;
+mod requests;
 mod responses;
 mod routing;
 mod ui;
@@ -47,6 +48,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(workers::routes(state.clone()))
         .unify()
         .or(routing::routes(state.clone()))
+        .unify()
+        .or(requests::routes(state.clone()))
         .unify()
         .or(usage::routes(state))
         .unify()

@@ -170,7 +170,12 @@ impl RouteHeaders {
 }
 
 /// A routed reply as Chat Completions, whatever dialect the target answered in.
-pub(super) async fn chat_outgoing(reply: RoutedReply, route: &str, model: &str) -> Result<Outgoing, ApiError> {
+pub(super) async fn chat_outgoing(
+    reply: RoutedReply,
+    route: &str,
+    model: &str,
+    meter: &mut Meter,
+) -> Result<Outgoing, ApiError> {
     match reply {
         RoutedReply::Upstream {
             reply,
@@ -179,14 +184,14 @@ pub(super) async fn chat_outgoing(reply: RoutedReply, route: &str, model: &str) 
         RoutedReply::Upstream {
             reply,
             format: Format::Anthropic,
-        } => from_anthropic(reply, model).await,
+        } => from_anthropic(relay::watched(meter, reply, Format::Anthropic), model).await,
         RoutedReply::WorkerStream { held, job } => Ok(worker_stream(held, job, route)),
         RoutedReply::Complete(body) => Ok(Outgoing::json(200, body)),
     }
 }
 
 async fn reply(routed: Routed, model: &str, include_usage: bool, mut meter: Meter) -> Response {
-    let out = chat_outgoing(routed.reply, &routed.route, model).await;
+    let out = chat_outgoing(routed.reply, &routed.route, model, &mut meter).await;
     let out = match out {
         Ok(out) => out,
         Err(e) => {

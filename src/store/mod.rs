@@ -8,10 +8,13 @@ mod api_keys;
 mod conversations;
 mod meta;
 mod providers;
+mod readonly;
 mod sessions;
 mod settings;
 pub mod tables;
 mod usage;
+mod usage_log;
+mod usage_settings;
 mod worker_tokens;
 
 pub use admins::AdminRecord;
@@ -23,7 +26,12 @@ pub use meta::KeyState;
 pub use providers::{CachedModel, ModelCache, ProviderKind, ProviderRecord};
 pub use sessions::SessionRecord;
 pub use settings::{AdminAgentSettings, PhaseTimeouts, RoutingSettings, TierTimeouts};
-pub use usage::{PriceRecord, UsageRecord};
+pub use usage::{
+    default_prices as usage_default_prices, key_time_ms, month_number, usage_key, Attempt, LogField, PriceRecord,
+    UsageRecord,
+};
+pub use usage_log::{DailyRollup, LogPage, LogQuery, Pruned, Rollup, RollupGroup};
+pub use usage_settings::EquivalentSettings;
 pub use worker_tokens::WorkerTokenRecord;
 
 use redb::{Database, ReadTransaction, WriteTransaction};
@@ -72,11 +80,38 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) `auxot.redb` in `data_dir`. Writes nothing beyond what redb needs
-    /// to open the file: tables are created by `initialize`, after the key is checked.
+    /// Opens (or creates, readable by its owner only) `auxot.redb` in `data_dir`. Tables are
+    /// created by `initialize`; call `peek_key_state` first to check the key without writing.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
-        let db = Database::create(data_dir.join(DB_FILE))?;
+        let path = data_dir.join(DB_FILE);
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            options.mode(0o600);
+            // A file made by an older auxot (or copied in) may be readable by others.
+            if let Ok(meta) = std::fs::metadata(&path) {
+                if meta.permissions().mode() & 0o077 != 0 {
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io_error)?;
+                }
+            }
+        }
+        let file = options.open(&path).map_err(io_error)?;
+        let db = Database::builder().create_file(file)?;
         Ok(Store { db: Arc::new(db) })
+    }
+
+    /// The key state of the database in `data_dir`, read without writing a byte to it (nor
+    /// touching its mtime); a missing file has none.
+    pub fn peek_key_state(data_dir: &Path) -> Result<KeyState, StoreError> {
+        let path = data_dir.join(DB_FILE);
+        if !path.exists() {
+            return Ok(KeyState::default());
+        }
+        let backend = readonly::CopyOnWrite::open(&path).map_err(io_error)?;
+        let db = Database::builder().create_with_backend(backend)?;
+        Store { db: Arc::new(db) }.key_state()
     }
 
     pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -107,6 +142,10 @@ impl Store {
     }
 }
 
+fn io_error(e: std::io::Error) -> StoreError {
+    StoreError::Db(Box::new(redb::Error::Io(e)))
+}
+
 fn write_now<T, F>(db: &Database, f: F) -> Result<T, StoreError>
 where
     F: FnOnce(&WriteTransaction) -> Result<T, StoreError>,
@@ -135,6 +174,11 @@ pub(crate) fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> R
 /// Unix time in seconds.
 pub fn now_unix() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Unix time in milliseconds.
+pub fn now_unix_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 impl StoreError {

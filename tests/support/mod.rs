@@ -173,12 +173,23 @@ impl TestServer {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    /// SIGKILL, as a crash or an OOM kill would: nothing gets to flush.
+    pub async fn kill(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
+
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().clone()
     }
 
     pub fn bodies(&self) -> Vec<String> {
         self.bodies.lock().unwrap().clone()
+    }
+
+    /// The server process's id (to read its memory use, for example).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("server running")
     }
 
     pub fn db_path(&self) -> PathBuf {
