@@ -752,3 +752,36 @@ async fn claude_code_and_codex_run_plain_turns_on_a_cli_worker() {
         "Hello from cli"
     );
 }
+
+#[tokio::test]
+async fn responses_requests_are_metered_with_codex_session() {
+    let openai = FakeUpstream::openai("oa", &[OPENAI_KEY], &["gpt-5"]).await;
+    let (server, admin, client) = server().await;
+    server.add_provider(&admin, "openai", &openai, OPENAI_KEY).await;
+    for stream in [false, true] {
+        let reply = server
+            .send(
+                server
+                    .http
+                    .post(format!("{}/v1/responses", server.url))
+                    .header("authorization", format!("Bearer {client}"))
+                    .header("session_id", "codex-sess-1")
+                    .json(&json!({"model": "gpt-5", "input": "Say hi", "stream": stream})),
+            )
+            .await;
+        reply.expect(200);
+    }
+    let found = crate::support::eventually(std::time::Duration::from_secs(5), || async {
+        let rows = server
+            .call("GET", "/api/requests?session=codex-sess-1", Some(&admin), None)
+            .await;
+        let rows = rows.json()["requests"].as_array().cloned().unwrap_or_default();
+        rows.len() == 2
+            && rows
+                .iter()
+                .all(|r| r["model_asked"] == "gpt-5" && r["tier"] == "cloud" && r["status"] == 200)
+    })
+    .await;
+    let rows = server.call("GET", "/api/requests", Some(&admin), None).await;
+    assert!(found, "{}", rows.text);
+}

@@ -52,6 +52,10 @@ where
     let mut meter = state.usage.meter(MeterStart::default());
     let routed = async {
         relay::authorize_and_limit(&state, &headers, &mut meter)?;
+        // Codex names its conversation in `session_id` (older builds: `conversation_id`).
+        if let Some(session) = header(&headers, "session_id").or_else(|| header(&headers, "conversation_id")) {
+            meter.set_session(Some(session));
+        }
         let overrides = RouteHeaders::read(&headers)?;
         let body = read_body(&headers, body, state.config.body_limit).await?;
         let (chat, context) = responses_to_chat_request(&body).map_err(|e| {

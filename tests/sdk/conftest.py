@@ -488,6 +488,14 @@ def gpu_worker(auxot, bootstrap, fake_upstream):
     assert status == 201, f"POST /api/worker-tokens: {status} {body}"
     token = body.get("token") if isinstance(body, dict) else None
     assert token, f"no token in {body}"
+    # The fake cloud provider lists the same models: the token must allow them on the worker.
+    status, _, patched = http_json(
+        "PATCH",
+        f"{auxot.url}/api/worker-tokens/{body['id']}",
+        {"allowed_models": ["*"]},
+        {"Cookie": bootstrap.cookie},
+    )
+    assert status == 200, f"PATCH /api/worker-tokens: {status} {patched}"
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUXOT_")}
     env["AUXOT_WORKER_TOKEN"] = token
