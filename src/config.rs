@@ -49,6 +49,10 @@ pub struct ServeArgs {
     /// Days usage rows are kept before pruning.
     #[arg(long, env = "AUXOT_USAGE_RETENTION_DAYS", default_value_t = 90)]
     pub usage_retention_days: u64,
+    /// Usage rows kept at most; the oldest beyond it are pruned (their totals stay in
+    /// daily rollups).
+    #[arg(long, env = "AUXOT_USAGE_MAX_ROWS", default_value_t = 5_000_000)]
+    pub usage_max_rows: u64,
     /// Token that may read /metrics besides admin keys (for a Prometheus scraper).
     #[arg(long, env = "AUXOT_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
@@ -68,6 +72,7 @@ pub struct ServeConfig {
     pub session_ttl: Duration,
     pub worker_heartbeat_timeout: Duration,
     pub usage_retention: Duration,
+    pub usage_max_rows: u64,
     pub metrics_token: Option<Secret>,
     pub secret_key: SecretKeySource,
 }
@@ -132,6 +137,7 @@ impl ServeConfig {
             session_ttl: Duration::from_secs(args.session_ttl_secs.max(60)),
             worker_heartbeat_timeout: Duration::from_secs(args.worker_heartbeat_timeout_secs),
             usage_retention: Duration::from_secs(args.usage_retention_days.max(1) * 86_400),
+            usage_max_rows: args.usage_max_rows.max(1),
             metrics_token: args.metrics_token.map(Secret::new).filter(|t| !t.is_empty()),
             secret_key,
         })

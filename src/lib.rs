@@ -177,9 +177,16 @@ pub async fn start(config: ServeConfig) -> Result<AppState, StartError> {
     );
     let admin_agent = Arc::new(AdminAgent::new(store.clone()));
     let workers = Arc::new(WorkerRegistry::new(config.worker_heartbeat_timeout));
-    let usage = Usage::load(store.clone(), Arc::new(Metrics::default()), config.usage_retention)
-        .await
-        .map_err(|e| StartError::Load(e.to_string()))?;
+    let usage = Usage::load(
+        store.clone(),
+        Arc::new(Metrics::default()),
+        crate::usage::Retention {
+            max_age: config.usage_retention,
+            max_rows: config.usage_max_rows,
+        },
+    )
+    .await
+    .map_err(|e| StartError::Load(e.to_string()))?;
     let dispatcher = Dispatcher::new(DispatcherParts {
         providers: registry.clone(),
         workers: workers.clone(),
@@ -327,7 +334,8 @@ fn spawn_background_tasks(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> 
     });
     let usage = state.usage.clone();
     let retention = tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(Duration::from_secs(3600));
+        // Often enough that the row cap holds within minutes; each step is a short write.
+        let mut ticker = tokio::time::interval(Duration::from_secs(300));
         loop {
             ticker.tick().await;
             match usage.prune().await {

@@ -143,7 +143,7 @@ async fn reply(routed: Routed, model: &str, mut meter: Meter) -> Response {
         RoutedReply::Upstream {
             reply,
             format: Format::OpenAi,
-        } => from_openai(reply, model).await,
+        } => from_openai(relay::watched(&mut meter, reply, Format::OpenAi), model).await,
         RoutedReply::WorkerStream { held, job } => {
             Ok(Outgoing::sse(relay::worker_chunks_as_anthropic(held, job, model)))
         }

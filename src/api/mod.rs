@@ -12,6 +12,7 @@ mod openai;
 mod providers;
 mod relay;
 pub mod request;
+mod requests;
 mod routing;
 mod ui;
 mod usage;
@@ -45,6 +46,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(workers::routes(state.clone()))
         .unify()
         .or(routing::routes(state.clone()))
+        .unify()
+        .or(requests::routes(state.clone()))
         .unify()
         .or(usage::routes(state))
         .unify()

@@ -166,7 +166,7 @@ async fn reply(routed: Routed, model: &str, include_usage: bool, mut meter: Mete
         RoutedReply::Upstream {
             reply,
             format: Format::Anthropic,
-        } => from_anthropic(reply, model).await,
+        } => from_anthropic(relay::watched(&mut meter, reply, Format::Anthropic), model).await,
         RoutedReply::WorkerStream { held, job } => Ok(worker_stream(held, job, &routed.route)),
         RoutedReply::Complete(body) => Ok(Outgoing::json(200, body)),
     };

@@ -6,7 +6,7 @@ use super::error::ApiError;
 use crate::dispatch::Tier;
 use crate::providers::{ProviderError, UpstreamReply};
 use crate::translate::anthropic::{AnthropicToOpenAiStream, OpenAiToAnthropicStream, SseEvent, SseParser};
-use crate::usage::tap::is_usage_only_event;
+use crate::usage::tap::{ends_stream, is_usage_only_event};
 use crate::usage::Meter;
 use crate::workers::registry::{JobEvent, WorkerJob};
 use bytes::Bytes;
@@ -24,6 +24,17 @@ const MAX_TRANSLATED_BODY: usize = 32 * 1024 * 1024;
 
 pub type ClientStream = BoxStream<'static, Result<Bytes, Infallible>>;
 type UpstreamBody = BoxStream<'static, Result<Bytes, ProviderError>>;
+
+/// An upstream reply whose body the meter reads as it passes: for answers the client gets
+/// translated, the upstream's own usage report is the complete one.
+pub fn watched(meter: &mut Meter, mut reply: UpstreamReply, format: crate::translate::Format) -> UpstreamReply {
+    let sse = reply
+        .content_type
+        .as_deref()
+        .is_some_and(|t| t.starts_with("text/event-stream"));
+    reply.body = meter.watch_upstream(reply.body, format, sse);
+    reply
+}
 
 /// Reads a non-streaming upstream body whole, bounded.
 pub async fn collect(body: UpstreamBody) -> Result<Bytes, String> {
@@ -294,14 +305,35 @@ pub fn upstream_body(upstream: UpstreamReply, route: &str, error_event: fn(&str,
 /// they pass, and learns whether the client got everything (completed) or went away
 /// (cancelled). `strip_usage_only` drops the usage-only chunk an OpenAI client did not ask
 /// for (auxot asks upstreams for usage so streams are never priced at zero).
+///
+/// No answered request is lost from the books: the bytes that end an answer (a stream's
+/// closing event, the last piece of a JSON body) are held until the usage row is durable.
 pub fn respond(out: Outgoing, meter: Meter, strip_usage_only: bool, tier: Tier, route: &str) -> Response {
     struct Metered {
         body: BoxStream<'static, Result<Bytes, BoxError>>,
         meter: Meter,
         strip: bool,
+        sse: bool,
         partial: Vec<u8>,
         ready: VecDeque<Bytes>,
+        /// Bytes that end the answer, sent after the row is written.
+        held: Vec<Bytes>,
         done: bool,
+    }
+    impl Metered {
+        /// Sends `bytes` now, unless they end the answer.
+        fn pass(&mut self, bytes: Bytes) {
+            if self.sse && !ends_stream(&bytes) {
+                self.ready.push_back(bytes);
+                return;
+            }
+            // A JSON body: only its last piece waits (the one before is released now).
+            if !self.sse {
+                let earlier = std::mem::take(&mut self.held);
+                self.ready.extend(earlier);
+            }
+            self.held.push(bytes);
+        }
     }
     let strip = strip_usage_only && out.is_sse();
     let sse = out.is_sse();
@@ -309,8 +341,10 @@ pub fn respond(out: Outgoing, meter: Meter, strip_usage_only: bool, tier: Tier, 
         body: out.body,
         meter,
         strip,
+        sse,
         partial: Vec::new(),
         ready: VecDeque::new(),
+        held: Vec::new(),
         done: false,
     };
     let body = futures_util::stream::unfold(state, |mut s| async move {
@@ -325,27 +359,33 @@ pub fn respond(out: Outgoing, meter: Meter, strip_usage_only: bool, tier: Tier, 
                 Some(Ok(bytes)) => {
                     s.meter.observe(&bytes);
                     if !s.strip {
-                        return Some((Ok(bytes), s));
+                        s.pass(bytes);
+                        continue;
                     }
                     s.partial.extend_from_slice(&bytes);
                     while let Some(end) = event_end(&s.partial) {
                         let event: Vec<u8> = s.partial.drain(..end).collect();
                         if !is_usage_only_event(&event) {
-                            s.ready.push_back(Bytes::from(event));
+                            s.pass(Bytes::from(event));
                         }
                     }
                 }
                 Some(Err(e)) => {
+                    // The body broke: what was held is no answer's end any more.
                     s.meter.failed("upstream_stream_error", 502);
                     s.done = true;
+                    s.held.clear();
                     return Some((Err(e), s));
                 }
                 None => {
+                    s.meter.completed();
+                    s.meter.finish_durably().await;
+                    let held = std::mem::take(&mut s.held);
+                    s.ready.extend(held);
                     if !s.partial.is_empty() {
                         let rest = std::mem::take(&mut s.partial);
                         s.ready.push_back(Bytes::from(rest));
                     }
-                    s.meter.completed();
                     s.done = true;
                 }
             }
@@ -379,6 +419,7 @@ pub fn authorize_and_limit(
     headers: &warp::http::HeaderMap,
     meter: &mut Meter,
 ) -> Result<(), ApiError> {
+    meter.set_session(super::request::header(headers, "x-claude-code-session-id"));
     let principal = state.auth.authorize_client(super::request::api_key(headers))?;
     if let crate::auth::Principal::ApiKey { id, limits, .. } = principal {
         meter.set_api_key(Some(id.clone()));
@@ -397,6 +438,14 @@ pub async fn dispatch(
     meter: &mut Meter,
 ) -> Result<crate::dispatch::Routed, ApiError> {
     state.dispatcher.chat(request).await.map_err(|e| {
+        let tried = match &e {
+            crate::dispatch::DispatchError::Upstream { tried, .. } => tried.as_slice(),
+            crate::dispatch::DispatchError::AllFailed(failures) => failures.as_slice(),
+            _ => &[],
+        };
+        for failure in tried {
+            meter.add_attempt(failure.tier.as_str(), &failure.route, &failure.to_string());
+        }
         if let Some((tier, route)) = e.last_target() {
             meter.tried(tier.as_str(), route);
         }

@@ -1,11 +1,12 @@
-//! Accounting: `/api/usage` (aggregates, CSV export), `/api/prices`, and `/metrics`.
+//! Accounting: `/api/usage` (aggregates, latency percentiles, CSV export), `/api/prices`,
+//! `/api/usage/equivalents` (how local answers are valued), and `/metrics`.
 
 use super::admin::{no_content, reply, require_admin};
 use super::error::{bytes_response, json_response, ApiError};
 use super::request::{api_key, parse_json, read_body};
 use crate::metrics::{Gauges, WorkerGauge, CONTENT_TYPE};
-use crate::store::PriceRecord;
-use crate::usage::{aggregate, to_csv, GroupBy, UsageError};
+use crate::store::{EquivalentSettings, PriceRecord};
+use crate::usage::{to_csv, GroupBy, UsageError};
 use crate::AppState;
 use bytes::{Buf, Bytes};
 use futures_util::Stream;
@@ -48,6 +49,17 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(with_state.clone())
         .and(headers())
         .then(|model, state, headers| reply(delete_price(state, headers, model)));
+    let equivalents = warp::path!("api" / "usage" / "equivalents")
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(headers())
+        .then(|state, headers| reply(get_equivalents(state, headers)));
+    let put_equivalents = warp::path!("api" / "usage" / "equivalents")
+        .and(warp::put())
+        .and(with_state.clone())
+        .and(headers())
+        .and(warp::body::stream())
+        .then(|state, headers, body| reply(put_equivalents(state, headers, body)));
     let metrics = warp::path!("metrics")
         .and(warp::get())
         .and(with_state)
@@ -60,13 +72,17 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(delete_price)
         .unify()
+        .or(equivalents)
+        .unify()
+        .or(put_equivalents)
+        .unify()
         .or(metrics)
         .unify()
         .boxed()
 }
 
 /// `2026-11-01` or an RFC 3339 time, as unix milliseconds.
-fn parse_time(field: &str, text: &str) -> Result<i64, ApiError> {
+pub(super) fn parse_time(field: &str, text: &str) -> Result<i64, ApiError> {
     let rfc3339 = &time::format_description::well_known::Rfc3339;
     if let Ok(t) = time::OffsetDateTime::parse(text, rfc3339) {
         return Ok((t.unix_timestamp_nanos() / 1_000_000) as i64);
@@ -81,7 +97,7 @@ fn parse_time(field: &str, text: &str) -> Result<i64, ApiError> {
 /// Defaults: the last 30 days, by tier. `to` is exclusive.
 async fn usage(state: AppState, headers: HeaderMap, query: HashMap<String, String>) -> Result<Response, ApiError> {
     require_admin(&state, &headers).await?;
-    let now = crate::store::now_unix() * 1000;
+    let now = crate::store::now_unix_ms();
     let to = match query.get("to") {
         Some(t) => parse_time("to", t)?,
         None => now + 1,
@@ -96,8 +112,8 @@ async fn usage(state: AppState, headers: HeaderMap, query: HashMap<String, Strin
     let group_by_text = query.get("group_by").map_or("tier", String::as_str);
     let group_by = GroupBy::parse(group_by_text)
         .ok_or_else(|| ApiError::bad_request("group_by must be one of tier, provider, model, api_key, agent, day"))?;
-    let rows = state.usage.rows(from, to).await?;
-    let (groups, totals) = aggregate(&rows, group_by);
+    let summary = state.usage.summary(from, to, group_by).await?;
+    let groups = summary.groups;
     match query.get("format").map(String::as_str) {
         Some("csv") => {
             let mut response = bytes_response(200, "text/csv; charset=utf-8", Bytes::from(to_csv(&groups)));
@@ -139,7 +155,9 @@ async fn usage(state: AppState, headers: HeaderMap, query: HashMap<String, Strin
             Ok(json_response(
                 200,
                 &json!({"from": crate::rfc3339(from / 1000), "to": crate::rfc3339(to / 1000), "group_by": group_by_text,
-                    "groups": groups, "totals": totals, "subscriptions": subscriptions}),
+                    "groups": groups, "totals": summary.totals, "subscriptions": subscriptions,
+                    "latency": summary.latency,
+                    "pruned_before": summary.pruned_before.map(|ms| crate::rfc3339(ms / 1000))}),
             ))
         }
         Some(_) => Err(ApiError::bad_request("format must be json or csv")),
@@ -156,6 +174,14 @@ async fn list_prices(state: AppState, headers: HeaderMap) -> Result<Response, Ap
 struct PriceBody {
     input_per_mtok: f64,
     output_per_mtok: f64,
+    #[serde(default)]
+    cache_read_per_mtok: Option<f64>,
+    #[serde(default)]
+    cache_write_5m_per_mtok: Option<f64>,
+    #[serde(default)]
+    cache_write_1h_per_mtok: Option<f64>,
+    #[serde(default)]
+    reasoning_per_mtok: Option<f64>,
 }
 
 async fn put_price<S, B>(state: AppState, headers: HeaderMap, model: String, body: S) -> Result<Response, ApiError>
@@ -172,6 +198,10 @@ where
             model,
             input_per_mtok: input.input_per_mtok,
             output_per_mtok: input.output_per_mtok,
+            cache_read_per_mtok: input.cache_read_per_mtok,
+            cache_write_5m_per_mtok: input.cache_write_5m_per_mtok,
+            cache_write_1h_per_mtok: input.cache_write_1h_per_mtok,
+            reasoning_per_mtok: input.reasoning_per_mtok,
         })
         .await?;
     Ok(json_response(200, &json!(price)))
@@ -181,6 +211,32 @@ async fn delete_price(state: AppState, headers: HeaderMap, model: String) -> Res
     require_admin(&state, &headers).await?;
     state.usage.delete_price(&model).await?;
     Ok(no_content())
+}
+
+async fn get_equivalents(state: AppState, headers: HeaderMap) -> Result<Response, ApiError> {
+    require_admin(&state, &headers).await?;
+    Ok(equivalents_reply(state.usage.equivalents()))
+}
+
+/// `PUT /api/usage/equivalents`: the whole setting at once (every model named must have a
+/// price).
+async fn put_equivalents<S, B>(state: AppState, headers: HeaderMap, body: S) -> Result<Response, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    require_admin(&state, &headers).await?;
+    let body = read_body(&headers, body, state.config.body_limit).await?;
+    let settings: EquivalentSettings = parse_json(&body)?;
+    Ok(equivalents_reply(state.usage.put_equivalents(settings).await?))
+}
+
+fn equivalents_reply(settings: EquivalentSettings) -> Response {
+    json_response(
+        200,
+        &json!({"default_model": settings.default_model, "by_worker": settings.by_worker,
+            "by_model": settings.by_model, "builtin_default": crate::usage::equivalent::BUILTIN_DEFAULT}),
+    )
 }
 
 /// Prometheus text. An admin key, or the metrics token (`AUXOT_METRICS_TOKEN`) for a

@@ -106,6 +106,12 @@ fn migrate(txn: &WriteTransaction, from: u32) -> Result<(), StoreError> {
             3 => {
                 txn.open_table(CONVERSATIONS)?;
             }
+            4 => {
+                txn.open_table(USAGE_INDEX)?;
+                txn.open_table(USAGE_SPEND)?;
+                txn.open_table(USAGE_DAILY)?;
+                super::usage::migrate_to_v5(txn)?;
+            }
             _ => unreachable_version(version)?,
         }
     }

@@ -13,6 +13,8 @@ mod sessions;
 mod settings;
 pub mod tables;
 mod usage;
+mod usage_log;
+mod usage_settings;
 mod worker_tokens;
 
 pub use admins::AdminRecord;
@@ -24,7 +26,12 @@ pub use meta::KeyState;
 pub use providers::{CachedModel, ModelCache, ProviderKind, ProviderRecord};
 pub use sessions::SessionRecord;
 pub use settings::{AdminAgentSettings, PhaseTimeouts, RoutingSettings, TierTimeouts};
-pub use usage::{PriceRecord, UsageRecord};
+pub use usage::{
+    default_prices as usage_default_prices, key_time_ms, month_number, usage_key, Attempt, LogField, PriceRecord,
+    UsageRecord,
+};
+pub use usage_log::{DailyRollup, LogPage, LogQuery, Pruned, Rollup, RollupGroup};
+pub use usage_settings::EquivalentSettings;
 pub use worker_tokens::WorkerTokenRecord;
 
 use redb::{Database, ReadTransaction, WriteTransaction};
@@ -167,6 +174,11 @@ pub(crate) fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> R
 /// Unix time in seconds.
 pub fn now_unix() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Unix time in milliseconds.
+pub fn now_unix_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 impl StoreError {

@@ -5,7 +5,7 @@
 use redb::TableDefinition;
 
 /// Bump with a step in `store::migrate` whenever a table or record changes incompatibly.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// Schema version, passphrase salt, key-check canary.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -31,6 +31,14 @@ pub const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
 pub const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
 /// (unix millis << 32 | sequence) → `UsageRecord`: time-ordered, so a period is one range.
 pub const USAGE: TableDefinition<u128, &[u8]> = TableDefinition::new("usage");
+/// (`field\0value`, usage key) → (): the request log's filters (tier, route, model, api key,
+/// agent, session, outcome, status), each a range scan newest first.
+pub const USAGE_INDEX: TableDefinition<(&str, u128), ()> = TableDefinition::new("usage_index");
+/// (API key id, month number) → USD spent: spend caps hold across restarts without a scan.
+pub const USAGE_SPEND: TableDefinition<(&str, i64), f64> = TableDefinition::new("usage_spend");
+/// (day start in unix millis, group) → `Rollup` of the rows pruned from that day, so
+/// `/api/usage` still answers for ranges whose raw rows are gone.
+pub const USAGE_DAILY: TableDefinition<(i64, &str), &[u8]> = TableDefinition::new("usage_daily");
 /// Model id (or id prefix) → `PriceRecord`.
 pub const PRICES: TableDefinition<&str, &[u8]> = TableDefinition::new("prices");
 
@@ -40,3 +48,5 @@ pub const CONVERSATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("co
 pub const META_SCHEMA_VERSION: &str = "schema_version";
 pub const META_KDF_SALT: &str = "kdf_salt";
 pub const META_KEY_CANARY: &str = "key_canary";
+/// Unix millis before which usage rows were pruned (their totals live in `USAGE_DAILY`).
+pub const META_USAGE_PRUNED_BEFORE: &str = "usage_pruned_before";

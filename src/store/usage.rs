@@ -1,95 +1,354 @@
-//! Usage rows (one per request, never prompt or completion text) and the price table.
+//! Usage rows (one per request, never prompt or completion text), their request-log index,
+//! per-key monthly spend, and the price table.
 
-use super::tables::{PRICES, USAGE};
+use super::tables::{PRICES, USAGE, USAGE_INDEX, USAGE_SPEND};
 use super::{decode, encode, Store, StoreError};
-use redb::ReadableTable;
+use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
+
+/// One target that was tried and failed before the one that answered (or before giving up).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub tier: String,
+    pub route: String,
+    pub error: String,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UsageRecord {
     pub at_ms: i64,
     pub api_key_id: Option<String>,
     pub agent: Option<String>,
+    /// The client's session (`X-Claude-Code-Session-Id` and the like), when it sent one.
+    #[serde(default)]
+    pub session: Option<String>,
     /// `gpu`, `cli`, `cloud`; `None` when the request never reached a target.
     pub tier: Option<String>,
     /// Provider or worker name.
     pub route: Option<String>,
     /// As the client asked for it (an alias, `agent:NAME`, a model).
     pub model: String,
+    /// The model the target ran.
+    #[serde(default)]
+    pub model_served: Option<String>,
+    /// Prompt tokens billed at the plain input rate: cache reads and writes are apart.
     pub input_tokens: u64,
+    /// Completion tokens, reasoning included.
     pub output_tokens: u64,
-    /// No usage came back; the counts are estimated from sizes.
+    #[serde(default)]
+    pub cache_read_tokens: u64,
+    #[serde(default)]
+    pub cache_write_5m_tokens: u64,
+    #[serde(default)]
+    pub cache_write_1h_tokens: u64,
+    /// The part of `output_tokens` spent reasoning.
+    #[serde(default)]
+    pub reasoning_tokens: u64,
+    /// No upstream reported counts; they are estimated from sizes (and never billed).
     pub tokens_estimated: bool,
     pub cost_usd: f64,
     /// What the same tokens would have cost on the cloud (GPU/CLI rows), for "saved".
     pub cloud_equivalent_usd: f64,
+    /// The cloud model whose prices valued a GPU/CLI row.
+    #[serde(default)]
+    pub cloud_equivalent_model: Option<String>,
+    /// Why that model: `alias`, `worker`, `model`, `same_model` or `default`.
+    #[serde(default)]
+    pub cloud_equivalent_source: Option<String>,
     pub ms_to_first_byte: Option<u64>,
     pub ms_total: u64,
+    /// Time spent waiting for capacity before the answering target was tried.
+    #[serde(default)]
+    pub ms_queue: Option<u64>,
     /// `ok`, `cancelled`, or `error:<code>`.
     pub outcome: String,
     pub status: u16,
     pub stream: bool,
+    #[serde(default)]
+    pub attempts: Vec<Attempt>,
 }
 
-/// USD per million tokens for a model id, or for every id starting with it.
+/// The request-log filters a row can be found by, each backed by `USAGE_INDEX`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogField {
+    Session,
+    ApiKey,
+    Agent,
+    Model,
+    Route,
+    Status,
+    Outcome,
+    Tier,
+}
+
+impl LogField {
+    /// Most selective first: the first filter given in this order drives the scan.
+    pub const ALL: [LogField; 8] = [
+        LogField::Session,
+        LogField::ApiKey,
+        LogField::Agent,
+        LogField::Model,
+        LogField::Route,
+        LogField::Status,
+        LogField::Outcome,
+        LogField::Tier,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LogField::Session => "session",
+            LogField::ApiKey => "api_key",
+            LogField::Agent => "agent",
+            LogField::Model => "model",
+            LogField::Route => "route",
+            LogField::Status => "status",
+            LogField::Outcome => "outcome",
+            LogField::Tier => "tier",
+        }
+    }
+}
+
+/// Index values are cut here (on a char boundary), the same way for rows and filters.
+const MAX_INDEXED_VALUE: usize = 256;
+
+fn clip(value: &str) -> &str {
+    if value.len() <= MAX_INDEXED_VALUE {
+        return value;
+    }
+    let mut end = MAX_INDEXED_VALUE;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    &value[..end]
+}
+
+/// The index key of `field = value`.
+pub fn index_key(field: LogField, value: &str) -> String {
+    format!("{}\0{}", field.name(), clip(value))
+}
+
+impl UsageRecord {
+    /// Every index key this row is found under. A model matches what was asked and what
+    /// ran; an outcome matches its class (`error`) and its exact value (`error:timeout`).
+    pub fn index_keys(&self) -> Vec<String> {
+        let mut keys = Vec::with_capacity(10);
+        let mut add = |field: LogField, value: Option<&str>| {
+            if let Some(value) = value {
+                let key = index_key(field, value);
+                if !keys.contains(&key) {
+                    keys.push(key);
+                }
+            }
+        };
+        add(LogField::Session, self.session.as_deref());
+        add(LogField::ApiKey, self.api_key_id.as_deref());
+        add(LogField::Agent, self.agent.as_deref());
+        add(LogField::Model, Some(&self.model));
+        add(LogField::Model, self.model_served.as_deref());
+        add(LogField::Route, self.route.as_deref());
+        add(LogField::Status, Some(&self.status.to_string()));
+        add(LogField::Outcome, Some(self.outcome_class()));
+        add(LogField::Outcome, Some(&self.outcome));
+        add(LogField::Tier, self.tier.as_deref());
+        keys
+    }
+
+    /// `ok`, `error` or `cancelled`.
+    pub fn outcome_class(&self) -> &str {
+        if self.outcome.starts_with("error") {
+            "error"
+        } else {
+            &self.outcome
+        }
+    }
+}
+
+/// `(year * 12 + month - 1)` of a unix-millis time: the key of a month's spend.
+pub fn month_number(unix_ms: i64) -> i64 {
+    let t =
+        time::OffsetDateTime::from_unix_timestamp(unix_ms.div_euclid(1000)).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    i64::from(t.year()) * 12 + i64::from(u8::from(t.month())) - 1
+}
+
+/// The usage key of a row: its time in the high bits, a sequence number below, so a period
+/// is one range and the log reads newest first.
+pub fn usage_key(at_ms: i64, seq: u32) -> u128 {
+    ((at_ms.max(0) as u128) << 32) | u128::from(seq)
+}
+
+pub fn key_time_ms(key: u128) -> i64 {
+    (key >> 32) as i64
+}
+
+/// USD per million tokens for a model id, or for every id starting with it. The cache and
+/// reasoning rates are optional: a missing one falls back to the input (cache) or output
+/// (reasoning) rate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PriceRecord {
     pub model: String,
     pub input_per_mtok: f64,
     pub output_per_mtok: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_per_mtok: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_5m_per_mtok: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_1h_per_mtok: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_per_mtok: Option<f64>,
 }
 
-/// The seeded price table: public list prices (USD per million tokens) of current OpenAI and
-/// Anthropic models, matched by longest prefix (`gpt-4o-2024-08-06` → `gpt-4o`). Edit via
-/// `/api/prices`; documented in docs/usage.md.
+/// The seeded price table: public list prices (USD per million tokens, as published by
+/// OpenAI and Anthropic in 2025) of current models, matched by longest prefix
+/// (`gpt-4o-2024-08-06` → `gpt-4o`). OpenAI bills cached input at its own rate and has no
+/// cache-write charge; Anthropic bills cache reads at 0.1×, 5-minute writes at 1.25× and
+/// 1-hour writes at 2× the input rate. Edit via `/api/prices`; documented in docs/usage.md.
 pub fn default_prices() -> Vec<PriceRecord> {
-    let table: &[(&str, f64, f64)] = &[
-        ("gpt-5", 1.25, 10.0),
-        ("gpt-5-mini", 0.25, 2.0),
-        ("gpt-5-nano", 0.05, 0.4),
-        ("gpt-4.1", 2.0, 8.0),
-        ("gpt-4.1-mini", 0.4, 1.6),
-        ("gpt-4.1-nano", 0.1, 0.4),
-        ("gpt-4o", 2.5, 10.0),
-        ("gpt-4o-mini", 0.15, 0.6),
-        ("o1", 15.0, 60.0),
-        ("o3", 2.0, 8.0),
-        ("o3-mini", 1.1, 4.4),
-        ("o4-mini", 1.1, 4.4),
+    // (model, input, cached input, output)
+    let openai: &[(&str, f64, f64, f64)] = &[
+        ("gpt-5", 1.25, 0.125, 10.0),
+        ("gpt-5-mini", 0.25, 0.025, 2.0),
+        ("gpt-5-nano", 0.05, 0.005, 0.4),
+        ("gpt-4.1", 2.0, 0.5, 8.0),
+        ("gpt-4.1-mini", 0.4, 0.1, 1.6),
+        ("gpt-4.1-nano", 0.1, 0.025, 0.4),
+        ("gpt-4o", 2.5, 1.25, 10.0),
+        ("gpt-4o-mini", 0.15, 0.075, 0.6),
+        ("o1", 15.0, 7.5, 60.0),
+        ("o3", 2.0, 0.5, 8.0),
+        ("o3-mini", 1.1, 0.55, 4.4),
+        ("o4-mini", 1.1, 0.275, 4.4),
+    ];
+    // (model, input, output)
+    let anthropic: &[(&str, f64, f64)] = &[
         ("claude-opus-4", 15.0, 75.0),
+        ("claude-opus-4-5", 5.0, 25.0),
         ("claude-sonnet-4", 3.0, 15.0),
         ("claude-3-7-sonnet", 3.0, 15.0),
         ("claude-3-5-sonnet", 3.0, 15.0),
         ("claude-haiku-4-5", 1.0, 5.0),
         ("claude-3-5-haiku", 0.8, 4.0),
     ];
-    table
-        .iter()
-        .map(|(model, input, output)| PriceRecord {
-            model: model.to_string(),
-            input_per_mtok: *input,
-            output_per_mtok: *output,
-        })
-        .collect()
+    let round = |usd: f64| (usd * 1e6).round() / 1e6;
+    let openai = openai.iter().map(|(model, input, cached, output)| PriceRecord {
+        model: model.to_string(),
+        input_per_mtok: *input,
+        output_per_mtok: *output,
+        cache_read_per_mtok: Some(*cached),
+        cache_write_5m_per_mtok: Some(*input),
+        cache_write_1h_per_mtok: Some(*input),
+        reasoning_per_mtok: Some(*output),
+    });
+    let anthropic = anthropic.iter().map(|(model, input, output)| PriceRecord {
+        model: model.to_string(),
+        input_per_mtok: *input,
+        output_per_mtok: *output,
+        cache_read_per_mtok: Some(round(input * 0.1)),
+        cache_write_5m_per_mtok: Some(round(input * 1.25)),
+        cache_write_1h_per_mtok: Some(round(input * 2.0)),
+        reasoning_per_mtok: Some(*output),
+    });
+    openai.chain(anthropic).collect()
+}
+
+/// Schema 4 → 5: the seeded prices gain their cache and reasoning rates (an operator's own
+/// input/output prices are kept), the request-log index and the spend table are built.
+pub(super) fn migrate_to_v5(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let mut prices = txn.open_table(PRICES)?;
+    for seed in default_prices() {
+        let stored: Option<PriceRecord> = match prices.get(seed.model.as_str())? {
+            Some(row) => Some(decode("price", row.value())?),
+            None => None,
+        };
+        let price = match stored {
+            Some(stored) if stored.cache_read_per_mtok.is_some() => continue,
+            Some(stored) if stored.input_per_mtok == seed.input_per_mtok => PriceRecord {
+                output_per_mtok: stored.output_per_mtok,
+                ..seed
+            },
+            // The operator changed the input price: keep it, and leave cache rates to
+            // fall back to it rather than guess.
+            Some(_) => continue,
+            None => seed,
+        };
+        prices.insert(price.model.as_str(), encode("price", &price)?.as_slice())?;
+    }
+    drop(prices);
+    let usage = txn.open_table(USAGE)?;
+    let mut index = txn.open_table(USAGE_INDEX)?;
+    let mut spend = txn.open_table(USAGE_SPEND)?;
+    for entry in usage.iter()? {
+        let (key, value) = entry?;
+        let row: UsageRecord = decode("usage", value.value())?;
+        add_to_index(&mut index, key.value(), &row)?;
+        add_spend(&mut spend, &row)?;
+    }
+    Ok(())
+}
+
+type IndexTable<'t> = redb::Table<'t, (&'static str, u128), ()>;
+type SpendTable<'t> = redb::Table<'t, (&'static str, i64), f64>;
+
+fn add_to_index(index: &mut IndexTable<'_>, key: u128, row: &UsageRecord) -> Result<(), StoreError> {
+    for field in row.index_keys() {
+        index.insert((field.as_str(), key), ())?;
+    }
+    Ok(())
+}
+
+pub(super) fn remove_from_index(index: &mut IndexTable<'_>, key: u128, row: &UsageRecord) -> Result<(), StoreError> {
+    for field in row.index_keys() {
+        index.remove((field.as_str(), key))?;
+    }
+    Ok(())
+}
+
+fn add_spend(spend: &mut SpendTable<'_>, row: &UsageRecord) -> Result<(), StoreError> {
+    let Some(key_id) = row.api_key_id.as_deref() else {
+        return Ok(());
+    };
+    if row.cost_usd <= 0.0 {
+        return Ok(());
+    }
+    let month = month_number(row.at_ms);
+    let before = spend.get((key_id, month))?.map_or(0.0, |v| v.value());
+    spend.insert((key_id, month), before + row.cost_usd)?;
+    Ok(())
 }
 
 impl Store {
-    /// One transaction for a whole batch: the hot path never waits on an fsync.
-    pub async fn insert_usage(&self, rows: Vec<(u128, UsageRecord)>) -> Result<(), StoreError> {
+    /// One transaction (one fsync) for a whole batch of rows, their index entries and the
+    /// spend they add. Keys are `usage_key(at_ms, seq)`, `seq` counting up from `next_seq`
+    /// past any key already taken; returns the next free sequence number.
+    pub async fn insert_usage(&self, rows: Vec<UsageRecord>, next_seq: u32) -> Result<u32, StoreError> {
         self.write(move |txn| {
             let mut table = txn.open_table(USAGE)?;
-            for (key, row) in &rows {
-                table.insert(*key, encode("usage", row)?.as_slice())?;
+            let mut index = txn.open_table(USAGE_INDEX)?;
+            let mut spend = txn.open_table(USAGE_SPEND)?;
+            let mut seq = next_seq;
+            for row in &rows {
+                let mut key = usage_key(row.at_ms, seq);
+                while table.get(key)?.is_some() {
+                    seq = seq.wrapping_add(1);
+                    key = usage_key(row.at_ms, seq);
+                }
+                seq = seq.wrapping_add(1);
+                table.insert(key, encode("usage", row)?.as_slice())?;
+                add_to_index(&mut index, key, row)?;
+                add_spend(&mut spend, row)?;
             }
-            Ok(())
+            Ok(seq)
         })
         .await
     }
 
     /// Rows with `from_ms <= at_ms < to_ms`, oldest first.
     pub async fn usage_between(&self, from_ms: i64, to_ms: i64) -> Result<Vec<UsageRecord>, StoreError> {
-        let from = (from_ms.max(0) as u128) << 32;
-        let to = (to_ms.max(0) as u128) << 32;
+        let from = usage_key(from_ms, 0);
+        let to = usage_key(to_ms, 0);
+        if from >= to {
+            return Ok(Vec::new());
+        }
         self.read(move |txn| {
             let table = txn.open_table(USAGE)?;
             let mut out = Vec::new();
@@ -102,15 +361,26 @@ impl Store {
         .await
     }
 
-    /// Deletes rows older than `before_ms`; returns how many.
-    pub async fn prune_usage(&self, before_ms: i64) -> Result<usize, StoreError> {
-        let before = (before_ms.max(0) as u128) << 32;
-        self.write(move |txn| {
-            let mut table = txn.open_table(USAGE)?;
-            let removed = table.extract_from_if(..before, |_, _| true)?.count();
-            Ok(removed)
+    /// What each API key spent in `month` (see `month_number`).
+    pub async fn spend_in_month(&self, month: i64) -> Result<Vec<(String, f64)>, StoreError> {
+        self.read(move |txn| {
+            let table = txn.open_table(USAGE_SPEND)?;
+            let mut out = Vec::new();
+            for entry in table.iter()? {
+                let (key, value) = entry?;
+                let (key_id, m) = key.value();
+                if m == month {
+                    out.push((key_id.to_string(), value.value()));
+                }
+            }
+            Ok(out)
         })
         .await
+    }
+
+    pub async fn usage_row_count(&self) -> Result<u64, StoreError> {
+        self.read(|txn| Ok(redb::ReadableTableMetadata::len(&txn.open_table(USAGE)?)?))
+            .await
     }
 
     pub async fn list_prices(&self) -> Result<Vec<PriceRecord>, StoreError> {
@@ -142,5 +412,64 @@ impl Store {
             None => Err(StoreError::NotFound("price")),
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_keys_cover_both_models_and_both_outcome_forms_once() {
+        let row = UsageRecord {
+            at_ms: 1,
+            api_key_id: Some("k1".into()),
+            agent: None,
+            session: Some("s1".into()),
+            tier: Some("gpu".into()),
+            route: Some("box".into()),
+            model: "auto".into(),
+            model_served: Some("auto".into()),
+            input_tokens: 0,
+            output_tokens: 0,
+            cache_read_tokens: 0,
+            cache_write_5m_tokens: 0,
+            cache_write_1h_tokens: 0,
+            reasoning_tokens: 0,
+            tokens_estimated: false,
+            cost_usd: 0.0,
+            cloud_equivalent_usd: 0.0,
+            cloud_equivalent_model: None,
+            cloud_equivalent_source: None,
+            ms_to_first_byte: None,
+            ms_total: 0,
+            ms_queue: None,
+            outcome: "error:timeout".into(),
+            status: 504,
+            stream: false,
+            attempts: Vec::new(),
+        };
+        let keys = row.index_keys();
+        assert!(keys.contains(&"model\0auto".to_string()));
+        assert_eq!(keys.iter().filter(|k| k.starts_with("model\0")).count(), 1);
+        assert!(keys.contains(&"outcome\0error".to_string()));
+        assert!(keys.contains(&"outcome\0error:timeout".to_string()));
+        assert!(keys.contains(&"status\u{0}504".to_string()));
+        assert!(!keys.iter().any(|k| k.starts_with("agent\0")));
+    }
+
+    #[test]
+    fn long_values_are_clipped_on_a_char_boundary() {
+        let long = "é".repeat(300);
+        let key = index_key(LogField::Model, &long);
+        assert!(key.len() <= "model\0".len() + MAX_INDEXED_VALUE);
+        assert_eq!(index_key(LogField::Model, &long), key);
+    }
+
+    #[test]
+    fn months_number_consecutively_across_a_year() {
+        let dec = month_number(1_733_011_200_000); // 2024-12-01
+        let jan = month_number(1_735_689_600_000); // 2025-01-01
+        assert_eq!(jan, dec + 1);
     }
 }

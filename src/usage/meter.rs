@@ -1,16 +1,35 @@
-//! One request's usage row, filled in as the request goes and written when the meter
-//! drops — so a client that goes away still leaves a `cancelled` row.
+//! One request's usage row, filled in as the request goes. An answered request's row is
+//! made durable before the client's last byte (`finish_durably`); any other meter writes
+//! its row when it drops — so a client that goes away still leaves a `cancelled` row.
 
+use super::equivalent;
+use super::prices;
 use super::tap::{Tokens, UsageTap};
 use super::Usage;
 use crate::metrics::RequestObservation;
-use crate::store::UsageRecord;
+use crate::store::{Attempt, UsageRecord};
 use crate::translate::Format;
-use std::sync::Arc;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// A rough size-based estimate when no usage came back (about four bytes per token).
+/// The documented tokenizer-free estimate, used only when no upstream reports counts:
+/// about four bytes of request body per input token; about twelve bytes of SSE (the text
+/// plus its JSON framing) or four bytes of JSON body per output token.
 const BYTES_PER_TOKEN: u64 = 4;
+const SSE_BYTES_PER_TOKEN: u64 = 12;
+/// Model names and sessions are stored up to this length.
+const MAX_NAME: usize = 256;
+
+fn clip(text: &str) -> String {
+    let mut end = text.len().min(MAX_NAME);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
 
 /// What is known when a request arrives; the handler fills in the rest as it learns it.
 #[derive(Default)]
@@ -27,6 +46,7 @@ enum State {
     Open,
     Completed,
     Failed,
+    Recorded,
 }
 
 pub struct Meter {
@@ -34,7 +54,10 @@ pub struct Meter {
     row: UsageRecord,
     started: Instant,
     first_byte: Option<Duration>,
+    /// What the client receives: errors that end a stream, and usage when no upstream tap.
     tap: Option<UsageTap>,
+    /// The upstream's own bytes when the client gets a translation (which may drop detail).
+    upstream: Option<Arc<Mutex<UsageTap>>>,
     request_bytes: usize,
     /// The model the target ran (priced for cloud rows).
     target_model: Option<String>,
@@ -55,26 +78,37 @@ impl Usage {
         Meter {
             usage: self.clone(),
             row: UsageRecord {
-                at_ms: crate::store::now_unix() * 1000,
+                at_ms: crate::store::now_unix_ms(),
                 api_key_id: start.api_key_id,
                 agent,
+                session: None,
                 tier: None,
                 route: None,
-                model: start.model,
+                model: clip(&start.model),
+                model_served: None,
                 input_tokens: 0,
                 output_tokens: 0,
+                cache_read_tokens: 0,
+                cache_write_5m_tokens: 0,
+                cache_write_1h_tokens: 0,
+                reasoning_tokens: 0,
                 tokens_estimated: false,
                 cost_usd: 0.0,
                 cloud_equivalent_usd: 0.0,
+                cloud_equivalent_model: None,
+                cloud_equivalent_source: None,
                 ms_to_first_byte: None,
                 ms_total: 0,
+                ms_queue: None,
                 outcome: "ok".into(),
                 status: 200,
                 stream: start.stream,
+                attempts: Vec::new(),
             },
             started: Instant::now(),
             first_byte: None,
             tap: None,
+            upstream: None,
             request_bytes: start.request_bytes,
             target_model: None,
             cloud_model: None,
@@ -102,20 +136,58 @@ impl Meter {
     }
 
     pub fn set_request(&mut self, model: &str, stream: bool, request_bytes: usize) {
-        self.row.model = model.to_string();
-        self.row.agent = model.strip_prefix(crate::agents::MODEL_PREFIX).map(str::to_string);
+        self.row.model = clip(model);
+        self.row.agent = model.strip_prefix(crate::agents::MODEL_PREFIX).map(clip);
         self.row.stream = stream;
         self.request_bytes = request_bytes;
+    }
+
+    /// The client's session id (e.g. `X-Claude-Code-Session-Id`).
+    pub fn set_session(&mut self, session: Option<&str>) {
+        self.row.session = session.filter(|s| !s.is_empty()).map(clip);
+    }
+
+    /// How long the request waited for capacity before its answering target was tried.
+    pub fn set_queue_wait(&mut self, waited: Duration) {
+        self.row.ms_queue = Some(waited.as_millis() as u64);
+    }
+
+    /// A target that was tried and failed (nothing from it reached the client).
+    pub fn add_attempt(&mut self, tier: &str, route: &str, error: &str) {
+        self.row.attempts.push(Attempt {
+            tier: tier.to_string(),
+            route: route.to_string(),
+            error: error.chars().take(512).collect(),
+        });
     }
 
     pub fn routed(&mut self, info: RouteInfo<'_>) {
         self.row.tier = Some(info.tier.to_string());
         self.row.route = Some(info.route.to_string());
+        self.row.model_served = Some(clip(info.target_model));
         self.target_model = Some(info.target_model.to_string());
         self.cloud_model = info.cloud_model.map(str::to_string);
         self.overflow = info.overflow;
         self.first_byte = Some(self.started.elapsed());
         self.tap = Some(UsageTap::new(info.client_format, info.sse));
+    }
+
+    /// Reads usage from the upstream's own body as it passes, for a reply the client gets
+    /// translated into its dialect: the upstream's report is the complete one.
+    pub fn watch_upstream<E: Send + 'static>(
+        &mut self,
+        body: BoxStream<'static, Result<Bytes, E>>,
+        format: Format,
+        sse: bool,
+    ) -> BoxStream<'static, Result<Bytes, E>> {
+        let tap = Arc::new(Mutex::new(UsageTap::new(format, sse)));
+        self.upstream = Some(tap.clone());
+        body.inspect(move |item| {
+            if let Ok(bytes) = item {
+                tap.lock().unwrap_or_else(PoisonError::into_inner).observe(bytes);
+            }
+        })
+        .boxed()
     }
 
     /// The request failed at this target (nothing reached the client from it).
@@ -132,71 +204,91 @@ impl Meter {
     }
 
     pub fn completed(&mut self) {
-        self.state = State::Completed;
+        if matches!(self.state, State::Open) {
+            self.state = State::Completed;
+        }
     }
 
     pub fn failed(&mut self, code: &str, status: u16) {
+        if matches!(self.state, State::Recorded) {
+            return;
+        }
         self.state = State::Failed;
         self.row.outcome = format!("error:{code}");
         self.row.status = status;
     }
 
-    fn finalize(&mut self) {
+    /// Writes the row and waits until it is on disk: called before the last byte of an
+    /// answer goes out, so no answered request is missing from the books after a crash.
+    pub async fn finish_durably(&mut self) {
+        if let Some(row) = self.finalize() {
+            self.usage.record_durably(row).await;
+        }
+    }
+
+    fn tokens(&mut self) -> Option<Tokens> {
+        let upstream = self
+            .upstream
+            .as_ref()
+            .and_then(|tap| tap.lock().unwrap_or_else(PoisonError::into_inner).tokens());
+        upstream.or_else(|| self.tap.as_mut().and_then(UsageTap::tokens))
+    }
+
+    /// Completes the row once; `None` if it was already written.
+    fn finalize(&mut self) -> Option<UsageRecord> {
         match self.state {
+            State::Recorded => return None,
             State::Open => {
                 self.row.outcome = "cancelled".into();
                 self.row.status = 499;
             }
-            State::Completed | State::Failed => {}
-        }
-        let reached_target = self.tap.is_some();
-        let tokens = self.tap.as_mut().and_then(UsageTap::tokens);
-        let tokens = match (tokens, &self.tap) {
-            (Some(tokens), _) => tokens,
-            (None, Some(tap)) if reached_target => {
-                self.row.tokens_estimated = true;
-                Tokens {
-                    input: self.request_bytes as u64 / BYTES_PER_TOKEN,
-                    output: tap.bytes_seen / (BYTES_PER_TOKEN * 3),
+            State::Completed => {
+                // A stream that ended on an error event is not an answer, whatever its status.
+                if self.tap.as_ref().is_some_and(|t| t.error.is_some()) {
+                    self.row.outcome = "error:stream_error".into();
                 }
             }
-            _ => Tokens::default(),
+            State::Failed => {}
+        }
+        self.state = State::Recorded;
+        let tokens = match (self.tokens(), &self.tap) {
+            (Some(tokens), _) => tokens,
+            (None, Some(tap)) => {
+                self.row.tokens_estimated = true;
+                let per_token = if tap.bytes_seen > 0 && self.row.stream {
+                    SSE_BYTES_PER_TOKEN
+                } else {
+                    BYTES_PER_TOKEN
+                };
+                Tokens {
+                    input: self.request_bytes as u64 / BYTES_PER_TOKEN,
+                    output: tap.bytes_seen / per_token,
+                    ..Tokens::default()
+                }
+            }
+            (None, None) => Tokens::default(),
         };
         self.row.input_tokens = tokens.input;
         self.row.output_tokens = tokens.output;
+        self.row.cache_read_tokens = tokens.cache_read;
+        self.row.cache_write_5m_tokens = tokens.cache_write_5m;
+        self.row.cache_write_1h_tokens = tokens.cache_write_1h;
+        self.row.reasoning_tokens = tokens.reasoning;
         let total = self.started.elapsed();
         self.row.ms_total = total.as_millis() as u64;
         self.row.ms_to_first_byte = self.first_byte.map(|d| d.as_millis() as u64);
-        let is_cloud = self.row.tier.as_deref() == Some("cloud");
-        let priced_model = if is_cloud {
-            self.target_model.clone()
-        } else {
-            // GPU/CLI: what the alias's cloud model would have cost, else the same model.
-            self.cloud_model
-                .as_ref()
-                .map(|m| m.rsplit('/').next().unwrap_or(m).to_string())
-                .or_else(|| self.target_model.clone())
-        };
-        let priced = priced_model.map_or(0.0, |m| self.usage.cost(&m, tokens.input, tokens.output));
-        if is_cloud {
-            self.row.cost_usd = priced;
-        }
-        self.row.cloud_equivalent_usd = priced;
+        self.price(&tokens);
         if let Some(key) = &self.row.api_key_id {
             self.usage.add_spend(key, self.row.at_ms, self.row.cost_usd);
         }
-        let outcome = if self.row.outcome.starts_with("error") {
-            "error"
-        } else {
-            self.row.outcome.as_str()
-        };
+        let is_cloud = self.row.tier.as_deref() == Some("cloud");
         self.usage.metrics().observe(&RequestObservation {
             tier: self.row.tier.as_deref(),
             route: self.row.route.as_deref(),
-            outcome,
+            outcome: self.row.outcome_class(),
             to_first_byte: self.first_byte,
             total,
-            input_tokens: tokens.input,
+            input_tokens: tokens.prompt(),
             output_tokens: tokens.output,
             cost_usd: self.row.cost_usd,
             overflowed_to_cloud: self.overflow && is_cloud,
@@ -211,6 +303,7 @@ impl Meter {
             status = self.row.status,
             outcome = %self.row.outcome,
             input_tokens = tokens.input,
+            cache_read_tokens = tokens.cache_read,
             output_tokens = tokens.output,
             estimated = self.row.tokens_estimated,
             cost_usd = self.row.cost_usd,
@@ -218,12 +311,47 @@ impl Meter {
             ms_total = self.row.ms_total,
             "request"
         );
-        self.usage.record(self.row.clone());
+        Some(self.row.clone())
+    }
+
+    /// Cloud rows cost their model's price; GPU/CLI rows are valued at a cloud model's
+    /// (`equivalent::resolve`). Estimated counts are never billed as spend.
+    fn price(&mut self, tokens: &Tokens) {
+        let Some(tier) = self.row.tier.as_deref() else {
+            return;
+        };
+        let table = self.usage.price_table();
+        if tier == "cloud" {
+            let priced = self
+                .target_model
+                .as_deref()
+                .and_then(|m| prices::find(&table, m))
+                .map_or(0.0, |p| prices::cost(p, tokens));
+            if !self.row.tokens_estimated {
+                self.row.cost_usd = priced;
+                self.row.cloud_equivalent_usd = priced;
+            }
+            return;
+        }
+        let settings = self.usage.equivalent_table();
+        let chosen = equivalent::resolve(
+            &settings,
+            &table,
+            self.cloud_model.as_deref(),
+            self.row.route.as_deref(),
+            self.target_model.as_deref(),
+            &self.row.model,
+        );
+        self.row.cloud_equivalent_usd = prices::find(&table, &chosen.model).map_or(0.0, |p| prices::cost(p, tokens));
+        self.row.cloud_equivalent_model = Some(chosen.model);
+        self.row.cloud_equivalent_source = Some(chosen.source.to_string());
     }
 }
 
 impl Drop for Meter {
     fn drop(&mut self) {
-        self.finalize();
+        if let Some(row) = self.finalize() {
+            self.usage.record(row);
+        }
     }
 }

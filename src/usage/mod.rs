@@ -1,24 +1,32 @@
-//! What every request cost. One usage row per request, written in batches off the request
-//! path (a bounded channel drained every 250 ms or 1 000 rows into one transaction); prices
-//! per cloud model; what the cheap tiers saved; per-key limits; aggregates.
+//! What every request cost. One usage row per request, committed in groups by a writer
+//! task (an answered request's row is on disk before its last byte goes out); prices per
+//! cloud model, cache and reasoning tokens included; what the cheap tiers saved; per-key
+//! limits; aggregates; the request log; retention with daily rollups.
 
+mod aggregate;
+pub mod equivalent;
 mod meter;
+pub mod prices;
 pub mod tap;
+mod writer;
 
+pub use aggregate::{aggregate, latency, to_csv, Group, GroupBy, Latency, Totals};
 pub use meter::{Meter, MeterStart, RouteInfo};
 
 use crate::metrics::Metrics;
-use crate::store::{PriceRecord, Store, StoreError, UsageRecord};
-use serde::Serialize;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use crate::store::{
+    month_number, DailyRollup, EquivalentSettings, LogPage, LogQuery, PriceRecord, Store, StoreError, UsageRecord,
+};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+use writer::Job;
 
 const CHANNEL_CAPACITY: usize = 65_536;
-const BATCH_ROWS: usize = 1000;
-const BATCH_EVERY: Duration = Duration::from_millis(250);
+/// Rows removed per prune transaction: short enough that request rows never wait long.
+const PRUNE_BATCH: usize = 2_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UsageError {
@@ -48,6 +56,13 @@ impl UsageError {
     }
 }
 
+/// How long usage rows are kept, and how many at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub max_age: Duration,
+    pub max_rows: u64,
+}
+
 /// An API key's limits, as its record holds them.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct KeyLimits {
@@ -70,10 +85,10 @@ struct Limits {
     spend: Mutex<HashMap<String, (i64, f64)>>,
 }
 
+/// The month number of `unix_ms` and the unix second the next month starts.
 fn month_of(unix_ms: i64) -> (i64, i64) {
-    let t = time::OffsetDateTime::from_unix_timestamp(unix_ms / 1000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let month = i64::from(t.year()) * 12 + i64::from(u8::from(t.month())) - 1;
-    let (year, m) = ((month + 1) / 12, (month + 1) % 12 + 1);
+    let month = month_number(unix_ms);
+    let (year, m) = ((month + 1).div_euclid(12), (month + 1).rem_euclid(12) + 1);
     let next = time::Date::from_calendar_date(
         year as i32,
         time::Month::try_from(m as u8).unwrap_or(time::Month::January),
@@ -84,52 +99,55 @@ fn month_of(unix_ms: i64) -> (i64, i64) {
     (month, next)
 }
 
+/// What `/api/usage` answers for a range.
+pub struct Summary {
+    pub groups: Vec<Group>,
+    pub totals: Totals,
+    pub latency: Vec<Latency>,
+    /// Rows before this time were pruned; their totals come from daily rollups.
+    pub pruned_before: Option<i64>,
+}
+
 pub struct Usage {
     store: Store,
     metrics: Arc<Metrics>,
     prices: RwLock<Arc<Vec<PriceRecord>>>,
-    tx: Mutex<Option<mpsc::Sender<UsageRecord>>>,
+    equivalents: RwLock<Arc<EquivalentSettings>>,
+    tx: Mutex<Option<mpsc::Sender<Job>>>,
     writer: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-    dropped: AtomicU64,
+    /// Rows never written: dropped at a full queue, or their commit failed.
+    lost: Arc<AtomicU64>,
     limits: Limits,
-    retention: Duration,
+    retention: Retention,
 }
 
 impl Usage {
-    pub async fn load(store: Store, metrics: Arc<Metrics>, retention: Duration) -> Result<Arc<Usage>, UsageError> {
+    pub async fn load(store: Store, metrics: Arc<Metrics>, retention: Retention) -> Result<Arc<Usage>, UsageError> {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let lost = Arc::new(AtomicU64::new(0));
         let usage = Arc::new(Usage {
             store: store.clone(),
             metrics,
             prices: RwLock::new(Arc::new(Vec::new())),
+            equivalents: RwLock::new(Arc::new(store.equivalent_settings().await?)),
             tx: Mutex::new(Some(tx)),
             writer: tokio::sync::Mutex::new(None),
-            dropped: AtomicU64::new(0),
+            lost: lost.clone(),
             limits: Limits::default(),
             retention,
         });
         usage.reload_prices().await?;
-        // This month's spend per key, so a cap holds across restarts.
-        let now = crate::store::now_unix() * 1000;
-        let (month, _) = month_of(now);
-        let month_start = {
-            let (year, m) = (month / 12, month % 12 + 1);
-            time::Date::from_calendar_date(
-                year as i32,
-                time::Month::try_from(m as u8).unwrap_or(time::Month::January),
-                1,
-            )
-            .map(|d| d.midnight().assume_utc().unix_timestamp() * 1000)
-            .unwrap_or(0)
-        };
-        let mut spend: HashMap<String, (i64, f64)> = HashMap::new();
-        for row in store.usage_between(month_start, now + 1).await? {
-            if let Some(key) = row.api_key_id {
-                spend.entry(key).or_insert((month, 0.0)).1 += row.cost_usd;
-            }
-        }
+        // This month's spend per key, kept by the store as rows are written, so a cap
+        // holds across restarts (and crashes: the rows of answered requests are durable).
+        let month = month_number(crate::store::now_unix_ms());
+        let spend: HashMap<String, (i64, f64)> = store
+            .spend_in_month(month)
+            .await?
+            .into_iter()
+            .map(|(key, usd)| (key, (month, usd)))
+            .collect();
         *usage.limits.spend.lock().unwrap_or_else(|p| p.into_inner()) = spend;
-        let writer = tokio::spawn(write_batches(store, rx));
+        let writer = tokio::spawn(writer::run(store, rx, lost));
         *usage.writer.lock().await = Some(writer);
         Ok(usage)
     }
@@ -139,19 +157,48 @@ impl Usage {
     }
 
     pub fn rows_dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    fn sender(&self) -> Option<mpsc::Sender<Job>> {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Queues a row; never waits. A full channel (the disk far behind) drops the row and
-    /// counts it, rather than slowing requests.
+    /// counts it, rather than slowing requests that were not answered anyway.
     fn record(&self, row: UsageRecord) {
-        let sent = match self.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            Some(tx) => tx.try_send(row).is_ok(),
-            None => false,
-        };
+        let sent = self
+            .sender()
+            .is_some_and(|tx| tx.try_send(Job::Row(Box::new(row), None)).is_ok());
         if !sent {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.lost.fetch_add(1, Ordering::Relaxed);
             tracing::warn!("usage row dropped: the writer is behind or stopped");
+        }
+    }
+
+    /// Queues a row and waits until it is committed (grouped with every other row queued
+    /// meanwhile, so one fsync serves many requests).
+    async fn record_durably(&self, row: UsageRecord) {
+        let Some(tx) = self.sender() else {
+            self.lost.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("usage row dropped: the writer is stopped");
+            return;
+        };
+        let (ack, done) = oneshot::channel();
+        if tx.send(Job::Row(Box::new(row), Some(ack))).await.is_err() {
+            self.lost.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let _ = done.await;
+    }
+
+    /// Waits until every row queued so far is committed, so a read includes requests
+    /// answered up to this moment.
+    pub async fn sync(&self) {
+        let Some(tx) = self.sender() else { return };
+        let (ack, done) = oneshot::channel();
+        if tx.send(Job::Barrier(ack)).await.is_ok() {
+            let _ = done.await;
         }
     }
 
@@ -165,7 +212,7 @@ impl Usage {
 
     /// Refuses the request before dispatch when its key is over a limit.
     pub fn check_limits(&self, key_id: &str, limits: KeyLimits) -> Result<(), LimitExceeded> {
-        let now_ms = crate::store::now_unix() * 1000;
+        let now_ms = crate::store::now_unix_ms();
         if let Some(cap) = limits.monthly_spend_cap_usd {
             let (month, next_month) = month_of(now_ms);
             let spent = self
@@ -223,20 +270,17 @@ impl Usage {
         entry.1 += usd;
     }
 
-    /// USD per million tokens for `model`: exact id, else the longest matching prefix.
-    pub fn price(&self, model: &str) -> Option<PriceRecord> {
-        let prices = self.prices.read().unwrap_or_else(|p| p.into_inner()).clone();
-        prices
-            .iter()
-            .filter(|p| model == p.model || model.starts_with(&p.model))
-            .max_by_key(|p| p.model.len())
-            .cloned()
+    fn price_table(&self) -> Arc<Vec<PriceRecord>> {
+        self.prices.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub fn cost(&self, model: &str, input: u64, output: u64) -> f64 {
-        self.price(model).map_or(0.0, |p| {
-            (input as f64 * p.input_per_mtok + output as f64 * p.output_per_mtok) / 1_000_000.0
-        })
+    fn equivalent_table(&self) -> Arc<EquivalentSettings> {
+        self.equivalents.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The price entry for `model`: exact id, else the longest matching prefix.
+    pub fn price(&self, model: &str) -> Option<PriceRecord> {
+        prices::find(&self.price_table(), model).cloned()
     }
 
     async fn reload_prices(&self) -> Result<(), UsageError> {
@@ -247,25 +291,15 @@ impl Usage {
     }
 
     pub fn prices(&self) -> Vec<PriceRecord> {
-        self.prices.read().unwrap_or_else(|p| p.into_inner()).as_ref().clone()
+        self.price_table().as_ref().clone()
     }
 
     pub async fn put_price(&self, price: PriceRecord) -> Result<PriceRecord, UsageError> {
-        let model = price.model.trim().to_string();
-        if model.is_empty() || model.len() > 256 {
-            return Err(UsageError::Invalid("model must be 1 to 256 characters".into()));
-        }
-        for (name, value) in [
-            ("input_per_mtok", price.input_per_mtok),
-            ("output_per_mtok", price.output_per_mtok),
-        ] {
-            if !value.is_finite() || value < 0.0 {
-                return Err(UsageError::Invalid(format!(
-                    "{name} must be a non-negative number (USD per million tokens)"
-                )));
-            }
-        }
-        let price = PriceRecord { model, ..price };
+        let price = PriceRecord {
+            model: price.model.trim().to_string(),
+            ..price
+        };
+        prices::validate(&price).map_err(UsageError::Invalid)?;
         self.store.put_price(price.clone()).await?;
         self.reload_prices().await?;
         Ok(price)
@@ -279,204 +313,74 @@ impl Usage {
         self.reload_prices().await
     }
 
-    /// Deletes rows past the retention period.
-    pub async fn prune(&self) -> Result<usize, UsageError> {
-        let cutoff = crate::store::now_unix() * 1000 - self.retention.as_millis() as i64;
-        Ok(self.store.prune_usage(cutoff).await?)
+    pub fn equivalents(&self) -> EquivalentSettings {
+        self.equivalent_table().as_ref().clone()
     }
 
+    pub async fn put_equivalents(&self, settings: EquivalentSettings) -> Result<EquivalentSettings, UsageError> {
+        equivalent::validate(&settings, &self.price_table()).map_err(UsageError::Invalid)?;
+        self.store.put_equivalent_settings(settings.clone()).await?;
+        *self.equivalents.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings.clone());
+        Ok(settings)
+    }
+
+    /// Deletes rows past the retention age or beyond the row cap, a short transaction at a
+    /// time (folding each into its day's rollup), yielding between them.
+    pub async fn prune(&self) -> Result<usize, UsageError> {
+        let cutoff = crate::store::now_unix_ms() - self.retention.max_age.as_millis() as i64;
+        let mut removed = 0;
+        loop {
+            let step = self
+                .store
+                .prune_usage_step(cutoff, self.retention.max_rows, PRUNE_BATCH)
+                .await?;
+            removed += step.removed;
+            if !step.more {
+                return Ok(removed);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Rows of `from_ms..to_ms`, every row answered so far included.
     pub async fn rows(&self, from_ms: i64, to_ms: i64) -> Result<Vec<UsageRecord>, UsageError> {
+        self.sync().await;
         Ok(self.store.usage_between(from_ms, to_ms).await?)
     }
-}
 
-async fn write_batches(store: Store, mut rx: mpsc::Receiver<UsageRecord>) {
-    let mut seq: u32 = 0;
-    loop {
-        let Some(first) = rx.recv().await else { return };
-        let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + BATCH_EVERY;
-        while batch.len() < BATCH_ROWS {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(row)) => batch.push(row),
-                Ok(None) | Err(_) => break,
-            }
-        }
-        let rows: Vec<(u128, UsageRecord)> = batch
-            .into_iter()
-            .map(|row| {
-                seq = seq.wrapping_add(1);
-                (((row.at_ms.max(0) as u128) << 32) | u128::from(seq), row)
-            })
-            .collect();
-        let count = rows.len();
-        if let Err(e) = store.insert_usage(rows).await {
-            tracing::error!(error = %e, rows = count, "writing usage rows failed");
-        }
+    /// Totals of pruned rows for the days overlapping `from_ms..to_ms`.
+    pub async fn pruned_days(&self, from_ms: i64, to_ms: i64) -> Result<Vec<DailyRollup>, UsageError> {
+        Ok(self.store.daily_rollups(from_ms, to_ms).await?)
     }
-}
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GroupBy {
-    Tier,
-    Provider,
-    Model,
-    ApiKey,
-    Agent,
-    Day,
-}
-
-impl GroupBy {
-    pub fn parse(text: &str) -> Option<GroupBy> {
-        Some(match text {
-            "tier" => GroupBy::Tier,
-            "provider" | "route" => GroupBy::Provider,
-            "model" => GroupBy::Model,
-            "api_key" => GroupBy::ApiKey,
-            "agent" => GroupBy::Agent,
-            "day" => GroupBy::Day,
-            _ => return None,
+    /// `from_ms..to_ms` folded by `group_by`: the rows still kept, and the daily rollups of
+    /// pruned ones (at day granularity); with latency percentiles of the kept rows.
+    pub async fn summary(&self, from_ms: i64, to_ms: i64, group_by: GroupBy) -> Result<Summary, UsageError> {
+        let rows = self.rows(from_ms, to_ms).await?;
+        let pruned = self.pruned_days(from_ms, to_ms).await?;
+        let (groups, totals) = aggregate(&rows, &pruned, group_by);
+        Ok(Summary {
+            groups,
+            totals,
+            latency: latency(&rows),
+            pruned_before: self.pruned_before().await?,
         })
     }
 
-    fn key(self, row: &UsageRecord) -> String {
-        let none = || "none".to_string();
-        match self {
-            GroupBy::Tier => row.tier.clone().unwrap_or_else(none),
-            GroupBy::Provider => row.route.clone().unwrap_or_else(none),
-            GroupBy::Model => row.model.clone(),
-            GroupBy::ApiKey => row.api_key_id.clone().unwrap_or_else(none),
-            GroupBy::Agent => row.agent.clone().unwrap_or_else(none),
-            GroupBy::Day => crate::rfc3339(row.at_ms / 1000).chars().take(10).collect(),
-        }
+    pub async fn pruned_before(&self) -> Result<Option<i64>, UsageError> {
+        Ok(self.store.usage_pruned_before().await?)
     }
-}
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Totals {
-    pub requests: u64,
-    pub errors: u64,
-    pub cancelled: u64,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cost_usd: f64,
-    pub cloud_equivalent_usd: f64,
-    /// What the GPU/CLI tiers avoided: cloud-equivalent minus what was paid.
-    pub saved_usd: f64,
-}
-
-impl Totals {
-    fn add(&mut self, row: &UsageRecord) {
-        self.requests += 1;
-        if row.outcome.starts_with("error") {
-            self.errors += 1;
-        }
-        if row.outcome == "cancelled" {
-            self.cancelled += 1;
-        }
-        self.input_tokens += row.input_tokens;
-        self.output_tokens += row.output_tokens;
-        self.cost_usd += row.cost_usd;
-        self.cloud_equivalent_usd += row.cloud_equivalent_usd;
-        self.saved_usd = self.cloud_equivalent_usd - self.cost_usd;
+    /// One page of the request log, every row answered so far included.
+    pub async fn request_log(&self, query: LogQuery) -> Result<LogPage, UsageError> {
+        self.sync().await;
+        Ok(self.store.request_log(query).await?)
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Group {
-    pub key: String,
-    #[serde(flatten)]
-    pub totals: Totals,
-}
-
-/// Rows folded by `group_by`, sorted by key, and the grand total.
-pub fn aggregate(rows: &[UsageRecord], group_by: GroupBy) -> (Vec<Group>, Totals) {
-    let mut groups: BTreeMap<String, Totals> = BTreeMap::new();
-    let mut total = Totals::default();
-    for row in rows {
-        groups.entry(group_by.key(row)).or_default().add(row);
-        total.add(row);
-    }
-    let groups = groups.into_iter().map(|(key, totals)| Group { key, totals }).collect();
-    (groups, total)
-}
-
-/// The groups as CSV (RFC 4180 quoting), one header line.
-pub fn to_csv(groups: &[Group]) -> String {
-    let mut out = String::from(
-        "key,requests,errors,cancelled,input_tokens,output_tokens,cost_usd,cloud_equivalent_usd,saved_usd\n",
-    );
-    for g in groups {
-        let t = &g.totals;
-        let key = if g.key.contains([',', '"', '\n']) {
-            format!("\"{}\"", g.key.replace('"', "\"\""))
-        } else {
-            g.key.clone()
-        };
-        out.push_str(&format!(
-            "{key},{},{},{},{},{},{:.6},{:.6},{:.6}\n",
-            t.requests,
-            t.errors,
-            t.cancelled,
-            t.input_tokens,
-            t.output_tokens,
-            t.cost_usd,
-            t.cloud_equivalent_usd,
-            t.saved_usd
-        ));
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn row(tier: &str, model: &str, input: u64, output: u64, cost: f64, equivalent: f64, outcome: &str) -> UsageRecord {
-        UsageRecord {
-            at_ms: 1_700_000_000_000,
-            api_key_id: Some("k1".into()),
-            agent: None,
-            tier: Some(tier.into()),
-            route: Some(format!("{tier}-route")),
-            model: model.into(),
-            input_tokens: input,
-            output_tokens: output,
-            tokens_estimated: false,
-            cost_usd: cost,
-            cloud_equivalent_usd: equivalent,
-            ms_to_first_byte: Some(5),
-            ms_total: 10,
-            outcome: outcome.into(),
-            status: 200,
-            stream: false,
-        }
-    }
-
-    #[test]
-    fn aggregates_by_tier_with_savings() {
-        let rows = vec![
-            row("gpu", "qwen", 100, 50, 0.0, 0.002, "ok"),
-            row("gpu", "qwen", 10, 5, 0.0, 0.0002, "cancelled"),
-            row("cloud", "gpt-4o", 1000, 500, 0.0075, 0.0075, "ok"),
-            row("cloud", "gpt-4o", 0, 0, 0.0, 0.0, "error:upstream_error"),
-        ];
-        let (groups, total) = aggregate(&rows, GroupBy::Tier);
-        assert_eq!(groups.len(), 2);
-        assert_eq!(groups[0].key, "cloud");
-        assert_eq!(groups[0].totals.requests, 2);
-        assert_eq!(groups[0].totals.errors, 1);
-        assert!((groups[0].totals.saved_usd).abs() < 1e-12);
-        assert_eq!(groups[1].key, "gpu");
-        assert_eq!(groups[1].totals.input_tokens, 110);
-        assert_eq!(groups[1].totals.cancelled, 1);
-        assert!((groups[1].totals.saved_usd - 0.0022).abs() < 1e-12);
-        assert_eq!(total.requests, 4);
-        assert!((total.saved_usd - 0.0022).abs() < 1e-12);
-        let csv = to_csv(&groups);
-        assert!(csv.starts_with("key,requests"));
-        assert!(csv.contains("\ngpu,2,0,1,110,55,"));
-    }
 
     #[test]
     fn month_boundaries() {

@@ -1,36 +1,140 @@
-//! Reads token counts out of what a client receives, in either dialect, streamed or not,
+//! Reads token counts and failures out of a reply, in either dialect, streamed or not,
 //! without altering a byte: usage chunks (OpenAI), `message_start`/`message_delta`
-//! (Anthropic), or the `usage` of a whole JSON body.
+//! (Anthropic), the `usage` of a whole JSON body, and error events that end a stream.
+//! Cache reads and writes and reasoning tokens are kept apart, as they are priced apart.
 
 use crate::translate::Format;
 use serde::Deserialize;
 
 /// A JSON body is looked at only up to this size (usage sits at its end; bodies are small).
 const MAX_JSON_BODY: usize = 4 * 1024 * 1024;
+/// An SSE line longer than this is not kept (usage and error events are short).
+const MAX_SSE_LINE: usize = 256 * 1024;
 
+/// Token counts split the way they are priced. `input` excludes cache reads and writes;
+/// `output` includes `reasoning`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Tokens {
     pub input: u64,
     pub output: u64,
+    pub cache_read: u64,
+    pub cache_write_5m: u64,
+    pub cache_write_1h: u64,
+    pub reasoning: u64,
+}
+
+impl Tokens {
+    pub fn prompt(&self) -> u64 {
+        self.input + self.cache_read + self.cache_write_5m + self.cache_write_1h
+    }
 }
 
 pub struct UsageTap {
     format: Format,
     sse: bool,
     line: Vec<u8>,
+    /// The `event:` name of the SSE event being read.
+    event: Option<String>,
     body: Vec<u8>,
-    input: Option<u64>,
-    output: Option<u64>,
+    tokens: Option<Tokens>,
+    /// The stream carried an error event (after which nothing the client got is an answer).
+    pub error: Option<String>,
     /// Bytes seen, for an estimate when no usage comes back.
     pub bytes_seen: u64,
 }
 
+/// OpenAI's usage object, and the fields other OpenAI-compatible servers put beside it.
 #[derive(Deserialize, Default)]
 struct OpenAiUsage {
     #[serde(default)]
-    prompt_tokens: u64,
+    prompt_tokens: Option<u64>,
     #[serde(default)]
-    completion_tokens: u64,
+    completion_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetails>,
+    #[serde(default)]
+    completion_tokens_details: Option<CompletionDetails>,
+    /// Anthropic's cache-write counters, which auxot's workers pass on beside OpenAI's.
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation: Option<CacheCreation>,
+    /// The Responses API's names.
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+    #[serde(default)]
+    input_tokens_details: Option<PromptDetails>,
+    #[serde(default)]
+    output_tokens_details: Option<CompletionDetails>,
+}
+
+#[derive(Deserialize, Default)]
+struct PromptDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+struct CompletionDetails {
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+struct CacheCreation {
+    #[serde(default)]
+    ephemeral_5m_input_tokens: Option<u64>,
+    #[serde(default)]
+    ephemeral_1h_input_tokens: Option<u64>,
+}
+
+/// Splits cache-write tokens into 5-minute and 1-hour writes: by the breakdown when there
+/// is one, else all 5-minute (the default TTL).
+fn split_writes(total: Option<u64>, breakdown: Option<CacheCreation>) -> (u64, u64) {
+    match breakdown {
+        Some(CacheCreation {
+            ephemeral_5m_input_tokens: five,
+            ephemeral_1h_input_tokens: hour,
+        }) if five.is_some() || hour.is_some() => (five.unwrap_or(0), hour.unwrap_or(0)),
+        _ => (total.unwrap_or(0), 0),
+    }
+}
+
+impl OpenAiUsage {
+    fn tokens(&self) -> Option<Tokens> {
+        let prompt = self.prompt_tokens.or(self.input_tokens);
+        let output = self.completion_tokens.or(self.output_tokens);
+        if prompt.is_none() && output.is_none() {
+            return None;
+        }
+        let prompt = prompt.unwrap_or(0);
+        let cached = self
+            .prompt_tokens_details
+            .as_ref()
+            .or(self.input_tokens_details.as_ref())
+            .and_then(|d| d.cached_tokens)
+            .unwrap_or(0)
+            .min(prompt);
+        let (write_5m, write_1h) = split_writes(self.cache_creation_input_tokens, self.cache_creation);
+        let output = output.unwrap_or(0);
+        let reasoning = self
+            .completion_tokens_details
+            .as_ref()
+            .or(self.output_tokens_details.as_ref())
+            .and_then(|d| d.reasoning_tokens)
+            .unwrap_or(0)
+            .min(output);
+        Some(Tokens {
+            input: prompt.saturating_sub(cached).saturating_sub(write_5m + write_1h),
+            output,
+            cache_read: cached,
+            cache_write_5m: write_5m,
+            cache_write_1h: write_1h,
+            reasoning,
+        })
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -43,32 +147,59 @@ struct AnthropicUsage {
     cache_read_input_tokens: Option<u64>,
     #[serde(default)]
     cache_creation_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation: Option<CacheCreation>,
 }
 
 impl AnthropicUsage {
-    fn input(&self) -> Option<u64> {
-        self.input_tokens
-            .map(|i| i + self.cache_read_input_tokens.unwrap_or(0) + self.cache_creation_input_tokens.unwrap_or(0))
+    /// Anthropic reports usage twice in a stream (`message_start`, then cumulative counts
+    /// in `message_delta`): the fields a later report carries replace the earlier ones.
+    fn update(&self, into: &mut Tokens) {
+        if let Some(n) = self.input_tokens {
+            into.input = n;
+        }
+        if let Some(n) = self.output_tokens {
+            into.output = n;
+        }
+        if let Some(n) = self.cache_read_input_tokens {
+            into.cache_read = n;
+        }
+        if self.cache_creation_input_tokens.is_some() || self.cache_creation.is_some() {
+            let (five, hour) = split_writes(self.cache_creation_input_tokens, self.cache_creation);
+            into.cache_write_5m = five;
+            into.cache_write_1h = hour;
+        }
     }
 }
 
+/// Any event or body: the usage may sit at the top, in `message` (Anthropic
+/// `message_start`) or in `response` (Responses `response.completed`).
 #[derive(Deserialize)]
-struct WithOpenAiUsage {
-    usage: Option<OpenAiUsage>,
+struct Envelope {
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    usage: Option<serde_json::Value>,
+    #[serde(default)]
+    message: Option<Inner>,
+    #[serde(default)]
+    response: Option<Inner>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
-struct AnthropicEvent {
+struct Inner {
     #[serde(default)]
-    message: Option<WithAnthropicUsage>,
-    #[serde(default)]
-    usage: Option<AnthropicUsage>,
+    usage: Option<serde_json::Value>,
 }
 
-#[derive(Deserialize)]
-struct WithAnthropicUsage {
-    #[serde(default)]
-    usage: Option<AnthropicUsage>,
+fn error_text(error: &serde_json::Value) -> String {
+    error
+        .get("message")
+        .and_then(|m| m.as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| error.to_string())
 }
 
 impl UsageTap {
@@ -77,9 +208,10 @@ impl UsageTap {
             format,
             sse,
             line: Vec::new(),
+            event: None,
             body: Vec::new(),
-            input: None,
-            output: None,
+            tokens: None,
+            error: None,
             bytes_seen: 0,
         }
     }
@@ -92,44 +224,83 @@ impl UsageTap {
             }
             return;
         }
-        for &b in bytes {
-            if b == b'\n' {
-                let line = std::mem::take(&mut self.line);
-                self.sse_line(&line);
-            } else {
-                self.line.push(b);
+        let mut rest = bytes;
+        while let Some(newline) = rest.iter().position(|b| *b == b'\n') {
+            if self.line.len() + newline <= MAX_SSE_LINE {
+                self.line.extend_from_slice(&rest[..newline]);
             }
+            rest = &rest[newline + 1..];
+            let line = std::mem::take(&mut self.line);
+            self.sse_line(&line);
+        }
+        if self.line.len() + rest.len() <= MAX_SSE_LINE {
+            self.line.extend_from_slice(rest);
         }
     }
 
     fn sse_line(&mut self, line: &[u8]) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            self.event = None;
+            return;
+        }
+        if let Some(name) = line.strip_prefix(b"event:") {
+            self.event = Some(String::from_utf8_lossy(name).trim().to_string());
+            return;
+        }
         let Some(data) = line.strip_prefix(b"data:") else {
             return;
         };
-        // Most events carry no usage: skip parsing them.
-        if !data.windows(7).any(|w| w == b"\"usage\"") {
+        // Most events carry neither usage nor an error: skip parsing them.
+        let interesting = |needle: &[u8]| data.windows(needle.len()).any(|w| w == needle);
+        if !interesting(b"\"usage\"") && !interesting(b"\"error\"") && self.event.as_deref() != Some("error") {
             return;
         }
-        let data = data.trim_ascii();
-        match self.format {
-            Format::OpenAi => {
-                if let Ok(WithOpenAiUsage { usage: Some(u) }) = serde_json::from_slice(data) {
-                    self.input = Some(u.prompt_tokens);
-                    self.output = Some(u.completion_tokens);
-                }
+        let data = data.trim_ascii().to_vec();
+        self.read_value(&data, true);
+    }
+
+    /// Reads usage (and, in a stream, an error) from one JSON event or body.
+    fn read_value(&mut self, data: &[u8], in_stream: bool) {
+        let Ok(envelope) = serde_json::from_slice::<Envelope>(data) else {
+            return;
+        };
+        if in_stream {
+            let is_error_event = self.event.as_deref() == Some("error")
+                || envelope.kind.as_deref() == Some("error")
+                || envelope.kind.as_deref() == Some("response.failed");
+            if let Some(error) = envelope.error.as_ref().filter(|e| !e.is_null()) {
+                self.error = Some(error_text(error));
+            } else if is_error_event {
+                self.error = Some("the stream ended with an error event".into());
             }
-            Format::Anthropic => {
-                if let Ok(event) = serde_json::from_slice::<AnthropicEvent>(data) {
-                    for usage in [event.message.and_then(|m| m.usage), event.usage].into_iter().flatten() {
-                        if let Some(input) = usage.input() {
-                            self.input = Some(input);
-                        }
-                        if let Some(output) = usage.output_tokens {
-                            self.output = Some(output);
-                        }
-                    }
-                }
+        }
+        let usages = [
+            envelope.message.and_then(|m| m.usage),
+            envelope.response.and_then(|r| r.usage),
+            envelope.usage,
+        ];
+        for usage in usages.into_iter().flatten().filter(|u| u.is_object()) {
+            self.read_usage(&usage);
+        }
+    }
+
+    fn read_usage(&mut self, usage: &serde_json::Value) {
+        let anthropic_shape = usage.get("prompt_tokens").is_none()
+            && usage.get("completion_tokens").is_none()
+            && usage.get("input_tokens_details").is_none()
+            && (self.format == Format::Anthropic || usage.get("cache_read_input_tokens").is_some());
+        if anthropic_shape {
+            if let Ok(u) = serde_json::from_value::<AnthropicUsage>(usage.clone()) {
+                let mut tokens = self.tokens.unwrap_or_default();
+                u.update(&mut tokens);
+                self.tokens = Some(tokens);
             }
+        } else if let Some(tokens) = serde_json::from_value::<OpenAiUsage>(usage.clone())
+            .ok()
+            .and_then(|u| u.tokens())
+        {
+            self.tokens = Some(tokens);
         }
     }
 
@@ -137,30 +308,9 @@ impl UsageTap {
     pub fn tokens(&mut self) -> Option<Tokens> {
         if !self.sse && !self.body.is_empty() {
             let body = std::mem::take(&mut self.body);
-            match self.format {
-                Format::OpenAi => {
-                    if let Ok(WithOpenAiUsage { usage: Some(u) }) = serde_json::from_slice(&body) {
-                        self.input = Some(u.prompt_tokens);
-                        self.output = Some(u.completion_tokens);
-                    }
-                }
-                Format::Anthropic => {
-                    if let Ok(event) = serde_json::from_slice::<AnthropicEvent>(&body) {
-                        if let Some(u) = event.usage {
-                            self.input = u.input();
-                            self.output = u.output_tokens;
-                        }
-                    }
-                }
-            }
+            self.read_value(&body, false);
         }
-        match (self.input, self.output) {
-            (None, None) => None,
-            (input, output) => Some(Tokens {
-                input: input.unwrap_or(0),
-                output: output.unwrap_or(0),
-            }),
-        }
+        self.tokens
     }
 }
 
@@ -175,9 +325,24 @@ pub fn is_usage_only_event(event: &[u8]) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether `bytes` hold the event that ends a stream (`[DONE]`, `message_stop`, a
+/// Responses `response.completed`), which is sent only once the row is durable.
+pub fn ends_stream(bytes: &[u8]) -> bool {
+    let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    has(b"data: [DONE]") || has(b"message_stop") || has(b"response.completed")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tokens(input: u64, output: u64) -> Tokens {
+        Tokens {
+            input,
+            output,
+            ..Tokens::default()
+        }
+    }
 
     #[test]
     fn reads_openai_stream_usage_split_across_chunks() {
@@ -186,36 +351,111 @@ mod tests {
         for piece in stream.as_bytes().chunks(7) {
             tap.observe(piece);
         }
-        assert_eq!(tap.tokens(), Some(Tokens { input: 12, output: 34 }));
+        assert_eq!(tap.tokens(), Some(tokens(12, 34)));
+        assert_eq!(tap.error, None);
     }
 
     #[test]
-    fn reads_anthropic_stream_usage_from_start_and_delta() {
-        let mut tap = UsageTap::new(Format::Anthropic, true);
-        tap.observe(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":10,\"cache_read_input_tokens\":5,\"output_tokens\":1}}}\n\n");
-        tap.observe(b"event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":42}}\n\n");
-        assert_eq!(tap.tokens(), Some(Tokens { input: 15, output: 42 }));
-    }
-
-    #[test]
-    fn reads_json_bodies_and_reports_none_without_usage() {
+    fn openai_cached_and_reasoning_tokens_are_split_out() {
         let mut tap = UsageTap::new(Format::OpenAi, false);
-        tap.observe(br#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#);
-        assert_eq!(tap.tokens(), Some(Tokens { input: 3, output: 4 }));
+        tap.observe(br#"{"choices":[],"usage":{"prompt_tokens":2006,"completion_tokens":300,"total_tokens":2306,"prompt_tokens_details":{"cached_tokens":1920,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":256}}}"#);
+        assert_eq!(
+            tap.tokens(),
+            Some(Tokens {
+                input: 86,
+                output: 300,
+                cache_read: 1920,
+                reasoning: 256,
+                ..Tokens::default()
+            })
+        );
+    }
+
+    #[test]
+    fn anthropic_stream_cache_reads_and_both_write_durations() {
+        let mut tap = UsageTap::new(Format::Anthropic, true);
+        tap.observe(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":10,\"cache_read_input_tokens\":5000,\"cache_creation_input_tokens\":300,\"cache_creation\":{\"ephemeral_5m_input_tokens\":100,\"ephemeral_1h_input_tokens\":200},\"output_tokens\":1}}}\n\n");
+        tap.observe(b"event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":42}}\n\n");
+        assert_eq!(
+            tap.tokens(),
+            Some(Tokens {
+                input: 10,
+                output: 42,
+                cache_read: 5000,
+                cache_write_5m: 100,
+                cache_write_1h: 200,
+                reasoning: 0,
+            })
+        );
+    }
+
+    #[test]
+    fn anthropic_json_without_breakdown_books_writes_as_five_minute() {
         let mut tap = UsageTap::new(Format::Anthropic, false);
-        tap.observe(br#"{"content":[],"usage":{"input_tokens":7,"output_tokens":8}}"#);
-        assert_eq!(tap.tokens(), Some(Tokens { input: 7, output: 8 }));
+        tap.observe(br#"{"content":[],"usage":{"input_tokens":7,"output_tokens":8,"cache_creation_input_tokens":40,"cache_read_input_tokens":0}}"#);
+        assert_eq!(
+            tap.tokens(),
+            Some(Tokens {
+                input: 7,
+                output: 8,
+                cache_write_5m: 40,
+                ..Tokens::default()
+            })
+        );
+    }
+
+    #[test]
+    fn responses_completed_event_carries_usage() {
+        let mut tap = UsageTap::new(Format::OpenAi, true);
+        tap.observe(b"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":50,\"input_tokens_details\":{\"cached_tokens\":20},\"output_tokens\":9,\"output_tokens_details\":{\"reasoning_tokens\":4}}}}\n\n");
+        assert_eq!(
+            tap.tokens(),
+            Some(Tokens {
+                input: 30,
+                output: 9,
+                cache_read: 20,
+                reasoning: 4,
+                ..Tokens::default()
+            })
+        );
+    }
+
+    #[test]
+    fn reports_none_without_usage() {
         let mut none = UsageTap::new(Format::OpenAi, true);
         none.observe(b"data: {\"choices\":[]}\n\n");
         assert_eq!(none.tokens(), None);
+        let mut body = UsageTap::new(Format::OpenAi, false);
+        body.observe(br#"{"choices":[],"usage":null}"#);
+        assert_eq!(body.tokens(), None);
     }
 
     #[test]
-    fn recognises_usage_only_events() {
+    fn error_events_in_either_dialect_are_seen() {
+        let mut openai = UsageTap::new(Format::OpenAi, true);
+        openai.observe(b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\ndata: {\"error\":{\"message\":\"worker died\",\"type\":\"api_error\"}}\n\n");
+        assert_eq!(openai.error.as_deref(), Some("worker died"));
+        let mut anthropic = UsageTap::new(Format::Anthropic, true);
+        anthropic.observe(b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n");
+        assert_eq!(anthropic.error.as_deref(), Some("Overloaded"));
+        // A JSON body's `error` is the status's business, not the tap's.
+        let mut body = UsageTap::new(Format::OpenAi, false);
+        body.observe(br#"{"error":{"message":"no"}}"#);
+        body.tokens();
+        assert_eq!(body.error, None);
+    }
+
+    #[test]
+    fn recognises_usage_only_events_and_stream_ends() {
         assert!(is_usage_only_event(
             b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1}}\n\n"
         ));
         assert!(!is_usage_only_event(b"data: {\"choices\":[{}]}\n\n"));
         assert!(!is_usage_only_event(b"data: [DONE]\n\n"));
+        assert!(ends_stream(b"data: [DONE]\n\n"));
+        assert!(ends_stream(
+            b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
+        ));
+        assert!(!ends_stream(b"data: {\"choices\":[]}\n\n"));
     }
 }

@@ -783,11 +783,7 @@ mod tests {
                     return JobOutcome::failed("closed", None);
                 }
             }
-            JobOutcome::Done(Some(Usage {
-                prompt_tokens: 1,
-                completion_tokens: 2,
-                total_tokens: 3,
-            }))
+            JobOutcome::Done(Some(Usage::new(1, 2)))
         }
     }
 

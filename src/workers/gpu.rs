@@ -5,7 +5,7 @@
 use crate::crypto::Secret;
 use crate::workers::args::GpuWorkerArgs;
 use crate::workers::client::{run_worker, ChunkSink, ConnectionConfig, Job, JobHandler, JobOutcome, WorkerError};
-use crate::workers::protocol::{Usage, WorkerKind};
+use crate::workers::protocol::{CompletionTokensDetails, PromptTokensDetails, Usage, WorkerKind};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
@@ -170,6 +170,7 @@ impl GpuWorker {
         }
         let mut decoder = SseDecoder::default();
         let mut usage = None;
+        let mut usage_exact = false;
         loop {
             let piece = match response.chunk().await {
                 Ok(Some(piece)) => piece,
@@ -180,7 +181,7 @@ impl GpuWorker {
                 }
             };
             for data in decoder.push(&piece) {
-                match self.forward_event(data, out, &mut usage).await {
+                match self.forward_event(data, out, &mut usage, &mut usage_exact).await {
                     Forwarded::More => {}
                     Forwarded::End => return JobOutcome::Done(usage),
                     Forwarded::Failed(outcome) => return outcome,
@@ -188,7 +189,7 @@ impl GpuWorker {
             }
         }
         if let Some(data) = decoder.finish() {
-            if let Forwarded::Failed(outcome) = self.forward_event(data, out, &mut usage).await {
+            if let Forwarded::Failed(outcome) = self.forward_event(data, out, &mut usage, &mut usage_exact).await {
                 return outcome;
             }
         }
@@ -196,11 +197,17 @@ impl GpuWorker {
         JobOutcome::Done(usage)
     }
 
-    async fn forward_event(&self, data: String, out: &ChunkSink, usage: &mut Option<Usage>) -> Forwarded {
+    async fn forward_event(
+        &self,
+        data: String,
+        out: &ChunkSink,
+        usage: &mut Option<Usage>,
+        usage_exact: &mut bool,
+    ) -> Forwarded {
         if data.trim() == "[DONE]" {
             return Forwarded::End;
         }
-        let probe: ChunkProbe = match serde_json::from_str(&data) {
+        let mut probe: ChunkProbe = match serde_json::from_str(&data) {
             Ok(probe) => probe,
             Err(e) => {
                 return Forwarded::Failed(JobOutcome::failed(
@@ -210,7 +217,8 @@ impl GpuWorker {
             }
         };
         // vLLM and llama.cpp report mid-stream failures as an error object in place of a chunk.
-        if let Some(error) = probe.error.filter(|e| !e.is_null()) {
+        let error = probe.error.take();
+        if let Some(error) = error.filter(|e| !e.is_null()) {
             let message = error
                 .get("message")
                 .and_then(|m| m.as_str())
@@ -218,8 +226,13 @@ impl GpuWorker {
                 .unwrap_or_else(|| error.to_string());
             return Forwarded::Failed(JobOutcome::failed(self.scrub(message), None));
         }
-        if let Some(reported) = probe.usage {
-            *usage = Some(reported.into());
+        // `usage` beats `timings`, whichever event brings it.
+        let exact = probe.usage.is_some();
+        if let Some(reported) = probe.usage() {
+            if exact || !*usage_exact {
+                *usage = Some(reported);
+                *usage_exact = exact;
+            }
         }
         let chunk = match RawValue::from_string(data) {
             Ok(chunk) => chunk,
@@ -254,10 +267,19 @@ impl JobHandler for GpuWorker {
 }
 
 /// The parts of a stream event the worker looks at; the event itself is forwarded raw.
+/// Counts come from `usage` (asked for with `include_usage`); servers that ignore that
+/// report their own: llama.cpp's `timings` (`prompt_n` + `cache_n` prompt tokens,
+/// `predicted_n` generated), Ollama's `prompt_eval_count`/`eval_count`.
 #[derive(Deserialize)]
 struct ChunkProbe {
     #[serde(default)]
     usage: Option<UpstreamUsage>,
+    #[serde(default)]
+    timings: Option<LlamaTimings>,
+    #[serde(default)]
+    prompt_eval_count: Option<u64>,
+    #[serde(default)]
+    eval_count: Option<u64>,
     #[serde(default)]
     error: Option<serde_json::Value>,
 }
@@ -270,6 +292,20 @@ struct UpstreamUsage {
     completion_tokens: u64,
     #[serde(default)]
     total_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptTokensDetails>,
+    #[serde(default)]
+    completion_tokens_details: Option<CompletionTokensDetails>,
+}
+
+#[derive(Deserialize)]
+struct LlamaTimings {
+    #[serde(default)]
+    prompt_n: Option<u64>,
+    #[serde(default)]
+    cache_n: Option<u64>,
+    #[serde(default)]
+    predicted_n: Option<u64>,
 }
 
 impl From<UpstreamUsage> for Usage {
@@ -283,6 +319,27 @@ impl From<UpstreamUsage> for Usage {
             prompt_tokens: u.prompt_tokens,
             completion_tokens: u.completion_tokens,
             total_tokens: total,
+            // Some servers send the details with zeros or nulls: zero is no news.
+            prompt_tokens_details: u.prompt_tokens_details.filter(|d| d.cached_tokens > 0),
+            completion_tokens_details: u.completion_tokens_details.filter(|d| d.reasoning_tokens > 0),
+            ..Usage::default()
+        }
+    }
+}
+
+impl ChunkProbe {
+    /// The counts this event reports, by the most exact field it has.
+    fn usage(self) -> Option<Usage> {
+        if let Some(usage) = self.usage {
+            return Some(usage.into());
+        }
+        if let Some(t) = self.timings.filter(|t| t.prompt_n.is_some() || t.predicted_n.is_some()) {
+            let prompt = t.prompt_n.unwrap_or(0) + t.cache_n.unwrap_or(0);
+            return Some(Usage::new(prompt, t.predicted_n.unwrap_or(0)));
+        }
+        match (self.prompt_eval_count, self.eval_count) {
+            (None, None) => None,
+            (prompt, output) => Some(Usage::new(prompt.unwrap_or(0), output.unwrap_or(0))),
         }
     }
 }
@@ -433,6 +490,33 @@ mod tests {
     }
 
     #[test]
+    fn servers_that_ignore_include_usage_still_report_counts() {
+        // llama.cpp's last chunk: `timings` (prompt_n excludes the cache_n reused tokens).
+        let llama: ChunkProbe = serde_json::from_str(
+            r#"{"choices":[{"finish_reason":"stop","index":0,"delta":{}}],"timings":{"cache_n":4,"prompt_n":24,"prompt_ms":30.1,"predicted_n":12,"predicted_ms":80.2}}"#,
+        )
+        .unwrap();
+        assert_eq!(llama.usage(), Some(Usage::new(28, 12)));
+        let ollama: ChunkProbe =
+            serde_json::from_str(r#"{"done":true,"prompt_eval_count":26,"eval_count":290}"#).unwrap();
+        assert_eq!(ollama.usage(), Some(Usage::new(26, 290)));
+        let vllm: ChunkProbe = serde_json::from_str(
+            r#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12,"prompt_tokens_details":null}}"#,
+        )
+        .unwrap();
+        assert_eq!(vllm.usage(), Some(Usage::new(9, 3)));
+        let openai_details: ChunkProbe = serde_json::from_str(
+            r#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":4},"completion_tokens_details":{"reasoning_tokens":2}}}"#,
+        )
+        .unwrap();
+        let usage = openai_details.usage().unwrap();
+        assert_eq!(usage.prompt_tokens_details.map(|d| d.cached_tokens), Some(4));
+        assert_eq!(usage.completion_tokens_details.map(|d| d.reasoning_tokens), Some(2));
+        let nothing: ChunkProbe = serde_json::from_str(r#"{"choices":[{"delta":{"content":"x"}}]}"#).unwrap();
+        assert_eq!(nothing.usage(), None);
+    }
+
+    #[test]
     fn usage_is_probed_from_chunks() {
         let probe: ChunkProbe =
             serde_json::from_str(r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#).unwrap();
@@ -542,12 +626,7 @@ mod tests {
                 sink,
             )
             .await;
-        let usage = Usage {
-            prompt_tokens: 5,
-            completion_tokens: 2,
-            total_tokens: 7,
-        };
-        assert_eq!(outcome, JobOutcome::Done(Some(usage)));
+        assert_eq!(outcome, JobOutcome::Done(Some(Usage::new(5, 2))));
         let sent = bodies.recv().await.unwrap();
         assert_eq!(sent["stream"], true);
         assert_eq!(sent["stream_options"], serde_json::json!({"include_usage": true}));

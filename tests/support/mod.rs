@@ -173,6 +173,12 @@ impl TestServer {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    /// SIGKILL, as a crash or an OOM kill would: nothing gets to flush.
+    pub async fn kill(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
+
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().clone()
     }

@@ -6,7 +6,7 @@ use crate::auth::AuthError;
 use crate::dispatch::rules::RulesError;
 use crate::providers::{NewProvider, ProviderKind, ProviderPatch, ProviderView, RegistryError};
 use crate::store::{AliasRecord, Role};
-use crate::usage::{aggregate, GroupBy, UsageError};
+use crate::usage::{GroupBy, UsageError};
 use crate::workers::protocol::WorkerKind;
 use crate::AppState;
 use serde::de::DeserializeOwned;
@@ -383,12 +383,11 @@ impl ToolContext<'_> {
             ToolError::Invalid("group_by must be one of tier, provider, model, api_key, agent, day".into())
         })?;
         let days = a.days.unwrap_or(7).clamp(1, 366);
-        let to = crate::store::now_unix() * 1000 + 1;
+        let to = crate::store::now_unix_ms() + 1;
         let from = to - days * 86_400_000;
-        let rows = self.state.usage.rows(from, to).await?;
-        let (groups, totals) = aggregate(&rows, group_by);
+        let summary = self.state.usage.summary(from, to, group_by).await?;
         Ok(ToolOutput::json(
-            json!({"days": days, "group_by": group_text, "groups": groups, "totals": totals}),
+            json!({"days": days, "group_by": group_text, "groups": summary.groups, "totals": summary.totals}),
         ))
     }
 

@@ -3,7 +3,7 @@
 //! answer is sent back as.
 
 use crate::workers::args::CliTool;
-use crate::workers::protocol::Usage;
+use crate::workers::protocol::{CacheCreation, CompletionTokensDetails, PromptTokensDetails, Usage};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -184,11 +184,7 @@ fn parse_claude_line(state: &mut MessageState, line: &str) -> Vec<CliEvent> {
                 events.extend(state.text(result));
             }
             if let Some(usage) = event.get("usage") {
-                let count = |field: &str| usage.get(field).and_then(Value::as_u64).unwrap_or(0);
-                // Cached input is still input: it counts towards prompt tokens.
-                let prompt =
-                    count("input_tokens") + count("cache_creation_input_tokens") + count("cache_read_input_tokens");
-                events.push(CliEvent::Usage(usage_of(prompt, count("output_tokens"))));
+                events.push(CliEvent::Usage(claude_usage(usage)));
             }
             events
         }
@@ -212,13 +208,18 @@ fn parse_codex_line(state: &mut MessageState, line: &str) -> Vec<CliEvent> {
                 .into_iter()
                 .collect(),
             "token_count" => {
-                let input =
-                    count_at("/msg/input_tokens").or_else(|| count_at("/msg/info/total_token_usage/input_tokens"));
-                let output =
-                    count_at("/msg/output_tokens").or_else(|| count_at("/msg/info/total_token_usage/output_tokens"));
-                match (input, output) {
+                let at = |field: &str| {
+                    count_at(&format!("/msg/{field}"))
+                        .or_else(|| count_at(&format!("/msg/info/total_token_usage/{field}")))
+                };
+                match (at("input_tokens"), at("output_tokens")) {
                     (None, None) => Vec::new(),
-                    (input, output) => vec![CliEvent::Usage(usage_of(input.unwrap_or(0), output.unwrap_or(0)))],
+                    (input, output) => vec![CliEvent::Usage(codex_usage(
+                        input.unwrap_or(0),
+                        at("cached_input_tokens"),
+                        output.unwrap_or(0),
+                        at("reasoning_output_tokens"),
+                    ))],
                 }
             }
             "task_complete" => {
@@ -245,7 +246,12 @@ fn parse_codex_line(state: &mut MessageState, line: &str) -> Vec<CliEvent> {
             state.last_error = None;
             match (count_at("/usage/input_tokens"), count_at("/usage/output_tokens")) {
                 (None, None) => Vec::new(),
-                (input, output) => vec![CliEvent::Usage(usage_of(input.unwrap_or(0), output.unwrap_or(0)))],
+                (input, output) => vec![CliEvent::Usage(codex_usage(
+                    input.unwrap_or(0),
+                    count_at("/usage/cached_input_tokens"),
+                    output.unwrap_or(0),
+                    count_at("/usage/reasoning_output_tokens"),
+                ))],
             }
         }
         Some("turn.failed") => {
@@ -277,11 +283,47 @@ fn parse_custom_line(line: &str) -> Option<CliEvent> {
 }
 
 pub(super) fn usage_of(prompt_tokens: u64, completion_tokens: u64) -> Usage {
-    Usage {
-        prompt_tokens,
-        completion_tokens,
-        total_tokens: prompt_tokens + completion_tokens,
+    Usage::new(prompt_tokens, completion_tokens)
+}
+
+/// Claude's `result.usage` (Anthropic's counters) as the OpenAI-shaped usage workers send:
+/// cached reads in `prompt_tokens_details`, cache writes (by lifetime when reported) beside.
+fn claude_usage(usage: &Value) -> Usage {
+    let count = |field: &str| usage.get(field).and_then(Value::as_u64).unwrap_or(0);
+    let read = count("cache_read_input_tokens");
+    let written = count("cache_creation_input_tokens");
+    // Cached input is still input: it counts towards prompt tokens.
+    let mut out = usage_of(count("input_tokens") + written + read, count("output_tokens"));
+    if read > 0 {
+        out.prompt_tokens_details = Some(PromptTokensDetails { cached_tokens: read });
     }
+    if written > 0 {
+        out.cache_creation_input_tokens = Some(written);
+        out.cache_creation = usage.get("cache_creation").map(|c| {
+            let count = |field: &str| c.get(field).and_then(Value::as_u64).unwrap_or(0);
+            CacheCreation {
+                ephemeral_5m_input_tokens: count("ephemeral_5m_input_tokens"),
+                ephemeral_1h_input_tokens: count("ephemeral_1h_input_tokens"),
+            }
+        });
+    }
+    out
+}
+
+/// Codex's counts (OpenAI's: `input_tokens` includes `cached_input_tokens`).
+fn codex_usage(input: u64, cached: Option<u64>, output: u64, reasoning: Option<u64>) -> Usage {
+    let mut out = usage_of(input, output);
+    if let Some(cached) = cached.filter(|c| *c > 0) {
+        out.prompt_tokens_details = Some(PromptTokensDetails {
+            cached_tokens: cached.min(input),
+        });
+    }
+    if let Some(reasoning) = reasoning.filter(|r| *r > 0) {
+        out.completion_tokens_details = Some(CompletionTokensDetails {
+            reasoning_tokens: reasoning.min(output),
+        });
+    }
+    out
 }
 
 /// Builds the `chat.completion.chunk`s of one job.
@@ -392,8 +434,30 @@ mod tests {
             [
                 CliEvent::Text("Hello".into()),
                 CliEvent::Text("\n\nWorld".into()),
-                CliEvent::Usage(usage_of(16, 7)),
+                CliEvent::Usage(Usage {
+                    prompt_tokens_details: Some(PromptTokensDetails { cached_tokens: 1 }),
+                    cache_creation_input_tokens: Some(5),
+                    ..usage_of(16, 7)
+                }),
             ]
+        );
+
+        // A 1-hour cache write is kept apart from a 5-minute one.
+        let mut state = MessageState::default();
+        let events = parse_claude_line(
+            &mut state,
+            r#"{"type":"result","subtype":"success","is_error":false,"result":"x","usage":{"input_tokens":3,"cache_creation_input_tokens":300,"cache_read_input_tokens":9000,"output_tokens":12,"cache_creation":{"ephemeral_5m_input_tokens":100,"ephemeral_1h_input_tokens":200}}}"#,
+        );
+        let Some(CliEvent::Usage(usage)) = events.last() else {
+            panic!("{events:?}")
+        };
+        assert_eq!(usage.prompt_tokens, 9303);
+        assert_eq!(
+            usage.cache_creation,
+            Some(CacheCreation {
+                ephemeral_5m_input_tokens: 100,
+                ephemeral_1h_input_tokens: 200
+            })
         );
 
         let mut state = MessageState::default();
@@ -425,12 +489,17 @@ mod tests {
             r#"{"type":"item.completed","item":{"id":"item_0","type":"reasoning","text":"**thinking**"}}"#,
             r#"{"type":"error","message":"stream disconnected; retrying"}"#,
             r#"{"type":"item.completed","item":{"id":"item_1","type":"agent_message","text":"4"}}"#,
-            r#"{"type":"turn.completed","usage":{"input_tokens":2946,"cached_input_tokens":0,"output_tokens":7}}"#,
+            r#"{"type":"turn.completed","usage":{"input_tokens":2946,"cached_input_tokens":2048,"output_tokens":7,"reasoning_output_tokens":5}}"#,
         ];
         let mut parser = OutputParser::Codex(MessageState::default());
         let mut events: Vec<CliEvent> = lines.iter().flat_map(|l| parser.parse_line(l)).collect();
         events.extend(parser.finish());
-        assert_eq!(events, [CliEvent::Text("4".into()), CliEvent::Usage(usage_of(2946, 7))]);
+        let usage = Usage {
+            prompt_tokens_details: Some(PromptTokensDetails { cached_tokens: 2048 }),
+            completion_tokens_details: Some(CompletionTokensDetails { reasoning_tokens: 5 }),
+            ..usage_of(2946, 7)
+        };
+        assert_eq!(events, [CliEvent::Text("4".into()), CliEvent::Usage(usage)]);
 
         let old = [
             r#"{"id":"0","msg":{"type":"task_started"}}"#,

@@ -1,0 +1,276 @@
+//! The request log (newest first, cursor-paginated, filtered through `USAGE_INDEX`),
+//! incremental pruning, and the daily rollups that keep pruned ranges countable.
+
+use super::tables::{META, META_USAGE_PRUNED_BEFORE, USAGE, USAGE_DAILY, USAGE_INDEX};
+use super::usage::{index_key, key_time_ms, remove_from_index, usage_key, LogField, UsageRecord};
+use super::{decode, encode, Store, StoreError};
+use redb::{ReadableTable, ReadableTableMetadata};
+use serde::{Deserialize, Serialize};
+
+/// One page of the log: `before` (exclusive) is the cursor of the previous page.
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub before: Option<u128>,
+    pub filters: Vec<(LogField, String)>,
+    pub limit: usize,
+    /// Rows looked at before a sparse filter gives up on filling the page; the page then
+    /// ends early with a cursor to go on from.
+    pub max_scan: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LogPage {
+    pub rows: Vec<(u128, UsageRecord)>,
+    /// Where the next page starts; `None` when nothing older matches.
+    pub next: Option<u128>,
+}
+
+/// Sums of a day's pruned rows for one group.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Rollup {
+    pub requests: u64,
+    pub errors: u64,
+    pub cancelled: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    #[serde(default)]
+    pub cache_read_tokens: u64,
+    #[serde(default)]
+    pub cache_write_5m_tokens: u64,
+    #[serde(default)]
+    pub cache_write_1h_tokens: u64,
+    #[serde(default)]
+    pub reasoning_tokens: u64,
+    pub cost_usd: f64,
+    pub cloud_equivalent_usd: f64,
+}
+
+impl Rollup {
+    pub fn add(&mut self, row: &UsageRecord) {
+        self.requests += 1;
+        match row.outcome_class() {
+            "error" => self.errors += 1,
+            "cancelled" => self.cancelled += 1,
+            _ => {}
+        }
+        self.input_tokens += row.input_tokens;
+        self.output_tokens += row.output_tokens;
+        self.cache_read_tokens += row.cache_read_tokens;
+        self.cache_write_5m_tokens += row.cache_write_5m_tokens;
+        self.cache_write_1h_tokens += row.cache_write_1h_tokens;
+        self.reasoning_tokens += row.reasoning_tokens;
+        self.cost_usd += row.cost_usd;
+        self.cloud_equivalent_usd += row.cloud_equivalent_usd;
+    }
+
+    pub fn merge(&mut self, other: &Rollup) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.cancelled += other.cancelled;
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cache_read_tokens += other.cache_read_tokens;
+        self.cache_write_5m_tokens += other.cache_write_5m_tokens;
+        self.cache_write_1h_tokens += other.cache_write_1h_tokens;
+        self.reasoning_tokens += other.reasoning_tokens;
+        self.cost_usd += other.cost_usd;
+        self.cloud_equivalent_usd += other.cloud_equivalent_usd;
+    }
+}
+
+/// What a rollup is grouped by: every dimension `/api/usage` can group on besides the day.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RollupGroup {
+    pub tier: Option<String>,
+    pub route: Option<String>,
+    pub model: String,
+    pub api_key_id: Option<String>,
+    pub agent: Option<String>,
+}
+
+impl RollupGroup {
+    fn of(row: &UsageRecord) -> RollupGroup {
+        RollupGroup {
+            tier: row.tier.clone(),
+            route: row.route.clone(),
+            model: row.model.clone(),
+            api_key_id: row.api_key_id.clone(),
+            agent: row.agent.clone(),
+        }
+    }
+}
+
+/// A pruned day's totals for one group.
+#[derive(Debug, Clone)]
+pub struct DailyRollup {
+    pub day_ms: i64,
+    pub group: RollupGroup,
+    pub totals: Rollup,
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+/// What one prune step did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub removed: usize,
+    /// More rows are due: call again (after letting other writers in).
+    pub more: bool,
+}
+
+impl Store {
+    /// One page of the request log. Without filters: a reverse range over the rows. With
+    /// filters: a reverse range over the most selective filter's index, each row checked
+    /// against the others.
+    pub async fn request_log(&self, query: LogQuery) -> Result<LogPage, StoreError> {
+        self.read(move |txn| {
+            let rows = txn.open_table(USAGE)?;
+            let lower = usage_key(query.from_ms, 0);
+            let mut upper = usage_key(query.to_ms, 0);
+            if let Some(before) = query.before {
+                upper = upper.min(before);
+            }
+            let mut page = LogPage::default();
+            if lower >= upper || query.limit == 0 {
+                return Ok(page);
+            }
+            let wanted: Vec<String> = query.filters.iter().map(|(f, v)| index_key(*f, v)).collect();
+            let driver = LogField::ALL
+                .iter()
+                .find_map(|field| query.filters.iter().find(|(f, _)| f == field))
+                .map(|(f, v)| index_key(*f, v));
+            let mut scanned = 0usize;
+            let mut take = |key: u128, row: UsageRecord, page: &mut LogPage| -> bool {
+                scanned += 1;
+                let keys = row.index_keys();
+                if wanted.iter().all(|w| keys.contains(w)) {
+                    if page.rows.len() == query.limit {
+                        // One more match exists beyond the page.
+                        page.next = page.rows.last().map(|(k, _)| *k);
+                        return false;
+                    }
+                    page.rows.push((key, row));
+                }
+                if scanned >= query.max_scan.max(query.limit) {
+                    page.next = Some(key);
+                    return false;
+                }
+                true
+            };
+            match driver {
+                None => {
+                    for entry in rows.range(lower..upper)?.rev() {
+                        let (key, value) = entry?;
+                        let row: UsageRecord = decode("usage", value.value())?;
+                        if !take(key.value(), row, &mut page) {
+                            break;
+                        }
+                    }
+                }
+                Some(driver) => {
+                    let index = txn.open_table(USAGE_INDEX)?;
+                    let range = (driver.as_str(), lower)..(driver.as_str(), upper);
+                    for entry in index.range(range)?.rev() {
+                        let (key, _) = entry?;
+                        let (_, id) = key.value();
+                        let Some(value) = rows.get(id)? else { continue };
+                        let row: UsageRecord = decode("usage", value.value())?;
+                        if !take(id, row, &mut page) {
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok(page)
+        })
+        .await
+    }
+
+    /// Removes up to `batch` of the oldest rows that are older than `before_ms` or beyond
+    /// the newest `max_rows`, in one short transaction, folding each into its day's rollup.
+    pub async fn prune_usage_step(&self, before_ms: i64, max_rows: u64, batch: usize) -> Result<Pruned, StoreError> {
+        self.write(move |txn| {
+            let mut rows = txn.open_table(USAGE)?;
+            let mut index = txn.open_table(USAGE_INDEX)?;
+            let mut daily = txn.open_table(USAGE_DAILY)?;
+            let total = rows.len()?;
+            let over_cap = total.saturating_sub(max_rows) as usize;
+            let cutoff = usage_key(before_ms, 0);
+            let mut doomed: Vec<(u128, UsageRecord)> = Vec::new();
+            for (i, entry) in rows.iter()?.enumerate() {
+                let (key, value) = entry?;
+                let key = key.value();
+                if (key >= cutoff && i >= over_cap) || doomed.len() >= batch {
+                    break;
+                }
+                doomed.push((key, decode("usage", value.value())?));
+            }
+            let more = doomed.len() >= batch;
+            let mut sums: std::collections::BTreeMap<(i64, String), Rollup> = std::collections::BTreeMap::new();
+            let mut newest = None;
+            for (key, row) in &doomed {
+                rows.remove(*key)?;
+                remove_from_index(&mut index, *key, row)?;
+                let day = key_time_ms(*key).div_euclid(DAY_MS) * DAY_MS;
+                let group = encode("rollup group", &RollupGroup::of(row))?;
+                let group = String::from_utf8(group).map_err(|e| StoreError::Corrupt("rollup group", e.to_string()))?;
+                sums.entry((day, group)).or_default().add(row);
+                newest = Some(key_time_ms(*key));
+            }
+            for ((day, group), sum) in sums {
+                let mut total: Rollup = match daily.get((day, group.as_str()))? {
+                    Some(value) => decode("rollup", value.value())?,
+                    None => Rollup::default(),
+                };
+                total.merge(&sum);
+                daily.insert((day, group.as_str()), encode("rollup", &total)?.as_slice())?;
+            }
+            if let Some(newest) = newest {
+                let mut meta = txn.open_table(META)?;
+                let before = meta
+                    .get(META_USAGE_PRUNED_BEFORE)?
+                    .and_then(|v| v.value().try_into().ok().map(i64::from_be_bytes))
+                    .unwrap_or(i64::MIN);
+                let now = before.max(newest + 1);
+                meta.insert(META_USAGE_PRUNED_BEFORE, now.to_be_bytes().as_slice())?;
+            }
+            Ok(Pruned {
+                removed: doomed.len(),
+                more,
+            })
+        })
+        .await
+    }
+
+    /// The rollups of pruned rows for every day overlapping `from_ms..to_ms`.
+    pub async fn daily_rollups(&self, from_ms: i64, to_ms: i64) -> Result<Vec<DailyRollup>, StoreError> {
+        let first_day = from_ms.div_euclid(DAY_MS) * DAY_MS;
+        self.read(move |txn| {
+            let table = txn.open_table(USAGE_DAILY)?;
+            let mut out = Vec::new();
+            for entry in table.range((first_day, "")..(to_ms, ""))? {
+                let (key, value) = entry?;
+                let (day_ms, group) = key.value();
+                out.push(DailyRollup {
+                    day_ms,
+                    group: decode("rollup group", group.as_bytes())?,
+                    totals: decode("rollup", value.value())?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Unix millis before which rows were pruned, if any were.
+    pub async fn usage_pruned_before(&self) -> Result<Option<i64>, StoreError> {
+        self.read(|txn| {
+            let meta = txn.open_table(META)?;
+            let value = meta.get(META_USAGE_PRUNED_BEFORE)?;
+            Ok(value.and_then(|v| v.value().try_into().ok().map(i64::from_be_bytes)))
+        })
+        .await
+    }
+}
