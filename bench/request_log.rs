@@ -37,7 +37,11 @@ fn row(i: u64, start_ms: i64) -> UsageRecord {
         ms_total: 900 + i % 4000,
         ms_queue: Some(0),
         // One request in 1,000 fails: a sparse filter.
-        outcome: if i % 1000 == 7 { "error:upstream_error".into() } else { "ok".into() },
+        outcome: if i % 1000 == 7 {
+            "error:upstream_error".into()
+        } else {
+            "ok".into()
+        },
         status: if i % 1000 == 7 { 502 } else { 200 },
         stream: i % 2 == 0,
         attempts: Vec::new(),
@@ -59,7 +63,10 @@ async fn time(store: &Store, query: &LogQuery) -> (Duration, Duration, usize) {
 
 #[tokio::main]
 async fn main() {
-    let rows: u64 = std::env::var("BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let rows: u64 = std::env::var("BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let dir = tempfile_dir();
     let store = Store::open(&dir).unwrap();
     store.initialize(None, None).unwrap();
@@ -67,7 +74,9 @@ async fn main() {
     let filling = Instant::now();
     let mut seq = 0;
     for first in (0..rows).step_by(BATCH) {
-        let batch: Vec<UsageRecord> = (first..(first + BATCH as u64).min(rows)).map(|i| row(i, start_ms)).collect();
+        let batch: Vec<UsageRecord> = (first..(first + BATCH as u64).min(rows))
+            .map(|i| row(i, start_ms))
+            .collect();
         seq = store.insert_usage(batch, seq).await.unwrap();
     }
     let fill = filling.elapsed();
@@ -83,23 +92,64 @@ async fn main() {
     let newest_cursor = store.request_log(base.clone()).await.unwrap().next;
     let cases: Vec<(&str, LogQuery)> = vec![
         ("newest page, no filter", base.clone()),
-        ("second page (cursor)", LogQuery { before: newest_cursor, ..base.clone() }),
-        ("tier=cloud", LogQuery { filters: vec![(LogField::Tier, "cloud".into())], ..base.clone() }),
-        ("api_key + model", LogQuery { filters: vec![(LogField::ApiKey, "key-3".into()), (LogField::Model, "gpt-4o".into())], ..base.clone() }),
-        ("outcome=error (1 in 1,000)", LogQuery { filters: vec![(LogField::Outcome, "error".into())], ..base.clone() }),
-        ("session (50 rows)", LogQuery { filters: vec![(LogField::Session, format!("session-{}", rows / 100))], ..base.clone() }),
-        ("status=502 + tier=gpu, last day", LogQuery {
-            from_ms: start_ms + rows as i64 * 2 - 86_400_000,
-            filters: vec![(LogField::Status, "502".into()), (LogField::Tier, "gpu".into())],
-            ..base.clone()
-        }),
+        (
+            "second page (cursor)",
+            LogQuery {
+                before: newest_cursor,
+                ..base.clone()
+            },
+        ),
+        (
+            "tier=cloud",
+            LogQuery {
+                filters: vec![(LogField::Tier, "cloud".into())],
+                ..base.clone()
+            },
+        ),
+        (
+            "api_key + model",
+            LogQuery {
+                filters: vec![(LogField::ApiKey, "key-3".into()), (LogField::Model, "gpt-4o".into())],
+                ..base.clone()
+            },
+        ),
+        (
+            "outcome=error (1 in 1,000)",
+            LogQuery {
+                filters: vec![(LogField::Outcome, "error".into())],
+                ..base.clone()
+            },
+        ),
+        (
+            "session (50 rows)",
+            LogQuery {
+                filters: vec![(LogField::Session, format!("session-{}", rows / 100))],
+                ..base.clone()
+            },
+        ),
+        (
+            "status=502 + tier=gpu, last day",
+            LogQuery {
+                from_ms: start_ms + rows as i64 * 2 - 86_400_000,
+                filters: vec![(LogField::Status, "502".into()), (LogField::Tier, "gpu".into())],
+                ..base.clone()
+            },
+        ),
     ];
-    println!("rows: {rows}; fill: {:.1} s; db size: {} MiB\n", fill.as_secs_f64(), size / (1024 * 1024));
+    println!(
+        "rows: {rows}; fill: {:.1} s; db size: {} MiB\n",
+        fill.as_secs_f64(),
+        size / (1024 * 1024)
+    );
     println!("| query | rows returned | median | p95 |");
     println!("|---|---|---|---|");
     for (name, query) in cases {
         let (median, p95, returned) = time(&store, &query).await;
-        println!("| {name} | {returned} | {:.2} ms | {:.2} ms |", median.as_secs_f64() * 1e3, p95.as_secs_f64() * 1e3);
+        println!(
+            "| {name} | {returned} | {:.2} ms | {:.2} ms |",
+            median.as_secs_f64() * 1e3,
+            p95.as_secs_f64() * 1e3
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

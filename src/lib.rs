@@ -239,6 +239,8 @@ fn write_generated_key(path: &std::path::Path, key: &str) -> Result<(), StartErr
     file.sync_all().map_err(fail)
 }
 
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Serves `state` on an already-bound listener until `shutdown` resolves (tests bind port 0).
 pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) {
     let background = spawn_background_tasks(&state);
@@ -260,9 +262,27 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
     });
     let workers = state.workers.clone();
     let usage = state.usage.clone();
-    warp::serve(api::routes(state))
-        .serve_incoming_with_graceful_shutdown(incoming, shutdown)
+    let service = warp::service(api::routes(state));
+    // Built on hyper directly (not `warp::serve`) to know each connection's peer address,
+    // which the login throttle keys on.
+    let make_service = hyper::service::make_service_fn(move |conn: &tokio::net::TcpStream| {
+        let peer = conn.peer_addr().ok();
+        let service = service.clone();
+        async move {
+            Ok::<_, std::convert::Infallible>(hyper::service::service_fn(move |request| {
+                api::filters::serve_request(service.clone(), peer, request)
+            }))
+        }
+    });
+    let served = hyper::Server::builder(hyper::server::accept::from_stream(incoming))
+        // A client that has not sent its headers by then is dropped (slow-loris).
+        .http1_header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve(make_service)
+        .with_graceful_shutdown(shutdown)
         .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "the HTTP server stopped with an error");
+    }
     // Worker sockets are upgraded connections the HTTP shutdown does not wait for: close
     // them properly so workers see a goodbye, not a reset.
     workers.close_all(Duration::from_secs(2)).await;

@@ -6,6 +6,7 @@ mod admin;
 mod admin_agent;
 mod anthropic;
 pub mod error;
+pub mod filters;
 mod openai;
 mod providers;
 mod relay;
@@ -27,7 +28,10 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let health = warp::path!("healthz")
         .and(warp::get())
         .map(|| json_response(200, &serde_json::json!({"status": "ok"})));
-    health
+    // Cross-site writes are refused before any route sees them.
+    filters::csrf_guard()
+        .or(health)
+        .unify()
         .or(openai::routes(state.clone()))
         .unify()
         .or(anthropic::routes(state.clone()))

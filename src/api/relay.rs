@@ -169,7 +169,7 @@ pub fn openai_sse_as_anthropic(body: UpstreamBody, model: &str) -> ClientStream 
 
 /// A worker's OpenAI chunks as Anthropic events. The stream owns the job: a client that
 /// goes away drops it, which cancels the job on the worker.
-pub fn worker_chunks_as_anthropic(first: Option<Box<RawValue>>, job: WorkerJob, model: &str) -> ClientStream {
+pub fn worker_chunks_as_anthropic(held: Vec<Box<RawValue>>, job: WorkerJob, model: &str) -> ClientStream {
     struct State {
         job: WorkerJob,
         translator: OpenAiToAnthropicStream,
@@ -177,7 +177,7 @@ pub fn worker_chunks_as_anthropic(first: Option<Box<RawValue>>, job: WorkerJob, 
         ended: bool,
     }
     let mut translator = OpenAiToAnthropicStream::new(model);
-    let pending: VecDeque<Bytes> = first.map(|c| translator.push_chunk(c.get())).unwrap_or_default().into();
+    let pending: VecDeque<Bytes> = held.iter().flat_map(|c| translator.push_chunk(c.get())).collect();
     let state = State {
         job,
         translator,
@@ -437,14 +437,20 @@ pub async fn dispatch(
     request: crate::dispatch::ChatRequest,
     meter: &mut Meter,
 ) -> Result<crate::dispatch::Routed, ApiError> {
-    state.dispatcher.chat(request).await.map_err(|e| {
-        let tried = match &e {
-            crate::dispatch::DispatchError::Upstream { tried, .. } => tried.as_slice(),
-            crate::dispatch::DispatchError::AllFailed(failures) => failures.as_slice(),
-            _ => &[],
-        };
-        for failure in tried {
-            meter.add_attempt(failure.tier.as_str(), &failure.route, &failure.to_string());
+    let result = state.dispatcher.chat(request).await;
+    let tried = match &result {
+        Ok(routed) => {
+            meter.set_queue_wait(routed.queue_wait);
+            routed.failures.as_slice()
+        }
+        Err(e) => e.tried(),
+    };
+    for failure in tried {
+        meter.add_attempt(failure.tier.as_str(), &failure.route, &failure.to_string());
+    }
+    result.map_err(|e| {
+        if let crate::dispatch::DispatchError::QueueTimeout { waited, .. } = &e {
+            meter.set_queue_wait(*waited);
         }
         if let Some((tier, route)) = e.last_target() {
             meter.tried(tier.as_str(), route);

@@ -220,7 +220,7 @@ async fn serve_worker(
     }
 }
 
-fn handle_message(worker: &LiveWorker, text: &str) {
+fn handle_message(worker: &Arc<LiveWorker>, text: &str) {
     match WorkerMessage::parse(text) {
         Ok(WorkerMessage::Heartbeat) => {}
         Ok(WorkerMessage::Models { models }) => {
@@ -235,9 +235,37 @@ fn handle_message(worker: &LiveWorker, text: &str) {
             job_id,
             message,
             status,
-        }) => worker.deliver(&job_id, JobEvent::Failed { message, status }),
+            retry_after,
+            limited_until,
+        }) => worker.deliver(
+            &job_id,
+            JobEvent::Failed {
+                message,
+                status,
+                retry_after,
+                limited_until: limited_until
+                    .and_then(|secs| u64::try_from(secs).ok())
+                    .map(|secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)),
+            },
+        ),
         Ok(WorkerMessage::Hello { .. }) => tracing::warn!(worker = %worker.name, "ignored a second hello"),
-        Err(e) => tracing::warn!(worker = %worker.name, error = %e, "ignored an unreadable message"),
+        // A frame about a job that cannot be read fails that job at once (its request
+        // fails over if nothing reached the client yet) rather than waiting for a timeout.
+        Err(e) => match crate::workers::protocol::job_id_of(text) {
+            Some(job_id) => {
+                tracing::warn!(worker = %worker.name, job_id = %job_id, error = %e, "unreadable frame fails its job");
+                worker.deliver(
+                    &job_id,
+                    JobEvent::Failed {
+                        message: format!("the worker sent an unreadable message: {e}"),
+                        status: None,
+                        retry_after: None,
+                        limited_until: None,
+                    },
+                );
+            }
+            None => tracing::warn!(worker = %worker.name, error = %e, "ignored an unreadable message"),
+        },
     }
 }
 
@@ -259,6 +287,7 @@ async fn list_workers(state: AppState, headers: HeaderMap) -> Result<Response, A
             let price = prices.get(&w.token_id).copied().flatten();
             let mut value = serde_json::to_value(&w).unwrap_or_default();
             value["monthly_price_usd"] = json!(price);
+            state.dispatcher.worker_health(&w.token_id).merge_into(&mut value);
             value
         })
         .collect();

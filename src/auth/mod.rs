@@ -4,22 +4,22 @@
 //! start, updated on create/revoke) and the hot path never touches the disk.
 
 mod passwords;
+pub mod throttle;
 
 use crate::crypto::{random_token, token_hash, Secret};
 use crate::store::{AdminRecord, ApiKeyRecord, Role, SessionRecord, Store, StoreError, WorkerTokenRecord};
 use crate::usage::KeyLimits;
 use crate::workers::protocol::WorkerKind;
+pub use passwords::Hasher;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+pub use throttle::{LoginThrottle, Source};
 
 pub const API_KEY_PREFIX: &str = "aux_";
 pub const WORKER_TOKEN_PREFIX: &str = "auxw_";
 const MIN_PASSWORD_LEN: usize = 8;
-/// Failed logins per username allowed within `LOGIN_WINDOW` before further tries wait.
-const MAX_LOGIN_FAILURES: u32 = 10;
-const LOGIN_WINDOW: Duration = Duration::from_secs(300);
 const MAX_NAME_LEN: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,8 +30,10 @@ pub enum AuthError {
     InvalidCredentials,
     #[error("wrong username or password")]
     WrongPassword,
-    #[error("too many failed logins for this account; try again in {retry_after_secs} s")]
+    #[error("too many failed logins; try again in {retry_after_secs} s")]
     TooManyAttempts { retry_after_secs: u64 },
+    #[error("the server is busy checking other logins; try again in a moment")]
+    Busy,
     #[error("this endpoint needs an admin key or an admin session; a client key cannot use it")]
     NotAdmin,
     #[error("setup is already done: an admin account exists")]
@@ -57,6 +59,7 @@ impl AuthError {
             AuthError::TooManyAttempts { .. } => 429,
             AuthError::InvalidInput(_) => 400,
             AuthError::KeyNotFound | AuthError::WorkerTokenNotFound => 404,
+            AuthError::Busy => 503,
             AuthError::Hashing => 500,
             AuthError::Store(e) => e.status(),
         }
@@ -70,6 +73,7 @@ impl AuthError {
             AuthError::NotAdmin => "forbidden",
             AuthError::AlreadySetUp => "already_set_up",
             AuthError::TooManyAttempts { .. } => "too_many_attempts",
+            AuthError::Busy => "busy",
             AuthError::InvalidInput(_) => "invalid_request",
             AuthError::KeyNotFound | AuthError::WorkerTokenNotFound => "not_found",
             AuthError::Hashing | AuthError::Store(_) => "internal_error",
@@ -178,8 +182,8 @@ pub struct Auth {
     keys: RwLock<HashMap<String, (Arc<str>, KnownKey)>>,
     /// token hash → identity
     worker_tokens: RwLock<HashMap<String, WorkerIdentity>>,
-    /// lower-cased username → (failures, when the window started)
-    login_failures: std::sync::Mutex<HashMap<String, (u32, std::time::Instant)>>,
+    throttle: LoginThrottle,
+    hasher: Hasher,
 }
 
 impl Auth {
@@ -214,7 +218,8 @@ impl Auth {
             session_ttl,
             keys: RwLock::new(keys),
             worker_tokens: RwLock::new(worker_tokens),
-            login_failures: std::sync::Mutex::new(HashMap::new()),
+            throttle: LoginThrottle::default(),
+            hasher: Hasher::new(),
         })
     }
 
@@ -232,7 +237,7 @@ impl Auth {
         if self.store.admin_exists().await? {
             return Err(AuthError::AlreadySetUp);
         }
-        let password_hash = passwords::hash(password.clone()).await?;
+        let password_hash = self.hasher.hash(password.clone()).await?;
         let record = AdminRecord {
             username,
             password_hash,
@@ -245,37 +250,20 @@ impl Auth {
     }
 
     /// Checks the password and opens a session; returns the session token for the cookie.
-    pub async fn login(&self, username: &str, password: &Secret) -> Result<Secret, AuthError> {
-        // Guessing is slow (argon2id) and, past a few misses, refused for a while.
-        let throttle_key = username.trim().to_lowercase();
-        if let Some((failures, since)) = self
-            .login_failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&throttle_key)
-        {
-            if *failures >= MAX_LOGIN_FAILURES && since.elapsed() < LOGIN_WINDOW {
-                return Err(AuthError::TooManyAttempts {
-                    retry_after_secs: (LOGIN_WINDOW - since.elapsed()).as_secs().max(1),
-                });
-            }
-        }
+    /// `source` is where the attempt comes from (see `throttle` for the policy).
+    pub async fn login(&self, source: Source, username: &str, password: &Secret) -> Result<Secret, AuthError> {
+        // Counted before the (costly) check, so a flood is refused without hashing.
+        let attempt = self
+            .throttle
+            .admit(source, username)
+            .map_err(|retry_after_secs| AuthError::TooManyAttempts { retry_after_secs })?;
         let result = self.check_password(username, password).await;
-        let mut failures = self.login_failures.lock().unwrap_or_else(|p| p.into_inner());
         match &result {
-            Err(AuthError::WrongPassword) => {
-                let entry = failures.entry(throttle_key).or_insert((0, std::time::Instant::now()));
-                if entry.1.elapsed() >= LOGIN_WINDOW {
-                    *entry = (0, std::time::Instant::now());
-                }
-                entry.0 += 1;
-            }
-            Ok(_) => {
-                failures.remove(&throttle_key);
-            }
-            Err(_) => {}
+            Err(AuthError::WrongPassword) => attempt.failed(),
+            Ok(_) => attempt.succeeded(),
+            // Busy hasher or a store error: no verdict, no miss (the attempt refunds itself).
+            Err(_) => drop(attempt),
         }
-        drop(failures);
         result
     }
 
@@ -284,7 +272,7 @@ impl Auth {
         // Verify against a dummy hash for unknown users too, so timing does not tell which
         // usernames exist.
         let stored_hash = admin.as_ref().map(|a| a.password_hash.clone());
-        let ok = passwords::verify(password.clone(), stored_hash).await?;
+        let ok = self.hasher.verify(password.clone(), stored_hash).await?;
         let admin = match (ok, admin) {
             (true, Some(admin)) => admin,
             _ => return Err(AuthError::WrongPassword),
