@@ -282,3 +282,473 @@ async fn an_operator_sends_every_claude_model_to_an_alias_on_the_gpu() {
         .unwrap();
     assert_eq!(coder["client_models"], json!(["claude-*"]));
 }
+
+async fn responses_call(server: &TestServer, key: &str, body: &Value) -> Reply {
+    server
+        .send(
+            server
+                .http
+                .post(format!("{}/v1/responses", server.url))
+                .header("authorization", format!("Bearer {key}"))
+                .json(body),
+        )
+        .await
+}
+
+/// (event name, data) of a Responses SSE stream, checking each event's name matches its
+/// `type` and that sequence numbers count up from 0.
+fn responses_events(text: &str) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
+        let mut name = String::new();
+        let mut data = String::new();
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("event:") {
+                name = v.trim().to_string();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.trim());
+            }
+        }
+        let data: Value = serde_json::from_str(&data).unwrap_or_else(|e| panic!("{e}: {block}"));
+        assert_eq!(data["type"], name.as_str(), "{block}");
+        assert_eq!(data["sequence_number"], out.len(), "{block}");
+        out.push((name, data));
+    }
+    out
+}
+
+fn codex_body(model: &str, stream: bool) -> Value {
+    json!({
+        "model": model, "stream": stream, "store": false,
+        "instructions": "You are Codex.",
+        "include": ["reasoning.encrypted_content"],
+        "reasoning": {"effort": "medium", "summary": "auto"},
+        "parallel_tool_calls": false, "tool_choice": "auto",
+        "tools": [
+            {"type": "function", "name": "shell", "description": "Runs a command",
+             "parameters": {"type": "object", "properties": {"command": {"type": "array", "items": {"type": "string"}}}}},
+            {"type": "custom", "name": "apply_patch", "description": "Applies a patch",
+             "format": {"type": "grammar", "syntax": "lark", "definition": "start: /.+/"}}
+        ],
+        "input": [
+            {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "Sandbox: workspace-write"}]},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "list files"}]},
+            {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAAA"},
+            {"type": "function_call", "call_id": "call_a", "name": "shell", "arguments": "{\"command\":[\"ls\"]}"},
+            {"type": "function_call_output", "call_id": "call_a", "output": "a.txt"},
+            {"type": "custom_tool_call", "call_id": "call_b", "name": "apply_patch", "input": "*** Begin Patch"},
+            {"type": "custom_tool_call_output", "call_id": "call_b", "output": "Done"},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "what is the weather in Oslo?"}]}
+        ]
+    })
+}
+
+#[tokio::test]
+async fn responses_stream_a_tool_call_from_a_gpu_worker_with_the_real_event_sequence() {
+    let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["qwen"]).await;
+    let (server, admin, client) = server().await;
+    let _worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 1).await;
+    let reply = responses_call(&server, &client, &codex_body("qwen", true)).await;
+    reply.expect(200);
+    assert_eq!(reply.header("x-auxot-tier"), Some("gpu"));
+    assert!(reply.header("content-type").unwrap().starts_with("text/event-stream"));
+    let events = responses_events(&reply.text);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names[..3],
+        ["response.created", "response.in_progress", "response.output_item.added"]
+    );
+    assert!(names.contains(&"response.function_call_arguments.delta"), "{names:?}");
+    let done = events
+        .iter()
+        .find(|(n, _)| n == "response.function_call_arguments.done")
+        .unwrap();
+    assert_eq!(done.1["arguments"], "{\"city\":\"Oslo\"}");
+    let (last, completed) = events.last().unwrap();
+    assert_eq!(last, "response.completed");
+    let output = &completed["response"]["output"];
+    assert_eq!(output[0]["type"], "function_call");
+    assert_eq!(output[0]["name"], "shell");
+    assert_eq!(completed["response"]["usage"]["input_tokens"], 12);
+    assert_eq!(completed["response"]["usage"]["output_tokens"], 7);
+
+    // What the model server got: a chat request with the whole conversation.
+    let seen = gpu.chat_requests().pop().unwrap().json();
+    let messages = seen["messages"].as_array().unwrap();
+    assert_eq!(messages[0], json!({"role": "system", "content": "You are Codex."}));
+    let roles: Vec<&str> = messages.iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(
+        roles,
+        [
+            "system",
+            "developer",
+            "user",
+            "assistant",
+            "tool",
+            "assistant",
+            "tool",
+            "user"
+        ]
+    );
+    assert_eq!(
+        messages[5]["tool_calls"][0]["function"]["arguments"],
+        "{\"input\":\"*** Begin Patch\"}"
+    );
+    assert_eq!(seen["tools"][1]["function"]["name"], "apply_patch");
+    assert_eq!(seen["parallel_tool_calls"], false);
+}
+
+#[tokio::test]
+async fn responses_answer_whole_from_an_openai_provider_and_stream_from_an_anthropic_one() {
+    let openai = FakeUpstream::openai("oa", &[OPENAI_KEY], &["gpt-5"]).await;
+    let claude = FakeUpstream::anthropic("claude", &[ANTHROPIC_KEY], &["claude-sonnet-4-5-20250929"]).await;
+    let (server, admin, client) = server().await;
+    server.add_provider(&admin, "openai", &openai, OPENAI_KEY).await;
+    server.add_provider(&admin, "anthropic", &claude, ANTHROPIC_KEY).await;
+
+    let reply = responses_call(
+        &server,
+        &client,
+        &json!({"model": "gpt-5", "input": "Say hi", "store": false}),
+    )
+    .await;
+    reply.expect(200);
+    let body = reply.json();
+    assert_eq!(body["object"], "response");
+    assert_eq!(body["status"], "completed");
+    assert_eq!(body["output"][0]["type"], "message");
+    assert_eq!(body["output"][0]["content"][0]["text"], "Hello from oa");
+    assert_eq!(body["usage"]["input_tokens"], 5);
+
+    // Through Messages: a custom tool call comes back as a custom_tool_call item.
+    let mut codex = codex_body("claude-sonnet-4-5", true);
+    codex["tools"] = json!([{"type": "custom", "name": "apply_patch", "description": "Applies a patch"}]);
+    let reply = responses_call(&server, &client, &codex).await;
+    reply.expect(200);
+    assert_eq!(reply.header("x-auxot-route"), Some("anthropic"));
+    let events = responses_events(&reply.text);
+    let (last, completed) = events.last().unwrap();
+    assert_eq!(last, "response.completed", "{}", reply.text);
+    let output = completed["response"]["output"].as_array().unwrap();
+    assert_eq!(output[0]["content"][0]["text"], "Hello from claude");
+    assert_eq!(output[1]["type"], "custom_tool_call", "{}", reply.text);
+    assert_eq!(output[1]["name"], "apply_patch");
+    assert_eq!(completed["response"]["usage"]["output_tokens"], 6);
+    assert!(events.iter().any(|(n, _)| n == "response.custom_tool_call_input.done"));
+    let seen = claude.chat_requests().pop().unwrap().json();
+    assert_eq!(seen["model"], "claude-sonnet-4-5-20250929");
+    assert!(seen["system"].as_str().unwrap().contains("You are Codex."), "{seen}");
+}
+
+#[tokio::test]
+async fn responses_refuse_what_they_cannot_do_in_the_openai_error_shape() {
+    let openai = FakeUpstream::openai("oa", &[OPENAI_KEY], &["gpt-5"]).await;
+    let (server, admin, client) = server().await;
+    server.add_provider(&admin, "openai", &openai, OPENAI_KEY).await;
+    let cases = [
+        (
+            json!({"model": "gpt-5", "input": "hi", "previous_response_id": "resp_1"}),
+            400,
+            "previous_response_id",
+        ),
+        (json!({"input": "hi"}), 400, "model"),
+        (
+            json!({"model": "gpt-5", "input": [{"type": "hologram"}]}),
+            400,
+            "input[0].type",
+        ),
+        (json!({"model": "gpt-5", "input": 5}), 400, "input"),
+        (json!({"model": "nope", "input": "hi"}), 404, "nope"),
+    ];
+    for (body, status, fragment) in cases {
+        let reply = responses_call(&server, &client, &body).await;
+        assert_eq!(reply.status, status, "{body}: {}", reply.text);
+        let message = reply.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(message.contains(fragment), "{message}");
+    }
+    let reply = responses_call(&server, "aux_wrong", &json!({"model": "gpt-5", "input": "hi"})).await;
+    assert_eq!(reply.status, 401);
+}
+
+/// A real agent CLI installed by `tests/agents/install.sh`. Absent: the test is skipped
+/// with a note, unless `AUXOT_REQUIRE_AGENT_CLIS=1` (CI) makes that a failure.
+fn agent_cli(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/agents/node_modules/.bin")
+        .join(name);
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var("AUXOT_REQUIRE_AGENT_CLIS").as_deref() != Ok("1"),
+        "{name} is not installed: run tests/agents/install.sh"
+    );
+    eprintln!("skipped: {name} is not installed (run tests/agents/install.sh)");
+    None
+}
+
+/// Runs a CLI with a clean home, no telemetry, no update checks; returns (status, stdout, stderr).
+async fn run_agent(
+    program: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, String)],
+    home: &std::path::Path,
+) -> (bool, String, String) {
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
+        .current_dir(home)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env("DISABLE_TELEMETRY", "1")
+        .env("DISABLE_ERROR_REPORTING", "1")
+        .env("DISABLE_AUTOUPDATER", "1")
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        .env("CODEX_HOME", home.join(".codex"))
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = tokio::time::timeout(std::time::Duration::from_secs(120), command.output())
+        .await
+        .expect("the agent CLI finished within 120 s")
+        .expect("the agent CLI started");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+#[tokio::test]
+async fn the_real_claude_code_runs_a_tool_using_turn_on_a_gpu_worker() {
+    let Some(claude) = agent_cli("claude") else { return };
+    let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["qwen-coder"]).await;
+    let (server, admin, client) = server().await;
+    let _worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 2).await;
+    server
+        .call(
+            "POST",
+            "/api/aliases",
+            Some(&admin),
+            Some(json!({"name": "coder", "gpu": "qwen-coder", "client_models": ["claude-*"]})),
+        )
+        .await
+        .expect(201);
+    let home = tempfile::tempdir().unwrap();
+    let env = [
+        ("ANTHROPIC_BASE_URL", server.url.clone()),
+        ("ANTHROPIC_API_KEY", client.clone()),
+    ];
+    let (ok, stdout, stderr) = run_agent(
+        &claude,
+        &["-p", "What is the weather in Oslo?", "--max-turns", "3"],
+        &env,
+        home.path(),
+    )
+    .await;
+    assert!(
+        ok,
+        "claude failed\nstdout: {stdout}\nstderr: {stderr}\nserver: {}",
+        server.logs()
+    );
+    assert!(
+        stdout.contains("Hello from gpu-box"),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    let chats: Vec<Value> = gpu.chat_requests().iter().map(|r| r.json()).collect();
+    assert!(
+        chats
+            .iter()
+            .any(|c| c["messages"].as_array().unwrap().iter().any(|m| m["role"] == "tool")),
+        "no request carried a tool result: {chats:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_real_codex_runs_a_tool_using_turn_on_a_gpu_worker() {
+    let Some(codex) = agent_cli("codex") else { return };
+    let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["qwen-coder"]).await;
+    let (server, admin, client) = server().await;
+    let _worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 2).await;
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join(".codex")).unwrap();
+    let config = format!(
+        "model = \"qwen-coder\"\nmodel_provider = \"auxot\"\n\n[model_providers.auxot]\nname = \"auxot\"\nbase_url = \"{}/v1\"\nenv_key = \"AUXOT_API_KEY\"\nwire_api = \"responses\"\n",
+        server.url
+    );
+    std::fs::write(home.path().join(".codex/config.toml"), config).unwrap();
+    let env = [("AUXOT_API_KEY", client.clone())];
+    let (ok, stdout, stderr) = run_agent(
+        &codex,
+        &["exec", "--skip-git-repo-check", "What is the weather in Oslo?"],
+        &env,
+        home.path(),
+    )
+    .await;
+    assert!(
+        ok,
+        "codex failed\nstdout: {stdout}\nstderr: {stderr}\nserver: {}",
+        server.logs()
+    );
+    assert!(
+        stdout.contains("Hello from gpu-box"),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    let chats: Vec<Value> = gpu.chat_requests().iter().map(|r| r.json()).collect();
+    assert!(
+        chats
+            .iter()
+            .any(|c| c["messages"].as_array().unwrap().iter().any(|m| m["role"] == "tool")),
+        "no request carried a tool result: {chats:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_real_claude_code_runs_a_tool_using_turn_on_an_anthropic_provider() {
+    let Some(claude) = agent_cli("claude") else { return };
+    let fake = FakeUpstream::anthropic(
+        "claude",
+        &[ANTHROPIC_KEY],
+        &["claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001"],
+    )
+    .await;
+    let (server, admin, client) = server().await;
+    server.add_provider(&admin, "anthropic", &fake, ANTHROPIC_KEY).await;
+    let home = tempfile::tempdir().unwrap();
+    let env = [
+        ("ANTHROPIC_BASE_URL", server.url.clone()),
+        ("ANTHROPIC_API_KEY", client.clone()),
+    ];
+    let (ok, stdout, stderr) = run_agent(
+        &claude,
+        &[
+            "-p",
+            "What is the weather in Oslo?",
+            "--model",
+            "claude-sonnet-4-5",
+            "--max-turns",
+            "3",
+        ],
+        &env,
+        home.path(),
+    )
+    .await;
+    assert!(
+        ok,
+        "claude failed\nstdout: {stdout}\nstderr: {stderr}\nserver: {}",
+        server.logs()
+    );
+    assert!(
+        stdout.contains("Hello from claude"),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    let chats = fake.chat_requests();
+    assert!(
+        chats
+            .iter()
+            .all(|r| r.json()["model"] == "claude-sonnet-4-5-20250929"
+                || r.json()["model"] == "claude-haiku-4-5-20251001")
+    );
+    assert!(
+        chats.iter().any(|r| r.body.contains("tool_result")),
+        "no request carried a tool result"
+    );
+}
+
+#[tokio::test]
+async fn the_real_codex_runs_a_tool_using_turn_on_an_openai_provider() {
+    let Some(codex) = agent_cli("codex") else { return };
+    let fake = FakeUpstream::openai("oa", &[OPENAI_KEY], &["gpt-5"]).await;
+    let (server, admin, client) = server().await;
+    server.add_provider(&admin, "openai", &fake, OPENAI_KEY).await;
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join(".codex")).unwrap();
+    let config = format!(
+        "model = \"gpt-5\"\nmodel_provider = \"auxot\"\n\n[model_providers.auxot]\nname = \"auxot\"\nbase_url = \"{}/v1\"\nenv_key = \"AUXOT_API_KEY\"\nwire_api = \"responses\"\n",
+        server.url
+    );
+    std::fs::write(home.path().join(".codex/config.toml"), config).unwrap();
+    let env = [("AUXOT_API_KEY", client.clone())];
+    let (ok, stdout, stderr) = run_agent(
+        &codex,
+        &["exec", "--skip-git-repo-check", "What is the weather in Oslo?"],
+        &env,
+        home.path(),
+    )
+    .await;
+    assert!(
+        ok,
+        "codex failed\nstdout: {stdout}\nstderr: {stderr}\nserver: {}",
+        server.logs()
+    );
+    assert!(stdout.contains("Hello from oa"), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        fake.chat_requests().iter().any(|r| r.json()["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["role"] == "tool")),
+        "no request carried a tool result"
+    );
+}
+
+#[tokio::test]
+async fn legacy_completions_name_the_chat_endpoint() {
+    let (server, _admin, client) = server().await;
+    let reply = server
+        .send(
+            server
+                .http
+                .post(format!("{}/v1/completions", server.url))
+                .header("authorization", format!("Bearer {client}"))
+                .json(&json!({"model": "m", "prompt": "hi"})),
+        )
+        .await;
+    reply.expect(404);
+    assert!(reply.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("/v1/chat/completions"));
+}
+
+#[tokio::test]
+async fn claude_code_and_codex_run_plain_turns_on_a_cli_worker() {
+    let cli = crate::support::FakeCli::new();
+    let (server, admin, client) = server().await;
+    let _worker = TestWorker::cli(&server, &admin, "c1", &cli, &["sonnet"], 2).await;
+    server
+        .call(
+            "POST",
+            "/api/aliases",
+            Some(&admin),
+            Some(json!({"name": "coder", "cli": "sonnet", "client_models": ["claude-*", "gpt-5*"]})),
+        )
+        .await
+        .expect(201);
+    let body = json!({"model": "claude-sonnet-4-5", "max_tokens": 100, "stream": true,
+        "system": [{"type": "text", "text": "You are Claude Code."}],
+        "messages": [{"role": "user", "content": "hi"}, {"role": "system", "content": "reminder"}]});
+    let reply = claude_code_call(&server, &client, &body).await;
+    reply.expect(200);
+    assert_eq!(reply.header("x-auxot-tier"), Some("cli"));
+    assert!(reply.text.contains("Hello from cli"), "{}", reply.text);
+    let reply = responses_call(
+        &server,
+        &client,
+        &json!({"model": "gpt-5-codex", "input": "hi", "stream": true}),
+    )
+    .await;
+    reply.expect(200);
+    assert_eq!(reply.header("x-auxot-tier"), Some("cli"));
+    let events = responses_events(&reply.text);
+    let (last, completed) = events.last().unwrap();
+    assert_eq!(last, "response.completed");
+    assert_eq!(
+        completed["response"]["output"][0]["content"][0]["text"],
+        "Hello from cli"
+    );
+}

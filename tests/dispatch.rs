@@ -2,7 +2,8 @@
 //! queue, clocks on every phase, failover until the first content, status hygiene and
 //! provider health — through the real binary.
 
-use crate::support::{FakeUpstream, TestServer, TestWorker};
+use crate::support::worker::worker_view;
+use crate::support::{FakeCli, FakeUpstream, TestServer, TestWorker};
 use futures_util::StreamExt;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -317,4 +318,58 @@ async fn a_failing_provider_cools_down_and_is_skipped_for_a_healthy_one() {
     assert!(view["cooldown_reason"].as_str().unwrap().contains("503"), "{view}");
     let metrics = s.server.call("GET", "/metrics", Some(&s.admin), None).await;
     assert!(metrics.text.contains("auxot_targets_cooling 1"), "{}", metrics.text);
+}
+
+#[tokio::test]
+async fn a_20_mib_event_fails_that_job_and_the_worker_stays_connected() {
+    let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["huge-event", "qwen"]).await;
+    let s = setup().await;
+    let _worker = TestWorker::gpu(&s.server, &s.admin, "g1", &gpu, GPU_KEY, 2).await;
+    let before = worker_view(&s.server, &s.admin, "g1").await.unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(20), s.server.send(s.chat("huge-event", true))).await;
+    let Ok(reply) = reply else {
+        panic!("no answer; worker:\n{}\nserver:\n{}", _worker.logs(), s.server.logs());
+    };
+    reply.expect(502);
+    assert!(reply.text.contains("MiB"), "{}", reply.text);
+    let reply = s.server.send(s.chat("qwen", false)).await;
+    reply.expect(200);
+    assert_eq!(reply.header("x-auxot-route"), Some("g1"));
+    let after = worker_view(&s.server, &s.admin, "g1").await.unwrap();
+    assert_eq!(
+        before["id"], after["id"],
+        "the worker reconnected: the oversized event dropped it"
+    );
+    assert_eq!(after["status"], "idle");
+}
+
+#[tokio::test]
+async fn a_cli_worker_over_its_usage_limit_is_routed_around_until_it_resets() {
+    let cloud = FakeUpstream::openai("cloud", &[CLOUD_KEY], &["claude-code"]).await;
+    let s = setup().await;
+    let cli = FakeCli::new();
+    let _worker = TestWorker::cli(&s.server, &s.admin, "c1", &cli, &["claude-code"], 1).await;
+    s.server.add_provider(&s.admin, "main", &cloud, CLOUD_KEY).await;
+    let reset = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    cli.set_limited(reset as i64);
+
+    let reply = s.server.send(s.chat("claude-code", false)).await;
+    reply.expect(200);
+    assert_eq!(
+        reply.header("x-auxot-tier"),
+        Some("cloud"),
+        "the job failed over to the next tier"
+    );
+    assert_eq!(cli.runs().len(), 1);
+    let view = worker_view(&s.server, &s.admin, "c1").await.unwrap();
+    assert!(view["limited_until"].is_string(), "{view}");
+
+    let reply = s.server.send(s.chat("claude-code", false)).await;
+    reply.expect(200);
+    assert_eq!(reply.header("x-auxot-tier"), Some("cloud"));
+    assert_eq!(cli.runs().len(), 1, "a limited CLI worker got another job");
 }

@@ -15,6 +15,7 @@ mod coding_agents;
 mod cost;
 mod dispatch;
 mod durability;
+mod hardening;
 mod leak;
 mod providers;
 mod restart;

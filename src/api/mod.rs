@@ -12,6 +12,7 @@ mod providers;
 mod relay;
 pub mod request;
 mod requests;
+mod responses;
 mod routing;
 mod ui;
 mod usage;
@@ -35,6 +36,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(openai::routes(state.clone()))
         .unify()
         .or(anthropic::routes(state.clone()))
+        .unify()
+        .or(responses::routes(state.clone()))
         .unify()
         .or(admin::routes(state.clone()))
         .unify()

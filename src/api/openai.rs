@@ -50,7 +50,19 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(with_state)
         .and(warp::header::headers_cloned())
         .map(list_models);
-    chat.or(models).unify().boxed()
+    // The legacy text-completions API is not served: say where to go instead of a bare 404.
+    let legacy = warp::path!("v1" / "completions")
+        .or(warp::path!("api" / "openai" / "v1" / "completions"))
+        .unify()
+        .map(|| {
+            ApiError::new(
+                404,
+                "not_found",
+                "the legacy completions API is not served by auxot; use POST /v1/chat/completions (or /v1/responses)",
+            )
+            .into_response(Dialect::OpenAi)
+        });
+    chat.or(models).unify().or(legacy).unify().boxed()
 }
 
 /// What routing needs from a chat request; the rest of the body stays untouched.
@@ -157,19 +169,29 @@ impl RouteHeaders {
     }
 }
 
-async fn reply(routed: Routed, model: &str, include_usage: bool, mut meter: Meter) -> Response {
-    let out = match routed.reply {
+/// A routed reply as Chat Completions, whatever dialect the target answered in.
+pub(super) async fn chat_outgoing(
+    reply: RoutedReply,
+    route: &str,
+    model: &str,
+    meter: &mut Meter,
+) -> Result<Outgoing, ApiError> {
+    match reply {
         RoutedReply::Upstream {
             reply,
             format: Format::OpenAi,
-        } => Ok(relay::upstream_body(reply, &routed.route, openai_stream_error)),
+        } => Ok(relay::upstream_body(reply, route, openai_stream_error)),
         RoutedReply::Upstream {
             reply,
             format: Format::Anthropic,
-        } => from_anthropic(relay::watched(&mut meter, reply, Format::Anthropic), model).await,
-        RoutedReply::WorkerStream { held, job } => Ok(worker_stream(held, job, &routed.route)),
+        } => from_anthropic(relay::watched(meter, reply, Format::Anthropic), model).await,
+        RoutedReply::WorkerStream { held, job } => Ok(worker_stream(held, job, route)),
         RoutedReply::Complete(body) => Ok(Outgoing::json(200, body)),
-    };
+    }
+}
+
+async fn reply(routed: Routed, model: &str, include_usage: bool, mut meter: Meter) -> Response {
+    let out = chat_outgoing(routed.reply, &routed.route, model, &mut meter).await;
     let out = match out {
         Ok(out) => out,
         Err(e) => {

@@ -152,6 +152,8 @@ pub struct WorkerTokenView {
     pub prefix: String,
     pub created_at: String,
     pub monthly_price_usd: Option<f64>,
+    /// `null`: any model no cloud provider serves; a list: exactly these (`prefix*`, `*`).
+    pub allowed_models: Option<Vec<String>>,
 }
 
 impl From<&WorkerTokenRecord> for WorkerTokenView {
@@ -163,6 +165,7 @@ impl From<&WorkerTokenRecord> for WorkerTokenView {
             prefix: r.prefix.clone(),
             created_at: crate::rfc3339(r.created_at),
             monthly_price_usd: r.monthly_price_usd,
+            allowed_models: r.allowed_models.clone(),
         }
     }
 }
@@ -173,6 +176,19 @@ pub struct WorkerIdentity {
     pub token_id: String,
     pub token_name: String,
     pub kind: WorkerKind,
+    /// The token's model allow-list (see `workers::policy`).
+    pub allowed_models: Option<Arc<[String]>>,
+}
+
+impl From<&WorkerTokenRecord> for WorkerIdentity {
+    fn from(r: &WorkerTokenRecord) -> Self {
+        WorkerIdentity {
+            token_id: r.id.clone(),
+            token_name: r.name.clone(),
+            kind: r.kind,
+            allowed_models: r.allowed_models.as_deref().map(Arc::from),
+        }
+    }
 }
 
 pub struct Auth {
@@ -204,14 +220,7 @@ impl Auth {
             .list_worker_tokens()
             .await?
             .into_iter()
-            .map(|r| {
-                let identity = WorkerIdentity {
-                    token_id: r.id,
-                    token_name: r.name,
-                    kind: r.kind,
-                };
-                (r.token_hash, identity)
-            })
+            .map(|r| (r.token_hash.clone(), WorkerIdentity::from(&r)))
             .collect();
         Ok(Auth {
             store,
@@ -438,13 +447,24 @@ impl Auth {
         Ok(())
     }
 
-    /// Creates a worker token; the plaintext is returned here once and never again.
+    /// Creates a worker token with no allow-list; the plaintext is returned here once.
     pub async fn create_worker_token(
         &self,
         name: &str,
         kind: WorkerKind,
     ) -> Result<(WorkerTokenView, Secret), AuthError> {
+        self.create_worker_token_allowing(name, kind, None).await
+    }
+
+    /// Creates a worker token; the plaintext is returned here once and never again.
+    pub async fn create_worker_token_allowing(
+        &self,
+        name: &str,
+        kind: WorkerKind,
+        allowed_models: Option<Vec<String>>,
+    ) -> Result<(WorkerTokenView, Secret), AuthError> {
         let name = validate_name("name", name)?;
+        let allowed_models = allowed_models.map(validate_allowed).transpose()?;
         let token = Secret::new(format!("{WORKER_TOKEN_PREFIX}{}", random_token().expose()));
         let record = WorkerTokenRecord {
             id: uuid::Uuid::new_v4().to_string(),
@@ -454,17 +474,13 @@ impl Auth {
             prefix: token.expose().chars().take(WORKER_TOKEN_PREFIX.len() + 4).collect(),
             created_at: crate::store::now_unix(),
             monthly_price_usd: None,
+            allowed_models,
         };
         self.store.insert_worker_token(record.clone()).await?;
-        let identity = WorkerIdentity {
-            token_id: record.id.clone(),
-            token_name: record.name.clone(),
-            kind,
-        };
         self.worker_tokens
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(record.token_hash.clone(), identity);
+            .insert(record.token_hash.clone(), WorkerIdentity::from(&record));
         Ok((WorkerTokenView::from(&record), token))
     }
 
@@ -476,11 +492,26 @@ impl Auth {
 
     /// Sets (or with `None` clears) the monthly subscription price of a worker token.
     pub async fn set_worker_price(&self, id: &str, price: Option<f64>) -> Result<WorkerTokenView, AuthError> {
-        if price.is_some_and(|p| !p.is_finite() || p < 0.0) {
+        self.update_worker_token(id, Some(price), None).await
+    }
+
+    /// Changes a worker token's price and/or allow-list (`None`: leave as is; `Some(None)`:
+    /// clear). A changed allow-list applies to the token's next connection: the caller
+    /// disconnects its live worker so it reconnects under the new list.
+    pub async fn update_worker_token(
+        &self,
+        id: &str,
+        price: Option<Option<f64>>,
+        allowed_models: Option<Option<Vec<String>>>,
+    ) -> Result<WorkerTokenView, AuthError> {
+        if price.flatten().is_some_and(|p| !p.is_finite() || p < 0.0) {
             return Err(AuthError::InvalidInput(
                 "monthly_price_usd must be a non-negative number (or null)".into(),
             ));
         }
+        let allowed_models = allowed_models
+            .map(|list| list.map(validate_allowed).transpose())
+            .transpose()?;
         let mut record = self
             .store
             .list_worker_tokens()
@@ -488,11 +519,20 @@ impl Auth {
             .into_iter()
             .find(|t| t.id == id)
             .ok_or(AuthError::WorkerTokenNotFound)?;
-        record.monthly_price_usd = price;
+        if let Some(price) = price {
+            record.monthly_price_usd = price;
+        }
+        if let Some(allowed) = allowed_models {
+            record.allowed_models = allowed;
+        }
         match self.store.update_worker_token(record.clone()).await {
             Err(StoreError::NotFound(_)) => return Err(AuthError::WorkerTokenNotFound),
             other => other?,
         }
+        self.worker_tokens
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(record.token_hash.clone(), WorkerIdentity::from(&record));
         Ok(WorkerTokenView::from(&record))
     }
 
@@ -522,6 +562,10 @@ impl Auth {
     pub async fn prune_sessions(&self) -> Result<usize, AuthError> {
         Ok(self.store.prune_sessions(crate::store::now_unix()).await?)
     }
+}
+
+fn validate_allowed(list: Vec<String>) -> Result<Vec<String>, AuthError> {
+    crate::workers::policy::validate_allowed(list).map_err(|e| AuthError::InvalidInput(e.to_string()))
 }
 
 /// Names and usernames: 1–64 printable characters, trimmed.

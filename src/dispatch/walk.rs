@@ -139,6 +139,7 @@ pub(crate) async fn walk<R: Runner>(walk: Walk<'_>, runner: &R) -> Result<Walked
         // steers traffic to healthy targets, it does not turn away a request that has no
         // other way to go.
         let mut last_resort: Vec<(Arc<LiveProvider>, String)> = Vec::new();
+        let failed_before = state.failures.len();
         for target in &plan.targets {
             let step = match target {
                 Target::Worker { index, model, tier } => {
@@ -185,6 +186,11 @@ pub(crate) async fn walk<R: Runner>(walk: Walk<'_>, runner: &R) -> Result<Walked
                 Step::Final(e) => return Err(e),
                 Step::Failed(failure) => state.failures.push(failure),
             }
+        }
+        if state.failures.len() > failed_before && !plan.waits.is_empty() {
+            // This plan's capacity was counted with the targets that just failed: plan
+            // again without them before deciding whether waiting can help.
+            continue;
         }
         if plan.waits.is_empty() {
             for (provider, model) in last_resort {
@@ -714,6 +720,19 @@ mod tests {
         assert!(e.to_string().contains("cooling down"), "{e}");
         assert!(e.retry_after().is_some());
         assert_eq!(fake.attempts.load(Ordering::SeqCst), 0, "the cooling worker got no job");
+    }
+
+    #[tokio::test]
+    async fn a_failure_on_the_only_worker_fails_at_once_instead_of_waiting_for_it() {
+        let world = world(&[("gpu", &["m"], 2)], &[]);
+        let fake = Fake::new(Duration::ZERO, vec![0]);
+        let started = Instant::now();
+        let e = send(&world, &fake, "a".into(), "m", &[Tier::Gpu], Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(e.contains("injected"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+        assert_no_leak(&world);
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 pub mod anthropic;
 pub mod chunks;
 pub mod late_system;
+pub mod responses;
 
 /// The two API dialects auxot speaks to clients and upstreams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

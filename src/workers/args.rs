@@ -39,6 +39,10 @@ pub struct GpuWorkerArgs {
     /// the model server. Default: every model it lists.
     #[arg(long = "model", env = "AUXOT_MODELS", value_delimiter = ',')]
     pub models: Vec<String>,
+    /// The largest single SSE event accepted from the model server, in MiB. A bigger one
+    /// fails that job with a clear error; the connection and other jobs live on.
+    #[arg(long, env = "AUXOT_MAX_EVENT_MIB", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub max_event_mib: u64,
 }
 
 impl GpuWorkerArgs {

@@ -22,6 +22,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufRead
 use tokio::process::Command;
 
 mod format;
+mod limit;
 
 pub use format::build_prompt;
 use format::{ChunkBuilder, CliEvent, OutputParser};
@@ -309,6 +310,14 @@ enum Finished {
 /// Decides how a job ended from what it printed and how it exited.
 fn finish_job(tool: CliTool, streamed: Streamed, status: std::io::Result<ExitStatus>, stderr_tail: &str) -> Finished {
     if let Some(message) = streamed.failure {
+        if let Some(until) = limit::usage_limit(&message, crate::store::now_unix()) {
+            return Finished::Failed(JobOutcome::Throttled {
+                message,
+                status: Some(429),
+                retry_after: None,
+                limited_until: Some(until),
+            });
+        }
         return Finished::Failed(JobOutcome::failed(message, None));
     }
     let status = match status {

@@ -125,7 +125,20 @@ pub struct Job {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobOutcome {
     Done(Option<Usage>),
-    Failed { message: String, status: Option<u16> },
+    Failed {
+        message: String,
+        status: Option<u16>,
+    },
+    /// Failed because the upstream is rate limited or the CLI's subscription is over its
+    /// usage limit: the router routes around this worker until then.
+    Throttled {
+        message: String,
+        status: Option<u16>,
+        /// The upstream's `Retry-After` header.
+        retry_after: Option<String>,
+        /// Unix seconds when a subscription limit resets.
+        limited_until: Option<i64>,
+    },
 }
 
 impl JobOutcome {
@@ -604,6 +617,21 @@ async fn run_one_job<H: JobHandler>(handler: Arc<H>, job: Job, out: mpsc::Sender
                 status,
                 retry_after: None,
                 limited_until: None,
+            }
+        }
+        JobOutcome::Throttled {
+            message,
+            status,
+            retry_after,
+            limited_until,
+        } => {
+            tracing::warn!(job_id = %job_id, elapsed_ms, ?status, ?retry_after, ?limited_until, error = %message, "job throttled");
+            WorkerMessage::Error {
+                job_id,
+                message,
+                status,
+                retry_after,
+                limited_until,
             }
         }
     };

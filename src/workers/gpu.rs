@@ -35,6 +35,8 @@ struct GpuWorker {
     only: Vec<String>,
     /// The `--model` names last found missing, so the warning is logged once per change.
     warned_missing: Mutex<Vec<String>>,
+    /// `--max-event-mib` in bytes.
+    max_event: usize,
 }
 
 impl GpuWorker {
@@ -69,6 +71,7 @@ impl GpuWorker {
             key: args.upstream_key.clone().filter(|k| !k.is_empty()),
             only,
             warned_missing: Mutex::new(Vec::new()),
+            max_event: usize::try_from(args.max_event_mib.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX),
         })
     }
 
@@ -162,11 +165,22 @@ impl GpuWorker {
         };
         let status = response.status();
         if !status.is_success() {
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
             let body = read_bounded(response).await;
-            return JobOutcome::failed(
-                self.scrub(crate::providers::error_message(&body)),
-                Some(status.as_u16()),
-            );
+            let message = self.scrub(crate::providers::error_message(&body));
+            return match retry_after {
+                Some(retry_after) => JobOutcome::Throttled {
+                    message,
+                    status: Some(status.as_u16()),
+                    retry_after: Some(retry_after),
+                    limited_until: None,
+                },
+                None => JobOutcome::failed(message, Some(status.as_u16())),
+            };
         }
         let mut decoder = SseDecoder::default();
         let mut usage = None;
@@ -180,7 +194,17 @@ impl GpuWorker {
                     return JobOutcome::failed(format!("the model server's stream broke: {detail}"), None);
                 }
             };
-            for data in decoder.push(&piece) {
+            let events = decoder.push(&piece);
+            if decoder.pending_len() > self.max_event || events.iter().any(|e| e.len() > self.max_event) {
+                return JobOutcome::failed(
+                    format!(
+                        "the model server sent an event larger than {} MiB (the worker's --max-event-mib)",
+                        self.max_event / (1024 * 1024)
+                    ),
+                    Some(502),
+                );
+            }
+            for data in events {
                 match self.forward_event(data, out, &mut usage, &mut usage_exact).await {
                     Forwarded::More => {}
                     Forwarded::End => return JobOutcome::Done(usage),
@@ -378,6 +402,11 @@ impl SseDecoder {
         }
         self.line.extend_from_slice(rest);
         events
+    }
+
+    /// Bytes of the event still being read (its data so far and the open line).
+    fn pending_len(&self) -> usize {
+        self.line.len() + self.data.as_ref().map_or(0, String::len)
     }
 
     /// The event left when the body ended without a blank line after it.
@@ -595,6 +624,7 @@ mod tests {
             upstream_key: None,
             models_refresh_secs: 60,
             models: models.iter().map(|m| m.to_string()).collect(),
+            max_event_mib: 16,
         })
         .unwrap()
     }

@@ -7,7 +7,7 @@
 //! `quota-after-role` streams a role chunk then an `insufficient_quota` error event (on
 //! a fake whose name starts with `bad`; others answer it normally);
 //! `stall-after-first` streams its opening and first content then goes silent;
-//! `redirect` answers 302; anything else answers
+//! `huge-event` streams a 20 MiB content event; `redirect` answers 302; anything else answers
 //! "Hello from <name>" (SSE when `stream` is true, with small delays between chunks).
 
 use bytes::Bytes;
@@ -478,7 +478,7 @@ impl FakeState {
                     .unwrap()
             }
             "quota-after-role" if self.name.starts_with("bad") => return openai_scripted_stream(&model),
-            "stall-after-first" => return openai_scripted_stream(&model),
+            "stall-after-first" | "huge-event" => return openai_scripted_stream(&model),
             m if m.starts_with("sleep-") => {
                 let ms: u64 = m["sleep-".len()..].parse().unwrap_or(0);
                 tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -571,7 +571,10 @@ fn openai_scripted_stream(model: &str) -> Response<Body> {
     };
     let mut parts = vec![chunk(json!({"role": "assistant", "content": ""}))];
     let stalls = model == "stall-after-first";
-    if stalls {
+    if model == "huge-event" {
+        parts.push(chunk(json!({"content": "x".repeat(20 * 1024 * 1024)})));
+        parts.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    } else if stalls {
         parts.push(chunk(json!({"content": "Hel"})));
     } else {
         let error = json!({"error": {"message": "You exceeded your current quota", "type": "insufficient_quota", "code": "insufficient_quota"}});

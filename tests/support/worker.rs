@@ -16,7 +16,7 @@ pub struct TestWorker {
 
 impl TestWorker {
     /// `auxot worker gpu` in front of `fake` (whose key is `upstream_key`), connected and
-    /// listed by the router before this returns.
+    /// listed by the router before this returns. Its token allows every model.
     pub async fn gpu(
         server: &TestServer,
         admin: &str,
@@ -25,7 +25,7 @@ impl TestWorker {
         upstream_key: &str,
         slots: u32,
     ) -> TestWorker {
-        let token = worker_token(server, admin, name, "gpu").await;
+        let token = worker_token_allowing(server, admin, name, "gpu", &["*"]).await;
         let args = vec![
             "gpu".to_string(),
             "--upstream".into(),
@@ -45,7 +45,7 @@ impl TestWorker {
         models: &[&str],
         slots: u32,
     ) -> TestWorker {
-        let token = worker_token(server, admin, name, "cli").await;
+        let token = worker_token_allowing(server, admin, name, "cli", &["*"]).await;
         let mut args = vec![
             "cli".to_string(),
             "--cli".into(),
@@ -152,6 +152,27 @@ pub async fn worker_token(server: &TestServer, admin: &str, name: &str, kind: &s
     reply.json()["token"].as_str().unwrap().to_string()
 }
 
+/// A token whose worker may serve `allowed` (`*`: anything, cloud-served names included —
+/// the deliberate GPU-first override the tier tests rely on).
+pub async fn worker_token_allowing(
+    server: &TestServer,
+    admin: &str,
+    name: &str,
+    kind: &str,
+    allowed: &[&str],
+) -> String {
+    let reply = server
+        .call(
+            "POST",
+            "/api/worker-tokens",
+            Some(admin),
+            Some(json!({"name": name, "kind": kind, "allowed_models": allowed})),
+        )
+        .await;
+    reply.expect(201);
+    reply.json()["token"].as_str().unwrap().to_string()
+}
+
 /// The router's view of one worker.
 pub async fn worker_view(server: &TestServer, admin: &str, name: &str) -> Option<Value> {
     let workers = server.call("GET", "/api/workers", Some(admin), None).await.json();
@@ -184,6 +205,11 @@ echo $$ > "$d/pid.$$"
 printf '%s\n' "$@" > "$d/args.$$"
 cat > "$d/input.$$"
 echo '{"type":"system","subtype":"init","session_id":"s1"}'
+if [ -e "$d/limited" ]; then
+  echo "{\"type\":\"result\",\"subtype\":\"success\",\"is_error\":true,\"result\":\"Claude AI usage limit reached|$(cat "$d/limited")\"}"
+  rm -f "$d/pid.$$"
+  exit 0
+fi
 if [ -e "$d/gated" ]; then
   while [ ! -e "$d/gate" ]; do sleep 0.02; done
 fi
@@ -207,6 +233,11 @@ rm -f "$d/pid.$$"
     pub fn close_gate(&self) {
         let _ = std::fs::remove_file(self.dir.join("gate"));
         std::fs::write(self.dir.join("gated"), "").unwrap();
+    }
+
+    /// From now on each run reports Claude Code's usage limit, resetting at `until`.
+    pub fn set_limited(&self, until: i64) {
+        std::fs::write(self.dir.join("limited"), until.to_string()).unwrap();
     }
 
     pub fn open_gate(&self) {

@@ -1,0 +1,432 @@
+//! A Responses request as a Chat Completions request.
+
+use super::{ResponseContext, CUSTOM_TOOL_INPUT};
+use crate::translate::anthropic::TranslateError;
+use serde_json::{json, Map, Value};
+
+fn err(field: impl Into<String>, message: impl Into<String>) -> TranslateError {
+    TranslateError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Fields read here or echoed back; any other is logged (debug) as dropped.
+const KNOWN_FIELDS: &[&str] = &[
+    "model",
+    "input",
+    "instructions",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "reasoning",
+    "text",
+    "max_output_tokens",
+    "temperature",
+    "top_p",
+    "stream",
+    "store",
+    "include",
+    "user",
+    "metadata",
+    "prompt_cache_key",
+    "previous_response_id",
+    "background",
+    "service_tier",
+    "stream_options",
+    "safety_identifier",
+    "truncation",
+];
+
+/// Request fields a `response` object repeats back to the client.
+const ECHOED: &[&str] = &[
+    "instructions",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "reasoning",
+    "text",
+    "max_output_tokens",
+    "temperature",
+    "top_p",
+    "store",
+    "metadata",
+    "user",
+    "truncation",
+    "prompt_cache_key",
+];
+
+/// Translates a Responses request body; `Err` names the JSON path of what cannot be sent
+/// to a chat model.
+pub fn responses_to_chat_request(body: &[u8]) -> Result<(Value, ResponseContext), TranslateError> {
+    let req: Map<String, Value> = match serde_json::from_slice(body) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => return Err(err("", "the request body must be a JSON object")),
+        Err(e) => return Err(err("", format!("the request body is not valid JSON: {e}"))),
+    };
+    for key in req.keys().filter(|k| !KNOWN_FIELDS.contains(&k.as_str())) {
+        tracing::debug!(field = %key, "dropped: chat completions has no place for this Responses field");
+    }
+    if req.get("previous_response_id").is_some_and(|v| !v.is_null()) {
+        return Err(err(
+            "previous_response_id",
+            "auxot keeps no server-side conversation state: send the whole conversation in `input` (with store: false)",
+        ));
+    }
+    if req.get("background") == Some(&Value::Bool(true)) {
+        return Err(err("background", "background responses are not supported by auxot"));
+    }
+    let model = match req.get("model") {
+        Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
+        _ => return Err(err("model", "is required and must be a non-empty string")),
+    };
+    let mut context = ResponseContext {
+        model: model.clone(),
+        ..ResponseContext::default()
+    };
+    for key in ECHOED {
+        if let Some(value) = req.get(*key) {
+            context.echo.insert((*key).to_string(), value.clone());
+        }
+    }
+
+    let mut out = Map::new();
+    out.insert("model".into(), json!(model));
+    let tools = tools(&req, &mut context)?;
+
+    let mut messages = Vec::new();
+    match req.get("instructions") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(text)) if text.is_empty() => {}
+        Some(Value::String(text)) => messages.push(json!({"role": "system", "content": text})),
+        Some(_) => return Err(err("instructions", "must be a string")),
+    }
+    match req.get("input") {
+        Some(Value::String(text)) => messages.push(json!({"role": "user", "content": text})),
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                input_item(item, &format!("input[{i}]"), &mut messages)?;
+            }
+        }
+        None | Some(Value::Null) => {}
+        Some(_) => return Err(err("input", "must be a string or an array of input items")),
+    }
+    if messages.iter().all(|m| m["role"] == "system") {
+        return Err(err("input", "must hold at least one message"));
+    }
+    out.insert("messages".into(), Value::Array(messages));
+
+    if let Some(max) = req.get("max_output_tokens").filter(|v| !v.is_null()) {
+        let max = max
+            .as_u64()
+            .ok_or_else(|| err("max_output_tokens", "must be a non-negative integer"))?;
+        out.insert("max_tokens".into(), json!(max));
+    }
+    for key in ["temperature", "top_p"] {
+        match req.get(key) {
+            None | Some(Value::Null) => {}
+            Some(n) if n.is_number() => {
+                out.insert(key.into(), n.clone());
+            }
+            Some(_) => return Err(err(key, "must be a number")),
+        }
+    }
+    match req.get("stream") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => {}
+        Some(Value::Bool(true)) => {
+            out.insert("stream".into(), json!(true));
+            out.insert("stream_options".into(), json!({"include_usage": true}));
+        }
+        Some(_) => return Err(err("stream", "must be a boolean")),
+    }
+    if let Some(effort) = req
+        .get("reasoning")
+        .and_then(|r| r.get("effort"))
+        .and_then(Value::as_str)
+    {
+        out.insert("reasoning_effort".into(), json!(effort));
+    }
+    if let Some(format) = req.get("text").and_then(|t| t.get("format")).filter(|f| !f.is_null()) {
+        if let Some(response_format) = response_format(format)? {
+            out.insert("response_format".into(), response_format);
+        }
+    }
+    for key in ["user", "prompt_cache_key", "safety_identifier"] {
+        if let Some(Value::String(value)) = req.get(key) {
+            out.insert(key.into(), json!(value));
+        }
+    }
+    if !tools.is_empty() {
+        out.insert("tools".into(), Value::Array(tools));
+        if let Some(choice) = req.get("tool_choice").filter(|c| !c.is_null()) {
+            out.insert("tool_choice".into(), tool_choice(choice)?);
+        }
+        if let Some(parallel) = req.get("parallel_tool_calls").filter(|v| !v.is_null()) {
+            let parallel = parallel
+                .as_bool()
+                .ok_or_else(|| err("parallel_tool_calls", "must be a boolean"))?;
+            out.insert("parallel_tool_calls".into(), json!(parallel));
+        }
+    }
+    Ok((Value::Object(out), context))
+}
+
+fn tools(req: &Map<String, Value>, context: &mut ResponseContext) -> Result<Vec<Value>, TranslateError> {
+    let list = match req.get("tools") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(list)) => list,
+        Some(_) => return Err(err("tools", "must be an array")),
+    };
+    let mut out = Vec::new();
+    for (i, tool) in list.iter().enumerate() {
+        let field = format!("tools[{i}]");
+        let kind = tool
+            .get("type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| err(format!("{field}.type"), "is required"))?;
+        let name = || {
+            tool.get("name")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| err(format!("{field}.name"), "is required"))
+        };
+        match kind {
+            "function" => {
+                let mut function = Map::new();
+                function.insert("name".into(), json!(name()?));
+                if let Some(description) = tool.get("description").filter(|d| d.is_string()) {
+                    function.insert("description".into(), description.clone());
+                }
+                let parameters = match tool.get("parameters") {
+                    None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
+                    Some(schema) if schema.is_object() => schema.clone(),
+                    Some(_) => return Err(err(format!("{field}.parameters"), "must be a JSON Schema object")),
+                };
+                function.insert("parameters".into(), parameters);
+                if let Some(strict) = tool.get("strict").filter(|s| s.is_boolean()) {
+                    function.insert("strict".into(), strict.clone());
+                }
+                out.push(json!({"type": "function", "function": function}));
+            }
+            "custom" => {
+                let name = name()?;
+                context.custom_tools.insert(name.to_string());
+                let mut about = tool
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                // A grammar cannot be enforced by a chat endpoint; the model reads it instead.
+                if let Some(definition) = tool
+                    .get("format")
+                    .and_then(|f| f.get("definition"))
+                    .and_then(Value::as_str)
+                {
+                    about.push_str("\n\nThe input must follow this grammar:\n");
+                    about.push_str(definition);
+                }
+                out.push(json!({"type": "function", "function": {
+                    "name": name,
+                    "description": about,
+                    "parameters": {
+                        "type": "object",
+                        "properties": {CUSTOM_TOOL_INPUT: {"type": "string", "description": "The raw freeform input for this tool."}},
+                        "required": [CUSTOM_TOOL_INPUT],
+                        "additionalProperties": false
+                    }
+                }}));
+            }
+            other => {
+                tracing::debug!(field = %field, kind = other, "dropped: a hosted tool runs only on OpenAI");
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn tool_choice(choice: &Value) -> Result<Value, TranslateError> {
+    match choice {
+        Value::String(s) if matches!(s.as_str(), "auto" | "none" | "required") => Ok(json!(s)),
+        Value::Object(map) => match map.get("type").and_then(Value::as_str) {
+            Some("function" | "custom") => {
+                let name = map
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| err("tool_choice.name", "is required"))?;
+                Ok(json!({"type": "function", "function": {"name": name}}))
+            }
+            Some("allowed_tools") => Ok(json!(map.get("mode").and_then(Value::as_str).unwrap_or("auto"))),
+            _ => Ok(json!("auto")),
+        },
+        _ => Err(err("tool_choice", "must be auto, none, required or a tool object")),
+    }
+}
+
+fn response_format(format: &Value) -> Result<Option<Value>, TranslateError> {
+    match format.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(json!({"type": "json_object"}))),
+        Some("json_schema") => {
+            let mut schema = Map::new();
+            for key in ["name", "schema", "strict", "description"] {
+                if let Some(v) = format.get(key) {
+                    schema.insert(key.into(), v.clone());
+                }
+            }
+            if !schema.contains_key("name") {
+                return Err(err("text.format.name", "is required for json_schema"));
+            }
+            Ok(Some(json!({"type": "json_schema", "json_schema": schema})))
+        }
+        _ => Err(err("text.format.type", "must be text, json_object or json_schema")),
+    }
+}
+
+/// Appends one input item; function calls join the assistant message before them so a
+/// turn's calls travel together, as chat models expect.
+fn input_item(item: &Value, field: &str, out: &mut Vec<Value>) -> Result<(), TranslateError> {
+    let Some(object) = item.as_object() else {
+        return Err(err(field, "must be an object"));
+    };
+    let kind = object.get("type").and_then(Value::as_str).unwrap_or("message");
+    match kind {
+        "message" => message(object, field, out),
+        "function_call" | "custom_tool_call" => {
+            let call_id = str_field(object, "call_id", field)?;
+            let name = str_field(object, "name", field)?;
+            let arguments = if kind == "function_call" {
+                str_field(object, "arguments", field)?.to_string()
+            } else {
+                let input = str_field(object, "input", field)?;
+                json!({CUSTOM_TOOL_INPUT: input}).to_string()
+            };
+            let call = json!({"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}});
+            match out.last_mut() {
+                Some(last) if last["role"] == "assistant" => {
+                    match last.get_mut("tool_calls").and_then(Value::as_array_mut) {
+                        Some(calls) => calls.push(call),
+                        None => last["tool_calls"] = json!([call]),
+                    }
+                }
+                _ => out.push(json!({"role": "assistant", "content": null, "tool_calls": [call]})),
+            }
+            Ok(())
+        }
+        "function_call_output" | "custom_tool_call_output" => {
+            let call_id = str_field(object, "call_id", field)?;
+            let text = match object.get("output") {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Array(parts)) => parts_text(parts),
+                Some(other) if !other.is_null() => other.to_string(),
+                _ => String::new(),
+            };
+            out.push(json!({"role": "tool", "tool_call_id": call_id, "content": text}));
+            Ok(())
+        }
+        "reasoning" => Ok(()),
+        other if other.ends_with("_call") || other.ends_with("_call_output") || other == "item_reference" => {
+            tracing::debug!(field = %field, kind = other, "dropped: a hosted tool's item has no chat counterpart");
+            Ok(())
+        }
+        other => Err(err(
+            format!("{field}.type"),
+            format!("input item type `{other}` cannot be sent to a chat model"),
+        )),
+    }
+}
+
+fn str_field<'a>(object: &'a Map<String, Value>, key: &str, field: &str) -> Result<&'a str, TranslateError> {
+    object
+        .get(key)
+        .and_then(Value::as_str)
+        .ok_or_else(|| err(format!("{field}.{key}"), "is required and must be a string"))
+}
+
+fn parts_text(parts: &[Value]) -> String {
+    parts
+        .iter()
+        .filter_map(|p| p.get("text").and_then(Value::as_str))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn message(object: &Map<String, Value>, field: &str, out: &mut Vec<Value>) -> Result<(), TranslateError> {
+    let role = str_field(object, "role", field)?;
+    let role = match role {
+        "user" | "assistant" | "system" | "developer" => role,
+        _ => {
+            return Err(err(
+                format!("{field}.role"),
+                "must be user, assistant, system or developer",
+            ))
+        }
+    };
+    let content_field = format!("{field}.content");
+    let content = match object.get("content") {
+        Some(Value::String(text)) => json!(text),
+        Some(Value::Array(parts)) => {
+            let mut converted = Vec::new();
+            for (j, part) in parts.iter().enumerate() {
+                if let Some(part) = content_part(part, &format!("{content_field}[{j}]"))? {
+                    converted.push(part);
+                }
+            }
+            if role != "user" || converted.iter().all(|p| p["type"] == "text") {
+                // Only user messages take non-text parts; others are joined as text.
+                json!(converted
+                    .iter()
+                    .filter_map(|p| p["text"].as_str())
+                    .collect::<Vec<_>>()
+                    .join(""))
+            } else {
+                Value::Array(converted)
+            }
+        }
+        _ => return Err(err(content_field, "must be a string or an array of content parts")),
+    };
+    out.push(json!({"role": role, "content": content}));
+    Ok(())
+}
+
+fn content_part(part: &Value, field: &str) -> Result<Option<Value>, TranslateError> {
+    let kind = part
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| err(format!("{field}.type"), "is required"))?;
+    let text = || {
+        part.get("text")
+            .and_then(Value::as_str)
+            .ok_or_else(|| err(format!("{field}.text"), "is required and must be a string"))
+    };
+    Ok(Some(match kind {
+        "input_text" | "output_text" | "text" => json!({"type": "text", "text": text()?}),
+        "refusal" => json!({"type": "text", "text": part.get("refusal").and_then(Value::as_str).unwrap_or("")}),
+        "input_image" => {
+            let url = part.get("image_url").and_then(Value::as_str).ok_or_else(|| {
+                err(
+                    format!("{field}.image_url"),
+                    "an image must be given as image_url (file ids need OpenAI's file store)",
+                )
+            })?;
+            let mut image = json!({"url": url});
+            if let Some(detail) = part.get("detail").and_then(Value::as_str) {
+                image["detail"] = json!(detail);
+            }
+            json!({"type": "image_url", "image_url": image})
+        }
+        "input_file" => {
+            let data = part
+                .get("file_data")
+                .and_then(Value::as_str)
+                .ok_or_else(|| err(format!("{field}.file_data"), "a file must be given inline as file_data"))?;
+            let name = part.get("filename").and_then(Value::as_str).unwrap_or("file");
+            json!({"type": "file", "file": {"filename": name, "file_data": data}})
+        }
+        other => {
+            return Err(err(
+                format!("{field}.type"),
+                format!("content part type `{other}` cannot be sent to a chat model"),
+            ))
+        }
+    }))
+}
