@@ -6,6 +6,8 @@ pub mod auth;
 pub mod config;
 pub mod crypto;
 pub mod dispatch;
+#[cfg(test)]
+mod fuzz;
 pub mod metrics;
 pub mod providers;
 pub mod store;
@@ -266,7 +268,7 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
                 Ok((stream, _)) => {
                     // Tokens are small writes: never let Nagle hold them back.
                     let _ = stream.set_nodelay(true);
-                    return Some((Ok::<_, std::io::Error>(stream), listener));
+                    return Some((Ok::<_, std::io::Error>(api::conn::Conn::new(stream)), listener));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of stopping.
@@ -281,7 +283,7 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
     let service = warp::service(api::routes(state));
     // Built on hyper directly (not `warp::serve`) to know each connection's peer address,
     // which the login throttle keys on.
-    let make_service = hyper::service::make_service_fn(move |conn: &tokio::net::TcpStream| {
+    let make_service = hyper::service::make_service_fn(move |conn: &api::conn::Conn| {
         let peer = conn.peer_addr().ok();
         let service = service.clone();
         async move {

@@ -574,3 +574,24 @@ async fn a_rejected_worker_token_backs_off_and_says_why() {
     assert!(attempts <= 6, "{attempts} attempts in 4 s:\n{logs}");
     assert!(logs.contains("retry_in_ms"), "{logs}");
 }
+
+#[tokio::test]
+async fn requests_hyper_cannot_parse_get_a_json_error_too() {
+    let server = TestServer::start().await;
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let huge = format!("x-big: {}\r\n", "a".repeat(1_000_000));
+    let many: String = (0..200).map(|i| format!("x-h{i}: v\r\n")).collect();
+    for (what, extra, status) in [("one huge header", huge, 431), ("too many headers", many, 431)] {
+        let mut stream = TcpStream::connect(&addr).await.unwrap();
+        let request = format!("GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n{extra}\r\n");
+        // The server may answer before it has read everything: ignore a failed write.
+        let _ = stream.write_all(request.as_bytes()).await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with(&format!("HTTP/1.1 {status} ")), "{what}: {text}");
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let parsed: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("{what}: not JSON: {text}"));
+        assert_eq!(parsed["error"]["code"], "headers_too_large", "{what}");
+    }
+}

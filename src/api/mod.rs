@@ -5,6 +5,7 @@
 mod admin;
 mod admin_agent;
 mod anthropic;
+pub mod conn;
 pub mod error;
 pub mod filters;
 mod openai;
