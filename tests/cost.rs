@@ -336,6 +336,11 @@ async fn the_request_log_pages_newest_first_and_filters() {
     assert_eq!(newest["api_key_name"], "second-key");
     assert!(newest["total_ms"].is_u64() && newest["attempts"].is_array());
     assert!(seen[1]["ttfb_ms"].is_u64(), "{}", seen[1]);
+    assert!(
+        seen[1]["queue_ms"].is_u64(),
+        "the dispatcher reports queue wait: {}",
+        seen[1]
+    );
     assert_eq!(seen[1]["tier"], "cloud");
     assert_eq!(seen[1]["route"], "main");
     let all = serde_json::to_string(&seen).unwrap();

@@ -562,14 +562,20 @@ pub async fn dispatch(
     request: crate::dispatch::ChatRequest,
     meter: &mut Meter,
 ) -> Result<crate::dispatch::Routed, ApiError> {
-    state.dispatcher.chat(request).await.map_err(|e| {
-        let tried = match &e {
-            crate::dispatch::DispatchError::Upstream { tried, .. } => tried.as_slice(),
-            crate::dispatch::DispatchError::AllFailed(failures) => failures.as_slice(),
-            _ => &[],
-        };
-        for failure in tried {
-            meter.add_attempt(failure.tier.as_str(), &failure.route, &failure.to_string());
+    let result = state.dispatcher.chat(request).await;
+    let tried = match &result {
+        Ok(routed) => {
+            meter.set_queue_wait(routed.queue_wait);
+            routed.failures.as_slice()
+        }
+        Err(e) => e.tried(),
+    };
+    for failure in tried {
+        meter.add_attempt(failure.tier.as_str(), &failure.route, &failure.to_string());
+    }
+    result.map_err(|e| {
+        if let crate::dispatch::DispatchError::QueueTimeout { waited, .. } = &e {
+            meter.set_queue_wait(*waited);
         }
         if let Some((tier, route)) = e.last_target() {
             meter.tried(tier.as_str(), route);
