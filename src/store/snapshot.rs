@@ -33,6 +33,9 @@ macro_rules! every_snapshot_table {
         $copy!(AGENTS);
         $copy!(SETTINGS);
         $copy!(USAGE);
+        $copy!(USAGE_INDEX);
+        $copy!(USAGE_SPEND);
+        $copy!(USAGE_DAILY);
         $copy!(PRICES);
         $copy!(CONVERSATIONS);
     };
