@@ -11,6 +11,7 @@ mod admin_agent;
 mod anthropic;
 mod bad_input;
 mod chat;
+mod console;
 mod leak;
 mod providers;
 mod restart;

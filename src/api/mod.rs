@@ -4,8 +4,10 @@
 
 mod admin;
 mod admin_agent;
+mod admins;
 mod anthropic;
 pub mod error;
+mod key_grant;
 mod openai;
 mod providers;
 mod relay;
@@ -26,12 +28,9 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let health = warp::path!("healthz")
         .and(warp::get())
         .map(|| json_response(200, &serde_json::json!({"status": "ok"})));
-    health
-        .or(openai::routes(state.clone()))
-        .unify()
-        .or(anthropic::routes(state.clone()))
-        .unify()
-        .or(admin::routes(state.clone()))
+    // The admin API, behind the viewers' read-only rule.
+    let admin_api = admin::routes(state.clone())
+        .or(admins::routes(state.clone()))
         .unify()
         .or(admin_agent::routes(state.clone()))
         .unify()
@@ -41,7 +40,14 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(routing::routes(state.clone()))
         .unify()
-        .or(usage::routes(state))
+        .or(usage::routes(state.clone()))
+        .unify();
+    health
+        .or(openai::routes(state.clone()))
+        .unify()
+        .or(anthropic::routes(state.clone()))
+        .unify()
+        .or(admins::read_only_guard(state).and(admin_api))
         .unify()
         .or(ui::routes())
         .unify()
@@ -52,7 +58,9 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
 
 /// Only "no route matched" reaches here: handlers answer their own errors.
 async fn reject_as_json(rejection: Rejection) -> Result<Response, Infallible> {
-    let response = if rejection.is_not_found() {
+    let response = if rejection.find::<admins::ReadOnly>().is_some() {
+        error::ApiError::from(crate::auth::AuthError::ReadOnly).into_response(error::Dialect::Admin)
+    } else if rejection.is_not_found() {
         rejection_response(404, "not_found", "no such endpoint")
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
         rejection_response(405, "method_not_allowed", "this endpoint does not accept that method")

@@ -14,7 +14,7 @@ pub mod tables;
 mod usage;
 mod worker_tokens;
 
-pub use admins::AdminRecord;
+pub use admins::{AdminRecord, AdminRole};
 pub use agents::AgentRecord;
 pub use aliases::{AliasRecord, AUTO as AUTO_ALIAS};
 pub use api_keys::{ApiKeyRecord, Role};

@@ -101,6 +101,10 @@ impl Meter {
         self.row.api_key_id = id;
     }
 
+    pub fn api_key_id(&self) -> Option<&str> {
+        self.row.api_key_id.as_deref()
+    }
+
     pub fn set_request(&mut self, model: &str, stream: bool, request_bytes: usize) {
         self.row.model = model.to_string();
         self.row.agent = model.strip_prefix(crate::agents::MODEL_PREFIX).map(str::to_string);
@@ -183,7 +187,8 @@ impl Meter {
         }
         self.row.cloud_equivalent_usd = priced;
         if let Some(key) = &self.row.api_key_id {
-            self.usage.add_spend(key, self.row.at_ms, self.row.cost_usd);
+            self.usage
+                .add_spend(key, self.row.at_ms, self.row.cost_usd, tokens.input + tokens.output);
         }
         let outcome = if self.row.outcome.starts_with("error") {
             "error"
