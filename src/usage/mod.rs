@@ -390,6 +390,9 @@ pub enum GroupBy {
     ApiKey,
     Agent,
     Day,
+    /// `2026-11-29/gpu`: per UTC day and tier, failed requests as `failed`, for the stacked
+    /// daily chart.
+    DayTier,
 }
 
 impl GroupBy {
@@ -401,6 +404,7 @@ impl GroupBy {
             "api_key" => GroupBy::ApiKey,
             "agent" => GroupBy::Agent,
             "day" => GroupBy::Day,
+            "day_tier" => GroupBy::DayTier,
             _ => return None,
         })
     }
@@ -414,6 +418,15 @@ impl GroupBy {
             GroupBy::ApiKey => row.api_key_id.clone().unwrap_or_else(none),
             GroupBy::Agent => row.agent.clone().unwrap_or_else(none),
             GroupBy::Day => crate::rfc3339(row.at_ms / 1000).chars().take(10).collect(),
+            GroupBy::DayTier => {
+                let day: String = crate::rfc3339(row.at_ms / 1000).chars().take(10).collect();
+                let tier = if row.outcome.starts_with("error") {
+                    "failed"
+                } else {
+                    row.tier.as_deref().unwrap_or("none")
+                };
+                format!("{day}/{tier}")
+            }
         }
     }
 }
@@ -542,6 +555,21 @@ mod tests {
         let csv = to_csv(&groups);
         assert!(csv.starts_with("key,requests"));
         assert!(csv.contains("\ngpu,2,0,1,110,55,"));
+    }
+
+    #[test]
+    fn day_tier_groups_put_failures_apart_from_their_tier() {
+        let rows = vec![
+            row("gpu", "qwen", 100, 50, 0.0, 0.002, "ok"),
+            row("cloud", "gpt-4o", 1000, 500, 0.0075, 0.0075, "ok"),
+            row("cloud", "gpt-4o", 0, 0, 0.0, 0.0, "error:upstream_error"),
+        ];
+        let (groups, _) = aggregate(&rows, GroupBy::DayTier);
+        let keys: Vec<&str> = groups.iter().map(|g| g.key.split_once('/').unwrap().1).collect();
+        assert_eq!(keys, ["cloud", "failed", "gpu"]);
+        assert!(groups
+            .iter()
+            .all(|g| g.key.len() == "2026-11-29/".len() + g.key.split_once('/').unwrap().1.len()));
     }
 
     #[test]
