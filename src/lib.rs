@@ -88,8 +88,9 @@ pub async fn start(config: ServeConfig) -> Result<AppState, StartError> {
             source_name: config.secret_key.describe(),
             error,
         })?;
-    let store = Store::open(&config.data_dir)?;
-    let state = store.key_state()?;
+    // The key is checked against the data before the database is opened for writing: a
+    // refused start leaves the file untouched.
+    let state = Store::peek_key_state(&config.data_dir)?;
     let (material, generated) = match (parsed, &state.canary) {
         (Some(material), _) => (material, None),
         (None, Some(canary)) => {
@@ -150,6 +151,7 @@ pub async fn start(config: ServeConfig) -> Result<AppState, StartError> {
             "no secret key was configured: generated one into this file. Move it into a credential (AUXOT_SECRET_KEY_FILE, or systemd LoadCredential=auxot-secret-key) and back it up: without it the stored provider keys cannot be opened"
         );
     }
+    let store = Store::open(&config.data_dir)?;
     store.initialize(new_salt.as_deref(), new_canary.as_ref())?;
 
     let master = Arc::new(master);
@@ -203,12 +205,26 @@ fn prepare_data_dir(path: &std::path::Path) -> Result<(), StartError> {
         path: path.display().to_string(),
         source,
     };
+    // The directory holds the database and maybe the secret key: its owner's only.
     if !path.exists() {
-        std::fs::create_dir_all(path).map_err(fail)?;
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(path).map_err(fail)?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(fail)?;
+        }
+    } else {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path).map_err(fail)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o7777), "the data directory is readable by other users; make it private with `chmod 700`");
+            }
         }
     }
     Ok(())
@@ -232,6 +248,8 @@ fn write_generated_key(path: &std::path::Path, key: &str) -> Result<(), StartErr
     file.sync_all().map_err(fail)
 }
 
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Serves `state` on an already-bound listener until `shutdown` resolves (tests bind port 0).
 pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) {
     let background = spawn_background_tasks(&state);
@@ -253,9 +271,27 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
     });
     let workers = state.workers.clone();
     let usage = state.usage.clone();
-    warp::serve(api::routes(state))
-        .serve_incoming_with_graceful_shutdown(incoming, shutdown)
+    let service = warp::service(api::routes(state));
+    // Built on hyper directly (not `warp::serve`) to know each connection's peer address,
+    // which the login throttle keys on.
+    let make_service = hyper::service::make_service_fn(move |conn: &tokio::net::TcpStream| {
+        let peer = conn.peer_addr().ok();
+        let service = service.clone();
+        async move {
+            Ok::<_, std::convert::Infallible>(hyper::service::service_fn(move |request| {
+                api::filters::serve_request(service.clone(), peer, request)
+            }))
+        }
+    });
+    let served = hyper::Server::builder(hyper::server::accept::from_stream(incoming))
+        // A client that has not sent its headers by then is dropped (slow-loris).
+        .http1_header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve(make_service)
+        .with_graceful_shutdown(shutdown)
         .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "the HTTP server stopped with an error");
+    }
     // Worker sockets are upgraded connections the HTTP shutdown does not wait for: close
     // them properly so workers see a goodbye, not a reset.
     workers.close_all(Duration::from_secs(2)).await;

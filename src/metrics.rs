@@ -44,6 +44,8 @@ pub struct Gauges {
     pub workers: Vec<WorkerGauge>,
     pub queue_depth: usize,
     pub usage_rows_dropped: u64,
+    /// Providers and workers in cooldown or over a usage limit right now.
+    pub targets_cooling: usize,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -188,6 +190,12 @@ impl Metrics {
         render_workers(&mut out, &gauges.workers);
         out.family("auxot_queue_depth", "gauge", "Requests waiting for a worker slot.");
         out.sample("auxot_queue_depth", &[], gauges.queue_depth);
+        out.family(
+            "auxot_targets_cooling",
+            "gauge",
+            "Providers and workers skipped by the router: cooling down after failures or over a usage limit.",
+        );
+        out.sample("auxot_targets_cooling", &[], gauges.targets_cooling);
         out.family(
             "auxot_usage_rows_dropped_total",
             "counter",
@@ -698,6 +706,7 @@ mod tests {
             ],
             queue_depth: 3,
             usage_rows_dropped: 7,
+            targets_cooling: 0,
         };
         let text = Metrics::default().render(&gauges);
         let samples = parse(&text);

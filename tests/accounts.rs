@@ -230,7 +230,8 @@ async fn repeated_failed_logins_are_throttled_with_retry_after() {
         )
         .await
         .expect(201);
-    for _ in 0..10 {
+    // Five misses from one address are free (see README "Login throttling").
+    for _ in 0..5 {
         server
             .call(
                 "POST",
@@ -241,7 +242,7 @@ async fn repeated_failed_logins_are_throttled_with_retry_after() {
             .await
             .expect(401);
     }
-    // Now even the right password waits: a guesser cannot tell it worked.
+    // Now even the right password from that address waits: a guesser cannot tell it worked.
     let throttled = server
         .call(
             "POST",
@@ -253,15 +254,5 @@ async fn repeated_failed_logins_are_throttled_with_retry_after() {
     throttled.expect(429);
     assert_eq!(throttled.json()["error"]["code"], "too_many_attempts");
     let retry: u64 = throttled.header("retry-after").unwrap().parse().unwrap();
-    assert!((1..=300).contains(&retry), "{retry}");
-    // Another account is not affected.
-    server
-        .call(
-            "POST",
-            "/api/login",
-            None,
-            Some(json!({"username": "someone", "password": "x-password"})),
-        )
-        .await
-        .expect(401);
+    assert!((1..=2).contains(&retry), "{retry}");
 }

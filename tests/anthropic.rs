@@ -355,7 +355,7 @@ async fn messages_errors_use_the_anthropic_shape() {
         ),
         (
             Some(&client),
-            json!({"model": "gpt-4o", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "document", "source": {"type": "text", "data": "x"}}]}]}),
+            json!({"model": "gpt-4o", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "hologram", "source": {"type": "text", "data": "x"}}]}]}),
             400,
             "messages[0].content[0]",
         ),

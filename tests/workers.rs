@@ -1,6 +1,6 @@
 //! Workers: tokens, the live list, disconnects, heartbeats, cancellation, slot accounting.
 
-use crate::support::worker::{alive, worker_token, worker_view};
+use crate::support::worker::{alive, worker_token, worker_token_allowing, worker_view};
 use crate::support::{eventually, FakeCli, FakeUpstream, Options, TestServer, TestWorker};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
@@ -185,7 +185,8 @@ async fn a_silent_worker_goes_offline_and_its_job_fails_over() {
     let admin = server.admin_key().await;
     let client = server.client_key(&admin).await;
     server.add_provider(&admin, "cloud", &cloud, CLOUD_KEY).await;
-    let token = worker_token(&server, &admin, "mute", "gpu").await;
+    // The operator deliberately puts this worker before the cloud for "qwen".
+    let token = worker_token_allowing(&server, &admin, "mute", "gpu", &["qwen"]).await;
     let mut request = (server.url.replace("http://", "ws://") + "/api/workers/connect")
         .into_client_request()
         .unwrap();

@@ -2,7 +2,9 @@
 //! `/api/api-keys`.
 
 use super::error::{json_response, ApiError, Dialect};
+use super::filters::client_ip;
 use super::request::{api_key, parse_json, read_body, session_token, SESSION_COOKIE};
+use crate::auth::Source;
 use crate::auth::{ApiKeyView, KeyPolicy, Principal};
 use crate::crypto::Secret;
 use crate::store::Role;
@@ -32,9 +34,10 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let login = warp::path!("api" / "login")
         .and(warp::post())
         .and(with_state.clone())
+        .and(client_ip())
         .and(headers())
         .and(warp::body::stream())
-        .then(|state, headers, body| reply(login(state, headers, body)));
+        .then(|state, ip, headers, body| reply(login(state, ip, headers, body)));
     let logout = warp::path!("api" / "logout")
         .and(warp::post())
         .and(with_state.clone())
@@ -118,26 +121,37 @@ async fn setup_status(state: AppState) -> Result<Response, ApiError> {
     Ok(json_response(200, &json!({"needs_setup": !exists})))
 }
 
+/// Anonymous requests (setup, login) carry a username and a password: no more.
+const CREDENTIALS_BODY_LIMIT: u64 = 16 * 1024;
+
 async fn setup<S, B>(state: AppState, headers: HeaderMap, body: S) -> Result<Response, ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    let body = read_body(&headers, body, state.config.body_limit).await?;
+    let body = read_body(&headers, body, CREDENTIALS_BODY_LIMIT).await?;
     let credentials: Credentials = parse_json(&body)?;
     state.auth.setup(&credentials.username, &credentials.password).await?;
     tracing::info!(username = %credentials.username.trim(), "first admin created");
     Ok(json_response(201, &json!({"username": credentials.username.trim()})))
 }
 
-async fn login<S, B>(state: AppState, headers: HeaderMap, body: S) -> Result<Response, ApiError>
+async fn login<S, B>(
+    state: AppState,
+    ip: Option<std::net::IpAddr>,
+    headers: HeaderMap,
+    body: S,
+) -> Result<Response, ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    let body = read_body(&headers, body, state.config.body_limit).await?;
+    let body = read_body(&headers, body, CREDENTIALS_BODY_LIMIT).await?;
     let credentials: Credentials = parse_json(&body)?;
-    let token = state.auth.login(&credentials.username, &credentials.password).await?;
+    let token = state
+        .auth
+        .login(Source::of(ip), &credentials.username, &credentials.password)
+        .await?;
     let cookie = format!(
         "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
         token.expose(),

@@ -8,7 +8,7 @@ use super::relay;
 use super::request::{api_key, header, parse_json, read_body, require_model_and_messages, RolePeek};
 use crate::dispatch::{ChatRequest, Routed, RoutedReply};
 use crate::providers::anthropic::ClientHeaders;
-use crate::providers::UpstreamReply;
+use crate::providers::{ChatOutcome, UpstreamReply};
 use crate::translate::anthropic::openai_to_anthropic_response;
 use crate::translate::Format;
 use crate::usage::{Meter, MeterStart, RouteInfo};
@@ -28,12 +28,22 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let messages_path = warp::path!("v1" / "messages")
         .or(warp::path!("api" / "anthropic" / "v1" / "messages"))
         .unify();
+    let raw_query = || warp::query::raw().or(warp::any().map(String::new)).unify();
     let messages = messages_path
         .and(warp::post())
         .and(with_state.clone())
         .and(warp::header::headers_cloned())
+        .and(raw_query())
         .and(warp::body::stream())
         .then(create_message);
+    // Claude Code and SDK health checks probe with HEAD before the first request.
+    let head = warp::path!("v1" / "messages")
+        .or(warp::path!("api" / "anthropic" / "v1" / "messages"))
+        .unify()
+        .or(warp::path::end())
+        .unify()
+        .and(warp::head())
+        .map(|| bytes_response(200, "text/plain", Bytes::new()));
     let count_path = warp::path!("v1" / "messages" / "count_tokens")
         .or(warp::path!("api" / "anthropic" / "v1" / "messages" / "count_tokens"))
         .unify();
@@ -41,6 +51,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with_state.clone())
         .and(warp::header::headers_cloned())
+        .and(raw_query())
         .and(warp::body::stream())
         .then(count_tokens);
     let models = warp::path!("api" / "anthropic" / "v1" / "models")
@@ -48,7 +59,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(with_state)
         .and(warp::header::headers_cloned())
         .map(|state: AppState, headers: HeaderMap| list_models(&state, &headers));
-    messages.or(count).unify().or(models).unify().boxed()
+    messages.or(count).unify().or(models).unify().or(head).unify().boxed()
 }
 
 /// What routing needs from a Messages request; the rest stays untouched.
@@ -63,13 +74,13 @@ struct MessagesPeek {
     stream: Option<bool>,
 }
 
-async fn create_message<S, B>(state: AppState, headers: HeaderMap, body: S) -> Response
+async fn create_message<S, B>(state: AppState, headers: HeaderMap, query: String, body: S) -> Response
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf + Send,
 {
     let mut meter = state.usage.meter(MeterStart::default());
-    match route_message(&state, &headers, body, &mut meter).await {
+    match route_message(&state, &headers, query, body, &mut meter).await {
         Ok((model, routed)) => reply(routed, &model, meter).await,
         Err(e) => {
             meter.failed(e.code, e.status);
@@ -81,6 +92,7 @@ where
 async fn route_message<S, B>(
     state: &AppState,
     headers: &HeaderMap,
+    query: String,
     body: S,
     meter: &mut Meter,
 ) -> Result<(String, Routed), ApiError>
@@ -97,11 +109,7 @@ where
     let request = ChatRequest {
         body,
         format: Format::Anthropic,
-        // SDKs send new dates and beta flags: accepted whatever their value, passed on.
-        anthropic: ClientHeaders {
-            version: header(headers, "anthropic-version").map(str::to_string),
-            beta: header(headers, "anthropic-beta").map(str::to_string),
-        },
+        anthropic: client_headers(headers, query),
         model: peek.model.clone(),
         stream: peek.stream.unwrap_or(false),
         include_usage: false,
@@ -111,6 +119,19 @@ where
     };
     let routed = relay::dispatch(state, request, meter).await?;
     Ok((peek.model, routed))
+}
+
+/// What an Anthropic upstream must see as the client sent it. SDKs send new dates and beta
+/// flags: accepted whatever their value, passed on.
+fn client_headers(headers: &HeaderMap, query: String) -> ClientHeaders {
+    let get = |name: &str| header(headers, name).map(str::to_string);
+    ClientHeaders {
+        version: get("anthropic-version"),
+        beta: get("anthropic-beta"),
+        query: (!query.is_empty()).then_some(query),
+        user_agent: get("user-agent"),
+        x_app: get("x-app"),
+    }
 }
 
 async fn reply(routed: Routed, model: &str, mut meter: Meter) -> Response {
@@ -123,8 +144,8 @@ async fn reply(routed: Routed, model: &str, mut meter: Meter) -> Response {
             reply,
             format: Format::OpenAi,
         } => from_openai(reply, model).await,
-        RoutedReply::WorkerStream { first, job } => {
-            Ok(Outgoing::sse(relay::worker_chunks_as_anthropic(first, job, model)))
+        RoutedReply::WorkerStream { held, job } => {
+            Ok(Outgoing::sse(relay::worker_chunks_as_anthropic(held, job, model)))
         }
         RoutedReply::Complete(body) => openai_to_anthropic_response(&body, model)
             .map(|value| Outgoing::json(200, Bytes::from(value.to_string())))
@@ -189,19 +210,52 @@ struct CountPeek {
     tools: Option<Vec<Value>>,
 }
 
-/// An estimate, documented as such: about four characters per token over every text the
+/// Answered by the Anthropic provider the request would go to first (exact); otherwise an
+/// estimate, documented as such: about four characters per token over every text the
 /// model would read (system, messages, tool definitions). No tokenizer ships with auxot.
-async fn count_tokens<S, B>(state: AppState, headers: HeaderMap, body: S) -> Response
+async fn count_tokens<S, B>(state: AppState, headers: HeaderMap, query: String, body: S) -> Response
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf + Send,
 {
     let result: Result<Response, ApiError> = async {
         state.auth.authorize_client(api_key(&headers))?;
+        let overrides = RouteHeaders::read(&headers)?;
         let body = read_body(&headers, body, state.config.body_limit).await?;
         let peek: CountPeek = parse_json(&body)?;
         if peek.model.trim().is_empty() {
             return Err(ApiError::bad_request("model must not be empty"));
+        }
+        let request = ChatRequest {
+            body: body.clone(),
+            format: Format::Anthropic,
+            anthropic: client_headers(&headers, query),
+            model: peek.model.clone(),
+            stream: false,
+            include_usage: false,
+            provider: overrides.provider,
+            tiers: overrides.tiers,
+            wait: overrides.wait,
+        };
+        match state.dispatcher.count_tokens_upstream(&request).await {
+            Some(Ok(ChatOutcome::Reply(reply))) => {
+                let answer = relay::collect(reply.body).await.map_err(|e| {
+                    ApiError::new(502, "upstream_error", format!("cannot read the upstream's answer: {e}"))
+                })?;
+                return Ok(bytes_response(200, "application/json", answer));
+            }
+            Some(Ok(ChatOutcome::Failed(failure))) if failure.status < 500 && failure.status != 429 => {
+                return Ok(bytes_response(failure.status, "application/json", failure.body));
+            }
+            Some(other) => {
+                let why = match other {
+                    Ok(ChatOutcome::Failed(failure)) => failure.message(),
+                    Err(e) => e.to_string(),
+                    Ok(ChatOutcome::Reply(_)) => String::new(),
+                };
+                tracing::debug!(why = %why, "count_tokens upstream failed; estimating instead");
+            }
+            None => {}
         }
         let mut chars = 0usize;
         for message in &peek.messages {

@@ -43,7 +43,8 @@ impl ApiError {
         ApiError::new(400, "invalid_request", message)
     }
 
-    pub fn into_response(self, dialect: Dialect) -> Response {
+    pub fn into_response(mut self, dialect: Dialect) -> Response {
+        bound_message(&mut self.message);
         if self.status == 500 {
             tracing::error!(status = self.status, code = self.code, message = %self.message, "request failed");
         } else if self.status > 500 {
@@ -69,6 +70,21 @@ impl ApiError {
     }
 }
 
+/// Error messages may quote what the client sent (a model name, a field value): only a
+/// bounded prefix of it ever goes back, however large the input.
+pub const MAX_ERROR_MESSAGE: usize = 2048;
+
+fn bound_message(message: &mut String) {
+    if message.len() > MAX_ERROR_MESSAGE {
+        let mut cut = MAX_ERROR_MESSAGE;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push_str("… (truncated)");
+    }
+}
+
 pub fn json_response(status: u16, body: &serde_json::Value) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     bytes_response(status, "application/json", bytes.into())
@@ -87,6 +103,7 @@ impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         let retry_after = match &e {
             AuthError::TooManyAttempts { retry_after_secs } => Some(retry_after_secs.to_string()),
+            AuthError::Busy => Some("1".to_string()),
             _ => None,
         };
         ApiError::new(e.status(), e.code(), e.to_string()).with_retry_after(retry_after)
@@ -109,7 +126,10 @@ impl From<DispatchError> for ApiError {
                 format!("'{route}' answered {}: {}", failure.status, failure.message()),
             )
             .with_retry_after(failure.retry_after.clone()),
-            other => ApiError::new(other.status(), other.code(), other.to_string()),
+            other => {
+                let retry_after = other.retry_after();
+                ApiError::new(other.status(), other.code(), other.to_string()).with_retry_after(retry_after)
+            }
         }
     }
 }

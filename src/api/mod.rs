@@ -7,6 +7,7 @@ mod admin_agent;
 mod admins;
 mod anthropic;
 pub mod error;
+pub mod filters;
 mod key_grant;
 mod openai;
 mod providers;
@@ -42,7 +43,10 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(usage::routes(state.clone()))
         .unify();
-    health
+    // Cross-site writes are refused before any route sees them.
+    filters::csrf_guard()
+        .or(health)
+        .unify()
         .or(openai::routes(state.clone()))
         .unify()
         .or(anthropic::routes(state.clone()))

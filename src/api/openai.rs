@@ -167,7 +167,7 @@ async fn reply(routed: Routed, model: &str, include_usage: bool, mut meter: Mete
             reply,
             format: Format::Anthropic,
         } => from_anthropic(reply, model).await,
-        RoutedReply::WorkerStream { first, job } => Ok(worker_stream(first, job, &routed.route)),
+        RoutedReply::WorkerStream { held, job } => Ok(worker_stream(held, job, &routed.route)),
         RoutedReply::Complete(body) => Ok(Outgoing::json(200, body)),
     };
     let out = match out {
@@ -218,45 +218,63 @@ pub(super) fn openai_stream_error(route: &str, why: &str) -> Bytes {
 }
 
 /// A worker's chunks as SSE, as they arrive. The stream owns the job: a client that goes
-/// away drops it, which cancels the job on the worker and frees its slot.
-/// A worker's chunks as SSE, as they arrive. The stream owns the job: a client that goes
 /// away drops it, which cancels the job on the worker and frees its slot. Usage from a
 /// `done` (CLI workers) becomes a last usage-only chunk, as OpenAI streams carry it.
-fn worker_stream(first: Option<Box<RawValue>>, job: WorkerJob, route: &str) -> Outgoing {
-    enum Step {
-        First(Option<Box<RawValue>>, WorkerJob),
-        /// `bool`: a usage chunk already went by.
-        Next(WorkerJob, bool),
-        Done,
-        End,
+fn worker_stream(held: Vec<Box<RawValue>>, job: WorkerJob, route: &str) -> Outgoing {
+    struct State {
+        held: std::vec::IntoIter<Box<RawValue>>,
+        job: WorkerJob,
+        saw_usage: bool,
+        /// `[DONE]` (or an error) went out: nothing more.
+        ended: bool,
+        pending_done: bool,
     }
     let route = route.to_string();
-    let body = futures_util::stream::unfold(Step::First(first, job), move |step| {
+    let state = State {
+        held: held.into_iter(),
+        job,
+        saw_usage: false,
+        ended: false,
+        pending_done: false,
+    };
+    let body = futures_util::stream::unfold(state, move |mut state| {
         let route = route.clone();
         async move {
-            let (mut job, saw_usage) = match step {
-                Step::First(Some(chunk), job) => {
-                    let usage = is_usage_only(&chunk);
-                    return Some((Ok::<Bytes, Infallible>(sse_event(chunk.get())), Step::Next(job, usage)));
-                }
-                Step::First(None, job) => (job, false),
-                Step::Next(job, saw_usage) => (job, saw_usage),
-                Step::Done => return Some((Ok(Bytes::from_static(SSE_DONE)), Step::End)),
-                Step::End => return None,
-            };
-            match job.next_event().await {
-                JobEvent::Chunk(chunk) => {
-                    let usage = saw_usage || is_usage_only(&chunk);
-                    Some((Ok(sse_event(chunk.get())), Step::Next(job, usage)))
-                }
-                JobEvent::Done(Some(usage)) if !saw_usage => {
-                    let chunk = json!({"object": "chat.completion.chunk", "choices": [], "usage": usage});
-                    Some((Ok(sse_event(&chunk.to_string())), Step::Done))
-                }
-                JobEvent::Done(_) => Some((Ok(Bytes::from_static(SSE_DONE)), Step::End)),
-                JobEvent::Failed { message, .. } => Some((Ok(openai_stream_error(&route, &message)), Step::End)),
-                JobEvent::Disconnected => Some((Ok(openai_stream_error(&route, "the worker disconnected")), Step::End)),
+            if state.ended {
+                return None;
             }
+            if state.pending_done {
+                state.ended = true;
+                return Some((Ok::<Bytes, Infallible>(Bytes::from_static(SSE_DONE)), state));
+            }
+            if let Some(chunk) = state.held.next() {
+                state.saw_usage |= is_usage_only(&chunk);
+                return Some((Ok(sse_event(chunk.get())), state));
+            }
+            let out = match state.job.next_event().await {
+                JobEvent::Chunk(chunk) => {
+                    state.saw_usage |= is_usage_only(&chunk);
+                    sse_event(chunk.get())
+                }
+                JobEvent::Done(Some(usage)) if !state.saw_usage => {
+                    state.pending_done = true;
+                    let chunk = json!({"object": "chat.completion.chunk", "choices": [], "usage": usage});
+                    sse_event(&chunk.to_string())
+                }
+                JobEvent::Done(_) => {
+                    state.ended = true;
+                    Bytes::from_static(SSE_DONE)
+                }
+                JobEvent::Failed { message, .. } => {
+                    state.ended = true;
+                    openai_stream_error(&route, &message)
+                }
+                JobEvent::Disconnected => {
+                    state.ended = true;
+                    openai_stream_error(&route, "the worker disconnected")
+                }
+            };
+            Some((Ok(out), state))
         }
     });
     Outgoing::sse(body.boxed())

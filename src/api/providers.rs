@@ -131,7 +131,17 @@ where
 
 async fn list(state: AppState, headers: HeaderMap) -> Result<Response, ApiError> {
     require_admin(&state, &headers).await?;
-    let providers = state.providers.list().await?;
+    let providers: Vec<serde_json::Value> = state
+        .providers
+        .list()
+        .await?
+        .into_iter()
+        .map(|p| {
+            let mut value = serde_json::to_value(&p).unwrap_or_default();
+            state.dispatcher.provider_health(&p.id).merge_into(&mut value);
+            value
+        })
+        .collect();
     Ok(json_response(200, &json!({"data": providers})))
 }
 

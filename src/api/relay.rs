@@ -158,7 +158,7 @@ pub fn openai_sse_as_anthropic(body: UpstreamBody, model: &str) -> ClientStream 
 
 /// A worker's OpenAI chunks as Anthropic events. The stream owns the job: a client that
 /// goes away drops it, which cancels the job on the worker.
-pub fn worker_chunks_as_anthropic(first: Option<Box<RawValue>>, job: WorkerJob, model: &str) -> ClientStream {
+pub fn worker_chunks_as_anthropic(held: Vec<Box<RawValue>>, job: WorkerJob, model: &str) -> ClientStream {
     struct State {
         job: WorkerJob,
         translator: OpenAiToAnthropicStream,
@@ -166,7 +166,7 @@ pub fn worker_chunks_as_anthropic(first: Option<Box<RawValue>>, job: WorkerJob, 
         ended: bool,
     }
     let mut translator = OpenAiToAnthropicStream::new(model);
-    let pending: VecDeque<Bytes> = first.map(|c| translator.push_chunk(c.get())).unwrap_or_default().into();
+    let pending: VecDeque<Bytes> = held.iter().flat_map(|c| translator.push_chunk(c.get())).collect();
     let state = State {
         job,
         translator,

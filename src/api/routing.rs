@@ -4,7 +4,7 @@ use super::admin::{no_content, reply, require_admin};
 use super::error::{json_response, ApiError};
 use super::request::{parse_json, read_body};
 use crate::agents::AgentInput;
-use crate::dispatch::rules::{RulesError, SettingsPatch};
+use crate::dispatch::rules::{RulesError, SettingsPatch, TimeoutsPatch};
 use crate::store::AliasRecord;
 use crate::AppState;
 use bytes::{Buf, Bytes};
@@ -135,6 +135,9 @@ struct AliasBody {
     cli: Option<String>,
     #[serde(default)]
     cloud: Option<String>,
+    /// Absent on an update: the alias keeps its client model names.
+    #[serde(default)]
+    client_models: Option<Vec<String>>,
 }
 
 async fn list_aliases(state: AppState, headers: HeaderMap) -> Result<Response, ApiError> {
@@ -166,6 +169,17 @@ where
         (None, Some(named)) => named,
         (None, None) => return Err(ApiError::bad_request("name is required")),
     };
+    let client_models = match input.client_models {
+        Some(names) => names,
+        None if create => Vec::new(),
+        None => state
+            .rules
+            .aliases()
+            .into_iter()
+            .find(|a| a.name == name)
+            .map(|a| a.client_models)
+            .unwrap_or_default(),
+    };
     let alias = state
         .rules
         .put_alias(
@@ -174,6 +188,7 @@ where
                 gpu: input.gpu,
                 cli: input.cli,
                 cloud: input.cloud,
+                client_models,
             },
             create,
         )
@@ -279,6 +294,8 @@ struct RoutingBody {
     default_order: Option<Vec<String>>,
     #[serde(default)]
     queue_timeout_ms: Option<u64>,
+    #[serde(default)]
+    timeouts: Option<TimeoutsPatch>,
 }
 
 async fn get_settings(state: AppState, headers: HeaderMap) -> Result<Response, ApiError> {
@@ -299,12 +316,14 @@ where
     let routing = input.routing.unwrap_or(RoutingBody {
         default_order: None,
         queue_timeout_ms: None,
+        timeouts: None,
     });
     let settings = state
         .rules
         .update_settings(SettingsPatch {
             default_order: routing.default_order,
             queue_timeout_ms: routing.queue_timeout_ms,
+            timeouts: routing.timeouts,
             admin_agent_model: input.admin_agent.and_then(|a| a.model),
         })
         .await?;

@@ -81,6 +81,7 @@ fn serve_asset(path: &str, gzip_ok: bool) -> Response {
         "no-cache"
     };
     headers.insert(warp::http::header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    super::filters::ui_security_headers(headers);
     response
 }
 

@@ -209,6 +209,7 @@ async fn metrics(state: AppState, headers: HeaderMap) -> Result<Response, ApiErr
             .collect(),
         queue_depth: state.dispatcher.queue_depth(),
         usage_rows_dropped: state.usage.rows_dropped(),
+        targets_cooling: state.dispatcher.cooling_targets(),
     };
     let text = state.usage.metrics().render(&gauges);
     Ok(bytes_response(200, CONTENT_TYPE, Bytes::from(text)))

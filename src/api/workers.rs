@@ -5,6 +5,7 @@ use super::admin::{no_content, reply, require_admin};
 use super::error::{json_response, ApiError, Dialect};
 use super::request::{api_key, parse_json, read_body};
 use crate::auth::WorkerIdentity;
+use crate::workers::policy;
 use crate::workers::protocol::{RouterMessage, WorkerKind, WorkerMessage, PROTOCOL_VERSION};
 use crate::workers::registry::{Hello, JobEvent, LiveWorker};
 use crate::AppState;
@@ -23,7 +24,12 @@ use warp::{Filter, Reply};
 /// A worker must say hello this soon after connecting.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_SLOTS: u32 = 1024;
-const MAX_MODELS: usize = 1000;
+/// A hello is a name, a version and a model list: 1 MiB is far more than any needs.
+const MAX_HELLO_BYTES: usize = 1024 * 1024;
+const MAX_VERSION_LEN: usize = 64;
+/// How often a connected worker's models are re-checked against the cloud providers' (a
+/// provider added after the worker connected takes its names back within this).
+const POLICY_RECHECK: Duration = Duration::from_secs(1);
 
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let with_state = warp::any().map(move || state.clone());
@@ -50,12 +56,12 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(with_state.clone())
         .and(headers())
         .then(|state, headers| reply(list_tokens(state, headers)));
-    let price_token = warp::path!("api" / "worker-tokens" / String)
+    let update_token = warp::path!("api" / "worker-tokens" / String)
         .and(warp::patch())
         .and(with_state.clone())
         .and(headers())
         .and(warp::body::stream())
-        .then(|id, state, headers, body| reply(price_token(state, headers, id, body)));
+        .then(|id, state, headers, body| reply(update_token(state, headers, id, body)));
     let revoke_token = warp::path!("api" / "worker-tokens" / String)
         .and(warp::delete())
         .and(with_state)
@@ -68,7 +74,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(list_tokens)
         .unify()
-        .or(price_token)
+        .or(update_token)
         .unify()
         .or(revoke_token)
         .unify()
@@ -90,11 +96,13 @@ async fn send(tx: &mut futures_util::stream::SplitSink<WebSocket, Message>, mess
     tx.send(Message::text(message.to_text())).await.is_ok()
 }
 
-/// Reads the worker's hello and checks it against its token.
+/// Reads the worker's hello and checks it against its token. Returns the hello (with the
+/// models the worker may serve) and every model it advertised.
 async fn read_hello(
     rx: &mut futures_util::stream::SplitStream<WebSocket>,
     identity: &WorkerIdentity,
-) -> Result<Hello, String> {
+    models: &ModelPolicy,
+) -> Result<(Hello, Vec<String>), String> {
     let first = tokio::time::timeout(HELLO_TIMEOUT, rx.next())
         .await
         .map_err(|_| "no hello within 10 s".to_string())?;
@@ -102,12 +110,15 @@ async fn read_hello(
         Some(Ok(message)) if message.is_text() => message.to_str().map(str::to_string).unwrap_or_default(),
         _ => return Err("the first message must be a text hello".into()),
     };
+    if text.len() > MAX_HELLO_BYTES {
+        return Err(format!("the hello is larger than {MAX_HELLO_BYTES} bytes"));
+    }
     match WorkerMessage::parse(&text).map_err(|e| e.to_string())? {
         WorkerMessage::Hello {
             protocol,
             kind,
             name,
-            models,
+            models: advertised,
             slots,
             version,
         } => {
@@ -131,29 +142,89 @@ async fn read_hello(
                 .map(|n| n.trim().to_string())
                 .filter(|n| !n.is_empty())
                 .unwrap_or_else(|| identity.token_name.clone());
-            if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+            if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
                 return Err("name must be 1 to 64 printable characters".into());
             }
-            if models.len() > MAX_MODELS {
-                return Err(format!("at most {MAX_MODELS} models"));
+            let version = version.trim().to_string();
+            if version.len() > MAX_VERSION_LEN || version.chars().any(char::is_control) {
+                return Err(format!(
+                    "version must be at most {MAX_VERSION_LEN} printable characters"
+                ));
             }
-            Ok(Hello {
-                token_id: identity.token_id.clone(),
-                kind,
-                name,
-                version,
-                models,
-                slots,
-            })
+            let advertised = policy::validate_models(advertised).map_err(|e| e.to_string())?;
+            let permitted = models.permitted(&name, &advertised);
+            if permitted.is_empty() && !advertised.is_empty() {
+                return Err(models.refusal(&advertised));
+            }
+            Ok((
+                Hello {
+                    token_id: identity.token_id.clone(),
+                    kind,
+                    name,
+                    version,
+                    models: permitted,
+                    slots,
+                },
+                advertised,
+            ))
         }
         _ => Err("the first message must be a hello".into()),
+    }
+}
+
+/// What one worker may serve: its token's allow-list, or (without one) any name no cloud
+/// provider serves right now.
+struct ModelPolicy {
+    allowed: Option<Arc<[String]>>,
+    state: AppState,
+}
+
+impl ModelPolicy {
+    fn permitted(&self, worker: &str, advertised: &[String]) -> Vec<String> {
+        let table = self.state.providers.routing();
+        let (kept, refused) = policy::permitted(advertised, self.allowed.as_deref(), |model| {
+            table.serving(model).next().is_some()
+        });
+        if !refused.is_empty() {
+            tracing::warn!(
+                worker = %worker,
+                ?refused,
+                "worker may not serve these models: {}",
+                self.reason()
+            );
+        }
+        kept
+    }
+
+    fn reason(&self) -> &'static str {
+        if self.allowed.is_some() {
+            "they are not on its token's allowed_models list"
+        } else {
+            "a cloud provider serves them; an admin can allow them on the worker token (allowed_models) to route them to this worker first"
+        }
+    }
+
+    fn refusal(&self, advertised: &[String]) -> String {
+        let mut names: Vec<&str> = advertised.iter().take(5).map(String::as_str).collect();
+        if advertised.len() > 5 {
+            names.push("…");
+        }
+        format!(
+            "this worker may serve none of its models ({}): {}",
+            names.join(", "),
+            self.reason()
+        )
     }
 }
 
 /// One worker's connection, from hello to goodbye. Every job on it ends when it ends.
 async fn worker_session(socket: WebSocket, identity: WorkerIdentity, state: AppState) {
     let (mut tx, mut rx) = socket.split();
-    let hello = match read_hello(&mut rx, &identity).await {
+    let policy = ModelPolicy {
+        allowed: identity.allowed_models.clone(),
+        state: state.clone(),
+    };
+    let (hello, advertised) = match read_hello(&mut rx, &identity, &policy).await {
         Ok(hello) => hello,
         Err(message) => {
             tracing::warn!(token = %identity.token_name, %message, "worker refused");
@@ -173,75 +244,138 @@ async fn worker_session(socket: WebSocket, identity: WorkerIdentity, state: AppS
         heartbeat_timeout_ms: timeout.as_millis() as u64,
     };
     if send(&mut tx, &ack).await {
-        let reason = serve_worker(&worker, &mut tx, &mut rx, &mut outbox, timeout).await;
+        let mut session = Session {
+            worker: &worker,
+            policy,
+            advertised,
+        };
+        let reason = session.serve(&mut tx, &mut rx, &mut outbox, timeout).await;
         tracing::info!(worker = %worker.name, %reason, "worker disconnected");
     }
     registry.unregister(&worker);
     let _ = tx.close().await;
 }
 
-async fn serve_worker(
-    worker: &Arc<LiveWorker>,
-    tx: &mut futures_util::stream::SplitSink<WebSocket, Message>,
-    rx: &mut futures_util::stream::SplitStream<WebSocket>,
-    outbox: &mut tokio::sync::mpsc::UnboundedReceiver<RouterMessage>,
-    timeout: Duration,
-) -> String {
-    let mut check = tokio::time::interval((timeout / 5).max(Duration::from_millis(50)));
-    loop {
-        tokio::select! {
-            incoming = rx.next() => match incoming {
-                Some(Ok(message)) => {
-                    worker.touch();
-                    if message.is_close() {
-                        return "closed by the worker".into();
+struct Session<'w> {
+    worker: &'w Arc<LiveWorker>,
+    policy: ModelPolicy,
+    /// What the worker last advertised; what it may serve of it is re-checked as the cloud
+    /// providers' models change.
+    advertised: Vec<String>,
+}
+
+impl Session<'_> {
+    async fn serve(
+        &mut self,
+        tx: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+        rx: &mut futures_util::stream::SplitStream<WebSocket>,
+        outbox: &mut tokio::sync::mpsc::UnboundedReceiver<RouterMessage>,
+        timeout: Duration,
+    ) -> String {
+        let worker = self.worker;
+        let mut check = tokio::time::interval((timeout / 5).max(Duration::from_millis(50)));
+        let mut recheck = tokio::time::interval(POLICY_RECHECK);
+        let mut table = self.policy.state.providers.routing();
+        loop {
+            tokio::select! {
+                incoming = rx.next() => match incoming {
+                    Some(Ok(message)) => {
+                        worker.touch();
+                        if message.is_close() {
+                            return "closed by the worker".into();
+                        }
+                        if let Ok(text) = message.to_str() {
+                            self.handle_message(text);
+                        }
                     }
-                    if let Ok(text) = message.to_str() {
-                        handle_message(worker, text);
+                    Some(Err(e)) => return format!("socket error: {e}"),
+                    None => return "connection ended".into(),
+                },
+                outgoing = outbox.recv() => match outgoing {
+                    Some(message) => {
+                        if !send(tx, &message).await {
+                            return "cannot write to the worker".into();
+                        }
+                    }
+                    None => return "router shutting down".into(),
+                },
+                _ = worker.kicked() => {
+                    let _ = send(tx, &RouterMessage::Refused { message: "closed by the router (token revoked or changed, replaced by a newer connection, or the router is stopping)".into() }).await;
+                    return "closed by the router".into();
+                }
+                _ = check.tick() => {
+                    if worker.silent_for() > timeout {
+                        return format!("no heartbeat for {}s", timeout.as_secs());
                     }
                 }
-                Some(Err(e)) => return format!("socket error: {e}"),
-                None => return "connection ended".into(),
-            },
-            outgoing = outbox.recv() => match outgoing {
-                Some(message) => {
-                    if !send(tx, &message).await {
-                        return "cannot write to the worker".into();
+                _ = recheck.tick() => {
+                    let now = self.policy.state.providers.routing();
+                    if !Arc::ptr_eq(&now, &table) {
+                        table = now;
+                        self.apply_models();
                     }
-                }
-                None => return "router shutting down".into(),
-            },
-            _ = worker.kicked() => {
-                let _ = send(tx, &RouterMessage::Refused { message: "closed by the router (token revoked, replaced by a newer connection, or the router is stopping)".into() }).await;
-                return "closed by the router".into();
-            }
-            _ = check.tick() => {
-                if worker.silent_for() > timeout {
-                    return format!("no heartbeat for {}s", timeout.as_secs());
                 }
             }
         }
     }
-}
 
-fn handle_message(worker: &LiveWorker, text: &str) {
-    match WorkerMessage::parse(text) {
-        Ok(WorkerMessage::Heartbeat) => {}
-        Ok(WorkerMessage::Models { models }) => {
-            if models.len() <= MAX_MODELS {
-                tracing::info!(worker = %worker.name, ?models, "worker models changed");
-                worker.set_models(models);
-            }
+    fn apply_models(&self) {
+        let permitted = self.policy.permitted(&self.worker.name, &self.advertised);
+        if *self.worker.models() != permitted {
+            tracing::info!(worker = %self.worker.name, models = ?permitted, "worker models changed");
+            self.worker.set_models(permitted);
         }
-        Ok(WorkerMessage::Chunk { job_id, chunk }) => worker.deliver(&job_id, JobEvent::Chunk(chunk)),
-        Ok(WorkerMessage::Done { job_id, usage }) => worker.deliver(&job_id, JobEvent::Done(usage)),
-        Ok(WorkerMessage::Error {
-            job_id,
-            message,
-            status,
-        }) => worker.deliver(&job_id, JobEvent::Failed { message, status }),
-        Ok(WorkerMessage::Hello { .. }) => tracing::warn!(worker = %worker.name, "ignored a second hello"),
-        Err(e) => tracing::warn!(worker = %worker.name, error = %e, "ignored an unreadable message"),
+    }
+
+    fn handle_message(&mut self, text: &str) {
+        let worker = self.worker;
+        match WorkerMessage::parse(text) {
+            Ok(WorkerMessage::Heartbeat) => {}
+            Ok(WorkerMessage::Models { models }) => match policy::validate_models(models) {
+                Ok(models) => {
+                    self.advertised = models;
+                    self.apply_models();
+                }
+                Err(e) => tracing::warn!(worker = %worker.name, error = %e, "ignored a models update"),
+            },
+            Ok(WorkerMessage::Chunk { job_id, chunk }) => worker.deliver(&job_id, JobEvent::Chunk(chunk)),
+            Ok(WorkerMessage::Done { job_id, usage }) => worker.deliver(&job_id, JobEvent::Done(usage)),
+            Ok(WorkerMessage::Error {
+                job_id,
+                message,
+                status,
+                retry_after,
+                limited_until,
+            }) => worker.deliver(
+                &job_id,
+                JobEvent::Failed {
+                    message,
+                    status,
+                    retry_after,
+                    limited_until: limited_until
+                        .and_then(|secs| u64::try_from(secs).ok())
+                        .map(|secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)),
+                },
+            ),
+            Ok(WorkerMessage::Hello { .. }) => tracing::warn!(worker = %worker.name, "ignored a second hello"),
+            // A frame about a job that cannot be read fails that job at once (its request
+            // fails over if nothing reached the client yet) rather than waiting for a timeout.
+            Err(e) => match crate::workers::protocol::job_id_of(text) {
+                Some(job_id) => {
+                    tracing::warn!(worker = %worker.name, job_id = %job_id, error = %e, "unreadable frame fails its job");
+                    worker.deliver(
+                        &job_id,
+                        JobEvent::Failed {
+                            message: format!("the worker sent an unreadable message: {e}"),
+                            status: None,
+                            retry_after: None,
+                            limited_until: None,
+                        },
+                    );
+                }
+                None => tracing::warn!(worker = %worker.name, error = %e, "ignored an unreadable message"),
+            },
+        }
     }
 }
 
@@ -263,27 +397,47 @@ async fn list_workers(state: AppState, headers: HeaderMap) -> Result<Response, A
             let price = prices.get(&w.token_id).copied().flatten();
             let mut value = serde_json::to_value(&w).unwrap_or_default();
             value["monthly_price_usd"] = json!(price);
+            state.dispatcher.worker_health(&w.token_id).merge_into(&mut value);
             value
         })
         .collect();
     Ok(json_response(200, &json!({"data": data})))
 }
 
+/// `{"monthly_price_usd": 20.0 | null, "allowed_models": ["qwen*"] | null}`; an absent field
+/// stays as it is.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TokenPrice {
-    monthly_price_usd: Option<f64>,
+struct TokenPatch {
+    #[serde(default, deserialize_with = "present")]
+    monthly_price_usd: Option<Option<f64>>,
+    #[serde(default, deserialize_with = "present")]
+    allowed_models: Option<Option<Vec<String>>>,
 }
 
-async fn price_token<S, B>(state: AppState, headers: HeaderMap, id: String, body: S) -> Result<Response, ApiError>
+/// Tells "absent" (outer `None`) from "null" (`Some(None)`).
+fn present<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+async fn update_token<S, B>(state: AppState, headers: HeaderMap, id: String, body: S) -> Result<Response, ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
     require_admin(&state, &headers).await?;
     let body = read_body(&headers, body, state.config.body_limit).await?;
-    let input: TokenPrice = parse_json(&body)?;
-    let view = state.auth.set_worker_price(&id, input.monthly_price_usd).await?;
+    let input: TokenPatch = parse_json(&body)?;
+    let list_changed = input.allowed_models.is_some();
+    let view = state
+        .auth
+        .update_worker_token(&id, input.monthly_price_usd, input.allowed_models)
+        .await?;
+    if list_changed {
+        // The live worker reconnects (after a short backoff) under the new list.
+        let kicked = state.workers.kick_token(&id);
+        tracing::info!(worker_token_id = %id, allowed_models = ?view.allowed_models, disconnected = kicked, "worker token allow-list changed");
+    }
     let body = serde_json::to_value(&view).map_err(|e| ApiError::new(500, "internal_error", e.to_string()))?;
     Ok(json_response(200, &body))
 }
@@ -293,6 +447,8 @@ where
 struct NewWorkerToken {
     name: String,
     kind: WorkerKind,
+    #[serde(default)]
+    allowed_models: Option<Vec<String>>,
 }
 
 async fn create_token<S, B>(state: AppState, headers: HeaderMap, body: S) -> Result<Response, ApiError>
@@ -303,7 +459,10 @@ where
     require_admin(&state, &headers).await?;
     let body = read_body(&headers, body, state.config.body_limit).await?;
     let new: NewWorkerToken = parse_json(&body)?;
-    let (view, token) = state.auth.create_worker_token(&new.name, new.kind).await?;
+    let (view, token) = state
+        .auth
+        .create_worker_token_allowing(&new.name, new.kind, new.allowed_models)
+        .await?;
     tracing::info!(worker_token_id = %view.id, name = %view.name, kind = view.kind.as_str(), "worker token created");
     let mut body = serde_json::to_value(&view).map_err(|e| ApiError::new(500, "internal_error", e.to_string()))?;
     body["token"] = json!(token.expose());

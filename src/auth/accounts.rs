@@ -1,7 +1,7 @@
 //! Several admin accounts: create, list, remove, change roles and passwords. A `viewer`
 //! reads everything an admin reads and changes nothing.
 
-use super::{passwords, validate_name, Auth, AuthError, MIN_PASSWORD_LEN};
+use super::{validate_name, Auth, AuthError, MIN_PASSWORD_LEN};
 use crate::crypto::{random_token, token_hash, Secret};
 use crate::store::{AdminRecord, AdminRole, SessionRecord, StoreError};
 use serde::Serialize;
@@ -61,7 +61,7 @@ impl Auth {
         check_password_rules(password)?;
         let record = AdminRecord {
             username,
-            password_hash: passwords::hash(password.clone()).await?,
+            password_hash: self.hasher.hash(password.clone()).await?,
             created_at: crate::store::now_unix(),
             role,
         };
@@ -117,7 +117,7 @@ impl Auth {
             .get_admin(username)
             .await?
             .ok_or(AuthError::AccountNotFound)?;
-        record.password_hash = passwords::hash(password.clone()).await?;
+        record.password_hash = self.hasher.hash(password.clone()).await?;
         match self.store.update_admin(record.clone(), true).await {
             Err(StoreError::NotFound(_)) => return Err(AuthError::AccountNotFound),
             other => other?,
@@ -140,7 +140,11 @@ impl Auth {
             .get_admin(username)
             .await?
             .ok_or(AuthError::AccountNotFound)?;
-        if !passwords::verify(current.clone(), Some(record.password_hash.clone())).await? {
+        if !self
+            .hasher
+            .verify(current.clone(), Some(record.password_hash.clone()))
+            .await?
+        {
             return Err(AuthError::InvalidInput("the current password is wrong".into()));
         }
         self.reset_password(&record.username, new).await?;

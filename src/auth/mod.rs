@@ -6,6 +6,7 @@
 mod accounts;
 mod grant;
 mod passwords;
+pub mod throttle;
 
 pub use accounts::AdminView;
 pub use grant::KeyGrant;
@@ -14,17 +15,16 @@ use crate::crypto::{random_token, token_hash, Secret};
 use crate::store::{AdminRecord, AdminRole, ApiKeyRecord, Role, SessionRecord, Store, StoreError, WorkerTokenRecord};
 use crate::usage::KeyLimits;
 use crate::workers::protocol::WorkerKind;
+pub use passwords::Hasher;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+pub use throttle::{LoginThrottle, Source};
 
 pub const API_KEY_PREFIX: &str = "aux_";
 pub const WORKER_TOKEN_PREFIX: &str = "auxw_";
 const MIN_PASSWORD_LEN: usize = 8;
-/// Failed logins per username allowed within `LOGIN_WINDOW` before further tries wait.
-const MAX_LOGIN_FAILURES: u32 = 10;
-const LOGIN_WINDOW: Duration = Duration::from_secs(300);
 const MAX_NAME_LEN: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,8 +35,10 @@ pub enum AuthError {
     InvalidCredentials,
     #[error("wrong username or password")]
     WrongPassword,
-    #[error("too many failed logins for this account; try again in {retry_after_secs} s")]
+    #[error("too many failed logins; try again in {retry_after_secs} s")]
     TooManyAttempts { retry_after_secs: u64 },
+    #[error("the server is busy checking other logins; try again in a moment")]
+    Busy,
     #[error("this endpoint needs an admin key or an admin session; a client key cannot use it")]
     NotAdmin,
     #[error("setup is already done: an admin account exists")]
@@ -71,6 +73,7 @@ impl AuthError {
             AuthError::TooManyAttempts { .. } => 429,
             AuthError::InvalidInput(_) => 400,
             AuthError::KeyNotFound | AuthError::WorkerTokenNotFound | AuthError::AccountNotFound => 404,
+            AuthError::Busy => 503,
             AuthError::Hashing => 500,
             AuthError::Store(e) => e.status(),
         }
@@ -86,6 +89,7 @@ impl AuthError {
             AuthError::NotAdmin => "forbidden",
             AuthError::AlreadySetUp => "already_set_up",
             AuthError::TooManyAttempts { .. } => "too_many_attempts",
+            AuthError::Busy => "busy",
             AuthError::InvalidInput(_) => "invalid_request",
             AuthError::KeyNotFound | AuthError::WorkerTokenNotFound | AuthError::AccountNotFound => "not_found",
             AuthError::Store(StoreError::Conflict(_)) => "conflict",
@@ -251,6 +255,8 @@ pub struct WorkerTokenView {
     pub prefix: String,
     pub created_at: String,
     pub monthly_price_usd: Option<f64>,
+    /// `null`: any model no cloud provider serves; a list: exactly these (`prefix*`, `*`).
+    pub allowed_models: Option<Vec<String>>,
 }
 
 impl From<&WorkerTokenRecord> for WorkerTokenView {
@@ -262,6 +268,7 @@ impl From<&WorkerTokenRecord> for WorkerTokenView {
             prefix: r.prefix.clone(),
             created_at: crate::rfc3339(r.created_at),
             monthly_price_usd: r.monthly_price_usd,
+            allowed_models: r.allowed_models.clone(),
         }
     }
 }
@@ -272,6 +279,19 @@ pub struct WorkerIdentity {
     pub token_id: String,
     pub token_name: String,
     pub kind: WorkerKind,
+    /// The token's model allow-list (see `workers::policy`).
+    pub allowed_models: Option<Arc<[String]>>,
+}
+
+impl From<&WorkerTokenRecord> for WorkerIdentity {
+    fn from(r: &WorkerTokenRecord) -> Self {
+        WorkerIdentity {
+            token_id: r.id.clone(),
+            token_name: r.name.clone(),
+            kind: r.kind,
+            allowed_models: r.allowed_models.as_deref().map(Arc::from),
+        }
+    }
 }
 
 pub struct Auth {
@@ -283,8 +303,8 @@ pub struct Auth {
     grants: RwLock<HashMap<String, Arc<KeyGrant>>>,
     /// token hash → identity
     worker_tokens: RwLock<HashMap<String, WorkerIdentity>>,
-    /// lower-cased username → (failures, when the window started)
-    login_failures: std::sync::Mutex<HashMap<String, (u32, std::time::Instant)>>,
+    throttle: LoginThrottle,
+    hasher: Hasher,
 }
 
 impl Auth {
@@ -306,14 +326,7 @@ impl Auth {
             .list_worker_tokens()
             .await?
             .into_iter()
-            .map(|r| {
-                let identity = WorkerIdentity {
-                    token_id: r.id,
-                    token_name: r.name,
-                    kind: r.kind,
-                };
-                (r.token_hash, identity)
-            })
+            .map(|r| (r.token_hash.clone(), WorkerIdentity::from(&r)))
             .collect();
         Ok(Auth {
             store,
@@ -321,7 +334,8 @@ impl Auth {
             keys: RwLock::new(keys),
             grants: RwLock::new(grants),
             worker_tokens: RwLock::new(worker_tokens),
-            login_failures: std::sync::Mutex::new(HashMap::new()),
+            throttle: LoginThrottle::default(),
+            hasher: Hasher::new(),
         })
     }
 
@@ -339,7 +353,7 @@ impl Auth {
         if self.store.admin_exists().await? {
             return Err(AuthError::AlreadySetUp);
         }
-        let password_hash = passwords::hash(password.clone()).await?;
+        let password_hash = self.hasher.hash(password.clone()).await?;
         let record = AdminRecord {
             username,
             password_hash,
@@ -353,37 +367,20 @@ impl Auth {
     }
 
     /// Checks the password and opens a session; returns the session token for the cookie.
-    pub async fn login(&self, username: &str, password: &Secret) -> Result<Secret, AuthError> {
-        // Guessing is slow (argon2id) and, past a few misses, refused for a while.
-        let throttle_key = username.trim().to_lowercase();
-        if let Some((failures, since)) = self
-            .login_failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&throttle_key)
-        {
-            if *failures >= MAX_LOGIN_FAILURES && since.elapsed() < LOGIN_WINDOW {
-                return Err(AuthError::TooManyAttempts {
-                    retry_after_secs: (LOGIN_WINDOW - since.elapsed()).as_secs().max(1),
-                });
-            }
-        }
+    /// `source` is where the attempt comes from (see `throttle` for the policy).
+    pub async fn login(&self, source: Source, username: &str, password: &Secret) -> Result<Secret, AuthError> {
+        // Counted before the (costly) check, so a flood is refused without hashing.
+        let attempt = self
+            .throttle
+            .admit(source, username)
+            .map_err(|retry_after_secs| AuthError::TooManyAttempts { retry_after_secs })?;
         let result = self.check_password(username, password).await;
-        let mut failures = self.login_failures.lock().unwrap_or_else(|p| p.into_inner());
         match &result {
-            Err(AuthError::WrongPassword) => {
-                let entry = failures.entry(throttle_key).or_insert((0, std::time::Instant::now()));
-                if entry.1.elapsed() >= LOGIN_WINDOW {
-                    *entry = (0, std::time::Instant::now());
-                }
-                entry.0 += 1;
-            }
-            Ok(_) => {
-                failures.remove(&throttle_key);
-            }
-            Err(_) => {}
+            Err(AuthError::WrongPassword) => attempt.failed(),
+            Ok(_) => attempt.succeeded(),
+            // Busy hasher or a store error: no verdict, no miss (the attempt refunds itself).
+            Err(_) => drop(attempt),
         }
-        drop(failures);
         result
     }
 
@@ -392,7 +389,7 @@ impl Auth {
         // Verify against a dummy hash for unknown users too, so timing does not tell which
         // usernames exist.
         let stored_hash = admin.as_ref().map(|a| a.password_hash.clone());
-        let ok = passwords::verify(password.clone(), stored_hash).await?;
+        let ok = self.hasher.verify(password.clone(), stored_hash).await?;
         let admin = match (ok, admin) {
             (true, Some(admin)) => admin,
             _ => return Err(AuthError::WrongPassword),
@@ -587,13 +584,24 @@ impl Auth {
             .cloned()
     }
 
-    /// Creates a worker token; the plaintext is returned here once and never again.
+    /// Creates a worker token with no allow-list; the plaintext is returned here once.
     pub async fn create_worker_token(
         &self,
         name: &str,
         kind: WorkerKind,
     ) -> Result<(WorkerTokenView, Secret), AuthError> {
+        self.create_worker_token_allowing(name, kind, None).await
+    }
+
+    /// Creates a worker token; the plaintext is returned here once and never again.
+    pub async fn create_worker_token_allowing(
+        &self,
+        name: &str,
+        kind: WorkerKind,
+        allowed_models: Option<Vec<String>>,
+    ) -> Result<(WorkerTokenView, Secret), AuthError> {
         let name = validate_name("name", name)?;
+        let allowed_models = allowed_models.map(validate_allowed).transpose()?;
         let token = Secret::new(format!("{WORKER_TOKEN_PREFIX}{}", random_token().expose()));
         let record = WorkerTokenRecord {
             id: uuid::Uuid::new_v4().to_string(),
@@ -603,17 +611,13 @@ impl Auth {
             prefix: token.expose().chars().take(WORKER_TOKEN_PREFIX.len() + 4).collect(),
             created_at: crate::store::now_unix(),
             monthly_price_usd: None,
+            allowed_models,
         };
         self.store.insert_worker_token(record.clone()).await?;
-        let identity = WorkerIdentity {
-            token_id: record.id.clone(),
-            token_name: record.name.clone(),
-            kind,
-        };
         self.worker_tokens
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(record.token_hash.clone(), identity);
+            .insert(record.token_hash.clone(), WorkerIdentity::from(&record));
         Ok((WorkerTokenView::from(&record), token))
     }
 
@@ -625,11 +629,26 @@ impl Auth {
 
     /// Sets (or with `None` clears) the monthly subscription price of a worker token.
     pub async fn set_worker_price(&self, id: &str, price: Option<f64>) -> Result<WorkerTokenView, AuthError> {
-        if price.is_some_and(|p| !p.is_finite() || p < 0.0) {
+        self.update_worker_token(id, Some(price), None).await
+    }
+
+    /// Changes a worker token's price and/or allow-list (`None`: leave as is; `Some(None)`:
+    /// clear). A changed allow-list applies to the token's next connection: the caller
+    /// disconnects its live worker so it reconnects under the new list.
+    pub async fn update_worker_token(
+        &self,
+        id: &str,
+        price: Option<Option<f64>>,
+        allowed_models: Option<Option<Vec<String>>>,
+    ) -> Result<WorkerTokenView, AuthError> {
+        if price.flatten().is_some_and(|p| !p.is_finite() || p < 0.0) {
             return Err(AuthError::InvalidInput(
                 "monthly_price_usd must be a non-negative number (or null)".into(),
             ));
         }
+        let allowed_models = allowed_models
+            .map(|list| list.map(validate_allowed).transpose())
+            .transpose()?;
         let mut record = self
             .store
             .list_worker_tokens()
@@ -637,11 +656,20 @@ impl Auth {
             .into_iter()
             .find(|t| t.id == id)
             .ok_or(AuthError::WorkerTokenNotFound)?;
-        record.monthly_price_usd = price;
+        if let Some(price) = price {
+            record.monthly_price_usd = price;
+        }
+        if let Some(allowed) = allowed_models {
+            record.allowed_models = allowed;
+        }
         match self.store.update_worker_token(record.clone()).await {
             Err(StoreError::NotFound(_)) => return Err(AuthError::WorkerTokenNotFound),
             other => other?,
         }
+        self.worker_tokens
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(record.token_hash.clone(), WorkerIdentity::from(&record));
         Ok(WorkerTokenView::from(&record))
     }
 
@@ -671,6 +699,10 @@ impl Auth {
     pub async fn prune_sessions(&self) -> Result<usize, AuthError> {
         Ok(self.store.prune_sessions(crate::store::now_unix()).await?)
     }
+}
+
+fn validate_allowed(list: Vec<String>) -> Result<Vec<String>, AuthError> {
+    crate::workers::policy::validate_allowed(list).map_err(|e| AuthError::InvalidInput(e.to_string()))
 }
 
 /// Names and usernames: 1–64 printable characters, trimmed.

@@ -1,28 +1,30 @@
-//! Walks a plan: one candidate after another until one answers. A failure before the first
-//! byte (unreachable, timeout, 5xx, 429, a provider refusing its key, a worker erroring or
-//! disconnecting) moves on to the next candidate, each at most once; a client error (400,
-//! 422…) is the answer. When every eligible target is full the request waits in a FIFO
-//! queue for the first free slot, up to its queue timeout.
+//! One chat request through the dispatcher: resolve agent and alias, walk the plan
+//! (`walk.rs`: failover, the wait queue, health) and, per target, send the request in its
+//! dialect and wait for its first event. A failure before the client saw content moves on
+//! to the next candidate; a client error (400, 422…) is the answer.
 
 use super::body::{rewrite, rewrite_anthropic, Rewrite};
-use super::plan::{plan, PlanError, PlanInput, Target, Tier, WorkerSnapshot};
+pub use super::error::{DispatchError, TargetFailure, Why};
+use super::health::{provider_key, worker_key, Health, HealthView};
+use super::plan::{plan, PlanInput, Target, Tier, WorkerSnapshot};
+use super::queue::SlotQueue;
 use super::rules::RoutingRules;
+use super::stream::{hold_until_content, read_whole, worker_chunk_kind, ChunkKind, Clock, Phases};
+use super::walk::{walk, Runner, Walk};
 use crate::agents::{AgentBook, MODEL_PREFIX};
 use crate::crypto::MasterKey;
 use crate::providers::anthropic::{self as anthropic_api, ClientHeaders};
-use crate::providers::{
-    openai, ChatOutcome, LiveProvider, ProviderError, ProviderRegistry, UpstreamFailure, UpstreamReply,
-};
+use crate::providers::{openai, ChatOutcome, LiveProvider, ProviderError, ProviderRegistry, UpstreamReply};
 use crate::translate::anthropic::{anthropic_to_openai_request, openai_to_anthropic_request};
 use crate::translate::chunks::Aggregator;
 use crate::translate::Format;
-use crate::workers::registry::{JobEvent, LiveWorker, SlotGuard, WorkerJob, WorkerRegistry};
+use crate::workers::registry::{JobEvent, SlotGuard, WorkerJob, WorkerRegistry};
 use bytes::Bytes;
+use futures_util::StreamExt;
 use serde_json::value::RawValue;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::time::Instant;
+use std::time::{Duration, SystemTime};
 
 /// An OpenAI client gave no `max_tokens`, and Anthropic needs one.
 pub const DEFAULT_MAX_TOKENS: u32 = 4096;
@@ -57,146 +59,21 @@ pub struct Routed {
     pub cloud_model: Option<String>,
     /// Went to the cloud although a worker tier came first in its order.
     pub overflow: bool,
+    /// Time spent waiting in the queue for a worker slot.
+    pub queue_wait: Duration,
+    /// The candidates that failed before this one answered, in order.
+    pub failures: Vec<TargetFailure>,
     pub reply: RoutedReply,
 }
 
 pub enum RoutedReply {
     /// A cloud provider's answer, forwarded as it comes; its body is in `format`'s dialect.
     Upstream { reply: UpstreamReply, format: Format },
-    /// A worker's stream for an SSE client: the first chunk (if any) and the rest to come.
-    WorkerStream {
-        first: Option<Box<RawValue>>,
-        job: WorkerJob,
-    },
+    /// A worker's stream for an SSE client: the chunks up to its first content (held
+    /// back until then) and the rest to come, under the idle and total clocks.
+    WorkerStream { held: Vec<Box<RawValue>>, job: WorkerJob },
     /// A worker's chunks folded into one `chat.completion` for a non-streaming client.
     Complete(Bytes),
-}
-
-#[derive(Debug)]
-pub enum Why {
-    Provider(ProviderError),
-    Status(UpstreamFailure),
-    /// The request cannot be put in this target's dialect (the reason names the field).
-    Untranslatable(String),
-    KeyUnreadable,
-    Worker {
-        message: String,
-        status: Option<u16>,
-    },
-    WorkerGone,
-    FirstByteTimeout(Duration),
-    BadChunk(String),
-}
-
-#[derive(Debug)]
-pub struct TargetFailure {
-    pub tier: Tier,
-    pub route: String,
-    pub why: Why,
-}
-
-impl std::fmt::Display for TargetFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({}): ", self.route, self.tier.as_str())?;
-        match &self.why {
-            Why::Provider(e) => write!(f, "{e}"),
-            Why::Status(s) => write!(f, "answered {}: {}", s.status, s.message()),
-            Why::Untranslatable(why) => write!(f, "the request cannot be translated for it: {why}"),
-            Why::KeyUnreadable => f.write_str("its stored key cannot be opened"),
-            Why::Worker {
-                message,
-                status: Some(s),
-            } => write!(f, "worker error {s}: {message}"),
-            Why::Worker { message, status: None } => write!(f, "worker error: {message}"),
-            Why::WorkerGone => f.write_str("the worker disconnected"),
-            Why::FirstByteTimeout(t) => write!(f, "no first token within {t:?}"),
-            Why::BadChunk(e) => write!(f, "sent a chunk that is not a chat chunk: {e}"),
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum DispatchError {
-    #[error(transparent)]
-    Plan(#[from] PlanError),
-    #[error("no agent is named '{0}'")]
-    UnknownAgent(String),
-    /// The target's own answer: a client error, or the last retryable one when every
-    /// candidate failed. Status and body are passed on (the body already scrubbed).
-    #[error("{route} answered {}", failure.status)]
-    Upstream {
-        tier: Tier,
-        route: String,
-        failure: Box<UpstreamFailure>,
-        tried: Vec<TargetFailure>,
-    },
-    #[error("{}", describe_all(.0))]
-    AllFailed(Vec<TargetFailure>),
-    #[error("no capacity for this request after waiting {}ms: {}", waited.as_millis(), notes.join("; "))]
-    QueueTimeout { waited: Duration, notes: Vec<String> },
-    #[error("the request body is not a JSON object with a messages array")]
-    BodyNotObject,
-}
-
-fn describe_all(failures: &[TargetFailure]) -> String {
-    let parts: Vec<String> = failures.iter().map(ToString::to_string).collect();
-    format!("every candidate failed: {}", parts.join("; "))
-}
-
-impl DispatchError {
-    /// The last target the request reached before failing, for its usage row.
-    pub fn last_target(&self) -> Option<(Tier, &str)> {
-        match self {
-            DispatchError::Upstream { tier, route, .. } => Some((*tier, route.as_str())),
-            DispatchError::AllFailed(failures) => failures.last().map(|f| (f.tier, f.route.as_str())),
-            _ => None,
-        }
-    }
-
-    pub fn status(&self) -> u16 {
-        match self {
-            DispatchError::Plan(PlanError::ConflictingPins { .. } | PlanError::PinWithoutCloud(_))
-            | DispatchError::BodyNotObject => 400,
-            DispatchError::Plan(_) | DispatchError::UnknownAgent(_) => 404,
-            DispatchError::Upstream { failure, .. } => failure.status,
-            DispatchError::QueueTimeout { .. } => 503,
-            DispatchError::AllFailed(failures) => {
-                if failures.iter().all(|f| matches!(f.why, Why::Untranslatable(_))) {
-                    400
-                } else if failures.iter().all(|f| {
-                    matches!(
-                        f.why,
-                        Why::Provider(ProviderError::Timeout(_)) | Why::FirstByteTimeout(_)
-                    )
-                }) {
-                    504
-                } else {
-                    502
-                }
-            }
-        }
-    }
-
-    pub fn code(&self) -> &'static str {
-        match self {
-            DispatchError::Plan(PlanError::NoRoute { .. } | PlanError::NotServedBy { .. }) => "model_not_found",
-            DispatchError::Plan(PlanError::UnknownProvider(_)) => "provider_not_found",
-            DispatchError::UnknownAgent(_) => "agent_not_found",
-            DispatchError::Plan(_) | DispatchError::BodyNotObject => "invalid_request",
-            DispatchError::Upstream { .. } => "upstream_error",
-            DispatchError::QueueTimeout { .. } => "no_capacity",
-            DispatchError::AllFailed(_) => match self.status() {
-                400 => "untranslatable_request",
-                504 => "upstream_timeout",
-                _ => "upstream_unavailable",
-            },
-        }
-    }
-}
-
-/// Worth trying the next candidate: the failure is this target's, not the request's.
-fn worth_failing_over(status: u16) -> bool {
-    status >= 500 || matches!(status, 401 | 403 | 404 | 408 | 429)
 }
 
 /// The request with what the agent, alias and settings decided, for one dispatch.
@@ -205,12 +82,6 @@ struct Resolved {
     order: Vec<Tier>,
     wait: Duration,
     system_prompt: Option<String>,
-}
-
-enum Pass {
-    Done(Box<Result<Routed, DispatchError>>),
-    /// Nothing eligible had room; these notes say why, tier by tier.
-    Wait(Vec<String>),
 }
 
 pub struct Dispatcher {
@@ -222,18 +93,8 @@ pub struct Dispatcher {
     http: reqwest::Client,
     upstream_timeout: Duration,
     turn: AtomicUsize,
-    /// Queued requests take turns in arrival order (tokio's mutex is fair FIFO).
-    queue: tokio::sync::Mutex<()>,
-    queued: AtomicUsize,
-}
-
-/// Counts a request as queued for as long as it waits.
-struct Queued<'a>(&'a AtomicUsize);
-
-impl Drop for Queued<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
+    queue: Arc<SlotQueue>,
+    health: Arc<Health>,
 }
 
 pub struct DispatcherParts {
@@ -248,6 +109,8 @@ pub struct DispatcherParts {
 
 impl Dispatcher {
     pub fn new(parts: DispatcherParts) -> Self {
+        let queue = Arc::new(SlotQueue::new());
+        parts.workers.set_exchange(queue.clone());
         Dispatcher {
             providers: parts.providers,
             workers: parts.workers,
@@ -257,9 +120,24 @@ impl Dispatcher {
             http: parts.http,
             upstream_timeout: parts.upstream_timeout,
             turn: AtomicUsize::new(0),
-            queue: tokio::sync::Mutex::new(()),
-            queued: AtomicUsize::new(0),
+            queue,
+            health: Arc::new(Health::default()),
         }
+    }
+
+    /// A provider's health (cooldown, limit) for `GET /api/providers`.
+    pub fn provider_health(&self, provider_id: &str) -> HealthView {
+        self.health.view(&provider_key(provider_id), SystemTime::now())
+    }
+
+    /// A worker's health (cooldown, usage limit) for `GET /api/workers`.
+    pub fn worker_health(&self, token_id: &str) -> HealthView {
+        self.health.view(&worker_key(token_id), SystemTime::now())
+    }
+
+    /// Targets cooling down or limited right now, for the metrics.
+    pub fn cooling_targets(&self) -> usize {
+        self.health.cooling_count(SystemTime::now())
     }
 
     /// Every name a client can send as `model` right now: models served by live workers or
@@ -280,6 +158,11 @@ impl Dispatcher {
         }
         let mut out: Vec<(String, String)> = plain.into_iter().collect();
         out.extend(self.rules.aliases().into_iter().map(|a| (a.name, "auxot".to_string())));
+        for (name, _alias) in self.rules.client_model_names() {
+            if !out.iter().any(|(id, _)| *id == name) {
+                out.push((name, "auxot".to_string()));
+            }
+        }
         out.extend(
             self.agents
                 .list()
@@ -294,50 +177,103 @@ impl Dispatcher {
         out
     }
 
+    /// Asks the Anthropic provider a request would go to first for its exact token count.
+    /// `None` when the first target is anything else (the caller estimates then).
+    pub async fn count_tokens_upstream(&self, request: &ChatRequest) -> Option<Result<ChatOutcome, ProviderError>> {
+        let resolved = self.resolve(request).ok()?;
+        let table = self.providers.routing();
+        let snapshot: Vec<WorkerSnapshot> = self
+            .workers
+            .live()
+            .iter()
+            .map(|w| WorkerSnapshot {
+                id: w.id.clone(),
+                kind: w.kind,
+                name: w.name.clone(),
+                models: w.models(),
+                slots: w.slots,
+                in_use: w.in_use(),
+            })
+            .collect();
+        let alias = self.rules.alias(&resolved.model);
+        let input = PlanInput {
+            model: &resolved.model,
+            provider: request.provider.as_deref(),
+            order: &resolved.order,
+            alias: alias.as_ref(),
+            table: &table,
+            workers: &snapshot,
+            turn: self.turn.load(Ordering::Relaxed),
+        };
+        let first = plan(&input).ok()?.targets.into_iter().next()?;
+        let Target::Cloud { provider, model } = first else {
+            return None;
+        };
+        if provider.kind != crate::store::ProviderKind::Anthropic {
+            return None;
+        }
+        let key = match provider.open_key(&self.master) {
+            Ok(key) => key,
+            Err(e) => {
+                tracing::error!(provider = %provider.name, error = %e, "cannot open a stored provider key");
+                return None;
+            }
+        };
+        let model = (model != request.model).then_some(model.as_str());
+        let body = rewrite_anthropic(&request.body, model, None).ok()?;
+        Some(
+            anthropic_api::count_tokens(
+                &self.http,
+                &provider.base_url,
+                key.as_ref(),
+                body,
+                &request.anthropic,
+                self.upstream_timeout,
+            )
+            .await,
+        )
+    }
+
     /// Requests waiting for a free slot right now.
     pub fn queue_depth(&self) -> usize {
-        self.queued.load(Ordering::Acquire)
+        self.queue.len()
     }
 
     pub async fn chat(&self, request: ChatRequest) -> Result<Routed, DispatchError> {
         let resolved = self.resolve(&request)?;
-        let started = Instant::now();
-        let deadline = started + resolved.wait;
-        // Fast path: with nobody queued, a request that finds room goes at once.
-        if self.queued.load(Ordering::Acquire) == 0 {
-            if let Pass::Done(result) = self.pass(&request, &resolved).await {
-                return *result;
-            }
-        }
-        self.queued.fetch_add(1, Ordering::AcqRel);
-        let _queued = Queued(&self.queued);
-        let mut notes;
-        let Ok(_turn) = tokio::time::timeout_at(deadline, self.queue.lock()).await else {
-            return Err(DispatchError::QueueTimeout {
-                waited: started.elapsed(),
-                notes: vec!["earlier requests are still waiting for the same capacity".into()],
-            });
+        let table = self.providers.routing();
+        let alias = self.rules.alias(&resolved.model);
+        let runner = LiveRunner {
+            dispatcher: self,
+            request: &request,
+            resolved: &resolved,
         };
-        loop {
-            // Listen before looking, so a slot freed in between is not missed.
-            let freed = self.workers.capacity().notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
-            match self.pass(&request, &resolved).await {
-                Pass::Done(result) => return *result,
-                Pass::Wait(why) => notes = why,
-            }
-            if Instant::now() >= deadline {
-                break;
-            }
-            tokio::select! {
-                _ = &mut freed => {}
-                _ = tokio::time::sleep_until(deadline) => {}
-            }
-        }
-        Err(DispatchError::QueueTimeout {
-            waited: started.elapsed(),
-            notes,
+        let walked = walk(
+            Walk {
+                queue: &self.queue,
+                workers: &self.workers,
+                table: &table,
+                health: &self.health,
+                model: &resolved.model,
+                provider: request.provider.as_deref(),
+                order: &resolved.order,
+                alias: alias.as_ref(),
+                turn: self.turn.fetch_add(1, Ordering::Relaxed),
+                wait: resolved.wait,
+            },
+            &runner,
+        )
+        .await?;
+        let overflow = walked.tier == Tier::Cloud && resolved.order.first().is_some_and(|t| *t != Tier::Cloud);
+        Ok(Routed {
+            tier: walked.tier,
+            route: walked.route,
+            model: walked.model,
+            cloud_model: alias.as_ref().and_then(|a| a.cloud.clone()),
+            overflow,
+            queue_wait: walked.queue_wait,
+            failures: walked.failures,
+            reply: walked.reply,
         })
     }
 
@@ -376,116 +312,35 @@ impl Dispatcher {
         })
     }
 
-    /// One look at the live state and one walk of the resulting plan.
-    async fn pass(&self, request: &ChatRequest, resolved: &Resolved) -> Pass {
-        let table = self.providers.routing();
-        let live = self.workers.live();
-        let snapshot: Vec<WorkerSnapshot> = live
-            .iter()
-            .map(|w| WorkerSnapshot {
-                id: w.id.clone(),
-                kind: w.kind,
-                name: w.name.clone(),
-                models: w.models(),
-                slots: w.slots,
-                in_use: w.in_use(),
-            })
-            .collect();
-        let alias = self.rules.alias(&resolved.model);
-        let input = PlanInput {
-            model: &resolved.model,
-            provider: request.provider.as_deref(),
-            order: &resolved.order,
-            alias: alias.as_ref(),
-            table: &table,
-            workers: &snapshot,
-            turn: self.turn.fetch_add(1, Ordering::Relaxed),
-        };
-        let plan = match plan(&input) {
-            Ok(plan) => plan,
-            Err(e) => return Pass::Done(Box::new(Err(e.into()))),
-        };
-        let mut failures = Vec::new();
-        let mut lost_races = false;
-        for target in &plan.targets {
-            let tier = target.tier();
-            let attempt = match target {
-                Target::Worker { index, model, .. } => {
-                    let worker = &live[*index];
-                    let Some(slot) = worker.try_reserve() else {
-                        // Taken since the snapshot: another request got there first.
-                        lost_races = true;
-                        continue;
-                    };
-                    self.try_worker(worker, slot, tier, model, request, resolved)
-                        .await
-                        .map_err(|why| (worker.name.clone(), why))
-                }
-                Target::Cloud { provider, model } => self
-                    .try_cloud(provider, model, request, resolved)
-                    .await
-                    .map_err(|why| (provider.name.clone(), why)),
-            };
-            match attempt {
-                Ok(mut routed) => {
-                    routed.cloud_model = alias.as_ref().and_then(|a| a.cloud.clone());
-                    routed.overflow = tier == Tier::Cloud
-                        && resolved
-                            .order
-                            .iter()
-                            .take_while(|t| **t != Tier::Cloud)
-                            .next()
-                            .is_some();
-                    if !failures.is_empty() {
-                        tracing::info!(route = %routed.route, failed_over = failures.len(), "served after failover");
-                    }
-                    return Pass::Done(Box::new(Ok(routed)));
-                }
-                Err((route, why)) => {
-                    let failure = TargetFailure { tier, route, why };
-                    tracing::warn!(failure = %failure, "candidate failed");
-                    if let Some(final_answer) = client_error(&failure) {
-                        return Pass::Done(Box::new(Err(DispatchError::Upstream {
-                            tier: failure.tier,
-                            route: failure.route.clone(),
-                            failure: Box::new(final_answer),
-                            tried: failures,
-                        })));
-                    }
-                    failures.push(failure);
-                }
-            }
-        }
-        if failures.is_empty() && (plan.can_wait || lost_races) {
-            return Pass::Wait(plan.notes);
-        }
-        Pass::Done(Box::new(Err(all_failed(failures))))
+    /// The clocks for an attempt on `tier`: the admin's settings, the response-headers
+    /// phase capped by `--upstream-timeout-secs`.
+    fn phases(&self, tier: Tier) -> Phases {
+        let mut phases = self.rules.phases(tier);
+        phases.headers = phases.headers.min(self.upstream_timeout);
+        phases
     }
 
+    /// Sends the request to a provider and reads its reply up to the first content (a
+    /// stream) or whole (JSON), so an error in an opening or a broken body still fails over.
     async fn try_cloud(
         &self,
         provider: &Arc<LiveProvider>,
         model: &str,
         request: &ChatRequest,
         resolved: &Resolved,
-    ) -> Result<Routed, Why> {
+    ) -> Result<RoutedReply, Why> {
         let key = provider.open_key(&self.master).map_err(|e| {
             tracing::error!(provider = %provider.name, error = %e, "cannot open a stored provider key");
             Why::KeyUnreadable
         })?;
+        let clock = Clock::start(self.phases(Tier::Cloud));
+        let (_, phase, limit) = clock.headers_deadline();
         let (outcome, format) = if provider.kind.speaks_openai() {
             let mut body = openai_body(request, resolved, model, false)?;
             if request.format == Format::Anthropic && provider.kind == crate::store::ProviderKind::Openai {
                 body = with_reasoning_token_field(body, model);
             }
-            let outcome = openai::chat(
-                &self.http,
-                &provider.base_url,
-                key.as_ref(),
-                body,
-                self.upstream_timeout,
-            )
-            .await;
+            let outcome = openai::chat(&self.http, &provider.base_url, key.as_ref(), body, limit).await;
             (outcome, Format::OpenAi)
         } else {
             let body = anthropic_body(request, resolved, model)?;
@@ -495,80 +350,126 @@ impl Dispatcher {
                 key.as_ref(),
                 body,
                 &request.anthropic,
-                self.upstream_timeout,
+                limit,
             )
             .await;
             (outcome, Format::Anthropic)
         };
-        match outcome.map_err(Why::Provider)? {
-            ChatOutcome::Reply(reply) => Ok(Routed {
-                tier: Tier::Cloud,
-                route: provider.name.clone(),
-                model: model.to_string(),
-                cloud_model: None,
-                overflow: false,
-                reply: RoutedReply::Upstream { reply, format },
-            }),
-            ChatOutcome::Failed(failure) => Err(Why::Status(failure)),
+        let mut reply = match outcome {
+            Ok(ChatOutcome::Reply(reply)) => reply,
+            Ok(ChatOutcome::Failed(failure)) => return Err(Why::Status(failure)),
+            Err(ProviderError::Timeout(_)) => return Err(Why::Timeout { phase, limit }),
+            Err(e) => return Err(Why::Provider(e)),
+        };
+        if !(200..300).contains(&reply.status) {
+            return Err(Why::BadChunk(format!("answered with status {}", reply.status)));
         }
+        let is_sse = reply
+            .content_type
+            .as_deref()
+            .is_some_and(|t| t.starts_with("text/event-stream"));
+        reply.body = if is_sse {
+            hold_until_content(reply.body, format, clock).await?
+        } else {
+            let whole = read_whole(reply.body, clock, MAX_ANSWER_BYTES).await?;
+            futures_util::stream::once(async move { Ok(whole) }).boxed()
+        };
+        Ok(RoutedReply::Upstream { reply, format })
     }
 
-    /// Sends the job and waits for its first event: until then a failure can still move
-    /// the request elsewhere. A non-streaming client's answer is folded whole here, so a
-    /// worker failing half-way can still fail over too.
+    /// Sends the job and waits for its first content, holding content-free openings back:
+    /// until then a failure can still move the request elsewhere. A non-streaming
+    /// client's answer is folded whole here, so a worker failing half-way fails over too.
     async fn try_worker(
         &self,
-        worker: &Arc<LiveWorker>,
         slot: SlotGuard,
         tier: Tier,
         model: &str,
         request: &ChatRequest,
         resolved: &Resolved,
-    ) -> Result<Routed, Why> {
+    ) -> Result<RoutedReply, Why> {
         let body = openai_body(request, resolved, model, true)?;
         let text = String::from_utf8(body.to_vec()).map_err(|e| Why::BadChunk(e.to_string()))?;
         let raw = RawValue::from_string(text).map_err(|e| Why::BadChunk(e.to_string()))?;
+        let worker = slot.worker().clone();
+        let clock = Clock::start(self.phases(tier));
         let mut job = worker.start_job(slot, raw).ok_or(Why::WorkerGone)?;
-        let routed = |reply| Routed {
-            tier,
-            route: worker.name.clone(),
-            model: model.to_string(),
-            cloud_model: None,
-            overflow: false,
-            reply,
-        };
-        let first = self.next_event(&mut job).await?;
+        let mut held = Vec::new();
+        let mut deadline = clock.headers_deadline();
         if request.stream {
-            return match first {
-                JobEvent::Chunk(chunk) => Ok(routed(RoutedReply::WorkerStream {
-                    first: Some(chunk),
-                    job,
-                })),
-                JobEvent::Done(_) => Ok(routed(RoutedReply::WorkerStream { first: None, job })),
-                other => Err(event_failure(other)),
-            };
+            loop {
+                match next_event(&mut job, deadline).await? {
+                    JobEvent::Chunk(chunk) => {
+                        let kind = worker_chunk_kind(&chunk)?;
+                        match kind {
+                            ChunkKind::Opening => held.push(chunk),
+                            ChunkKind::Content => {
+                                held.push(chunk);
+                                break;
+                            }
+                            ChunkKind::Error => return Err(Why::BadChunk(format!("error chunk: {}", chunk.get()))),
+                        }
+                    }
+                    JobEvent::Done(usage) => {
+                        job.push_back(JobEvent::Done(usage));
+                        break;
+                    }
+                    other => return Err(event_failure(other)),
+                }
+                deadline = clock.first_content_deadline();
+            }
+            job.set_clock(clock.phases.idle, clock.started + clock.phases.total);
+            return Ok(RoutedReply::WorkerStream { held, job });
         }
         let mut folded = Aggregator::default();
-        let mut event = first;
         loop {
-            match event {
+            match next_event(&mut job, deadline).await? {
                 JobEvent::Chunk(chunk) => folded.push(&chunk).map_err(|e| Why::BadChunk(e.to_string()))?,
                 JobEvent::Done(usage) => {
                     let usage = usage.and_then(|u| serde_json::to_value(u).ok());
                     let completion = folded.finish(model, usage);
                     let bytes = serde_json::to_vec(&completion).map_err(|e| Why::BadChunk(e.to_string()))?;
-                    return Ok(routed(RoutedReply::Complete(Bytes::from(bytes))));
+                    return Ok(RoutedReply::Complete(Bytes::from(bytes)));
                 }
                 other => return Err(event_failure(other)),
             }
-            event = self.next_event(&mut job).await?;
+            deadline = clock.idle_deadline();
         }
     }
+}
 
-    async fn next_event(&self, job: &mut WorkerJob) -> Result<JobEvent, Why> {
-        tokio::time::timeout(self.upstream_timeout, job.next_event())
+/// A reply body bigger than this is refused rather than held in memory.
+const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
+
+async fn next_event(
+    job: &mut WorkerJob,
+    (deadline, phase, limit): (tokio::time::Instant, &'static str, Duration),
+) -> Result<JobEvent, Why> {
+    tokio::time::timeout_at(deadline, job.next_event())
+        .await
+        .map_err(|_| Why::Timeout { phase, limit })
+}
+
+/// The live targets behind the failover loop.
+struct LiveRunner<'a> {
+    dispatcher: &'a Dispatcher,
+    request: &'a ChatRequest,
+    resolved: &'a Resolved,
+}
+
+impl Runner for LiveRunner<'_> {
+    type Reply = RoutedReply;
+
+    async fn run_worker(&self, slot: SlotGuard, tier: Tier, model: &str) -> Result<RoutedReply, Why> {
+        self.dispatcher
+            .try_worker(slot, tier, model, self.request, self.resolved)
             .await
-            .map_err(|_| Why::FirstByteTimeout(self.upstream_timeout))
+    }
+
+    async fn run_cloud(&self, provider: &Arc<LiveProvider>, model: &str) -> Result<RoutedReply, Why> {
+        self.dispatcher
+            .try_cloud(provider, model, self.request, self.resolved)
+            .await
     }
 }
 
@@ -597,6 +498,7 @@ fn openai_body(request: &ChatRequest, resolved: &Resolved, model: &str, for_work
             body["model"] = serde_json::json!(model);
             if for_worker {
                 body["stream"] = serde_json::json!(true);
+                crate::translate::late_system::fold_late_system_messages(&mut body);
             }
             if body["stream"] == serde_json::json!(true) && !for_worker {
                 // The Anthropic stream reports output tokens at its end: ask for them.
@@ -666,45 +568,21 @@ fn anthropic_body(request: &ChatRequest, resolved: &Resolved, model: &str) -> Re
 
 fn event_failure(event: JobEvent) -> Why {
     match event {
-        JobEvent::Failed { message, status } => Why::Worker { message, status },
+        JobEvent::Failed {
+            message,
+            status,
+            retry_after,
+            limited_until,
+        } => match limited_until {
+            Some(until) => Why::Limited { message, until },
+            None => Why::Worker {
+                message,
+                status,
+                retry_after,
+            },
+        },
         JobEvent::Disconnected => Why::WorkerGone,
         JobEvent::Chunk(_) | JobEvent::Done(_) => Why::BadChunk("unexpected event".into()),
-    }
-}
-
-/// A failure that is the request's fault, answered as is rather than failed over.
-fn client_error(failure: &TargetFailure) -> Option<UpstreamFailure> {
-    match &failure.why {
-        Why::Status(status) if !worth_failing_over(status.status) => Some(status.clone()),
-        Why::Worker {
-            message,
-            status: Some(status),
-        } if !worth_failing_over(*status) => Some(UpstreamFailure {
-            status: *status,
-            content_type: Some("application/json".into()),
-            body: Bytes::from(serde_json::json!({"error": {"message": message}}).to_string()),
-            retry_after: None,
-        }),
-        _ => None,
-    }
-}
-
-/// Prefer the upstream's own last answer: its status class and message say most.
-fn all_failed(failures: Vec<TargetFailure>) -> DispatchError {
-    let last_status = failures.iter().rev().find_map(|f| match &f.why {
-        Why::Status(s) => Some((f.tier, f.route.clone(), s.clone())),
-        _ => None,
-    });
-    match last_status {
-        Some((tier, route, failure)) if failures.iter().all(|f| matches!(f.why, Why::Status(_))) => {
-            DispatchError::Upstream {
-                tier,
-                route,
-                failure: Box::new(failure),
-                tried: failures,
-            }
-        }
-        _ => DispatchError::AllFailed(failures),
     }
 }
 
@@ -728,15 +606,5 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(out["max_completion_tokens"], 5);
-    }
-
-    #[test]
-    fn which_statuses_fail_over() {
-        for s in [500, 502, 503, 429, 401, 404] {
-            assert!(worth_failing_over(s), "{s}");
-        }
-        for s in [400, 413, 422] {
-            assert!(!worth_failing_over(s), "{s}");
-        }
     }
 }

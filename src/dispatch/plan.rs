@@ -3,6 +3,7 @@
 //! table-tested. Within the GPU and CLI tiers the least-loaded worker comes first, equal
 //! loads take turns; within the cloud tier, provider priority, equal priorities take turns.
 
+use super::queue::WaitKey;
 use crate::providers::{LiveProvider, RoutingTable};
 use crate::store::AliasRecord;
 use crate::workers::protocol::WorkerKind;
@@ -115,6 +116,9 @@ pub struct Plan {
     pub targets: Vec<Target>,
     /// Some eligible worker exists but has no free slot: worth waiting for one.
     pub can_wait: bool,
+    /// The worker capacity this request can use, in tier order (busy or not): what it
+    /// waits for in the queue when nothing in `targets` answers.
+    pub waits: Vec<WaitKey>,
     /// Why each tier that gave no candidate gave none.
     pub notes: Vec<String>,
 }
@@ -140,6 +144,7 @@ pub enum PlanError {
 pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
     let pin = resolve_pin(input.model, input.provider, input.table)?;
     if let Some((provider, model)) = pin {
+        let model = input.table.listed_name(model);
         if !input.order.contains(&Tier::Cloud) {
             let names: Vec<&str> = input.order.iter().map(|t| t.as_str()).collect();
             return Err(PlanError::PinWithoutCloud(names.join(",")));
@@ -221,6 +226,10 @@ fn plan_workers(input: &PlanInput<'_>, tier: Tier, kind: WorkerKind, plan: &mut 
             .push(format!("{}: no {} worker serves {shown}", tier.as_str(), tier.as_str()));
         return;
     }
+    plan.waits.push(WaitKey {
+        kind,
+        model: wanted.map(str::to_string),
+    });
     let mut free: Vec<(usize, String)> = eligible
         .iter()
         .filter(|(i, _)| input.workers[*i].in_use < input.workers[*i].slots)
@@ -265,6 +274,7 @@ fn plan_cloud(input: &PlanInput<'_>, plan: &mut Plan) -> Result<(), PlanError> {
     // An alias may pin: `openai/gpt-4o-mini`.
     if input.alias.is_some() {
         if let Some((provider, model)) = resolve_pin(wanted, None, input.table)? {
+            let model = input.table.listed_name(model);
             if input.table.serves(provider, model) {
                 plan.targets.push(Target::Cloud {
                     provider: provider.clone(),
@@ -277,6 +287,7 @@ fn plan_cloud(input: &PlanInput<'_>, plan: &mut Plan) -> Result<(), PlanError> {
             return Ok(());
         }
     }
+    let wanted = input.table.listed_name(wanted);
     let serving: Vec<&Arc<LiveProvider>> = input.table.serving(wanted).collect();
     if serving.is_empty() {
         plan.notes.push(format!("cloud: no enabled provider serves {wanted}"));
@@ -577,6 +588,7 @@ mod tests {
             gpu: Some("qwen-coder".into()),
             cli: Some("sonnet".into()),
             cloud: Some("c/o3".into()),
+            client_models: Vec::new(),
         };
         let workers = [
             worker("g1", WorkerKind::Gpu, &["qwen-coder"], 1, 0),
@@ -596,6 +608,7 @@ mod tests {
             gpu: Some("qwen-coder".into()),
             cli: None,
             cloud: None,
+            client_models: Vec::new(),
         };
         assert_eq!(
             routes("local", None, &DEFAULT, Some(&gpu_only), &workers, 0).unwrap(),

@@ -2,13 +2,19 @@
 //! aliases. Stored in redb, held in memory as snapshots the request path reads for free.
 
 use super::plan::Tier;
-use crate::store::{AdminAgentSettings, AliasRecord, RoutingSettings, Store, StoreError, AUTO_ALIAS};
+use super::stream::Phases;
+use crate::store::{
+    AdminAgentSettings, AliasRecord, PhaseTimeouts, RoutingSettings, Store, StoreError, TierTimeouts, AUTO_ALIAS,
+};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// A queue wait longer than this is a misconfiguration, not a wish.
 pub const MAX_QUEUE_TIMEOUT_MS: u64 = 10 * 60 * 1000;
+/// Phase timeouts are between these (a day at most: a request that long is stuck).
+pub const MIN_PHASE_MS: u64 = 100;
+pub const MAX_PHASE_MS: u64 = 24 * 3600 * 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RulesError {
@@ -52,10 +58,29 @@ impl RulesError {
     }
 }
 
+/// Some phases of one tier's clocks; the rest stay as they are.
+#[derive(Debug, Default, Clone, Copy, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhasePatch {
+    pub headers_ms: Option<u64>,
+    pub first_content_ms: Option<u64>,
+    pub idle_ms: Option<u64>,
+    pub total_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Clone, Copy, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsPatch {
+    pub gpu: Option<PhasePatch>,
+    pub cli: Option<PhasePatch>,
+    pub cloud: Option<PhasePatch>,
+}
+
 #[derive(Debug, Default)]
 pub struct SettingsPatch {
     pub default_order: Option<Vec<String>>,
     pub queue_timeout_ms: Option<u64>,
+    pub timeouts: Option<TimeoutsPatch>,
     /// The model (or alias) the admin agent runs on.
     pub admin_agent_model: Option<String>,
 }
@@ -108,6 +133,23 @@ impl RoutingRules {
         )
     }
 
+    /// The clocks of one attempt on `tier`.
+    pub fn phases(&self, tier: Tier) -> Phases {
+        let settings = self.settings.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let t = &settings.0.timeouts;
+        let p = match tier {
+            Tier::Gpu => t.gpu,
+            Tier::Cli => t.cli,
+            Tier::Cloud => t.cloud,
+        };
+        Phases {
+            headers: Duration::from_millis(p.headers_ms),
+            first_content: Duration::from_millis(p.first_content_ms),
+            idle: Duration::from_millis(p.idle_ms),
+            total: Duration::from_millis(p.total_ms),
+        }
+    }
+
     pub async fn update_settings(&self, patch: SettingsPatch) -> Result<RoutingSettings, RulesError> {
         let mut settings = self.settings();
         if let Some(order) = patch.default_order {
@@ -117,6 +159,9 @@ impl RoutingRules {
         }
         if let Some(ms) = patch.queue_timeout_ms {
             settings.queue_timeout_ms = validate_queue_timeout(ms)?;
+        }
+        if let Some(timeouts) = patch.timeouts {
+            settings.timeouts = apply_timeouts(settings.timeouts, timeouts)?;
         }
         if let Some(model) = patch.admin_agent_model {
             let model = model.trim().to_string();
@@ -135,12 +180,24 @@ impl RoutingRules {
         Ok(settings)
     }
 
+    /// The alias named `name`, else the one whose client model names match it (the most
+    /// specific pattern wins: the longest, then the alias name).
     pub fn alias(&self, name: &str) -> Option<AliasRecord> {
-        self.aliases
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
+        let aliases = self.aliases.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(alias) = aliases.get(name) {
+            return Some(alias.clone());
+        }
+        aliases
+            .values()
+            .filter_map(|a| {
+                a.client_models
+                    .iter()
+                    .filter(|pattern| client_model_matches(pattern, name))
+                    .map(|pattern| (pattern.len(), a))
+                    .max_by_key(|(len, _)| *len)
+            })
+            .max_by(|(la, a), (lb, b)| la.cmp(lb).then_with(|| b.name.cmp(&a.name)))
+            .map(|(_, a)| a.clone())
     }
 
     pub fn aliases(&self) -> Vec<AliasRecord> {
@@ -195,6 +252,101 @@ pub fn validate_queue_timeout(ms: u64) -> Result<u64, RulesError> {
     Ok(ms)
 }
 
+fn apply_timeouts(mut all: TierTimeouts, patch: TimeoutsPatch) -> Result<TierTimeouts, RulesError> {
+    let tiers = [
+        ("gpu", &mut all.gpu, patch.gpu),
+        ("cli", &mut all.cli, patch.cli),
+        ("cloud", &mut all.cloud, patch.cloud),
+    ];
+    for (tier, phases, patch) in tiers {
+        let Some(patch) = patch else { continue };
+        let fields: [(&str, &mut u64, Option<u64>); 4] = [
+            ("headers_ms", &mut phases.headers_ms, patch.headers_ms),
+            ("first_content_ms", &mut phases.first_content_ms, patch.first_content_ms),
+            ("idle_ms", &mut phases.idle_ms, patch.idle_ms),
+            ("total_ms", &mut phases.total_ms, patch.total_ms),
+        ];
+        for (name, slot, value) in fields {
+            let Some(ms) = value else { continue };
+            if !(MIN_PHASE_MS..=MAX_PHASE_MS).contains(&ms) {
+                return Err(RulesError::Invalid(format!(
+                    "routing.timeouts.{tier}.{name} must be between {MIN_PHASE_MS} and {MAX_PHASE_MS} ms"
+                )));
+            }
+            *slot = ms;
+        }
+        check_phase_order(tier, phases)?;
+    }
+    Ok(all)
+}
+
+fn check_phase_order(tier: &str, p: &PhaseTimeouts) -> Result<(), RulesError> {
+    if p.headers_ms > p.total_ms || p.first_content_ms > p.total_ms || p.idle_ms > p.total_ms {
+        return Err(RulesError::Invalid(format!(
+            "routing.timeouts.{tier}: headers_ms, first_content_ms and idle_ms must not exceed total_ms"
+        )));
+    }
+    Ok(())
+}
+
+/// Model names coding agents offer their users; a `client_models` pattern lists those it
+/// matches in `GET /v1/models`, so a client's model discovery shows them.
+const AGENT_MODEL_NAMES: &[&str] = &[
+    "claude-opus-4-5",
+    "claude-sonnet-4-5",
+    "claude-haiku-4-5",
+    "claude-opus-4-1",
+    "claude-opus-4-0",
+    "claude-sonnet-4-0",
+    "claude-3-7-sonnet-latest",
+    "claude-3-5-haiku-latest",
+    "gpt-5-codex",
+    "gpt-5",
+    "gpt-5-mini",
+];
+
+impl RoutingRules {
+    /// Client model names the aliases' `client_models` send somewhere, with the alias:
+    /// exact entries as they are, patterns as the well-known agent model names they match.
+    pub fn client_model_names(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for alias in self.aliases() {
+            for pattern in &alias.client_models {
+                if !pattern.contains('*') {
+                    out.push((pattern.clone(), alias.name.clone()));
+                    continue;
+                }
+                for name in AGENT_MODEL_NAMES.iter().filter(|n| client_model_matches(pattern, n)) {
+                    out.push((name.to_string(), alias.name.clone()));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+pub fn client_model_matches(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let Some(first) = parts.next() else {
+        return false;
+    };
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let pieces: Vec<&str> = parts.collect();
+    let Some((last, middle)) = pieces.split_last() else {
+        return rest.is_empty();
+    };
+    for piece in middle {
+        match rest.find(piece) {
+            Some(at) => rest = &rest[at + piece.len()..],
+            None => return false,
+        }
+    }
+    rest.ends_with(last)
+}
+
 fn validate_alias(alias: AliasRecord) -> Result<AliasRecord, RulesError> {
     let name = alias.name.trim().to_string();
     let ok = !name.is_empty()
@@ -215,10 +367,70 @@ fn validate_alias(alias: AliasRecord) -> Result<AliasRecord, RulesError> {
             other => Ok(other),
         }
     };
+    let mut client_models = Vec::new();
+    for pattern in alias.client_models {
+        let pattern = pattern.trim().to_string();
+        if pattern.is_empty() || pattern.len() > 128 || pattern.chars().any(char::is_whitespace) {
+            return Err(RulesError::Invalid(
+                "client_models entries must be model names or `*` patterns of 1 to 128 characters without spaces"
+                    .into(),
+            ));
+        }
+        if pattern == name {
+            return Err(RulesError::Invalid(
+                "client_models must not name the alias itself".into(),
+            ));
+        }
+        if !client_models.contains(&pattern) {
+            client_models.push(pattern);
+        }
+    }
     Ok(AliasRecord {
+        client_models,
         gpu: clean("gpu", alias.gpu)?,
         cli: clean("cli", alias.cli)?,
         cloud: clean("cloud", alias.cloud)?,
         name,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_model_patterns_match_whole_names() {
+        let cases = [
+            ("claude-*", "claude-sonnet-4-5", true),
+            ("claude-*", "claude-", true),
+            ("claude-*", "anthropic/claude-x", false),
+            ("*-mini", "gpt-4o-mini", true),
+            ("*-mini", "gpt-4o-mini-x", false),
+            ("gpt-*-mini", "gpt-4o-mini", true),
+            ("a*b*c", "a-x-b-y-c", true),
+            ("a*b*c", "a-c-b", false),
+            ("exact", "exact", true),
+            ("exact", "exactly", false),
+            ("*", "anything", true),
+        ];
+        for (pattern, name, expected) in cases {
+            assert_eq!(client_model_matches(pattern, name), expected, "{pattern} vs {name}");
+        }
+    }
+
+    #[test]
+    fn client_model_entries_are_cleaned_and_checked() {
+        let alias = |patterns: &[&str]| AliasRecord {
+            name: "coder".into(),
+            gpu: None,
+            cli: None,
+            cloud: None,
+            client_models: patterns.iter().map(|p| p.to_string()).collect(),
+        };
+        let ok = validate_alias(alias(&[" claude-* ", "claude-*", "gpt-5"])).unwrap();
+        assert_eq!(ok.client_models, ["claude-*", "gpt-5"]);
+        for bad in [&[""][..], &["a b"], &["coder"]] {
+            assert!(validate_alias(alias(bad)).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -80,6 +80,34 @@ pub struct ClientHeaders {
     pub version: Option<String>,
     /// Feature flags (`anthropic-beta`), passed through whatever their value.
     pub beta: Option<String>,
+    /// The client's query string (Claude Code sends `beta=true`), without the `?`.
+    pub query: Option<String>,
+    /// `user-agent` and `x-app`: Anthropic tells clients apart by them.
+    pub user_agent: Option<String>,
+    pub x_app: Option<String>,
+}
+
+impl ClientHeaders {
+    fn apply(&self, mut request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        request = request.header("anthropic-version", self.version.as_deref().unwrap_or(API_VERSION));
+        if let Some(beta) = &self.beta {
+            request = request.header("anthropic-beta", beta);
+        }
+        if let Some(agent) = &self.user_agent {
+            request = request.header(reqwest::header::USER_AGENT, agent);
+        }
+        if let Some(app) = &self.x_app {
+            request = request.header("x-app", app);
+        }
+        request
+    }
+
+    fn url(&self, base_url: &str, path: &str) -> String {
+        match self.query.as_deref().filter(|q| !q.is_empty()) {
+            Some(query) => format!("{base_url}{path}?{query}"),
+            None => format!("{base_url}{path}"),
+        }
+    }
 }
 
 /// Sends a Messages request body as it is and returns before reading the body.
@@ -95,15 +123,34 @@ pub async fn chat(
         status: 401,
         message: "an Anthropic provider needs an API key".into(),
     })?;
-    let mut request = http
-        .post(format!("{base_url}/v1/messages"))
+    let request = http
+        .post(headers.url(base_url, "/v1/messages"))
         .header("x-api-key", sensitive_header(key.expose())?)
-        .header("anthropic-version", headers.version.as_deref().unwrap_or(API_VERSION))
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(body);
-    if let Some(beta) = &headers.beta {
-        request = request.header("anthropic-beta", beta);
-    }
-    let response = send(request, timeout).await?;
+    let response = send(headers.apply(request), timeout).await?;
+    Ok(into_outcome(response, Some(key)).await)
+}
+
+/// Sends a `count_tokens` body as it is; Anthropic's count is exact where auxot's is an
+/// estimate.
+pub async fn count_tokens(
+    http: &reqwest::Client,
+    base_url: &str,
+    key: Option<&Secret>,
+    body: bytes::Bytes,
+    headers: &ClientHeaders,
+    timeout: Duration,
+) -> Result<ChatOutcome, ProviderError> {
+    let key = key.ok_or_else(|| ProviderError::KeyRejected {
+        status: 401,
+        message: "an Anthropic provider needs an API key".into(),
+    })?;
+    let request = http
+        .post(headers.url(base_url, "/v1/messages/count_tokens"))
+        .header("x-api-key", sensitive_header(key.expose())?)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body);
+    let response = send(headers.apply(request), timeout).await?;
     Ok(into_outcome(response, Some(key)).await)
 }

@@ -183,6 +183,9 @@ pub struct RoutingTable {
     providers: Vec<Arc<LiveProvider>>,
     by_model: HashMap<String, Vec<usize>>,
     by_name: HashMap<String, usize>,
+    /// Undated and `-latest` names → the newest dated id listed (`claude-sonnet-4-5` →
+    /// `claude-sonnet-4-5-20250929`), as Anthropic's own API resolves them.
+    undated: HashMap<String, String>,
 }
 
 impl RoutingTable {
@@ -204,7 +207,26 @@ impl RoutingTable {
                 sealed_key: record.sealed_key,
             }));
         }
+        for id in table.by_model.keys() {
+            if let Some(base) = undated_name(id) {
+                for name in [base.to_string(), format!("{base}-latest")] {
+                    let newest = table.undated.entry(name).or_insert_with(|| id.clone());
+                    if id.as_str() > newest.as_str() {
+                        *newest = id.clone();
+                    }
+                }
+            }
+        }
         table
+    }
+
+    /// The id providers list for a client's model name: the name itself when listed, else
+    /// the newest dated id its undated or `-latest` form stands for.
+    pub fn listed_name<'a>(&'a self, model: &'a str) -> &'a str {
+        if self.by_model.contains_key(model) {
+            return model;
+        }
+        self.undated.get(model).map_or(model, String::as_str)
     }
 
     pub fn provider_named(&self, name: &str) -> Option<&Arc<LiveProvider>> {
@@ -234,6 +256,12 @@ impl RoutingTable {
         out.sort_by(|a, b| a.0.cmp(b.0));
         out
     }
+}
+
+/// `name-YYYYMMDD` → `name`.
+fn undated_name(id: &str) -> Option<&str> {
+    let (base, date) = id.rsplit_once('-')?;
+    (date.len() == 8 && date.bytes().all(|b| b.is_ascii_digit()) && !base.is_empty()).then_some(base)
 }
 
 pub struct ProviderRegistry {

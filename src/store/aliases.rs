@@ -16,6 +16,10 @@ pub struct AliasRecord {
     pub cli: Option<String>,
     /// `provider/model` or a plain model; `None`: the cloud tier is skipped.
     pub cloud: Option<String>,
+    /// Client model names sent to this alias: exact names or `*` patterns (`claude-*`),
+    /// so a client that picks its own model (Claude Code) runs where the operator says.
+    #[serde(default)]
+    pub client_models: Vec<String>,
 }
 
 impl AliasRecord {
@@ -25,6 +29,7 @@ impl AliasRecord {
             gpu: None,
             cli: None,
             cloud: None,
+            client_models: Vec::new(),
         }
     }
 }

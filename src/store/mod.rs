@@ -8,6 +8,7 @@ mod api_keys;
 mod conversations;
 mod meta;
 mod providers;
+mod readonly;
 mod sessions;
 mod settings;
 pub mod tables;
@@ -22,7 +23,7 @@ pub use conversations::{ConversationRecord, ConversationSummary};
 pub use meta::KeyState;
 pub use providers::{CachedModel, ModelCache, ProviderKind, ProviderRecord};
 pub use sessions::SessionRecord;
-pub use settings::{AdminAgentSettings, RoutingSettings};
+pub use settings::{AdminAgentSettings, PhaseTimeouts, RoutingSettings, TierTimeouts};
 pub use usage::{PriceRecord, UsageRecord};
 pub use worker_tokens::WorkerTokenRecord;
 
@@ -72,11 +73,38 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) `auxot.redb` in `data_dir`. Writes nothing beyond what redb needs
-    /// to open the file: tables are created by `initialize`, after the key is checked.
+    /// Opens (or creates, readable by its owner only) `auxot.redb` in `data_dir`. Tables are
+    /// created by `initialize`; call `peek_key_state` first to check the key without writing.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
-        let db = Database::create(data_dir.join(DB_FILE))?;
+        let path = data_dir.join(DB_FILE);
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            options.mode(0o600);
+            // A file made by an older auxot (or copied in) may be readable by others.
+            if let Ok(meta) = std::fs::metadata(&path) {
+                if meta.permissions().mode() & 0o077 != 0 {
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io_error)?;
+                }
+            }
+        }
+        let file = options.open(&path).map_err(io_error)?;
+        let db = Database::builder().create_file(file)?;
         Ok(Store { db: Arc::new(db) })
+    }
+
+    /// The key state of the database in `data_dir`, read without writing a byte to it (nor
+    /// touching its mtime); a missing file has none.
+    pub fn peek_key_state(data_dir: &Path) -> Result<KeyState, StoreError> {
+        let path = data_dir.join(DB_FILE);
+        if !path.exists() {
+            return Ok(KeyState::default());
+        }
+        let backend = readonly::CopyOnWrite::open(&path).map_err(io_error)?;
+        let db = Database::builder().create_with_backend(backend)?;
+        Store { db: Arc::new(db) }.key_state()
     }
 
     pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -105,6 +133,10 @@ impl Store {
             .await
             .map_err(|e| StoreError::Task(e.to_string()))?
     }
+}
+
+fn io_error(e: std::io::Error) -> StoreError {
+    StoreError::Db(Box::new(redb::Error::Io(e)))
 }
 
 fn write_now<T, F>(db: &Database, f: F) -> Result<T, StoreError>

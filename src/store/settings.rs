@@ -12,6 +12,9 @@ pub struct RoutingSettings {
     pub default_order: Vec<String>,
     /// How long a request waits for a free slot when every eligible target is full.
     pub queue_timeout_ms: u64,
+    /// Per-phase clocks of one attempt, per tier.
+    #[serde(default)]
+    pub timeouts: TierTimeouts,
 }
 
 impl Default for RoutingSettings {
@@ -19,6 +22,70 @@ impl Default for RoutingSettings {
         RoutingSettings {
             default_order: vec!["gpu".into(), "cli".into(), "cloud".into()],
             queue_timeout_ms: 60_000,
+            timeouts: TierTimeouts::default(),
+        }
+    }
+}
+
+/// The clocks on one attempt, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhaseTimeouts {
+    /// Until the response headers (a worker: its first event).
+    pub headers_ms: u64,
+    /// Until the first content or tool-call delta, from the start.
+    pub first_content_ms: u64,
+    /// The longest silence between two chunks.
+    pub idle_ms: u64,
+    /// The whole request.
+    pub total_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierTimeouts {
+    #[serde(default = "TierTimeouts::gpu_default")]
+    pub gpu: PhaseTimeouts,
+    #[serde(default = "TierTimeouts::cli_default")]
+    pub cli: PhaseTimeouts,
+    #[serde(default = "TierTimeouts::cloud_default")]
+    pub cloud: PhaseTimeouts,
+}
+
+impl TierTimeouts {
+    fn gpu_default() -> PhaseTimeouts {
+        PhaseTimeouts {
+            headers_ms: 120_000,
+            first_content_ms: 300_000,
+            idle_ms: 60_000,
+            total_ms: 1_800_000,
+        }
+    }
+
+    /// A coding CLI thinks and runs tools before it says anything: longer clocks.
+    fn cli_default() -> PhaseTimeouts {
+        PhaseTimeouts {
+            headers_ms: 120_000,
+            first_content_ms: 600_000,
+            idle_ms: 300_000,
+            total_ms: 3_600_000,
+        }
+    }
+
+    fn cloud_default() -> PhaseTimeouts {
+        PhaseTimeouts {
+            headers_ms: 120_000,
+            first_content_ms: 300_000,
+            idle_ms: 60_000,
+            total_ms: 1_800_000,
+        }
+    }
+}
+
+impl Default for TierTimeouts {
+    fn default() -> Self {
+        TierTimeouts {
+            gpu: Self::gpu_default(),
+            cli: Self::cli_default(),
+            cloud: Self::cloud_default(),
         }
     }
 }

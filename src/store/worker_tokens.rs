@@ -17,6 +17,10 @@ pub struct WorkerTokenRecord {
     /// A CLI subscription's monthly price (USD), shown beside the worker's usage.
     #[serde(default)]
     pub monthly_price_usd: Option<f64>,
+    /// The models a worker with this token may serve (exact names or `prefix*`); `None`:
+    /// any name no cloud provider serves. See `workers::policy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_models: Option<Vec<String>>,
 }
 
 impl Store {

@@ -3,6 +3,7 @@
 
 pub mod anthropic;
 pub mod chunks;
+pub mod late_system;
 
 /// The two API dialects auxot speaks to clients and upstreams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -546,6 +546,8 @@ impl<H: JobHandler> Session<'_, H> {
             job_id,
             message: message.to_string(),
             status: Some(503),
+            retry_after: None,
+            limited_until: None,
         };
         out.send(Outgoing::Frame(frame)).await.map_err(|_| SinkClosed)
     }
@@ -564,6 +566,8 @@ impl<H: JobHandler> Session<'_, H> {
                     job_id,
                     message: "the worker is shutting down".into(),
                     status: Some(503),
+                    retry_after: None,
+                    limited_until: None,
                 };
                 if out.send(Outgoing::Frame(frame)).await.is_err() {
                     return;
@@ -599,6 +603,8 @@ async fn run_one_job<H: JobHandler>(handler: Arc<H>, job: Job, out: mpsc::Sender
                 job_id,
                 message,
                 status,
+                retry_after: None,
+                limited_until: None,
             }
         }
     };
@@ -905,6 +911,7 @@ mod tests {
                 job_id,
                 status,
                 message,
+                ..
             } => {
                 assert_eq!((job_id.as_str(), status), ("extra", Some(503)), "{message}");
             }

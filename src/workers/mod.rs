@@ -5,5 +5,6 @@ pub mod args;
 pub mod cli;
 pub mod client;
 pub mod gpu;
+pub mod policy;
 pub mod protocol;
 pub mod registry;

@@ -70,6 +70,13 @@ pub enum WorkerMessage {
         /// The upstream's HTTP status, when there was one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         status: Option<u16>,
+        /// The upstream's `Retry-After` header, passed on to the client.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after: Option<String>,
+        /// A CLI subscription hit its usage limit: usable again at this Unix time. The
+        /// router routes around the worker until then.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limited_until: Option<i64>,
     },
 }
 
@@ -121,6 +128,8 @@ struct Frame {
     usage: Option<Usage>,
     message: Option<String>,
     status: Option<u16>,
+    retry_after: Option<String>,
+    limited_until: Option<i64>,
     worker_id: Option<String>,
     heartbeat_interval_ms: Option<u64>,
     heartbeat_timeout_ms: Option<u64>,
@@ -145,6 +154,16 @@ fn parse_frame(text: &str) -> Result<Frame, ProtocolError> {
         frame.kind_of_worker = serde_json::from_str::<HelloKind>(text).ok().map(|h| h.kind);
     }
     Ok(frame)
+}
+
+/// The `job_id` of a frame that does not parse as a whole (a wrong field type, a broken
+/// chunk), so the router can fail that one job at once.
+pub fn job_id_of(text: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct JobOnly {
+        job_id: String,
+    }
+    serde_json::from_str::<JobOnly>(text).ok().map(|j| j.job_id)
 }
 
 impl WorkerMessage {
@@ -180,6 +199,8 @@ impl WorkerMessage {
                 job_id: need(f.job_id, k, "job_id")?,
                 message: need(f.message, k, "message")?,
                 status: f.status,
+                retry_after: f.retry_after,
+                limited_until: f.limited_until,
             },
             other => return Err(ProtocolError::UnknownType(other.to_string())),
         })

@@ -2,7 +2,9 @@
 //! slots are taken, and the channel each in-flight job's events arrive on.
 //!
 //! Slots are taken with `try_reserve` (a compare-and-swap, never past `slots`) and given
-//! back by dropping the `SlotGuard`, so no error path can leak one. A `WorkerJob` that is
+//! back by dropping the `SlotGuard`, so no error path can leak one. A freed slot goes
+//! through the `SlotExchange` the dispatcher installs: it may hand the slot straight to a
+//! queued request (the count never drops, so no newcomer can take it in between). A `WorkerJob` that is
 //! dropped before its worker said `done` sends `cancel`: a client that goes away stops the
 //! work on the worker.
 
@@ -11,9 +13,21 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
+
+/// Where freed and new slots go: the dispatcher's wait queue. Called from `SlotGuard::drop`
+/// and on capacity changes, so implementations must not block on I/O or await.
+pub trait SlotExchange: Send + Sync {
+    /// One slot of `worker` is no longer used by its holder: hand it on (`SlotGuard::adopt`
+    /// by the receiver) or give it back with `LiveWorker::return_slot`.
+    fn release(&self, worker: &Arc<LiveWorker>);
+    /// `worker` joined or changed its models: its free slots may serve waiting requests.
+    fn capacity_added(&self, worker: &Arc<LiveWorker>);
+}
+
+type ExchangeCell = Arc<OnceLock<Arc<dyn SlotExchange>>>;
 
 /// How long an offline worker stays in the list.
 const OFFLINE_KEPT_SECS: i64 = 3600;
@@ -27,6 +41,10 @@ pub enum JobEvent {
     Failed {
         message: String,
         status: Option<u16>,
+        /// The upstream's `Retry-After`, passed on when the request finally fails.
+        retry_after: Option<String>,
+        /// A CLI worker's subscription is limited until then: route around it.
+        limited_until: Option<std::time::SystemTime>,
     },
     /// The worker's connection ended (or it missed its heartbeats) mid-job.
     Disconnected,
@@ -58,7 +76,7 @@ pub struct LiveWorker {
     jobs: Mutex<HashMap<String, mpsc::UnboundedSender<JobEvent>>>,
     kicked: Notify,
     gone: AtomicBool,
-    capacity: Arc<Notify>,
+    exchange: ExchangeCell,
 }
 
 fn now_ms() -> u64 {
@@ -73,10 +91,12 @@ impl LiveWorker {
         self.models.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub fn set_models(&self, models: Vec<String>) {
+    pub fn set_models(self: &Arc<Self>, models: Vec<String>) {
         *self.models.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(models);
         // A newly served model may let a queued request through.
-        self.capacity.notify_waiters();
+        if let Some(exchange) = self.exchange.get() {
+            exchange.capacity_added(self);
+        }
     }
 
     pub fn in_use(&self) -> u32 {
@@ -89,15 +109,27 @@ impl LiveWorker {
 
     /// Takes a slot if one is free; the guard gives it back on drop.
     pub fn try_reserve(self: &Arc<Self>) -> Option<SlotGuard> {
-        if self.is_gone() {
-            return None;
-        }
-        self.in_use
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.slots).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| SlotGuard { worker: self.clone() })
+        self.take_slot().then(|| SlotGuard { worker: self.clone() })
+    }
+
+    /// Counts one more slot in use if one is free. A `SlotExchange` that takes a slot this
+    /// way hands it on with `SlotGuard::adopt` or gives it back with `return_slot`.
+    pub fn take_slot(&self) -> bool {
+        !self.is_gone()
+            && self
+                .in_use
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < self.slots).then_some(n + 1)
+                })
+                .is_ok()
+    }
+
+    /// Gives a slot back to the free count. Only a `SlotExchange` calls this, for a slot
+    /// it was handed by `release` and has no waiter for.
+    pub fn return_slot(&self) {
+        let _ = self
+            .in_use
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 
     pub fn touch(&self) {
@@ -122,6 +154,8 @@ impl LiveWorker {
             events,
             _slot: slot,
             finished: false,
+            pushed_back: None,
+            clock: None,
         };
         if self.outbox.send(RouterMessage::Job { job_id, request }).is_err() {
             return None;
@@ -176,15 +210,30 @@ impl LiveWorker {
     }
 }
 
-/// A taken slot; dropping it frees the slot and wakes queued requests.
+/// A taken slot; dropping it hands the slot to the next queued request that can use it,
+/// or frees it.
 pub struct SlotGuard {
     worker: Arc<LiveWorker>,
 }
 
+impl SlotGuard {
+    /// Takes ownership of a slot that is already counted as in use: one a `SlotExchange`
+    /// got from `release` (or reserved itself) and hands to a waiting request.
+    pub fn adopt(worker: Arc<LiveWorker>) -> SlotGuard {
+        SlotGuard { worker }
+    }
+
+    pub fn worker(&self) -> &Arc<LiveWorker> {
+        &self.worker
+    }
+}
+
 impl Drop for SlotGuard {
     fn drop(&mut self) {
-        self.worker.in_use.fetch_sub(1, Ordering::AcqRel);
-        self.worker.capacity.notify_waiters();
+        match self.worker.exchange.get() {
+            Some(exchange) => exchange.release(&self.worker),
+            None => self.worker.return_slot(),
+        }
     }
 }
 
@@ -195,6 +244,9 @@ pub struct WorkerJob {
     events: mpsc::UnboundedReceiver<JobEvent>,
     _slot: SlotGuard,
     finished: bool,
+    pushed_back: Option<JobEvent>,
+    /// Once the client streams: the longest silence between events, and the deadline.
+    clock: Option<(Duration, tokio::time::Instant)>,
 }
 
 impl WorkerJob {
@@ -202,9 +254,52 @@ impl WorkerJob {
         &self.worker
     }
 
+    /// Puts an event back to be read again first (the dispatcher peeked at it).
+    pub fn push_back(&mut self, event: JobEvent) {
+        self.pushed_back = Some(event);
+    }
+
+    /// From now on, a silence longer than `idle` or running past `deadline` ends the job
+    /// with a `Failed` event (and cancels it on the worker, freeing the slot).
+    pub fn set_clock(&mut self, idle: Duration, deadline: tokio::time::Instant) {
+        self.clock = Some((idle, deadline));
+    }
+
     /// The next event; `Disconnected` once the worker is gone.
     pub async fn next_event(&mut self) -> JobEvent {
-        let event = self.events.recv().await.unwrap_or(JobEvent::Disconnected);
+        if let Some(event) = self.pushed_back.take() {
+            return event;
+        }
+        let event = match self.clock {
+            None => self.events.recv().await.unwrap_or(JobEvent::Disconnected),
+            Some((idle, deadline)) => {
+                let idle_at = tokio::time::Instant::now() + idle;
+                let (at, what, limit) = if idle_at <= deadline {
+                    (idle_at, "idle", idle)
+                } else {
+                    (
+                        deadline,
+                        "total",
+                        deadline.saturating_duration_since(tokio::time::Instant::now()),
+                    )
+                };
+                match tokio::time::timeout_at(at, self.events.recv()).await {
+                    Ok(event) => event.unwrap_or(JobEvent::Disconnected),
+                    // Not finished on the worker: dropping the job sends `cancel`.
+                    Err(_) => {
+                        return JobEvent::Failed {
+                            message: match what {
+                                "idle" => format!("the worker sent nothing for {}ms (idle timeout)", limit.as_millis()),
+                                _ => "the request ran past its total time limit".to_string(),
+                            },
+                            status: Some(504),
+                            retry_after: None,
+                            limited_until: None,
+                        }
+                    }
+                }
+            }
+        };
         match &event {
             JobEvent::Done(_) => {
                 self.finished = true;
@@ -258,7 +353,7 @@ struct Offline {
 pub struct WorkerRegistry {
     live: RwLock<HashMap<String, Arc<LiveWorker>>>,
     offline: Mutex<Vec<Offline>>,
-    capacity: Arc<Notify>,
+    exchange: ExchangeCell,
     pub heartbeat_timeout: Duration,
 }
 
@@ -267,14 +362,16 @@ impl WorkerRegistry {
         WorkerRegistry {
             live: RwLock::new(HashMap::new()),
             offline: Mutex::new(Vec::new()),
-            capacity: Arc::new(Notify::new()),
+            exchange: Arc::new(OnceLock::new()),
             heartbeat_timeout,
         }
     }
 
-    /// Notified whenever a slot frees, a worker joins or its models change.
-    pub fn capacity(&self) -> &Notify {
-        &self.capacity
+    /// Installs where freed slots go (once; the dispatcher does it when it is built).
+    pub fn set_exchange(&self, exchange: Arc<dyn SlotExchange>) {
+        if self.exchange.set(exchange).is_err() {
+            tracing::warn!("a slot exchange was already installed; keeping the first");
+        }
     }
 
     /// Adds a worker; an earlier connection with the same token is closed (a reconnect
@@ -297,7 +394,7 @@ impl WorkerRegistry {
             jobs: Mutex::new(HashMap::new()),
             kicked: Notify::new(),
             gone: AtomicBool::new(false),
-            capacity: self.capacity.clone(),
+            exchange: self.exchange.clone(),
         });
         let replaced: Vec<Arc<LiveWorker>> = {
             let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
@@ -314,7 +411,9 @@ impl WorkerRegistry {
             self.retire(&old);
             old.kick();
         }
-        self.capacity.notify_waiters();
+        if let Some(exchange) = self.exchange.get() {
+            exchange.capacity_added(&worker);
+        }
         (worker, outbox_rx)
     }
 
@@ -332,7 +431,6 @@ impl WorkerRegistry {
         }
         worker.gone.store(true, Ordering::Release);
         worker.fail_all_jobs();
-        self.capacity.notify_waiters();
     }
 
     fn retire(&self, worker: &Arc<LiveWorker>) {

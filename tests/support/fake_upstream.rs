@@ -1,12 +1,17 @@
 //! Fake OpenAI and Anthropic upstreams on 127.0.0.1 that record what they receive.
 //!
 //! Behaviour is chosen by the requested model, so one fake serves many scenarios:
-//! `fail-500`, `fail-429`, `fail-400` answer that status; `gated` streams its first chunk and
-//! then waits for `release_stream()`; `break` streams two chunks and then drops the
-//! connection; `slow` answers after 3 s; anything else answers
+//! `fail-500`, `fail-429`, `fail-400` answer that status; `gated` streams its role chunk and first
+//! content chunk and then waits for `release_stream()`; `break` streams two chunks and then drops the
+//! connection; `slow` answers after 3 s; `sleep-<ms>` answers after that many ms;
+//! `quota-after-role` streams a role chunk then an `insufficient_quota` error event (on
+//! a fake whose name starts with `bad`; others answer it normally);
+//! `stall-after-first` streams its opening and first content then goes silent;
+//! `redirect` answers 302; anything else answers
 //! "Hello from <name>" (SSE when `stream` is true, with small delays between chunks).
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -34,6 +39,8 @@ impl FakeKind {
 pub struct Recorded {
     pub method: String,
     pub path: String,
+    /// Without the `?`; empty when none.
+    pub query: String,
     pub headers: Vec<(String, String)>,
     pub body: String,
 }
@@ -257,6 +264,7 @@ impl FakeState {
         self.requests.lock().unwrap().push(Recorded {
             method: method.to_string(),
             path: path.to_string(),
+            query: query.to_string(),
             headers: headers
                 .iter()
                 .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_string()))
@@ -271,6 +279,9 @@ impl FakeState {
             (FakeKind::Anthropic, "GET", "/v1/models") => self.anthropic_models(query),
             (FakeKind::OpenAi, "POST", "/v1/chat/completions") => self.openai_chat(&body).await,
             (FakeKind::Anthropic, "POST", "/v1/messages") => self.anthropic_messages(&body),
+            (FakeKind::Anthropic, "POST", "/v1/messages/count_tokens") => {
+                json_reply(200, json!({"input_tokens": 4242}))
+            }
             _ => json_reply(
                 404,
                 json!({"error": {"message": format!("fake has no {method} {path}"), "type": "not_found"}}),
@@ -459,6 +470,19 @@ impl FakeState {
                 )
             }
             "slow" => tokio::time::sleep(Duration::from_secs(3)).await,
+            "redirect" => {
+                return Response::builder()
+                    .status(302)
+                    .header("location", "http://127.0.0.1:9/elsewhere")
+                    .body(Body::empty())
+                    .unwrap()
+            }
+            "quota-after-role" if self.name.starts_with("bad") => return openai_scripted_stream(&model),
+            "stall-after-first" => return openai_scripted_stream(&model),
+            m if m.starts_with("sleep-") => {
+                let ms: u64 = m["sleep-".len()..].parse().unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
             _ => {}
         }
         let text = format!("Hello from {}", self.name);
@@ -501,7 +525,9 @@ impl FakeState {
             state.max_in_flight.fetch_max(now, Ordering::SeqCst);
             let _done = InFlight(state.clone());
             for (i, chunk) in chunks.into_iter().enumerate() {
-                if i == 1 && gated {
+                // After the opening and the first content: auxot holds openings back
+                // until content, so the gate sits behind the first content chunk.
+                if i == 2 && gated {
                     tokio::select! {
                         permit = gate.acquire() => {
                             if let Ok(permit) = permit {
@@ -533,4 +559,33 @@ impl FakeState {
             .body(Body::wrap_stream(body))
             .unwrap()
     }
+}
+
+/// A stream that opens like OpenAI's and then errors (`quota-after-role`) or goes silent
+/// after its first content (`stall-after-first`, until the client leaves).
+fn openai_scripted_stream(model: &str) -> Response<Body> {
+    let chunk = |delta: Value| {
+        let c = json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1700000000, "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": null}]});
+        Bytes::from(format!("data: {c}\n\n"))
+    };
+    let mut parts = vec![chunk(json!({"role": "assistant", "content": ""}))];
+    let stalls = model == "stall-after-first";
+    if stalls {
+        parts.push(chunk(json!({"content": "Hel"})));
+    } else {
+        let error = json!({"error": {"message": "You exceeded your current quota", "type": "insufficient_quota", "code": "insufficient_quota"}});
+        parts.push(Bytes::from(format!("data: {error}\n\n")));
+    }
+    let opening = futures_util::stream::iter(parts.into_iter().map(Ok::<Bytes, std::io::Error>));
+    let body = if stalls {
+        Body::wrap_stream(opening.chain(futures_util::stream::pending()))
+    } else {
+        Body::wrap_stream(opening)
+    };
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/event-stream")
+        .body(body)
+        .unwrap()
 }

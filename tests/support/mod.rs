@@ -181,6 +181,11 @@ impl TestServer {
         self.bodies.lock().unwrap().clone()
     }
 
+    /// The server process's id (to read its memory use, for example).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("server running")
+    }
+
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("auxot.redb")
     }

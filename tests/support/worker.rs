@@ -16,7 +16,7 @@ pub struct TestWorker {
 
 impl TestWorker {
     /// `auxot worker gpu` in front of `fake` (whose key is `upstream_key`), connected and
-    /// listed by the router before this returns.
+    /// listed by the router before this returns. Its token allows every model.
     pub async fn gpu(
         server: &TestServer,
         admin: &str,
@@ -25,7 +25,7 @@ impl TestWorker {
         upstream_key: &str,
         slots: u32,
     ) -> TestWorker {
-        let token = worker_token(server, admin, name, "gpu").await;
+        let token = worker_token_allowing(server, admin, name, "gpu", &["*"]).await;
         let args = vec![
             "gpu".to_string(),
             "--upstream".into(),
@@ -45,7 +45,7 @@ impl TestWorker {
         models: &[&str],
         slots: u32,
     ) -> TestWorker {
-        let token = worker_token(server, admin, name, "cli").await;
+        let token = worker_token_allowing(server, admin, name, "cli", &["*"]).await;
         let mut args = vec![
             "cli".to_string(),
             "--cli".into(),
@@ -146,6 +146,27 @@ pub async fn worker_token(server: &TestServer, admin: &str, name: &str, kind: &s
             "/api/worker-tokens",
             Some(admin),
             Some(json!({"name": name, "kind": kind})),
+        )
+        .await;
+    reply.expect(201);
+    reply.json()["token"].as_str().unwrap().to_string()
+}
+
+/// A token whose worker may serve `allowed` (`*`: anything, cloud-served names included —
+/// the deliberate GPU-first override the tier tests rely on).
+pub async fn worker_token_allowing(
+    server: &TestServer,
+    admin: &str,
+    name: &str,
+    kind: &str,
+    allowed: &[&str],
+) -> String {
+    let reply = server
+        .call(
+            "POST",
+            "/api/worker-tokens",
+            Some(admin),
+            Some(json!({"name": name, "kind": kind, "allowed_models": allowed})),
         )
         .await;
     reply.expect(201);

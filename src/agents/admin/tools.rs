@@ -402,12 +402,14 @@ impl ToolContext<'_> {
             gpu: None,
             cli: None,
             cloud: None,
+            client_models: Vec::new(),
         });
         let alias = AliasRecord {
             name: old.name,
             gpu: a.gpu.or(old.gpu),
             cli: a.cli.or(old.cli),
             cloud: a.cloud.or(old.cloud),
+            client_models: old.client_models,
         };
         Ok(ToolOutput::json(json!(rules.put_alias(alias, create).await?)))
     }

@@ -10,18 +10,41 @@ use super::error::err;
 use super::TranslateError;
 use serde_json::{json, Map, Value};
 
+/// Top-level fields read by this translation; any other is logged (debug) as dropped.
+const KNOWN_FIELDS: &[&str] = &[
+    "model",
+    "messages",
+    "system",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "stop_sequences",
+    "stream",
+    "metadata",
+    "tools",
+    "tool_choice",
+    "mcp_servers",
+];
+
 /// Translates an Anthropic Messages request body.
 ///
 /// `thinking` and `redacted_thinking` blocks are dropped: their signatures only mean
 /// something to Anthropic, and thinking passes through only Anthropic→Anthropic, which
-/// never calls this module. Dropped silently too: the `thinking` parameter, `top_k`,
-/// `service_tier`, `container`, `context_management` and every `cache_control`.
-/// Refused with a [`TranslateError`] naming the field: server tools (`web_search_…`,
-/// `bash_…`, …), `mcp_servers`, documents and other block types OpenAI has no room for.
+/// never calls this module. Dropped with a debug log: top-level fields OpenAI has no place
+/// for (`thinking`, `top_k`, `service_tier`, `container`, `context_management`,
+/// `output_config`, …), every `cache_control`, server tools (`web_search_…`, `bash_…`: the
+/// model cannot call what only Anthropic runs) and their result blocks in the history.
+/// `role: "system"` messages inside `messages` (Claude Code sends them) become OpenAI
+/// system messages in place; documents become text or file parts.
+/// Refused with a [`TranslateError`] naming the field: `mcp_servers` (the connectors would
+/// silently vanish) and malformed values.
 /// A streaming request asks for `stream_options.include_usage`, so the final usage the
 /// Anthropic client expects in `message_delta` is available.
 pub fn anthropic_to_openai_request(body: &[u8]) -> Result<Value, TranslateError> {
     let req = parse_object(body)?;
+    for key in req.keys().filter(|k| !KNOWN_FIELDS.contains(&k.as_str())) {
+        tracing::debug!(field = %key, "dropped: OpenAI chat has no place for this Anthropic field");
+    }
     if present(&req, "mcp_servers")
         .and_then(Value::as_array)
         .is_some_and(|s| !s.is_empty())
@@ -119,10 +142,16 @@ fn convert_message(message: &Value, field: &str, out: &mut Vec<Value>) -> Result
     let message = as_object(message, field)?;
     let role_field = format!("{field}.role");
     let role = req_str(message, "role", &role_field)?;
-    if role != "user" && role != "assistant" {
-        return Err(err(role_field, "must be user or assistant"));
-    }
     let content_field = format!("{field}.content");
+    if role == "system" {
+        if let Some(text) = system_message_text(present(message, "content"), &content_field)? {
+            out.push(json!({"role": "system", "content": text}));
+        }
+        return Ok(());
+    }
+    if role != "user" && role != "assistant" {
+        return Err(err(role_field, "must be user, assistant or system"));
+    }
     let blocks = match present(message, "content") {
         Some(Value::String(text)) => {
             out.push(json!({"role": role, "content": text}));
@@ -137,6 +166,85 @@ fn convert_message(message: &Value, field: &str, out: &mut Vec<Value>) -> Result
         out.extend(assistant_message(blocks, &content_field)?);
         Ok(())
     }
+}
+
+/// A `role: "system"` message's text: a string or text blocks (others are dropped).
+fn system_message_text(content: Option<&Value>, field: &str) -> Result<Option<String>, TranslateError> {
+    let text = match content {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(blocks)) => {
+            let mut texts = Vec::new();
+            for (i, block) in blocks.iter().enumerate() {
+                let block_field = format!("{field}[{i}]");
+                let (block, kind) = block_type(block, &block_field)?;
+                if kind == "text" {
+                    texts.push(req_str(block, "text", &format!("{block_field}.text"))?.to_string());
+                } else {
+                    tracing::debug!(field = %block_field, kind, "dropped: a system message holds only text");
+                }
+            }
+            texts.join("\n\n")
+        }
+        _ => return Err(err(field, "must be a string or an array of content blocks")),
+    };
+    Ok((!text.is_empty()).then_some(text))
+}
+
+/// A `document` block as an OpenAI content part: text sources as text, PDFs as a file part.
+fn document_part(block: &Object, field: &str) -> Result<Value, TranslateError> {
+    let source_field = format!("{field}.source");
+    let source = as_object(present(block, "source").unwrap_or(&Value::Null), &source_field)?;
+    let title = opt_str(block, "title", &format!("{field}.title"))?;
+    let kind_field = format!("{source_field}.type");
+    let titled = |text: String| match title {
+        Some(title) => format!("{title}\n\n{text}"),
+        None => text,
+    };
+    match opt_str(source, "type", &kind_field)? {
+        Some("text") => {
+            let data = req_str(source, "data", &format!("{source_field}.data"))?;
+            Ok(json!({"type": "text", "text": titled(data.to_string())}))
+        }
+        Some("content") => {
+            let text = match present(source, "content") {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .filter_map(|item| item.get("text").and_then(Value::as_str))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                _ => {
+                    return Err(err(
+                        format!("{source_field}.content"),
+                        "must be a string or content blocks",
+                    ))
+                }
+            };
+            Ok(json!({"type": "text", "text": titled(text)}))
+        }
+        Some("base64") => {
+            let media_type = req_str(source, "media_type", &format!("{source_field}.media_type"))?;
+            let data = req_str(source, "data", &format!("{source_field}.data"))?;
+            Ok(json!({"type": "file", "file": {
+                "filename": title.unwrap_or("document.pdf"),
+                "file_data": format!("data:{media_type};base64,{data}"),
+            }}))
+        }
+        Some("url") => {
+            let url = req_str(source, "url", &format!("{source_field}.url"))?;
+            Ok(json!({"type": "text", "text": titled(format!("(document at {url})"))}))
+        }
+        _ => Err(err(
+            kind_field,
+            "only text, content, base64 and url document sources can be translated",
+        )),
+    }
+}
+
+/// Server tool calls and their results ran on Anthropic's side; the history keeps their
+/// text where there is some, so the model still reads what a search found.
+fn is_server_tool_block(kind: &str) -> bool {
+    kind == "server_tool_use" || kind == "mcp_tool_use" || kind.ends_with("_tool_result")
 }
 
 fn block_type<'a>(block: &'a Value, field: &str) -> Result<(&'a Object, &'a str), TranslateError> {
@@ -165,8 +273,13 @@ fn user_message(blocks: &[Value], field: &str, out: &mut Vec<Value>) -> Result<(
                 parts.push(json!({"type": "text", "text": text}));
             }
             "image" => parts.push(image_part_from_block(block, &block_field)?),
+            "document" => parts.push(document_part(block, &block_field)?),
+            "search_result" => parts.push(json!({"type": "text", "text": search_result_text(block)})),
             "tool_result" => out.push(tool_message(block, &block_field, &mut tool_images)?),
             "thinking" | "redacted_thinking" => {}
+            other if is_server_tool_block(other) => {
+                tracing::debug!(field = %block_field, kind = other, "dropped: server tool block");
+            }
             other => return Err(unsupported(&block_field, other)),
         }
     }
@@ -200,6 +313,14 @@ fn tool_message(block: &Object, field: &str, images: &mut Vec<Value>) -> Result<
                         images.push(image_part_from_block(item, &item_field)?);
                         had_image = true;
                     }
+                    "document" => match document_part(item, &item_field)? {
+                        part if part["type"] == "text" => texts.push(part["text"].as_str().unwrap_or("").to_string()),
+                        part => {
+                            images.push(part);
+                            had_image = true;
+                        }
+                    },
+                    "search_result" => texts.push(search_result_text(item)),
                     other => return Err(unsupported(&item_field, other)),
                 }
             }
@@ -234,6 +355,9 @@ fn assistant_message(blocks: &[Value], field: &str) -> Result<Option<Value>, Tra
                 );
             }
             "thinking" | "redacted_thinking" => {}
+            other if is_server_tool_block(other) => {
+                tracing::debug!(field = %block_field, kind = other, "dropped: server tool block");
+            }
             other => return Err(unsupported(&block_field, other)),
         }
     }
@@ -256,13 +380,12 @@ fn tools(req: &Object) -> Result<Vec<Value>, TranslateError> {
         let field = format!("tools[{i}]");
         let tool = as_object(tool, &field)?;
         let kind_field = format!("{field}.type");
-        // A typed tool other than `custom` is a server tool Anthropic runs itself.
+        // A typed tool other than `custom` is a server tool Anthropic runs itself: the
+        // model elsewhere cannot call it, so it is left out rather than failing the turn.
         if let Some(kind) = opt_str(tool, "type", &kind_field)? {
             if kind != "custom" {
-                return Err(err(
-                    kind_field,
-                    format!("server tool `{kind}` runs only on Anthropic and cannot be translated"),
-                ));
+                tracing::debug!(field = %kind_field, kind, "dropped: server tool runs only on Anthropic");
+                continue;
             }
         }
         let mut function = Map::new();
@@ -279,6 +402,25 @@ fn tools(req: &Object) -> Result<Vec<Value>, TranslateError> {
         out.push(json!({"type": "function", "function": function}));
     }
     Ok(out)
+}
+
+fn search_result_text(block: &Object) -> String {
+    let mut text = String::new();
+    for key in ["title", "source"] {
+        if let Some(value) = block.get(key).and_then(Value::as_str) {
+            text.push_str(value);
+            text.push('\n');
+        }
+    }
+    if let Some(Value::Array(items)) = block.get("content") {
+        for item in items {
+            if let Some(t) = item.get("text").and_then(Value::as_str) {
+                text.push_str(t);
+                text.push('\n');
+            }
+        }
+    }
+    text.trim_end().to_string()
 }
 
 fn tool_choice(req: &Object, out: &mut Map<String, Value>) -> Result<(), TranslateError> {
@@ -322,14 +464,6 @@ mod tests {
     fn refusals_name_the_field() {
         let base = || json!({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]});
         let cases: Vec<(Value, &str)> = vec![
-            (
-                json!({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}),
-                "tools[0].type",
-            ),
-            (
-                json!({"tools": [{"name": "a"}, {"type": "bash_20250124", "name": "bash"}]}),
-                "tools[1].type",
-            ),
             (json!({"tools": [{"description": "no name"}]}), "tools[0].name"),
             (
                 json!({"mcp_servers": [{"type": "url", "url": "https://x"}]}),
@@ -344,25 +478,24 @@ mod tests {
             ),
             (json!({"model": 5}), "model"),
             (
-                json!({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"},
-                    {"role": "user", "content": [{"type": "document", "source": {}}]}]}),
-                "messages[2].content[0].type",
-            ),
-            (
                 json!({"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "file", "file_id": "f"}}]}]}),
                 "messages[0].content[0].source.type",
             ),
             (
                 json!({"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [{"type": "document"}]}]}]}),
-                "messages[0].content[0].content[0].type",
-            ),
-            (
-                json!({"messages": [{"role": "system", "content": "x"}]}),
-                "messages[0].role",
+                "messages[0].content[0].content[0].source",
             ),
             (json!({"messages": [{"role": "user"}]}), "messages[0].content"),
             (
-                json!({"messages": [{"role": "assistant", "content": [{"type": "server_tool_use", "id": "s", "name": "web_search"}]}]}),
+                json!({"messages": [{"role": "tool", "content": "x"}]}),
+                "messages[0].role",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]}),
+                "messages[0].content[0].source.type",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": [{"type": "mystery"}]}]}),
                 "messages[0].content[0].type",
             ),
         ];
@@ -407,5 +540,43 @@ mod tests {
             out["messages"][0],
             json!({"role":"tool","tool_call_id":"t","content":"Error: no such file"})
         );
+    }
+
+    #[test]
+    fn claude_code_system_messages_documents_and_server_tools_translate() {
+        let out = translate(json!({"model":"m","max_tokens":5,
+            "system":[{"type":"text","text":"You are Claude Code.","cache_control":{"type":"ephemeral"}}],
+            "thinking":{"type":"enabled","budget_tokens":1024},
+            "context_management":{"edits":[]},"output_config":{"effort":"high"},
+            "metadata":{"user_id":"u1"},
+            "tools":[{"name":"Bash","input_schema":{"type":"object"}},{"type":"web_search_20250305","name":"web_search"}],
+            "messages":[
+                {"role":"user","content":[{"type":"text","text":"hi","cache_control":{"type":"ephemeral"}},
+                    {"type":"document","title":"notes","source":{"type":"text","media_type":"text/plain","data":"abc"}},
+                    {"type":"document","source":{"type":"base64","media_type":"application/pdf","data":"UEQ="}}]},
+                {"role":"assistant","content":[{"type":"server_tool_use","id":"s","name":"web_search","input":{}},
+                    {"type":"web_search_tool_result","tool_use_id":"s","content":[]},{"type":"text","text":"ok"}]},
+                {"role":"system","content":"Reminder: be brief."},
+                {"role":"system","content":[{"type":"text","text":"Second."}]},
+                {"role":"user","content":"go"}]}))
+        .unwrap();
+        let messages = out["messages"].as_array().unwrap();
+        let roles: Vec<&str> = messages.iter().map(|m| m["role"].as_str().unwrap()).collect();
+        assert_eq!(roles, ["system", "user", "assistant", "system", "system", "user"]);
+        assert_eq!(messages[0]["content"], "You are Claude Code.");
+        assert_eq!(messages[1]["content"][1]["text"], "notes\n\nabc");
+        assert_eq!(messages[1]["content"][2]["type"], "file");
+        assert_eq!(
+            messages[1]["content"][2]["file"]["file_data"],
+            "data:application/pdf;base64,UEQ="
+        );
+        assert_eq!(messages[2]["content"], "ok");
+        assert_eq!(messages[3]["content"], "Reminder: be brief.");
+        assert_eq!(messages[4]["content"], "Second.");
+        assert_eq!(out["tools"].as_array().unwrap().len(), 1);
+        assert_eq!(out["user"], "u1");
+        for dropped in ["thinking", "context_management", "output_config"] {
+            assert!(out.get(dropped).is_none(), "{dropped}");
+        }
     }
 }

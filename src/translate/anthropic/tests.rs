@@ -21,6 +21,7 @@ const FIXTURES: &[(&str, &str)] = fixtures![
     "o2a_request_tool_choice_variants",
     "o2a_request_errors",
     "a2o_request_claude_code",
+    "a2o_request_claude_code_2_1",
     "a2o_request_tools_images",
     "a2o_request_tool_choice_variants",
     "a2o_request_errors",

@@ -1,0 +1,276 @@
+//! What every request passes through before (and after) its route: the client's address,
+//! the cross-site write guard, security headers, and keeping refused connections usable.
+
+use super::error::{ApiError, Dialect};
+use super::request::api_key;
+use futures_util::{Stream, StreamExt};
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use warp::filters::BoxedFilter;
+use warp::http::{header, HeaderMap, HeaderValue, Method, Version};
+use warp::hyper::body::{Bytes, HttpBody};
+use warp::hyper::service::Service;
+use warp::hyper::{Body, Request};
+use warp::reply::Response;
+use warp::Filter;
+
+/// The TCP peer of the connection a request came on, put into the request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// The client's IP address (`None` when the request did not come over TCP).
+pub fn client_ip() -> impl Filter<Extract = (Option<IpAddr>,), Error = Infallible> + Clone {
+    warp::ext::optional::<ClientAddr>().map(|addr: Option<ClientAddr>| addr.map(|a| a.0.ip()))
+}
+
+/// The UI's Content-Security-Policy: the bundled SPA loads its own hashed script and
+/// stylesheet and talks to its own origin; nothing inline, nothing from elsewhere, no frames.
+pub const UI_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+font-src 'self'; connect-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+/// For everything that is not a page (JSON, SSE): nothing may run or frame it.
+const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
+
+/// The headers every UI response carries.
+pub fn ui_security_headers(headers: &mut HeaderMap) {
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(UI_CSP));
+    base_security_headers(headers);
+}
+
+fn base_security_headers(headers: &mut HeaderMap) {
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+}
+
+/// Refuses cross-site writes made with the admin's session cookie; answers only the
+/// requests it refuses (the rest fall through to their routes).
+///
+/// A state-changing `/api/` request that is not authenticated by a key (`Authorization:
+/// Bearer` / `x-api-key` cannot be attached by another site without a CORS preflight, which
+/// auxot never grants) must:
+/// - come from this origin: `Sec-Fetch-Site` (when sent) is `same-origin`, and `Origin` (when
+///   sent) names the host and port the request was sent to. A client that sends neither is
+///   not a browser, so not a cross-site vector;
+/// - carry its body as `Content-Type: application/json`: the only types another site's form
+///   can send are urlencoded, multipart and text/plain.
+pub fn csrf_guard() -> BoxedFilter<(Response,)> {
+    warp::method()
+        .and(warp::path::full())
+        .and(warp::header::headers_cloned())
+        .and_then(
+            |method: Method, path: warp::path::FullPath, headers: HeaderMap| async move {
+                match cross_site_refusal(&method, path.as_str(), &headers) {
+                    Some(response) => Ok(response),
+                    None => Err(warp::reject::not_found()),
+                }
+            },
+        )
+        .boxed()
+}
+
+fn cross_site_refusal(method: &Method, path: &str, headers: &HeaderMap) -> Option<Response> {
+    let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let admin_path = path == "/api" || path.starts_with("/api/");
+    if safe || !admin_path || api_key(headers).is_some() {
+        return None;
+    }
+    if let Some(reason) = foreign_origin(headers) {
+        return Some(ApiError::new(403, "cross_site_request", reason).into_response(Dialect::Admin));
+    }
+    if !json_or_empty(headers) {
+        return Some(
+            ApiError::new(
+                415,
+                "unsupported_media_type",
+                "send the request body as 'Content-Type: application/json'",
+            )
+            .into_response(Dialect::Admin),
+        );
+    }
+    None
+}
+
+fn foreign_origin(headers: &HeaderMap) -> Option<&'static str> {
+    let text = |name: header::HeaderName| headers.get(name).map(|v| v.to_str().unwrap_or("\u{0}").trim());
+    if let Some(site) = text(header::HeaderName::from_static("sec-fetch-site")) {
+        // `none` is a request the user typed or bookmarked, never a script's or a form's.
+        if !site.eq_ignore_ascii_case("same-origin") && !site.eq_ignore_ascii_case("none") {
+            return Some("cross-site request refused: this endpoint only accepts writes from the auxot UI's own origin (or with an API key)");
+        }
+    }
+    if let Some(origin) = text(header::ORIGIN) {
+        let host = text(header::HOST).unwrap_or("");
+        if !same_host(origin, host) {
+            return Some("cross-origin request refused: the Origin header does not match this server; use the auxot UI on its own address, or an API key");
+        }
+    }
+    None
+}
+
+/// `Origin: scheme://host[:port]` against `Host: host[:port]`, default ports filled in.
+fn same_host(origin: &str, host: &str) -> bool {
+    let Ok(origin) = url::Url::parse(origin) else {
+        return false; // "null" (sandboxed frames, file:) and garbage
+    };
+    let Some(origin_host) = origin.host_str() else {
+        return false;
+    };
+    let origin_port = origin.port_or_known_default();
+    let Ok(request) = url::Url::parse(&format!("{}://{host}", origin.scheme())) else {
+        return false;
+    };
+    let same_name = request.host_str().is_some_and(|h| h.eq_ignore_ascii_case(origin_host));
+    same_name && request.port_or_known_default() == origin_port
+}
+
+fn json_or_empty(headers: &HeaderMap) -> bool {
+    match headers.get(header::CONTENT_TYPE) {
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json")),
+        None => {
+            let declared_empty = headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .is_none_or(|v| v.trim() == "0");
+            declared_empty && !headers.contains_key(header::TRANSFER_ENCODING)
+        }
+    }
+}
+
+/// Serves one request through `service` (the composed routes), then makes sure the
+/// connection stays usable: a request whose body the route never read (refused before
+/// reading: 401, 403, 413, 429 …) is answered with `Connection: close`, so an HTTP/1.1
+/// client opens a new connection instead of finding this one closed under its next request.
+pub async fn serve_request<S>(
+    mut service: S,
+    peer: Option<SocketAddr>,
+    request: Request<Body>,
+) -> Result<Response, Infallible>
+where
+    S: Service<Request<Body>, Response = Response, Error = Infallible>,
+{
+    let (mut parts, body) = request.into_parts();
+    if let Some(peer) = peer {
+        parts.extensions.insert(ClientAddr(peer));
+    }
+    let http1 = matches!(parts.version, Version::HTTP_10 | Version::HTTP_11);
+    let read_whole = Arc::new(AtomicBool::new(body.is_end_stream()));
+    let body = if body.is_end_stream() {
+        body
+    } else {
+        Body::wrap_stream(WatchedBody {
+            inner: body,
+            read_whole: read_whole.clone(),
+        })
+    };
+    let mut response = match service.call(Request::from_parts(parts, body)).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    let headers = response.headers_mut();
+    if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(API_CSP));
+    }
+    base_security_headers(headers);
+    if http1 && !read_whole.load(Ordering::Acquire) && response.status() != warp::http::StatusCode::SWITCHING_PROTOCOLS
+    {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(response)
+}
+
+/// A request body that records when it has been read to its end.
+struct WatchedBody {
+    inner: Body,
+    read_whole: Arc<AtomicBool>,
+}
+
+impl Stream for WatchedBody {
+    type Item = Result<Bytes, warp::hyper::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let next = self.inner.poll_next_unpin(cx);
+        if let Poll::Ready(None) = next {
+            self.read_whole.store(true, Ordering::Release);
+        }
+        next
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn origins_must_match_the_host_and_port() {
+        assert!(same_host("http://127.0.0.1:8080", "127.0.0.1:8080"));
+        assert!(same_host("https://auxot.example", "auxot.example"));
+        assert!(same_host("https://auxot.example", "auxot.example:443"));
+        assert!(same_host("http://AUXOT.example", "auxot.example"));
+        assert!(!same_host("http://127.0.0.1:8081", "127.0.0.1:8080"));
+        assert!(!same_host("http://evil.example", "auxot.example"));
+        assert!(!same_host("http://sub.auxot.example", "auxot.example"));
+        assert!(!same_host("null", "auxot.example"));
+        assert!(!same_host("http://auxot.example", ""));
+    }
+
+    #[test]
+    fn cookie_writes_need_same_origin_and_json_keys_do_not() {
+        let post = Method::POST;
+        let cookie = ("cookie", "auxot_session=t");
+        let host = ("host", "127.0.0.1:8080");
+        let json = ("content-type", "application/json");
+        let evil = ("origin", "http://evil.example");
+        let ours = ("origin", "http://127.0.0.1:8080");
+        let refused = |pairs: &[(&'static str, &'static str)]| {
+            cross_site_refusal(&post, "/api/api-keys", &headers(pairs)).map(|r| r.status().as_u16())
+        };
+        assert_eq!(refused(&[cookie, host, json, evil]), Some(403));
+        assert_eq!(
+            refused(&[cookie, host, ("content-type", "text/plain"), ours]),
+            Some(415)
+        );
+        assert_eq!(
+            refused(&[cookie, host, ("content-type", "application/x-www-form-urlencoded")]),
+            Some(415)
+        );
+        assert_eq!(
+            refused(&[cookie, host, json, ("sec-fetch-site", "same-site")]),
+            Some(403)
+        );
+        assert_eq!(
+            refused(&[cookie, host, json, ours, ("sec-fetch-site", "same-origin")]),
+            None
+        );
+        assert_eq!(refused(&[cookie, host, json]), None);
+        assert_eq!(refused(&[cookie, host, ("content-length", "0"), ours]), None);
+        assert_eq!(
+            refused(&[
+                ("authorization", "Bearer aux_x"),
+                host,
+                ("content-type", "text/plain"),
+                evil
+            ]),
+            None
+        );
+        assert!(cross_site_refusal(&Method::GET, "/api/api-keys", &headers(&[cookie, evil])).is_none());
+        assert!(cross_site_refusal(&post, "/v1/chat/completions", &headers(&[evil])).is_none());
+    }
+}

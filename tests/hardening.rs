@@ -1,0 +1,579 @@
+//! Hardening (issue 13): anonymous callers cannot exhaust the box, cookie writes cannot be
+//! forged cross-site, workers serve only what the operator allows, refused requests leave
+//! their connection usable, and the data dir stays private and untouched by a refused start.
+
+use crate::support::worker::{worker_token, worker_token_allowing, TestWorker};
+use crate::support::{eventually, FakeUpstream, Options, TestServer, OTHER_KEY};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+const CLOUD_KEY: &str = "sk-cloud-hardening";
+
+async fn with_admin() -> (TestServer, String) {
+    let server = TestServer::start().await;
+    let admin = server.admin_key().await;
+    (server, admin)
+}
+
+/// A client whose connections come from `127.0.0.<last>` (any 127/8 address is loopback).
+fn client_from(last: u8) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)))
+        .build()
+        .unwrap()
+}
+
+async fn login_from(server: &TestServer, last: u8, username: &str, password: &str) -> reqwest::Response {
+    client_from(last)
+        .post(format!("{}/api/login", server.url))
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .unwrap()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_login_flood_from_many_addresses_stays_small_and_is_answered_quickly() {
+    let (server, admin) = with_admin().await;
+    let client = server.client_key(&admin).await;
+    let idle = rss_kib(server.pid());
+    let started = Instant::now();
+    let flood = (0..200u32).map(|i| {
+        let server = &server;
+        async move {
+            // 200 sources, a wrong password each: the throttle lets every one through, so
+            // only the hasher pool bounds the cost.
+            let last = 2 + (i % 250) as u8;
+            let name = if i % 2 == 0 { "admin" } else { "nobody" };
+            let reply = login_from(server, last, name, "wrong-password").await;
+            let status = reply.status().as_u16();
+            let retry = reply.headers().get("retry-after").is_some();
+            let body: Value = reply.json().await.unwrap();
+            (status, retry, body)
+        }
+    });
+    let during = async {
+        // Client traffic keeps flowing meanwhile.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let t = Instant::now();
+        let reply = server.call("GET", "/v1/models", Some(&client), None).await;
+        reply.expect(200);
+        t.elapsed()
+    };
+    let (results, models_took) = tokio::join!(futures_util::future::join_all(flood), during);
+    let took = started.elapsed();
+    let peak = rss_kib(server.pid());
+    for (status, retry, body) in &results {
+        assert!([401, 429, 503].contains(status), "{status}: {body}");
+        assert!(body["error"]["code"].is_string(), "{body}");
+        if *status != 401 {
+            assert!(retry, "a {status} carries Retry-After");
+        }
+    }
+    let checked = results.iter().filter(|r| r.0 == 401).count();
+    eprintln!("flood: {checked} checked, idle {idle} KiB, peak {peak} KiB, {took:?}, /v1/models {models_took:?}");
+    assert!(checked >= 2, "some logins are checked: {checked}");
+    assert!(
+        peak.saturating_sub(idle) < 100 * 1024,
+        "RSS grew from {idle} KiB to {peak} KiB"
+    );
+    assert!(took < Duration::from_secs(30), "the flood took {took:?}");
+    assert!(
+        models_took < Duration::from_secs(3),
+        "/v1/models took {models_took:?} during the flood"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_wrong_logins_cannot_race_past_the_limit_and_the_owner_still_logs_in() {
+    let (server, _admin) = with_admin().await;
+    let guesses = (0..60).map(|_| login_from(&server, 1, "admin", "wrong-guess"));
+    let statuses: Vec<u16> = futures_util::future::join_all(guesses)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    let throttled = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(checked + throttled, 60, "{statuses:?}");
+    assert!(checked <= 5, "only the 5 free misses are checked: {statuses:?}");
+    // The guessing address waits even with the right password...
+    let same = login_from(&server, 1, "admin", "password123").await;
+    assert_eq!(same.status(), 429);
+    // ...but the owner's own machine, which has not been failing, gets in.
+    let owner = login_from(&server, 9, "admin", "password123").await;
+    assert_eq!(owner.status(), 200);
+    assert!(owner.headers().get("set-cookie").is_some());
+}
+
+#[tokio::test]
+async fn cookie_writes_need_this_origin_and_json_while_keys_are_unaffected() {
+    let (server, admin) = with_admin().await;
+    let cookie = server.login("admin", "password123").await;
+    let host = server.url.trim_start_matches("http://").to_string();
+    let port: u16 = host.rsplit(':').next().unwrap().parse().unwrap();
+    let same = server.url.clone();
+    let other_port = format!("http://127.0.0.1:{}", port.wrapping_add(1));
+    let origins: [(&str, Option<&str>, bool); 6] = [
+        ("no origin", None, true),
+        ("same origin", Some(&same), true),
+        ("evil site", Some("http://evil.example"), false),
+        ("other port", Some(&other_port), false),
+        ("sub-domain", Some("http://sub.localhost"), false),
+        ("null", Some("null"), false),
+    ];
+    let types = [
+        ("application/json", true),
+        ("application/json; charset=utf-8", true),
+        ("text/plain", false),
+        ("application/x-www-form-urlencoded", false),
+        ("multipart/form-data; boundary=x", false),
+    ];
+    let mut created = 0;
+    for (what, origin, origin_ok) in origins {
+        for (content_type, type_ok) in types {
+            // Key names are unique: each accepted create needs its own.
+            created += 1;
+            let body = json!({"name": format!("csrf-{created}"), "role": "admin"}).to_string();
+            let mut request = server
+                .http
+                .post(format!("{}/api/api-keys", server.url))
+                .header("cookie", &cookie)
+                .header("content-type", content_type)
+                .body(body);
+            if let Some(origin) = origin {
+                request = request.header("origin", origin);
+            }
+            let reply = server.send(request).await;
+            let expected = match (origin_ok, type_ok) {
+                (false, _) => 403,
+                (true, false) => 415,
+                (true, true) => 201,
+            };
+            assert_eq!(reply.status, expected, "{what} × {content_type}: {}", reply.text);
+            assert!(reply.json()["error"].is_object() || expected == 201, "{}", reply.text);
+        }
+    }
+    // A browser's own signal beats a missing Origin.
+    let reply = server
+        .send(
+            server
+                .http
+                .delete(format!("{}/api/api-keys/whatever", server.url))
+                .header("cookie", &cookie)
+                .header("sec-fetch-site", "same-site"),
+        )
+        .await;
+    reply.expect(403);
+    // A key is not a cookie: another site cannot attach it, so nothing is checked.
+    let reply = server
+        .send(
+            server
+                .http
+                .post(format!("{}/api/api-keys", server.url))
+                .bearer_auth(&admin)
+                .header("origin", "http://evil.example")
+                .header("content-type", "text/plain")
+                .body(json!({"name": "csrf-by-key", "role": "admin"}).to_string()),
+        )
+        .await;
+    reply.expect(201);
+    // Reads are not writes.
+    let reply = server
+        .send(
+            server
+                .http
+                .get(format!("{}/api/api-keys", server.url))
+                .header("cookie", &cookie)
+                .header("origin", "http://evil.example"),
+        )
+        .await;
+    reply.expect(200);
+}
+
+#[tokio::test]
+async fn every_response_carries_security_headers_and_the_ui_a_strict_csp() {
+    let server = TestServer::start().await;
+    for path in ["/", "/providers", "/favicon.svg"] {
+        let reply = server.call("GET", path, None, None).await;
+        reply.expect(200);
+        let csp = reply.header("content-security-policy").unwrap_or_default();
+        for part in ["default-src 'none'", "script-src 'self'", "frame-ancestors 'none'"] {
+            assert!(csp.contains(part), "{path}: {csp}");
+        }
+        assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+        assert_eq!(reply.header("x-frame-options"), Some("DENY"), "{path}");
+        assert_eq!(reply.header("x-content-type-options"), Some("nosniff"), "{path}");
+        assert_eq!(reply.header("referrer-policy"), Some("no-referrer"), "{path}");
+    }
+    let index = server.call("GET", "/", None, None).await;
+    assert!(!index.text.contains("<script>"), "no inline script in index.html");
+    let reply = server.call("GET", "/api/session", None, None).await;
+    reply.expect(401);
+    assert_eq!(reply.header("x-content-type-options"), Some("nosniff"));
+    assert!(reply.header("content-security-policy").is_some());
+}
+
+/// Says hello over a raw socket; returns the router's answer and the socket.
+async fn hello(
+    server: &TestServer,
+    token: &str,
+    name: &str,
+    models: Value,
+) -> (
+    Value,
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
+) {
+    let mut request = (server.url.replace("http://", "ws://") + "/api/workers/connect")
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let hello = json!({"type": "hello", "protocol": 1, "kind": "gpu", "name": name, "models": models, "slots": 1, "version": "test"});
+    socket.send(Message::Text(hello.to_string())).await.unwrap();
+    let answer = match tokio::time::timeout(Duration::from_secs(10), socket.next()).await {
+        Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str(&text).unwrap(),
+        other => panic!("no answer to hello: {other:?}"),
+    };
+    (answer, socket)
+}
+
+async fn worker_models(server: &TestServer, admin: &str, name: &str) -> Vec<String> {
+    let workers = server.call("GET", "/api/workers", Some(admin), None).await.json();
+    workers["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == name && w["status"] != "offline")
+        .map(|w| serde_json::from_value(w["models"].clone()).unwrap())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_hostile_worker_cannot_take_a_cloud_models_traffic_unless_the_operator_allows_it() {
+    let (server, admin) = with_admin().await;
+    let client = server.client_key(&admin).await;
+    let cloud = FakeUpstream::openai("cloud", &[CLOUD_KEY], &["gpt-4o-mini"]).await;
+    server.add_provider(&admin, "openai", &cloud, CLOUD_KEY).await;
+
+    // A token with no allow-list: the cloud's name is dropped, its own model kept.
+    let token = worker_token(&server, &admin, "hostile", "gpu").await;
+    let (ack, mut socket) = hello(&server, &token, "hostile", json!(["gpt-4o-mini", "local-qwen"])).await;
+    assert_eq!(ack["type"], "hello_ack", "{ack}");
+    assert_eq!(worker_models(&server, &admin, "hostile").await, ["local-qwen"]);
+    let reply = server.chat(&client, "gpt-4o-mini", false).await;
+    reply.expect(200);
+    assert_eq!(reply.header("x-auxot-tier"), Some("cloud"));
+    // Nothing reached the worker.
+    let got = tokio::time::timeout(Duration::from_millis(300), socket.next()).await;
+    assert!(
+        !matches!(&got, Ok(Some(Ok(Message::Text(t)))) if t.contains("\"job\"")),
+        "{got:?}"
+    );
+    drop(socket);
+
+    // Advertising only a cloud model: refused, saying why.
+    let token = worker_token(&server, &admin, "only-cloud", "gpu").await;
+    let (answer, _) = hello(&server, &token, "only-cloud", json!(["gpt-4o-mini"])).await;
+    assert_eq!(answer["type"], "refused", "{answer}");
+    assert!(
+        answer["message"].as_str().unwrap().contains("allowed_models"),
+        "{answer}"
+    );
+
+    // Names and counts are bounded; the refusal quotes only a prefix.
+    let (answer, _) = hello(&server, &token, "huge", json!(["x".repeat(1_000_000)])).await;
+    assert_eq!(answer["type"], "refused");
+    assert!(
+        answer["message"].as_str().unwrap().len() < 1000,
+        "{}",
+        answer["message"]
+    );
+    let many: Vec<String> = (0..1001).map(|i| format!("m{i}")).collect();
+    let (answer, _) = hello(&server, &token, "many", json!(many)).await;
+    assert_eq!(answer["type"], "refused");
+
+    // The operator's deliberate override: this worker goes first for the cloud's model.
+    let token = worker_token_allowing(&server, &admin, "blessed", "gpu", &["gpt-4o-mini"]).await;
+    let (ack, _socket) = hello(&server, &token, "blessed", json!(["gpt-4o-mini", "other"])).await;
+    assert_eq!(ack["type"], "hello_ack");
+    assert_eq!(worker_models(&server, &admin, "blessed").await, ["gpt-4o-mini"]);
+}
+
+#[tokio::test]
+async fn a_provider_added_later_takes_its_names_back_from_connected_workers() {
+    let (server, admin) = with_admin().await;
+    let token = worker_token(&server, &admin, "early", "gpu").await;
+    let (ack, _socket) = hello(&server, &token, "early", json!(["gpt-4o-mini", "qwen"])).await;
+    assert_eq!(ack["type"], "hello_ack");
+    assert_eq!(worker_models(&server, &admin, "early").await, ["gpt-4o-mini", "qwen"]);
+    let cloud = FakeUpstream::openai("cloud", &[CLOUD_KEY], &["gpt-4o-mini"]).await;
+    server.add_provider(&admin, "openai", &cloud, CLOUD_KEY).await;
+    let narrowed = eventually(Duration::from_secs(5), || async {
+        worker_models(&server, &admin, "early").await == ["qwen"]
+    })
+    .await;
+    assert!(narrowed, "{:?}", worker_models(&server, &admin, "early").await);
+}
+
+#[tokio::test]
+async fn worker_token_allow_lists_are_set_shown_and_validated() {
+    let (server, admin) = with_admin().await;
+    let reply = server
+        .call(
+            "POST",
+            "/api/worker-tokens",
+            Some(&admin),
+            Some(json!({"name": "w", "kind": "gpu", "allowed_models": ["qwen*", "gpt-4o"]})),
+        )
+        .await;
+    reply.expect(201);
+    let created = reply.json();
+    assert_eq!(created["allowed_models"], json!(["qwen*", "gpt-4o"]));
+    let id = created["id"].as_str().unwrap();
+    let path = format!("/api/worker-tokens/{id}");
+    let reply = server
+        .call("PATCH", &path, Some(&admin), Some(json!({"monthly_price_usd": 20.0})))
+        .await;
+    reply.expect(200);
+    assert_eq!(
+        reply.json()["allowed_models"],
+        json!(["qwen*", "gpt-4o"]),
+        "an absent field is kept"
+    );
+    let reply = server
+        .call("PATCH", &path, Some(&admin), Some(json!({"allowed_models": null})))
+        .await;
+    reply.expect(200);
+    assert_eq!(reply.json()["allowed_models"], Value::Null);
+    assert_eq!(reply.json()["monthly_price_usd"], 20.0);
+    for bad in [json!(["a b"]), json!([""]), json!(["q*w*"]), json!(["x".repeat(300)])] {
+        let reply = server
+            .call("PATCH", &path, Some(&admin), Some(json!({"allowed_models": bad})))
+            .await;
+        reply.expect(400);
+        assert!(reply.text.len() < 1000, "{}", reply.text);
+    }
+    let listed = server
+        .call("GET", "/api/worker-tokens", Some(&admin), None)
+        .await
+        .json();
+    assert_eq!(listed["data"][0]["allowed_models"], Value::Null);
+}
+
+/// One raw HTTP/1.1 exchange on `stream`: returns (status, headers lower-cased, body).
+async fn exchange(stream: &mut TcpStream, request: &[u8]) -> Option<(u16, String, Vec<u8>)> {
+    stream.write_all(request).await.ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+    let status: u16 = head.split(' ').nth(1)?.parse().ok()?;
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Some((status, head, buf[head_end..head_end + length].to_vec()))
+}
+
+fn post(path: &str, headers: &str, body: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{headers}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    request
+}
+
+#[tokio::test]
+async fn a_refused_request_never_spoils_its_keep_alive_connection() {
+    let server = TestServer::start_with(Options {
+        args: vec!["--body-limit".into(), "100000".into()],
+        ..Options::default()
+    })
+    .await;
+    let admin = server.admin_key().await;
+    let client = server.client_key(&admin).await;
+    for _ in 0..5 {
+        login_from(&server, 1, "admin", "wrong").await;
+    }
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let big = vec![b' '; 200_000];
+    let small = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#.to_vec();
+    let kinds: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("401 no key, big body", post("/v1/chat/completions", "", &big), 401),
+        ("401 no key, small body", post("/v1/chat/completions", "", &small), 401),
+        (
+            "403 client key on an admin write",
+            post("/api/api-keys", &format!("authorization: Bearer {client}\r\n"), &big),
+            403,
+        ),
+        (
+            "413 over the limit",
+            post(
+                "/v1/chat/completions",
+                &format!("authorization: Bearer {client}\r\n"),
+                &big,
+            ),
+            413,
+        ),
+        ("413 oversized login", post("/api/login", "", &big), 413),
+        (
+            "429 throttled login",
+            post("/api/login", "", br#"{"username":"admin","password":"wrong"}"#),
+            429,
+        ),
+        (
+            "403 cross-site",
+            post(
+                "/api/api-keys",
+                "cookie: auxot_session=x\r\norigin: http://evil.example\r\n",
+                &big,
+            ),
+            403,
+        ),
+        ("404 no such endpoint", post("/api/nothing-here", "", &big), 404),
+        ("405 wrong method", post("/healthz", "", &big), 405),
+    ];
+    for (what, request, status) in kinds {
+        for round in 0..3 {
+            let mut stream = TcpStream::connect(&addr).await.unwrap();
+            let (got, head, body) = exchange(&mut stream, &request)
+                .await
+                .unwrap_or_else(|| panic!("{what}: no answer"));
+            assert_eq!(got, status, "{what}: {}", String::from_utf8_lossy(&body));
+            let parsed: Value = serde_json::from_slice(&body).unwrap_or_else(|_| panic!("{what}: not JSON"));
+            assert!(parsed["error"].is_object(), "{what}: {parsed}");
+            if head.contains("connection: close") {
+                // Announced: the client opens a new connection, as HTTP/1.1 clients do.
+                let mut rest = Vec::new();
+                let closed = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+                assert!(closed.is_ok(), "{what}: announced a close but kept the socket open");
+                continue;
+            }
+            let next = exchange(&mut stream, b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n").await;
+            assert!(
+                matches!(next, Some((200, _, _))),
+                "{what} (round {round}): the connection was spoiled without `Connection: close`"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn error_bodies_quote_only_a_bounded_prefix_of_the_input() {
+    let (server, admin) = with_admin().await;
+    let client = server.client_key(&admin).await;
+    let model = "m".repeat(2_000_000);
+    let reply = server
+        .call(
+            "POST",
+            "/v1/chat/completions",
+            Some(&client),
+            Some(json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})),
+        )
+        .await;
+    assert!(reply.status >= 400, "{}", reply.status);
+    assert!(reply.text.len() < 8 * 1024, "{} bytes of error body", reply.text.len());
+    let reply = server
+        .call(
+            "POST",
+            "/v1/messages",
+            Some(&client),
+            Some(json!({"model": model, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]})),
+        )
+        .await;
+    assert!(reply.status >= 400);
+    assert!(reply.text.len() < 8 * 1024, "{} bytes of error body", reply.text.len());
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_dir_is_private_and_a_refused_start_leaves_the_db_untouched() {
+    use std::os::unix::fs::PermissionsExt;
+    let (mut server, admin) = with_admin().await;
+    server.client_key(&admin).await;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&server.data_dir), 0o700);
+    assert_eq!(mode(&server.db_path()), 0o600);
+    for entry in std::fs::read_dir(&server.data_dir).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(mode(&path) & 0o077, 0, "{} is readable by others", path.display());
+    }
+    server.stop().await;
+    let before = std::fs::read(server.db_path()).unwrap();
+    let mtime = std::fs::metadata(server.db_path()).unwrap().modified().unwrap();
+    // mtime has coarse granularity on some file systems: give a write a chance to show.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let refused = server
+        .relaunch(Options {
+            secret_key: Some(OTHER_KEY.into()),
+            ..Options::default()
+        })
+        .await;
+    let logs = refused.err().expect("a wrong key must be refused");
+    assert!(logs.contains("not the key"), "{logs}");
+    assert_eq!(std::fs::read(server.db_path()).unwrap(), before, "the db changed");
+    assert_eq!(
+        std::fs::metadata(server.db_path()).unwrap().modified().unwrap(),
+        mtime,
+        "the db's mtime changed"
+    );
+}
+
+#[tokio::test]
+async fn a_rejected_worker_token_backs_off_and_says_why() {
+    let server = TestServer::start().await;
+    let gpu = FakeUpstream::openai("gpu-box", &["k"], &["qwen"]).await;
+    let args = vec![
+        "gpu".to_string(),
+        "--upstream".into(),
+        gpu.base_url(),
+        "--upstream-key".into(),
+        "k".into(),
+    ];
+    let mut worker = TestWorker::spawn(&server.url, "revoked", "auxw_not-a-real-token", 1, args, &[]);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let logs = worker.logs();
+    worker.kill().await;
+    let attempts = logs.matches("rejected the worker token").count();
+    assert!(attempts >= 2, "it retries: {logs}");
+    // 0.25 s doubling (±50 %): at most ~5 tries in 4 s, never a tight loop.
+    assert!(attempts <= 6, "{attempts} attempts in 4 s:\n{logs}");
+    assert!(logs.contains("retry_in_ms"), "{logs}");
+}
