@@ -562,6 +562,23 @@ step('several admins: a viewer reads but cannot change; passwords are reset and 
   await status('Removed “dana”').waitFor();
 });
 
+step('a provider resting after failures shows its cooldown and reason', async () => {
+  const until = new Date(Date.now() + 90_000).toISOString();
+  await page.route('**/api/providers', async (route) => {
+    const response = await route.fetch();
+    const body = await response.json();
+    body.data = body.data.map((p) => ({ ...p, cooldown_until: until, cooldown_reason: '3 failures in a row (502)' }));
+    await route.fulfill({ response, json: body });
+  });
+  try {
+    await nav('Providers').click();
+    await heading('Providers').waitFor();
+    await page.getByTestId('cooldown').first().getByText('3 failures in a row (502)').waitFor();
+  } finally {
+    await page.unroute('**/api/providers');
+  }
+});
+
 step('dark mode follows the toggle (and the system), light and dark screenshots', async () => {
   await nav('Overview').click();
   await heading('Overview').waitFor();

@@ -531,6 +531,30 @@ export function formatUsd(n: number): string {
   return sign + abs.toLocaleString(undefined, { minimumFractionDigits: 2, maximumFractionDigits: 2 });
 }
 
+/** A provider's or worker's rest after failures, or its usage limit, while it lasts (fields absent on servers without them). */
+export function cooldownNote(w: { cooldown_until?: string | null; cooldown_reason?: string | null; limited_until?: string | null }) {
+  const now = Date.now();
+  const until = (iso: string | null | undefined) => (iso && new Date(iso).getTime() > now ? iso : null);
+  const cool = until(w.cooldown_until);
+  const limited = until(w.limited_until);
+  if (!cool && !limited) return null;
+  return (
+    <div class="small warn-text" data-testid="cooldown">
+      {cool && (
+        <>
+          resting until <Time iso={cool} />
+          {w.cooldown_reason ? `: ${w.cooldown_reason}` : ''}
+        </>
+      )}
+      {limited && (
+        <>
+          {cool ? '; ' : ''}usage limit until <Time iso={limited} />
+        </>
+      )}
+    </div>
+  );
+}
+
 /** Money for humans: "< $0.01" for a fraction of a cent, the exact amount on hover. */
 export function Usd(props: { value: number | null | undefined; testId?: string }) {
   const n = props.value ?? 0;

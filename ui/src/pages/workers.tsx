@@ -2,7 +2,7 @@
 // that let a worker connect.
 import { useState } from 'preact/hooks';
 import { api, describeError, seg, type Worker, type WorkerToken } from '../api';
-import type { Resource } from '../components';
+import { cooldownNote, type Resource } from '../components';
 import {
   CodeBox,
   DataTable,
@@ -47,29 +47,6 @@ function WorkersAndTokens() {
       <LiveWorkers workers={workers} updatedAt={updatedAt} />
       <WorkerTokens workers={workers.data ?? []} />
     </>
-  );
-}
-
-function cooldownNote(w: { cooldown_until?: string | null; cooldown_reason?: string | null; limited_until?: string | null }) {
-  const now = Date.now();
-  const until = (iso: string | null | undefined) => (iso && new Date(iso).getTime() > now ? iso : null);
-  const cool = until(w.cooldown_until);
-  const limited = until(w.limited_until);
-  if (!cool && !limited) return null;
-  return (
-    <div class="small warn-text" data-testid="cooldown">
-      {cool && (
-        <>
-          resting until <Time iso={cool} />
-          {w.cooldown_reason ? `: ${w.cooldown_reason}` : ''}
-        </>
-      )}
-      {limited && (
-        <>
-          {cool ? '; ' : ''}usage limit until <Time iso={limited} />
-        </>
-      )}
-    </div>
   );
 }
 
