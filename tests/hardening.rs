@@ -144,15 +144,18 @@ async fn cookie_writes_need_this_origin_and_json_while_keys_are_unaffected() {
         ("application/x-www-form-urlencoded", false),
         ("multipart/form-data; boundary=x", false),
     ];
-    let body = json!({"name": "csrf", "role": "admin"}).to_string();
+    let mut created = 0;
     for (what, origin, origin_ok) in origins {
         for (content_type, type_ok) in types {
+            // Key names are unique: each accepted create needs its own.
+            created += 1;
+            let body = json!({"name": format!("csrf-{created}"), "role": "admin"}).to_string();
             let mut request = server
                 .http
                 .post(format!("{}/api/api-keys", server.url))
                 .header("cookie", &cookie)
                 .header("content-type", content_type)
-                .body(body.clone());
+                .body(body);
             if let Some(origin) = origin {
                 request = request.header("origin", origin);
             }
@@ -186,7 +189,7 @@ async fn cookie_writes_need_this_origin_and_json_while_keys_are_unaffected() {
                 .bearer_auth(&admin)
                 .header("origin", "http://evil.example")
                 .header("content-type", "text/plain")
-                .body(body.clone()),
+                .body(json!({"name": "csrf-by-key", "role": "admin"}).to_string()),
         )
         .await;
     reply.expect(201);

@@ -12,6 +12,7 @@ mod anthropic;
 mod bad_input;
 mod chat;
 mod coding_agents;
+mod console;
 mod cost;
 mod dispatch;
 mod durability;

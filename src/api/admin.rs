@@ -4,8 +4,8 @@
 use super::error::{json_response, ApiError, Dialect};
 use super::filters::client_ip;
 use super::request::{api_key, parse_json, read_body, session_token, SESSION_COOKIE};
-use crate::auth::Principal;
 use crate::auth::Source;
+use crate::auth::{ApiKeyView, KeyPolicy, Principal};
 use crate::crypto::Secret;
 use crate::store::Role;
 use crate::AppState;
@@ -178,14 +178,14 @@ async fn logout(state: AppState, headers: HeaderMap) -> Result<Response, ApiErro
 
 async fn session(state: AppState, headers: HeaderMap) -> Result<Response, ApiError> {
     let body = match require_admin(&state, &headers).await? {
-        Principal::AdminSession { username } => json!({"username": username, "via": "session"}),
-        Principal::ApiKey { id, .. } => json!({"api_key_id": id, "via": "api_key"}),
+        Principal::AdminSession { username, role } => json!({"username": username, "role": role, "via": "session"}),
+        Principal::ApiKey { id, .. } => json!({"api_key_id": id, "role": "admin", "via": "api_key"}),
     };
     Ok(json_response(200, &body))
 }
 
+/// `{"name", "role"}` and any field of `KeyPolicyBody`.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct NewApiKey {
     name: String,
     role: Role,
@@ -198,17 +198,41 @@ where
 {
     require_admin(&state, &headers).await?;
     let body = read_body(&headers, body, state.config.body_limit).await?;
-    let new: NewApiKey = parse_json(&body)?;
-    let (view, key) = state.auth.create_api_key(&new.name, new.role).await?;
+    // The name and role, then the rest as a policy (which refuses unknown fields).
+    let mut fields: serde_json::Map<String, serde_json::Value> = parse_json(&body)?;
+    let mut head = serde_json::Map::new();
+    for field in ["name", "role"] {
+        if let Some(value) = fields.remove(field) {
+            head.insert(field.to_string(), value);
+        }
+    }
+    let new: NewApiKey = parse_json(&serde_json::to_vec(&head).unwrap_or_default())?;
+    let policy: KeyPolicyBody = parse_json(&serde_json::to_vec(&fields).unwrap_or_default())?;
+    let policy = policy.into_policy()?;
+    let (view, key) = state.auth.create_governed_api_key(&new.name, new.role, policy).await?;
     tracing::info!(api_key_id = %view.id, name = %view.name, role = ?view.role, "api key created");
-    let mut body = serde_json::to_value(&view).map_err(|e| ApiError::new(500, "internal_error", e.to_string()))?;
+    let mut body = key_json(&state, &view)?;
     body["key"] = json!(key.expose());
     Ok(json_response(201, &body))
+}
+
+/// A key as listed: its settings and what it did this month.
+fn key_json(state: &AppState, view: &ApiKeyView) -> Result<serde_json::Value, ApiError> {
+    let mut body = serde_json::to_value(view).map_err(|e| ApiError::new(500, "internal_error", e.to_string()))?;
+    let month = state.usage.key_month(&view.id);
+    body["spent_this_month_usd"] = json!(month.spent_this_month_usd);
+    body["requests_this_month"] = json!(month.requests_this_month);
+    body["last_used_at"] = json!(month.last_used_ms.map(|ms| crate::rfc3339(ms / 1000)));
+    Ok(body)
 }
 
 async fn list_api_keys(state: AppState, headers: HeaderMap) -> Result<Response, ApiError> {
     require_admin(&state, &headers).await?;
     let keys = state.auth.list_api_keys().await?;
+    let keys = keys
+        .iter()
+        .map(|k| key_json(&state, k))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(json_response(200, &json!({"data": keys})))
 }
 
@@ -219,15 +243,51 @@ async fn revoke_api_key(state: AppState, headers: HeaderMap, id: String) -> Resu
     Ok(no_content())
 }
 
-/// `{"rpm_limit": 60 | null, "monthly_spend_cap_usd": 25.0 | null}`; an absent field stays
-/// as it is, `null` removes the limit.
-#[derive(Deserialize)]
+/// `{"rpm_limit": 60 | null, "tpm_limit": 100000 | null, "monthly_spend_cap_usd": 25.0 | null,
+/// "allowed_models": ["auto", "claude-*"], "allowed_tiers": ["gpu", "cloud"],
+/// "expires_at": "2026-12-31T00:00:00Z" | null}`; an absent field stays as it is, `null`
+/// removes the limit, an empty list allows everything.
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct KeyLimitsBody {
+struct KeyPolicyBody {
     #[serde(default, deserialize_with = "present")]
     rpm_limit: Option<Option<u32>>,
     #[serde(default, deserialize_with = "present")]
+    tpm_limit: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present")]
     monthly_spend_cap_usd: Option<Option<f64>>,
+    #[serde(default)]
+    allowed_models: Option<Vec<String>>,
+    #[serde(default)]
+    allowed_tiers: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
+    expires_at: Option<Option<String>>,
+}
+
+impl KeyPolicyBody {
+    fn into_policy(self) -> Result<KeyPolicy, ApiError> {
+        let expires_at = match self.expires_at {
+            Some(Some(text)) => {
+                let at = time::OffsetDateTime::parse(text.trim(), &time::format_description::well_known::Rfc3339)
+                    .map_err(|_| {
+                        ApiError::bad_request(format!(
+                            "expires_at must be an RFC 3339 time such as 2026-12-31T00:00:00Z, not '{text}'"
+                        ))
+                    })?;
+                Some(Some(at.unix_timestamp()))
+            }
+            Some(None) => Some(None),
+            None => None,
+        };
+        Ok(KeyPolicy {
+            rpm_limit: self.rpm_limit,
+            tpm_limit: self.tpm_limit,
+            monthly_spend_cap_usd: self.monthly_spend_cap_usd,
+            allowed_models: self.allowed_models,
+            allowed_tiers: self.allowed_tiers,
+            expires_at,
+        })
+    }
 }
 
 /// Tells "absent" (outer `None`) from "null" (`Some(None)`).
@@ -247,11 +307,7 @@ where
 {
     require_admin(&state, &headers).await?;
     let body = read_body(&headers, body, state.config.body_limit).await?;
-    let limits: KeyLimitsBody = parse_json(&body)?;
-    let view = state
-        .auth
-        .set_api_key_limits(&id, limits.rpm_limit, limits.monthly_spend_cap_usd)
-        .await?;
-    let body = serde_json::to_value(&view).map_err(|e| ApiError::new(500, "internal_error", e.to_string()))?;
-    Ok(json_response(200, &body))
+    let policy: KeyPolicyBody = parse_json(&body)?;
+    let view = state.auth.set_api_key_policy(&id, policy.into_policy()?).await?;
+    Ok(json_response(200, &key_json(&state, &view)?))
 }

@@ -4,11 +4,13 @@
 
 mod admin;
 mod admin_agent;
+mod admins;
 mod anthropic;
 mod backup;
 pub mod conn;
 pub mod error;
 pub mod filters;
+mod key_grant;
 mod openai;
 mod providers;
 mod relay;
@@ -31,17 +33,9 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let health = warp::path!("healthz")
         .and(warp::get())
         .map(|| json_response(200, &serde_json::json!({"status": "ok"})));
-    // Cross-site writes are refused before any route sees them.
-    filters::csrf_guard()
-        .or(health)
-        .unify()
-        .or(openai::routes(state.clone()))
-        .unify()
-        .or(anthropic::routes(state.clone()))
-        .unify()
-        .or(responses::routes(state.clone()))
-        .unify()
-        .or(admin::routes(state.clone()))
+    // The admin API, behind the viewers' read-only rule.
+    let admin_api = admin::routes(state.clone())
+        .or(admins::routes(state.clone()))
         .unify()
         .or(admin_agent::routes(state.clone()))
         .unify()
@@ -55,7 +49,19 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(requests::routes(state.clone()))
         .unify()
-        .or(usage::routes(state))
+        .or(usage::routes(state.clone()))
+        .unify();
+    // Cross-site writes are refused before any route sees them.
+    filters::csrf_guard()
+        .or(health)
+        .unify()
+        .or(openai::routes(state.clone()))
+        .unify()
+        .or(anthropic::routes(state.clone()))
+        .unify()
+        .or(responses::routes(state.clone()))
+        .unify()
+        .or(admins::read_only_guard(state).and(admin_api))
         .unify()
         .or(ui::routes())
         .unify()
@@ -66,7 +72,9 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
 
 /// Only "no route matched" reaches here: handlers answer their own errors.
 async fn reject_as_json(rejection: Rejection) -> Result<Response, Infallible> {
-    let response = if rejection.is_not_found() {
+    let response = if rejection.find::<admins::ReadOnly>().is_some() {
+        error::ApiError::from(crate::auth::AuthError::ReadOnly).into_response(error::Dialect::Admin)
+    } else if rejection.is_not_found() {
         rejection_response(404, "not_found", "no such endpoint")
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
         rejection_response(405, "method_not_allowed", "this endpoint does not accept that method")

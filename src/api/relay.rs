@@ -559,9 +559,12 @@ pub fn authorize_and_limit(
 /// it reached, so its usage row names the tier and route.
 pub async fn dispatch(
     state: &crate::AppState,
-    request: crate::dispatch::ChatRequest,
+    mut request: crate::dispatch::ChatRequest,
     meter: &mut Meter,
 ) -> Result<crate::dispatch::Routed, ApiError> {
+    if let Some(key_id) = meter.api_key_id() {
+        super::key_grant::enforce(state, key_id, &mut request)?;
+    }
     let result = state.dispatcher.chat(request).await;
     let tried = match &result {
         Ok(routed) => {

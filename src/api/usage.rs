@@ -110,8 +110,9 @@ async fn usage(state: AppState, headers: HeaderMap, query: HashMap<String, Strin
         return Err(ApiError::bad_request("from must not be after to"));
     }
     let group_by_text = query.get("group_by").map_or("tier", String::as_str);
-    let group_by = GroupBy::parse(group_by_text)
-        .ok_or_else(|| ApiError::bad_request("group_by must be one of tier, provider, model, api_key, agent, day"))?;
+    let group_by = GroupBy::parse(group_by_text).ok_or_else(|| {
+        ApiError::bad_request("group_by must be one of tier, provider, model, api_key, agent, day, day_tier")
+    })?;
     let summary = state.usage.summary(from, to, group_by).await?;
     let groups = summary.groups;
     match query.get("format").map(String::as_str) {

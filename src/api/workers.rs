@@ -142,7 +142,11 @@ async fn read_hello(
             if slots == 0 || slots > MAX_SLOTS {
                 return Err(format!("slots must be 1 to {MAX_SLOTS}"));
             }
-            let name = name.trim().to_string();
+            // A worker started without --name carries its token's name.
+            let name = name
+                .map(|n| n.trim().to_string())
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| identity.token_name.clone());
             if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
                 return Err("name must be 1 to 64 printable characters".into());
             }

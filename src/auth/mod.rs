@@ -3,11 +3,16 @@
 //! API keys are checked on every client request, so their hashes live in memory (loaded at
 //! start, updated on create/revoke) and the hot path never touches the disk.
 
+mod accounts;
+mod grant;
 mod passwords;
 pub mod throttle;
 
+pub use accounts::AdminView;
+pub use grant::KeyGrant;
+
 use crate::crypto::{random_token, token_hash, Secret};
-use crate::store::{AdminRecord, ApiKeyRecord, Role, SessionRecord, Store, StoreError, WorkerTokenRecord};
+use crate::store::{AdminRecord, AdminRole, ApiKeyRecord, Role, SessionRecord, Store, StoreError, WorkerTokenRecord};
 use crate::usage::KeyLimits;
 use crate::workers::protocol::WorkerKind;
 pub use passwords::Hasher;
@@ -40,6 +45,12 @@ pub enum AuthError {
     AlreadySetUp,
     #[error("{0}")]
     InvalidInput(String),
+    #[error("this API key expired at {0}; ask an admin for a new key or a later expiry")]
+    KeyExpired(String),
+    #[error("this account can look but not change anything (role viewer); ask an admin")]
+    ReadOnly,
+    #[error("admin account not found")]
+    AccountNotFound,
     #[error("api key not found")]
     KeyNotFound,
     #[error("worker token not found")]
@@ -53,12 +64,15 @@ pub enum AuthError {
 impl AuthError {
     pub fn status(&self) -> u16 {
         match self {
-            AuthError::MissingCredentials | AuthError::InvalidCredentials | AuthError::WrongPassword => 401,
-            AuthError::NotAdmin => 403,
+            AuthError::MissingCredentials
+            | AuthError::InvalidCredentials
+            | AuthError::WrongPassword
+            | AuthError::KeyExpired(_) => 401,
+            AuthError::NotAdmin | AuthError::ReadOnly => 403,
             AuthError::AlreadySetUp => 409,
             AuthError::TooManyAttempts { .. } => 429,
             AuthError::InvalidInput(_) => 400,
-            AuthError::KeyNotFound | AuthError::WorkerTokenNotFound => 404,
+            AuthError::KeyNotFound | AuthError::WorkerTokenNotFound | AuthError::AccountNotFound => 404,
             AuthError::Busy => 503,
             AuthError::Hashing => 500,
             AuthError::Store(e) => e.status(),
@@ -69,13 +83,17 @@ impl AuthError {
         match self {
             AuthError::MissingCredentials => "missing_api_key",
             AuthError::InvalidCredentials => "invalid_api_key",
+            AuthError::KeyExpired(_) => "expired_api_key",
+            AuthError::ReadOnly => "read_only",
             AuthError::WrongPassword => "invalid_login",
             AuthError::NotAdmin => "forbidden",
             AuthError::AlreadySetUp => "already_set_up",
             AuthError::TooManyAttempts { .. } => "too_many_attempts",
             AuthError::Busy => "busy",
             AuthError::InvalidInput(_) => "invalid_request",
-            AuthError::KeyNotFound | AuthError::WorkerTokenNotFound => "not_found",
+            AuthError::KeyNotFound | AuthError::WorkerTokenNotFound | AuthError::AccountNotFound => "not_found",
+            AuthError::Store(StoreError::Conflict(_)) => "conflict",
+            AuthError::Store(StoreError::NotFound(_)) => "not_found",
             AuthError::Hashing | AuthError::Store(_) => "internal_error",
         }
     }
@@ -85,20 +103,28 @@ impl AuthError {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Principal {
     /// Logged in through the UI.
-    AdminSession {
-        username: String,
-    },
+    AdminSession { username: String, role: AdminRole },
     ApiKey {
         id: String,
         role: Role,
         limits: KeyLimits,
+        grant: Arc<KeyGrant>,
     },
 }
 
 impl Principal {
+    /// May read the admin API: any admin account (viewers too) or an admin key.
     pub fn is_admin(&self) -> bool {
         match self {
             Principal::AdminSession { .. } => true,
+            Principal::ApiKey { role, .. } => *role == Role::Admin,
+        }
+    }
+
+    /// May change things through the admin API: not a viewer.
+    pub fn can_change(&self) -> bool {
+        match self {
+            Principal::AdminSession { role, .. } => *role == AdminRole::Admin,
             Principal::ApiKey { role, .. } => *role == Role::Admin,
         }
     }
@@ -113,7 +139,14 @@ pub struct ApiKeyView {
     pub prefix: String,
     pub created_at: String,
     pub rpm_limit: Option<u32>,
+    pub tpm_limit: Option<u32>,
     pub monthly_spend_cap_usd: Option<f64>,
+    /// Empty: every model.
+    pub allowed_models: Vec<String>,
+    /// Empty: every tier.
+    pub allowed_tiers: Vec<String>,
+    pub expires_at: Option<String>,
+    pub expired: bool,
 }
 
 impl From<&ApiKeyRecord> for ApiKeyView {
@@ -125,21 +158,91 @@ impl From<&ApiKeyRecord> for ApiKeyView {
             prefix: r.prefix.clone(),
             created_at: crate::rfc3339(r.created_at),
             rpm_limit: r.rpm_limit,
+            tpm_limit: r.tpm_limit,
             monthly_spend_cap_usd: r.monthly_spend_cap_usd,
+            allowed_models: r.allowed_models.clone(),
+            allowed_tiers: r.allowed_tiers.clone(),
+            expires_at: r.expires_at.map(crate::rfc3339),
+            expired: r.expires_at.is_some_and(|at| at <= crate::store::now_unix()),
         }
     }
 }
 
-#[derive(Clone, Copy)]
+/// An API key's governance as an admin sets it; on update, an absent field (`None`) stays
+/// as it is and `Some(None)` removes the limit.
+#[derive(Debug, Clone, Default)]
+pub struct KeyPolicy {
+    pub rpm_limit: Option<Option<u32>>,
+    pub tpm_limit: Option<Option<u32>>,
+    pub monthly_spend_cap_usd: Option<Option<f64>>,
+    pub allowed_models: Option<Vec<String>>,
+    pub allowed_tiers: Option<Vec<String>>,
+    /// Unix seconds.
+    pub expires_at: Option<Option<i64>>,
+}
+
+impl KeyPolicy {
+    /// Checks every field and writes the present ones into `record`.
+    fn apply(self, record: &mut ApiKeyRecord) -> Result<(), AuthError> {
+        let invalid = |m: &str| AuthError::InvalidInput(m.to_string());
+        if let Some(rpm) = self.rpm_limit {
+            if rpm == Some(0) {
+                return Err(invalid("rpm_limit must be at least 1 (or null for none)"));
+            }
+            record.rpm_limit = rpm;
+        }
+        if let Some(tpm) = self.tpm_limit {
+            if tpm == Some(0) {
+                return Err(invalid("tpm_limit must be at least 1 (or null for none)"));
+            }
+            record.tpm_limit = tpm;
+        }
+        if let Some(cap) = self.monthly_spend_cap_usd {
+            if cap.is_some_and(|c| !c.is_finite() || c < 0.0) {
+                return Err(invalid(
+                    "monthly_spend_cap_usd must be a non-negative number (or null for none)",
+                ));
+            }
+            record.monthly_spend_cap_usd = cap;
+        }
+        if let Some(models) = self.allowed_models {
+            record.allowed_models =
+                grant::clean_models(models).map_err(|e| AuthError::InvalidInput(format!("allowed_models: {e}")))?;
+        }
+        if let Some(tiers) = self.allowed_tiers {
+            record.allowed_tiers =
+                grant::clean_tiers(tiers).map_err(|e| AuthError::InvalidInput(format!("allowed_tiers: {e}")))?;
+        }
+        if let Some(expires_at) = self.expires_at {
+            record.expires_at = expires_at;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
 struct KnownKey {
     role: Role,
     limits: KeyLimits,
+    grant: Arc<KeyGrant>,
+    expires_at: Option<i64>,
 }
 
-fn limits_of(record: &ApiKeyRecord) -> KeyLimits {
-    KeyLimits {
-        rpm: record.rpm_limit,
-        monthly_spend_cap_usd: record.monthly_spend_cap_usd,
+impl KnownKey {
+    fn of(record: &ApiKeyRecord) -> KnownKey {
+        KnownKey {
+            role: record.role,
+            limits: KeyLimits {
+                rpm: record.rpm_limit,
+                tpm: record.tpm_limit,
+                monthly_spend_cap_usd: record.monthly_spend_cap_usd,
+            },
+            grant: Arc::new(KeyGrant {
+                models: record.allowed_models.clone(),
+                tiers: record.allowed_tiers.clone(),
+            }),
+            expires_at: record.expires_at,
+        }
     }
 }
 
@@ -196,6 +299,8 @@ pub struct Auth {
     session_ttl: Duration,
     /// key hash → (id, role)
     keys: RwLock<HashMap<String, (Arc<str>, KnownKey)>>,
+    /// key id → its allow-lists, for the request path once the key is known
+    grants: RwLock<HashMap<String, Arc<KeyGrant>>>,
     /// token hash → identity
     worker_tokens: RwLock<HashMap<String, WorkerIdentity>>,
     throttle: LoginThrottle,
@@ -204,17 +309,18 @@ pub struct Auth {
 
 impl Auth {
     pub async fn load(store: Store, session_ttl: Duration) -> Result<Auth, AuthError> {
-        let keys = store
+        let keys: HashMap<String, (Arc<str>, KnownKey)> = store
             .list_api_keys()
             .await?
             .into_iter()
             .map(|r| {
-                let known = KnownKey {
-                    role: r.role,
-                    limits: limits_of(&r),
-                };
+                let known = KnownKey::of(&r);
                 (r.key_hash, (Arc::from(r.id.as_str()), known))
             })
+            .collect();
+        let grants = keys
+            .values()
+            .map(|(id, known)| (id.to_string(), known.grant.clone()))
             .collect();
         let worker_tokens = store
             .list_worker_tokens()
@@ -226,6 +332,7 @@ impl Auth {
             store,
             session_ttl,
             keys: RwLock::new(keys),
+            grants: RwLock::new(grants),
             worker_tokens: RwLock::new(worker_tokens),
             throttle: LoginThrottle::default(),
             hasher: Hasher::new(),
@@ -251,6 +358,7 @@ impl Auth {
             username,
             password_hash,
             created_at: crate::store::now_unix(),
+            role: AdminRole::Admin,
         };
         match self.store.create_first_admin(record).await {
             Err(StoreError::Conflict(_)) => Err(AuthError::AlreadySetUp),
@@ -310,19 +418,31 @@ impl Auth {
         let hash = token_hash(key.trim());
         let keys = self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         match keys.get(&hash) {
+            Some((_, known)) if known.expires_at.is_some_and(|at| at <= crate::store::now_unix()) => Err(
+                AuthError::KeyExpired(crate::rfc3339(known.expires_at.unwrap_or_default())),
+            ),
             Some((id, known)) => Ok(Principal::ApiKey {
                 id: id.to_string(),
                 role: known.role,
                 limits: known.limits,
+                grant: known.grant.clone(),
             }),
             None => Err(AuthError::InvalidCredentials),
         }
     }
 
     pub async fn authenticate_session(&self, session_token: &str) -> Result<Principal, AuthError> {
-        match self.store.get_session(token_hash(session_token)).await? {
-            Some(s) if s.expires_at > crate::store::now_unix() => Ok(Principal::AdminSession { username: s.username }),
-            _ => Err(AuthError::InvalidCredentials),
+        let session = match self.store.get_session(token_hash(session_token)).await? {
+            Some(s) if s.expires_at > crate::store::now_unix() => s,
+            _ => return Err(AuthError::InvalidCredentials),
+        };
+        // The role is read each time, so a removed or demoted account loses its rights at once.
+        match self.store.get_admin(&session.username).await? {
+            Some(admin) => Ok(Principal::AdminSession {
+                username: admin.username,
+                role: admin.role,
+            }),
+            None => Err(AuthError::InvalidCredentials),
         }
     }
 
@@ -354,9 +474,20 @@ impl Auth {
 
     /// Creates a key; the plaintext is returned here once and never again.
     pub async fn create_api_key(&self, name: &str, role: Role) -> Result<(ApiKeyView, Secret), AuthError> {
+        self.create_governed_api_key(name, role, KeyPolicy::default()).await
+    }
+
+    /// Creates a key with its limits and allow-lists; a name already used (any case) is
+    /// refused with 409.
+    pub async fn create_governed_api_key(
+        &self,
+        name: &str,
+        role: Role,
+        policy: KeyPolicy,
+    ) -> Result<(ApiKeyView, Secret), AuthError> {
         let name = validate_name("name", name)?;
         let key = Secret::new(format!("{API_KEY_PREFIX}{}", random_token().expose()));
-        let record = ApiKeyRecord {
+        let mut record = ApiKeyRecord {
             id: uuid::Uuid::new_v4().to_string(),
             name,
             role,
@@ -365,21 +496,14 @@ impl Auth {
             created_at: crate::store::now_unix(),
             rpm_limit: None,
             monthly_spend_cap_usd: None,
+            tpm_limit: None,
+            allowed_models: Vec::new(),
+            allowed_tiers: Vec::new(),
+            expires_at: None,
         };
+        policy.apply(&mut record)?;
         self.store.insert_api_key(record.clone()).await?;
-        self.keys
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(
-                record.key_hash.clone(),
-                (
-                    Arc::from(record.id.as_str()),
-                    KnownKey {
-                        role,
-                        limits: KeyLimits::default(),
-                    },
-                ),
-            );
+        self.remember_key(&record);
         Ok((ApiKeyView::from(&record), key))
     }
 
@@ -396,6 +520,16 @@ impl Auth {
         rpm: Option<Option<u32>>,
         cap: Option<Option<f64>>,
     ) -> Result<ApiKeyView, AuthError> {
+        let policy = KeyPolicy {
+            rpm_limit: rpm,
+            monthly_spend_cap_usd: cap,
+            ..KeyPolicy::default()
+        };
+        self.set_api_key_policy(id, policy).await
+    }
+
+    /// Changes a key's limits and allow-lists; effective for its next request.
+    pub async fn set_api_key_policy(&self, id: &str, policy: KeyPolicy) -> Result<ApiKeyView, AuthError> {
         let mut record = self
             .store
             .list_api_keys()
@@ -403,34 +537,12 @@ impl Auth {
             .into_iter()
             .find(|k| k.id == id)
             .ok_or(AuthError::KeyNotFound)?;
-        if let Some(rpm) = rpm {
-            if rpm == Some(0) {
-                return Err(AuthError::InvalidInput(
-                    "rpm_limit must be at least 1 (or null for none)".into(),
-                ));
-            }
-            record.rpm_limit = rpm;
-        }
-        if let Some(cap) = cap {
-            if cap.is_some_and(|c| !c.is_finite() || c < 0.0) {
-                return Err(AuthError::InvalidInput(
-                    "monthly_spend_cap_usd must be a non-negative number (or null for none)".into(),
-                ));
-            }
-            record.monthly_spend_cap_usd = cap;
-        }
+        policy.apply(&mut record)?;
         match self.store.update_api_key(record.clone()).await {
             Err(StoreError::NotFound(_)) => return Err(AuthError::KeyNotFound),
             other => other?,
         }
-        if let Some(entry) = self
-            .keys
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get_mut(&record.key_hash)
-        {
-            entry.1.limits = limits_of(&record);
-        }
+        self.remember_key(&record);
         Ok(ApiKeyView::from(&record))
     }
 
@@ -444,7 +556,32 @@ impl Auth {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(&record.key_hash);
+        self.grants
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&record.id);
         Ok(())
+    }
+
+    fn remember_key(&self, record: &ApiKeyRecord) {
+        let known = KnownKey::of(record);
+        self.grants
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(record.id.clone(), known.grant.clone());
+        self.keys
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(record.key_hash.clone(), (Arc::from(record.id.as_str()), known));
+    }
+
+    /// The allow-lists of the key with this id; `None` once the key is revoked.
+    pub fn grant_of(&self, key_id: &str) -> Option<Arc<KeyGrant>> {
+        self.grants
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(key_id)
+            .cloned()
     }
 
     /// Creates a worker token with no allow-list; the plaintext is returned here once.

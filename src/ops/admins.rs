@@ -5,7 +5,7 @@
 use super::{DataArgs, OpsError};
 use crate::auth::{validate_name, Hasher, MIN_PASSWORD_LEN};
 use crate::crypto::{random_token, Secret};
-use crate::store::{AdminRecord, Store, StoreError};
+use crate::store::{AdminRecord, AdminRole, Store, StoreError};
 use std::io::{BufRead, IsTerminal};
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -47,6 +47,7 @@ pub async fn run(command: &AdminCommand) -> Result<String, OpsError> {
                 username: username.clone(),
                 password_hash: hash(password.clone()).await?,
                 created_at: crate::store::now_unix(),
+                role: AdminRole::Admin,
             };
             store.insert_admin(record).await.map_err(named(&username))?;
             Ok(format!("created admin '{username}'.{}", shown(&password, generated)))
@@ -59,30 +60,36 @@ pub async fn run(command: &AdminCommand) -> Result<String, OpsError> {
             }
             let lines: Vec<String> = admins
                 .iter()
-                .map(|a| format!("{}\tcreated {}", a.username, crate::rfc3339(a.created_at)))
+                .map(|a| {
+                    format!(
+                        "{}\t{}\tcreated {}",
+                        a.username,
+                        a.role.as_str(),
+                        crate::rfc3339(a.created_at)
+                    )
+                })
                 .collect();
             Ok(lines.join("\n"))
         }
         AdminCommand::ResetPassword { username, data } => {
             let store = open(data)?;
             let (password, generated) = new_password()?;
-            let ended = store
-                .set_admin_password(username.trim(), hash(password.clone()).await?)
-                .await
-                .map_err(named(username))?;
+            let mut record = store
+                .get_admin(username.trim())
+                .await?
+                .ok_or_else(|| named(username)(StoreError::NotFound("admin")))?;
+            record.password_hash = hash(password.clone()).await?;
+            store.update_admin(record, true).await.map_err(named(username))?;
             Ok(format!(
-                "new password set for '{}'; {ended} session(s) ended.{}",
+                "new password set for '{}'; its sessions ended.{}",
                 username.trim(),
                 shown(&password, generated)
             ))
         }
         AdminCommand::Remove { username, data } => {
             let store = open(data)?;
-            let ended = store.remove_admin(username.trim()).await.map_err(named(username))?;
-            Ok(format!(
-                "removed admin '{}'; {ended} session(s) ended.",
-                username.trim()
-            ))
+            store.delete_admin(username.trim()).await.map_err(named(username))?;
+            Ok(format!("removed admin '{}'; its sessions ended.", username.trim()))
         }
     }
 }

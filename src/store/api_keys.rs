@@ -27,13 +27,39 @@ pub struct ApiKeyRecord {
     /// Cloud spend this key may cause per calendar month (UTC), in USD; `None`: no cap.
     #[serde(default)]
     pub monthly_spend_cap_usd: Option<f64>,
+    /// Tokens (input + output) per minute this key may use; `None`: no limit.
+    #[serde(default)]
+    pub tpm_limit: Option<u32>,
+    /// Models, aliases or `agent:NAME` this key may ask for (`prefix*` matches a family);
+    /// empty: any.
+    #[serde(default)]
+    pub allowed_models: Vec<String>,
+    /// Tiers (`gpu`, `cli`, `cloud`) this key's requests may run on; empty: any.
+    #[serde(default)]
+    pub allowed_tiers: Vec<String>,
+    /// Unix seconds after which the key stops working; `None`: never.
+    #[serde(default)]
+    pub expires_at: Option<i64>,
 }
 
 impl Store {
+    /// Inserts a key; a key with the same name (any case) is a conflict. The check and the
+    /// insert share one transaction, so two racing creates cannot both pass.
     pub async fn insert_api_key(&self, record: ApiKeyRecord) -> Result<(), StoreError> {
         self.write(move |txn| {
-            txn.open_table(API_KEYS)?
-                .insert(record.id.as_str(), encode("api key", &record)?.as_slice())?;
+            let mut table = txn.open_table(API_KEYS)?;
+            let wanted = record.name.to_lowercase();
+            for row in table.iter()? {
+                let (_, value) = row?;
+                let existing: ApiKeyRecord = decode("api key", value.value())?;
+                if existing.name.to_lowercase() == wanted {
+                    return Err(StoreError::Conflict(format!(
+                        "an API key named '{}' already exists; choose another name",
+                        existing.name
+                    )));
+                }
+            }
+            table.insert(record.id.as_str(), encode("api key", &record)?.as_slice())?;
             Ok(())
         })
         .await

@@ -1,7 +1,6 @@
 //! The embedded redb store. Only this module touches redb; every call runs on the blocking
 //! pool so no request task ever waits on disk I/O while holding the async runtime.
 
-mod admin_accounts;
 mod admins;
 mod agents;
 mod aliases;
@@ -21,7 +20,7 @@ mod usage_log;
 mod usage_settings;
 mod worker_tokens;
 
-pub use admins::AdminRecord;
+pub use admins::{AdminRecord, AdminRole};
 pub use agents::AgentRecord;
 pub use aliases::{AliasRecord, AUTO as AUTO_ALIAS};
 pub use api_keys::{ApiKeyRecord, Role};

@@ -13,6 +13,9 @@ pub enum GroupBy {
     ApiKey,
     Agent,
     Day,
+    /// `2026-11-29/gpu`: per UTC day and tier, failed requests as `failed`, for the stacked
+    /// daily chart.
+    DayTier,
 }
 
 fn day_of(unix_ms: i64) -> String {
@@ -28,6 +31,7 @@ impl GroupBy {
             "api_key" => GroupBy::ApiKey,
             "agent" => GroupBy::Agent,
             "day" => GroupBy::Day,
+            "day_tier" => GroupBy::DayTier,
             _ => return None,
         })
     }
@@ -41,6 +45,9 @@ impl GroupBy {
             GroupBy::ApiKey => group.api_key_id.clone().unwrap_or_else(none),
             GroupBy::Agent => group.agent.clone().unwrap_or_else(none),
             GroupBy::Day => day_of(at_ms),
+            // A rollup keeps no outcome per request: a pruned day's failures stay under
+            // their tier.
+            GroupBy::DayTier => format!("{}/{}", day_of(at_ms), group.tier.as_deref().unwrap_or("none")),
         }
     }
 
@@ -53,6 +60,14 @@ impl GroupBy {
             GroupBy::ApiKey => row.api_key_id.clone().unwrap_or_else(none),
             GroupBy::Agent => row.agent.clone().unwrap_or_else(none),
             GroupBy::Day => day_of(row.at_ms),
+            GroupBy::DayTier => {
+                let tier = if row.outcome.starts_with("error") {
+                    "failed"
+                } else {
+                    row.tier.as_deref().unwrap_or("none")
+                };
+                format!("{}/{tier}", day_of(row.at_ms))
+            }
         }
     }
 }
@@ -257,6 +272,21 @@ mod tests {
             stream: false,
             attempts: Vec::new(),
         }
+    }
+
+    #[test]
+    fn day_tier_groups_put_failures_apart_from_their_tier() {
+        let rows = vec![
+            row("gpu", "qwen", 100, 50, 0.0, 0.002, "ok"),
+            row("cloud", "gpt-4o", 1000, 500, 0.0075, 0.0075, "ok"),
+            row("cloud", "gpt-4o", 0, 0, 0.0, 0.0, "error:upstream_error"),
+        ];
+        let (groups, _) = aggregate(&rows, &[], GroupBy::DayTier);
+        let keys: Vec<&str> = groups.iter().map(|g| g.key.split_once('/').unwrap().1).collect();
+        assert_eq!(keys, ["cloud", "failed", "gpu"]);
+        assert!(groups
+            .iter()
+            .all(|g| g.key.len() == "2026-11-29/".len() + g.key.split_once('/').unwrap().1.len()));
     }
 
     #[test]

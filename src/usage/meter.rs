@@ -135,6 +135,10 @@ impl Meter {
         self.row.api_key_id = id;
     }
 
+    pub fn api_key_id(&self) -> Option<&str> {
+        self.row.api_key_id.as_deref()
+    }
+
     pub fn set_request(&mut self, model: &str, stream: bool, request_bytes: usize) {
         self.row.model = clip(model);
         self.row.agent = model.strip_prefix(crate::agents::MODEL_PREFIX).map(clip);
@@ -279,7 +283,8 @@ impl Meter {
         self.row.ms_to_first_byte = self.first_byte.map(|d| d.as_millis() as u64);
         self.price(&tokens);
         if let Some(key) = &self.row.api_key_id {
-            self.usage.add_spend(key, self.row.at_ms, self.row.cost_usd);
+            self.usage
+                .add_spend(key, self.row.at_ms, self.row.cost_usd, tokens.input + tokens.output);
         }
         let is_cloud = self.row.tier.as_deref() == Some("cloud");
         self.usage.metrics().observe(&RequestObservation {

@@ -17,6 +17,7 @@ use crate::metrics::Metrics;
 use crate::store::{
     month_number, DailyRollup, EquivalentSettings, LogPage, LogQuery, PriceRecord, Store, StoreError, UsageRecord,
 };
+use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -67,7 +68,19 @@ pub struct Retention {
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct KeyLimits {
     pub rpm: Option<u32>,
+    /// Input + output tokens per minute.
+    pub tpm: Option<u32>,
     pub monthly_spend_cap_usd: Option<f64>,
+}
+
+/// An API key's activity this calendar month (UTC), for the keys list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct KeyMonth {
+    pub spent_this_month_usd: f64,
+    pub requests_this_month: u64,
+    /// Unix millis of its last request since the router started or this month began.
+    #[serde(skip)]
+    pub last_used_ms: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,8 +94,10 @@ pub struct LimitExceeded {
 #[derive(Default)]
 struct Limits {
     windows: Mutex<HashMap<String, VecDeque<Instant>>>,
-    /// key id → (month number, USD spent in it)
-    spend: Mutex<HashMap<String, (i64, f64)>>,
+    /// key id → (month number, what it did in it)
+    spend: Mutex<HashMap<String, (i64, KeyMonth)>>,
+    /// key id → tokens used in the last minute, by when
+    tokens: Mutex<HashMap<String, VecDeque<(Instant, u64)>>>,
 }
 
 /// The month number of `unix_ms` and the unix second the next month starts.
@@ -97,6 +112,18 @@ fn month_of(unix_ms: i64) -> (i64, i64) {
     .map(|d| d.midnight().assume_utc().unix_timestamp())
     .unwrap_or(unix_ms / 1000 + 86_400);
     (month, next)
+}
+
+/// The unix ms the month of `unix_ms` starts.
+fn month_start_ms(unix_ms: i64) -> i64 {
+    let month = month_number(unix_ms);
+    time::Date::from_calendar_date(
+        month.div_euclid(12) as i32,
+        time::Month::try_from((month.rem_euclid(12) + 1) as u8).unwrap_or(time::Month::January),
+        1,
+    )
+    .map(|d| d.midnight().assume_utc().unix_timestamp() * 1000)
+    .unwrap_or(0)
 }
 
 /// What `/api/usage` answers for a range.
@@ -138,14 +165,26 @@ impl Usage {
         });
         usage.reload_prices().await?;
         // This month's spend per key, kept by the store as rows are written, so a cap
-        // holds across restarts (and crashes: the rows of answered requests are durable).
-        let month = month_number(crate::store::now_unix_ms());
-        let spend: HashMap<String, (i64, f64)> = store
-            .spend_in_month(month)
-            .await?
-            .into_iter()
-            .map(|(key, usd)| (key, (month, usd)))
-            .collect();
+        // holds across restarts (and crashes: the rows of answered requests are durable);
+        // requests and last use this month are counted from the month's rows.
+        let now = crate::store::now_unix_ms();
+        let month = month_number(now);
+        let month_start = month_start_ms(now);
+        let mut spend: HashMap<String, (i64, KeyMonth)> = HashMap::new();
+        for (key, usd) in store.spend_in_month(month).await? {
+            spend
+                .entry(key)
+                .or_insert((month, KeyMonth::default()))
+                .1
+                .spent_this_month_usd = usd;
+        }
+        for row in store.usage_between(month_start, now + 1).await? {
+            if let Some(key) = row.api_key_id {
+                let entry = &mut spend.entry(key).or_insert((month, KeyMonth::default())).1;
+                entry.requests_this_month += 1;
+                entry.last_used_ms = entry.last_used_ms.max(Some(row.at_ms));
+            }
+        }
         *usage.limits.spend.lock().unwrap_or_else(|p| p.into_inner()) = spend;
         let writer = tokio::spawn(writer::run(store, rx, lost));
         *usage.writer.lock().await = Some(writer);
@@ -222,13 +261,35 @@ impl Usage {
                 .unwrap_or_else(|p| p.into_inner())
                 .get(key_id)
                 .filter(|(m, _)| *m == month)
-                .map_or(0.0, |(_, usd)| *usd);
+                .map_or(0.0, |(_, k)| k.spent_this_month_usd);
             if spent >= cap {
                 self.metrics.rate_limited("spend_cap");
                 return Err(LimitExceeded {
                     reason: "spend_cap",
                     message: format!("this API key reached its monthly spend cap of ${cap:.2} (spent ${spent:.4})"),
                     retry_after_secs: (next_month - now_ms / 1000).max(1) as u64,
+                });
+            }
+        }
+        if let Some(tpm) = limits.tpm {
+            let mut tokens = self.limits.tokens.lock().unwrap_or_else(|p| p.into_inner());
+            let window = tokens.entry(key_id.to_string()).or_default();
+            let now = Instant::now();
+            while window
+                .front()
+                .is_some_and(|(t, _)| now.duration_since(*t) >= Duration::from_secs(60))
+            {
+                window.pop_front();
+            }
+            let used: u64 = window.iter().map(|(_, n)| n).sum();
+            if used >= u64::from(tpm) {
+                let oldest = window.front().map_or(now, |(t, _)| *t);
+                let wait = Duration::from_secs(60).saturating_sub(now.duration_since(oldest));
+                self.metrics.rate_limited("tpm");
+                return Err(LimitExceeded {
+                    reason: "tpm",
+                    message: format!("this API key is limited to {tpm} tokens per minute (used {used})"),
+                    retry_after_secs: wait.as_secs().max(1),
                 });
             }
         }
@@ -257,17 +318,44 @@ impl Usage {
         Ok(())
     }
 
-    fn add_spend(&self, key_id: &str, at_ms: i64, usd: f64) {
-        if usd <= 0.0 {
-            return;
-        }
+    /// Counts a finished request against its key: spend, requests, tokens per minute.
+    fn add_spend(&self, key_id: &str, at_ms: i64, usd: f64, tokens: u64) {
         let (month, _) = month_of(at_ms);
-        let mut spend = self.limits.spend.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = spend.entry(key_id.to_string()).or_insert((month, 0.0));
-        if entry.0 != month {
-            *entry = (month, 0.0);
+        {
+            let mut spend = self.limits.spend.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = spend.entry(key_id.to_string()).or_insert((month, KeyMonth::default()));
+            if entry.0 != month {
+                *entry = (month, KeyMonth::default());
+            }
+            entry.1.spent_this_month_usd += usd.max(0.0);
+            entry.1.requests_this_month += 1;
+            entry.1.last_used_ms = entry.1.last_used_ms.max(Some(at_ms));
         }
-        entry.1 += usd;
+        if tokens > 0 {
+            let mut windows = self.limits.tokens.lock().unwrap_or_else(|p| p.into_inner());
+            let window = windows.entry(key_id.to_string()).or_default();
+            let now = Instant::now();
+            while window
+                .front()
+                .is_some_and(|(t, _)| now.duration_since(*t) >= Duration::from_secs(60))
+            {
+                window.pop_front();
+            }
+            window.push_back((now, tokens));
+        }
+    }
+
+    /// What a key did this month (zeros when nothing yet).
+    pub fn key_month(&self, key_id: &str) -> KeyMonth {
+        let (month, _) = month_of(crate::store::now_unix() * 1000);
+        self.limits
+            .spend
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key_id)
+            .filter(|(m, _)| *m == month)
+            .map(|(_, k)| *k)
+            .unwrap_or_default()
     }
 
     fn price_table(&self) -> Arc<Vec<PriceRecord>> {

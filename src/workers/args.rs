@@ -13,9 +13,9 @@ pub struct ConnectionArgs {
     /// Worker token created in the router's admin UI (prefer the variable: flags show in `ps`).
     #[arg(long, env = "AUXOT_WORKER_TOKEN", hide_env_values = true, value_parser = parse_token)]
     pub token: Secret,
-    /// Name shown in the router's workers list.
-    #[arg(long, env = "AUXOT_WORKER_NAME", default_value_t = default_worker_name())]
-    pub name: String,
+    /// Name shown in the router's workers list. Default: the name of the worker token.
+    #[arg(long, env = "AUXOT_WORKER_NAME")]
+    pub name: Option<String>,
     /// Jobs this worker runs at once.
     #[arg(long, env = "AUXOT_SLOTS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub slots: u32,
@@ -136,15 +136,6 @@ fn parse_token(value: &str) -> Result<Secret, String> {
         return Err("the value is empty".to_string());
     }
     Ok(Secret::new(value.to_string()))
-}
-
-/// This host's name, so a fleet of workers is told apart without any configuration.
-fn default_worker_name() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|name| name.trim().to_string())
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "worker".to_string())
 }
 
 #[cfg(test)]

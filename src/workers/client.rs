@@ -95,7 +95,8 @@ pub struct ConnectionConfig {
     /// The router's http(s) base URL, as given with `--server`.
     pub server: String,
     pub token: Secret,
-    pub name: String,
+    /// `None`: the router names the worker after its token.
+    pub name: Option<String>,
     pub slots: u32,
     /// How often to re-read the handler's models; `None` when they never change.
     pub models_refresh: Option<Duration>,
@@ -365,7 +366,7 @@ impl<H: JobHandler> Session<'_, H> {
             Err(error) => return SessionEnd::before_ack(error),
         };
         let acked_at = Instant::now();
-        tracing::info!(url = %self.url, name = %self.conn.name, models = ?self.models, slots = self.conn.slots, "connected to the router");
+        tracing::info!(url = %self.url, name = self.conn.name.as_deref().unwrap_or("(the token's)"), models = ?self.models, slots = self.conn.slots, "connected to the router");
 
         let (out_tx, out_rx) = mpsc::channel(OUTGOING_QUEUE);
         let mut writer = AbortOnDrop(tokio::spawn(write_frames(sink, out_rx)));
@@ -771,7 +772,7 @@ mod tests {
         let conn = ConnectionConfig {
             server: "http://h".into(),
             token: Secret::new("tok-secret-value".into()),
-            name: "n".into(),
+            name: Some("n".into()),
             slots: 1,
             models_refresh: None,
         };
@@ -875,7 +876,7 @@ mod tests {
         let conn = ConnectionConfig {
             server,
             token: Secret::new("tok-1".into()),
-            name: "box".into(),
+            name: Some("box".into()),
             slots: 1,
             models_refresh: None,
         };
@@ -896,8 +897,8 @@ mod tests {
                 ..
             } => {
                 assert_eq!(
-                    (protocol, kind, name.as_str(), slots),
-                    (PROTOCOL_VERSION, WorkerKind::Gpu, "box", 1)
+                    (protocol, kind, name.as_deref(), slots),
+                    (PROTOCOL_VERSION, WorkerKind::Gpu, Some("box"), 1)
                 );
                 assert_eq!(models, ["m"]);
             }

@@ -617,7 +617,7 @@ mod tests {
             connection: ConnectionArgs {
                 server: "http://router".into(),
                 token: Secret::new("t".into()),
-                name: "n".into(),
+                name: Some("n".into()),
                 slots: 1,
             },
             upstream: upstream.into(),

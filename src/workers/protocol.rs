@@ -85,7 +85,9 @@ pub enum WorkerMessage {
     Hello {
         protocol: u32,
         kind: WorkerKind,
-        name: String,
+        /// Absent: the router names the worker after its token.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
         models: Vec<String>,
         slots: u32,
         /// The worker's auxot version, for the workers list.
@@ -218,7 +220,7 @@ impl WorkerMessage {
             "hello" => WorkerMessage::Hello {
                 protocol: need(f.protocol, k, "protocol")?,
                 kind: need(f.kind_of_worker, k, "kind")?,
-                name: need(f.name, k, "name")?,
+                name: f.name,
                 models: f.models.unwrap_or_default(),
                 slots: need(f.slots, k, "slots")?,
                 version: f.version.unwrap_or_default(),
@@ -286,7 +288,7 @@ mod tests {
         let hello = WorkerMessage::Hello {
             protocol: 1,
             kind: WorkerKind::Gpu,
-            name: "box-1".into(),
+            name: Some("box-1".into()),
             models: vec!["qwen".into()],
             slots: 2,
             version: "0.1.0".into(),

@@ -1,4 +1,4 @@
-// Test fixtures: a fake OpenAI upstream, the real `auxot serve`, a real `auxot worker gpu`,
+// Test fixtures: a fake OpenAI upstream, the real `auxot serve`, a real `auxot worker gpu` (run from the pasted command),
 // and Debian's chromium driven by playwright-core. Everything listens on 127.0.0.1 only.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -132,12 +132,16 @@ export async function startAuxot() {
   };
 }
 
-/** A real GPU worker in front of the fake model server. */
-export function startGpuWorker(serverUrl, token, upstream) {
-  const { child, log } = spawnLogged(auxotBinary(), ['worker', 'gpu', '--server', serverUrl, '--upstream', upstream, '--name', 'gpu-box-1', '--slots', '4'], {
-    AUXOT_WORKER_TOKEN: token,
-    AUXOT_UPSTREAM_KEY: FAKE_KEYS.gpu,
-  });
+/** Runs a worker command exactly as the Workers page rendered it (`VAR=value auxot worker …`), with `auxot` this build. */
+export function startWorkerFromCommand(command, extraEnv = {}) {
+  const words = command.trim().split(/\s+/);
+  const env = { ...extraEnv };
+  while (words.length && /^[A-Z_]+=/.test(words[0])) {
+    const [name, ...value] = words.shift().split('=');
+    env[name] = value.join('=');
+  }
+  if (words.shift() !== 'auxot') throw new Error(`not an auxot command: ${command}`);
+  const { child, log } = spawnLogged(auxotBinary(), words, env);
   return { child, log, stop: () => stopProcess(child) };
 }
 

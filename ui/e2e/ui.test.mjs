@@ -7,7 +7,7 @@ import { mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { FAKE_KEYS, launchBrowser, screenshotDir, startAuxot, startFakeOpenAI, startGpuWorker } from './harness.mjs';
+import { FAKE_KEYS, launchBrowser, screenshotDir, startAuxot, startFakeOpenAI, startWorkerFromCommand } from './harness.mjs';
 
 const ADMIN = { username: 'admin', password: 'correct-horse-battery' };
 
@@ -115,6 +115,11 @@ step('the assistant, with no model anywhere, says so plainly and points to Provi
   await box.press('Enter');
   await page.getByRole('alert').filter({ hasText: /no model is reachable/i }).waitFor();
   await page.getByRole('alert').getByRole('link', { name: 'Settings → Providers' }).waitFor();
+  // The advice names this state: nothing enabled, nothing connected; and the model is editable.
+  await page.getByTestId('assistant-advice').getByText('no cloud provider is enabled and no worker is connected').waitFor();
+  await page.getByTestId('assistant-advice').getByRole('link', { name: 'Add a provider' }).waitFor();
+  assert.equal(await page.getByLabel("The Assistant's model").inputValue(), 'auto');
+  await shot('assistant-no-model');
   await page.getByRole('list', { name: 'Messages' }).getByText('List all available models').waitFor();
   assert.equal(await box.isDisabled(), false, 'the input is usable again once the turn ended');
   await page.getByRole('list', { name: 'Past conversations' }).getByRole('button', { name: /List all available models/ }).waitFor();
@@ -242,6 +247,27 @@ step('an API key is shown once and works for a chat completion', async () => {
   await page.getByRole('button', { name: 'Save limits' }).click();
   await status('Saved the limits of “e2e-client”').waitFor();
   await page.getByRole('row').filter({ hasText: 'e2e-client' }).getByText('600 requests/min, $25.00/month cloud spend').waitFor();
+  // Governance: a model allow-list is enforced by the server in the caller's dialect.
+  await page.getByRole('button', { name: 'Limits of API key e2e-client' }).click();
+  await page.getByLabel('Allowed models').fill('gpt-4o-mini, auto');
+  await page.getByLabel('Tokens per minute').fill('100000');
+  await page.getByRole('button', { name: 'Save limits' }).click();
+  await status('Saved the limits of “e2e-client”').waitFor();
+  const keyRow = page.getByRole('row').filter({ hasText: 'e2e-client' });
+  await keyRow.getByText('gpt-4o-mini, auto').waitFor();
+  const refused = await fetch(auxot.url + '/v1/chat/completions', {
+    method: 'POST',
+    headers: { authorization: `Bearer ${clientKey}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'Hello' }] }),
+  });
+  assert.equal(refused.status, 403);
+  assert.equal((await refused.json()).error.code, 'model_not_allowed');
+  await page.reload();
+  await page.getByRole('row').filter({ hasText: 'e2e-client' }).getByTestId('key-month').getByText(/[1-9]\d* req/).waitFor();
+  // A second key with the same name is refused, with the reason.
+  await page.getByLabel('Key name').fill('E2E-client');
+  await page.getByRole('button', { name: 'Create key' }).click();
+  await alert('already exists').waitFor();
   await shot('api-keys');
 });
 
@@ -290,13 +316,26 @@ step('a worker token shows its command once; a real worker connects, then is cut
   await heading('Workers').waitFor();
   await page.getByText('No worker has connected yet').waitFor();
   await page.getByLabel('Worker name').fill('gpu-box-1');
+  await page.getByLabel('Slots').fill('0');
+  await page.getByLabel('Model server URL').fill(fake.baseUrl);
+  await page.getByRole('button', { name: 'Create token' }).click();
+  await alert('Slots must be a whole number').waitFor();
+  await page.getByLabel('Slots').fill('4');
   await page.getByRole('button', { name: 'Create token' }).click();
   const token = (await page.getByTestId('worker-token').innerText()).trim();
   assert.match(token, /^auxw_/);
+  assert.equal((await page.getByTestId('upstream-check').innerText()).trim(), `curl -fsS ${fake.baseUrl}/models`);
   const command = (await page.getByTestId('worker-command').innerText()).trim();
-  assert.equal(command, `AUXOT_WORKER_TOKEN=${token} auxot worker gpu --server ${auxot.url} --upstream http://127.0.0.1:8000/v1`);
+  assert.equal(command, `AUXOT_WORKER_TOKEN=${token} auxot worker gpu --server ${auxot.url} --name gpu-box-1 --slots 4 --upstream ${fake.baseUrl}`);
+  const envFile = (await page.getByTestId('worker-env').innerText()).trim();
+  assert.match(envFile, new RegExp(`^AUXOT_WORKER_TOKEN=${token}$`, 'm'));
+  assert.match(envFile, new RegExp(`^AUXOT_UPSTREAM=${fake.baseUrl.replace(/[.]/g, '\\.')}$`, 'm'));
+  const tokenRow = page.getByRole('row').filter({ hasText: 'auxw_' }).filter({ hasText: 'gpu-box-1' });
+  await tokenRow.getByText('waiting for the worker').waitFor();
+  await page.getByTestId('worker-wait').getByText('Waiting for the worker to connect').waitFor();
 
-  worker = startGpuWorker(auxot.url, token, fake.baseUrl);
+  // The command runs as pasted (only the model server's own key is added: it is not auxot's to know).
+  worker = startWorkerFromCommand(command, { AUXOT_UPSTREAM_KEY: FAKE_KEYS.gpu });
   // No reload: the table refreshes itself every 2 s.
   const row = page.getByRole('row').filter({ hasText: 'qwen2.5-coder-7b-instruct' });
   await row.waitFor({ timeout: 20_000 }).catch((e) => {
@@ -304,6 +343,8 @@ step('a worker token shows its command once; a real worker connects, then is cut
   });
   await row.getByText('idle', { exact: true }).waitFor();
   await row.getByText('0 / 4').waitFor();
+  await tokenRow.getByTestId('token-status').getByText('connected').waitFor();
+  await page.getByTestId('worker-wait').getByText('connected').waitFor();
   await shot('workers');
 
   await page.getByRole('button', { name: 'Revoke worker token gpu-box-1' }).click();
@@ -314,9 +355,11 @@ step('a worker token shows its command once; a real worker connects, then is cut
 
   await page.getByLabel('Worker name').fill('laptop-claude');
   await page.getByLabel('Kind').selectOption('cli');
+  await page.getByLabel('CLI', { exact: true }).selectOption('codex');
+  await page.getByLabel('Slots').fill('2');
   await page.getByRole('button', { name: 'Create token' }).click();
   const cliToken = (await page.getByTestId('worker-token').innerText()).trim();
-  assert.equal((await page.getByTestId('worker-command').innerText()).trim(), `AUXOT_WORKER_TOKEN=${cliToken} auxot worker cli --server ${auxot.url} --cli claude`);
+  assert.equal((await page.getByTestId('worker-command').innerText()).trim(), `AUXOT_WORKER_TOKEN=${cliToken} auxot worker cli --server ${auxot.url} --name laptop-claude --slots 2 --cli codex`);
   await page.getByRole('button', { name: 'Subscription price of worker token laptop-claude' }).click();
   await page.getByLabel('Monthly price (USD)').fill('20');
   await page.getByRole('button', { name: 'Save price' }).click();
@@ -403,6 +446,166 @@ step('the overview sums everything up', async () => {
   await shot('overview');
 });
 
+step('the Requests page lists requests live, filters them and shows the failover trail (sample data)', async () => {
+  const probe = await page.evaluate(async () => (await fetch('/api/requests?limit=1', { credentials: 'same-origin' })).status);
+  await nav('Requests').click();
+  await heading('Requests').waitFor();
+  if (probe === 404) await page.getByTestId('requests-unavailable').waitFor();
+  else await page.getByTestId('request-row').first().waitFor();
+
+  let served = 2;
+  const queries = [];
+  await page.route('**/api/requests?*', (route) => {
+    const url = new URL(route.request().url());
+    queries.push(url.searchParams);
+    route.fulfill({ status: 200, contentType: 'application/json', body: JSON.stringify({ requests: sampleRequests(served), next_cursor: null }) });
+  });
+  try {
+    await page.reload();
+    await heading('Requests').waitFor();
+    const rows = page.getByTestId('request-row');
+    await rows.nth(1).waitFor();
+    assert.equal(await rows.count(), 2);
+    // Live: new rows appear without a reload.
+    served = 4;
+    await rows.nth(3).waitFor({ timeout: 10_000 });
+    const first = rows.first();
+    await first.getByText('openai').waitFor();
+    await first.getByText('1 failover').waitFor();
+    await first.getByTitle('$0.000412').waitFor();
+    await first.getByText('< $0.01').waitFor();
+    await first.getByRole('button', { name: 'Trail' }).click();
+    const trail = page.getByTestId('request-trail');
+    await trail.getByText('every slot busy for 1.2 s (queue timeout)').waitFor();
+    await trail.getByText('served it').waitFor();
+    await shot('requests');
+    await page.getByLabel('Tier').selectOption('cloud');
+    await page.getByLabel(/^Model/).fill('auto');
+    await page.getByRole('button', { name: 'Apply filters' }).click();
+    await page.waitForFunction(() => window.location.search.includes('tier=cloud'));
+    assert.ok(queries.some((q) => q.get('tier') === 'cloud' && q.get('model') === 'auto' && q.get('limit') === '50'), 'the filters reach the API');
+    assert.ok(!(await page.content()).includes('Say hi'), 'no prompt text on the page');
+    await page.setViewportSize({ width: 360, height: 740 });
+    await page.reload();
+    await rows.first().waitFor();
+    const width = await page.evaluate(() => document.documentElement.scrollWidth);
+    assert.ok(width <= 360, `no sideways scrolling at 360 px (page is ${width} px wide)`);
+    await shot('mobile-requests');
+    await page.setViewportSize({ width: 1280, height: 800 });
+  } finally {
+    await page.unroute('**/api/requests?*');
+  }
+});
+
+step('the Playground sends a chat and shows the routing headers and timing', async () => {
+  await nav('Playground').click();
+  await heading('Playground').waitFor();
+  await page.getByLabel('API key').fill(clientKey);
+  await page.getByLabel('Model or alias').fill('gpt-4o-mini');
+  await page.getByLabel('Tier').selectOption('cloud');
+  await page.getByRole('button', { name: 'Send' }).click();
+  const result = page.getByTestId('playground-result');
+  await result.waitFor();
+  await page.getByTestId('playground-tier').getByText('cloud').waitFor();
+  await page.getByTestId('playground-route').getByText('openai').waitFor();
+  await page.getByText('Hello from the fake upstream.').waitFor();
+  await shot('playground');
+});
+
+step('several admins: a viewer reads but cannot change; passwords are reset and changed', async () => {
+  await nav('Admins').click();
+  await heading('Admins').waitFor();
+  await page.getByText('auxot admin reset-password').first().waitFor();
+  await page.getByLabel('Username').fill('dana');
+  await page.getByLabel('Password', { exact: true }).fill('dana-password');
+  await page.getByLabel('Role').selectOption('viewer');
+  await page.getByRole('button', { name: 'Add account' }).click();
+  await status('Added “dana” as a viewer').waitFor();
+  await page.getByLabel('Username').fill('Dana');
+  await page.getByLabel('Password', { exact: true }).fill('other-password');
+  await page.getByRole('button', { name: 'Add account' }).click();
+  await alert('already exists').waitFor();
+  await page.getByRole('button', { name: 'Reset the password of dana' }).click();
+  await page.getByLabel('New password', { exact: true }).first().fill('dana-password-2');
+  await page.getByRole('button', { name: 'Set password' }).click();
+  await status('Set a new password for “dana”').waitFor();
+  await shot('admins');
+
+  await page.getByRole('button', { name: 'Log out' }).click();
+  await heading('Sign in').waitFor();
+  await page.getByLabel('Username').fill('dana');
+  await page.getByLabel('Password').fill('dana-password-2');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await heading('Overview').waitFor();
+  await page.getByTestId('current-user').getByText('viewer').waitFor();
+  await nav('API keys').click();
+  await heading('API keys').waitFor();
+  await page.getByLabel('Key name').fill('viewer-made');
+  await page.getByRole('button', { name: 'Create key' }).click();
+  await alert('can look but not change anything').waitFor();
+  await nav('Admins').click();
+  await heading('Admins').waitFor();
+  await page.getByLabel('Current password').fill('dana-password-2');
+  await page.getByLabel('New password', { exact: true }).last().fill('dana-password-3');
+  await page.getByRole('button', { name: 'Change password' }).click();
+  await status('Your password is changed').waitFor();
+
+  await page.getByRole('button', { name: 'Log out' }).click();
+  await heading('Sign in').waitFor();
+  await page.getByLabel('Username').fill(ADMIN.username);
+  await page.getByLabel('Password').fill(ADMIN.password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await heading('Overview').waitFor();
+  await nav('Admins').click();
+  await page.getByRole('button', { name: 'Remove dana' }).click();
+  await confirmDialog('Remove account');
+  await status('Removed “dana”').waitFor();
+});
+
+step('a provider resting after failures shows its cooldown and reason', async () => {
+  const until = new Date(Date.now() + 90_000).toISOString();
+  await page.route('**/api/providers', async (route) => {
+    const response = await route.fetch();
+    const body = await response.json();
+    body.data = body.data.map((p) => ({ ...p, cooldown_until: until, cooldown_reason: '3 failures in a row (502)' }));
+    await route.fulfill({ response, json: body });
+  });
+  try {
+    await nav('Providers').click();
+    await heading('Providers').waitFor();
+    await page.getByTestId('cooldown').first().getByText('3 failures in a row (502)').waitFor();
+  } finally {
+    await page.unroute('**/api/providers');
+  }
+});
+
+step('dark mode follows the toggle (and the system), light and dark screenshots', async () => {
+  await nav('Overview').click();
+  await heading('Overview').waitFor();
+  await page.getByTestId('last-24h').waitFor();
+  const background = () => page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  const light = await background();
+  const toggle = page.getByTestId('theme-toggle');
+  await toggle.click();
+  assert.equal(await toggle.getAttribute('aria-label'), 'Theme: dark');
+  const dark = await background();
+  assert.notEqual(dark, light, 'the dark theme changes the page');
+  await shot('overview-dark');
+  await page.reload();
+  await heading('Overview').waitFor();
+  assert.equal(await background(), dark, 'the choice survives a reload');
+  await page.setViewportSize({ width: 360, height: 740 });
+  await shot('mobile-overview-dark');
+  await page.setViewportSize({ width: 1280, height: 800 });
+  await toggle.click();
+  await toggle.click();
+  assert.equal(await toggle.getAttribute('aria-label'), 'Theme: system');
+  await page.emulateMedia({ colorScheme: 'dark' });
+  assert.equal(await background(), dark, 'the system preference applies');
+  await page.emulateMedia({ colorScheme: 'light' });
+  assert.equal(await background(), light);
+});
+
 step('usage charts render the accounting API’s shape (sample data)', async () => {
   await page.route('**/api/usage?*', (route) => {
     const url = new URL(route.request().url());
@@ -412,9 +615,13 @@ step('usage charts render the accounting API’s shape (sample data)', async () 
     await nav('Usage').click();
     await heading('Usage').waitFor();
     await page.getByTestId('saved-usd').getByText('$41.35').waitFor();
-    await page.getByRole('img', { name: /Requests per day\. Highest: 644 on Nov \d+/ }).waitFor();
+    await page.getByRole('img', { name: /Requests per day by tier\. Highest: 644 on \w+ \d+/ }).waitFor();
+    const legend = page.getByTestId('chart-legend').first();
+    for (const tier of ['GPU', 'CLI', 'cloud', 'failed']) await legend.getByText(tier, { exact: true }).waitFor();
     await page.getByRole('radio', { name: 'tokens' }).check();
-    await page.getByRole('img', { name: /Tokens per day\. Highest: / }).waitFor();
+    await page.getByRole('img', { name: /Tokens per day by tier\. Highest: / }).waitFor();
+    await page.getByTestId('latency-table').getByText('1.9 s / 4.2 s / 7.5 s').waitFor();
+    await page.getByRole('img', { name: /Cloud spend and spend avoided per day/ }).waitFor();
     await page.getByRole('radio', { name: 'requests' }).check();
     await page.getByRole('img', { name: /Spend per provider: openai \$12\.40, anthropic \$3\.10/ }).waitFor();
     await page.getByTestId('usage-table').getByRole('rowheader', { name: 'gpu' }).waitFor();
@@ -428,7 +635,13 @@ step('usage charts render the accounting API’s shape (sample data)', async () 
     await page.reload();
     await heading('Usage').waitFor();
     await page.getByTestId('saved-usd').waitFor();
+    const usageWidth = await page.evaluate(() => document.documentElement.scrollWidth);
+    assert.ok(usageWidth <= 360, `Usage fits 360 px (page is ${usageWidth} px wide)`);
     await shot('mobile-usage');
+    await page.getByTestId('theme-toggle').click();
+    await shot('mobile-usage-dark');
+    await page.getByTestId('theme-toggle').click();
+    await page.getByTestId('theme-toggle').click();
   } finally {
     await page.unroute('**/api/usage?*');
   }
@@ -530,6 +743,81 @@ function sampleUsage(params) {
       return { key: day, ...figures(requests, requests * 1490, requests * 376, requests * 0.0064, requests * 0.0234) };
     });
   }
+  if (groupBy === 'day_tier') {
+    const start = new Date(from);
+    const perDay = [210, 340, 295, 0, 410, 530, 644];
+    list = perDay.flatMap((requests, i) => {
+      const day = new Date(Date.UTC(start.getUTCFullYear(), start.getUTCMonth(), start.getUTCDate() + i)).toISOString().slice(0, 10);
+      const failed = Math.floor(requests / 40);
+      const gpu = Math.round(requests * 0.7);
+      const cli = Math.round(requests * 0.1);
+      const cloud = requests - failed - gpu - cli;
+      return [
+        ['gpu', gpu],
+        ['cli', cli],
+        ['cloud', cloud],
+        ['failed', failed],
+      ]
+        .filter(([, n]) => n > 0)
+        .map(([tier, n]) => ({ key: `${day}/${tier}`, ...figures(n, n * 1490, n * 376, tier === 'cloud' ? n * 0.02 : 0, n * 0.0234) }));
+    });
+  }
   const totals = figures(2429, 3_623_000, 913_000, 15.5, 56.85);
-  return { from, to, group_by: groupBy, groups: list ?? [], totals };
+  const latency = [
+    { tier: 'gpu', route: 'gpu-box-1', ttfb_p50_ms: 180, ttfb_p95_ms: 420, ttfb_p99_ms: 610, total_p50_ms: 1900, total_p95_ms: 4200, total_p99_ms: 7500, requests: 1840 },
+    { tier: 'cli', route: 'laptop-claude', ttfb_p50_ms: 2400, ttfb_p95_ms: 5100, ttfb_p99_ms: 8800, total_p50_ms: 9100, total_p95_ms: 21000, total_p99_ms: 34000, requests: 212 },
+    { tier: 'cloud', route: 'openai', ttfb_p50_ms: 310, ttfb_p95_ms: 690, ttfb_p99_ms: 1200, total_p50_ms: 2300, total_p95_ms: 5600, total_p99_ms: 9800, requests: 377 },
+  ];
+  return { from, to, group_by: groupBy, groups: list ?? [], totals, latency };
+}
+
+/** Request-log rows in the shape of GET /api/requests: one served by the GPU, one that failed over to the cloud. */
+function sampleRequests(count) {
+  const now = Date.now();
+  const row = (i, over) => ({
+    id: `req-${i}`,
+    time: new Date(now - i * 7000).toISOString(),
+    api_key_id: 'k1',
+    api_key_name: 'ci-bot',
+    agent: null,
+    session: null,
+    model_asked: 'auto',
+    model_served: 'qwen2.5-coder-7b-instruct',
+    tier: 'gpu',
+    route: 'gpu-box-1',
+    status: 200,
+    outcome: 'ok',
+    estimated: false,
+    input_tokens: 1200 + i,
+    output_tokens: 300,
+    cache_read_tokens: 0,
+    cache_write_5m_tokens: 0,
+    cache_write_1h_tokens: 0,
+    reasoning_tokens: 0,
+    cost_usd: 0,
+    cloud_equivalent_usd: 0.000012,
+    cloud_equivalent_model: 'gpt-4o-mini',
+    ttfb_ms: 210,
+    total_ms: 1840,
+    queue_ms: 0,
+    attempts: [{ tier: 'gpu', route: 'gpu-box-1', error: null }],
+    ...over,
+  });
+  const rows = [
+    row(0, {
+      tier: 'cloud',
+      route: 'openai',
+      model_served: 'gpt-4o-mini',
+      cost_usd: 0.000412,
+      ttfb_ms: 640,
+      total_ms: 2950,
+      queue_ms: 1200,
+      attempts: [
+        { tier: 'gpu', route: 'gpu-box-1', error: 'every slot busy for 1.2 s (queue timeout)' },
+        { tier: 'cloud', route: 'openai', error: null },
+      ],
+    }),
+  ];
+  for (let i = 1; i < count; i++) rows.push(row(i, {}));
+  return rows;
 }

@@ -18,6 +18,10 @@ export interface Provider {
   priority: number;
   created_at: string;
   updated_at: string;
+  /** Set while the dispatcher rests the provider after failures (absent in older builds). */
+  cooldown_until?: string | null;
+  cooldown_reason?: string | null;
+  limited_until?: string | null;
 }
 
 export interface Model {
@@ -39,6 +43,7 @@ export interface Alias {
 
 export interface Worker {
   id: string;
+  token_id?: string;
   kind: 'gpu' | 'cli';
   name: string;
   version: string;
@@ -49,6 +54,9 @@ export interface Worker {
   connected_at: string;
   last_heartbeat: string;
   status: 'idle' | 'busy' | 'offline';
+  cooldown_until?: string | null;
+  cooldown_reason?: string | null;
+  limited_until?: string | null;
 }
 
 export interface WorkerToken {
@@ -59,6 +67,8 @@ export interface WorkerToken {
   created_at: string;
   /** A CLI worker's fixed subscription, shown beside its usage. */
   monthly_price_usd?: number | null;
+  /** Models the worker may offer; empty or absent: any (absent in builds without it). */
+  allowed_models?: string[] | null;
 }
 
 export interface ApiKey {
@@ -68,7 +78,70 @@ export interface ApiKey {
   prefix: string;
   created_at: string;
   rpm_limit?: number | null;
+  tpm_limit?: number | null;
   monthly_spend_cap_usd?: number | null;
+  allowed_models?: string[];
+  allowed_tiers?: Tier[];
+  expires_at?: string | null;
+  expired?: boolean;
+  spent_this_month_usd?: number;
+  requests_this_month?: number;
+  last_used_at?: string | null;
+}
+
+export type AdminRole = 'admin' | 'viewer';
+
+export interface AdminAccount {
+  username: string;
+  role: AdminRole;
+  created_at: string;
+}
+
+/** One row of the request log: where a request went, what it cost, how long it took. Never its text. */
+export interface RequestRow {
+  id: string;
+  time: string;
+  api_key_id: string | null;
+  api_key_name: string | null;
+  agent: string | null;
+  session: string | null;
+  model_asked: string;
+  model_served: string | null;
+  tier: Tier | null;
+  route: string | null;
+  status: number;
+  outcome: string;
+  estimated: boolean;
+  input_tokens: number;
+  output_tokens: number;
+  cache_read_tokens?: number;
+  cache_write_5m_tokens?: number;
+  cache_write_1h_tokens?: number;
+  reasoning_tokens?: number;
+  cost_usd: number;
+  cloud_equivalent_usd: number;
+  cloud_equivalent_model?: string | null;
+  ttfb_ms: number | null;
+  total_ms: number;
+  queue_ms: number | null;
+  attempts: { tier: string; route: string; error: string | null }[];
+}
+
+export interface RequestPage {
+  requests: RequestRow[];
+  next_cursor: string | null;
+}
+
+export interface LatencyRow {
+  tier: string;
+  route: string;
+  ttfb_p50_ms: number | null;
+  ttfb_p95_ms: number | null;
+  ttfb_p99_ms: number | null;
+  total_p50_ms: number | null;
+  total_p95_ms: number | null;
+  total_p99_ms: number | null;
+  requests: number;
 }
 
 export interface Agent {
@@ -113,7 +186,7 @@ export interface Conversation extends ConversationSummary {
   pending_confirmation: boolean;
 }
 
-export type UsageGroupBy = 'tier' | 'provider' | 'model' | 'api_key' | 'agent' | 'day';
+export type UsageGroupBy = 'tier' | 'provider' | 'model' | 'api_key' | 'agent' | 'day' | 'day_tier';
 
 export interface UsageFigures {
   requests: number;
@@ -144,18 +217,28 @@ export interface UsageReport {
   totals: UsageFigures;
   /** CLI workers' fixed monthly prices, when any are set. */
   subscriptions?: UsageSubscription[];
+  /** Latency percentiles per tier and route (absent in builds without them). */
+  latency?: LatencyRow[];
 }
 
 /** An error whose `message` can be shown to the user as is. */
 export class ApiError extends Error {
   readonly status: number;
   readonly code: string;
+  /** Technical detail (the browser's own error, the method and path), behind a "details" toggle. */
+  readonly detail?: string;
 
-  constructor(status: number, code: string, message: string) {
+  constructor(status: number, code: string, message: string, detail?: string) {
     super(message);
     this.status = status;
     this.code = code;
+    this.detail = detail;
   }
+}
+
+/** Thrown when the user cancelled a call (its AbortSignal fired). */
+export function isAbort(error: unknown): boolean {
+  return error instanceof DOMException && error.name === 'AbortError';
 }
 
 /** Called when an authenticated call answers 401: the session ended under us. */
@@ -166,8 +249,8 @@ export function setSessionLostHandler(handler: (() => void) | null): void {
 
 const PUBLIC_PATHS = new Set(['/api/setup', '/api/login', '/api/session']);
 
-export async function request<T>(method: string, path: string, body?: unknown): Promise<T> {
-  const init: RequestInit = { method, credentials: 'same-origin', headers: { accept: 'application/json' } };
+export async function request<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
+  const init: RequestInit = { method, credentials: 'same-origin', headers: { accept: 'application/json' }, signal };
   if (body !== undefined) {
     init.headers = { ...init.headers, 'content-type': 'application/json' };
     init.body = JSON.stringify(body);
@@ -175,8 +258,9 @@ export async function request<T>(method: string, path: string, body?: unknown): 
   let response: Response;
   try {
     response = await fetch(path, init);
-  } catch {
-    throw new ApiError(0, 'network', 'Could not reach the auxot server. Check that it is running and that this machine can reach it, then try again.');
+  } catch (e) {
+    if (isAbort(e)) throw e;
+    throw new ApiError(0, 'network', 'Could not reach the auxot server. Check that it is running and that this machine can reach it, then try again.', `${method} ${path}: ${String(e)}`);
   }
   if (response.status === 204) return undefined as T;
   const text = await response.text();
@@ -198,11 +282,21 @@ export async function request<T>(method: string, path: string, body?: unknown): 
 /** The `ApiError` for a failed answer (its JSON body already parsed, if any). */
 function failure(response: Response, path: string, data: unknown): ApiError {
   const error = (data as { error?: { code?: string; message?: string } } | undefined)?.error;
-  const message = error?.message
-    ? sentence(error.message)
-    : `The server answered ${response.status} ${response.statusText || ''}`.trim() + '.';
+  const raw = error?.message ? sentence(error.message) : `The server answered ${response.status} ${response.statusText || ''}`.trim() + '.';
+  const plain = plainWords(raw);
   if (response.status === 401 && !PUBLIC_PATHS.has(path) && onSessionLost) onSessionLost();
-  return new ApiError(response.status, error?.code ?? 'http_' + response.status, message);
+  return new ApiError(response.status, error?.code ?? 'http_' + response.status, plain ?? raw, plain ? raw : undefined);
+}
+
+/** Low-level network failures (a provider's host unreachable, say) as words for a person; the original stays in the details. */
+export function plainWords(message: string): string | null {
+  const m = message.toLowerCase();
+  if (/os error 111|connection refused/.test(m)) return 'Nothing answered at that address: the connection was refused. Check the URL and port, and that the service is running.';
+  if (/dns error|failed to lookup|name or service not known|no such host/.test(m)) return 'That host name could not be found. Check the URL for typos.';
+  if (/timed out|timeout|deadline/.test(m)) return 'The other side took too long to answer. Check the URL, or try again later.';
+  if (/certificate|tls|ssl/.test(m)) return 'A secure connection could not be made (TLS certificate problem). Check the URL uses the right scheme and host.';
+  if (/os error 113|no route to host|network is unreachable|os error 101/.test(m)) return 'That address cannot be reached from the auxot server (no route). Check the URL and the network.';
+  return null;
 }
 
 /** One server-sent event: its name and its JSON data. */
@@ -297,9 +391,9 @@ export function describeError(error: unknown): string {
 
 export const api = {
   get: <T>(path: string) => request<T>('GET', path),
-  post: <T>(path: string, body?: unknown) => request<T>('POST', path, body ?? {}),
+  post: <T>(path: string, body?: unknown, signal?: AbortSignal) => request<T>('POST', path, body ?? {}, signal),
   put: <T>(path: string, body: unknown) => request<T>('PUT', path, body),
-  patch: <T>(path: string, body: unknown) => request<T>('PATCH', path, body),
+  patch: <T>(path: string, body: unknown, signal?: AbortSignal) => request<T>('PATCH', path, body, signal),
   delete: (path: string) => request<void>('DELETE', path),
   list: async <T>(path: string): Promise<T[]> => (await request<{ data: T[] }>('GET', path)).data,
 };

@@ -14,13 +14,18 @@ import { AgentsPage } from './pages/agents';
 import { ApiKeysPage } from './pages/apikeys';
 import { UsagePage } from './pages/usage';
 import { AssistantPage } from './pages/assistant';
+import { RequestsPage } from './pages/requests';
+import { AdminsPage } from './pages/admins';
+import { PlaygroundPage } from './pages/playground';
+import { ThemeToggle } from './theme';
+import { setRole, type Role } from './role';
 
 type Auth =
   | { state: 'checking' }
   | { state: 'unreachable'; error: unknown }
   | { state: 'setup' }
   | { state: 'login'; notice?: string; username?: string }
-  | { state: 'ready'; username: string };
+  | { state: 'ready'; username: string; role: Role };
 
 interface NavItem {
   href: string;
@@ -31,8 +36,10 @@ const NAV: { group?: string; items: NavItem[] }[] = [
   {
     items: [
       { href: '/', label: 'Overview' },
-      { href: '/assistant', label: 'Assistant' },
+      { href: '/requests', label: 'Requests' },
       { href: '/usage', label: 'Usage' },
+      { href: '/playground', label: 'Playground' },
+      { href: '/assistant', label: 'Assistant' },
       { href: '/workers', label: 'Workers' },
       { href: '/agents', label: 'Agents' },
       { href: '/api-keys', label: 'API keys' },
@@ -44,6 +51,7 @@ const NAV: { group?: string; items: NavItem[] }[] = [
       { href: '/settings/providers', label: 'Providers' },
       { href: '/settings/models', label: 'Models' },
       { href: '/settings/routing', label: 'Routing' },
+      { href: '/settings/admins', label: 'Admins' },
     ],
   },
 ];
@@ -66,8 +74,9 @@ export function App() {
         return;
       }
       try {
-        const session = await api.get<{ username?: string }>('/api/session');
-        setAuth({ state: 'ready', username: session.username ?? 'admin key' });
+        const session = await api.get<{ username?: string; role?: Role }>('/api/session');
+        setRole(session.role ?? 'admin');
+        setAuth({ state: 'ready', username: session.username ?? 'admin key', role: session.role ?? 'admin' });
         if (PUBLIC_ROUTES.has(currentPath())) navigate('/', { replace: true });
       } catch (e) {
         if (!(e instanceof ApiError && e.status === 401)) throw e;
@@ -90,10 +99,12 @@ export function App() {
     return () => setSessionLostHandler(null);
   }, []);
 
-  const signedIn = (username: string) => {
-    setAuth({ state: 'ready', username });
-    navigate(afterLogin, { replace: true });
+  const signedIn = () => {
+    const target = afterLogin;
     afterLogin = '/';
+    // The session says which role this account has.
+    navigate(target, { replace: true });
+    void check();
   };
 
   switch (auth.state) {
@@ -127,6 +138,7 @@ export function App() {
       return (
         <Shell
           username={auth.username}
+          role={auth.role}
           onSignedOut={() => {
             setAuth({ state: 'login', notice: 'You are signed out.' });
             navigate('/login', { replace: true });
@@ -136,7 +148,7 @@ export function App() {
   }
 }
 
-function Shell(props: { username: string; onSignedOut: () => void }) {
+function Shell(props: { username: string; role: Role; onSignedOut: () => void }) {
   const path = usePath();
   const [menuOpen, setMenuOpen] = useState(false);
   const [logoutError, setLogoutError] = useState<unknown>(null);
@@ -169,9 +181,11 @@ function Shell(props: { username: string; onSignedOut: () => void }) {
           auxot
         </Link>
         <div class="user">
-          <span class="muted user-name">
+          <span class="muted user-name" data-testid="current-user">
             Signed in as <strong>{props.username}</strong>
+            {props.role === 'viewer' && <span class="pill pill-off">viewer</span>}
           </span>
+          <ThemeToggle />
           <button type="button" class="secondary small" onClick={() => void logout()} disabled={loggingOut}>
             {loggingOut ? 'Logging out…' : 'Log out'}
           </button>
@@ -196,7 +210,12 @@ function Shell(props: { username: string; onSignedOut: () => void }) {
           </div>
         ))}
       </nav>
-      <main id="main">
+      <main id="main" class={props.role === 'viewer' ? 'read-only' : ''}>
+        {props.role === 'viewer' && (
+          <p class="message info" role="status">
+            You are signed in as a viewer: you can look at everything but not change it.
+          </p>
+        )}
         {logoutError ? <ErrorMessage title="Logging out failed." error={describeError(logoutError)} /> : null}
         <Route path={path} key={path} />
       </main>
@@ -231,6 +250,12 @@ function Route(props: { path: string }): ComponentChildren {
       return <UsagePage />;
     case '/assistant':
       return <AssistantPage />;
+    case '/requests':
+      return <RequestsPage />;
+    case '/playground':
+      return <PlaygroundPage />;
+    case '/settings/admins':
+      return <AdminsPage />;
     default:
       return (
         <Page title="Page not found">

@@ -3,7 +3,7 @@
 import type { ComponentChildren } from 'preact';
 import { useCallback, useEffect, useId, useRef, useState } from 'preact/hooks';
 import { hasNavigated } from './router';
-import { describeError, TIERS, TIER_LABELS, type Tier } from './api';
+import { ApiError, describeError, TIERS, TIER_LABELS, type Tier } from './api';
 
 /* ---------- page frame ---------- */
 
@@ -71,6 +71,7 @@ export function FocusedSection(props: { title: string; actions?: ComponentChildr
 
 export function ErrorMessage(props: { error: unknown; title?: string; onRetry?: () => void }) {
   if (!props.error) return null;
+  const detail = props.error instanceof ApiError ? props.error.detail : undefined;
   return (
     <div class="message error" role="alert">
       {props.title && <strong>{props.title} </strong>}
@@ -79,6 +80,12 @@ export function ErrorMessage(props: { error: unknown; title?: string; onRetry?: 
         <button type="button" class="link-button" onClick={props.onRetry}>
           Try again
         </button>
+      )}
+      {detail && (
+        <details class="error-details">
+          <summary>Details</summary>
+          <code class="break">{detail}</code>
+        </details>
       )}
     </div>
   );
@@ -522,6 +529,51 @@ export function formatUsd(n: number): string {
   const sign = n < 0 ? '−$' : '$';
   if (abs < 0.01) return sign + abs.toLocaleString(undefined, { maximumSignificantDigits: 2 });
   return sign + abs.toLocaleString(undefined, { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+}
+
+/** A provider's or worker's rest after failures, or its usage limit, while it lasts (fields absent on servers without them). */
+export function cooldownNote(w: { cooldown_until?: string | null; cooldown_reason?: string | null; limited_until?: string | null }) {
+  const now = Date.now();
+  const until = (iso: string | null | undefined) => (iso && new Date(iso).getTime() > now ? iso : null);
+  const cool = until(w.cooldown_until);
+  const limited = until(w.limited_until);
+  if (!cool && !limited) return null;
+  return (
+    <div class="small warn-text" data-testid="cooldown">
+      {cool && (
+        <>
+          resting until <Time iso={cool} />
+          {w.cooldown_reason ? `: ${w.cooldown_reason}` : ''}
+        </>
+      )}
+      {limited && (
+        <>
+          {cool ? '; ' : ''}usage limit until <Time iso={limited} />
+        </>
+      )}
+    </div>
+  );
+}
+
+/** Money for humans: "< $0.01" for a fraction of a cent, the exact amount on hover. */
+export function Usd(props: { value: number | null | undefined; testId?: string }) {
+  const n = props.value ?? 0;
+  const abs = Math.abs(n);
+  const exact = '$' + n.toLocaleString(undefined, { maximumFractionDigits: 8 });
+  const text = abs === 0 ? '$0.00' : abs < 0.01 ? '< $0.01' : formatUsd(n);
+  return (
+    <span class="usd" title={exact} data-testid={props.testId}>
+      {text}
+    </span>
+  );
+}
+
+/** Milliseconds for humans: "840 ms", "2.4 s". */
+export function formatMs(ms: number | null | undefined): string {
+  if (ms == null || !Number.isFinite(ms)) return '—';
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  if (ms < 60_000) return `${(ms / 1000).toFixed(ms < 10_000 ? 1 : 0)} s`;
+  return `${Math.floor(ms / 60_000)} min ${Math.round((ms % 60_000) / 1000)} s`;
 }
 
 export function Pill(props: { kind: string; children: ComponentChildren }) {

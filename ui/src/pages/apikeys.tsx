@@ -1,6 +1,6 @@
 // API keys: what clients (and admin scripts) use to call auxot. Shown once, stored hashed.
 import { useState } from 'preact/hooks';
-import { api, describeError, seg, type ApiKey, type Model } from '../api';
+import { api, describeError, seg, TIERS, type ApiKey, type Model, type Tier } from '../api';
 import {
   CodeBox,
   DataTable,
@@ -20,6 +20,7 @@ import {
   optionalNumber,
   useAction,
   useResource,
+  Usd,
 } from '../components';
 
 interface CreatedKey extends ApiKey {
@@ -121,7 +122,23 @@ export function ApiKeysPage() {
               { label: 'Role', render: (k) => <Pill kind={k.role === 'admin' ? 'busy' : 'ok'}>{k.role}</Pill> },
               { label: 'Key', render: (k) => <code class="nowrap">{k.prefix}…</code> },
               { label: 'Limits', render: (k) => describeLimits(k) },
-              { label: 'Created', render: (k) => <Time iso={k.created_at} /> },
+              { label: 'May use', render: (k) => describeGrant(k) },
+              {
+                label: 'This month',
+                render: (k) =>
+                  k.requests_this_month == null ? (
+                    <span class="muted">—</span>
+                  ) : (
+                    <span data-testid="key-month">
+                      {formatInt(k.requests_this_month)} req · <Usd value={k.spent_this_month_usd} />
+                    </span>
+                  ),
+              },
+              { label: 'Last used', render: (k) => <Time iso={k.last_used_at} never="not this month" /> },
+              {
+                label: 'Expires',
+                render: (k) => (k.expired ? <Pill kind="error">expired</Pill> : k.expires_at ? <Time iso={k.expires_at} /> : <span class="muted">never</span>),
+              },
               {
                 label: 'Actions',
                 class: 'actions',
@@ -164,9 +181,22 @@ export function ApiKeysPage() {
   );
 }
 
+function describeGrant(k: ApiKey) {
+  const models = k.allowed_models ?? [];
+  const tiers = k.allowed_tiers ?? [];
+  if (!models.length && !tiers.length) return <span class="muted">any model, any tier</span>;
+  return (
+    <span class="break">
+      {models.length ? models.join(', ') : 'any model'}
+      {tiers.length ? <span class="muted"> on {tiers.join(', ')}</span> : null}
+    </span>
+  );
+}
+
 function describeLimitsText(k: ApiKey): string {
   const parts: string[] = [];
   if (k.rpm_limit != null) parts.push(`${formatInt(k.rpm_limit)} requests/min`);
+  if (k.tpm_limit != null) parts.push(`${formatInt(k.tpm_limit)} tokens/min`);
   if (k.monthly_spend_cap_usd != null) parts.push(`${formatUsd(k.monthly_spend_cap_usd)}/month cloud spend`);
   return parts.length ? parts.join(', ') : 'no limits';
 }
@@ -176,24 +206,45 @@ function describeLimits(k: ApiKey) {
   return text === 'no limits' ? <span class="muted">none</span> : text;
 }
 
+/** `2026-12-31` (a date input, local midnight) → RFC 3339, or null. */
+function expiryOf(date: string): string | null {
+  if (!date) return null;
+  const at = new Date(date + 'T23:59:59');
+  if (Number.isNaN(at.getTime())) throw new Error('The expiry must be a date.');
+  return at.toISOString();
+}
+
 function LimitsForm(props: { apiKey: ApiKey; onClose: () => void; onSaved: (key: ApiKey) => void }) {
-  const [rpm, setRpm] = useState(props.apiKey.rpm_limit == null ? '' : String(props.apiKey.rpm_limit));
-  const [cap, setCap] = useState(props.apiKey.monthly_spend_cap_usd == null ? '' : String(props.apiKey.monthly_spend_cap_usd));
+  const k = props.apiKey;
+  const [rpm, setRpm] = useState(k.rpm_limit == null ? '' : String(k.rpm_limit));
+  const [tpm, setTpm] = useState(k.tpm_limit == null ? '' : String(k.tpm_limit));
+  const [cap, setCap] = useState(k.monthly_spend_cap_usd == null ? '' : String(k.monthly_spend_cap_usd));
+  const [models, setModels] = useState((k.allowed_models ?? []).join(', '));
+  const [tiers, setTiers] = useState<Tier[]>(k.allowed_tiers ?? []);
+  const [expires, setExpires] = useState(k.expires_at ? k.expires_at.slice(0, 10) : '');
   const action = useAction();
   const submit = (event: Event) => {
     event.preventDefault();
     void action.run(async () => {
       const body = {
         rpm_limit: optionalNumber(rpm, 'Requests per minute', true),
+        tpm_limit: optionalNumber(tpm, 'Tokens per minute', true),
         monthly_spend_cap_usd: optionalNumber(cap, 'The monthly spend cap'),
+        allowed_models: models
+          .split(/[\s,]+/)
+          .map((m) => m.trim())
+          .filter(Boolean),
+        allowed_tiers: tiers,
+        expires_at: expiryOf(expires),
       };
-      const saved = await api.patch<ApiKey>(`/api/api-keys/${seg(props.apiKey.id)}`, body);
+      const saved = await api.patch<ApiKey>(`/api/api-keys/${seg(k.id)}`, body);
       props.onSaved(saved);
     });
   };
+  const toggleTier = (tier: Tier, on: boolean) => setTiers(TIERS.filter((t) => (t === tier ? on : tiers.includes(t))));
   return (
     <FocusedSection
-      title={`Limits of “${props.apiKey.name}”`}
+      title={`Limits of “${k.name}”`}
       actions={
         <button type="button" class="secondary small" onClick={props.onClose}>
           Close
@@ -204,8 +255,25 @@ function LimitsForm(props: { apiKey: ApiKey; onClose: () => void; onSaved: (key:
         <Field label="Requests per minute" optional hint="Over it, requests get 429 with Retry-After. Empty: no limit.">
           {(p) => <input {...p} name="rpm_limit" type="text" inputMode="numeric" value={rpm} onInput={(e) => setRpm(inputValue(e))} />}
         </Field>
+        <Field label="Tokens per minute" optional hint="Input + output tokens, counted as answers end. Empty: no limit.">
+          {(p) => <input {...p} name="tpm_limit" type="text" inputMode="numeric" value={tpm} onInput={(e) => setTpm(inputValue(e))} />}
+        </Field>
         <Field label="Monthly cloud spend cap (USD)" optional hint="Counts cloud cost only; resets each calendar month (UTC). Empty: no cap.">
           {(p) => <input {...p} name="monthly_spend_cap_usd" type="text" inputMode="decimal" value={cap} onInput={(e) => setCap(inputValue(e))} />}
+        </Field>
+        <Field label="Allowed models" optional hint="Aliases, models or agent:NAME, separated by commas; claude-* allows a family. Empty: any model.">
+          {(p) => <input {...p} name="allowed_models" type="text" autoComplete="off" placeholder="auto, claude-*" value={models} onInput={(e) => setModels(inputValue(e))} />}
+        </Field>
+        <fieldset class="field checks">
+          <legend>Allowed tiers (none ticked: any)</legend>
+          {TIERS.map((t) => (
+            <label class="check">
+              <input type="checkbox" name={`tier_${t}`} checked={tiers.includes(t)} onChange={(e) => toggleTier(t, (e.target as HTMLInputElement).checked)} /> {t}
+            </label>
+          ))}
+        </fieldset>
+        <Field label="Expires on" optional hint="The key stops working at the end of that day (your time). Empty: never.">
+          {(p) => <input {...p} name="expires_at" type="date" value={expires} onInput={(e) => setExpires(inputValue(e))} />}
         </Field>
         <div class="form-footer">
           <ErrorMessage title="The limits were not saved." error={action.error} />

@@ -5,6 +5,7 @@ import { useEffect, useId, useRef, useState } from 'preact/hooks';
 import { ApiError, api, describeError, postStream, sentence, seg, type Conversation, type ConversationSummary, type StoredMessage } from '../api';
 import { ErrorMessage, Loading, Page, Progress, Section, Time, useResource } from '../components';
 import { Link } from '../router';
+import { AssistantModel } from './assistant-help';
 
 type Entry =
   | { kind: 'operator'; text: string }
@@ -178,6 +179,7 @@ export function AssistantPage() {
 
   return (
     <Page title="Assistant" intro="Run auxot in plain language: “Add an OpenAI provider with key sk-…”, “Which workers are busy?”, “How much did we spend on cloud this week?”.">
+      <AssistantModel failed={entries.some((e) => e.kind === 'error' && /reachable/i.test(e.text))} />
       <div class="assistant">
         <Section
           title="Conversations"
@@ -305,7 +307,7 @@ function ChatEntry(props: { entry: Entry }) {
             {/reachable|provider/i.test(e.text) && (
               <span>
                 {' '}
-                <Link href="/settings/providers">Settings → Providers</Link>
+                See the advice above the conversation, or <Link href="/settings/providers">Settings → Providers</Link>.
               </span>
             )}
           </div>

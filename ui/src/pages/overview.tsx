@@ -1,6 +1,7 @@
 // The landing page: what is configured, what is online, and what to do next.
-import { api, type ApiKey, type Model, type Provider, type RoutingSettings, type Worker } from '../api';
-import { CodeBox, ErrorMessage, Loading, Page, Section, formatInt, useResource } from '../components';
+import { ApiError, api, type ApiKey, type Model, type Provider, type RoutingSettings, type UsageReport, type Worker } from '../api';
+import { CodeBox, ErrorMessage, Loading, Page, Section, Usd, formatInt, formatMs, useResource, useVisibleInterval } from '../components';
+import { HBarChart } from '../charts';
 import { Link } from '../router';
 
 interface Summary {
@@ -9,19 +10,28 @@ interface Summary {
   workers: Worker[];
   keys: ApiKey[];
   routing: RoutingSettings;
+  /** The last 24 hours by tier; null on a server without usage accounting. */
+  day: UsageReport | null;
 }
 
 export function OverviewPage() {
   const summary = useResource<Summary>(async () => {
-    const [providers, models, workers, keys, settings] = await Promise.all([
+    const now = new Date();
+    const query = new URLSearchParams({ from: new Date(now.getTime() - 86_400_000).toISOString(), to: now.toISOString(), group_by: 'tier' });
+    const [providers, models, workers, keys, settings, day] = await Promise.all([
       api.list<Provider>('/api/providers'),
       api.list<Model>('/api/models'),
       api.list<Worker>('/api/workers'),
       api.list<ApiKey>('/api/api-keys'),
       api.get<{ routing: RoutingSettings }>('/api/settings'),
+      api.get<UsageReport>(`/api/usage?${query}`).catch((e) => {
+        if (e instanceof ApiError && e.status === 404) return null;
+        throw e;
+      }),
     ]);
-    return { providers, models, workers, keys, routing: settings.routing };
+    return { providers, models, workers, keys, routing: settings.routing, day };
   });
+  useVisibleInterval(() => void summary.reload(), 15_000);
   const origin = window.location.origin;
   const data = summary.data;
   const online = data?.workers.filter((w) => w.status !== 'offline') ?? [];
@@ -31,6 +41,7 @@ export function OverviewPage() {
       {!data && summary.loading && <Loading what="the overview" />}
       {data && (
         <>
+          {data.day && <LastDay report={data.day} workers={data.workers} />}
           <div class="stats">
             <Stat label="Cloud providers" value={`${data.providers.filter((p) => p.enabled).length} / ${data.providers.length}`} note="enabled / added" href="/settings/providers" />
             <Stat label="Cloud models" value={formatInt(data.models.length)} note="cached from providers" href="/settings/models" />
@@ -73,6 +84,62 @@ export function OverviewPage() {
         </>
       )}
     </Page>
+  );
+}
+
+const TIER_ORDER = ['gpu', 'cli', 'cloud'];
+
+function LastDay(props: { report: UsageReport; workers: Worker[] }) {
+  const t = props.report.totals;
+  const groups = [...props.report.groups].sort((a, b) => (TIER_ORDER.indexOf(a.key) + 1 || 9) - (TIER_ORDER.indexOf(b.key) + 1 || 9));
+  const p95 = (props.report.latency ?? []).reduce<number | null>((worst, r) => (r.total_p95_ms != null && (worst == null || r.total_p95_ms > worst) ? r.total_p95_ms : worst), null);
+  const online = props.workers.filter((w) => w.status !== 'offline');
+  const busy = online.reduce((n, w) => n + w.slots_in_use, 0);
+  const slots = online.reduce((n, w) => n + w.slots_total, 0);
+  return (
+    <Section title="Last 24 hours" actions={<Link href="/requests">See every request →</Link>}>
+      <div class="stats" data-testid="last-24h">
+        <Link href="/requests" class="stat">
+          <span class="stat-label">Requests</span>
+          <span class="stat-value">{formatInt(t.requests)}</span>
+          <span class="stat-note">{t.errors ? `${formatInt(t.errors)} failed` : 'none failed'}</span>
+        </Link>
+        <Link href="/usage" class="stat">
+          <span class="stat-label">Cloud spend</span>
+          <span class="stat-value">
+            <Usd value={t.cost_usd} />
+          </span>
+          <span class="stat-note">paid to providers</span>
+        </Link>
+        <Link href="/usage" class="stat highlight">
+          <span class="stat-label">Avoided</span>
+          <span class="stat-value">
+            <Usd value={t.saved_usd} />
+          </span>
+          <span class="stat-note">served by your workers</span>
+        </Link>
+        <Link href="/usage" class="stat">
+          <span class="stat-label">p95 latency</span>
+          <span class="stat-value">{formatMs(p95)}</span>
+          <span class="stat-note">{p95 == null ? 'not reported by this server' : 'slowest tier, total time'}</span>
+        </Link>
+        <Link href="/workers" class="stat">
+          <span class="stat-label">Workers busy</span>
+          <span class="stat-value">
+            {formatInt(busy)} / {formatInt(slots)}
+          </span>
+          <span class="stat-note">slots in use now</span>
+        </Link>
+      </div>
+      {groups.length > 0 ? (
+        <HBarChart
+          title="Requests per tier, last 24 hours"
+          rows={groups.map((g) => ({ label: g.key === 'none' ? 'not routed' : g.key, value: g.requests, class: `fill-tier-${g.key}`, text: formatInt(g.requests) }))}
+        />
+      ) : (
+        <p class="empty">No requests in the last 24 hours.</p>
+      )}
+    </Section>
   );
 }
 

@@ -18,6 +18,7 @@ import {
   inputValue,
   useAction,
   useResource,
+  cooldownNote,
 } from '../components';
 
 const TYPE_LABELS: Record<ProviderType, string> = {
@@ -113,7 +114,15 @@ export function ProvidersPage() {
               { label: 'Key', render: (p) => (p.key_hint ? <code class="nowrap">{p.key_hint}</code> : <span class="muted">none</span>) },
               { label: 'Models', class: 'num', render: (p) => p.model_count },
               { label: 'Models fetched', render: (p) => <Time iso={p.models_fetched_at} /> },
-              { label: 'Status', render: (p) => (p.enabled ? <Pill kind="ok">enabled</Pill> : <Pill kind="off">disabled</Pill>) },
+              {
+                label: 'Status',
+                render: (p) => (
+                  <>
+                    {p.enabled ? <Pill kind="ok">enabled</Pill> : <Pill kind="off">disabled</Pill>}
+                    {cooldownNote(p)}
+                  </>
+                ),
+              },
               { label: 'Priority', class: 'num', render: (p) => p.priority },
               {
                 label: 'Actions',

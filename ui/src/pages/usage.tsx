@@ -1,8 +1,8 @@
 // Usage: requests and tokens over time and per tier, spend per provider, and the cloud spend
 // the GPU and CLI tiers avoided. Reads GET /api/usage; a build without it answers 404.
 import { useState } from 'preact/hooks';
-import { ApiError, api, type ApiKey, type Provider, type UsageFigures, type UsageGroup, type UsageGroupBy, type UsageReport } from '../api';
-import { ErrorMessage, Loading, Page, Section, formatCompact, formatInt, formatUsd, useResource } from '../components';
+import { ApiError, api, type ApiKey, type LatencyRow, type Provider, type UsageFigures, type UsageGroup, type UsageGroupBy, type UsageReport } from '../api';
+import { ErrorMessage, Loading, Page, Section, Usd, formatCompact, formatInt, formatMs, formatUsd, useResource } from '../components';
 import { BarChart, HBarChart, type Bar } from '../charts';
 import { PricesEditor } from './prices';
 
@@ -36,6 +36,10 @@ export function rangeBounds(range: Range, now = new Date()): { from: Date; to: D
 
 interface Reports {
   byDay: UsageReport;
+  /** Per day and tier (`2026-11-29/gpu`, failures as `failed`); null on a server without it. */
+  byDayTier: UsageReport | null;
+  byModel: UsageReport;
+  byKey: UsageReport;
   byTier: UsageReport;
   byProvider: UsageReport;
   table: UsageReport;
@@ -60,18 +64,27 @@ export function UsagePage() {
   const usage = useResource<Loaded>(async () => {
     const { from, to } = rangeBounds(range);
     try {
-      const [byDay, byTier, byProvider, providers] = await Promise.all([
+      const [byDay, byTier, byProvider, byModel, byKey, providers, keys, byDayTier] = await Promise.all([
         fetchReport('day', from, to),
         fetchReport('tier', from, to),
         fetchReport('provider', from, to),
+        fetchReport('model', from, to),
+        fetchReport('api_key', from, to),
         api.list<Provider>('/api/providers'),
+        api.list<ApiKey>('/api/api-keys'),
+        fetchReport('day_tier', from, to).catch((e) => {
+          if (e instanceof ApiError && e.status === 400) return null;
+          throw e;
+        }),
       ]);
-      const reuse: Partial<Record<UsageGroupBy, UsageReport>> = { day: byDay, tier: byTier, provider: byProvider };
+      const reuse: Partial<Record<UsageGroupBy, UsageReport>> = { day: byDay, tier: byTier, provider: byProvider, model: byModel, api_key: byKey };
       const table = reuse[grouping] ?? (await fetchReport(grouping, from, to));
-      const keys = grouping === 'api_key' ? await api.list<ApiKey>('/api/api-keys') : [];
       return {
         available: true,
         byDay,
+        byDayTier,
+        byModel,
+        byKey,
         byTier,
         byProvider,
         table,
@@ -132,17 +145,29 @@ export function UsagePage() {
                 </fieldset>
               }
             >
-              <DailyChart report={data.byDay} metric={metric} />
+              <DailyChart report={data.byDay} byTier={data.byDayTier} metric={metric} />
             </Section>
             <Section title="Per tier">
               <TierChart report={data.byTier} />
+            </Section>
+            <Section title="Spend and spend avoided per day">
+              <SpendChart report={data.byDay} />
+            </Section>
+            <Section title="Latency per tier">
+              <Latency rows={data.byTier.latency} />
+            </Section>
+            <Section title="Top models">
+              <TopChart report={data.byModel} label={(k) => k} />
+            </Section>
+            <Section title="Top API keys">
+              <TopChart report={data.byKey} label={(k) => (k === 'none' ? 'admin session' : data.keyNames.get(k) ?? `revoked ${k.slice(0, 8)}`)} />
             </Section>
             <Section title="Spend per provider">
               <ProviderSpend report={data.byProvider} providerNames={data.providerNames} />
             </Section>
             <Section title="Cloud spend the GPU/CLI tiers avoided">
-              <p class="big-number" data-testid="saved-usd">
-                {formatUsd(data.byTier.totals.saved_usd)}
+              <p class="big-number">
+                <Usd value={data.byTier.totals.saved_usd} testId="saved-usd" />
               </p>
               <p class="hint">
                 What the requests served by GPU and CLI workers would have cost at cloud prices ({formatUsd(data.byTier.totals.cloud_equivalent_usd)} cloud-equivalent in all, {formatUsd(data.byTier.totals.cost_usd)}{' '}
@@ -203,12 +228,16 @@ function Totals(props: { totals: UsageFigures }) {
       </div>
       <div class="stat">
         <span class="stat-label">Cloud spend</span>
-        <span class="stat-value">{formatUsd(t.cost_usd)}</span>
+        <span class="stat-value">
+          <Usd value={t.cost_usd} />
+        </span>
         <span class="stat-note">paid to providers</span>
       </div>
       <div class="stat highlight">
         <span class="stat-label">Saved</span>
-        <span class="stat-value">{formatUsd(t.saved_usd)}</span>
+        <span class="stat-value">
+          <Usd value={t.saved_usd} />
+        </span>
         <span class="stat-note">cloud spend avoided</span>
       </div>
     </div>
@@ -243,28 +272,137 @@ function dayLabel(key: string): string {
   return Number.isNaN(date.getTime()) ? key : date.toLocaleDateString(undefined, { month: 'short', day: 'numeric', timeZone: 'UTC' });
 }
 
-function DailyChart(props: { report: UsageReport; metric: 'requests' | 'tokens' }) {
+/** The stacks of the daily chart, bottom-up: the cheap tiers first, failures on top. */
+export const STACK: { key: string; label: string; class: string }[] = [
+  { key: 'gpu', label: 'GPU', class: 'fill-tier-gpu' },
+  { key: 'cli', label: 'CLI', class: 'fill-tier-cli' },
+  { key: 'cloud', label: 'cloud', class: 'fill-tier-cloud' },
+  { key: 'failed', label: 'failed', class: 'fill-failed' },
+  { key: 'none', label: 'not routed', class: 'fill-none' },
+];
+
+export function Legend(props: { items: { label: string; class: string }[] }) {
+  return (
+    <p class="legend" data-testid="chart-legend">
+      {props.items.map((item) => (
+        <span class="legend-item">
+          <span class={`swatch ${item.class}`} aria-hidden="true" /> {item.label}
+        </span>
+      ))}
+    </p>
+  );
+}
+
+function DailyChart(props: { report: UsageReport; byTier: UsageReport | null; metric: 'requests' | 'tokens' }) {
   const series = dailySeries(props.report);
-  const bars: Bar[] = series.map((g) => ({
-    label: dayLabel(g.key),
-    segments:
-      props.metric === 'requests'
-        ? [{ value: g.requests, class: 'fill-requests', name: 'requests' }]
-        : [
-            { value: g.input_tokens, class: 'fill-input', name: 'input tokens' },
-            { value: g.output_tokens, class: 'fill-output', name: 'output tokens' },
-          ],
+  const value = (g: UsageFigures) => (props.metric === 'requests' ? g.requests : g.input_tokens + g.output_tokens);
+  const title = props.metric === 'requests' ? 'Requests per day by tier' : 'Tokens per day by tier';
+  const format = props.metric === 'requests' ? formatInt : formatCompact;
+  if (!props.byTier) {
+    // A server without per-day tiers: one series, no tier colours that would mislead.
+    const bars: Bar[] = series.map((g) => ({ label: dayLabel(g.key), segments: [{ value: value(g), class: 'fill-requests', name: props.metric }] }));
+    return (
+      <>
+        <BarChart bars={bars} format={format} title={props.metric === 'requests' ? 'Requests per day' : 'Tokens per day'} />
+        <p class="hint">Days are UTC.</p>
+      </>
+    );
+  }
+  const cells = new Map(props.byTier.groups.map((g) => [g.key, g]));
+  const present = STACK.filter((s) => series.some((day) => (cells.get(`${day.key.slice(0, 10)}/${s.key}`)?.requests ?? 0) > 0));
+  const bars: Bar[] = series.map((day) => ({
+    label: dayLabel(day.key),
+    segments: STACK.map((s) => {
+      const cell = cells.get(`${day.key.slice(0, 10)}/${s.key}`);
+      return { value: cell ? value(cell) : 0, class: s.class, name: s.label };
+    }),
   }));
   return (
     <>
-      <BarChart bars={bars} format={props.metric === 'requests' ? formatInt : formatCompact} title={props.metric === 'requests' ? 'Requests per day' : 'Tokens per day'} />
-      {props.metric === 'tokens' && (
-        <p class="legend">
-          <span class="swatch fill-input" /> input <span class="swatch fill-output" /> output
-        </p>
-      )}
-      <p class="hint">Days are UTC.</p>
+      <BarChart bars={bars} format={format} title={title} />
+      <Legend items={present.length ? present : STACK.slice(0, 4)} />
+      <p class="hint">Days are UTC. “Failed” are requests that got an error, whatever tier they reached{present.some((s) => s.key === 'none') ? '; “not routed” never reached a target' : ''}.</p>
     </>
+  );
+}
+
+function SpendChart(props: { report: UsageReport }) {
+  const series = dailySeries(props.report);
+  const bars: Bar[] = series.map((g) => ({
+    label: dayLabel(g.key),
+    segments: [
+      { value: g.cost_usd, class: 'fill-tier-cloud', name: 'spent' },
+      { value: g.saved_usd, class: 'fill-saved', name: 'avoided' },
+    ],
+  }));
+  return (
+    <>
+      <BarChart bars={bars} format={formatUsd} title="Cloud spend and spend avoided per day" />
+      <Legend
+        items={[
+          { label: 'spent on cloud providers', class: 'fill-tier-cloud' },
+          { label: 'avoided by GPU/CLI workers', class: 'fill-saved' },
+        ]}
+      />
+    </>
+  );
+}
+
+function Latency(props: { rows: LatencyRow[] | undefined }) {
+  if (!props.rows) return <p class="empty">This server does not report latency percentiles yet.</p>;
+  if (props.rows.length === 0) return <p class="empty">No requests in this period.</p>;
+  const order = ['gpu', 'cli', 'cloud'];
+  const rows = [...props.rows].sort((a, b) => order.indexOf(a.tier) - order.indexOf(b.tier) || b.requests - a.requests);
+  return (
+    <div class="table-wrap">
+      <table class="data compact" data-testid="latency-table">
+        <caption class="visually-hidden">Latency percentiles per tier and route</caption>
+        <thead>
+          <tr>
+            <th scope="col">Tier · route</th>
+            <th scope="col" class="num">
+              TTFB p50 / p95 / p99
+            </th>
+            <th scope="col" class="num">
+              Total p50 / p95 / p99
+            </th>
+            <th scope="col" class="num">
+              Requests
+            </th>
+          </tr>
+        </thead>
+        <tbody>
+          {rows.map((r) => (
+            <tr key={r.tier + r.route}>
+              <th scope="row" data-label="Tier · route">
+                <span class={`tier-badge tier-${r.tier}`}>{r.tier}</span> <span class="break">{r.route}</span>
+              </th>
+              <td class="num" data-label="TTFB p50 / p95 / p99">
+                {formatMs(r.ttfb_p50_ms)} / {formatMs(r.ttfb_p95_ms)} / {formatMs(r.ttfb_p99_ms)}
+              </td>
+              <td class="num" data-label="Total p50 / p95 / p99">
+                {formatMs(r.total_p50_ms)} / {formatMs(r.total_p95_ms)} / {formatMs(r.total_p99_ms)}
+              </td>
+              <td class="num" data-label="Requests">
+                {formatInt(r.requests)}
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </div>
+  );
+}
+
+function TopChart(props: { report: UsageReport; label: (key: string) => string }) {
+  const top = [...props.report.groups].sort((a, b) => b.requests - a.requests).slice(0, 5);
+  if (top.length === 0) return <p class="empty">No requests in this period.</p>;
+  return (
+    <HBarChart
+      title="Requests"
+      showTitle={false}
+      rows={top.map((g) => ({ label: props.label(g.key), value: g.requests, class: 'fill-requests', text: `${formatInt(g.requests)} · ${formatUsd(g.cost_usd)}` }))}
+    />
   );
 }
 

@@ -1,0 +1,57 @@
+//! An API key's allow-lists applied to one request before dispatch: the model it asked for,
+//! and the tiers it may reach (the request's, agent's or default order, narrowed).
+
+use super::error::ApiError;
+use crate::dispatch::{ChatRequest, Tier};
+use crate::AppState;
+
+const AGENT_PREFIX: &str = "agent:";
+
+pub fn enforce(state: &AppState, key_id: &str, request: &mut ChatRequest) -> Result<(), ApiError> {
+    let grant = state
+        .auth
+        .grant_of(key_id)
+        .ok_or_else(|| ApiError::new(401, "invalid_api_key", "invalid credentials"))?;
+    if !grant.allows_model(&request.model) {
+        return Err(ApiError::new(
+            403,
+            "model_not_allowed",
+            format!(
+                "this API key may not use the model '{}'; it may use: {}",
+                request.model,
+                grant.models.join(", ")
+            ),
+        ));
+    }
+    if !grant.restricts_tiers() {
+        return Ok(());
+    }
+    let order = match &request.tiers {
+        Some(order) => order.clone(),
+        None => request
+            .model
+            .strip_prefix(AGENT_PREFIX)
+            .and_then(|name| state.agents.resolve(name))
+            .and_then(|agent| agent.tier_order)
+            .unwrap_or_else(|| state.rules.default_order()),
+    };
+    let narrowed: Vec<Tier> = order
+        .iter()
+        .copied()
+        .filter(|t| grant.allows_tier(t.as_str()))
+        .collect();
+    if narrowed.is_empty() {
+        let asked: Vec<&str> = order.iter().map(|t| t.as_str()).collect();
+        return Err(ApiError::new(
+            403,
+            "tier_not_allowed",
+            format!(
+                "this API key may not use the {} tier; it may use: {}",
+                asked.join(", "),
+                grant.tiers.join(", ")
+            ),
+        ));
+    }
+    request.tiers = Some(narrowed);
+    Ok(())
+}
