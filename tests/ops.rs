@@ -160,7 +160,7 @@ async fn admin_commands_recover_a_locked_out_operator_offline_only() {
     succeeds(auxot(&["admin", "remove", "bob", "--data-dir", &dir], &[], ""));
     fails_with(
         auxot(&["admin", "remove", "admin", "--data-dir", &dir], &[], ""),
-        "last admin account",
+        "last account with the admin role",
     );
 }
 

@@ -104,7 +104,7 @@ impl Auth {
         match self.store.update_admin(record.clone(), lowered).await {
             Err(StoreError::NotFound(_)) => return Err(AuthError::AccountNotFound),
             other => other?,
-        }
+        };
         Ok(AdminView::from(&record))
     }
 
@@ -121,7 +121,7 @@ impl Auth {
         match self.store.update_admin(record.clone(), true).await {
             Err(StoreError::NotFound(_)) => return Err(AuthError::AccountNotFound),
             other => other?,
-        }
+        };
         Ok(AdminView::from(&record))
     }
 

@@ -79,9 +79,9 @@ pub async fn run(command: &AdminCommand) -> Result<String, OpsError> {
                 .await?
                 .ok_or_else(|| named(username)(StoreError::NotFound("admin")))?;
             record.password_hash = hash(password.clone()).await?;
-            store.update_admin(record, true).await.map_err(named(username))?;
+            let ended = store.update_admin(record, true).await.map_err(named(username))?;
             Ok(format!(
-                "new password set for '{}'; its sessions ended.{}",
+                "new password set for '{}'; {ended} session(s) ended.{}",
                 username.trim(),
                 shown(&password, generated)
             ))

@@ -104,8 +104,8 @@ impl Store {
 
     /// Replaces an account's hash and role. When `end_sessions` is set, the account's open
     /// sessions end in the same transaction (a reset password or a lowered role must not
-    /// leave an old session behind).
-    pub async fn update_admin(&self, record: AdminRecord, end_sessions: bool) -> Result<(), StoreError> {
+    /// leave an old session behind). Returns how many sessions ended.
+    pub async fn update_admin(&self, record: AdminRecord, end_sessions: bool) -> Result<usize, StoreError> {
         self.write(move |txn| {
             let mut admins = txn.open_table(ADMINS)?;
             let wanted = key_of(&record.username);
@@ -115,9 +115,9 @@ impl Store {
             };
             admins.insert(key.as_str(), encode("admin", &record)?.as_slice())?;
             if end_sessions {
-                end_sessions_of(txn, &record.username)?;
+                return end_sessions_of(txn, &record.username);
             }
-            Ok(())
+            Ok(0)
         })
         .await
     }
@@ -181,7 +181,7 @@ fn legacy_key(
     Ok(None)
 }
 
-fn end_sessions_of(txn: &redb::WriteTransaction, username: &str) -> Result<(), StoreError> {
+fn end_sessions_of(txn: &redb::WriteTransaction, username: &str) -> Result<usize, StoreError> {
     let mut sessions = txn.open_table(SESSIONS)?;
     let mut ended = Vec::new();
     for row in sessions.iter()? {
@@ -194,5 +194,5 @@ fn end_sessions_of(txn: &redb::WriteTransaction, username: &str) -> Result<(), S
     for key in &ended {
         sessions.remove(key.as_str())?;
     }
-    Ok(())
+    Ok(ended.len())
 }
