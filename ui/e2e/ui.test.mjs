@@ -562,6 +562,21 @@ step('several admins: a viewer reads but cannot change; passwords are reset and 
   await status('Removed “dana”').waitFor();
 });
 
+step('an admin downloads a backup from the Admins page', async () => {
+  await nav('Admins').click();
+  await heading('Admins').waitFor();
+  const link = page.getByRole('link', { name: 'Download backup' });
+  await link.waitFor();
+  assert.equal(await link.getAttribute('href'), '/api/backup');
+  const got = await page.evaluate(async () => {
+    const response = await fetch('/api/backup', { credentials: 'same-origin' });
+    return { status: response.status, disposition: response.headers.get('content-disposition'), size: (await response.arrayBuffer()).byteLength };
+  });
+  assert.equal(got.status, 200);
+  assert.match(got.disposition ?? '', /attachment; filename="auxot-backup-/);
+  assert.ok(got.size > 0, 'the backup has content');
+});
+
 step('a provider resting after failures shows its cooldown and reason', async () => {
   const until = new Date(Date.now() + 90_000).toISOString();
   await page.route('**/api/providers', async (route) => {

@@ -2,6 +2,7 @@
 // another's password, changing your own, and what to do when everyone is locked out.
 import { useState } from 'preact/hooks';
 import { api, describeError, seg, type AdminAccount, type AdminRole } from '../api';
+import { isViewer } from '../role';
 import { CodeBox, DataTable, ErrorMessage, Field, FocusedSection, Loading, Notice, Page, Pill, Section, Time, confirmAction, inputValue, useAction, useResource } from '../components';
 
 export function AdminsPage() {
@@ -142,6 +143,17 @@ export function AdminsPage() {
         <p>If nobody can sign in, reset a password on the server itself (as the user that runs auxot, with the same data directory):</p>
         <CodeBox label="Reset a password from the command line" value="auxot admin reset-password --data-dir /var/lib/auxot admin" />
         <p class="hint">It asks for the new password (or reads it from standard input) and ends that account's sessions.</p>
+      </Section>
+      <Section title="Backup">
+        <p>A consistent snapshot of the whole database, taken while auxot runs. Provider keys stay sealed in it: restoring needs the same secret key, so keep the key apart from the backups.</p>
+        {isViewer() ? (
+          <p class="hint">Only admins can download a backup.</p>
+        ) : (
+          <a class="button-link" href="/api/backup" download>
+            Download backup
+          </a>
+        )}
+        <CodeBox label="Restore it on the server (auxot stopped)" value="auxot restore auxot-backup.redb --data-dir /var/lib/auxot --secret-key-file /etc/auxot/secret.key" />
       </Section>
     </Page>
   );
