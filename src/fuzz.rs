@@ -10,6 +10,9 @@ use crate::translate::anthropic::{
     openai_to_anthropic_response, AnthropicToOpenAiStream, OpenAiToAnthropicStream, SseEvent, SseParser,
 };
 use crate::translate::chunks::Aggregator;
+use crate::translate::responses::{
+    chat_to_response, responses_to_chat_request, ChatToResponsesStream, ResponseContext,
+};
 use crate::workers::protocol::{RouterMessage, WorkerMessage};
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -56,6 +59,11 @@ fn json_value() -> impl Strategy<Value = Value> {
         "message",
         "content_block",
         "thinking",
+        "instructions",
+        "call_id",
+        "output",
+        "max_output_tokens",
+        "reasoning",
         "x",
     ]);
     let leaf = prop_oneof![
@@ -205,6 +213,33 @@ proptest! {
             let _ = openai_to_anthropic_response(body, "m");
             let _ = anthropic_to_openai_response(body, "m");
         }
+    }
+
+    #[test]
+    fn responses_translators_take_any_input(value in json_value(), bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        let json_bytes = serde_json::to_vec(&value).unwrap_or_default();
+        let items = serde_json::to_vec(&json!({"model": "m", "input": [value.clone()], "tools": [value.clone()]})).unwrap_or_default();
+        for body in [&json_bytes, &bytes, &items] {
+            if let Ok((chat, context)) = responses_to_chat_request(body) {
+                prop_assert!(chat.is_object());
+                let _ = chat_to_response(&json_bytes, &context);
+                let _ = chat_to_response(body, &context);
+            }
+        }
+        let _ = chat_to_response(&json_bytes, &ResponseContext::default());
+        let _ = chat_to_response(&bytes, &ResponseContext::default());
+    }
+
+    #[test]
+    fn the_responses_stream_takes_any_chunks(chunks in prop::collection::vec(json_value(), 0..6), raw in ".{0,40}") {
+        let mut stream = ChatToResponsesStream::new(ResponseContext { model: "m".into(), ..ResponseContext::default() });
+        let _ = stream.start();
+        let _ = stream.push_chunk(&raw);
+        for chunk in &chunks {
+            let _ = stream.push_chunk(&chunk.to_string());
+        }
+        let _ = stream.finish();
+        let _ = stream.fail("cut");
     }
 
     #[test]
