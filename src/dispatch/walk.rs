@@ -615,13 +615,14 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_waiter_leaves_the_queue_at_once_and_passes_its_turn() {
         let world = world(&[("gpu", &["m"], 1)], &[]);
-        let fake = Fake::new(Duration::from_millis(150), vec![]);
+        // Wide margins between the steps so a loaded machine cannot reorder them.
+        let fake = Fake::new(Duration::from_millis(600), vec![]);
         let order = [Tier::Gpu];
         let first = send(&world, &fake, "a".into(), "m", &order, Duration::from_secs(5));
         let cancelled = async {
             tokio::time::sleep(Duration::from_millis(20)).await;
             let r = tokio::time::timeout(
-                Duration::from_millis(30),
+                Duration::from_millis(100),
                 send(&world, &fake, "b".into(), "m", &order, Duration::from_secs(5)),
             )
             .await;
@@ -629,7 +630,7 @@ mod tests {
             assert!(world.queue.is_empty(), "b left the queue when dropped");
         };
         let third = async {
-            tokio::time::sleep(Duration::from_millis(70)).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
             send(&world, &fake, "c".into(), "m", &order, Duration::from_secs(5)).await
         };
         let (a, (), c) = tokio::join!(first, cancelled, third);
