@@ -182,19 +182,7 @@ impl Dispatcher {
     pub async fn count_tokens_upstream(&self, request: &ChatRequest) -> Option<Result<ChatOutcome, ProviderError>> {
         let resolved = self.resolve(request).ok()?;
         let table = self.providers.routing();
-        let snapshot: Vec<WorkerSnapshot> = self
-            .workers
-            .live()
-            .iter()
-            .map(|w| WorkerSnapshot {
-                id: w.id.clone(),
-                kind: w.kind,
-                name: w.name.clone(),
-                models: w.models(),
-                slots: w.slots,
-                in_use: w.in_use(),
-            })
-            .collect();
+        let snapshot: Vec<WorkerSnapshot> = self.workers.live().iter().map(|w| WorkerSnapshot::of(w)).collect();
         let alias = self.rules.alias(&resolved.model);
         let input = PlanInput {
             model: &resolved.model,

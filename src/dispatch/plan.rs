@@ -76,6 +76,20 @@ pub struct WorkerSnapshot {
     pub in_use: u32,
 }
 
+impl WorkerSnapshot {
+    /// What planning needs of a live worker, read once.
+    pub fn of(worker: &crate::workers::registry::LiveWorker) -> WorkerSnapshot {
+        WorkerSnapshot {
+            id: worker.id.clone(),
+            kind: worker.kind,
+            name: worker.name.clone(),
+            models: worker.models(),
+            slots: worker.slots,
+            in_use: worker.in_use(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum Target {
     /// `index` into the snapshot the plan was made from.

@@ -110,17 +110,7 @@ pub(crate) async fn walk<R: Runner>(walk: Walk<'_>, runner: &R) -> Result<Walked
     loop {
         note_cooling_workers(&walk, &mut state);
         let live = usable_workers(&walk, &state);
-        let snapshot: Vec<WorkerSnapshot> = live
-            .iter()
-            .map(|w| WorkerSnapshot {
-                id: w.id.clone(),
-                kind: w.kind,
-                name: w.name.clone(),
-                models: w.models(),
-                slots: w.slots,
-                in_use: w.in_use(),
-            })
-            .collect();
+        let snapshot: Vec<WorkerSnapshot> = live.iter().map(|w| WorkerSnapshot::of(w)).collect();
         let input = PlanInput {
             model: walk.model,
             provider: walk.provider,

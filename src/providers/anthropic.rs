@@ -119,17 +119,7 @@ pub async fn chat(
     headers: &ClientHeaders,
     timeout: Duration,
 ) -> Result<ChatOutcome, ProviderError> {
-    let key = key.ok_or_else(|| ProviderError::KeyRejected {
-        status: 401,
-        message: "an Anthropic provider needs an API key".into(),
-    })?;
-    let request = http
-        .post(headers.url(base_url, "/v1/messages"))
-        .header("x-api-key", sensitive_header(key.expose())?)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body);
-    let response = send(headers.apply(request), timeout).await?;
-    Ok(into_outcome(response, Some(key)).await)
+    post(http, base_url, "/v1/messages", key, body, headers, timeout).await
 }
 
 /// Sends a `count_tokens` body as it is; Anthropic's count is exact where auxot's is an
@@ -142,12 +132,25 @@ pub async fn count_tokens(
     headers: &ClientHeaders,
     timeout: Duration,
 ) -> Result<ChatOutcome, ProviderError> {
+    post(http, base_url, "/v1/messages/count_tokens", key, body, headers, timeout).await
+}
+
+/// One authenticated POST of a body as it is, with the client's forwarded headers.
+async fn post(
+    http: &reqwest::Client,
+    base_url: &str,
+    path: &str,
+    key: Option<&Secret>,
+    body: bytes::Bytes,
+    headers: &ClientHeaders,
+    timeout: Duration,
+) -> Result<ChatOutcome, ProviderError> {
     let key = key.ok_or_else(|| ProviderError::KeyRejected {
         status: 401,
         message: "an Anthropic provider needs an API key".into(),
     })?;
     let request = http
-        .post(headers.url(base_url, "/v1/messages/count_tokens"))
+        .post(headers.url(base_url, path))
         .header("x-api-key", sensitive_header(key.expose())?)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(body);
