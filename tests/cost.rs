@@ -527,3 +527,35 @@ async fn pruned_rows_leave_the_log_but_stay_in_the_totals() {
     );
     assert!(after["pruned_before"].is_string(), "{after}");
 }
+
+#[tokio::test]
+async fn local_answers_by_name_and_by_auto_are_valued_at_the_cheapest_enabled_cloud_model() {
+    let cloud = FakeUpstream::openai("cloud", &[KEY], &["gpt-4o", "gpt-4.1-nano-2025-04-14"]).await;
+    let model_server = FakeUpstream::openai("llama", &["sk-local"], &["qwen-local"]).await;
+    let server = TestServer::start().await;
+    let admin = server.admin_key().await;
+    server.add_provider(&admin, "main", &cloud, KEY).await;
+    let _worker = TestWorker::gpu(&server, &admin, "box-1", &model_server, "sk-local", 2).await;
+    let client = server.client_key(&admin).await;
+    for model in ["qwen-local", "auto"] {
+        let reply = server.chat(&client, model, false).await;
+        reply.expect(200);
+        assert_eq!(reply.header("x-auxot-tier"), Some("gpu"), "{model}: {}", reply.text);
+        let row = requests(&server, &admin, "limit=1").await["requests"][0].clone();
+        assert_eq!(row["model_asked"], model, "{row}");
+        assert_eq!(row["cloud_equivalent_model"], "gpt-4.1-nano-2025-04-14", "{row}");
+        assert_eq!(row["cloud_equivalent_source"], "cheapest_enabled", "{row}");
+        // 5 prompt and 4 completion tokens at gpt-4.1-nano's $0.10 / $0.40.
+        assert_eq!(
+            (row["cloud_equivalent_usd"].as_f64().unwrap() * 1e7).round() as i64,
+            21,
+            "{row}"
+        );
+        assert_eq!(row["cost_usd"], 0.0);
+    }
+    let usage = server
+        .call("GET", "/api/usage?group_by=tier", Some(&admin), None)
+        .await
+        .json();
+    assert!(usage["totals"]["saved_usd"].as_f64().unwrap() > 0.0, "{usage}");
+}

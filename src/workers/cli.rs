@@ -328,19 +328,19 @@ fn finish_job(tool: CliTool, streamed: Streamed, status: std::io::Result<ExitSta
         return Finished::Failed(JobOutcome::failed("the CLI's output ended abnormally", None));
     };
     if !status.success() {
-        if !streamed.sent_text {
-            let detail = if stderr_tail.is_empty() {
-                "(nothing on stderr)"
-            } else {
-                stderr_tail
-            };
-            return Finished::Failed(JobOutcome::failed(
-                format!("the {} CLI exited with {status}: {detail}", tool.as_str()),
-                None,
-            ));
-        }
-        // The answer already reached the client; ending it cleanly beats cutting it off.
-        tracing::warn!(cli = tool.as_str(), %status, stderr = stderr_tail, "the CLI exited with an error after answering");
+        // Even after text: a CLI that exits non-zero did not finish its answer, and the
+        // request must be booked as the failure it was (the client's stream ends with an
+        // error event; a non-streaming client's request fails over).
+        let detail = if stderr_tail.is_empty() {
+            "(nothing on stderr)"
+        } else {
+            stderr_tail
+        };
+        let after = if streamed.sent_text { " after answering" } else { "" };
+        return Finished::Failed(JobOutcome::failed(
+            format!("the {} CLI exited with {status}{after}: {detail}", tool.as_str()),
+            None,
+        ));
     }
     Finished::Done(streamed.usage, stop)
 }
