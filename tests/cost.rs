@@ -492,7 +492,13 @@ async fn a_local_model_asked_by_its_own_name_is_valued_at_a_cloud_price() {
 async fn pruned_rows_leave_the_log_but_stay_in_the_totals() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
     let options = || Options {
-        args: vec!["--usage-max-rows".into(), "3".into()],
+        // The size cap is far above 3 rows: the row cap binds.
+        args: vec![
+            "--usage-max-rows".into(),
+            "3".into(),
+            "--usage-max-mib".into(),
+            "64".into(),
+        ],
         ..Options::default()
     };
     let mut server = TestServer::start_with(options()).await;
