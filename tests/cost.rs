@@ -423,6 +423,13 @@ exit 1
     let row = &log["requests"][0];
     assert_eq!(row["outcome"], "error:stream_error", "{row}");
     assert_eq!(row["cost_usd"], 0.0);
+    // The tokens the failed run reported, not an estimate.
+    assert_eq!(row["estimated"], false, "{row}");
+    assert_eq!(
+        (row["input_tokens"].as_u64(), row["output_tokens"].as_u64()),
+        (Some(4), Some(1)),
+        "{row}"
+    );
     let ok = requests(&server, &admin, "outcome=ok").await;
     assert_eq!(ok["requests"].as_array().unwrap().len(), 0, "{ok}");
 }

@@ -317,4 +317,11 @@ exit 2
     let row = newest_row(&server, &admin).await;
     assert_eq!(row["outcome"], "error:stream_error", "{row}");
     assert_eq!(row["tier"], "cli");
+    // The tokens the run reported before it failed.
+    assert_eq!(row["estimated"], false, "{row}");
+    assert_eq!(
+        (row["input_tokens"].as_u64(), row["output_tokens"].as_u64()),
+        (Some(4), Some(3)),
+        "{row}"
+    );
 }

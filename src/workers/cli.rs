@@ -178,12 +178,21 @@ impl CliWorker {
         if status.is_ok() {
             group.leader_reaped();
         }
+        // What the CLI reported spending on an answer that then failed: still the truth
+        // about this request, sent as a usage-only chunk before the failure.
+        let spent = streamed.usage.filter(|_| streamed.sent_text);
         match finish_job(self.tool, streamed, status, &stderr_tail) {
             Finished::Done(usage, stop) => match out.send(stop).await {
                 Ok(()) => JobOutcome::Done(usage),
                 Err(closed) => JobOutcome::failed(closed.to_string(), None),
             },
-            Finished::Failed(outcome) => outcome,
+            Finished::Failed(outcome) => {
+                if let Some(usage) = spent {
+                    let chunks = ChunkBuilder::new(job_id, model);
+                    let _ = out.send(chunks.usage(&usage)).await;
+                }
+                outcome
+            }
         }
     }
 
