@@ -4,6 +4,7 @@
 //! whole for the rest (`gpu_whole`), so the server's own usage report is always read.
 
 use crate::crypto::Secret;
+use crate::providers::connect::ConnectTimeout;
 use crate::workers::args::GpuWorkerArgs;
 use crate::workers::client::{run_worker, ChunkSink, ConnectionConfig, Job, JobHandler, JobOutcome, WorkerError};
 use crate::workers::gpu_whole;
@@ -30,6 +31,8 @@ pub async fn run(args: GpuWorkerArgs, shutdown: impl Future<Output = ()> + Send 
 
 struct GpuWorker {
     http: reqwest::Client,
+    /// The router's GPU-tier connect timeout, read for every new upstream connection.
+    connect: ConnectTimeout,
     /// Base URL without a trailing slash, e.g. `http://127.0.0.1:8000/v1`.
     upstream: String,
     key: Option<Secret>,
@@ -52,9 +55,11 @@ impl GpuWorker {
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(bad("use an http:// or https:// URL"));
         }
+        // The router's setting arrives after hello_ack; until then the documented default.
+        let connect = ConnectTimeout::new(Duration::from_secs(10));
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(10))
+            .connector_layer(connect.layer())
             .pool_idle_timeout(Duration::from_secs(90))
             // A redirect could carry the upstream key to another host.
             .redirect(reqwest::redirect::Policy::none())
@@ -69,6 +74,7 @@ impl GpuWorker {
         }
         Ok(GpuWorker {
             http,
+            connect,
             upstream,
             key: args.upstream_key.clone().filter(|k| !k.is_empty()),
             only,
@@ -336,6 +342,10 @@ enum Forwarded {
 impl JobHandler for GpuWorker {
     fn kind(&self) -> WorkerKind {
         WorkerKind::Gpu
+    }
+
+    fn set_upstream_connect_timeout(&self, limit: Duration) {
+        self.connect.set(limit);
     }
 
     async fn models(&self) -> Result<Vec<String>, WorkerError> {
