@@ -5,7 +5,7 @@
 use crate::crypto::Secret;
 use crate::workers::args::GpuWorkerArgs;
 use crate::workers::client::{run_worker, ChunkSink, ConnectionConfig, Job, JobHandler, JobOutcome, WorkerError};
-use crate::workers::protocol::{CompletionTokensDetails, PromptTokensDetails, Usage, WorkerKind};
+use crate::workers::protocol::{CompletionTokensDetails, JobKind, PromptTokensDetails, Usage, WorkerKind};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
@@ -37,6 +37,7 @@ struct GpuWorker {
     warned_missing: Mutex<Vec<String>>,
     /// `--max-event-mib` in bytes.
     max_event: usize,
+    embedding_models: super::embeddings::EmbeddingModels,
 }
 
 impl GpuWorker {
@@ -72,6 +73,7 @@ impl GpuWorker {
             only,
             warned_missing: Mutex::new(Vec::new()),
             max_event: usize::try_from(args.max_event_mib.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX),
+            embedding_models: super::embeddings::EmbeddingModels::default(),
         })
     }
 
@@ -136,6 +138,14 @@ impl GpuWorker {
             warned.clone_from(&missing);
         }
         self.only.iter().filter(|m| listed.contains(m)).cloned().collect()
+    }
+
+    fn embeddings_upstream(&self) -> super::embeddings::Upstream<'_> {
+        super::embeddings::Upstream {
+            http: &self.http,
+            base: &self.upstream,
+            key: self.key.as_ref(),
+        }
     }
 
     /// Keeps the upstream key out of anything the router (and so a client) may see.
@@ -282,11 +292,20 @@ impl JobHandler for GpuWorker {
 
     async fn models(&self) -> Result<Vec<String>, WorkerError> {
         let listed = self.list_upstream_models().await?;
-        Ok(self.select_models(listed))
+        let models = self.select_models(listed);
+        self.embedding_models.update(&self.embeddings_upstream(), &models).await;
+        Ok(models)
+    }
+
+    fn embedding_models(&self) -> Vec<String> {
+        self.embedding_models.current()
     }
 
     async fn run_job(&self, job: Job, out: ChunkSink) -> JobOutcome {
-        self.stream_chat(job, &out).await
+        match job.endpoint {
+            JobKind::ChatCompletions => self.stream_chat(job, &out).await,
+            JobKind::Embeddings => super::embeddings::run_job(&self.embeddings_upstream(), job, &out).await,
+        }
     }
 }
 
@@ -600,6 +619,12 @@ mod tests {
                         tcp.write_all(response.as_bytes()).await.unwrap();
                         return;
                     }
+                    if head.starts_with("post /v1/embeddings") {
+                        // A chat-only server, as llama.cpp without --embeddings answers.
+                        let response = "HTTP/1.1 501 Not Implemented\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+                        tcp.write_all(response.as_bytes()).await.unwrap();
+                        return;
+                    }
                     let _ = bodies_tx.send(serde_json::from_slice(&request[body_start..]).unwrap());
                     for piece in reply {
                         tcp.write_all(piece.as_bytes()).await.unwrap();
@@ -632,6 +657,7 @@ mod tests {
     fn job(request: &str) -> Job {
         Job {
             id: "j1".into(),
+            endpoint: crate::workers::protocol::JobKind::ChatCompletions,
             request: RawValue::from_string(request.into()).unwrap(),
         }
     }

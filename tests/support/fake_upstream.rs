@@ -279,6 +279,7 @@ impl FakeState {
             (FakeKind::OpenAi, "GET", "/v1/models") => self.openai_models(),
             (FakeKind::Anthropic, "GET", "/v1/models") => self.anthropic_models(query),
             (FakeKind::OpenAi, "POST", "/v1/chat/completions") => self.openai_chat(&body).await,
+            (FakeKind::OpenAi, "POST", "/v1/embeddings") => self.openai_embeddings(&body),
             (FakeKind::Anthropic, "POST", "/v1/messages") => self.anthropic_messages(&body),
             (FakeKind::Anthropic, "POST", "/v1/messages/count_tokens") => {
                 json_reply(200, json!({"input_tokens": 4242}))
@@ -331,6 +332,52 @@ impl FakeState {
                 json!({"type": "error", "error": {"type": "authentication_error", "message": message}}),
             ),
         })
+    }
+
+    /// OpenAI embeddings for models whose name holds `embed` (others answer 400, as vLLM
+    /// does for a chat model): input `i` gets `[i + 0.5, <length of the fake's name>, -1]`
+    /// (`dimensions` long), base64 when asked; usage is one token per input unless the
+    /// model's name holds `nousage`; `floats-only` ignores `encoding_format`.
+    fn openai_embeddings(&self, body: &[u8]) -> Response<Body> {
+        use base64::Engine;
+        let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let model = request["model"].as_str().unwrap_or("").to_string();
+        if let Some(status) = *self.fail_with.lock().unwrap() {
+            return json_reply(
+                status,
+                json!({"error": {"message": format!("{} is failing on purpose", self.name), "type": "server_error"}}),
+            );
+        }
+        if !model.contains("embed") {
+            return json_reply(
+                400,
+                json!({"error": {"message": format!("model {model} does not support embeddings"), "type": "invalid_request_error"}}),
+            );
+        }
+        let inputs = match &request["input"] {
+            Value::Array(items) => items.len(),
+            _ => 1,
+        };
+        let dimensions = request["dimensions"].as_u64().unwrap_or(3) as usize;
+        let base64 = request["encoding_format"] == "base64" && !model.contains("floats-only");
+        let data: Vec<Value> = (0..inputs)
+            .map(|i| {
+                let mut vector = vec![i as f32 + 0.5, self.name.len() as f32, -1.0];
+                vector.resize(dimensions, 0.0);
+                let embedding = if base64 {
+                    let bytes: Vec<u8> = vector.iter().flat_map(|f| f.to_le_bytes()).collect();
+                    json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+                } else {
+                    json!(vector)
+                };
+                json!({"object": "embedding", "index": i, "embedding": embedding})
+            })
+            .collect();
+        let mut answer = json!({"object": "list", "data": data, "model": model});
+        if !model.contains("nousage") {
+            answer["usage"] = json!({"prompt_tokens": inputs, "total_tokens": inputs});
+        }
+        json_reply(200, answer)
     }
 
     fn openai_models(&self) -> Response<Body> {
