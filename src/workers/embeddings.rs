@@ -12,7 +12,11 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 /// A model server may load the model to answer the probe.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Probing stops after this long per models refresh, so a server with many models (each
+/// loaded to answer) never holds the worker's connect back for long; the rest are asked at
+/// the next refresh.
+const PROBE_BUDGET: Duration = Duration::from_secs(15);
 /// An embeddings answer bigger than this fails the job rather than being held.
 const MAX_ANSWER: usize = 128 * 1024 * 1024;
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -62,7 +66,12 @@ impl EmbeddingModels {
             let verdicts = self.verdicts.lock().unwrap_or_else(PoisonError::into_inner);
             models.iter().filter(|m| !verdicts.contains_key(*m)).collect()
         };
+        let started = std::time::Instant::now();
         for model in unjudged {
+            if started.elapsed() > PROBE_BUDGET {
+                tracing::info!("more models to ask about embeddings at the next models refresh");
+                break;
+            }
             if let Some(embeds) = probe(upstream, model).await {
                 tracing::info!(model = %model, embeds, "asked the model server whether the model serves embeddings");
                 self.verdicts
