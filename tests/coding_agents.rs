@@ -785,3 +785,128 @@ async fn responses_requests_are_metered_with_codex_session() {
     let rows = server.call("GET", "/api/requests", Some(&admin), None).await;
     assert!(found, "{}", rows.text);
 }
+
+/// The environment a real agent CLI gets as a CLI worker's program: its own home, no
+/// telemetry or update checks, loopback never proxied.
+fn cli_worker_env(home: &std::path::Path, extra: &[(&str, String)]) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = [
+        ("HOME", home.display().to_string()),
+        ("CODEX_HOME", home.join(".codex").display().to_string()),
+        ("NO_PROXY", "127.0.0.1,localhost".to_string()),
+        ("DISABLE_TELEMETRY", "1".to_string()),
+        ("DISABLE_ERROR_REPORTING", "1".to_string()),
+        ("DISABLE_AUTOUPDATER", "1".to_string()),
+        ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    env
+}
+
+async fn cli_worker_running(
+    server: &TestServer,
+    admin: &str,
+    name: &str,
+    cli: &str,
+    program: &std::path::Path,
+    env: &[(String, String)],
+) -> TestWorker {
+    let token = crate::support::worker::worker_token_allowing(server, admin, name, "cli", &["*"]).await;
+    let args = vec![
+        "cli".to_string(),
+        "--cli".into(),
+        cli.into(),
+        "--command".into(),
+        program.display().to_string(),
+        "--job-timeout-secs".into(),
+        "90".into(),
+    ];
+    TestWorker::launch(server, admin, name, &token, 1, args, env).await
+}
+
+#[tokio::test]
+async fn the_real_claude_code_serves_a_cli_worker_from_its_own_anthropic_backend() {
+    let Some(claude) = agent_cli("claude") else { return };
+    // Claude Code's own backend: what its subscription would be, here a fake on 127.0.0.1.
+    let backend = FakeUpstream::anthropic(
+        "claude-backend",
+        &[ANTHROPIC_KEY],
+        &["claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001"],
+    )
+    .await;
+    let (server, admin, client) = server().await;
+    let home = tempfile::tempdir().unwrap();
+    let env = cli_worker_env(
+        home.path(),
+        &[
+            ("ANTHROPIC_BASE_URL", backend.base_url()),
+            ("ANTHROPIC_API_KEY", ANTHROPIC_KEY.to_string()),
+        ],
+    );
+    let worker = cli_worker_running(&server, &admin, "cc", "claude", &claude, &env).await;
+    let reply = server
+        .call(
+            "POST",
+            "/v1/chat/completions",
+            Some(&client),
+            Some(json!({"model": "claude-code", "messages": [{"role": "user", "content": "Say hi"}]})),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}\nworker: {}", reply.text, worker.logs());
+    assert_eq!(reply.header("x-auxot-tier"), Some("cli"));
+    assert_eq!(
+        reply.json()["choices"][0]["message"]["content"],
+        "Hello from claude-backend",
+        "{}",
+        reply.text
+    );
+    let asked = backend.chat_requests();
+    assert!(
+        asked.iter().any(|r| r.body.contains("Say hi")),
+        "the prompt never reached Claude Code's backend: {asked:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_real_codex_serves_a_cli_worker_from_its_own_responses_backend() {
+    let Some(codex) = agent_cli("codex") else { return };
+    // Codex's own backend speaks the Responses API: a fake on 127.0.0.1.
+    let backend = FakeUpstream::openai("codex-backend", &[OPENAI_KEY], &["gpt-5"]).await;
+    let (server, admin, client) = server().await;
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join(".codex")).unwrap();
+    let config = format!(
+        "model = \"gpt-5\"\nmodel_provider = \"backend\"\n\n[model_providers.backend]\nname = \"backend\"\nbase_url = \"{}\"\nenv_key = \"CODEX_BACKEND_KEY\"\nwire_api = \"responses\"\n",
+        backend.base_url()
+    );
+    std::fs::write(home.path().join(".codex/config.toml"), config).unwrap();
+    let env = cli_worker_env(home.path(), &[("CODEX_BACKEND_KEY", OPENAI_KEY.to_string())]);
+    let worker = cli_worker_running(&server, &admin, "cx", "codex", &codex, &env).await;
+    let reply = responses_call(
+        &server,
+        &client,
+        &json!({"model": "codex", "input": "Say hi", "stream": true}),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}\nworker: {}", reply.text, worker.logs());
+    assert_eq!(reply.header("x-auxot-tier"), Some("cli"));
+    let events = responses_events(&reply.text);
+    let (last, completed) = events.last().unwrap();
+    assert_eq!(last, "response.completed", "{}\nworker: {}", reply.text, worker.logs());
+    assert_eq!(
+        completed["response"]["output"][0]["content"][0]["text"], "Hello from codex-backend",
+        "{}",
+        reply.text
+    );
+    let asked: Vec<_> = backend
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/v1/responses")
+        .collect();
+    assert!(
+        asked.iter().any(|r| r.body.contains("Say hi")),
+        "the prompt never reached Codex's backend: {asked:?}"
+    );
+}

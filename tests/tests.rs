@@ -16,6 +16,7 @@ mod console;
 mod cost;
 mod dispatch;
 mod durability;
+mod embeddings;
 mod hardening;
 mod leak;
 mod model_servers;

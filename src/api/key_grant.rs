@@ -8,17 +8,22 @@ use crate::AppState;
 const AGENT_PREFIX: &str = "agent:";
 
 pub fn enforce(state: &AppState, key_id: &str, request: &mut ChatRequest) -> Result<(), ApiError> {
+    enforce_on(state, key_id, &request.model, &mut request.tiers)
+}
+
+/// The same for any request: the model it names and its `X-Auxot-Tier` order.
+pub fn enforce_on(state: &AppState, key_id: &str, model: &str, tiers: &mut Option<Vec<Tier>>) -> Result<(), ApiError> {
     let grant = state
         .auth
         .grant_of(key_id)
         .ok_or_else(|| ApiError::new(401, "invalid_api_key", "invalid credentials"))?;
-    if !grant.allows_model(&request.model) {
+    if !grant.allows_model(model) {
         return Err(ApiError::new(
             403,
             "model_not_allowed",
             format!(
                 "this API key may not use the model '{}'; it may use: {}",
-                request.model,
+                model,
                 grant.models.join(", ")
             ),
         ));
@@ -26,10 +31,9 @@ pub fn enforce(state: &AppState, key_id: &str, request: &mut ChatRequest) -> Res
     if !grant.restricts_tiers() {
         return Ok(());
     }
-    let order = match &request.tiers {
+    let order = match tiers.as_ref() {
         Some(order) => order.clone(),
-        None => request
-            .model
+        None => model
             .strip_prefix(AGENT_PREFIX)
             .and_then(|name| state.agents.resolve(name))
             .and_then(|agent| agent.tier_order)
@@ -52,6 +56,6 @@ pub fn enforce(state: &AppState, key_id: &str, request: &mut ChatRequest) -> Res
             ),
         ));
     }
-    request.tiers = Some(narrowed);
+    *tiers = Some(narrowed);
     Ok(())
 }

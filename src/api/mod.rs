@@ -8,6 +8,7 @@ mod admins;
 mod anthropic;
 mod backup;
 pub mod conn;
+mod embeddings;
 pub mod error;
 pub mod filters;
 mod key_grant;
@@ -60,6 +61,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(anthropic::routes(state.clone()))
         .unify()
         .or(responses::routes(state.clone()))
+        .unify()
+        .or(embeddings::routes(state.clone()))
         .unify()
         .or(admins::read_only_guard(state).and(admin_api))
         .unify()

@@ -107,7 +107,7 @@ async fn read_hello(
     rx: &mut futures_util::stream::SplitStream<WebSocket>,
     identity: &WorkerIdentity,
     models: &ModelPolicy,
-) -> Result<(Hello, Vec<String>), String> {
+) -> Result<(Hello, Advertised), String> {
     let first = tokio::time::timeout(HELLO_TIMEOUT, rx.next())
         .await
         .map_err(|_| "no hello within 10 s".to_string())?;
@@ -124,6 +124,7 @@ async fn read_hello(
             kind,
             name,
             models: advertised,
+            embedding_models,
             slots,
             version,
         } => {
@@ -157,6 +158,7 @@ async fn read_hello(
                 ));
             }
             let advertised = policy::validate_models(advertised).map_err(|e| e.to_string())?;
+            let embedding_models = policy::validate_models(embedding_models).map_err(|e| e.to_string())?;
             let permitted = models.permitted(&name, &advertised);
             if permitted.is_empty() && !advertised.is_empty() {
                 return Err(models.refusal(&advertised));
@@ -167,14 +169,33 @@ async fn read_hello(
                     kind,
                     name,
                     version,
+                    embedding_models: serves_embeddings(&permitted, &embedding_models),
                     models: permitted,
                     slots,
                 },
-                advertised,
+                Advertised {
+                    models: advertised,
+                    embedding_models,
+                },
             ))
         }
         _ => Err("the first message must be a hello".into()),
     }
+}
+
+/// What a worker last advertised, before the policy decides what it may serve of it.
+struct Advertised {
+    models: Vec<String>,
+    embedding_models: Vec<String>,
+}
+
+/// A worker serves embeddings for the models it may serve at all and advertised for them.
+fn serves_embeddings(permitted: &[String], embedding_models: &[String]) -> Vec<String> {
+    embedding_models
+        .iter()
+        .filter(|m| permitted.contains(m))
+        .cloned()
+        .collect()
 }
 
 /// What one worker may serve: its token's allow-list, or (without one) any name no cloud
@@ -278,7 +299,7 @@ struct Session<'w> {
     policy: ModelPolicy,
     /// What the worker last advertised; what it may serve of it is re-checked as the cloud
     /// providers' models change.
-    advertised: Vec<String>,
+    advertised: Advertised,
     /// The GPU tier's connect timeout; a change is passed on to a GPU worker at once.
     gpu_connect: tokio::sync::watch::Receiver<u64>,
 }
@@ -345,10 +366,13 @@ impl Session<'_> {
     }
 
     fn apply_models(&self) {
-        let permitted = self.policy.permitted(&self.worker.name, &self.advertised);
-        if *self.worker.models() != permitted {
-            tracing::info!(worker = %self.worker.name, models = ?permitted, "worker models changed");
-            self.worker.set_models(permitted);
+        let permitted = self.policy.permitted(&self.worker.name, &self.advertised.models);
+        let embedding = serves_embeddings(&permitted, &self.advertised.embedding_models);
+        let changed = *self.worker.models() != permitted
+            || *self.worker.models_for(crate::workers::protocol::JobKind::Embeddings) != embedding;
+        if changed {
+            tracing::info!(worker = %self.worker.name, models = ?permitted, embedding_models = ?embedding, "worker models changed");
+            self.worker.set_models(permitted, embedding);
         }
     }
 
@@ -356,9 +380,17 @@ impl Session<'_> {
         let worker = self.worker;
         match WorkerMessage::parse(text) {
             Ok(WorkerMessage::Heartbeat) => {}
-            Ok(WorkerMessage::Models { models }) => match policy::validate_models(models) {
-                Ok(models) => {
-                    self.advertised = models;
+            Ok(WorkerMessage::Models {
+                models,
+                embedding_models,
+            }) => match policy::validate_models(models).and_then(|models| {
+                policy::validate_models(embedding_models).map(|embedding_models| Advertised {
+                    models,
+                    embedding_models,
+                })
+            }) {
+                Ok(advertised) => {
+                    self.advertised = advertised;
                     self.apply_models();
                 }
                 Err(e) => tracing::warn!(worker = %worker.name, error = %e, "ignored a models update"),

@@ -18,6 +18,7 @@ use crate::providers::{openai, ChatOutcome, LiveProvider, ProviderError, Provide
 use crate::translate::anthropic::{anthropic_to_openai_request, openai_to_anthropic_request};
 use crate::translate::chunks::Aggregator;
 use crate::translate::Format;
+use crate::workers::protocol::JobKind;
 use crate::workers::registry::{JobEvent, SlotGuard, WorkerJob, WorkerRegistry};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -77,24 +78,24 @@ pub enum RoutedReply {
 }
 
 /// The request with what the agent, alias and settings decided, for one dispatch.
-struct Resolved {
-    model: String,
-    order: Vec<Tier>,
-    wait: Duration,
+pub(super) struct Resolved {
+    pub(super) model: String,
+    pub(super) order: Vec<Tier>,
+    pub(super) wait: Duration,
     system_prompt: Option<String>,
 }
 
 pub struct Dispatcher {
-    providers: Arc<ProviderRegistry>,
-    workers: Arc<WorkerRegistry>,
-    rules: Arc<RoutingRules>,
+    pub(super) providers: Arc<ProviderRegistry>,
+    pub(super) workers: Arc<WorkerRegistry>,
+    pub(super) rules: Arc<RoutingRules>,
     agents: Arc<AgentBook>,
-    master: Arc<MasterKey>,
-    http: reqwest::Client,
-    upstream_timeout: Duration,
-    turn: AtomicUsize,
-    queue: Arc<SlotQueue>,
-    health: Arc<Health>,
+    pub(super) master: Arc<MasterKey>,
+    pub(super) http: reqwest::Client,
+    pub(super) upstream_timeout: Duration,
+    pub(super) turn: AtomicUsize,
+    pub(super) queue: Arc<SlotQueue>,
+    pub(super) health: Arc<Health>,
 }
 
 pub struct DispatcherParts {
@@ -192,6 +193,7 @@ impl Dispatcher {
             table: &table,
             workers: &snapshot,
             turn: self.turn.load(Ordering::Relaxed),
+            job: JobKind::ChatCompletions,
         };
         let first = plan(&input).ok()?.targets.into_iter().next()?;
         let Target::Cloud { provider, model } = first else {
@@ -248,6 +250,7 @@ impl Dispatcher {
                 alias: alias.as_ref(),
                 turn: self.turn.fetch_add(1, Ordering::Relaxed),
                 wait: resolved.wait,
+                job: JobKind::ChatCompletions,
             },
             &runner,
         )
@@ -265,9 +268,18 @@ impl Dispatcher {
         })
     }
 
-    /// Request beats agent beats default.
     fn resolve(&self, request: &ChatRequest) -> Result<Resolved, DispatchError> {
-        let agent = match request.model.strip_prefix(MODEL_PREFIX) {
+        self.resolve_route(&request.model, request.tiers.as_ref(), request.wait)
+    }
+
+    /// Request beats agent beats default.
+    pub(super) fn resolve_route(
+        &self,
+        model: &str,
+        tiers: Option<&Vec<Tier>>,
+        wait: Option<Duration>,
+    ) -> Result<Resolved, DispatchError> {
+        let agent = match model.strip_prefix(MODEL_PREFIX) {
             Some(name) => Some(
                 self.agents
                     .resolve(name)
@@ -275,16 +287,12 @@ impl Dispatcher {
             ),
             None => None,
         };
-        let model = agent
-            .as_ref()
-            .map_or_else(|| request.model.clone(), |a| a.model.clone());
-        let order = request
-            .tiers
-            .clone()
+        let model = agent.as_ref().map_or_else(|| model.to_string(), |a| a.model.clone());
+        let order = tiers
+            .cloned()
             .or_else(|| agent.as_ref().and_then(|a| a.tier_order.clone()))
             .unwrap_or_else(|| self.rules.default_order());
-        let wait = request
-            .wait
+        let wait = wait
             .or_else(|| {
                 agent
                     .as_ref()
@@ -302,7 +310,7 @@ impl Dispatcher {
 
     /// The clocks for an attempt on `tier`: the admin's settings, the response-headers
     /// phase capped by `--upstream-timeout-secs`.
-    fn phases(&self, tier: Tier) -> Phases {
+    pub(super) fn phases(&self, tier: Tier) -> Phases {
         let mut phases = self.rules.phases(tier);
         phases.headers = phases.headers.min(self.upstream_timeout);
         phases
@@ -381,7 +389,9 @@ impl Dispatcher {
         let raw = RawValue::from_string(text).map_err(|e| Why::BadChunk(e.to_string()))?;
         let worker = slot.worker().clone();
         let clock = Clock::start(self.phases(tier));
-        let mut job = worker.start_job(slot, raw).ok_or(Why::WorkerGone)?;
+        let mut job = worker
+            .start_job(slot, JobKind::ChatCompletions, raw)
+            .ok_or(Why::WorkerGone)?;
         let mut held = Vec::new();
         let mut deadline = clock.headers_deadline();
         if request.stream {
@@ -438,9 +448,9 @@ impl Dispatcher {
 }
 
 /// A reply body bigger than this is refused rather than held in memory.
-const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
+pub(super) const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
 
-async fn next_event(
+pub(super) async fn next_event(
     job: &mut WorkerJob,
     (deadline, phase, limit): (tokio::time::Instant, &'static str, Duration),
 ) -> Result<JobEvent, Why> {
@@ -567,7 +577,7 @@ fn anthropic_body(request: &ChatRequest, resolved: &Resolved, model: &str) -> Re
     }
 }
 
-fn event_failure(event: JobEvent) -> Why {
+pub(super) fn event_failure(event: JobEvent) -> Why {
     match event {
         JobEvent::Failed {
             message,

@@ -5,6 +5,7 @@
 
 pub mod attempt;
 pub mod body;
+pub mod embed;
 pub mod error;
 pub mod health;
 pub mod plan;
@@ -14,5 +15,6 @@ pub mod stream;
 mod walk;
 
 pub use attempt::{ChatRequest, Dispatcher, Routed, RoutedReply};
+pub use embed::{Embedded, EmbeddingsCall};
 pub use error::{DispatchError, TargetFailure, Why};
 pub use plan::{plan, PlanError, Tier};

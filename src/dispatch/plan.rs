@@ -6,7 +6,7 @@
 use super::queue::WaitKey;
 use crate::providers::{LiveProvider, RoutingTable};
 use crate::store::AliasRecord;
-use crate::workers::protocol::WorkerKind;
+use crate::workers::protocol::{JobKind, WorkerKind};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -77,13 +77,18 @@ pub struct WorkerSnapshot {
 }
 
 impl WorkerSnapshot {
-    /// What planning needs of a live worker, read once.
+    /// What planning a chat request needs of a live worker, read once.
     pub fn of(worker: &crate::workers::registry::LiveWorker) -> WorkerSnapshot {
+        WorkerSnapshot::for_job(worker, JobKind::ChatCompletions)
+    }
+
+    /// What planning a `job` needs of a live worker: the models it serves for that job.
+    pub fn for_job(worker: &crate::workers::registry::LiveWorker, job: JobKind) -> WorkerSnapshot {
         WorkerSnapshot {
             id: worker.id.clone(),
             kind: worker.kind,
             name: worker.name.clone(),
-            models: worker.models(),
+            models: worker.models_for(job),
             slots: worker.slots,
             in_use: worker.in_use(),
         }
@@ -121,8 +126,11 @@ pub struct PlanInput<'a> {
     pub order: &'a [Tier],
     pub alias: Option<&'a AliasRecord>,
     pub table: &'a RoutingTable,
+    /// Snapshots of the workers' models for `job`.
     pub workers: &'a [WorkerSnapshot],
     pub turn: usize,
+    /// What the request asks (chat or embeddings): the capacity it waits for.
+    pub job: JobKind,
 }
 
 #[derive(Debug, Default)]
@@ -242,6 +250,7 @@ fn plan_workers(input: &PlanInput<'_>, tier: Tier, kind: WorkerKind, plan: &mut 
     }
     plan.waits.push(WaitKey {
         kind,
+        job: input.job,
         model: wanted.map(str::to_string),
     });
     let mut free: Vec<(usize, String)> = eligible
@@ -449,6 +458,7 @@ mod tests {
             table: &table,
             workers,
             turn,
+            job: JobKind::ChatCompletions,
         };
         plan(&input).map(|p| {
             p.targets
@@ -570,6 +580,7 @@ mod tests {
             table: &table,
             workers: &all_busy,
             turn: 0,
+            job: JobKind::ChatCompletions,
         })
         .unwrap();
         assert!(p.targets.is_empty());

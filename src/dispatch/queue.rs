@@ -13,7 +13,7 @@
 //! The lock is a plain mutex held only for these bookkeeping steps: never across I/O or
 //! an await, and the wait itself is on a per-waiter `Notify`.
 
-use crate::workers::protocol::WorkerKind;
+use crate::workers::protocol::{JobKind, WorkerKind};
 use crate::workers::registry::{LiveWorker, SlotExchange, SlotGuard};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,6 +24,7 @@ use tokio::sync::Notify;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WaitKey {
     pub kind: WorkerKind,
+    pub job: JobKind,
     pub model: Option<String>,
 }
 
@@ -33,7 +34,7 @@ impl WaitKey {
         if worker.kind != self.kind {
             return None;
         }
-        let models = worker.models();
+        let models = worker.models_for(self.job);
         match &self.model {
             Some(model) => models.iter().any(|m| m == model).then(|| model.clone()),
             None => models.first().cloned(),

@@ -10,7 +10,7 @@ use super::plan::{plan, PlanError, PlanInput, Target, Tier, WorkerSnapshot};
 use super::queue::{SlotQueue, WaitKey};
 use crate::providers::{LiveProvider, RoutingTable};
 use crate::store::AliasRecord;
-use crate::workers::protocol::WorkerKind;
+use crate::workers::protocol::{JobKind, WorkerKind};
 use crate::workers::registry::{LiveWorker, SlotGuard, WorkerRegistry};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -37,6 +37,8 @@ pub(crate) struct Walk<'a> {
     pub turn: usize,
     /// How long it may wait for a slot in all.
     pub wait: Duration,
+    /// Chat or embeddings: which of the workers' models count.
+    pub job: JobKind,
 }
 
 pub(crate) struct Walked<R> {
@@ -110,7 +112,7 @@ pub(crate) async fn walk<R: Runner>(walk: Walk<'_>, runner: &R) -> Result<Walked
     loop {
         note_cooling_workers(&walk, &mut state);
         let live = usable_workers(&walk, &state);
-        let snapshot: Vec<WorkerSnapshot> = live.iter().map(|w| WorkerSnapshot::of(w)).collect();
+        let snapshot: Vec<WorkerSnapshot> = live.iter().map(|w| WorkerSnapshot::for_job(w, walk.job)).collect();
         let input = PlanInput {
             model: walk.model,
             provider: walk.provider,
@@ -119,6 +121,7 @@ pub(crate) async fn walk<R: Runner>(walk: Walk<'_>, runner: &R) -> Result<Walked
             table: walk.table,
             workers: &snapshot,
             turn: walk.turn,
+            job: walk.job,
         };
         let plan = match plan(&input) {
             Ok(plan) => plan,
@@ -507,6 +510,7 @@ mod tests {
                 name: name.to_string(),
                 version: "test".into(),
                 models: models.iter().map(|m| m.to_string()).collect(),
+                embedding_models: Vec::new(),
                 slots: *slots,
             });
             outboxes.push(rx);
@@ -570,6 +574,7 @@ mod tests {
                 alias: None,
                 turn: 0,
                 wait,
+                job: JobKind::ChatCompletions,
             },
             &request,
         )
@@ -657,6 +662,7 @@ mod tests {
                     alias: None,
                     turn: 0,
                     wait: Duration::from_millis(50),
+                    job: JobKind::ChatCompletions,
                 },
                 &request,
             )
@@ -705,6 +711,7 @@ mod tests {
                 alias: None,
                 turn: 0,
                 wait: Duration::from_secs(1),
+                job: JobKind::ChatCompletions,
             },
             &request,
         )

@@ -65,7 +65,20 @@ pub async fn chat(
     body: Bytes,
     timeout: Duration,
 ) -> Result<ChatOutcome, ProviderError> {
-    let request = authorized(http.post(format!("{base_url}/chat/completions")), key)?
+    post(http, base_url, key, "/chat/completions", body, timeout).await
+}
+
+/// Sends a body as it is to an endpoint under `base_url` (`/embeddings`, `/responses`) and
+/// returns before reading the body.
+pub async fn post(
+    http: &reqwest::Client,
+    base_url: &str,
+    key: Option<&Secret>,
+    path: &str,
+    body: Bytes,
+    timeout: Duration,
+) -> Result<ChatOutcome, ProviderError> {
+    let request = authorized(http.post(format!("{base_url}{path}")), key)?
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(body);
     let response = send(request, timeout).await?;

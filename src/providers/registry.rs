@@ -186,10 +186,29 @@ pub struct RoutingTable {
     /// Undated and `-latest` names → the newest dated id listed (`claude-sonnet-4-5` →
     /// `claude-sonnet-4-5-20250929`), as Anthropic's own API resolves them.
     undated: HashMap<String, String>,
+    /// The same table without the providers that do not speak the OpenAI format, for the
+    /// endpoints only those have (embeddings); `None` when it would be this table.
+    openai_format: Option<Arc<RoutingTable>>,
 }
 
 impl RoutingTable {
     pub fn build(rows: Vec<(ProviderRecord, ModelCache)>) -> RoutingTable {
+        let openai_format = rows.iter().any(|(r, _)| r.enabled && !r.kind.speaks_openai()).then(|| {
+            let rows = rows.iter().filter(|(r, _)| r.kind.speaks_openai()).cloned().collect();
+            Arc::new(RoutingTable::build_one(rows))
+        });
+        RoutingTable {
+            openai_format,
+            ..RoutingTable::build_one(rows)
+        }
+    }
+
+    /// The providers that speak the OpenAI format, and what each serves.
+    pub fn openai_format(self: &Arc<Self>) -> Arc<RoutingTable> {
+        self.openai_format.clone().unwrap_or_else(|| self.clone())
+    }
+
+    fn build_one(rows: Vec<(ProviderRecord, ModelCache)>) -> RoutingTable {
         let mut rows: Vec<_> = rows.into_iter().filter(|(r, _)| r.enabled).collect();
         rows.sort_by(|(a, _), (b, _)| a.priority.cmp(&b.priority).then_with(|| a.name.cmp(&b.name)));
         let mut table = RoutingTable::default();

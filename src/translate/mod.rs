@@ -3,6 +3,7 @@
 
 pub mod anthropic;
 pub mod chunks;
+pub mod embeddings;
 pub mod late_system;
 pub mod responses;
 

@@ -65,6 +65,9 @@ pub struct Meter {
     /// The alias's cloud model, priced for the cloud-equivalent of GPU/CLI rows.
     cloud_model: Option<String>,
     overflow: bool,
+    /// Counts the handler read from a whole answer itself (embeddings), and whether they
+    /// are estimated.
+    given: Option<(Tokens, bool)>,
     state: State,
 }
 
@@ -115,6 +118,7 @@ impl Usage {
             target_model: None,
             cloud_model: None,
             overflow: false,
+            given: None,
             state: State::Open,
         }
     }
@@ -196,6 +200,12 @@ impl Meter {
         .boxed()
     }
 
+    /// The counts of an answer the handler read whole; `estimated` when the target
+    /// reported none (estimated counts are never billed).
+    pub fn set_tokens(&mut self, tokens: Tokens, estimated: bool) {
+        self.given = Some((tokens, estimated));
+    }
+
     /// The request failed at this target (nothing reached the client from it).
     pub fn tried(&mut self, tier: &str, route: &str) {
         self.row.tier = Some(tier.to_string());
@@ -263,9 +273,13 @@ impl Meter {
             State::Failed => {}
         }
         self.state = State::Recorded;
-        let tokens = match (self.tokens(), &self.tap) {
-            (Some(tokens), _) => tokens,
-            (None, Some(tap)) => {
+        let tokens = match (self.given.take(), self.tokens(), &self.tap) {
+            (Some((tokens, estimated)), _, _) => {
+                self.row.tokens_estimated = estimated;
+                tokens
+            }
+            (None, Some(tokens), _) => tokens,
+            (None, None, Some(tap)) => {
                 self.row.tokens_estimated = true;
                 let per_token = if tap.bytes_seen > 0 && self.row.stream {
                     SSE_BYTES_PER_TOKEN
@@ -278,7 +292,7 @@ impl Meter {
                     ..Tokens::default()
                 }
             }
-            (None, None) => Tokens::default(),
+            (None, None, None) => Tokens::default(),
         };
         self.row.input_tokens = tokens.input;
         self.row.output_tokens = tokens.output;

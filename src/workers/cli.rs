@@ -266,6 +266,10 @@ impl JobHandler for CliWorker {
     }
 
     async fn run_job(&self, job: Job, out: ChunkSink) -> JobOutcome {
+        if !job.endpoint.is_chat() {
+            // Never sent: a CLI worker advertises no embedding models.
+            return JobOutcome::failed("a CLI worker serves chat jobs only", Some(400));
+        }
         let request: ChatRequest = match serde_json::from_str(job.request.get()) {
             Ok(request) => request,
             Err(e) => return JobOutcome::failed(format!("the job's request cannot be read: {e}"), Some(400)),
@@ -622,6 +626,7 @@ mod tests {
     fn job(request: Value) -> Job {
         Job {
             id: "j1".into(),
+            endpoint: crate::workers::protocol::JobKind::ChatCompletions,
             request: serde_json::value::to_raw_value(&request).unwrap(),
         }
     }

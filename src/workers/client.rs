@@ -7,7 +7,7 @@
 
 use crate::crypto::Secret;
 use crate::workers::args::ConnectionArgs;
-use crate::workers::protocol::{RouterMessage, Usage, WorkerKind, WorkerMessage, PROTOCOL_VERSION};
+use crate::workers::protocol::{JobKind, RouterMessage, Usage, WorkerKind, WorkerMessage, PROTOCOL_VERSION};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
@@ -118,8 +118,10 @@ impl ConnectionConfig {
 #[derive(Debug)]
 pub struct Job {
     pub id: String,
-    /// An OpenAI chat request; `model` is one this worker advertised. `stream` is the
-    /// client's choice (older routers always sent `true`).
+    /// Chat or embeddings.
+    pub endpoint: JobKind,
+    /// An OpenAI request; `model` is one this worker advertised for `endpoint`. For chat,
+    /// `stream` is the client's choice (older routers always sent `true`).
     pub request: Box<RawValue>,
 }
 
@@ -159,6 +161,10 @@ pub trait JobHandler: Send + Sync + 'static {
     fn kind(&self) -> WorkerKind;
     /// The models to advertise now; called at every connect and every `models_refresh`.
     fn models(&self) -> impl Future<Output = Result<Vec<String>, WorkerError>> + Send;
+    /// Of the models `models` last returned, those it also serves for embeddings jobs.
+    fn embedding_models(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Runs one job, streaming `chat.completion.chunk` objects into `out`.
     fn run_job(&self, job: Job, out: ChunkSink) -> impl Future<Output = JobOutcome> + Send;
     /// The router's connect timeout for this worker's upstream; a handler without an
@@ -239,27 +245,30 @@ pub async fn run_worker<H: JobHandler>(
     let url = connect_url(&conn.server)?;
     let mut shutdown = std::pin::pin!(shutdown);
     let mut backoff = Backoff::default();
-    let mut last_models: Vec<String> = Vec::new();
+    let mut last_offer = Offer::default();
     loop {
         let models = tokio::select! {
             () = &mut shutdown => return Ok(()),
             models = handler.models() => models,
         };
-        let models = match models {
+        let offer = match models {
             Ok(models) => {
-                last_models.clone_from(&models);
-                models
+                last_offer = Offer {
+                    embedding_models: handler.embedding_models(),
+                    models,
+                };
+                last_offer.clone()
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot re-read the models; advertising the last known list");
-                last_models.clone()
+                last_offer.clone()
             }
         };
         let session = Session {
             conn: &conn,
             url: &url,
             handler: &handler,
-            models,
+            offer,
         };
         match session.run(&mut shutdown).await {
             SessionEnd::Shutdown => return Ok(()),
@@ -352,11 +361,18 @@ impl Drop for RunningEntry {
     }
 }
 
+/// What a worker advertises: its models, and those it serves for embeddings too.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Offer {
+    models: Vec<String>,
+    embedding_models: Vec<String>,
+}
+
 struct Session<'a, H> {
     conn: &'a ConnectionConfig,
     url: &'a str,
     handler: &'a Arc<H>,
-    models: Vec<String>,
+    offer: Offer,
 }
 
 impl<H: JobHandler> Session<'_, H> {
@@ -370,7 +386,7 @@ impl<H: JobHandler> Session<'_, H> {
             Err(error) => return SessionEnd::before_ack(error),
         };
         let acked_at = Instant::now();
-        tracing::info!(url = %self.url, name = self.conn.name.as_deref().unwrap_or("(the token's)"), models = ?self.models, slots = self.conn.slots, "connected to the router");
+        tracing::info!(url = %self.url, name = self.conn.name.as_deref().unwrap_or("(the token's)"), models = ?self.offer.models, embedding_models = ?self.offer.embedding_models, slots = self.conn.slots, "connected to the router");
 
         let (out_tx, out_rx) = mpsc::channel(OUTGOING_QUEUE);
         let mut writer = AbortOnDrop(tokio::spawn(write_frames(sink, out_rx)));
@@ -378,7 +394,7 @@ impl<H: JobHandler> Session<'_, H> {
             AbortOnDrop(tokio::spawn(refresh_models(
                 Arc::clone(self.handler),
                 every,
-                self.models.clone(),
+                self.offer.clone(),
                 out_tx.clone(),
             )))
         });
@@ -415,8 +431,9 @@ impl<H: JobHandler> Session<'_, H> {
                         None => break WorkerError::ConnectionLost("the socket ended".into()),
                     };
                     match RouterMessage::parse(&text) {
-                        Ok(RouterMessage::Job { job_id, request }) => {
-                            if self.start_job(&jobs, &out_tx, Job { id: job_id, request }).await.is_err() {
+                        Ok(RouterMessage::Job { job_id, endpoint, request }) => {
+                            let job = Job { id: job_id, endpoint, request };
+                            if self.start_job(&jobs, &out_tx, job).await.is_err() {
                                 break WorkerError::ConnectionLost("the socket writer stopped".into());
                             }
                         }
@@ -458,7 +475,8 @@ impl<H: JobHandler> Session<'_, H> {
             protocol: PROTOCOL_VERSION,
             kind: self.handler.kind(),
             name: self.conn.name.clone(),
-            models: self.models.clone(),
+            models: self.offer.models.clone(),
+            embedding_models: self.offer.embedding_models.clone(),
             slots: self.conn.slots,
             version: env!("CARGO_PKG_VERSION").to_string(),
         };
@@ -670,24 +688,30 @@ async fn write_frames(
 async fn refresh_models<H: JobHandler>(
     handler: Arc<H>,
     every: Duration,
-    mut advertised: Vec<String>,
+    mut advertised: Offer,
     out: mpsc::Sender<Outgoing>,
 ) {
     loop {
         tokio::time::sleep(every).await;
         match handler.models().await {
-            Ok(models) if models != advertised => {
-                tracing::info!(models = ?models, "models changed");
-                advertised.clone_from(&models);
-                if out
-                    .send(Outgoing::Frame(WorkerMessage::Models { models }))
-                    .await
-                    .is_err()
-                {
+            Ok(models) => {
+                let offer = Offer {
+                    embedding_models: handler.embedding_models(),
+                    models,
+                };
+                if offer == advertised {
+                    continue;
+                }
+                tracing::info!(models = ?offer.models, embedding_models = ?offer.embedding_models, "models changed");
+                advertised = offer.clone();
+                let frame = WorkerMessage::Models {
+                    models: offer.models,
+                    embedding_models: offer.embedding_models,
+                };
+                if out.send(Outgoing::Frame(frame)).await.is_err() {
                     return;
                 }
             }
-            Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot re-read the models; keeping the advertised list"),
         }
     }
@@ -869,6 +893,7 @@ mod tests {
     fn job(job_id: &str, request: &str) -> RouterMessage {
         RouterMessage::Job {
             job_id: job_id.into(),
+            endpoint: JobKind::ChatCompletions,
             request: RawValue::from_string(request.into()).unwrap(),
         }
     }

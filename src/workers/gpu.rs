@@ -8,7 +8,7 @@ use crate::providers::connect::ConnectTimeout;
 use crate::workers::args::GpuWorkerArgs;
 use crate::workers::client::{run_worker, ChunkSink, ConnectionConfig, Job, JobHandler, JobOutcome, WorkerError};
 use crate::workers::gpu_whole;
-use crate::workers::protocol::{CompletionTokensDetails, PromptTokensDetails, Usage, WorkerKind};
+use crate::workers::protocol::{CompletionTokensDetails, JobKind, PromptTokensDetails, Usage, WorkerKind};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
@@ -42,6 +42,7 @@ struct GpuWorker {
     warned_missing: Mutex<Vec<String>>,
     /// `--max-event-mib` in bytes.
     max_event: usize,
+    embedding_models: super::embeddings::EmbeddingModels,
 }
 
 impl GpuWorker {
@@ -80,6 +81,7 @@ impl GpuWorker {
             only,
             warned_missing: Mutex::new(Vec::new()),
             max_event: usize::try_from(args.max_event_mib.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX),
+            embedding_models: super::embeddings::EmbeddingModels::default(),
         })
     }
 
@@ -144,6 +146,14 @@ impl GpuWorker {
             warned.clone_from(&missing);
         }
         self.only.iter().filter(|m| listed.contains(m)).cloned().collect()
+    }
+
+    fn embeddings_upstream(&self) -> super::embeddings::Upstream<'_> {
+        super::embeddings::Upstream {
+            http: &self.http,
+            base: &self.upstream,
+            key: self.key.as_ref(),
+        }
     }
 
     /// Keeps the upstream key out of anything the router (and so a client) may see.
@@ -350,14 +360,20 @@ impl JobHandler for GpuWorker {
 
     async fn models(&self) -> Result<Vec<String>, WorkerError> {
         let listed = self.list_upstream_models().await?;
-        Ok(self.select_models(listed))
+        let models = self.select_models(listed);
+        self.embedding_models.update(&self.embeddings_upstream(), &models).await;
+        Ok(models)
+    }
+
+    fn embedding_models(&self) -> Vec<String> {
+        self.embedding_models.current()
     }
 
     async fn run_job(&self, job: Job, out: ChunkSink) -> JobOutcome {
-        if gpu_whole::wants_stream(&job.request) {
-            self.stream_chat(job, &out).await
-        } else {
-            self.whole_chat(job, &out).await
+        match job.endpoint {
+            JobKind::ChatCompletions if gpu_whole::wants_stream(&job.request) => self.stream_chat(job, &out).await,
+            JobKind::ChatCompletions => self.whole_chat(job, &out).await,
+            JobKind::Embeddings => super::embeddings::run_job(&self.embeddings_upstream(), job, &out).await,
         }
     }
 }
@@ -672,6 +688,12 @@ mod tests {
                         tcp.write_all(response.as_bytes()).await.unwrap();
                         return;
                     }
+                    if head.starts_with("post /v1/embeddings") {
+                        // A chat-only server, as llama.cpp without --embeddings answers.
+                        let response = "HTTP/1.1 501 Not Implemented\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+                        tcp.write_all(response.as_bytes()).await.unwrap();
+                        return;
+                    }
                     let _ = bodies_tx.send(serde_json::from_slice(&request[body_start..]).unwrap());
                     for piece in reply {
                         tcp.write_all(piece.as_bytes()).await.unwrap();
@@ -704,6 +726,7 @@ mod tests {
     fn job(request: &str) -> Job {
         Job {
             id: "j1".into(),
+            endpoint: crate::workers::protocol::JobKind::ChatCompletions,
             request: RawValue::from_string(request.into()).unwrap(),
         }
     }

@@ -4,6 +4,7 @@
 pub mod args;
 pub mod cli;
 pub mod client;
+pub mod embeddings;
 pub mod gpu;
 pub mod gpu_whole;
 pub mod policy;

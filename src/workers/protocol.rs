@@ -17,6 +17,25 @@ pub enum WorkerKind {
     Cli,
 }
 
+/// What a job asks of a worker. A job names its kind only when it is not chat, and the
+/// router sends an embeddings job only to a worker that advertised `embedding_models`, so a
+/// worker that predates embeddings never receives one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// An OpenAI chat request, answered with `chat.completion.chunk`s.
+    #[default]
+    ChatCompletions,
+    /// An OpenAI embeddings request, answered with one `chunk` holding the whole response.
+    Embeddings,
+}
+
+impl JobKind {
+    pub fn is_chat(&self) -> bool {
+        *self == JobKind::ChatCompletions
+    }
+}
+
 impl WorkerKind {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -89,6 +108,9 @@ pub enum WorkerMessage {
         #[serde(skip_serializing_if = "Option::is_none")]
         name: Option<String>,
         models: Vec<String>,
+        /// The models it serves for embeddings jobs (absent: none).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        embedding_models: Vec<String>,
         slots: u32,
         /// The worker's auxot version, for the workers list.
         version: String,
@@ -96,7 +118,11 @@ pub enum WorkerMessage {
     /// Every `heartbeat_interval_ms`; a worker silent for `heartbeat_timeout_ms` is offline.
     Heartbeat,
     /// The models it serves changed (the upstream was re-read).
-    Models { models: Vec<String> },
+    Models {
+        models: Vec<String>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        embedding_models: Vec<String>,
+    },
     /// One OpenAI `chat.completion.chunk` object.
     Chunk { job_id: String, chunk: Box<RawValue> },
     /// The job finished; usage when the upstream reported it.
@@ -132,11 +158,18 @@ pub enum RouterMessage {
         heartbeat_interval_ms: u64,
         heartbeat_timeout_ms: u64,
     },
-    /// Run an OpenAI chat request. `request.model` is the model to use; `request.stream`
-    /// is the client's choice (older routers always sent true). The worker answers with
+    /// Run an OpenAI request. `request.model` is the model to use. For chat, `request.stream`
+    /// is the client's choice (older routers always sent true): the worker answers with
     /// `chunk`s then `done` (or `error`); for `stream: false` a GPU worker asks its model
     /// server for a whole answer and sends it as one chunk, its exact usage in `done`.
-    Job { job_id: String, request: Box<RawValue> },
+    /// `endpoint` (absent: `chat_completions`) says what the request is; an `embeddings`
+    /// job is answered with one `chunk` holding the whole embeddings response, then `done`.
+    Job {
+        job_id: String,
+        #[serde(skip_serializing_if = "JobKind::is_chat")]
+        endpoint: JobKind,
+        request: Box<RawValue>,
+    },
     /// Stop the job now (the client went away, or it timed out); no `done` is expected.
     Cancel { job_id: String },
     /// Router settings a worker applies on its side: sent after `hello_ack` and again on
@@ -170,6 +203,8 @@ struct Frame {
     kind_of_worker: Option<WorkerKind>,
     name: Option<String>,
     models: Option<Vec<String>>,
+    embedding_models: Option<Vec<String>>,
+    endpoint: Option<JobKind>,
     slots: Option<u32>,
     version: Option<String>,
     job_id: Option<String>,
@@ -231,12 +266,14 @@ impl WorkerMessage {
                 kind: need(f.kind_of_worker, k, "kind")?,
                 name: f.name,
                 models: f.models.unwrap_or_default(),
+                embedding_models: f.embedding_models.unwrap_or_default(),
                 slots: need(f.slots, k, "slots")?,
                 version: f.version.unwrap_or_default(),
             },
             "heartbeat" => WorkerMessage::Heartbeat,
             "models" => WorkerMessage::Models {
                 models: need(f.models, k, "models")?,
+                embedding_models: f.embedding_models.unwrap_or_default(),
             },
             "chunk" => WorkerMessage::Chunk {
                 job_id: need(f.job_id, k, "job_id")?,
@@ -275,6 +312,7 @@ impl RouterMessage {
             },
             "job" => RouterMessage::Job {
                 job_id: need(f.job_id, k, "job_id")?,
+                endpoint: f.endpoint.unwrap_or_default(),
                 request: need(f.request, k, "request")?,
             },
             "cancel" => RouterMessage::Cancel {
@@ -318,6 +356,7 @@ mod tests {
             kind: WorkerKind::Gpu,
             name: Some("box-1".into()),
             models: vec!["qwen".into()],
+            embedding_models: Vec::new(),
             slots: 2,
             version: "0.1.0".into(),
         };
@@ -346,6 +385,7 @@ mod tests {
         }
         let job = RouterMessage::Job {
             job_id: "j2".into(),
+            endpoint: JobKind::ChatCompletions,
             request: RawValue::from_string(r#"{"model":"qwen","stream":true}"#.into()).unwrap(),
         };
         assert_eq!(
@@ -357,6 +397,30 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let done = WorkerMessage::parse(r#"{"type":"done","job_id":"j1"}"#).unwrap();
+        // An embeddings job names its endpoint; a chat job's frame is as it always was.
+        let embed = RouterMessage::Job {
+            job_id: "j3".into(),
+            endpoint: JobKind::Embeddings,
+            request: RawValue::from_string(r#"{"model":"e5","input":"hi"}"#.into()).unwrap(),
+        };
+        assert_eq!(
+            embed.to_text(),
+            r#"{"type":"job","job_id":"j3","endpoint":"embeddings","request":{"model":"e5","input":"hi"}}"#
+        );
+        assert!(matches!(
+            RouterMessage::parse(&embed.to_text()).unwrap(),
+            RouterMessage::Job {
+                endpoint: JobKind::Embeddings,
+                ..
+            }
+        ));
+        let hello = WorkerMessage::parse(
+            r#"{"type":"hello","protocol":1,"kind":"gpu","models":["q","e5"],"embedding_models":["e5"],"slots":1}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(&hello, WorkerMessage::Hello { embedding_models, .. } if embedding_models == &["e5".to_string()])
+        );
         assert!(matches!(done, WorkerMessage::Done { usage: None, .. }));
         assert!(WorkerMessage::parse(r#"{"type":"chunk","job_id":"j1"}"#).is_err());
         assert!(WorkerMessage::parse(r#"{"type":"bogus"}"#).is_err());

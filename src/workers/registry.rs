@@ -8,7 +8,7 @@
 //! dropped before its worker said `done` sends `cancel`: a client that goes away stops the
 //! work on the worker.
 
-use super::protocol::{RouterMessage, Usage, WorkerKind};
+use super::protocol::{JobKind, RouterMessage, Usage, WorkerKind};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
@@ -57,6 +57,8 @@ pub struct Hello {
     pub name: String,
     pub version: String,
     pub models: Vec<String>,
+    /// Those of `models` it also serves for embeddings jobs.
+    pub embedding_models: Vec<String>,
     pub slots: u32,
 }
 
@@ -69,6 +71,7 @@ pub struct LiveWorker {
     pub slots: u32,
     pub connected_at: i64,
     models: RwLock<Arc<Vec<String>>>,
+    embedding_models: RwLock<Arc<Vec<String>>>,
     in_use: AtomicU32,
     jobs_served: AtomicU64,
     last_seen_ms: AtomicU64,
@@ -91,8 +94,17 @@ impl LiveWorker {
         self.models.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub fn set_models(self: &Arc<Self>, models: Vec<String>) {
+    /// The models it serves for jobs of `kind`.
+    pub fn models_for(&self, kind: JobKind) -> Arc<Vec<String>> {
+        match kind {
+            JobKind::ChatCompletions => self.models(),
+            JobKind::Embeddings => self.embedding_models.read().unwrap_or_else(|p| p.into_inner()).clone(),
+        }
+    }
+
+    pub fn set_models(self: &Arc<Self>, models: Vec<String>, embedding_models: Vec<String>) {
         *self.models.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(models);
+        *self.embedding_models.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(embedding_models);
         // A newly served model may let a queued request through.
         if let Some(exchange) = self.exchange.get() {
             exchange.capacity_added(self);
@@ -141,7 +153,12 @@ impl LiveWorker {
     }
 
     /// Sends the job; the returned handle yields its events and cancels it if dropped early.
-    pub fn start_job(self: &Arc<Self>, slot: SlotGuard, request: Box<RawValue>) -> Option<WorkerJob> {
+    pub fn start_job(
+        self: &Arc<Self>,
+        slot: SlotGuard,
+        endpoint: JobKind,
+        request: Box<RawValue>,
+    ) -> Option<WorkerJob> {
         let job_id = uuid::Uuid::new_v4().to_string();
         let (events_tx, events) = mpsc::unbounded_channel();
         self.jobs
@@ -157,7 +174,12 @@ impl LiveWorker {
             pushed_back: None,
             clock: None,
         };
-        if self.outbox.send(RouterMessage::Job { job_id, request }).is_err() {
+        let frame = RouterMessage::Job {
+            job_id,
+            endpoint,
+            request,
+        };
+        if self.outbox.send(frame).is_err() {
             return None;
         }
         Some(job)
@@ -200,6 +222,7 @@ impl LiveWorker {
             name: self.name.clone(),
             version: self.version.clone(),
             models: self.models().as_ref().clone(),
+            embedding_models: self.models_for(JobKind::Embeddings).as_ref().clone(),
             slots_total: self.slots,
             slots_in_use: if status == "offline" { 0 } else { self.in_use() },
             jobs_served: self.jobs_served.load(Ordering::Relaxed),
@@ -336,6 +359,8 @@ pub struct WorkerView {
     pub name: String,
     pub version: String,
     pub models: Vec<String>,
+    /// Those of `models` it serves for embeddings too.
+    pub embedding_models: Vec<String>,
     pub slots_total: u32,
     pub slots_in_use: u32,
     pub jobs_served: u64,
@@ -387,6 +412,7 @@ impl WorkerRegistry {
             slots: hello.slots,
             connected_at: crate::store::now_unix(),
             models: RwLock::new(Arc::new(hello.models)),
+            embedding_models: RwLock::new(Arc::new(hello.embedding_models)),
             in_use: AtomicU32::new(0),
             jobs_served: AtomicU64::new(0),
             last_seen_ms: AtomicU64::new(now_ms()),
@@ -528,6 +554,7 @@ mod tests {
             name: format!("w-{token}"),
             version: "test".into(),
             models: vec!["m".into()],
+            embedding_models: Vec::new(),
             slots,
         }
     }
@@ -579,7 +606,11 @@ mod tests {
         let (worker, mut outbox) = registry.register(hello("t1", 1));
         let slot = worker.try_reserve().unwrap();
         let job = worker
-            .start_job(slot, RawValue::from_string("{}".into()).unwrap())
+            .start_job(
+                slot,
+                JobKind::ChatCompletions,
+                RawValue::from_string("{}".into()).unwrap(),
+            )
             .unwrap();
         let job_id = match outbox.recv().await.unwrap() {
             RouterMessage::Job { job_id, .. } => job_id,
@@ -599,7 +630,11 @@ mod tests {
         let (worker, _outbox) = registry.register(hello("t1", 1));
         let slot = worker.try_reserve().unwrap();
         let mut job = worker
-            .start_job(slot, RawValue::from_string("{}".into()).unwrap())
+            .start_job(
+                slot,
+                JobKind::ChatCompletions,
+                RawValue::from_string("{}".into()).unwrap(),
+            )
             .unwrap();
         registry.unregister(&worker);
         assert!(matches!(job.next_event().await, JobEvent::Disconnected));

@@ -3,11 +3,13 @@ and an admin bootstrap done through auxot's own HTTP API (stdlib only)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 import secrets
 import signal
+import struct
 import subprocess
 import threading
 import time
@@ -25,7 +27,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 FAKE_KEY = "sk-fake-valid-key-000000"
 # The GPU worker's key for the same fake: tells its requests apart from the provider's.
 FAKE_WORKER_KEY = "sk-fake-worker-key-000000"
-FAKE_MODELS = ["gpt-4o-mini", "fail-500"]
+FAKE_MODELS = ["gpt-4o-mini", "fail-500", "text-embedding-3-small"]
+# Embeddings (models whose name holds "embedding"; others answer 400 as vLLM does for a chat
+# model): input i gets [i + 0.5, FAKE_EMBEDDING_MARK, -1.0], `dimensions` long, base64
+# (little-endian f32) when asked; usage is one prompt token per input.
+FAKE_EMBEDDING_MARK = 42.0
 FAKE_REPLY = "Hello from fake"
 STREAM_PIECES = ["Hello", " from", " fake", " stream"]
 # Sent in a usage-only chunk (`choices: []`) only when stream_options.include_usage is true.
@@ -169,6 +175,9 @@ def _make_handler(fake: FakeUpstream):
 
         def do_POST(self):  # noqa: N802
             item = self._record()
+            if item.path == "/v1/embeddings":
+                self._embeddings(item)
+                return
             if item.path != "/v1/chat/completions":
                 self._send_json(404, _openai_error(f"no route {item.path}", "invalid_request_error", None))
                 return
@@ -213,6 +222,28 @@ def _make_handler(fake: FakeUpstream):
                     "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
                 },
             )
+
+        def _embeddings(self, item: Recorded) -> None:
+            if not self._authorized(item):
+                return
+            request = item.json() or {}
+            model = request.get("model", "")
+            if "embedding" not in model:
+                self._send_json(400, _openai_error(f"{model} does not support embeddings", "invalid_request_error", None))
+                return
+            inputs = request.get("input")
+            count = len(inputs) if isinstance(inputs, list) else 1
+            dimensions = request.get("dimensions") or 3
+            data = []
+            for i in range(count):
+                vector = ([i + 0.5, FAKE_EMBEDDING_MARK, -1.0] + [0.0] * dimensions)[:dimensions]
+                if request.get("encoding_format") == "base64":
+                    embedding = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+                else:
+                    embedding = vector
+                data.append({"object": "embedding", "index": i, "embedding": embedding})
+            usage = {"prompt_tokens": count, "total_tokens": count}
+            self._send_json(200, {"object": "list", "data": data, "model": model, "usage": usage})
 
         def _stream(
             self, completion_id: str, created: int, model: str, include_usage: bool, tool: str | None = None

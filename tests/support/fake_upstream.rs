@@ -279,6 +279,8 @@ impl FakeState {
             (FakeKind::OpenAi, "GET", "/v1/models") => self.openai_models(),
             (FakeKind::Anthropic, "GET", "/v1/models") => self.anthropic_models(query),
             (FakeKind::OpenAi, "POST", "/v1/chat/completions") => self.openai_chat(&body).await,
+            (FakeKind::OpenAi, "POST", "/v1/embeddings") => self.openai_embeddings(&body),
+            (FakeKind::OpenAi, "POST", "/v1/responses") => self.openai_responses(&body),
             (FakeKind::Anthropic, "POST", "/v1/messages") => self.anthropic_messages(&body),
             (FakeKind::Anthropic, "POST", "/v1/messages/count_tokens") => {
                 json_reply(200, json!({"input_tokens": 4242}))
@@ -331,6 +333,140 @@ impl FakeState {
                 json!({"type": "error", "error": {"type": "authentication_error", "message": message}}),
             ),
         })
+    }
+
+    /// OpenAI embeddings for models whose name holds `embed` (others answer 400, as vLLM
+    /// does for a chat model): input `i` gets `[i + 0.5, <length of the fake's name>, -1]`
+    /// (`dimensions` long), base64 when asked; usage is one token per input unless the
+    /// model's name holds `nousage`; `floats-only` ignores `encoding_format`.
+    fn openai_embeddings(&self, body: &[u8]) -> Response<Body> {
+        use base64::Engine;
+        let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let model = request["model"].as_str().unwrap_or("").to_string();
+        if let Some(status) = *self.fail_with.lock().unwrap() {
+            return json_reply(
+                status,
+                json!({"error": {"message": format!("{} is failing on purpose", self.name), "type": "server_error"}}),
+            );
+        }
+        if !model.contains("embed") {
+            return json_reply(
+                400,
+                json!({"error": {"message": format!("model {model} does not support embeddings"), "type": "invalid_request_error"}}),
+            );
+        }
+        let inputs = match &request["input"] {
+            Value::Array(items) => items.len(),
+            _ => 1,
+        };
+        let dimensions = request["dimensions"].as_u64().unwrap_or(3) as usize;
+        let base64 = request["encoding_format"] == "base64" && !model.contains("floats-only");
+        let data: Vec<Value> = (0..inputs)
+            .map(|i| {
+                let mut vector = vec![i as f32 + 0.5, self.name.len() as f32, -1.0];
+                vector.resize(dimensions, 0.0);
+                let embedding = if base64 {
+                    let bytes: Vec<u8> = vector.iter().flat_map(|f| f.to_le_bytes()).collect();
+                    json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+                } else {
+                    json!(vector)
+                };
+                json!({"object": "embedding", "index": i, "embedding": embedding})
+            })
+            .collect();
+        let mut answer = json!({"object": "list", "data": data, "model": model});
+        if !model.contains("nousage") {
+            answer["usage"] = json!({"prompt_tokens": inputs, "total_tokens": inputs});
+        }
+        json_reply(200, answer)
+    }
+
+    /// The OpenAI Responses API: a reasoning item (with `encrypted_content`) and the message
+    /// "Hello from <name>", as the real event sequence when `stream` is true.
+    fn openai_responses(&self, body: &[u8]) -> Response<Body> {
+        let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let model = request["model"].as_str().unwrap_or("").to_string();
+        if let Some(status) = *self.fail_with.lock().unwrap() {
+            return json_reply(
+                status,
+                json!({"error": {"message": format!("{} is failing on purpose", self.name), "type": "server_error"}}),
+            );
+        }
+        let text = format!("Hello from {}", self.name);
+        let reasoning =
+            json!({"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAAA-opaque=="});
+        let message = |text: &str| {
+            json!({"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
+                "content": [{"type": "output_text", "text": text, "annotations": []}]})
+        };
+        let usage = json!({"input_tokens": 9, "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": 4, "output_tokens_details": {"reasoning_tokens": 1}, "total_tokens": 13});
+        let response = |status: &str, output: Value, usage: Value| {
+            json!({"id": "resp_1", "object": "response", "created_at": 1700000000, "status": status,
+                "model": model, "output": output, "usage": usage})
+        };
+        if request["stream"].as_bool() != Some(true) {
+            return json_reply(200, response("completed", json!([reasoning, message(&text)]), usage));
+        }
+        let mut seq = 0;
+        let mut out = String::new();
+        let mut event = |kind: &str, mut data: Value| {
+            data["type"] = json!(kind);
+            data["sequence_number"] = json!(seq);
+            seq += 1;
+            out += &format!("event: {kind}\ndata: {data}\n\n");
+        };
+        event(
+            "response.created",
+            json!({"response": response("in_progress", json!([]), Value::Null)}),
+        );
+        event(
+            "response.in_progress",
+            json!({"response": response("in_progress", json!([]), Value::Null)}),
+        );
+        event(
+            "response.output_item.added",
+            json!({"output_index": 0, "item": {"type": "reasoning", "id": "rs_1", "summary": []}}),
+        );
+        event(
+            "response.output_item.done",
+            json!({"output_index": 0, "item": reasoning}),
+        );
+        event(
+            "response.output_item.added",
+            json!({"output_index": 1, "item": {"type": "message", "id": "msg_1", "status": "in_progress", "role": "assistant", "content": []}}),
+        );
+        event(
+            "response.content_part.added",
+            json!({"item_id": "msg_1", "output_index": 1, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}),
+        );
+        for word in text.split_inclusive(' ') {
+            event(
+                "response.output_text.delta",
+                json!({"item_id": "msg_1", "output_index": 1, "content_index": 0, "delta": word}),
+            );
+        }
+        event(
+            "response.output_text.done",
+            json!({"item_id": "msg_1", "output_index": 1, "content_index": 0, "text": text}),
+        );
+        event(
+            "response.content_part.done",
+            json!({"item_id": "msg_1", "output_index": 1, "content_index": 0, "part": {"type": "output_text", "text": text, "annotations": []}}),
+        );
+        event(
+            "response.output_item.done",
+            json!({"output_index": 1, "item": message(&text)}),
+        );
+        event(
+            "response.completed",
+            json!({"response": response("completed", json!([reasoning, message(&text)]), usage)}),
+        );
+        Response::builder()
+            .status(200)
+            .header("content-type", "text/event-stream")
+            .body(Body::from(out))
+            .unwrap()
     }
 
     fn openai_models(&self) -> Response<Body> {

@@ -1,0 +1,188 @@
+//! One embeddings request through the dispatcher: the same plan, wait queue, failover and
+//! health as chat (`walk.rs`), over GPU workers that advertised the model for embeddings and
+//! the providers that speak the OpenAI format (Anthropic has no embeddings API). The answer
+//! is read whole, so any failure before it is complete moves on to the next candidate.
+
+use super::attempt::{event_failure, next_event, Dispatcher, MAX_ANSWER_BYTES};
+use super::body::{rewrite, Rewrite};
+use super::error::{DispatchError, TargetFailure, Why};
+use super::plan::Tier;
+use super::stream::{read_whole, Clock};
+use super::walk::{walk, Runner, Walk};
+use crate::providers::{openai, ChatOutcome, LiveProvider, ProviderError};
+use crate::translate::embeddings::{conform_encoding, reported_tokens, Encoding};
+use crate::workers::protocol::JobKind;
+use crate::workers::registry::{JobEvent, SlotGuard};
+use bytes::Bytes;
+use serde_json::value::RawValue;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// An embeddings request as the client sent it, already checked.
+pub struct EmbeddingsCall {
+    /// The OpenAI embeddings body.
+    pub body: Bytes,
+    pub model: String,
+    pub encoding: Encoding,
+    /// `X-Auxot-Provider`.
+    pub provider: Option<String>,
+    /// `X-Auxot-Tier`.
+    pub tiers: Option<Vec<Tier>>,
+    /// `X-Auxot-Wait-Ms`.
+    pub wait: Option<Duration>,
+}
+
+/// Where an embeddings request went and its whole answer.
+pub struct Embedded {
+    pub tier: Tier,
+    pub route: String,
+    /// The model the target ran.
+    pub model: String,
+    pub cloud_model: Option<String>,
+    pub overflow: bool,
+    pub queue_wait: Duration,
+    pub failures: Vec<TargetFailure>,
+    /// The OpenAI embeddings response, vectors in the encoding asked for.
+    pub body: Bytes,
+    /// The input tokens the target reported, if it did.
+    pub input_tokens: Option<u64>,
+}
+
+impl Dispatcher {
+    pub async fn embed(&self, call: EmbeddingsCall) -> Result<Embedded, DispatchError> {
+        let resolved = self.resolve_route(&call.model, call.tiers.as_ref(), call.wait)?;
+        let table = self.providers.routing().openai_format();
+        let alias = self.rules.alias(&resolved.model);
+        let runner = EmbeddingsRunner {
+            dispatcher: self,
+            call: &call,
+        };
+        let walked = walk(
+            Walk {
+                queue: &self.queue,
+                workers: &self.workers,
+                table: &table,
+                health: &self.health,
+                model: &resolved.model,
+                provider: call.provider.as_deref(),
+                order: &resolved.order,
+                alias: alias.as_ref(),
+                turn: self.turn.fetch_add(1, Ordering::Relaxed),
+                wait: resolved.wait,
+                job: JobKind::Embeddings,
+            },
+            &runner,
+        )
+        .await?;
+        let overflow = walked.tier == Tier::Cloud && resolved.order.first().is_some_and(|t| *t != Tier::Cloud);
+        let (body, input_tokens) = walked.reply;
+        Ok(Embedded {
+            tier: walked.tier,
+            route: walked.route,
+            model: walked.model,
+            cloud_model: alias.as_ref().and_then(|a| a.cloud.clone()),
+            overflow,
+            queue_wait: walked.queue_wait,
+            failures: walked.failures,
+            body,
+            input_tokens,
+        })
+    }
+}
+
+struct EmbeddingsRunner<'a> {
+    dispatcher: &'a Dispatcher,
+    call: &'a EmbeddingsCall,
+}
+
+impl EmbeddingsRunner<'_> {
+    /// The client's body for `model`: as sent, the model swapped where the target names it
+    /// otherwise (an alias, an undated name).
+    fn body_for(&self, model: &str) -> Result<Bytes, Why> {
+        if model == self.call.model {
+            return Ok(self.call.body.clone());
+        }
+        rewrite(
+            &self.call.body,
+            Rewrite {
+                model: Some(model),
+                ..Rewrite::default()
+            },
+        )
+        .map_err(|e| Why::Untranslatable(e.to_string()))
+    }
+
+    /// The answer checked and in the client's encoding, with the tokens it reports.
+    fn finish(&self, answer: Bytes) -> Result<(Bytes, Option<u64>), Why> {
+        let body = match conform_encoding(&answer, self.call.encoding) {
+            Ok(Some(converted)) => Bytes::from(converted),
+            Ok(None) => answer,
+            Err(e) => return Err(Why::BadChunk(e.to_string())),
+        };
+        let tokens = reported_tokens(&body);
+        Ok((body, tokens))
+    }
+}
+
+impl Runner for EmbeddingsRunner<'_> {
+    type Reply = (Bytes, Option<u64>);
+
+    async fn run_worker(&self, slot: SlotGuard, tier: Tier, model: &str) -> Result<Self::Reply, Why> {
+        let body = self.body_for(model)?;
+        let text = String::from_utf8(body.to_vec()).map_err(|e| Why::BadChunk(e.to_string()))?;
+        let raw = RawValue::from_string(text).map_err(|e| Why::BadChunk(e.to_string()))?;
+        let worker = slot.worker().clone();
+        let clock = Clock::start(self.dispatcher.phases(tier));
+        let mut job = worker
+            .start_job(slot, JobKind::Embeddings, raw)
+            .ok_or(Why::WorkerGone)?;
+        let mut answer: Option<Box<RawValue>> = None;
+        let mut deadline = clock.headers_deadline();
+        loop {
+            match next_event(&mut job, deadline).await? {
+                JobEvent::Chunk(chunk) if answer.is_none() => answer = Some(chunk),
+                JobEvent::Chunk(_) => return Err(Why::BadChunk("more than one answer to an embeddings job".into())),
+                JobEvent::Done(usage) => {
+                    let answer =
+                        answer.ok_or_else(|| Why::BadChunk("an embeddings job ended without an answer".into()))?;
+                    let (body, reported) = self.finish(Bytes::from(answer.get().to_string()))?;
+                    return Ok((body, reported.or(usage.map(|u| u.prompt_tokens))));
+                }
+                other => return Err(event_failure(other)),
+            }
+            deadline = clock.idle_deadline();
+        }
+    }
+
+    async fn run_cloud(&self, provider: &Arc<LiveProvider>, model: &str) -> Result<Self::Reply, Why> {
+        let dispatcher = self.dispatcher;
+        let key = provider.open_key(&dispatcher.master).map_err(|e| {
+            tracing::error!(provider = %provider.name, error = %e, "cannot open a stored provider key");
+            Why::KeyUnreadable
+        })?;
+        let body = self.body_for(model)?;
+        let clock = Clock::start(dispatcher.phases(Tier::Cloud));
+        let (_, phase, limit) = clock.headers_deadline();
+        let outcome = openai::post(
+            &dispatcher.http,
+            &provider.base_url,
+            key.as_ref(),
+            "/embeddings",
+            body,
+            limit,
+        )
+        .await;
+        let reply = match outcome {
+            Ok(ChatOutcome::Reply(reply)) => reply,
+            Ok(ChatOutcome::Failed(failure)) => return Err(Why::Status(failure)),
+            Err(ProviderError::Timeout(_)) => return Err(Why::Timeout { phase, limit }),
+            Err(e) => return Err(Why::Provider(e)),
+        };
+        if !(200..300).contains(&reply.status) {
+            return Err(Why::BadChunk(format!("answered with status {}", reply.status)));
+        }
+        let whole = read_whole(reply.body, clock, MAX_ANSWER_BYTES).await?;
+        self.finish(whole)
+    }
+}

@@ -1,0 +1,197 @@
+//! The GPU worker's embeddings: which of the model server's models embed (each asked once
+//! with a one-word request, since `GET /models` does not say), and embeddings jobs, each one
+//! `POST {upstream}/embeddings` whose whole answer goes to the router as one `chunk`.
+
+use crate::crypto::Secret;
+use crate::translate::embeddings::{conform_encoding, read_request, reported_tokens, Encoding};
+use crate::workers::client::{ChunkSink, Job, JobOutcome};
+use crate::workers::protocol::Usage;
+use serde_json::value::RawValue;
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+/// A model server may load the model to answer the probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Probing stops after this long per models refresh, so a server with many models (each
+/// loaded to answer) never holds the worker's connect back for long; the rest are asked at
+/// the next refresh.
+const PROBE_BUDGET: Duration = Duration::from_secs(15);
+/// An embeddings answer bigger than this fails the job rather than being held.
+const MAX_ANSWER: usize = 128 * 1024 * 1024;
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// The model server the worker sits beside.
+pub struct Upstream<'a> {
+    pub http: &'a reqwest::Client,
+    /// Base URL without a trailing slash, e.g. `http://127.0.0.1:8000/v1`.
+    pub base: &'a str,
+    pub key: Option<&'a Secret>,
+}
+
+impl Upstream<'_> {
+    fn post(&self, body: String) -> reqwest::RequestBuilder {
+        let request = self
+            .http
+            .post(format!("{}/embeddings", self.base))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        match self.key {
+            Some(key) => request.bearer_auth(key.expose()),
+            None => request,
+        }
+    }
+
+    fn scrub(&self, text: String) -> String {
+        match self.key.map(Secret::expose).filter(|k| k.len() >= 4) {
+            Some(key) if text.contains(key) => text.replace(key, "[redacted]"),
+            _ => text,
+        }
+    }
+}
+
+/// Which models embed, as the model server answered the probe.
+#[derive(Default)]
+pub struct EmbeddingModels {
+    verdicts: Mutex<HashMap<String, bool>>,
+    /// Of the models last advertised, those that embed.
+    current: Mutex<Vec<String>>,
+}
+
+impl EmbeddingModels {
+    /// Probes the models not judged yet and remembers which of `models` embed. A model
+    /// the server could not be asked about (unreachable, timed out) is asked again next time.
+    pub async fn update(&self, upstream: &Upstream<'_>, models: &[String]) {
+        let unjudged: Vec<&String> = {
+            let verdicts = self.verdicts.lock().unwrap_or_else(PoisonError::into_inner);
+            models.iter().filter(|m| !verdicts.contains_key(*m)).collect()
+        };
+        let started = std::time::Instant::now();
+        for model in unjudged {
+            if started.elapsed() > PROBE_BUDGET {
+                tracing::info!("more models to ask about embeddings at the next models refresh");
+                break;
+            }
+            if let Some(embeds) = probe(upstream, model).await {
+                tracing::info!(model = %model, embeds, "asked the model server whether the model serves embeddings");
+                self.verdicts
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(model.clone(), embeds);
+            }
+        }
+        let verdicts = self.verdicts.lock().unwrap_or_else(PoisonError::into_inner);
+        let embedding: Vec<String> = models
+            .iter()
+            .filter(|m| verdicts.get(*m) == Some(&true))
+            .cloned()
+            .collect();
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = embedding;
+    }
+
+    pub fn current(&self) -> Vec<String> {
+        self.current.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+/// `Some(true)` when the server embeds with `model`, `Some(false)` when it answers that it
+/// does not (llama.cpp without `--embeddings` answers 501, vLLM 400 or 404), `None` when it
+/// could not be asked.
+async fn probe(upstream: &Upstream<'_>, model: &str) -> Option<bool> {
+    let body = serde_json::json!({"model": model, "input": "auxot"}).to_string();
+    let response = match upstream.post(body).timeout(PROBE_TIMEOUT).send().await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::warn!(model = %model, error = %crate::providers::describe_reqwest_error(e), "cannot ask the model server about embeddings");
+            return None;
+        }
+    };
+    if !response.status().is_success() {
+        return Some(false);
+    }
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        data: Vec<serde::de::IgnoredAny>,
+    }
+    let body = response.bytes().await.ok()?;
+    Some(serde_json::from_slice::<Answer>(&body).is_ok_and(|a| !a.data.is_empty()))
+}
+
+/// Runs one embeddings job: the client's request goes to the model server as it is; its
+/// answer (vectors in the encoding the client asked for) goes to the router whole.
+pub async fn run_job(upstream: &Upstream<'_>, job: Job, out: &ChunkSink) -> JobOutcome {
+    let encoding = read_request(job.request.get().as_bytes()).map_or(Encoding::Float, |r| r.encoding);
+    let mut response = match upstream.post(job.request.get().to_string()).send().await {
+        Ok(response) => response,
+        Err(e) => {
+            let detail = crate::providers::describe_reqwest_error(e);
+            return JobOutcome::failed(format!("cannot reach the model server: {detail}"), None);
+        }
+    };
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let limit = if status.is_success() {
+        MAX_ANSWER
+    } else {
+        MAX_ERROR_BODY
+    };
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(piece)) => {
+                if body.len() + piece.len() > limit {
+                    if !status.is_success() {
+                        break;
+                    }
+                    return JobOutcome::failed(
+                        format!(
+                            "the model server's embeddings answer is larger than {} MiB",
+                            MAX_ANSWER / (1024 * 1024)
+                        ),
+                        Some(502),
+                    );
+                }
+                body.extend_from_slice(&piece);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                let detail = crate::providers::describe_reqwest_error(e);
+                return JobOutcome::failed(format!("the model server's answer broke off: {detail}"), None);
+            }
+        }
+    }
+    if !status.is_success() {
+        let message = upstream.scrub(crate::providers::error_message(&body));
+        return match retry_after {
+            Some(retry_after) => JobOutcome::Throttled {
+                message,
+                status: Some(status.as_u16()),
+                retry_after: Some(retry_after),
+                limited_until: None,
+            },
+            None => JobOutcome::failed(message, Some(status.as_u16())),
+        };
+    }
+    let body = match conform_encoding(&body, encoding) {
+        Ok(Some(converted)) => converted,
+        Ok(None) => body,
+        Err(e) => return JobOutcome::failed(format!("the model server's {e}"), Some(502)),
+    };
+    let usage = reported_tokens(&body).map(|prompt| Usage::new(prompt, 0));
+    let text = match String::from_utf8(body) {
+        Ok(text) => text,
+        Err(e) => return JobOutcome::failed(format!("the model server's answer is not UTF-8: {e}"), Some(502)),
+    };
+    let answer = match RawValue::from_string(text) {
+        Ok(answer) => answer,
+        Err(e) => return JobOutcome::failed(format!("the model server's answer is not JSON: {e}"), Some(502)),
+    };
+    match out.send(answer).await {
+        Ok(()) => JobOutcome::Done(usage),
+        Err(closed) => JobOutcome::failed(closed.to_string(), None),
+    }
+}
