@@ -4,6 +4,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -85,6 +86,35 @@ export async function startFakeOpenAI() {
     baseUrl: `http://127.0.0.1:${port}/v1`,
     requests,
     close: () => new Promise((resolve) => server.close(resolve)),
+  };
+}
+
+/**
+ * A "provider" that accepts connections and never answers a byte: the slow base URL. Counts
+ * connections opened and closed, so a test can see auxot hang up once the browser cancels.
+ */
+export async function startSilentServer() {
+  const counts = { opened: 0, closed: 0 };
+  const sockets = new Set();
+  const server = net.createServer((socket) => {
+    counts.opened++;
+    sockets.add(socket);
+    socket.on('data', () => {});
+    socket.on('close', () => {
+      counts.closed++;
+      sockets.delete(socket);
+    });
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address();
+  return {
+    baseUrl: `http://127.0.0.1:${port}/v1`,
+    counts,
+    close: () =>
+      new Promise((resolve) => {
+        for (const socket of sockets) socket.destroy();
+        server.close(resolve);
+      }),
   };
 }
 

@@ -4,14 +4,16 @@
 // routing → 360 px → logout. Screenshots land in docs/screenshots/.
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { FAKE_KEYS, launchBrowser, screenshotDir, startAuxot, startFakeOpenAI, startWorkerFromCommand } from './harness.mjs';
+import { FAKE_KEYS, launchBrowser, screenshotDir, startAuxot, startFakeOpenAI, startSilentServer, startWorkerFromCommand } from './harness.mjs';
 
 const ADMIN = { username: 'admin', password: 'correct-horse-battery' };
 
 let fake;
+let silent;
 let auxot;
 let browser;
 let page;
@@ -22,6 +24,7 @@ let failed = false;
 before(async () => {
   mkdirSync(screenshotDir, { recursive: true });
   fake = await startFakeOpenAI();
+  silent = await startSilentServer();
   auxot = await startAuxot();
   browser = await launchBrowser();
   page = browser.context.pages()[0] ?? (await browser.context.newPage());
@@ -33,7 +36,17 @@ after(async () => {
   await browser?.close();
   await auxot?.stop();
   await fake?.close();
+  await silent?.close();
 });
+
+/** A loopback port nothing listens on (it was free a moment ago). */
+async function closedPort() {
+  const server = net.createServer();
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
 
 /** A step of one story: once a step fails, the later ones are skipped, not piled on. */
 function step(name, body) {
@@ -125,6 +138,47 @@ step('the assistant, with no model anywhere, says so plainly and points to Provi
   await page.getByRole('list', { name: 'Past conversations' }).getByRole('button', { name: /List all available models/ }).waitFor();
   await nav('Providers').click();
   await heading('Providers').waitFor();
+});
+
+step('a provider that never answers: the check shows its progress and Cancel stops it, saving nothing', async () => {
+  await page.getByRole('button', { name: 'Add provider' }).click();
+  await page.getByRole('heading', { name: 'Add a provider' }).waitFor();
+  await page.getByLabel('Type').selectOption('openai-compatible');
+  await page.getByLabel('Name').fill('stalled');
+  await page.getByLabel('Base URL').fill(silent.baseUrl);
+  await page.getByLabel('API key').fill(FAKE_KEYS.first);
+  await page.getByRole('button', { name: 'Add provider', exact: true }).click();
+  const progress = page.getByTestId('slow-progress');
+  await progress.getByText('asking the provider for its model list').waitFor();
+  // The elapsed time counts up while auxot waits.
+  await progress.getByTestId('elapsed').getByText(/^[1-9]\d* s of at most 30 s$/).waitFor({ timeout: 5_000 });
+  assert.equal(silent.counts.opened, 1, 'auxot is waiting on the silent provider');
+  await shot('providers-slow-check');
+  await progress.getByRole('button', { name: 'Cancel the check' }).click();
+  await status('Cancelled. Nothing was saved').waitFor();
+  await progress.waitFor({ state: 'detached' });
+  // The form is usable again, and the server hung up on the provider: it stopped the check.
+  assert.equal(await page.getByRole('button', { name: 'Add provider', exact: true }).isEnabled(), true);
+  assert.equal(await page.getByLabel('Base URL').inputValue(), silent.baseUrl, 'what was typed is kept');
+  const deadline = Date.now() + 5_000;
+  while (silent.counts.closed < 1) {
+    if (Date.now() > deadline) assert.fail('auxot kept waiting on the provider after the browser cancelled');
+    await page.waitForTimeout(100);
+  }
+  const listed = await page.evaluate(async () => (await (await fetch('/api/providers', { credentials: 'same-origin' })).json()).data);
+  assert.deepEqual(listed, [], 'nothing was saved');
+  await page.getByText('No provider yet').waitFor();
+  // A refused connection reads as plain words; the raw network error waits behind “Details”.
+  await page.getByLabel('Base URL').fill(`http://127.0.0.1:${await closedPort()}/v1`);
+  await page.getByRole('button', { name: 'Add provider', exact: true }).click();
+  const refused = alert('Nothing answered at that address');
+  await refused.waitFor();
+  assert.equal(await refused.getByText(/os error/i).first().isVisible(), false, 'the raw error is folded away');
+  await refused.getByText('Details').click();
+  await refused.locator('code').getByText(/connection refused|os error 111/i).waitFor();
+  await shot('providers-unreachable');
+  await page.getByRole('button', { name: 'Cancel', exact: true }).click();
+  await page.getByRole('heading', { name: 'Add a provider' }).waitFor({ state: 'detached' });
 });
 
 step('adding a provider: a rejected key shows the provider’s message, a good key adds it', async () => {
@@ -238,19 +292,20 @@ step('an API key is shown once and works for a chat completion', async () => {
   assert.equal(reply.headers.get('x-auxot-route'), 'openai');
   assert.ok(fake.requests.some((r) => r.url === '/v1/chat/completions' && r.key === FAKE_KEYS.second), 'the rotated key is the one used');
 
+  const limits = page.getByRole('region', { name: 'Limits of “e2e-client”' });
   await page.getByRole('button', { name: 'Limits of API key e2e-client' }).click();
-  await page.getByLabel('Requests per minute').fill('-3');
+  await limits.getByLabel('Requests per minute').fill('-3');
   await page.getByRole('button', { name: 'Save limits' }).click();
   await alert('Requests per minute must be a whole number').waitFor();
-  await page.getByLabel('Requests per minute').fill('600');
-  await page.getByLabel('Monthly cloud spend cap (USD)').fill('25');
+  await limits.getByLabel('Requests per minute').fill('600');
+  await limits.getByLabel('Monthly cloud spend cap (USD)').fill('25');
   await page.getByRole('button', { name: 'Save limits' }).click();
   await status('Saved the limits of “e2e-client”').waitFor();
   await page.getByRole('row').filter({ hasText: 'e2e-client' }).getByText('600 requests/min, $25.00/month cloud spend').waitFor();
   // Governance: a model allow-list is enforced by the server in the caller's dialect.
   await page.getByRole('button', { name: 'Limits of API key e2e-client' }).click();
-  await page.getByLabel('Allowed models').fill('gpt-4o-mini, auto');
-  await page.getByLabel('Tokens per minute').fill('100000');
+  await limits.getByLabel('Allowed models').fill('gpt-4o-mini, auto');
+  await limits.getByLabel('Tokens per minute').fill('100000');
   await page.getByRole('button', { name: 'Save limits' }).click();
   await status('Saved the limits of “e2e-client”').waitFor();
   const keyRow = page.getByRole('row').filter({ hasText: 'e2e-client' });
@@ -269,6 +324,76 @@ step('an API key is shown once and works for a chat completion', async () => {
   await page.getByRole('button', { name: 'Create key' }).click();
   await alert('already exists').waitFor();
   await shot('api-keys');
+});
+
+step('a key is created with its governance; the server enforces it in each dialect', async () => {
+  await nav('API keys').click();
+  await heading('API keys').waitFor();
+  const form = page.getByRole('region', { name: 'Create a key' });
+  await form.getByLabel('Key name').fill('ci-limited');
+  await form.getByLabel('Requests per minute').fill('60');
+  await form.getByLabel('Tokens per minute').fill('20000');
+  await form.getByLabel('Monthly cloud spend cap (USD)').fill('5');
+  await form.getByRole('button', { name: 'Allow gpt-4o-mini' }).click();
+  assert.equal(await form.getByLabel('Allowed models').inputValue(), 'gpt-4o-mini');
+  await form.getByLabel('cloud', { exact: true }).check();
+  await form.getByRole('button', { name: 'Create key' }).click();
+  await page.getByRole('region', { name: 'New API key' }).getByText('Copy the key “ci-limited” now.').waitFor();
+  const limitedKey = (await page.getByTestId('new-api-key').innerText()).trim();
+  const row = page.getByRole('row').filter({ hasText: 'ci-limited' });
+  await row.getByText('60 requests/min, 20,000 tokens/min, $5.00/month cloud spend').waitFor();
+  await row.getByText('gpt-4o-mini').waitFor();
+  await row.getByText('on cloud').waitFor();
+  assert.equal(await form.getByLabel('Requests per minute').inputValue(), '', 'the form is cleared for the next key');
+
+  const chat = (key, model) =>
+    fetch(auxot.url + '/v1/chat/completions', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model, messages: [{ role: 'user', content: 'Hello' }] }),
+    });
+  assert.equal((await chat(limitedKey, 'gpt-4o-mini')).status, 200);
+  const refused = await chat(limitedKey, 'gpt-4o');
+  assert.equal(refused.status, 403);
+  assert.equal((await refused.json()).error.code, 'model_not_allowed');
+
+  // An expiry in the past: the key exists but is refused, 401 in the OpenAI and the Anthropic shape.
+  await form.getByLabel('Key name').fill('contractor');
+  await form.getByLabel('Expires on').fill('2020-01-31');
+  await form.getByRole('button', { name: 'Create key' }).click();
+  await page.getByRole('region', { name: 'New API key' }).getByText('Copy the key “contractor” now.').waitFor();
+  const expiredKey = (await page.getByTestId('new-api-key').innerText()).trim();
+  assert.notEqual(expiredKey, limitedKey);
+  await page.getByRole('row').filter({ hasText: 'contractor' }).getByText('expired', { exact: true }).waitFor();
+  const openai = await chat(expiredKey, 'gpt-4o-mini');
+  assert.equal(openai.status, 401);
+  assert.equal((await openai.json()).error.code, 'expired_api_key');
+  const anthropic = await fetch(auxot.url + '/v1/messages', {
+    method: 'POST',
+    headers: { 'x-api-key': expiredKey, 'anthropic-version': '2023-06-01', 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'gpt-4o-mini', max_tokens: 5, messages: [{ role: 'user', content: 'Hello' }] }),
+  });
+  assert.equal(anthropic.status, 401);
+  const anthropicBody = await anthropic.json();
+  assert.equal(anthropicBody.type, 'error');
+  assert.equal(anthropicBody.error.type, 'authentication_error');
+
+  // A taken name is refused beside the field, and nothing else is lost from the form.
+  await form.getByLabel('Key name').fill('CI-Limited');
+  await form.getByLabel('Requests per minute').fill('30');
+  await form.getByRole('button', { name: 'Create key' }).click();
+  const nameField = form.locator('.field').filter({ has: page.getByLabel('Key name') });
+  await nameField.getByRole('alert').getByText('already exists').waitFor();
+  assert.equal(await form.getByLabel('Key name').getAttribute('aria-invalid'), 'true');
+  assert.equal(await form.getByLabel('Requests per minute').inputValue(), '30');
+  await shot('api-keys-create');
+  await page.setViewportSize({ width: 360, height: 740 });
+  const width = await page.evaluate(() => document.documentElement.scrollWidth);
+  assert.ok(width <= 360, `API keys fit 360 px (page is ${width} px wide)`);
+  await shot('mobile-api-keys');
+  await page.setViewportSize({ width: 1280, height: 800 });
+  await form.getByLabel('Key name').fill('');
+  await form.getByLabel('Requests per minute').fill('');
 });
 
 step('usage shows the request (or says accounting is not in this build)', async () => {
