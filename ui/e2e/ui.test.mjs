@@ -8,7 +8,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { FAKE_KEYS, launchBrowser, screenshotDir, startAuxot, startFakeOpenAI, startSilentServer, startWorkerFromCommand } from './harness.mjs';
+import { FAKE_KEYS, launchBrowser, screenshotDir, startAuxot, startFakeOpenAI, runPastedCommand, startSilentServer } from './harness.mjs';
 
 const ADMIN = { username: 'admin', password: 'correct-horse-battery' };
 
@@ -436,6 +436,27 @@ step('a price is validated, set, and listed on the Usage page', async () => {
   assert.deepEqual(price && [price.input_per_mtok, price.output_per_mtok], [0.35, 0.6]);
 });
 
+step('spend avoided: the pricing rule is shown and a per-worker cloud model is set', async () => {
+  await nav('Usage').click();
+  await heading('Usage').waitFor();
+  const section = page.getByRole('region', { name: 'How spend avoided is priced' });
+  await section.getByTestId('equivalent-default').getByText('gpt-4o-mini').waitFor();
+  await section.getByTestId('equivalent-default').getByText(/per million tokens/).waitFor();
+  await section.getByRole('button', { name: 'Add a worker setting' }).click();
+  await section.getByLabel('Worker 1', { exact: true }).fill('gpu-box-1');
+  await section.getByLabel('Priced as (worker 1)').fill('no-such-model');
+  await section.getByRole('button', { name: 'Save pricing' }).click();
+  await section.getByRole('alert').getByText('has no price').waitFor();
+  await section.getByLabel('Priced as (worker 1)').fill('my-finetune-1');
+  await section.getByText('$0.35 in / $0.60 out per million tokens').waitFor();
+  await section.getByRole('button', { name: 'Save pricing' }).click();
+  await section.getByRole('status').getByText('Saved.').waitFor();
+  const settings = await page.evaluate(async () => (await fetch('/api/usage/equivalents', { credentials: 'same-origin' })).json());
+  assert.deepEqual(settings.by_worker, { 'gpu-box-1': 'my-finetune-1' });
+  await section.scrollIntoViewIfNeeded();
+  await shot('usage-pricing');
+});
+
 step('a worker token shows its command once; a real worker connects, then is cut off by revoking', async () => {
   await nav('Workers').click();
   await heading('Workers').waitFor();
@@ -450,7 +471,11 @@ step('a worker token shows its command once; a real worker connects, then is cut
   const token = (await page.getByTestId('worker-token').innerText()).trim();
   assert.match(token, /^auxw_/);
   assert.equal((await page.getByTestId('upstream-check').innerText()).trim(), `curl -fsS ${fake.baseUrl}/models`);
-  const command = (await page.getByTestId('worker-command').innerText()).trim();
+  // Copy the command with its Copy button, as a user would.
+  await browser.context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: auxot.url });
+  await page.getByRole('button', { name: 'Copy command' }).click();
+  const command = (await page.evaluate(() => navigator.clipboard.readText())).trim();
+  assert.equal(command, (await page.getByTestId('worker-command').innerText()).trim(), 'the clipboard holds the command shown');
   assert.equal(command, `AUXOT_WORKER_TOKEN=${token} auxot worker gpu --server ${auxot.url} --name gpu-box-1 --slots 4 --upstream ${fake.baseUrl}`);
   const envFile = (await page.getByTestId('worker-env').innerText()).trim();
   assert.match(envFile, new RegExp(`^AUXOT_WORKER_TOKEN=${token}$`, 'm'));
@@ -459,8 +484,9 @@ step('a worker token shows its command once; a real worker connects, then is cut
   await tokenRow.getByText('waiting for the worker').waitFor();
   await page.getByTestId('worker-wait').getByText('Waiting for the worker to connect').waitFor();
 
-  // The command runs as pasted (only the model server's own key is added: it is not auxot's to know).
-  worker = startWorkerFromCommand(command, { AUXOT_UPSTREAM_KEY: FAKE_KEYS.gpu });
+  // The command runs as pasted into a shell, with auxot on PATH (only the model server's own key
+  // is added: it is not auxot's to know).
+  worker = runPastedCommand(command, { AUXOT_UPSTREAM_KEY: FAKE_KEYS.gpu });
   // No reload: the table refreshes itself every 2 s.
   const row = page.getByRole('row').filter({ hasText: 'qwen2.5-coder-7b-instruct' });
   await row.waitFor({ timeout: 20_000 }).catch((e) => {
@@ -470,7 +496,30 @@ step('a worker token shows its command once; a real worker connects, then is cut
   await row.getByText('0 / 4').waitFor();
   await tokenRow.getByTestId('token-status').getByText('connected').waitFor();
   await page.getByTestId('worker-wait').getByText('connected').waitFor();
+  await tokenRow.getByText('gpu-box-1').first().waitFor();
   await shot('workers');
+
+  // The worker serves a real request; the Requests page says what its answer was valued at.
+  const workerKey = await page.evaluate(async () => {
+    const r = await fetch('/api/api-keys', { method: 'POST', credentials: 'same-origin', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'worker-e2e', role: 'client' }) });
+    return (await r.json()).key;
+  });
+  const served = await fetch(auxot.url + '/v1/chat/completions', {
+    method: 'POST',
+    headers: { authorization: `Bearer ${workerKey}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'qwen2.5-coder-7b-instruct', messages: [{ role: 'user', content: 'Hello' }] }),
+  });
+  assert.equal(served.status, 200, await served.clone().text());
+  assert.equal(served.headers.get('x-auxot-tier'), 'gpu');
+  await nav('Requests').click();
+  await heading('Requests').waitFor();
+  const gpuRow = page.getByTestId('request-row').filter({ hasText: 'worker-e2e' }).first();
+  await gpuRow.locator('.tier-badge').getByText('gpu', { exact: true }).waitFor();
+  await gpuRow.getByText('gpu-box-1').waitFor();
+  await gpuRow.getByRole('button', { name: 'Trail' }).click();
+  await page.getByTestId('request-equivalent').getByText('Spend avoided priced as my-finetune-1 (the worker’s setting)').waitFor();
+  await nav('Workers').click();
+  await heading('Workers').waitFor();
 
   await page.getByRole('button', { name: 'Revoke worker token gpu-box-1' }).click();
   await confirmDialog('Revoke token');
@@ -571,54 +620,120 @@ step('the overview sums everything up', async () => {
   await shot('overview');
 });
 
-step('the Requests page lists requests live, filters them and shows the failover trail (sample data)', async () => {
-  const probe = await page.evaluate(async () => (await fetch('/api/requests?limit=1', { credentials: 'same-origin' })).status);
+step('the Requests page follows real requests live: tier, models, tokens, cost, timing, the failover trail, filters', async () => {
+  // A provider tried first that answers 503: requests fail over from it to “openai”.
+  const setup = await page.evaluate(async (args) => {
+    const post = async (path, body) => {
+      const r = await fetch(path, { method: 'POST', credentials: 'same-origin', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      return { status: r.status, body: await r.json() };
+    };
+    const provider = await post('/api/providers', { name: 'flaky', type: 'openai-compatible', base_url: args.baseUrl, api_key: args.flaky, priority: 1 });
+    const quiet = await post('/api/providers', { name: 'quiet', type: 'openai-compatible', base_url: args.baseUrl, api_key: args.quiet, priority: 200 });
+    const key = await post('/api/api-keys', { name: 'requests-e2e', role: 'client' });
+    return { provider, quiet, key };
+  }, { baseUrl: fake.baseUrl, flaky: FAKE_KEYS.flaky, quiet: FAKE_KEYS.quiet });
+  assert.equal(setup.provider.status, 201, JSON.stringify(setup.provider.body));
+  assert.equal(setup.quiet.status, 201, JSON.stringify(setup.quiet.body));
+  assert.equal(setup.key.status, 201, JSON.stringify(setup.key.body));
+  const key = setup.key.body.key;
+  const chat = async (model) => {
+    const reply = await fetch(auxot.url + '/v1/chat/completions', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model, messages: [{ role: 'user', content: 'Say hi from the requests page' }] }),
+    });
+    assert.equal(reply.status, 200, await reply.clone().text());
+    return reply;
+  };
+
   await nav('Requests').click();
   await heading('Requests').waitFor();
-  if (probe === 404) await page.getByTestId('requests-unavailable').waitFor();
-  else await page.getByTestId('request-row').first().waitFor();
+  const rows = page.getByTestId('request-row');
+  await rows.first().waitFor();
+  const before = await rows.count();
 
-  let served = 2;
-  const queries = [];
-  await page.route('**/api/requests?*', (route) => {
-    const url = new URL(route.request().url());
-    queries.push(url.searchParams);
-    route.fulfill({ status: 200, contentType: 'application/json', body: JSON.stringify({ requests: sampleRequests(served), next_cursor: null }) });
-  });
-  try {
-    await page.reload();
-    await heading('Requests').waitFor();
-    const rows = page.getByTestId('request-row');
-    await rows.nth(1).waitFor();
-    assert.equal(await rows.count(), 2);
-    // Live: new rows appear without a reload.
-    served = 4;
-    await rows.nth(3).waitFor({ timeout: 10_000 });
-    const first = rows.first();
-    await first.getByText('openai').waitFor();
-    await first.getByText('1 failover').waitFor();
-    await first.getByTitle('$0.000412').waitFor();
-    await first.getByText('< $0.01').waitFor();
-    await first.getByRole('button', { name: 'Trail' }).click();
-    const trail = page.getByTestId('request-trail');
-    await trail.getByText('every slot busy for 1.2 s (queue timeout)').waitFor();
-    await trail.getByText('served it').waitFor();
-    await shot('requests');
-    await page.getByLabel('Tier').selectOption('cloud');
-    await page.getByLabel(/^Model/).fill('auto');
-    await page.getByRole('button', { name: 'Apply filters' }).click();
-    await page.waitForFunction(() => window.location.search.includes('tier=cloud'));
-    assert.ok(queries.some((q) => q.get('tier') === 'cloud' && q.get('model') === 'auto' && q.get('limit') === '50'), 'the filters reach the API');
-    assert.ok(!(await page.content()).includes('Say hi'), 'no prompt text on the page');
-    await page.setViewportSize({ width: 360, height: 740 });
-    await page.reload();
-    await rows.first().waitFor();
-    const width = await page.evaluate(() => document.documentElement.scrollWidth);
-    assert.ok(width <= 360, `no sideways scrolling at 360 px (page is ${width} px wide)`);
-    await shot('mobile-requests');
-    await page.setViewportSize({ width: 1280, height: 800 });
-  } finally {
-    await page.unroute('**/api/requests?*');
+  // No reload from here on: the table refreshes itself.
+  const failedOver = await chat('gpt-4o-mini');
+  assert.equal(failedOver.headers.get('x-auxot-route'), 'openai');
+  await rows.nth(before).waitFor({ timeout: 10_000 });
+  const first = rows.first();
+  await first.getByText('requests-e2e').waitFor();
+  await first.locator('.tier-badge').getByText('cloud', { exact: true }).waitFor();
+  await first.getByText('openai', { exact: true }).waitFor();
+  await first.getByText('1 failover').waitFor();
+  await first.getByText('12 / 7').waitFor();
+  const cost = first.locator('td[data-label="Cost"] [title^="$"]').first();
+  assert.match((await cost.getAttribute('title')) ?? '', /^\$0\.0000\d+$/, 'the exact cost is on hover');
+  await first.locator('td[data-label="Cost"]').getByText('< $0.01').first().waitFor();
+  for (const column of ['TTFB', 'Total']) {
+    assert.match((await first.locator(`td[data-label="${column}"]`).innerText()).trim(), /^\d[\d,.]* (ms|s)$/, `${column} is a duration`);
+  }
+  await first.getByRole('button', { name: 'Trail' }).click();
+  const trail = page.getByTestId('request-trail');
+  await trail.locator('li.failed').getByText('flaky').waitFor();
+  await trail.locator('li.failed').getByText(/503/).waitFor();
+  await trail.locator('li.served').getByText('served it').waitFor();
+
+  // An alias: the model asked and the model served differ.
+  await chat('coder');
+  await rows.nth(before + 1).waitFor({ timeout: 10_000 });
+  await rows.first().locator('td[data-label="Model"]').getByText('coder').waitFor();
+  await rows.first().locator('td[data-label="Model"]').getByText('→ gpt-4o-mini').waitFor();
+
+  // An upstream that reports no usage: the tokens are estimated, and the row says so.
+  await chat('quiet/gpt-4o-mini');
+  await rows.nth(before + 2).waitFor({ timeout: 10_000 });
+  const guessed = rows.first().getByTestId('estimated');
+  await guessed.getByText('≈ estimated').waitFor();
+  assert.match((await guessed.getAttribute('title')) ?? '', /reported no usage/);
+  assert.equal(await rows.nth(1).getByTestId('estimated').count(), 0, 'reported counts are not marked');
+  const overflow = await page.getByTestId('requests-table').evaluate((table) => table.parentElement.scrollWidth - table.parentElement.clientWidth);
+  assert.ok(overflow <= 0, `the requests table fits the page at 1280 px (${overflow} px too wide)`);
+  await shot('requests');
+
+  // Filters reach the API and the address bar; the live refresh keeps them.
+  await page.getByLabel('Tier').selectOption('cloud');
+  await page.getByLabel(/^Model/).fill('coder');
+  await page.getByRole('button', { name: 'Apply filters' }).click();
+  await page.waitForFunction(() => window.location.search.includes('tier=cloud') && window.location.search.includes('model=coder'));
+  await page.waitForFunction(() => [...document.querySelectorAll('[data-testid="request-row"] td[data-label="Model"]')].every((td) => td.textContent.startsWith('coder')));
+  assert.equal(await rows.count(), 1);
+  await chat('coder');
+  await rows.nth(1).waitFor({ timeout: 10_000 });
+  await page.getByLabel('API key').selectOption({ label: 'e2e-client' });
+  await page.getByRole('button', { name: 'Apply filters' }).click();
+  await page.getByText('No requests match.').waitFor();
+  await page.getByRole('button', { name: 'Clear' }).click();
+  await page.waitForFunction((n) => document.querySelectorAll('[data-testid="request-row"]').length >= n, before + 4);
+  assert.ok(!(await page.content()).includes('Say hi from the requests page'), 'no prompt text on the page');
+
+  await page.setViewportSize({ width: 360, height: 740 });
+  await page.reload();
+  await rows.first().waitFor();
+  const width = await page.evaluate(() => document.documentElement.scrollWidth);
+  assert.ok(width <= 360, `no sideways scrolling at 360 px (page is ${width} px wide)`);
+  await shot('mobile-requests');
+  await page.getByTestId('theme-toggle').click();
+  await shot('mobile-requests-dark');
+  await page.getByTestId('theme-toggle').click();
+  await page.getByTestId('theme-toggle').click();
+  await page.setViewportSize({ width: 1280, height: 800 });
+
+  // Usage counts the estimated request too, and marks its tokens.
+  await nav('Usage').click();
+  await heading('Usage').waitFor();
+  const marked = page.locator('.stat').filter({ hasText: 'Tokens' }).getByTestId('estimated');
+  const deadline = Date.now() + 15_000;
+  while ((await marked.count()) === 0) {
+    if (Date.now() > deadline) assert.fail('Usage never marked the estimated tokens');
+    await page.waitForTimeout(500);
+    await page.getByRole('button', { name: 'Refresh' }).click();
+  }
+  assert.match((await marked.getAttribute('title')) ?? '', /^[1-9][\d,]* of [\d,]+ requests had no usage/);
+
+  for (const id of [setup.provider.body.id, setup.quiet.body.id]) {
+    const removed = await page.evaluate(async (id) => (await fetch(`/api/providers/${id}`, { method: 'DELETE', credentials: 'same-origin' })).status, id);
+    assert.equal(removed, 204);
   }
 });
 
@@ -909,55 +1024,4 @@ function sampleUsage(params) {
     { tier: 'cloud', route: 'openai', ttfb_p50_ms: 310, ttfb_p95_ms: 690, ttfb_p99_ms: 1200, total_p50_ms: 2300, total_p95_ms: 5600, total_p99_ms: 9800, requests: 377 },
   ];
   return { from, to, group_by: groupBy, groups: list ?? [], totals, latency };
-}
-
-/** Request-log rows in the shape of GET /api/requests: one served by the GPU, one that failed over to the cloud. */
-function sampleRequests(count) {
-  const now = Date.now();
-  const row = (i, over) => ({
-    id: `req-${i}`,
-    time: new Date(now - i * 7000).toISOString(),
-    api_key_id: 'k1',
-    api_key_name: 'ci-bot',
-    agent: null,
-    session: null,
-    model_asked: 'auto',
-    model_served: 'qwen2.5-coder-7b-instruct',
-    tier: 'gpu',
-    route: 'gpu-box-1',
-    status: 200,
-    outcome: 'ok',
-    estimated: false,
-    input_tokens: 1200 + i,
-    output_tokens: 300,
-    cache_read_tokens: 0,
-    cache_write_5m_tokens: 0,
-    cache_write_1h_tokens: 0,
-    reasoning_tokens: 0,
-    cost_usd: 0,
-    cloud_equivalent_usd: 0.000012,
-    cloud_equivalent_model: 'gpt-4o-mini',
-    ttfb_ms: 210,
-    total_ms: 1840,
-    queue_ms: 0,
-    attempts: [{ tier: 'gpu', route: 'gpu-box-1', error: null }],
-    ...over,
-  });
-  const rows = [
-    row(0, {
-      tier: 'cloud',
-      route: 'openai',
-      model_served: 'gpt-4o-mini',
-      cost_usd: 0.000412,
-      ttfb_ms: 640,
-      total_ms: 2950,
-      queue_ms: 1200,
-      attempts: [
-        { tier: 'gpu', route: 'gpu-box-1', error: 'every slot busy for 1.2 s (queue timeout)' },
-        { tier: 'cloud', route: 'openai', error: null },
-      ],
-    }),
-  ];
-  for (let i = 1; i < count; i++) rows.push(row(i, {}));
-  return rows;
 }

@@ -121,6 +121,8 @@ export interface RequestRow {
   cost_usd: number;
   cloud_equivalent_usd: number;
   cloud_equivalent_model?: string | null;
+  /** Why that model: alias, worker, model, same_model, default or builtin_default. */
+  cloud_equivalent_source?: string | null;
   ttfb_ms: number | null;
   total_ms: number;
   queue_ms: number | null;
@@ -196,6 +198,8 @@ export interface UsageFigures {
   cost_usd: number;
   cloud_equivalent_usd: number;
   saved_usd: number;
+  /** Requests whose token counts were estimated (no upstream reported any). */
+  estimated?: number;
 }
 
 export interface UsageGroup extends UsageFigures {

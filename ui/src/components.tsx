@@ -619,6 +619,20 @@ export function cooldownNote(w: { cooldown_until?: string | null; cooldown_reaso
 }
 
 /** Money for humans: "< $0.01" for a fraction of a cent, the exact amount on hover. */
+/** Marks token counts auxot estimated from the text's size because the upstream reported none. */
+export function Estimated(props: { count?: number; of?: number }) {
+  const what =
+    props.count !== undefined && props.of !== undefined
+      ? `${formatInt(props.count)} of ${formatInt(props.of)} requests had no usage from the upstream: their tokens were estimated from the size of the request and the answer (about 4 bytes a token). No cloud cost is charged on an estimate; spend avoided by GPU/CLI workers uses it.`
+      : "The upstream reported no usage: these tokens were estimated from the size of the request and the answer (about 4 bytes a token). No cloud cost is charged on an estimate; spend avoided by a GPU/CLI worker uses it.";
+  return (
+    <span class="estimated" title={what} data-testid="estimated">
+      {' '}≈ estimated
+      <span class="visually-hidden">. {what}</span>
+    </span>
+  );
+}
+
 export function Usd(props: { value: number | null | undefined; testId?: string }) {
   const n = props.value ?? 0;
   const abs = Math.abs(n);
