@@ -453,8 +453,7 @@ step('spend avoided: the pricing rule is shown and a per-worker cloud model is s
   await section.getByRole('status').getByText('Saved.').waitFor();
   const settings = await page.evaluate(async () => (await fetch('/api/usage/equivalents', { credentials: 'same-origin' })).json());
   assert.deepEqual(settings.by_worker, { 'gpu-box-1': 'my-finetune-1' });
-  await section.scrollIntoViewIfNeeded();
-  await shot('usage-pricing');
+  await section.screenshot({ path: path.join(screenshotDir, 'usage-pricing.png') });
 });
 
 step('a worker token shows its command once; a real worker connects, then is cut off by revoking', async () => {
@@ -900,6 +899,68 @@ step('usage charts render the accounting API’s shape (sample data)', async () 
   } finally {
     await page.unroute('**/api/usage?*');
   }
+});
+
+/** Elements sticking out of the viewport on the right, outside any scrolling box: what a user would see cut off. */
+async function clipped() {
+  return page.evaluate(() => {
+    const width = document.documentElement.clientWidth;
+    const scrolls = (el) => {
+      for (let p = el.parentElement; p && p !== document.body; p = p.parentElement) {
+        const o = getComputedStyle(p).overflowX;
+        if (o === 'auto' || o === 'scroll' || o === 'hidden' || o === 'clip') return true;
+      }
+      return false;
+    };
+    const out = [];
+    for (const el of document.querySelectorAll('main *, header *')) {
+      const box = el.getBoundingClientRect();
+      if (box.width === 0 || box.right <= width + 1 || scrolls(el)) continue;
+      const name = `${el.tagName.toLowerCase()}${el.className && typeof el.className === 'string' ? '.' + el.className.trim().split(/\s+/).join('.') : ''}`;
+      out.push(`${name} “${(el.textContent ?? '').trim().slice(0, 40)}” ends at ${Math.round(box.right)} px`);
+    }
+    return out.slice(0, 5);
+  });
+}
+
+step('every page at 360 px and at desktop width, light and dark: nothing is cut off or scrolls sideways', async () => {
+  const pages = ['Overview', 'Requests', 'Usage', 'Playground', 'Assistant', 'Workers', 'Agents', 'API keys', 'Providers', 'Models', 'Routing', 'Admins'];
+  const toggle = page.getByTestId('theme-toggle');
+  const setTheme = async (want) => {
+    for (let i = 0; i < 3 && (await toggle.getAttribute('aria-label')) !== `Theme: ${want}`; i++) await toggle.click();
+    assert.equal(await toggle.getAttribute('aria-label'), `Theme: ${want}`);
+  };
+  for (const [width, height] of [
+    [360, 740],
+    [1280, 800],
+  ]) {
+    await page.setViewportSize({ width, height });
+    for (const theme of ['light', 'dark']) {
+      for (const title of pages) {
+        const path = new URL(page.url());
+        if (width === 360) {
+          await page.getByRole('button', { name: 'Menu' }).click();
+        }
+        await nav(title).click();
+        await heading(title).waitFor();
+        await setTheme(theme);
+        // Let lists and charts load before measuring.
+        await page.waitForLoadState('networkidle').catch(() => {});
+        const scroll = await page.evaluate(() => document.documentElement.scrollWidth);
+        assert.ok(scroll <= width, `${title} at ${width} px (${theme}) scrolls sideways: ${scroll} px wide (from ${path.pathname})`);
+        const cut = await clipped();
+        assert.deepEqual(cut, [], `${title} at ${width} px (${theme}) has content cut off`);
+        const slug = title.toLowerCase().replace(/\W+/g, '-');
+        if (width === 360 && ['Overview', 'Workers', 'Playground', 'Admins', 'Models', 'Agents'].includes(title)) {
+          await shot(`mobile-${slug}${theme === 'dark' ? '-dark' : ''}`);
+        }
+        if (width === 1280 && theme === 'dark' && ['Requests', 'Workers', 'API keys', 'Usage'].includes(title)) {
+          await shot(`${slug}-dark`);
+        }
+      }
+    }
+  }
+  await setTheme('system');
 });
 
 step('at 360 px the menu folds away and tables become cards', async () => {
