@@ -545,16 +545,21 @@ step('a worker token shows its command once; a real worker connects, then is cut
 });
 
 step('the assistant runs a tool, shows the call and its result, and reopens a past conversation', async () => {
-  // Point the agent at the fake provider's model (the default “auto” may have no cloud model).
-  const put = await page.evaluate(async () => {
-    const r = await fetch('/api/settings', { method: 'PUT', credentials: 'same-origin', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ admin_agent: { model: 'openai/gpt-4o-mini' } }) });
-    return r.status;
-  });
-  assert.equal(put, 200);
+  // The most common first state: a provider, no worker, and `auto` with no cloud model. The
+  // advice names the alias and links to its fix; the model is then changed on the page.
   await nav('Assistant').click();
   await heading('Assistant').waitFor();
   await page.getByRole('button', { name: 'New conversation' }).click();
   const box = page.getByLabel('Message', { exact: true });
+  await box.fill('Hello?');
+  await box.press('Enter');
+  const advice = page.getByTestId('assistant-advice');
+  await advice.getByText('The Assistant uses the alias “auto”, and it has no cloud model').waitFor();
+  await advice.getByRole('link', { name: 'Set a cloud model for “auto”' }).waitFor();
+  await page.getByLabel("The Assistant's model").fill('openai/gpt-4o-mini');
+  await page.getByRole('button', { name: 'Save model' }).click();
+  await status('The Assistant now uses “openai/gpt-4o-mini”').waitFor();
+  await page.getByRole('button', { name: 'New conversation' }).click();
   await box.fill('Which models are there?');
   await page.getByRole('button', { name: 'Send' }).click();
   const messages = page.getByRole('list', { name: 'Messages' });
