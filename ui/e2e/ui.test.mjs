@@ -735,6 +735,18 @@ step('the Requests page follows real requests live: tier, models, tokens, cost, 
   }
   assert.match((await marked.getAttribute('title')) ?? '', /^[1-9][\d,]* of [\d,]+ requests had no usage/);
 
+  // The Overview's last 24 hours count them and link into Requests, filtered.
+  await nav('Overview').click();
+  await heading('Overview').waitFor();
+  const links = page.getByTestId('last-24h-links');
+  await links.getByRole('link', { name: /^cloud \(\d+\)$/ }).click();
+  await heading('Requests').waitFor();
+  assert.equal(new URL(page.url()).search, '?tier=cloud');
+  assert.equal(await page.getByLabel('Tier').inputValue(), 'cloud');
+  await rows.first().waitFor();
+  const tiers = await page.locator('[data-testid="request-row"] td[data-label="Tier · route"] .tier-badge').allInnerTexts();
+  assert.ok(tiers.length > 0 && tiers.every((t) => t.toLowerCase() === 'cloud'), `only cloud rows: ${tiers}`);
+
   for (const id of [setup.provider.body.id, setup.quiet.body.id]) {
     const removed = await page.evaluate(async (id) => (await fetch(`/api/providers/${id}`, { method: 'DELETE', credentials: 'same-origin' })).status, id);
     assert.equal(removed, 204);
