@@ -1,6 +1,6 @@
 // Settings → Providers: the cloud tier. Keys are write-only: the page shows a hint at most.
 import { useState } from 'preact/hooks';
-import { api, describeError, seg, type Provider, type ProviderType } from '../api';
+import { api, seg, type Provider, type ProviderType } from '../api';
 import {
   Checkbox,
   DataTable,
@@ -43,21 +43,20 @@ export function ProvidersPage() {
   const [editing, setEditing] = useState<string | null>(null);
   const [notice, setNotice] = useState<string | null>(null);
   const [refreshing, setRefreshing] = useState<string | null>(null);
-  const [refreshError, setRefreshError] = useState<string | null>(null);
 
-  const refresh = async (provider: Provider) => {
+  const refreshAction = useCancellableAction();
+  const refresh = (provider: Provider) => {
     setRefreshing(provider.id);
-    setRefreshError(null);
     setNotice(null);
-    try {
-      const view = await api.post<Provider>(`/api/providers/${seg(provider.id)}/refresh-models`);
-      setNotice(`Refreshed the models of “${view.name}”: ${view.model_count} model${view.model_count === 1 ? '' : 's'}.`);
-      await providers.reload();
-    } catch (e) {
-      setRefreshError(`Refreshing the models of “${provider.name}” failed: ${describeError(e)}`);
-    } finally {
-      setRefreshing(null);
-    }
+    void refreshAction.run(async (signal) => {
+      try {
+        const view = await api.post<Provider>(`/api/providers/${seg(provider.id)}/refresh-models`, {}, signal);
+        setNotice(`Refreshed the models of “${view.name}”: ${view.model_count} model${view.model_count === 1 ? '' : 's'}.`);
+        await providers.reload();
+      } finally {
+        setRefreshing(null);
+      }
+    });
   };
 
   const list = providers.data ?? [];
@@ -83,7 +82,13 @@ export function ProvidersPage() {
       }
     >
       {notice && <Notice kind="success">{notice}</Notice>}
-      <ErrorMessage error={refreshError} />
+      {refreshAction.busy && (
+        <SlowProgress elapsed={refreshAction.elapsed} limit={30} onCancel={refreshAction.cancel} cancelLabel="Cancel the refresh">
+          Refreshing the models of “{list.find((p) => p.id === refreshing)?.name ?? 'the provider'}”…
+        </SlowProgress>
+      )}
+      {refreshAction.cancelled && <Notice>Refresh cancelled; the cached model list is kept.</Notice>}
+      <ErrorMessage title="Refreshing the models failed." error={refreshAction.error} />
       {adding && (
         <AddProviderForm
           onCancel={() => setAdding(false)}
