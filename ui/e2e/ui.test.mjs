@@ -1032,6 +1032,23 @@ step('logging out returns to the sign-in page', async () => {
   assert.equal(session, 401);
   await page.goto(auxot.url + '/workers');
   await heading('Sign in').waitFor();
+  // The sign-in card is centred on a wide screen and fits a phone, light and dark.
+  await page.setViewportSize({ width: 1920, height: 1000 });
+  const card = await page.locator('main').getByRole('heading', { name: 'Sign in' }).evaluate((h) => {
+    const box = h.closest('section, form, .card, .auth-card')?.getBoundingClientRect() ?? h.getBoundingClientRect();
+    return { left: box.left, right: window.innerWidth - box.right };
+  });
+  assert.ok(Math.abs(card.left - card.right) <= 20, `the sign-in card is centred (${Math.round(card.left)} px left, ${Math.round(card.right)} px right)`);
+  for (const scheme of ['light', 'dark']) {
+    await page.emulateMedia({ colorScheme: scheme });
+    await page.setViewportSize({ width: 360, height: 740 });
+    const width = await page.evaluate(() => document.documentElement.scrollWidth);
+    assert.ok(width <= 360, `sign-in fits 360 px (${width} px, ${scheme})`);
+    assert.deepEqual(await clipped(), [], `nothing is cut off on the sign-in page (${scheme})`);
+    await shot(scheme === 'dark' ? 'mobile-login-dark' : 'mobile-login');
+  }
+  await page.emulateMedia({ colorScheme: 'light' });
+  await page.setViewportSize({ width: 1280, height: 800 });
 });
 
 /** A week of made-up figures in the shape of GET /api/usage, for the charts. */
