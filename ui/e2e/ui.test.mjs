@@ -967,6 +967,8 @@ step('every page at 360 px and at desktop width, light and dark: nothing is cut 
         assert.ok(scroll <= width, `${title} at ${width} px (${theme}) scrolls sideways: ${scroll} px wide (from ${path.pathname})`);
         const cut = await clipped();
         assert.deepEqual(cut, [], `${title} at ${width} px (${theme}) has content cut off`);
+        const wide = await page.evaluate(() => [...document.querySelectorAll('.table-wrap')].filter((w) => w.scrollWidth > w.clientWidth + 1).map((w) => `${w.querySelector('caption')?.textContent ?? 'a table'}: ${w.scrollWidth} > ${w.clientWidth} px`));
+        assert.deepEqual(wide, [], `${title} at ${width} px (${theme}) has a table that scrolls sideways`);
         const slug = title.toLowerCase().replace(/\W+/g, '-');
         if (width === 360 && ['Overview', 'Workers', 'Playground', 'Admins', 'Models', 'Agents'].includes(title)) {
           await shot(`mobile-${slug}${theme === 'dark' ? '-dark' : ''}`);

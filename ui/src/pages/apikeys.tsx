@@ -128,8 +128,17 @@ export function ApiKeysPage() {
             rowKey={(k) => k.id}
             empty="No API keys yet."
             columns={[
-              { label: 'Name', render: (k) => <strong>{k.name}</strong> },
-              { label: 'Role', render: (k) => <Pill kind={k.role === 'admin' ? 'busy' : 'ok'}>{k.role}</Pill> },
+              {
+                label: 'Name · role',
+                render: (k) => (
+                  <>
+                    <strong class="break">{k.name}</strong>
+                    <div>
+                      <Pill kind={k.role === 'admin' ? 'busy' : 'ok'}>{k.role}</Pill>
+                    </div>
+                  </>
+                ),
+              },
               { label: 'Key', render: (k) => <code class="nowrap">{k.prefix}…</code> },
               { label: 'Limits', render: (k) => describeLimits(k) },
               { label: 'May use', render: (k) => describeGrant(k) },

@@ -121,8 +121,17 @@ export function ProvidersPage() {
               },
               { label: 'Type', render: (p) => TYPE_LABELS[p.type] ?? p.type },
               { label: 'Key', render: (p) => (p.key_hint ? <code class="nowrap">{p.key_hint}</code> : <span class="muted">none</span>) },
-              { label: 'Models', class: 'num', render: (p) => p.model_count },
-              { label: 'Models fetched', render: (p) => <Time iso={p.models_fetched_at} /> },
+              {
+                label: 'Models',
+                render: (p) => (
+                  <>
+                    {p.model_count}
+                    <div class="muted small">
+                      fetched <Time iso={p.models_fetched_at} />
+                    </div>
+                  </>
+                ),
+              },
               {
                 label: 'Status',
                 render: (p) => (

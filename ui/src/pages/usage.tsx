@@ -365,10 +365,12 @@ function Latency(props: { rows: LatencyRow[] | undefined }) {
           <tr>
             <th scope="col">Tier · route</th>
             <th scope="col" class="num">
-              TTFB p50 / p95 / p99
+              TTFB
+              <span class="th-sub">p50 / p95 / p99</span>
             </th>
             <th scope="col" class="num">
-              Total p50 / p95 / p99
+              Total
+              <span class="th-sub">p50 / p95 / p99</span>
             </th>
             <th scope="col" class="num">
               Requests
