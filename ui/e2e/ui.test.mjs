@@ -892,6 +892,7 @@ step('usage charts render the accounting API’s shape (sample data)', async () 
     await page.getByRole('radio', { name: 'tokens' }).check();
     await page.getByRole('img', { name: /Tokens per day by tier\. Highest: / }).waitFor();
     await page.getByTestId('latency-table').getByText('1.9 s / 4.2 s / 7.5 s').waitFor();
+    await page.getByRole('img', { name: 'p95 total time per day by tier: gpu up to 4.7 s, cli up to 22 s, cloud up to 5.6 s.' }).waitFor();
     await page.getByRole('img', { name: /Cloud spend and spend avoided per day/ }).waitFor();
     await page.getByRole('radio', { name: 'requests' }).check();
     await page.getByRole('img', { name: /Spend per provider: openai \$12\.40, anthropic \$3\.10/ }).waitFor();
@@ -1120,5 +1121,14 @@ function sampleUsage(params) {
     { tier: 'cli', route: 'laptop-claude', ttfb_p50_ms: 2400, ttfb_p95_ms: 5100, ttfb_p99_ms: 8800, total_p50_ms: 9100, total_p95_ms: 21000, total_p99_ms: 34000, requests: 212 },
     { tier: 'cloud', route: 'openai', ttfb_p50_ms: 310, ttfb_p95_ms: 690, ttfb_p99_ms: 1200, total_p50_ms: 2300, total_p95_ms: 5600, total_p99_ms: 9800, requests: 377 },
   ];
-  return { from, to, group_by: groupBy, groups: list ?? [], totals, latency };
+  const start = new Date(from);
+  const latency_by_day = [0, 1, 2, 4, 5, 6].flatMap((i) => {
+    const day = new Date(Date.UTC(start.getUTCFullYear(), start.getUTCMonth(), start.getUTCDate() + i)).toISOString().slice(0, 10);
+    return [
+      { day, tier: 'gpu', ttfb_p95_ms: 400 + i * 10, total_p50_ms: 1800, total_p95_ms: 4000 + i * 120, requests: 200 },
+      { day, tier: 'cli', ttfb_p95_ms: 5000, total_p50_ms: 9000, total_p95_ms: 19_000 + i * 500, requests: 30 },
+      { day, tier: 'cloud', ttfb_p95_ms: 700, total_p50_ms: 2300, total_p95_ms: 5600 - i * 100, requests: 50 },
+    ];
+  });
+  return { from, to, group_by: groupBy, groups: list ?? [], totals, latency, latency_by_day };
 }

@@ -134,6 +134,15 @@ export interface RequestPage {
   next_cursor: string | null;
 }
 
+export interface DayLatency {
+  day: string;
+  tier: string;
+  ttfb_p95_ms: number | null;
+  total_p50_ms: number | null;
+  total_p95_ms: number | null;
+  requests: number;
+}
+
 export interface LatencyRow {
   tier: string;
   route: string;
@@ -223,6 +232,8 @@ export interface UsageReport {
   subscriptions?: UsageSubscription[];
   /** Latency percentiles per tier and route (absent in builds without them). */
   latency?: LatencyRow[];
+  /** p50/p95 per UTC day and tier, for latency over time (absent in builds without it). */
+  latency_by_day?: DayLatency[];
 }
 
 /** An error whose `message` can be shown to the user as is. */

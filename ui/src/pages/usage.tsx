@@ -3,7 +3,7 @@
 import { useState } from 'preact/hooks';
 import { ApiError, api, type ApiKey, type LatencyRow, type Provider, type UsageFigures, type UsageGroup, type UsageGroupBy, type UsageReport } from '../api';
 import { ErrorMessage, Estimated, Loading, Page, Section, Usd, formatCompact, formatInt, formatMs, formatUsd, useResource } from '../components';
-import { BarChart, HBarChart, type Bar } from '../charts';
+import { BarChart, HBarChart, LineChart, type Bar } from '../charts';
 import { EquivalentsEditor } from './equivalents';
 import { PricesEditor } from './prices';
 
@@ -156,6 +156,7 @@ export function UsagePage() {
               <SpendChart report={data.byDay} />
             </Section>
             <Section title="Latency per tier">
+              <LatencyOverTime report={data.byDay} />
               <Latency rows={data.byTier.latency} />
             </Section>
             <Section title="Top models">
@@ -348,6 +349,26 @@ function SpendChart(props: { report: UsageReport }) {
           { label: 'avoided by GPU/CLI workers', class: 'fill-saved' },
         ]}
       />
+    </>
+  );
+}
+
+/** p95 total time per tier and day: is any tier getting slower? */
+function LatencyOverTime(props: { report: UsageReport }) {
+  const days = props.report.latency_by_day;
+  if (!days || days.length === 0) return null;
+  const labels = dailySeries(props.report).map((g) => g.key.slice(0, 10));
+  const lines = ['gpu', 'cli', 'cloud']
+    .filter((tier) => days.some((d) => d.tier === tier))
+    .map((tier) => ({
+      name: tier,
+      class: `line-tier-${tier}`,
+      values: labels.map((day) => days.find((d) => d.day === day && d.tier === tier)?.total_p95_ms ?? null),
+    }));
+  return (
+    <>
+      <LineChart labels={labels.map(dayLabel)} lines={lines} format={(ms) => formatMs(ms)} title="p95 total time per day by tier" />
+      <Legend items={lines.map((l) => ({ label: `${l.name} p95`, class: `fill-tier-${l.name}` }))} />
     </>
   );
 }
