@@ -18,6 +18,7 @@ export const EQUIVALENT_SOURCE: Record<string, string> = {
   model: 'the model’s setting',
   same_model: 'the same model’s cloud price',
   default: 'your default',
+  cheapest_enabled: 'the cheapest enabled cloud model, of its family if any',
   builtin_default: 'the built-in default',
 };
 
@@ -94,7 +95,6 @@ function EquivalentsForm(props: {
   const [byModel, setByModel] = useState<Pair[]>(pairsOf(s.by_model));
   const [edited, setEdited] = useState(false);
   const action = useAction();
-  const effectiveDefault = s.default_model ?? s.builtin_default;
 
   const submit = (event: Event) => {
     event.preventDefault();
@@ -112,10 +112,19 @@ function EquivalentsForm(props: {
     <Section title="How spend avoided is priced">
       <p class="hint">
         A request served by a GPU or CLI worker is valued at what a cloud model would have charged for the same tokens. auxot uses, in order: the alias’s cloud model (when the request named an
-        alias that has one), the worker’s setting, the model’s setting, the served model’s own cloud price, then the default. Each request’s choice is shown on the Requests page.
+        alias that has one), the worker’s setting, the model’s setting, the served model’s own cloud price, your default, then the cheapest cloud model your enabled providers serve
+        (of the same family when there is one, e.g. a local Qwen against the cheapest Qwen). Each request’s choice is shown on the Requests page.
       </p>
       <p data-testid="equivalent-default">
-        Default now: <strong>{effectiveDefault}</strong> ({priceText(props.prices, effectiveDefault)}){s.default_model ? '' : ', built in'}.
+        {s.default_model ? (
+          <>
+            Your default: <strong>{s.default_model}</strong> ({priceText(props.prices, s.default_model)}).
+          </>
+        ) : (
+          <>
+            No default set: the cheapest enabled cloud model applies; with no provider enabled, <strong>{s.builtin_default}</strong> ({priceText(props.prices, s.builtin_default)}).
+          </>
+        )}
       </p>
       <form class="stack" onSubmit={submit} onInput={() => setEdited(true)} aria-label="Cloud-equivalent models">
         <datalist id="priced-models">
@@ -133,7 +142,7 @@ function EquivalentsForm(props: {
             <option value={n} />
           ))}
         </datalist>
-        <Field label="Default cloud model" optional hint={`Any model with a price (see Prices below). Empty: ${s.builtin_default}.`}>
+        <Field label="Default cloud model" optional hint="Any model with a price (see Prices below). Empty: the cheapest enabled cloud model.">
           {(p) => <input {...p} name="default_model" list="priced-models" autoComplete="off" placeholder={s.builtin_default} value={defaultModel} onInput={(e) => setDefaultModel(inputValue(e))} />}
         </Field>
         <PairList title="Per worker" what="worker" pairs={byWorker} onChange={setByWorker} nameList="worker-names" prices={props.prices} />
