@@ -361,3 +361,64 @@ async fn provider_requests_are_validated() {
         .await;
     reply.expect(400);
 }
+
+/// A base URL that accepts the connection and then never answers. Each accepted connection
+/// reports on `closed` when the peer (auxot) hangs up.
+async fn silent_upstream() -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let (opened_tx, opened) = tokio::sync::mpsc::unbounded_channel();
+    let (closed_tx, closed) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let _ = opened_tx.send(());
+            let closed_tx = closed_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                // Read (and ignore) the request until auxot hangs up; never write a byte.
+                while matches!(socket.read(&mut buf).await, Ok(n) if n > 0) {}
+                let _ = closed_tx.send(());
+            });
+        }
+    });
+    (url, opened, closed)
+}
+
+#[tokio::test]
+async fn a_dropped_add_request_stops_the_check_and_stores_nothing() {
+    let server = TestServer::start().await;
+    let admin = server.admin_key().await;
+    let (base_url, mut opened, mut closed) = silent_upstream().await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let sent = tokio::spawn(
+        impatient
+            .post(format!("{}/api/providers", server.url))
+            .bearer_auth(&admin)
+            .json(&json!({"name": "slow", "type": "openai", "api_key": KEY, "base_url": base_url}))
+            .send(),
+    );
+    // auxot reached the provider and is waiting for its model list...
+    tokio::time::timeout(Duration::from_secs(10), opened.recv())
+        .await
+        .expect("auxot never called the provider");
+    // ...the browser gives up (Cancel); auxot hangs up on the provider well before its own timeout.
+    assert!(sent.await.unwrap().is_err(), "the impatient client timed out");
+    tokio::time::timeout(Duration::from_secs(5), closed.recv())
+        .await
+        .expect("auxot kept waiting on the provider for a request nobody waits for");
+    assert_eq!(
+        server.call("GET", "/api/providers", Some(&admin), None).await.json()["data"],
+        json!([])
+    );
+    // Nothing half-done holds the name.
+    let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
+    server.add_provider(&admin, "slow", &fake, KEY).await;
+}

@@ -157,7 +157,7 @@ async fn usage(state: AppState, headers: HeaderMap, query: HashMap<String, Strin
                 200,
                 &json!({"from": crate::rfc3339(from / 1000), "to": crate::rfc3339(to / 1000), "group_by": group_by_text,
                     "groups": groups, "totals": summary.totals, "subscriptions": subscriptions,
-                    "latency": summary.latency,
+                    "latency": summary.latency, "latency_by_day": summary.latency_by_day,
                     "pruned_before": summary.pruned_before.map(|ms| crate::rfc3339(ms / 1000))}),
             ))
         }

@@ -231,6 +231,47 @@ pub fn latency(rows: &[UsageRecord]) -> Vec<Latency> {
         .collect()
 }
 
+/// Latency of one tier on one UTC day, for the latency-over-time chart.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DayLatency {
+    pub day: String,
+    pub tier: String,
+    pub ttfb_p95_ms: Option<u64>,
+    pub total_p50_ms: Option<u64>,
+    pub total_p95_ms: Option<u64>,
+    pub requests: u64,
+}
+
+/// p50/p95 per UTC day and tier (all routes of the tier together), over rows that reached
+/// a target; ordered by day, then tier.
+pub fn latency_by_day(rows: &[UsageRecord]) -> Vec<DayLatency> {
+    let mut by: BTreeMap<(String, String), (Vec<u64>, Vec<u64>)> = BTreeMap::new();
+    for row in rows {
+        let (Some(tier), Some(_)) = (&row.tier, &row.route) else {
+            continue;
+        };
+        let entry = by.entry((day_of(row.at_ms), tier.clone())).or_default();
+        if let Some(ttfb) = row.ms_to_first_byte {
+            entry.0.push(ttfb);
+        }
+        entry.1.push(row.ms_total);
+    }
+    by.into_iter()
+        .map(|((day, tier), (mut ttfb, mut total))| {
+            ttfb.sort_unstable();
+            total.sort_unstable();
+            DayLatency {
+                day,
+                tier,
+                ttfb_p95_ms: percentile(&ttfb, 95.0),
+                total_p50_ms: percentile(&total, 50.0),
+                total_p95_ms: percentile(&total, 95.0),
+                requests: total.len() as u64,
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,5 +392,44 @@ mod tests {
         );
         assert_eq!(gpu.total_p99_ms, Some(990));
         assert_eq!(gpu.requests, 100);
+    }
+
+    #[test]
+    fn latency_by_day_is_per_utc_day_and_tier_across_routes() {
+        let day = 86_400_000;
+        let mut rows = Vec::new();
+        for (offset, tier, route, ms) in [
+            (0, "gpu", "box-1", 100),
+            (0, "gpu", "box-2", 300),
+            (0, "cloud", "openai", 900),
+            (day, "gpu", "box-1", 50),
+        ] {
+            let mut r = row(tier, "m", 0, 0, 0.0, 0.0, "ok");
+            r.at_ms += offset;
+            r.route = Some(route.into());
+            r.ms_total = ms;
+            rows.push(r);
+        }
+        let mut refused = row("gpu", "m", 0, 0, 0.0, 0.0, "error:x");
+        refused.route = None;
+        rows.push(refused);
+        let days = latency_by_day(&rows);
+        let summary: Vec<String> = days
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} {} {:?} {:?} {}",
+                    d.day, d.tier, d.total_p50_ms, d.total_p95_ms, d.requests
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                "2023-11-14 cloud Some(900) Some(900) 1",
+                "2023-11-14 gpu Some(100) Some(300) 2",
+                "2023-11-15 gpu Some(50) Some(50) 1",
+            ]
+        );
     }
 }

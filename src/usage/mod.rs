@@ -11,7 +11,7 @@ pub mod prices;
 pub mod tap;
 mod writer;
 
-pub use aggregate::{aggregate, latency, to_csv, Group, GroupBy, Latency, Totals};
+pub use aggregate::{aggregate, latency, latency_by_day, to_csv, DayLatency, Group, GroupBy, Latency, Totals};
 pub use meter::{Meter, MeterStart, RouteInfo};
 
 use crate::metrics::Metrics;
@@ -148,6 +148,8 @@ pub struct Summary {
     pub groups: Vec<Group>,
     pub totals: Totals,
     pub latency: Vec<Latency>,
+    /// Per UTC day and tier, for latency over time.
+    pub latency_by_day: Vec<DayLatency>,
     /// Rows before this time were pruned; their totals come from daily rollups.
     pub pruned_before: Option<i64>,
 }
@@ -485,6 +487,7 @@ impl Usage {
             groups,
             totals,
             latency: latency(&rows),
+            latency_by_day: latency_by_day(&rows),
             pruned_before: self.pruned_before().await?,
         })
     }

@@ -2,8 +2,9 @@
 // and Debian's chromium driven by playwright-core. Everything listens on 127.0.0.1 only.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,6 +19,10 @@ export const FAKE_KEYS = {
   first: 'sk-test-valid-AAAA1111',
   second: 'sk-test-valid-BBBB2222',
   gpu: 'sk-local-model-server',
+  /** Lists gpt-4o-mini but answers every chat with 503: a provider to fail over from. */
+  flaky: 'sk-test-flaky-CCCC3333',
+  /** Answers chats without a `usage` object: auxot has to estimate the tokens. */
+  quiet: 'sk-test-quiet-DDDD4444',
 };
 
 /**
@@ -46,6 +51,10 @@ export async function startFakeOpenAI() {
         send(200, { object: 'list', data: ids.map((id) => ({ id, object: 'model', created: 1700000000, owned_by: 'fake' })) });
         return;
       }
+      if (req.method === 'POST' && req.url === '/v1/chat/completions' && key === FAKE_KEYS.flaky) {
+        send(503, { error: { message: 'The server is overloaded, try again later', type: 'server_error', param: null, code: null } });
+        return;
+      }
       if (req.method === 'POST' && req.url === '/v1/chat/completions') {
         let model = 'gpt-4o-mini';
         let parsed = {};
@@ -66,14 +75,16 @@ export async function startFakeOpenAI() {
         } else if (Array.isArray(parsed.tools) && last?.role === 'tool') {
           message = { role: 'assistant', content: 'There is one model: gpt-4o-mini, served by the provider “openai”.' };
         }
-        send(200, {
+        const answer = {
           id: 'chatcmpl-fake',
           object: 'chat.completion',
           created: Math.floor(Date.now() / 1000),
           model,
           choices: [{ index: 0, message, finish_reason: finish }],
           usage: { prompt_tokens: 12, completion_tokens: 7, total_tokens: 19 },
-        });
+        };
+        if (key === FAKE_KEYS.quiet) delete answer.usage;
+        send(200, answer);
         return;
       }
       send(404, { error: { message: `no route ${req.method} ${req.url}`, type: 'invalid_request_error' } });
@@ -85,6 +96,35 @@ export async function startFakeOpenAI() {
     baseUrl: `http://127.0.0.1:${port}/v1`,
     requests,
     close: () => new Promise((resolve) => server.close(resolve)),
+  };
+}
+
+/**
+ * A "provider" that accepts connections and never answers a byte: the slow base URL. Counts
+ * connections opened and closed, so a test can see auxot hang up once the browser cancels.
+ */
+export async function startSilentServer() {
+  const counts = { opened: 0, closed: 0 };
+  const sockets = new Set();
+  const server = net.createServer((socket) => {
+    counts.opened++;
+    sockets.add(socket);
+    socket.on('data', () => {});
+    socket.on('close', () => {
+      counts.closed++;
+      sockets.delete(socket);
+    });
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address();
+  return {
+    baseUrl: `http://127.0.0.1:${port}/v1`,
+    counts,
+    close: () =>
+      new Promise((resolve) => {
+        for (const socket of sockets) socket.destroy();
+        server.close(resolve);
+      }),
   };
 }
 
@@ -132,17 +172,36 @@ export async function startAuxot() {
   };
 }
 
-/** Runs a worker command exactly as the Workers page rendered it (`VAR=value auxot worker …`), with `auxot` this build. */
-export function startWorkerFromCommand(command, extraEnv = {}) {
-  const words = command.trim().split(/\s+/);
-  const env = { ...extraEnv };
-  while (words.length && /^[A-Z_]+=/.test(words[0])) {
-    const [name, ...value] = words.shift().split('=');
-    env[name] = value.join('=');
-  }
-  if (words.shift() !== 'auxot') throw new Error(`not an auxot command: ${command}`);
-  const { child, log } = spawnLogged(auxotBinary(), words, env);
-  return { child, log, stop: () => stopProcess(child) };
+/**
+ * Runs a pasted worker command in /bin/sh exactly as a shell on the worker machine would,
+ * with this build installed as `auxot` on PATH (as the .deb or install script puts it in /usr/bin).
+ */
+export function runPastedCommand(command, extraEnv = {}) {
+  const bin = mkdtempSync(path.join(tmpdir(), 'auxot-e2e-bin-'));
+  symlinkSync(path.resolve(auxotBinary()), path.join(bin, 'auxot'));
+  const child = spawn('/bin/sh', ['-c', command], {
+    env: { ...process.env, NO_COLOR: '1', RUST_LOG: 'info', ...extraEnv, PATH: `${bin}:${process.env.PATH ?? '/usr/bin:/bin'}` },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
+  let log = '';
+  child.stdout.on('data', (d) => (log += d));
+  child.stderr.on('data', (d) => (log += d));
+  return {
+    child,
+    log: () => log,
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) {
+        const exited = new Promise((resolve) => child.once('exit', resolve));
+        // The shell and auxot under it: the whole process group.
+        process.kill(-child.pid, 'SIGTERM');
+        const timer = setTimeout(() => process.kill(-child.pid, 'SIGKILL'), 5000);
+        await exited;
+        clearTimeout(timer);
+      }
+      rmSync(bin, { recursive: true, force: true });
+    },
+  };
 }
 
 async function stopProcess(child) {

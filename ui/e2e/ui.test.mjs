@@ -4,14 +4,16 @@
 // routing → 360 px → logout. Screenshots land in docs/screenshots/.
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { FAKE_KEYS, launchBrowser, screenshotDir, startAuxot, startFakeOpenAI, startWorkerFromCommand } from './harness.mjs';
+import { FAKE_KEYS, launchBrowser, screenshotDir, startAuxot, startFakeOpenAI, runPastedCommand, startSilentServer } from './harness.mjs';
 
 const ADMIN = { username: 'admin', password: 'correct-horse-battery' };
 
 let fake;
+let silent;
 let auxot;
 let browser;
 let page;
@@ -22,6 +24,7 @@ let failed = false;
 before(async () => {
   mkdirSync(screenshotDir, { recursive: true });
   fake = await startFakeOpenAI();
+  silent = await startSilentServer();
   auxot = await startAuxot();
   browser = await launchBrowser();
   page = browser.context.pages()[0] ?? (await browser.context.newPage());
@@ -33,7 +36,17 @@ after(async () => {
   await browser?.close();
   await auxot?.stop();
   await fake?.close();
+  await silent?.close();
 });
+
+/** A loopback port nothing listens on (it was free a moment ago). */
+async function closedPort() {
+  const server = net.createServer();
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
 
 /** A step of one story: once a step fails, the later ones are skipped, not piled on. */
 function step(name, body) {
@@ -125,6 +138,47 @@ step('the assistant, with no model anywhere, says so plainly and points to Provi
   await page.getByRole('list', { name: 'Past conversations' }).getByRole('button', { name: /List all available models/ }).waitFor();
   await nav('Providers').click();
   await heading('Providers').waitFor();
+});
+
+step('a provider that never answers: the check shows its progress and Cancel stops it, saving nothing', async () => {
+  await page.getByRole('button', { name: 'Add provider' }).click();
+  await page.getByRole('heading', { name: 'Add a provider' }).waitFor();
+  await page.getByLabel('Type').selectOption('openai-compatible');
+  await page.getByLabel('Name').fill('stalled');
+  await page.getByLabel('Base URL').fill(silent.baseUrl);
+  await page.getByLabel('API key').fill(FAKE_KEYS.first);
+  await page.getByRole('button', { name: 'Add provider', exact: true }).click();
+  const progress = page.getByTestId('slow-progress');
+  await progress.getByText('asking the provider for its model list').waitFor();
+  // The elapsed time counts up while auxot waits.
+  await progress.getByTestId('elapsed').getByText(/^[1-9]\d* s of at most 30 s$/).waitFor({ timeout: 5_000 });
+  assert.equal(silent.counts.opened, 1, 'auxot is waiting on the silent provider');
+  await shot('providers-slow-check');
+  await progress.getByRole('button', { name: 'Cancel the check' }).click();
+  await status('Cancelled. Nothing was saved').waitFor();
+  await progress.waitFor({ state: 'detached' });
+  // The form is usable again, and the server hung up on the provider: it stopped the check.
+  assert.equal(await page.getByRole('button', { name: 'Add provider', exact: true }).isEnabled(), true);
+  assert.equal(await page.getByLabel('Base URL').inputValue(), silent.baseUrl, 'what was typed is kept');
+  const deadline = Date.now() + 5_000;
+  while (silent.counts.closed < 1) {
+    if (Date.now() > deadline) assert.fail('auxot kept waiting on the provider after the browser cancelled');
+    await page.waitForTimeout(100);
+  }
+  const listed = await page.evaluate(async () => (await (await fetch('/api/providers', { credentials: 'same-origin' })).json()).data);
+  assert.deepEqual(listed, [], 'nothing was saved');
+  await page.getByText('No provider yet').waitFor();
+  // A refused connection reads as plain words; the raw network error waits behind “Details”.
+  await page.getByLabel('Base URL').fill(`http://127.0.0.1:${await closedPort()}/v1`);
+  await page.getByRole('button', { name: 'Add provider', exact: true }).click();
+  const refused = alert('Nothing answered at that address');
+  await refused.waitFor();
+  assert.equal(await refused.getByText(/os error/i).first().isVisible(), false, 'the raw error is folded away');
+  await refused.getByText('Details').click();
+  await refused.locator('code').getByText(/connection refused|os error 111/i).waitFor();
+  await shot('providers-unreachable');
+  await page.getByRole('button', { name: 'Cancel', exact: true }).click();
+  await page.getByRole('heading', { name: 'Add a provider' }).waitFor({ state: 'detached' });
 });
 
 step('adding a provider: a rejected key shows the provider’s message, a good key adds it', async () => {
@@ -238,19 +292,20 @@ step('an API key is shown once and works for a chat completion', async () => {
   assert.equal(reply.headers.get('x-auxot-route'), 'openai');
   assert.ok(fake.requests.some((r) => r.url === '/v1/chat/completions' && r.key === FAKE_KEYS.second), 'the rotated key is the one used');
 
+  const limits = page.getByRole('region', { name: 'Limits of “e2e-client”' });
   await page.getByRole('button', { name: 'Limits of API key e2e-client' }).click();
-  await page.getByLabel('Requests per minute').fill('-3');
+  await limits.getByLabel('Requests per minute').fill('-3');
   await page.getByRole('button', { name: 'Save limits' }).click();
   await alert('Requests per minute must be a whole number').waitFor();
-  await page.getByLabel('Requests per minute').fill('600');
-  await page.getByLabel('Monthly cloud spend cap (USD)').fill('25');
+  await limits.getByLabel('Requests per minute').fill('600');
+  await limits.getByLabel('Monthly cloud spend cap (USD)').fill('25');
   await page.getByRole('button', { name: 'Save limits' }).click();
   await status('Saved the limits of “e2e-client”').waitFor();
   await page.getByRole('row').filter({ hasText: 'e2e-client' }).getByText('600 requests/min, $25.00/month cloud spend').waitFor();
   // Governance: a model allow-list is enforced by the server in the caller's dialect.
   await page.getByRole('button', { name: 'Limits of API key e2e-client' }).click();
-  await page.getByLabel('Allowed models').fill('gpt-4o-mini, auto');
-  await page.getByLabel('Tokens per minute').fill('100000');
+  await limits.getByLabel('Allowed models').fill('gpt-4o-mini, auto');
+  await limits.getByLabel('Tokens per minute').fill('100000');
   await page.getByRole('button', { name: 'Save limits' }).click();
   await status('Saved the limits of “e2e-client”').waitFor();
   const keyRow = page.getByRole('row').filter({ hasText: 'e2e-client' });
@@ -269,6 +324,76 @@ step('an API key is shown once and works for a chat completion', async () => {
   await page.getByRole('button', { name: 'Create key' }).click();
   await alert('already exists').waitFor();
   await shot('api-keys');
+});
+
+step('a key is created with its governance; the server enforces it in each dialect', async () => {
+  await nav('API keys').click();
+  await heading('API keys').waitFor();
+  const form = page.getByRole('region', { name: 'Create a key' });
+  await form.getByLabel('Key name').fill('ci-limited');
+  await form.getByLabel('Requests per minute').fill('60');
+  await form.getByLabel('Tokens per minute').fill('20000');
+  await form.getByLabel('Monthly cloud spend cap (USD)').fill('5');
+  await form.getByRole('button', { name: 'Allow gpt-4o-mini' }).click();
+  assert.equal(await form.getByLabel('Allowed models').inputValue(), 'gpt-4o-mini');
+  await form.getByLabel('cloud', { exact: true }).check();
+  await form.getByRole('button', { name: 'Create key' }).click();
+  await page.getByRole('region', { name: 'New API key' }).getByText('Copy the key “ci-limited” now.').waitFor();
+  const limitedKey = (await page.getByTestId('new-api-key').innerText()).trim();
+  const row = page.getByRole('row').filter({ hasText: 'ci-limited' });
+  await row.getByText('60 requests/min, 20,000 tokens/min, $5.00/month cloud spend').waitFor();
+  await row.getByText('gpt-4o-mini').waitFor();
+  await row.getByText('on cloud').waitFor();
+  assert.equal(await form.getByLabel('Requests per minute').inputValue(), '', 'the form is cleared for the next key');
+
+  const chat = (key, model) =>
+    fetch(auxot.url + '/v1/chat/completions', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model, messages: [{ role: 'user', content: 'Hello' }] }),
+    });
+  assert.equal((await chat(limitedKey, 'gpt-4o-mini')).status, 200);
+  const refused = await chat(limitedKey, 'gpt-4o');
+  assert.equal(refused.status, 403);
+  assert.equal((await refused.json()).error.code, 'model_not_allowed');
+
+  // An expiry in the past: the key exists but is refused, 401 in the OpenAI and the Anthropic shape.
+  await form.getByLabel('Key name').fill('contractor');
+  await form.getByLabel('Expires on').fill('2020-01-31');
+  await form.getByRole('button', { name: 'Create key' }).click();
+  await page.getByRole('region', { name: 'New API key' }).getByText('Copy the key “contractor” now.').waitFor();
+  const expiredKey = (await page.getByTestId('new-api-key').innerText()).trim();
+  assert.notEqual(expiredKey, limitedKey);
+  await page.getByRole('row').filter({ hasText: 'contractor' }).getByText('expired', { exact: true }).waitFor();
+  const openai = await chat(expiredKey, 'gpt-4o-mini');
+  assert.equal(openai.status, 401);
+  assert.equal((await openai.json()).error.code, 'expired_api_key');
+  const anthropic = await fetch(auxot.url + '/v1/messages', {
+    method: 'POST',
+    headers: { 'x-api-key': expiredKey, 'anthropic-version': '2023-06-01', 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'gpt-4o-mini', max_tokens: 5, messages: [{ role: 'user', content: 'Hello' }] }),
+  });
+  assert.equal(anthropic.status, 401);
+  const anthropicBody = await anthropic.json();
+  assert.equal(anthropicBody.type, 'error');
+  assert.equal(anthropicBody.error.type, 'authentication_error');
+
+  // A taken name is refused beside the field, and nothing else is lost from the form.
+  await form.getByLabel('Key name').fill('CI-Limited');
+  await form.getByLabel('Requests per minute').fill('30');
+  await form.getByRole('button', { name: 'Create key' }).click();
+  const nameField = form.locator('.field').filter({ has: page.getByLabel('Key name') });
+  await nameField.getByRole('alert').getByText('already exists').waitFor();
+  assert.equal(await form.getByLabel('Key name').getAttribute('aria-invalid'), 'true');
+  assert.equal(await form.getByLabel('Requests per minute').inputValue(), '30');
+  await shot('api-keys-create');
+  await page.setViewportSize({ width: 360, height: 740 });
+  const width = await page.evaluate(() => document.documentElement.scrollWidth);
+  assert.ok(width <= 360, `API keys fit 360 px (page is ${width} px wide)`);
+  await shot('mobile-api-keys');
+  await page.setViewportSize({ width: 1280, height: 800 });
+  await form.getByLabel('Key name').fill('');
+  await form.getByLabel('Requests per minute').fill('');
 });
 
 step('usage shows the request (or says accounting is not in this build)', async () => {
@@ -311,6 +436,26 @@ step('a price is validated, set, and listed on the Usage page', async () => {
   assert.deepEqual(price && [price.input_per_mtok, price.output_per_mtok], [0.35, 0.6]);
 });
 
+step('spend avoided: the pricing rule is shown and a per-worker cloud model is set', async () => {
+  await nav('Usage').click();
+  await heading('Usage').waitFor();
+  const section = page.getByRole('region', { name: 'How spend avoided is priced' });
+  await section.getByTestId('equivalent-default').getByText('gpt-4o-mini').waitFor();
+  await section.getByTestId('equivalent-default').getByText(/per million tokens/).waitFor();
+  await section.getByRole('button', { name: 'Add a worker setting' }).click();
+  await section.getByLabel('Worker 1', { exact: true }).fill('gpu-box-1');
+  await section.getByLabel('Priced as (worker 1)').fill('no-such-model');
+  await section.getByRole('button', { name: 'Save pricing' }).click();
+  await section.getByRole('alert').getByText('has no price').waitFor();
+  await section.getByLabel('Priced as (worker 1)').fill('my-finetune-1');
+  await section.getByText('$0.35 in / $0.60 out per million tokens').waitFor();
+  await section.getByRole('button', { name: 'Save pricing' }).click();
+  await section.getByRole('status').getByText('Saved.').waitFor();
+  const settings = await page.evaluate(async () => (await fetch('/api/usage/equivalents', { credentials: 'same-origin' })).json());
+  assert.deepEqual(settings.by_worker, { 'gpu-box-1': 'my-finetune-1' });
+  await section.screenshot({ path: path.join(screenshotDir, 'usage-pricing.png') });
+});
+
 step('a worker token shows its command once; a real worker connects, then is cut off by revoking', async () => {
   await nav('Workers').click();
   await heading('Workers').waitFor();
@@ -325,7 +470,11 @@ step('a worker token shows its command once; a real worker connects, then is cut
   const token = (await page.getByTestId('worker-token').innerText()).trim();
   assert.match(token, /^auxw_/);
   assert.equal((await page.getByTestId('upstream-check').innerText()).trim(), `curl -fsS ${fake.baseUrl}/models`);
-  const command = (await page.getByTestId('worker-command').innerText()).trim();
+  // Copy the command with its Copy button, as a user would.
+  await browser.context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: auxot.url });
+  await page.getByRole('button', { name: 'Copy command' }).click();
+  const command = (await page.evaluate(() => navigator.clipboard.readText())).trim();
+  assert.equal(command, (await page.getByTestId('worker-command').innerText()).trim(), 'the clipboard holds the command shown');
   assert.equal(command, `AUXOT_WORKER_TOKEN=${token} auxot worker gpu --server ${auxot.url} --name gpu-box-1 --slots 4 --upstream ${fake.baseUrl}`);
   const envFile = (await page.getByTestId('worker-env').innerText()).trim();
   assert.match(envFile, new RegExp(`^AUXOT_WORKER_TOKEN=${token}$`, 'm'));
@@ -334,8 +483,9 @@ step('a worker token shows its command once; a real worker connects, then is cut
   await tokenRow.getByText('waiting for the worker').waitFor();
   await page.getByTestId('worker-wait').getByText('Waiting for the worker to connect').waitFor();
 
-  // The command runs as pasted (only the model server's own key is added: it is not auxot's to know).
-  worker = startWorkerFromCommand(command, { AUXOT_UPSTREAM_KEY: FAKE_KEYS.gpu });
+  // The command runs as pasted into a shell, with auxot on PATH (only the model server's own key
+  // is added: it is not auxot's to know).
+  worker = runPastedCommand(command, { AUXOT_UPSTREAM_KEY: FAKE_KEYS.gpu });
   // No reload: the table refreshes itself every 2 s.
   const row = page.getByRole('row').filter({ hasText: 'qwen2.5-coder-7b-instruct' });
   await row.waitFor({ timeout: 20_000 }).catch((e) => {
@@ -345,7 +495,30 @@ step('a worker token shows its command once; a real worker connects, then is cut
   await row.getByText('0 / 4').waitFor();
   await tokenRow.getByTestId('token-status').getByText('connected').waitFor();
   await page.getByTestId('worker-wait').getByText('connected').waitFor();
+  await tokenRow.getByText('gpu-box-1').first().waitFor();
   await shot('workers');
+
+  // The worker serves a real request; the Requests page says what its answer was valued at.
+  const workerKey = await page.evaluate(async () => {
+    const r = await fetch('/api/api-keys', { method: 'POST', credentials: 'same-origin', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'worker-e2e', role: 'client' }) });
+    return (await r.json()).key;
+  });
+  const served = await fetch(auxot.url + '/v1/chat/completions', {
+    method: 'POST',
+    headers: { authorization: `Bearer ${workerKey}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'qwen2.5-coder-7b-instruct', messages: [{ role: 'user', content: 'Hello' }] }),
+  });
+  assert.equal(served.status, 200, await served.clone().text());
+  assert.equal(served.headers.get('x-auxot-tier'), 'gpu');
+  await nav('Requests').click();
+  await heading('Requests').waitFor();
+  const gpuRow = page.getByTestId('request-row').filter({ hasText: 'worker-e2e' }).first();
+  await gpuRow.locator('.tier-badge').getByText('gpu', { exact: true }).waitFor();
+  await gpuRow.getByText('gpu-box-1').waitFor();
+  await gpuRow.getByRole('button', { name: 'Trail' }).click();
+  await page.getByTestId('request-equivalent').getByText('Spend avoided priced as my-finetune-1 (the worker’s setting)').waitFor();
+  await nav('Workers').click();
+  await heading('Workers').waitFor();
 
   await page.getByRole('button', { name: 'Revoke worker token gpu-box-1' }).click();
   await confirmDialog('Revoke token');
@@ -372,16 +545,21 @@ step('a worker token shows its command once; a real worker connects, then is cut
 });
 
 step('the assistant runs a tool, shows the call and its result, and reopens a past conversation', async () => {
-  // Point the agent at the fake provider's model (the default “auto” may have no cloud model).
-  const put = await page.evaluate(async () => {
-    const r = await fetch('/api/settings', { method: 'PUT', credentials: 'same-origin', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ admin_agent: { model: 'openai/gpt-4o-mini' } }) });
-    return r.status;
-  });
-  assert.equal(put, 200);
+  // The most common first state: a provider, no worker, and `auto` with no cloud model. The
+  // advice names the alias and links to its fix; the model is then changed on the page.
   await nav('Assistant').click();
   await heading('Assistant').waitFor();
   await page.getByRole('button', { name: 'New conversation' }).click();
   const box = page.getByLabel('Message', { exact: true });
+  await box.fill('Hello?');
+  await box.press('Enter');
+  const advice = page.getByTestId('assistant-advice');
+  await advice.getByText('The Assistant uses the alias “auto”, and it has no cloud model').waitFor();
+  await advice.getByRole('link', { name: 'Set a cloud model for “auto”' }).waitFor();
+  await page.getByLabel("The Assistant's model").fill('openai/gpt-4o-mini');
+  await page.getByRole('button', { name: 'Save model' }).click();
+  await status('The Assistant now uses “openai/gpt-4o-mini”').waitFor();
+  await page.getByRole('button', { name: 'New conversation' }).click();
   await box.fill('Which models are there?');
   await page.getByRole('button', { name: 'Send' }).click();
   const messages = page.getByRole('list', { name: 'Messages' });
@@ -446,54 +624,132 @@ step('the overview sums everything up', async () => {
   await shot('overview');
 });
 
-step('the Requests page lists requests live, filters them and shows the failover trail (sample data)', async () => {
-  const probe = await page.evaluate(async () => (await fetch('/api/requests?limit=1', { credentials: 'same-origin' })).status);
+step('the Requests page follows real requests live: tier, models, tokens, cost, timing, the failover trail, filters', async () => {
+  // A provider tried first that answers 503: requests fail over from it to “openai”.
+  const setup = await page.evaluate(async (args) => {
+    const post = async (path, body) => {
+      const r = await fetch(path, { method: 'POST', credentials: 'same-origin', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      return { status: r.status, body: await r.json() };
+    };
+    const provider = await post('/api/providers', { name: 'flaky', type: 'openai-compatible', base_url: args.baseUrl, api_key: args.flaky, priority: 1 });
+    const quiet = await post('/api/providers', { name: 'quiet', type: 'openai-compatible', base_url: args.baseUrl, api_key: args.quiet, priority: 200 });
+    const key = await post('/api/api-keys', { name: 'requests-e2e', role: 'client' });
+    return { provider, quiet, key };
+  }, { baseUrl: fake.baseUrl, flaky: FAKE_KEYS.flaky, quiet: FAKE_KEYS.quiet });
+  assert.equal(setup.provider.status, 201, JSON.stringify(setup.provider.body));
+  assert.equal(setup.quiet.status, 201, JSON.stringify(setup.quiet.body));
+  assert.equal(setup.key.status, 201, JSON.stringify(setup.key.body));
+  const key = setup.key.body.key;
+  const chat = async (model) => {
+    const reply = await fetch(auxot.url + '/v1/chat/completions', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model, messages: [{ role: 'user', content: 'Say hi from the requests page' }] }),
+    });
+    assert.equal(reply.status, 200, await reply.clone().text());
+    return reply;
+  };
+
   await nav('Requests').click();
   await heading('Requests').waitFor();
-  if (probe === 404) await page.getByTestId('requests-unavailable').waitFor();
-  else await page.getByTestId('request-row').first().waitFor();
+  const rows = page.getByTestId('request-row');
+  await rows.first().waitFor();
+  const before = await rows.count();
 
-  let served = 2;
-  const queries = [];
-  await page.route('**/api/requests?*', (route) => {
-    const url = new URL(route.request().url());
-    queries.push(url.searchParams);
-    route.fulfill({ status: 200, contentType: 'application/json', body: JSON.stringify({ requests: sampleRequests(served), next_cursor: null }) });
-  });
-  try {
-    await page.reload();
-    await heading('Requests').waitFor();
-    const rows = page.getByTestId('request-row');
-    await rows.nth(1).waitFor();
-    assert.equal(await rows.count(), 2);
-    // Live: new rows appear without a reload.
-    served = 4;
-    await rows.nth(3).waitFor({ timeout: 10_000 });
-    const first = rows.first();
-    await first.getByText('openai').waitFor();
-    await first.getByText('1 failover').waitFor();
-    await first.getByTitle('$0.000412').waitFor();
-    await first.getByText('< $0.01').waitFor();
-    await first.getByRole('button', { name: 'Trail' }).click();
-    const trail = page.getByTestId('request-trail');
-    await trail.getByText('every slot busy for 1.2 s (queue timeout)').waitFor();
-    await trail.getByText('served it').waitFor();
-    await shot('requests');
-    await page.getByLabel('Tier').selectOption('cloud');
-    await page.getByLabel(/^Model/).fill('auto');
-    await page.getByRole('button', { name: 'Apply filters' }).click();
-    await page.waitForFunction(() => window.location.search.includes('tier=cloud'));
-    assert.ok(queries.some((q) => q.get('tier') === 'cloud' && q.get('model') === 'auto' && q.get('limit') === '50'), 'the filters reach the API');
-    assert.ok(!(await page.content()).includes('Say hi'), 'no prompt text on the page');
-    await page.setViewportSize({ width: 360, height: 740 });
-    await page.reload();
-    await rows.first().waitFor();
-    const width = await page.evaluate(() => document.documentElement.scrollWidth);
-    assert.ok(width <= 360, `no sideways scrolling at 360 px (page is ${width} px wide)`);
-    await shot('mobile-requests');
-    await page.setViewportSize({ width: 1280, height: 800 });
-  } finally {
-    await page.unroute('**/api/requests?*');
+  // No reload from here on: the table refreshes itself.
+  const failedOver = await chat('gpt-4o-mini');
+  assert.equal(failedOver.headers.get('x-auxot-route'), 'openai');
+  await rows.nth(before).waitFor({ timeout: 10_000 });
+  const first = rows.first();
+  await first.getByText('requests-e2e').waitFor();
+  await first.locator('.tier-badge').getByText('cloud', { exact: true }).waitFor();
+  await first.getByText('openai', { exact: true }).waitFor();
+  await first.getByText('1 failover').waitFor();
+  await first.getByText('12 / 7').waitFor();
+  const cost = first.locator('td[data-label="Cost"] [title^="$"]').first();
+  assert.match((await cost.getAttribute('title')) ?? '', /^\$0\.0000\d+$/, 'the exact cost is on hover');
+  await first.locator('td[data-label="Cost"]').getByText('< $0.01').first().waitFor();
+  for (const column of ['TTFB', 'Total']) {
+    assert.match((await first.locator(`td[data-label="${column}"]`).innerText()).trim(), /^\d[\d,.]* (ms|s)$/, `${column} is a duration`);
+  }
+  await first.getByRole('button', { name: 'Trail' }).click();
+  const trail = page.getByTestId('request-trail');
+  await trail.locator('li.failed').getByText('flaky').waitFor();
+  await trail.locator('li.failed').getByText(/503/).waitFor();
+  await trail.locator('li.served').getByText('served it').waitFor();
+
+  // An alias: the model asked and the model served differ.
+  await chat('coder');
+  await rows.nth(before + 1).waitFor({ timeout: 10_000 });
+  await rows.first().locator('td[data-label="Model"]').getByText('coder').waitFor();
+  await rows.first().locator('td[data-label="Model"]').getByText('→ gpt-4o-mini').waitFor();
+
+  // An upstream that reports no usage: the tokens are estimated, and the row says so.
+  await chat('quiet/gpt-4o-mini');
+  await rows.nth(before + 2).waitFor({ timeout: 10_000 });
+  const guessed = rows.first().getByTestId('estimated');
+  await guessed.getByText('≈ estimated').waitFor();
+  assert.match((await guessed.getAttribute('title')) ?? '', /reported no usage/);
+  assert.equal(await rows.nth(1).getByTestId('estimated').count(), 0, 'reported counts are not marked');
+  const overflow = await page.getByTestId('requests-table').evaluate((table) => table.parentElement.scrollWidth - table.parentElement.clientWidth);
+  assert.ok(overflow <= 0, `the requests table fits the page at 1280 px (${overflow} px too wide)`);
+  await shot('requests');
+
+  // Filters reach the API and the address bar; the live refresh keeps them.
+  await page.getByLabel('Tier').selectOption('cloud');
+  await page.getByLabel(/^Model/).fill('coder');
+  await page.getByRole('button', { name: 'Apply filters' }).click();
+  await page.waitForFunction(() => window.location.search.includes('tier=cloud') && window.location.search.includes('model=coder'));
+  await page.waitForFunction(() => [...document.querySelectorAll('[data-testid="request-row"] td[data-label="Model"]')].every((td) => td.textContent.startsWith('coder')));
+  assert.equal(await rows.count(), 1);
+  await chat('coder');
+  await rows.nth(1).waitFor({ timeout: 10_000 });
+  await page.getByLabel('API key').selectOption({ label: 'e2e-client' });
+  await page.getByRole('button', { name: 'Apply filters' }).click();
+  await page.getByText('No requests match.').waitFor();
+  await page.getByRole('button', { name: 'Clear' }).click();
+  await page.waitForFunction((n) => document.querySelectorAll('[data-testid="request-row"]').length >= n, before + 4);
+  assert.ok(!(await page.content()).includes('Say hi from the requests page'), 'no prompt text on the page');
+
+  await page.setViewportSize({ width: 360, height: 740 });
+  await page.reload();
+  await rows.first().waitFor();
+  const width = await page.evaluate(() => document.documentElement.scrollWidth);
+  assert.ok(width <= 360, `no sideways scrolling at 360 px (page is ${width} px wide)`);
+  await shot('mobile-requests');
+  await page.getByTestId('theme-toggle').click();
+  await shot('mobile-requests-dark');
+  await page.getByTestId('theme-toggle').click();
+  await page.getByTestId('theme-toggle').click();
+  await page.setViewportSize({ width: 1280, height: 800 });
+
+  // Usage counts the estimated request too, and marks its tokens.
+  await nav('Usage').click();
+  await heading('Usage').waitFor();
+  const marked = page.locator('.stat').filter({ hasText: 'Tokens' }).getByTestId('estimated');
+  const deadline = Date.now() + 15_000;
+  while ((await marked.count()) === 0) {
+    if (Date.now() > deadline) assert.fail('Usage never marked the estimated tokens');
+    await page.waitForTimeout(500);
+    await page.getByRole('button', { name: 'Refresh' }).click();
+  }
+  assert.match((await marked.getAttribute('title')) ?? '', /^[1-9][\d,]* of [\d,]+ requests had no usage/);
+
+  // The Overview's last 24 hours count them and link into Requests, filtered.
+  await nav('Overview').click();
+  await heading('Overview').waitFor();
+  const links = page.getByTestId('last-24h-links');
+  await links.getByRole('link', { name: /^cloud \(\d+\)$/ }).click();
+  await heading('Requests').waitFor();
+  assert.equal(new URL(page.url()).search, '?tier=cloud');
+  assert.equal(await page.getByLabel('Tier').inputValue(), 'cloud');
+  await rows.first().waitFor();
+  const tiers = await page.locator('[data-testid="request-row"] td[data-label="Tier · route"] .tier-badge').allInnerTexts();
+  assert.ok(tiers.length > 0 && tiers.every((t) => t.toLowerCase() === 'cloud'), `only cloud rows: ${tiers}`);
+
+  for (const id of [setup.provider.body.id, setup.quiet.body.id]) {
+    const removed = await page.evaluate(async (id) => (await fetch(`/api/providers/${id}`, { method: 'DELETE', credentials: 'same-origin' })).status, id);
+    assert.equal(removed, 204);
   }
 });
 
@@ -636,6 +892,7 @@ step('usage charts render the accounting API’s shape (sample data)', async () 
     await page.getByRole('radio', { name: 'tokens' }).check();
     await page.getByRole('img', { name: /Tokens per day by tier\. Highest: / }).waitFor();
     await page.getByTestId('latency-table').getByText('1.9 s / 4.2 s / 7.5 s').waitFor();
+    await page.getByRole('img', { name: 'p95 total time per day by tier: gpu up to 4.7 s, cli up to 22 s, cloud up to 5.6 s.' }).waitFor();
     await page.getByRole('img', { name: /Cloud spend and spend avoided per day/ }).waitFor();
     await page.getByRole('radio', { name: 'requests' }).check();
     await page.getByRole('img', { name: /Spend per provider: openai \$12\.40, anthropic \$3\.10/ }).waitFor();
@@ -660,6 +917,70 @@ step('usage charts render the accounting API’s shape (sample data)', async () 
   } finally {
     await page.unroute('**/api/usage?*');
   }
+});
+
+/** Elements sticking out of the viewport on the right, outside any scrolling box: what a user would see cut off. */
+async function clipped() {
+  return page.evaluate(() => {
+    const width = document.documentElement.clientWidth;
+    const scrolls = (el) => {
+      for (let p = el.parentElement; p && p !== document.body; p = p.parentElement) {
+        const o = getComputedStyle(p).overflowX;
+        if (o === 'auto' || o === 'scroll' || o === 'hidden' || o === 'clip') return true;
+      }
+      return false;
+    };
+    const out = [];
+    for (const el of document.querySelectorAll('main *, header *')) {
+      const box = el.getBoundingClientRect();
+      if (box.width === 0 || box.right <= width + 1 || scrolls(el)) continue;
+      const name = `${el.tagName.toLowerCase()}${el.className && typeof el.className === 'string' ? '.' + el.className.trim().split(/\s+/).join('.') : ''}`;
+      out.push(`${name} “${(el.textContent ?? '').trim().slice(0, 40)}” ends at ${Math.round(box.right)} px`);
+    }
+    return out.slice(0, 5);
+  });
+}
+
+step('every page at 360 px and at desktop width, light and dark: nothing is cut off or scrolls sideways', async () => {
+  const pages = ['Overview', 'Requests', 'Usage', 'Playground', 'Assistant', 'Workers', 'Agents', 'API keys', 'Providers', 'Models', 'Routing', 'Admins'];
+  const toggle = page.getByTestId('theme-toggle');
+  const setTheme = async (want) => {
+    for (let i = 0; i < 3 && (await toggle.getAttribute('aria-label')) !== `Theme: ${want}`; i++) await toggle.click();
+    assert.equal(await toggle.getAttribute('aria-label'), `Theme: ${want}`);
+  };
+  for (const [width, height] of [
+    [360, 740],
+    [1280, 800],
+  ]) {
+    await page.setViewportSize({ width, height });
+    for (const theme of ['light', 'dark']) {
+      for (const title of pages) {
+        const path = new URL(page.url());
+        if (width === 360) {
+          await page.getByRole('button', { name: 'Menu' }).click();
+        }
+        await nav(title).click();
+        await heading(title).waitFor();
+        await setTheme(theme);
+        // Let lists and charts load before measuring.
+        await page.waitForLoadState('networkidle').catch(() => {});
+        const scroll = await page.evaluate(() => document.documentElement.scrollWidth);
+        assert.ok(scroll <= width, `${title} at ${width} px (${theme}) scrolls sideways: ${scroll} px wide (from ${path.pathname})`);
+        const cut = await clipped();
+        assert.deepEqual(cut, [], `${title} at ${width} px (${theme}) has content cut off`);
+        const wide = await page.evaluate(() => [...document.querySelectorAll('.table-wrap')].filter((w) => w.scrollWidth > w.clientWidth + 1).map((w) => `${w.querySelector('caption')?.textContent ?? 'a table'}: ${w.scrollWidth} > ${w.clientWidth} px`));
+        assert.deepEqual(wide, [], `${title} at ${width} px (${theme}) has a table that scrolls sideways`);
+        const slug = title.toLowerCase().replace(/\W+/g, '-');
+        if (width === 360 && ['Overview', 'Workers', 'Playground', 'Admins', 'Models', 'Agents'].includes(title)) {
+          await shot(`mobile-${slug}${theme === 'dark' ? '-dark' : ''}`);
+        }
+        if (width === 1280 && theme === 'dark' && ['Requests', 'Workers', 'API keys', 'Usage'].includes(title)) {
+          await shot(`${slug}-dark`);
+        }
+      }
+    }
+  }
+  await setTheme('system');
 });
 
 step('at 360 px the menu folds away and tables become cards', async () => {
@@ -714,6 +1035,23 @@ step('logging out returns to the sign-in page', async () => {
   assert.equal(session, 401);
   await page.goto(auxot.url + '/workers');
   await heading('Sign in').waitFor();
+  // The sign-in card is centred on a wide screen and fits a phone, light and dark.
+  await page.setViewportSize({ width: 1920, height: 1000 });
+  const card = await page.locator('main').getByRole('heading', { name: 'Sign in' }).evaluate((h) => {
+    const box = h.closest('section, form, .card, .auth-card')?.getBoundingClientRect() ?? h.getBoundingClientRect();
+    return { left: box.left, right: window.innerWidth - box.right };
+  });
+  assert.ok(Math.abs(card.left - card.right) <= 20, `the sign-in card is centred (${Math.round(card.left)} px left, ${Math.round(card.right)} px right)`);
+  for (const scheme of ['light', 'dark']) {
+    await page.emulateMedia({ colorScheme: scheme });
+    await page.setViewportSize({ width: 360, height: 740 });
+    const width = await page.evaluate(() => document.documentElement.scrollWidth);
+    assert.ok(width <= 360, `sign-in fits 360 px (${width} px, ${scheme})`);
+    assert.deepEqual(await clipped(), [], `nothing is cut off on the sign-in page (${scheme})`);
+    await shot(scheme === 'dark' ? 'mobile-login-dark' : 'mobile-login');
+  }
+  await page.emulateMedia({ colorScheme: 'light' });
+  await page.setViewportSize({ width: 1280, height: 800 });
 });
 
 /** A week of made-up figures in the shape of GET /api/usage, for the charts. */
@@ -783,56 +1121,14 @@ function sampleUsage(params) {
     { tier: 'cli', route: 'laptop-claude', ttfb_p50_ms: 2400, ttfb_p95_ms: 5100, ttfb_p99_ms: 8800, total_p50_ms: 9100, total_p95_ms: 21000, total_p99_ms: 34000, requests: 212 },
     { tier: 'cloud', route: 'openai', ttfb_p50_ms: 310, ttfb_p95_ms: 690, ttfb_p99_ms: 1200, total_p50_ms: 2300, total_p95_ms: 5600, total_p99_ms: 9800, requests: 377 },
   ];
-  return { from, to, group_by: groupBy, groups: list ?? [], totals, latency };
-}
-
-/** Request-log rows in the shape of GET /api/requests: one served by the GPU, one that failed over to the cloud. */
-function sampleRequests(count) {
-  const now = Date.now();
-  const row = (i, over) => ({
-    id: `req-${i}`,
-    time: new Date(now - i * 7000).toISOString(),
-    api_key_id: 'k1',
-    api_key_name: 'ci-bot',
-    agent: null,
-    session: null,
-    model_asked: 'auto',
-    model_served: 'qwen2.5-coder-7b-instruct',
-    tier: 'gpu',
-    route: 'gpu-box-1',
-    status: 200,
-    outcome: 'ok',
-    estimated: false,
-    input_tokens: 1200 + i,
-    output_tokens: 300,
-    cache_read_tokens: 0,
-    cache_write_5m_tokens: 0,
-    cache_write_1h_tokens: 0,
-    reasoning_tokens: 0,
-    cost_usd: 0,
-    cloud_equivalent_usd: 0.000012,
-    cloud_equivalent_model: 'gpt-4o-mini',
-    ttfb_ms: 210,
-    total_ms: 1840,
-    queue_ms: 0,
-    attempts: [{ tier: 'gpu', route: 'gpu-box-1', error: null }],
-    ...over,
+  const start = new Date(from);
+  const latency_by_day = [0, 1, 2, 4, 5, 6].flatMap((i) => {
+    const day = new Date(Date.UTC(start.getUTCFullYear(), start.getUTCMonth(), start.getUTCDate() + i)).toISOString().slice(0, 10);
+    return [
+      { day, tier: 'gpu', ttfb_p95_ms: 400 + i * 10, total_p50_ms: 1800, total_p95_ms: 4000 + i * 120, requests: 200 },
+      { day, tier: 'cli', ttfb_p95_ms: 5000, total_p50_ms: 9000, total_p95_ms: 19_000 + i * 500, requests: 30 },
+      { day, tier: 'cloud', ttfb_p95_ms: 700, total_p50_ms: 2300, total_p95_ms: 5600 - i * 100, requests: 50 },
+    ];
   });
-  const rows = [
-    row(0, {
-      tier: 'cloud',
-      route: 'openai',
-      model_served: 'gpt-4o-mini',
-      cost_usd: 0.000412,
-      ttfb_ms: 640,
-      total_ms: 2950,
-      queue_ms: 1200,
-      attempts: [
-        { tier: 'gpu', route: 'gpu-box-1', error: 'every slot busy for 1.2 s (queue timeout)' },
-        { tier: 'cloud', route: 'openai', error: null },
-      ],
-    }),
-  ];
-  for (let i = 1; i < count; i++) rows.push(row(i, {}));
-  return rows;
+  return { from, to, group_by: groupBy, groups: list ?? [], totals, latency, latency_by_day };
 }

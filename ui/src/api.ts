@@ -121,6 +121,8 @@ export interface RequestRow {
   cost_usd: number;
   cloud_equivalent_usd: number;
   cloud_equivalent_model?: string | null;
+  /** Why that model: alias, worker, model, same_model, default or builtin_default. */
+  cloud_equivalent_source?: string | null;
   ttfb_ms: number | null;
   total_ms: number;
   queue_ms: number | null;
@@ -130,6 +132,15 @@ export interface RequestRow {
 export interface RequestPage {
   requests: RequestRow[];
   next_cursor: string | null;
+}
+
+export interface DayLatency {
+  day: string;
+  tier: string;
+  ttfb_p95_ms: number | null;
+  total_p50_ms: number | null;
+  total_p95_ms: number | null;
+  requests: number;
 }
 
 export interface LatencyRow {
@@ -196,6 +207,8 @@ export interface UsageFigures {
   cost_usd: number;
   cloud_equivalent_usd: number;
   saved_usd: number;
+  /** Requests whose token counts were estimated (no upstream reported any). */
+  estimated?: number;
 }
 
 export interface UsageGroup extends UsageFigures {
@@ -219,6 +232,8 @@ export interface UsageReport {
   subscriptions?: UsageSubscription[];
   /** Latency percentiles per tier and route (absent in builds without them). */
   latency?: LatencyRow[];
+  /** p50/p95 per UTC day and tier, for latency over time (absent in builds without it). */
+  latency_by_day?: DayLatency[];
 }
 
 /** An error whose `message` can be shown to the user as is. */

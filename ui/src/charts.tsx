@@ -1,4 +1,4 @@
-// Two small hand-drawn SVG charts. They are drawn at the container's real pixel width (not
+// Small hand-drawn SVG charts (stacked bars, horizontal bars, lines). They are drawn at the container's real pixel width (not
 // scaled), so labels stay readable from 360 px phones to wide desktops.
 import { useEffect, useRef, useState } from 'preact/hooks';
 
@@ -119,7 +119,8 @@ const ROW_H = 28;
 export function HBarChart(props: { rows: HBarRow[]; title: string; showTitle?: boolean }) {
   const { ref, width } = useWidth<HTMLDivElement>(400);
   const labelW = Math.min(140, Math.round(width * 0.3));
-  const valueW = 72;
+  // Room for the longest value text ("1,840 · $12.40") at about 7 px a character, so it is never cut off.
+  const valueW = Math.min(Math.round(width * 0.45), Math.max(72, 8 + 7 * Math.max(0, ...props.rows.map((r) => r.text.length))));
   const plotW = Math.max(20, width - labelW - valueW - 8);
   const max = Math.max(0, ...props.rows.map((r) => r.value));
   const height = props.rows.length * ROW_H + 4;
@@ -145,6 +146,82 @@ export function HBarChart(props: { rows: HBarRow[]; title: string; showTitle?: b
             </g>
           );
         })}
+      </svg>
+    </div>
+  );
+}
+
+export interface Line {
+  name: string;
+  /** A `line-…` class: the stroke colour. */
+  class: string;
+  /** One value per label; null where there is nothing (the line breaks there). */
+  values: (number | null)[];
+}
+
+/** Lines over the same labels as the daily bar charts, with a dot on every value. */
+export function LineChart(props: { labels: string[]; lines: Line[]; title: string; format: (n: number) => string }) {
+  const { ref, width } = useWidth<HTMLDivElement>(600);
+  const all = props.lines.flatMap((l) => l.values.filter((v): v is number => v != null));
+  const ticks = axisTicks(Math.max(0, ...all), false);
+  const top = ticks[ticks.length - 1] || 1;
+  const plotW = width - PAD.left - PAD.right;
+  const plotH = HEIGHT - PAD.top - PAD.bottom;
+  const n = Math.max(1, props.labels.length);
+  const slot = plotW / n;
+  const x = (i: number) => PAD.left + slot * i + slot / 2;
+  const y = (v: number) => PAD.top + plotH - (v / top) * plotH;
+  const every = Math.max(1, Math.ceil(n / Math.max(1, Math.floor(plotW / 46))));
+  const worst = props.lines
+    .map((l) => ({ name: l.name, max: Math.max(...l.values.filter((v): v is number => v != null)) }))
+    .filter((l) => Number.isFinite(l.max))
+    .map((l) => `${l.name} up to ${props.format(l.max)}`);
+  const summary = worst.length ? `${props.title}: ${worst.join(', ')}.` : `${props.title}: nothing in this period.`;
+  return (
+    <div class="chart" ref={ref}>
+      <svg width={width} height={HEIGHT} role="img" aria-label={summary}>
+        {ticks.map((t) => (
+          <g key={t}>
+            <line class="grid" x1={PAD.left} x2={width - PAD.right} y1={y(t)} y2={y(t)} />
+            <text class="axis" x={PAD.left - 6} y={y(t)} dy="0.32em" text-anchor="end">
+              {props.format(t)}
+            </text>
+          </g>
+        ))}
+        {props.lines.map((line) => {
+          // Runs of consecutive values, so a day with nothing breaks the line.
+          const runs: string[] = [];
+          let run = '';
+          line.values.forEach((v, i) => {
+            if (v == null) {
+              if (run) runs.push(run);
+              run = '';
+            } else run += `${run ? 'L' : 'M'}${x(i).toFixed(1)},${y(v).toFixed(1)}`;
+          });
+          if (run) runs.push(run);
+          return (
+            <g key={line.name} class={line.class}>
+              {runs.map((d) => (
+                <path d={d} class="line" />
+              ))}
+              {line.values.map((v, i) =>
+                v == null ? null : (
+                  <circle cx={x(i)} cy={y(v)} r={3} class="dot">
+                    <title>{`${props.labels[i]}, ${line.name}: ${props.format(v)}`}</title>
+                  </circle>
+                ),
+              )}
+            </g>
+          );
+        })}
+        {props.labels.map((label, i) =>
+          i % every === 0 ? (
+            <text class="axis" x={x(i)} y={HEIGHT - 8} text-anchor="middle">
+              {label}
+            </text>
+          ) : null,
+        )}
+        <line class="baseline" x1={PAD.left} x2={width - PAD.right} y1={y(0)} y2={y(0)} />
       </svg>
     </div>
   );

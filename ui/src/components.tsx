@@ -211,23 +211,86 @@ export function useAction() {
   return { busy, error, setError, run };
 }
 
+/**
+ * A slow form action the user can give up on: `run` hands the action an AbortSignal, `cancel`
+ * fires it (the fetch is dropped, so the server stops too), and `elapsed` counts whole
+ * seconds while it runs. A cancelled run ends with no error.
+ */
+export function useCancellableAction() {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<unknown>(null);
+  const [elapsed, setElapsed] = useState(0);
+  const [cancelled, setCancelled] = useState(false);
+  const controller = useRef<AbortController | null>(null);
+  useEffect(() => () => controller.current?.abort(), []);
+  const run = useCallback(async (action: (signal: AbortSignal) => Promise<void>) => {
+    const mine = new AbortController();
+    controller.current = mine;
+    const started = Date.now();
+    setBusy(true);
+    setError(null);
+    setCancelled(false);
+    setElapsed(0);
+    const timer = window.setInterval(() => setElapsed(Math.floor((Date.now() - started) / 1000)), 250);
+    try {
+      await action(mine.signal);
+    } catch (e) {
+      if (mine.signal.aborted) setCancelled(true);
+      else setError(e);
+    } finally {
+      window.clearInterval(timer);
+      if (controller.current === mine) controller.current = null;
+      setBusy(false);
+    }
+  }, []);
+  const cancel = useCallback(() => controller.current?.abort(), []);
+  return { busy, error, elapsed, cancelled, setError, run, cancel };
+}
+
+/** Progress of a slow call: what is happening, for how long, and its Cancel button. */
+export function SlowProgress(props: { elapsed: number; limit?: number; onCancel: () => void; cancelLabel?: string; children: ComponentChildren }) {
+  const share = props.limit ? Math.min(1, props.elapsed / props.limit) : undefined;
+  return (
+    <div class="slow-progress" data-testid="slow-progress">
+      <Progress>
+        {props.children}{' '}
+        <span class="nowrap" data-testid="elapsed">
+          {props.elapsed} s{props.limit ? ` of at most ${props.limit} s` : ''}
+        </span>
+      </Progress>
+      {share !== undefined && <progress max={1} value={share} aria-label="Time spent waiting" />}
+      <button type="button" class="secondary small" onClick={props.onCancel}>
+        {props.cancelLabel ?? 'Cancel'}
+      </button>
+    </div>
+  );
+}
+
 /* ---------- form fields ---------- */
 
 export interface FieldProps {
   id: string;
   'aria-describedby'?: string;
+  'aria-invalid'?: boolean;
 }
 
-export function Field(props: { label: string; hint?: ComponentChildren; optional?: boolean; children: (p: FieldProps) => ComponentChildren }) {
+export function Field(props: { label: string; hint?: ComponentChildren; optional?: boolean; error?: string; children: (p: FieldProps) => ComponentChildren }) {
   const id = useId();
   const hintId = id + '-hint';
+  const errorId = id + '-error';
+  const described = [props.error ? errorId : null, props.hint ? hintId : null].filter(Boolean).join(' ');
   return (
-    <div class="field">
+    <div class={props.error ? 'field invalid' : 'field'}>
       <label for={id}>
         {props.label}
         {props.optional && <span class="optional"> (optional)</span>}
       </label>
-      {props.children({ id, 'aria-describedby': props.hint ? hintId : undefined })}
+      {props.children({ id, 'aria-describedby': described || undefined, 'aria-invalid': props.error ? true : undefined })}
+      {props.error && (
+        <p class="field-error" id={errorId} role="alert">
+          {props.error}
+        </p>
+      )}
       {props.hint && (
         <p class="hint" id={hintId}>
           {props.hint}
@@ -556,6 +619,20 @@ export function cooldownNote(w: { cooldown_until?: string | null; cooldown_reaso
 }
 
 /** Money for humans: "< $0.01" for a fraction of a cent, the exact amount on hover. */
+/** Marks token counts auxot estimated from the text's size because the upstream reported none. */
+export function Estimated(props: { count?: number; of?: number }) {
+  const what =
+    props.count !== undefined && props.of !== undefined
+      ? `${formatInt(props.count)} of ${formatInt(props.of)} requests had no usage from the upstream: their tokens were estimated from the size of the request and the answer (about 4 bytes a token). No cloud cost is charged on an estimate; spend avoided by GPU/CLI workers uses it.`
+      : "The upstream reported no usage: these tokens were estimated from the size of the request and the answer (about 4 bytes a token). No cloud cost is charged on an estimate; spend avoided by a GPU/CLI worker uses it.";
+  return (
+    <span class="estimated" title={what} data-testid="estimated">
+      {' '}≈ estimated
+      <span class="visually-hidden">. {what}</span>
+    </span>
+  );
+}
+
 export function Usd(props: { value: number | null | undefined; testId?: string }) {
   const n = props.value ?? 0;
   const abs = Math.abs(n);

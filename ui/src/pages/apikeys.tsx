@@ -1,6 +1,6 @@
 // API keys: what clients (and admin scripts) use to call auxot. Shown once, stored hashed.
 import { useState } from 'preact/hooks';
-import { api, describeError, seg, TIERS, type ApiKey, type Model, type Tier } from '../api';
+import { api, ApiError, describeError, seg, TIERS, type Alias, type ApiKey, type Model, type Tier } from '../api';
 import {
   CodeBox,
   DataTable,
@@ -32,21 +32,26 @@ export function ApiKeysPage() {
   // Only to make the example request use a model that exists; `auto` when none is cached.
   const models = useResource(() => api.list<Model>('/api/models'));
   const exampleModel = models.data?.find((m) => m.provider_enabled)?.id ?? 'auto';
+  const aliases = useResource(() => api.list<Alias>('/api/aliases'));
   const [name, setName] = useState('');
   const [role, setRole] = useState<'client' | 'admin'>('client');
+  const [policy, setPolicy] = useState<PolicyDraft>(() => draftOf(null));
+  const known = [...new Set([...(aliases.data ?? []).map((a) => a.name), ...(models.data ?? []).map((m) => m.id)])];
   const [created, setCreated] = useState<CreatedKey | null>(null);
   const [notice, setNotice] = useState<string | null>(null);
   const [revokeError, setRevokeError] = useState<string | null>(null);
   const [limitsOf, setLimitsOf] = useState<ApiKey | null>(null);
   const action = useAction();
+  const nameTaken = action.error instanceof ApiError && action.error.status === 409 ? describeError(action.error) : null;
 
   const create = (event: Event) => {
     event.preventDefault();
     setNotice(null);
     void action.run(async () => {
-      const key = await api.post<CreatedKey>('/api/api-keys', { name: name.trim(), role });
+      const key = await api.post<CreatedKey>('/api/api-keys', { name: name.trim(), role, ...policyBody(policy) });
       setCreated(key);
       setName('');
+      setPolicy(draftOf(null));
       await keys.reload();
     });
   };
@@ -70,8 +75,8 @@ export function ApiKeysPage() {
   return (
     <Page title="API keys" intro="Give each tool or person its own key. Client keys call the OpenAI and Anthropic APIs; admin keys can also manage auxot through /api/.">
       <Section title="Create a key">
-        <form class="inline-form" onSubmit={create}>
-          <Field label="Key name" hint="Who or what uses it, e.g. “ci” or “alice-laptop”.">
+        <form class="form-grid" onSubmit={create}>
+          <Field label="Key name" hint="Who or what uses it, e.g. “ci” or “alice-laptop”. Names are unique, whatever their case." error={nameTaken ? nameTaken : undefined}>
             {(p) => <input {...p} name="key_name" required maxLength={64} autoComplete="off" value={name} onInput={(e) => setName(inputValue(e))} />}
           </Field>
           <Field label="Role">
@@ -82,11 +87,16 @@ export function ApiKeysPage() {
               </select>
             )}
           </Field>
-          <button type="submit" class="primary" disabled={action.busy}>
-            {action.busy ? 'Creating…' : 'Create key'}
-          </button>
+          <PolicyFields draft={policy} onChange={setPolicy} known={known} />
+          <div class="form-footer">
+            {!nameTaken && <ErrorMessage title="The key was not created." error={action.error} />}
+            <div class="button-row">
+              <button type="submit" class="primary" disabled={action.busy}>
+                {action.busy ? 'Creating…' : 'Create key'}
+              </button>
+            </div>
+          </div>
         </form>
-        <ErrorMessage title="The key was not created." error={action.error} />
         {created && (
           <div class="once" role="region" aria-label="New API key">
             <p>
@@ -118,8 +128,17 @@ export function ApiKeysPage() {
             rowKey={(k) => k.id}
             empty="No API keys yet."
             columns={[
-              { label: 'Name', render: (k) => <strong>{k.name}</strong> },
-              { label: 'Role', render: (k) => <Pill kind={k.role === 'admin' ? 'busy' : 'ok'}>{k.role}</Pill> },
+              {
+                label: 'Name · role',
+                render: (k) => (
+                  <>
+                    <strong class="break">{k.name}</strong>
+                    <div>
+                      <Pill kind={k.role === 'admin' ? 'busy' : 'ok'}>{k.role}</Pill>
+                    </div>
+                  </>
+                ),
+              },
               { label: 'Key', render: (k) => <code class="nowrap">{k.prefix}…</code> },
               { label: 'Limits', render: (k) => describeLimits(k) },
               { label: 'May use', render: (k) => describeGrant(k) },
@@ -169,6 +188,7 @@ export function ApiKeysPage() {
         <LimitsForm
           key={limitsOf.id}
           apiKey={limitsOf}
+          known={known}
           onClose={() => setLimitsOf(null)}
           onSaved={(saved) => {
             setLimitsOf(null);
@@ -214,34 +234,17 @@ function expiryOf(date: string): string | null {
   return at.toISOString();
 }
 
-function LimitsForm(props: { apiKey: ApiKey; onClose: () => void; onSaved: (key: ApiKey) => void }) {
+function LimitsForm(props: { apiKey: ApiKey; known: string[]; onClose: () => void; onSaved: (key: ApiKey) => void }) {
   const k = props.apiKey;
-  const [rpm, setRpm] = useState(k.rpm_limit == null ? '' : String(k.rpm_limit));
-  const [tpm, setTpm] = useState(k.tpm_limit == null ? '' : String(k.tpm_limit));
-  const [cap, setCap] = useState(k.monthly_spend_cap_usd == null ? '' : String(k.monthly_spend_cap_usd));
-  const [models, setModels] = useState((k.allowed_models ?? []).join(', '));
-  const [tiers, setTiers] = useState<Tier[]>(k.allowed_tiers ?? []);
-  const [expires, setExpires] = useState(k.expires_at ? k.expires_at.slice(0, 10) : '');
+  const [draft, setDraft] = useState<PolicyDraft>(() => draftOf(k));
   const action = useAction();
   const submit = (event: Event) => {
     event.preventDefault();
     void action.run(async () => {
-      const body = {
-        rpm_limit: optionalNumber(rpm, 'Requests per minute', true),
-        tpm_limit: optionalNumber(tpm, 'Tokens per minute', true),
-        monthly_spend_cap_usd: optionalNumber(cap, 'The monthly spend cap'),
-        allowed_models: models
-          .split(/[\s,]+/)
-          .map((m) => m.trim())
-          .filter(Boolean),
-        allowed_tiers: tiers,
-        expires_at: expiryOf(expires),
-      };
-      const saved = await api.patch<ApiKey>(`/api/api-keys/${seg(k.id)}`, body);
+      const saved = await api.patch<ApiKey>(`/api/api-keys/${seg(k.id)}`, policyBody(draft));
       props.onSaved(saved);
     });
   };
-  const toggleTier = (tier: Tier, on: boolean) => setTiers(TIERS.filter((t) => (t === tier ? on : tiers.includes(t))));
   return (
     <FocusedSection
       title={`Limits of “${k.name}”`}
@@ -252,29 +255,7 @@ function LimitsForm(props: { apiKey: ApiKey; onClose: () => void; onSaved: (key:
       }
     >
       <form class="form-grid" onSubmit={submit}>
-        <Field label="Requests per minute" optional hint="Over it, requests get 429 with Retry-After. Empty: no limit.">
-          {(p) => <input {...p} name="rpm_limit" type="text" inputMode="numeric" value={rpm} onInput={(e) => setRpm(inputValue(e))} />}
-        </Field>
-        <Field label="Tokens per minute" optional hint="Input + output tokens, counted as answers end. Empty: no limit.">
-          {(p) => <input {...p} name="tpm_limit" type="text" inputMode="numeric" value={tpm} onInput={(e) => setTpm(inputValue(e))} />}
-        </Field>
-        <Field label="Monthly cloud spend cap (USD)" optional hint="Counts cloud cost only; resets each calendar month (UTC). Empty: no cap.">
-          {(p) => <input {...p} name="monthly_spend_cap_usd" type="text" inputMode="decimal" value={cap} onInput={(e) => setCap(inputValue(e))} />}
-        </Field>
-        <Field label="Allowed models" optional hint="Aliases, models or agent:NAME, separated by commas; claude-* allows a family. Empty: any model.">
-          {(p) => <input {...p} name="allowed_models" type="text" autoComplete="off" placeholder="auto, claude-*" value={models} onInput={(e) => setModels(inputValue(e))} />}
-        </Field>
-        <fieldset class="field checks">
-          <legend>Allowed tiers (none ticked: any)</legend>
-          {TIERS.map((t) => (
-            <label class="check">
-              <input type="checkbox" name={`tier_${t}`} checked={tiers.includes(t)} onChange={(e) => toggleTier(t, (e.target as HTMLInputElement).checked)} /> {t}
-            </label>
-          ))}
-        </fieldset>
-        <Field label="Expires on" optional hint="The key stops working at the end of that day (your time). Empty: never.">
-          {(p) => <input {...p} name="expires_at" type="date" value={expires} onInput={(e) => setExpires(inputValue(e))} />}
-        </Field>
+        <PolicyFields draft={draft} onChange={setDraft} known={props.known} />
         <div class="form-footer">
           <ErrorMessage title="The limits were not saved." error={action.error} />
           <div class="button-row">
@@ -288,5 +269,100 @@ function LimitsForm(props: { apiKey: ApiKey; onClose: () => void; onSaved: (key:
         </div>
       </form>
     </FocusedSection>
+  );
+}
+
+/** What the governance fields hold while edited: text as typed, checked on submit. */
+interface PolicyDraft {
+  rpm: string;
+  tpm: string;
+  cap: string;
+  models: string;
+  tiers: Tier[];
+  expires: string;
+}
+
+function draftOf(k: ApiKey | null): PolicyDraft {
+  return {
+    rpm: k?.rpm_limit == null ? '' : String(k.rpm_limit),
+    tpm: k?.tpm_limit == null ? '' : String(k.tpm_limit),
+    cap: k?.monthly_spend_cap_usd == null ? '' : String(k.monthly_spend_cap_usd),
+    models: (k?.allowed_models ?? []).join(', '),
+    tiers: k?.allowed_tiers ?? [],
+    expires: k?.expires_at ? k.expires_at.slice(0, 10) : '',
+  };
+}
+
+function modelsOf(text: string): string[] {
+  return text
+    .split(/[\s,]+/)
+    .map((m) => m.trim())
+    .filter(Boolean);
+}
+
+/** The policy fields of POST and PATCH /api/api-keys; throws a readable error for bad input. */
+function policyBody(d: PolicyDraft) {
+  return {
+    rpm_limit: optionalNumber(d.rpm, 'Requests per minute', true),
+    tpm_limit: optionalNumber(d.tpm, 'Tokens per minute', true),
+    monthly_spend_cap_usd: optionalNumber(d.cap, 'The monthly spend cap'),
+    allowed_models: modelsOf(d.models),
+    allowed_tiers: d.tiers,
+    expires_at: expiryOf(d.expires),
+  };
+}
+
+/** Limits, allow-lists and expiry: the same fields when a key is created and when it is edited. */
+function PolicyFields(props: { draft: PolicyDraft; onChange: (d: PolicyDraft) => void; known: string[] }) {
+  const d = props.draft;
+  const set = (patch: Partial<PolicyDraft>) => props.onChange({ ...d, ...patch });
+  const chosen = modelsOf(d.models);
+  const suggestions = props.known.filter((m) => !chosen.includes(m)).slice(0, 8);
+  const toggleTier = (tier: Tier, on: boolean) => set({ tiers: TIERS.filter((t) => (t === tier ? on : d.tiers.includes(t))) });
+  return (
+    <>
+      <Field label="Requests per minute" optional hint="Over it, requests get 429 with Retry-After. Empty: no limit.">
+        {(p) => <input {...p} name="rpm_limit" type="text" inputMode="numeric" value={d.rpm} onInput={(e) => set({ rpm: inputValue(e) })} />}
+      </Field>
+      <Field label="Tokens per minute" optional hint="Input + output tokens, counted as answers end. Empty: no limit.">
+        {(p) => <input {...p} name="tpm_limit" type="text" inputMode="numeric" value={d.tpm} onInput={(e) => set({ tpm: inputValue(e) })} />}
+      </Field>
+      <Field label="Monthly cloud spend cap (USD)" optional hint="Counts cloud cost only; resets each calendar month (UTC). Empty: no cap.">
+        {(p) => <input {...p} name="monthly_spend_cap_usd" type="text" inputMode="decimal" value={d.cap} onInput={(e) => set({ cap: inputValue(e) })} />}
+      </Field>
+      <Field label="Expires on" optional hint="The key stops working at the end of that day (your time). Empty: never.">
+        {(p) => <input {...p} name="expires_at" type="date" value={d.expires} onInput={(e) => set({ expires: inputValue(e) })} />}
+      </Field>
+      <Field
+        label="Allowed models"
+        optional
+        hint={
+          <>
+            Aliases, models or agent:NAME, separated by commas; claude-* allows a family. Empty: any model.
+            {suggestions.length > 0 && (
+              <span class="suggestions">
+                {' '}
+                Add:{' '}
+                {suggestions.map((m) => (
+                  <button type="button" class="chip-button" aria-label={`Allow ${m}`} onClick={() => set({ models: [...chosen, m].join(', ') })}>
+                    + {m}
+                  </button>
+                ))}
+              </span>
+            )}
+          </>
+        }
+      >
+        {(p) => <input {...p} name="allowed_models" type="text" autoComplete="off" placeholder="auto, claude-*" value={d.models} onInput={(e) => set({ models: inputValue(e) })} />}
+      </Field>
+      <fieldset class="field checks">
+        <legend>Allowed tiers (none ticked: any)</legend>
+        {TIERS.map((t) => (
+          <label class="check-label">
+            <input type="checkbox" name={`tier_${t}`} checked={d.tiers.includes(t)} onChange={(e) => toggleTier(t, (e.target as HTMLInputElement).checked)} /> {t}
+          </label>
+        ))}
+      </fieldset>
+    </>
   );
 }

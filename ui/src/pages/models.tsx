@@ -12,10 +12,12 @@ import {
   Page,
   Pill,
   Section,
+  SlowProgress,
   Time,
   confirmAction,
   inputValue,
   useAction,
+  useCancellableAction,
   useResource,
 } from '../components';
 import { Link } from '../router';
@@ -44,21 +46,20 @@ export function ModelsPage() {
   const [filter, setFilter] = useState('');
   const [refreshing, setRefreshing] = useState<string | null>(null);
   const [refreshNotice, setRefreshNotice] = useState<string | null>(null);
-  const [refreshError, setRefreshError] = useState<string | null>(null);
 
-  const refresh = async (provider: Provider) => {
+  const refreshAction = useCancellableAction();
+  const refresh = (provider: Provider) => {
     setRefreshing(provider.id);
-    setRefreshError(null);
     setRefreshNotice(null);
-    try {
-      const view = await api.post<Provider>(`/api/providers/${seg(provider.id)}/refresh-models`);
-      setRefreshNotice(`Refreshed “${view.name}”: ${view.model_count} model${view.model_count === 1 ? '' : 's'}.`);
-      await catalog.reload();
-    } catch (e) {
-      setRefreshError(`Refreshing the models of “${provider.name}” failed: ${describeError(e)}`);
-    } finally {
-      setRefreshing(null);
-    }
+    void refreshAction.run(async (signal) => {
+      try {
+        const view = await api.post<Provider>(`/api/providers/${seg(provider.id)}/refresh-models`, {}, signal);
+        setRefreshNotice(`Refreshed “${view.name}”: ${view.model_count} model${view.model_count === 1 ? '' : 's'}.`);
+        await catalog.reload();
+      } finally {
+        setRefreshing(null);
+      }
+    });
   };
 
   const data = catalog.data;
@@ -82,7 +83,13 @@ export function ModelsPage() {
       <Section title="Refresh provider model lists">
         <ErrorMessage title="The models could not be loaded." error={catalog.error} onRetry={() => void catalog.reload()} />
         {refreshNotice && <Notice kind="success">{refreshNotice}</Notice>}
-        <ErrorMessage error={refreshError} />
+        {refreshAction.busy && (
+          <SlowProgress elapsed={refreshAction.elapsed} limit={30} onCancel={refreshAction.cancel} cancelLabel="Cancel the refresh">
+            Refreshing the models of “{data?.providers.find((p) => p.id === refreshing)?.name ?? 'the provider'}”…
+          </SlowProgress>
+        )}
+        {refreshAction.cancelled && <Notice>Refresh cancelled; the cached model list is kept.</Notice>}
+        <ErrorMessage title="Refreshing the models failed." error={refreshAction.error} />
         {data && data.providers.length === 0 && (
           <p class="empty">
             No provider yet. <Link href="/settings/providers">Add one</Link> to see its models here.

@@ -139,6 +139,22 @@ function LastDay(props: { report: UsageReport; workers: Worker[] }) {
       ) : (
         <p class="empty">No requests in the last 24 hours.</p>
       )}
+      {groups.length > 0 && (
+        <p class="tier-links" data-testid="last-24h-links">
+          Open in Requests:{' '}
+          {groups
+            .filter((g) => TIER_ORDER.includes(g.key))
+            .map((g) => (
+              <>
+                <Link href={`/requests?tier=${g.key}`}>
+                  {g.key} ({formatInt(g.requests)})
+                </Link>{' '}
+                ·{' '}
+              </>
+            ))}
+          <Link href="/requests?outcome=error">failed ({formatInt(t.errors)})</Link>
+        </p>
+      )}
     </Section>
   );
 }

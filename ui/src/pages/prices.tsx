@@ -14,7 +14,8 @@ function priceNumber(text: string, what: string): number {
   return value;
 }
 
-export function PricesEditor() {
+/** `onChanged` tells the page a price was saved or removed (the pricing settings show prices too). */
+export function PricesEditor(props: { onChanged?: () => void } = {}) {
   const prices = useResource(() => api.list<Price>('/api/prices'));
   const [model, setModel] = useState('');
   const [input, setInput] = useState('');
@@ -37,6 +38,7 @@ export function PricesEditor() {
       setInput('');
       setOutput('');
       await prices.reload();
+      props.onChanged?.();
     });
   };
 
@@ -57,6 +59,7 @@ export function PricesEditor() {
       await api.delete(`/api/prices/${seg(p.model)}`);
       setNotice(`Deleted the price of “${p.model}”.`);
       await prices.reload();
+      props.onChanged?.();
     } catch (e) {
       setDeleteError(`The price of “${p.model}” was not deleted: ${describeError(e)}`);
     }

@@ -1,6 +1,6 @@
 // Settings → Providers: the cloud tier. Keys are write-only: the page shows a hint at most.
 import { useState } from 'preact/hooks';
-import { api, describeError, seg, type Provider, type ProviderType } from '../api';
+import { api, seg, type Provider, type ProviderType } from '../api';
 import {
   Checkbox,
   DataTable,
@@ -11,12 +11,13 @@ import {
   Notice,
   Page,
   Pill,
-  Progress,
   Section,
+  SlowProgress,
   Time,
   confirmAction,
   inputValue,
   useAction,
+  useCancellableAction,
   useResource,
   cooldownNote,
 } from '../components';
@@ -33,27 +34,29 @@ const BASE_URL_HINTS: Record<ProviderType, string> = {
   'openai-compatible': 'Required. The server’s OpenAI-style base URL, including /v1, e.g. http://10.0.0.5:8000/v1 for vLLM or llama.cpp.',
 };
 
+/** The server gives up on a provider's model list after this long (registry.rs caps it at 30 s). */
+const VALIDATION_LIMIT_S = 30;
+
 export function ProvidersPage() {
   const providers = useResource(() => api.list<Provider>('/api/providers'));
   const [adding, setAdding] = useState(false);
   const [editing, setEditing] = useState<string | null>(null);
   const [notice, setNotice] = useState<string | null>(null);
   const [refreshing, setRefreshing] = useState<string | null>(null);
-  const [refreshError, setRefreshError] = useState<string | null>(null);
 
-  const refresh = async (provider: Provider) => {
+  const refreshAction = useCancellableAction();
+  const refresh = (provider: Provider) => {
     setRefreshing(provider.id);
-    setRefreshError(null);
     setNotice(null);
-    try {
-      const view = await api.post<Provider>(`/api/providers/${seg(provider.id)}/refresh-models`);
-      setNotice(`Refreshed the models of “${view.name}”: ${view.model_count} model${view.model_count === 1 ? '' : 's'}.`);
-      await providers.reload();
-    } catch (e) {
-      setRefreshError(`Refreshing the models of “${provider.name}” failed: ${describeError(e)}`);
-    } finally {
-      setRefreshing(null);
-    }
+    void refreshAction.run(async (signal) => {
+      try {
+        const view = await api.post<Provider>(`/api/providers/${seg(provider.id)}/refresh-models`, {}, signal);
+        setNotice(`Refreshed the models of “${view.name}”: ${view.model_count} model${view.model_count === 1 ? '' : 's'}.`);
+        await providers.reload();
+      } finally {
+        setRefreshing(null);
+      }
+    });
   };
 
   const list = providers.data ?? [];
@@ -79,7 +82,13 @@ export function ProvidersPage() {
       }
     >
       {notice && <Notice kind="success">{notice}</Notice>}
-      <ErrorMessage error={refreshError} />
+      {refreshAction.busy && (
+        <SlowProgress elapsed={refreshAction.elapsed} limit={30} onCancel={refreshAction.cancel} cancelLabel="Cancel the refresh">
+          Refreshing the models of “{list.find((p) => p.id === refreshing)?.name ?? 'the provider'}”…
+        </SlowProgress>
+      )}
+      {refreshAction.cancelled && <Notice>Refresh cancelled; the cached model list is kept.</Notice>}
+      <ErrorMessage title="Refreshing the models failed." error={refreshAction.error} />
       {adding && (
         <AddProviderForm
           onCancel={() => setAdding(false)}
@@ -112,8 +121,17 @@ export function ProvidersPage() {
               },
               { label: 'Type', render: (p) => TYPE_LABELS[p.type] ?? p.type },
               { label: 'Key', render: (p) => (p.key_hint ? <code class="nowrap">{p.key_hint}</code> : <span class="muted">none</span>) },
-              { label: 'Models', class: 'num', render: (p) => p.model_count },
-              { label: 'Models fetched', render: (p) => <Time iso={p.models_fetched_at} /> },
+              {
+                label: 'Models',
+                render: (p) => (
+                  <>
+                    {p.model_count}
+                    <div class="muted small">
+                      fetched <Time iso={p.models_fetched_at} />
+                    </div>
+                  </>
+                ),
+              },
               {
                 label: 'Status',
                 render: (p) => (
@@ -175,7 +193,7 @@ function AddProviderForm(props: { onAdded: (view: Provider) => void; onCancel: (
   const [nameTouched, setNameTouched] = useState(false);
   const [baseUrl, setBaseUrl] = useState('');
   const [apiKey, setApiKey] = useState('');
-  const action = useAction();
+  const action = useCancellableAction();
   const compatible = type === 'openai-compatible';
 
   const changeType = (next: ProviderType) => {
@@ -185,11 +203,11 @@ function AddProviderForm(props: { onAdded: (view: Provider) => void; onCancel: (
 
   const submit = (event: Event) => {
     event.preventDefault();
-    void action.run(async () => {
+    void action.run(async (signal) => {
       const body: Record<string, unknown> = { name: name.trim(), type };
       if (apiKey.trim()) body.api_key = apiKey.trim();
       if (baseUrl.trim()) body.base_url = baseUrl.trim();
-      const view = await api.post<Provider>('/api/providers', body);
+      const view = await api.post<Provider>('/api/providers', body, signal);
       setApiKey('');
       props.onAdded(view);
     });
@@ -245,13 +263,18 @@ function AddProviderForm(props: { onAdded: (view: Provider) => void; onCancel: (
           {(p) => <input {...p} name="api_key" type="password" autoComplete="new-password" spellcheck={false} required={!compatible} value={apiKey} onInput={(e) => setApiKey(inputValue(e))} />}
         </Field>
         <div class="form-footer">
-          {action.busy && <Progress>Validating key… auxot is asking the provider for its model list.</Progress>}
+          {action.busy && (
+            <SlowProgress elapsed={action.elapsed} limit={VALIDATION_LIMIT_S} onCancel={action.cancel} cancelLabel="Cancel the check">
+              Validating key: auxot is asking the provider for its model list.
+            </SlowProgress>
+          )}
+          {action.cancelled && <Notice>Cancelled. Nothing was saved; change the details and try again.</Notice>}
           <ErrorMessage title="The provider was not added." error={action.error} />
           <div class="button-row">
             <button type="submit" class="primary" disabled={action.busy}>
               {action.busy ? 'Validating key…' : 'Add provider'}
             </button>
-            <button type="button" class="secondary" onClick={props.onCancel} disabled={action.busy}>
+            <button type="button" class="secondary" onClick={action.busy ? action.cancel : props.onCancel}>
               Cancel
             </button>
           </div>
@@ -272,7 +295,7 @@ function EditProvider(props: { provider: Provider; onClose: () => void; onChange
   const [newKey, setNewKey] = useState('');
   const [newBaseUrl, setNewBaseUrl] = useState('');
   const [rotated, setRotated] = useState<string | null>(null);
-  const rotation = useAction();
+  const rotation = useCancellableAction();
 
   const deletion = useAction();
 
@@ -299,10 +322,10 @@ function EditProvider(props: { provider: Provider; onClose: () => void; onChange
   const rotateKey = (event: Event) => {
     event.preventDefault();
     setRotated(null);
-    void rotation.run(async () => {
+    void rotation.run(async (signal) => {
       const patch: Record<string, unknown> = { api_key: newKey.trim() };
       if (newBaseUrl.trim()) patch.base_url = newBaseUrl.trim();
-      const view = await api.patch<Provider>(`/api/providers/${seg(provider.id)}`, patch);
+      const view = await api.patch<Provider>(`/api/providers/${seg(provider.id)}`, patch, signal);
       setNewKey('');
       setNewBaseUrl('');
       setRotated(`Key replaced. The new key works: the provider listed ${view.model_count} model${view.model_count === 1 ? '' : 's'}. It now shows as ${view.key_hint || 'no key'}.`);
@@ -359,7 +382,12 @@ function EditProvider(props: { provider: Provider; onClose: () => void; onChange
           <Field label="New base URL" optional hint={`Leave empty to keep ${provider.base_url}. A different host needs its key given here too.`}>
             {(p) => <input {...p} name="new_base_url" type="url" inputMode="url" value={newBaseUrl} onInput={(e) => setNewBaseUrl(inputValue(e))} />}
           </Field>
-          {rotation.busy && <Progress>Validating key…</Progress>}
+          {rotation.busy && (
+            <SlowProgress elapsed={rotation.elapsed} limit={VALIDATION_LIMIT_S} onCancel={rotation.cancel} cancelLabel="Cancel the check">
+              Validating the new key…
+            </SlowProgress>
+          )}
+          {rotation.cancelled && <Notice>Cancelled. The old key stays in place.</Notice>}
           <ErrorMessage title="The key was not replaced." error={rotation.error} />
           {rotated && <Notice kind="success">{rotated}</Notice>}
           <div class="button-row">

@@ -3,8 +3,9 @@
 // on expand the failover trail. Never any prompt or answer text (the API has none).
 import { useEffect, useState } from 'preact/hooks';
 import { ApiError, api, TIERS, type ApiKey, type RequestPage, type RequestRow } from '../api';
-import { ErrorMessage, Field, Loading, Page, Section, Time, Usd, formatInt, formatMs, inputValue, useResource, useVisibleInterval } from '../components';
+import { ErrorMessage, Estimated, Field, Loading, Page, Section, Time, Usd, formatInt, formatMs, inputValue, useResource, useVisibleInterval } from '../components';
 import { navigate } from '../router';
+import { EQUIVALENT_SOURCE } from './equivalents';
 
 const REFRESH_MS = 3000;
 const PAGE = 50;
@@ -256,7 +257,7 @@ function RequestTable(props: { rows: RequestRow[]; keyName: Map<string, string> 
                   <td data-label="Time">
                     <div class="cell">
                       <Time iso={r.time} />
-                      <div class="muted small">{r.api_key_name ?? (r.api_key_id ? props.keyName.get(r.api_key_id) ?? r.api_key_id.slice(0, 8) : 'admin')}</div>
+                      <div class="muted small">{r.api_key_name ?? (r.api_key_id ? props.keyName.get(r.api_key_id) ?? r.api_key_id.slice(0, 8) : r.agent ? `agent ${r.agent}` : 'no key')}</div>
                     </div>
                   </td>
                   <td data-label="Tier · route">
@@ -266,7 +267,7 @@ function RequestTable(props: { rows: RequestRow[]; keyName: Map<string, string> 
                   </td>
                   <td data-label="Model">
                     <div class="cell break">
-                      {r.model_asked}
+                      {r.model_asked || <span class="muted">—</span>}
                       {r.model_served && r.model_served !== r.model_asked && <span class="muted"> → {r.model_served}</span>}
                     </div>
                   </td>
@@ -277,9 +278,9 @@ function RequestTable(props: { rows: RequestRow[]; keyName: Map<string, string> 
                     </div>
                   </td>
                   <td data-label="Tokens" class="num">
-                    <div class="cell" title={r.estimated ? 'Estimated from sizes: the upstream reported no usage' : undefined}>
+                    <div class="cell">
                       {formatInt(r.input_tokens)} / {formatInt(r.output_tokens)}
-                      {r.estimated && ' ~'}
+                      {r.estimated && <Estimated />}
                     </div>
                   </td>
                   <td data-label="Cost" class="num">
@@ -325,17 +326,29 @@ function RequestTable(props: { rows: RequestRow[]; keyName: Map<string, string> 
   );
 }
 
+/** The log lists the failed attempts; the target that answered is the row's own tier and route. */
+function servedLast(r: RequestRow): boolean {
+  if (r.outcome !== 'ok' || !r.tier || !r.route) return false;
+  const last = r.attempts[r.attempts.length - 1];
+  return !last || Boolean(last.error) || last.route !== r.route;
+}
+
 function Trail(props: { row: RequestRow }) {
   const r = props.row;
   return (
     <div class="trail" data-testid="request-trail">
       <ol>
-        {r.attempts.length === 0 && <li class="muted">No target was tried (refused before dispatch: {r.outcome}).</li>}
+        {r.attempts.length === 0 && !servedLast(r) && <li class="muted">No target was tried (refused before dispatch: {r.outcome}).</li>}
         {r.attempts.map((a, i) => (
           <li class={a.error ? 'failed' : 'served'}>
             <span class={`tier-badge tier-${a.tier}`}>{a.tier}</span> {a.route}: {a.error ? <span class="danger-text">{a.error}</span> : i === r.attempts.length - 1 && r.outcome === 'ok' ? 'served it' : r.outcome}
           </li>
         ))}
+        {servedLast(r) && (
+          <li class="served">
+            <span class={`tier-badge tier-${r.tier}`}>{r.tier}</span> {r.route}: served it
+          </li>
+        )}
       </ol>
       <p class="muted small">
         {r.agent && <>Agent {r.agent} · </>}
@@ -344,7 +357,11 @@ function Trail(props: { row: RequestRow }) {
         {r.reasoning_tokens ? <>{formatInt(r.reasoning_tokens)} reasoning tokens · </> : null}
         {r.cloud_equivalent_model && r.tier !== 'cloud' && (
           <>
-            Priced as {r.cloud_equivalent_model} would be: <Usd value={r.cloud_equivalent_usd} /> ·{' '}
+            <span data-testid="request-equivalent">
+              Spend avoided priced as {r.cloud_equivalent_model}
+              {r.cloud_equivalent_source && EQUIVALENT_SOURCE[r.cloud_equivalent_source] ? ` (${EQUIVALENT_SOURCE[r.cloud_equivalent_source]})` : ''}: <Usd value={r.cloud_equivalent_usd} />
+            </span>{' '}
+            ·{' '}
           </>
         )}
         Request id <code>{r.id}</code>

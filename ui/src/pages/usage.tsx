@@ -2,8 +2,9 @@
 // the GPU and CLI tiers avoided. Reads GET /api/usage; a build without it answers 404.
 import { useState } from 'preact/hooks';
 import { ApiError, api, type ApiKey, type LatencyRow, type Provider, type UsageFigures, type UsageGroup, type UsageGroupBy, type UsageReport } from '../api';
-import { ErrorMessage, Loading, Page, Section, Usd, formatCompact, formatInt, formatMs, formatUsd, useResource } from '../components';
-import { BarChart, HBarChart, type Bar } from '../charts';
+import { ErrorMessage, Estimated, Loading, Page, Section, Usd, formatCompact, formatInt, formatMs, formatUsd, useResource } from '../components';
+import { BarChart, HBarChart, LineChart, type Bar } from '../charts';
+import { EquivalentsEditor } from './equivalents';
 import { PricesEditor } from './prices';
 
 type Range = '24h' | '7d' | '30d' | '90d';
@@ -59,6 +60,7 @@ async function fetchReport(groupBy: UsageGroupBy, from: Date, to: Date): Promise
 export function UsagePage() {
   const [range, setRange] = useState<Range>('7d');
   const [grouping, setGrouping] = useState<UsageGroupBy>('tier');
+  const [pricesVersion, setPricesVersion] = useState(0);
   const [metric, setMetric] = useState<'requests' | 'tokens'>('requests');
 
   const usage = useResource<Loaded>(async () => {
@@ -154,6 +156,7 @@ export function UsagePage() {
               <SpendChart report={data.byDay} />
             </Section>
             <Section title="Latency per tier">
+              <LatencyOverTime report={data.byDay} />
               <Latency rows={data.byTier.latency} />
             </Section>
             <Section title="Top models">
@@ -171,7 +174,7 @@ export function UsagePage() {
               </p>
               <p class="hint">
                 What the requests served by GPU and CLI workers would have cost at cloud prices ({formatUsd(data.byTier.totals.cloud_equivalent_usd)} cloud-equivalent in all, {formatUsd(data.byTier.totals.cost_usd)}{' '}
-                actually spent).
+                actually spent), valued as described under “How spend avoided is priced” below.
               </p>
               {data.byTier.subscriptions && data.byTier.subscriptions.length > 0 && (
                 <p class="hint">
@@ -201,7 +204,8 @@ export function UsagePage() {
           >
             <UsageTable report={data.table} label={GROUPINGS.find((g) => g.value === data.table.group_by)?.label ?? 'Group'} keyNames={data.keyNames} />
           </Section>
-          <PricesEditor />
+          <EquivalentsEditor pricesVersion={pricesVersion} />
+          <PricesEditor onChanged={() => setPricesVersion((v) => v + 1)} />
         </>
       )}
     </Page>
@@ -224,6 +228,7 @@ function Totals(props: { totals: UsageFigures }) {
         <span class="stat-value">{formatCompact(t.input_tokens + t.output_tokens)}</span>
         <span class="stat-note">
           {formatInt(t.input_tokens)} in · {formatInt(t.output_tokens)} out
+          {t.estimated ? <Estimated count={t.estimated} of={t.requests} /> : null}
         </span>
       </div>
       <div class="stat">
@@ -348,6 +353,26 @@ function SpendChart(props: { report: UsageReport }) {
   );
 }
 
+/** p95 total time per tier and day: is any tier getting slower? */
+function LatencyOverTime(props: { report: UsageReport }) {
+  const days = props.report.latency_by_day;
+  if (!days || days.length === 0) return null;
+  const labels = dailySeries(props.report).map((g) => g.key.slice(0, 10));
+  const lines = ['gpu', 'cli', 'cloud']
+    .filter((tier) => days.some((d) => d.tier === tier))
+    .map((tier) => ({
+      name: tier,
+      class: `line-tier-${tier}`,
+      values: labels.map((day) => days.find((d) => d.day === day && d.tier === tier)?.total_p95_ms ?? null),
+    }));
+  return (
+    <>
+      <LineChart labels={labels.map(dayLabel)} lines={lines} format={(ms) => formatMs(ms)} title="p95 total time per day by tier" />
+      <Legend items={lines.map((l) => ({ label: `${l.name} p95`, class: `fill-tier-${l.name}` }))} />
+    </>
+  );
+}
+
 function Latency(props: { rows: LatencyRow[] | undefined }) {
   if (!props.rows) return <p class="empty">This server does not report latency percentiles yet.</p>;
   if (props.rows.length === 0) return <p class="empty">No requests in this period.</p>;
@@ -361,10 +386,12 @@ function Latency(props: { rows: LatencyRow[] | undefined }) {
           <tr>
             <th scope="col">Tier · route</th>
             <th scope="col" class="num">
-              TTFB p50 / p95 / p99
+              TTFB
+              <span class="th-sub">p50 / p95 / p99</span>
             </th>
             <th scope="col" class="num">
-              Total p50 / p95 / p99
+              Total
+              <span class="th-sub">p50 / p95 / p99</span>
             </th>
             <th scope="col" class="num">
               Requests
@@ -463,6 +490,7 @@ function UsageTable(props: { report: UsageReport; label: string; keyNames: Map<s
       </td>
       <td class="num" data-label="Output tokens">
         {formatInt(f.output_tokens)}
+        {f.estimated ? <Estimated count={f.estimated} of={f.requests} /> : null}
       </td>
       <td class="num" data-label="Cost">
         {formatUsd(f.cost_usd)}
