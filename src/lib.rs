@@ -3,6 +3,7 @@
 pub mod agents;
 pub mod api;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod dispatch;
@@ -372,12 +373,4 @@ fn spawn_background_tasks(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> 
         }
     });
     vec![refresh, prune, retention]
-}
-
-/// Unix seconds as RFC 3339 (UTC), as every API response shows times.
-pub fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
 }

@@ -1,9 +1,17 @@
 //! The one place domain errors become HTTP replies, in the caller's dialect:
 //! OpenAI's error shape on OpenAI routes, `{"error":{"code","message"}}` on `/api/`.
+//!
+//! What the client reads is kept apart from what the log gets: an internal failure (a
+//! storage error, a bug) answers 500 with a fixed message naming the request id, and its
+//! cause goes to the log only, once, with that id.
 
+use super::filters::current_request_id;
+use crate::agents::admin::AgentError;
 use crate::auth::AuthError;
+use crate::dispatch::rules::RulesError;
 use crate::dispatch::DispatchError;
 use crate::providers::RegistryError;
+use crate::usage::UsageError;
 use serde_json::json;
 use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;
@@ -21,17 +29,45 @@ pub struct ApiError {
     pub status: u16,
     pub code: &'static str,
     pub message: String,
+    /// An internal failure's cause: for the log, never for the client.
+    detail: Option<String>,
     pub retry_after: Option<String>,
 }
 
+/// The upstream's own error, passed on with its status (a 500 included) and its text.
+const UPSTREAM_ERROR: &str = "upstream_error";
+
 impl ApiError {
+    /// A 500 that is not an upstream's own answer is an internal failure: `message` becomes
+    /// the log's detail and the client gets a fixed text instead.
     pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        if status == 500 && code != UPSTREAM_ERROR {
+            return ApiError {
+                status,
+                code,
+                message: String::new(),
+                detail: Some(message),
+                retry_after: None,
+            };
+        }
         ApiError {
             status,
             code,
-            message: message.into(),
+            message,
+            detail: None,
             retry_after: None,
         }
+    }
+
+    /// An internal failure: `detail` goes to the log only.
+    pub fn internal(code: &'static str, detail: impl std::fmt::Display) -> Self {
+        ApiError::new(500, code, detail.to_string())
+    }
+
+    /// A domain error: its status and code as its module says, its text as the message.
+    fn domain(status: u16, code: &'static str, error: &dyn std::fmt::Display) -> Self {
+        ApiError::new(status, code, error.to_string())
     }
 
     pub fn with_retry_after(mut self, retry_after: Option<String>) -> Self {
@@ -43,15 +79,19 @@ impl ApiError {
         ApiError::new(400, "invalid_request", message)
     }
 
+    /// The reply, and the one log line of the failure (with the request id).
     pub fn into_response(mut self, dialect: Dialect) -> Response {
-        bound_message(&mut self.message);
-        if self.status == 500 {
-            tracing::error!(status = self.status, code = self.code, message = %self.message, "request failed");
-        } else if self.status > 500 {
-            tracing::warn!(status = self.status, code = self.code, message = %self.message, "request failed upstream");
+        let request_id = current_request_id();
+        let id = request_id.as_deref().unwrap_or("-");
+        if let Some(detail) = &self.detail {
+            tracing::error!(request_id = id, status = self.status, code = self.code, error = %detail, "request failed");
+            self.message = format!("internal error (request id {id}); the server log has the details");
+        } else if self.status >= 500 {
+            tracing::warn!(request_id = id, status = self.status, code = self.code, message = %self.message, "request failed upstream");
         } else {
-            tracing::debug!(status = self.status, code = self.code, message = %self.message, "request refused");
+            tracing::debug!(request_id = id, status = self.status, code = self.code, message = %self.message, "request refused");
         }
+        bound_message(&mut self.message);
         let body = match dialect {
             Dialect::OpenAi => json!({"error": {
                 "message": self.message,
@@ -106,13 +146,31 @@ impl From<AuthError> for ApiError {
             AuthError::Busy => Some("1".to_string()),
             _ => None,
         };
-        ApiError::new(e.status(), e.code(), e.to_string()).with_retry_after(retry_after)
+        ApiError::domain(e.status(), e.code(), &e).with_retry_after(retry_after)
     }
 }
 
 impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
-        ApiError::new(e.status(), e.code(), e.to_string())
+        ApiError::domain(e.status(), e.code(), &e)
+    }
+}
+
+impl From<AgentError> for ApiError {
+    fn from(e: AgentError) -> Self {
+        ApiError::domain(e.status(), e.code(), &e)
+    }
+}
+
+impl From<UsageError> for ApiError {
+    fn from(e: UsageError) -> Self {
+        ApiError::domain(e.status(), e.code(), &e)
+    }
+}
+
+impl From<RulesError> for ApiError {
+    fn from(e: RulesError) -> Self {
+        ApiError::domain(e.status(), e.code(), &e)
     }
 }
 
@@ -122,13 +180,13 @@ impl From<DispatchError> for ApiError {
             // The target's own answer: its status, its message, its Retry-After.
             DispatchError::Upstream { route, failure, .. } => ApiError::new(
                 failure.status,
-                "upstream_error",
+                UPSTREAM_ERROR,
                 format!("'{route}' answered {}: {}", failure.status, failure.message()),
             )
             .with_retry_after(failure.retry_after.clone()),
             other => {
                 let retry_after = other.retry_after();
-                ApiError::new(other.status(), other.code(), other.to_string()).with_retry_after(retry_after)
+                ApiError::domain(other.status(), other.code(), &other).with_retry_after(retry_after)
             }
         }
     }

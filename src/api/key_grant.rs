@@ -32,7 +32,7 @@ pub fn enforce(state: &AppState, key_id: &str, request: &mut ChatRequest) -> Res
             .model
             .strip_prefix(AGENT_PREFIX)
             .and_then(|name| state.agents.resolve(name))
-            .and_then(|agent| agent.tier_order)
+            .and_then(|agent| agent.tier_order.clone())
             .unwrap_or_else(|| state.rules.default_order()),
     };
     let narrowed: Vec<Tier> = order

@@ -81,7 +81,8 @@ struct Resolved {
     model: String,
     order: Vec<Tier>,
     wait: Duration,
-    system_prompt: Option<String>,
+    /// Shared with the agent: never copied per request.
+    system_prompt: Option<Arc<str>>,
 }
 
 pub struct Dispatcher {
@@ -296,7 +297,7 @@ impl Dispatcher {
             model,
             order,
             wait,
-            system_prompt: agent.and_then(|a| a.system_prompt),
+            system_prompt: agent.and_then(|a| a.system_prompt.clone()),
         })
     }
 

@@ -174,16 +174,6 @@ pub(crate) fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> R
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(what, e.to_string()))
 }
 
-/// Unix time in seconds.
-pub fn now_unix() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
-/// Unix time in milliseconds.
-pub fn now_unix_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
-
 impl StoreError {
     pub fn status(&self) -> u16 {
         match self {

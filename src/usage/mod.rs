@@ -167,7 +167,7 @@ impl Usage {
         // This month's spend per key, kept by the store as rows are written, so a cap
         // holds across restarts (and crashes: the rows of answered requests are durable);
         // requests and last use this month are counted from the month's rows.
-        let now = crate::store::now_unix_ms();
+        let now = crate::clock::now_unix_ms();
         let month = month_number(now);
         let month_start = month_start_ms(now);
         let mut spend: HashMap<String, (i64, KeyMonth)> = HashMap::new();
@@ -251,7 +251,7 @@ impl Usage {
 
     /// Refuses the request before dispatch when its key is over a limit.
     pub fn check_limits(&self, key_id: &str, limits: KeyLimits) -> Result<(), LimitExceeded> {
-        let now_ms = crate::store::now_unix_ms();
+        let now_ms = crate::clock::now_unix_ms();
         if let Some(cap) = limits.monthly_spend_cap_usd {
             let (month, next_month) = month_of(now_ms);
             let spent = self
@@ -347,7 +347,7 @@ impl Usage {
 
     /// What a key did this month (zeros when nothing yet).
     pub fn key_month(&self, key_id: &str) -> KeyMonth {
-        let (month, _) = month_of(crate::store::now_unix() * 1000);
+        let (month, _) = month_of(crate::clock::now_unix() * 1000);
         self.limits
             .spend
             .lock()
@@ -415,7 +415,7 @@ impl Usage {
     /// Deletes rows past the retention age or beyond the row cap, a short transaction at a
     /// time (folding each into its day's rollup), yielding between them.
     pub async fn prune(&self) -> Result<usize, UsageError> {
-        let cutoff = crate::store::now_unix_ms() - self.retention.max_age.as_millis() as i64;
+        let cutoff = crate::clock::now_unix_ms() - self.retention.max_age.as_millis() as i64;
         let mut removed = 0;
         loop {
             let step = self
@@ -474,8 +474,8 @@ mod tests {
     fn month_boundaries() {
         // 2026-11-25T00:00:00Z → next month starts 2026-12-01.
         let (_, next) = month_of(1_795_564_800_000);
-        assert_eq!(crate::rfc3339(next), "2026-12-01T00:00:00Z");
+        assert_eq!(crate::clock::rfc3339(next), "2026-12-01T00:00:00Z");
         let (_, next) = month_of(1_797_811_200_000); // 2026-12-21
-        assert_eq!(crate::rfc3339(next), "2027-01-01T00:00:00Z");
+        assert_eq!(crate::clock::rfc3339(next), "2027-01-01T00:00:00Z");
     }
 }
