@@ -205,3 +205,40 @@ pub fn rejection_response(status: u16, code: &'static str, message: &str) -> Res
         }}),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_of(response: Response) -> serde_json::Value {
+        let bytes = warp::hyper::body::to_bytes(response.into_body()).await.unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_internal_failure_shows_the_request_id_not_its_cause() {
+        let store_failure = crate::store::StoreError::Task("disk I/O error at page 7".into());
+        let error = ApiError::from(RulesError::Store(store_failure));
+        let response =
+            super::super::filters::with_request_id("req-42", async move { error.into_response(Dialect::Admin) }).await;
+        assert_eq!(response.status(), 500);
+        let body = body_of(response).await;
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("req-42"), "{message}");
+        assert!(!message.contains("disk") && !message.contains("database"), "{message}");
+        assert_eq!(body["error"]["code"], "internal_error");
+    }
+
+    #[tokio::test]
+    async fn an_upstream_500_keeps_its_own_message() {
+        let error = ApiError::new(500, UPSTREAM_ERROR, "'main' answered 500: The server had an error");
+        let body = body_of(error.into_response(Dialect::OpenAi)).await;
+        assert_eq!(body["error"]["message"], "'main' answered 500: The server had an error");
+    }
+
+    #[tokio::test]
+    async fn client_errors_keep_their_message() {
+        let body = body_of(ApiError::bad_request("model must not be empty").into_response(Dialect::Anthropic)).await;
+        assert_eq!(body["error"]["message"], "model must not be empty");
+    }
+}

@@ -30,6 +30,12 @@ pub fn current_request_id() -> Option<Arc<str>> {
     REQUEST_ID.try_with(Arc::clone).ok()
 }
 
+/// Runs `work` as the request `id` (what `serve_request` does for every request).
+#[cfg(test)]
+pub async fn with_request_id<F: std::future::Future>(id: &str, work: F) -> F::Output {
+    REQUEST_ID.scope(Arc::from(id), work).await
+}
+
 const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// The client's own `X-Request-Id` when it is a sane token (a proxy in front may set one),
@@ -253,6 +259,23 @@ mod tests {
             h.append(*k, HeaderValue::from_static(v));
         }
         h
+    }
+
+    #[test]
+    fn a_sane_client_request_id_is_kept_and_any_other_replaced() {
+        let given = |value: &'static str| request_id(&headers(&[("x-request-id", value)]));
+        assert_eq!(&*given("abc-123_X.9"), "abc-123_X.9");
+        for bad in ["", "has space", "semi;colon", "quote\"", &"x".repeat(65)] {
+            let value = HeaderValue::from_str(bad).unwrap();
+            let mut h = HeaderMap::new();
+            h.insert("x-request-id", value);
+            let id = request_id(&h);
+            assert_eq!(id.len(), 16, "{bad:?} gave {id}");
+            assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        }
+        let (a, b) = (request_id(&HeaderMap::new()), request_id(&HeaderMap::new()));
+        assert_ne!(a, b, "fresh ids are unique");
+        assert_eq!(current_request_id(), None, "no id outside a request");
     }
 
     #[test]
