@@ -12,8 +12,8 @@ pub use accounts::AdminView;
 pub use grant::KeyGrant;
 
 use crate::crypto::{random_token, token_hash, Secret};
+use crate::store::KeyLimits;
 use crate::store::{AdminRecord, AdminRole, ApiKeyRecord, Role, SessionRecord, Store, StoreError, WorkerTokenRecord};
-use crate::usage::KeyLimits;
 use crate::workers::protocol::WorkerKind;
 pub use passwords::Hasher;
 use serde::Serialize;

@@ -23,7 +23,7 @@ mod worker_tokens;
 pub use admins::{AdminRecord, AdminRole};
 pub use agents::AgentRecord;
 pub use aliases::{AliasRecord, AUTO as AUTO_ALIAS};
-pub use api_keys::{ApiKeyRecord, Role};
+pub use api_keys::{ApiKeyRecord, KeyLimits, Role};
 pub use conversations::{ConversationRecord, ConversationSummary};
 pub use meta::KeyState;
 pub use providers::{CachedModel, ModelCache, ProviderKind, ProviderRecord};
@@ -35,7 +35,7 @@ pub use usage::{
 };
 pub use usage_log::{DailyRollup, LogPage, LogQuery, Pruned, Rollup, RollupGroup};
 pub use usage_settings::EquivalentSettings;
-pub use worker_tokens::WorkerTokenRecord;
+pub use worker_tokens::{WorkerKind, WorkerTokenRecord};
 
 use redb::{Database, ReadTransaction, WriteTransaction};
 use serde::{de::DeserializeOwned, Serialize};

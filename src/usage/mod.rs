@@ -10,6 +10,8 @@ pub mod prices;
 pub mod tap;
 mod writer;
 
+/// Limits live with the key's record; re-exported for the limit checks here.
+pub use crate::store::KeyLimits;
 pub use aggregate::{aggregate, latency, to_csv, Group, GroupBy, Latency, Totals};
 pub use meter::{Meter, MeterStart, RouteInfo};
 
@@ -62,15 +64,6 @@ impl UsageError {
 pub struct Retention {
     pub max_age: Duration,
     pub max_rows: u64,
-}
-
-/// An API key's limits, as its record holds them.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct KeyLimits {
-    pub rpm: Option<u32>,
-    /// Input + output tokens per minute.
-    pub tpm: Option<u32>,
-    pub monthly_spend_cap_usd: Option<f64>,
 }
 
 /// An API key's activity this calendar month (UTC), for the keys list.

@@ -10,21 +10,8 @@ use serde_json::value::RawValue;
 /// Bumped on any incompatible change; the router refuses a `hello` of another version.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WorkerKind {
-    Gpu,
-    Cli,
-}
-
-impl WorkerKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WorkerKind::Gpu => "gpu",
-            WorkerKind::Cli => "cli",
-        }
-    }
-}
+/// A worker token's kind: stored with the token, said again in the worker's `hello`.
+pub use crate::store::WorkerKind;
 
 /// Token counts as OpenAI reports them (`prompt_tokens` counts cached and cache-written
 /// prompt tokens too), with Anthropic's cache-write counters beside them when a CLI
