@@ -100,7 +100,8 @@ http {
     access_log $WORK/nginx/access.log combined buffer=64k flush=1s;
     client_body_temp_path $WORK/nginx/body;
     proxy_temp_path $WORK/nginx/proxy;
-    upstream mock { server ${MOCK#http://}; keepalive 128; }
+    keepalive_requests 1000000;
+    upstream mock { server ${MOCK#http://}; keepalive 128; keepalive_requests 1000000; }
     server {
         listen 127.0.0.1:$NGINX_PORT;
         location / {
@@ -268,10 +269,12 @@ if [[ ${BENCH_PERF:-0} == 1 ]]; then
         echo "# requests in the wrk run around the profile: $PERF_REQUESTS"
         echo "## self time by symbol (top 45)"
         perf report -i "$WORK/perf.data" --no-children --sort symbol --stdio 2>/dev/null |
-            grep -v '^$' | grep -E '^ +[0-9]' | head -45
+            grep -E '^ +[0-9]' | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//; s/[[:space:]]+$//' |
+            awk 'NR <= 45' || true
         echo "## inclusive time by symbol (top 60)"
         perf report -i "$WORK/perf.data" --children --sort symbol --stdio -g none 2>/dev/null |
-            grep -v '^$' | grep -E '^ +[0-9]' | head -60
+            grep -E '^ +[0-9]' | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//; s/[[:space:]]+$//' |
+            awk 'NR <= 60' || true
     } >"$OUT_DIR/perf-auxot.txt"
     log "profile written to ${OUT_DIR#"$ROOT"/}/perf-auxot.txt"
 fi
