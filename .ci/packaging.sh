@@ -83,6 +83,8 @@ ls "$root" | sort | tr '\n' ' ' | grep -qx 'auxot data ' || fail "the chroot gre
 
 say ".deb"
 dpkg -P auxot > /dev/null 2>&1 || true
+# Debian keeps a package's system user after purge; the CI machine gets back what it had.
+had_user=$(getent passwd auxot > /dev/null && echo yes || true)
 deb=$(bash packaging/build-deb.sh "$bin" | tail -n 1)
 dpkg-deb --info "$deb" | sed -n 's/^ \(Package\|Version\|Depends\|Installed-Size\):/  &/p'
 dpkg -i "$deb"
@@ -139,6 +141,7 @@ dpkg -r auxot
 dpkg -P auxot
 [ ! -e /etc/auxot ] || fail "purge left /etc/auxot"
 [ ! -e /var/lib/auxot ] || fail "purge left /var/lib/auxot"
+[ -n "$had_user" ] || userdel auxot 2> /dev/null || true
 echo "install, upgrade, remove, purge: ok"
 
 say "install.sh into a temporary root"

@@ -62,6 +62,20 @@ pub struct ServeArgs {
     /// Log line format.
     #[arg(long, env = "AUXOT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Reverse proxies (addresses or CIDRs, comma-separated or repeated) whose
+    /// `X-Forwarded-For` is believed, so the login throttle counts the client's address and
+    /// not the proxy's. Empty: the header is ignored.
+    #[arg(long = "trusted-proxy", env = "AUXOT_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_proxy)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// An address (a single host) or a CIDR.
+fn parse_proxy(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map(|net| net.trunc())
+        .map_err(|_| format!("'{text}' is not an IP address or CIDR (e.g. 127.0.0.1 or 10.0.0.0/8)"))
 }
 
 /// The resolved configuration of a running server.
@@ -79,6 +93,7 @@ pub struct ServeConfig {
     pub metrics_token: Option<Secret>,
     pub secret_key: SecretKeySource,
     pub shutdown_grace: Duration,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Where the secret key comes from, in the documented order.
@@ -145,6 +160,7 @@ impl ServeConfig {
             metrics_token: args.metrics_token.map(Secret::new).filter(|t| !t.is_empty()),
             secret_key,
             shutdown_grace: Duration::from_secs(args.shutdown_grace),
+            trusted_proxies: args.trusted_proxies,
         })
     }
 }

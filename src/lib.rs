@@ -160,7 +160,12 @@ pub async fn start(config: ServeConfig) -> Result<AppState, StartError> {
     store.initialize(new_salt.as_deref(), new_canary.as_ref())?;
 
     let master = Arc::new(master);
-    let http = providers::build_http_client().map_err(|e| StartError::Http(e.to_string()))?;
+    let rules = Arc::new(
+        RoutingRules::load(store.clone())
+            .await
+            .map_err(|e| StartError::Load(e.to_string()))?,
+    );
+    let http = providers::build_http_client(rules.cloud_connect()).map_err(|e| StartError::Http(e.to_string()))?;
     let auth = Auth::load(store.clone(), config.session_ttl)
         .await
         .map_err(|e| StartError::Load(e.to_string()))?;
@@ -168,11 +173,6 @@ pub async fn start(config: ServeConfig) -> Result<AppState, StartError> {
         .await
         .map_err(|e: RegistryError| StartError::Load(e.to_string()))?;
     let registry = Arc::new(registry);
-    let rules = Arc::new(
-        RoutingRules::load(store.clone())
-            .await
-            .map_err(|e| StartError::Load(e.to_string()))?,
-    );
     let agents = Arc::new(
         AgentBook::load(store.clone())
             .await

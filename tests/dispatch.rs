@@ -406,3 +406,164 @@ async fn broken_cloud_sse_ends_with_an_error_event_and_an_error_usage_row() {
     let metrics = s.server.call("GET", "/metrics", Some(&s.admin), None).await.text;
     assert!(logged, "the broken streams were not counted as errors:\n{metrics}");
 }
+
+#[tokio::test]
+async fn a_gpu_stream_that_stalls_before_any_content_fails_over_to_the_cloud() {
+    let gpu = FakeUpstream::openai("stall-box", &[GPU_KEY], &["stall-before-content"]).await;
+    let cloud = FakeUpstream::openai("cloud", &[CLOUD_KEY], &["stall-before-content"]).await;
+    let s = setup().await;
+    let _worker = TestWorker::gpu(&s.server, &s.admin, "g1", &gpu, GPU_KEY, 1).await;
+    s.server.add_provider(&s.admin, "main", &cloud, CLOUD_KEY).await;
+    s.set_timeouts("gpu", json!({"first_content_ms": 500})).await;
+    for (dialect, request) in [
+        ("openai non-streamed", s.chat("stall-before-content", false)),
+        ("openai", s.chat("stall-before-content", true)),
+        ("anthropic", s.message("stall-before-content", true)),
+    ] {
+        let started = Instant::now();
+        let reply = s.server.send(request).await;
+        reply.expect(200);
+        assert_eq!(reply.header("x-auxot-route"), Some("main"), "{dialect}");
+        // Streamed, the words arrive in separate events.
+        assert!(reply.text.contains("cloud"), "{dialect}: {}", reply.text);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{dialect}: {:?}",
+            started.elapsed()
+        );
+        let freed = crate::support::eventually(Duration::from_secs(5), || async {
+            worker_view(&s.server, &s.admin, "g1")
+                .await
+                .is_some_and(|w| w["slots_in_use"] == 0)
+        })
+        .await;
+        assert!(freed, "{dialect}: the stalled job's slot was not freed");
+    }
+}
+
+#[tokio::test]
+async fn an_anthropic_provider_overloaded_after_message_start_fails_over_before_the_client_sees_anything() {
+    let bad = FakeUpstream::anthropic("bad", &[CLOUD_KEY], &["overloaded-after-start"]).await;
+    let good = FakeUpstream::anthropic("good", &[OTHER_KEY], &["overloaded-after-start"]).await;
+    let s = setup().await;
+    let first = s.server.add_provider(&s.admin, "first", &bad, CLOUD_KEY).await;
+
+    // Alone, the overloaded provider is a clean error status, not a broken 200 stream.
+    let reply = s.server.send(s.message("overloaded-after-start", true)).await;
+    assert!(reply.status >= 500, "{} {}", reply.status, reply.text);
+    assert!(reply.text.contains("Overloaded"), "{}", reply.text);
+    assert!(!reply.text.contains("message_start"), "{}", reply.text);
+
+    s.server
+        .call(
+            "PATCH",
+            &format!("/api/providers/{}", first["id"].as_str().unwrap()),
+            Some(&s.admin),
+            Some(json!({"priority": 1})),
+        )
+        .await
+        .expect(200);
+    s.server.add_provider(&s.admin, "second", &good, OTHER_KEY).await;
+    for (dialect, request) in [
+        ("anthropic", s.message("overloaded-after-start", true)),
+        ("openai", s.chat("overloaded-after-start", true)),
+    ] {
+        let reply = s.server.send(request).await;
+        reply.expect(200);
+        assert_eq!(reply.header("x-auxot-route"), Some("second"), "{dialect}");
+        assert!(reply.text.contains("good"), "{dialect}: {}", reply.text);
+        assert!(!reply.text.contains("Overloaded"), "{dialect}: {}", reply.text);
+        assert_eq!(
+            reply.text.matches("event: message_start").count(),
+            usize::from(dialect == "anthropic"),
+            "{dialect}: exactly one opening reaches the client: {}",
+            reply.text
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_cloud_provider_that_stops_answering_connects_fails_over_within_the_connect_timeout() {
+    let behind = FakeUpstream::openai("first", &[CLOUD_KEY], &["gpt-4o"]).await;
+    let proxy = crate::support::blackhole::Proxy::start(&behind.base_url()).await;
+    let healthy = FakeUpstream::openai("healthy", &[OTHER_KEY], &["gpt-4o"]).await;
+    let s = setup().await;
+    let first = s
+        .server
+        .call(
+            "POST",
+            "/api/providers",
+            Some(&s.admin),
+            Some(json!({"name": "first", "type": "openai", "base_url": proxy.base_url(), "api_key": CLOUD_KEY})),
+        )
+        .await;
+    first.expect(201);
+    s.server
+        .call(
+            "PATCH",
+            &format!("/api/providers/{}", first.json()["id"].as_str().unwrap()),
+            Some(&s.admin),
+            Some(json!({"priority": 1})),
+        )
+        .await
+        .expect(200);
+    s.server.add_provider(&s.admin, "second", &healthy, OTHER_KEY).await;
+    let reply = s.server.send(s.chat("gpt-4o", false)).await;
+    reply.expect(200);
+    assert_eq!(reply.header("x-auxot-route"), Some("first"));
+
+    s.set_timeouts("cloud", json!({"connect_ms": 300})).await;
+    proxy.stop_answering();
+    let started = Instant::now();
+    let reply = s.server.send(s.chat("gpt-4o", false)).await;
+    reply.expect(200);
+    assert_eq!(reply.header("x-auxot-route"), Some("second"));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the connect was not cut at 300 ms: {:?}",
+        started.elapsed()
+    );
+    let settings = s.server.call("GET", "/api/settings", Some(&s.admin), None).await.json();
+    assert_eq!(
+        settings["routing"]["timeouts"]["cloud"]["connect_ms"], 300,
+        "{settings}"
+    );
+    assert_eq!(
+        settings["routing"]["timeouts"]["gpu"]["connect_ms"], 10_000,
+        "{settings}"
+    );
+}
+
+#[tokio::test]
+async fn a_gpu_worker_whose_model_server_stops_answering_connects_fails_over_within_the_gpu_connect_timeout() {
+    let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["qwen"]).await;
+    let proxy = crate::support::blackhole::Proxy::start(&gpu.base_url()).await;
+    let cloud = FakeUpstream::openai("cloud", &[CLOUD_KEY], &["qwen"]).await;
+    let s = setup().await;
+    let token = crate::support::worker::worker_token_allowing(&s.server, &s.admin, "g1", "gpu", &["*"]).await;
+    let args = vec![
+        "gpu".to_string(),
+        "--upstream".into(),
+        proxy.base_url(),
+        "--upstream-key".into(),
+        GPU_KEY.into(),
+    ];
+    let _worker = TestWorker::launch(&s.server, &s.admin, "g1", &token, 1, args, &[]).await;
+    s.server.add_provider(&s.admin, "main", &cloud, CLOUD_KEY).await;
+    let reply = s.server.send(s.chat("qwen", false)).await;
+    reply.expect(200);
+    assert_eq!(reply.header("x-auxot-tier"), Some("gpu"), "{:?}", reply.headers);
+
+    // The change reaches the connected worker without a reconnect.
+    s.set_timeouts("gpu", json!({"connect_ms": 300})).await;
+    proxy.stop_answering();
+    let started = Instant::now();
+    let reply = s.server.send(s.chat("qwen", false)).await;
+    reply.expect(200);
+    assert_eq!(reply.header("x-auxot-route"), Some("main"));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the worker's connect was not cut at 300 ms: {:?}",
+        started.elapsed()
+    );
+}

@@ -598,3 +598,43 @@ async fn requests_hyper_cannot_parse_get_a_json_error_too() {
         assert_eq!(parsed["error"]["code"], "headers_too_large", "{what}");
     }
 }
+
+async fn login_via_proxy(server: &TestServer, forwarded_for: &str, password: &str) -> u16 {
+    client_from(1)
+        .post(format!("{}/api/login", server.url))
+        .header("x-forwarded-for", forwarded_for)
+        .json(&json!({"username": "admin", "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_login_throttle_counts_each_client_not_the_proxy() {
+    let server = TestServer::start_with(Options {
+        args: vec!["--trusted-proxy".into(), "127.0.0.1,10.0.0.0/8".into()],
+        ..Options::default()
+    })
+    .await;
+    server.admin_key().await;
+    futures_util::future::join_all((0..20).map(|_| login_via_proxy(&server, "203.0.113.9", "wrong-guess"))).await;
+    assert_eq!(login_via_proxy(&server, "203.0.113.9", "password123").await, 429);
+    // Another client behind the same proxy is not locked out by the first one's guesses.
+    assert_eq!(
+        login_via_proxy(&server, "203.0.113.10, 10.0.0.5", "password123").await,
+        200
+    );
+    // A forged entry left of the real client changes nothing.
+    assert_eq!(
+        login_via_proxy(&server, "198.51.100.1, 203.0.113.9", "password123").await,
+        429
+    );
+
+    // Without the setting the header is ignored: the guesses count against the proxy.
+    let plain = TestServer::start().await;
+    plain.admin_key().await;
+    futures_util::future::join_all((0..20).map(|_| login_via_proxy(&plain, "203.0.113.9", "wrong-guess"))).await;
+    assert_eq!(login_via_proxy(&plain, "203.0.113.10", "password123").await, 429);
+}

@@ -148,6 +148,7 @@ where
 {
     let body = read_body(&headers, body, CREDENTIALS_BODY_LIMIT).await?;
     let credentials: Credentials = parse_json(&body)?;
+    let ip = super::filters::client_address(ip, &headers, &state.config.trusted_proxies);
     let token = state
         .auth
         .login(Source::of(ip), &credentials.username, &credentials.password)

@@ -65,6 +65,51 @@ pub fn client_ip() -> impl Filter<Extract = (Option<IpAddr>,), Error = Infallibl
     warp::ext::optional::<ClientAddr>().map(|addr: Option<ClientAddr>| addr.map(|a| a.0.ip()))
 }
 
+/// The address a request came from: the TCP peer, unless the peer is a trusted reverse
+/// proxy — then the right-most `X-Forwarded-For` entry that is not itself a trusted proxy
+/// (entries left of it were written by the client and prove nothing).
+pub fn client_address(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> Option<IpAddr> {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(&canonical(*ip)));
+    let peer = peer?;
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let mut hops = Vec::new();
+    for value in headers.get_all("x-forwarded-for") {
+        let Ok(text) = value.to_str() else { return Some(peer) };
+        for hop in text.split(',') {
+            match parse_hop(hop) {
+                Some(ip) => hops.push(ip),
+                // A garbled chain: believe only the proxy itself.
+                None => return Some(peer),
+            }
+        }
+    }
+    let mut nearest = peer;
+    for hop in hops.into_iter().rev() {
+        if !is_trusted(&hop) {
+            return Some(canonical(hop));
+        }
+        nearest = hop;
+    }
+    Some(canonical(nearest))
+}
+
+/// One `X-Forwarded-For` entry: an address, possibly with a port (`1.2.3.4:5`, `[::1]:5`).
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|a| a.ip()))
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
 /// The UI's Content-Security-Policy: the bundled SPA loads its own hashed script and
 /// stylesheet and talks to its own origin; nothing inline, nothing from elsewhere, no frames.
 pub const UI_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -259,6 +304,47 @@ mod tests {
             h.append(*k, HeaderValue::from_static(v));
         }
         h
+    }
+
+    fn nets(list: &[&str]) -> Vec<ipnet::IpNet> {
+        list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let trusted = nets(&["127.0.0.1/32", "10.0.0.0/8"]);
+        let forwarded = headers(&[("x-forwarded-for", "203.0.113.9, 10.1.2.3")]);
+        // No trusted proxies configured: the header is ignored.
+        assert_eq!(client_address(ip("127.0.0.1"), &forwarded, &[]), ip("127.0.0.1"));
+        // From an untrusted peer: ignored, whatever it says.
+        assert_eq!(
+            client_address(ip("198.51.100.7"), &forwarded, &trusted),
+            ip("198.51.100.7")
+        );
+        // Through two trusted hops: the first untrusted address from the right.
+        assert_eq!(client_address(ip("127.0.0.1"), &forwarded, &trusted), ip("203.0.113.9"));
+        // A client cannot hide behind a spoofed left-most entry.
+        let spoofed = headers(&[("x-forwarded-for", "1.1.1.1, 203.0.113.9")]);
+        assert_eq!(client_address(ip("127.0.0.1"), &spoofed, &trusted), ip("203.0.113.9"));
+        // Several header lines are one list; ports and IPv4-mapped IPv6 are understood.
+        let split = headers(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "[::ffff:203.0.113.9]:443"),
+        ]);
+        assert_eq!(
+            client_address(ip("::ffff:127.0.0.1"), &split, &trusted),
+            ip("203.0.113.9")
+        );
+        // Garbage: only the proxy is believed.
+        let garbage = headers(&[("x-forwarded-for", "203.0.113.9, not-an-ip")]);
+        assert_eq!(client_address(ip("127.0.0.1"), &garbage, &trusted), ip("127.0.0.1"));
+        // No header: the proxy itself.
+        assert_eq!(
+            client_address(ip("127.0.0.1"), &HeaderMap::new(), &trusted),
+            ip("127.0.0.1")
+        );
+        assert_eq!(client_address(None, &forwarded, &trusted), None);
     }
 
     #[test]

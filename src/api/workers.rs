@@ -249,10 +249,22 @@ async fn worker_session(socket: WebSocket, identity: WorkerIdentity, state: AppS
         heartbeat_timeout_ms: timeout.as_millis() as u64,
     };
     if send(&mut tx, &ack).await {
+        let mut gpu_connect = state.rules.gpu_connect();
+        let connect_ms = *gpu_connect.borrow_and_update();
+        let settings = RouterMessage::Settings {
+            upstream_connect_timeout_ms: connect_ms,
+        };
+        // A worker starts with the default, so the common case costs no extra frame.
+        let differs = connect_ms != crate::store::DEFAULT_CONNECT_MS;
+        if worker.kind == WorkerKind::Gpu && differs && !send(&mut tx, &settings).await {
+            registry.unregister(&worker);
+            return;
+        }
         let mut session = Session {
             worker: &worker,
             policy,
             advertised,
+            gpu_connect,
         };
         let reason = session.serve(&mut tx, &mut rx, &mut outbox, timeout).await;
         tracing::info!(worker = %worker.name, %reason, "worker disconnected");
@@ -267,6 +279,8 @@ struct Session<'w> {
     /// What the worker last advertised; what it may serve of it is re-checked as the cloud
     /// providers' models change.
     advertised: Vec<String>,
+    /// The GPU tier's connect timeout; a change is passed on to a GPU worker at once.
+    gpu_connect: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Session<'_> {
@@ -311,6 +325,12 @@ impl Session<'_> {
                 _ = check.tick() => {
                     if worker.silent_for() > timeout {
                         return format!("no heartbeat for {}s", timeout.as_secs());
+                    }
+                }
+                Ok(()) = self.gpu_connect.changed(), if worker.kind == WorkerKind::Gpu => {
+                    let ms = *self.gpu_connect.borrow_and_update();
+                    if !send(tx, &RouterMessage::Settings { upstream_connect_timeout_ms: ms }).await {
+                        return "cannot write to the worker".into();
                     }
                 }
                 _ = recheck.tick() => {

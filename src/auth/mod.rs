@@ -509,7 +509,8 @@ impl Auth {
 
     pub async fn list_api_keys(&self) -> Result<Vec<ApiKeyView>, AuthError> {
         let mut keys = self.store.list_api_keys().await?;
-        keys.sort_by_key(|k| k.created_at);
+        // Creation time is whole seconds: the name orders keys made in the same second.
+        keys.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.name.cmp(&b.name)));
         Ok(keys.iter().map(ApiKeyView::from).collect())
     }
 

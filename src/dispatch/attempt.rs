@@ -411,9 +411,13 @@ impl Dispatcher {
             return Ok(RoutedReply::WorkerStream { held, job });
         }
         let mut folded = Aggregator::default();
+        let mut content = false;
         loop {
             match next_event(&mut job, deadline).await? {
-                JobEvent::Chunk(chunk) => folded.push(&chunk).map_err(|e| Why::BadChunk(e.to_string()))?,
+                JobEvent::Chunk(chunk) => {
+                    content = content || worker_chunk_kind(&chunk)? == ChunkKind::Content;
+                    folded.push(&chunk).map_err(|e| Why::BadChunk(e.to_string()))?
+                }
                 JobEvent::Done(usage) => {
                     let usage = usage.and_then(|u| serde_json::to_value(u).ok());
                     let completion = folded.finish(model, usage);
@@ -422,7 +426,12 @@ impl Dispatcher {
                 }
                 other => return Err(event_failure(other)),
             }
-            deadline = clock.idle_deadline();
+            // Silent after an opening is a stall before content: the same clock as a stream.
+            deadline = if content {
+                clock.idle_deadline()
+            } else {
+                clock.first_content_deadline()
+            };
         }
     }
 }

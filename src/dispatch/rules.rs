@@ -3,12 +3,14 @@
 
 use super::plan::Tier;
 use super::stream::Phases;
+use crate::providers::connect::ConnectTimeout;
 use crate::store::{
     AdminAgentSettings, AliasRecord, PhaseTimeouts, RoutingSettings, Store, StoreError, TierTimeouts, AUTO_ALIAS,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// A queue wait longer than this is a misconfiguration, not a wish.
 pub const MAX_QUEUE_TIMEOUT_MS: u64 = 10 * 60 * 1000;
@@ -62,6 +64,7 @@ impl RulesError {
 #[derive(Debug, Default, Clone, Copy, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PhasePatch {
+    pub connect_ms: Option<u64>,
     pub headers_ms: Option<u64>,
     pub first_content_ms: Option<u64>,
     pub idle_ms: Option<u64>,
@@ -90,6 +93,10 @@ pub struct RoutingRules {
     settings: RwLock<Arc<(RoutingSettings, Vec<Tier>)>>,
     admin_agent: RwLock<AdminAgentSettings>,
     aliases: RwLock<Arc<HashMap<String, AliasRecord>>>,
+    /// The cloud tier's connect timeout, read by the provider client's connector.
+    cloud_connect: ConnectTimeout,
+    /// The GPU tier's connect timeout in ms; worker sessions pass each change on.
+    gpu_connect: watch::Sender<u64>,
 }
 
 impl RoutingRules {
@@ -103,8 +110,12 @@ impl RoutingRules {
             .map(|a| (a.name.clone(), a))
             .collect();
         let admin_agent = store.admin_agent_settings().await?;
+        let cloud_connect = ConnectTimeout::new(Duration::from_millis(settings.timeouts.cloud.connect_ms));
+        let (gpu_connect, _) = watch::channel(settings.timeouts.gpu.connect_ms);
         Ok(RoutingRules {
             store,
+            cloud_connect,
+            gpu_connect,
             settings: RwLock::new(Arc::new((settings, order))),
             admin_agent: RwLock::new(admin_agent),
             aliases: RwLock::new(Arc::new(aliases)),
@@ -113,6 +124,16 @@ impl RoutingRules {
 
     pub fn settings(&self) -> RoutingSettings {
         self.settings.read().unwrap_or_else(|p| p.into_inner()).0.clone()
+    }
+
+    /// The connect timeout the provider client must use (see `providers::build_http_client`).
+    pub fn cloud_connect(&self) -> &ConnectTimeout {
+        &self.cloud_connect
+    }
+
+    /// The GPU tier's connect timeout in ms, now and as it changes.
+    pub fn gpu_connect(&self) -> watch::Receiver<u64> {
+        self.gpu_connect.subscribe()
     }
 
     pub fn admin_agent_settings(&self) -> AdminAgentSettings {
@@ -175,6 +196,9 @@ impl RoutingRules {
             *self.admin_agent.write().unwrap_or_else(|p| p.into_inner()) = agent;
         }
         self.store.put_routing_settings(settings.clone()).await?;
+        self.cloud_connect
+            .set(Duration::from_millis(settings.timeouts.cloud.connect_ms));
+        self.gpu_connect.send_replace(settings.timeouts.gpu.connect_ms);
         let order = Tier::parse_order(&settings.default_order).map_err(RulesError::Invalid)?;
         *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new((settings.clone(), order));
         Ok(settings)
@@ -260,7 +284,8 @@ fn apply_timeouts(mut all: TierTimeouts, patch: TimeoutsPatch) -> Result<TierTim
     ];
     for (tier, phases, patch) in tiers {
         let Some(patch) = patch else { continue };
-        let fields: [(&str, &mut u64, Option<u64>); 4] = [
+        let fields: [(&str, &mut u64, Option<u64>); 5] = [
+            ("connect_ms", &mut phases.connect_ms, patch.connect_ms),
             ("headers_ms", &mut phases.headers_ms, patch.headers_ms),
             ("first_content_ms", &mut phases.first_content_ms, patch.first_content_ms),
             ("idle_ms", &mut phases.idle_ms, patch.idle_ms),

@@ -323,10 +323,14 @@ async fn try_worker<R: Runner>(
 fn note_cooling(walk: &Walk<'_>, state: &mut State, key: &str, name: &str) {
     let view = walk.health.view(key, SystemTime::now());
     let until = view.cooldown_until.or(view.limited_until);
-    state.cooling.push(match until {
+    let note = match until {
         Some(until) => format!("{name} is cooling down until {until}"),
         None => format!("{name} is being probed after failures"),
-    });
+    };
+    // The loop plans again after each wait; one note per target is enough.
+    if !state.cooling.contains(&note) {
+        state.cooling.push(note);
+    }
     let end = walk.health.until(key);
     state.cooling_until = match (state.cooling_until, end) {
         (Some(a), Some(b)) => Some(a.min(b)),

@@ -5,6 +5,7 @@
 //! and async functions stay plain.
 
 pub mod anthropic;
+pub mod connect;
 pub mod openai;
 pub mod registry;
 
@@ -70,11 +71,12 @@ pub enum ChatOutcome {
 }
 
 /// The one upstream client: pooled, TCP_NODELAY, no redirects (a redirect could carry a
-/// provider key header to another host).
-pub fn build_http_client() -> Result<reqwest::Client, reqwest::Error> {
+/// provider key header to another host). `connect` is the cloud tier's connect timeout
+/// setting, read for every new connection.
+pub fn build_http_client(connect: &connect::ConnectTimeout) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(10))
+        .connector_layer(connect.layer())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(64)
         .redirect(reqwest::redirect::Policy::none())

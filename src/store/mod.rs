@@ -28,7 +28,7 @@ pub use conversations::{ConversationRecord, ConversationSummary};
 pub use meta::KeyState;
 pub use providers::{CachedModel, ModelCache, ProviderKind, ProviderRecord};
 pub use sessions::SessionRecord;
-pub use settings::{AdminAgentSettings, PhaseTimeouts, RoutingSettings, TierTimeouts};
+pub use settings::{AdminAgentSettings, PhaseTimeouts, RoutingSettings, TierTimeouts, DEFAULT_CONNECT_MS};
 pub use usage::{
     default_prices as usage_default_prices, key_time_ms, month_number, usage_key, Attempt, LogField, PriceRecord,
     UsageRecord,

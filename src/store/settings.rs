@@ -30,6 +30,10 @@ impl Default for RoutingSettings {
 /// The clocks on one attempt, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PhaseTimeouts {
+    /// Until a TCP (and TLS) connection to the upstream is up: the router's to a cloud
+    /// provider, a GPU worker's to its model server. A CLI worker connects to nothing.
+    #[serde(default = "default_connect_ms")]
+    pub connect_ms: u64,
     /// Until the response headers (a worker: its first event).
     pub headers_ms: u64,
     /// Until the first content or tool-call delta, from the start.
@@ -38,6 +42,13 @@ pub struct PhaseTimeouts {
     pub idle_ms: u64,
     /// The whole request.
     pub total_ms: u64,
+}
+
+/// Also the worker's own default, so a worker is told only when the setting differs.
+pub const DEFAULT_CONNECT_MS: u64 = 10_000;
+
+fn default_connect_ms() -> u64 {
+    DEFAULT_CONNECT_MS
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +64,7 @@ pub struct TierTimeouts {
 impl TierTimeouts {
     fn gpu_default() -> PhaseTimeouts {
         PhaseTimeouts {
+            connect_ms: default_connect_ms(),
             headers_ms: 120_000,
             first_content_ms: 300_000,
             idle_ms: 60_000,
@@ -63,6 +75,7 @@ impl TierTimeouts {
     /// A coding CLI thinks and runs tools before it says anything: longer clocks.
     fn cli_default() -> PhaseTimeouts {
         PhaseTimeouts {
+            connect_ms: default_connect_ms(),
             headers_ms: 120_000,
             first_content_ms: 600_000,
             idle_ms: 300_000,
@@ -72,6 +85,7 @@ impl TierTimeouts {
 
     fn cloud_default() -> PhaseTimeouts {
         PhaseTimeouts {
+            connect_ms: default_connect_ms(),
             headers_ms: 120_000,
             first_content_ms: 300_000,
             idle_ms: 60_000,

@@ -160,6 +160,9 @@ pub trait JobHandler: Send + Sync + 'static {
     fn models(&self) -> impl Future<Output = Result<Vec<String>, WorkerError>> + Send;
     /// Runs one job, streaming `chat.completion.chunk` objects into `out`.
     fn run_job(&self, job: Job, out: ChunkSink) -> impl Future<Output = JobOutcome> + Send;
+    /// The router's connect timeout for this worker's upstream; a handler without an
+    /// upstream connection ignores it.
+    fn set_upstream_connect_timeout(&self, _limit: Duration) {}
 }
 
 /// The socket is gone; the job's output has nowhere to go, so the job should stop.
@@ -425,6 +428,10 @@ impl<H: JobHandler> Session<'_, H> {
                         },
                         Ok(RouterMessage::Refused { message }) => break WorkerError::Refused(message),
                         Ok(RouterMessage::HelloAck { .. }) => tracing::debug!("ignoring a repeated hello_ack"),
+                        Ok(RouterMessage::Settings { upstream_connect_timeout_ms }) => {
+                            tracing::debug!(upstream_connect_timeout_ms, "router settings");
+                            self.handler.set_upstream_connect_timeout(Duration::from_millis(upstream_connect_timeout_ms));
+                        }
                         // A newer router may send messages this worker does not know yet.
                         Err(e) => tracing::warn!(error = %e, "ignoring a message from the router that cannot be read"),
                     }

@@ -3,6 +3,7 @@
 //! `POST {upstream}/chat/completions`; the SSE `data:` objects go to the router unchanged.
 
 use crate::crypto::Secret;
+use crate::providers::connect::ConnectTimeout;
 use crate::workers::args::GpuWorkerArgs;
 use crate::workers::client::{run_worker, ChunkSink, ConnectionConfig, Job, JobHandler, JobOutcome, WorkerError};
 use crate::workers::protocol::{CompletionTokensDetails, PromptTokensDetails, Usage, WorkerKind};
@@ -28,6 +29,8 @@ pub async fn run(args: GpuWorkerArgs, shutdown: impl Future<Output = ()> + Send 
 
 struct GpuWorker {
     http: reqwest::Client,
+    /// The router's GPU-tier connect timeout, read for every new upstream connection.
+    connect: ConnectTimeout,
     /// Base URL without a trailing slash, e.g. `http://127.0.0.1:8000/v1`.
     upstream: String,
     key: Option<Secret>,
@@ -50,9 +53,11 @@ impl GpuWorker {
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(bad("use an http:// or https:// URL"));
         }
+        // The router's setting arrives after hello_ack; until then the documented default.
+        let connect = ConnectTimeout::new(Duration::from_secs(10));
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(10))
+            .connector_layer(connect.layer())
             .pool_idle_timeout(Duration::from_secs(90))
             // A redirect could carry the upstream key to another host.
             .redirect(reqwest::redirect::Policy::none())
@@ -67,6 +72,7 @@ impl GpuWorker {
         }
         Ok(GpuWorker {
             http,
+            connect,
             upstream,
             key: args.upstream_key.clone().filter(|k| !k.is_empty()),
             only,
@@ -278,6 +284,10 @@ enum Forwarded {
 impl JobHandler for GpuWorker {
     fn kind(&self) -> WorkerKind {
         WorkerKind::Gpu
+    }
+
+    fn set_upstream_connect_timeout(&self, limit: Duration) {
+        self.connect.set(limit);
     }
 
     async fn models(&self) -> Result<Vec<String>, WorkerError> {

@@ -124,6 +124,12 @@ pub enum RouterMessage {
     Job { job_id: String, request: Box<RawValue> },
     /// Stop the job now (the client went away, or it timed out); no `done` is expected.
     Cancel { job_id: String },
+    /// Router settings a worker applies on its side: sent after `hello_ack` and again on
+    /// every change. Workers that predate a field (or the message) ignore it.
+    Settings {
+        /// The GPU tier's connect timeout, for the worker's connections to its model server.
+        upstream_connect_timeout_ms: u64,
+    },
     /// The router refuses this worker (bad hello, revoked token); the socket closes next.
     Refused { message: String },
 }
@@ -162,6 +168,7 @@ struct Frame {
     worker_id: Option<String>,
     heartbeat_interval_ms: Option<u64>,
     heartbeat_timeout_ms: Option<u64>,
+    upstream_connect_timeout_ms: Option<u64>,
 }
 
 fn need<T>(value: Option<T>, kind: &str, field: &'static str) -> Result<T, ProtocolError> {
@@ -261,6 +268,9 @@ impl RouterMessage {
             "refused" => RouterMessage::Refused {
                 message: need(f.message, k, "message")?,
             },
+            "settings" => RouterMessage::Settings {
+                upstream_connect_timeout_ms: need(f.upstream_connect_timeout_ms, k, "upstream_connect_timeout_ms")?,
+            },
             other => return Err(ProtocolError::UnknownType(other.to_string())),
         })
     }
@@ -269,6 +279,22 @@ impl RouterMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_travel_as_documented_and_parse_back() {
+        let settings = RouterMessage::Settings {
+            upstream_connect_timeout_ms: 2500,
+        };
+        let text = serde_json::to_string(&settings).unwrap();
+        assert_eq!(text, r#"{"type":"settings","upstream_connect_timeout_ms":2500}"#);
+        assert!(matches!(
+            RouterMessage::parse(&text).unwrap(),
+            RouterMessage::Settings {
+                upstream_connect_timeout_ms: 2500
+            }
+        ));
+        assert!(RouterMessage::parse(r#"{"type":"settings"}"#).is_err());
+    }
 
     #[test]
     fn messages_have_the_documented_shape() {

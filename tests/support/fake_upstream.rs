@@ -394,6 +394,24 @@ impl FakeState {
         }
         let event = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
         let mut out = String::new();
+        if model == "overloaded-after-start" && self.name.starts_with("bad") {
+            // As Anthropic does when it is overloaded mid-request: an opening, a ping, an error.
+            out += &event(
+                "message_start",
+                json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "model": model,
+                    "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 11, "output_tokens": 1}}}),
+            );
+            out += &event("ping", json!({"type": "ping"}));
+            out += &event(
+                "error",
+                json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+            );
+            return Response::builder()
+                .status(200)
+                .header("content-type", "text/event-stream")
+                .body(Body::from(out))
+                .unwrap();
+        }
         out += &event(
             "message_start",
             json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "model": model,
@@ -479,6 +497,7 @@ impl FakeState {
                     .unwrap()
             }
             "quota-after-role" if self.name.starts_with("bad") => return openai_scripted_stream(&model),
+            "stall-before-content" if self.name.starts_with("stall") => return openai_scripted_stream(&model),
             "stall-after-first" | "huge-event" | "garbage-after-first" | "no-done" => {
                 return openai_scripted_stream(&model)
             }
@@ -573,7 +592,7 @@ fn openai_scripted_stream(model: &str) -> Response<Body> {
         Bytes::from(format!("data: {c}\n\n"))
     };
     let mut parts = vec![chunk(json!({"role": "assistant", "content": ""}))];
-    let stalls = model == "stall-after-first";
+    let stalls = model == "stall-after-first" || model == "stall-before-content";
     if model == "garbage-after-first" {
         parts.push(chunk(json!({"content": "Hel"})));
         parts.push(Bytes::from_static(b"data: {\"choices\": [trunc\n\n"));
@@ -583,6 +602,8 @@ fn openai_scripted_stream(model: &str) -> Response<Body> {
     } else if model == "huge-event" {
         parts.push(chunk(json!({"content": "x".repeat(20 * 1024 * 1024)})));
         parts.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    } else if model == "stall-before-content" {
+        // The role-only opening, then silence: nothing the client could have seen yet.
     } else if stalls {
         parts.push(chunk(json!({"content": "Hel"})));
     } else {

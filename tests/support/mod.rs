@@ -1,5 +1,6 @@
 //! `TestServer` (the real binary, port 0, temp data dir) and the fakes it talks to.
 
+pub mod blackhole;
 pub mod fake_llm;
 pub mod fake_upstream;
 pub mod worker;
