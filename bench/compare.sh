@@ -275,6 +275,10 @@ if [[ ${BENCH_PERF:-0} == 1 ]]; then
         perf report -i "$WORK/perf.data" --children --sort symbol --stdio -g none 2>/dev/null |
             grep -E '^ +[0-9]' | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//; s/[[:space:]]+$//' |
             awk 'NR <= 60' || true
+        echo "## inclusive time of auxot's own functions (top 30)"
+        perf report -i "$WORK/perf.data" --children --sort symbol --stdio -g none 2>/dev/null |
+            grep -E '^ +[0-9].*auxot::' | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//; s/[[:space:]]+$//' |
+            awk 'NR <= 30' || true
     } >"$OUT_DIR/perf-auxot.txt"
     log "profile written to ${OUT_DIR#"$ROOT"/}/perf-auxot.txt"
 fi
