@@ -2,6 +2,7 @@
 
 pub mod agents;
 pub mod api;
+mod app;
 pub mod auth;
 pub mod clock;
 pub mod config;
@@ -35,20 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// Everything a request handler may reach; cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<ServeConfig>,
-    pub auth: Arc<Auth>,
-    pub providers: Arc<ProviderRegistry>,
-    pub workers: Arc<WorkerRegistry>,
-    pub rules: Arc<RoutingRules>,
-    pub agents: Arc<AgentBook>,
-    pub dispatcher: Arc<Dispatcher>,
-    pub usage: Arc<Usage>,
-    pub admin_agent: Arc<AdminAgent>,
-    pub backups: Arc<ops::snapshot::Backups>,
-}
+pub use app::AppState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
