@@ -136,10 +136,14 @@ async fn main() {
             },
         ),
     ];
+    // What `--usage-max-mib` reckons a row takes, beside what the file says.
+    let measured = store.usage_bytes_per_row(256).await.unwrap().unwrap_or(0);
     println!(
-        "rows: {rows}; fill: {:.1} s; db size: {} MiB\n",
+        "rows: {rows}; fill: {:.1} s; db size: {} MiB ({} bytes a row; the size cap measures {} bytes a row)\n",
         fill.as_secs_f64(),
-        size / (1024 * 1024)
+        size / (1024 * 1024),
+        size / rows.max(1),
+        measured
     );
     println!("| query | rows returned | median | p95 |");
     println!("|---|---|---|---|");

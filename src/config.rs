@@ -53,6 +53,10 @@ pub struct ServeArgs {
     /// daily rollups).
     #[arg(long, env = "AUXOT_USAGE_MAX_ROWS", default_value_t = 5_000_000)]
     pub usage_max_rows: u64,
+    /// MiB the usage rows (with their index entries) may take at most; the oldest beyond it
+    /// are pruned into daily rollups. 0: no size cap.
+    #[arg(long, env = "AUXOT_USAGE_MAX_MIB", default_value_t = 4096)]
+    pub usage_max_mib: u64,
     /// Token that may read /metrics besides admin keys (for a Prometheus scraper).
     #[arg(long, env = "AUXOT_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
@@ -90,6 +94,8 @@ pub struct ServeConfig {
     pub worker_heartbeat_timeout: Duration,
     pub usage_retention: Duration,
     pub usage_max_rows: u64,
+    /// `None`: no size cap.
+    pub usage_max_bytes: Option<u64>,
     pub metrics_token: Option<Secret>,
     pub secret_key: SecretKeySource,
     pub shutdown_grace: Duration,
@@ -157,6 +163,7 @@ impl ServeConfig {
             worker_heartbeat_timeout: Duration::from_secs(args.worker_heartbeat_timeout_secs),
             usage_retention: Duration::from_secs(args.usage_retention_days.max(1) * 86_400),
             usage_max_rows: args.usage_max_rows.max(1),
+            usage_max_bytes: (args.usage_max_mib > 0).then(|| args.usage_max_mib.saturating_mul(1024 * 1024)),
             metrics_token: args.metrics_token.map(Secret::new).filter(|t| !t.is_empty()),
             secret_key,
             shutdown_grace: Duration::from_secs(args.shutdown_grace),

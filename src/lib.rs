@@ -175,10 +175,12 @@ pub async fn start(config: ServeConfig) -> Result<AppState, StartError> {
         crate::usage::Retention {
             max_age: config.usage_retention,
             max_rows: config.usage_max_rows,
+            max_bytes: config.usage_max_bytes,
         },
     )
     .await
     .map_err(|e| StartError::Load(e.to_string()))?;
+    usage.set_cloud_catalogue(cloud_catalogue(registry.clone()));
     let dispatcher = Dispatcher::new(DispatcherParts {
         providers: registry.clone(),
         workers: workers.clone(),
@@ -199,6 +201,26 @@ pub async fn start(config: ServeConfig) -> Result<AppState, StartError> {
         usage,
         admin_agent,
         backups,
+    })
+}
+
+/// The enabled providers' model names, rebuilt only when the routing table changes (not per
+/// request).
+fn cloud_catalogue(providers: Arc<ProviderRegistry>) -> crate::usage::CloudCatalogue {
+    type Cached = Option<(Arc<crate::providers::RoutingTable>, Arc<Vec<String>>)>;
+    let cache: std::sync::Mutex<Cached> = std::sync::Mutex::new(None);
+    Box::new(move || {
+        let table = providers.routing();
+        let mut cached = cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match cached.as_ref() {
+            Some((seen, names)) if Arc::ptr_eq(seen, &table) => names.clone(),
+            _ => {
+                let names: Arc<Vec<String>> =
+                    Arc::new(table.models().into_iter().map(|(m, _)| m.to_string()).collect());
+                *cached = Some((table, names.clone()));
+                names
+            }
+        }
     })
 }
 

@@ -423,6 +423,13 @@ exit 1
     let row = &log["requests"][0];
     assert_eq!(row["outcome"], "error:stream_error", "{row}");
     assert_eq!(row["cost_usd"], 0.0);
+    // The tokens the failed run reported, not an estimate.
+    assert_eq!(row["estimated"], false, "{row}");
+    assert_eq!(
+        (row["input_tokens"].as_u64(), row["output_tokens"].as_u64()),
+        (Some(4), Some(1)),
+        "{row}"
+    );
     let ok = requests(&server, &admin, "outcome=ok").await;
     assert_eq!(ok["requests"].as_array().unwrap().len(), 0, "{ok}");
 }
@@ -492,7 +499,13 @@ async fn a_local_model_asked_by_its_own_name_is_valued_at_a_cloud_price() {
 async fn pruned_rows_leave_the_log_but_stay_in_the_totals() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
     let options = || Options {
-        args: vec!["--usage-max-rows".into(), "3".into()],
+        // The size cap is far above 3 rows: the row cap binds.
+        args: vec![
+            "--usage-max-rows".into(),
+            "3".into(),
+            "--usage-max-mib".into(),
+            "64".into(),
+        ],
         ..Options::default()
     };
     let mut server = TestServer::start_with(options()).await;
@@ -526,4 +539,36 @@ async fn pruned_rows_leave_the_log_but_stay_in_the_totals() {
         (after["totals"]["cost_usd"].as_f64().unwrap() - before["totals"]["cost_usd"].as_f64().unwrap()).abs() < 1e-12
     );
     assert!(after["pruned_before"].is_string(), "{after}");
+}
+
+#[tokio::test]
+async fn local_answers_by_name_and_by_auto_are_valued_at_the_cheapest_enabled_cloud_model() {
+    let cloud = FakeUpstream::openai("cloud", &[KEY], &["gpt-4o", "gpt-4.1-nano-2025-04-14"]).await;
+    let model_server = FakeUpstream::openai("llama", &["sk-local"], &["qwen-local"]).await;
+    let server = TestServer::start().await;
+    let admin = server.admin_key().await;
+    server.add_provider(&admin, "main", &cloud, KEY).await;
+    let _worker = TestWorker::gpu(&server, &admin, "box-1", &model_server, "sk-local", 2).await;
+    let client = server.client_key(&admin).await;
+    for model in ["qwen-local", "auto"] {
+        let reply = server.chat(&client, model, false).await;
+        reply.expect(200);
+        assert_eq!(reply.header("x-auxot-tier"), Some("gpu"), "{model}: {}", reply.text);
+        let row = requests(&server, &admin, "limit=1").await["requests"][0].clone();
+        assert_eq!(row["model_asked"], model, "{row}");
+        assert_eq!(row["cloud_equivalent_model"], "gpt-4.1-nano-2025-04-14", "{row}");
+        assert_eq!(row["cloud_equivalent_source"], "cheapest_enabled", "{row}");
+        // 5 prompt and 4 completion tokens at gpt-4.1-nano's $0.10 / $0.40.
+        assert_eq!(
+            (row["cloud_equivalent_usd"].as_f64().unwrap() * 1e7).round() as i64,
+            21,
+            "{row}"
+        );
+        assert_eq!(row["cost_usd"], 0.0);
+    }
+    let usage = server
+        .call("GET", "/api/usage?group_by=tier", Some(&admin), None)
+        .await
+        .json();
+    assert!(usage["totals"]["saved_usd"].as_f64().unwrap() > 0.0, "{usage}");
 }

@@ -72,11 +72,14 @@ async fn an_idle_gpu_worker_takes_the_request() {
     let body = reply.json();
     assert_eq!(body["object"], "chat.completion");
     assert_eq!(body["choices"][0]["message"]["content"], "Hello from gpu-box");
-    assert_eq!(body["usage"]["total_tokens"], 9, "usage from the model server's stream");
+    assert_eq!(body["usage"]["total_tokens"], 9, "usage from the model server's answer");
     let seen = gpu.chat_requests().pop().unwrap().json();
     assert_eq!(seen["model"], "qwen");
-    assert_eq!(seen["stream"], true, "workers always stream");
-    assert_eq!(seen["stream_options"]["include_usage"], true);
+    assert_eq!(
+        seen["stream"], false,
+        "a JSON answer is asked whole (its usage is exact)"
+    );
+    assert!(seen.get("stream_options").is_none(), "{seen}");
     assert_eq!(seen["messages"][0]["content"], "Say hi");
 
     let reply = s.chat_with("qwen", true, &[]).await;
@@ -85,6 +88,9 @@ async fn an_idle_gpu_worker_takes_the_request() {
     assert_eq!(reply.header("x-auxot-tier"), Some("gpu"));
     assert!(reply.text.contains("\"content\":\"Hello \""), "{}", reply.text);
     assert!(reply.text.trim_end().ends_with("data: [DONE]"), "{}", reply.text);
+    let seen = gpu.chat_requests().pop().unwrap().json();
+    assert_eq!(seen["stream"], true);
+    assert_eq!(seen["stream_options"]["include_usage"], true, "usage is asked for");
     assert!(
         !reply.text.contains("\"choices\":[]"),
         "a usage-only chunk reached a client that did not ask: {}",

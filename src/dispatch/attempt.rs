@@ -410,6 +410,8 @@ impl Dispatcher {
             job.set_clock(clock.phases.idle, clock.started + clock.phases.total);
             return Ok(RoutedReply::WorkerStream { held, job });
         }
+        // A whole job's first event is its whole answer: it comes by the first-content clock.
+        deadline = clock.first_content_deadline();
         let mut folded = Aggregator::default();
         let mut content = false;
         loop {
@@ -472,14 +474,16 @@ impl Runner for LiveRunner<'_> {
 }
 
 /// The request as an OpenAI body for `model`: as sent (rewritten only where needed) from an
-/// OpenAI client, translated from an Anthropic one. `for_worker`: workers always stream.
+/// OpenAI client, translated from an Anthropic one. `for_worker`: a worker gets the
+/// client's `stream` choice, so a GPU worker asks its model server for a whole answer (with
+/// exact usage) when the client wants one.
 fn openai_body(request: &ChatRequest, resolved: &Resolved, model: &str, for_worker: bool) -> Result<Bytes, Why> {
     let system_prompt = resolved.system_prompt.as_deref();
     match request.format {
         Format::OpenAi => {
             let spec = Rewrite {
                 model: (for_worker || model != request.model).then_some(model),
-                force_stream: for_worker,
+                force_stream: for_worker && request.stream,
                 system_prompt,
                 // Streams are priced from the upstream's usage: always ask for it (the
                 // usage-only chunk is dropped for clients that did not).
@@ -495,7 +499,7 @@ fn openai_body(request: &ChatRequest, resolved: &Resolved, model: &str, for_work
                 anthropic_to_openai_request(&request.body).map_err(|e| Why::Untranslatable(e.to_string()))?;
             body["model"] = serde_json::json!(model);
             if for_worker {
-                body["stream"] = serde_json::json!(true);
+                body["stream"] = serde_json::json!(request.stream);
                 crate::translate::late_system::fold_late_system_messages(&mut body);
             }
             if body["stream"] == serde_json::json!(true) && !for_worker {

@@ -12,7 +12,7 @@ pub struct BodyError;
 #[derive(Default, Clone, Copy)]
 pub struct Rewrite<'a> {
     pub model: Option<&'a str>,
-    /// Workers always stream; the router folds the chunks for non-streaming clients.
+    /// Sets `stream: true` (a streaming client's job for a worker).
     pub force_stream: bool,
     pub system_prompt: Option<&'a str>,
     /// Sets `stream_options.include_usage`.

@@ -3,6 +3,7 @@
 //! its row when it drops — so a client that goes away still leaves a `cancelled` row.
 
 use super::equivalent;
+use super::estimate::{TextCounter, BYTES_PER_TOKEN};
 use super::prices;
 use super::tap::{Tokens, UsageTap};
 use super::Usage;
@@ -15,10 +16,8 @@ use futures_util::StreamExt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// The documented tokenizer-free estimate, used only when no upstream reports counts:
-/// about four bytes of request body per input token; about twelve bytes of SSE (the text
-/// plus its JSON framing) or four bytes of JSON body per output token.
-const BYTES_PER_TOKEN: u64 = 4;
+/// When no upstream reports counts: `estimate` (text bytes / 4). Only a reply with no text
+/// the counter knows falls back to its size: twelve bytes of SSE or four of JSON a token.
 const SSE_BYTES_PER_TOKEN: u64 = 12;
 /// Model names and sessions are stored up to this length.
 const MAX_NAME: usize = 256;
@@ -56,6 +55,8 @@ pub struct Meter {
     first_byte: Option<Duration>,
     /// What the client receives: errors that end a stream, and usage when no upstream tap.
     tap: Option<UsageTap>,
+    /// Generated text in what the client receives, for the estimate.
+    text: TextCounter,
     /// The upstream's own bytes when the client gets a translation (which may drop detail).
     upstream: Option<Arc<Mutex<UsageTap>>>,
     request_bytes: usize,
@@ -108,6 +109,7 @@ impl Usage {
             started: Instant::now(),
             first_byte: None,
             tap: None,
+            text: TextCounter::default(),
             upstream: None,
             request_bytes: start.request_bytes,
             target_model: None,
@@ -205,6 +207,7 @@ impl Meter {
         if let Some(tap) = self.tap.as_mut() {
             tap.observe_bytes(bytes);
         }
+        self.text.observe(bytes);
     }
 
     pub fn completed(&mut self) {
@@ -230,12 +233,17 @@ impl Meter {
         }
     }
 
+    /// The counts an upstream reported. A report of nothing at all is no report: an answer
+    /// translated into Anthropic's format must carry a usage block, and it says 0 and 0
+    /// when the upstream reported none (no real request has an empty prompt).
     fn tokens(&mut self) -> Option<Tokens> {
+        let reported = |tokens: &Tokens| *tokens != Tokens::default();
         let upstream = self
             .upstream
             .as_ref()
-            .and_then(|tap| tap.lock().unwrap_or_else(PoisonError::into_inner).tokens());
-        upstream.or_else(|| self.tap.as_mut().and_then(UsageTap::tokens))
+            .and_then(|tap| tap.lock().unwrap_or_else(PoisonError::into_inner).tokens())
+            .filter(reported);
+        upstream.or_else(|| self.tap.as_mut().and_then(UsageTap::tokens).filter(reported))
     }
 
     /// Completes the row once; `None` if it was already written.
@@ -266,7 +274,7 @@ impl Meter {
                 };
                 Tokens {
                     input: self.request_bytes as u64 / BYTES_PER_TOKEN,
-                    output: tap.bytes_seen / per_token,
+                    output: self.text.output_tokens().unwrap_or(tap.bytes_seen / per_token),
                     ..Tokens::default()
                 }
             }
@@ -339,14 +347,15 @@ impl Meter {
             return;
         }
         let settings = self.usage.equivalent_table();
-        let chosen = equivalent::resolve(
-            &settings,
-            &table,
-            self.cloud_model.as_deref(),
-            self.row.route.as_deref(),
-            self.target_model.as_deref(),
-            &self.row.model,
-        );
+        let enabled_cloud = self.usage.enabled_cloud_models();
+        let local = equivalent::Local {
+            alias_cloud_model: self.cloud_model.as_deref(),
+            worker: self.row.route.as_deref(),
+            served: self.target_model.as_deref(),
+            asked: &self.row.model,
+            enabled_cloud: &enabled_cloud,
+        };
+        let chosen = equivalent::resolve(&settings, &table, &local);
         self.row.cloud_equivalent_usd = prices::find(&table, &chosen.model).map_or(0.0, |p| prices::cost(p, tokens));
         self.row.cloud_equivalent_model = Some(chosen.model);
         self.row.cloud_equivalent_source = Some(chosen.source.to_string());

@@ -5,6 +5,7 @@
 
 mod aggregate;
 pub mod equivalent;
+pub mod estimate;
 mod meter;
 pub mod prices;
 pub mod tap;
@@ -59,11 +60,27 @@ impl UsageError {
     }
 }
 
-/// How long usage rows are kept, and how many at most.
+/// How long usage rows are kept, how many at most, and how much disk they may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
     pub max_age: Duration,
     pub max_rows: u64,
+    /// Bytes the rows with their index entries may take; `None`: no size cap.
+    pub max_bytes: Option<u64>,
+}
+
+/// Rows sampled (the oldest) to measure what one row takes on disk.
+const SIZE_SAMPLE: usize = 256;
+
+impl Retention {
+    /// The row cap in force: `max_rows`, or fewer when rows of `bytes_per_row` would
+    /// outgrow `max_bytes`.
+    pub fn row_cap(&self, bytes_per_row: Option<u64>) -> u64 {
+        match (self.max_bytes, bytes_per_row) {
+            (Some(max), Some(per_row)) if per_row > 0 => self.max_rows.min(max / per_row).max(1),
+            _ => self.max_rows,
+        }
+    }
 }
 
 /// An API key's activity this calendar month (UTC), for the keys list.
@@ -128,8 +145,13 @@ pub struct Summary {
     pub pruned_before: Option<i64>,
 }
 
+/// The models the enabled cloud providers serve right now, for valuing local answers
+/// (`equivalent::resolve`); installed by the composition root, which knows the providers.
+pub type CloudCatalogue = Box<dyn Fn() -> Arc<Vec<String>> + Send + Sync>;
+
 pub struct Usage {
     store: Store,
+    cloud_catalogue: RwLock<Option<CloudCatalogue>>,
     metrics: Arc<Metrics>,
     prices: RwLock<Arc<Vec<PriceRecord>>>,
     equivalents: RwLock<Arc<EquivalentSettings>>,
@@ -147,6 +169,7 @@ impl Usage {
         let lost = Arc::new(AtomicU64::new(0));
         let usage = Arc::new(Usage {
             store: store.clone(),
+            cloud_catalogue: RwLock::new(None),
             metrics,
             prices: RwLock::new(Arc::new(Vec::new())),
             equivalents: RwLock::new(Arc::new(store.equivalent_settings().await?)),
@@ -355,6 +378,15 @@ impl Usage {
         self.prices.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    pub fn set_cloud_catalogue(&self, catalogue: CloudCatalogue) {
+        *self.cloud_catalogue.write().unwrap_or_else(|p| p.into_inner()) = Some(catalogue);
+    }
+
+    fn enabled_cloud_models(&self) -> Arc<Vec<String>> {
+        let catalogue = self.cloud_catalogue.read().unwrap_or_else(|p| p.into_inner());
+        catalogue.as_ref().map_or_else(|| Arc::new(Vec::new()), |list| list())
+    }
+
     fn equivalent_table(&self) -> Arc<EquivalentSettings> {
         self.equivalents.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -409,12 +441,14 @@ impl Usage {
     /// time (folding each into its day's rollup), yielding between them.
     pub async fn prune(&self) -> Result<usize, UsageError> {
         let cutoff = crate::clock::now_unix_ms() - self.retention.max_age.as_millis() as i64;
+        let per_row = match self.retention.max_bytes {
+            Some(_) => self.store.usage_bytes_per_row(SIZE_SAMPLE).await?,
+            None => None,
+        };
+        let max_rows = self.retention.row_cap(per_row);
         let mut removed = 0;
         loop {
-            let step = self
-                .store
-                .prune_usage_step(cutoff, self.retention.max_rows, PRUNE_BATCH)
-                .await?;
+            let step = self.store.prune_usage_step(cutoff, max_rows, PRUNE_BATCH).await?;
             removed += step.removed;
             if !step.more {
                 return Ok(removed);
@@ -462,6 +496,24 @@ impl Usage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_size_cap_lowers_the_row_cap_only_when_it_binds() {
+        let retention = Retention {
+            max_age: Duration::from_secs(86_400),
+            max_rows: 5_000,
+            max_bytes: Some(2_000 * 1_000),
+        };
+        assert_eq!(retention.row_cap(Some(2_000)), 1_000);
+        assert_eq!(retention.row_cap(Some(100)), 5_000, "the row cap binds first");
+        assert_eq!(retention.row_cap(None), 5_000, "nothing measured yet");
+        assert_eq!(retention.row_cap(Some(u64::MAX)), 1, "never below one row");
+        let unbounded = Retention {
+            max_bytes: None,
+            ..retention
+        };
+        assert_eq!(unbounded.row_cap(Some(1_000_000)), 5_000);
+    }
 
     #[test]
     fn month_boundaries() {

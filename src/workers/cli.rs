@@ -178,12 +178,21 @@ impl CliWorker {
         if status.is_ok() {
             group.leader_reaped();
         }
+        // What the CLI reported spending on an answer that then failed: still the truth
+        // about this request, sent as a usage-only chunk before the failure.
+        let spent = streamed.usage.filter(|_| streamed.sent_text);
         match finish_job(self.tool, streamed, status, &stderr_tail) {
             Finished::Done(usage, stop) => match out.send(stop).await {
                 Ok(()) => JobOutcome::Done(usage),
                 Err(closed) => JobOutcome::failed(closed.to_string(), None),
             },
-            Finished::Failed(outcome) => outcome,
+            Finished::Failed(outcome) => {
+                if let Some(usage) = spent {
+                    let chunks = ChunkBuilder::new(job_id, model);
+                    let _ = out.send(chunks.usage(&usage)).await;
+                }
+                outcome
+            }
         }
     }
 
@@ -328,19 +337,19 @@ fn finish_job(tool: CliTool, streamed: Streamed, status: std::io::Result<ExitSta
         return Finished::Failed(JobOutcome::failed("the CLI's output ended abnormally", None));
     };
     if !status.success() {
-        if !streamed.sent_text {
-            let detail = if stderr_tail.is_empty() {
-                "(nothing on stderr)"
-            } else {
-                stderr_tail
-            };
-            return Finished::Failed(JobOutcome::failed(
-                format!("the {} CLI exited with {status}: {detail}", tool.as_str()),
-                None,
-            ));
-        }
-        // The answer already reached the client; ending it cleanly beats cutting it off.
-        tracing::warn!(cli = tool.as_str(), %status, stderr = stderr_tail, "the CLI exited with an error after answering");
+        // Even after text: a CLI that exits non-zero did not finish its answer, and the
+        // request must be booked as the failure it was (the client's stream ends with an
+        // error event; a non-streaming client's request fails over).
+        let detail = if stderr_tail.is_empty() {
+            "(nothing on stderr)"
+        } else {
+            stderr_tail
+        };
+        let after = if streamed.sent_text { " after answering" } else { "" };
+        return Finished::Failed(JobOutcome::failed(
+            format!("the {} CLI exited with {status}{after}: {detail}", tool.as_str()),
+            None,
+        ));
     }
     Finished::Done(streamed.usage, stop)
 }

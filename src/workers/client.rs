@@ -118,7 +118,8 @@ impl ConnectionConfig {
 #[derive(Debug)]
 pub struct Job {
     pub id: String,
-    /// An OpenAI chat request; `stream` is true and `model` is one this worker advertised.
+    /// An OpenAI chat request; `model` is one this worker advertised. `stream` is the
+    /// client's choice (older routers always sent `true`).
     pub request: Box<RawValue>,
 }
 

@@ -1,11 +1,13 @@
 //! `auxot worker gpu`: serves the models of a local OpenAI-compatible server (llama.cpp
-//! `llama-server`, vLLM, Ollama, SGLang). Each job is one streaming
-//! `POST {upstream}/chat/completions`; the SSE `data:` objects go to the router unchanged.
+//! `llama-server`, vLLM, Ollama, SGLang). Each job is one `POST {upstream}/chat/completions`:
+//! streamed for a streaming client (the SSE `data:` objects go to the router unchanged),
+//! whole for the rest (`gpu_whole`), so the server's own usage report is always read.
 
 use crate::crypto::Secret;
 use crate::providers::connect::ConnectTimeout;
 use crate::workers::args::GpuWorkerArgs;
 use crate::workers::client::{run_worker, ChunkSink, ConnectionConfig, Job, JobHandler, JobOutcome, WorkerError};
+use crate::workers::gpu_whole;
 use crate::workers::protocol::{CompletionTokensDetails, PromptTokensDetails, Usage, WorkerKind};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -152,42 +154,98 @@ impl GpuWorker {
         }
     }
 
+    /// Posts `body` to the model server; an error status becomes the job's outcome.
+    async fn post_chat(&self, body: String, accept: &'static str) -> Result<reqwest::Response, JobOutcome> {
+        let request = self
+            .authorize(self.http.post(format!("{}/chat/completions", self.upstream)))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::ACCEPT, accept)
+            .body(body);
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => {
+                let detail = crate::providers::describe_reqwest_error(e);
+                return Err(JobOutcome::failed(
+                    format!("cannot reach the model server: {detail}"),
+                    None,
+                ));
+            }
+        };
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = read_bounded(response).await;
+        let message = self.scrub(crate::providers::error_message(&body));
+        Err(match retry_after {
+            Some(retry_after) => JobOutcome::Throttled {
+                message,
+                status: Some(status.as_u16()),
+                retry_after: Some(retry_after),
+                limited_until: None,
+            },
+            None => JobOutcome::failed(message, Some(status.as_u16())),
+        })
+    }
+
+    /// A client that wants one JSON answer: the model server is asked the same way, so its
+    /// `usage` is exact even when it ignores `include_usage` in streams.
+    async fn whole_chat(&self, job: Job, out: &ChunkSink) -> JobOutcome {
+        let body = match gpu_whole::without_streaming(&job.request) {
+            Ok(body) => body,
+            Err(message) => return JobOutcome::failed(message, Some(400)),
+        };
+        let mut response = match self.post_chat(body, "application/json").await {
+            Ok(response) => response,
+            Err(outcome) => return outcome,
+        };
+        let mut answer = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(piece)) => answer.extend_from_slice(&piece),
+                Ok(None) => break,
+                Err(e) => {
+                    let detail = crate::providers::describe_reqwest_error(e);
+                    return JobOutcome::failed(format!("the model server's answer broke off: {detail}"), None);
+                }
+            }
+            if answer.len() > self.max_event {
+                return JobOutcome::failed(
+                    format!(
+                        "the model server sent an answer larger than {} MiB (the worker's --max-event-mib)",
+                        self.max_event / (1024 * 1024)
+                    ),
+                    Some(502),
+                );
+            }
+        }
+        let chunk = match gpu_whole::completion_as_chunk(&answer) {
+            Ok(chunk) => chunk,
+            Err(message) => return JobOutcome::failed(self.scrub(message), Some(502)),
+        };
+        let usage = serde_json::from_slice::<ChunkProbe>(&answer)
+            .ok()
+            .and_then(ChunkProbe::usage);
+        match out.send(chunk).await {
+            Ok(()) => JobOutcome::Done(usage),
+            Err(closed) => JobOutcome::failed(closed.to_string(), None),
+        }
+    }
+
     async fn stream_chat(&self, job: Job, out: &ChunkSink) -> JobOutcome {
         let body = match force_streaming(&job.request) {
             Ok(body) => body,
             Err(message) => return JobOutcome::failed(message, Some(400)),
         };
-        let request = self
-            .authorize(self.http.post(format!("{}/chat/completions", self.upstream)))
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(reqwest::header::ACCEPT, "text/event-stream")
-            .body(body);
-        let mut response = match request.send().await {
+        let mut response = match self.post_chat(body, "text/event-stream").await {
             Ok(response) => response,
-            Err(e) => {
-                let detail = crate::providers::describe_reqwest_error(e);
-                return JobOutcome::failed(format!("cannot reach the model server: {detail}"), None);
-            }
+            Err(outcome) => return outcome,
         };
-        let status = response.status();
-        if !status.is_success() {
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let body = read_bounded(response).await;
-            let message = self.scrub(crate::providers::error_message(&body));
-            return match retry_after {
-                Some(retry_after) => JobOutcome::Throttled {
-                    message,
-                    status: Some(status.as_u16()),
-                    retry_after: Some(retry_after),
-                    limited_until: None,
-                },
-                None => JobOutcome::failed(message, Some(status.as_u16())),
-            };
-        }
         let mut decoder = SseDecoder::default();
         let mut usage = None;
         let mut usage_exact = false;
@@ -296,7 +354,11 @@ impl JobHandler for GpuWorker {
     }
 
     async fn run_job(&self, job: Job, out: ChunkSink) -> JobOutcome {
-        self.stream_chat(job, &out).await
+        if gpu_whole::wants_stream(&job.request) {
+            self.stream_chat(job, &out).await
+        } else {
+            self.whole_chat(job, &out).await
+        }
     }
 }
 
@@ -662,7 +724,7 @@ mod tests {
         let (sink, mut frames) = test_sink("j1");
         let outcome = worker
             .run_job(
-                job(r#"{"model":"qwen","messages":[{"role":"user","content":"hi"}],"stream":false}"#),
+                job(r#"{"model":"qwen","messages":[{"role":"user","content":"hi"}],"stream":true}"#),
                 sink,
             )
             .await;
@@ -686,6 +748,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_whole_answer_is_asked_whole_and_its_usage_is_exact() {
+        // llama-cpp-python: ignores include_usage in streams, but a whole answer has usage.
+        const REPLY: &[&str] = &[
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n",
+            r#"{"id": "chatcmpl-1", "object": "chat.completion", "created": 5, "model": "qwen", "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi there"}, "logprobs": null, "finish_reason": "stop"}], "usage": {"prompt_tokens": 28, "completion_tokens": 12, "total_tokens": 40}}"#,
+        ];
+        let (base, mut bodies) = fake_upstream(REPLY).await;
+        let (sink, mut frames) = test_sink("j1");
+        let outcome = worker(&base, &[])
+            .run_job(
+                job(r#"{"model":"qwen","stream":false,"stream_options":{"include_usage":true},"messages":[]}"#),
+                sink,
+            )
+            .await;
+        assert_eq!(outcome, JobOutcome::Done(Some(Usage::new(28, 12))));
+        let sent = bodies.recv().await.unwrap();
+        assert_eq!(sent["stream"], false);
+        assert!(sent.get("stream_options").is_none(), "{sent}");
+        match frames.recv().await {
+            Some(WorkerMessage::Chunk { chunk, .. }) => {
+                let chunk: serde_json::Value = serde_json::from_str(chunk.get()).unwrap();
+                assert_eq!(chunk["choices"][0]["delta"]["content"], "Hi there");
+                assert_eq!(chunk["choices"][0]["finish_reason"], "stop");
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // A 200 whose body is an error object fails the job.
+        const ERROR: &[&str] = &[
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n",
+            r#"{"error":{"message":"the context is full","code":500}}"#,
+        ];
+        let (base, _bodies) = fake_upstream(ERROR).await;
+        let (sink, _frames) = test_sink("j1");
+        let outcome = worker(&base, &[]).run_job(job(r#"{"model":"qwen"}"#), sink).await;
+        assert_eq!(outcome, JobOutcome::failed("the context is full", Some(502)));
+    }
+
+    #[tokio::test]
     async fn upstream_failures_become_job_errors() {
         const NOT_FOUND: &[&str] = &[
             "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 47\r\nconnection: close\r\n\r\n",
@@ -703,7 +804,9 @@ mod tests {
         ];
         let (base, _bodies) = fake_upstream(MID_STREAM).await;
         let (sink, _frames) = test_sink("j1");
-        let outcome = worker(&base, &[]).run_job(job(r#"{"model":"qwen"}"#), sink).await;
+        let outcome = worker(&base, &[])
+            .run_job(job(r#"{"model":"qwen","stream":true}"#), sink)
+            .await;
         assert_eq!(outcome, JobOutcome::failed("out of memory", None));
 
         let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -5,6 +5,7 @@ pub mod args;
 pub mod cli;
 pub mod client;
 pub mod gpu;
+pub mod gpu_whole;
 pub mod policy;
 pub mod protocol;
 pub mod registry;

@@ -119,8 +119,10 @@ pub enum RouterMessage {
         heartbeat_interval_ms: u64,
         heartbeat_timeout_ms: u64,
     },
-    /// Run an OpenAI chat request. `request.stream` is always true and `request.model` is
-    /// the model to use; the worker answers with `chunk`s then `done` (or `error`).
+    /// Run an OpenAI chat request. `request.model` is the model to use; `request.stream`
+    /// is the client's choice (older routers always sent true). The worker answers with
+    /// `chunk`s then `done` (or `error`); for `stream: false` a GPU worker asks its model
+    /// server for a whole answer and sends it as one chunk, its exact usage in `done`.
     Job { job_id: String, request: Box<RawValue> },
     /// Stop the job now (the client went away, or it timed out); no `done` is expected.
     Cancel { job_id: String },

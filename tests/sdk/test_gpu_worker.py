@@ -7,7 +7,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from conftest import FAKE_KEY, FAKE_WORKER_KEY, STREAM_PIECES, STREAM_USAGE, WORKER_NAME
+from conftest import FAKE_KEY, FAKE_REPLY, FAKE_WORKER_KEY, STREAM_PIECES, STREAM_USAGE, WORKER_NAME
 
 MESSAGES = [{"role": "user", "content": "Say hello"}]
 GPU_ONLY = {"X-Auxot-Tier": "gpu"}
@@ -19,19 +19,25 @@ def client(auxot, bootstrap, gpu_worker):
         yield c
 
 
-def worker_chats(upstream) -> list:
-    """The chat requests the fake saw, each checked to come from the worker, not the provider."""
+def worker_chats(upstream, streamed: bool = True) -> list:
+    """The chat requests the fake saw, each checked to come from the worker, not the provider,
+    and asked the way the client asked: a stream with usage asked for, or one whole answer
+    (whose `usage` is exact even on servers that ignore `include_usage`)."""
     chats = upstream.seen("/v1/chat/completions")
     for chat in chats:
         auth = chat.headers.get("authorization")
         assert auth == f"Bearer {FAKE_WORKER_KEY}", f"not sent by the worker (provider key: {auth == f'Bearer {FAKE_KEY}'})"
         sent = chat.json()
-        assert sent["stream"] is True, sent
-        assert sent["stream_options"] == {"include_usage": True}, sent
+        if streamed:
+            assert sent["stream"] is True, sent
+            assert sent["stream_options"] == {"include_usage": True}, sent
+        else:
+            assert sent["stream"] is False, sent
+            assert "stream_options" not in sent, sent
     return chats
 
 
-def test_gpu_non_streaming_folds_the_stream(client, upstream, bootstrap):
+def test_gpu_non_streaming_asks_the_model_server_whole(client, upstream, bootstrap):
     raw = client.chat.completions.with_raw_response.create(
         model="gpt-4o-mini", messages=MESSAGES, extra_headers=GPU_ONLY
     )
@@ -39,13 +45,15 @@ def test_gpu_non_streaming_folds_the_stream(client, upstream, bootstrap):
     assert raw.headers.get("x-auxot-route") == WORKER_NAME
 
     completion = raw.parse()
-    assert completion.choices[0].message.content == "".join(STREAM_PIECES)
+    assert completion.choices[0].message.content == FAKE_REPLY
     assert completion.choices[0].message.role == "assistant"
     assert completion.choices[0].finish_reason == "stop"
     assert completion.usage is not None, completion
-    assert completion.usage.total_tokens == STREAM_USAGE["total_tokens"], completion.usage
+    # The fake's whole answer reports 5 + 3.
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (5, 3), completion.usage
+    assert completion.usage.total_tokens == 8, completion.usage
 
-    chats = worker_chats(upstream)
+    chats = worker_chats(upstream, streamed=False)
     assert len(chats) == 1
     sent = chats[0].json()
     assert sent["model"] == "gpt-4o-mini" and sent["messages"] == MESSAGES

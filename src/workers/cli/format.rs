@@ -175,7 +175,14 @@ fn parse_claude_line(state: &mut MessageState, line: &str) -> Vec<CliEvent> {
                     ("", None) => "claude failed".to_string(),
                     (result, _) => result.to_string(),
                 };
-                return vec![CliEvent::Failed(message)];
+                // A failed run still spent what it reports.
+                let mut events: Vec<CliEvent> = event
+                    .get("usage")
+                    .map(|usage| CliEvent::Usage(claude_usage(usage)))
+                    .into_iter()
+                    .collect();
+                events.push(CliEvent::Failed(message));
+                return events;
             }
             let mut events = Vec::new();
             // Only when no assistant line carried the answer, so it is not sent twice.
@@ -362,6 +369,19 @@ impl ChunkBuilder {
         }
     }
 
+    /// A usage-only chunk (no choices), as OpenAI streams carry usage.
+    pub(super) fn usage(&self, usage: &Usage) -> Box<RawValue> {
+        let chunk = json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [],
+            "usage": usage,
+        });
+        serde_json::value::to_raw_value(&chunk).unwrap_or_default()
+    }
+
     fn chunk(&self, delta: Value, finish_reason: Value) -> Box<RawValue> {
         let chunk = json!({
             "id": self.id,
@@ -477,6 +497,18 @@ mod tests {
             r#"{"type":"result","subtype":"error_max_turns","is_error":true}"#,
         );
         assert_eq!(events, [CliEvent::Failed("claude failed: error_max_turns".into())]);
+        let events = parse_claude_line(
+            &mut state,
+            r#"{"type":"result","subtype":"success","is_error":true,"result":"Invalid API key","usage":{"input_tokens":4,"output_tokens":1}}"#,
+        );
+        assert_eq!(
+            events,
+            [
+                CliEvent::Usage(usage_of(4, 1)),
+                CliEvent::Failed("Invalid API key".into())
+            ],
+            "a failed run still reports what it spent"
+        );
     }
 
     #[test]
