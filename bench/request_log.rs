@@ -70,7 +70,7 @@ async fn main() {
     let dir = tempfile_dir();
     let store = Store::open(&dir).unwrap();
     store.initialize(None, None).unwrap();
-    let start_ms = auxot::store::now_unix_ms() - rows as i64 * 2;
+    let start_ms = auxot::clock::now_unix_ms() - rows as i64 * 2;
     let filling = Instant::now();
     let mut seq = 0;
     for first in (0..rows).step_by(BATCH) {

@@ -2,7 +2,9 @@
 
 pub mod agents;
 pub mod api;
+mod app;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod dispatch;
@@ -34,20 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// Everything a request handler may reach; cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<ServeConfig>,
-    pub auth: Arc<Auth>,
-    pub providers: Arc<ProviderRegistry>,
-    pub workers: Arc<WorkerRegistry>,
-    pub rules: Arc<RoutingRules>,
-    pub agents: Arc<AgentBook>,
-    pub dispatcher: Arc<Dispatcher>,
-    pub usage: Arc<Usage>,
-    pub admin_agent: Arc<AdminAgent>,
-    pub backups: Arc<ops::snapshot::Backups>,
-}
+pub use app::AppState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -394,12 +383,4 @@ fn spawn_background_tasks(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> 
         }
     });
     vec![refresh, prune, retention]
-}
-
-/// Unix seconds as RFC 3339 (UTC), as every API response shows times.
-pub fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
 }

@@ -62,7 +62,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve(args) => {
-            init_logging(args.log_format);
+            // Held to the end: dropping it writes out the lines still queued.
+            let _flush_logs = init_logging_off_thread(args.log_format);
             exit(run_serve(args))
         }
         Command::RotateSecret(args) => {
@@ -156,12 +157,29 @@ fn on_runtime<T>(work: impl std::future::Future<Output = Result<T, String>>) -> 
 }
 
 fn init_logging(format: LogFormat) {
+    install_logger(format, std::io::stderr);
+}
+
+/// The server's logging: lines are formatted where they happen but written to stderr by a
+/// background thread, so a request (its one log line is written as it ends) never waits on
+/// a slow terminal, pipe or journal. Past 128,000 queued lines new ones are dropped rather
+/// than holding up requests; usage rows are kept in the database either way.
+fn init_logging_off_thread(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    install_logger(format, writer);
+    guard
+}
+
+fn install_logger<W>(format: LogFormat, writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(ansi);
     match format {
         LogFormat::Json => builder.json().init(),

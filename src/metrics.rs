@@ -1,13 +1,15 @@
 //! In-process metrics, rendered in the Prometheus text exposition format (version 0.0.4).
 //!
-//! Updated once per finished request, never per streamed chunk, so one mutex around plain
-//! maps is cheaper and simpler than a metrics crate. Maps are `BTreeMap`s keyed by label
-//! values in label order: rendering walks them in order, so the output is deterministic.
+//! Updated once per finished request from every runtime thread at once, so the request path
+//! takes no exclusive lock and allocates nothing: each label value owns a series of atomic
+//! counters, found under a shared (read) lock. Only the first request with a new label value
+//! takes a write lock, with the new series built before it. Rendering copies the counters into
+//! `BTreeMap`s keyed by label values, so the output is in label order and deterministic.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::{self, Display, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
 /// Upper bounds (seconds) of the duration histograms; `+Inf` is implied. Spans a cached
@@ -59,11 +61,112 @@ pub struct WorkerGauge {
 
 #[derive(Debug, Default)]
 pub struct Metrics {
-    recorded: Mutex<Recorded>,
+    tiers: Labeled<TierSeries>,
+    rate_limited: Labeled<AtomicU64>,
     cloud_overflow: AtomicU64,
 }
 
-#[derive(Debug, Default, Clone)]
+/// Series keyed by one label value. Lookups borrow the caller's `&str`; a value seen for
+/// the first time is inserted under the write lock, built (allocated) before taking it.
+#[derive(Debug)]
+struct Labeled<T> {
+    by_value: RwLock<HashMap<String, T>>,
+}
+
+impl<T> Default for Labeled<T> {
+    fn default() -> Self {
+        Labeled {
+            by_value: RwLock::new(HashMap::new()),
+        }
+    }
+}
+
+impl<T: Default> Labeled<T> {
+    fn with<R>(&self, value: &str, update: impl FnOnce(&T) -> R) -> R {
+        // Every update is atomic, so a panic elsewhere cannot leave a series half-written:
+        // the data behind a poisoned lock is still good.
+        {
+            let map = self.by_value.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(series) = map.get(value) {
+                return update(series);
+            }
+        }
+        let (key, fresh) = (value.to_owned(), T::default());
+        let mut map = self.by_value.write().unwrap_or_else(PoisonError::into_inner);
+        update(map.entry(key).or_insert(fresh))
+    }
+
+    /// Copies every series out (in label order) and formats after: a scrape never holds
+    /// the lock while it writes text.
+    fn snapshot<S>(&self, copy: impl Fn(&T) -> S) -> BTreeMap<String, S> {
+        let map = self.by_value.read().unwrap_or_else(PoisonError::into_inner);
+        map.iter()
+            .map(|(value, series)| (value.clone(), copy(series)))
+            .collect()
+    }
+}
+
+/// Everything recorded for one tier.
+#[derive(Debug, Default)]
+struct TierSeries {
+    /// route → outcome → finished requests.
+    requests: Labeled<Labeled<AtomicU64>>,
+    duration: AtomicHistogram,
+    first_byte: AtomicHistogram,
+    input_tokens: AtomicU64,
+    output_tokens: AtomicU64,
+    cost_usd: AtomicF64,
+}
+
+/// An `f64` counter: the bits of the float, added to by compare-and-swap.
+#[derive(Debug, Default)]
+struct AtomicF64(AtomicU64);
+
+impl AtomicF64 {
+    fn add(&self, value: f64) {
+        let _ = self.0.fetch_update(Ordering::AcqRel, Ordering::Acquire, |bits| {
+            Some((f64::from_bits(bits) + value).to_bits())
+        });
+    }
+
+    fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Acquire))
+    }
+}
+
+#[derive(Debug, Default)]
+struct AtomicHistogram {
+    per_bucket: [AtomicU64; DURATION_BUCKETS.len()],
+    sum: AtomicF64,
+    count: AtomicU64,
+}
+
+impl AtomicHistogram {
+    fn observe(&self, seconds: f64) {
+        // `count` goes up before the bucket and is read after the buckets, so a scrape
+        // never sees the `+Inf` bucket (the count) below a finite one.
+        self.count.fetch_add(1, Ordering::AcqRel);
+        if let Some(index) = DURATION_BUCKETS.iter().position(|bound| seconds <= *bound) {
+            self.per_bucket[index].fetch_add(1, Ordering::AcqRel);
+        }
+        self.sum.add(seconds);
+    }
+
+    fn snapshot(&self) -> Histogram {
+        let mut per_bucket = [0; DURATION_BUCKETS.len()];
+        for (copy, bucket) in per_bucket.iter_mut().zip(&self.per_bucket) {
+            *copy = bucket.load(Ordering::Acquire);
+        }
+        Histogram {
+            per_bucket,
+            sum: self.sum.get(),
+            count: self.count.load(Ordering::Acquire),
+        }
+    }
+}
+
+/// What a scrape renders: the counters copied out, keyed by label values in label order.
+#[derive(Debug, Default)]
 struct Recorded {
     /// (tier, route, outcome)
     requests: BTreeMap<(String, String, String), u64>,
@@ -83,16 +186,6 @@ struct Histogram {
     count: u64,
 }
 
-impl Histogram {
-    fn observe(&mut self, seconds: f64) {
-        if let Some(index) = DURATION_BUCKETS.iter().position(|bound| seconds <= *bound) {
-            self.per_bucket[index] += 1;
-        }
-        self.sum += seconds;
-        self.count += 1;
-    }
-}
-
 impl Metrics {
     pub fn observe(&self, o: &RequestObservation<'_>) {
         let tier = o.tier.unwrap_or(ABSENT);
@@ -100,25 +193,6 @@ impl Metrics {
         if o.overflowed_to_cloud {
             self.cloud_overflow.fetch_add(1, Ordering::Relaxed);
         }
-        let mut recorded = self.lock();
-        *recorded
-            .requests
-            .entry((tier.to_owned(), route.to_owned(), o.outcome.to_owned()))
-            .or_default() += 1;
-        recorded
-            .duration
-            .entry(tier.to_owned())
-            .or_default()
-            .observe(o.total.as_secs_f64());
-        if let Some(first_byte) = o.to_first_byte {
-            recorded
-                .first_byte
-                .entry(tier.to_owned())
-                .or_default()
-                .observe(first_byte.as_secs_f64());
-        }
-        *recorded.tokens.entry((tier.to_owned(), "input")).or_default() += o.input_tokens;
-        *recorded.tokens.entry((tier.to_owned(), "output")).or_default() += o.output_tokens;
         // A counter never goes down: a negative or non-finite cost is a pricing bug that must
         // not poison the total.
         let cost = if o.cost_usd.is_finite() && o.cost_usd > 0.0 {
@@ -126,17 +200,62 @@ impl Metrics {
         } else {
             0.0
         };
-        *recorded.cost_usd.entry(tier.to_owned()).or_default() += cost;
+        self.tiers.with(tier, |series| {
+            series.requests.with(route, |outcomes| {
+                outcomes.with(o.outcome, |count| count.fetch_add(1, Ordering::Relaxed));
+            });
+            series.duration.observe(o.total.as_secs_f64());
+            if let Some(first_byte) = o.to_first_byte {
+                series.first_byte.observe(first_byte.as_secs_f64());
+            }
+            series.input_tokens.fetch_add(o.input_tokens, Ordering::Relaxed);
+            series.output_tokens.fetch_add(o.output_tokens, Ordering::Relaxed);
+            series.cost_usd.add(cost);
+        });
     }
 
-    /// `reason`: "rpm" | "spend_cap".
+    /// `reason`: "rpm" | "tpm" | "spend_cap".
     pub fn rate_limited(&self, reason: &str) {
-        *self.lock().rate_limited.entry(reason.to_owned()).or_default() += 1;
+        self.rate_limited
+            .with(reason, |count| count.fetch_add(1, Ordering::Relaxed));
+    }
+
+    fn recorded(&self) -> Recorded {
+        let mut recorded = Recorded::default();
+        let tiers = self.tiers.snapshot(|series| {
+            let requests = series
+                .requests
+                .snapshot(|outcomes| outcomes.snapshot(|count| count.load(Ordering::Relaxed)));
+            (
+                requests,
+                series.duration.snapshot(),
+                series.first_byte.snapshot(),
+                series.input_tokens.load(Ordering::Relaxed),
+                series.output_tokens.load(Ordering::Relaxed),
+                series.cost_usd.get(),
+            )
+        });
+        for (tier, (requests, duration, first_byte, input, output, cost)) in tiers {
+            for (route, outcomes) in requests {
+                for (outcome, count) in outcomes {
+                    recorded.requests.insert((tier.clone(), route.clone(), outcome), count);
+                }
+            }
+            recorded.duration.insert(tier.clone(), duration);
+            // A tier whose requests never got a first byte has no such histogram.
+            if first_byte.count > 0 {
+                recorded.first_byte.insert(tier.clone(), first_byte);
+            }
+            recorded.tokens.insert((tier.clone(), "input"), input);
+            recorded.tokens.insert((tier.clone(), "output"), output);
+            recorded.cost_usd.insert(tier, cost);
+        }
+        recorded.rate_limited = self.rate_limited.snapshot(|count| count.load(Ordering::Relaxed));
+        recorded
     }
 
     pub fn render(&self, gauges: &Gauges) -> String {
-        // Copy out under the lock and format after, so a scrape never holds up requests.
-        let recorded = self.lock().clone();
+        let recorded = self.recorded();
         let mut out = Exposition::default();
 
         out.family("auxot_requests_total", "counter", "Finished requests.");
@@ -203,12 +322,6 @@ impl Metrics {
         );
         out.sample("auxot_usage_rows_dropped_total", &[], gauges.usage_rows_dropped);
         out.text
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Recorded> {
-        // Every update is a single map increment, so a panic elsewhere cannot leave the maps
-        // half-written: the data behind a poisoned lock is still good.
-        self.recorded.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -558,6 +671,64 @@ mod tests {
         assert_eq!(
             value(&samples, "auxot_rate_limited_total", &[("reason", "spend_cap")]),
             Some(1.0)
+        );
+    }
+
+    #[test]
+    fn concurrent_updates_are_all_counted() {
+        let metrics = Metrics::default();
+        std::thread::scope(|scope| {
+            for thread in 0..8 {
+                let metrics = &metrics;
+                scope.spawn(move || {
+                    let route = if thread % 2 == 0 { "even" } else { "odd" };
+                    for _ in 0..1000 {
+                        metrics.observe(&RequestObservation {
+                            to_first_byte: Some(Duration::from_millis(3)),
+                            input_tokens: 2,
+                            cost_usd: 0.5,
+                            ..request(Some("gpu"), Some(route), "ok")
+                        });
+                        metrics.rate_limited("rpm");
+                    }
+                });
+            }
+        });
+        let samples = parse(&metrics.render(&Gauges::default()));
+        let requests = |route| {
+            value(
+                &samples,
+                "auxot_requests_total",
+                &[("tier", "gpu"), ("route", route), ("outcome", "ok")],
+            )
+        };
+        assert_eq!(requests("even"), Some(4000.0));
+        assert_eq!(requests("odd"), Some(4000.0));
+        let tier = [("tier", "gpu")];
+        assert_eq!(
+            value(&samples, "auxot_request_duration_seconds_count", &tier),
+            Some(8000.0)
+        );
+        assert_eq!(
+            value(
+                &samples,
+                "auxot_time_to_first_byte_seconds_bucket",
+                &[("tier", "gpu"), ("le", "0.005")]
+            ),
+            Some(8000.0)
+        );
+        assert_eq!(
+            value(
+                &samples,
+                "auxot_tokens_total",
+                &[("tier", "gpu"), ("direction", "input")]
+            ),
+            Some(16000.0)
+        );
+        assert_eq!(value(&samples, "auxot_cost_usd_total", &tier), Some(4000.0));
+        assert_eq!(
+            value(&samples, "auxot_rate_limited_total", &[("reason", "rpm")]),
+            Some(8000.0)
         );
     }
 

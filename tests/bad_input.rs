@@ -218,3 +218,40 @@ async fn the_ui_is_served_compressed_cached_and_with_real_404s_for_stale_assets(
         .await
         .expect(404);
 }
+
+#[tokio::test]
+async fn every_reply_carries_a_request_id_and_keeps_a_sane_one_the_client_sent() {
+    let server = TestServer::start().await;
+    let http = reqwest::Client::new();
+    let first = http.get(format!("{}/healthz", server.url)).send().await.unwrap();
+    let second = http
+        .post(format!("{}/v1/chat/completions", server.url))
+        .json(&json!({"model": "gpt-4o", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    let id = |reply: &reqwest::Response| {
+        reply
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let (a, b) = (id(&first), id(&second));
+    assert!(a.is_some() && b.is_some() && a != b, "{a:?} {b:?}");
+    assert_eq!(second.status(), 401);
+    let traced = http
+        .get(format!("{}/healthz", server.url))
+        .header("x-request-id", "proxy-7f3a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(id(&traced).as_deref(), Some("proxy-7f3a"));
+    let spoofed = http
+        .get(format!("{}/healthz", server.url))
+        .header("x-request-id", "a b\"<script>")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(id(&spoofed).as_deref(), Some("a b\"<script>"));
+}

@@ -9,17 +9,20 @@
 mod secrets;
 mod tools;
 
+use crate::clock::now_unix;
 use crate::dispatch::{ChatRequest, DispatchError, RoutedReply};
 use crate::providers::anthropic::ClientHeaders;
-use crate::store::{now_unix, ConversationRecord, ConversationSummary, Store, StoreError};
+use crate::store::{ConversationRecord, ConversationSummary, Store, StoreError};
 use crate::translate::Format;
 use crate::usage::{MeterStart, RouteInfo};
 use crate::AppState;
 use bytes::Bytes;
 use secrets::SecretVault;
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use tokio::sync::mpsc::UnboundedSender;
 use tools::ToolContext;
 
@@ -360,10 +363,13 @@ impl AdminAgent {
     /// One model call through the dispatcher; the assistant message of its answer.
     async fn ask_model(&self, state: &AppState, history: &[Value]) -> Result<Value, String> {
         let model = state.rules.admin_agent_settings().model;
-        let mut messages = vec![json!({"role": "system", "content": SYSTEM_PROMPT})];
-        messages.extend(history.iter().cloned());
-        let body = json!({"model": model, "messages": messages, "tools": tools::definitions(), "stream": false});
-        let body = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
+        let body = serde_json::to_vec(&ModelCall {
+            model: &model,
+            messages: WithSystemPrompt(history),
+            tools: &FIXED_PARTS.tools,
+            stream: false,
+        })
+        .map_err(|e| e.to_string())?;
         // The agent's own model calls cost money too: they get usage rows like any request.
         let mut meter = state.usage.meter(MeterStart {
             agent: Some("admin-agent".into()),
@@ -419,7 +425,7 @@ impl AdminAgent {
         .await;
         let completion = match completion {
             Ok(value) => {
-                meter.observe(value.to_string().as_bytes());
+                meter.observe(&Bytes::from(value.to_string()));
                 meter.completed();
                 value
             }
@@ -434,6 +440,44 @@ impl AdminAgent {
         } else {
             Err(format!("the model's answer has no message (route {})", routed.route))
         }
+    }
+}
+
+/// The parts of every model call that never change, serialised once: the system prompt's
+/// message and the tool definitions.
+struct FixedParts {
+    system: Box<RawValue>,
+    tools: Box<RawValue>,
+}
+
+static FIXED_PARTS: LazyLock<FixedParts> = LazyLock::new(|| {
+    let raw = |value: Value| serde_json::value::to_raw_value(&value).unwrap_or_else(|_| RawValue::NULL.to_owned());
+    FixedParts {
+        system: raw(json!({"role": "system", "content": SYSTEM_PROMPT})),
+        tools: raw(tools::definitions()),
+    }
+});
+
+#[derive(Serialize)]
+struct ModelCall<'a> {
+    model: &'a str,
+    messages: WithSystemPrompt<'a>,
+    tools: &'a RawValue,
+    stream: bool,
+}
+
+/// The conversation so far, after the system prompt's message.
+struct WithSystemPrompt<'a>(&'a [Value]);
+
+impl Serialize for WithSystemPrompt<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(self.0.len() + 1))?;
+        seq.serialize_element(&*FIXED_PARTS.system)?;
+        for message in self.0 {
+            seq.serialize_element(message)?;
+        }
+        seq.end()
     }
 }
 

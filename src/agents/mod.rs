@@ -42,17 +42,18 @@ impl From<&AgentRecord> for AgentView {
             model: r.model.clone(),
             tier_order: r.tier_order.clone(),
             queue_timeout_ms: r.queue_timeout_ms,
-            created_at: crate::rfc3339(r.created_at),
-            updated_at: crate::rfc3339(r.updated_at),
+            created_at: crate::clock::rfc3339(r.created_at),
+            updated_at: crate::clock::rfc3339(r.updated_at),
         }
     }
 }
 
-/// What routing needs of an agent, resolved once.
+/// What routing needs of an agent, resolved once per change (not per request) and shared:
+/// a request holds the agent, its prompt included, by reference.
 #[derive(Debug, Clone)]
 pub struct Agent {
     pub name: String,
-    pub system_prompt: Option<String>,
+    pub system_prompt: Option<Arc<str>>,
     pub model: String,
     pub tier_order: Option<Vec<Tier>>,
     pub queue_timeout_ms: Option<u64>,
@@ -60,7 +61,26 @@ pub struct Agent {
 
 pub struct AgentBook {
     store: Store,
-    agents: RwLock<Arc<HashMap<String, AgentRecord>>>,
+    /// Keyed by the lower-cased name.
+    agents: RwLock<Arc<HashMap<String, Entry>>>,
+}
+
+struct Entry {
+    record: AgentRecord,
+    agent: Arc<Agent>,
+}
+
+impl From<AgentRecord> for Entry {
+    fn from(record: AgentRecord) -> Self {
+        let agent = Arc::new(Agent {
+            name: record.name.clone(),
+            system_prompt: record.system_prompt.as_deref().map(Arc::from),
+            model: record.model.clone(),
+            tier_order: record.tier_order.as_ref().and_then(|o| Tier::parse_order(o).ok()),
+            queue_timeout_ms: record.queue_timeout_ms,
+        });
+        Entry { record, agent }
+    }
 }
 
 impl AgentBook {
@@ -79,27 +99,27 @@ impl AgentBook {
             .list_agents()
             .await?
             .into_iter()
-            .map(|a| (a.name.to_lowercase(), a))
+            .map(|a| (a.name.to_lowercase(), Entry::from(a)))
             .collect();
         *self.agents.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(agents);
         Ok(())
     }
 
     /// `agent:NAME` → the agent, for the request path (memory only).
-    pub fn resolve(&self, name: &str) -> Option<Agent> {
+    pub fn resolve(&self, name: &str) -> Option<Arc<Agent>> {
         let agents = self.agents.read().unwrap_or_else(|p| p.into_inner());
-        agents.get(&name.to_lowercase()).map(|r| Agent {
-            name: r.name.clone(),
-            system_prompt: r.system_prompt.clone(),
-            model: r.model.clone(),
-            tier_order: r.tier_order.as_ref().and_then(|o| Tier::parse_order(o).ok()),
-            queue_timeout_ms: r.queue_timeout_ms,
-        })
+        let already_lower = name.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase());
+        let key: std::borrow::Cow<'_, str> = if already_lower {
+            name.into()
+        } else {
+            name.to_lowercase().into()
+        };
+        agents.get(key.as_ref()).map(|entry| entry.agent.clone())
     }
 
     pub fn list(&self) -> Vec<AgentView> {
         let agents = self.agents.read().unwrap_or_else(|p| p.into_inner());
-        let mut out: Vec<AgentView> = agents.values().map(AgentView::from).collect();
+        let mut out: Vec<AgentView> = agents.values().map(|entry| AgentView::from(&entry.record)).collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
@@ -108,13 +128,13 @@ impl AgentBook {
         let agents = self.agents.read().unwrap_or_else(|p| p.into_inner());
         agents
             .get(&name.to_lowercase())
-            .map(AgentView::from)
+            .map(|entry| AgentView::from(&entry.record))
             .ok_or(RulesError::NotFound("agent"))
     }
 
     /// `create`: a new name (409 if taken); else replaces an existing agent (404 if missing).
     pub async fn put(&self, input: AgentInput, create: bool) -> Result<AgentView, RulesError> {
-        let now = crate::store::now_unix();
+        let now = crate::clock::now_unix();
         let created_at = if create {
             now
         } else {

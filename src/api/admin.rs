@@ -223,7 +223,7 @@ fn key_json(state: &AppState, view: &ApiKeyView) -> Result<serde_json::Value, Ap
     let month = state.usage.key_month(&view.id);
     body["spent_this_month_usd"] = json!(month.spent_this_month_usd);
     body["requests_this_month"] = json!(month.requests_this_month);
-    body["last_used_at"] = json!(month.last_used_ms.map(|ms| crate::rfc3339(ms / 1000)));
+    body["last_used_at"] = json!(month.last_used_ms.map(|ms| crate::clock::rfc3339(ms / 1000)));
     Ok(body)
 }
 

@@ -5,7 +5,6 @@ use super::admin::{reply, require_admin};
 use super::error::{json_response, ApiError};
 use super::relay::sse_headers;
 use super::request::{parse_json, read_body};
-use crate::agents::admin::AgentError;
 use crate::AppState;
 use bytes::{Buf, Bytes};
 use futures_util::Stream;
@@ -16,12 +15,6 @@ use warp::filters::BoxedFilter;
 use warp::http::HeaderMap;
 use warp::reply::Response;
 use warp::Filter;
-
-impl From<AgentError> for ApiError {
-    fn from(e: AgentError) -> Self {
-        ApiError::new(e.status(), e.code(), e.to_string())
-    }
-}
 
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let with_state = warp::any().map(move || state.clone());
@@ -92,7 +85,7 @@ async fn list(state: AppState, headers: HeaderMap) -> Result<Response, ApiError>
         .list()
         .await?
         .into_iter()
-        .map(|c| json!({"id": c.id, "title": c.title, "updated_at": crate::rfc3339(c.updated_at)}))
+        .map(|c| json!({"id": c.id, "title": c.title, "updated_at": crate::clock::rfc3339(c.updated_at)}))
         .collect();
     Ok(json_response(200, &json!({"data": conversations})))
 }
@@ -102,8 +95,8 @@ async fn get(state: AppState, headers: HeaderMap, id: String) -> Result<Response
     let c = state.admin_agent.get(&id).await?;
     Ok(json_response(
         200,
-        &json!({"id": c.id, "title": c.title, "created_at": crate::rfc3339(c.created_at),
-            "updated_at": crate::rfc3339(c.updated_at), "messages": c.messages,
+        &json!({"id": c.id, "title": c.title, "created_at": crate::clock::rfc3339(c.created_at),
+            "updated_at": crate::clock::rfc3339(c.updated_at), "messages": c.messages,
             "pending_confirmation": c.pending_delete.is_some()}),
     ))
 }

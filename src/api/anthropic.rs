@@ -303,7 +303,7 @@ pub fn list_models(state: &AppState, headers: &HeaderMap) -> Response {
     if let Err(e) = state.auth.authorize_client(api_key(headers)) {
         return ApiError::from(e).into_response(Dialect::Anthropic);
     }
-    let created = crate::rfc3339(0);
+    let created = crate::clock::rfc3339(0);
     let data: Vec<Value> = state
         .dispatcher
         .routable_models()

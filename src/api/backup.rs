@@ -44,7 +44,7 @@ async fn download(state: AppState, headers: HeaderMap) -> Result<Response, ApiEr
     let mut response = Response::new(warp::hyper::Body::wrap_stream(chunks));
     let name = format!(
         "attachment; filename=\"auxot-backup-{}.redb\"",
-        time::OffsetDateTime::now_utc().unix_timestamp()
+        crate::clock::now_unix()
     );
     let headers = response.headers_mut();
     headers.insert(

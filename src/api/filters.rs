@@ -1,5 +1,6 @@
 //! What every request passes through before (and after) its route: the client's address,
-//! the cross-site write guard, security headers, and keeping refused connections usable.
+//! its request id, the cross-site write guard, security headers, and keeping refused
+//! connections usable.
 
 use super::error::{ApiError, Dialect};
 use super::request::api_key;
@@ -7,8 +8,8 @@ use futures_util::{Stream, StreamExt};
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use warp::filters::BoxedFilter;
 use warp::http::{header, HeaderMap, HeaderValue, Method, Version};
@@ -17,6 +18,43 @@ use warp::hyper::service::Service;
 use warp::hyper::{Body, Request};
 use warp::reply::Response;
 use warp::Filter;
+
+tokio::task_local! {
+    /// The id of the request whose handler is running: error replies and their log line
+    /// carry it, so a client's report finds the server's record.
+    static REQUEST_ID: Arc<str>;
+}
+
+/// The running request's id (`None` outside a request's handler).
+pub fn current_request_id() -> Option<Arc<str>> {
+    REQUEST_ID.try_with(Arc::clone).ok()
+}
+
+/// Runs `work` as the request `id` (what `serve_request` does for every request).
+#[cfg(test)]
+pub async fn with_request_id<F: std::future::Future>(id: &str, work: F) -> F::Output {
+    REQUEST_ID.scope(Arc::from(id), work).await
+}
+
+const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The client's own `X-Request-Id` when it is a sane token (a proxy in front may set one),
+/// else a fresh one: a per-process random start plus a counter, unique and cheap.
+fn request_id(headers: &HeaderMap) -> Arc<str> {
+    static NEXT: LazyLock<AtomicU64> = LazyLock::new(|| AtomicU64::new(rand::random::<u64>() >> 1));
+    let given = headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=64).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        });
+    match given {
+        Some(id) => Arc::from(id),
+        None => Arc::from(format!("{:016x}", NEXT.fetch_add(1, Ordering::Relaxed))),
+    }
+}
 
 /// The TCP peer of the connection a request came on, put into the request's extensions.
 #[derive(Debug, Clone, Copy)]
@@ -202,6 +240,7 @@ where
     S: Service<Request<Body>, Response = Response, Error = Infallible>,
 {
     let (mut parts, body) = request.into_parts();
+    let id = request_id(&parts.headers);
     if let Some(peer) = peer {
         parts.extensions.insert(ClientAddr(peer));
     }
@@ -215,11 +254,15 @@ where
             read_whole: read_whole.clone(),
         })
     };
-    let mut response = match service.call(Request::from_parts(parts, body)).await {
+    let handled = REQUEST_ID.scope(id.clone(), service.call(Request::from_parts(parts, body)));
+    let mut response = match handled.await {
         Ok(response) => response,
         Err(never) => match never {},
     };
     let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        headers.insert(REQUEST_ID_HEADER, value);
+    }
     if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
         headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(API_CSP));
     }
@@ -302,6 +345,23 @@ mod tests {
             ip("127.0.0.1")
         );
         assert_eq!(client_address(None, &forwarded, &trusted), None);
+    }
+
+    #[test]
+    fn a_sane_client_request_id_is_kept_and_any_other_replaced() {
+        let given = |value: &'static str| request_id(&headers(&[("x-request-id", value)]));
+        assert_eq!(&*given("abc-123_X.9"), "abc-123_X.9");
+        for bad in ["", "has space", "semi;colon", "quote\"", &"x".repeat(65)] {
+            let value = HeaderValue::from_str(bad).unwrap();
+            let mut h = HeaderMap::new();
+            h.insert("x-request-id", value);
+            let id = request_id(&h);
+            assert_eq!(id.len(), 16, "{bad:?} gave {id}");
+            assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        }
+        let (a, b) = (request_id(&HeaderMap::new()), request_id(&HeaderMap::new()));
+        assert_ne!(a, b, "fresh ids are unique");
+        assert_eq!(current_request_id(), None, "no id outside a request");
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub fn enforce_on(state: &AppState, key_id: &str, model: &str, tiers: &mut Optio
         None => model
             .strip_prefix(AGENT_PREFIX)
             .and_then(|name| state.agents.resolve(name))
-            .and_then(|agent| agent.tier_order)
+            .and_then(|agent| agent.tier_order.clone())
             .unwrap_or_else(|| state.rules.default_order()),
     };
     let narrowed: Vec<Tier> = order

@@ -75,7 +75,7 @@ async fn list(state: AppState, headers: HeaderMap, query: HashMap<String, String
     };
     let to = match given("to") {
         Some(text) => parse_time("to", text)?,
-        None => crate::store::now_unix_ms() + 1,
+        None => crate::clock::now_unix_ms() + 1,
     };
     let from = match given("from") {
         Some(text) => parse_time("from", text)?,

@@ -4,7 +4,7 @@ use super::admin::{no_content, reply, require_admin};
 use super::error::{json_response, ApiError};
 use super::request::{parse_json, read_body};
 use crate::agents::AgentInput;
-use crate::dispatch::rules::{RulesError, SettingsPatch, TimeoutsPatch};
+use crate::dispatch::rules::{SettingsPatch, TimeoutsPatch};
 use crate::store::AliasRecord;
 use crate::AppState;
 use bytes::{Buf, Bytes};
@@ -15,12 +15,6 @@ use warp::filters::BoxedFilter;
 use warp::http::HeaderMap;
 use warp::reply::Response;
 use warp::Filter;
-
-impl From<RulesError> for ApiError {
-    fn from(e: RulesError) -> Self {
-        ApiError::new(e.status(), e.code(), e.to_string())
-    }
-}
 
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let with_state = warp::any().map(move || state.clone());

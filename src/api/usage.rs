@@ -6,7 +6,7 @@ use super::error::{bytes_response, json_response, ApiError};
 use super::request::{api_key, parse_json, read_body};
 use crate::metrics::{Gauges, WorkerGauge, CONTENT_TYPE};
 use crate::store::{EquivalentSettings, PriceRecord};
-use crate::usage::{to_csv, GroupBy, UsageError};
+use crate::usage::{to_csv, GroupBy};
 use crate::AppState;
 use bytes::{Buf, Bytes};
 use futures_util::Stream;
@@ -17,12 +17,6 @@ use warp::filters::BoxedFilter;
 use warp::http::HeaderMap;
 use warp::reply::Response;
 use warp::Filter;
-
-impl From<UsageError> for ApiError {
-    fn from(e: UsageError) -> Self {
-        ApiError::new(e.status(), e.code(), e.to_string())
-    }
-}
 
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let with_state = warp::any().map(move || state.clone());
@@ -97,7 +91,7 @@ pub(super) fn parse_time(field: &str, text: &str) -> Result<i64, ApiError> {
 /// Defaults: the last 30 days, by tier. `to` is exclusive.
 async fn usage(state: AppState, headers: HeaderMap, query: HashMap<String, String>) -> Result<Response, ApiError> {
     require_admin(&state, &headers).await?;
-    let now = crate::store::now_unix_ms();
+    let now = crate::clock::now_unix_ms();
     let to = match query.get("to") {
         Some(t) => parse_time("to", t)?,
         None => now + 1,
@@ -155,10 +149,10 @@ async fn usage(state: AppState, headers: HeaderMap, query: HashMap<String, Strin
                 .collect();
             Ok(json_response(
                 200,
-                &json!({"from": crate::rfc3339(from / 1000), "to": crate::rfc3339(to / 1000), "group_by": group_by_text,
+                &json!({"from": crate::clock::rfc3339(from / 1000), "to": crate::clock::rfc3339(to / 1000), "group_by": group_by_text,
                     "groups": groups, "totals": summary.totals, "subscriptions": subscriptions,
                     "latency": summary.latency, "latency_by_day": summary.latency_by_day,
-                    "pruned_before": summary.pruned_before.map(|ms| crate::rfc3339(ms / 1000))}),
+                    "pruned_before": summary.pruned_before.map(|ms| crate::clock::rfc3339(ms / 1000))}),
             ))
         }
         Some(_) => Err(ApiError::bad_request("format must be json or csv")),

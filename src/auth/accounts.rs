@@ -19,7 +19,7 @@ impl From<&AdminRecord> for AdminView {
         AdminView {
             username: r.username.clone(),
             role: r.role,
-            created_at: crate::rfc3339(r.created_at),
+            created_at: crate::clock::rfc3339(r.created_at),
         }
     }
 }
@@ -62,7 +62,7 @@ impl Auth {
         let record = AdminRecord {
             username,
             password_hash: self.hasher.hash(password.clone()).await?,
-            created_at: crate::store::now_unix(),
+            created_at: crate::clock::now_unix(),
             role,
         };
         self.store.insert_admin(record.clone()).await?;
@@ -149,7 +149,7 @@ impl Auth {
         }
         self.reset_password(&record.username, new).await?;
         let token = random_token();
-        let now = crate::store::now_unix();
+        let now = crate::clock::now_unix();
         let session = SessionRecord {
             username: record.username,
             created_at: now,

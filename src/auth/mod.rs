@@ -12,8 +12,8 @@ pub use accounts::AdminView;
 pub use grant::KeyGrant;
 
 use crate::crypto::{random_token, token_hash, Secret};
+use crate::store::KeyLimits;
 use crate::store::{AdminRecord, AdminRole, ApiKeyRecord, Role, SessionRecord, Store, StoreError, WorkerTokenRecord};
-use crate::usage::KeyLimits;
 use crate::workers::protocol::WorkerKind;
 pub use passwords::Hasher;
 use serde::Serialize;
@@ -156,14 +156,14 @@ impl From<&ApiKeyRecord> for ApiKeyView {
             name: r.name.clone(),
             role: r.role,
             prefix: r.prefix.clone(),
-            created_at: crate::rfc3339(r.created_at),
+            created_at: crate::clock::rfc3339(r.created_at),
             rpm_limit: r.rpm_limit,
             tpm_limit: r.tpm_limit,
             monthly_spend_cap_usd: r.monthly_spend_cap_usd,
             allowed_models: r.allowed_models.clone(),
             allowed_tiers: r.allowed_tiers.clone(),
-            expires_at: r.expires_at.map(crate::rfc3339),
-            expired: r.expires_at.is_some_and(|at| at <= crate::store::now_unix()),
+            expires_at: r.expires_at.map(crate::clock::rfc3339),
+            expired: r.expires_at.is_some_and(|at| at <= crate::clock::now_unix()),
         }
     }
 }
@@ -266,7 +266,7 @@ impl From<&WorkerTokenRecord> for WorkerTokenView {
             name: r.name.clone(),
             kind: r.kind,
             prefix: r.prefix.clone(),
-            created_at: crate::rfc3339(r.created_at),
+            created_at: crate::clock::rfc3339(r.created_at),
             monthly_price_usd: r.monthly_price_usd,
             allowed_models: r.allowed_models.clone(),
         }
@@ -357,7 +357,7 @@ impl Auth {
         let record = AdminRecord {
             username,
             password_hash,
-            created_at: crate::store::now_unix(),
+            created_at: crate::clock::now_unix(),
             role: AdminRole::Admin,
         };
         match self.store.create_first_admin(record).await {
@@ -395,7 +395,7 @@ impl Auth {
             _ => return Err(AuthError::WrongPassword),
         };
         let token = random_token();
-        let now = crate::store::now_unix();
+        let now = crate::clock::now_unix();
         let record = SessionRecord {
             username: admin.username,
             created_at: now,
@@ -418,8 +418,8 @@ impl Auth {
         let hash = token_hash(key.trim());
         let keys = self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         match keys.get(&hash) {
-            Some((_, known)) if known.expires_at.is_some_and(|at| at <= crate::store::now_unix()) => Err(
-                AuthError::KeyExpired(crate::rfc3339(known.expires_at.unwrap_or_default())),
+            Some((_, known)) if known.expires_at.is_some_and(|at| at <= crate::clock::now_unix()) => Err(
+                AuthError::KeyExpired(crate::clock::rfc3339(known.expires_at.unwrap_or_default())),
             ),
             Some((id, known)) => Ok(Principal::ApiKey {
                 id: id.to_string(),
@@ -433,7 +433,7 @@ impl Auth {
 
     pub async fn authenticate_session(&self, session_token: &str) -> Result<Principal, AuthError> {
         let session = match self.store.get_session(token_hash(session_token)).await? {
-            Some(s) if s.expires_at > crate::store::now_unix() => s,
+            Some(s) if s.expires_at > crate::clock::now_unix() => s,
             _ => return Err(AuthError::InvalidCredentials),
         };
         // The role is read each time, so a removed or demoted account loses its rights at once.
@@ -493,7 +493,7 @@ impl Auth {
             role,
             key_hash: token_hash(key.expose()),
             prefix: key.expose().chars().take(API_KEY_PREFIX.len() + 4).collect(),
-            created_at: crate::store::now_unix(),
+            created_at: crate::clock::now_unix(),
             rpm_limit: None,
             monthly_spend_cap_usd: None,
             tpm_limit: None,
@@ -610,7 +610,7 @@ impl Auth {
             kind,
             token_hash: token_hash(token.expose()),
             prefix: token.expose().chars().take(WORKER_TOKEN_PREFIX.len() + 4).collect(),
-            created_at: crate::store::now_unix(),
+            created_at: crate::clock::now_unix(),
             monthly_price_usd: None,
             allowed_models,
         };
@@ -698,7 +698,7 @@ impl Auth {
     }
 
     pub async fn prune_sessions(&self) -> Result<usize, AuthError> {
-        Ok(self.store.prune_sessions(crate::store::now_unix()).await?)
+        Ok(self.store.prune_sessions(crate::clock::now_unix()).await?)
     }
 }
 

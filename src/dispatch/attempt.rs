@@ -82,7 +82,8 @@ pub(super) struct Resolved {
     pub(super) model: String,
     pub(super) order: Vec<Tier>,
     pub(super) wait: Duration,
-    system_prompt: Option<String>,
+    /// Shared with the agent: never copied per request.
+    system_prompt: Option<Arc<str>>,
 }
 
 pub struct Dispatcher {
@@ -304,7 +305,7 @@ impl Dispatcher {
             model,
             order,
             wait,
-            system_prompt: agent.and_then(|a| a.system_prompt),
+            system_prompt: agent.and_then(|a| a.system_prompt.clone()),
         })
     }
 

@@ -25,9 +25,10 @@ impl Rewrite<'_> {
     }
 }
 
-pub fn rewrite(body: &[u8], spec: Rewrite<'_>) -> Result<Bytes, BodyError> {
+/// `body` unchanged (shared, not copied) when there is nothing to rewrite.
+pub fn rewrite(body: &Bytes, spec: Rewrite<'_>) -> Result<Bytes, BodyError> {
     if spec.is_noop() {
-        return Ok(Bytes::copy_from_slice(body));
+        return Ok(body.clone());
     }
     let mut fields: BTreeMap<String, &RawValue> = serde_json::from_slice(body).map_err(|_| BodyError)?;
     let model_raw;
@@ -68,9 +69,9 @@ pub fn rewrite(body: &[u8], spec: Rewrite<'_>) -> Result<Bytes, BodyError> {
 }
 
 /// The same for an Anthropic Messages body: the agent's prompt goes before `system`.
-pub fn rewrite_anthropic(body: &[u8], model: Option<&str>, system_prompt: Option<&str>) -> Result<Bytes, BodyError> {
+pub fn rewrite_anthropic(body: &Bytes, model: Option<&str>, system_prompt: Option<&str>) -> Result<Bytes, BodyError> {
     if model.is_none() && system_prompt.is_none() {
-        return Ok(Bytes::copy_from_slice(body));
+        return Ok(body.clone());
     }
     let mut fields: BTreeMap<String, &RawValue> = serde_json::from_slice(body).map_err(|_| BodyError)?;
     let model_raw;
@@ -110,9 +111,11 @@ mod tests {
 
     #[test]
     fn rewrites_only_what_is_asked() {
-        let body = br#"{"model":"agent:coder","messages":[{"role":"user","content":"hi \"x\""}],"temperature":0.5}"#;
+        let body = Bytes::from_static(
+            br#"{"model":"agent:coder","messages":[{"role":"user","content":"hi \"x\""}],"temperature":0.5}"#,
+        );
         let out = rewrite(
-            body,
+            &body,
             Rewrite {
                 model: Some("qwen"),
                 force_stream: true,
@@ -128,7 +131,9 @@ mod tests {
         assert_eq!(v["messages"][0]["role"], "system");
         assert_eq!(v["messages"][0]["content"], "Be brief.");
         assert_eq!(v["messages"][1]["content"], "hi \"x\"");
-        assert_eq!(rewrite(body, Rewrite::default()).unwrap().as_ref(), body);
+        let same = rewrite(&body, Rewrite::default()).unwrap();
+        assert_eq!(same, body);
+        assert_eq!(same.as_ptr(), body.as_ptr(), "an unchanged body is shared, not copied");
     }
 
     #[test]
@@ -145,10 +150,13 @@ mod tests {
             ),
         ];
         for (body, expected) in cases {
-            let out = rewrite_anthropic(body.as_bytes(), Some("claude-x"), Some("Agent.")).unwrap();
+            let out = rewrite_anthropic(&Bytes::from(body), Some("claude-x"), Some("Agent.")).unwrap();
             let v: Value = serde_json::from_slice(&out).unwrap();
             assert_eq!(v["system"], expected, "{body}");
             assert_eq!(v["model"], "claude-x");
         }
+        let plain = Bytes::from_static(br#"{"model":"m","messages":[]}"#);
+        let same = rewrite_anthropic(&plain, None, None).unwrap();
+        assert_eq!(same.as_ptr(), plain.as_ptr(), "an unchanged body is shared, not copied");
     }
 }

@@ -121,7 +121,7 @@ impl std::fmt::Display for TargetFailure {
                 write!(
                     f,
                     "usage limit reached until {}: {message}",
-                    super::health::rfc3339_at(*until)
+                    crate::clock::rfc3339_at(*until)
                 )
             }
             Why::WorkerGone => f.write_str("the worker disconnected"),

@@ -6,6 +6,7 @@
 //! Keys are `provider:<id>` and `worker:<token id>` (a worker that reconnects is the same
 //! machine with the same limits).
 
+use crate::clock::rfc3339_at;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -180,14 +181,6 @@ impl Health {
             .filter(|e| e.until.is_some_and(|until| now < until))
             .count()
     }
-}
-
-pub fn rfc3339_at(at: SystemTime) -> String {
-    let secs = at
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0);
-    crate::rfc3339(secs)
 }
 
 /// When a `Retry-After` value (seconds or an HTTP date) says to come back.

@@ -355,7 +355,10 @@ fn judge<R>(
         Ok(reply) => {
             health.succeeded(key);
             if !state.failures.is_empty() {
-                tracing::info!(route, failed_over = state.failures.len(), "served after failover");
+                // The failures behind a failover are logged here, once; a request that fails
+                // everywhere is logged once by the API with every failure in its error.
+                let failures: Vec<String> = state.failures.iter().map(ToString::to_string).collect();
+                tracing::info!(route, failed_over = state.failures.len(), failures = %failures.join("; "), "served after failover");
             }
             Step::Answered(Walked {
                 tier,
@@ -372,7 +375,7 @@ fn judge<R>(
                 route: route.to_string(),
                 why,
             };
-            tracing::warn!(failure = %failure, "candidate failed");
+            tracing::debug!(failure = %failure, "candidate failed");
             if let Some(answer) = client_error(&failure) {
                 return Step::Final(DispatchError::Upstream {
                     tier,

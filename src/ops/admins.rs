@@ -46,7 +46,7 @@ pub async fn run(command: &AdminCommand) -> Result<String, OpsError> {
             let record = AdminRecord {
                 username: username.clone(),
                 password_hash: hash(password.clone()).await?,
-                created_at: crate::store::now_unix(),
+                created_at: crate::clock::now_unix(),
                 role: AdminRole::Admin,
             };
             store.insert_admin(record).await.map_err(named(&username))?;
@@ -65,7 +65,7 @@ pub async fn run(command: &AdminCommand) -> Result<String, OpsError> {
                         "{}\t{}\tcreated {}",
                         a.username,
                         a.role.as_str(),
-                        crate::rfc3339(a.created_at)
+                        crate::clock::rfc3339(a.created_at)
                     )
                 })
                 .collect();

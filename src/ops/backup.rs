@@ -151,12 +151,9 @@ pub fn restore(args: &RestoreArgs) -> Result<String, OpsError> {
     };
 
     let db = data_dir.join(DB_FILE);
-    let kept = live.as_ref().map(|_| {
-        data_dir.join(format!(
-            "{DB_FILE}.replaced-{}",
-            time::OffsetDateTime::now_utc().unix_timestamp()
-        ))
-    });
+    let kept = live
+        .as_ref()
+        .map(|_| data_dir.join(format!("{DB_FILE}.replaced-{}", crate::clock::now_unix())));
     if let Some(kept) = &kept {
         std::fs::rename(&db, kept).map_err(OpsError::io(format!("cannot move {} aside", db.display())))?;
     }

@@ -4,8 +4,9 @@
 //! The snapshot is rebuilt after each change, never per request: a request clones one `Arc`.
 
 use super::{list_models, CachedModel, ProviderError, ProviderKind};
+use crate::clock::now_unix;
 use crate::crypto::{CryptoError, MasterKey, Sealed, Secret};
-use crate::store::{now_unix, ModelCache, ProviderRecord, Store, StoreError};
+use crate::store::{ModelCache, ProviderRecord, Store, StoreError};
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use serde::Serialize;
@@ -134,11 +135,11 @@ impl ProviderView {
             base_url: record.base_url.clone(),
             key_hint: record.key_hint.clone(),
             model_count: cache.models.len(),
-            models_fetched_at: (cache.fetched_at > 0).then(|| crate::rfc3339(cache.fetched_at)),
+            models_fetched_at: (cache.fetched_at > 0).then(|| crate::clock::rfc3339(cache.fetched_at)),
             enabled: record.enabled,
             priority: record.priority,
-            created_at: crate::rfc3339(record.created_at),
-            updated_at: crate::rfc3339(record.updated_at),
+            created_at: crate::clock::rfc3339(record.created_at),
+            updated_at: crate::clock::rfc3339(record.updated_at),
         }
     }
 }
@@ -510,7 +511,7 @@ impl ProviderRegistry {
                     provider: record.name.clone(),
                     provider_type: record.kind,
                     provider_enabled: record.enabled,
-                    fetched_at: crate::rfc3339(cache.fetched_at),
+                    fetched_at: crate::clock::rfc3339(cache.fetched_at),
                 })
             })
             .collect();

@@ -12,6 +12,15 @@ pub enum Role {
     Client,
 }
 
+/// An API key's limits, as its record holds them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct KeyLimits {
+    pub rpm: Option<u32>,
+    /// Input + output tokens per minute.
+    pub tpm: Option<u32>,
+    pub monthly_spend_cap_usd: Option<f64>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApiKeyRecord {
     pub id: String,

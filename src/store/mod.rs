@@ -23,7 +23,7 @@ mod worker_tokens;
 pub use admins::{AdminRecord, AdminRole};
 pub use agents::AgentRecord;
 pub use aliases::{AliasRecord, AUTO as AUTO_ALIAS};
-pub use api_keys::{ApiKeyRecord, Role};
+pub use api_keys::{ApiKeyRecord, KeyLimits, Role};
 pub use conversations::{ConversationRecord, ConversationSummary};
 pub use meta::KeyState;
 pub use providers::{CachedModel, ModelCache, ProviderKind, ProviderRecord};
@@ -35,7 +35,7 @@ pub use usage::{
 };
 pub use usage_log::{DailyRollup, LogPage, LogQuery, Pruned, Rollup, RollupGroup};
 pub use usage_settings::EquivalentSettings;
-pub use worker_tokens::WorkerTokenRecord;
+pub use worker_tokens::{WorkerKind, WorkerTokenRecord};
 
 use redb::{Database, ReadTransaction, WriteTransaction};
 use serde::{de::DeserializeOwned, Serialize};
@@ -172,16 +172,6 @@ pub(crate) fn encode<T: Serialize>(what: &'static str, record: &T) -> Result<Vec
 
 pub(crate) fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(what, e.to_string()))
-}
-
-/// Unix time in seconds.
-pub fn now_unix() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
-/// Unix time in milliseconds.
-pub fn now_unix_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 impl StoreError {

@@ -2,9 +2,25 @@
 
 use super::tables::WORKER_TOKENS;
 use super::{decode, encode, Store, StoreError};
-use crate::workers::protocol::WorkerKind;
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
+
+/// What a worker token lets its holder serve as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerKind {
+    Gpu,
+    Cli,
+}
+
+impl WorkerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerKind::Gpu => "gpu",
+            WorkerKind::Cli => "cli",
+        }
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkerTokenRecord {

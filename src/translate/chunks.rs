@@ -157,7 +157,7 @@ impl Aggregator {
         let mut completion = json!({
             "id": self.id.unwrap_or_else(|| format!("chatcmpl-{}", uuid::Uuid::new_v4().simple())),
             "object": "chat.completion",
-            "created": self.created.unwrap_or_else(crate::store::now_unix),
+            "created": self.created.unwrap_or_else(crate::clock::now_unix),
             "model": self.model.unwrap_or_else(|| model.to_string()),
             "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason.unwrap_or_else(|| "stop".into())}],
         });

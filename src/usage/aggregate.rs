@@ -19,7 +19,10 @@ pub enum GroupBy {
 }
 
 fn day_of(unix_ms: i64) -> String {
-    crate::rfc3339(unix_ms.div_euclid(1000)).chars().take(10).collect()
+    crate::clock::rfc3339(unix_ms.div_euclid(1000))
+        .chars()
+        .take(10)
+        .collect()
 }
 
 impl GroupBy {

@@ -82,7 +82,7 @@ impl Usage {
         Meter {
             usage: self.clone(),
             row: UsageRecord {
-                at_ms: crate::store::now_unix_ms(),
+                at_ms: crate::clock::now_unix_ms(),
                 api_key_id: start.api_key_id,
                 agent,
                 session: None,
@@ -194,7 +194,7 @@ impl Meter {
         self.upstream = Some(tap.clone());
         body.inspect(move |item| {
             if let Ok(bytes) = item {
-                tap.lock().unwrap_or_else(PoisonError::into_inner).observe(bytes);
+                tap.lock().unwrap_or_else(PoisonError::into_inner).observe_bytes(bytes);
             }
         })
         .boxed()
@@ -213,9 +213,9 @@ impl Meter {
     }
 
     /// Bytes on their way to the client (never stored: only usage is read from them).
-    pub fn observe(&mut self, bytes: &[u8]) {
+    pub fn observe(&mut self, bytes: &Bytes) {
         if let Some(tap) = self.tap.as_mut() {
-            tap.observe(bytes);
+            tap.observe_bytes(bytes);
         }
         self.text.observe(bytes);
     }

@@ -11,6 +11,8 @@ pub mod prices;
 pub mod tap;
 mod writer;
 
+/// Limits live with the key's record; re-exported for the limit checks here.
+pub use crate::store::KeyLimits;
 pub use aggregate::{aggregate, latency, latency_by_day, to_csv, DayLatency, Group, GroupBy, Latency, Totals};
 pub use meter::{Meter, MeterStart, RouteInfo};
 
@@ -79,15 +81,6 @@ impl Retention {
             _ => self.max_rows,
         }
     }
-}
-
-/// An API key's limits, as its record holds them.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct KeyLimits {
-    pub rpm: Option<u32>,
-    /// Input + output tokens per minute.
-    pub tpm: Option<u32>,
-    pub monthly_spend_cap_usd: Option<f64>,
 }
 
 /// An API key's activity this calendar month (UTC), for the keys list.
@@ -192,7 +185,7 @@ impl Usage {
         // This month's spend per key, kept by the store as rows are written, so a cap
         // holds across restarts (and crashes: the rows of answered requests are durable);
         // requests and last use this month are counted from the month's rows.
-        let now = crate::store::now_unix_ms();
+        let now = crate::clock::now_unix_ms();
         let month = month_number(now);
         let month_start = month_start_ms(now);
         let mut spend: HashMap<String, (i64, KeyMonth)> = HashMap::new();
@@ -276,7 +269,7 @@ impl Usage {
 
     /// Refuses the request before dispatch when its key is over a limit.
     pub fn check_limits(&self, key_id: &str, limits: KeyLimits) -> Result<(), LimitExceeded> {
-        let now_ms = crate::store::now_unix_ms();
+        let now_ms = crate::clock::now_unix_ms();
         if let Some(cap) = limits.monthly_spend_cap_usd {
             let (month, next_month) = month_of(now_ms);
             let spent = self
@@ -372,7 +365,7 @@ impl Usage {
 
     /// What a key did this month (zeros when nothing yet).
     pub fn key_month(&self, key_id: &str) -> KeyMonth {
-        let (month, _) = month_of(crate::store::now_unix() * 1000);
+        let (month, _) = month_of(crate::clock::now_unix() * 1000);
         self.limits
             .spend
             .lock()
@@ -449,7 +442,7 @@ impl Usage {
     /// Deletes rows past the retention age or beyond the row cap, a short transaction at a
     /// time (folding each into its day's rollup), yielding between them.
     pub async fn prune(&self) -> Result<usize, UsageError> {
-        let cutoff = crate::store::now_unix_ms() - self.retention.max_age.as_millis() as i64;
+        let cutoff = crate::clock::now_unix_ms() - self.retention.max_age.as_millis() as i64;
         let per_row = match self.retention.max_bytes {
             Some(_) => self.store.usage_bytes_per_row(SIZE_SAMPLE).await?,
             None => None,
@@ -529,8 +522,8 @@ mod tests {
     fn month_boundaries() {
         // 2026-11-25T00:00:00Z → next month starts 2026-12-01.
         let (_, next) = month_of(1_795_564_800_000);
-        assert_eq!(crate::rfc3339(next), "2026-12-01T00:00:00Z");
+        assert_eq!(crate::clock::rfc3339(next), "2026-12-01T00:00:00Z");
         let (_, next) = month_of(1_797_811_200_000); // 2026-12-21
-        assert_eq!(crate::rfc3339(next), "2027-01-01T00:00:00Z");
+        assert_eq!(crate::clock::rfc3339(next), "2027-01-01T00:00:00Z");
     }
 }

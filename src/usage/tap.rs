@@ -4,7 +4,10 @@
 //! Cache reads and writes and reasoning tokens are kept apart, as they are priced apart.
 
 use crate::translate::Format;
+use bytes::Bytes;
+use memchr::memmem::Finder;
 use serde::Deserialize;
+use std::sync::LazyLock;
 
 /// A JSON body is looked at only up to this size (usage sits at its end; bodies are small).
 const MAX_JSON_BODY: usize = 4 * 1024 * 1024;
@@ -29,13 +32,23 @@ impl Tokens {
     }
 }
 
+/// Substring searches, built once: most bytes that pass carry none of these.
+static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
+static ERROR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"error\""));
+static DONE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"data: [DONE]"));
+static MESSAGE_STOP: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"message_stop"));
+static RESPONSE_COMPLETED: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"response.completed"));
+
 pub struct UsageTap {
     format: Format,
     sse: bool,
+    /// The start of an SSE line cut by a chunk boundary (complete lines are read in place).
     line: Vec<u8>,
-    /// The `event:` name of the SSE event being read.
-    event: Option<String>,
-    body: Vec<u8>,
+    /// The `event:` name of the SSE event being read (empty: none), its buffer reused.
+    event: String,
+    /// A JSON body's pieces, kept by reference (not copied) until it is read at the end.
+    body: Vec<Bytes>,
+    body_len: usize,
     tokens: Option<Tokens>,
     /// The stream carried an error event (after which nothing the client got is an answer).
     pub error: Option<String>,
@@ -208,56 +221,80 @@ impl UsageTap {
             format,
             sse,
             line: Vec::new(),
-            event: None,
+            event: String::new(),
             body: Vec::new(),
+            body_len: 0,
             tokens: None,
             error: None,
             bytes_seen: 0,
         }
     }
 
-    pub fn observe(&mut self, bytes: &[u8]) {
-        self.bytes_seen += bytes.len() as u64;
-        if !self.sse {
-            if self.body.len() + bytes.len() <= MAX_JSON_BODY {
-                self.body.extend_from_slice(bytes);
-            }
-            return;
+    /// Bytes on their way, held by reference: a JSON body is read once it is whole.
+    pub fn observe_bytes(&mut self, bytes: &Bytes) {
+        if self.sse {
+            return self.observe(bytes);
         }
+        self.bytes_seen += bytes.len() as u64;
+        self.body_len += bytes.len();
+        if self.body_len <= MAX_JSON_BODY {
+            self.body.push(bytes.clone());
+        } else {
+            // Too big to read usage from: nothing of it is kept.
+            self.body = Vec::new();
+        }
+    }
+
+    pub fn observe(&mut self, bytes: &[u8]) {
+        if !self.sse {
+            return self.observe_bytes(&Bytes::copy_from_slice(bytes));
+        }
+        self.bytes_seen += bytes.len() as u64;
         let mut rest = bytes;
-        while let Some(newline) = rest.iter().position(|b| *b == b'\n') {
-            if self.line.len() + newline <= MAX_SSE_LINE {
-                self.line.extend_from_slice(&rest[..newline]);
-            }
+        while let Some(newline) = memchr::memchr(b'\n', rest) {
+            let piece = &rest[..newline];
             rest = &rest[newline + 1..];
-            let line = std::mem::take(&mut self.line);
+            if self.line.is_empty() {
+                // The whole line is in this chunk: read it where it is.
+                self.sse_line(if piece.len() <= MAX_SSE_LINE { piece } else { b"" });
+                continue;
+            }
+            if self.line.len() + piece.len() <= MAX_SSE_LINE {
+                self.line.extend_from_slice(piece);
+            }
+            let mut line = std::mem::take(&mut self.line);
             self.sse_line(&line);
+            line.clear();
+            self.line = line;
         }
         if self.line.len() + rest.len() <= MAX_SSE_LINE {
             self.line.extend_from_slice(rest);
         }
     }
 
+    fn event_is(&self, name: &str) -> bool {
+        self.event == name
+    }
+
     fn sse_line(&mut self, line: &[u8]) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
-            self.event = None;
+            self.event.clear();
             return;
         }
         if let Some(name) = line.strip_prefix(b"event:") {
-            self.event = Some(String::from_utf8_lossy(name).trim().to_string());
+            self.event.clear();
+            self.event.push_str(String::from_utf8_lossy(name).trim());
             return;
         }
         let Some(data) = line.strip_prefix(b"data:") else {
             return;
         };
         // Most events carry neither usage nor an error: skip parsing them.
-        let interesting = |needle: &[u8]| data.windows(needle.len()).any(|w| w == needle);
-        if !interesting(b"\"usage\"") && !interesting(b"\"error\"") && self.event.as_deref() != Some("error") {
+        if USAGE.find(data).is_none() && ERROR.find(data).is_none() && !self.event_is("error") {
             return;
         }
-        let data = data.trim_ascii().to_vec();
-        self.read_value(&data, true);
+        self.read_value(data.trim_ascii(), true);
     }
 
     /// Reads usage (and, in a stream, an error) from one JSON event or body.
@@ -266,7 +303,7 @@ impl UsageTap {
             return;
         };
         if in_stream {
-            let is_error_event = self.event.as_deref() == Some("error")
+            let is_error_event = self.event_is("error")
                 || envelope.kind.as_deref() == Some("error")
                 || envelope.kind.as_deref() == Some("response.failed");
             if let Some(error) = envelope.error.as_ref().filter(|e| !e.is_null()) {
@@ -307,8 +344,19 @@ impl UsageTap {
     /// The counts the stream or body reported, if it reported any.
     pub fn tokens(&mut self) -> Option<Tokens> {
         if !self.sse && !self.body.is_empty() {
-            let body = std::mem::take(&mut self.body);
-            self.read_value(&body, false);
+            let pieces = std::mem::take(&mut self.body);
+            let joined;
+            let body: &[u8] = match pieces.as_slice() {
+                [one] => one,
+                many => {
+                    joined = many.concat();
+                    &joined
+                }
+            };
+            // A body without a usage object has nothing to read: no parse.
+            if USAGE.find(body).is_some() {
+                self.read_value(body, false);
+            }
         }
         self.tokens
     }
@@ -316,20 +364,24 @@ impl UsageTap {
 
 /// Whether one complete OpenAI SSE event is a usage-only chunk (no choices).
 pub fn is_usage_only_event(event: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(event);
+    if USAGE.find(event).is_none() {
+        return false;
+    }
+    let Ok(text) = std::str::from_utf8(event) else {
+        return false;
+    };
     let Some(data) = text.trim().strip_prefix("data:") else {
         return false;
     };
-    serde_json::value::RawValue::from_string(data.trim().to_string())
-        .map(|raw| crate::translate::chunks::is_usage_only(&raw))
+    serde_json::from_str::<&serde_json::value::RawValue>(data.trim())
+        .map(crate::translate::chunks::is_usage_only)
         .unwrap_or(false)
 }
 
 /// Whether `bytes` hold the event that ends a stream (`[DONE]`, `message_stop`, a
 /// Responses `response.completed`), which is sent only once the row is durable.
 pub fn ends_stream(bytes: &[u8]) -> bool {
-    let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
-    has(b"data: [DONE]") || has(b"message_stop") || has(b"response.completed")
+    DONE.find(bytes).is_some() || MESSAGE_STOP.find(bytes).is_some() || RESPONSE_COMPLETED.find(bytes).is_some()
 }
 
 #[cfg(test)]

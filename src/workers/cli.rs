@@ -323,7 +323,7 @@ enum Finished {
 /// Decides how a job ended from what it printed and how it exited.
 fn finish_job(tool: CliTool, streamed: Streamed, status: std::io::Result<ExitStatus>, stderr_tail: &str) -> Finished {
     if let Some(message) = streamed.failure {
-        if let Some(until) = limit::usage_limit(&message, crate::store::now_unix()) {
+        if let Some(until) = limit::usage_limit(&message, crate::clock::now_unix()) {
             return Finished::Failed(JobOutcome::Throttled {
                 message,
                 status: Some(429),

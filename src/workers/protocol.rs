@@ -10,12 +10,8 @@ use serde_json::value::RawValue;
 /// Bumped on any incompatible change; the router refuses a `hello` of another version.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WorkerKind {
-    Gpu,
-    Cli,
-}
+/// A worker token's kind: stored with the token, said again in the worker's `hello`.
+pub use crate::store::WorkerKind;
 
 /// What a job asks of a worker. A job names its kind only when it is not chat, and the
 /// router sends an embeddings job only to a worker that advertised `embedding_models`, so a
@@ -33,15 +29,6 @@ pub enum JobKind {
 impl JobKind {
     pub fn is_chat(&self) -> bool {
         *self == JobKind::ChatCompletions
-    }
-}
-
-impl WorkerKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WorkerKind::Gpu => "gpu",
-            WorkerKind::Cli => "cli",
-        }
     }
 }
 

@@ -83,10 +83,7 @@ pub struct LiveWorker {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    u64::try_from(crate::clock::now_unix_ms()).unwrap_or(0)
 }
 
 impl LiveWorker {
@@ -226,8 +223,8 @@ impl LiveWorker {
             slots_total: self.slots,
             slots_in_use: if status == "offline" { 0 } else { self.in_use() },
             jobs_served: self.jobs_served.load(Ordering::Relaxed),
-            connected_at: crate::rfc3339(self.connected_at),
-            last_heartbeat: crate::rfc3339((last_seen_ms / 1000) as i64),
+            connected_at: crate::clock::rfc3339(self.connected_at),
+            last_heartbeat: crate::clock::rfc3339((last_seen_ms / 1000) as i64),
             status,
         }
     }
@@ -410,7 +407,7 @@ impl WorkerRegistry {
             name: hello.name,
             version: hello.version,
             slots: hello.slots,
-            connected_at: crate::store::now_unix(),
+            connected_at: crate::clock::now_unix(),
             models: RwLock::new(Arc::new(hello.models)),
             embedding_models: RwLock::new(Arc::new(hello.embedding_models)),
             in_use: AtomicU32::new(0),
@@ -462,7 +459,7 @@ impl WorkerRegistry {
     fn retire(&self, worker: &Arc<LiveWorker>) {
         worker.gone.store(true, Ordering::Release);
         worker.fail_all_jobs();
-        let now = crate::store::now_unix();
+        let now = crate::clock::now_unix();
         let mut offline = self.offline.lock().unwrap_or_else(|p| p.into_inner());
         offline.retain(|o| o.view.id != worker.id && now - o.since < OFFLINE_KEPT_SECS);
         offline.push(Offline {
@@ -529,7 +526,7 @@ impl WorkerRegistry {
                 w.view(status, w.last_seen_ms.load(Ordering::Acquire))
             })
             .collect();
-        let now = crate::store::now_unix();
+        let now = crate::clock::now_unix();
         let offline = self.offline.lock().unwrap_or_else(|p| p.into_inner());
         let live_ids: Vec<&str> = out.iter().map(|v| v.id.as_str()).collect::<Vec<_>>();
         let recent: Vec<WorkerView> = offline

@@ -383,7 +383,7 @@ impl ToolContext<'_> {
             ToolError::Invalid("group_by must be one of tier, provider, model, api_key, agent, day".into())
         })?;
         let days = a.days.unwrap_or(7).clamp(1, 366);
-        let to = crate::store::now_unix_ms() + 1;
+        let to = crate::clock::now_unix_ms() + 1;
         let from = to - days * 86_400_000;
         let summary = self.state.usage.summary(from, to, group_by).await?;
         Ok(ToolOutput::json(

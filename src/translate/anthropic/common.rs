@@ -54,12 +54,7 @@ pub(super) fn opt_bool(obj: &Object, key: &str, field: &str) -> Result<Option<bo
     }
 }
 
-pub(super) fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+pub(super) use crate::clock::now_unix;
 
 fn fresh() -> String {
     uuid::Uuid::new_v4().simple().to_string()

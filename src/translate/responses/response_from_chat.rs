@@ -157,7 +157,7 @@ pub fn chat_to_response(body: &[u8], context: &ResponseContext) -> Result<Value,
     let created = completion
         .get("created")
         .and_then(Value::as_i64)
-        .unwrap_or_else(crate::store::now_unix);
+        .unwrap_or_else(crate::clock::now_unix);
     let usage = completion.get("usage").and_then(responses_usage);
     Ok(response_object(
         context,

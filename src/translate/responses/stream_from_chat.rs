@@ -49,7 +49,7 @@ impl ChatToResponsesStream {
         ChatToResponsesStream {
             context,
             id: new_id("resp"),
-            created_at: crate::store::now_unix(),
+            created_at: crate::clock::now_unix(),
             sequence: 0,
             started: false,
             finished: false,

@@ -6,7 +6,6 @@ use crate::workers::args::CliTool;
 use crate::workers::protocol::{CacheCreation, CompletionTokensDetails, PromptTokensDetails, Usage};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Turns the chat messages into the one prompt a CLI takes.
 ///
@@ -346,7 +345,7 @@ impl ChunkBuilder {
         ChunkBuilder {
             id: format!("chatcmpl-{job_id}"),
             model: model.to_string(),
-            created: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            created: u64::try_from(crate::clock::now_unix()).unwrap_or(0),
             sent_first: false,
         }
     }

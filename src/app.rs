@@ -1,0 +1,28 @@
+//! `AppState`: the handles the HTTP layer reaches, built by `start` in lib.rs.
+
+use crate::agents::admin::AdminAgent;
+use crate::agents::AgentBook;
+use crate::auth::Auth;
+use crate::config::ServeConfig;
+use crate::dispatch::rules::RoutingRules;
+use crate::dispatch::Dispatcher;
+use crate::ops::snapshot::Backups;
+use crate::providers::ProviderRegistry;
+use crate::usage::Usage;
+use crate::workers::registry::WorkerRegistry;
+use std::sync::Arc;
+
+/// Everything a request handler may reach; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<ServeConfig>,
+    pub auth: Arc<Auth>,
+    pub providers: Arc<ProviderRegistry>,
+    pub workers: Arc<WorkerRegistry>,
+    pub rules: Arc<RoutingRules>,
+    pub agents: Arc<AgentBook>,
+    pub dispatcher: Arc<Dispatcher>,
+    pub usage: Arc<Usage>,
+    pub admin_agent: Arc<AdminAgent>,
+    pub backups: Arc<Backups>,
+}
