@@ -171,6 +171,18 @@ async fn an_expired_key_is_refused_and_a_later_expiry_revives_it() {
     let anthropic = anthropic_message(&server, &key, "gpt-4o").await;
     anthropic.expect(401);
     assert_eq!(anthropic.json()["error"]["type"], "authentication_error");
+    // The refusals are in the request log under the expired key, so an admin sees who.
+    let log = server
+        .call("GET", &format!("/api/requests?api_key={id}"), Some(&admin), None)
+        .await
+        .json();
+    let refusals: Vec<&serde_json::Value> = log["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] == 401)
+        .collect();
+    assert_eq!(refusals.len(), 2, "{log}");
     let listed = server.call("GET", "/api/api-keys", Some(&admin), None).await.json();
     let temp = listed["data"]
         .as_array()

@@ -545,7 +545,16 @@ pub fn authorize_and_limit(
     meter: &mut Meter,
 ) -> Result<(), ApiError> {
     meter.set_session(super::request::header(headers, "x-claude-code-session-id"));
-    let principal = state.auth.authorize_client(super::request::api_key(headers))?;
+    let principal = match state.auth.authorize_client(super::request::api_key(headers)) {
+        Ok(principal) => principal,
+        Err(e) => {
+            // An expired key is still a known key: its refusals belong on its usage rows.
+            if let crate::auth::AuthError::KeyExpired { key_id, .. } = &e {
+                meter.set_api_key(Some(key_id.clone()));
+            }
+            return Err(e.into());
+        }
+    };
     if let crate::auth::Principal::ApiKey { id, limits, .. } = principal {
         meter.set_api_key(Some(id.clone()));
         state.usage.check_limits(&id, limits).map_err(|e| {

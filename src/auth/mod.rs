@@ -45,8 +45,9 @@ pub enum AuthError {
     AlreadySetUp,
     #[error("{0}")]
     InvalidInput(String),
-    #[error("this API key expired at {0}; ask an admin for a new key or a later expiry")]
-    KeyExpired(String),
+    /// `key_id` names the key on its refused request's usage row; it is not shown.
+    #[error("this API key expired at {at}; ask an admin for a new key or a later expiry")]
+    KeyExpired { at: String, key_id: String },
     #[error("this account can look but not change anything (role viewer); ask an admin")]
     ReadOnly,
     #[error("admin account not found")]
@@ -67,7 +68,7 @@ impl AuthError {
             AuthError::MissingCredentials
             | AuthError::InvalidCredentials
             | AuthError::WrongPassword
-            | AuthError::KeyExpired(_) => 401,
+            | AuthError::KeyExpired { .. } => 401,
             AuthError::NotAdmin | AuthError::ReadOnly => 403,
             AuthError::AlreadySetUp => 409,
             AuthError::TooManyAttempts { .. } => 429,
@@ -83,7 +84,7 @@ impl AuthError {
         match self {
             AuthError::MissingCredentials => "missing_api_key",
             AuthError::InvalidCredentials => "invalid_api_key",
-            AuthError::KeyExpired(_) => "expired_api_key",
+            AuthError::KeyExpired { .. } => "expired_api_key",
             AuthError::ReadOnly => "read_only",
             AuthError::WrongPassword => "invalid_login",
             AuthError::NotAdmin => "forbidden",
@@ -418,9 +419,12 @@ impl Auth {
         let hash = token_hash(key.trim());
         let keys = self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         match keys.get(&hash) {
-            Some((_, known)) if known.expires_at.is_some_and(|at| at <= crate::clock::now_unix()) => Err(
-                AuthError::KeyExpired(crate::clock::rfc3339(known.expires_at.unwrap_or_default())),
-            ),
+            Some((id, known)) if known.expires_at.is_some_and(|at| at <= crate::clock::now_unix()) => {
+                Err(AuthError::KeyExpired {
+                    at: crate::clock::rfc3339(known.expires_at.unwrap_or_default()),
+                    key_id: id.to_string(),
+                })
+            }
             Some((id, known)) => Ok(Principal::ApiKey {
                 id: id.to_string(),
                 role: known.role,
