@@ -3,8 +3,8 @@
 //! go through the same dispatcher as `/v1/chat/completions`, to any tier.
 
 use super::error::{bytes_response, json_response, ApiError, Dialect};
-use super::openai::RouteHeaders;
 use super::relay;
+use super::request::RouteHeaders;
 use super::request::{api_key, header, parse_json, read_body, require_model_and_messages, RolePeek};
 use crate::dispatch::{ChatRequest, Routed, RoutedReply};
 use crate::providers::anthropic::ClientHeaders;
@@ -100,9 +100,7 @@ where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    relay::authorize_and_limit(state, headers, meter)?;
-    let overrides = RouteHeaders::read(headers)?;
-    let body = read_body(headers, body, state.config.body_limit).await?;
+    let (overrides, body) = relay::admit(state, headers, body, meter).await?;
     let peek: MessagesPeek = parse_json(&body)?;
     meter.set_request(&peek.model, peek.stream.unwrap_or(false), body.len());
     require_model_and_messages(&peek.model, peek.messages.len())?;

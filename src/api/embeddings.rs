@@ -5,9 +5,7 @@
 
 use super::error::{ApiError, Dialect};
 use super::key_grant;
-use super::openai::RouteHeaders;
 use super::relay;
-use super::request::read_body;
 use crate::dispatch::{Embedded, EmbeddingsCall};
 use crate::translate::embeddings::{read_request, EmbeddingsError};
 use crate::translate::Format;
@@ -57,9 +55,7 @@ where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    relay::authorize_and_limit(state, headers, meter)?;
-    let overrides = RouteHeaders::read(headers)?;
-    let body = read_body(headers, body, state.config.body_limit).await?;
+    let (overrides, body) = relay::admit(state, headers, body, meter).await?;
     let request = read_request(&body).map_err(|e| match e {
         EmbeddingsError::NotJson(why) => {
             ApiError::new(400, "invalid_json", format!("the request body is not JSON: {why}"))

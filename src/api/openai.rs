@@ -3,9 +3,8 @@
 
 use super::error::{json_response, ApiError, Dialect};
 use super::relay;
-use super::request::{api_key, header, parse_json, read_body, require_model_and_messages, RolePeek};
-use crate::dispatch::rules::validate_queue_timeout;
-use crate::dispatch::{ChatRequest, Routed, RoutedReply, Tier};
+use super::request::{api_key, parse_json, require_model_and_messages, RolePeek};
+use crate::dispatch::{ChatRequest, Routed, RoutedReply};
 use crate::providers::anthropic::ClientHeaders;
 use crate::providers::UpstreamReply;
 use crate::translate::anthropic::anthropic_to_openai_response;
@@ -21,7 +20,6 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 use std::convert::Infallible;
-use std::time::Duration;
 use warp::filters::BoxedFilter;
 use warp::http::HeaderMap;
 use warp::reply::Response;
@@ -109,9 +107,7 @@ where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    relay::authorize_and_limit(state, headers, meter)?;
-    let overrides = RouteHeaders::read(headers)?;
-    let body = read_body(headers, body, state.config.body_limit).await?;
+    let (overrides, body) = relay::admit(state, headers, body, meter).await?;
     let peek: ChatPeek = parse_json(&body)?;
     meter.set_request(&peek.model, peek.stream.unwrap_or(false), body.len());
     require_model_and_messages(&peek.model, peek.messages.len())?;
@@ -133,40 +129,6 @@ where
     };
     let routed = relay::dispatch(state, request, meter).await?;
     Ok((peek.model, include_usage, routed))
-}
-
-/// The `X-Auxot-*` request overrides.
-pub struct RouteHeaders {
-    pub provider: Option<String>,
-    pub tiers: Option<Vec<Tier>>,
-    pub wait: Option<Duration>,
-}
-
-impl RouteHeaders {
-    pub fn read(headers: &HeaderMap) -> Result<RouteHeaders, ApiError> {
-        let tiers = match header(headers, "x-auxot-tier") {
-            Some(value) => {
-                let names: Vec<&str> = value.split(',').collect();
-                Some(Tier::parse_order(&names).map_err(|e| ApiError::bad_request(format!("X-Auxot-Tier: {e}")))?)
-            }
-            None => None,
-        };
-        let wait = match header(headers, "x-auxot-wait-ms") {
-            Some(value) => {
-                let ms: u64 = value
-                    .parse()
-                    .map_err(|_| ApiError::bad_request("X-Auxot-Wait-Ms must be a whole number of milliseconds"))?;
-                validate_queue_timeout(ms).map_err(|e| ApiError::bad_request(format!("X-Auxot-Wait-Ms: {e}")))?;
-                Some(Duration::from_millis(ms))
-            }
-            None => None,
-        };
-        Ok(RouteHeaders {
-            provider: header(headers, "x-auxot-provider").map(str::to_string),
-            tiers,
-            wait,
-        })
-    }
 }
 
 /// A routed reply as Chat Completions, whatever dialect the target answered in.

@@ -544,7 +544,9 @@ pub fn authorize_and_limit(
     headers: &warp::http::HeaderMap,
     meter: &mut Meter,
 ) -> Result<(), ApiError> {
-    meter.set_session(super::request::header(headers, "x-claude-code-session-id"));
+    if let Some(session) = super::request::header(headers, "x-claude-code-session-id") {
+        meter.set_session(Some(session));
+    }
     let principal = match state.auth.authorize_client(super::request::api_key(headers)) {
         Ok(principal) => principal,
         Err(e) => {
@@ -562,6 +564,25 @@ pub fn authorize_and_limit(
         })?;
     }
     Ok(())
+}
+
+/// What every model endpoint does first, in this order: authorise and rate-limit the key
+/// (a refused caller's body is never read), read the `X-Auxot-*` overrides, then the body
+/// within the size limit.
+pub async fn admit<S, B>(
+    state: &crate::AppState,
+    headers: &warp::http::HeaderMap,
+    body: S,
+    meter: &mut Meter,
+) -> Result<(super::request::RouteHeaders, Bytes), ApiError>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>>,
+    B: bytes::Buf,
+{
+    authorize_and_limit(state, headers, meter)?;
+    let overrides = super::request::RouteHeaders::read(headers)?;
+    let body = super::request::read_body(headers, body, state.config.body_limit).await?;
+    Ok((overrides, body))
 }
 
 /// Runs the request through the dispatcher; a failure still tells the meter which target

@@ -1,9 +1,12 @@
 //! Reading what a request carries: credentials, a size-limited body, a typed JSON body.
 
 use super::error::ApiError;
+use crate::dispatch::rules::validate_queue_timeout;
+use crate::dispatch::Tier;
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
+use std::time::Duration;
 use warp::http::HeaderMap;
 
 pub const SESSION_COOKIE: &str = "auxot_session";
@@ -117,6 +120,40 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         .end()
         .map_err(|e| ApiError::new(400, "invalid_json", format!("request body is not valid JSON: {e}")))?;
     Ok(value)
+}
+
+/// The `X-Auxot-*` request overrides.
+pub struct RouteHeaders {
+    pub provider: Option<String>,
+    pub tiers: Option<Vec<Tier>>,
+    pub wait: Option<Duration>,
+}
+
+impl RouteHeaders {
+    pub fn read(headers: &HeaderMap) -> Result<RouteHeaders, ApiError> {
+        let tiers = match header(headers, "x-auxot-tier") {
+            Some(value) => {
+                let names: Vec<&str> = value.split(',').collect();
+                Some(Tier::parse_order(&names).map_err(|e| ApiError::bad_request(format!("X-Auxot-Tier: {e}")))?)
+            }
+            None => None,
+        };
+        let wait = match header(headers, "x-auxot-wait-ms") {
+            Some(value) => {
+                let ms: u64 = value
+                    .parse()
+                    .map_err(|_| ApiError::bad_request("X-Auxot-Wait-Ms must be a whole number of milliseconds"))?;
+                validate_queue_timeout(ms).map_err(|e| ApiError::bad_request(format!("X-Auxot-Wait-Ms: {e}")))?;
+                Some(Duration::from_millis(ms))
+            }
+            None => None,
+        };
+        Ok(RouteHeaders {
+            provider: header(headers, "x-auxot-provider").map(str::to_string),
+            tiers,
+            wait,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -5,9 +5,9 @@
 //! passes) is translated back into a `response` object or the Responses event sequence.
 
 use super::error::{ApiError, Dialect};
-use super::openai::{chat_outgoing, RouteHeaders};
+use super::openai::chat_outgoing;
 use super::relay;
-use super::request::{header, read_body};
+use super::request::header;
 use crate::dispatch::ChatRequest;
 use crate::providers::anthropic::ClientHeaders;
 use crate::translate::anthropic::SseParser;
@@ -51,13 +51,11 @@ where
 {
     let mut meter = state.usage.meter(MeterStart::default());
     let routed = async {
-        relay::authorize_and_limit(&state, &headers, &mut meter)?;
         // Codex names its conversation in `session_id` (older builds: `conversation_id`).
         if let Some(session) = header(&headers, "session_id").or_else(|| header(&headers, "conversation_id")) {
             meter.set_session(Some(session));
         }
-        let overrides = RouteHeaders::read(&headers)?;
-        let body = read_body(&headers, body, state.config.body_limit).await?;
+        let (overrides, body) = relay::admit(&state, &headers, body, &mut meter).await?;
         let (chat, context) = responses_to_chat_request(&body).map_err(|e| {
             let mut error = ApiError::bad_request(e.to_string());
             error.code = "invalid_request";
