@@ -310,18 +310,29 @@ exit 2
     .unwrap();
     let _worker = TestWorker::cli(&server, &admin, "cli-1", &cli, &["claude-code"], 1).await;
     let client = server.client_key(&admin).await;
-    let reply = server.chat(&client, "claude-code", true).await;
-    reply.expect(200);
-    assert!(reply.text.contains("Half an answer"), "{}", reply.text);
-    assert!(reply.text.contains("lost the session"), "{}", reply.text);
-    let row = newest_row(&server, &admin).await;
-    assert_eq!(row["outcome"], "error:stream_error", "{row}");
-    assert_eq!(row["tier"], "cli");
-    // The tokens the run reported before it failed.
-    assert_eq!(row["estimated"], false, "{row}");
-    assert_eq!(
-        (row["input_tokens"].as_u64(), row["output_tokens"].as_u64()),
-        (Some(4), Some(3)),
-        "{row}"
-    );
+    let anthropic = json!({"model": "claude-code", "max_tokens": 64, "stream": true,
+        "messages": [{"role": "user", "content": "Say hi"}]});
+    for (dialect, path, body) in [
+        (
+            "openai",
+            "/v1/chat/completions",
+            json!({"model": "claude-code", "stream": true, "messages": [{"role": "user", "content": "Say hi"}]}),
+        ),
+        ("anthropic", "/v1/messages", anthropic),
+    ] {
+        let reply = server.call("POST", path, Some(&client), Some(body)).await;
+        reply.expect(200);
+        assert!(reply.text.contains("Half an answer"), "{dialect}: {}", reply.text);
+        assert!(reply.text.contains("lost the session"), "{dialect}: {}", reply.text);
+        let row = newest_row(&server, &admin).await;
+        assert_eq!(row["outcome"], "error:stream_error", "{dialect}: {row}");
+        assert_eq!(row["tier"], "cli");
+        // The tokens the run reported before it failed.
+        assert_eq!(row["estimated"], false, "{dialect}: {row}");
+        assert_eq!(
+            (row["input_tokens"].as_u64(), row["output_tokens"].as_u64()),
+            (Some(4), Some(3)),
+            "{dialect}: {row}"
+        );
+    }
 }

@@ -136,10 +136,25 @@ impl OpenAiToAnthropicStream {
 
     fn fail(&mut self, kind: &str, message: &str) -> Bytes {
         self.finished = true;
-        anthropic_event(
+        let error = anthropic_event(
             "error",
             &json!({"type": "error", "error": {"type": kind, "message": message}}),
-        )
+        );
+        // Counts the upstream reported before failing still reach the client (and the
+        // meter), in a `message_delta` with no stop reason just ahead of the error.
+        match self.usage.filter(|_| self.started) {
+            Some(usage) => {
+                let delta = json!({
+                    "type": "message_delta",
+                    "delta": {"stop_reason": null, "stop_sequence": null},
+                    "usage": usage.to_anthropic(),
+                });
+                let mut both = anthropic_event("message_delta", &delta).to_vec();
+                both.extend_from_slice(&error);
+                Bytes::from(both)
+            }
+            None => error,
+        }
     }
 
     fn fail_with_upstream_error(&mut self, error: &Value) -> Bytes {
@@ -313,6 +328,20 @@ mod tests {
             events(&[stream.error_event("worker gone")])[0]["error"]["message"],
             "worker gone"
         );
+        assert!(stream.finish().is_empty());
+    }
+
+    #[test]
+    fn counts_reported_before_a_failure_go_out_ahead_of_the_error() {
+        let mut stream = OpenAiToAnthropicStream::new("m");
+        let _ = stream.push_chunk(r#"{"choices":[{"delta":{"content":"half"}}]}"#);
+        let _ = stream.push_chunk(r#"{"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":3}}"#);
+        let got = events(&[stream.error_event("the CLI exited with status 2")]);
+        let kinds: Vec<_> = got.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["message_delta", "error"]);
+        assert_eq!(got[0]["delta"]["stop_reason"], Value::Null);
+        assert_eq!(got[0]["usage"]["output_tokens"], 3);
+        assert_eq!(got[0]["usage"]["input_tokens"], 4);
         assert!(stream.finish().is_empty());
     }
 
