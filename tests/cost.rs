@@ -1,6 +1,7 @@
 //! Cost to the micro-dollar from real-shaped usage blocks, the request log, outcomes that
 //! tell the truth, spend avoided for every local request, and retention with rollups.
 
+use crate::support::sse;
 use crate::support::{FakeCli, FakeUpstream, Options, TestServer, TestWorker};
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -13,17 +14,6 @@ const KEY: &str = "sk-cost-provider-key-0001";
 struct Replay {
     addr: SocketAddr,
     _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-fn sse(events: &[(Option<&str>, Value)]) -> String {
-    let mut out = String::new();
-    for (name, data) in events {
-        if let Some(name) = name {
-            out += &format!("event: {name}\n");
-        }
-        out += &format!("data: {data}\n\n");
-    }
-    out
 }
 
 fn openai_answer(model: &str, stream: bool, usage: Value) -> (String, &'static str) {

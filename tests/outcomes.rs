@@ -3,6 +3,7 @@
 //! worker failing after content, a CLI exiting non-zero), a client that goes away is
 //! `cancelled`, and counts that had to be estimated are never billed.
 
+use crate::support::sse;
 use crate::support::worker::worker_token_allowing;
 use crate::support::{FakeCli, TestServer, TestWorker};
 use bytes::Bytes;
@@ -18,17 +19,6 @@ const KEY: &str = "sk-outcome-provider-key-01";
 struct Failing {
     addr: SocketAddr,
     _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-fn sse(events: &[(Option<&str>, Value)]) -> String {
-    let mut out = String::new();
-    for (name, data) in events {
-        if let Some(name) = name {
-            out += &format!("event: {name}\n");
-        }
-        out += &format!("data: {data}\n\n");
-    }
-    out
 }
 
 fn openai_start(model: &str) -> String {

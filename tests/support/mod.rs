@@ -361,3 +361,15 @@ where
 pub fn file_bytes(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_default()
 }
+
+/// SSE text from `(event name, data)` pairs, as an upstream sends it.
+pub fn sse(events: &[(Option<&str>, serde_json::Value)]) -> String {
+    let mut out = String::new();
+    for (name, data) in events {
+        if let Some(name) = name {
+            out += &format!("event: {name}\n");
+        }
+        out += &format!("data: {data}\n\n");
+    }
+    out
+}
