@@ -24,6 +24,7 @@ mod ops;
 mod outcomes;
 mod providers;
 mod restart;
+mod store_suite;
 mod tiers;
 mod usage;
 mod workers;
