@@ -24,6 +24,7 @@ mod ops;
 mod outcomes;
 mod providers;
 mod restart;
+mod scale_out;
 mod store_suite;
 mod tiers;
 mod usage;

@@ -10,6 +10,7 @@ mod api_keys;
 mod conversations;
 pub mod kv;
 mod meta;
+pub mod notify;
 pub mod offline;
 pub mod postgres;
 mod providers;

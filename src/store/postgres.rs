@@ -89,13 +89,15 @@ const POOL_SIZE: usize = 16;
 
 pub struct PgStore {
     pool: Pool,
+    /// For the change listener's own (unpooled) connection.
+    pub(crate) config: tokio_postgres::Config,
 }
 
 fn pg_error(e: impl std::fmt::Display) -> StoreError {
     StoreError::Postgres(e.to_string())
 }
 
-fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
+pub(crate) fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
     let roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
@@ -121,7 +123,7 @@ impl PgStore {
             config.connect_timeout(Duration::from_secs(5));
         }
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             tls()?,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -134,7 +136,7 @@ impl PgStore {
             .create_timeout(Some(Duration::from_secs(5)))
             .build()
             .map_err(pg_error)?;
-        let store = PgStore { pool };
+        let store = PgStore { pool, config };
         store.migrate().await?;
         Ok(store)
     }

@@ -398,7 +398,14 @@ impl Usage {
         prices::find(&self.price_table(), model).cloned()
     }
 
-    async fn reload_prices(&self) -> Result<(), UsageError> {
+    /// Re-reads the cloud-equivalent settings (changed by another router).
+    pub async fn reload_equivalents(&self) -> Result<(), UsageError> {
+        let settings = self.store.equivalent_settings().await?;
+        *self.equivalents.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
+        Ok(())
+    }
+
+    pub async fn reload_prices(&self) -> Result<(), UsageError> {
         let mut prices = self.store.list_prices().await?;
         prices.sort_by(|a, b| a.model.cmp(&b.model));
         *self.prices.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(prices);

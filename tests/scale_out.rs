@@ -1,0 +1,129 @@
+//! Several `auxot serve` processes on one PostgreSQL database act as one router: what one
+//! changes, the others apply within a second.
+
+use crate::support::postgres::fresh_database;
+use crate::support::{eventually, FakeUpstream, Options, TestServer};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+const KEY: &str = "sk-test-fleet-0001";
+
+async fn router_on(url: &str) -> TestServer {
+    TestServer::start_with(Options {
+        args: vec!["--database".into(), url.into()],
+        ..Options::default()
+    })
+    .await
+}
+
+/// Two routers on one fresh database; `None` when PostgreSQL is unavailable (skipped).
+async fn two_routers() -> Option<(TestServer, TestServer)> {
+    let url = fresh_database().await?;
+    let a = router_on(&url).await;
+    let b = router_on(&url).await;
+    Some((a, b))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_key_revoked_on_one_router_is_refused_by_the_other_within_a_second() {
+    let Some((a, b)) = two_routers().await else { return };
+    let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
+    let admin = a.admin_key().await;
+    a.add_provider(&admin, "cloud", &fake, KEY).await;
+    let reply = a
+        .call(
+            "POST",
+            "/api/api-keys",
+            Some(&admin),
+            Some(json!({"name": "laptop", "role": "client"})),
+        )
+        .await;
+    reply.expect(201);
+    let client = reply.json()["key"].as_str().unwrap().to_string();
+    let id = reply.json()["id"].as_str().unwrap().to_string();
+
+    // The key and the provider made on A work on B.
+    assert!(
+        eventually(Duration::from_secs(1), || async {
+            b.chat(&client, "gpt-4o", false).await.status == 200
+        })
+        .await,
+        "B never accepted the key made on A; B's log:\n{}",
+        b.logs()
+    );
+
+    a.call("DELETE", &format!("/api/api-keys/{id}"), Some(&admin), None)
+        .await
+        .expect(204);
+    let revoked = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(1), || async {
+            b.chat(&client, "gpt-4o", false).await.status == 401
+        })
+        .await,
+        "B still accepts the revoked key after {:?}",
+        revoked.elapsed()
+    );
+    // And keeps refusing it (no stale cache coming back).
+    assert_eq!(b.chat(&client, "gpt-4o", false).await.status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_alias_and_setting_added_on_one_router_apply_on_the_other() {
+    let Some((a, b)) = two_routers().await else { return };
+    let admin = a.admin_key().await;
+    // An admin key made on A is known on B (the same database).
+    assert!(
+        eventually(Duration::from_secs(1), || async {
+            b.call("GET", "/api/providers", Some(&admin), None).await.status == 200
+        })
+        .await
+    );
+    let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o-mini"]).await;
+    // B has no provider yet: nothing serves the model.
+    assert_ne!(b.chat(&admin, "gpt-4o-mini", false).await.status, 200);
+    a.add_provider(&admin, "cloud", &fake, KEY).await;
+    let added = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(1), || async {
+            b.chat(&admin, "gpt-4o-mini", false).await.status == 200
+        })
+        .await,
+        "B does not route to the provider added on A after {:?}",
+        added.elapsed()
+    );
+
+    a.call(
+        "POST",
+        "/api/aliases",
+        Some(&admin),
+        Some(json!({"name": "fast", "cloud": "gpt-4o-mini"})),
+    )
+    .await
+    .expect(201);
+    assert!(
+        eventually(Duration::from_secs(1), || async {
+            let reply = b.chat(&admin, "fast", false).await;
+            reply.status == 200 && reply.header("x-auxot-tier") == Some("cloud")
+        })
+        .await,
+        "B does not know the alias made on A"
+    );
+
+    b.call(
+        "PUT",
+        "/api/settings",
+        Some(&admin),
+        Some(json!({"routing": {"queue_timeout_ms": 1234}})),
+    )
+    .await
+    .expect(200);
+    assert!(
+        eventually(Duration::from_secs(1), || async {
+            let reply = a.call("GET", "/api/settings", Some(&admin), None).await;
+            reply.json()["routing"]["queue_timeout_ms"] == 1234
+        })
+        .await,
+        "A did not apply the setting changed on B"
+    );
+}
