@@ -127,3 +127,52 @@ async fn a_provider_alias_and_setting_added_on_one_router_apply_on_the_other() {
         "A did not apply the setting changed on B"
     );
 }
+
+fn migrate(data_dir: &std::path::Path, url: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_auxot"))
+        .arg("migrate")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--to")
+        .arg(url)
+        .env_remove("AUXOT_DATABASE_URL")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .expect("run auxot migrate")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redb_box_migrates_to_postgres_with_its_keys_providers_and_usage() {
+    let Some(url) = fresh_database().await else { return };
+    let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
+    let mut single = TestServer::start().await;
+    let admin = single.admin_key().await;
+    single.add_provider(&admin, "cloud", &fake, KEY).await;
+    let client = single.client_key(&admin).await;
+    single.chat(&client, "gpt-4o", false).await.expect(200);
+    // The usage row is durable once the server stopped cleanly.
+    single.stop().await;
+
+    let out = migrate(&single.data_dir, &url);
+    let report = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "migrate failed: {report}");
+    assert!(report.contains("counts checked"), "{report}");
+    assert!(!report.contains(KEY), "the provider key leaked into the report");
+
+    let router = router_on(&url).await;
+    // The admin's password, the client key and the sealed provider key all work there.
+    router.login("admin", "password123").await;
+    router.chat(&client, "gpt-4o", false).await.expect(200);
+    let log = router.call("GET", "/api/requests", Some(&admin), None).await;
+    let rows = log.expect(200).json()["requests"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(rows.len(), 2, "the migrated request and the new one: {}", log.text);
+
+    // A database that already holds data is refused, and left as it was.
+    let again = migrate(&single.data_dir, &url);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds auxot data"));
+    assert_eq!(router.chat(&client, "gpt-4o", false).await.status, 200);
+}

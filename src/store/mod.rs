@@ -20,6 +20,7 @@ mod sessions;
 mod settings;
 pub mod snapshot;
 pub mod tables;
+pub mod transfer;
 mod usage;
 mod usage_log;
 mod usage_settings;

@@ -259,6 +259,21 @@ impl PgTxn {
         Ok(())
     }
 
+    /// Inserts many rows in one statement (a migration's bulk copy).
+    pub(crate) fn insert_many(&self, table: &'static str, rows: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<&[u8]> = rows.iter().map(|(k, _)| k.as_slice()).collect();
+        let values: Vec<&[u8]> = rows.iter().map(|(_, v)| v.as_slice()).collect();
+        self.query(
+            &format!("INSERT INTO auxot_{table} (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[])"),
+            &[&keys, &values],
+        )?;
+        self.changed(table);
+        Ok(())
+    }
+
     pub(crate) fn delete(&self, table: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let rows = self.query(&format!("DELETE FROM auxot_{table} WHERE k = $1 RETURNING v"), &[&key])?;
         let removed = rows.first().map(|row| row.get(0));
