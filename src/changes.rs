@@ -39,6 +39,9 @@ async fn apply(state: &AppState, change: &Changed) {
     if change.touches("agents") {
         report("agents", state.agents.reload().await);
     }
+    if change.touches("usage_spend") {
+        report("monthly spend", state.usage.reload_spend().await);
+    }
     if change.touches("prices") {
         report("prices", state.usage.reload_prices().await);
     }

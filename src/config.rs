@@ -82,6 +82,9 @@ pub struct ServeArgs {
     /// File holding the PostgreSQL URL (used when --database / AUXOT_DATABASE_URL is not set).
     #[arg(long, env = "AUXOT_DATABASE_URL_FILE")]
     pub database_file: Option<PathBuf>,
+    /// This router's name in usage rows and the request log (default: the host name).
+    #[arg(long, env = "AUXOT_ROUTER_NAME")]
+    pub router_name: Option<String>,
 }
 
 /// An address (a single host) or a CIDR.
@@ -113,6 +116,8 @@ pub struct ServeConfig {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The PostgreSQL URL (it may hold a password); `None`: the redb file in `data_dir`.
     pub database: Option<Secret>,
+    /// Names this router in the usage rows it writes.
+    pub router_name: String,
 }
 
 /// Where the secret key comes from, in the documented order.
@@ -148,6 +153,8 @@ pub enum ConfigError {
     ReadDatabase { source_name: String, reason: String },
     #[error("the database URL from {0} must start with postgres:// or postgresql://")]
     BadDatabase(String),
+    #[error("--router-name must be 1 to 64 printable characters")]
+    BadRouterName,
 }
 
 impl ServeConfig {
@@ -175,7 +182,18 @@ impl ServeConfig {
             args.database_file,
             std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
         )?;
+        let router_name = match args.router_name {
+            Some(name) => {
+                let name = name.trim().to_string();
+                if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+                    return Err(ConfigError::BadRouterName);
+                }
+                name
+            }
+            None => host_name(),
+        };
         Ok(ServeConfig {
+            router_name,
             database,
             data_dir: args.data_dir,
             listen: args.listen,
@@ -215,6 +233,21 @@ pub fn locate_secret_key(
         }
     }
     SecretKeySource::DataDir(data_dir.join(GENERATED_KEY_FILE))
+}
+
+/// The machine's host name, the default router name.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty() && name.len() <= 64)
+        .or_else(|| {
+            std::env::var("HOSTNAME")
+                .ok()
+                .filter(|n| !n.is_empty() && n.len() <= 64)
+        })
+        .unwrap_or_else(|| "auxot".into())
 }
 
 /// The PostgreSQL URL, from the first of: the flag or `AUXOT_DATABASE_URL`, the file, the

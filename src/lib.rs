@@ -216,6 +216,7 @@ pub async fn start(config: ServeConfig) -> Result<AppState, StartError> {
             max_rows: config.usage_max_rows,
             max_bytes: config.usage_max_bytes,
         },
+        Arc::from(config.router_name.as_str()),
     )
     .await
     .map_err(|e| StartError::Load(e.to_string()))?;

@@ -176,3 +176,68 @@ async fn a_redb_box_migrates_to_postgres_with_its_keys_providers_and_usage() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("already holds auxot data"));
     assert_eq!(router.chat(&client, "gpt-4o", false).await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spend_cap_holds_for_the_fleet_and_each_row_names_its_router() {
+    let Some(url) = fresh_database().await else { return };
+    let start = |name: &str| {
+        let url = url.clone();
+        let name = name.to_string();
+        async move {
+            TestServer::start_with(Options {
+                args: vec!["--database".into(), url, "--router-name".into(), name],
+                ..Options::default()
+            })
+            .await
+        }
+    };
+    let (a, b) = (start("router-a").await, start("router-b").await);
+    let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
+    let admin = a.admin_key().await;
+    a.add_provider(&admin, "cloud", &fake, KEY).await;
+    let reply = a
+        .call(
+            "POST",
+            "/api/api-keys",
+            Some(&admin),
+            Some(json!({"name": "capped", "role": "client", "monthly_spend_cap_usd": 0.000_001})),
+        )
+        .await;
+    reply.expect(201);
+    let client = reply.json()["key"].as_str().unwrap().to_string();
+    assert!(
+        eventually(Duration::from_secs(1), || async {
+            b.chat(&client, "gpt-4o", false).await.status == 200
+        })
+        .await,
+        "the first request (under the cap) runs on B"
+    );
+    // What the key spent on B reaches A within a second (a notice, then a re-read)…
+    let spent_on_a = || async {
+        let keys = a.call("GET", "/api/api-keys", Some(&admin), None).await;
+        keys.json()["data"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .any(|k| k["name"] == "capped" && k["spent_this_month_usd"].as_f64().unwrap_or(0.0) > 0.0)
+    };
+    assert!(
+        eventually(Duration::from_secs(1), spent_on_a).await,
+        "A does not know what the key spent on B"
+    );
+    // …and from then on A refuses the key without serving it.
+    a.chat(&client, "gpt-4o", false).await.expect(429);
+    let log = a.call("GET", "/api/requests", Some(&admin), None).await;
+    let rows = log.expect(200).json()["requests"].as_array().cloned().unwrap();
+    let served: Vec<(&str, u64)> = rows
+        .iter()
+        .map(|r| (r["router"].as_str().unwrap_or("?"), r["status"].as_u64().unwrap_or(0)))
+        .collect();
+    assert!(served.contains(&("router-b", 200)), "{served:?}");
+    assert!(served.contains(&("router-a", 429)), "{served:?}");
+    assert!(
+        !served.contains(&("router-a", 200)),
+        "A served the capped key: {served:?}"
+    );
+}

@@ -308,6 +308,7 @@ fn row(i: i64) -> UsageRecord {
         status: if i % 5 == 0 { 504 } else { 200 },
         stream: false,
         attempts: Vec::new(),
+        router: Some("r1".into()),
     }
 }
 

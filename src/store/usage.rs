@@ -66,6 +66,9 @@ pub struct UsageRecord {
     pub stream: bool,
     #[serde(default)]
     pub attempts: Vec<Attempt>,
+    /// The router that served it (`--router-name`): several routers share one database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router: Option<String>,
 }
 
 /// The request-log filters a row can be found by, each backed by `USAGE_INDEX`.
@@ -446,6 +449,7 @@ mod tests {
             status: 504,
             stream: false,
             attempts: Vec::new(),
+            router: None,
         };
         let keys = row.index_keys();
         assert!(keys.contains(&"model\0auto".to_string()));

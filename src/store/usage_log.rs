@@ -330,6 +330,7 @@ mod tests {
             status: 200,
             stream: true,
             attempts: Vec::new(),
+            router: None,
         }
     }
 
