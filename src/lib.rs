@@ -242,6 +242,7 @@ pub async fn start(config: ServeConfig) -> Result<AppState, StartError> {
         usage,
         admin_agent,
         backups,
+        shared_db_live: feed.as_ref().map(|f| f.listening.clone()),
     };
     if let Some(feed) = feed {
         tokio::spawn(changes::follow(state.clone(), feed.changes));

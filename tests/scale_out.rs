@@ -1,7 +1,7 @@
 //! Several `auxot serve` processes on one PostgreSQL database act as one router: what one
 //! changes, the others apply within a second.
 
-use crate::support::postgres::fresh_database;
+use crate::support::postgres::{database_name, fresh_database, superuser_sql};
 use crate::support::{eventually, FakeUpstream, Options, TestServer};
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -240,4 +240,42 @@ async fn a_spend_cap_holds_for_the_fleet_and_each_row_names_its_router() {
         !served.contains(&("router-a", 200)),
         "A served the capped key: {served:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_postgres_unreachable_a_router_keeps_serving_and_says_it_is_degraded() {
+    let Some(url) = fresh_database().await else { return };
+    let router = router_on(&url).await;
+    let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
+    let admin = router.admin_key().await;
+    router.add_provider(&admin, "cloud", &fake, KEY).await;
+    let client = router.client_key(&admin).await;
+    let health = || async { router.call("GET", "/healthz", None, None).await.json()["status"].clone() };
+    assert_eq!(health().await, "ok");
+
+    let db = database_name(&url).to_string();
+    superuser_sql(
+        &url,
+        &format!(
+            "ALTER DATABASE {db} ALLOW_CONNECTIONS false;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}';"
+        ),
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(3), || async { health().await == "degraded" }).await,
+        "healthz never said degraded"
+    );
+    let reply = router.call("GET", "/healthz", None, None).await;
+    assert_eq!(reply.status, 200, "a degraded router stays in the balancer's pool");
+    assert!(reply.json()["reason"].as_str().unwrap_or("").contains("PostgreSQL"));
+    // Routing runs on what was loaded: the key, the provider, its sealed key.
+    router.chat(&client, "gpt-4o", false).await.expect(200);
+
+    superuser_sql(&url, &format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true")).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async { health().await == "ok" }).await,
+        "the router did not recover once PostgreSQL was back"
+    );
+    router.chat(&client, "gpt-4o", false).await.expect(200);
 }

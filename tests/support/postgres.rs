@@ -180,3 +180,23 @@ fn start_cluster() -> Result<Cluster, String> {
         _keepalive: keepalive,
     })
 }
+
+/// Runs `sql` on the cluster of `db_url` from its maintenance database (as the superuser),
+/// e.g. to cut a router off its database.
+pub async fn superuser_sql(db_url: &str, sql: &str) {
+    let (base, _) = db_url.rsplit_once('/').expect("a database URL");
+    let admin = format!("{base}/postgres?sslmode=disable");
+    let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to the test cluster: {e}"));
+    let driver = tokio::spawn(connection);
+    client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    drop(client);
+    let _ = driver.await;
+}
+
+/// The database name in a URL from `fresh_database`.
+pub fn database_name(db_url: &str) -> &str {
+    let (_, tail) = db_url.rsplit_once('/').expect("a database URL");
+    tail.split('?').next().unwrap_or(tail)
+}
