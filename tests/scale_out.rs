@@ -279,3 +279,51 @@ async fn with_postgres_unreachable_a_router_keeps_serving_and_says_it_is_degrade
     );
     router.chat(&client, "gpt-4o", false).await.expect(200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_killed_mid_traffic_loses_nothing_it_answered_and_the_other_keeps_serving() {
+    let Some(url) = fresh_database().await else { return };
+    let named = |name: &str| Options {
+        args: vec!["--database".into(), url.clone(), "--router-name".into(), name.into()],
+        ..Options::default()
+    };
+    let mut a = TestServer::start_with(named("doomed")).await;
+    let b = TestServer::start_with(named("survivor")).await;
+    let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
+    let admin = a.admin_key().await;
+    a.add_provider(&admin, "cloud", &fake, KEY).await;
+    let client = a.client_key(&admin).await;
+    for _ in 0..5 {
+        a.chat(&client, "gpt-4o", true).await.expect(200);
+    }
+    // A stream in flight when the router dies.
+    let pid = a.pid().to_string();
+    // Its client sees the connection drop; only what was answered must survive.
+    let streaming = a
+        .http
+        .post(format!("{}/v1/chat/completions", a.url))
+        .bearer_auth(&client)
+        .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .send();
+    let killed = async {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let _ = std::process::Command::new("kill").args(["-KILL", &pid]).status();
+    };
+    let (_dropped, ()) = tokio::join!(streaming, killed);
+    a.kill().await;
+    assert!(
+        eventually(Duration::from_secs(1), || async {
+            b.chat(&client, "gpt-4o", false).await.status == 200
+        })
+        .await,
+        "the surviving router does not serve"
+    );
+    let log = b.call("GET", "/api/requests?limit=100", Some(&admin), None).await;
+    let rows = log.expect(200).json()["requests"].as_array().cloned().unwrap();
+    let answered_by_a = rows
+        .iter()
+        .filter(|r| r["router"] == "doomed" && r["status"] == 200)
+        .count();
+    assert!(answered_by_a >= 5, "rows of answered requests were lost: {}", log.text);
+    assert!(rows.iter().any(|r| r["router"] == "survivor"));
+}

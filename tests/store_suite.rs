@@ -41,6 +41,7 @@ on_both_backends! {
     prices_are_seeded_and_editable => prices;
     conversations_list_newest_first => conversations;
     the_key_state_holds_the_canary_and_schema_version => key_state;
+    scans_longer_than_a_page_keep_their_order_both_ways => long_scans;
 }
 
 fn provider(id: &str, name: &str) -> ProviderRecord {
@@ -360,6 +361,40 @@ async fn usage_and_log(store: Store) {
         .unwrap();
     assert_eq!(by_route.rows.len(), 7);
     assert_eq!(by_route.rows[0].1.at_ms, T0 + 39_000);
+}
+
+/// More rows than one round trip of a PostgreSQL scan fetches (256), read both ways.
+async fn long_scans(store: Store) {
+    let count = 700;
+    store.insert_usage((0..count).map(row).collect(), 0).await.unwrap();
+    let all = store.usage_between(T0, T0 + count * 1000).await.unwrap();
+    assert_eq!(all.len() as i64, count);
+    assert!(all.windows(2).all(|w| w[0].at_ms < w[1].at_ms), "oldest first");
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store
+            .request_log(LogQuery {
+                from_ms: T0,
+                to_ms: T0 + count * 1000,
+                before,
+                filters: vec![(LogField::Tier, "cloud".into())],
+                limit: 300,
+                max_scan: 10_000,
+            })
+            .await
+            .unwrap();
+        seen.extend(page.rows.iter().map(|(_, r)| r.at_ms));
+        match page.next {
+            Some(next) => before = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len() as i64, count / 2, "every cloud row once");
+    assert!(seen.windows(2).all(|w| w[0] > w[1]), "newest first across pages");
+    let step = store.prune_usage_step(T0 + 600_000, 1_000_000, 650).await.unwrap();
+    assert_eq!((step.removed, step.more), (600, false));
+    assert_eq!(store.usage_row_count().await.unwrap(), 100);
 }
 
 async fn pruning(store: Store) {
