@@ -19,7 +19,7 @@
 use super::StoreError;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::runtime::Handle;
@@ -197,11 +197,18 @@ impl PgStore {
     }
 }
 
+/// Key → value of the upserts of one table not sent yet.
+type PendingRows = BTreeMap<Vec<u8>, Vec<u8>>;
+
 /// One transaction on one pooled connection, driven from a blocking-pool thread.
 pub struct PgTxn {
     client: RefCell<Option<Object>>,
     runtime: Handle,
     changed: RefCell<BTreeSet<&'static str>>,
+    /// Upserts not sent yet, per table (the last value per key): sent as one statement
+    /// before anything reads that table, and at commit. A usage batch's index entries go
+    /// out together instead of one round trip each.
+    pending: RefCell<BTreeMap<&'static str, PendingRows>>,
     finished: Cell<bool>,
 }
 
@@ -211,6 +218,7 @@ impl PgTxn {
             client: RefCell::new(Some(client)),
             runtime,
             changed: RefCell::new(BTreeSet::new()),
+            pending: RefCell::new(BTreeMap::new()),
             finished: Cell::new(false),
         };
         if write {
@@ -239,22 +247,47 @@ impl PgTxn {
             .map_err(pg_error)
     }
 
+    /// Sends the pending upserts of `table`.
+    fn flush(&self, table: &str) -> Result<(), StoreError> {
+        let Some(rows) = self.pending.borrow_mut().remove(table) else {
+            return Ok(());
+        };
+        let keys: Vec<&[u8]> = rows.keys().map(Vec::as_slice).collect();
+        let values: Vec<&[u8]> = rows.values().map(Vec::as_slice).collect();
+        self.query(
+            &format!(
+                "INSERT INTO auxot_{table} (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+                 ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
+            ),
+            &[&keys, &values],
+        )?;
+        Ok(())
+    }
+
+    fn flush_all(&self) -> Result<(), StoreError> {
+        let tables: Vec<&'static str> = self.pending.borrow().keys().copied().collect();
+        tables.into_iter().try_for_each(|table| self.flush(table))
+    }
+
     pub(crate) fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.flush(table)?;
         let rows = self.query(&format!("SELECT v FROM auxot_{table} WHERE k = $1"), &[&key])?;
         Ok(rows.first().map(|row| row.get(0)))
     }
 
     pub(crate) fn count(&self, table: &str) -> Result<u64, StoreError> {
+        self.flush(table)?;
         let rows = self.query(&format!("SELECT count(*) FROM auxot_{table}"), &[])?;
         let count: i64 = rows.first().map_or(0, |row| row.get(0));
         Ok(count.max(0) as u64)
     }
 
     pub(crate) fn upsert(&self, table: &'static str, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.query(
-            &format!("INSERT INTO auxot_{table} (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"),
-            &[&key, &value],
-        )?;
+        self.pending
+            .borrow_mut()
+            .entry(table)
+            .or_default()
+            .insert(key.to_vec(), value.to_vec());
         self.changed(table);
         Ok(())
     }
@@ -264,6 +297,7 @@ impl PgTxn {
         if rows.is_empty() {
             return Ok(());
         }
+        self.flush(table)?;
         let keys: Vec<&[u8]> = rows.iter().map(|(k, _)| k.as_slice()).collect();
         let values: Vec<&[u8]> = rows.iter().map(|(_, v)| v.as_slice()).collect();
         self.query(
@@ -275,6 +309,7 @@ impl PgTxn {
     }
 
     pub(crate) fn delete(&self, table: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.flush(table)?;
         let rows = self.query(&format!("DELETE FROM auxot_{table} WHERE k = $1 RETURNING v"), &[&key])?;
         let removed = rows.first().map(|row| row.get(0));
         if removed.is_some() {
@@ -294,6 +329,7 @@ impl PgTxn {
         reverse: bool,
         limit: i64,
     ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, bool), StoreError> {
+        self.flush(table)?;
         let order = if reverse { "DESC" } else { "ASC" };
         // One statement per bound shape: a plain `k >= $1 AND k < $2` lets the planner walk
         // the primary key, which an `$1 IS NULL OR …` form would hide from it.
@@ -325,6 +361,7 @@ impl PgTxn {
     }
 
     fn commit(&self) -> Result<(), StoreError> {
+        self.flush_all()?;
         let changed: Vec<&str> = self.changed.borrow().iter().copied().collect();
         if !changed.is_empty() {
             // Delivered to every listener when (and only if) the transaction commits.
