@@ -1,7 +1,7 @@
 //! Workers: the WebSocket they dial (`GET /api/workers/connect`), the live list
 //! (`GET /api/workers`) and their tokens (`/api/worker-tokens`).
 
-use super::admin::{no_content, reply, require_admin};
+use super::admin::{no_content, reply};
 use super::error::{json_response, ApiError, Dialect};
 use super::request::{api_key, parse_json, read_body};
 use crate::auth::WorkerIdentity;
@@ -34,6 +34,7 @@ const POLICY_RECHECK: Duration = Duration::from_secs(1);
 const MAX_FRAME_BYTES: usize = 300 * 1024 * 1024;
 
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
+    let admin = super::filters::admin(state.clone());
     let with_state = warp::any().map(move || state.clone());
     let headers = warp::header::headers_cloned;
     let connect = warp::path!("api" / "workers" / "connect")
@@ -44,31 +45,28 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .map(connect);
     let list = warp::path!("api" / "workers")
         .and(warp::get())
-        .and(with_state.clone())
-        .and(headers())
-        .then(|state, headers| reply(list_workers(state, headers)));
+        .and(admin.clone())
+        .then(|state| reply(list_workers(state)));
     let create_token = warp::path!("api" / "worker-tokens")
         .and(warp::post())
-        .and(with_state.clone())
+        .and(admin.clone())
         .and(headers())
         .and(warp::body::stream())
         .then(|state, headers, body| reply(create_token(state, headers, body)));
     let list_tokens = warp::path!("api" / "worker-tokens")
         .and(warp::get())
-        .and(with_state.clone())
-        .and(headers())
-        .then(|state, headers| reply(list_tokens(state, headers)));
+        .and(admin.clone())
+        .then(|state| reply(list_tokens(state)));
     let update_token = warp::path!("api" / "worker-tokens" / String)
         .and(warp::patch())
-        .and(with_state.clone())
+        .and(admin.clone())
         .and(headers())
         .and(warp::body::stream())
         .then(|id, state, headers, body| reply(update_token(state, headers, id, body)));
     let revoke_token = warp::path!("api" / "worker-tokens" / String)
         .and(warp::delete())
-        .and(with_state)
-        .and(headers())
-        .then(|id, state, headers| reply(revoke_token(state, headers, id)));
+        .and(admin)
+        .then(|id, state| reply(revoke_token(state, id)));
     connect
         .or(list)
         .unify()
@@ -437,8 +435,7 @@ impl Session<'_> {
 }
 
 /// Live and recent workers, each with its token's subscription price (if any).
-async fn list_workers(state: AppState, headers: HeaderMap) -> Result<Response, ApiError> {
-    require_admin(&state, &headers).await?;
+async fn list_workers(state: AppState) -> Result<Response, ApiError> {
     let prices: std::collections::HashMap<String, Option<f64>> = state
         .auth
         .list_worker_tokens()
@@ -482,7 +479,6 @@ where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    require_admin(&state, &headers).await?;
     let body = read_body(&headers, body, state.config.body_limit).await?;
     let input: TokenPatch = parse_json(&body)?;
     let list_changed = input.allowed_models.is_some();
@@ -513,7 +509,6 @@ where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    require_admin(&state, &headers).await?;
     let body = read_body(&headers, body, state.config.body_limit).await?;
     let new: NewWorkerToken = parse_json(&body)?;
     let (view, token) = state
@@ -526,8 +521,7 @@ where
     Ok(json_response(201, &body))
 }
 
-async fn list_tokens(state: AppState, headers: HeaderMap) -> Result<Response, ApiError> {
-    require_admin(&state, &headers).await?;
+async fn list_tokens(state: AppState) -> Result<Response, ApiError> {
     Ok(json_response(
         200,
         &json!({"data": state.auth.list_worker_tokens().await?}),
@@ -535,8 +529,7 @@ async fn list_tokens(state: AppState, headers: HeaderMap) -> Result<Response, Ap
 }
 
 /// Revokes at once and disconnects the token's live worker.
-async fn revoke_token(state: AppState, headers: HeaderMap, id: String) -> Result<Response, ApiError> {
-    require_admin(&state, &headers).await?;
+async fn revoke_token(state: AppState, id: String) -> Result<Response, ApiError> {
     state.auth.revoke_worker_token(&id).await?;
     let kicked = state.workers.kick_token(&id);
     tracing::info!(worker_token_id = %id, disconnected = kicked, "worker token revoked");
