@@ -1,5 +1,6 @@
 //! The worker side of the protocol, shared by `auxot worker gpu` and `auxot worker cli`: dial
-//! the router, say hello, heartbeat, run jobs in slots, reconnect with backoff.
+//! every router of the fleet (one connection each, each with its own reconnect backoff), say
+//! hello, heartbeat, run jobs in the slots of one pool shared by all connections.
 //!
 //! What a worker actually does with a job lives behind [`JobHandler`]; this module only moves
 //! frames. Every outgoing frame goes through one channel into one socket writer task, so job
@@ -7,7 +8,10 @@
 
 use crate::crypto::Secret;
 use crate::workers::args::ConnectionArgs;
-use crate::workers::protocol::{JobKind, RouterMessage, Usage, WorkerKind, WorkerMessage, PROTOCOL_VERSION};
+use crate::workers::pool::{LinkUp, Permit, SlotPool};
+use crate::workers::protocol::{
+    capability, JobKind, RouterMessage, Usage, WorkerKind, WorkerMessage, PROTOCOL_VERSION,
+};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
@@ -17,8 +21,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::sync::{mpsc, watch};
+use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{header::AUTHORIZATION, HeaderValue};
@@ -92,8 +96,8 @@ impl WorkerError {
 /// Where and as whom a worker connects.
 #[derive(Debug, Clone)]
 pub struct ConnectionConfig {
-    /// The router's http(s) base URL, as given with `--server`.
-    pub server: String,
+    /// Every router's http(s) base URL, as given with `--server`.
+    pub servers: Vec<String>,
     pub token: Secret,
     /// `None`: the router names the worker after its token.
     pub name: Option<String>,
@@ -105,7 +109,7 @@ pub struct ConnectionConfig {
 impl ConnectionConfig {
     pub fn from_args(args: &ConnectionArgs, models_refresh: Option<Duration>) -> Self {
         ConnectionConfig {
-            server: args.server.clone(),
+            servers: args.server.clone(),
             token: args.token.clone(),
             name: args.name.clone(),
             slots: args.slots.max(1),
@@ -235,62 +239,145 @@ pub fn connect_url(server: &str) -> Result<String, WorkerError> {
     Ok(url.to_string())
 }
 
-/// Runs the worker until `shutdown` completes: connect, serve, and on any failure reconnect
-/// with jittered exponential backoff. Returns an error only for what retrying cannot fix.
+/// Each `--server` once (the same router given twice would be dialled twice and counted
+/// twice), with its WebSocket URL. An empty list or a bad URL is a configuration error.
+fn fleet_targets(servers: &[String]) -> Result<Vec<(String, String)>, WorkerError> {
+    let mut targets: Vec<(String, String)> = Vec::new();
+    for server in servers.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        let url = connect_url(server)?;
+        if targets.iter().any(|(_, known)| *known == url) {
+            tracing::warn!(server, "--server lists this router twice; connecting once");
+            continue;
+        }
+        targets.push((server.trim_end_matches('/').to_string(), url));
+    }
+    if targets.is_empty() {
+        return Err(WorkerError::InvalidConfig(
+            "give at least one router with --server (or AUXOT_SERVER)".into(),
+        ));
+    }
+    Ok(targets)
+}
+
+/// Runs the worker until `shutdown` completes: one connection per router, each of which
+/// connects, serves and on any failure reconnects with its own jittered exponential
+/// backoff, all drawing on one slot pool. Returns an error only for what retrying cannot fix.
 pub async fn run_worker<H: JobHandler>(
     conn: ConnectionConfig,
     handler: Arc<H>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), WorkerError> {
-    let url = connect_url(&conn.server)?;
+    let targets = fleet_targets(&conn.servers)?;
+    let servers: Vec<String> = targets.iter().map(|(server, _)| server.clone()).collect();
+    let pool = SlotPool::new(conn.slots, &servers);
+    let instance = uuid::Uuid::new_v4().to_string();
+    tracing::info!(instance = %instance, routers = ?servers, slots = conn.slots, "worker starting");
+    let conn = Arc::new(conn);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut links = JoinSet::new();
+    for (index, (_, url)) in targets.into_iter().enumerate() {
+        let link = Link {
+            index,
+            url,
+            conn: conn.clone(),
+            handler: handler.clone(),
+            pool: pool.clone(),
+            instance: instance.clone(),
+        };
+        let mut stop = stop_rx.clone();
+        links.spawn(link.run(async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        }));
+    }
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut backoff = Backoff::default();
-    let mut last_offer = Offer::default();
-    loop {
-        let models = tokio::select! {
-            () = &mut shutdown => return Ok(()),
-            models = handler.models() => models,
-        };
-        let offer = match models {
-            Ok(models) => {
-                last_offer = Offer {
-                    embedding_models: handler.embedding_models(),
-                    models,
-                };
-                last_offer.clone()
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot re-read the models; advertising the last known list");
-                last_offer.clone()
-            }
-        };
-        let session = Session {
-            conn: &conn,
-            url: &url,
-            handler: &handler,
-            offer,
-        };
-        match session.run(&mut shutdown).await {
-            SessionEnd::Shutdown => return Ok(()),
-            SessionEnd::Lost { error, served_for } => {
-                if error.is_fatal() {
-                    return Err(error);
+    let result = tokio::select! {
+        () = &mut shutdown => Ok(()),
+        Some(ended) = links.join_next() => match ended {
+            Ok(result) => result,
+            Err(e) => Err(WorkerError::InvalidConfig(format!("a router connection stopped unexpectedly: {e}"))),
+        },
+    };
+    // Every other connection says goodbye (bounded by SHUTDOWN_FLUSH each, in parallel).
+    let _ = stop_tx.send(true);
+    while links.join_next().await.is_some() {}
+    result
+}
+
+/// One router of the fleet, as one worker serves it.
+struct Link<H> {
+    index: usize,
+    url: String,
+    conn: Arc<ConnectionConfig>,
+    handler: Arc<H>,
+    pool: Arc<SlotPool>,
+    instance: String,
+}
+
+impl<H: JobHandler> Link<H> {
+    async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), WorkerError> {
+        let Link {
+            index,
+            url,
+            conn,
+            handler,
+            pool,
+            instance,
+        } = self;
+        let url = url.as_str();
+        let conn = conn.as_ref();
+        let handler = &handler;
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut backoff = Backoff::default();
+        let mut last_offer = Offer::default();
+        loop {
+            let models = tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                models = handler.models() => models,
+            };
+            let offer = match models {
+                Ok(models) => {
+                    last_offer = Offer {
+                        embedding_models: handler.embedding_models(),
+                        models,
+                    };
+                    last_offer.clone()
                 }
-                if served_for.is_some_and(|d| d >= BACKOFF_RESET_AFTER) {
-                    backoff = Backoff::default();
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot re-read the models; advertising the last known list");
+                    last_offer.clone()
                 }
-                let delay = backoff.next_delay();
-                match error {
-                    WorkerError::TokenRejected { .. } | WorkerError::Refused(_) => {
-                        tracing::error!(error = %error, retry_in_ms = delay.as_millis() as u64, "router refused the worker")
+            };
+            let session = Session {
+                conn,
+                url,
+                handler,
+                offer,
+                pool: &pool,
+                index,
+                instance: &instance,
+            };
+            match session.run(&mut shutdown).await {
+                SessionEnd::Shutdown => return Ok(()),
+                SessionEnd::Lost { error, served_for } => {
+                    if error.is_fatal() {
+                        return Err(error);
                     }
-                    _ => {
-                        tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "not connected to the router")
+                    if served_for.is_some_and(|d| d >= BACKOFF_RESET_AFTER) {
+                        backoff = Backoff::default();
                     }
-                }
-                tokio::select! {
-                    () = &mut shutdown => return Ok(()),
-                    () = tokio::time::sleep(delay) => {}
+                    let delay = backoff.next_delay();
+                    match error {
+                        WorkerError::TokenRejected { .. } | WorkerError::Refused(_) => {
+                            tracing::error!(router = %url, error = %error, retry_in_ms = delay.as_millis() as u64, "router refused the worker")
+                        }
+                        _ => {
+                            tracing::warn!(router = %url, error = %error, retry_in_ms = delay.as_millis() as u64, "not connected to the router")
+                        }
+                    }
+                    tokio::select! {
+                        () = &mut shutdown => return Ok(()),
+                        () = tokio::time::sleep(delay) => {}
+                    }
                 }
             }
         }
@@ -349,15 +436,34 @@ impl RunningJobs {
     }
 }
 
-/// Takes a job out of [`RunningJobs`] however its task ends (finished, aborted, panicked).
+/// Takes a job out of [`RunningJobs`] and gives its slot back to the pool however its task
+/// ends (finished, aborted, panicked).
 struct RunningEntry {
     job_id: String,
     jobs: RunningJobs,
+    _permit: Permit,
 }
 
 impl Drop for RunningEntry {
     fn drop(&mut self) {
         self.jobs.remove(&self.job_id);
+    }
+}
+
+/// What the router took up of this worker's capabilities.
+#[derive(Debug, Clone, Copy, Default)]
+struct Negotiated {
+    job_ack: bool,
+    status: bool,
+}
+
+impl Negotiated {
+    fn from_ack(capabilities: &[String]) -> Negotiated {
+        let has = |name: &str| capabilities.iter().any(|c| c == name);
+        Negotiated {
+            job_ack: has(capability::JOB_ACK),
+            status: has(capability::STATUS),
+        }
     }
 }
 
@@ -373,6 +479,10 @@ struct Session<'a, H> {
     url: &'a str,
     handler: &'a Arc<H>,
     offer: Offer,
+    pool: &'a Arc<SlotPool>,
+    /// This router's place in `--server`.
+    index: usize,
+    instance: &'a str,
 }
 
 impl<H: JobHandler> Session<'_, H> {
@@ -381,12 +491,15 @@ impl<H: JobHandler> Session<'_, H> {
             () = &mut *shutdown => return SessionEnd::Shutdown,
             handshake = self.handshake() => handshake,
         };
-        let (sink, mut stream, heartbeat_every) = match handshake {
+        let (sink, mut stream, heartbeat_every, negotiated) = match handshake {
             Ok(parts) => parts,
             Err(error) => return SessionEnd::before_ack(error),
         };
         let acked_at = Instant::now();
-        tracing::info!(url = %self.url, name = self.conn.name.as_deref().unwrap_or("(the token's)"), models = ?self.offer.models, embedding_models = ?self.offer.embedding_models, slots = self.conn.slots, "connected to the router");
+        tracing::info!(url = %self.url, name = self.conn.name.as_deref().unwrap_or("(the token's)"), models = ?self.offer.models, embedding_models = ?self.offer.embedding_models, slots = self.conn.slots, ?negotiated, "connected to the router");
+        // Subscribed before the link is marked up, so the first status goes out at once.
+        let mut pool_changes = self.pool.watch();
+        let _link = LinkUp::new(self.pool, self.index);
 
         let (out_tx, out_rx) = mpsc::channel(OUTGOING_QUEUE);
         let mut writer = AbortOnDrop(tokio::spawn(write_frames(sink, out_rx)));
@@ -409,7 +522,16 @@ impl<H: JobHandler> Session<'_, H> {
                     return SessionEnd::Shutdown;
                 }
                 _ = heartbeat.tick() => {
-                    if out_tx.send(Outgoing::Frame(WorkerMessage::Heartbeat)).await.is_err() {
+                    // A router that reads statuses takes one as a heartbeat, and a status
+                    // now and then corrects any view it marked full after a refusal.
+                    let beat = if negotiated.status { self.status(&jobs) } else { WorkerMessage::Heartbeat };
+                    if out_tx.send(Outgoing::Frame(beat)).await.is_err() {
+                        break WorkerError::ConnectionLost("the socket writer stopped".into());
+                    }
+                }
+                Ok(()) = pool_changes.changed(), if negotiated.status => {
+                    pool_changes.borrow_and_update();
+                    if out_tx.send(Outgoing::Frame(self.status(&jobs))).await.is_err() {
                         break WorkerError::ConnectionLost("the socket writer stopped".into());
                     }
                 }
@@ -433,7 +555,7 @@ impl<H: JobHandler> Session<'_, H> {
                     match RouterMessage::parse(&text) {
                         Ok(RouterMessage::Job { job_id, endpoint, request }) => {
                             let job = Job { id: job_id, endpoint, request };
-                            if self.start_job(&jobs, &out_tx, job).await.is_err() {
+                            if self.start_job(&jobs, &out_tx, job, negotiated).await.is_err() {
                                 break WorkerError::ConnectionLost("the socket writer stopped".into());
                             }
                         }
@@ -466,9 +588,21 @@ impl<H: JobHandler> Session<'_, H> {
         }
     }
 
-    /// Connects, sends hello and waits for hello_ack. Returns the socket halves and the
-    /// heartbeat interval the router asked for.
-    async fn handshake(&self) -> Result<(SplitSink<Socket, Message>, SplitStream<Socket>, Duration), WorkerError> {
+    /// The pool as this router should see it.
+    fn status(&self, jobs: &RunningJobs) -> WorkerMessage {
+        WorkerMessage::Status {
+            slots: self.pool.capacity(),
+            busy: self.pool.busy(),
+            busy_here: u32::try_from(jobs.lock().len()).unwrap_or(u32::MAX),
+            routers: self.pool.links(),
+        }
+    }
+
+    /// Connects, sends hello and waits for hello_ack. Returns the socket halves, the
+    /// heartbeat interval the router asked for and the capabilities it took up.
+    async fn handshake(
+        &self,
+    ) -> Result<(SplitSink<Socket, Message>, SplitStream<Socket>, Duration, Negotiated), WorkerError> {
         let socket = self.connect().await?;
         let (mut sink, mut stream) = socket.split();
         let hello = WorkerMessage::Hello {
@@ -477,8 +611,10 @@ impl<H: JobHandler> Session<'_, H> {
             name: self.conn.name.clone(),
             models: self.offer.models.clone(),
             embedding_models: self.offer.embedding_models.clone(),
-            slots: self.conn.slots,
+            slots: self.pool.capacity(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            instance: Some(self.instance.to_string()),
+            capabilities: capability::ALL.iter().map(|c| c.to_string()).collect(),
         };
         sink.send(Message::Text(hello.to_text()))
             .await
@@ -492,12 +628,13 @@ impl<H: JobHandler> Session<'_, H> {
                             worker_id,
                             heartbeat_interval_ms,
                             heartbeat_timeout_ms,
+                            capabilities,
                         }) => {
                             if protocol != PROTOCOL_VERSION {
                                 tracing::warn!(router = protocol, worker = PROTOCOL_VERSION, "protocol version differs");
                             }
-                            tracing::debug!(worker_id = %worker_id, heartbeat_interval_ms, heartbeat_timeout_ms, "hello_ack");
-                            return Ok(heartbeat_interval_ms);
+                            tracing::debug!(worker_id = %worker_id, heartbeat_interval_ms, heartbeat_timeout_ms, ?capabilities, "hello_ack");
+                            return Ok((heartbeat_interval_ms, Negotiated::from_ack(&capabilities)));
                         }
                         Ok(RouterMessage::Refused { message }) => return Err(WorkerError::Refused(message)),
                         Ok(_) | Err(_) => tracing::debug!("ignoring a frame before hello_ack"),
@@ -512,11 +649,12 @@ impl<H: JobHandler> Session<'_, H> {
         })
         .await
         .map_err(|_| WorkerError::NoHelloAck(HELLO_ACK_TIMEOUT))??;
-        let heartbeat_every = match ack {
+        let (interval_ms, negotiated) = ack;
+        let heartbeat_every = match interval_ms {
             0 => FALLBACK_HEARTBEAT,
             ms => Duration::from_millis(ms.max(100)),
         };
-        Ok((sink, stream, heartbeat_every))
+        Ok((sink, stream, heartbeat_every, negotiated))
     }
 
     async fn connect(&self) -> Result<Socket, WorkerError> {
@@ -552,43 +690,63 @@ impl<H: JobHandler> Session<'_, H> {
         }
     }
 
-    /// Starts a job in a free slot, or answers at once that there is none.
-    async fn start_job(&self, jobs: &RunningJobs, out: &mpsc::Sender<Outgoing>, job: Job) -> Result<(), SinkClosed> {
+    /// Starts a job in a free slot of the shared pool, or answers at once that there is
+    /// none. A router that took up `job_ack` hears `job_accepted` (queued before any of the
+    /// job's chunks) or `job_refused`; an older one gets the 503 error it always got.
+    async fn start_job(
+        &self,
+        jobs: &RunningJobs,
+        out: &mpsc::Sender<Outgoing>,
+        job: Job,
+        negotiated: Negotiated,
+    ) -> Result<(), SinkClosed> {
         let job_id = job.id.clone();
-        let refusal = {
-            let mut running = jobs.lock();
-            if running.contains_key(&job_id) {
-                Some("a job with this id is already running")
-            } else if running.len() >= self.conn.slots as usize {
-                Some("worker has no free slot")
+        // Jobs of one connection start one at a time (this runs in its read loop), so the
+        // check and the insert below cannot be raced by another start on it.
+        let duplicate = jobs.lock().contains_key(&job_id);
+        let permit = if duplicate { None } else { self.pool.try_acquire() };
+        let Some(permit) = permit else {
+            let (message, reason) = if duplicate {
+                ("a job with this id is already running", "duplicate")
             } else {
-                let task = tokio::spawn(run_one_job(
-                    Arc::clone(self.handler),
-                    job,
-                    out.clone(),
-                    RunningEntry {
-                        job_id: job_id.clone(),
-                        jobs: jobs.clone(),
-                    },
-                ));
-                // Inserted under the same lock the task's entry takes on exit, so a job that
-                // ends instantly cannot leave a stale entry behind.
-                running.insert(job_id.clone(), task.abort_handle());
-                None
-            }
+                ("worker has no free slot", "busy")
+            };
+            tracing::info!(router = %self.url, job_id = %job_id, slots = self.pool.capacity(), busy = self.pool.busy(), "refusing a job: {message}");
+            let frame = if negotiated.job_ack {
+                WorkerMessage::JobRefused {
+                    job_id,
+                    reason: reason.to_string(),
+                }
+            } else {
+                WorkerMessage::Error {
+                    job_id,
+                    message: message.to_string(),
+                    status: Some(503),
+                    retry_after: None,
+                    limited_until: None,
+                }
+            };
+            return out.send(Outgoing::Frame(frame)).await.map_err(|_| SinkClosed);
         };
-        let Some(message) = refusal else {
-            return Ok(());
-        };
-        tracing::warn!(job_id = %job_id, slots = self.conn.slots, "refusing a job: {message}");
-        let frame = WorkerMessage::Error {
-            job_id,
-            message: message.to_string(),
-            status: Some(503),
-            retry_after: None,
-            limited_until: None,
-        };
-        out.send(Outgoing::Frame(frame)).await.map_err(|_| SinkClosed)
+        if negotiated.job_ack {
+            let accepted = WorkerMessage::JobAccepted { job_id: job_id.clone() };
+            out.send(Outgoing::Frame(accepted)).await.map_err(|_| SinkClosed)?;
+        }
+        let mut running = jobs.lock();
+        let task = tokio::spawn(run_one_job(
+            Arc::clone(self.handler),
+            job,
+            out.clone(),
+            RunningEntry {
+                job_id: job_id.clone(),
+                jobs: jobs.clone(),
+                _permit: permit,
+            },
+        ));
+        // Inserted under the same lock the task's entry takes on exit, so a job that
+        // ends instantly cannot leave a stale entry behind.
+        running.insert(job_id, task.abort_handle());
+        Ok(())
     }
 
     /// On shutdown: tell the router every running job failed (so it can retry them
@@ -802,7 +960,7 @@ mod tests {
     #[test]
     fn errors_never_show_the_token() {
         let conn = ConnectionConfig {
-            server: "http://h".into(),
+            servers: vec!["http://h".into()],
             token: Secret::new("tok-secret-value".into()),
             name: Some("n".into()),
             slots: 1,
@@ -907,7 +1065,7 @@ mod tests {
             dropped: Arc::clone(&dropped),
         });
         let conn = ConnectionConfig {
-            server,
+            servers: vec![server],
             token: Secret::new("tok-1".into()),
             name: Some("box".into()),
             slots: 1,
@@ -942,6 +1100,7 @@ mod tests {
             worker_id: "w1".into(),
             heartbeat_interval_ms: 50,
             heartbeat_timeout_ms: 500,
+            capabilities: Vec::new(),
         };
         send(&mut socket, ack).await;
 

@@ -709,7 +709,7 @@ mod tests {
     fn worker(upstream: &str, models: &[&str]) -> GpuWorker {
         GpuWorker::new(&GpuWorkerArgs {
             connection: ConnectionArgs {
-                server: "http://router".into(),
+                server: vec!["http://router".into()],
                 token: Secret::new("t".into()),
                 name: Some("n".into()),
                 slots: 1,

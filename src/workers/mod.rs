@@ -8,5 +8,6 @@ pub mod embeddings;
 pub mod gpu;
 pub mod gpu_whole;
 pub mod policy;
+pub mod pool;
 pub mod protocol;
 pub mod registry;
