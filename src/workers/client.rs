@@ -1056,6 +1056,143 @@ mod tests {
         }
     }
 
+    /// Reads frames until one matches `wanted` (statuses and heartbeats come any time).
+    async fn next_matching(socket: &mut ServerSocket, wanted: impl Fn(&WorkerMessage) -> bool) -> WorkerMessage {
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(5), socket.next())
+                .await
+                .expect("the worker went quiet")
+                .expect("the socket ended")
+                .unwrap();
+            if let Message::Text(text) = frame {
+                let message = WorkerMessage::parse(&text).unwrap();
+                if wanted(&message) {
+                    return message;
+                }
+            }
+        }
+    }
+
+    fn is_status(busy: u32, busy_here: u32) -> impl Fn(&WorkerMessage) -> bool {
+        move |m| matches!(m, WorkerMessage::Status { busy: b, busy_here: h, .. } if (*b, *h) == (busy, busy_here))
+    }
+
+    /// Accepts a worker's connection, checks its hello and acks it with every capability.
+    async fn greet(listener: &TcpListener) -> (ServerSocket, Option<String>) {
+        let (mut socket, _) = tokio::time::timeout(Duration::from_secs(5), accept(listener))
+            .await
+            .unwrap();
+        let instance = match next_message(&mut socket).await {
+            WorkerMessage::Hello {
+                instance, capabilities, ..
+            } => {
+                assert_eq!(capabilities, capability::ALL);
+                instance
+            }
+            other => panic!("expected hello, got {other:?}"),
+        };
+        let ack = RouterMessage::HelloAck {
+            protocol: PROTOCOL_VERSION,
+            worker_id: "w".into(),
+            heartbeat_interval_ms: 1000,
+            heartbeat_timeout_ms: 3000,
+            capabilities: capability::ALL.iter().map(|c| c.to_string()).collect(),
+        };
+        send(&mut socket, ack).await;
+        (socket, instance)
+    }
+
+    #[tokio::test]
+    async fn one_pool_serves_every_router_and_refuses_at_once_what_it_cannot_hold() {
+        let a = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let b = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (url_a, url_b) = (
+            format!("http://{}", a.local_addr().unwrap()),
+            format!("http://{}", b.local_addr().unwrap()),
+        );
+        let conn = ConnectionConfig {
+            // The same router twice is dialled once.
+            servers: vec![url_a.clone(), url_b.clone(), format!("{url_b}/")],
+            token: Secret::new("tok".into()),
+            name: None,
+            slots: 1,
+            models_refresh: None,
+        };
+        let handler = Arc::new(FakeHandler {
+            dropped: Arc::new(AtomicUsize::new(0)),
+        });
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let worker = tokio::spawn(run_worker(conn, handler, async {
+            let _ = stop_rx.await;
+        }));
+        let (mut on_a, instance_a) = greet(&a).await;
+        let (mut on_b, instance_b) = greet(&b).await;
+        assert!(instance_a.is_some());
+        assert_eq!(instance_a, instance_b, "one worker, one instance id on every router");
+        // Each router hears of both connections.
+        let both_up = |m: &WorkerMessage| matches!(m, WorkerMessage::Status { routers, .. } if routers.len() == 2 && routers.iter().all(|r| r.connected));
+        next_matching(&mut on_a, both_up).await;
+        next_matching(&mut on_b, both_up).await;
+
+        // Router A takes the only slot; router B's job, racing for it, is refused at once.
+        send(&mut on_a, job("slow-a", r#"{"model":"m","slow":true}"#)).await;
+        let accepted = next_matching(&mut on_a, |m| !matches!(m, WorkerMessage::Status { .. })).await;
+        assert!(
+            matches!(accepted, WorkerMessage::JobAccepted { ref job_id } if job_id == "slow-a"),
+            "{accepted:?}"
+        );
+        next_matching(&mut on_b, is_status(1, 0)).await;
+        send(&mut on_b, job("b1", r#"{"model":"m"}"#)).await;
+        let refused = next_matching(&mut on_b, |m| !matches!(m, WorkerMessage::Status { .. })).await;
+        assert!(
+            matches!(refused, WorkerMessage::JobRefused { ref job_id, ref reason } if job_id == "b1" && reason == "busy"),
+            "{refused:?}"
+        );
+
+        // A lets go: B hears the slot is free, and its next job runs.
+        send(
+            &mut on_a,
+            RouterMessage::Cancel {
+                job_id: "slow-a".into(),
+            },
+        )
+        .await;
+        next_matching(&mut on_b, is_status(0, 0)).await;
+        send(&mut on_b, job("b2", r#"{"model":"m"}"#)).await;
+        assert!(matches!(
+            next_matching(&mut on_b, |m| !matches!(m, WorkerMessage::Status { .. })).await,
+            WorkerMessage::JobAccepted { .. }
+        ));
+        next_matching(
+            &mut on_b,
+            |m| matches!(m, WorkerMessage::Done { job_id, .. } if job_id == "b2"),
+        )
+        .await;
+
+        // Router A dies mid-job: the job is abandoned and its slot serves B.
+        send(&mut on_a, job("slow-a2", r#"{"model":"m","slow":true}"#)).await;
+        next_matching(&mut on_b, is_status(1, 0)).await;
+        drop(on_a);
+        let a_down = |m: &WorkerMessage| matches!(m, WorkerMessage::Status { busy: 0, routers, .. } if !routers[0].connected && routers[1].connected);
+        next_matching(&mut on_b, a_down).await;
+        send(&mut on_b, job("b3", r#"{"model":"m"}"#)).await;
+        next_matching(
+            &mut on_b,
+            |m| matches!(m, WorkerMessage::Done { job_id, .. } if job_id == "b3"),
+        )
+        .await;
+        // And A is dialled again when it is back.
+        let (_on_a, again) = greet(&a).await;
+        assert_eq!(again, instance_a);
+
+        stop_tx.send(()).unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(5), worker)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(ended.is_ok(), "{ended:?}");
+    }
+
     #[tokio::test]
     async fn worker_serves_jobs_enforces_slots_cancels_and_reconnects() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -94,6 +94,7 @@ pub struct LiveWorker {
     pub instance: Option<String>,
     /// It answers each job at once with accepted or refused.
     pub acks_jobs: bool,
+    ack_timeout: Duration,
     pub token_id: String,
     pub kind: WorkerKind,
     pub name: String,
@@ -427,7 +428,8 @@ impl WorkerJob {
         if !std::mem::take(&mut self.awaiting_ack) {
             return None;
         }
-        match tokio::time::timeout(JOB_ACK_TIMEOUT, self.events.recv()).await {
+        let limit = self.worker.ack_timeout;
+        match tokio::time::timeout(limit, self.events.recv()).await {
             Ok(Some(Wire::Accepted)) => None,
             Ok(Some(Wire::Refused)) => {
                 // It never ran: nothing to cancel.
@@ -439,7 +441,7 @@ impl WorkerJob {
             Ok(Some(Wire::Event(event))) => Some(event),
             Ok(None) => Some(JobEvent::Disconnected),
             Err(_) => {
-                tracing::warn!(worker = %self.worker.name, job_id = %self.job_id, "the worker neither accepted nor refused the job within {}ms; trying elsewhere", JOB_ACK_TIMEOUT.as_millis());
+                tracing::warn!(worker = %self.worker.name, job_id = %self.job_id, "the worker neither accepted nor refused the job within {}ms; trying elsewhere", limit.as_millis());
                 self.worker.mark_full();
                 Some(JobEvent::Refused)
             }
@@ -544,6 +546,7 @@ pub struct WorkerRegistry {
     offline: Mutex<Vec<Offline>>,
     exchange: ExchangeCell,
     pub heartbeat_timeout: Duration,
+    job_ack_timeout: Duration,
 }
 
 impl WorkerRegistry {
@@ -553,7 +556,14 @@ impl WorkerRegistry {
             offline: Mutex::new(Vec::new()),
             exchange: Arc::new(OnceLock::new()),
             heartbeat_timeout,
+            job_ack_timeout: JOB_ACK_TIMEOUT,
         }
+    }
+
+    /// How long a worker that acks jobs has to accept or refuse one.
+    pub fn with_job_ack_timeout(mut self, limit: Duration) -> Self {
+        self.job_ack_timeout = limit;
+        self
     }
 
     /// Installs where freed slots go (once; the dispatcher does it when it is built).
@@ -576,6 +586,7 @@ impl WorkerRegistry {
             slots: hello.slots,
             instance: hello.instance,
             acks_jobs: hello.acks_jobs,
+            ack_timeout: self.job_ack_timeout,
             connected_at: crate::clock::now_unix(),
             models: RwLock::new(Arc::new(hello.models)),
             embedding_models: RwLock::new(Arc::new(hello.embedding_models)),
@@ -815,6 +826,99 @@ mod tests {
         let views = registry.views();
         assert_eq!(views.len(), 1);
         assert_eq!(views[0].status, "offline");
+    }
+
+    fn acking(token: &str, slots: u32) -> Hello {
+        Hello {
+            acks_jobs: true,
+            instance: Some("inst-1".into()),
+            ..hello(token, slots)
+        }
+    }
+
+    fn job_on(worker: &Arc<LiveWorker>) -> WorkerJob {
+        let slot = worker.try_reserve().unwrap();
+        worker
+            .start_job(
+                slot,
+                JobKind::ChatCompletions,
+                RawValue::from_string("{}".into()).unwrap(),
+            )
+            .unwrap()
+    }
+
+    async fn sent_job_id(outbox: &mut mpsc::UnboundedReceiver<RouterMessage>) -> String {
+        match outbox.recv().await.unwrap() {
+            RouterMessage::Job { job_id, .. } => job_id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_accepted_job_runs_and_a_refused_one_marks_the_worker_full_until_its_status() {
+        let registry = WorkerRegistry::new(Duration::from_secs(15));
+        let (worker, mut outbox) = registry.register(acking("t1", 2));
+        let mut accepted = job_on(&worker);
+        let id = sent_job_id(&mut outbox).await;
+        worker.deliver_ack(&id, true);
+        worker.deliver(&id, JobEvent::Done(None));
+        assert!(matches!(accepted.next_event().await, JobEvent::Done(None)));
+        drop(accepted);
+
+        let mut refused = job_on(&worker);
+        let id = sent_job_id(&mut outbox).await;
+        worker.deliver_ack(&id, false);
+        assert!(matches!(refused.next_event().await, JobEvent::Refused));
+        drop(refused);
+        assert!(outbox.try_recv().is_err(), "a refused job needs no cancel");
+        assert_eq!(worker.in_use_here(), 0);
+        assert_eq!(worker.in_use(), 2, "full in this router's view");
+        assert!(worker.try_reserve().is_none());
+
+        // The status: one slot busy with another router's job, one free.
+        let link = RouterLink {
+            url: "http://a".into(),
+            connected: true,
+        };
+        worker.apply_status(1, 0, vec![link.clone()]);
+        assert_eq!(worker.in_use(), 1);
+        let slot = worker.try_reserve().unwrap();
+        assert!(
+            worker.try_reserve().is_none(),
+            "the other router's job holds the other slot"
+        );
+        drop(slot);
+        let view = &registry.views()[0];
+        assert_eq!(view.instance_id.as_deref(), Some("inst-1"));
+        assert_eq!(view.routers, vec![link]);
+        assert_eq!((view.slots_in_use, view.slots_in_use_here), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn a_job_the_worker_never_acks_counts_as_refused_and_is_cancelled() {
+        let registry = WorkerRegistry::new(Duration::from_secs(15)).with_job_ack_timeout(Duration::from_millis(50));
+        let (worker, mut outbox) = registry.register(acking("t1", 1));
+        let mut job = job_on(&worker);
+        let id = sent_job_id(&mut outbox).await;
+        assert!(matches!(job.next_event().await, JobEvent::Refused));
+        drop(job);
+        match outbox.recv().await.unwrap() {
+            RouterMessage::Cancel { job_id } => assert_eq!(job_id, id),
+            other => panic!("{other:?}"),
+        }
+        assert!(worker.try_reserve().is_none(), "full until the next status");
+        worker.apply_status(0, 0, Vec::new());
+        assert!(worker.try_reserve().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_worker_without_acks_starts_jobs_as_before() {
+        let registry = WorkerRegistry::new(Duration::from_secs(15));
+        let (worker, mut outbox) = registry.register(hello("t1", 1));
+        let mut job = job_on(&worker);
+        let id = sent_job_id(&mut outbox).await;
+        worker.deliver(&id, JobEvent::Done(None));
+        assert!(matches!(job.next_event().await, JobEvent::Done(None)));
     }
 
     #[test]
