@@ -188,7 +188,7 @@ async fn read_hello(
                     models: permitted,
                     slots,
                     instance,
-                    acks_jobs: capabilities.iter().any(|c| c == capability::JOB_ACK),
+                    acks_jobs: taken_up(&capabilities).iter().any(|c| c == capability::JOB_ACK),
                 },
                 Advertised {
                     models: advertised,
@@ -201,11 +201,15 @@ async fn read_hello(
     }
 }
 
-/// The capabilities of a hello this router takes up, as its hello_ack names them.
+/// The capabilities of a hello this router takes up, as its hello_ack names them. `job_ack`
+/// only with `status`: a refusal marks the worker full until its next status, so a worker
+/// that never sends one would never get a job again.
 fn taken_up(offered: &[String]) -> Vec<String> {
+    let offers = |name: &str| offered.iter().any(|c| c == name);
     capability::ALL
         .iter()
-        .filter(|known| offered.iter().any(|c| c == *known))
+        .filter(|known| offers(known))
+        .filter(|known| **known != capability::JOB_ACK || offers(capability::STATUS))
         .map(|c| c.to_string())
         .collect()
 }
@@ -215,6 +219,37 @@ fn router_links(mut routers: Vec<RouterLink>) -> Vec<RouterLink> {
     routers.truncate(MAX_ROUTER_LINKS);
     routers.retain(|r| r.url.len() <= MAX_ROUTER_URL_LEN && !r.url.chars().any(char::is_control));
     routers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn capabilities_taken_up_are_the_known_ones_and_acks_only_with_statuses() {
+        assert_eq!(
+            taken_up(&names(&["status", "job_ack", "later"])),
+            names(&["job_ack", "status"])
+        );
+        assert_eq!(taken_up(&names(&["job_ack"])), Vec::<String>::new());
+        assert_eq!(taken_up(&names(&["status"])), names(&["status"]));
+        assert!(taken_up(&[]).is_empty());
+    }
+
+    #[test]
+    fn router_links_are_bounded() {
+        let link = |url: String| RouterLink { url, connected: true };
+        let mut many: Vec<RouterLink> = (0..40).map(|i| link(format!("http://r{i}"))).collect();
+        many[0] = link("x".repeat(MAX_ROUTER_URL_LEN + 1));
+        many[1] = link("http://bad\nline".to_string());
+        let kept = router_links(many);
+        assert_eq!(kept.len(), MAX_ROUTER_LINKS - 2);
+        assert_eq!(kept[0].url, "http://r2");
+    }
 }
 
 /// What a worker last advertised, before the policy decides what it may serve of it.
