@@ -616,7 +616,7 @@ impl<H: JobHandler> Session<'_, H> {
             instance: Some(self.instance.to_string()),
             capabilities: capability::ALL.iter().map(|c| c.to_string()).collect(),
         };
-        sink.send(Message::Text(hello.to_text()))
+        sink.send(Message::text(hello.to_text()))
             .await
             .map_err(|e| WorkerError::ConnectionLost(e.to_string()))?;
         let ack = tokio::time::timeout(HELLO_ACK_TIMEOUT, async {
@@ -832,7 +832,7 @@ async fn write_frames(
     let lost = |e: tokio_tungstenite::tungstenite::Error| WorkerError::ConnectionLost(e.to_string());
     while let Some(outgoing) = frames.recv().await {
         match outgoing {
-            Outgoing::Frame(message) => sink.send(Message::Text(message.to_text())).await.map_err(lost)?,
+            Outgoing::Frame(message) => sink.send(Message::text(message.to_text())).await.map_err(lost)?,
             Outgoing::Close => {
                 sink.send(Message::Close(None)).await.map_err(lost)?;
                 break;
@@ -1045,7 +1045,7 @@ mod tests {
     }
 
     async fn send(socket: &mut ServerSocket, message: RouterMessage) {
-        socket.send(Message::Text(message.to_text())).await.unwrap();
+        socket.send(Message::text(message.to_text())).await.unwrap();
     }
 
     fn job(job_id: &str, request: &str) -> RouterMessage {
