@@ -282,6 +282,11 @@ impl LiveWorker {
 
     /// The worker's answer to a job (`job_accepted` or `job_refused`).
     pub fn deliver_ack(&self, job_id: &str, accepted: bool) {
+        if !accepted {
+            // Marked here, in frame order: a status the worker sent after the refusal
+            // (read next on this socket) then rightly ends the mark.
+            self.mark_full();
+        }
         let wire = if accepted { Wire::Accepted } else { Wire::Refused };
         self.send_wire(job_id, wire, !accepted);
     }
@@ -432,9 +437,8 @@ impl WorkerJob {
         match tokio::time::timeout(limit, self.events.recv()).await {
             Ok(Some(Wire::Accepted)) => None,
             Ok(Some(Wire::Refused)) => {
-                // It never ran: nothing to cancel.
+                // It never ran: nothing to cancel. `deliver_ack` marked the worker full.
                 self.finished = true;
-                self.worker.mark_full();
                 Some(JobEvent::Refused)
             }
             // An answer before any ack: the worker took the job after all.
