@@ -14,15 +14,14 @@ use crate::workers::protocol::{
 };
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use rand::Rng;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
-use tokio::task::{AbortHandle, JoinHandle, JoinSet};
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{header::AUTHORIZATION, HeaderValue};
@@ -35,10 +34,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const HELLO_ACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Used only if the router's hello_ack carries a nonsensical interval.
 const FALLBACK_HEARTBEAT: Duration = Duration::from_secs(10);
-const BACKOFF_START: Duration = Duration::from_millis(250);
-const BACKOFF_CAP: Duration = Duration::from_secs(30);
-/// A connection that lived this long was healthy: the next failure starts backing off afresh.
-const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(30);
 /// Frames queued for the socket; a full queue slows job tasks down instead of growing memory.
 const OUTGOING_QUEUE: usize = 256;
 /// How long a shutting-down worker waits for its last frames to leave.
@@ -75,7 +70,7 @@ pub enum WorkerError {
 
 impl WorkerError {
     /// Errors that retrying cannot fix: the worker stops instead of reconnecting forever.
-    fn is_fatal(&self) -> bool {
+    pub(super) fn is_fatal(&self) -> bool {
         match self {
             WorkerError::ServerUrl { .. }
             | WorkerError::UpstreamUrl { .. }
@@ -239,152 +234,7 @@ pub fn connect_url(server: &str) -> Result<String, WorkerError> {
     Ok(url.to_string())
 }
 
-/// Each `--server` once (the same router given twice would be dialled twice and counted
-/// twice), with its WebSocket URL. An empty list or a bad URL is a configuration error.
-fn fleet_targets(servers: &[String]) -> Result<Vec<(String, String)>, WorkerError> {
-    let mut targets: Vec<(String, String)> = Vec::new();
-    for server in servers.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
-        let url = connect_url(server)?;
-        if targets.iter().any(|(_, known)| *known == url) {
-            tracing::warn!(server, "--server lists this router twice; connecting once");
-            continue;
-        }
-        targets.push((server.trim_end_matches('/').to_string(), url));
-    }
-    if targets.is_empty() {
-        return Err(WorkerError::InvalidConfig(
-            "give at least one router with --server (or AUXOT_SERVER)".into(),
-        ));
-    }
-    Ok(targets)
-}
-
-/// Runs the worker until `shutdown` completes: one connection per router, each of which
-/// connects, serves and on any failure reconnects with its own jittered exponential
-/// backoff, all drawing on one slot pool. Returns an error only for what retrying cannot fix.
-pub async fn run_worker<H: JobHandler>(
-    conn: ConnectionConfig,
-    handler: Arc<H>,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), WorkerError> {
-    let targets = fleet_targets(&conn.servers)?;
-    let servers: Vec<String> = targets.iter().map(|(server, _)| server.clone()).collect();
-    let pool = SlotPool::new(conn.slots, &servers);
-    let instance = uuid::Uuid::new_v4().to_string();
-    tracing::info!(instance = %instance, routers = ?servers, slots = conn.slots, "worker starting");
-    let conn = Arc::new(conn);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut links = JoinSet::new();
-    for (index, (_, url)) in targets.into_iter().enumerate() {
-        let link = Link {
-            index,
-            url,
-            conn: conn.clone(),
-            handler: handler.clone(),
-            pool: pool.clone(),
-            instance: instance.clone(),
-        };
-        let mut stop = stop_rx.clone();
-        links.spawn(link.run(async move {
-            let _ = stop.wait_for(|stopped| *stopped).await;
-        }));
-    }
-    let mut shutdown = std::pin::pin!(shutdown);
-    let result = tokio::select! {
-        () = &mut shutdown => Ok(()),
-        Some(ended) = links.join_next() => match ended {
-            Ok(result) => result,
-            Err(e) => Err(WorkerError::InvalidConfig(format!("a router connection stopped unexpectedly: {e}"))),
-        },
-    };
-    // Every other connection says goodbye (bounded by SHUTDOWN_FLUSH each, in parallel).
-    let _ = stop_tx.send(true);
-    while links.join_next().await.is_some() {}
-    result
-}
-
-/// One router of the fleet, as one worker serves it.
-struct Link<H> {
-    index: usize,
-    url: String,
-    conn: Arc<ConnectionConfig>,
-    handler: Arc<H>,
-    pool: Arc<SlotPool>,
-    instance: String,
-}
-
-impl<H: JobHandler> Link<H> {
-    async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), WorkerError> {
-        let Link {
-            index,
-            url,
-            conn,
-            handler,
-            pool,
-            instance,
-        } = self;
-        let url = url.as_str();
-        let conn = conn.as_ref();
-        let handler = &handler;
-        let mut shutdown = std::pin::pin!(shutdown);
-        let mut backoff = Backoff::default();
-        let mut last_offer = Offer::default();
-        loop {
-            let models = tokio::select! {
-                () = &mut shutdown => return Ok(()),
-                models = handler.models() => models,
-            };
-            let offer = match models {
-                Ok(models) => {
-                    last_offer = Offer {
-                        embedding_models: handler.embedding_models(),
-                        models,
-                    };
-                    last_offer.clone()
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot re-read the models; advertising the last known list");
-                    last_offer.clone()
-                }
-            };
-            let session = Session {
-                conn,
-                url,
-                handler,
-                offer,
-                pool: &pool,
-                index,
-                instance: &instance,
-            };
-            match session.run(&mut shutdown).await {
-                SessionEnd::Shutdown => return Ok(()),
-                SessionEnd::Lost { error, served_for } => {
-                    if error.is_fatal() {
-                        return Err(error);
-                    }
-                    if served_for.is_some_and(|d| d >= BACKOFF_RESET_AFTER) {
-                        backoff = Backoff::default();
-                    }
-                    let delay = backoff.next_delay();
-                    match error {
-                        WorkerError::TokenRejected { .. } | WorkerError::Refused(_) => {
-                            tracing::error!(router = %url, error = %error, retry_in_ms = delay.as_millis() as u64, "router refused the worker")
-                        }
-                        _ => {
-                            tracing::warn!(router = %url, error = %error, retry_in_ms = delay.as_millis() as u64, "not connected to the router")
-                        }
-                    }
-                    tokio::select! {
-                        () = &mut shutdown => return Ok(()),
-                        () = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
-        }
-    }
-}
-
-enum SessionEnd {
+pub(super) enum SessionEnd {
     Shutdown,
     /// `served_for` is how long the connection worked after hello_ack, if it got that far.
     Lost {
@@ -469,24 +319,25 @@ impl Negotiated {
 
 /// What a worker advertises: its models, and those it serves for embeddings too.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Offer {
-    models: Vec<String>,
-    embedding_models: Vec<String>,
+pub(super) struct Offer {
+    pub(super) models: Vec<String>,
+    pub(super) embedding_models: Vec<String>,
 }
 
-struct Session<'a, H> {
-    conn: &'a ConnectionConfig,
-    url: &'a str,
-    handler: &'a Arc<H>,
-    offer: Offer,
-    pool: &'a Arc<SlotPool>,
+/// One connection to one router, from dialling to its end.
+pub(super) struct Session<'a, H> {
+    pub(super) conn: &'a ConnectionConfig,
+    pub(super) url: &'a str,
+    pub(super) handler: &'a Arc<H>,
+    pub(super) offer: Offer,
+    pub(super) pool: &'a Arc<SlotPool>,
     /// This router's place in `--server`.
-    index: usize,
-    instance: &'a str,
+    pub(super) index: usize,
+    pub(super) instance: &'a str,
 }
 
 impl<H: JobHandler> Session<'_, H> {
-    async fn run<S: Future<Output = ()> + Unpin>(self, shutdown: &mut S) -> SessionEnd {
+    pub(super) async fn run<S: Future<Output = ()> + Unpin>(self, shutdown: &mut S) -> SessionEnd {
         let handshake = tokio::select! {
             () = &mut *shutdown => return SessionEnd::Shutdown,
             handshake = self.handshake() => handshake,
@@ -875,27 +726,6 @@ async fn refresh_models<H: JobHandler>(
     }
 }
 
-/// Exponential backoff with ±50% jitter, so a fleet of workers does not reconnect in step
-/// after a router restart.
-#[derive(Debug)]
-struct Backoff {
-    next: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff { next: BACKOFF_START }
-    }
-}
-
-impl Backoff {
-    fn next_delay(&mut self) -> Duration {
-        let base = self.next;
-        self.next = (self.next * 2).min(BACKOFF_CAP);
-        base.mul_f64(rand::thread_rng().gen_range(0.5..=1.5))
-    }
-}
-
 /// A sink whose frames come out of the returned receiver, for testing job handlers.
 #[cfg(test)]
 pub(crate) fn test_sink(job_id: &str) -> (ChunkSink, mpsc::UnboundedReceiver<WorkerMessage>) {
@@ -918,6 +748,7 @@ pub(crate) fn test_sink(job_id: &str) -> (ChunkSink, mpsc::UnboundedReceiver<Wor
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::workers::fleet::run_worker;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::net::TcpListener;
     use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
@@ -940,21 +771,6 @@ mod tests {
         assert!(connect_url("ftp://h").is_err());
         assert!(connect_url("127.0.0.1:8080").is_err());
         assert!(connect_url("http://user:pw@h").is_err());
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_with_jitter() {
-        let mut backoff = Backoff::default();
-        let mut base = BACKOFF_START;
-        for _ in 0..12 {
-            let delay = backoff.next_delay();
-            assert!(
-                delay >= base.mul_f64(0.5) && delay <= base.mul_f64(1.5),
-                "{delay:?} vs {base:?}"
-            );
-            base = (base * 2).min(BACKOFF_CAP);
-        }
-        assert_eq!(backoff.next, BACKOFF_CAP);
     }
 
     #[test]

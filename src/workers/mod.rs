@@ -5,6 +5,7 @@ pub mod args;
 pub mod cli;
 pub mod client;
 pub mod embeddings;
+pub mod fleet;
 pub mod gpu;
 pub mod gpu_whole;
 pub mod policy;
