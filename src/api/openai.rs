@@ -243,7 +243,7 @@ fn worker_stream(held: Vec<Box<RawValue>>, job: WorkerJob, route: &str) -> Outgo
                     state.ended = true;
                     openai_stream_error(&route, &message)
                 }
-                JobEvent::Disconnected => {
+                JobEvent::Disconnected | JobEvent::Refused => {
                     state.ended = true;
                     openai_stream_error(&route, "the worker disconnected")
                 }
