@@ -201,6 +201,82 @@ async fn admin_api_needs_admin_credentials() {
     server.call("GET", "/v1/models", Some(&admin), None).await.expect(200);
 }
 
+/// Every admin route, listed by hand: one that does not take its state through
+/// `filters::admin` fails here. Anonymous callers get 401 and client keys 403, in the admin error shape, before
+/// any handler runs (so nothing is read or changed).
+#[tokio::test]
+async fn every_admin_route_refuses_anonymous_callers_and_client_keys() {
+    let server = TestServer::start().await;
+    let admin = server.admin_key().await;
+    let client = server.client_key(&admin).await;
+    let routes = [
+        ("GET", "/api/session"),
+        ("POST", "/api/session/password"),
+        ("GET", "/api/api-keys"),
+        ("POST", "/api/api-keys"),
+        ("PATCH", "/api/api-keys/k1"),
+        ("DELETE", "/api/api-keys/k1"),
+        ("GET", "/api/admins"),
+        ("POST", "/api/admins"),
+        ("PATCH", "/api/admins/dana"),
+        ("DELETE", "/api/admins/dana"),
+        ("POST", "/api/admin-agent/chat"),
+        ("GET", "/api/admin-agent/conversations"),
+        ("GET", "/api/admin-agent/conversations/c1"),
+        ("GET", "/api/providers"),
+        ("POST", "/api/providers"),
+        ("GET", "/api/providers/p1"),
+        ("PATCH", "/api/providers/p1"),
+        ("DELETE", "/api/providers/p1"),
+        ("POST", "/api/providers/p1/refresh-models"),
+        ("GET", "/api/models"),
+        ("GET", "/api/workers"),
+        ("GET", "/api/worker-tokens"),
+        ("POST", "/api/worker-tokens"),
+        ("PATCH", "/api/worker-tokens/t1"),
+        ("DELETE", "/api/worker-tokens/t1"),
+        ("GET", "/api/aliases"),
+        ("POST", "/api/aliases"),
+        ("PUT", "/api/aliases/a1"),
+        ("DELETE", "/api/aliases/a1"),
+        ("GET", "/api/agents"),
+        ("POST", "/api/agents"),
+        ("GET", "/api/agents/a1"),
+        ("PUT", "/api/agents/a1"),
+        ("DELETE", "/api/agents/a1"),
+        ("GET", "/api/settings"),
+        ("PUT", "/api/settings"),
+        ("GET", "/api/backup"),
+        ("GET", "/api/requests"),
+        ("GET", "/api/usage"),
+        ("GET", "/api/prices"),
+        ("PUT", "/api/prices/gpt-4o"),
+        ("DELETE", "/api/prices/gpt-4o"),
+        ("GET", "/api/usage/equivalents"),
+        ("PUT", "/api/usage/equivalents"),
+    ];
+    for (method, path) in routes {
+        for (key, status) in [(None, 401), (Some(client.as_str()), 403)] {
+            let reply = server.call(method, path, key, Some(json!({}))).await;
+            assert_eq!(reply.status, status, "{method} {path} with {key:?}: {}", reply.text);
+            assert!(
+                reply.json()["error"]["code"].is_string(),
+                "{method} {path}: {}",
+                reply.text
+            );
+        }
+    }
+    // Past the gate, routing answers as before.
+    server
+        .call("GET", "/api/no-such-endpoint", Some(&admin), None)
+        .await
+        .expect(404);
+    server.call("GET", "/api/setup", None, None).await.expect(200);
+    // The client API's aliases keep their own answers (405 here, not the gate's 401).
+    let wrong_method = server.call("GET", "/api/openai/v1/chat/completions", None, None).await;
+    assert_eq!(wrong_method.status, 405, "{}", wrong_method.text);
+}
+
 #[tokio::test]
 async fn api_key_requests_are_validated() {
     let server = TestServer::start().await;

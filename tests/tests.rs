@@ -17,6 +17,7 @@ mod cost;
 mod dispatch;
 mod durability;
 mod embeddings;
+mod fleet;
 mod hardening;
 mod leak;
 mod model_servers;

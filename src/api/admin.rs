@@ -19,6 +19,7 @@ use warp::reply::Response;
 use warp::Filter;
 
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
+    let admin = super::filters::admin(state.clone());
     let with_state = warp::any().map(move || state.clone());
     let headers = warp::header::headers_cloned;
     let setup_status = warp::path!("api" / "setup")
@@ -45,31 +46,29 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .then(|state, headers| reply(logout(state, headers)));
     let session = warp::path!("api" / "session")
         .and(warp::get())
-        .and(with_state.clone())
+        .and(admin.clone())
         .and(headers())
         .then(|state, headers| reply(session(state, headers)));
     let create_key = warp::path!("api" / "api-keys")
         .and(warp::post())
-        .and(with_state.clone())
+        .and(admin.clone())
         .and(headers())
         .and(warp::body::stream())
         .then(|state, headers, body| reply(create_api_key(state, headers, body)));
     let list_keys = warp::path!("api" / "api-keys")
         .and(warp::get())
-        .and(with_state.clone())
-        .and(headers())
-        .then(|state, headers| reply(list_api_keys(state, headers)));
+        .and(admin.clone())
+        .then(|state| reply(list_api_keys(state)));
     let limit_key = warp::path!("api" / "api-keys" / String)
         .and(warp::patch())
-        .and(with_state.clone())
+        .and(admin.clone())
         .and(headers())
         .and(warp::body::stream())
         .then(|id, state, headers, body| reply(set_api_key_limits(state, headers, id, body)));
     let revoke_key = warp::path!("api" / "api-keys" / String)
         .and(warp::delete())
-        .and(with_state)
-        .and(headers())
-        .then(|id, state, headers| reply(revoke_api_key(state, headers, id)));
+        .and(admin)
+        .then(|id, state| reply(revoke_api_key(state, id)));
     setup_status
         .or(setup)
         .unify()
@@ -197,7 +196,6 @@ where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    require_admin(&state, &headers).await?;
     let body = read_body(&headers, body, state.config.body_limit).await?;
     // The name and role, then the rest as a policy (which refuses unknown fields).
     let mut fields: serde_json::Map<String, serde_json::Value> = parse_json(&body)?;
@@ -227,8 +225,7 @@ fn key_json(state: &AppState, view: &ApiKeyView) -> Result<serde_json::Value, Ap
     Ok(body)
 }
 
-async fn list_api_keys(state: AppState, headers: HeaderMap) -> Result<Response, ApiError> {
-    require_admin(&state, &headers).await?;
+async fn list_api_keys(state: AppState) -> Result<Response, ApiError> {
     let keys = state.auth.list_api_keys().await?;
     let keys = keys
         .iter()
@@ -237,8 +234,7 @@ async fn list_api_keys(state: AppState, headers: HeaderMap) -> Result<Response, 
     Ok(json_response(200, &json!({"data": keys})))
 }
 
-async fn revoke_api_key(state: AppState, headers: HeaderMap, id: String) -> Result<Response, ApiError> {
-    require_admin(&state, &headers).await?;
+async fn revoke_api_key(state: AppState, id: String) -> Result<Response, ApiError> {
     state.auth.revoke_api_key(&id).await?;
     tracing::info!(api_key_id = %id, "api key revoked");
     Ok(no_content())
@@ -306,7 +302,6 @@ where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    require_admin(&state, &headers).await?;
     let body = read_body(&headers, body, state.config.body_limit).await?;
     let policy: KeyPolicyBody = parse_json(&body)?;
     let view = state.auth.set_api_key_policy(&id, policy.into_policy()?).await?;

@@ -1,7 +1,7 @@
 //! The admin agent: `POST /api/admin-agent/chat` (SSE), `GET /api/admin-agent/conversations`
 //! and `GET /api/admin-agent/conversations/{id}`.
 
-use super::admin::{reply, require_admin};
+use super::admin::reply;
 use super::error::{json_response, ApiError};
 use super::relay::sse_headers;
 use super::request::{parse_json, read_body};
@@ -17,24 +17,22 @@ use warp::reply::Response;
 use warp::Filter;
 
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
-    let with_state = warp::any().map(move || state.clone());
+    let admin = super::filters::admin(state);
     let headers = warp::header::headers_cloned;
     let chat = warp::path!("api" / "admin-agent" / "chat")
         .and(warp::post())
-        .and(with_state.clone())
+        .and(admin.clone())
         .and(headers())
         .and(warp::body::stream())
         .then(|state, headers, body| reply(chat(state, headers, body)));
     let list = warp::path!("api" / "admin-agent" / "conversations")
         .and(warp::get())
-        .and(with_state.clone())
-        .and(headers())
-        .then(|state, headers| reply(list(state, headers)));
+        .and(admin.clone())
+        .then(|state| reply(list(state)));
     let get = warp::path!("api" / "admin-agent" / "conversations" / String)
         .and(warp::get())
-        .and(with_state)
-        .and(headers())
-        .then(|id, state, headers| reply(get(state, headers, id)));
+        .and(admin)
+        .then(|id, state| reply(get(state, id)));
     chat.or(list).unify().or(get).unify().boxed()
 }
 
@@ -54,7 +52,6 @@ where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    require_admin(&state, &headers).await?;
     let body = read_body(&headers, body, state.config.body_limit).await?;
     let input: ChatBody = parse_json(&body)?;
     let (conversation, guard) = state
@@ -78,8 +75,7 @@ where
     Ok(response)
 }
 
-async fn list(state: AppState, headers: HeaderMap) -> Result<Response, ApiError> {
-    require_admin(&state, &headers).await?;
+async fn list(state: AppState) -> Result<Response, ApiError> {
     let conversations: Vec<_> = state
         .admin_agent
         .list()
@@ -90,8 +86,7 @@ async fn list(state: AppState, headers: HeaderMap) -> Result<Response, ApiError>
     Ok(json_response(200, &json!({"data": conversations})))
 }
 
-async fn get(state: AppState, headers: HeaderMap, id: String) -> Result<Response, ApiError> {
-    require_admin(&state, &headers).await?;
+async fn get(state: AppState, id: String) -> Result<Response, ApiError> {
     let c = state.admin_agent.get(&id).await?;
     Ok(json_response(
         200,

@@ -3,7 +3,7 @@
 
 use super::admin::{no_content, reply, require_admin};
 use super::error::{json_response, ApiError};
-use super::request::{api_key, parse_json, read_body, session_token, SESSION_COOKIE};
+use super::request::{parse_json, read_body, SESSION_COOKIE};
 use crate::auth::Principal;
 use crate::crypto::Secret;
 use crate::store::AdminRole;
@@ -13,38 +13,37 @@ use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::json;
 use warp::filters::BoxedFilter;
-use warp::http::{HeaderMap, HeaderValue, Method};
+use warp::http::{HeaderMap, HeaderValue};
 use warp::reply::Response;
-use warp::{Filter, Rejection};
+use warp::Filter;
 
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
-    let with_state = warp::any().map(move || state.clone());
+    let admin = super::filters::admin(state);
     let headers = warp::header::headers_cloned;
     let list = warp::path!("api" / "admins")
         .and(warp::get())
-        .and(with_state.clone())
-        .and(headers())
-        .then(|state, headers| reply(list_admins(state, headers)));
+        .and(admin.clone())
+        .then(|state| reply(list_admins(state)));
     let create = warp::path!("api" / "admins")
         .and(warp::post())
-        .and(with_state.clone())
+        .and(admin.clone())
         .and(headers())
         .and(warp::body::stream())
         .then(|state, headers, body| reply(create_admin(state, headers, body)));
     let update = warp::path!("api" / "admins" / String)
         .and(warp::patch())
-        .and(with_state.clone())
+        .and(admin.clone())
         .and(headers())
         .and(warp::body::stream())
         .then(|name, state, headers, body| reply(update_admin(state, headers, name, body)));
     let remove = warp::path!("api" / "admins" / String)
         .and(warp::delete())
-        .and(with_state.clone())
+        .and(admin.clone())
         .and(headers())
         .then(|name, state, headers| reply(remove_admin(state, headers, name)));
     let password = warp::path!("api" / "session" / "password")
         .and(warp::post())
-        .and(with_state)
+        .and(admin)
         .and(headers())
         .and(warp::body::stream())
         .then(|state, headers, body| reply(change_own_password(state, headers, body)));
@@ -59,60 +58,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-/// A viewer's session asked to change something.
-#[derive(Debug)]
-pub struct ReadOnly;
-impl warp::reject::Reject for ReadOnly {}
-
-/// Paths a viewer may POST to: signing in and out, and changing their own password.
-const OPEN_TO_VIEWERS: [&str; 4] = ["/api/login", "/api/logout", "/api/setup", "/api/session/password"];
-/// Paths a viewer may not even read: a backup holds every sealed secret.
-const CLOSED_TO_VIEWERS: [&str; 1] = ["/api/backup"];
-
-/// Viewers read only: every admin-API method but GET (and a few reads) is refused for a
-/// viewer's session before any handler runs, so no endpoint can forget the rule. It sits in
-/// front of the admin routes only (client routes match before it), so client requests
-/// never pay for it.
-pub fn read_only_guard(state: AppState) -> impl Filter<Extract = (), Error = Rejection> + Clone {
-    let with_state = warp::any().map(move || state.clone());
-    warp::method()
-        .and(warp::path::full())
-        .and(warp::header::headers_cloned())
-        .and(with_state)
-        .and_then(
-            |method: Method, path: warp::path::FullPath, headers: HeaderMap, state: AppState| async move {
-                let path = path.as_str();
-                let reads = matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
-                let guarded = path.starts_with("/api/")
-                    && ((!reads && !OPEN_TO_VIEWERS.contains(&path)) || CLOSED_TO_VIEWERS.contains(&path));
-                if !guarded || api_key(&headers).is_some() {
-                    return Ok(());
-                }
-                let Some(token) = session_token(&headers) else {
-                    return Ok(());
-                };
-                match state.auth.authenticate_session(token).await {
-                    Ok(principal) if !principal.can_change() => Err(warp::reject::custom(ReadOnly)),
-                    // No session, or an admin's: the handler decides as usual.
-                    _ => Ok(()),
-                }
-            },
-        )
-        .untuple_one()
-}
-
-/// Mutations need a principal that may change things (admins; never viewers).
-async fn require_writer(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
-    let principal = require_admin(state, headers).await?;
-    if principal.can_change() {
-        Ok(principal)
-    } else {
-        Err(crate::auth::AuthError::ReadOnly.into())
-    }
-}
-
-async fn list_admins(state: AppState, headers: HeaderMap) -> Result<Response, ApiError> {
-    require_admin(&state, &headers).await?;
+async fn list_admins(state: AppState) -> Result<Response, ApiError> {
     Ok(json_response(200, &json!({"data": state.auth.list_admins().await?})))
 }
 
@@ -130,7 +76,6 @@ where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    require_writer(&state, &headers).await?;
     let body = read_body(&headers, body, state.config.body_limit).await?;
     let new: NewAdmin = parse_json(&body)?;
     let view = state.auth.create_admin(&new.username, &new.password, new.role).await?;
@@ -158,7 +103,6 @@ where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    require_writer(&state, &headers).await?;
     let username = decode_segment(&username)?;
     let body = read_body(&headers, body, state.config.body_limit).await?;
     let change: AdminChange = parse_json(&body)?;
@@ -189,7 +133,8 @@ where
 }
 
 async fn remove_admin(state: AppState, headers: HeaderMap, username: String) -> Result<Response, ApiError> {
-    let principal = require_writer(&state, &headers).await?;
+    // The gate let only a writer through; who it is decides what may be removed.
+    let principal = require_admin(&state, &headers).await?;
     let username = decode_segment(&username)?;
     let acting = match &principal {
         Principal::AdminSession { username, .. } => username.as_str(),

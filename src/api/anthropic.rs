@@ -54,12 +54,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(raw_query())
         .and(warp::body::stream())
         .then(count_tokens);
-    let models = warp::path!("api" / "anthropic" / "v1" / "models")
-        .and(warp::get())
-        .and(with_state)
-        .and(warp::header::headers_cloned())
-        .map(|state: AppState, headers: HeaderMap| list_models(&state, &headers));
-    messages.or(count).unify().or(models).unify().or(head).unify().boxed()
+    messages.or(count).unify().or(head).unify().boxed()
 }
 
 /// What routing needs from a Messages request; the rest stays untouched.
@@ -293,23 +288,4 @@ fn text_chars(value: &Value) -> usize {
         }
         _ => 0,
     }
-}
-
-/// The model list in Anthropic's shape (what `GET /v1/models` answers when the request
-/// carries `anthropic-version`).
-pub fn list_models(state: &AppState, headers: &HeaderMap) -> Response {
-    if let Err(e) = state.auth.authorize_client(api_key(headers)) {
-        return ApiError::from(e).into_response(Dialect::Anthropic);
-    }
-    let created = crate::clock::rfc3339(0);
-    let data: Vec<Value> = state
-        .dispatcher
-        .routable_models()
-        .into_iter()
-        .map(|(id, _)| json!({"type": "model", "id": id, "display_name": id, "created_at": created}))
-        .collect();
-    let first = data.first().map(|m| m["id"].clone()).unwrap_or(Value::Null);
-    let last = data.last().map(|m| m["id"].clone()).unwrap_or(Value::Null);
-    let body = json!({"data": data, "has_more": false, "first_id": first, "last_id": last});
-    bytes_response(200, "application/json", Bytes::from(body.to_string()))
 }

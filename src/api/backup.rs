@@ -1,29 +1,27 @@
 //! `GET /api/backup` (admin): streams a consistent snapshot of the database, the same file
 //! `auxot backup` writes, for the UI's "Download backup" button.
 
-use super::admin::{reply, require_admin};
+use super::admin::reply;
 use super::error::ApiError;
 use crate::AppState;
 use futures_util::stream;
 use warp::filters::BoxedFilter;
-use warp::http::{header, HeaderMap, HeaderValue};
+use warp::http::{header, HeaderValue};
 use warp::reply::Response;
 use warp::Filter;
 
 const CHUNK: usize = 64 * 1024;
 
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
-    let with_state = warp::any().map(move || state.clone());
+    let admin = super::filters::admin(state);
     warp::path!("api" / "backup")
         .and(warp::get())
-        .and(with_state)
-        .and(warp::header::headers_cloned())
-        .then(|state, headers| reply(download(state, headers)))
+        .and(admin)
+        .then(|state| reply(download(state)))
         .boxed()
 }
 
-async fn download(state: AppState, headers: HeaderMap) -> Result<Response, ApiError> {
-    require_admin(&state, &headers).await?;
+async fn download(state: AppState) -> Result<Response, ApiError> {
     let (file, size) = state
         .backups
         .snapshot_file()

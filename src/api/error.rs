@@ -24,7 +24,7 @@ pub enum Dialect {
 }
 
 /// An error reply: status, a stable machine code, and a message safe to show.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: u16,
     pub code: &'static str,

@@ -3,7 +3,8 @@
 //! connections usable.
 
 use super::error::{ApiError, Dialect};
-use super::request::api_key;
+use super::request::{api_key, session_token};
+use crate::AppState;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -154,6 +155,49 @@ pub fn csrf_guard() -> BoxedFilter<(Response,)> {
             },
         )
         .boxed()
+}
+
+/// Paths a viewer may write to: signing in and out, and changing their own password.
+const OPEN_TO_VIEWERS: [&str; 4] = ["/api/login", "/api/logout", "/api/setup", "/api/session/password"];
+/// Paths a viewer may not even read: a backup holds every sealed secret.
+const CLOSED_TO_VIEWERS: [&str; 1] = ["/api/backup"];
+
+/// An admin route's way to the state: it hands the state over only once the caller is an
+/// admin (a session or an admin key), and to a viewer only for reading. Admin route modules
+/// get the state from here alone, so a new route cannot skip the check; it runs after the
+/// route's path and method matched, so other routes never pay for it.
+pub fn admin(state: AppState) -> impl Filter<Extract = (AppState,), Error = warp::Rejection> + Clone {
+    warp::method()
+        .and(warp::path::full())
+        .and(warp::header::headers_cloned())
+        .and_then(move |method: Method, path: warp::path::FullPath, headers: HeaderMap| {
+            let state = state.clone();
+            async move {
+                match admin_refusal(&state, &method, path.as_str(), &headers).await {
+                    None => Ok(state),
+                    Some(error) => Err(warp::reject::custom(Refused(error))),
+                }
+            }
+        })
+}
+
+/// An admin route refused its caller; `api::routes` answers it in the admin dialect.
+#[derive(Debug)]
+pub struct Refused(pub ApiError);
+impl warp::reject::Reject for Refused {}
+
+async fn admin_refusal(state: &AppState, method: &Method, path: &str, headers: &HeaderMap) -> Option<ApiError> {
+    let principal = match state
+        .auth
+        .authorize_admin(api_key(headers), session_token(headers))
+        .await
+    {
+        Ok(principal) => principal,
+        Err(e) => return Some(e.into()),
+    };
+    let reads = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let guarded = (!reads && !OPEN_TO_VIEWERS.contains(&path)) || CLOSED_TO_VIEWERS.contains(&path);
+    (guarded && !principal.can_change()).then(|| crate::auth::AuthError::ReadOnly.into())
 }
 
 fn cross_site_refusal(method: &Method, path: &str, headers: &HeaderMap) -> Option<Response> {

@@ -13,6 +13,7 @@ mod embeddings;
 pub mod error;
 pub mod filters;
 mod key_grant;
+mod models;
 mod openai;
 mod providers;
 mod relay;
@@ -75,11 +76,13 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(anthropic::routes(state.clone()))
         .unify()
+        .or(models::routes(state.clone()))
+        .unify()
         .or(responses::routes(state.clone()))
         .unify()
         .or(embeddings::routes(state.clone()))
         .unify()
-        .or(admins::read_only_guard(state).and(admin_api))
+        .or(admin_api)
         .unify()
         .or(ui::routes())
         .unify()
@@ -90,8 +93,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
 
 /// Only "no route matched" reaches here: handlers answer their own errors.
 async fn reject_as_json(rejection: Rejection) -> Result<Response, Infallible> {
-    let response = if rejection.find::<admins::ReadOnly>().is_some() {
-        error::ApiError::from(crate::auth::AuthError::ReadOnly).into_response(error::Dialect::Admin)
+    let response = if let Some(filters::Refused(error)) = rejection.find::<filters::Refused>() {
+        error.clone().into_response(error::Dialect::Admin)
     } else if rejection.is_not_found() {
         rejection_response(404, "not_found", "no such endpoint")
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {

@@ -1,9 +1,9 @@
 //! The OpenAI-format client API: `POST /v1/chat/completions`, `GET /v1/models`, and their
 //! Auxot-compatible aliases under `/api/openai/`.
 
-use super::error::{json_response, ApiError, Dialect};
+use super::error::{ApiError, Dialect};
 use super::relay;
-use super::request::{api_key, parse_json, require_model_and_messages, RolePeek};
+use super::request::{parse_json, require_model_and_messages, RolePeek};
 use crate::dispatch::{ChatRequest, Routed, RoutedReply};
 use crate::providers::anthropic::ClientHeaders;
 use crate::providers::UpstreamReply;
@@ -38,16 +38,6 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(warp::header::headers_cloned())
         .and(warp::body::stream())
         .then(chat_completions);
-    let models_path = warp::path!("v1" / "models")
-        .or(warp::path!("api" / "openai" / "models"))
-        .unify()
-        .or(warp::path!("api" / "openai" / "v1" / "models"))
-        .unify();
-    let models = models_path
-        .and(warp::get())
-        .and(with_state)
-        .and(warp::header::headers_cloned())
-        .map(list_models);
     // The legacy text-completions API is not served: say where to go instead of a bare 404.
     let legacy = warp::path!("v1" / "completions")
         .or(warp::path!("api" / "openai" / "v1" / "completions"))
@@ -60,7 +50,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
             )
             .into_response(Dialect::OpenAi)
         });
-    chat.or(models).unify().or(legacy).unify().boxed()
+    chat.or(legacy).unify().boxed()
 }
 
 /// What routing needs from a chat request; the rest of the body stays untouched.
@@ -253,7 +243,7 @@ fn worker_stream(held: Vec<Box<RawValue>>, job: WorkerJob, route: &str) -> Outgo
                     state.ended = true;
                     openai_stream_error(&route, &message)
                 }
-                JobEvent::Disconnected => {
+                JobEvent::Disconnected | JobEvent::Refused => {
                     state.ended = true;
                     openai_stream_error(&route, "the worker disconnected")
                 }
@@ -262,21 +252,4 @@ fn worker_stream(held: Vec<Box<RawValue>>, job: WorkerJob, route: &str) -> Outgo
         }
     });
     Outgoing::sse(body.boxed())
-}
-
-fn list_models(state: AppState, headers: HeaderMap) -> Response {
-    // The Anthropic SDKs call the same path; they say who they are with this header.
-    if headers.contains_key("anthropic-version") {
-        return super::anthropic::list_models(&state, &headers);
-    }
-    if let Err(e) = state.auth.authorize_client(api_key(&headers)) {
-        return ApiError::from(e).into_response(Dialect::OpenAi);
-    }
-    let data: Vec<serde_json::Value> = state
-        .dispatcher
-        .routable_models()
-        .into_iter()
-        .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
-        .collect();
-    json_response(200, &json!({"object": "list", "data": data}))
 }

@@ -1,6 +1,6 @@
 //! Providers and their models: `/api/providers…`, `/api/models`.
 
-use super::admin::{no_content, reply, require_admin};
+use super::admin::{no_content, reply};
 use super::error::{json_response, ApiError};
 use super::request::{parse_json, read_body};
 use crate::crypto::Secret;
@@ -16,45 +16,40 @@ use warp::reply::Response;
 use warp::Filter;
 
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
-    let with_state = warp::any().map(move || state.clone());
+    let admin = super::filters::admin(state);
     let headers = warp::header::headers_cloned;
     let create = warp::path!("api" / "providers")
         .and(warp::post())
-        .and(with_state.clone())
+        .and(admin.clone())
         .and(headers())
         .and(warp::body::stream())
         .then(|state, headers, body| reply(create(state, headers, body)));
     let list = warp::path!("api" / "providers")
         .and(warp::get())
-        .and(with_state.clone())
-        .and(headers())
-        .then(|state, headers| reply(list(state, headers)));
+        .and(admin.clone())
+        .then(|state| reply(list(state)));
     let get = warp::path!("api" / "providers" / String)
         .and(warp::get())
-        .and(with_state.clone())
-        .and(headers())
-        .then(|id, state, headers| reply(get(state, headers, id)));
+        .and(admin.clone())
+        .then(|id, state| reply(get(state, id)));
     let update = warp::path!("api" / "providers" / String)
         .and(warp::patch())
-        .and(with_state.clone())
+        .and(admin.clone())
         .and(headers())
         .and(warp::body::stream())
         .then(|id, state, headers, body| reply(update(state, headers, id, body)));
     let delete = warp::path!("api" / "providers" / String)
         .and(warp::delete())
-        .and(with_state.clone())
-        .and(headers())
-        .then(|id, state, headers| reply(delete(state, headers, id)));
+        .and(admin.clone())
+        .then(|id, state| reply(delete(state, id)));
     let refresh = warp::path!("api" / "providers" / String / "refresh-models")
         .and(warp::post())
-        .and(with_state.clone())
-        .and(headers())
-        .then(|id, state, headers| reply(refresh(state, headers, id)));
+        .and(admin.clone())
+        .then(|id, state| reply(refresh(state, id)));
     let models = warp::path!("api" / "models")
         .and(warp::get())
-        .and(with_state)
-        .and(headers())
-        .then(|state, headers| reply(models(state, headers)));
+        .and(admin)
+        .then(|state| reply(models(state)));
     create
         .or(list)
         .unify()
@@ -112,7 +107,6 @@ where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    require_admin(&state, &headers).await?;
     let body = read_body(&headers, body, state.config.body_limit).await?;
     let new: CreateProvider = parse_json(&body)?;
     let view = state
@@ -129,8 +123,7 @@ where
     to_json(201, &view)
 }
 
-async fn list(state: AppState, headers: HeaderMap) -> Result<Response, ApiError> {
-    require_admin(&state, &headers).await?;
+async fn list(state: AppState) -> Result<Response, ApiError> {
     let providers: Vec<serde_json::Value> = state
         .providers
         .list()
@@ -145,8 +138,7 @@ async fn list(state: AppState, headers: HeaderMap) -> Result<Response, ApiError>
     Ok(json_response(200, &json!({"data": providers})))
 }
 
-async fn get(state: AppState, headers: HeaderMap, id: String) -> Result<Response, ApiError> {
-    require_admin(&state, &headers).await?;
+async fn get(state: AppState, id: String) -> Result<Response, ApiError> {
     to_json(200, &state.providers.get(&id).await?)
 }
 
@@ -155,7 +147,6 @@ where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    require_admin(&state, &headers).await?;
     let body = read_body(&headers, body, state.config.body_limit).await?;
     let patch: UpdateProvider = parse_json(&body)?;
     let view = state
@@ -174,19 +165,16 @@ where
     to_json(200, &view)
 }
 
-async fn delete(state: AppState, headers: HeaderMap, id: String) -> Result<Response, ApiError> {
-    require_admin(&state, &headers).await?;
+async fn delete(state: AppState, id: String) -> Result<Response, ApiError> {
     state.providers.delete(&id).await?;
     Ok(no_content())
 }
 
-async fn refresh(state: AppState, headers: HeaderMap, id: String) -> Result<Response, ApiError> {
-    require_admin(&state, &headers).await?;
+async fn refresh(state: AppState, id: String) -> Result<Response, ApiError> {
     to_json(200, &state.providers.refresh_models(&id).await?)
 }
 
-async fn models(state: AppState, headers: HeaderMap) -> Result<Response, ApiError> {
-    require_admin(&state, &headers).await?;
+async fn models(state: AppState) -> Result<Response, ApiError> {
     let models = state.providers.list_models().await?;
     Ok(json_response(200, &json!({"data": models})))
 }

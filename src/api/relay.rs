@@ -211,7 +211,7 @@ pub fn worker_chunks_as_anthropic(held: Vec<Box<RawValue>>, job: WorkerJob, mode
                     state.ended = true;
                     vec![state.translator.error_event(&message)]
                 }
-                JobEvent::Disconnected => {
+                JobEvent::Disconnected | JobEvent::Refused => {
                     state.ended = true;
                     vec![state.translator.error_event("the worker disconnected")]
                 }

@@ -1,7 +1,7 @@
 //! `GET /api/requests`: the request log, newest first, cursor-paginated and filtered.
 //! Rows carry where each request went, what it cost and how long it took; never its text.
 
-use super::admin::{reply, require_admin};
+use super::admin::reply;
 use super::error::{json_response, ApiError};
 use super::usage::parse_time;
 use crate::store::{LogField, LogQuery, UsageRecord};
@@ -9,7 +9,6 @@ use crate::AppState;
 use serde_json::json;
 use std::collections::HashMap;
 use warp::filters::BoxedFilter;
-use warp::http::HeaderMap;
 use warp::reply::Response;
 use warp::Filter;
 
@@ -19,13 +18,12 @@ const MAX_LIMIT: usize = 500;
 const MAX_SCAN: usize = 20_000;
 
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
-    let with_state = warp::any().map(move || state.clone());
+    let admin = super::filters::admin(state);
     warp::path!("api" / "requests")
         .and(warp::get())
-        .and(with_state)
-        .and(warp::header::headers_cloned())
+        .and(admin)
         .and(warp::query::<HashMap<String, String>>())
-        .then(|state, headers, query| reply(list(state, headers, query)))
+        .then(|state, query| reply(list(state, query)))
         .boxed()
 }
 
@@ -51,8 +49,7 @@ fn time_text(unix_ms: i64) -> String {
         .unwrap_or_default()
 }
 
-async fn list(state: AppState, headers: HeaderMap, query: HashMap<String, String>) -> Result<Response, ApiError> {
-    require_admin(&state, &headers).await?;
+async fn list(state: AppState, query: HashMap<String, String>) -> Result<Response, ApiError> {
     // An empty value is no filter: a form that sends every field works as is.
     let given = |name: &str| query.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
     let known = [

@@ -1,6 +1,6 @@
 //! Routing rules: `/api/aliases`, `/api/agents`, `/api/settings`.
 
-use super::admin::{no_content, reply, require_admin};
+use super::admin::{no_content, reply};
 use super::error::{json_response, ApiError};
 use super::request::{parse_json, read_body};
 use crate::agents::AgentInput;
@@ -17,66 +17,60 @@ use warp::reply::Response;
 use warp::Filter;
 
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
-    let with_state = warp::any().map(move || state.clone());
+    let admin = super::filters::admin(state);
     let headers = warp::header::headers_cloned;
     let body = warp::body::stream;
     let list_aliases = warp::path!("api" / "aliases")
         .and(warp::get())
-        .and(with_state.clone())
-        .and(headers())
-        .then(|state, headers| reply(list_aliases(state, headers)));
+        .and(admin.clone())
+        .then(|state| reply(list_aliases(state)));
     let create_alias = warp::path!("api" / "aliases")
         .and(warp::post())
-        .and(with_state.clone())
+        .and(admin.clone())
         .and(headers())
         .and(body())
         .then(|state, headers, body| reply(put_alias(state, headers, None, body)));
     let update_alias = warp::path!("api" / "aliases" / String)
         .and(warp::put().or(warp::patch()).unify())
-        .and(with_state.clone())
+        .and(admin.clone())
         .and(headers())
         .and(body())
         .then(|name, state, headers, body| reply(put_alias(state, headers, Some(name), body)));
     let delete_alias = warp::path!("api" / "aliases" / String)
         .and(warp::delete())
-        .and(with_state.clone())
-        .and(headers())
-        .then(|name, state, headers| reply(delete_alias(state, headers, name)));
+        .and(admin.clone())
+        .then(|name, state| reply(delete_alias(state, name)));
     let list_agents = warp::path!("api" / "agents")
         .and(warp::get())
-        .and(with_state.clone())
-        .and(headers())
-        .then(|state, headers| reply(list_agents(state, headers)));
+        .and(admin.clone())
+        .then(|state| reply(list_agents(state)));
     let get_agent = warp::path!("api" / "agents" / String)
         .and(warp::get())
-        .and(with_state.clone())
-        .and(headers())
-        .then(|name, state, headers| reply(get_agent(state, headers, name)));
+        .and(admin.clone())
+        .then(|name, state| reply(get_agent(state, name)));
     let create_agent = warp::path!("api" / "agents")
         .and(warp::post())
-        .and(with_state.clone())
+        .and(admin.clone())
         .and(headers())
         .and(body())
         .then(|state, headers, body| reply(put_agent(state, headers, None, body)));
     let update_agent = warp::path!("api" / "agents" / String)
         .and(warp::put().or(warp::patch()).unify())
-        .and(with_state.clone())
+        .and(admin.clone())
         .and(headers())
         .and(body())
         .then(|name, state, headers, body| reply(put_agent(state, headers, Some(name), body)));
     let delete_agent = warp::path!("api" / "agents" / String)
         .and(warp::delete())
-        .and(with_state.clone())
-        .and(headers())
-        .then(|name, state, headers| reply(delete_agent(state, headers, name)));
+        .and(admin.clone())
+        .then(|name, state| reply(delete_agent(state, name)));
     let get_settings = warp::path!("api" / "settings")
         .and(warp::get())
-        .and(with_state.clone())
-        .and(headers())
-        .then(|state, headers| reply(get_settings(state, headers)));
+        .and(admin.clone())
+        .then(|state| reply(get_settings(state)));
     let put_settings = warp::path!("api" / "settings")
         .and(warp::put().or(warp::patch()).unify())
-        .and(with_state)
+        .and(admin)
         .and(headers())
         .and(body())
         .then(|state, headers, body| reply(put_settings(state, headers, body)));
@@ -109,7 +103,6 @@ where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    require_admin(state, headers).await?;
     read_body(headers, body, state.config.body_limit).await
 }
 
@@ -134,8 +127,7 @@ struct AliasBody {
     client_models: Option<Vec<String>>,
 }
 
-async fn list_aliases(state: AppState, headers: HeaderMap) -> Result<Response, ApiError> {
-    require_admin(&state, &headers).await?;
+async fn list_aliases(state: AppState) -> Result<Response, ApiError> {
     Ok(json_response(200, &json!({"data": state.rules.aliases()})))
 }
 
@@ -190,8 +182,7 @@ where
     to_json(if create { 201 } else { 200 }, &alias)
 }
 
-async fn delete_alias(state: AppState, headers: HeaderMap, name: String) -> Result<Response, ApiError> {
-    require_admin(&state, &headers).await?;
+async fn delete_alias(state: AppState, name: String) -> Result<Response, ApiError> {
     state.rules.delete_alias(&name).await?;
     Ok(no_content())
 }
@@ -210,13 +201,11 @@ struct AgentBody {
     queue_timeout_ms: Option<u64>,
 }
 
-async fn list_agents(state: AppState, headers: HeaderMap) -> Result<Response, ApiError> {
-    require_admin(&state, &headers).await?;
+async fn list_agents(state: AppState) -> Result<Response, ApiError> {
     Ok(json_response(200, &json!({"data": state.agents.list()})))
 }
 
-async fn get_agent(state: AppState, headers: HeaderMap, name: String) -> Result<Response, ApiError> {
-    require_admin(&state, &headers).await?;
+async fn get_agent(state: AppState, name: String) -> Result<Response, ApiError> {
     to_json(200, &state.agents.get(&name)?)
 }
 
@@ -259,8 +248,7 @@ where
     to_json(if create { 201 } else { 200 }, &view)
 }
 
-async fn delete_agent(state: AppState, headers: HeaderMap, name: String) -> Result<Response, ApiError> {
-    require_admin(&state, &headers).await?;
+async fn delete_agent(state: AppState, name: String) -> Result<Response, ApiError> {
     state.agents.delete(&name).await?;
     Ok(no_content())
 }
@@ -292,8 +280,7 @@ struct RoutingBody {
     timeouts: Option<TimeoutsPatch>,
 }
 
-async fn get_settings(state: AppState, headers: HeaderMap) -> Result<Response, ApiError> {
-    require_admin(&state, &headers).await?;
+async fn get_settings(state: AppState) -> Result<Response, ApiError> {
     Ok(json_response(
         200,
         &json!({"routing": state.rules.settings(), "admin_agent": state.rules.admin_agent_settings()}),

@@ -19,38 +19,35 @@ use warp::reply::Response;
 use warp::Filter;
 
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
+    let admin = super::filters::admin(state.clone());
     let with_state = warp::any().map(move || state.clone());
     let headers = warp::header::headers_cloned;
     let usage = warp::path!("api" / "usage")
         .and(warp::get())
-        .and(with_state.clone())
-        .and(headers())
+        .and(admin.clone())
         .and(warp::query::<HashMap<String, String>>())
-        .then(|state, headers, query| reply(usage(state, headers, query)));
+        .then(|state, query| reply(usage(state, query)));
     let prices = warp::path!("api" / "prices")
         .and(warp::get())
-        .and(with_state.clone())
-        .and(headers())
-        .then(|state, headers| reply(list_prices(state, headers)));
+        .and(admin.clone())
+        .then(|state| reply(list_prices(state)));
     let put_price = warp::path!("api" / "prices" / String)
         .and(warp::put())
-        .and(with_state.clone())
+        .and(admin.clone())
         .and(headers())
         .and(warp::body::stream())
         .then(|model, state, headers, body| reply(put_price(state, headers, model, body)));
     let delete_price = warp::path!("api" / "prices" / String)
         .and(warp::delete())
-        .and(with_state.clone())
-        .and(headers())
-        .then(|model, state, headers| reply(delete_price(state, headers, model)));
+        .and(admin.clone())
+        .then(|model, state| reply(delete_price(state, model)));
     let equivalents = warp::path!("api" / "usage" / "equivalents")
         .and(warp::get())
-        .and(with_state.clone())
-        .and(headers())
-        .then(|state, headers| reply(get_equivalents(state, headers)));
+        .and(admin.clone())
+        .then(|state| reply(get_equivalents(state)));
     let put_equivalents = warp::path!("api" / "usage" / "equivalents")
         .and(warp::put())
-        .and(with_state.clone())
+        .and(admin.clone())
         .and(headers())
         .and(warp::body::stream())
         .then(|state, headers, body| reply(put_equivalents(state, headers, body)));
@@ -89,8 +86,7 @@ pub(super) fn parse_time(field: &str, text: &str) -> Result<i64, ApiError> {
 
 /// `GET /api/usage?from&to&group_by=tier|provider|model|api_key|agent|day&format=json|csv`.
 /// Defaults: the last 30 days, by tier. `to` is exclusive.
-async fn usage(state: AppState, headers: HeaderMap, query: HashMap<String, String>) -> Result<Response, ApiError> {
-    require_admin(&state, &headers).await?;
+async fn usage(state: AppState, query: HashMap<String, String>) -> Result<Response, ApiError> {
     let now = crate::clock::now_unix_ms();
     let to = match query.get("to") {
         Some(t) => parse_time("to", t)?,
@@ -159,8 +155,7 @@ async fn usage(state: AppState, headers: HeaderMap, query: HashMap<String, Strin
     }
 }
 
-async fn list_prices(state: AppState, headers: HeaderMap) -> Result<Response, ApiError> {
-    require_admin(&state, &headers).await?;
+async fn list_prices(state: AppState) -> Result<Response, ApiError> {
     Ok(json_response(200, &json!({"data": state.usage.prices()})))
 }
 
@@ -184,7 +179,6 @@ where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    require_admin(&state, &headers).await?;
     let body = read_body(&headers, body, state.config.body_limit).await?;
     let input: PriceBody = parse_json(&body)?;
     let price = state
@@ -202,14 +196,12 @@ where
     Ok(json_response(200, &json!(price)))
 }
 
-async fn delete_price(state: AppState, headers: HeaderMap, model: String) -> Result<Response, ApiError> {
-    require_admin(&state, &headers).await?;
+async fn delete_price(state: AppState, model: String) -> Result<Response, ApiError> {
     state.usage.delete_price(&model).await?;
     Ok(no_content())
 }
 
-async fn get_equivalents(state: AppState, headers: HeaderMap) -> Result<Response, ApiError> {
-    require_admin(&state, &headers).await?;
+async fn get_equivalents(state: AppState) -> Result<Response, ApiError> {
     Ok(equivalents_reply(state.usage.equivalents()))
 }
 
@@ -220,7 +212,6 @@ where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    require_admin(&state, &headers).await?;
     let body = read_body(&headers, body, state.config.body_limit).await?;
     let settings: EquivalentSettings = parse_json(&body)?;
     Ok(equivalents_reply(state.usage.put_equivalents(settings).await?))

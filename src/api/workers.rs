@@ -1,12 +1,12 @@
 //! Workers: the WebSocket they dial (`GET /api/workers/connect`), the live list
 //! (`GET /api/workers`) and their tokens (`/api/worker-tokens`).
 
-use super::admin::{no_content, reply, require_admin};
+use super::admin::{no_content, reply};
 use super::error::{json_response, ApiError, Dialect};
 use super::request::{api_key, parse_json, read_body};
 use crate::auth::WorkerIdentity;
 use crate::workers::policy;
-use crate::workers::protocol::{RouterMessage, WorkerKind, WorkerMessage, PROTOCOL_VERSION};
+use crate::workers::protocol::{capability, RouterLink, RouterMessage, WorkerKind, WorkerMessage, PROTOCOL_VERSION};
 use crate::workers::registry::{Hello, JobEvent, LiveWorker};
 use crate::AppState;
 use bytes::Buf;
@@ -27,6 +27,10 @@ const MAX_SLOTS: u32 = 1024;
 /// A hello is a name, a version and a model list: 1 MiB is far more than any needs.
 const MAX_HELLO_BYTES: usize = 1024 * 1024;
 const MAX_VERSION_LEN: usize = 64;
+const MAX_INSTANCE_LEN: usize = 64;
+/// A status names the worker's routers; a fleet is a handful, these bound a bad worker.
+const MAX_ROUTER_LINKS: usize = 32;
+const MAX_ROUTER_URL_LEN: usize = 512;
 /// How often a connected worker's models are re-checked against the cloud providers' (a
 /// provider added after the worker connected takes its names back within this).
 const POLICY_RECHECK: Duration = Duration::from_secs(1);
@@ -34,6 +38,7 @@ const POLICY_RECHECK: Duration = Duration::from_secs(1);
 const MAX_FRAME_BYTES: usize = 300 * 1024 * 1024;
 
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
+    let admin = super::filters::admin(state.clone());
     let with_state = warp::any().map(move || state.clone());
     let headers = warp::header::headers_cloned;
     let connect = warp::path!("api" / "workers" / "connect")
@@ -44,31 +49,28 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .map(connect);
     let list = warp::path!("api" / "workers")
         .and(warp::get())
-        .and(with_state.clone())
-        .and(headers())
-        .then(|state, headers| reply(list_workers(state, headers)));
+        .and(admin.clone())
+        .then(|state| reply(list_workers(state)));
     let create_token = warp::path!("api" / "worker-tokens")
         .and(warp::post())
-        .and(with_state.clone())
+        .and(admin.clone())
         .and(headers())
         .and(warp::body::stream())
         .then(|state, headers, body| reply(create_token(state, headers, body)));
     let list_tokens = warp::path!("api" / "worker-tokens")
         .and(warp::get())
-        .and(with_state.clone())
-        .and(headers())
-        .then(|state, headers| reply(list_tokens(state, headers)));
+        .and(admin.clone())
+        .then(|state| reply(list_tokens(state)));
     let update_token = warp::path!("api" / "worker-tokens" / String)
         .and(warp::patch())
-        .and(with_state.clone())
+        .and(admin.clone())
         .and(headers())
         .and(warp::body::stream())
         .then(|id, state, headers, body| reply(update_token(state, headers, id, body)));
     let revoke_token = warp::path!("api" / "worker-tokens" / String)
         .and(warp::delete())
-        .and(with_state)
-        .and(headers())
-        .then(|id, state, headers| reply(revoke_token(state, headers, id)));
+        .and(admin)
+        .then(|id, state| reply(revoke_token(state, id)));
     connect
         .or(list)
         .unify()
@@ -107,7 +109,7 @@ async fn read_hello(
     rx: &mut futures_util::stream::SplitStream<WebSocket>,
     identity: &WorkerIdentity,
     models: &ModelPolicy,
-) -> Result<(Hello, Advertised), String> {
+) -> Result<(Hello, Advertised, Vec<String>), String> {
     let first = tokio::time::timeout(HELLO_TIMEOUT, rx.next())
         .await
         .map_err(|_| "no hello within 10 s".to_string())?;
@@ -127,6 +129,8 @@ async fn read_hello(
             embedding_models,
             slots,
             version,
+            instance,
+            capabilities,
         } => {
             if protocol != PROTOCOL_VERSION {
                 return Err(format!(
@@ -157,6 +161,15 @@ async fn read_hello(
                     "version must be at most {MAX_VERSION_LEN} printable characters"
                 ));
             }
+            let instance = instance.map(|i| i.trim().to_string()).filter(|i| !i.is_empty());
+            if instance
+                .as_deref()
+                .is_some_and(|i| i.len() > MAX_INSTANCE_LEN || i.chars().any(char::is_control))
+            {
+                return Err(format!(
+                    "instance must be at most {MAX_INSTANCE_LEN} printable characters"
+                ));
+            }
             let advertised = policy::validate_models(advertised).map_err(|e| e.to_string())?;
             let embedding_models = policy::validate_models(embedding_models).map_err(|e| e.to_string())?;
             let permitted = models.permitted(&name, &advertised);
@@ -172,14 +185,68 @@ async fn read_hello(
                     embedding_models: serves_embeddings(&permitted, &embedding_models),
                     models: permitted,
                     slots,
+                    instance,
+                    acks_jobs: taken_up(&capabilities).iter().any(|c| c == capability::JOB_ACK),
                 },
                 Advertised {
                     models: advertised,
                     embedding_models,
                 },
+                taken_up(&capabilities),
             ))
         }
         _ => Err("the first message must be a hello".into()),
+    }
+}
+
+/// The capabilities of a hello this router takes up, as its hello_ack names them. `job_ack`
+/// only with `status`: a refusal marks the worker full until its next status, so a worker
+/// that never sends one would never get a job again.
+fn taken_up(offered: &[String]) -> Vec<String> {
+    let offers = |name: &str| offered.iter().any(|c| c == name);
+    capability::ALL
+        .iter()
+        .filter(|known| offers(known))
+        .filter(|known| **known != capability::JOB_ACK || offers(capability::STATUS))
+        .map(|c| c.to_string())
+        .collect()
+}
+
+/// The routers a worker's status names, bounded: it is shown to admins as it came.
+fn router_links(mut routers: Vec<RouterLink>) -> Vec<RouterLink> {
+    routers.truncate(MAX_ROUTER_LINKS);
+    routers.retain(|r| r.url.len() <= MAX_ROUTER_URL_LEN && !r.url.chars().any(char::is_control));
+    routers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn capabilities_taken_up_are_the_known_ones_and_acks_only_with_statuses() {
+        assert_eq!(
+            taken_up(&names(&["status", "job_ack", "later"])),
+            names(&["job_ack", "status"])
+        );
+        assert_eq!(taken_up(&names(&["job_ack"])), Vec::<String>::new());
+        assert_eq!(taken_up(&names(&["status"])), names(&["status"]));
+        assert!(taken_up(&[]).is_empty());
+    }
+
+    #[test]
+    fn router_links_are_bounded() {
+        let link = |url: String| RouterLink { url, connected: true };
+        let mut many: Vec<RouterLink> = (0..40).map(|i| link(format!("http://r{i}"))).collect();
+        many[0] = link("x".repeat(MAX_ROUTER_URL_LEN + 1));
+        many[1] = link("http://bad\nline".to_string());
+        let kept = router_links(many);
+        assert_eq!(kept.len(), MAX_ROUTER_LINKS - 2);
+        assert_eq!(kept[0].url, "http://r2");
     }
 }
 
@@ -250,7 +317,7 @@ async fn worker_session(socket: WebSocket, identity: WorkerIdentity, state: AppS
         allowed: identity.allowed_models.clone(),
         state: state.clone(),
     };
-    let (hello, advertised) = match read_hello(&mut rx, &identity, &policy).await {
+    let (hello, advertised, capabilities) = match read_hello(&mut rx, &identity, &policy).await {
         Ok(hello) => hello,
         Err(message) => {
             tracing::warn!(token = %identity.token_name, %message, "worker refused");
@@ -261,13 +328,14 @@ async fn worker_session(socket: WebSocket, identity: WorkerIdentity, state: AppS
     };
     let registry = state.workers.clone();
     let (worker, mut outbox) = registry.register(hello);
-    tracing::info!(worker = %worker.name, kind = worker.kind.as_str(), slots = worker.slots, models = ?worker.models(), "worker connected");
+    tracing::info!(worker = %worker.name, instance = worker.instance.as_deref().unwrap_or("-"), kind = worker.kind.as_str(), slots = worker.slots, models = ?worker.models(), ?capabilities, "worker connected");
     let timeout = registry.heartbeat_timeout;
     let ack = RouterMessage::HelloAck {
         protocol: PROTOCOL_VERSION,
         worker_id: worker.id.clone(),
         heartbeat_interval_ms: (timeout.as_millis() as u64 / 3).max(100),
         heartbeat_timeout_ms: timeout.as_millis() as u64,
+        capabilities,
     };
     if send(&mut tx, &ack).await {
         let mut gpu_connect = state.rules.gpu_connect();
@@ -380,6 +448,17 @@ impl Session<'_> {
         let worker = self.worker;
         match WorkerMessage::parse(text) {
             Ok(WorkerMessage::Heartbeat) => {}
+            Ok(WorkerMessage::JobAccepted { job_id }) => worker.deliver_ack(&job_id, true),
+            Ok(WorkerMessage::JobRefused { job_id, reason }) => {
+                tracing::debug!(worker = %worker.name, job_id = %job_id, %reason, "worker refused a job");
+                worker.deliver_ack(&job_id, false);
+            }
+            Ok(WorkerMessage::Status {
+                busy,
+                busy_here,
+                routers,
+                ..
+            }) => worker.apply_status(busy, busy_here, router_links(routers)),
             Ok(WorkerMessage::Models {
                 models,
                 embedding_models,
@@ -437,8 +516,7 @@ impl Session<'_> {
 }
 
 /// Live and recent workers, each with its token's subscription price (if any).
-async fn list_workers(state: AppState, headers: HeaderMap) -> Result<Response, ApiError> {
-    require_admin(&state, &headers).await?;
+async fn list_workers(state: AppState) -> Result<Response, ApiError> {
     let prices: std::collections::HashMap<String, Option<f64>> = state
         .auth
         .list_worker_tokens()
@@ -482,7 +560,6 @@ where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    require_admin(&state, &headers).await?;
     let body = read_body(&headers, body, state.config.body_limit).await?;
     let input: TokenPatch = parse_json(&body)?;
     let list_changed = input.allowed_models.is_some();
@@ -513,7 +590,6 @@ where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    require_admin(&state, &headers).await?;
     let body = read_body(&headers, body, state.config.body_limit).await?;
     let new: NewWorkerToken = parse_json(&body)?;
     let (view, token) = state
@@ -526,8 +602,7 @@ where
     Ok(json_response(201, &body))
 }
 
-async fn list_tokens(state: AppState, headers: HeaderMap) -> Result<Response, ApiError> {
-    require_admin(&state, &headers).await?;
+async fn list_tokens(state: AppState) -> Result<Response, ApiError> {
     Ok(json_response(
         200,
         &json!({"data": state.auth.list_worker_tokens().await?}),
@@ -535,8 +610,7 @@ async fn list_tokens(state: AppState, headers: HeaderMap) -> Result<Response, Ap
 }
 
 /// Revokes at once and disconnects the token's live worker.
-async fn revoke_token(state: AppState, headers: HeaderMap, id: String) -> Result<Response, ApiError> {
-    require_admin(&state, &headers).await?;
+async fn revoke_token(state: AppState, id: String) -> Result<Response, ApiError> {
     state.auth.revoke_worker_token(&id).await?;
     let kicked = state.workers.kick_token(&id);
     tracing::info!(worker_token_id = %id, disconnected = kicked, "worker token revoked");

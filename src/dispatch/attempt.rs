@@ -594,6 +594,7 @@ pub(super) fn event_failure(event: JobEvent) -> Why {
             },
         },
         JobEvent::Disconnected => Why::WorkerGone,
+        JobEvent::Refused => Why::Refused,
         JobEvent::Chunk(_) | JobEvent::Done(_) => Why::BadChunk("unexpected event".into()),
     }
 }

@@ -25,6 +25,9 @@ pub enum Why {
         until: SystemTime,
     },
     WorkerGone,
+    /// A worker shared with other routers did not take the job (every slot busy): the
+    /// walk moves on as if it had found the worker full. Never a fault, never shown.
+    Refused,
     /// A per-phase timeout: which phase, and its limit.
     Timeout {
         phase: &'static str,
@@ -43,7 +46,7 @@ impl Why {
             limited: false,
         };
         match self {
-            Why::Untranslatable(_) | Why::KeyUnreadable => None,
+            Why::Untranslatable(_) | Why::KeyUnreadable | Why::Refused => None,
             Why::Status(s) => {
                 let until = s.retry_after.as_deref().and_then(|v| retry_after_until(v, now));
                 Some(fault(format!("answered {}", s.status), until))
@@ -125,6 +128,7 @@ impl std::fmt::Display for TargetFailure {
                 )
             }
             Why::WorkerGone => f.write_str("the worker disconnected"),
+            Why::Refused => f.write_str("the worker had no free slot (taken by another router)"),
             Why::Timeout { phase, limit } => write!(f, "{phase} timeout after {}ms", limit.as_millis()),
             Why::BadChunk(e) => write!(f, "sent output that is not a valid answer: {e}"),
         }

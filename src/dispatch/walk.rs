@@ -83,6 +83,9 @@ impl Drop for ProbeGuard<'_> {
 enum Step<R> {
     Answered(Walked<R>),
     Failed(TargetFailure),
+    /// The worker (shared with other routers) had no slot after all: like finding it
+    /// full, not a failure. The request moves on, and may wait for it.
+    Refused,
     /// The request's own error: the answer.
     Final(DispatchError),
 }
@@ -178,6 +181,7 @@ pub(crate) async fn walk<R: Runner>(walk: Walk<'_>, runner: &R) -> Result<Walked
                 Step::Answered(walked) => return Ok(walked),
                 Step::Final(e) => return Err(e),
                 Step::Failed(failure) => state.failures.push(failure),
+                Step::Refused => {}
             }
         }
         if state.failures.len() > failed_before && !plan.waits.is_empty() {
@@ -202,6 +206,7 @@ pub(crate) async fn walk<R: Runner>(walk: Walk<'_>, runner: &R) -> Result<Walked
                     Step::Answered(walked) => return Ok(walked),
                     Step::Final(e) => return Err(e),
                     Step::Failed(failure) => state.failures.push(failure),
+                    Step::Refused => {}
                 }
             }
             return Err(give_up(walk.model, state, plan.notes));
@@ -238,6 +243,8 @@ pub(crate) async fn walk<R: Runner>(walk: Walk<'_>, runner: &R) -> Result<Walked
             Step::Answered(walked) => return Ok(walked),
             Step::Final(e) => return Err(e),
             Step::Failed(failure) => state.failures.push(failure),
+            // Planned again: the worker now counts as full until its next status.
+            Step::Refused => {}
         }
     }
 }
@@ -318,6 +325,13 @@ async fn try_worker<R: Runner>(
         pending: access == Access::Probe,
     };
     let result = runner.run_worker(slot, tier, model).await;
+    if matches!(result, Err(Why::Refused)) {
+        // Neither a failure nor a verdict on its health: the request may still get a slot
+        // of this worker (a probe not settled lets the next request probe).
+        state.tried_workers.retain(|id| *id != worker.id);
+        tracing::debug!(worker = %worker.name, "worker refused the job (no free slot); trying the next candidate");
+        return Step::Refused;
+    }
     let step = judge(walk.health, &key, tier, &worker.name, model, result, state);
     probe.settle();
     step
@@ -435,6 +449,8 @@ mod tests {
         /// (worker name, request) in the order service started.
         starts: Mutex<Vec<String>>,
         cloud_calls: AtomicUsize,
+        /// Attempts the worker refuses (its slot taken by another router), as `faults`.
+        refusals: Vec<usize>,
     }
 
     impl Fake {
@@ -447,7 +463,13 @@ mod tests {
                 overfilled: AtomicU32::new(0),
                 starts: Mutex::new(Vec::new()),
                 cloud_calls: AtomicUsize::new(0),
+                refusals: Vec::new(),
             }
+        }
+
+        fn refusing(mut self, attempts: Vec<usize>) -> Fake {
+            self.refusals = attempts;
+            self
         }
     }
 
@@ -462,6 +484,12 @@ mod tests {
         async fn run_worker(&self, slot: SlotGuard, _tier: Tier, _model: &str) -> Result<String, Why> {
             let worker = slot.worker().clone();
             let n = self.fake.attempts.fetch_add(1, Ordering::SeqCst);
+            if self.fake.refusals.contains(&n) {
+                // As `WorkerJob` does on `job_refused`.
+                worker.mark_full();
+                drop(slot);
+                return Err(Why::Refused);
+            }
             {
                 let mut running = self.fake.running.lock().unwrap();
                 let count = running.entry(worker.name.clone()).or_default();
@@ -515,6 +543,8 @@ mod tests {
                 models: models.iter().map(|m| m.to_string()).collect(),
                 embedding_models: Vec::new(),
                 slots: *slots,
+                instance: None,
+                acks_jobs: true,
             });
             outboxes.push(rx);
         }
@@ -591,6 +621,67 @@ mod tests {
             assert_eq!(worker.in_use(), 0, "{} leaked a slot", worker.name);
         }
         assert!(world.queue.is_empty(), "a waiter was left in the queue");
+    }
+
+    #[tokio::test]
+    async fn a_refused_job_moves_on_at_once_without_a_failure_or_a_cooldown() {
+        let world = world(&[("gpu", &["m"], 1)], &["m"]);
+        let fake = Fake::new(Duration::from_millis(10), vec![]).refusing(vec![0]);
+        let order = [Tier::Gpu, Tier::Cloud];
+        let request = Request {
+            fake: &fake,
+            id: "a".into(),
+        };
+        let walked = walk(
+            Walk {
+                queue: &world.queue,
+                workers: &world.workers,
+                table: &world.table,
+                health: &world.health,
+                model: "m",
+                provider: None,
+                order: &order,
+                alias: None,
+                turn: 0,
+                wait: Duration::from_secs(5),
+                job: JobKind::ChatCompletions,
+            },
+            &request,
+        )
+        .await
+        .unwrap();
+        assert_eq!(walked.reply, "cloud");
+        assert!(walked.failures.is_empty(), "{:?}", walked.failures);
+        let worker = world.workers.live().remove(0);
+        assert!(!world
+            .health
+            .is_cooling(&worker_key(&worker.token_id), SystemTime::now()));
+        // Full in this router's view until the worker's next status, which frees it.
+        assert_eq!(worker.in_use(), 1);
+        assert!(worker.try_reserve().is_none());
+        worker.apply_status(0, 0, Vec::new());
+        assert_eq!(worker.in_use(), 0);
+        assert_no_leak(&world);
+    }
+
+    #[tokio::test]
+    async fn a_refused_request_waits_for_the_worker_and_its_status_lets_it_in() {
+        let world = world(&[("gpu", &["m"], 1)], &[]);
+        let fake = Fake::new(Duration::from_millis(10), vec![]).refusing(vec![0]);
+        let order = [Tier::Gpu];
+        let worker = world.workers.live().remove(0);
+        let status = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            // Another router's job held the slot; now the worker reports it free.
+            worker.apply_status(0, 0, Vec::new());
+        };
+        let (reply, ()) = tokio::join!(
+            send(&world, &fake, "a".into(), "m", &order, Duration::from_secs(5)),
+            status
+        );
+        assert_eq!(reply.unwrap(), "gpu");
+        assert_eq!(fake.attempts.load(Ordering::SeqCst), 2);
+        assert_no_leak(&world);
     }
 
     #[tokio::test]

@@ -7,9 +7,11 @@ use std::time::Duration;
 /// How a worker reaches the router; shared by both worker kinds.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ConnectionArgs {
-    /// The router's base URL (http or https), e.g. http://127.0.0.1:8080.
-    #[arg(long, env = "AUXOT_SERVER")]
-    pub server: String,
+    /// The router's base URL (http or https), e.g. http://127.0.0.1:8080. Several routers
+    /// of one fleet: repeat it or separate them with commas; the worker stays connected to
+    /// each and shares its slots among them.
+    #[arg(long, env = "AUXOT_SERVER", value_delimiter = ',', required = true)]
+    pub server: Vec<String>,
     /// Worker token created in the router's admin UI (prefer the variable: flags show in `ps`).
     #[arg(long, env = "AUXOT_WORKER_TOKEN", hide_env_values = true, value_parser = parse_token)]
     pub token: Secret,
@@ -170,6 +172,7 @@ mod tests {
         ]);
         let parsed = Gpu::try_parse_from(argv).unwrap().args;
         assert_eq!(parsed.connection.slots, 1);
+        assert_eq!(parsed.connection.server, ["http://r:8080"]);
         assert_eq!(parsed.connection.token.expose(), "t0k");
         assert_eq!(parsed.models, ["a", "b", "c"]);
         assert_eq!(parsed.models_refresh_secs, 60);
@@ -178,6 +181,27 @@ mod tests {
             !format!("{parsed:?}").contains("t0k"),
             "the token must not show in Debug"
         );
+    }
+
+    #[test]
+    fn server_takes_several_routers_repeated_or_comma_separated() {
+        let argv = [
+            "w",
+            "--server",
+            "http://a:8080,http://b:8080",
+            "--server",
+            "https://c",
+            "--token",
+            "t",
+            "--upstream",
+            "http://u/v1",
+        ];
+        let parsed = Gpu::try_parse_from(argv).unwrap().args;
+        assert_eq!(
+            parsed.connection.server,
+            ["http://a:8080", "http://b:8080", "https://c"]
+        );
+        assert!(Gpu::try_parse_from(["w", "--token", "t", "--upstream", "http://u/v1"]).is_err());
     }
 
     #[test]

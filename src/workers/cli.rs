@@ -6,9 +6,8 @@
 //! messages (see [`build_prompt`]); sampling parameters and tools in the request are ignored.
 
 use crate::workers::args::{CliTool, CliWorkerArgs};
-use crate::workers::client::{
-    run_worker, ChunkSink, ConnectionConfig, Job, JobHandler, JobOutcome, SinkClosed, WorkerError,
-};
+use crate::workers::client::{ChunkSink, ConnectionConfig, Job, JobHandler, JobOutcome, SinkClosed, WorkerError};
+use crate::workers::fleet::run_worker;
 use crate::workers::protocol::{Usage, WorkerKind};
 use serde::Deserialize;
 use serde_json::value::RawValue;

@@ -1,5 +1,6 @@
 //! The worker side of the protocol, shared by `auxot worker gpu` and `auxot worker cli`: dial
-//! the router, say hello, heartbeat, run jobs in slots, reconnect with backoff.
+//! every router of the fleet (one connection each, each with its own reconnect backoff), say
+//! hello, heartbeat, run jobs in the slots of one pool shared by all connections.
 //!
 //! What a worker actually does with a job lives behind [`JobHandler`]; this module only moves
 //! frames. Every outgoing frame goes through one channel into one socket writer task, so job
@@ -7,10 +8,12 @@
 
 use crate::crypto::Secret;
 use crate::workers::args::ConnectionArgs;
-use crate::workers::protocol::{JobKind, RouterMessage, Usage, WorkerKind, WorkerMessage, PROTOCOL_VERSION};
+use crate::workers::pool::{LinkUp, Permit, SlotPool};
+use crate::workers::protocol::{
+    capability, JobKind, RouterMessage, Usage, WorkerKind, WorkerMessage, PROTOCOL_VERSION,
+};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use rand::Rng;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::future::Future;
@@ -31,10 +34,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const HELLO_ACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Used only if the router's hello_ack carries a nonsensical interval.
 const FALLBACK_HEARTBEAT: Duration = Duration::from_secs(10);
-const BACKOFF_START: Duration = Duration::from_millis(250);
-const BACKOFF_CAP: Duration = Duration::from_secs(30);
-/// A connection that lived this long was healthy: the next failure starts backing off afresh.
-const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(30);
 /// Frames queued for the socket; a full queue slows job tasks down instead of growing memory.
 const OUTGOING_QUEUE: usize = 256;
 /// How long a shutting-down worker waits for its last frames to leave.
@@ -71,7 +70,7 @@ pub enum WorkerError {
 
 impl WorkerError {
     /// Errors that retrying cannot fix: the worker stops instead of reconnecting forever.
-    fn is_fatal(&self) -> bool {
+    pub(super) fn is_fatal(&self) -> bool {
         match self {
             WorkerError::ServerUrl { .. }
             | WorkerError::UpstreamUrl { .. }
@@ -92,8 +91,8 @@ impl WorkerError {
 /// Where and as whom a worker connects.
 #[derive(Debug, Clone)]
 pub struct ConnectionConfig {
-    /// The router's http(s) base URL, as given with `--server`.
-    pub server: String,
+    /// Every router's http(s) base URL, as given with `--server`.
+    pub servers: Vec<String>,
     pub token: Secret,
     /// `None`: the router names the worker after its token.
     pub name: Option<String>,
@@ -105,7 +104,7 @@ pub struct ConnectionConfig {
 impl ConnectionConfig {
     pub fn from_args(args: &ConnectionArgs, models_refresh: Option<Duration>) -> Self {
         ConnectionConfig {
-            server: args.server.clone(),
+            servers: args.server.clone(),
             token: args.token.clone(),
             name: args.name.clone(),
             slots: args.slots.max(1),
@@ -235,69 +234,7 @@ pub fn connect_url(server: &str) -> Result<String, WorkerError> {
     Ok(url.to_string())
 }
 
-/// Runs the worker until `shutdown` completes: connect, serve, and on any failure reconnect
-/// with jittered exponential backoff. Returns an error only for what retrying cannot fix.
-pub async fn run_worker<H: JobHandler>(
-    conn: ConnectionConfig,
-    handler: Arc<H>,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), WorkerError> {
-    let url = connect_url(&conn.server)?;
-    let mut shutdown = std::pin::pin!(shutdown);
-    let mut backoff = Backoff::default();
-    let mut last_offer = Offer::default();
-    loop {
-        let models = tokio::select! {
-            () = &mut shutdown => return Ok(()),
-            models = handler.models() => models,
-        };
-        let offer = match models {
-            Ok(models) => {
-                last_offer = Offer {
-                    embedding_models: handler.embedding_models(),
-                    models,
-                };
-                last_offer.clone()
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot re-read the models; advertising the last known list");
-                last_offer.clone()
-            }
-        };
-        let session = Session {
-            conn: &conn,
-            url: &url,
-            handler: &handler,
-            offer,
-        };
-        match session.run(&mut shutdown).await {
-            SessionEnd::Shutdown => return Ok(()),
-            SessionEnd::Lost { error, served_for } => {
-                if error.is_fatal() {
-                    return Err(error);
-                }
-                if served_for.is_some_and(|d| d >= BACKOFF_RESET_AFTER) {
-                    backoff = Backoff::default();
-                }
-                let delay = backoff.next_delay();
-                match error {
-                    WorkerError::TokenRejected { .. } | WorkerError::Refused(_) => {
-                        tracing::error!(error = %error, retry_in_ms = delay.as_millis() as u64, "router refused the worker")
-                    }
-                    _ => {
-                        tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "not connected to the router")
-                    }
-                }
-                tokio::select! {
-                    () = &mut shutdown => return Ok(()),
-                    () = tokio::time::sleep(delay) => {}
-                }
-            }
-        }
-    }
-}
-
-enum SessionEnd {
+pub(super) enum SessionEnd {
     Shutdown,
     /// `served_for` is how long the connection worked after hello_ack, if it got that far.
     Lost {
@@ -349,10 +286,12 @@ impl RunningJobs {
     }
 }
 
-/// Takes a job out of [`RunningJobs`] however its task ends (finished, aborted, panicked).
+/// Takes a job out of [`RunningJobs`] and gives its slot back to the pool however its task
+/// ends (finished, aborted, panicked).
 struct RunningEntry {
     job_id: String,
     jobs: RunningJobs,
+    _permit: Permit,
 }
 
 impl Drop for RunningEntry {
@@ -361,32 +300,57 @@ impl Drop for RunningEntry {
     }
 }
 
-/// What a worker advertises: its models, and those it serves for embeddings too.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Offer {
-    models: Vec<String>,
-    embedding_models: Vec<String>,
+/// What the router took up of this worker's capabilities.
+#[derive(Debug, Clone, Copy, Default)]
+struct Negotiated {
+    job_ack: bool,
+    status: bool,
 }
 
-struct Session<'a, H> {
-    conn: &'a ConnectionConfig,
-    url: &'a str,
-    handler: &'a Arc<H>,
-    offer: Offer,
+impl Negotiated {
+    fn from_ack(capabilities: &[String]) -> Negotiated {
+        let has = |name: &str| capabilities.iter().any(|c| c == name);
+        Negotiated {
+            job_ack: has(capability::JOB_ACK),
+            status: has(capability::STATUS),
+        }
+    }
+}
+
+/// What a worker advertises: its models, and those it serves for embeddings too.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Offer {
+    pub(super) models: Vec<String>,
+    pub(super) embedding_models: Vec<String>,
+}
+
+/// One connection to one router, from dialling to its end.
+pub(super) struct Session<'a, H> {
+    pub(super) conn: &'a ConnectionConfig,
+    pub(super) url: &'a str,
+    pub(super) handler: &'a Arc<H>,
+    pub(super) offer: Offer,
+    pub(super) pool: &'a Arc<SlotPool>,
+    /// This router's place in `--server`.
+    pub(super) index: usize,
+    pub(super) instance: &'a str,
 }
 
 impl<H: JobHandler> Session<'_, H> {
-    async fn run<S: Future<Output = ()> + Unpin>(self, shutdown: &mut S) -> SessionEnd {
+    pub(super) async fn run<S: Future<Output = ()> + Unpin>(self, shutdown: &mut S) -> SessionEnd {
         let handshake = tokio::select! {
             () = &mut *shutdown => return SessionEnd::Shutdown,
             handshake = self.handshake() => handshake,
         };
-        let (sink, mut stream, heartbeat_every) = match handshake {
+        let (sink, mut stream, heartbeat_every, negotiated) = match handshake {
             Ok(parts) => parts,
             Err(error) => return SessionEnd::before_ack(error),
         };
         let acked_at = Instant::now();
-        tracing::info!(url = %self.url, name = self.conn.name.as_deref().unwrap_or("(the token's)"), models = ?self.offer.models, embedding_models = ?self.offer.embedding_models, slots = self.conn.slots, "connected to the router");
+        tracing::info!(url = %self.url, name = self.conn.name.as_deref().unwrap_or("(the token's)"), models = ?self.offer.models, embedding_models = ?self.offer.embedding_models, slots = self.conn.slots, ?negotiated, "connected to the router");
+        // Subscribed before the link is marked up, so the first status goes out at once.
+        let mut pool_changes = self.pool.watch();
+        let _link = LinkUp::new(self.pool, self.index);
 
         let (out_tx, out_rx) = mpsc::channel(OUTGOING_QUEUE);
         let mut writer = AbortOnDrop(tokio::spawn(write_frames(sink, out_rx)));
@@ -409,7 +373,16 @@ impl<H: JobHandler> Session<'_, H> {
                     return SessionEnd::Shutdown;
                 }
                 _ = heartbeat.tick() => {
-                    if out_tx.send(Outgoing::Frame(WorkerMessage::Heartbeat)).await.is_err() {
+                    // A router that reads statuses takes one as a heartbeat, and a status
+                    // now and then corrects any view it marked full after a refusal.
+                    let beat = if negotiated.status { self.status(&jobs) } else { WorkerMessage::Heartbeat };
+                    if out_tx.send(Outgoing::Frame(beat)).await.is_err() {
+                        break WorkerError::ConnectionLost("the socket writer stopped".into());
+                    }
+                }
+                Ok(()) = pool_changes.changed(), if negotiated.status => {
+                    pool_changes.borrow_and_update();
+                    if out_tx.send(Outgoing::Frame(self.status(&jobs))).await.is_err() {
                         break WorkerError::ConnectionLost("the socket writer stopped".into());
                     }
                 }
@@ -433,7 +406,7 @@ impl<H: JobHandler> Session<'_, H> {
                     match RouterMessage::parse(&text) {
                         Ok(RouterMessage::Job { job_id, endpoint, request }) => {
                             let job = Job { id: job_id, endpoint, request };
-                            if self.start_job(&jobs, &out_tx, job).await.is_err() {
+                            if self.start_job(&jobs, &out_tx, job, negotiated).await.is_err() {
                                 break WorkerError::ConnectionLost("the socket writer stopped".into());
                             }
                         }
@@ -466,9 +439,21 @@ impl<H: JobHandler> Session<'_, H> {
         }
     }
 
-    /// Connects, sends hello and waits for hello_ack. Returns the socket halves and the
-    /// heartbeat interval the router asked for.
-    async fn handshake(&self) -> Result<(SplitSink<Socket, Message>, SplitStream<Socket>, Duration), WorkerError> {
+    /// The pool as this router should see it.
+    fn status(&self, jobs: &RunningJobs) -> WorkerMessage {
+        WorkerMessage::Status {
+            slots: self.pool.capacity(),
+            busy: self.pool.busy(),
+            busy_here: u32::try_from(jobs.lock().len()).unwrap_or(u32::MAX),
+            routers: self.pool.links(),
+        }
+    }
+
+    /// Connects, sends hello and waits for hello_ack. Returns the socket halves, the
+    /// heartbeat interval the router asked for and the capabilities it took up.
+    async fn handshake(
+        &self,
+    ) -> Result<(SplitSink<Socket, Message>, SplitStream<Socket>, Duration, Negotiated), WorkerError> {
         let socket = self.connect().await?;
         let (mut sink, mut stream) = socket.split();
         let hello = WorkerMessage::Hello {
@@ -477,8 +462,10 @@ impl<H: JobHandler> Session<'_, H> {
             name: self.conn.name.clone(),
             models: self.offer.models.clone(),
             embedding_models: self.offer.embedding_models.clone(),
-            slots: self.conn.slots,
+            slots: self.pool.capacity(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            instance: Some(self.instance.to_string()),
+            capabilities: capability::ALL.iter().map(|c| c.to_string()).collect(),
         };
         sink.send(Message::text(hello.to_text()))
             .await
@@ -492,12 +479,13 @@ impl<H: JobHandler> Session<'_, H> {
                             worker_id,
                             heartbeat_interval_ms,
                             heartbeat_timeout_ms,
+                            capabilities,
                         }) => {
                             if protocol != PROTOCOL_VERSION {
                                 tracing::warn!(router = protocol, worker = PROTOCOL_VERSION, "protocol version differs");
                             }
-                            tracing::debug!(worker_id = %worker_id, heartbeat_interval_ms, heartbeat_timeout_ms, "hello_ack");
-                            return Ok(heartbeat_interval_ms);
+                            tracing::debug!(worker_id = %worker_id, heartbeat_interval_ms, heartbeat_timeout_ms, ?capabilities, "hello_ack");
+                            return Ok((heartbeat_interval_ms, Negotiated::from_ack(&capabilities)));
                         }
                         Ok(RouterMessage::Refused { message }) => return Err(WorkerError::Refused(message)),
                         Ok(_) | Err(_) => tracing::debug!("ignoring a frame before hello_ack"),
@@ -512,11 +500,12 @@ impl<H: JobHandler> Session<'_, H> {
         })
         .await
         .map_err(|_| WorkerError::NoHelloAck(HELLO_ACK_TIMEOUT))??;
-        let heartbeat_every = match ack {
+        let (interval_ms, negotiated) = ack;
+        let heartbeat_every = match interval_ms {
             0 => FALLBACK_HEARTBEAT,
             ms => Duration::from_millis(ms.max(100)),
         };
-        Ok((sink, stream, heartbeat_every))
+        Ok((sink, stream, heartbeat_every, negotiated))
     }
 
     async fn connect(&self) -> Result<Socket, WorkerError> {
@@ -552,43 +541,63 @@ impl<H: JobHandler> Session<'_, H> {
         }
     }
 
-    /// Starts a job in a free slot, or answers at once that there is none.
-    async fn start_job(&self, jobs: &RunningJobs, out: &mpsc::Sender<Outgoing>, job: Job) -> Result<(), SinkClosed> {
+    /// Starts a job in a free slot of the shared pool, or answers at once that there is
+    /// none. A router that took up `job_ack` hears `job_accepted` (queued before any of the
+    /// job's chunks) or `job_refused`; an older one gets the 503 error it always got.
+    async fn start_job(
+        &self,
+        jobs: &RunningJobs,
+        out: &mpsc::Sender<Outgoing>,
+        job: Job,
+        negotiated: Negotiated,
+    ) -> Result<(), SinkClosed> {
         let job_id = job.id.clone();
-        let refusal = {
-            let mut running = jobs.lock();
-            if running.contains_key(&job_id) {
-                Some("a job with this id is already running")
-            } else if running.len() >= self.conn.slots as usize {
-                Some("worker has no free slot")
+        // Jobs of one connection start one at a time (this runs in its read loop), so the
+        // check and the insert below cannot be raced by another start on it.
+        let duplicate = jobs.lock().contains_key(&job_id);
+        let permit = if duplicate { None } else { self.pool.try_acquire() };
+        let Some(permit) = permit else {
+            let (message, reason) = if duplicate {
+                ("a job with this id is already running", "duplicate")
             } else {
-                let task = tokio::spawn(run_one_job(
-                    Arc::clone(self.handler),
-                    job,
-                    out.clone(),
-                    RunningEntry {
-                        job_id: job_id.clone(),
-                        jobs: jobs.clone(),
-                    },
-                ));
-                // Inserted under the same lock the task's entry takes on exit, so a job that
-                // ends instantly cannot leave a stale entry behind.
-                running.insert(job_id.clone(), task.abort_handle());
-                None
-            }
+                ("worker has no free slot", "busy")
+            };
+            tracing::info!(router = %self.url, job_id = %job_id, slots = self.pool.capacity(), busy = self.pool.busy(), "refusing a job: {message}");
+            let frame = if negotiated.job_ack {
+                WorkerMessage::JobRefused {
+                    job_id,
+                    reason: reason.to_string(),
+                }
+            } else {
+                WorkerMessage::Error {
+                    job_id,
+                    message: message.to_string(),
+                    status: Some(503),
+                    retry_after: None,
+                    limited_until: None,
+                }
+            };
+            return out.send(Outgoing::Frame(frame)).await.map_err(|_| SinkClosed);
         };
-        let Some(message) = refusal else {
-            return Ok(());
-        };
-        tracing::warn!(job_id = %job_id, slots = self.conn.slots, "refusing a job: {message}");
-        let frame = WorkerMessage::Error {
-            job_id,
-            message: message.to_string(),
-            status: Some(503),
-            retry_after: None,
-            limited_until: None,
-        };
-        out.send(Outgoing::Frame(frame)).await.map_err(|_| SinkClosed)
+        if negotiated.job_ack {
+            let accepted = WorkerMessage::JobAccepted { job_id: job_id.clone() };
+            out.send(Outgoing::Frame(accepted)).await.map_err(|_| SinkClosed)?;
+        }
+        let mut running = jobs.lock();
+        let task = tokio::spawn(run_one_job(
+            Arc::clone(self.handler),
+            job,
+            out.clone(),
+            RunningEntry {
+                job_id: job_id.clone(),
+                jobs: jobs.clone(),
+                _permit: permit,
+            },
+        ));
+        // Inserted under the same lock the task's entry takes on exit, so a job that
+        // ends instantly cannot leave a stale entry behind.
+        running.insert(job_id, task.abort_handle());
+        Ok(())
     }
 
     /// On shutdown: tell the router every running job failed (so it can retry them
@@ -717,27 +726,6 @@ async fn refresh_models<H: JobHandler>(
     }
 }
 
-/// Exponential backoff with ±50% jitter, so a fleet of workers does not reconnect in step
-/// after a router restart.
-#[derive(Debug)]
-struct Backoff {
-    next: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff { next: BACKOFF_START }
-    }
-}
-
-impl Backoff {
-    fn next_delay(&mut self) -> Duration {
-        let base = self.next;
-        self.next = (self.next * 2).min(BACKOFF_CAP);
-        base.mul_f64(rand::thread_rng().gen_range(0.5..=1.5))
-    }
-}
-
 /// A sink whose frames come out of the returned receiver, for testing job handlers.
 #[cfg(test)]
 pub(crate) fn test_sink(job_id: &str) -> (ChunkSink, mpsc::UnboundedReceiver<WorkerMessage>) {
@@ -760,6 +748,7 @@ pub(crate) fn test_sink(job_id: &str) -> (ChunkSink, mpsc::UnboundedReceiver<Wor
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::workers::fleet::run_worker;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::net::TcpListener;
     use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
@@ -785,24 +774,9 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_up_to_the_cap_with_jitter() {
-        let mut backoff = Backoff::default();
-        let mut base = BACKOFF_START;
-        for _ in 0..12 {
-            let delay = backoff.next_delay();
-            assert!(
-                delay >= base.mul_f64(0.5) && delay <= base.mul_f64(1.5),
-                "{delay:?} vs {base:?}"
-            );
-            base = (base * 2).min(BACKOFF_CAP);
-        }
-        assert_eq!(backoff.next, BACKOFF_CAP);
-    }
-
-    #[test]
     fn errors_never_show_the_token() {
         let conn = ConnectionConfig {
-            server: "http://h".into(),
+            servers: vec!["http://h".into()],
             token: Secret::new("tok-secret-value".into()),
             name: Some("n".into()),
             slots: 1,
@@ -898,6 +872,143 @@ mod tests {
         }
     }
 
+    /// Reads frames until one matches `wanted` (statuses and heartbeats come any time).
+    async fn next_matching(socket: &mut ServerSocket, wanted: impl Fn(&WorkerMessage) -> bool) -> WorkerMessage {
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(5), socket.next())
+                .await
+                .expect("the worker went quiet")
+                .expect("the socket ended")
+                .unwrap();
+            if let Message::Text(text) = frame {
+                let message = WorkerMessage::parse(&text).unwrap();
+                if wanted(&message) {
+                    return message;
+                }
+            }
+        }
+    }
+
+    fn is_status(busy: u32, busy_here: u32) -> impl Fn(&WorkerMessage) -> bool {
+        move |m| matches!(m, WorkerMessage::Status { busy: b, busy_here: h, .. } if (*b, *h) == (busy, busy_here))
+    }
+
+    /// Accepts a worker's connection, checks its hello and acks it with every capability.
+    async fn greet(listener: &TcpListener) -> (ServerSocket, Option<String>) {
+        let (mut socket, _) = tokio::time::timeout(Duration::from_secs(5), accept(listener))
+            .await
+            .unwrap();
+        let instance = match next_message(&mut socket).await {
+            WorkerMessage::Hello {
+                instance, capabilities, ..
+            } => {
+                assert_eq!(capabilities, capability::ALL);
+                instance
+            }
+            other => panic!("expected hello, got {other:?}"),
+        };
+        let ack = RouterMessage::HelloAck {
+            protocol: PROTOCOL_VERSION,
+            worker_id: "w".into(),
+            heartbeat_interval_ms: 1000,
+            heartbeat_timeout_ms: 3000,
+            capabilities: capability::ALL.iter().map(|c| c.to_string()).collect(),
+        };
+        send(&mut socket, ack).await;
+        (socket, instance)
+    }
+
+    #[tokio::test]
+    async fn one_pool_serves_every_router_and_refuses_at_once_what_it_cannot_hold() {
+        let a = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let b = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (url_a, url_b) = (
+            format!("http://{}", a.local_addr().unwrap()),
+            format!("http://{}", b.local_addr().unwrap()),
+        );
+        let conn = ConnectionConfig {
+            // The same router twice is dialled once.
+            servers: vec![url_a.clone(), url_b.clone(), format!("{url_b}/")],
+            token: Secret::new("tok".into()),
+            name: None,
+            slots: 1,
+            models_refresh: None,
+        };
+        let handler = Arc::new(FakeHandler {
+            dropped: Arc::new(AtomicUsize::new(0)),
+        });
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let worker = tokio::spawn(run_worker(conn, handler, async {
+            let _ = stop_rx.await;
+        }));
+        let (mut on_a, instance_a) = greet(&a).await;
+        let (mut on_b, instance_b) = greet(&b).await;
+        assert!(instance_a.is_some());
+        assert_eq!(instance_a, instance_b, "one worker, one instance id on every router");
+        // Each router hears of both connections.
+        let both_up = |m: &WorkerMessage| matches!(m, WorkerMessage::Status { routers, .. } if routers.len() == 2 && routers.iter().all(|r| r.connected));
+        next_matching(&mut on_a, both_up).await;
+        next_matching(&mut on_b, both_up).await;
+
+        // Router A takes the only slot; router B's job, racing for it, is refused at once.
+        send(&mut on_a, job("slow-a", r#"{"model":"m","slow":true}"#)).await;
+        let accepted = next_matching(&mut on_a, |m| !matches!(m, WorkerMessage::Status { .. })).await;
+        assert!(
+            matches!(accepted, WorkerMessage::JobAccepted { ref job_id } if job_id == "slow-a"),
+            "{accepted:?}"
+        );
+        next_matching(&mut on_b, is_status(1, 0)).await;
+        send(&mut on_b, job("b1", r#"{"model":"m"}"#)).await;
+        let refused = next_matching(&mut on_b, |m| !matches!(m, WorkerMessage::Status { .. })).await;
+        assert!(
+            matches!(refused, WorkerMessage::JobRefused { ref job_id, ref reason } if job_id == "b1" && reason == "busy"),
+            "{refused:?}"
+        );
+
+        // A lets go: B hears the slot is free, and its next job runs.
+        send(
+            &mut on_a,
+            RouterMessage::Cancel {
+                job_id: "slow-a".into(),
+            },
+        )
+        .await;
+        next_matching(&mut on_b, is_status(0, 0)).await;
+        send(&mut on_b, job("b2", r#"{"model":"m"}"#)).await;
+        assert!(matches!(
+            next_matching(&mut on_b, |m| !matches!(m, WorkerMessage::Status { .. })).await,
+            WorkerMessage::JobAccepted { .. }
+        ));
+        next_matching(
+            &mut on_b,
+            |m| matches!(m, WorkerMessage::Done { job_id, .. } if job_id == "b2"),
+        )
+        .await;
+
+        // Router A dies mid-job: the job is abandoned and its slot serves B.
+        send(&mut on_a, job("slow-a2", r#"{"model":"m","slow":true}"#)).await;
+        next_matching(&mut on_b, is_status(1, 0)).await;
+        drop(on_a);
+        let a_down = |m: &WorkerMessage| matches!(m, WorkerMessage::Status { busy: 0, routers, .. } if !routers[0].connected && routers[1].connected);
+        next_matching(&mut on_b, a_down).await;
+        send(&mut on_b, job("b3", r#"{"model":"m"}"#)).await;
+        next_matching(
+            &mut on_b,
+            |m| matches!(m, WorkerMessage::Done { job_id, .. } if job_id == "b3"),
+        )
+        .await;
+        // And A is dialled again when it is back.
+        let (_on_a, again) = greet(&a).await;
+        assert_eq!(again, instance_a);
+
+        stop_tx.send(()).unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(5), worker)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(ended.is_ok(), "{ended:?}");
+    }
+
     #[tokio::test]
     async fn worker_serves_jobs_enforces_slots_cancels_and_reconnects() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -907,7 +1018,7 @@ mod tests {
             dropped: Arc::clone(&dropped),
         });
         let conn = ConnectionConfig {
-            server,
+            servers: vec![server],
             token: Secret::new("tok-1".into()),
             name: Some("box".into()),
             slots: 1,
@@ -942,6 +1053,7 @@ mod tests {
             worker_id: "w1".into(),
             heartbeat_interval_ms: 50,
             heartbeat_timeout_ms: 500,
+            capabilities: Vec::new(),
         };
         send(&mut socket, ack).await;
 

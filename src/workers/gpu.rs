@@ -6,7 +6,8 @@
 use crate::crypto::Secret;
 use crate::providers::connect::ConnectTimeout;
 use crate::workers::args::GpuWorkerArgs;
-use crate::workers::client::{run_worker, ChunkSink, ConnectionConfig, Job, JobHandler, JobOutcome, WorkerError};
+use crate::workers::client::{ChunkSink, ConnectionConfig, Job, JobHandler, JobOutcome, WorkerError};
+use crate::workers::fleet::run_worker;
 use crate::workers::gpu_whole;
 use crate::workers::protocol::{CompletionTokensDetails, JobKind, PromptTokensDetails, Usage, WorkerKind};
 use serde::Deserialize;
@@ -709,7 +710,7 @@ mod tests {
     fn worker(upstream: &str, models: &[&str]) -> GpuWorker {
         GpuWorker::new(&GpuWorkerArgs {
             connection: ConnectionArgs {
-                server: "http://router".into(),
+                server: vec!["http://router".into()],
                 token: Secret::new("t".into()),
                 name: Some("n".into()),
                 slots: 1,

@@ -10,6 +10,27 @@ use serde_json::value::RawValue;
 /// Bumped on any incompatible change; the router refuses a `hello` of another version.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// Optional features a worker offers in its `hello` and the router takes up in `hello_ack`.
+/// Either side without one behaves as protocol 1 always did.
+pub mod capability {
+    /// The worker answers every job at once with `job_accepted` or `job_refused`; the
+    /// router waits for that answer before counting the job as started.
+    pub const JOB_ACK: &str = "job_ack";
+    /// The worker reports its shared slot pool and its router connections in `status`
+    /// frames (on every change, and in place of heartbeats).
+    pub const STATUS: &str = "status";
+    /// What this build offers (worker) and takes up (router).
+    pub const ALL: [&str; 2] = [JOB_ACK, STATUS];
+}
+
+/// One router a worker is connected to (or trying to be), as the worker names it: the
+/// `--server` URL it dials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterLink {
+    pub url: String,
+    pub connected: bool,
+}
+
 /// A worker token's kind: stored with the token, said again in the worker's `hello`.
 pub use crate::store::WorkerKind;
 
@@ -101,9 +122,30 @@ pub enum WorkerMessage {
         slots: u32,
         /// The worker's auxot version, for the workers list.
         version: String,
+        /// Made once when the worker process starts, the same on its connection to every
+        /// router: one worker is recognisable across a fleet.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        instance: Option<String>,
+        /// What it offers of [`capability`]; absent: nothing.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        capabilities: Vec<String>,
     },
     /// Every `heartbeat_interval_ms`; a worker silent for `heartbeat_timeout_ms` is offline.
     Heartbeat,
+    /// (`job_ack`) The job has a slot and runs now.
+    JobAccepted { job_id: String },
+    /// (`job_ack`) The job was not started: `reason` is `busy` when every slot of the
+    /// worker is taken (by this router or another one). The router tries elsewhere.
+    JobRefused { job_id: String, reason: String },
+    /// (`status`) The worker's whole slot pool, shared by every router it serves: `busy`
+    /// slots in all, `busy_here` of them running jobs of this connection, and the routers
+    /// it is connected to. Also counts as a heartbeat.
+    Status {
+        slots: u32,
+        busy: u32,
+        busy_here: u32,
+        routers: Vec<RouterLink>,
+    },
     /// The models it serves changed (the upstream was re-read).
     Models {
         models: Vec<String>,
@@ -144,6 +186,9 @@ pub enum RouterMessage {
         worker_id: String,
         heartbeat_interval_ms: u64,
         heartbeat_timeout_ms: u64,
+        /// The hello's capabilities this router takes up; absent: none.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        capabilities: Vec<String>,
     },
     /// Run an OpenAI request. `request.model` is the model to use. For chat, `request.stream`
     /// is the client's choice (older routers always sent true): the worker answers with
@@ -206,6 +251,12 @@ struct Frame {
     heartbeat_interval_ms: Option<u64>,
     heartbeat_timeout_ms: Option<u64>,
     upstream_connect_timeout_ms: Option<u64>,
+    instance: Option<String>,
+    capabilities: Option<Vec<String>>,
+    reason: Option<String>,
+    busy: Option<u32>,
+    busy_here: Option<u32>,
+    routers: Option<Vec<RouterLink>>,
 }
 
 fn need<T>(value: Option<T>, kind: &str, field: &'static str) -> Result<T, ProtocolError> {
@@ -256,8 +307,23 @@ impl WorkerMessage {
                 embedding_models: f.embedding_models.unwrap_or_default(),
                 slots: need(f.slots, k, "slots")?,
                 version: f.version.unwrap_or_default(),
+                instance: f.instance,
+                capabilities: f.capabilities.unwrap_or_default(),
             },
             "heartbeat" => WorkerMessage::Heartbeat,
+            "job_accepted" => WorkerMessage::JobAccepted {
+                job_id: need(f.job_id, k, "job_id")?,
+            },
+            "job_refused" => WorkerMessage::JobRefused {
+                job_id: need(f.job_id, k, "job_id")?,
+                reason: f.reason.unwrap_or_else(|| "busy".to_string()),
+            },
+            "status" => WorkerMessage::Status {
+                slots: need(f.slots, k, "slots")?,
+                busy: need(f.busy, k, "busy")?,
+                busy_here: need(f.busy_here, k, "busy_here")?,
+                routers: f.routers.unwrap_or_default(),
+            },
             "models" => WorkerMessage::Models {
                 models: need(f.models, k, "models")?,
                 embedding_models: f.embedding_models.unwrap_or_default(),
@@ -296,6 +362,7 @@ impl RouterMessage {
                 worker_id: need(f.worker_id, k, "worker_id")?,
                 heartbeat_interval_ms: need(f.heartbeat_interval_ms, k, "heartbeat_interval_ms")?,
                 heartbeat_timeout_ms: need(f.heartbeat_timeout_ms, k, "heartbeat_timeout_ms")?,
+                capabilities: f.capabilities.unwrap_or_default(),
             },
             "job" => RouterMessage::Job {
                 job_id: need(f.job_id, k, "job_id")?,
@@ -319,6 +386,66 @@ impl RouterMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_worker_messages_travel_as_documented() {
+        let accepted = WorkerMessage::JobAccepted { job_id: "j1".into() };
+        assert_eq!(accepted.to_text(), r#"{"type":"job_accepted","job_id":"j1"}"#);
+        assert!(
+            matches!(WorkerMessage::parse(&accepted.to_text()).unwrap(), WorkerMessage::JobAccepted { job_id } if job_id == "j1")
+        );
+        let refused = WorkerMessage::JobRefused {
+            job_id: "j2".into(),
+            reason: "busy".into(),
+        };
+        assert_eq!(
+            refused.to_text(),
+            r#"{"type":"job_refused","job_id":"j2","reason":"busy"}"#
+        );
+        assert!(
+            matches!(WorkerMessage::parse(&refused.to_text()).unwrap(), WorkerMessage::JobRefused { reason, .. } if reason == "busy")
+        );
+        let status = WorkerMessage::Status {
+            slots: 4,
+            busy: 3,
+            busy_here: 1,
+            routers: vec![RouterLink {
+                url: "http://a:8080".into(),
+                connected: true,
+            }],
+        };
+        let text = status.to_text();
+        assert_eq!(
+            text,
+            r#"{"type":"status","slots":4,"busy":3,"busy_here":1,"routers":[{"url":"http://a:8080","connected":true}]}"#
+        );
+        assert!(
+            matches!(WorkerMessage::parse(&text).unwrap(), WorkerMessage::Status { busy: 3, busy_here: 1, ref routers, .. } if routers.len() == 1)
+        );
+        assert!(WorkerMessage::parse(r#"{"type":"status","slots":1}"#).is_err());
+
+        // A hello and hello_ack without capabilities read as protocol 1 always did.
+        let hello =
+            WorkerMessage::parse(r#"{"type":"hello","protocol":1,"kind":"cli","models":["m"],"slots":1}"#).unwrap();
+        assert!(
+            matches!(hello, WorkerMessage::Hello { instance: None, ref capabilities, .. } if capabilities.is_empty())
+        );
+        let ack = RouterMessage::HelloAck {
+            protocol: 1,
+            worker_id: "w".into(),
+            heartbeat_interval_ms: 5,
+            heartbeat_timeout_ms: 15,
+            capabilities: Vec::new(),
+        };
+        assert!(!ack.to_text().contains("capabilities"));
+        let ack = RouterMessage::parse(
+            r#"{"type":"hello_ack","protocol":1,"worker_id":"w","heartbeat_interval_ms":5,"heartbeat_timeout_ms":15,"capabilities":["job_ack","later"]}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(ack, RouterMessage::HelloAck { ref capabilities, .. } if capabilities == &["job_ack", "later"])
+        );
+    }
 
     #[test]
     fn settings_travel_as_documented_and_parse_back() {
@@ -346,6 +473,8 @@ mod tests {
             embedding_models: Vec::new(),
             slots: 2,
             version: "0.1.0".into(),
+            instance: None,
+            capabilities: Vec::new(),
         };
         let text = hello.to_text();
         assert!(

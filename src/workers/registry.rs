@@ -7,8 +7,14 @@
 //! queued request (the count never drops, so no newcomer can take it in between). A `WorkerJob` that is
 //! dropped before its worker said `done` sends `cancel`: a client that goes away stops the
 //! work on the worker.
+//!
+//! A worker shared by several routers (a fleet) is the authority on its slots: this router
+//! counts its own jobs, learns from the worker's `status` how many slots jobs of other
+//! routers hold, and reserves only what both leave free. A job the worker refuses anyway
+//! (another router won the race) ends as `JobEvent::Refused`, and this router's view of the
+//! worker is full until its next status.
 
-use super::protocol::{JobKind, RouterMessage, Usage, WorkerKind};
+use super::protocol::{JobKind, RouterLink, RouterMessage, Usage, WorkerKind};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
@@ -29,6 +35,11 @@ pub trait SlotExchange: Send + Sync {
 
 type ExchangeCell = Arc<OnceLock<Arc<dyn SlotExchange>>>;
 
+/// How long a router waits for a worker that acks jobs to accept or refuse one. A worker
+/// answers at once; silence this long means the job is not running: the router tries
+/// elsewhere (and cancels it, in case the acceptance is merely late).
+pub const JOB_ACK_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// How long an offline worker stays in the list.
 const OFFLINE_KEPT_SECS: i64 = 3600;
 const OFFLINE_KEPT_MAX: usize = 200;
@@ -48,6 +59,17 @@ pub enum JobEvent {
     },
     /// The worker's connection ended (or it missed its heartbeats) mid-job.
     Disconnected,
+    /// The worker did not take the job: every slot is busy (with another router's jobs),
+    /// or it did not answer within `JOB_ACK_TIMEOUT`. Not a failure of the worker.
+    Refused,
+}
+
+/// What arrives on a job's channel: its events, and the worker's ack (`job_ack`), which
+/// `WorkerJob` reads itself.
+enum Wire {
+    Event(JobEvent),
+    Accepted,
+    Refused,
 }
 
 /// A worker as the hello described it, once its token is checked.
@@ -60,10 +82,19 @@ pub struct Hello {
     /// Those of `models` it also serves for embeddings jobs.
     pub embedding_models: Vec<String>,
     pub slots: u32,
+    /// The worker process's id, the same on every router of a fleet.
+    pub instance: Option<String>,
+    /// It answers each job with `job_accepted`/`job_refused`.
+    pub acks_jobs: bool,
 }
 
 pub struct LiveWorker {
     pub id: String,
+    /// The worker process's id (from its hello), the same on every router it serves.
+    pub instance: Option<String>,
+    /// It answers each job at once with accepted or refused.
+    pub acks_jobs: bool,
+    ack_timeout: Duration,
     pub token_id: String,
     pub kind: WorkerKind,
     pub name: String,
@@ -72,11 +103,18 @@ pub struct LiveWorker {
     pub connected_at: i64,
     models: RwLock<Arc<Vec<String>>>,
     embedding_models: RwLock<Arc<Vec<String>>>,
+    /// Slots this router's jobs hold.
     in_use: AtomicU32,
+    /// Slots other routers' jobs held at the worker's last status.
+    elsewhere: AtomicU32,
+    /// The worker refused a job: no reservation until its next status.
+    marked_full: AtomicBool,
+    /// The routers it said it is connected to, as it names them.
+    routers: RwLock<Arc<Vec<RouterLink>>>,
     jobs_served: AtomicU64,
     last_seen_ms: AtomicU64,
     outbox: mpsc::UnboundedSender<RouterMessage>,
-    jobs: Mutex<HashMap<String, mpsc::UnboundedSender<JobEvent>>>,
+    jobs: Mutex<HashMap<String, mpsc::UnboundedSender<Wire>>>,
     kicked: Notify,
     gone: AtomicBool,
     exchange: ExchangeCell,
@@ -108,8 +146,58 @@ impl LiveWorker {
         }
     }
 
+    /// Slots taken as this router sees them: by its own jobs and, for a worker shared with
+    /// other routers, by theirs (all of them while it is marked full after a refusal).
     pub fn in_use(&self) -> u32 {
+        if self.marked_full.load(Ordering::Acquire) {
+            return self.slots;
+        }
+        self.in_use_here()
+            .saturating_add(self.elsewhere.load(Ordering::Acquire))
+            .min(self.slots)
+    }
+
+    /// Slots this router's own jobs hold.
+    pub fn in_use_here(&self) -> u32 {
         self.in_use.load(Ordering::Acquire)
+    }
+
+    /// The routers the worker says it is connected to (empty: it does not say).
+    pub fn routers(&self) -> Arc<Vec<RouterLink>> {
+        self.routers.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The worker's `status`: `busy` slots in all, `busy_here` of them this router's. Ends
+    /// a mark of full; slots it shows free may go to waiting requests at once.
+    pub fn apply_status(self: &Arc<Self>, busy: u32, busy_here: u32, routers: Vec<RouterLink>) {
+        self.elsewhere
+            .store(busy.saturating_sub(busy_here).min(self.slots), Ordering::Release);
+        self.marked_full.store(false, Ordering::Release);
+        let changed = *self.routers() != routers;
+        if changed {
+            *self.routers.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(routers);
+        }
+        if self.in_use() < self.slots {
+            if let Some(exchange) = self.exchange.get() {
+                exchange.capacity_added(self);
+            }
+        }
+    }
+
+    /// The worker refused a job: take nothing more from it until it reports its slots.
+    pub fn mark_full(&self) {
+        self.marked_full.store(true, Ordering::Release);
+    }
+
+    /// A slot this router frees now is one the worker gives another router's job first:
+    /// handing it to a waiting request here would only be refused.
+    fn freed_slot_is_taken(&self) -> bool {
+        self.marked_full.load(Ordering::Acquire)
+            || self
+                .in_use_here()
+                .saturating_sub(1)
+                .saturating_add(self.elsewhere.load(Ordering::Acquire))
+                >= self.slots
     }
 
     pub fn is_gone(&self) -> bool {
@@ -124,13 +212,15 @@ impl LiveWorker {
     /// Counts one more slot in use if one is free. A `SlotExchange` that takes a slot this
     /// way hands it on with `SlotGuard::adopt` or gives it back with `return_slot`.
     pub fn take_slot(&self) -> bool {
-        !self.is_gone()
-            && self
-                .in_use
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                    (n < self.slots).then_some(n + 1)
-                })
-                .is_ok()
+        if self.is_gone() || self.marked_full.load(Ordering::Acquire) {
+            return false;
+        }
+        let free_here = self.slots.saturating_sub(self.elsewhere.load(Ordering::Acquire));
+        self.in_use
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < free_here).then_some(n + 1)
+            })
+            .is_ok()
     }
 
     /// Gives a slot back to the free count. Only a `SlotExchange` calls this, for a slot
@@ -168,6 +258,7 @@ impl LiveWorker {
             events,
             _slot: slot,
             finished: false,
+            awaiting_ack: self.acks_jobs,
             pushed_back: None,
             clock: None,
         };
@@ -185,10 +276,25 @@ impl LiveWorker {
     /// Routes a worker's message about a job to whoever waits for it; a job nobody waits
     /// for any more (cancelled) is ignored.
     pub fn deliver(&self, job_id: &str, event: JobEvent) {
+        let ends = matches!(event, JobEvent::Done(_) | JobEvent::Failed { .. } | JobEvent::Refused);
+        self.send_wire(job_id, Wire::Event(event), ends);
+    }
+
+    /// The worker's answer to a job (`job_accepted` or `job_refused`).
+    pub fn deliver_ack(&self, job_id: &str, accepted: bool) {
+        if !accepted {
+            // Marked here, in frame order: a status the worker sent after the refusal
+            // (read next on this socket) then rightly ends the mark.
+            self.mark_full();
+        }
+        let wire = if accepted { Wire::Accepted } else { Wire::Refused };
+        self.send_wire(job_id, wire, !accepted);
+    }
+
+    fn send_wire(&self, job_id: &str, wire: Wire, ends: bool) {
         let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        let ends = matches!(event, JobEvent::Done(_) | JobEvent::Failed { .. });
         if let Some(sender) = jobs.get(job_id) {
-            let _ = sender.send(event);
+            let _ = sender.send(wire);
         }
         if ends {
             jobs.remove(job_id);
@@ -207,13 +313,21 @@ impl LiveWorker {
     fn fail_all_jobs(&self) {
         let jobs = std::mem::take(&mut *self.jobs.lock().unwrap_or_else(|p| p.into_inner()));
         for (_, sender) in jobs {
-            let _ = sender.send(JobEvent::Disconnected);
+            let _ = sender.send(Wire::Event(JobEvent::Disconnected));
         }
     }
 
     fn view(&self, status: &'static str, last_seen_ms: u64) -> WorkerView {
+        let offline = status == "offline";
         WorkerView {
             id: self.id.clone(),
+            instance_id: self.instance.clone(),
+            routers: if offline {
+                Vec::new()
+            } else {
+                self.routers().as_ref().clone()
+            },
+            slots_in_use_here: if offline { 0 } else { self.in_use_here() },
             token_id: self.token_id.clone(),
             kind: self.kind,
             name: self.name.clone(),
@@ -221,7 +335,7 @@ impl LiveWorker {
             models: self.models().as_ref().clone(),
             embedding_models: self.models_for(JobKind::Embeddings).as_ref().clone(),
             slots_total: self.slots,
-            slots_in_use: if status == "offline" { 0 } else { self.in_use() },
+            slots_in_use: if offline { 0 } else { self.in_use() },
             jobs_served: self.jobs_served.load(Ordering::Relaxed),
             connected_at: crate::clock::rfc3339(self.connected_at),
             last_heartbeat: crate::clock::rfc3339((last_seen_ms / 1000) as i64),
@@ -251,8 +365,9 @@ impl SlotGuard {
 impl Drop for SlotGuard {
     fn drop(&mut self) {
         match self.worker.exchange.get() {
-            Some(exchange) => exchange.release(&self.worker),
-            None => self.worker.return_slot(),
+            Some(exchange) if !self.worker.freed_slot_is_taken() => exchange.release(&self.worker),
+            // The worker's next status hands the slot on once it is really free.
+            _ => self.worker.return_slot(),
         }
     }
 }
@@ -261,9 +376,11 @@ impl Drop for SlotGuard {
 pub struct WorkerJob {
     worker: Arc<LiveWorker>,
     job_id: String,
-    events: mpsc::UnboundedReceiver<JobEvent>,
+    events: mpsc::UnboundedReceiver<Wire>,
     _slot: SlotGuard,
     finished: bool,
+    /// The worker acks jobs and has not yet said whether it took this one.
+    awaiting_ack: bool,
     pushed_back: Option<JobEvent>,
     /// Once the client streams: the longest silence between events, and the deadline.
     clock: Option<(Duration, tokio::time::Instant)>,
@@ -285,13 +402,71 @@ impl WorkerJob {
         self.clock = Some((idle, deadline));
     }
 
-    /// The next event; `Disconnected` once the worker is gone.
+    /// The next event; `Disconnected` once the worker is gone; first of all `Refused` if
+    /// the worker did not take the job (its slot is given back on drop, with no cancel).
     pub async fn next_event(&mut self) -> JobEvent {
         if let Some(event) = self.pushed_back.take() {
             return event;
         }
-        let event = match self.clock {
-            None => self.events.recv().await.unwrap_or(JobEvent::Disconnected),
+        let event = match self.await_ack().await {
+            Some(event) => event,
+            None => match self.receive().await {
+                Ok(event) => event,
+                // Not finished on the worker: dropping the job sends `cancel`.
+                Err(timeout) => return timeout,
+            },
+        };
+        match &event {
+            JobEvent::Done(_) => {
+                self.finished = true;
+                self.worker.jobs_served.fetch_add(1, Ordering::Relaxed);
+            }
+            JobEvent::Failed { .. } | JobEvent::Disconnected => self.finished = true,
+            JobEvent::Chunk(_) | JobEvent::Refused => {}
+        }
+        event
+    }
+
+    /// For a worker that acks jobs, once: `None` when it took the job, else the event
+    /// that answers instead (`Refused`, or an end that came before any ack).
+    async fn await_ack(&mut self) -> Option<JobEvent> {
+        if !std::mem::take(&mut self.awaiting_ack) {
+            return None;
+        }
+        let limit = self.worker.ack_timeout;
+        match tokio::time::timeout(limit, self.events.recv()).await {
+            Ok(Some(Wire::Accepted)) => None,
+            Ok(Some(Wire::Refused)) => {
+                // It never ran: nothing to cancel. `deliver_ack` marked the worker full.
+                self.finished = true;
+                Some(JobEvent::Refused)
+            }
+            // An answer before any ack: the worker took the job after all.
+            Ok(Some(Wire::Event(event))) => Some(event),
+            Ok(None) => Some(JobEvent::Disconnected),
+            Err(_) => {
+                tracing::warn!(worker = %self.worker.name, job_id = %self.job_id, "the worker neither accepted nor refused the job within {}ms; trying elsewhere", limit.as_millis());
+                self.worker.mark_full();
+                Some(JobEvent::Refused)
+            }
+        }
+    }
+
+    /// The next event under the clock; `Err` is a timeout's `Failed`.
+    async fn receive(&mut self) -> Result<JobEvent, JobEvent> {
+        loop {
+            match self.receive_wire().await? {
+                Some(Wire::Event(event)) => return Ok(event),
+                // A late ack says nothing new: the job already runs (or ended).
+                Some(Wire::Accepted | Wire::Refused) => continue,
+                None => return Ok(JobEvent::Disconnected),
+            }
+        }
+    }
+
+    async fn receive_wire(&mut self) -> Result<Option<Wire>, JobEvent> {
+        let wire = match self.clock {
+            None => self.events.recv().await,
             Some((idle, deadline)) => {
                 let idle_at = tokio::time::Instant::now() + idle;
                 let (at, what, limit) = if idle_at <= deadline {
@@ -304,10 +479,9 @@ impl WorkerJob {
                     )
                 };
                 match tokio::time::timeout_at(at, self.events.recv()).await {
-                    Ok(event) => event.unwrap_or(JobEvent::Disconnected),
-                    // Not finished on the worker: dropping the job sends `cancel`.
+                    Ok(wire) => wire,
                     Err(_) => {
-                        return JobEvent::Failed {
+                        return Err(JobEvent::Failed {
                             message: match what {
                                 "idle" => format!("the worker sent nothing for {}ms (idle timeout)", limit.as_millis()),
                                 _ => "the request ran past its total time limit".to_string(),
@@ -315,20 +489,12 @@ impl WorkerJob {
                             status: Some(504),
                             retry_after: None,
                             limited_until: None,
-                        }
+                        })
                     }
                 }
             }
         };
-        match &event {
-            JobEvent::Done(_) => {
-                self.finished = true;
-                self.worker.jobs_served.fetch_add(1, Ordering::Relaxed);
-            }
-            JobEvent::Failed { .. } | JobEvent::Disconnected => self.finished = true,
-            JobEvent::Chunk(_) => {}
-        }
-        event
+        Ok(wire)
     }
 }
 
@@ -351,6 +517,13 @@ impl Drop for WorkerJob {
 #[derive(Debug, Clone, Serialize)]
 pub struct WorkerView {
     pub id: String,
+    /// The worker process's id: the same worker has the same one on every router.
+    pub instance_id: Option<String>,
+    /// The routers of the fleet it is connected to, by the URL it dials (empty for a
+    /// worker that does not report them).
+    pub routers: Vec<RouterLink>,
+    /// Of `slots_in_use`, those this router's jobs hold.
+    pub slots_in_use_here: u32,
     pub token_id: String,
     pub kind: WorkerKind,
     pub name: String,
@@ -377,6 +550,7 @@ pub struct WorkerRegistry {
     offline: Mutex<Vec<Offline>>,
     exchange: ExchangeCell,
     pub heartbeat_timeout: Duration,
+    job_ack_timeout: Duration,
 }
 
 impl WorkerRegistry {
@@ -386,7 +560,14 @@ impl WorkerRegistry {
             offline: Mutex::new(Vec::new()),
             exchange: Arc::new(OnceLock::new()),
             heartbeat_timeout,
+            job_ack_timeout: JOB_ACK_TIMEOUT,
         }
+    }
+
+    /// How long a worker that acks jobs has to accept or refuse one.
+    pub fn with_job_ack_timeout(mut self, limit: Duration) -> Self {
+        self.job_ack_timeout = limit;
+        self
     }
 
     /// Installs where freed slots go (once; the dispatcher does it when it is built).
@@ -407,10 +588,16 @@ impl WorkerRegistry {
             name: hello.name,
             version: hello.version,
             slots: hello.slots,
+            instance: hello.instance,
+            acks_jobs: hello.acks_jobs,
+            ack_timeout: self.job_ack_timeout,
             connected_at: crate::clock::now_unix(),
             models: RwLock::new(Arc::new(hello.models)),
             embedding_models: RwLock::new(Arc::new(hello.embedding_models)),
             in_use: AtomicU32::new(0),
+            elsewhere: AtomicU32::new(0),
+            marked_full: AtomicBool::new(false),
+            routers: RwLock::new(Arc::new(Vec::new())),
             jobs_served: AtomicU64::new(0),
             last_seen_ms: AtomicU64::new(now_ms()),
             outbox,
@@ -553,6 +740,8 @@ mod tests {
             models: vec!["m".into()],
             embedding_models: Vec::new(),
             slots,
+            instance: None,
+            acks_jobs: false,
         }
     }
 
@@ -641,6 +830,99 @@ mod tests {
         let views = registry.views();
         assert_eq!(views.len(), 1);
         assert_eq!(views[0].status, "offline");
+    }
+
+    fn acking(token: &str, slots: u32) -> Hello {
+        Hello {
+            acks_jobs: true,
+            instance: Some("inst-1".into()),
+            ..hello(token, slots)
+        }
+    }
+
+    fn job_on(worker: &Arc<LiveWorker>) -> WorkerJob {
+        let slot = worker.try_reserve().unwrap();
+        worker
+            .start_job(
+                slot,
+                JobKind::ChatCompletions,
+                RawValue::from_string("{}".into()).unwrap(),
+            )
+            .unwrap()
+    }
+
+    async fn sent_job_id(outbox: &mut mpsc::UnboundedReceiver<RouterMessage>) -> String {
+        match outbox.recv().await.unwrap() {
+            RouterMessage::Job { job_id, .. } => job_id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_accepted_job_runs_and_a_refused_one_marks_the_worker_full_until_its_status() {
+        let registry = WorkerRegistry::new(Duration::from_secs(15));
+        let (worker, mut outbox) = registry.register(acking("t1", 2));
+        let mut accepted = job_on(&worker);
+        let id = sent_job_id(&mut outbox).await;
+        worker.deliver_ack(&id, true);
+        worker.deliver(&id, JobEvent::Done(None));
+        assert!(matches!(accepted.next_event().await, JobEvent::Done(None)));
+        drop(accepted);
+
+        let mut refused = job_on(&worker);
+        let id = sent_job_id(&mut outbox).await;
+        worker.deliver_ack(&id, false);
+        assert!(matches!(refused.next_event().await, JobEvent::Refused));
+        drop(refused);
+        assert!(outbox.try_recv().is_err(), "a refused job needs no cancel");
+        assert_eq!(worker.in_use_here(), 0);
+        assert_eq!(worker.in_use(), 2, "full in this router's view");
+        assert!(worker.try_reserve().is_none());
+
+        // The status: one slot busy with another router's job, one free.
+        let link = RouterLink {
+            url: "http://a".into(),
+            connected: true,
+        };
+        worker.apply_status(1, 0, vec![link.clone()]);
+        assert_eq!(worker.in_use(), 1);
+        let slot = worker.try_reserve().unwrap();
+        assert!(
+            worker.try_reserve().is_none(),
+            "the other router's job holds the other slot"
+        );
+        drop(slot);
+        let view = &registry.views()[0];
+        assert_eq!(view.instance_id.as_deref(), Some("inst-1"));
+        assert_eq!(view.routers, vec![link]);
+        assert_eq!((view.slots_in_use, view.slots_in_use_here), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn a_job_the_worker_never_acks_counts_as_refused_and_is_cancelled() {
+        let registry = WorkerRegistry::new(Duration::from_secs(15)).with_job_ack_timeout(Duration::from_millis(50));
+        let (worker, mut outbox) = registry.register(acking("t1", 1));
+        let mut job = job_on(&worker);
+        let id = sent_job_id(&mut outbox).await;
+        assert!(matches!(job.next_event().await, JobEvent::Refused));
+        drop(job);
+        match outbox.recv().await.unwrap() {
+            RouterMessage::Cancel { job_id } => assert_eq!(job_id, id),
+            other => panic!("{other:?}"),
+        }
+        assert!(worker.try_reserve().is_none(), "full until the next status");
+        worker.apply_status(0, 0, Vec::new());
+        assert!(worker.try_reserve().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_worker_without_acks_starts_jobs_as_before() {
+        let registry = WorkerRegistry::new(Duration::from_secs(15));
+        let (worker, mut outbox) = registry.register(hello("t1", 1));
+        let mut job = job_on(&worker);
+        let id = sent_job_id(&mut outbox).await;
+        worker.deliver(&id, JobEvent::Done(None));
+        assert!(matches!(job.next_event().await, JobEvent::Done(None)));
     }
 
     #[test]

@@ -54,6 +54,10 @@ export interface Worker {
   connected_at: string;
   last_heartbeat: string;
   status: 'idle' | 'busy' | 'offline';
+  /** The worker process's id: the same worker has the same one on every router of a fleet. */
+  instance_id?: string | null;
+  /** The routers it dials (by the URL it uses) and whether each connection is up. */
+  routers?: { url: string; connected: boolean }[];
   cooldown_until?: string | null;
   cooldown_reason?: string | null;
   limited_until?: string | null;

@@ -80,6 +80,7 @@ function LiveWorkers(props: { workers: Resource<Worker[]>; updatedAt: number }) 
                 <>
                   <strong>{w.name}</strong>
                   <div class="muted small">v{w.version}</div>
+                  {fleetNote(w)}
                 </>
               ),
             },
@@ -109,6 +110,25 @@ function LiveWorkers(props: { workers: Resource<Worker[]>; updatedAt: number }) 
         />
       )}
     </Section>
+  );
+}
+
+/** A worker shared by several routers: where it is connected (a single router says nothing). */
+function fleetNote(w: Worker) {
+  const routers = w.routers ?? [];
+  if (routers.length < 2) return null;
+  const up = routers.filter((r) => r.connected).length;
+  return (
+    <div class="muted small" title={routers.map((r) => `${r.url}: ${r.connected ? 'connected' : 'not connected'}`).join('\n')}>
+      connected to {up} of {routers.length} routers
+      {routers
+        .filter((r) => !r.connected)
+        .map((r) => (
+          <div key={r.url} class="break">
+            not connected: {r.url}
+          </div>
+        ))}
+    </div>
   );
 }
 
