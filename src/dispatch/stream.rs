@@ -417,6 +417,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_responses_stream_is_held_until_its_first_content() {
+        let opening = "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0}\n\n\
+            event: response.in_progress\ndata: {\"type\":\"response.in_progress\",\"sequence_number\":1}\n\n\
+            event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"sequence_number\":2}\n\n";
+        let failed = "event: response.failed\ndata: {\"type\":\"response.failed\",\"response\":{\"error\":{\"message\":\"quota\"}}}\n\n";
+        let err = hold_responses_until_content(body(vec![opening, failed]), Clock::start(phases(1000)))
+            .await
+            .err()
+            .unwrap();
+        assert!(format!("{err:?}").contains("error event before any content"), "{err:?}");
+        let delta = "data: {\"type\":\"response.output_text.delta\",\"sequence_number\":3,\"delta\":\"Hi\"}\n\n";
+        let held = hold_responses_until_content(body(vec![opening, delta]), Clock::start(phases(1000)))
+            .await
+            .ok()
+            .unwrap();
+        let got: Vec<Bytes> = held.map(|c| c.unwrap()).collect().await;
+        assert_eq!(
+            got.concat(),
+            [opening, delta].concat().as_bytes(),
+            "passed whole, as sent"
+        );
+        let silent = hold_responses_until_content(body(vec![opening]), Clock::start(phases(1000))).await;
+        assert!(silent.is_err(), "a stream that ends before any content fails over");
+    }
+
+    #[tokio::test]
     async fn a_silent_stream_ends_with_an_idle_error() {
         let silent = futures_util::stream::pending::<Result<Bytes, ProviderError>>().boxed();
         let first = futures_util::stream::iter(vec![Ok(Bytes::from_static(b"data: {}\n\n"))]).boxed();

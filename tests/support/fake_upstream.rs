@@ -206,6 +206,51 @@ fn json_reply(status: u16, body: Value) -> Response<Body> {
 /// refuses reasoning it cannot decrypt.
 pub const ENCRYPTED_REASONING: &str = "gAAAAABo-opaque+/reasoning==";
 
+/// The fake's thinking text and signature: a thinking block sent back with any other
+/// is refused, as Anthropic refuses a block whose signature does not match.
+pub const FAKE_THINKING: &str = "The user wants Oslo's weather; I should call the tool.";
+pub const FAKE_SIGNATURE: &str = "EqQBCkgIARABGAIiQL+sig/fake==";
+
+/// Why Anthropic would refuse this request's thinking, if it would: a budget under 1024 or
+/// not under `max_tokens`, a temperature other than 1, a thinking block not as the fake
+/// wrote it, or (thinking on) a last assistant turn with a tool call that does not start
+/// with its thinking.
+fn thinking_refusal(request: &Value) -> Option<String> {
+    let messages = request["messages"].as_array()?;
+    for message in messages.iter().filter(|m| m["role"] == "assistant") {
+        for block in message["content"].as_array().into_iter().flatten() {
+            let bad = match block["type"].as_str() {
+                Some("thinking") => block["signature"] != FAKE_SIGNATURE || block["thinking"] != FAKE_THINKING,
+                Some("redacted_thinking") => !block["data"].is_string(),
+                _ => false,
+            };
+            if bad {
+                return Some("messages: Invalid `signature` in `thinking` block".into());
+            }
+        }
+    }
+    if request["thinking"]["type"] != "enabled" {
+        return None;
+    }
+    let budget = request["thinking"]["budget_tokens"].as_u64().unwrap_or(0);
+    if budget < 1024 || request["max_tokens"].as_u64().unwrap_or(0) <= budget {
+        return Some("thinking.budget_tokens: must be at least 1024 and less than max_tokens".into());
+    }
+    if request.get("temperature").is_some_and(|t| t != 1.0) {
+        return Some("temperature may only be set to 1 when thinking is enabled".into());
+    }
+    let last_assistant = messages.iter().rev().find(|m| m["role"] == "assistant")?;
+    let blocks = last_assistant["content"].as_array()?;
+    let calls = blocks.iter().any(|b| b["type"] == "tool_use");
+    let first = blocks.first().and_then(|b| b["type"].as_str()).unwrap_or("");
+    if calls && !matches!(first, "thinking" | "redacted_thinking") {
+        return Some(format!(
+            "messages: Expected `thinking` or `redacted_thinking`, but found `{first}`. When `thinking` is enabled, a final `assistant` message must start with a thinking block."
+        ));
+    }
+    None
+}
+
 fn wants_tool(request: &Value) -> Option<String> {
     let tools = request["tools"].as_array()?;
     let last = request["messages"].as_array()?.last()?.to_string();
@@ -610,10 +655,21 @@ impl FakeState {
                 json!({"type": "error", "error": {"type": "api_error", "message": format!("{} is failing on purpose", self.name)}}),
             );
         }
+        let thinking = request["thinking"]["type"] == "enabled";
+        if let Some(refusal) = thinking_refusal(&request) {
+            return json_reply(
+                400,
+                json!({"type": "error", "error": {"type": "invalid_request_error", "message": refusal}}),
+            );
+        }
         let text = format!("Hello from {}", self.name);
         let tool = wants_tool(&request);
         if request["stream"].as_bool() != Some(true) {
-            let mut content = vec![json!({"type": "text", "text": text})];
+            let mut content = Vec::new();
+            if thinking {
+                content.push(json!({"type": "thinking", "thinking": FAKE_THINKING, "signature": FAKE_SIGNATURE}));
+            }
+            content.push(json!({"type": "text", "text": text}));
             if let Some(name) = &tool {
                 content.push(json!({"type": "tool_use", "id": "toolu_1", "name": name, "input": {"city": "Oslo"}}));
             }
@@ -649,30 +705,57 @@ impl FakeState {
             json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "model": model,
             "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 11, "output_tokens": 1}}}),
         );
+        let mut index = 0;
+        if thinking {
+            out += &event(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+            );
+            let (head, tail) = FAKE_THINKING.split_at(FAKE_THINKING.len() / 2);
+            for part in [head, tail] {
+                out += &event(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": part}}),
+                );
+            }
+            out += &event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": FAKE_SIGNATURE}}),
+            );
+            out += &event("content_block_stop", json!({"type": "content_block_stop", "index": 0}));
+            index += 1;
+        }
         out += &event(
             "content_block_start",
-            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}),
         );
         out += &event("ping", json!({"type": "ping"}));
         for word in text.split_inclusive(' ') {
             out += &event(
                 "content_block_delta",
-                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": word}}),
+                json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": word}}),
             );
         }
-        out += &event("content_block_stop", json!({"type": "content_block_stop", "index": 0}));
+        out += &event(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": index}),
+        );
+        index += 1;
         if let Some(name) = &tool {
             out += &event(
                 "content_block_start",
-                json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_1", "name": name, "input": {}}}),
+                json!({"type": "content_block_start", "index": index, "content_block": {"type": "tool_use", "id": "toolu_1", "name": name, "input": {}}}),
             );
             for part in ["{\"ci", "ty\": \"Os", "lo\"}"] {
                 out += &event(
                     "content_block_delta",
-                    json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": part}}),
+                    json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": part}}),
                 );
             }
-            out += &event("content_block_stop", json!({"type": "content_block_stop", "index": 1}));
+            out += &event(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": index}),
+            );
         }
         let stop = if tool.is_some() { "tool_use" } else { "end_turn" };
         out += &event(

@@ -28,6 +28,8 @@ mod stream_from_chat;
 mod stream_from_messages;
 
 #[cfg(test)]
+mod messages_tests;
+#[cfg(test)]
 mod props;
 #[cfg(test)]
 mod tests;

@@ -84,8 +84,7 @@ pub fn responses_to_messages_request(body: &[u8]) -> Result<(Value, ResponseCont
     if messages.is_empty() {
         return Err(err("input", "must hold at least one message"));
     }
-    // Anthropic answers after a user turn: a conversation ending in the assistant's words
-    // is a prefill, which thinking refuses; it is kept as it is otherwise.
+    let thinking_fits = last_call_turn_thinks(&messages);
     out.insert("messages".into(), Value::Array(messages));
 
     let tools = tools(&req, &mut context)?;
@@ -130,6 +129,10 @@ pub fn responses_to_messages_request(body: &[u8]) -> Result<(Value, ResponseCont
         tracing::debug!("thinking is off: the request forces a tool");
         budget = None;
     }
+    if !thinking_fits && budget.is_some() {
+        tracing::debug!("thinking is off: the last tool-calling turn carries no Anthropic thinking");
+        budget = None;
+    }
     let max_tokens = match (max_output, budget) {
         (Some(max), Some(b)) => {
             // max_tokens must exceed the budget: the budget gives way, down to its minimum.
@@ -167,6 +170,19 @@ pub fn responses_to_messages_request(body: &[u8]) -> Result<(Value, ResponseCont
         out.insert("metadata".into(), json!({"user_id": user}));
     }
     Ok((Value::Object(out), context))
+}
+
+/// Whether thinking can be on: with it, Anthropic wants the last assistant turn that calls
+/// tools to start with its thinking block, which a conversation begun elsewhere (another
+/// provider, thinking off) does not have.
+fn last_call_turn_thinks(messages: &[Value]) -> bool {
+    let Some(last) = messages.iter().rev().find(|m| m["role"] == "assistant") else {
+        return true;
+    };
+    let blocks = last["content"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let calls = blocks.iter().any(|b| b["type"] == "tool_use");
+    let first = blocks.first().and_then(|b| b["type"].as_str());
+    !calls || matches!(first, Some("thinking" | "redacted_thinking"))
 }
 
 /// Appends a content block to the conversation, joining the last message when it has the
