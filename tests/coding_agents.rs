@@ -714,6 +714,56 @@ async fn the_real_codex_runs_a_tool_using_turn_on_an_openai_provider() {
 }
 
 #[tokio::test]
+async fn the_real_codex_thinks_through_a_tool_using_turn_on_an_anthropic_provider() {
+    let Some(codex) = agent_cli("codex") else { return };
+    let fake = FakeUpstream::anthropic("claude", &[ANTHROPIC_KEY], &["claude-sonnet-4-5-20250929"]).await;
+    let (server, admin, client) = server().await;
+    server.add_provider(&admin, "anthropic", &fake, ANTHROPIC_KEY).await;
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join(".codex")).unwrap();
+    let config = format!(
+        "model = \"claude-sonnet-4-5\"\nmodel_reasoning_effort = \"medium\"\nmodel_provider = \"auxot\"\n\n[model_providers.auxot]\nname = \"auxot\"\nbase_url = \"{}/v1\"\nenv_key = \"AUXOT_API_KEY\"\nwire_api = \"responses\"\n",
+        server.url
+    );
+    std::fs::write(home.path().join(".codex/config.toml"), config).unwrap();
+    let env = [("AUXOT_API_KEY", client.clone())];
+    let (ok, stdout, stderr) = run_agent(
+        &codex,
+        &["exec", "--skip-git-repo-check", "What is the weather in Oslo?"],
+        &env,
+        home.path(),
+    )
+    .await;
+    assert!(
+        ok,
+        "codex failed\nstdout: {stdout}\nstderr: {stderr}\nserver: {}",
+        server.logs()
+    );
+    assert!(
+        stdout.contains("Hello from claude"),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    // The turn's second request gives Anthropic its own signed thinking back before the
+    // tool call (the fake refuses any other), with thinking still on.
+    let turns: Vec<Value> = fake.chat_requests().iter().map(|r| r.json()).collect();
+    assert!(turns.len() >= 2, "{turns:?}");
+    let second = &turns[1];
+    assert_eq!(second["thinking"]["type"], "enabled", "{second}");
+    let assistant = second["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "assistant")
+        .unwrap();
+    assert_eq!(assistant["content"][0]["type"], "thinking", "{assistant}");
+    assert_eq!(
+        assistant["content"][0]["signature"],
+        crate::support::fake_upstream::FAKE_SIGNATURE
+    );
+    assert!(second.to_string().contains("tool_result"), "{second}");
+}
+
+#[tokio::test]
 async fn legacy_completions_name_the_chat_endpoint() {
     let (server, _admin, client) = server().await;
     let reply = server
