@@ -277,66 +277,66 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Serves `state` on an already-bound listener until `shutdown` resolves (tests bind port 0).
 pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) {
     let background = spawn_background_tasks(&state);
-    let incoming = futures_util::stream::unfold(listener, |listener| async move {
+    let workers = state.workers.clone();
+    let usage = state.usage.clone();
+    let grace = state.config.shutdown_grace;
+    let service = warp::service(api::routes(state));
+    // Built on hyper directly (not `warp::serve`) to know each connection's peer address,
+    // which the login throttle keys on, and to bound how long a client may take to send
+    // its headers.
+    let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        // A client that has not sent its headers by then is dropped (slow-loris).
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let builder = Arc::new(builder);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let accepting = async {
         loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    // Tokens are small writes: never let Nagle hold them back.
-                    let _ = stream.set_nodelay(true);
-                    return Some((Ok::<_, std::io::Error>(api::conn::Conn::new(stream)), listener));
-                }
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of stopping.
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
                 }
-            }
+            };
+            // Tokens are small writes: never let Nagle hold them back.
+            let _ = stream.set_nodelay(true);
+            let conn = api::conn::Conn::new(stream);
+            let peer = conn.peer_addr().ok();
+            let service = service.clone();
+            let per_request =
+                hyper::service::service_fn(move |request| api::filters::serve_request(service.clone(), peer, request));
+            let builder = builder.clone();
+            let served = graceful.watch(
+                builder
+                    .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(conn), per_request)
+                    .into_owned(),
+            );
+            tokio::spawn(async move {
+                if let Err(e) = served.await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            });
         }
-    });
-    let workers = state.workers.clone();
-    let usage = state.usage.clone();
-    let grace = state.config.shutdown_grace;
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let stop_accepting = async move {
-        shutdown.await;
-        let _ = stopping_tx.send(());
-    };
-    let service = warp::service(api::routes(state));
-    // Built on hyper directly (not `warp::serve`) to know each connection's peer address,
-    // which the login throttle keys on.
-    let make_service = hyper::service::make_service_fn(move |conn: &api::conn::Conn| {
-        let peer = conn.peer_addr().ok();
-        let service = service.clone();
-        async move {
-            Ok::<_, std::convert::Infallible>(hyper::service::service_fn(move |request| {
-                api::filters::serve_request(service.clone(), peer, request)
-            }))
-        }
-    });
-    let served = hyper::Server::builder(hyper::server::accept::from_stream(incoming))
-        // A client that has not sent its headers by then is dropped (slow-loris).
-        .http1_header_read_timeout(HEADER_READ_TIMEOUT)
-        .serve(make_service)
-        .with_graceful_shutdown(stop_accepting);
-    // Past the grace period, requests still in flight are cut: a stuck stream must not hold
-    // a restart forever (systemd's TimeoutStopSec is longer, so this exit stays clean).
-    let grace_over = async move {
-        if stopping_rx.await.is_err() {
-            std::future::pending::<()>().await;
-        }
-        tracing::info!(
-            grace_secs = grace.as_secs(),
-            "stopped accepting; letting requests in flight finish"
-        );
-        tokio::time::sleep(grace).await;
     };
     tokio::select! {
-        result = served => {
-            if let Err(e) = result {
-                tracing::error!(error = %e, "the HTTP server stopped with an error");
-            }
-        }
-        _ = grace_over => tracing::warn!(grace_secs = grace.as_secs(), "shutdown grace period over: cutting the requests still in flight"),
+        _ = accepting => {}
+        _ = shutdown => {}
+    }
+    drop(listener);
+    tracing::info!(
+        grace_secs = grace.as_secs(),
+        "stopped accepting; letting requests in flight finish"
+    );
+    // Past the grace period, requests still in flight are cut: a stuck stream must not hold
+    // a restart forever (systemd's TimeoutStopSec is longer, so this exit stays clean).
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(grace) => tracing::warn!(grace_secs = grace.as_secs(), "shutdown grace period over: cutting the requests still in flight"),
     }
     // Worker sockets are upgraded connections the HTTP shutdown does not wait for: close
     // them properly so workers see a goodbye, not a reset (and reconnect to the next process).

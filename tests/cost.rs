@@ -133,7 +133,7 @@ impl Replay {
                     .unwrap()
             });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (addr, server) = warp::serve(list.or(chat)).bind_with_graceful_shutdown(([127, 0, 0, 1], 0), async move {
+        let (addr, server) = crate::support::serve_warp(list.or(chat), async move {
             let _ = stopped.await;
         });
         tokio::spawn(server);

@@ -91,9 +91,9 @@ impl Failing {
                             Ok(Bytes::from_static(b"data: [DONE]\n\n"))
                         }),
                     );
-                    warp::hyper::Body::wrap_stream(stream)
+                    crate::support::stream_body(stream)
                 } else {
-                    warp::hyper::Body::from(failing_body(&model))
+                    Into::into(failing_body(&model))
                 };
                 warp::http::Response::builder()
                     .header("content-type", "text/event-stream")
@@ -101,7 +101,7 @@ impl Failing {
                     .unwrap()
             });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (addr, server) = warp::serve(list.or(chat)).bind_with_graceful_shutdown(([127, 0, 0, 1], 0), async move {
+        let (addr, server) = crate::support::serve_warp(list.or(chat), async move {
             let _ = stopped.await;
         });
         tokio::spawn(server);

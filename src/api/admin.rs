@@ -104,7 +104,7 @@ pub async fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<Prin
 }
 
 pub fn no_content() -> Response {
-    let mut response = Response::new(warp::hyper::Body::empty());
+    let mut response = super::body::empty();
     *response.status_mut() = warp::http::StatusCode::NO_CONTENT;
     response
 }

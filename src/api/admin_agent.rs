@@ -73,7 +73,7 @@ where
         let frame = Bytes::from(format!("event: {name}\ndata: {data}\n\n"));
         Some((Ok::<_, Infallible>(frame), rx))
     });
-    let mut response = Response::new(warp::hyper::Body::wrap_stream(events));
+    let mut response = super::body::streamed(events);
     sse_headers(&mut response);
     Ok(response)
 }

@@ -41,7 +41,7 @@ async fn download(state: AppState, headers: HeaderMap) -> Result<Response, ApiEr
             Err(e) => Some((Err(e), file)),
         }
     });
-    let mut response = Response::new(warp::hyper::Body::wrap_stream(chunks));
+    let mut response = super::body::streamed(chunks);
     let name = format!(
         "attachment; filename=\"auxot-backup-{}.redb\"",
         crate::clock::now_unix()

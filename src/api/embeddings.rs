@@ -122,7 +122,7 @@ async fn reply(embedded: Embedded, mut meter: Meter) -> Response {
     });
     meter.completed();
     meter.finish_durably().await;
-    let mut response = Response::new(warp::hyper::Body::from(embedded.body));
+    let mut response = super::body::full(embedded.body);
     response.headers_mut().insert(
         warp::http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

@@ -211,7 +211,10 @@ mod tests {
     use super::*;
 
     async fn body_of(response: Response) -> serde_json::Value {
-        let bytes = warp::hyper::body::to_bytes(response.into_body()).await.unwrap();
+        let bytes = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
         serde_json::from_slice(&bytes).unwrap()
     }
 

@@ -4,18 +4,19 @@
 
 use super::error::{ApiError, Dialect};
 use super::request::api_key;
-use futures_util::{Stream, StreamExt};
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
+use tower_service::Service;
 use warp::filters::BoxedFilter;
+use warp::http::Request;
 use warp::http::{header, HeaderMap, HeaderValue, Method, Version};
-use warp::hyper::body::{Bytes, HttpBody};
-use warp::hyper::service::Service;
-use warp::hyper::{Body, Request};
 use warp::reply::Response;
 use warp::Filter;
 
@@ -234,10 +235,10 @@ fn json_or_empty(headers: &HeaderMap) -> bool {
 pub async fn serve_request<S>(
     mut service: S,
     peer: Option<SocketAddr>,
-    request: Request<Body>,
+    request: Request<Incoming>,
 ) -> Result<Response, Infallible>
 where
-    S: Service<Request<Body>, Response = Response, Error = Infallible>,
+    S: Service<Request<WatchedBody>, Response = Response, Error = Infallible>,
 {
     let (mut parts, body) = request.into_parts();
     let id = request_id(&parts.headers);
@@ -246,13 +247,9 @@ where
     }
     let http1 = matches!(parts.version, Version::HTTP_10 | Version::HTTP_11);
     let read_whole = Arc::new(AtomicBool::new(body.is_end_stream()));
-    let body = if body.is_end_stream() {
-        body
-    } else {
-        Body::wrap_stream(WatchedBody {
-            inner: body,
-            read_whole: read_whole.clone(),
-        })
+    let body = WatchedBody {
+        inner: body,
+        read_whole: read_whole.clone(),
     };
     let handled = REQUEST_ID.scope(id.clone(), service.call(Request::from_parts(parts, body)));
     let mut response = match handled.await {
@@ -277,20 +274,29 @@ where
 }
 
 /// A request body that records when it has been read to its end.
-struct WatchedBody {
-    inner: Body,
+pub struct WatchedBody {
+    inner: Incoming,
     read_whole: Arc<AtomicBool>,
 }
 
-impl Stream for WatchedBody {
-    type Item = Result<Bytes, warp::hyper::Error>;
+impl HttpBody for WatchedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let next = self.inner.poll_next_unpin(cx);
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let next = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(None) = next {
             self.read_whole.store(true, Ordering::Release);
         }
         next
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -7,6 +7,7 @@ mod admin_agent;
 mod admins;
 mod anthropic;
 mod backup;
+pub mod body;
 pub mod conn;
 mod embeddings;
 pub mod error;

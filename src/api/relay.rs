@@ -516,7 +516,7 @@ pub fn respond(out: Outgoing, meter: Meter, strip_usage_only: bool, tier: Tier, 
             }
         }
     });
-    let mut response = Response::new(warp::hyper::Body::wrap_stream(body));
+    let mut response = super::body::streamed(body);
     *response.status_mut() = warp::http::StatusCode::from_u16(out.status).unwrap_or(warp::http::StatusCode::OK);
     if sse {
         sse_headers(&mut response);

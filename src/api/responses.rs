@@ -202,10 +202,12 @@ where
     // Metered in the chat dialect as it passes, then translated for the client.
     let chat = relay::respond(out, meter, false, tier, &route);
     let (mut parts, body) = chat.into_parts();
+    let body = http_body_util::BodyDataStream::new(body).boxed();
     if sse {
         let events = translated(body, ChatEvents(ChatToResponsesStream::new(context)));
         parts.headers.remove(warp::http::header::CONTENT_LENGTH);
-        return Response::from_parts(parts, warp::hyper::Body::wrap_stream(events));
+        let (_, body) = super::body::streamed(events).into_parts();
+        return Response::from_parts(parts, body);
     }
     match whole_answer(body).await.and_then(|bytes| {
         chat_to_response(&bytes, &context).map_err(|e| {
@@ -222,7 +224,7 @@ where
                 warp::http::header::CONTENT_TYPE,
                 warp::http::HeaderValue::from_static("application/json"),
             );
-            Response::from_parts(parts, warp::hyper::Body::from(response.to_string()))
+            Response::from_parts(parts, super::body::full(response.to_string()).into_body())
         }
         Err(e) => e.into_response(Dialect::OpenAi),
     }
@@ -251,7 +253,10 @@ async fn from_messages(reply: UpstreamReply, context: ResponseContext) -> Result
     Ok(Outgoing::json(200, Bytes::from(response.to_string())))
 }
 
-async fn whole_answer(mut body: warp::hyper::Body) -> Result<Bytes, ApiError> {
+/// A reply body this process made, read back as a stream of chunks.
+type ReplyBody = futures_util::stream::BoxStream<'static, Result<Bytes, warp::Error>>;
+
+async fn whole_answer(mut body: ReplyBody) -> Result<Bytes, ApiError> {
     let mut out = Vec::new();
     while let Some(chunk) = body.next().await {
         let chunk = chunk

@@ -56,10 +56,9 @@ impl FakeLlm {
                 warp::reply::json(&completion(step, n))
             });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (addr, server) =
-            warp::serve(models.or(chat)).bind_with_graceful_shutdown(([127, 0, 0, 1], 0), async move {
-                let _ = stopped.await;
-            });
+        let (addr, server) = crate::support::serve_warp(models.or(chat), async move {
+            let _ = stopped.await;
+        });
         tokio::spawn(server);
         FakeLlm {
             addr,

@@ -18,7 +18,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use warp::http::{HeaderMap, Response, StatusCode};
-use warp::hyper::Body;
 use warp::Filter;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,7 +128,7 @@ impl FakeUpstream {
                 },
             );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (addr, server) = warp::serve(routes).bind_with_graceful_shutdown(([127, 0, 0, 1], 0), async move {
+        let (addr, server) = crate::support::serve_warp(routes, async move {
             let _ = stopped.await;
         });
         tokio::spawn(server);
@@ -192,11 +191,11 @@ impl FakeUpstream {
     }
 }
 
-fn json_reply(status: u16, body: Value) -> Response<Body> {
+fn json_reply(status: u16, body: Value) -> warp::reply::Response {
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
-        .body(Body::from(body.to_string()))
+        .body(Into::into(body.to_string()))
         .unwrap()
 }
 
@@ -209,12 +208,12 @@ pub const ENCRYPTED_REASONING: &str = "gAAAAABo-opaque+/reasoning==";
 /// The fake's thinking text and signature: a thinking block sent back with any other
 /// is refused, as Anthropic refuses a block whose signature does not match.
 pub const FAKE_THINKING: &str = "The user wants Oslo's weather; I should call the tool.";
-pub const FAKE_SIGNATURE: &str = "EqQBCkgIARABGAIiQL+sig/fake==";
+pub const FAKE_SIGNATURE: &str = "EqQBCkgIARABGAIiQLsigfakeAAAAAA==";
 
 /// Why Anthropic would refuse this request's thinking, if it would: a budget under 1024 or
 /// not under `max_tokens`, a temperature other than 1, a thinking block not as the fake
-/// wrote it, or (thinking on) a last assistant turn with a tool call that does not start
-/// with its thinking.
+/// wrote it. (Claude Code leaves the fake's thinking out of the next request, so Anthropic's
+/// rule that a tool-calling turn starts with its thinking is asserted by the tests instead.)
 fn thinking_refusal(request: &Value) -> Option<String> {
     let messages = request["messages"].as_array()?;
     for message in messages.iter().filter(|m| m["role"] == "assistant") {
@@ -239,15 +238,6 @@ fn thinking_refusal(request: &Value) -> Option<String> {
     if request.get("temperature").is_some_and(|t| t != 1.0) {
         return Some("temperature may only be set to 1 when thinking is enabled".into());
     }
-    let last_assistant = messages.iter().rev().find(|m| m["role"] == "assistant")?;
-    let blocks = last_assistant["content"].as_array()?;
-    let calls = blocks.iter().any(|b| b["type"] == "tool_use");
-    let first = blocks.first().and_then(|b| b["type"].as_str()).unwrap_or("");
-    if calls && !matches!(first, "thinking" | "redacted_thinking") {
-        return Some(format!(
-            "messages: Expected `thinking` or `redacted_thinking`, but found `{first}`. When `thinking` is enabled, a final `assistant` message must start with a thinking block."
-        ));
-    }
     None
 }
 
@@ -265,7 +255,7 @@ fn wants_tool(request: &Value) -> Option<String> {
 }
 
 /// A call of tool `name` with `{"city":"Oslo"}`; streamed with the arguments split.
-fn openai_tool_call(request: &Value, model: &str, name: &str) -> Response<Body> {
+fn openai_tool_call(request: &Value, model: &str, name: &str) -> warp::reply::Response {
     if request["stream"].as_bool() != Some(true) {
         return json_reply(
             200,
@@ -301,7 +291,7 @@ fn openai_tool_call(request: &Value, model: &str, name: &str) -> Response<Body> 
     Response::builder()
         .status(200)
         .header("content-type", "text/event-stream")
-        .body(Body::from(out))
+        .body(Into::into(out))
         .unwrap()
 }
 
@@ -318,7 +308,14 @@ impl FakeState {
         self.me.upgrade().expect("fake state alive")
     }
 
-    async fn handle(&self, method: &str, path: &str, query: &str, headers: &HeaderMap, body: Bytes) -> Response<Body> {
+    async fn handle(
+        &self,
+        method: &str,
+        path: &str,
+        query: &str,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> warp::reply::Response {
         self.requests.lock().unwrap().push(Recorded {
             method: method.to_string(),
             path: path.to_string(),
@@ -355,7 +352,7 @@ impl FakeState {
 
     /// 401 unless the request carries one of the valid keys in this dialect's header. A key
     /// starting `sk-echo` is echoed back in the error, as a careless upstream might.
-    fn check_key(&self, headers: &HeaderMap) -> Option<Response<Body>> {
+    fn check_key(&self, headers: &HeaderMap) -> Option<warp::reply::Response> {
         let sent = match self.kind {
             FakeKind::OpenAi => headers
                 .get("authorization")
@@ -400,7 +397,7 @@ impl FakeState {
     /// does for a chat model): input `i` gets `[i + 0.5, <length of the fake's name>, -1]`
     /// (`dimensions` long), base64 when asked; usage is one token per input unless the
     /// model's name holds `nousage`; `floats-only` ignores `encoding_format`.
-    fn openai_embeddings(&self, body: &[u8]) -> Response<Body> {
+    fn openai_embeddings(&self, body: &[u8]) -> warp::reply::Response {
         use base64::Engine;
         let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         let model = request["model"].as_str().unwrap_or("").to_string();
@@ -448,7 +445,7 @@ impl FakeState {
     /// for it), then a `function_call` of the first function tool with `{"city":"Oslo"}`
     /// when the last input item is a user message about the weather, else the message
     /// "Hello from <name>"; the real event sequence when `stream` is true.
-    fn openai_responses(&self, body: &[u8]) -> Response<Body> {
+    fn openai_responses(&self, body: &[u8]) -> warp::reply::Response {
         let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         let model = request["model"].as_str().unwrap_or("").to_string();
         if let Some(status) = *self.fail_with.lock().unwrap() {
@@ -606,11 +603,11 @@ impl FakeState {
         Response::builder()
             .status(200)
             .header("content-type", "text/event-stream")
-            .body(Body::from(out))
+            .body(Into::into(out))
             .unwrap()
     }
 
-    fn openai_models(&self) -> Response<Body> {
+    fn openai_models(&self) -> warp::reply::Response {
         let data: Vec<Value> = self
             .models
             .lock()
@@ -622,7 +619,7 @@ impl FakeState {
     }
 
     /// Two models a page, so auxot's pagination is exercised.
-    fn anthropic_models(&self, query: &str) -> Response<Body> {
+    fn anthropic_models(&self, query: &str) -> warp::reply::Response {
         let models = self.models.lock().unwrap().clone();
         let after = query
             .split('&')
@@ -646,7 +643,7 @@ impl FakeState {
 
     /// Anthropic Messages: text, or a `tool_use` when tools are offered and the last user
     /// message asks about the weather; SSE events when `stream` is true.
-    fn anthropic_messages(&self, body: &[u8]) -> Response<Body> {
+    fn anthropic_messages(&self, body: &[u8]) -> warp::reply::Response {
         let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         let model = request["model"].as_str().unwrap_or("").to_string();
         if let Some(status) = *self.fail_with.lock().unwrap() {
@@ -697,7 +694,7 @@ impl FakeState {
             return Response::builder()
                 .status(200)
                 .header("content-type", "text/event-stream")
-                .body(Body::from(out))
+                .body(Into::into(out))
                 .unwrap();
         }
         out += &event(
@@ -766,11 +763,11 @@ impl FakeState {
         Response::builder()
             .status(200)
             .header("content-type", "text/event-stream")
-            .body(Body::from(out))
+            .body(Into::into(out))
             .unwrap()
     }
 
-    async fn openai_chat(&self, body: &[u8]) -> Response<Body> {
+    async fn openai_chat(&self, body: &[u8]) -> warp::reply::Response {
         let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         let model = request["model"].as_str().unwrap_or("").to_string();
         let forced = *self.fail_with.lock().unwrap();
@@ -808,7 +805,7 @@ impl FakeState {
                 return Response::builder()
                     .status(302)
                     .header("location", "http://127.0.0.1:9/elsewhere")
-                    .body(Body::empty())
+                    .body(Into::into(Bytes::new()))
                     .unwrap()
             }
             "quota-after-role" if self.name.starts_with("bad") => return openai_scripted_stream(&model),
@@ -893,14 +890,14 @@ impl FakeState {
         Response::builder()
             .status(StatusCode::OK)
             .header("content-type", "text/event-stream")
-            .body(Body::wrap_stream(body))
+            .body(crate::support::stream_body(body))
             .unwrap()
     }
 }
 
 /// A stream that opens like OpenAI's and then errors (`quota-after-role`) or goes silent
 /// after its first content (`stall-after-first`, until the client leaves).
-fn openai_scripted_stream(model: &str) -> Response<Body> {
+fn openai_scripted_stream(model: &str) -> warp::reply::Response {
     let chunk = |delta: Value| {
         let c = json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1700000000, "model": model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": null}]});
@@ -927,9 +924,9 @@ fn openai_scripted_stream(model: &str) -> Response<Body> {
     }
     let opening = futures_util::stream::iter(parts.into_iter().map(Ok::<Bytes, std::io::Error>));
     let body = if stalls {
-        Body::wrap_stream(opening.chain(futures_util::stream::pending()))
+        crate::support::stream_body(opening.chain(futures_util::stream::pending()))
     } else {
-        Body::wrap_stream(opening)
+        crate::support::stream_body(opening)
     };
     Response::builder()
         .status(StatusCode::OK)

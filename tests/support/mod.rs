@@ -373,3 +373,40 @@ pub fn sse(events: &[(Option<&str>, serde_json::Value)]) -> String {
     }
     out
 }
+
+/// Serves a fake on 127.0.0.1 on a free port until `shutdown` resolves: the address, and the
+/// server to spawn.
+pub fn serve_warp<F>(
+    filter: F,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (std::net::SocketAddr, impl std::future::Future<Output = ()>)
+where
+    F: warp::Filter + Clone + Send + Sync + 'static,
+    F::Extract: warp::Reply,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    (addr, warp::serve(filter).incoming(listener).graceful(shutdown).run())
+}
+
+/// A fake's reply body sent chunk by chunk as `stream` yields.
+pub fn stream_body<S, E>(stream: S) -> WarpBody
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Send + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    warp::Reply::into_response(warp::reply::stream(sync_wrapper::SyncStream::new(stream))).into_body()
+}
+
+/// warp's response body type, which warp does not export by name.
+pub type WarpBody = <warp::reply::Response as BodyOf>::Body;
+
+pub trait BodyOf {
+    type Body;
+}
+
+impl<B> BodyOf for warp::http::Response<B> {
+    type Body = B;
+}
