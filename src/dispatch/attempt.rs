@@ -8,7 +8,7 @@ pub use super::error::{DispatchError, TargetFailure, Why};
 use super::health::{provider_key, worker_key, Health, HealthView};
 use super::plan::{plan, PlanInput, Target, Tier, WorkerSnapshot};
 use super::queue::SlotQueue;
-use super::responses::{chat_form, lacks_responses_endpoint, responses_body, ChatOnlyProviders, ResponsesForms};
+use super::responses::{chat_form, ChatOnlyProviders, ResponsesForms};
 use super::rules::RoutingRules;
 use super::stream::{
     hold_responses_until_content, hold_until_content, read_whole, worker_chunk_kind, ChunkKind, Clock, Phases,
@@ -106,7 +106,7 @@ pub struct Dispatcher {
     pub(super) turn: AtomicUsize,
     pub(super) queue: Arc<SlotQueue>,
     pub(super) health: Arc<Health>,
-    chat_only: ChatOnlyProviders,
+    pub(super) chat_only: ChatOnlyProviders,
 }
 
 pub struct DispatcherParts {
@@ -343,24 +343,18 @@ impl Dispatcher {
         })?;
         let clock = Clock::start(self.phases(Tier::Cloud));
         let (_, phase, limit) = clock.headers_deadline();
-        if let Some(forms) = request.responses.as_ref() {
-            if provider.kind.speaks_openai() && !self.chat_only.is_chat_only(&provider.id, &provider.base_url) {
-                let changed = (model != request.model).then_some(model);
-                let body = responses_body(&forms.raw, changed, resolved.system_prompt.as_deref())?;
-                let outcome =
-                    openai::post(&self.http, &provider.base_url, key.as_ref(), "/responses", body, limit).await;
-                match outcome {
-                    Ok(ChatOutcome::Failed(failure)) if lacks_responses_endpoint(&failure) => {
-                        tracing::info!(provider = %provider.name, status = failure.status,
-                            "the provider has no Responses endpoint: its Responses requests go through Chat Completions");
-                        self.chat_only.remember(&provider.id, &provider.base_url);
-                    }
-                    outcome => {
-                        let reply = held_reply(outcome, phase, limit, clock, None).await?;
-                        return Ok(RoutedReply::Responses(reply));
-                    }
-                }
-            }
+        if let Some(passed) = self
+            .pass_responses(
+                provider,
+                key.as_ref(),
+                model,
+                request,
+                resolved.system_prompt.as_deref(),
+                clock,
+            )
+            .await?
+        {
+            return Ok(passed);
         }
         let (outcome, format) = if provider.kind.speaks_openai() {
             chat_form(request.responses.as_ref())?;
@@ -473,7 +467,7 @@ impl Dispatcher {
 /// A provider's reply read up to its first content (a stream: in `format`'s dialect, `None`
 /// for Responses events) or whole (JSON), so an error in an opening or a broken body still
 /// fails over.
-async fn held_reply(
+pub(super) async fn held_reply(
     outcome: Result<ChatOutcome, ProviderError>,
     phase: &'static str,
     limit: Duration,

@@ -5,11 +5,15 @@
 //! answering 404 or 405) is remembered and gets the Chat translation from then on.
 //! Anthropic providers get the Messages form translated at the edge.
 
+use super::attempt::{held_reply, ChatRequest, Dispatcher, RoutedReply};
 use super::error::Why;
-use crate::providers::UpstreamFailure;
+use super::stream::Clock;
+use crate::crypto::Secret;
+use crate::providers::{openai, ChatOutcome, LiveProvider, UpstreamFailure};
 use bytes::Bytes;
 use serde_json::value::RawValue;
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::sync::Mutex;
 
 /// A Responses request in the forms its targets take besides the chat body every tier
@@ -30,6 +34,45 @@ pub fn chat_form(forms: Option<&ResponsesForms>) -> Result<(), Why> {
     match forms.and_then(|f| f.chat_refusal.as_ref()) {
         Some(why) => Err(Why::Untranslatable(why.clone())),
         None => Ok(()),
+    }
+}
+
+impl Dispatcher {
+    /// Sends a Responses request to an OpenAI provider's own `/responses` and reads its
+    /// reply up to the first content. `None`: not a Responses request, not an OpenAI
+    /// provider, or one without the endpoint (then remembered) — the caller goes through
+    /// Chat Completions instead.
+    pub(super) async fn pass_responses(
+        &self,
+        provider: &Arc<LiveProvider>,
+        key: Option<&Secret>,
+        model: &str,
+        request: &ChatRequest,
+        system_prompt: Option<&str>,
+        clock: Clock,
+    ) -> Result<Option<RoutedReply>, Why> {
+        let Some(forms) = request.responses.as_ref() else {
+            return Ok(None);
+        };
+        if !provider.kind.speaks_openai() || self.chat_only.is_chat_only(&provider.id, &provider.base_url) {
+            return Ok(None);
+        }
+        let (_, phase, limit) = clock.headers_deadline();
+        let changed = (model != request.model).then_some(model);
+        let body = responses_body(&forms.raw, changed, system_prompt)?;
+        let outcome = openai::post(&self.http, &provider.base_url, key, "/responses", body, limit).await;
+        match outcome {
+            Ok(ChatOutcome::Failed(failure)) if lacks_responses_endpoint(&failure) => {
+                tracing::info!(provider = %provider.name, status = failure.status,
+                    "the provider has no Responses endpoint: its Responses requests go through Chat Completions");
+                self.chat_only.remember(&provider.id, &provider.base_url);
+                Ok(None)
+            }
+            outcome => {
+                let reply = held_reply(outcome, phase, limit, clock, None).await?;
+                Ok(Some(RoutedReply::Responses(reply)))
+            }
+        }
     }
 }
 

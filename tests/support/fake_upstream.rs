@@ -210,8 +210,8 @@ pub const ENCRYPTED_REASONING: &str = "gAAAAABo-opaque+/reasoning==";
 pub const FAKE_THINKING: &str = "The user wants Oslo's weather; I should call the tool.";
 pub const FAKE_SIGNATURE: &str = "EqQBCkgIARABGAIiQLsigfakeAAAAAA==";
 
-/// Why Anthropic would refuse this request's thinking, if it would: a budget under 1024 or
-/// not under `max_tokens`, a temperature other than 1, a thinking block not as the fake
+/// Why Anthropic would refuse this request's thinking, if it would: a budget under 1024, a
+/// temperature other than 1, a thinking block not as the fake
 /// wrote it. (Claude Code leaves the fake's thinking out of the next request, so Anthropic's
 /// rule that a tool-calling turn starts with its thinking is asserted by the tests instead.)
 fn thinking_refusal(request: &Value) -> Option<String> {
@@ -231,9 +231,10 @@ fn thinking_refusal(request: &Value) -> Option<String> {
     if request["thinking"]["type"] != "enabled" {
         return None;
     }
-    let budget = request["thinking"]["budget_tokens"].as_u64().unwrap_or(0);
-    if budget < 1024 || request["max_tokens"].as_u64().unwrap_or(0) <= budget {
-        return Some("thinking.budget_tokens: must be at least 1024 and less than max_tokens".into());
+    // (Under `max_tokens` too, unless interleaved thinking is on: the fake does not see
+    // the beta header, so the translator's property tests hold that rule.)
+    if request["thinking"]["budget_tokens"].as_u64().unwrap_or(0) < 1024 {
+        return Some("thinking.budget_tokens: must be at least 1024".into());
     }
     if request.get("temperature").is_some_and(|t| t != 1.0) {
         return Some("temperature may only be set to 1 when thinking is enabled".into());
