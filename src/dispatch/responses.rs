@@ -12,7 +12,8 @@ use crate::crypto::Secret;
 use crate::providers::{openai, ChatOutcome, LiveProvider, UpstreamFailure};
 use bytes::Bytes;
 use serde_json::value::RawValue;
-use std::collections::{BTreeMap, HashSet};
+use serde_json::Value;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::Mutex;
 
@@ -124,38 +125,76 @@ pub fn lacks_responses_endpoint(failure: &UpstreamFailure) -> bool {
 }
 
 /// The client's Responses body for `model`, with an agent's prompt before its own
-/// `instructions`. Nested values stay raw; an unchanged body is shared, not copied.
+/// `instructions`. Fields keep their order and every other value its exact bytes; an
+/// unchanged body is shared, not copied.
 pub fn responses_body(raw: &Bytes, model: Option<&str>, system_prompt: Option<&str>) -> Result<Bytes, Why> {
     if model.is_none() && system_prompt.is_none() {
         return Ok(raw.clone());
     }
     let bad = |what: &str| Why::Untranslatable(format!("the Responses body cannot be rewritten: {what}"));
-    let mut fields: BTreeMap<String, &RawValue> = serde_json::from_slice(raw).map_err(|e| bad(&e.to_string()))?;
-    let model_raw;
+    let Fields(mut fields) = serde_json::from_slice(raw).map_err(|e| bad(&e.to_string()))?;
     if let Some(model) = model {
-        model_raw = to_raw(&serde_json::Value::from(model)).map_err(|e| bad(&e))?;
-        fields.insert("model".into(), &model_raw);
+        set_field(&mut fields, "model", Value::from(model).to_string());
     }
-    let instructions_raw;
     if let Some(prompt) = system_prompt {
-        let own: Option<String> = match fields.get("instructions") {
-            Some(value) => serde_json::from_str(value.get()).map_err(|e| bad(&e.to_string()))?,
-            None => None,
-        };
+        let own = fields
+            .iter()
+            .find(|(key, _)| key == "instructions")
+            .map(|(_, value)| serde_json::from_str::<Option<String>>(value))
+            .transpose()
+            .map_err(|e| bad(&e.to_string()))?
+            .flatten();
         let joined = match own {
             Some(own) if !own.is_empty() => format!("{prompt}\n\n{own}"),
             _ => prompt.to_string(),
         };
-        instructions_raw = to_raw(&serde_json::Value::from(joined)).map_err(|e| bad(&e))?;
-        fields.insert("instructions".into(), &instructions_raw);
+        set_field(&mut fields, "instructions", Value::from(joined).to_string());
     }
-    serde_json::to_vec(&fields)
-        .map(Bytes::from)
-        .map_err(|e| bad(&e.to_string()))
+    let mut out = Vec::with_capacity(raw.len() + 64);
+    out.push(b'{');
+    for (i, (key, value)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(Value::from(key.as_str()).to_string().as_bytes());
+        out.push(b':');
+        out.extend_from_slice(value.as_bytes());
+    }
+    out.push(b'}');
+    Ok(Bytes::from(out))
 }
 
-fn to_raw(value: &serde_json::Value) -> Result<Box<RawValue>, String> {
-    RawValue::from_string(value.to_string()).map_err(|e| e.to_string())
+/// Replaces a field's value where it stands, or adds the field at the end.
+fn set_field(fields: &mut Vec<(String, String)>, name: &str, value: String) {
+    match fields.iter_mut().find(|(key, _)| key == name) {
+        Some(field) => field.1 = value,
+        None => fields.push((name.to_string(), value)),
+    }
+}
+
+/// A JSON object's fields in their order, each value as its exact text.
+struct Fields(Vec<(String, String)>);
+
+impl<'de> serde::Deserialize<'de> for Fields {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Fields;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+                let mut fields = Vec::new();
+                while let Some((key, value)) = map.next_entry::<String, Box<RawValue>>()? {
+                    fields.push((key, String::from(value.get())));
+                }
+                Ok(Fields(fields))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
 }
 
 #[cfg(test)]
@@ -169,6 +208,14 @@ mod tests {
         let body = Bytes::from(format!(
             r#"{{"model":"auto","instructions":"Own.","input":[{item}],"include":["reasoning.encrypted_content"]}}"#
         ));
+        let only_model = responses_body(&body, Some("gpt-5"), None).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&only_model).unwrap(),
+            std::str::from_utf8(&body)
+                .unwrap()
+                .replace(r#""model":"auto""#, r#""model":"gpt-5""#),
+            "only the model's bytes change"
+        );
         let out = responses_body(&body, Some("gpt-5"), Some("Agent.")).unwrap();
         let text = std::str::from_utf8(&out).unwrap();
         assert!(text.contains(item), "{text}");
