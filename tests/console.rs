@@ -456,7 +456,7 @@ async fn a_worker_without_a_name_carries_its_tokens_name() {
     let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     let hello =
         json!({"type": "hello", "protocol": 1, "kind": "gpu", "models": ["qwen"], "slots": 2, "version": "test"});
-    socket.send(Message::Text(hello.to_string())).await.unwrap();
+    socket.send(Message::text(hello.to_string())).await.unwrap();
     let ack: Value = match socket.next().await.unwrap().unwrap() {
         Message::Text(text) => serde_json::from_str(&text).unwrap(),
         other => panic!("{other:?}"),

@@ -304,7 +304,7 @@ async fn a_worker_that_predates_embeddings_never_gets_an_embeddings_job() {
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
     let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     let hello = json!({"type": "hello", "protocol": 1, "kind": "gpu", "name": "old", "models": ["old-embed"], "slots": 1, "version": "0.1.0"});
-    socket.send(Message::Text(hello.to_string())).await.unwrap();
+    socket.send(Message::text(hello.to_string())).await.unwrap();
     let ack = socket.next().await.unwrap().unwrap();
     assert!(ack.to_text().unwrap().contains("hello_ack"), "{ack:?}");
 

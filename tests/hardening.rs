@@ -247,7 +247,7 @@ async fn hello(
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
     let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     let hello = json!({"type": "hello", "protocol": 1, "kind": "gpu", "name": name, "models": models, "slots": 1, "version": "test"});
-    socket.send(Message::Text(hello.to_string())).await.unwrap();
+    socket.send(Message::text(hello.to_string())).await.unwrap();
     let answer = match tokio::time::timeout(Duration::from_secs(10), socket.next()).await {
         Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str(&text).unwrap(),
         other => panic!("no answer to hello: {other:?}"),

@@ -195,7 +195,7 @@ async fn a_silent_worker_goes_offline_and_its_job_fails_over() {
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
     let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     let hello = json!({"type": "hello", "protocol": 1, "kind": "gpu", "name": "mute", "models": ["qwen"], "slots": 1, "version": "test"});
-    socket.send(Message::Text(hello.to_string())).await.unwrap();
+    socket.send(Message::text(hello.to_string())).await.unwrap();
     let ack: serde_json::Value = match socket.next().await.unwrap().unwrap() {
         Message::Text(text) => serde_json::from_str(&text).unwrap(),
         other => panic!("{other:?}"),

@@ -480,7 +480,7 @@ impl<H: JobHandler> Session<'_, H> {
             slots: self.conn.slots,
             version: env!("CARGO_PKG_VERSION").to_string(),
         };
-        sink.send(Message::Text(hello.to_text()))
+        sink.send(Message::text(hello.to_text()))
             .await
             .map_err(|e| WorkerError::ConnectionLost(e.to_string()))?;
         let ack = tokio::time::timeout(HELLO_ACK_TIMEOUT, async {
@@ -674,7 +674,7 @@ async fn write_frames(
     let lost = |e: tokio_tungstenite::tungstenite::Error| WorkerError::ConnectionLost(e.to_string());
     while let Some(outgoing) = frames.recv().await {
         match outgoing {
-            Outgoing::Frame(message) => sink.send(Message::Text(message.to_text())).await.map_err(lost)?,
+            Outgoing::Frame(message) => sink.send(Message::text(message.to_text())).await.map_err(lost)?,
             Outgoing::Close => {
                 sink.send(Message::Close(None)).await.map_err(lost)?;
                 break;
@@ -887,7 +887,7 @@ mod tests {
     }
 
     async fn send(socket: &mut ServerSocket, message: RouterMessage) {
-        socket.send(Message::Text(message.to_text())).await.unwrap();
+        socket.send(Message::text(message.to_text())).await.unwrap();
     }
 
     fn job(job_id: &str, request: &str) -> RouterMessage {
