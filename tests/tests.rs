@@ -24,6 +24,7 @@ mod model_servers;
 mod ops;
 mod outcomes;
 mod providers;
+mod responses;
 mod restart;
 mod tiers;
 mod usage;
