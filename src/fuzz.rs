@@ -11,7 +11,8 @@ use crate::translate::anthropic::{
 };
 use crate::translate::chunks::Aggregator;
 use crate::translate::responses::{
-    chat_to_response, responses_to_chat_request, ChatToResponsesStream, ResponseContext,
+    chat_to_response, messages_to_response, responses_to_chat_request, responses_to_messages_request,
+    ChatToResponsesStream, MessagesToResponsesStream, ResponseContext,
 };
 use crate::workers::protocol::{RouterMessage, WorkerMessage};
 use proptest::prelude::*;
@@ -228,6 +229,24 @@ proptest! {
         }
         let _ = chat_to_response(&json_bytes, &ResponseContext::default());
         let _ = chat_to_response(&bytes, &ResponseContext::default());
+        for body in [&json_bytes, &bytes, &items] {
+            if let Ok((messages, context)) = responses_to_messages_request(body) {
+                prop_assert!(messages["max_tokens"].as_u64().is_some_and(|n| n > 0));
+                let _ = messages_to_response(&json_bytes, &context);
+            }
+            let _ = messages_to_response(body, &ResponseContext::default());
+        }
+    }
+
+    #[test]
+    fn the_responses_stream_from_messages_takes_any_events(events in prop::collection::vec(json_value(), 0..6), raw in ".{0,40}") {
+        let mut stream = MessagesToResponsesStream::new(ResponseContext { model: "m".into(), ..ResponseContext::default() });
+        let _ = stream.push_event(&SseEvent { event: None, data: raw });
+        for event in &events {
+            let _ = stream.push_event(&SseEvent { event: Some("content_block_delta".into()), data: event.to_string() });
+        }
+        let _ = stream.finish();
+        let _ = stream.fail("cut");
     }
 
     #[test]

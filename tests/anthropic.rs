@@ -234,7 +234,15 @@ async fn same_format_passes_through_untouched_with_beta_headers() {
         )
         .await;
     reply.expect(200);
-    assert_eq!(reply.json()["content"][0]["text"], "Hello from claude");
+    // With thinking on, the fake (as Anthropic) answers its thinking block first.
+    let answer = reply.json();
+    let text = answer["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["type"] == "text")
+        .unwrap();
+    assert_eq!(text["text"], "Hello from claude");
     let seen = fake.chat_requests().pop().unwrap();
     assert_eq!(
         seen.body, body,

@@ -416,9 +416,11 @@ async fn responses_answer_whole_from_an_openai_provider_and_stream_from_an_anthr
     let body = reply.json();
     assert_eq!(body["object"], "response");
     assert_eq!(body["status"], "completed");
-    assert_eq!(body["output"][0]["type"], "message");
-    assert_eq!(body["output"][0]["content"][0]["text"], "Hello from oa");
-    assert_eq!(body["usage"]["input_tokens"], 5);
+    // OpenAI's own answer, passed through: its reasoning item first.
+    assert_eq!(body["output"][0]["type"], "reasoning");
+    assert_eq!(body["output"][1]["type"], "message");
+    assert_eq!(body["output"][1]["content"][0]["text"], "Hello from oa");
+    assert_eq!(body["usage"]["input_tokens"], 9);
 
     // Through Messages: a custom tool call comes back as a custom_tool_call item.
     let mut codex = codex_body("claude-sonnet-4-5", true);
@@ -453,9 +455,10 @@ async fn responses_refuse_what_they_cannot_do_in_the_openai_error_shape() {
         ),
         (json!({"input": "hi"}), 400, "model"),
         (
+            // Unknown item types pass through: OpenAI itself refuses this one.
             json!({"model": "gpt-5", "input": [{"type": "hologram"}]}),
             400,
-            "input[0].type",
+            "hologram",
         ),
         (json!({"model": "gpt-5", "input": 5}), 400, "input"),
         (json!({"model": "nope", "input": "hi"}), 404, "nope"),
@@ -686,14 +689,78 @@ async fn the_real_codex_runs_a_tool_using_turn_on_an_openai_provider() {
         server.logs()
     );
     assert!(stdout.contains("Hello from oa"), "stdout: {stdout}\nstderr: {stderr}");
+    // Passed through to OpenAI's own Responses API: the turn's second request carries the
+    // tool's output and the first answer's encrypted reasoning, exactly as OpenAI wrote it.
+    let turns: Vec<Value> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/v1/responses")
+        .map(|r| r.json())
+        .collect();
+    assert!(fake.chat_requests().is_empty(), "nothing went through chat");
+    assert!(turns.len() >= 2, "{turns:?}");
+    let second = turns[1]["input"].as_array().unwrap();
     assert!(
-        fake.chat_requests().iter().any(|r| r.json()["messages"]
-            .as_array()
-            .unwrap()
+        second
             .iter()
-            .any(|m| m["role"] == "tool")),
-        "no request carried a tool result"
+            .any(|i| i["type"] == "function_call_output" && i["call_id"] == "call_1"),
+        "no tool result: {second:?}"
     );
+    assert!(
+        second.iter().any(|i| i["type"] == "reasoning"
+            && i["encrypted_content"] == crate::support::fake_upstream::ENCRYPTED_REASONING),
+        "the encrypted reasoning did not come back: {second:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_real_codex_thinks_through_a_tool_using_turn_on_an_anthropic_provider() {
+    let Some(codex) = agent_cli("codex") else { return };
+    let fake = FakeUpstream::anthropic("claude", &[ANTHROPIC_KEY], &["claude-sonnet-4-5-20250929"]).await;
+    let (server, admin, client) = server().await;
+    server.add_provider(&admin, "anthropic", &fake, ANTHROPIC_KEY).await;
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join(".codex")).unwrap();
+    let config = format!(
+        "model = \"claude-sonnet-4-5\"\nmodel_reasoning_effort = \"medium\"\nmodel_provider = \"auxot\"\n\n[model_providers.auxot]\nname = \"auxot\"\nbase_url = \"{}/v1\"\nenv_key = \"AUXOT_API_KEY\"\nwire_api = \"responses\"\n",
+        server.url
+    );
+    std::fs::write(home.path().join(".codex/config.toml"), config).unwrap();
+    let env = [("AUXOT_API_KEY", client.clone())];
+    let (ok, stdout, stderr) = run_agent(
+        &codex,
+        &["exec", "--skip-git-repo-check", "What is the weather in Oslo?"],
+        &env,
+        home.path(),
+    )
+    .await;
+    assert!(
+        ok,
+        "codex failed\nstdout: {stdout}\nstderr: {stderr}\nserver: {}",
+        server.logs()
+    );
+    assert!(
+        stdout.contains("Hello from claude"),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    // The turn's second request gives Anthropic its own signed thinking back before the
+    // tool call (the fake refuses any other), with thinking still on.
+    let turns: Vec<Value> = fake.chat_requests().iter().map(|r| r.json()).collect();
+    assert!(turns.len() >= 2, "{turns:?}");
+    let second = &turns[1];
+    assert_eq!(second["thinking"]["type"], "enabled", "{second}");
+    let assistant = second["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "assistant")
+        .unwrap();
+    assert_eq!(assistant["content"][0]["type"], "thinking", "{assistant}");
+    assert_eq!(
+        assistant["content"][0]["signature"],
+        crate::support::fake_upstream::FAKE_SIGNATURE
+    );
+    assert!(second.to_string().contains("tool_result"), "{second}");
 }
 
 #[tokio::test]

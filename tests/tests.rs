@@ -24,6 +24,7 @@ mod model_servers;
 mod ops;
 mod outcomes;
 mod providers;
+mod responses;
 mod restart;
 mod scale_out;
 mod store_suite;

@@ -387,6 +387,7 @@ impl AdminAgent {
             provider: None,
             tiers: None,
             wait: None,
+            responses: None,
         };
         let routed = state.dispatcher.chat(request).await.map_err(|e| {
             if let Some((tier, route)) = e.last_target() {
@@ -417,7 +418,7 @@ impl AdminAgent {
                             .map_err(|e| bad_answer(&e))?,
                     }
                 }
-                RoutedReply::WorkerStream { .. } => {
+                RoutedReply::WorkerStream { .. } | RoutedReply::Responses(_) => {
                     return Err("the model answered with a stream; expected one reply".into())
                 }
             })

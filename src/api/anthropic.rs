@@ -109,6 +109,7 @@ where
         provider: overrides.provider,
         tiers: overrides.tiers,
         wait: overrides.wait,
+        responses: None,
     };
     let routed = relay::dispatch(state, request, meter).await?;
     Ok((peek.model, routed))
@@ -148,6 +149,8 @@ async fn reply(routed: Routed, model: &str, mut meter: Meter) -> Response {
         RoutedReply::Complete(body) => openai_to_anthropic_response(&body, model)
             .map(|value| Outgoing::json(200, Bytes::from(value.to_string())))
             .map_err(|e| untranslatable_answer(&e.to_string())),
+        // Only a Responses request (`responses` set) is answered in that dialect.
+        RoutedReply::Responses(_) => Err(untranslatable_answer("a Responses answer to a Messages request")),
     };
     let out = match out {
         Ok(out) => out,
@@ -234,6 +237,7 @@ where
             provider: overrides.provider,
             tiers: overrides.tiers,
             wait: overrides.wait,
+            responses: None,
         };
         match state.dispatcher.count_tokens_upstream(&request).await {
             Some(Ok(ChatOutcome::Reply(reply))) => {

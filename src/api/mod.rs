@@ -20,6 +20,7 @@ mod relay;
 pub mod request;
 mod requests;
 mod responses;
+mod responses_pass;
 mod routing;
 mod ui;
 mod usage;

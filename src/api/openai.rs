@@ -116,6 +116,7 @@ where
         provider: overrides.provider,
         tiers: overrides.tiers,
         wait: overrides.wait,
+        responses: None,
     };
     let routed = relay::dispatch(state, request, meter).await?;
     Ok((peek.model, include_usage, routed))
@@ -139,6 +140,13 @@ pub(super) async fn chat_outgoing(
         } => from_anthropic(relay::watched(meter, reply, Format::Anthropic), model).await,
         RoutedReply::WorkerStream { held, job } => Ok(worker_stream(held, job, route)),
         RoutedReply::Complete(body) => Ok(Outgoing::json(200, body)),
+        // Only a Responses request (`responses` set) is answered in that dialect, and
+        // `api/responses.rs` forwards it before asking for Chat Completions.
+        RoutedReply::Responses(_) => Err(ApiError::new(
+            500,
+            "internal_error",
+            "a Responses answer cannot be read as Chat Completions",
+        )),
     }
 }
 

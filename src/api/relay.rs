@@ -384,9 +384,9 @@ pub fn upstream_body(
 /// cleanly (the client reads the error event, not a cut connection).
 #[derive(Debug, thiserror::Error)]
 #[error("the upstream stream failed: the client got an error event")]
-struct EndedWithErrorEvent;
+pub(super) struct EndedWithErrorEvent;
 
-fn fail(pending: &mut VecDeque<Result<Bytes, BoxError>>, ended: &mut bool, event: Bytes) {
+pub(super) fn fail(pending: &mut VecDeque<Result<Bytes, BoxError>>, ended: &mut bool, event: Bytes) {
     pending.push_back(Ok(event));
     pending.push_back(Err(Box::new(EndedWithErrorEvent)));
     *ended = true;

@@ -8,8 +8,11 @@ pub use super::error::{DispatchError, TargetFailure, Why};
 use super::health::{provider_key, worker_key, Health, HealthView};
 use super::plan::{plan, PlanInput, Target, Tier, WorkerSnapshot};
 use super::queue::SlotQueue;
+use super::responses::{chat_form, ChatOnlyProviders, ResponsesForms};
 use super::rules::RoutingRules;
-use super::stream::{hold_until_content, read_whole, worker_chunk_kind, ChunkKind, Clock, Phases};
+use super::stream::{
+    hold_responses_until_content, hold_until_content, read_whole, worker_chunk_kind, ChunkKind, Clock, Phases,
+};
 use super::walk::{walk, Runner, Walk};
 use crate::agents::{AgentBook, MODEL_PREFIX};
 use crate::crypto::MasterKey;
@@ -48,6 +51,9 @@ pub struct ChatRequest {
     pub tiers: Option<Vec<Tier>>,
     /// `X-Auxot-Wait-Ms`.
     pub wait: Option<Duration>,
+    /// A `/v1/responses` request (then `body` is its Chat translation, for the targets
+    /// that take neither of these forms).
+    pub responses: Option<ResponsesForms>,
 }
 
 /// Where a request went and its reply, the body not yet (fully) read.
@@ -75,6 +81,9 @@ pub enum RoutedReply {
     WorkerStream { held: Vec<Box<RawValue>>, job: WorkerJob },
     /// A worker's chunks folded into one `chat.completion` for a non-streaming client.
     Complete(Bytes),
+    /// An OpenAI provider's own Responses answer (`/responses`) to a Responses request,
+    /// forwarded as it comes.
+    Responses(UpstreamReply),
 }
 
 /// The request with what the agent, alias and settings decided, for one dispatch.
@@ -97,6 +106,7 @@ pub struct Dispatcher {
     pub(super) turn: AtomicUsize,
     pub(super) queue: Arc<SlotQueue>,
     pub(super) health: Arc<Health>,
+    pub(super) chat_only: ChatOnlyProviders,
 }
 
 pub struct DispatcherParts {
@@ -124,6 +134,7 @@ impl Dispatcher {
             turn: AtomicUsize::new(0),
             queue,
             health: Arc::new(Health::default()),
+            chat_only: ChatOnlyProviders::default(),
         }
     }
 
@@ -332,7 +343,21 @@ impl Dispatcher {
         })?;
         let clock = Clock::start(self.phases(Tier::Cloud));
         let (_, phase, limit) = clock.headers_deadline();
+        if let Some(passed) = self
+            .pass_responses(
+                provider,
+                key.as_ref(),
+                model,
+                request,
+                resolved.system_prompt.as_deref(),
+                clock,
+            )
+            .await?
+        {
+            return Ok(passed);
+        }
         let (outcome, format) = if provider.kind.speaks_openai() {
+            chat_form(request.responses.as_ref())?;
             let mut body = openai_body(request, resolved, model, false)?;
             if request.format == Format::Anthropic && provider.kind == crate::store::ProviderKind::Openai {
                 body = with_reasoning_token_field(body, model);
@@ -340,7 +365,15 @@ impl Dispatcher {
             let outcome = openai::chat(&self.http, &provider.base_url, key.as_ref(), body, limit).await;
             (outcome, Format::OpenAi)
         } else {
-            let body = anthropic_body(request, resolved, model)?;
+            let body = match request.responses.as_ref() {
+                Some(forms) => {
+                    let messages = forms.messages.as_ref().map_err(|e| Why::Untranslatable(e.clone()))?;
+                    let changed = (model != request.model).then_some(model);
+                    rewrite_anthropic(messages, changed, resolved.system_prompt.as_deref())
+                        .map_err(|e| Why::Untranslatable(e.to_string()))?
+                }
+                None => anthropic_body(request, resolved, model)?,
+            };
             let outcome = anthropic_api::chat(
                 &self.http,
                 &provider.base_url,
@@ -352,25 +385,7 @@ impl Dispatcher {
             .await;
             (outcome, Format::Anthropic)
         };
-        let mut reply = match outcome {
-            Ok(ChatOutcome::Reply(reply)) => reply,
-            Ok(ChatOutcome::Failed(failure)) => return Err(Why::Status(failure)),
-            Err(ProviderError::Timeout(_)) => return Err(Why::Timeout { phase, limit }),
-            Err(e) => return Err(Why::Provider(e)),
-        };
-        if !(200..300).contains(&reply.status) {
-            return Err(Why::BadChunk(format!("answered with status {}", reply.status)));
-        }
-        let is_sse = reply
-            .content_type
-            .as_deref()
-            .is_some_and(|t| t.starts_with("text/event-stream"));
-        reply.body = if is_sse {
-            hold_until_content(reply.body, format, clock).await?
-        } else {
-            let whole = read_whole(reply.body, clock, MAX_ANSWER_BYTES).await?;
-            futures_util::stream::once(async move { Ok(whole) }).boxed()
-        };
+        let reply = held_reply(outcome, phase, limit, clock, Some(format)).await?;
         Ok(RoutedReply::Upstream { reply, format })
     }
 
@@ -385,6 +400,7 @@ impl Dispatcher {
         request: &ChatRequest,
         resolved: &Resolved,
     ) -> Result<RoutedReply, Why> {
+        chat_form(request.responses.as_ref())?;
         let body = openai_body(request, resolved, model, true)?;
         let text = String::from_utf8(body.to_vec()).map_err(|e| Why::BadChunk(e.to_string()))?;
         let raw = RawValue::from_string(text).map_err(|e| Why::BadChunk(e.to_string()))?;
@@ -446,6 +462,40 @@ impl Dispatcher {
             };
         }
     }
+}
+
+/// A provider's reply read up to its first content (a stream: in `format`'s dialect, `None`
+/// for Responses events) or whole (JSON), so an error in an opening or a broken body still
+/// fails over.
+pub(super) async fn held_reply(
+    outcome: Result<ChatOutcome, ProviderError>,
+    phase: &'static str,
+    limit: Duration,
+    clock: Clock,
+    format: Option<Format>,
+) -> Result<UpstreamReply, Why> {
+    let mut reply = match outcome {
+        Ok(ChatOutcome::Reply(reply)) => reply,
+        Ok(ChatOutcome::Failed(failure)) => return Err(Why::Status(failure)),
+        Err(ProviderError::Timeout(_)) => return Err(Why::Timeout { phase, limit }),
+        Err(e) => return Err(Why::Provider(e)),
+    };
+    if !(200..300).contains(&reply.status) {
+        return Err(Why::BadChunk(format!("answered with status {}", reply.status)));
+    }
+    let is_sse = reply
+        .content_type
+        .as_deref()
+        .is_some_and(|t| t.starts_with("text/event-stream"));
+    reply.body = match (is_sse, format) {
+        (true, Some(format)) => hold_until_content(reply.body, format, clock).await?,
+        (true, None) => hold_responses_until_content(reply.body, clock).await?,
+        (false, _) => {
+            let whole = read_whole(reply.body, clock, MAX_ANSWER_BYTES).await?;
+            futures_util::stream::once(async move { Ok(whole) }).boxed()
+        }
+    };
+    Ok(reply)
 }
 
 /// A reply body bigger than this is refused rather than held in memory.

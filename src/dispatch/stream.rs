@@ -185,7 +185,50 @@ pub type UpstreamBody = BoxStream<'static, Result<Bytes, ProviderError>>;
 /// Reads an upstream SSE body until its first content event, within the first-content
 /// deadline. Returns the body with the held bytes put back in front (the client gets the
 /// stream exactly as sent), its rest under the idle and total clocks.
-pub async fn hold_until_content(mut body: UpstreamBody, format: Format, clock: Clock) -> Result<UpstreamBody, Why> {
+pub async fn hold_until_content(body: UpstreamBody, format: Format, clock: Clock) -> Result<UpstreamBody, Why> {
+    hold_until(body, clock, |event| event_kind(format, event)).await
+}
+
+/// The same for an OpenAI Responses event stream (`/responses` passed through).
+pub async fn hold_responses_until_content(body: UpstreamBody, clock: Clock) -> Result<UpstreamBody, Why> {
+    hold_until(body, clock, responses_event_kind).await
+}
+
+/// A Responses event: its announcements (`response.created`, `in_progress`, an item or
+/// part added empty) are openings; `error` and `response.failed` are errors; anything else
+/// (a delta, a finished item, the end) is content.
+fn responses_event_kind(event: &SseEvent) -> Result<ChunkKind, String> {
+    #[derive(Deserialize)]
+    struct TypePeek {
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    let kind = match event.event.as_deref() {
+        Some(name) if name != "message" => name.to_string(),
+        _ => {
+            serde_json::from_str::<TypePeek>(&event.data)
+                .map_err(|e| format!("not a Responses event: {e}"))?
+                .kind
+        }
+    };
+    Ok(match kind.as_str() {
+        "response.created"
+        | "response.in_progress"
+        | "response.queued"
+        | "response.output_item.added"
+        | "response.content_part.added"
+        | "response.reasoning_summary_part.added"
+        | "keepalive" => ChunkKind::Opening,
+        "error" | "response.failed" => ChunkKind::Error,
+        _ => ChunkKind::Content,
+    })
+}
+
+async fn hold_until(
+    mut body: UpstreamBody,
+    clock: Clock,
+    classify: impl Fn(&SseEvent) -> Result<ChunkKind, String>,
+) -> Result<UpstreamBody, Why> {
     let (deadline, phase, limit) = clock.first_content_deadline();
     let mut parser = SseParser::new();
     let mut held: Vec<Bytes> = Vec::new();
@@ -198,7 +241,7 @@ pub async fn hold_until_content(mut body: UpstreamBody, format: Format, clock: C
             Some(Err(e)) => return Err(Why::Provider(e)),
             None => {
                 let events = parser.finish();
-                return match first_verdict(format, &events)? {
+                return match first_verdict(&classify, &events)? {
                     Some(()) => Ok(resume(held, body, clock)),
                     None => Err(Why::Provider(ProviderError::Stream(
                         "the stream ended before any content".into(),
@@ -208,16 +251,19 @@ pub async fn hold_until_content(mut body: UpstreamBody, format: Format, clock: C
         };
         let events = parser.push(&chunk);
         held.push(chunk);
-        if first_verdict(format, &events)?.is_some() {
+        if first_verdict(&classify, &events)?.is_some() {
             return Ok(resume(held, body, clock));
         }
     }
 }
 
 /// `Some` once an event carries content; an error or unreadable event before it fails.
-fn first_verdict(format: Format, events: &[SseEvent]) -> Result<Option<()>, Why> {
+fn first_verdict(
+    classify: &impl Fn(&SseEvent) -> Result<ChunkKind, String>,
+    events: &[SseEvent],
+) -> Result<Option<()>, Why> {
     for event in events {
-        match event_kind(format, event).map_err(Why::BadChunk)? {
+        match classify(event).map_err(Why::BadChunk)? {
             ChunkKind::Opening => {}
             ChunkKind::Content => return Ok(Some(())),
             ChunkKind::Error => {
@@ -368,6 +414,32 @@ mod tests {
             .unwrap();
         let got: Vec<Bytes> = held.map(|c| c.unwrap()).collect().await;
         assert_eq!(got.concat(), whole.as_bytes());
+    }
+
+    #[tokio::test]
+    async fn a_responses_stream_is_held_until_its_first_content() {
+        let opening = "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0}\n\n\
+            event: response.in_progress\ndata: {\"type\":\"response.in_progress\",\"sequence_number\":1}\n\n\
+            event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"sequence_number\":2}\n\n";
+        let failed = "event: response.failed\ndata: {\"type\":\"response.failed\",\"response\":{\"error\":{\"message\":\"quota\"}}}\n\n";
+        let err = hold_responses_until_content(body(vec![opening, failed]), Clock::start(phases(1000)))
+            .await
+            .err()
+            .unwrap();
+        assert!(format!("{err:?}").contains("error event before any content"), "{err:?}");
+        let delta = "data: {\"type\":\"response.output_text.delta\",\"sequence_number\":3,\"delta\":\"Hi\"}\n\n";
+        let held = hold_responses_until_content(body(vec![opening, delta]), Clock::start(phases(1000)))
+            .await
+            .ok()
+            .unwrap();
+        let got: Vec<Bytes> = held.map(|c| c.unwrap()).collect().await;
+        assert_eq!(
+            got.concat(),
+            [opening, delta].concat().as_bytes(),
+            "passed whole, as sent"
+        );
+        let silent = hold_responses_until_content(body(vec![opening]), Clock::start(phases(1000))).await;
+        assert!(silent.is_err(), "a stream that ends before any content fails over");
     }
 
     #[tokio::test]

@@ -67,6 +67,8 @@ pub struct FakeState {
     requests: Mutex<Vec<Recorded>>,
     gate: Arc<tokio::sync::Semaphore>,
     fail_with: Mutex<Option<u16>>,
+    /// Like an OpenAI-compatible server without the Responses API: `/v1/responses` is 404.
+    chat_only: std::sync::atomic::AtomicBool,
     /// Streams whose reader went away before the stream ended (auxot closed the request).
     pub streams_cancelled: std::sync::atomic::AtomicUsize,
     /// Chat requests being answered right now, and the most seen at once.
@@ -100,6 +102,7 @@ impl FakeUpstream {
             requests: Mutex::new(Vec::new()),
             gate: Arc::new(tokio::sync::Semaphore::new(0)),
             fail_with: Mutex::new(None),
+            chat_only: std::sync::atomic::AtomicBool::new(false),
             streams_cancelled: std::sync::atomic::AtomicUsize::new(0),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             max_in_flight: std::sync::atomic::AtomicUsize::new(0),
@@ -169,6 +172,11 @@ impl FakeUpstream {
         *self.state.fail_with.lock().unwrap() = status;
     }
 
+    /// From now on `/v1/responses` answers 404, as on a server that has only chat.
+    pub fn drop_responses_api(&self) {
+        self.state.chat_only.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     pub fn streams_cancelled(&self) -> usize {
         self.state.streams_cancelled.load(std::sync::atomic::Ordering::SeqCst)
     }
@@ -193,6 +201,47 @@ fn json_reply(status: u16, body: Value) -> warp::reply::Response {
 
 /// The first offered tool's name, when tools are offered and the last message mentions
 /// the weather.
+/// The `encrypted_content` of the fake's reasoning item: any other is refused, as OpenAI
+/// refuses reasoning it cannot decrypt.
+pub const ENCRYPTED_REASONING: &str = "gAAAAABo-opaque+/reasoning==";
+
+/// The fake's thinking text and signature: a thinking block sent back with any other
+/// is refused, as Anthropic refuses a block whose signature does not match.
+pub const FAKE_THINKING: &str = "The user wants Oslo's weather; I should call the tool.";
+pub const FAKE_SIGNATURE: &str = "EqQBCkgIARABGAIiQLsigfakeAAAAAA==";
+
+/// Why Anthropic would refuse this request's thinking, if it would: a budget under 1024, a
+/// temperature other than 1, a thinking block not as the fake
+/// wrote it. (Claude Code leaves the fake's thinking out of the next request, so Anthropic's
+/// rule that a tool-calling turn starts with its thinking is asserted by the tests instead.)
+fn thinking_refusal(request: &Value) -> Option<String> {
+    let messages = request["messages"].as_array()?;
+    for message in messages.iter().filter(|m| m["role"] == "assistant") {
+        for block in message["content"].as_array().into_iter().flatten() {
+            let bad = match block["type"].as_str() {
+                Some("thinking") => block["signature"] != FAKE_SIGNATURE || block["thinking"] != FAKE_THINKING,
+                Some("redacted_thinking") => !block["data"].is_string(),
+                _ => false,
+            };
+            if bad {
+                return Some("messages: Invalid `signature` in `thinking` block".into());
+            }
+        }
+    }
+    if request["thinking"]["type"] != "enabled" {
+        return None;
+    }
+    // (Under `max_tokens` too, unless interleaved thinking is on: the fake does not see
+    // the beta header, so the translator's property tests hold that rule.)
+    if request["thinking"]["budget_tokens"].as_u64().unwrap_or(0) < 1024 {
+        return Some("thinking.budget_tokens: must be at least 1024".into());
+    }
+    if request.get("temperature").is_some_and(|t| t != 1.0) {
+        return Some("temperature may only be set to 1 when thinking is enabled".into());
+    }
+    None
+}
+
 fn wants_tool(request: &Value) -> Option<String> {
     let tools = request["tools"].as_array()?;
     let last = request["messages"].as_array()?.last()?.to_string();
@@ -286,7 +335,11 @@ impl FakeState {
             (FakeKind::Anthropic, "GET", "/v1/models") => self.anthropic_models(query),
             (FakeKind::OpenAi, "POST", "/v1/chat/completions") => self.openai_chat(&body).await,
             (FakeKind::OpenAi, "POST", "/v1/embeddings") => self.openai_embeddings(&body),
-            (FakeKind::OpenAi, "POST", "/v1/responses") => self.openai_responses(&body),
+            (FakeKind::OpenAi, "POST", "/v1/responses")
+                if !self.chat_only.load(std::sync::atomic::Ordering::SeqCst) =>
+            {
+                self.openai_responses(&body)
+            }
             (FakeKind::Anthropic, "POST", "/v1/messages") => self.anthropic_messages(&body),
             (FakeKind::Anthropic, "POST", "/v1/messages/count_tokens") => {
                 json_reply(200, json!({"input_tokens": 4242}))
@@ -387,8 +440,12 @@ impl FakeState {
         json_reply(200, answer)
     }
 
-    /// The OpenAI Responses API: a reasoning item (with `encrypted_content`) and the message
-    /// "Hello from <name>", as the real event sequence when `stream` is true.
+    /// The OpenAI Responses API as OpenAI answers it: input items of an unknown type and
+    /// reasoning items whose `encrypted_content` this fake did not write are refused with
+    /// 400; a reasoning item comes first (its `encrypted_content` only when `include` asks
+    /// for it), then a `function_call` of the first function tool with `{"city":"Oslo"}`
+    /// when the last input item is a user message about the weather, else the message
+    /// "Hello from <name>"; the real event sequence when `stream` is true.
     fn openai_responses(&self, body: &[u8]) -> warp::reply::Response {
         let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         let model = request["model"].as_str().unwrap_or("").to_string();
@@ -398,21 +455,84 @@ impl FakeState {
                 json!({"error": {"message": format!("{} is failing on purpose", self.name), "type": "server_error"}}),
             );
         }
-        let text = format!("Hello from {}", self.name);
-        let reasoning =
-            json!({"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAAA-opaque=="});
-        let message = |text: &str| {
-            json!({"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
-                "content": [{"type": "output_text", "text": text, "annotations": []}]})
+        let items = match &request["input"] {
+            Value::Array(items) => items.clone(),
+            Value::String(text) => vec![json!({"role": "user", "content": text})],
+            _ => Vec::new(),
         };
-        let usage = json!({"input_tokens": 9, "input_tokens_details": {"cached_tokens": 0},
+        const KNOWN: &[&str] = &[
+            "message",
+            "function_call",
+            "function_call_output",
+            "custom_tool_call",
+            "custom_tool_call_output",
+            "reasoning",
+            "item_reference",
+            "web_search_call",
+            "local_shell_call",
+            "local_shell_call_output",
+            "file_search_call",
+            "computer_call",
+            "computer_call_output",
+            "image_generation_call",
+            "code_interpreter_call",
+            "mcp_call",
+            "mcp_list_tools",
+            "mcp_approval_request",
+            "mcp_approval_response",
+        ];
+        for (i, item) in items.iter().enumerate() {
+            let kind = item["type"].as_str().unwrap_or("message");
+            if !KNOWN.contains(&kind) {
+                return json_reply(
+                    400,
+                    json!({"error": {"message": format!("Invalid value: '{kind}'."), "type": "invalid_request_error",
+                        "param": format!("input[{i}].type"), "code": "invalid_value"}}),
+                );
+            }
+            if kind == "reasoning" && item["encrypted_content"].as_str() != Some(ENCRYPTED_REASONING) {
+                return json_reply(
+                    400,
+                    json!({"error": {"message": "The encrypted content for item rs_1 could not be verified.",
+                        "type": "invalid_request_error", "param": null, "code": "invalid_encrypted_content"}}),
+                );
+            }
+        }
+        let asks_weather = items.last().is_some_and(|last| {
+            last["type"].as_str().unwrap_or("message") == "message"
+                && last["role"] == "user"
+                && last.to_string().contains("weather")
+        });
+        let tool = request["tools"]
+            .as_array()
+            .and_then(|tools| tools.iter().find(|t| t["type"] == "function"))
+            .and_then(|t| t["name"].as_str())
+            .filter(|_| asks_weather)
+            .map(str::to_string);
+        let include_encrypted = request["include"]
+            .as_array()
+            .is_some_and(|list| list.iter().any(|v| v == "reasoning.encrypted_content"));
+        let mut reasoning = json!({"type": "reasoning", "id": "rs_1", "summary": []});
+        if include_encrypted {
+            reasoning["encrypted_content"] = json!(ENCRYPTED_REASONING);
+        }
+        let text = format!("Hello from {}", self.name);
+        let arguments = "{\"city\":\"Oslo\"}";
+        let answer = |done: bool| match &tool {
+            Some(name) => json!({"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": name,
+                "arguments": if done { arguments } else { "" }, "status": if done { "completed" } else { "in_progress" }}),
+            None => json!({"type": "message", "id": "msg_1", "status": if done { "completed" } else { "in_progress" },
+                "role": "assistant",
+                "content": if done { json!([{"type": "output_text", "text": text, "annotations": []}]) } else { json!([]) }}),
+        };
+        let usage = json!({"input_tokens": 9, "input_tokens_details": {"cached_tokens": 2},
             "output_tokens": 4, "output_tokens_details": {"reasoning_tokens": 1}, "total_tokens": 13});
         let response = |status: &str, output: Value, usage: Value| {
             json!({"id": "resp_1", "object": "response", "created_at": 1700000000, "status": status,
-                "model": model, "output": output, "usage": usage})
+                "model": model, "output": output, "usage": usage, "error": null, "incomplete_details": null})
         };
         if request["stream"].as_bool() != Some(true) {
-            return json_reply(200, response("completed", json!([reasoning, message(&text)]), usage));
+            return json_reply(200, response("completed", json!([reasoning, answer(true)]), usage));
         }
         let mut seq = 0;
         let mut out = String::new();
@@ -440,33 +560,46 @@ impl FakeState {
         );
         event(
             "response.output_item.added",
-            json!({"output_index": 1, "item": {"type": "message", "id": "msg_1", "status": "in_progress", "role": "assistant", "content": []}}),
+            json!({"output_index": 1, "item": answer(false)}),
         );
-        event(
-            "response.content_part.added",
-            json!({"item_id": "msg_1", "output_index": 1, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}),
-        );
-        for word in text.split_inclusive(' ') {
+        if tool.is_some() {
+            for part in ["{\"ci", "ty\":\"Os", "lo\"}"] {
+                event(
+                    "response.function_call_arguments.delta",
+                    json!({"item_id": "fc_1", "output_index": 1, "delta": part}),
+                );
+            }
             event(
-                "response.output_text.delta",
-                json!({"item_id": "msg_1", "output_index": 1, "content_index": 0, "delta": word}),
+                "response.function_call_arguments.done",
+                json!({"item_id": "fc_1", "output_index": 1, "arguments": arguments}),
+            );
+        } else {
+            event(
+                "response.content_part.added",
+                json!({"item_id": "msg_1", "output_index": 1, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}),
+            );
+            for word in text.split_inclusive(' ') {
+                event(
+                    "response.output_text.delta",
+                    json!({"item_id": "msg_1", "output_index": 1, "content_index": 0, "delta": word, "logprobs": []}),
+                );
+            }
+            event(
+                "response.output_text.done",
+                json!({"item_id": "msg_1", "output_index": 1, "content_index": 0, "text": text, "logprobs": []}),
+            );
+            event(
+                "response.content_part.done",
+                json!({"item_id": "msg_1", "output_index": 1, "content_index": 0, "part": {"type": "output_text", "text": text, "annotations": []}}),
             );
         }
         event(
-            "response.output_text.done",
-            json!({"item_id": "msg_1", "output_index": 1, "content_index": 0, "text": text}),
-        );
-        event(
-            "response.content_part.done",
-            json!({"item_id": "msg_1", "output_index": 1, "content_index": 0, "part": {"type": "output_text", "text": text, "annotations": []}}),
-        );
-        event(
             "response.output_item.done",
-            json!({"output_index": 1, "item": message(&text)}),
+            json!({"output_index": 1, "item": answer(true)}),
         );
         event(
             "response.completed",
-            json!({"response": response("completed", json!([reasoning, message(&text)]), usage)}),
+            json!({"response": response("completed", json!([reasoning, answer(true)]), usage)}),
         );
         Response::builder()
             .status(200)
@@ -520,10 +653,21 @@ impl FakeState {
                 json!({"type": "error", "error": {"type": "api_error", "message": format!("{} is failing on purpose", self.name)}}),
             );
         }
+        let thinking = request["thinking"]["type"] == "enabled";
+        if let Some(refusal) = thinking_refusal(&request) {
+            return json_reply(
+                400,
+                json!({"type": "error", "error": {"type": "invalid_request_error", "message": refusal}}),
+            );
+        }
         let text = format!("Hello from {}", self.name);
         let tool = wants_tool(&request);
         if request["stream"].as_bool() != Some(true) {
-            let mut content = vec![json!({"type": "text", "text": text})];
+            let mut content = Vec::new();
+            if thinking {
+                content.push(json!({"type": "thinking", "thinking": FAKE_THINKING, "signature": FAKE_SIGNATURE}));
+            }
+            content.push(json!({"type": "text", "text": text}));
             if let Some(name) = &tool {
                 content.push(json!({"type": "tool_use", "id": "toolu_1", "name": name, "input": {"city": "Oslo"}}));
             }
@@ -559,30 +703,57 @@ impl FakeState {
             json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "model": model,
             "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 11, "output_tokens": 1}}}),
         );
+        let mut index = 0;
+        if thinking {
+            out += &event(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+            );
+            let (head, tail) = FAKE_THINKING.split_at(FAKE_THINKING.len() / 2);
+            for part in [head, tail] {
+                out += &event(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": part}}),
+                );
+            }
+            out += &event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": FAKE_SIGNATURE}}),
+            );
+            out += &event("content_block_stop", json!({"type": "content_block_stop", "index": 0}));
+            index += 1;
+        }
         out += &event(
             "content_block_start",
-            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}),
         );
         out += &event("ping", json!({"type": "ping"}));
         for word in text.split_inclusive(' ') {
             out += &event(
                 "content_block_delta",
-                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": word}}),
+                json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": word}}),
             );
         }
-        out += &event("content_block_stop", json!({"type": "content_block_stop", "index": 0}));
+        out += &event(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": index}),
+        );
+        index += 1;
         if let Some(name) = &tool {
             out += &event(
                 "content_block_start",
-                json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_1", "name": name, "input": {}}}),
+                json!({"type": "content_block_start", "index": index, "content_block": {"type": "tool_use", "id": "toolu_1", "name": name, "input": {}}}),
             );
             for part in ["{\"ci", "ty\": \"Os", "lo\"}"] {
                 out += &event(
                     "content_block_delta",
-                    json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": part}}),
+                    json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": part}}),
                 );
             }
-            out += &event("content_block_stop", json!({"type": "content_block_stop", "index": 1}));
+            out += &event(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": index}),
+            );
         }
         let stop = if tool.is_some() { "tool_use" } else { "end_turn" };
         out += &event(

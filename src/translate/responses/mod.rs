@@ -8,6 +8,11 @@
 //! `chat.completion` into a `response` object; `stream_from_chat.rs` turns chat chunks into
 //! the Responses event sequence, with sequence numbers, as they arrive.
 //!
+//! Anthropic providers get a direct translation instead (`request_to_messages.rs`,
+//! `response_from_messages.rs`, `stream_from_messages.rs`), so thinking blocks and their
+//! signatures survive as reasoning items; OpenAI providers get the request as it came
+//! (`dispatch::responses`).
+//!
 //! Custom (freeform) tools such as Codex's `apply_patch` become function tools with one
 //! string parameter `input`; calls to them come back as `custom_tool_call` items carrying
 //! that string. Reasoning items in the input are dropped (their encrypted content means
@@ -16,17 +21,25 @@
 //! them. Server-side state is not kept: `previous_response_id` is refused with a 400.
 
 mod request_to_chat;
+mod request_to_messages;
 mod response_from_chat;
+mod response_from_messages;
 mod stream_from_chat;
+mod stream_from_messages;
 
+#[cfg(test)]
+mod messages_tests;
 #[cfg(test)]
 mod props;
 #[cfg(test)]
 mod tests;
 
 pub use request_to_chat::responses_to_chat_request;
+pub use request_to_messages::{responses_to_messages_request, thinking_budget, DEFAULT_ANSWER_TOKENS};
 pub use response_from_chat::chat_to_response;
+pub use response_from_messages::messages_to_response;
 pub use stream_from_chat::ChatToResponsesStream;
+pub use stream_from_messages::MessagesToResponsesStream;
 
 use serde_json::{Map, Value};
 use std::collections::HashSet;
@@ -56,4 +69,33 @@ pub(crate) fn new_id(prefix: &str) -> String {
         })
         .collect();
     format!("{prefix}_{suffix}")
+}
+
+/// Anthropic's thinking blocks inside a Responses reasoning item's `encrypted_content`:
+/// the block (text and signature, or redacted data) as base64url JSON behind a marker, so
+/// it comes back exactly as Anthropic wrote it, whatever the client does to the summary.
+pub(crate) mod reasoning_payload {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use serde_json::Value;
+
+    const MARKER: &str = "auxot.anthropic.v1.";
+
+    /// `block` is a `thinking` or `redacted_thinking` content block.
+    pub fn encode(block: &Value) -> String {
+        format!("{MARKER}{}", URL_SAFE_NO_PAD.encode(block.to_string()))
+    }
+
+    /// The block inside a payload auxot wrote; `None` for anything else (OpenAI's own
+    /// encrypted reasoning, a damaged payload).
+    pub fn decode(payload: &str) -> Option<Value> {
+        let bytes = URL_SAFE_NO_PAD.decode(payload.strip_prefix(MARKER)?).ok()?;
+        let block: Value = serde_json::from_slice(&bytes).ok()?;
+        let valid = match block.get("type").and_then(Value::as_str)? {
+            "thinking" => block.get("thinking")?.is_string() && block.get("signature")?.is_string(),
+            "redacted_thinking" => block.get("data")?.is_string(),
+            _ => false,
+        };
+        valid.then_some(block)
+    }
 }

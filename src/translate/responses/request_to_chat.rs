@@ -39,7 +39,7 @@ const KNOWN_FIELDS: &[&str] = &[
 ];
 
 /// Request fields a `response` object repeats back to the client.
-const ECHOED: &[&str] = &[
+pub(super) const ECHOED: &[&str] = &[
     "instructions",
     "tools",
     "tool_choice",
