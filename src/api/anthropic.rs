@@ -2,26 +2,29 @@
 //! and the Anthropic-shaped model list, with their `/api/anthropic/v1/…` aliases. Requests
 //! go through the same dispatcher as `/v1/chat/completions`, to any tier.
 
+use super::admit;
+use super::body::exchanged;
 use super::error::{bytes_response, json_response, ApiError, Dialect};
-use super::relay;
 use super::request::RouteHeaders;
 use super::request::{api_key, header, parse_json, read_body, require_model_and_messages, RolePeek};
-use crate::dispatch::{ChatRequest, Routed, RoutedReply};
+use crate::dispatch::{ChatRequest, Routed};
+use crate::exchange::{self, Client};
 use crate::providers::anthropic::ClientHeaders;
-use crate::providers::{ChatOutcome, UpstreamReply};
-use crate::translate::anthropic::openai_to_anthropic_response;
+use crate::providers::ChatOutcome;
 use crate::translate::Format;
-use crate::usage::{Meter, MeterStart, RouteInfo};
+use crate::usage::{Meter, MeterStart};
 use crate::AppState;
 use bytes::{Buf, Bytes};
 use futures_util::Stream;
-use relay::Outgoing;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use warp::filters::BoxedFilter;
 use warp::http::HeaderMap;
 use warp::reply::Response;
 use warp::Filter;
+
+/// A count answer bigger than this is refused rather than held in memory.
+const MAX_COUNT_ANSWER: usize = 32 * 1024 * 1024;
 
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let with_state = warp::any().map(move || state.clone());
@@ -76,7 +79,10 @@ where
 {
     let mut meter = state.usage.meter(MeterStart::default());
     match route_message(&state, &headers, query, body, &mut meter).await {
-        Ok((model, routed)) => reply(routed, &model, meter).await,
+        Ok((client, routed)) => match exchange::answer(routed, client, meter).await {
+            Ok(reply) => exchanged(reply),
+            Err(e) => ApiError::from(e).into_response(Dialect::Anthropic),
+        },
         Err(e) => {
             meter.failed(e.code, e.status);
             e.into_response(Dialect::Anthropic)
@@ -90,12 +96,12 @@ async fn route_message<S, B>(
     query: String,
     body: S,
     meter: &mut Meter,
-) -> Result<(String, Routed), ApiError>
+) -> Result<(Client, Routed), ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    let (overrides, body) = relay::admit(state, headers, body, meter).await?;
+    let (overrides, body) = admit::admit(state, headers, body, meter).await?;
     let peek: MessagesPeek = parse_json(&body)?;
     meter.set_request(&peek.model, peek.stream.unwrap_or(false), body.len());
     require_model_and_messages(&peek.model, peek.messages.len())?;
@@ -111,8 +117,8 @@ where
         wait: overrides.wait,
         responses: None,
     };
-    let routed = relay::dispatch(state, request, meter).await?;
-    Ok((peek.model, routed))
+    let routed = admit::route(state, request, meter).await?;
+    Ok((Client::Messages { model: peek.model }, routed))
 }
 
 /// What an Anthropic upstream must see as the client sent it. SDKs send new dates and beta
@@ -126,79 +132,6 @@ fn client_headers(headers: &HeaderMap, query: String) -> ClientHeaders {
         user_agent: get("user-agent"),
         x_app: get("x-app"),
     }
-}
-
-async fn reply(routed: Routed, model: &str, mut meter: Meter) -> Response {
-    let out = match routed.reply {
-        RoutedReply::Upstream {
-            reply,
-            format: Format::Anthropic,
-        } => Ok(relay::upstream_body(
-            reply,
-            &routed.route,
-            Format::Anthropic,
-            anthropic_stream_error,
-        )),
-        RoutedReply::Upstream {
-            reply,
-            format: Format::OpenAi,
-        } => from_openai(relay::watched(&mut meter, reply, Format::OpenAi), model).await,
-        RoutedReply::WorkerStream { held, job } => {
-            Ok(Outgoing::sse(relay::worker_chunks_as_anthropic(held, job, model)))
-        }
-        RoutedReply::Complete(body) => openai_to_anthropic_response(&body, model)
-            .map(|value| Outgoing::json(200, Bytes::from(value.to_string())))
-            .map_err(|e| untranslatable_answer(&e.to_string())),
-        // Only a Responses request (`responses` set) is answered in that dialect.
-        RoutedReply::Responses(_) => Err(untranslatable_answer("a Responses answer to a Messages request")),
-    };
-    let out = match out {
-        Ok(out) => out,
-        Err(e) => {
-            meter.failed(e.code, e.status);
-            return e.into_response(Dialect::Anthropic);
-        }
-    };
-    meter.routed(RouteInfo {
-        tier: routed.tier.as_str(),
-        route: &routed.route,
-        target_model: &routed.model,
-        cloud_model: routed.cloud_model.as_deref(),
-        overflow: routed.overflow,
-        client_format: Format::Anthropic,
-        sse: out.is_sse(),
-    });
-    relay::respond(out, meter, false, routed.tier, &routed.route)
-}
-
-/// An OpenAI-format answer (provider) for an Anthropic client.
-async fn from_openai(reply: UpstreamReply, model: &str) -> Result<Outgoing, ApiError> {
-    let is_sse = reply
-        .content_type
-        .as_deref()
-        .is_some_and(|t| t.starts_with("text/event-stream"));
-    if is_sse {
-        return Ok(Outgoing::sse(relay::openai_sse_as_anthropic(reply.body, model)));
-    }
-    let body = relay::collect(reply.body)
-        .await
-        .map_err(|e| untranslatable_answer(&e))?;
-    openai_to_anthropic_response(&body, model)
-        .map(|value| Outgoing::json(200, Bytes::from(value.to_string())))
-        .map_err(|e| untranslatable_answer(&e.to_string()))
-}
-
-fn untranslatable_answer(why: &str) -> ApiError {
-    ApiError::new(
-        502,
-        "upstream_error",
-        format!("cannot translate the upstream's answer: {why}"),
-    )
-}
-
-fn anthropic_stream_error(route: &str, why: &str) -> Bytes {
-    let event = json!({"type": "error", "error": {"type": "api_error", "message": format!("'{route}' failed mid-stream: {why}")}});
-    Bytes::from(format!("event: error\ndata: {event}\n\n"))
 }
 
 #[derive(Deserialize)]
@@ -241,9 +174,11 @@ where
         };
         match state.dispatcher.count_tokens_upstream(&request).await {
             Some(Ok(ChatOutcome::Reply(reply))) => {
-                let answer = relay::collect(reply.body).await.map_err(|e| {
-                    ApiError::new(502, "upstream_error", format!("cannot read the upstream's answer: {e}"))
-                })?;
+                let answer = crate::providers::collect_body(reply.body, MAX_COUNT_ANSWER, "the upstream's answer")
+                    .await
+                    .map_err(|e| {
+                        ApiError::new(502, "upstream_error", format!("cannot read the upstream's answer: {e}"))
+                    })?;
                 return Ok(bytes_response(200, "application/json", answer));
             }
             Some(Ok(ChatOutcome::Failed(failure))) if failure.status < 500 && failure.status != 429 => {
