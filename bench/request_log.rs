@@ -45,6 +45,7 @@ fn row(i: u64, start_ms: i64) -> UsageRecord {
         status: if i % 1000 == 7 { 502 } else { 200 },
         stream: i % 2 == 0,
         attempts: Vec::new(),
+        router: None,
     }
 }
 

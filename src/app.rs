@@ -25,4 +25,7 @@ pub struct AppState {
     pub usage: Arc<Usage>,
     pub admin_agent: Arc<AdminAgent>,
     pub backups: Arc<Backups>,
+    /// On a shared PostgreSQL database: whether this router hears the other routers'
+    /// changes right now (`/healthz` says "degraded" while it does not). `None` on redb.
+    pub shared_db_live: Option<Arc<std::sync::atomic::AtomicBool>>,
 }

@@ -12,6 +12,9 @@ use std::time::Duration;
 pub const SECRET_KEY_ENV: &str = "AUXOT_SECRET_KEY";
 pub const CREDENTIAL_NAME: &str = "auxot-secret-key";
 pub const GENERATED_KEY_FILE: &str = "secret.key";
+pub const DATABASE_URL_ENV: &str = "AUXOT_DATABASE_URL";
+/// The systemd credential holding the PostgreSQL URL (`LoadCredential=auxot-database-url:…`).
+pub const DATABASE_CREDENTIAL_NAME: &str = "auxot-database-url";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -71,6 +74,17 @@ pub struct ServeArgs {
     /// not the proxy's. Empty: the header is ignored.
     #[arg(long = "trusted-proxy", env = "AUXOT_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_proxy)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// PostgreSQL instead of the redb file: `postgres://user:password@host/db?sslmode=require`.
+    /// Several routers on one database serve as one. Prefer `--database-file` or the
+    /// `auxot-database-url` credential: a password in a flag or env var is visible to others.
+    #[arg(long, env = DATABASE_URL_ENV, hide_env_values = true)]
+    pub database: Option<String>,
+    /// File holding the PostgreSQL URL (used when --database / AUXOT_DATABASE_URL is not set).
+    #[arg(long, env = "AUXOT_DATABASE_URL_FILE")]
+    pub database_file: Option<PathBuf>,
+    /// This router's name in usage rows and the request log (default: the host name).
+    #[arg(long, env = "AUXOT_ROUTER_NAME")]
+    pub router_name: Option<String>,
 }
 
 /// An address (a single host) or a CIDR.
@@ -100,6 +114,10 @@ pub struct ServeConfig {
     pub secret_key: SecretKeySource,
     pub shutdown_grace: Duration,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The PostgreSQL URL (it may hold a password); `None`: the redb file in `data_dir`.
+    pub database: Option<Secret>,
+    /// Names this router in the usage rows it writes.
+    pub router_name: String,
 }
 
 /// Where the secret key comes from, in the documented order.
@@ -131,6 +149,12 @@ pub enum ConfigError {
     EmptyKey(String),
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
+    #[error("cannot read the database URL from {source_name}: {reason}")]
+    ReadDatabase { source_name: String, reason: String },
+    #[error("the database URL from {0} must start with postgres:// or postgresql://")]
+    BadDatabase(String),
+    #[error("--router-name must be 1 to 64 printable characters")]
+    BadRouterName,
 }
 
 impl ServeConfig {
@@ -153,7 +177,24 @@ impl ServeConfig {
             std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
             &args.data_dir,
         );
+        let database = locate_database(
+            args.database,
+            args.database_file,
+            std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+        )?;
+        let router_name = match args.router_name {
+            Some(name) => {
+                let name = name.trim().to_string();
+                if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+                    return Err(ConfigError::BadRouterName);
+                }
+                name
+            }
+            None => host_name(),
+        };
         Ok(ServeConfig {
+            router_name,
+            database,
             data_dir: args.data_dir,
             listen: args.listen,
             body_limit: args.body_limit,
@@ -194,6 +235,64 @@ pub fn locate_secret_key(
     SecretKeySource::DataDir(data_dir.join(GENERATED_KEY_FILE))
 }
 
+/// The machine's host name, the default router name.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty() && name.len() <= 64)
+        .or_else(|| {
+            std::env::var("HOSTNAME")
+                .ok()
+                .filter(|n| !n.is_empty() && n.len() <= 64)
+        })
+        .unwrap_or_else(|| "auxot".into())
+}
+
+/// The PostgreSQL URL, from the first of: the flag or `AUXOT_DATABASE_URL`, the file, the
+/// systemd credential (only when it exists). `None`: the redb store.
+pub fn locate_database(
+    value: Option<String>,
+    file: Option<PathBuf>,
+    credentials_dir: Option<PathBuf>,
+) -> Result<Option<Secret>, ConfigError> {
+    let (text, source_name) = match (value, file) {
+        (Some(value), _) => (value, format!("--database (${DATABASE_URL_ENV})")),
+        (None, Some(path)) => (
+            read_database_file(&path, "database URL file")?,
+            format!("file {}", path.display()),
+        ),
+        (None, None) => match credentials_dir.map(|dir| dir.join(DATABASE_CREDENTIAL_NAME)) {
+            Some(path) if path.exists() => (
+                read_database_file(&path, "systemd credential")?,
+                format!("systemd credential {}", path.display()),
+            ),
+            _ => return Ok(None),
+        },
+    };
+    let url = Secret::new(text.trim().to_string());
+    if url.is_empty() {
+        return Ok(None);
+    }
+    let scheme_ok = ["postgres://", "postgresql://"].iter().any(|scheme| {
+        url.expose()
+            .get(..scheme.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+    });
+    if !scheme_ok {
+        return Err(ConfigError::BadDatabase(source_name));
+    }
+    Ok(Some(url))
+}
+
+fn read_database_file(path: &Path, what: &str) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError::ReadDatabase {
+        source_name: format!("{what} {}", path.display()),
+        reason: e.to_string(),
+    })
+}
+
 /// Reads the key's text. `Ok(None)` only for a data-dir key file that does not exist yet.
 pub fn read_secret_key(source: &SecretKeySource) -> Result<Option<Secret>, ConfigError> {
     let text = match source {
@@ -228,6 +327,32 @@ pub fn read_secret_key(source: &SecretKeySource) -> Result<Option<Secret>, Confi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_database_url_comes_from_the_flag_then_the_file_then_the_credential() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("url");
+        std::fs::write(&file, "postgres://a@127.0.0.1/file\n").unwrap();
+        std::fs::write(
+            dir.path().join(DATABASE_CREDENTIAL_NAME),
+            "postgresql://a@127.0.0.1/cred",
+        )
+        .unwrap();
+        let cred = Some(dir.path().to_path_buf());
+        let flag = locate_database(
+            Some("postgres://a@127.0.0.1/flag".into()),
+            Some(file.clone()),
+            cred.clone(),
+        );
+        assert_eq!(flag.unwrap().unwrap().expose(), "postgres://a@127.0.0.1/flag");
+        let from_file = locate_database(None, Some(file), cred.clone()).unwrap().unwrap();
+        assert_eq!(from_file.expose(), "postgres://a@127.0.0.1/file");
+        let from_cred = locate_database(None, None, cred).unwrap().unwrap();
+        assert_eq!(from_cred.expose(), "postgresql://a@127.0.0.1/cred");
+        assert!(locate_database(None, None, None).unwrap().is_none());
+        let wrong = locate_database(Some("mysql://x".into()), None, None).unwrap_err();
+        assert!(wrong.to_string().contains("postgres://"), "{wrong}");
+    }
 
     #[test]
     fn env_beats_file_beats_credential_beats_data_dir() {

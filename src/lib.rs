@@ -3,6 +3,8 @@
 pub mod agents;
 pub mod api;
 mod app;
+mod changes;
+
 pub mod auth;
 pub mod clock;
 pub mod config;
@@ -63,11 +65,17 @@ pub enum StartError {
     },
     #[error("cannot open the database: {0}")]
     Store(#[from] StoreError),
+    #[error("routers on a shared PostgreSQL database need one secret key, given to each: set {missing} (or AUXOT_SECRET_KEY); `auxot keygen` prints one")]
+    SharedKeyRequired { missing: String },
     #[error("cannot load: {0}")]
     Load(String),
     #[error("cannot build the upstream HTTP client: {0}")]
     Http(String),
 }
+
+/// How often a router on a shared database re-reads every cache even without a notice: the
+/// safety net under LISTEN/NOTIFY.
+const CHANGES_RESYNC: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Opens the data dir, checks the secret key against the data's canary, loads the routing
 /// state. A wrong key fails here, before any port is bound and before anything is written.
@@ -84,9 +92,22 @@ pub async fn start(config: ServeConfig) -> Result<AppState, StartError> {
         })?;
     // The key is checked against the data before the database is opened for writing: a
     // refused start leaves the file untouched.
-    let state = Store::peek_key_state(&config.data_dir)?;
+    let shared = match &config.database {
+        Some(url) => Some(Store::connect_postgres(url.expose()).await?),
+        None => None,
+    };
+    let state = match &shared {
+        Some(store) => store.load_key_state().await?,
+        None => Store::peek_key_state(&config.data_dir)?,
+    };
     let (material, generated) = match (parsed, &state.canary) {
         (Some(material), _) => (material, None),
+        // Routers sharing a database must share the key: none may invent its own.
+        (None, None) if shared.is_some() => {
+            return Err(StartError::SharedKeyRequired {
+                missing: config.secret_key.describe(),
+            })
+        }
         (None, Some(canary)) => {
             return Err(StartError::MissingKey {
                 data_dir: config.data_dir.display().to_string(),
@@ -145,8 +166,26 @@ pub async fn start(config: ServeConfig) -> Result<AppState, StartError> {
             "no secret key was configured: generated one into this file. Move it into a credential (AUXOT_SECRET_KEY_FILE, or systemd LoadCredential=auxot-secret-key) and back it up: without it the stored provider keys cannot be opened"
         );
     }
-    let store = Store::open(&config.data_dir)?;
-    store.initialize(new_salt.as_deref(), new_canary.as_ref())?;
+    let store = match shared {
+        Some(store) => {
+            store.initialize_shared(new_salt, new_canary).await?;
+            // Two first starts at once: the canary (and passphrase salt) stored is whichever
+            // committed first; this router's key must open it.
+            if let Some(canary) = store.load_key_state().await?.canary {
+                master.check_canary(&canary).map_err(|_| StartError::WrongKey {
+                    source_name: config.secret_key.describe(),
+                    configured: master.id_hex(),
+                    sealed_with: canary.key_id().unwrap_or_default(),
+                })?;
+            }
+            store
+        }
+        None => {
+            let store = Store::open(&config.data_dir)?;
+            store.initialize(new_salt.as_deref(), new_canary.as_ref())?;
+            store
+        }
+    };
 
     let master = Arc::new(master);
     let rules = Arc::new(
@@ -178,6 +217,7 @@ pub async fn start(config: ServeConfig) -> Result<AppState, StartError> {
             max_rows: config.usage_max_rows,
             max_bytes: config.usage_max_bytes,
         },
+        Arc::from(config.router_name.as_str()),
     )
     .await
     .map_err(|e| StartError::Load(e.to_string()))?;
@@ -191,7 +231,8 @@ pub async fn start(config: ServeConfig) -> Result<AppState, StartError> {
         http,
         upstream_timeout: config.upstream_timeout,
     });
-    Ok(AppState {
+    let feed = store.watch_changes(CHANGES_RESYNC);
+    let state = AppState {
         config: Arc::new(config),
         auth: Arc::new(auth),
         providers: registry,
@@ -202,7 +243,12 @@ pub async fn start(config: ServeConfig) -> Result<AppState, StartError> {
         usage,
         admin_agent,
         backups,
-    })
+        shared_db_live: feed.as_ref().map(|f| f.listening.clone()),
+    };
+    if let Some(feed) = feed {
+        tokio::spawn(changes::follow(state.clone(), feed.changes));
+    }
+    Ok(state)
 }
 
 /// The enabled providers' model names, rebuilt only when the routing table changes (not per

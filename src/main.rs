@@ -4,6 +4,7 @@ use auxot::config::{LogFormat, ServeArgs, ServeConfig};
 use auxot::ops::admins::AdminCommand;
 use auxot::ops::backup::{BackupArgs, RestoreArgs};
 use auxot::ops::doctor::DoctorArgs;
+use auxot::ops::migrate::MigrateArgs;
 use auxot::ops::rotate::RotateArgs;
 use auxot::workers::args::{CliWorkerArgs, GpuWorkerArgs};
 use clap::{Parser, Subcommand};
@@ -41,6 +42,9 @@ enum Command {
     Admin(AdminCommand),
     /// Check an installation end to end: config, key, database, providers, workers, tiers.
     Doctor(DoctorArgs),
+    /// Move this box's data (auxot.redb) into an empty PostgreSQL database, for several
+    /// routers on one database (server stopped).
+    Migrate(MigrateArgs),
 }
 
 #[derive(Subcommand)]
@@ -84,6 +88,12 @@ fn main() -> ExitCode {
             init_logging(LogFormat::Text);
             report(on_runtime(async move {
                 auxot::ops::admins::run(&command).await.map_err(|e| e.to_string())
+            }))
+        }
+        Command::Migrate(args) => {
+            init_logging(LogFormat::Text);
+            report(on_runtime(async move {
+                auxot::ops::migrate::run(&args).await.map_err(|e| e.to_string())
             }))
         }
         Command::Doctor(args) => {

@@ -26,6 +26,8 @@ mod outcomes;
 mod providers;
 mod responses;
 mod restart;
+mod scale_out;
+mod store_suite;
 mod tiers;
 mod usage;
 mod workers;

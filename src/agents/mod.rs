@@ -93,7 +93,8 @@ impl AgentBook {
         Ok(book)
     }
 
-    async fn reload(&self) -> Result<(), RulesError> {
+    /// Re-reads every agent (also when another router changed one).
+    pub async fn reload(&self) -> Result<(), RulesError> {
         let agents = self
             .store
             .list_agents()

@@ -32,10 +32,24 @@ use warp::filters::BoxedFilter;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
+/// `ok`, or `degraded` with the reason while a router on PostgreSQL cannot hear the others
+/// (the database is unreachable): it keeps serving with what it last loaded, so the status
+/// stays 200 and a load balancer keeps it.
+fn health(shared_db_live: Option<&std::sync::atomic::AtomicBool>) -> serde_json::Value {
+    match shared_db_live {
+        Some(live) if !live.load(std::sync::atomic::Ordering::Relaxed) => serde_json::json!({
+            "status": "degraded",
+            "reason": "PostgreSQL is unreachable: serving with the configuration last loaded; changes made on other routers apply once it reconnects",
+        }),
+        _ => serde_json::json!({"status": "ok"}),
+    }
+}
+
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
+    let live = state.shared_db_live.clone();
     let health = warp::path!("healthz")
         .and(warp::get())
-        .map(|| json_response(200, &serde_json::json!({"status": "ok"})));
+        .map(move || json_response(200, &health(live.as_deref())));
     // The admin API, behind the viewers' read-only rule.
     let admin_api = admin::routes(state.clone())
         .or(admins::routes(state.clone()))

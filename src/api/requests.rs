@@ -143,6 +143,7 @@ fn row_json(key: u128, row: &UsageRecord, key_names: &HashMap<&str, &str>) -> se
         "model_served": row.model_served,
         "tier": row.tier,
         "route": row.route,
+        "router": row.router,
         "status": row.status,
         "outcome": row.outcome,
         "stream": row.stream,

@@ -295,6 +295,35 @@ impl From<&WorkerTokenRecord> for WorkerIdentity {
     }
 }
 
+type Credentials = (
+    HashMap<String, (Arc<str>, KnownKey)>,
+    HashMap<String, Arc<KeyGrant>>,
+    HashMap<String, WorkerIdentity>,
+);
+
+async fn load_credentials(store: &Store) -> Result<Credentials, AuthError> {
+    let keys: HashMap<String, (Arc<str>, KnownKey)> = store
+        .list_api_keys()
+        .await?
+        .into_iter()
+        .map(|r| {
+            let known = KnownKey::of(&r);
+            (r.key_hash, (Arc::from(r.id.as_str()), known))
+        })
+        .collect();
+    let grants = keys
+        .values()
+        .map(|(id, known)| (id.to_string(), known.grant.clone()))
+        .collect();
+    let worker_tokens = store
+        .list_worker_tokens()
+        .await?
+        .into_iter()
+        .map(|r| (r.token_hash.clone(), WorkerIdentity::from(&r)))
+        .collect();
+    Ok((keys, grants, worker_tokens))
+}
+
 pub struct Auth {
     store: Store,
     session_ttl: Duration,
@@ -310,25 +339,7 @@ pub struct Auth {
 
 impl Auth {
     pub async fn load(store: Store, session_ttl: Duration) -> Result<Auth, AuthError> {
-        let keys: HashMap<String, (Arc<str>, KnownKey)> = store
-            .list_api_keys()
-            .await?
-            .into_iter()
-            .map(|r| {
-                let known = KnownKey::of(&r);
-                (r.key_hash, (Arc::from(r.id.as_str()), known))
-            })
-            .collect();
-        let grants = keys
-            .values()
-            .map(|(id, known)| (id.to_string(), known.grant.clone()))
-            .collect();
-        let worker_tokens = store
-            .list_worker_tokens()
-            .await?
-            .into_iter()
-            .map(|r| (r.token_hash.clone(), WorkerIdentity::from(&r)))
-            .collect();
+        let (keys, grants, worker_tokens) = load_credentials(&store).await?;
         Ok(Auth {
             store,
             session_ttl,
@@ -338,6 +349,16 @@ impl Auth {
             throttle: LoginThrottle::default(),
             hasher: Hasher::new(),
         })
+    }
+
+    /// Re-reads API keys and worker tokens (another router on the shared database changed
+    /// them): a key revoked there is refused here from now on.
+    pub async fn reload_credentials(&self) -> Result<(), AuthError> {
+        let (keys, grants, worker_tokens) = load_credentials(&self.store).await?;
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+        *self.grants.write().unwrap_or_else(|p| p.into_inner()) = grants;
+        *self.worker_tokens.write().unwrap_or_else(|p| p.into_inner()) = worker_tokens;
+        Ok(())
     }
 
     pub async fn admin_exists(&self) -> Result<bool, AuthError> {

@@ -254,7 +254,24 @@ impl RoutingRules {
         self.reload_aliases().await
     }
 
-    async fn reload_aliases(&self) -> Result<(), RulesError> {
+    /// Re-reads the routing and admin-agent settings (changed by another router).
+    pub async fn reload_settings(&self) -> Result<(), RulesError> {
+        let settings = self.store.routing_settings().await?;
+        let agent = self.store.admin_agent_settings().await?;
+        let order = Tier::parse_order(&settings.default_order).unwrap_or_else(|_| Tier::ALL.to_vec());
+        self.cloud_connect
+            .set(Duration::from_millis(settings.timeouts.cloud.connect_ms));
+        self.gpu_connect.send_if_modified(|ms| {
+            let changed = *ms != settings.timeouts.gpu.connect_ms;
+            *ms = settings.timeouts.gpu.connect_ms;
+            changed
+        });
+        *self.admin_agent.write().unwrap_or_else(|p| p.into_inner()) = agent;
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new((settings, order));
+        Ok(())
+    }
+
+    pub async fn reload_aliases(&self) -> Result<(), RulesError> {
         let aliases = self
             .store
             .list_aliases()

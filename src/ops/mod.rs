@@ -7,6 +7,7 @@ pub mod backup;
 pub mod client;
 pub mod doctor;
 pub mod keys;
+pub mod migrate;
 pub mod rotate;
 pub mod snapshot;
 

@@ -318,6 +318,12 @@ impl ProviderRegistry {
         self.routing.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Rebuilds the routing table from the store (another router added, changed or removed
+    /// a provider, or refreshed its models).
+    pub async fn reload(&self) -> Result<(), RegistryError> {
+        self.rebuild().await
+    }
+
     async fn rebuild(&self) -> Result<(), RegistryError> {
         let _guard = self.rebuild_lock.lock().await;
         let rows = self.store.providers_with_models().await?;

@@ -1,8 +1,8 @@
 //! Admin accounts: username, argon2id password hash (PHC string) and role.
 
+use super::kv::Table;
 use super::tables::{ADMINS, SESSIONS};
-use super::{decode, encode, SessionRecord, Store, StoreError};
-use redb::{ReadableTable, ReadableTableMetadata};
+use super::{decode, encode, SessionRecord, Store, StoreError, WriteTxn};
 use serde::{Deserialize, Serialize};
 
 /// What an admin account may do: `admin` changes anything, `viewer` only reads.
@@ -79,9 +79,9 @@ impl Store {
         self.read(move |txn| {
             let admins = txn.open_table(ADMINS)?;
             let found = match admins.get(key.as_str())? {
-                Some(row) => Some(row.value().to_vec()),
+                Some(row) => Some(row),
                 None => match legacy_key(&admins, &key)? {
-                    Some(legacy) => admins.get(legacy.as_str())?.map(|row| row.value().to_vec()),
+                    Some(legacy) => admins.get(legacy.as_str())?,
                     None => None,
                 },
             };
@@ -95,7 +95,7 @@ impl Store {
             let mut out = Vec::new();
             for row in txn.open_table(ADMINS)?.iter()? {
                 let (_, value) = row?;
-                out.push(decode("admin", value.value())?);
+                out.push(decode("admin", &value)?);
             }
             Ok(out)
         })
@@ -135,7 +135,7 @@ impl Store {
             let mut records = Vec::new();
             for row in admins.iter()? {
                 let (k, value) = row?;
-                records.push((k.value().to_string(), decode::<AdminRecord>("admin", value.value())?));
+                records.push((k, decode::<AdminRecord>("admin", &value)?));
             }
             let Some((_, target)) = records.iter().find(|(k, _)| *k == key).cloned() else {
                 return Err(StoreError::NotFound("admin account"));
@@ -168,27 +168,24 @@ impl Store {
 }
 
 /// The first admin used to be keyed by the name as typed; find such a row by its name.
-fn legacy_key(
-    admins: &impl ReadableTable<&'static str, &'static [u8]>,
-    wanted: &str,
-) -> Result<Option<String>, StoreError> {
+fn legacy_key(admins: &Table<'_, &'static str, &'static [u8]>, wanted: &str) -> Result<Option<String>, StoreError> {
     for row in admins.iter()? {
         let (k, _) = row?;
-        if k.value().to_lowercase() == wanted && k.value() != wanted {
-            return Ok(Some(k.value().to_string()));
+        if k.to_lowercase() == wanted && k != wanted {
+            return Ok(Some(k));
         }
     }
     Ok(None)
 }
 
-fn end_sessions_of(txn: &redb::WriteTransaction, username: &str) -> Result<usize, StoreError> {
+fn end_sessions_of(txn: &WriteTxn<'_>, username: &str) -> Result<usize, StoreError> {
     let mut sessions = txn.open_table(SESSIONS)?;
     let mut ended = Vec::new();
     for row in sessions.iter()? {
         let (key, value) = row?;
-        let record: SessionRecord = decode("session", value.value())?;
+        let record: SessionRecord = decode("session", &value)?;
         if record.username.eq_ignore_ascii_case(username) {
-            ended.push(key.value().to_string());
+            ended.push(key);
         }
     }
     for key in &ended {

@@ -3,7 +3,6 @@
 
 use super::tables::AGENTS;
 use super::{decode, encode, Store, StoreError};
-use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,7 +27,7 @@ impl Store {
             let mut out = Vec::new();
             for row in table.iter()? {
                 let (_, value) = row?;
-                out.push(decode("agent", value.value())?);
+                out.push(decode("agent", &value)?);
             }
             Ok(out)
         })
@@ -39,7 +38,7 @@ impl Store {
         self.write(move |txn| {
             let mut table = txn.open_table(AGENTS)?;
             let key = record.name.to_lowercase();
-            let exists = table.get(key.as_str())?.is_some();
+            let exists = table.contains(key.as_str())?;
             if create && exists {
                 return Err(StoreError::Conflict(format!(
                     "an agent named '{}' already exists",

@@ -2,7 +2,6 @@
 
 use super::tables::ALIASES;
 use super::{decode, encode, Store, StoreError};
-use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 pub const AUTO: &str = "auto";
@@ -41,7 +40,7 @@ impl Store {
             let mut out = Vec::new();
             for row in table.iter()? {
                 let (_, value) = row?;
-                out.push(decode("alias", value.value())?);
+                out.push(decode("alias", &value)?);
             }
             Ok(out)
         })
@@ -52,7 +51,7 @@ impl Store {
     pub async fn put_alias(&self, record: AliasRecord, create: bool) -> Result<(), StoreError> {
         self.write(move |txn| {
             let mut table = txn.open_table(ALIASES)?;
-            let exists = table.get(record.name.as_str())?.is_some();
+            let exists = table.contains(record.name.as_str())?;
             if create && exists {
                 return Err(StoreError::Conflict(format!(
                     "an alias named '{}' already exists",

@@ -2,7 +2,6 @@
 
 use super::tables::API_KEYS;
 use super::{decode, encode, Store, StoreError};
-use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,7 +59,7 @@ impl Store {
             let wanted = record.name.to_lowercase();
             for row in table.iter()? {
                 let (_, value) = row?;
-                let existing: ApiKeyRecord = decode("api key", value.value())?;
+                let existing: ApiKeyRecord = decode("api key", &value)?;
                 if existing.name.to_lowercase() == wanted {
                     return Err(StoreError::Conflict(format!(
                         "an API key named '{}' already exists; choose another name",
@@ -80,7 +79,7 @@ impl Store {
             let mut out = Vec::new();
             for row in table.iter()? {
                 let (_, value) = row?;
-                out.push(decode("api key", value.value())?);
+                out.push(decode("api key", &value)?);
             }
             Ok(out)
         })
@@ -90,7 +89,7 @@ impl Store {
     pub async fn update_api_key(&self, record: ApiKeyRecord) -> Result<(), StoreError> {
         self.write(move |txn| {
             let mut table = txn.open_table(API_KEYS)?;
-            if table.get(record.id.as_str())?.is_none() {
+            if !table.contains(record.id.as_str())? {
                 return Err(StoreError::NotFound("api key"));
             }
             table.insert(record.id.as_str(), encode("api key", &record)?.as_slice())?;
@@ -102,10 +101,7 @@ impl Store {
     pub async fn delete_api_key(&self, id: &str) -> Result<ApiKeyRecord, StoreError> {
         let id = id.to_string();
         self.write(move |txn| {
-            let removed = txn
-                .open_table(API_KEYS)?
-                .remove(id.as_str())?
-                .map(|r| r.value().to_vec());
+            let removed = txn.open_table(API_KEYS)?.remove(id.as_str())?;
             match removed {
                 Some(bytes) => decode("api key", &bytes),
                 None => Err(StoreError::NotFound("api key")),

@@ -3,7 +3,6 @@
 
 use super::tables::CONVERSATIONS;
 use super::{decode, encode, Store, StoreError};
-use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,7 +32,7 @@ impl Store {
     pub async fn get_conversation(&self, id: &str) -> Result<ConversationRecord, StoreError> {
         let id = id.to_string();
         self.read(move |txn| match txn.open_table(CONVERSATIONS)?.get(id.as_str())? {
-            Some(row) => decode("conversation", row.value()),
+            Some(row) => decode("conversation", &row),
             None => Err(StoreError::NotFound("conversation")),
         })
         .await
@@ -56,7 +55,7 @@ impl Store {
                 let mut out = Vec::new();
                 for row in table.iter()? {
                     let (_, value) = row?;
-                    let record: ConversationRecord = decode("conversation", value.value())?;
+                    let record: ConversationRecord = decode("conversation", &value)?;
                     out.push(ConversationSummary {
                         id: record.id,
                         title: record.title,

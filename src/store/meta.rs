@@ -1,9 +1,8 @@
 //! Schema version, the passphrase salt and the key-check canary, with the migration hook.
 
 use super::tables::*;
-use super::{write_now, Store, StoreError};
+use super::{write_now, ReadTxn, Store, StoreError, WriteTxn};
 use crate::crypto::Sealed;
-use redb::{ReadableTable, WriteTransaction};
 
 /// What start-up needs to know about the data's key before anything is written.
 #[derive(Debug, Default)]
@@ -14,29 +13,16 @@ pub struct KeyState {
 }
 
 impl Store {
-    /// Reads the key state without writing; a database that was never initialised has none.
+    /// Reads the key state of a redb file without writing; a database that was never
+    /// initialised has none.
     pub fn key_state(&self) -> Result<KeyState, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = match txn.open_table(META) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(KeyState::default()),
-            Err(e) => return Err(e.into()),
-        };
-        let get =
-            |key: &str| -> Result<Option<Vec<u8>>, StoreError> { Ok(table.get(key)?.map(|v| v.value().to_vec())) };
-        let schema_version = match get(META_SCHEMA_VERSION)? {
-            Some(bytes) => {
-                Some(u32::from_be_bytes(bytes.as_slice().try_into().map_err(|_| {
-                    StoreError::Corrupt("schema version", format!("{} bytes", bytes.len()))
-                })?))
-            }
-            None => None,
-        };
-        Ok(KeyState {
-            schema_version,
-            kdf_salt: get(META_KDF_SALT)?,
-            canary: get(META_KEY_CANARY)?.map(Sealed::from_bytes),
-        })
+        let txn = self.redb("reading the key state offline")?.begin_read()?;
+        key_state_in(&ReadTxn::Redb(&txn))
+    }
+
+    /// The key state, from either backend.
+    pub async fn load_key_state(&self) -> Result<KeyState, StoreError> {
+        self.read(key_state_in).await
     }
 
     /// First start: records the salt (for passphrase keys) and the canary, creates every table.
@@ -44,40 +30,76 @@ impl Store {
     pub fn initialize(&self, kdf_salt: Option<&[u8]>, canary: Option<&Sealed>) -> Result<(), StoreError> {
         let salt = kdf_salt.map(<[u8]>::to_vec);
         let canary = canary.cloned();
-        write_now(&self.db, move |txn| {
-            let mut meta = txn.open_table(META)?;
-            let stored = meta
-                .get(META_SCHEMA_VERSION)?
-                .map(|v| v.value().to_vec())
-                .and_then(|b| b.as_slice().try_into().ok().map(u32::from_be_bytes))
-                .unwrap_or(0);
-            if stored > SCHEMA_VERSION {
-                return Err(StoreError::SchemaTooNew {
-                    found: stored,
-                    supported: SCHEMA_VERSION,
-                });
-            }
-            if let Some(salt) = &salt {
-                if meta.get(META_KDF_SALT)?.is_none() {
-                    meta.insert(META_KDF_SALT, salt.as_slice())?;
-                }
-            }
-            if let Some(canary) = &canary {
-                if meta.get(META_KEY_CANARY)?.is_none() {
-                    meta.insert(META_KEY_CANARY, canary.as_bytes())?;
-                }
-            }
-            drop(meta);
-            migrate(txn, stored)?;
-            let mut meta = txn.open_table(META)?;
-            meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION.to_be_bytes().as_slice())?;
-            Ok(())
+        write_now(self.redb("initializing offline")?, move |txn| {
+            initialize_in(txn, salt.as_deref(), canary.as_ref())
         })
+    }
+
+    /// `initialize`, from either backend. On PostgreSQL the write lock makes two routers
+    /// starting at once run the data steps once: the second finds the version current.
+    pub async fn initialize_shared(&self, kdf_salt: Option<Vec<u8>>, canary: Option<Sealed>) -> Result<(), StoreError> {
+        self.write(move |txn| initialize_in(txn, kdf_salt.as_deref(), canary.as_ref()))
+            .await
     }
 }
 
+fn key_state_in(txn: &ReadTxn<'_>) -> Result<KeyState, StoreError> {
+    if let ReadTxn::Redb(redb_txn) = txn {
+        match redb_txn.open_table(META) {
+            Ok(_) => {}
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(KeyState::default()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let table = txn.open_table(META)?;
+    let schema_version = match table.get(META_SCHEMA_VERSION)? {
+        Some(bytes) => {
+            Some(u32::from_be_bytes(bytes.as_slice().try_into().map_err(|_| {
+                StoreError::Corrupt("schema version", format!("{} bytes", bytes.len()))
+            })?))
+        }
+        None => None,
+    };
+    Ok(KeyState {
+        schema_version,
+        kdf_salt: table.get(META_KDF_SALT)?,
+        canary: table.get(META_KEY_CANARY)?.map(Sealed::from_bytes),
+    })
+}
+
+fn initialize_in(txn: &WriteTxn<'_>, salt: Option<&[u8]>, canary: Option<&Sealed>) -> Result<(), StoreError> {
+    let mut meta = txn.open_table(META)?;
+    let stored = meta
+        .get(META_SCHEMA_VERSION)?
+        .and_then(|b| b.as_slice().try_into().ok().map(u32::from_be_bytes))
+        .unwrap_or(0);
+    if stored > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found: stored,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if let Some(salt) = salt {
+        if !meta.contains(META_KDF_SALT)? {
+            meta.insert(META_KDF_SALT, salt)?;
+        }
+    }
+    if let Some(canary) = canary {
+        if !meta.contains(META_KEY_CANARY)? {
+            meta.insert(META_KEY_CANARY, canary.as_bytes())?;
+        }
+    }
+    drop(meta);
+    migrate(txn, stored)?;
+    if stored != SCHEMA_VERSION {
+        txn.open_table(META)?
+            .insert(META_SCHEMA_VERSION, SCHEMA_VERSION.to_be_bytes().as_slice())?;
+    }
+    Ok(())
+}
+
 /// The migration hook: each step takes the schema from version `n` to `n + 1`.
-fn migrate(txn: &WriteTransaction, from: u32) -> Result<(), StoreError> {
+fn migrate(txn: &WriteTxn<'_>, from: u32) -> Result<(), StoreError> {
     for version in from..SCHEMA_VERSION {
         match version {
             0 => {

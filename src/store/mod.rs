@@ -1,13 +1,18 @@
-//! The embedded redb store. Only this module touches redb; every call runs on the blocking
-//! pool so no request task ever waits on disk I/O while holding the async runtime.
+//! The store: one interface (`kv.rs`), two backends — the embedded redb file (the default)
+//! and PostgreSQL (several routers on one database). Only this module touches either; every
+//! call runs on the blocking pool so no request task ever waits on I/O while holding the
+//! async runtime.
 
 mod admins;
 mod agents;
 mod aliases;
 mod api_keys;
 mod conversations;
+pub mod kv;
 mod meta;
+pub mod notify;
 pub mod offline;
+pub mod postgres;
 mod providers;
 mod readonly;
 pub mod rekey;
@@ -15,6 +20,7 @@ mod sessions;
 mod settings;
 pub mod snapshot;
 pub mod tables;
+pub mod transfer;
 mod usage;
 mod usage_log;
 mod usage_settings;
@@ -37,7 +43,10 @@ pub use usage_log::{DailyRollup, LogPage, LogQuery, Pruned, Rollup, RollupGroup}
 pub use usage_settings::EquivalentSettings;
 pub use worker_tokens::{WorkerKind, WorkerTokenRecord};
 
-use redb::{Database, ReadTransaction, WriteTransaction};
+pub use kv::{ReadTxn, WriteTxn};
+
+use postgres::PgStore;
+use redb::Database;
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::Path;
 use std::sync::Arc;
@@ -59,6 +68,14 @@ pub enum StoreError {
     SchemaTooNew { found: u32, supported: u32 },
     #[error("a database task failed: {0}")]
     Task(String),
+    #[error("PostgreSQL error: {0}")]
+    Postgres(String),
+    /// The database cannot be reached right now (PostgreSQL down, pool exhausted).
+    #[error("{0}")]
+    Unavailable(String),
+    /// An operation on the redb file (backup, offline tools) asked of a PostgreSQL store.
+    #[error("{0} works on the redb store only; on PostgreSQL use its own tools (pg_dump)")]
+    RedbOnly(&'static str),
 }
 
 macro_rules! redb_error_into_store_error {
@@ -79,10 +96,41 @@ redb_error_into_store_error!(
 
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Redb(Arc<Database>),
+    Postgres(Arc<PgStore>),
 }
 
 impl Store {
+    fn from_redb(db: Database) -> Store {
+        Store {
+            backend: Backend::Redb(Arc::new(db)),
+        }
+    }
+
+    /// Connects to PostgreSQL and brings its schema up to date (see `postgres.rs`).
+    pub async fn connect_postgres(url: &str) -> Result<Store, StoreError> {
+        Ok(Store {
+            backend: Backend::Postgres(Arc::new(PgStore::connect(url).await?)),
+        })
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// The redb database, for what only a redb file has (snapshots, offline tools).
+    pub(crate) fn redb(&self, what: &'static str) -> Result<&Database, StoreError> {
+        match &self.backend {
+            Backend::Redb(db) => Ok(db),
+            Backend::Postgres(_) => Err(StoreError::RedbOnly(what)),
+        }
+    }
+
     /// Opens (or creates, readable by its owner only) `auxot.redb` in `data_dir`. Tables are
     /// created by `initialize`; call `peek_key_state` first to check the key without writing.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
@@ -102,7 +150,7 @@ impl Store {
         }
         let file = options.open(&path).map_err(io_error)?;
         let db = Database::builder().create_file(file)?;
-        Ok(Store { db: Arc::new(db) })
+        Ok(Store::from_redb(db))
     }
 
     /// The key state of the database in `data_dir`, read without writing a byte to it (nor
@@ -114,21 +162,29 @@ impl Store {
         }
         let backend = readonly::CopyOnWrite::open(&path).map_err(io_error)?;
         let db = Database::builder().create_with_backend(backend)?;
-        Store { db: Arc::new(db) }.key_state()
+        Store::from_redb(db).key_state()
     }
 
     pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&ReadTransaction) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&ReadTxn<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || {
-            let txn = db.begin_read()?;
-            f(&txn)
-        })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+        let task = match &self.backend {
+            Backend::Redb(db) => {
+                let db = db.clone();
+                tokio::task::spawn_blocking(move || {
+                    let txn = db.begin_read()?;
+                    f(&ReadTxn::Redb(&txn))
+                })
+            }
+            Backend::Postgres(pg) => {
+                let client = pg.connection().await?;
+                let runtime = tokio::runtime::Handle::current();
+                tokio::task::spawn_blocking(move || postgres::read_with(client, runtime, |txn| f(&ReadTxn::Pg(txn))))
+            }
+        };
+        task.await.map_err(|e| StoreError::Task(e.to_string()))?
     }
 
     /// Runs `f` in one write transaction: committed when it returns Ok, rolled back
@@ -136,12 +192,20 @@ impl Store {
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&WriteTxn<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || write_now(&db, f))
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))?
+        let task = match &self.backend {
+            Backend::Redb(db) => {
+                let db = db.clone();
+                tokio::task::spawn_blocking(move || write_now(&db, f))
+            }
+            Backend::Postgres(pg) => {
+                let client = pg.connection().await?;
+                let runtime = tokio::runtime::Handle::current();
+                tokio::task::spawn_blocking(move || postgres::write_with(client, runtime, |txn| f(&WriteTxn::Pg(txn))))
+            }
+        };
+        task.await.map_err(|e| StoreError::Task(e.to_string()))?
     }
 }
 
@@ -151,10 +215,10 @@ fn io_error(e: std::io::Error) -> StoreError {
 
 fn write_now<T, F>(db: &Database, f: F) -> Result<T, StoreError>
 where
-    F: FnOnce(&WriteTransaction) -> Result<T, StoreError>,
+    F: FnOnce(&WriteTxn<'_>) -> Result<T, StoreError>,
 {
     let txn = db.begin_write()?;
-    match f(&txn) {
+    match f(&WriteTxn::Redb(&txn)) {
         Ok(value) => {
             txn.commit()?;
             Ok(value)
@@ -178,8 +242,13 @@ impl StoreError {
     pub fn status(&self) -> u16 {
         match self {
             StoreError::NotFound(_) => 404,
-            StoreError::Conflict(_) => 409,
-            StoreError::Db(_) | StoreError::Corrupt(..) | StoreError::SchemaTooNew { .. } | StoreError::Task(_) => 500,
+            StoreError::Conflict(_) | StoreError::RedbOnly(_) => 409,
+            StoreError::Unavailable(_) => 503,
+            StoreError::Db(_)
+            | StoreError::Corrupt(..)
+            | StoreError::SchemaTooNew { .. }
+            | StoreError::Task(_)
+            | StoreError::Postgres(_) => 500,
         }
     }
 }

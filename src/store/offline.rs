@@ -5,7 +5,6 @@
 use super::{Store, StoreError, DB_FILE};
 use redb::{Database, DatabaseError};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OfflineError {
@@ -31,7 +30,7 @@ impl Store {
     /// Opens any redb file (a snapshot, a copy) with the same lock check.
     pub fn open_file(path: &Path) -> Result<Store, OfflineError> {
         match Database::open(path) {
-            Ok(db) => Ok(Store { db: Arc::new(db) }),
+            Ok(db) => Ok(Store::from_redb(db)),
             Err(DatabaseError::DatabaseAlreadyOpen) => Err(OfflineError::InUse(path.to_path_buf())),
             Err(e) => Err(OfflineError::Store(e.into())),
         }

@@ -1,9 +1,8 @@
 //! Provider records (sealed key and hint only) and each provider's cached model list.
 
 use super::tables::{MODELS, PROVIDERS, PROVIDER_NAMES};
-use super::{decode, encode, Store, StoreError};
+use super::{decode, encode, Store, StoreError, WriteTxn};
 use crate::crypto::Sealed;
-use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,11 +62,11 @@ fn name_key(name: &str) -> String {
     name.to_lowercase()
 }
 
-fn claim_name(txn: &WriteTransaction, name: &str, id: &str) -> Result<(), StoreError> {
+fn claim_name(txn: &WriteTxn<'_>, name: &str, id: &str) -> Result<(), StoreError> {
     let mut names = txn.open_table(PROVIDER_NAMES)?;
     let key = name_key(name);
     if let Some(owner) = names.get(key.as_str())? {
-        if owner.value() != id {
+        if owner != id {
             return Err(StoreError::Conflict(format!(
                 "a provider named '{name}' already exists"
             )));
@@ -84,7 +83,7 @@ impl Store {
             let mut out = Vec::new();
             for row in table.iter()? {
                 let (_, value) = row?;
-                out.push(decode("provider", value.value())?);
+                out.push(decode("provider", &value)?);
             }
             Ok(out)
         })
@@ -96,7 +95,7 @@ impl Store {
         self.read(move |txn| {
             let table = txn.open_table(PROVIDERS)?;
             let row = table.get(id.as_str())?.ok_or(StoreError::NotFound("provider"))?;
-            decode("provider", row.value())
+            decode("provider", &row)
         })
         .await
     }
@@ -107,7 +106,7 @@ impl Store {
         self.read(move |txn| {
             let names = txn.open_table(PROVIDER_NAMES)?;
             Ok(match names.get(key.as_str())? {
-                Some(owner) => Some(owner.value()) != except.as_deref(),
+                Some(owner) => Some(owner.as_str()) != except.as_deref(),
                 None => false,
             })
         })
@@ -133,7 +132,7 @@ impl Store {
         self.write(move |txn| {
             let mut providers = txn.open_table(PROVIDERS)?;
             let old: ProviderRecord = match providers.get(record.id.as_str())? {
-                Some(row) => decode("provider", row.value())?,
+                Some(row) => decode("provider", &row)?,
                 None => return Err(StoreError::NotFound("provider")),
             };
             if name_key(&old.name) != name_key(&record.name) {
@@ -153,10 +152,7 @@ impl Store {
     pub async fn delete_provider(&self, id: &str) -> Result<ProviderRecord, StoreError> {
         let id = id.to_string();
         self.write(move |txn| {
-            let removed = txn
-                .open_table(PROVIDERS)?
-                .remove(id.as_str())?
-                .map(|row| row.value().to_vec());
+            let removed = txn.open_table(PROVIDERS)?.remove(id.as_str())?;
             let record: ProviderRecord = match removed {
                 Some(bytes) => decode("provider", &bytes)?,
                 None => return Err(StoreError::NotFound("provider")),
@@ -173,7 +169,7 @@ impl Store {
     pub async fn put_models(&self, provider_id: &str, models: ModelCache) -> Result<(), StoreError> {
         let id = provider_id.to_string();
         self.write(move |txn| {
-            if txn.open_table(PROVIDERS)?.get(id.as_str())?.is_none() {
+            if !txn.open_table(PROVIDERS)?.contains(id.as_str())? {
                 return Err(StoreError::NotFound("provider"));
             }
             txn.open_table(MODELS)?
@@ -191,9 +187,9 @@ impl Store {
             let mut out = Vec::new();
             for row in providers.iter()? {
                 let (id, value) = row?;
-                let record: ProviderRecord = decode("provider", value.value())?;
-                let cache = match models.get(id.value())? {
-                    Some(m) => decode("models", m.value())?,
+                let record: ProviderRecord = decode("provider", &value)?;
+                let cache = match models.get(id.as_str())? {
+                    Some(m) => decode("models", &m)?,
                     None => ModelCache {
                         models: Vec::new(),
                         fetched_at: 0,

@@ -56,7 +56,7 @@ impl Store {
         if old.id_hex() == new.id_hex() {
             return Err(RekeyError::SameKey);
         }
-        let txn = self.db.begin_write().map_err(StoreError::from)?;
+        let txn = self.redb("rotate-secret")?.begin_write().map_err(StoreError::from)?;
         match reseal_in(&txn, old, new, new_salt) {
             Ok(done) => {
                 txn.commit().map_err(StoreError::from)?;
@@ -76,7 +76,10 @@ impl Store {
         if key.check_canary(&canary).is_err() {
             return Ok(SealedUnder::OtherKey);
         }
-        let txn = self.db.begin_read().map_err(StoreError::from)?;
+        let txn = self
+            .redb("checking sealed values")?
+            .begin_read()
+            .map_err(StoreError::from)?;
         let table = txn.open_table(PROVIDERS).map_err(StoreError::from)?;
         let mut values = 0;
         for row in table.iter().map_err(StoreError::from)? {

@@ -2,7 +2,6 @@
 
 use super::tables::SESSIONS;
 use super::{decode, encode, Store, StoreError};
-use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -24,7 +23,7 @@ impl Store {
 
     pub async fn get_session(&self, token_hash: String) -> Result<Option<SessionRecord>, StoreError> {
         self.read(move |txn| match txn.open_table(SESSIONS)?.get(token_hash.as_str())? {
-            Some(row) => Ok(Some(decode("session", row.value())?)),
+            Some(row) => Ok(Some(decode("session", &row)?)),
             None => Ok(None),
         })
         .await
@@ -45,9 +44,9 @@ impl Store {
             let mut expired = Vec::new();
             for row in table.iter()? {
                 let (key, value) = row?;
-                let record: SessionRecord = decode("session", value.value())?;
+                let record: SessionRecord = decode("session", &value)?;
                 if record.expires_at <= now {
-                    expired.push(key.value().to_string());
+                    expired.push(key);
                 }
             }
             for key in &expired {

@@ -107,7 +107,7 @@ impl Default for TierTimeouts {
 impl Store {
     pub async fn routing_settings(&self) -> Result<RoutingSettings, StoreError> {
         self.read(|txn| match txn.open_table(SETTINGS)?.get(ROUTING)? {
-            Some(row) => decode("settings", row.value()),
+            Some(row) => decode("settings", &row),
             None => Ok(RoutingSettings::default()),
         })
         .await
@@ -147,7 +147,7 @@ impl Default for AdminAgentSettings {
 impl Store {
     pub async fn admin_agent_settings(&self) -> Result<AdminAgentSettings, StoreError> {
         self.read(|txn| match txn.open_table(SETTINGS)?.get(ADMIN_AGENT)? {
-            Some(row) => decode("settings", row.value()),
+            Some(row) => decode("settings", &row),
             None => Ok(AdminAgentSettings::default()),
         })
         .await

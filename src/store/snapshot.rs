@@ -49,19 +49,23 @@ impl Store {
     /// one is refused). Runs on the blocking pool.
     pub async fn snapshot_to(&self, path: &Path) -> Result<SnapshotSummary, StoreError> {
         let path = path.to_path_buf();
-        self.read(move |txn| snapshot_from(txn, &path)).await
+        self.read(move |txn| match txn {
+            super::ReadTxn::Redb(txn) => snapshot_from(txn, &path),
+            super::ReadTxn::Pg(_) => Err(StoreError::RedbOnly("a backup snapshot")),
+        })
+        .await
     }
 
     /// The same, for a command line tool that opened the database offline.
     pub fn snapshot_now(&self, path: &Path) -> Result<SnapshotSummary, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.redb("a snapshot")?.begin_read()?;
         snapshot_from(&txn, path)
     }
 
     /// Row count of every table: a cheap health read for `auxot doctor` and restore.
     pub fn table_rows(&self) -> Result<Vec<(String, u64)>, StoreError> {
         use redb::ReadableTableMetadata;
-        let txn = self.db.begin_read()?;
+        let txn = self.redb("a snapshot")?.begin_read()?;
         let mut out = Vec::new();
         for handle in txn.list_tables()? {
             let name = handle.name().to_string();

@@ -1,9 +1,9 @@
 //! Usage rows (one per request, never prompt or completion text), their request-log index,
 //! per-key monthly spend, and the price table.
 
+use super::kv::Table;
 use super::tables::{PRICES, USAGE, USAGE_INDEX, USAGE_SPEND};
-use super::{decode, encode, Store, StoreError};
-use redb::{ReadableTable, WriteTransaction};
+use super::{decode, encode, Store, StoreError, WriteTxn};
 use serde::{Deserialize, Serialize};
 
 /// One target that was tried and failed before the one that answered (or before giving up).
@@ -66,6 +66,9 @@ pub struct UsageRecord {
     pub stream: bool,
     #[serde(default)]
     pub attempts: Vec<Attempt>,
+    /// The router that served it (`--router-name`): several routers share one database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router: Option<String>,
 }
 
 /// The request-log filters a row can be found by, each backed by `USAGE_INDEX`.
@@ -253,11 +256,11 @@ pub fn default_prices() -> Vec<PriceRecord> {
 
 /// Schema 4 → 5: the seeded prices gain their cache and reasoning rates (an operator's own
 /// input/output prices are kept), the request-log index and the spend table are built.
-pub(super) fn migrate_to_v5(txn: &WriteTransaction) -> Result<(), StoreError> {
+pub(super) fn migrate_to_v5(txn: &WriteTxn<'_>) -> Result<(), StoreError> {
     let mut prices = txn.open_table(PRICES)?;
     for seed in default_prices() {
         let stored: Option<PriceRecord> = match prices.get(seed.model.as_str())? {
-            Some(row) => Some(decode("price", row.value())?),
+            Some(row) => Some(decode("price", &row)?),
             None => None,
         };
         let price = match stored {
@@ -279,15 +282,15 @@ pub(super) fn migrate_to_v5(txn: &WriteTransaction) -> Result<(), StoreError> {
     let mut spend = txn.open_table(USAGE_SPEND)?;
     for entry in usage.iter()? {
         let (key, value) = entry?;
-        let row: UsageRecord = decode("usage", value.value())?;
-        add_to_index(&mut index, key.value(), &row)?;
+        let row: UsageRecord = decode("usage", &value)?;
+        add_to_index(&mut index, key, &row)?;
         add_spend(&mut spend, &row)?;
     }
     Ok(())
 }
 
-type IndexTable<'t> = redb::Table<'t, (&'static str, u128), ()>;
-type SpendTable<'t> = redb::Table<'t, (&'static str, i64), f64>;
+type IndexTable<'t> = Table<'t, (&'static str, u128), ()>;
+type SpendTable<'t> = Table<'t, (&'static str, i64), f64>;
 
 fn add_to_index(index: &mut IndexTable<'_>, key: u128, row: &UsageRecord) -> Result<(), StoreError> {
     for field in row.index_keys() {
@@ -311,7 +314,7 @@ fn add_spend(spend: &mut SpendTable<'_>, row: &UsageRecord) -> Result<(), StoreE
         return Ok(());
     }
     let month = month_number(row.at_ms);
-    let before = spend.get((key_id, month))?.map_or(0.0, |v| v.value());
+    let before = spend.get((key_id, month))?.unwrap_or(0.0);
     spend.insert((key_id, month), before + row.cost_usd)?;
     Ok(())
 }
@@ -328,7 +331,7 @@ impl Store {
             let mut seq = next_seq;
             for row in &rows {
                 let mut key = usage_key(row.at_ms, seq);
-                while table.get(key)?.is_some() {
+                while table.contains(key)? {
                     seq = seq.wrapping_add(1);
                     key = usage_key(row.at_ms, seq);
                 }
@@ -352,9 +355,9 @@ impl Store {
         self.read(move |txn| {
             let table = txn.open_table(USAGE)?;
             let mut out = Vec::new();
-            for row in table.range(from..to)? {
+            for row in table.range(from, to, false)? {
                 let (_, value) = row?;
-                out.push(decode("usage", value.value())?);
+                out.push(decode("usage", &value)?);
             }
             Ok(out)
         })
@@ -367,10 +370,9 @@ impl Store {
             let table = txn.open_table(USAGE_SPEND)?;
             let mut out = Vec::new();
             for entry in table.iter()? {
-                let (key, value) = entry?;
-                let (key_id, m) = key.value();
+                let ((key_id, m), value) = entry?;
                 if m == month {
-                    out.push((key_id.to_string(), value.value()));
+                    out.push((key_id, value));
                 }
             }
             Ok(out)
@@ -379,8 +381,7 @@ impl Store {
     }
 
     pub async fn usage_row_count(&self) -> Result<u64, StoreError> {
-        self.read(|txn| Ok(redb::ReadableTableMetadata::len(&txn.open_table(USAGE)?)?))
-            .await
+        self.read(|txn| txn.open_table(USAGE)?.len()).await
     }
 
     pub async fn list_prices(&self) -> Result<Vec<PriceRecord>, StoreError> {
@@ -389,7 +390,7 @@ impl Store {
             let mut out = Vec::new();
             for row in table.iter()? {
                 let (_, value) = row?;
-                out.push(decode("price", value.value())?);
+                out.push(decode("price", &value)?);
             }
             Ok(out)
         })
@@ -448,6 +449,7 @@ mod tests {
             status: 504,
             stream: false,
             attempts: Vec::new(),
+            router: None,
         };
         let keys = row.index_keys();
         assert!(keys.contains(&"model\0auto".to_string()));

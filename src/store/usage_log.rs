@@ -4,7 +4,6 @@
 use super::tables::{META, META_USAGE_PRUNED_BEFORE, USAGE, USAGE_DAILY, USAGE_INDEX};
 use super::usage::{index_key, key_time_ms, remove_from_index, usage_key, LogField, UsageRecord};
 use super::{decode, encode, Store, StoreError};
-use redb::{ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
 
 /// One page of the log: `before` (exclusive) is the cursor of the previous page.
@@ -161,22 +160,20 @@ impl Store {
             };
             match driver {
                 None => {
-                    for entry in rows.range(lower..upper)?.rev() {
+                    for entry in rows.range(lower, upper, true)? {
                         let (key, value) = entry?;
-                        let row: UsageRecord = decode("usage", value.value())?;
-                        if !take(key.value(), row, &mut page) {
+                        let row: UsageRecord = decode("usage", &value)?;
+                        if !take(key, row, &mut page) {
                             break;
                         }
                     }
                 }
                 Some(driver) => {
                     let index = txn.open_table(USAGE_INDEX)?;
-                    let range = (driver.as_str(), lower)..(driver.as_str(), upper);
-                    for entry in index.range(range)?.rev() {
-                        let (key, _) = entry?;
-                        let (_, id) = key.value();
+                    for entry in index.range((driver.as_str(), lower), (driver.as_str(), upper), true)? {
+                        let ((_, id), ()) = entry?;
                         let Some(value) = rows.get(id)? else { continue };
-                        let row: UsageRecord = decode("usage", value.value())?;
+                        let row: UsageRecord = decode("usage", &value)?;
                         if !take(id, row, &mut page) {
                             break;
                         }
@@ -201,11 +198,10 @@ impl Store {
             let mut doomed: Vec<(u128, UsageRecord)> = Vec::new();
             for (i, entry) in rows.iter()?.enumerate() {
                 let (key, value) = entry?;
-                let key = key.value();
                 if (key >= cutoff && i >= over_cap) || doomed.len() >= batch {
                     break;
                 }
-                doomed.push((key, decode("usage", value.value())?));
+                doomed.push((key, decode("usage", &value)?));
             }
             let more = doomed.len() >= batch;
             let mut sums: std::collections::BTreeMap<(i64, String), Rollup> = std::collections::BTreeMap::new();
@@ -221,7 +217,7 @@ impl Store {
             }
             for ((day, group), sum) in sums {
                 let mut total: Rollup = match daily.get((day, group.as_str()))? {
-                    Some(value) => decode("rollup", value.value())?,
+                    Some(value) => decode("rollup", &value)?,
                     None => Rollup::default(),
                 };
                 total.merge(&sum);
@@ -231,7 +227,7 @@ impl Store {
                 let mut meta = txn.open_table(META)?;
                 let before = meta
                     .get(META_USAGE_PRUNED_BEFORE)?
-                    .and_then(|v| v.value().try_into().ok().map(i64::from_be_bytes))
+                    .and_then(|v| v.as_slice().try_into().ok().map(i64::from_be_bytes))
                     .unwrap_or(i64::MIN);
                 let now = before.max(newest + 1);
                 meta.insert(META_USAGE_PRUNED_BEFORE, now.to_be_bytes().as_slice())?;
@@ -260,8 +256,7 @@ impl Store {
             let mut seen = 0u64;
             for entry in rows.iter()?.take(sample) {
                 let (_, value) = entry?;
-                let value = value.value();
-                let row: UsageRecord = decode("usage", value)?;
+                let row: UsageRecord = decode("usage", &value)?;
                 bytes += 16 + value.len() as u64 + ENTRY_OVERHEAD;
                 for key in row.index_keys() {
                     bytes += key.len() as u64 + 16 + ENTRY_OVERHEAD;
@@ -279,13 +274,12 @@ impl Store {
         self.read(move |txn| {
             let table = txn.open_table(USAGE_DAILY)?;
             let mut out = Vec::new();
-            for entry in table.range((first_day, "")..(to_ms, ""))? {
-                let (key, value) = entry?;
-                let (day_ms, group) = key.value();
+            for entry in table.range((first_day, ""), (to_ms, ""), false)? {
+                let ((day_ms, group), value) = entry?;
                 out.push(DailyRollup {
                     day_ms,
                     group: decode("rollup group", group.as_bytes())?,
-                    totals: decode("rollup", value.value())?,
+                    totals: decode("rollup", &value)?,
                 });
             }
             Ok(out)
@@ -298,7 +292,7 @@ impl Store {
         self.read(|txn| {
             let meta = txn.open_table(META)?;
             let value = meta.get(META_USAGE_PRUNED_BEFORE)?;
-            Ok(value.and_then(|v| v.value().try_into().ok().map(i64::from_be_bytes)))
+            Ok(value.and_then(|v| v.as_slice().try_into().ok().map(i64::from_be_bytes)))
         })
         .await
     }
@@ -336,6 +330,7 @@ mod tests {
             status: 200,
             stream: true,
             attempts: Vec::new(),
+            router: None,
         }
     }
 

@@ -23,7 +23,7 @@ pub struct EquivalentSettings {
 impl Store {
     pub async fn equivalent_settings(&self) -> Result<EquivalentSettings, StoreError> {
         self.read(|txn| match txn.open_table(SETTINGS)?.get(EQUIVALENTS)? {
-            Some(row) => decode("settings", row.value()),
+            Some(row) => decode("settings", &row),
             None => Ok(EquivalentSettings::default()),
         })
         .await

@@ -2,7 +2,6 @@
 
 use super::tables::WORKER_TOKENS;
 use super::{decode, encode, Store, StoreError};
-use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 /// What a worker token lets its holder serve as.
@@ -55,7 +54,7 @@ impl Store {
             let mut out = Vec::new();
             for row in table.iter()? {
                 let (_, value) = row?;
-                out.push(decode("worker token", value.value())?);
+                out.push(decode("worker token", &value)?);
             }
             Ok(out)
         })
@@ -65,7 +64,7 @@ impl Store {
     pub async fn update_worker_token(&self, record: WorkerTokenRecord) -> Result<(), StoreError> {
         self.write(move |txn| {
             let mut table = txn.open_table(WORKER_TOKENS)?;
-            if table.get(record.id.as_str())?.is_none() {
+            if !table.contains(record.id.as_str())? {
                 return Err(StoreError::NotFound("worker token"));
             }
             table.insert(record.id.as_str(), encode("worker token", &record)?.as_slice())?;
@@ -77,10 +76,7 @@ impl Store {
     pub async fn delete_worker_token(&self, id: &str) -> Result<WorkerTokenRecord, StoreError> {
         let id = id.to_string();
         self.write(move |txn| {
-            let removed = txn
-                .open_table(WORKER_TOKENS)?
-                .remove(id.as_str())?
-                .map(|r| r.value().to_vec());
+            let removed = txn.open_table(WORKER_TOKENS)?.remove(id.as_str())?;
             match removed {
                 Some(bytes) => decode("worker token", &bytes),
                 None => Err(StoreError::NotFound("worker token")),

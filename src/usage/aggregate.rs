@@ -315,6 +315,7 @@ mod tests {
             status: 200,
             stream: false,
             attempts: Vec::new(),
+            router: None,
         }
     }
 

@@ -108,6 +108,7 @@ impl Usage {
                 status: 200,
                 stream: start.stream,
                 attempts: Vec::new(),
+                router: None,
             },
             started: Instant::now(),
             first_byte: None,

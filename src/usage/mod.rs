@@ -166,7 +166,12 @@ pub struct Usage {
 }
 
 impl Usage {
-    pub async fn load(store: Store, metrics: Arc<Metrics>, retention: Retention) -> Result<Arc<Usage>, UsageError> {
+    pub async fn load(
+        store: Store,
+        metrics: Arc<Metrics>,
+        retention: Retention,
+        router: Arc<str>,
+    ) -> Result<Arc<Usage>, UsageError> {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let lost = Arc::new(AtomicU64::new(0));
         let usage = Arc::new(Usage {
@@ -204,7 +209,7 @@ impl Usage {
             }
         }
         *usage.limits.spend.lock().unwrap_or_else(|p| p.into_inner()) = spend;
-        let writer = tokio::spawn(writer::run(store, rx, lost));
+        let writer = tokio::spawn(writer::run(store, rx, lost, router));
         *usage.writer.lock().await = Some(writer);
         Ok(usage)
     }
@@ -398,7 +403,31 @@ impl Usage {
         prices::find(&self.price_table(), model).cloned()
     }
 
-    async fn reload_prices(&self) -> Result<(), UsageError> {
+    /// Takes this month's spend per key from the store, where the rows of every router on a
+    /// shared database add up, so a monthly cap holds for the fleet. A key's figure only
+    /// grows here: spend this router counted but has not written yet stays counted.
+    pub async fn reload_spend(&self) -> Result<(), UsageError> {
+        let month = month_number(crate::clock::now_unix_ms());
+        let stored = self.store.spend_in_month(month).await?;
+        let mut spend = self.limits.spend.lock().unwrap_or_else(|p| p.into_inner());
+        for (key, usd) in stored {
+            let entry = spend.entry(key).or_insert((month, KeyMonth::default()));
+            if entry.0 != month {
+                *entry = (month, KeyMonth::default());
+            }
+            entry.1.spent_this_month_usd = entry.1.spent_this_month_usd.max(usd);
+        }
+        Ok(())
+    }
+
+    /// Re-reads the cloud-equivalent settings (changed by another router).
+    pub async fn reload_equivalents(&self) -> Result<(), UsageError> {
+        let settings = self.store.equivalent_settings().await?;
+        *self.equivalents.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
+        Ok(())
+    }
+
+    pub async fn reload_prices(&self) -> Result<(), UsageError> {
         let mut prices = self.store.list_prices().await?;
         prices.sort_by(|a, b| a.model.cmp(&b.model));
         *self.prices.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(prices);

@@ -1,7 +1,8 @@
 //! The usage writer: rows arrive on a channel and are committed in groups, one redb
 //! transaction (one fsync) for whatever is queued when the previous commit ends. A row
 //! sent with an acknowledgement is durable once that acknowledgement arrives, which is how
-//! an answered request's row is on disk before the client reads its last byte.
+//! an answered request's row is on disk before the client reads its last byte. Each row is
+//! stamped with the router that wrote it.
 
 use crate::store::{Store, UsageRecord};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +19,7 @@ pub(super) enum Job {
     Barrier(oneshot::Sender<()>),
 }
 
-pub(super) async fn run(store: Store, mut rx: mpsc::Receiver<Job>, lost: Arc<AtomicU64>) {
+pub(super) async fn run(store: Store, mut rx: mpsc::Receiver<Job>, lost: Arc<AtomicU64>, router: Arc<str>) {
     // Keys are time-based; a random start keeps rows of two processes in the same
     // millisecond (a restart) apart, and the store skips any key already taken.
     let mut seq: u32 = rand::random();
@@ -28,7 +29,8 @@ pub(super) async fn run(store: Store, mut rx: mpsc::Receiver<Job>, lost: Arc<Ato
         let mut next = Some(first);
         while let Some(job) = next.take() {
             match job {
-                Job::Row(row, ack) => {
+                Job::Row(mut row, ack) => {
+                    row.router.get_or_insert_with(|| router.to_string());
                     rows.push(*row);
                     waiting.extend(ack);
                 }

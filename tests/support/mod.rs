@@ -4,6 +4,7 @@ pub mod blackhole;
 pub mod fake_llm;
 pub mod fake_upstream;
 pub mod model_server;
+pub mod postgres;
 pub mod worker;
 
 pub use fake_upstream::FakeUpstream;

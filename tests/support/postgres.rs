@@ -1,0 +1,202 @@
+//! A throwaway PostgreSQL cluster for the tests: `initdb` + `postgres` from the machine's
+//! packages (Debian's `postgresql`), in a temp dir, on a free loopback port, fsync off. One
+//! cluster per test-binary run, started on first use; each test gets its own database.
+//!
+//! initdb refuses to run as root, so as root the cluster runs as the `postgres` user (or
+//! `nobody`). The server is started under a small shell that waits on a pipe from this
+//! process: when the test binary exits (however it exits) the pipe closes, and the shell
+//! stops the server and removes its directory.
+//!
+//! Without the binaries a test skips with a printed reason, unless `AUXOT_REQUIRE_POSTGRES=1`
+//! (set by .ci/run) makes it fail.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+struct Cluster {
+    port: u16,
+    /// The wrapper shell's stdin; kept open for the life of the process.
+    _keepalive: std::process::ChildStdin,
+}
+
+static CLUSTER: OnceLock<Result<Mutex<Cluster>, String>> = OnceLock::new();
+static NEXT_DB: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh, empty database on the shared cluster, as a URL; `None` (with the reason
+/// printed) when PostgreSQL is not installed and not required.
+pub async fn fresh_database() -> Option<String> {
+    let cluster = CLUSTER.get_or_init(|| start_cluster().map(Mutex::new));
+    let port = match cluster {
+        Ok(cluster) => cluster.lock().unwrap_or_else(|e| e.into_inner()).port,
+        Err(reason) => {
+            if std::env::var("AUXOT_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+                panic!("PostgreSQL is required (AUXOT_REQUIRE_POSTGRES=1) but unavailable: {reason}");
+            }
+            eprintln!("skipping a PostgreSQL test: {reason}");
+            return None;
+        }
+    };
+    let name = format!(
+        "auxot_t{}_{}",
+        std::process::id(),
+        NEXT_DB.fetch_add(1, Ordering::Relaxed)
+    );
+    let admin = format!("postgres://auxot_test@127.0.0.1:{port}/postgres?sslmode=disable");
+    let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to the test cluster: {e}"));
+    let driver = tokio::spawn(connection);
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
+    drop(client);
+    let _ = driver.await;
+    Some(format!("postgres://auxot_test@127.0.0.1:{port}/{name}?sslmode=disable"))
+}
+
+fn bin_dir() -> Result<PathBuf, String> {
+    if let Ok(dir) = std::env::var("AUXOT_PG_BIN") {
+        return Ok(PathBuf::from(dir));
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .map_err(|_| "no /usr/lib/postgresql (apt-get install postgresql)".to_string())?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let version = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").is_file().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .map(|(_, bin)| bin)
+        .ok_or_else(|| "no initdb under /usr/lib/postgresql/*/bin".to_string())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn start_cluster() -> Result<Cluster, String> {
+    let bin = bin_dir()?;
+    let dir = std::env::temp_dir().join(format!("auxot-pg-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let run_as = if is_root() {
+        let user = if Command::new("id")
+            .arg("postgres")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            "postgres"
+        } else {
+            "nobody"
+        };
+        let status = Command::new("chown")
+            .arg(user)
+            .arg(&dir)
+            .status()
+            .map_err(|e| format!("chown: {e}"))?;
+        if !status.success() {
+            return Err(format!("cannot chown {} to {user}", dir.display()));
+        }
+        Some(user)
+    } else {
+        None
+    };
+    let data = dir.join("data");
+    let port = free_port();
+    let initdb = format!(
+        "{bin}/initdb -D {data} -U auxot_test --auth=trust --no-sync --encoding=UTF8 --locale=C >{dir}/initdb.log 2>&1",
+        bin = bin.display(),
+        data = data.display(),
+        dir = dir.display(),
+    );
+    // The server lives as long as this shell's stdin is open: the test process holds it.
+    let serve = format!(
+        "{bin}/postgres -D {data} -p {port} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off \
+         -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 \
+         -c shared_buffers=32MB >{dir}/server.log 2>&1 & pid=$!; cat >/dev/null; kill -INT $pid; \
+         wait $pid; rm -rf {dir}",
+        bin = bin.display(),
+        data = data.display(),
+        dir = dir.display(),
+    );
+    let script = format!("{initdb} || exit 1; {serve}");
+    let mut command = match run_as {
+        Some(user) => {
+            let mut c = Command::new("runuser");
+            c.args(["-u", user, "--", "sh", "-c", &script]);
+            c
+        }
+        None => {
+            let mut c = Command::new("sh");
+            c.args(["-c", &script]);
+            c
+        }
+    };
+    let mut child = command
+        .current_dir(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start PostgreSQL: {e}"))?;
+    let keepalive = child.stdin.take().ok_or("no stdin for the PostgreSQL wrapper")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            // Accepting TCP can precede accepting logins by a moment; the first connect retries.
+            std::thread::sleep(Duration::from_millis(200));
+            break;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(dir.join("initdb.log")).unwrap_or_default()
+                + &std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+            return Err(format!("PostgreSQL exited ({status}): {log}"));
+        }
+        if Instant::now() > deadline {
+            return Err("PostgreSQL did not start within 60 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(Cluster {
+        port,
+        _keepalive: keepalive,
+    })
+}
+
+/// Runs `sql` on the cluster of `db_url` from its maintenance database (as the superuser),
+/// e.g. to cut a router off its database.
+pub async fn superuser_sql(db_url: &str, sql: &str) {
+    let (base, _) = db_url.rsplit_once('/').expect("a database URL");
+    let admin = format!("{base}/postgres?sslmode=disable");
+    let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to the test cluster: {e}"));
+    let driver = tokio::spawn(connection);
+    client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    drop(client);
+    let _ = driver.await;
+}
+
+/// The database name in a URL from `fresh_database`.
+pub fn database_name(db_url: &str) -> &str {
+    let (_, tail) = db_url.rsplit_once('/').expect("a database URL");
+    tail.split('?').next().unwrap_or(tail)
+}
