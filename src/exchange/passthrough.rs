@@ -187,3 +187,68 @@ pub(super) fn anthropic_stream_error(route: &str, why: &str) -> Bytes {
     let event = json!({"type": "error", "error": {"type": "api_error", "message": format!("'{route}' failed mid-stream: {why}")}});
     Bytes::from(format!("event: error\ndata: {event}\n\n"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sse_reply(chunks: Vec<Result<&'static str, ProviderError>>) -> UpstreamReply {
+        let items: Vec<Result<Bytes, ProviderError>> = chunks
+            .into_iter()
+            .map(|c| c.map(|s| Bytes::from_static(s.as_bytes())))
+            .collect();
+        UpstreamReply {
+            status: 200,
+            content_type: Some("text/event-stream".into()),
+            body: futures_util::stream::iter(items).boxed(),
+        }
+    }
+
+    /// What the client reads, and whether the body ended by asking the meter to fail it.
+    async fn drain(out: Outgoing) -> (String, bool) {
+        let mut body = out.body;
+        let mut text = String::new();
+        let mut failed = false;
+        while let Some(item) = body.next().await {
+            match item {
+                Ok(bytes) => text.push_str(std::str::from_utf8(&bytes).unwrap()),
+                Err(e) => failed |= e.is::<EndedWithErrorEvent>(),
+            }
+        }
+        (text, failed)
+    }
+
+    #[tokio::test]
+    async fn a_complete_openai_stream_passes_event_by_event_joined_lines_on_one() {
+        let reply = sse_reply(vec![Ok("data: {\"a\":\ndata: 1}\n\n"), Ok("data: [DONE]\n\n")]);
+        let (text, failed) = drain(upstream_body(reply, "main", Format::OpenAi, openai_stream_error)).await;
+        assert_eq!(text, "data: {\"a\":1}\n\ndata: [DONE]\n\n");
+        assert!(!failed);
+    }
+
+    #[tokio::test]
+    async fn an_anthropic_stream_cut_before_message_stop_ends_with_an_anthropic_error_event() {
+        let reply = sse_reply(vec![Ok("event: message_start\ndata: {\"type\":\"message_start\"}\n\n")]);
+        let (text, failed) = drain(upstream_body(reply, "main", Format::Anthropic, anthropic_stream_error)).await;
+        assert!(text.starts_with("event: message_start\n"), "{text}");
+        assert!(text.contains("event: error\ndata: "), "{text}");
+        assert!(text.contains("'main' failed mid-stream"), "{text}");
+        assert!(failed, "the meter must record the cut stream as failed");
+    }
+
+    #[tokio::test]
+    async fn an_event_that_is_not_json_stops_the_stream_with_an_openai_error() {
+        let reply = sse_reply(vec![
+            Ok("data: {\"ok\":true}\n\ndata: <html>\n\n"),
+            Ok("data: [DONE]\n\n"),
+        ]);
+        let (text, failed) = drain(upstream_body(reply, "main", Format::OpenAi, openai_stream_error)).await;
+        assert!(text.starts_with("data: {\"ok\":true}\n\n"), "{text}");
+        assert!(
+            text.contains("upstream_stream_error") && text.contains("not JSON"),
+            "{text}"
+        );
+        assert!(!text.contains("[DONE]"), "nothing passes after the error: {text}");
+        assert!(failed);
+    }
+}

@@ -135,3 +135,44 @@ pub(super) fn openai_sse_as_anthropic(body: UpstreamBody, model: &str) -> Client
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn text_of(stream: ClientStream) -> String {
+        let chunks: Vec<_> = stream.collect().await;
+        chunks
+            .into_iter()
+            .map(|c| match c {
+                Ok(bytes) => String::from_utf8(bytes.to_vec()).unwrap(),
+                Err(never) => match never {},
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_anthropic_stream_cut_before_message_stop_ends_with_an_openai_error_chunk() {
+        let body = futures_util::stream::iter(vec![Ok::<_, ProviderError>(Bytes::from_static(
+            b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"c\",\"usage\":{\"input_tokens\":1,\"output_tokens\":0}}}\n\n",
+        ))])
+        .boxed();
+        let text = text_of(anthropic_sse_as_openai(body, "claude", true)).await;
+        assert!(text.contains("upstream_stream_error"), "{text}");
+        assert!(text.contains("ended before message_stop"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn an_openai_stream_that_breaks_ends_with_an_anthropic_error_event() {
+        let body = futures_util::stream::iter(vec![
+            Ok(Bytes::from_static(
+                b"data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n",
+            )),
+            Err(ProviderError::Unreachable("connection reset".into())),
+        ])
+        .boxed();
+        let text = text_of(openai_sse_as_anthropic(body, "gpt")).await;
+        assert!(text.contains("event: error"), "{text}");
+        assert!(text.contains("connection reset"), "{text}");
+    }
+}
