@@ -8,9 +8,8 @@ use super::error::{bytes_response, json_response, ApiError, Dialect};
 use super::request::RouteHeaders;
 use super::request::{api_key, header, parse_json, read_body, require_model_and_messages, RolePeek};
 use crate::dispatch::{ChatRequest, Routed};
-use crate::exchange::{self, Client};
+use crate::exchange::{self, Client, Count, CountInput};
 use crate::providers::anthropic::ClientHeaders;
-use crate::providers::ChatOutcome;
 use crate::translate::Format;
 use crate::usage::{Meter, MeterStart};
 use crate::AppState;
@@ -22,9 +21,6 @@ use warp::filters::BoxedFilter;
 use warp::http::HeaderMap;
 use warp::reply::Response;
 use warp::Filter;
-
-/// A count answer bigger than this is refused rather than held in memory.
-const MAX_COUNT_ANSWER: usize = 32 * 1024 * 1024;
 
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let with_state = warp::any().map(move || state.clone());
@@ -144,9 +140,8 @@ struct CountPeek {
     tools: Option<Vec<Value>>,
 }
 
-/// Answered by the Anthropic provider the request would go to first (exact); otherwise an
-/// estimate, documented as such: about four characters per token over every text the
-/// model would read (system, messages, tool definitions). No tokenizer ships with auxot.
+/// Answered exactly by the Anthropic provider the request would go to first, otherwise
+/// estimated (`exchange::count_tokens` says how).
 async fn count_tokens<S, B>(state: AppState, headers: HeaderMap, query: String, body: S) -> Response
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,
@@ -172,59 +167,19 @@ where
             wait: overrides.wait,
             responses: None,
         };
-        match state.dispatcher.count_tokens_upstream(&request).await {
-            Some(Ok(ChatOutcome::Reply(reply))) => {
-                let answer = crate::providers::collect_body(reply.body, MAX_COUNT_ANSWER, "the upstream's answer")
-                    .await
-                    .map_err(|e| {
-                        ApiError::new(502, "upstream_error", format!("cannot read the upstream's answer: {e}"))
-                    })?;
-                return Ok(bytes_response(200, "application/json", answer));
-            }
-            Some(Ok(ChatOutcome::Failed(failure))) if failure.status < 500 && failure.status != 429 => {
-                return Ok(bytes_response(failure.status, "application/json", failure.body));
-            }
-            Some(other) => {
-                let why = match other {
-                    Ok(ChatOutcome::Failed(failure)) => failure.message(),
-                    Err(e) => e.to_string(),
-                    Ok(ChatOutcome::Reply(_)) => String::new(),
-                };
-                tracing::debug!(why = %why, "count_tokens upstream failed; estimating instead");
-            }
-            None => {}
-        }
-        let mut chars = 0usize;
-        for message in &peek.messages {
-            chars += text_chars(message);
-        }
-        chars += peek.system.as_ref().map_or(0, text_chars);
-        for tool in peek.tools.iter().flatten() {
-            chars += tool.to_string().chars().count();
-        }
-        // Per-message framing costs a few tokens in every real tokenizer.
-        let tokens = chars.div_ceil(4) + 3 * peek.messages.len();
-        Ok(json_response(200, &json!({"input_tokens": tokens})))
+        let input = CountInput {
+            messages: &peek.messages,
+            system: peek.system.as_ref(),
+            tools: peek.tools.as_deref().unwrap_or_default(),
+        };
+        Ok(
+            match exchange::count_tokens(&state.dispatcher, &request, input).await? {
+                Count::Exact(answer) => bytes_response(200, "application/json", answer),
+                Count::Refused { status, body } => bytes_response(status, "application/json", body),
+                Count::Estimate(tokens) => json_response(200, &json!({"input_tokens": tokens})),
+            },
+        )
     }
     .await;
     result.unwrap_or_else(|e| e.into_response(Dialect::Anthropic))
-}
-
-/// Characters of every string value (text, tool inputs) under `value`; images count as
-/// a fixed amount instead of their base64.
-fn text_chars(value: &Value) -> usize {
-    match value {
-        Value::String(s) => s.chars().count(),
-        Value::Array(items) => items.iter().map(text_chars).sum(),
-        Value::Object(map) => {
-            if map.get("type").and_then(Value::as_str) == Some("image") {
-                return 1600 * 4;
-            }
-            map.iter()
-                .filter(|(key, _)| !matches!(key.as_str(), "type" | "role" | "id" | "tool_use_id" | "cache_control"))
-                .map(|(_, v)| text_chars(v))
-                .sum()
-        }
-        _ => 0,
-    }
 }

@@ -8,6 +8,7 @@
 //! it gets; the admin agent takes the same two steps. Nothing here sees an HTTP framework.
 
 mod answer;
+mod count;
 mod error;
 mod metered;
 mod passthrough;
@@ -18,6 +19,7 @@ mod translated;
 mod worker;
 
 pub use answer::{answer, Client};
+pub use count::{count_tokens, Count, CountInput};
 pub use error::ExchangeError;
 pub use route::route;
 
