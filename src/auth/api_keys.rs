@@ -206,27 +206,31 @@ impl Auth {
             Err(StoreError::NotFound(_)) => return Err(AuthError::KeyNotFound),
             other => other?,
         };
-        self.keys
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(&record.key_hash);
-        self.grants
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(&record.id);
+        self.edit_credentials(|| {
+            self.keys
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .remove(&record.key_hash);
+            self.grants
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .remove(&record.id);
+        });
         Ok(())
     }
 
     fn remember_key(&self, record: &ApiKeyRecord) {
         let known = KnownKey::of(record);
-        self.grants
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(record.id.clone(), known.grant.clone());
-        self.keys
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(record.key_hash.clone(), (Arc::from(record.id.as_str()), known));
+        self.edit_credentials(|| {
+            self.grants
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(record.id.clone(), known.grant.clone());
+            self.keys
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(record.key_hash.clone(), (Arc::from(record.id.as_str()), known));
+        });
     }
 
     /// The allow-lists of the key with this id; `None` once the key is revoked.

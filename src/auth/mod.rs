@@ -174,6 +174,8 @@ pub struct Auth {
     worker_tokens: RwLock<HashMap<String, WorkerIdentity>>,
     throttle: LoginThrottle,
     hasher: Hasher,
+    /// Counts this router's own edits of the maps above (see `reload_credentials`).
+    edits: std::sync::Mutex<u64>,
 }
 
 impl Auth {
@@ -187,17 +189,36 @@ impl Auth {
             worker_tokens: RwLock::new(worker_tokens),
             throttle: LoginThrottle::default(),
             hasher: Hasher::new(),
+            edits: std::sync::Mutex::new(0),
         })
     }
 
     /// Re-reads API keys and worker tokens (another router on the shared database changed
     /// them): a key revoked there is refused here from now on.
     pub async fn reload_credentials(&self) -> Result<(), AuthError> {
-        let (keys, grants, worker_tokens) = load_credentials(&self.store).await?;
-        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
-        *self.grants.write().unwrap_or_else(|p| p.into_inner()) = grants;
-        *self.worker_tokens.write().unwrap_or_else(|p| p.into_inner()) = worker_tokens;
-        Ok(())
+        loop {
+            let seen = *self.edits.lock().unwrap_or_else(|p| p.into_inner());
+            let (keys, grants, worker_tokens) = load_credentials(&self.store).await?;
+            let edits = self.edits.lock().unwrap_or_else(|p| p.into_inner());
+            // A key made or revoked here while the tables were read may be missing from
+            // (or still in) what was read: swapping that in would undo it until the next
+            // notice. Read again instead.
+            if *edits != seen {
+                continue;
+            }
+            *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+            *self.grants.write().unwrap_or_else(|p| p.into_inner()) = grants;
+            *self.worker_tokens.write().unwrap_or_else(|p| p.into_inner()) = worker_tokens;
+            return Ok(());
+        }
+    }
+
+    /// Applies a change this router just wrote to the in-memory credentials, ordered with
+    /// `reload_credentials` so a reload that read the tables earlier cannot undo it.
+    fn edit_credentials(&self, edit: impl FnOnce()) {
+        let mut edits = self.edits.lock().unwrap_or_else(|p| p.into_inner());
+        edit();
+        *edits += 1;
     }
 
     pub async fn admin_exists(&self) -> Result<bool, AuthError> {

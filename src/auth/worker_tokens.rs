@@ -87,10 +87,12 @@ impl Auth {
             allowed_models,
         };
         self.store.insert_worker_token(record.clone()).await?;
-        self.worker_tokens
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(record.token_hash.clone(), WorkerIdentity::from(&record));
+        self.edit_credentials(|| {
+            self.worker_tokens
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(record.token_hash.clone(), WorkerIdentity::from(&record));
+        });
         Ok((WorkerTokenView::from(&record), token))
     }
 
@@ -139,10 +141,12 @@ impl Auth {
             Err(StoreError::NotFound(_)) => return Err(AuthError::WorkerTokenNotFound),
             other => other?,
         }
-        self.worker_tokens
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(record.token_hash.clone(), WorkerIdentity::from(&record));
+        self.edit_credentials(|| {
+            self.worker_tokens
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(record.token_hash.clone(), WorkerIdentity::from(&record));
+        });
         Ok(WorkerTokenView::from(&record))
     }
 
@@ -152,10 +156,12 @@ impl Auth {
             Err(StoreError::NotFound(_)) => return Err(AuthError::WorkerTokenNotFound),
             other => other?,
         };
-        self.worker_tokens
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(&record.token_hash);
+        self.edit_credentials(|| {
+            self.worker_tokens
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .remove(&record.token_hash);
+        });
         Ok(())
     }
 
