@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod dispatch;
+pub mod exchange;
 #[cfg(test)]
 mod fuzz;
 pub mod metrics;

@@ -1,5 +1,5 @@
 //! The admin agent: an LLM tool-calling loop that runs on the router itself, through the
-//! dispatcher like any request (so on whatever tier is available), over tools that call
+//! exchange like any request (so on whatever tier is available), over tools that call
 //! the same domain functions as the admin API.
 //!
 //! Keys never reach the model: the operator's message is redacted (see `secrets`) before it
@@ -10,11 +10,12 @@ mod secrets;
 mod tools;
 
 use crate::clock::now_unix;
-use crate::dispatch::{ChatRequest, DispatchError, RoutedReply};
+use crate::dispatch::{ChatRequest, DispatchError};
+use crate::exchange::{self, Client};
 use crate::providers::anthropic::ClientHeaders;
 use crate::store::{ConversationRecord, ConversationSummary, Store, StoreError};
 use crate::translate::Format;
-use crate::usage::{MeterStart, RouteInfo};
+use crate::usage::MeterStart;
 use crate::AppState;
 use bytes::Bytes;
 use secrets::SecretVault;
@@ -389,57 +390,36 @@ impl AdminAgent {
             wait: None,
             responses: None,
         };
-        let routed = state.dispatcher.chat(request).await.map_err(|e| {
-            if let Some((tier, route)) = e.last_target() {
-                meter.tried(tier.as_str(), route);
-            }
-            meter.failed(e.code(), e.status());
-            unreachable_message(&model, &e)
-        })?;
-        meter.routed(RouteInfo {
-            tier: routed.tier.as_str(),
-            route: &routed.route,
-            target_model: &routed.model,
-            cloud_model: routed.cloud_model.as_deref(),
-            overflow: routed.overflow,
-            client_format: Format::OpenAi,
-            sse: false,
-        });
-        let completion: Result<Value, String> = async {
-            Ok(match routed.reply {
-                RoutedReply::Complete(bytes) => serde_json::from_slice(&bytes).map_err(|e| bad_answer(&e))?,
-                RoutedReply::Upstream { reply, format } => {
-                    let bytes = crate::providers::registry::collect(reply.body)
-                        .await
-                        .map_err(|e| format!("the model's answer could not be read: {e}"))?;
-                    match format {
-                        Format::OpenAi => serde_json::from_slice(&bytes).map_err(|e| bad_answer(&e))?,
-                        Format::Anthropic => crate::translate::anthropic::anthropic_to_openai_response(&bytes, &model)
-                            .map_err(|e| bad_answer(&e))?,
-                    }
-                }
-                RoutedReply::WorkerStream { .. } | RoutedReply::Responses(_) => {
-                    return Err("the model answered with a stream; expected one reply".into())
-                }
-            })
-        }
-        .await;
-        let completion = match completion {
-            Ok(value) => {
-                meter.observe(&Bytes::from(value.to_string()));
-                meter.completed();
-                value
-            }
-            Err(e) => {
-                meter.failed("upstream_error", 502);
-                return Err(e);
-            }
+        let routed = exchange::route(&state.dispatcher, request, &mut meter)
+            .await
+            .map_err(|e| {
+                meter.failed(e.code(), e.status());
+                unreachable_message(&model, &e)
+            })?;
+        let route = routed.route.clone();
+        let client = Client::Chat {
+            model: model.clone(),
+            include_usage: false,
         };
+        // The same round trip as a client's: the answer comes back as Chat Completions,
+        // metered as it is read.
+        let reply = exchange::answer(routed, client, meter)
+            .await
+            .map_err(|e| format!("the model's answer could not be read: {e}"))?;
+        if reply.sse {
+            return Err("the model answered with a stream; expected one reply".into());
+        }
+        let bytes = reply
+            .body
+            .whole()
+            .await
+            .map_err(|e| format!("the model's answer could not be read: {e}"))?;
+        let completion: Value = serde_json::from_slice(&bytes).map_err(|e| bad_answer(&e))?;
         let message = &completion["choices"][0]["message"];
         if message.is_object() {
             Ok(message.clone())
         } else {
-            Err(format!("the model's answer has no message (route {})", routed.route))
+            Err(format!("the model's answer has no message (route {route})"))
         }
     }
 }

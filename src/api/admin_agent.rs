@@ -2,8 +2,8 @@
 //! and `GET /api/admin-agent/conversations/{id}`.
 
 use super::admin::reply;
+use super::body::sse_headers;
 use super::error::{json_response, ApiError};
-use super::relay::sse_headers;
 use super::request::{parse_json, read_body};
 use crate::AppState;
 use bytes::{Buf, Bytes};

@@ -2,20 +2,19 @@
 //! and the Anthropic-shaped model list, with their `/api/anthropic/v1/…` aliases. Requests
 //! go through the same dispatcher as `/v1/chat/completions`, to any tier.
 
+use super::admit;
+use super::body::exchanged;
 use super::error::{bytes_response, json_response, ApiError, Dialect};
-use super::relay;
 use super::request::RouteHeaders;
 use super::request::{api_key, header, parse_json, read_body, require_model_and_messages, RolePeek};
-use crate::dispatch::{ChatRequest, Routed, RoutedReply};
+use crate::dispatch::{ChatRequest, Routed};
+use crate::exchange::{self, Client, Count, CountInput};
 use crate::providers::anthropic::ClientHeaders;
-use crate::providers::{ChatOutcome, UpstreamReply};
-use crate::translate::anthropic::openai_to_anthropic_response;
 use crate::translate::Format;
-use crate::usage::{Meter, MeterStart, RouteInfo};
+use crate::usage::{Meter, MeterStart};
 use crate::AppState;
 use bytes::{Buf, Bytes};
 use futures_util::Stream;
-use relay::Outgoing;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use warp::filters::BoxedFilter;
@@ -76,7 +75,10 @@ where
 {
     let mut meter = state.usage.meter(MeterStart::default());
     match route_message(&state, &headers, query, body, &mut meter).await {
-        Ok((model, routed)) => reply(routed, &model, meter).await,
+        Ok((client, routed)) => match exchange::answer(routed, client, meter).await {
+            Ok(reply) => exchanged(reply),
+            Err(e) => ApiError::from(e).into_response(Dialect::Anthropic),
+        },
         Err(e) => {
             meter.failed(e.code, e.status);
             e.into_response(Dialect::Anthropic)
@@ -90,12 +92,12 @@ async fn route_message<S, B>(
     query: String,
     body: S,
     meter: &mut Meter,
-) -> Result<(String, Routed), ApiError>
+) -> Result<(Client, Routed), ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    let (overrides, body) = relay::admit(state, headers, body, meter).await?;
+    let (overrides, body) = admit::admit(state, headers, body, meter).await?;
     let peek: MessagesPeek = parse_json(&body)?;
     meter.set_request(&peek.model, peek.stream.unwrap_or(false), body.len());
     require_model_and_messages(&peek.model, peek.messages.len())?;
@@ -111,8 +113,8 @@ where
         wait: overrides.wait,
         responses: None,
     };
-    let routed = relay::dispatch(state, request, meter).await?;
-    Ok((peek.model, routed))
+    let routed = admit::route(state, request, meter).await?;
+    Ok((Client::Messages { model: peek.model }, routed))
 }
 
 /// What an Anthropic upstream must see as the client sent it. SDKs send new dates and beta
@@ -128,79 +130,6 @@ fn client_headers(headers: &HeaderMap, query: String) -> ClientHeaders {
     }
 }
 
-async fn reply(routed: Routed, model: &str, mut meter: Meter) -> Response {
-    let out = match routed.reply {
-        RoutedReply::Upstream {
-            reply,
-            format: Format::Anthropic,
-        } => Ok(relay::upstream_body(
-            reply,
-            &routed.route,
-            Format::Anthropic,
-            anthropic_stream_error,
-        )),
-        RoutedReply::Upstream {
-            reply,
-            format: Format::OpenAi,
-        } => from_openai(relay::watched(&mut meter, reply, Format::OpenAi), model).await,
-        RoutedReply::WorkerStream { held, job } => {
-            Ok(Outgoing::sse(relay::worker_chunks_as_anthropic(held, job, model)))
-        }
-        RoutedReply::Complete(body) => openai_to_anthropic_response(&body, model)
-            .map(|value| Outgoing::json(200, Bytes::from(value.to_string())))
-            .map_err(|e| untranslatable_answer(&e.to_string())),
-        // Only a Responses request (`responses` set) is answered in that dialect.
-        RoutedReply::Responses(_) => Err(untranslatable_answer("a Responses answer to a Messages request")),
-    };
-    let out = match out {
-        Ok(out) => out,
-        Err(e) => {
-            meter.failed(e.code, e.status);
-            return e.into_response(Dialect::Anthropic);
-        }
-    };
-    meter.routed(RouteInfo {
-        tier: routed.tier.as_str(),
-        route: &routed.route,
-        target_model: &routed.model,
-        cloud_model: routed.cloud_model.as_deref(),
-        overflow: routed.overflow,
-        client_format: Format::Anthropic,
-        sse: out.is_sse(),
-    });
-    relay::respond(out, meter, false, routed.tier, &routed.route)
-}
-
-/// An OpenAI-format answer (provider) for an Anthropic client.
-async fn from_openai(reply: UpstreamReply, model: &str) -> Result<Outgoing, ApiError> {
-    let is_sse = reply
-        .content_type
-        .as_deref()
-        .is_some_and(|t| t.starts_with("text/event-stream"));
-    if is_sse {
-        return Ok(Outgoing::sse(relay::openai_sse_as_anthropic(reply.body, model)));
-    }
-    let body = relay::collect(reply.body)
-        .await
-        .map_err(|e| untranslatable_answer(&e))?;
-    openai_to_anthropic_response(&body, model)
-        .map(|value| Outgoing::json(200, Bytes::from(value.to_string())))
-        .map_err(|e| untranslatable_answer(&e.to_string()))
-}
-
-fn untranslatable_answer(why: &str) -> ApiError {
-    ApiError::new(
-        502,
-        "upstream_error",
-        format!("cannot translate the upstream's answer: {why}"),
-    )
-}
-
-fn anthropic_stream_error(route: &str, why: &str) -> Bytes {
-    let event = json!({"type": "error", "error": {"type": "api_error", "message": format!("'{route}' failed mid-stream: {why}")}});
-    Bytes::from(format!("event: error\ndata: {event}\n\n"))
-}
-
 #[derive(Deserialize)]
 struct CountPeek {
     model: String,
@@ -211,9 +140,8 @@ struct CountPeek {
     tools: Option<Vec<Value>>,
 }
 
-/// Answered by the Anthropic provider the request would go to first (exact); otherwise an
-/// estimate, documented as such: about four characters per token over every text the
-/// model would read (system, messages, tool definitions). No tokenizer ships with auxot.
+/// Answered exactly by the Anthropic provider the request would go to first, otherwise
+/// estimated (`exchange::count_tokens` says how).
 async fn count_tokens<S, B>(state: AppState, headers: HeaderMap, query: String, body: S) -> Response
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,
@@ -239,57 +167,19 @@ where
             wait: overrides.wait,
             responses: None,
         };
-        match state.dispatcher.count_tokens_upstream(&request).await {
-            Some(Ok(ChatOutcome::Reply(reply))) => {
-                let answer = relay::collect(reply.body).await.map_err(|e| {
-                    ApiError::new(502, "upstream_error", format!("cannot read the upstream's answer: {e}"))
-                })?;
-                return Ok(bytes_response(200, "application/json", answer));
-            }
-            Some(Ok(ChatOutcome::Failed(failure))) if failure.status < 500 && failure.status != 429 => {
-                return Ok(bytes_response(failure.status, "application/json", failure.body));
-            }
-            Some(other) => {
-                let why = match other {
-                    Ok(ChatOutcome::Failed(failure)) => failure.message(),
-                    Err(e) => e.to_string(),
-                    Ok(ChatOutcome::Reply(_)) => String::new(),
-                };
-                tracing::debug!(why = %why, "count_tokens upstream failed; estimating instead");
-            }
-            None => {}
-        }
-        let mut chars = 0usize;
-        for message in &peek.messages {
-            chars += text_chars(message);
-        }
-        chars += peek.system.as_ref().map_or(0, text_chars);
-        for tool in peek.tools.iter().flatten() {
-            chars += tool.to_string().chars().count();
-        }
-        // Per-message framing costs a few tokens in every real tokenizer.
-        let tokens = chars.div_ceil(4) + 3 * peek.messages.len();
-        Ok(json_response(200, &json!({"input_tokens": tokens})))
+        let input = CountInput {
+            messages: &peek.messages,
+            system: peek.system.as_ref(),
+            tools: peek.tools.as_deref().unwrap_or_default(),
+        };
+        Ok(
+            match exchange::count_tokens(&state.dispatcher, &request, input).await? {
+                Count::Exact(answer) => bytes_response(200, "application/json", answer),
+                Count::Refused { status, body } => bytes_response(status, "application/json", body),
+                Count::Estimate(tokens) => json_response(200, &json!({"input_tokens": tokens})),
+            },
+        )
     }
     .await;
     result.unwrap_or_else(|e| e.into_response(Dialect::Anthropic))
-}
-
-/// Characters of every string value (text, tool inputs) under `value`; images count as
-/// a fixed amount instead of their base64.
-fn text_chars(value: &Value) -> usize {
-    match value {
-        Value::String(s) => s.chars().count(),
-        Value::Array(items) => items.iter().map(text_chars).sum(),
-        Value::Object(map) => {
-            if map.get("type").and_then(Value::as_str) == Some("image") {
-                return 1600 * 4;
-            }
-            map.iter()
-                .filter(|(key, _)| !matches!(key.as_str(), "type" | "role" | "id" | "tool_use_id" | "cache_control"))
-                .map(|(_, v)| text_chars(v))
-                .sum()
-        }
-        _ => 0,
-    }
 }

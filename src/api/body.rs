@@ -1,7 +1,10 @@
-//! Response bodies, built the one way warp 0.4 allows: whole bytes, or a stream.
+//! Response bodies, built the one way warp 0.4 allows: whole bytes, or a stream; and the
+//! exchange's reply written as one.
 
+use crate::dispatch::Tier;
 use bytes::Bytes;
 use futures_util::Stream;
+use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::Reply;
 
@@ -24,4 +27,37 @@ where
     E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
 {
     warp::reply::stream(sync_wrapper::SyncStream::new(stream)).into_response()
+}
+
+/// The exchange's reply as HTTP: its status and content type, the route it took, its body
+/// as it comes.
+pub fn exchanged(reply: crate::exchange::Reply) -> Response {
+    let mut response = match reply.body {
+        crate::exchange::Body::Whole(bytes) => full(bytes),
+        crate::exchange::Body::Stream(body) => streamed(body),
+    };
+    *response.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
+    if reply.sse {
+        sse_headers(&mut response);
+    } else if let Ok(value) = HeaderValue::from_str(&reply.content_type) {
+        response.headers_mut().insert(header::CONTENT_TYPE, value);
+    }
+    route_headers(&mut response, reply.tier, &reply.route);
+    response
+}
+
+pub fn sse_headers(response: &mut Response) {
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+}
+
+/// Every routed reply says where it went, streams included.
+pub fn route_headers(response: &mut Response, tier: Tier, route: &str) {
+    let headers = response.headers_mut();
+    headers.insert("x-auxot-tier", HeaderValue::from_static(tier.as_str()));
+    if let Ok(value) = HeaderValue::from_str(route) {
+        headers.insert("x-auxot-route", value);
+    }
 }

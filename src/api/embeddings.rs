@@ -3,9 +3,9 @@
 //! Routed like chat (GPU workers that embed the model, then the OpenAI-format providers);
 //! the answer is whole JSON, metered with the input tokens the target reported.
 
+use super::admit;
 use super::error::{ApiError, Dialect};
 use super::key_grant;
-use super::relay;
 use crate::dispatch::{Embedded, EmbeddingsCall};
 use crate::translate::embeddings::{read_request, EmbeddingsError};
 use crate::translate::Format;
@@ -55,7 +55,7 @@ where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    let (overrides, body) = relay::admit(state, headers, body, meter).await?;
+    let (overrides, body) = admit::admit(state, headers, body, meter).await?;
     let request = read_request(&body).map_err(|e| match e {
         EmbeddingsError::NotJson(why) => {
             ApiError::new(400, "invalid_json", format!("the request body is not JSON: {why}"))
@@ -127,6 +127,6 @@ async fn reply(embedded: Embedded, mut meter: Meter) -> Response {
         warp::http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    relay::route_headers(&mut response, embedded.tier, &embedded.route);
+    super::body::route_headers(&mut response, embedded.tier, &embedded.route);
     response
 }

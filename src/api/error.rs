@@ -10,6 +10,7 @@ use crate::agents::admin::AgentError;
 use crate::auth::AuthError;
 use crate::dispatch::rules::RulesError;
 use crate::dispatch::DispatchError;
+use crate::exchange::ExchangeError;
 use crate::providers::RegistryError;
 use crate::usage::UsageError;
 use serde_json::json;
@@ -189,6 +190,12 @@ impl From<DispatchError> for ApiError {
                 ApiError::domain(other.status(), other.code(), &other).with_retry_after(retry_after)
             }
         }
+    }
+}
+
+impl From<ExchangeError> for ApiError {
+    fn from(e: ExchangeError) -> Self {
+        ApiError::domain(e.status(), e.code(), &e)
     }
 }
 

@@ -7,34 +7,24 @@
 //! answer, metered as it passes, translated back into a `response` object or the
 //! Responses event sequence).
 
+use super::admit;
+use super::body::exchanged;
 use super::error::{ApiError, Dialect};
-use super::openai::chat_outgoing;
-use super::relay::{self, Outgoing};
 use super::request::header;
-use super::responses_pass;
-use crate::dispatch::{ChatRequest, ResponsesForms, RoutedReply};
+use crate::dispatch::{ChatRequest, ResponsesForms, Routed};
+use crate::exchange::{self, Client};
 use crate::providers::anthropic::ClientHeaders;
-use crate::providers::UpstreamReply;
-use crate::translate::anthropic::{SseEvent, SseParser};
-use crate::translate::responses::{
-    chat_to_response, messages_to_response, responses_to_chat_request, responses_to_messages_request,
-    ChatToResponsesStream, MessagesToResponsesStream, ResponseContext,
-};
+use crate::translate::responses::{responses_to_chat_request, responses_to_messages_request, ResponseContext};
 use crate::translate::Format;
-use crate::usage::{MeterStart, RouteInfo};
+use crate::usage::{Meter, MeterStart};
 use crate::AppState;
 use bytes::{Buf, Bytes};
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use serde_json::Value;
-use std::collections::VecDeque;
-use std::convert::Infallible;
 use warp::filters::BoxedFilter;
 use warp::http::HeaderMap;
 use warp::reply::Response;
 use warp::Filter;
-
-/// A whole (non-streamed) chat answer bigger than this is refused rather than held.
-const MAX_ANSWER: usize = 32 * 1024 * 1024;
 
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let with_state = warp::any().map(move || state.clone());
@@ -126,250 +116,52 @@ where
     B: Buf + Send,
 {
     let mut meter = state.usage.meter(MeterStart::default());
-    let routed = async {
-        // Codex names its conversation in `session_id` (older builds: `conversation_id`).
-        if let Some(session) = header(&headers, "session_id").or_else(|| header(&headers, "conversation_id")) {
-            meter.set_session(Some(session));
-        }
-        let (overrides, body) = relay::admit(&state, &headers, body, &mut meter).await?;
-        let peek = peek(&body)?;
-        meter.set_request(&peek.model, peek.stream, body.len());
-        let (chat, forms, context) = forms(&body, &peek);
-        let request = ChatRequest {
-            body: chat,
-            format: Format::OpenAi,
-            anthropic: ClientHeaders {
-                user_agent: header(&headers, "user-agent").map(str::to_string),
-                ..ClientHeaders::default()
-            },
-            model: peek.model.clone(),
-            stream: peek.stream,
-            // The translation reads usage from the chat stream for `response.completed`.
-            include_usage: true,
-            provider: overrides.provider,
-            tiers: overrides.tiers,
-            wait: overrides.wait,
-            responses: Some(forms),
-        };
-        let routed = relay::dispatch(&state, request, &mut meter).await?;
-        let (out, chat) = match routed.reply {
-            RoutedReply::Responses(reply) => (responses_pass::forward(reply, &routed.route), false),
-            RoutedReply::Upstream {
-                reply,
-                format: Format::Anthropic,
-            } => {
-                let reply = relay::watched(&mut meter, reply, Format::Anthropic);
-                (from_messages(reply, context.clone()).await?, false)
-            }
-            other => (
-                chat_outgoing(other, &routed.route, &context.model, &mut meter).await?,
-                true,
-            ),
-        };
-        Ok::<_, ApiError>((
-            routed.tier,
-            routed.route,
-            routed.model,
-            routed.cloud_model,
-            routed.overflow,
-            out,
-            chat,
-            context,
-        ))
-    }
-    .await;
-    let (tier, route, target_model, cloud_model, overflow, out, chat, context) = match routed {
-        Ok(parts) => parts,
+    match route_response(&state, &headers, body, &mut meter).await {
+        Ok((client, routed)) => match exchange::answer(routed, client, meter).await {
+            Ok(reply) => exchanged(reply),
+            Err(e) => ApiError::from(e).into_response(Dialect::OpenAi),
+        },
         Err(e) => {
             meter.failed(e.code, e.status);
-            return e.into_response(Dialect::OpenAi);
-        }
-    };
-    let sse = out.is_sse();
-    meter.routed(RouteInfo {
-        tier: tier.as_str(),
-        route: &route,
-        target_model: &target_model,
-        cloud_model: cloud_model.as_deref(),
-        overflow,
-        client_format: Format::OpenAi,
-        sse,
-    });
-    if !chat {
-        // Already in the Responses dialect: metered as it goes out.
-        return relay::respond(out, meter, false, tier, &route);
-    }
-    // Metered in the chat dialect as it passes, then translated for the client.
-    let chat = relay::respond(out, meter, false, tier, &route);
-    let (mut parts, body) = chat.into_parts();
-    let body = http_body_util::BodyDataStream::new(body).boxed();
-    if sse {
-        let events = translated(body, ChatEvents(ChatToResponsesStream::new(context)));
-        parts.headers.remove(warp::http::header::CONTENT_LENGTH);
-        let (_, body) = super::body::streamed(events).into_parts();
-        return Response::from_parts(parts, body);
-    }
-    match whole_answer(body).await.and_then(|bytes| {
-        chat_to_response(&bytes, &context).map_err(|e| {
-            ApiError::new(
-                502,
-                "upstream_error",
-                format!("cannot translate the upstream's answer: {e}"),
-            )
-        })
-    }) {
-        Ok(response) => {
-            parts.headers.remove(warp::http::header::CONTENT_LENGTH);
-            parts.headers.insert(
-                warp::http::header::CONTENT_TYPE,
-                warp::http::HeaderValue::from_static("application/json"),
-            );
-            Response::from_parts(parts, super::body::full(response.to_string()).into_body())
-        }
-        Err(e) => e.into_response(Dialect::OpenAi),
-    }
-}
-
-/// An Anthropic provider's answer to a Responses request, translated directly.
-async fn from_messages(reply: UpstreamReply, context: ResponseContext) -> Result<Outgoing, ApiError> {
-    let is_sse = reply
-        .content_type
-        .as_deref()
-        .is_some_and(|t| t.starts_with("text/event-stream"));
-    if is_sse {
-        let events = translated(reply.body, MessageEvents(MessagesToResponsesStream::new(context)));
-        return Ok(Outgoing::sse(events.boxed()));
-    }
-    let body = relay::collect(reply.body)
-        .await
-        .map_err(|e| ApiError::new(502, "upstream_error", format!("cannot read the upstream's answer: {e}")))?;
-    let response = messages_to_response(&body, &context).map_err(|e| {
-        ApiError::new(
-            502,
-            "upstream_error",
-            format!("cannot translate the upstream's answer: {e}"),
-        )
-    })?;
-    Ok(Outgoing::json(200, Bytes::from(response.to_string())))
-}
-
-/// A reply body this process made, read back as a stream of chunks.
-type ReplyBody = futures_util::stream::BoxStream<'static, Result<Bytes, warp::Error>>;
-
-async fn whole_answer(mut body: ReplyBody) -> Result<Bytes, ApiError> {
-    let mut out = Vec::new();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk
-            .map_err(|e| ApiError::new(502, "upstream_error", format!("cannot read the upstream's answer: {e}")))?;
-        if out.len() + chunk.len() > MAX_ANSWER {
-            return Err(ApiError::new(
-                502,
-                "upstream_error",
-                "the upstream's answer is larger than auxot translates",
-            ));
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(Bytes::from(out))
-}
-
-/// One upstream dialect's events as Responses events.
-trait ToResponses: Send + 'static {
-    fn event(&mut self, event: &SseEvent) -> Vec<Bytes>;
-    /// The upstream ended: cleanly (`None`) or broken.
-    fn end(&mut self, broken: Option<String>) -> Vec<Bytes>;
-}
-
-/// Chat chunks (already metered).
-struct ChatEvents(ChatToResponsesStream);
-
-impl ToResponses for ChatEvents {
-    fn event(&mut self, event: &SseEvent) -> Vec<Bytes> {
-        match event.data.trim() {
-            "[DONE]" => self.0.finish(),
-            "" => Vec::new(),
-            chunk => self.0.push_chunk(chunk),
-        }
-    }
-
-    fn end(&mut self, broken: Option<String>) -> Vec<Bytes> {
-        match broken {
-            None => self.0.finish(),
-            Some(why) => self.0.fail(&format!("the stream broke: {why}")),
+            e.into_response(Dialect::OpenAi)
         }
     }
 }
 
-/// Anthropic Messages events.
-struct MessageEvents(MessagesToResponsesStream);
-
-impl ToResponses for MessageEvents {
-    fn event(&mut self, event: &SseEvent) -> Vec<Bytes> {
-        self.0.push_event(event)
-    }
-
-    fn end(&mut self, broken: Option<String>) -> Vec<Bytes> {
-        match broken {
-            None if self.0.is_finished() => Vec::new(),
-            None => self.0.fail("the upstream stream ended before message_stop"),
-            Some(why) => self.0.fail(&format!("the stream broke: {why}")),
-        }
-    }
-}
-
-/// An SSE body as Responses events, event by event as it arrives.
-fn translated<S, E, T>(body: S, translator: T) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static
+async fn route_response<S, B>(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: S,
+    meter: &mut Meter,
+) -> Result<(Client, Routed), ApiError>
 where
-    S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
-    E: std::fmt::Display,
-    T: ToResponses,
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
 {
-    struct State<S, T> {
-        body: S,
-        parser: SseParser,
-        translator: T,
-        pending: VecDeque<Bytes>,
-        ended: bool,
+    // Codex names its conversation in `session_id` (older builds: `conversation_id`).
+    if let Some(session) = header(headers, "session_id").or_else(|| header(headers, "conversation_id")) {
+        meter.set_session(Some(session));
     }
-    let state = State {
-        body,
-        parser: SseParser::new(),
-        translator,
-        pending: VecDeque::new(),
-        ended: false,
+    let (overrides, body) = admit::admit(state, headers, body, meter).await?;
+    let peek = peek(&body)?;
+    meter.set_request(&peek.model, peek.stream, body.len());
+    let (chat, forms, context) = forms(&body, &peek);
+    let request = ChatRequest {
+        body: chat,
+        format: Format::OpenAi,
+        anthropic: ClientHeaders {
+            user_agent: header(headers, "user-agent").map(str::to_string),
+            ..ClientHeaders::default()
+        },
+        model: peek.model.clone(),
+        stream: peek.stream,
+        // The translation reads usage from the chat stream for `response.completed`.
+        include_usage: true,
+        provider: overrides.provider,
+        tiers: overrides.tiers,
+        wait: overrides.wait,
+        responses: Some(forms),
     };
-    futures_util::stream::unfold(state, |mut state| async move {
-        loop {
-            if let Some(bytes) = state.pending.pop_front() {
-                return Some((Ok(bytes), state));
-            }
-            if state.ended {
-                return None;
-            }
-            let events = match state.body.next().await {
-                Some(Ok(chunk)) => state.parser.push(&chunk),
-                Some(Err(e)) => {
-                    state.ended = true;
-                    let out = state.translator.end(Some(e.to_string()));
-                    state.pending.extend(out);
-                    continue;
-                }
-                None => {
-                    state.ended = true;
-                    let events = state.parser.finish();
-                    for event in events {
-                        let out = state.translator.event(&event);
-                        state.pending.extend(out);
-                    }
-                    let out = state.translator.end(None);
-                    state.pending.extend(out);
-                    continue;
-                }
-            };
-            for event in events {
-                let out = state.translator.event(&event);
-                state.pending.extend(out);
-            }
-        }
-    })
+    let routed = admit::route(state, request, meter).await?;
+    Ok((Client::Responses(context), routed))
 }

@@ -4,7 +4,8 @@
 //! (`response.completed`, `response.incomplete`, `response.failed`) ends with an `error`
 //! event numbered after the last one, and the request is metered as failed.
 
-use super::relay::{fail, BoxError, Outgoing};
+use super::passthrough::fail;
+use super::{BoxError, Outgoing};
 use crate::providers::{ProviderError, UpstreamReply};
 use crate::translate::anthropic::{SseEvent, SseParser};
 use bytes::Bytes;
@@ -16,7 +17,7 @@ use std::collections::VecDeque;
 
 const TERMINAL: &[&str] = &["response.completed", "response.incomplete", "response.failed"];
 
-pub fn forward(upstream: UpstreamReply, route: &str) -> Outgoing {
+pub(super) fn forward(upstream: UpstreamReply, route: &str) -> Outgoing {
     let content_type = upstream.content_type.unwrap_or_else(|| "application/json".into());
     if !content_type.starts_with("text/event-stream") {
         return Outgoing {

@@ -1,0 +1,28 @@
+//! The request handed to the dispatcher, and what the walk learnt written on the meter.
+
+use crate::dispatch::{ChatRequest, DispatchError, Dispatcher, Routed};
+use crate::usage::Meter;
+
+/// Runs the request through the dispatcher; a failure still tells the meter which target
+/// it reached, so its usage row names the tier and route.
+pub async fn route(dispatcher: &Dispatcher, request: ChatRequest, meter: &mut Meter) -> Result<Routed, DispatchError> {
+    let result = dispatcher.chat(request).await;
+    let tried = match &result {
+        Ok(routed) => {
+            meter.set_queue_wait(routed.queue_wait);
+            routed.failures.as_slice()
+        }
+        Err(e) => e.tried(),
+    };
+    for failure in tried {
+        meter.add_attempt(failure.tier.as_str(), &failure.route, &failure.to_string());
+    }
+    result.inspect_err(|e| {
+        if let DispatchError::QueueTimeout { waited, .. } = e {
+            meter.set_queue_wait(*waited);
+        }
+        if let Some((tier, route)) = e.last_target() {
+            meter.tried(tier.as_str(), route);
+        }
+    })
+}
