@@ -327,3 +327,45 @@ async fn a_router_killed_mid_traffic_loses_nothing_it_answered_and_the_other_kee
     assert!(answered_by_a >= 5, "rows of answered requests were lost: {}", log.text);
     assert!(rows.iter().any(|r| r["router"] == "survivor"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_per_minute_hold_for_the_fleet_then_both_routers_refuse_with_retry_after() {
+    let Some((a, b)) = two_routers().await else { return };
+    let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
+    let admin = a.admin_key().await;
+    a.add_provider(&admin, "cloud", &fake, KEY).await;
+    let reply = a
+        .call(
+            "POST",
+            "/api/api-keys",
+            Some(&admin),
+            Some(json!({"name": "paced", "role": "client", "rpm_limit": 6})),
+        )
+        .await;
+    reply.expect(201);
+    let client = reply.json()["key"].as_str().unwrap().to_string();
+    // Three requests on B (the first once B knows the key and the provider)…
+    assert!(
+        eventually(Duration::from_secs(1), || async {
+            b.chat(&client, "gpt-4o", false).await.status == 200
+        })
+        .await,
+        "B never served the new key"
+    );
+    b.chat(&client, "gpt-4o", false).await.expect(200);
+    b.chat(&client, "gpt-4o", false).await.expect(200);
+    // …reach A within two exchange intervals, so A admits only the other three.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    for n in 0..3 {
+        let reply = a.chat(&client, "gpt-4o", false).await;
+        assert_eq!(reply.status, 200, "request {n} on A: {}", reply.text);
+    }
+    for (name, router) in [("A", &a), ("B", &b)] {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let limited = router.chat(&client, "gpt-4o", false).await;
+        assert_eq!(limited.status, 429, "{name} admitted a 7th request: {}", limited.text);
+        assert_eq!(limited.json()["error"]["type"], "rate_limit_error", "{name}");
+        let retry: u64 = limited.header("retry-after").unwrap_or("").parse().unwrap_or(0);
+        assert!((1..=60).contains(&retry), "{name}: Retry-After {retry}");
+    }
+}

@@ -14,6 +14,7 @@ pub mod notify;
 pub mod offline;
 pub mod postgres;
 mod providers;
+mod rate;
 mod readonly;
 pub mod rekey;
 mod sessions;
@@ -33,6 +34,7 @@ pub use api_keys::{ApiKeyRecord, KeyLimits, Role};
 pub use conversations::{ConversationRecord, ConversationSummary};
 pub use meta::KeyState;
 pub use providers::{CachedModel, ModelCache, ProviderKind, ProviderRecord};
+pub use rate::{RateCount, RateDelta};
 pub use sessions::SessionRecord;
 pub use settings::{AdminAgentSettings, PhaseTimeouts, RoutingSettings, TierTimeouts, DEFAULT_CONNECT_MS};
 pub use usage::{

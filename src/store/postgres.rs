@@ -60,9 +60,10 @@ pub(crate) fn table_name(name: &str) -> &'static str {
 
 /// Versioned schema steps, applied in order at start under `MIGRATE_LOCK`; a step is never
 /// edited once released: a change is a new step.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "CREATE TABLE auxot_meta (k bytea PRIMARY KEY, v bytea NOT NULL);
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "CREATE TABLE auxot_meta (k bytea PRIMARY KEY, v bytea NOT NULL);
      CREATE TABLE auxot_providers (k bytea PRIMARY KEY, v bytea NOT NULL);
      CREATE TABLE auxot_provider_names (k bytea PRIMARY KEY, v bytea NOT NULL);
      CREATE TABLE auxot_models (k bytea PRIMARY KEY, v bytea NOT NULL);
@@ -79,10 +80,23 @@ const MIGRATIONS: &[(i32, &str)] = &[(
      CREATE TABLE auxot_usage_daily (k bytea PRIMARY KEY, v bytea NOT NULL);
      CREATE TABLE auxot_prices (k bytea PRIMARY KEY, v bytea NOT NULL);
      CREATE TABLE auxot_conversations (k bytea PRIMARY KEY, v bytea NOT NULL);",
-)];
+    ),
+    (
+        2,
+        // Per-minute request and token counts per key, one row per router process
+        // (`instance`), so each router reads what the others counted (see `rate.rs`).
+        "CREATE TABLE auxot_rate (
+             key_id text NOT NULL,
+             minute bigint NOT NULL,
+             instance bigint NOT NULL,
+             requests bigint NOT NULL,
+             tokens bigint NOT NULL,
+             PRIMARY KEY (key_id, minute, instance));",
+    ),
+];
 
 /// The newest schema step this auxot knows.
-pub const PG_SCHEMA_VERSION: i32 = 1;
+pub const PG_SCHEMA_VERSION: i32 = 2;
 
 /// Connections each router keeps at most.
 const POOL_SIZE: usize = 16;
@@ -93,7 +107,7 @@ pub struct PgStore {
     pub(crate) config: tokio_postgres::Config,
 }
 
-fn pg_error(e: impl std::fmt::Display) -> StoreError {
+pub(crate) fn pg_error(e: impl std::fmt::Display) -> StoreError {
     StoreError::Postgres(e.to_string())
 }
 

@@ -6,6 +6,7 @@
 mod aggregate;
 pub mod equivalent;
 pub mod estimate;
+mod fleet_rate;
 mod meter;
 pub mod prices;
 pub mod tap;
@@ -162,6 +163,9 @@ pub struct Usage {
     /// Rows never written: dropped at a full queue, or their commit failed.
     lost: Arc<AtomicU64>,
     limits: Limits,
+    /// Per-minute counts shared with the other routers (PostgreSQL only).
+    fleet: Option<Arc<fleet_rate::FleetRate>>,
+    fleet_sync: Mutex<Option<tokio::task::JoinHandle<()>>>,
     retention: Retention,
 }
 
@@ -184,6 +188,8 @@ impl Usage {
             writer: tokio::sync::Mutex::new(None),
             lost: lost.clone(),
             limits: Limits::default(),
+            fleet: store.shares_rates().then(|| Arc::new(fleet_rate::FleetRate::new())),
+            fleet_sync: Mutex::new(None),
             retention,
         });
         usage.reload_prices().await?;
@@ -211,6 +217,10 @@ impl Usage {
         *usage.limits.spend.lock().unwrap_or_else(|p| p.into_inner()) = spend;
         let writer = tokio::spawn(writer::run(store, rx, lost, router));
         *usage.writer.lock().await = Some(writer);
+        if let Some(fleet) = &usage.fleet {
+            let sync = tokio::spawn(fleet_rate::run(fleet.clone(), usage.store.clone()));
+            *usage.fleet_sync.lock().unwrap_or_else(|p| p.into_inner()) = Some(sync);
+        }
         Ok(usage)
     }
 
@@ -266,6 +276,9 @@ impl Usage {
 
     /// Writes every queued row and stops the writer: the last step of a clean shutdown.
     pub async fn flush(&self) {
+        if let Some(sync) = self.fleet_sync.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            sync.abort();
+        }
         drop(self.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
         if let Some(writer) = self.writer.lock().await.take() {
             let _ = writer.await;
@@ -304,10 +317,15 @@ impl Usage {
             {
                 window.pop_front();
             }
-            let used: u64 = window.iter().map(|(_, n)| n).sum();
+            let here: u64 = window.iter().map(|(_, n)| n).sum();
+            let used = here + self.fleet.as_ref().map_or(0, |f| f.others(key_id, now_ms).1);
             if used >= u64::from(tpm) {
                 let oldest = window.front().map_or(now, |(t, _)| *t);
-                let wait = Duration::from_secs(60).saturating_sub(now.duration_since(oldest));
+                let wait = if here >= u64::from(tpm) {
+                    Duration::from_secs(60).saturating_sub(now.duration_since(oldest))
+                } else {
+                    Duration::from_secs(fleet_rate::secs_to_next_minute(now_ms))
+                };
                 self.metrics.rate_limited("tpm");
                 return Err(LimitExceeded {
                     reason: "tpm",
@@ -326,9 +344,14 @@ impl Usage {
             {
                 window.pop_front();
             }
-            if window.len() >= rpm as usize {
+            let others = self.fleet.as_ref().map_or(0, |f| f.others(key_id, now_ms).0);
+            if window.len() as u64 + others >= u64::from(rpm) {
                 let oldest = window.front().copied().unwrap_or(now);
-                let wait = Duration::from_secs(60).saturating_sub(now.duration_since(oldest));
+                let wait = if window.len() >= rpm as usize {
+                    Duration::from_secs(60).saturating_sub(now.duration_since(oldest))
+                } else {
+                    Duration::from_secs(fleet_rate::secs_to_next_minute(now_ms))
+                };
                 self.metrics.rate_limited("rpm");
                 return Err(LimitExceeded {
                     reason: "rpm",
@@ -337,6 +360,9 @@ impl Usage {
                 });
             }
             window.push_back(now);
+            if let Some(fleet) = &self.fleet {
+                fleet.count(key_id, now_ms, 1, 0);
+            }
         }
         Ok(())
     }
@@ -355,6 +381,9 @@ impl Usage {
             entry.1.last_used_ms = entry.1.last_used_ms.max(Some(at_ms));
         }
         if tokens > 0 {
+            if let Some(fleet) = &self.fleet {
+                fleet.count(key_id, crate::clock::now_unix_ms(), 0, tokens as i64);
+            }
             let mut windows = self.limits.tokens.lock().unwrap_or_else(|p| p.into_inner());
             let window = windows.entry(key_id.to_string()).or_default();
             let now = Instant::now();

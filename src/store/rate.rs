@@ -1,0 +1,100 @@
+//! Fleet-wide per-minute counters (PostgreSQL only): each router adds what it counted since
+//! its last exchange to its own row per (key, minute) and reads back what the other routers
+//! counted. An upsert adds to the row in one statement, so concurrent exchanges never lose a
+//! count. On redb there is one router, and nothing to exchange.
+
+use super::postgres::{pg_error, PgStore};
+use super::{Backend, Store, StoreError};
+
+/// What one router counted for a key in one minute since its last exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateDelta {
+    pub key_id: String,
+    pub minute: i64,
+    pub requests: i64,
+    pub tokens: i64,
+}
+
+/// What the other routers counted for a key in one minute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateCount {
+    pub key_id: String,
+    pub minute: i64,
+    pub requests: i64,
+    pub tokens: i64,
+}
+
+impl Store {
+    /// Whether per-minute counts are shared with other routers.
+    pub fn shares_rates(&self) -> bool {
+        self.is_postgres()
+    }
+
+    /// Adds `deltas` to this router's counters and answers the other routers' counts for
+    /// minutes from `since_minute` on; rows older than that are pruned when `prune` is set.
+    pub async fn exchange_rates(
+        &self,
+        instance: i64,
+        since_minute: i64,
+        deltas: &[RateDelta],
+        prune: bool,
+    ) -> Result<Vec<RateCount>, StoreError> {
+        match &self.backend {
+            Backend::Redb(_) => Ok(Vec::new()),
+            Backend::Postgres(pg) => pg.exchange_rates(instance, since_minute, deltas, prune).await,
+        }
+    }
+}
+
+impl PgStore {
+    async fn exchange_rates(
+        &self,
+        instance: i64,
+        since_minute: i64,
+        deltas: &[RateDelta],
+        prune: bool,
+    ) -> Result<Vec<RateCount>, StoreError> {
+        let client = self.connection().await?;
+        if !deltas.is_empty() {
+            let keys: Vec<&str> = deltas.iter().map(|d| d.key_id.as_str()).collect();
+            let minutes: Vec<i64> = deltas.iter().map(|d| d.minute).collect();
+            let requests: Vec<i64> = deltas.iter().map(|d| d.requests).collect();
+            let tokens: Vec<i64> = deltas.iter().map(|d| d.tokens).collect();
+            client
+                .execute(
+                    "INSERT INTO auxot_rate (key_id, minute, instance, requests, tokens)
+                     SELECT k, m, $3, r, t FROM unnest($1::text[], $2::bigint[], $4::bigint[], $5::bigint[])
+                         AS d(k, m, r, t)
+                     ON CONFLICT (key_id, minute, instance) DO UPDATE
+                     SET requests = auxot_rate.requests + excluded.requests,
+                         tokens = auxot_rate.tokens + excluded.tokens",
+                    &[&keys, &minutes, &instance, &requests, &tokens],
+                )
+                .await
+                .map_err(pg_error)?;
+        }
+        if prune {
+            client
+                .execute("DELETE FROM auxot_rate WHERE minute < $1", &[&since_minute])
+                .await
+                .map_err(pg_error)?;
+        }
+        let rows = client
+            .query(
+                "SELECT key_id, minute, sum(requests)::bigint, sum(tokens)::bigint FROM auxot_rate
+                 WHERE minute >= $1 AND instance <> $2 GROUP BY key_id, minute",
+                &[&since_minute, &instance],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(rows
+            .iter()
+            .map(|row| RateCount {
+                key_id: row.get(0),
+                minute: row.get(1),
+                requests: row.get(2),
+                tokens: row.get(3),
+            })
+            .collect())
+    }
+}
