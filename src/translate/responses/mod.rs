@@ -20,6 +20,7 @@
 //! items are left out with a debug log, since the model behind a chat endpoint cannot run
 //! them. Server-side state is not kept: `previous_response_id` is refused with a 400.
 
+mod events;
 mod request_to_chat;
 mod request_to_messages;
 mod response_from_chat;

@@ -6,7 +6,8 @@
 //! `custom_tool_call_input.delta`/`.done`), and `response.completed` (or `incomplete`,
 //! `failed`) with usage. Every event carries its `sequence_number`.
 
-use super::response_from_chat::{call_item, custom_input, message_item, response_object, responses_usage, status_for};
+use super::events::ResponseEvents;
+use super::response_from_chat::{call_item, custom_input, message_item, responses_usage, status_for};
 use super::{new_id, ResponseContext};
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -28,15 +29,8 @@ struct ToolItem {
 }
 
 pub struct ChatToResponsesStream {
-    context: ResponseContext,
-    id: String,
-    created_at: i64,
-    sequence: u64,
-    started: bool,
-    finished: bool,
+    core: ResponseEvents,
     next_output_index: usize,
-    /// Finished items by output index.
-    output: Vec<(usize, Value)>,
     text: Option<TextItem>,
     /// By the chat stream's tool call index, in order of first appearance.
     tools: Vec<(u64, ToolItem)>,
@@ -47,14 +41,8 @@ pub struct ChatToResponsesStream {
 impl ChatToResponsesStream {
     pub fn new(context: ResponseContext) -> Self {
         ChatToResponsesStream {
-            context,
-            id: new_id("resp"),
-            created_at: crate::clock::now_unix(),
-            sequence: 0,
-            started: false,
-            finished: false,
+            core: ResponseEvents::new(context),
             next_output_index: 0,
-            output: Vec::new(),
             text: None,
             tools: Vec::new(),
             finish_reason: None,
@@ -62,42 +50,19 @@ impl ChatToResponsesStream {
         }
     }
 
-    fn event(&mut self, kind: &str, mut payload: Value) -> Bytes {
-        payload["type"] = json!(kind);
-        payload["sequence_number"] = json!(self.sequence);
-        self.sequence += 1;
-        Bytes::from(format!("event: {kind}\ndata: {payload}\n\n"))
-    }
-
-    fn snapshot(&self, status: &str) -> Value {
-        let mut output = self.output.clone();
-        output.sort_by_key(|(index, _)| *index);
-        let output = output.into_iter().map(|(_, item)| item).collect();
-        let usage = if status == "in_progress" {
-            None
-        } else {
-            self.usage.clone()
-        };
-        response_object(&self.context, &self.id, self.created_at, status, output, usage)
+    fn event(&mut self, kind: &str, payload: Value) -> Bytes {
+        self.core.event(kind, payload)
     }
 
     /// `response.created` and `response.in_progress`, once, before anything else.
     pub fn start(&mut self) -> Vec<Bytes> {
-        if self.started {
-            return Vec::new();
-        }
-        self.started = true;
-        let response = self.snapshot("in_progress");
-        vec![
-            self.event("response.created", json!({"response": response.clone()})),
-            self.event("response.in_progress", json!({"response": response})),
-        ]
+        self.core.start()
     }
 
     /// One chat chunk (the JSON after `data:`).
     pub fn push_chunk(&mut self, data: &str) -> Vec<Bytes> {
         let mut out = self.start();
-        if self.finished {
+        if self.core.finished {
             return out;
         }
         let Ok(chunk) = serde_json::from_str::<Value>(data) else {
@@ -187,7 +152,7 @@ impl ChatToResponsesStream {
                 json!({"output_index": index, "item": done.clone()}),
             ),
         ];
-        self.output.push((index, done));
+        self.core.output.push((index, done));
         out
     }
 
@@ -229,7 +194,7 @@ impl ChatToResponsesStream {
             if tool.call_id.is_empty() {
                 tool.call_id = new_id("call");
             }
-            tool.custom = self.context.custom_tools.contains(&tool.name);
+            tool.custom = self.core.context.custom_tools.contains(&tool.name);
             let index = self.next_output_index;
             self.next_output_index += 1;
             let tool = &mut self.tools[position].1;
@@ -273,7 +238,7 @@ impl ChatToResponsesStream {
                 tracing::debug!("dropped a streamed tool call that never named its tool");
                 continue;
             };
-            let item = call_item(&self.context, &tool.id, &tool.call_id, &tool.name, &tool.arguments);
+            let item = call_item(&self.core.context, &tool.id, &tool.call_id, &tool.name, &tool.arguments);
             if tool.custom {
                 let input = custom_input(&tool.arguments);
                 out.push(self.event(
@@ -294,7 +259,7 @@ impl ChatToResponsesStream {
                 "response.output_item.done",
                 json!({"output_index": index, "item": item.clone()}),
             ));
-            self.output.push((index, item));
+            self.core.output.push((index, item));
         }
         out
     }
@@ -304,37 +269,20 @@ impl ChatToResponsesStream {
     /// Idempotent.
     pub fn finish(&mut self) -> Vec<Bytes> {
         let mut out = self.start();
-        if self.finished {
+        if self.core.finished {
             return out;
         }
         out.extend(self.close_text());
         out.extend(self.close_tools());
-        self.finished = true;
         let status = status_for(self.finish_reason.as_deref());
-        let kind = if status == "incomplete" {
-            "response.incomplete"
-        } else {
-            "response.completed"
-        };
-        let response = self.snapshot(status);
-        out.push(self.event(kind, json!({"response": response})));
+        let usage = self.usage.clone();
+        out.push(self.core.complete(status, usage));
         out
     }
 
     /// The stream broke: an `error` event, then `response.failed`. Idempotent.
     pub fn fail(&mut self, message: &str) -> Vec<Bytes> {
-        let mut out = self.start();
-        if self.finished {
-            return out;
-        }
-        self.finished = true;
-        out.push(self.event(
-            "error",
-            json!({"code": "upstream_stream_error", "message": message, "param": null}),
-        ));
-        let mut response = self.snapshot("failed");
-        response["error"] = json!({"code": "server_error", "message": message});
-        out.push(self.event("response.failed", json!({"response": response})));
-        out
+        let usage = self.usage.clone();
+        self.core.fail(message, usage)
     }
 }

@@ -9,7 +9,8 @@
 //! `response.completed` (or `response.incomplete`). Every event carries its
 //! `sequence_number`.
 
-use super::response_from_chat::{call_item, custom_input, message_item, response_object};
+use super::events::ResponseEvents;
+use super::response_from_chat::{call_item, custom_input, message_item};
 use super::response_from_messages::{arguments_of, reasoning_item, status_for_stop, usage_from_anthropic};
 use super::{new_id, ResponseContext};
 use crate::translate::anthropic::SseEvent;
@@ -39,13 +40,7 @@ struct Block {
 }
 
 pub struct MessagesToResponsesStream {
-    context: ResponseContext,
-    id: String,
-    created_at: i64,
-    sequence: u64,
-    started: bool,
-    finished: bool,
-    output: Vec<(usize, Value)>,
+    core: ResponseEvents,
     /// By Anthropic's block index.
     blocks: Vec<(u64, Block)>,
     stop_reason: Option<String>,
@@ -56,45 +51,19 @@ pub struct MessagesToResponsesStream {
 impl MessagesToResponsesStream {
     pub fn new(context: ResponseContext) -> Self {
         MessagesToResponsesStream {
-            context,
-            id: new_id("resp"),
-            created_at: crate::clock::now_unix(),
-            sequence: 0,
-            started: false,
-            finished: false,
-            output: Vec::new(),
+            core: ResponseEvents::new(context),
             blocks: Vec::new(),
             stop_reason: None,
             usage: serde_json::Map::new(),
         }
     }
 
-    fn event(&mut self, kind: &str, mut payload: Value) -> Bytes {
-        payload["type"] = json!(kind);
-        payload["sequence_number"] = json!(self.sequence);
-        self.sequence += 1;
-        Bytes::from(format!("event: {kind}\ndata: {payload}\n\n"))
-    }
-
-    fn snapshot(&self, status: &str) -> Value {
-        let mut output = self.output.clone();
-        output.sort_by_key(|(index, _)| *index);
-        let output = output.into_iter().map(|(_, item)| item).collect();
-        let usage = (status != "in_progress" && !self.usage.is_empty())
-            .then(|| usage_from_anthropic(&Value::Object(self.usage.clone())));
-        response_object(&self.context, &self.id, self.created_at, status, output, usage)
+    fn event(&mut self, kind: &str, payload: Value) -> Bytes {
+        self.core.event(kind, payload)
     }
 
     fn start(&mut self) -> Vec<Bytes> {
-        if self.started {
-            return Vec::new();
-        }
-        self.started = true;
-        let response = self.snapshot("in_progress");
-        vec![
-            self.event("response.created", json!({"response": response.clone()})),
-            self.event("response.in_progress", json!({"response": response})),
-        ]
+        self.core.start()
     }
 
     fn note_usage(&mut self, usage: Option<&Value>) {
@@ -110,7 +79,7 @@ impl MessagesToResponsesStream {
     /// One upstream SSE event.
     pub fn push_event(&mut self, event: &SseEvent) -> Vec<Bytes> {
         let mut out = self.start();
-        if self.finished || event.data.trim().is_empty() {
+        if self.core.finished || event.data.trim().is_empty() {
             return out;
         }
         let Ok(data) = serde_json::from_str::<Value>(&event.data) else {
@@ -155,7 +124,7 @@ impl MessagesToResponsesStream {
     }
 
     fn open_block(&mut self, index: u64, block: &Value) -> Vec<Bytes> {
-        let output_index = self.blocks.len() + self.output.len();
+        let output_index = self.blocks.len() + self.core.output.len();
         let kind = block.get("type").and_then(Value::as_str).unwrap_or_default();
         let mut out = Vec::new();
         let (id, open) = match kind {
@@ -197,7 +166,7 @@ impl MessagesToResponsesStream {
                     .get("id")
                     .and_then(Value::as_str)
                     .map_or_else(|| new_id("call"), str::to_string);
-                let custom = self.context.custom_tools.contains(&name);
+                let custom = self.core.context.custom_tools.contains(&name);
                 let item = if custom {
                     json!({"id": id, "type": "custom_tool_call", "status": "in_progress", "call_id": call_id,
                         "name": name, "input": ""})
@@ -348,14 +317,14 @@ impl MessagesToResponsesStream {
                         json!({"item_id": id, "output_index": output_index, "name": name, "arguments": arguments}),
                     ));
                 }
-                call_item(&self.context, &id, &call_id, &name, &arguments)
+                call_item(&self.core.context, &id, &call_id, &name, &arguments)
             }
         };
         out.push(self.event(
             "response.output_item.done",
             json!({"output_index": output_index, "item": item.clone()}),
         ));
-        self.output.push((output_index, item));
+        self.core.output.push((output_index, item));
         out
     }
 
@@ -363,44 +332,27 @@ impl MessagesToResponsesStream {
     /// whatever came, still closed properly). Idempotent.
     pub fn finish(&mut self) -> Vec<Bytes> {
         let mut out = self.start();
-        if self.finished {
+        if self.core.finished {
             return out;
         }
         let open: Vec<u64> = self.blocks.iter().map(|(i, _)| *i).collect();
         for index in open {
             out.extend(self.close_block(index));
         }
-        self.finished = true;
         let status = status_for_stop(self.stop_reason.as_deref());
-        let kind = if status == "incomplete" {
-            "response.incomplete"
-        } else {
-            "response.completed"
-        };
-        let response = self.snapshot(status);
-        out.push(self.event(kind, json!({"response": response})));
+        let usage = (!self.usage.is_empty()).then(|| usage_from_anthropic(&Value::Object(self.usage.clone())));
+        out.push(self.core.complete(status, usage));
         out
     }
 
     /// The stream broke: an `error` event, then `response.failed`. Idempotent.
     pub fn fail(&mut self, message: &str) -> Vec<Bytes> {
-        let mut out = self.start();
-        if self.finished {
-            return out;
-        }
-        self.finished = true;
-        out.push(self.event(
-            "error",
-            json!({"code": "upstream_stream_error", "message": message, "param": null}),
-        ));
-        let mut response = self.snapshot("failed");
-        response["error"] = json!({"code": "server_error", "message": message});
-        out.push(self.event("response.failed", json!({"response": response})));
-        out
+        let usage = (!self.usage.is_empty()).then(|| usage_from_anthropic(&Value::Object(self.usage.clone())));
+        self.core.fail(message, usage)
     }
 
     /// Whether `message_stop` (or an error) ended the stream.
     pub fn is_finished(&self) -> bool {
-        self.finished
+        self.core.finished
     }
 }
