@@ -55,6 +55,12 @@ use std::sync::Arc;
 
 pub const DB_FILE: &str = "auxot.redb";
 
+/// redb's page cache. Its default (1 GiB) grows with every usage row written until the
+/// process holds hundreds of MB it never reads again; the pages a router touches (the
+/// config tables and the right edge of the usage tables) fit in far less, and the OS page
+/// cache keeps the file's hot pages anyway.
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Boxed: redb's error is large, and every `Result` in the store carries this enum.
@@ -151,7 +157,7 @@ impl Store {
             }
         }
         let file = options.open(&path).map_err(io_error)?;
-        let db = Database::builder().create_file(file)?;
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create_file(file)?;
         Ok(Store::from_redb(db))
     }
 
