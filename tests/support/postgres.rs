@@ -7,6 +7,9 @@
 //! process: when the test binary exits (however it exits) the pipe closes, and the shell
 //! stops the server and removes its directory.
 //!
+//! A test that needs an outage takes an `OwnCluster` instead: a cluster of its own, which it
+//! stops and starts again on the same port and data directory.
+//!
 //! Without the binaries a test skips with a printed reason, unless `AUXOT_REQUIRE_POSTGRES=1`
 //! (set by .ci/run) makes it fail.
 
