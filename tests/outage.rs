@@ -250,3 +250,26 @@ async fn a_full_buffer_drops_and_counts_rows_and_the_router_keeps_serving() {
     assert_eq!(logged(router, &fleet.admin).await.len() as f64, buffered);
     router.chat(&fleet.client, "gpt-4o", false).await.expect(200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_router_on_the_same_data_dir_is_refused_rather_than_share_its_buffer() {
+    let Some(url) = crate::support::postgres::fresh_database().await else {
+        return;
+    };
+    let first = TestServer::start_with(router_options(&url, &[])).await;
+    match first.relaunch(router_options(&url, &[])).await {
+        Ok(_) => panic!("two routers share one usage buffer"),
+        Err(logs) => assert!(
+            logs.contains("is held by another auxot process") && logs.contains("its own --data-dir"),
+            "{logs}"
+        ),
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            health(&first).await["status"] == "ok"
+        })
+        .await,
+        "the first router is not serving: {}",
+        health(&first).await
+    );
+}
