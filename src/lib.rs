@@ -218,6 +218,10 @@ pub async fn start(config: ServeConfig) -> Result<AppState, StartError> {
             max_bytes: config.usage_max_bytes,
         },
         Arc::from(config.router_name.as_str()),
+        crate::usage::BufferConfig {
+            dir: config.data_dir.clone(),
+            max_bytes: config.usage_buffer_bytes,
+        },
     )
     .await
     .map_err(|e| StartError::Load(e.to_string()))?;

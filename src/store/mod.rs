@@ -24,6 +24,7 @@ pub mod tables;
 pub mod transfer;
 mod usage;
 mod usage_log;
+mod usage_once;
 mod usage_settings;
 mod worker_tokens;
 
@@ -42,6 +43,7 @@ pub use usage::{
     UsageRecord,
 };
 pub use usage_log::{DailyRollup, LogPage, LogQuery, Pruned, Rollup, RollupGroup};
+pub use usage_once::PlacedUsage;
 pub use usage_settings::EquivalentSettings;
 pub use worker_tokens::{WorkerKind, WorkerTokenRecord};
 
@@ -125,6 +127,26 @@ impl Store {
         Ok(Store {
             backend: Backend::Postgres(Arc::new(PgStore::connect(url).await?)),
         })
+    }
+
+    /// Connects to a PostgreSQL database a router set up, without changing its schema (for
+    /// the operator's tools; see `PgStore::connect_existing`).
+    pub async fn connect_postgres_existing(url: &str) -> Result<Store, StoreError> {
+        Ok(Store {
+            backend: Backend::Postgres(Arc::new(PgStore::connect_existing(url).await?)),
+        })
+    }
+
+    /// Row count of every table of a PostgreSQL store, as `table_rows` gives for redb.
+    pub async fn shared_table_rows(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.read(|txn| match txn {
+            ReadTxn::Pg(pg) => postgres::TABLES
+                .iter()
+                .map(|table| Ok((table.to_string(), pg.count(table)?)))
+                .collect(),
+            ReadTxn::Redb(_) => Err(StoreError::Conflict("not a PostgreSQL store".into())),
+        })
+        .await
     }
 
     pub fn is_postgres(&self) -> bool {
