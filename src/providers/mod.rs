@@ -8,11 +8,11 @@ pub mod anthropic;
 pub mod connect;
 pub mod openai;
 pub mod registry;
+pub mod routing;
 
 pub use crate::store::{CachedModel, ProviderKind};
-pub use registry::{
-    LiveProvider, ModelView, NewProvider, ProviderPatch, ProviderRegistry, ProviderView, RegistryError, RoutingTable,
-};
+pub use registry::{ModelView, NewProvider, ProviderPatch, ProviderRegistry, ProviderView, RegistryError};
+pub use routing::{LiveProvider, RoutingTable};
 
 use crate::crypto::Secret;
 use bytes::Bytes;
