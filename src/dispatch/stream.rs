@@ -9,7 +9,7 @@
 
 use super::error::Why;
 use crate::providers::ProviderError;
-use crate::translate::anthropic::{SseEvent, SseParser};
+use crate::translate::sse::{SseEvent, SseParser};
 use crate::translate::Format;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;

@@ -6,6 +6,7 @@ pub mod chunks;
 pub mod embeddings;
 pub mod late_system;
 pub mod responses;
+pub mod sse;
 
 /// The two API dialects auxot speaks to clients and upstreams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
