@@ -93,14 +93,11 @@ impl Body {
     }
 }
 
-async fn whole_answer(mut body: BoxStream<'static, Result<Bytes, BoxError>>) -> Result<Bytes, ExchangeError> {
-    let mut out = Vec::new();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| ExchangeError::Unreadable(e.to_string()))?;
-        if out.len() + chunk.len() > MAX_WHOLE_ANSWER {
-            return Err(ExchangeError::TooLarge);
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(Bytes::from(out))
+async fn whole_answer(body: BoxStream<'static, Result<Bytes, BoxError>>) -> Result<Bytes, ExchangeError> {
+    crate::bounded::read_to_limit(body, MAX_WHOLE_ANSWER, 0)
+        .await
+        .map_err(|e| match e {
+            crate::bounded::ReadError::TooLarge { .. } => ExchangeError::TooLarge,
+            crate::bounded::ReadError::Broken(e) => ExchangeError::Unreadable(e.to_string()),
+        })
 }

@@ -2,6 +2,7 @@
 //! contract between a connection (`session.rs`) and the GPU or CLI worker.
 
 use super::client::WorkerError;
+use crate::bounded::ReadError;
 use crate::workers::protocol::{JobKind, Usage, WorkerKind, WorkerMessage};
 use serde_json::value::RawValue;
 use std::future::Future;
@@ -44,6 +45,18 @@ impl JobOutcome {
         JobOutcome::Failed {
             message: message.into(),
             status,
+        }
+    }
+
+    /// A model server's answer that could not be read whole: it broke off, or passed its
+    /// limit (`too_large` says what was too large, given the limit in MiB).
+    pub fn unread(error: ReadError<reqwest::Error>, too_large: impl FnOnce(usize) -> String) -> Self {
+        match error {
+            ReadError::Broken(e) => {
+                let detail = crate::providers::describe_reqwest_error(e);
+                JobOutcome::failed(format!("the model server's answer broke off: {detail}"), None)
+            }
+            ReadError::TooLarge { limit } => JobOutcome::failed(too_large(limit / (1024 * 1024)), Some(502)),
         }
     }
 }
