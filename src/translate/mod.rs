@@ -4,6 +4,7 @@
 pub mod anthropic;
 pub mod chunks;
 pub mod embeddings;
+pub mod fields;
 pub mod late_system;
 pub mod responses;
 pub mod sse;
