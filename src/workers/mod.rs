@@ -7,6 +7,7 @@ pub mod client;
 pub mod embeddings;
 pub mod fleet;
 pub mod gpu;
+mod gpu_usage;
 pub mod gpu_whole;
 mod job;
 pub mod policy;
