@@ -3,7 +3,7 @@
 use super::error::ApiError;
 use crate::bounded::{read_to_limit, ReadError};
 use crate::dispatch::rules::validate_queue_timeout;
-use crate::dispatch::Tier;
+use crate::dispatch::{RouteOverrides, Tier};
 use bytes::{Buf, Bytes};
 use futures_util::Stream;
 use serde::de::DeserializeOwned;
@@ -114,38 +114,30 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-/// The `X-Auxot-*` request overrides.
-pub struct RouteHeaders {
-    pub provider: Option<String>,
-    pub tiers: Option<Vec<Tier>>,
-    pub wait: Option<Duration>,
-}
-
-impl RouteHeaders {
-    pub fn read(headers: &HeaderMap) -> Result<RouteHeaders, ApiError> {
-        let tiers = match header(headers, "x-auxot-tier") {
-            Some(value) => {
-                let names: Vec<&str> = value.split(',').collect();
-                Some(Tier::parse_order(&names).map_err(|e| ApiError::bad_request(format!("X-Auxot-Tier: {e}")))?)
-            }
-            None => None,
-        };
-        let wait = match header(headers, "x-auxot-wait-ms") {
-            Some(value) => {
-                let ms: u64 = value
-                    .parse()
-                    .map_err(|_| ApiError::bad_request("X-Auxot-Wait-Ms must be a whole number of milliseconds"))?;
-                validate_queue_timeout(ms).map_err(|e| ApiError::bad_request(format!("X-Auxot-Wait-Ms: {e}")))?;
-                Some(Duration::from_millis(ms))
-            }
-            None => None,
-        };
-        Ok(RouteHeaders {
-            provider: header(headers, "x-auxot-provider").map(str::to_string),
-            tiers,
-            wait,
-        })
-    }
+/// The request's own routing from its `X-Auxot-*` headers.
+pub fn route_overrides(headers: &HeaderMap) -> Result<RouteOverrides, ApiError> {
+    let tiers = match header(headers, "x-auxot-tier") {
+        Some(value) => {
+            let names: Vec<&str> = value.split(',').collect();
+            Some(Tier::parse_order(&names).map_err(|e| ApiError::bad_request(format!("X-Auxot-Tier: {e}")))?)
+        }
+        None => None,
+    };
+    let wait = match header(headers, "x-auxot-wait-ms") {
+        Some(value) => {
+            let ms: u64 = value
+                .parse()
+                .map_err(|_| ApiError::bad_request("X-Auxot-Wait-Ms must be a whole number of milliseconds"))?;
+            validate_queue_timeout(ms).map_err(|e| ApiError::bad_request(format!("X-Auxot-Wait-Ms: {e}")))?;
+            Some(Duration::from_millis(ms))
+        }
+        None => None,
+    };
+    Ok(RouteOverrides {
+        provider: header(headers, "x-auxot-provider").map(str::to_string),
+        tiers,
+        wait,
+    })
 }
 
 #[cfg(test)]
