@@ -6,6 +6,7 @@ mod app;
 mod changes;
 
 pub mod auth;
+pub mod bounded;
 pub mod clock;
 pub mod config;
 pub mod crypto;

@@ -13,6 +13,8 @@ pub mod conn;
 mod embeddings;
 pub mod error;
 pub mod filters;
+#[cfg(test)]
+mod handler_tests;
 mod key_grant;
 mod models;
 mod openai;

@@ -443,23 +443,23 @@ async fn test_prompt(client: &AdminClient, tier: &str, model: &str, out: &mut Li
     let mut first_token = None;
     let mut chunks = 0u64;
     let mut usage_tokens = None;
-    let mut buffer = String::new();
+    let mut parser = crate::translate::sse::SseParser::new();
     let mut stream = response.bytes_stream();
-    while let Some(piece) = stream.next().await {
-        let piece = match piece {
-            Ok(piece) => piece,
-            Err(e) => {
+    let mut ended = false;
+    while !ended {
+        let events = match stream.next().await {
+            Some(Ok(piece)) => parser.push(&piece),
+            Some(Err(e)) => {
                 out.fail(&what, format!("{route}: the stream broke off: {e}"));
                 return;
             }
+            None => {
+                ended = true;
+                parser.finish()
+            }
         };
-        buffer.push_str(&String::from_utf8_lossy(&piece));
-        while let Some(end) = buffer.find('\n') {
-            let line: String = buffer.drain(..=end).collect();
-            let Some(data) = line.trim().strip_prefix("data:") else {
-                continue;
-            };
-            let Ok(event) = serde_json::from_str::<Value>(data.trim()) else {
+        for event in events {
+            let Ok(event) = serde_json::from_str::<Value>(event.data.trim()) else {
                 continue;
             };
             if let Some(error) = event.get("error") {
