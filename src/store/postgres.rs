@@ -150,17 +150,7 @@ impl PgStore {
                 "the database holds no auxot data: start a router on it first, or fill it with `auxot migrate` or `auxot restore`".into(),
             ));
         }
-        let row = client
-            .query_one("SELECT coalesce(max(version), 0) FROM auxot_schema_migrations", &[])
-            .await
-            .map_err(pg_error)?;
-        let current: i32 = row.get(0);
-        if current > PG_SCHEMA_VERSION {
-            return Err(StoreError::SchemaTooNew {
-                found: current as u32,
-                supported: PG_SCHEMA_VERSION as u32,
-            });
-        }
+        let current = schema_step(&client).await?;
         if current < PG_SCHEMA_VERSION {
             return Err(StoreError::Conflict(format!(
                 "the database schema is at step {current}, this auxot expects {PG_SCHEMA_VERSION}: start a router of this version on it first (it upgrades the schema), then run the tool"
@@ -222,17 +212,7 @@ impl PgStore {
             )
             .await
             .map_err(pg_error)?;
-        let row = client
-            .query_one("SELECT coalesce(max(version), 0) FROM auxot_schema_migrations", &[])
-            .await
-            .map_err(pg_error)?;
-        let current: i32 = row.get(0);
-        if current > PG_SCHEMA_VERSION {
-            return Err(StoreError::SchemaTooNew {
-                found: current as u32,
-                supported: PG_SCHEMA_VERSION as u32,
-            });
-        }
+        let current = schema_step(client).await?;
         for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
             let txn = client.transaction().await.map_err(pg_error)?;
             txn.batch_execute(sql).await.map_err(pg_error)?;
@@ -489,4 +469,20 @@ pub(crate) fn write_with<T>(
             Err(e)
         }
     }
+}
+
+/// The last schema step applied; a database from a newer auxot is refused.
+async fn schema_step(client: &Object) -> Result<i32, StoreError> {
+    let row = client
+        .query_one("SELECT coalesce(max(version), 0) FROM auxot_schema_migrations", &[])
+        .await
+        .map_err(pg_error)?;
+    let current: i32 = row.get(0);
+    if current > PG_SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found: current as u32,
+            supported: PG_SCHEMA_VERSION as u32,
+        });
+    }
+    Ok(current)
 }
