@@ -305,8 +305,12 @@ impl PgTxn {
         tables.into_iter().try_for_each(|table| self.flush(table))
     }
 
+    /// One key's row: a pending upsert of it is the answer, and the others need not be sent
+    /// first (they are other keys), so a read-then-write loop costs one round trip per read.
     pub(crate) fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.flush(table)?;
+        if let Some(value) = self.pending.borrow().get(table).and_then(|rows| rows.get(key)) {
+            return Ok(Some(value.clone()));
+        }
         let rows = self.query(&format!("SELECT v FROM auxot_{table} WHERE k = $1"), &[&key])?;
         Ok(rows.first().map(|row| row.get(0)))
     }
@@ -345,9 +349,14 @@ impl PgTxn {
     }
 
     pub(crate) fn delete(&self, table: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.flush(table)?;
+        // A pending upsert of this key is dropped unsent; it is also the newest value.
+        let unsent = self
+            .pending
+            .borrow_mut()
+            .get_mut(table)
+            .and_then(|rows| rows.remove(key));
         let rows = self.query(&format!("DELETE FROM auxot_{table} WHERE k = $1 RETURNING v"), &[&key])?;
-        let removed = rows.first().map(|row| row.get(0));
+        let removed = unsent.or_else(|| rows.first().map(|row| row.get(0)));
         if removed.is_some() {
             self.changed(table);
         }

@@ -12,6 +12,7 @@
 use super::tables::{USAGE, USAGE_INDEX, USAGE_SPEND};
 use super::usage::{add_spend, add_to_index};
 use super::{decode, encode, key_time_ms, usage_key, Store, StoreError, UsageRecord};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// A row and the key picked for it before it was first written.
@@ -20,6 +21,9 @@ pub struct PlacedUsage {
     pub key: u128,
     pub row: UsageRecord,
 }
+
+/// A batch whose keys span at most this much time has its stored neighbours read in one go.
+const PREFETCH_SPAN_MS: i64 = 10_000;
 
 /// The key after `key` in the same millisecond.
 fn next_key(key: u128) -> u128 {
@@ -34,17 +38,47 @@ impl Store {
             let mut table = txn.open_table(USAGE)?;
             let mut index = txn.open_table(USAGE_INDEX)?;
             let mut spend = txn.open_table(USAGE_SPEND)?;
+            // The rows already stored across the batch's keys, read in one range rather than
+            // one lookup per row (on PostgreSQL a lookup is a round trip). Only for a batch
+            // of a few seconds (a live one): a replayed backlog may span hours of other
+            // routers' rows, and is looked up key by key, as is a walk past the range.
+            let (Some(low), Some(high)) = (rows.iter().map(|p| p.key).min(), rows.iter().map(|p| p.key).max()) else {
+                return Ok(0);
+            };
+            // The last key read in that one range (0: none was).
+            let covered = if key_time_ms(high) - key_time_ms(low) <= PREFETCH_SPAN_MS {
+                high
+            } else {
+                0
+            };
+            let mut taken: BTreeMap<u128, Vec<u8>> = BTreeMap::new();
+            if covered != 0 {
+                for stored in table.range(low, covered.saturating_add(1), false)? {
+                    let (key, value) = stored?;
+                    taken.insert(key, value);
+                }
+            }
             let mut written = 0;
             'rows: for placed in rows.iter() {
                 let mut key = placed.key;
-                while let Some(stored) = table.get(key)? {
-                    let stored: UsageRecord = decode("usage", &stored)?;
+                loop {
+                    let stored = match taken.get(&key) {
+                        Some(value) => Some(decode::<UsageRecord>("usage", value)?),
+                        None if key <= covered => None,
+                        None => table
+                            .get(key)?
+                            .map(|value| decode::<UsageRecord>("usage", &value))
+                            .transpose()?,
+                    };
+                    let Some(stored) = stored else { break };
                     if placed.row.id.is_some() && stored.id == placed.row.id {
                         continue 'rows;
                     }
                     key = next_key(key);
                 }
-                table.insert(key, encode("usage", &placed.row)?.as_slice())?;
+                let encoded = encode("usage", &placed.row)?;
+                table.insert(key, encoded.as_slice())?;
+                taken.insert(key, encoded);
                 add_to_index(&mut index, key, &placed.row)?;
                 add_spend(&mut spend, &placed.row)?;
                 written += 1;
