@@ -4,6 +4,7 @@ pub mod agents;
 pub mod api;
 mod app;
 mod changes;
+pub mod edits;
 
 pub mod auth;
 pub mod clock;

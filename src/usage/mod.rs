@@ -17,6 +17,7 @@ pub use crate::store::KeyLimits;
 pub use aggregate::{aggregate, latency, latency_by_day, to_csv, DayLatency, Group, GroupBy, Latency, Totals};
 pub use meter::{Meter, MeterStart, RouteInfo};
 
+use crate::edits::Edits;
 use crate::metrics::Metrics;
 use crate::store::{
     month_number, DailyRollup, EquivalentSettings, LogPage, LogQuery, PriceRecord, Store, StoreError, UsageRecord,
@@ -158,6 +159,9 @@ pub struct Usage {
     metrics: Arc<Metrics>,
     prices: RwLock<Arc<Vec<PriceRecord>>>,
     equivalents: RwLock<Arc<EquivalentSettings>>,
+    /// Order this router's own changes of the two caches above with reloads (see `edits`).
+    price_edits: Edits,
+    equivalent_edits: Edits,
     tx: Mutex<Option<mpsc::Sender<Job>>>,
     writer: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Rows never written: dropped at a full queue, or their commit failed.
@@ -184,6 +188,8 @@ impl Usage {
             metrics,
             prices: RwLock::new(Arc::new(Vec::new())),
             equivalents: RwLock::new(Arc::new(store.equivalent_settings().await?)),
+            price_edits: Edits::default(),
+            equivalent_edits: Edits::default(),
             tx: Mutex::new(Some(tx)),
             writer: tokio::sync::Mutex::new(None),
             lost: lost.clone(),
@@ -451,16 +457,37 @@ impl Usage {
 
     /// Re-reads the cloud-equivalent settings (changed by another router).
     pub async fn reload_equivalents(&self) -> Result<(), UsageError> {
-        let settings = self.store.equivalent_settings().await?;
-        *self.equivalents.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
-        Ok(())
+        let store = &self.store;
+        self.equivalent_edits
+            .reload(
+                || async move { Ok::<_, UsageError>(store.equivalent_settings().await?) },
+                |settings| *self.equivalents.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings),
+            )
+            .await
     }
 
+    /// Re-reads the prices (changed by another router).
     pub async fn reload_prices(&self) -> Result<(), UsageError> {
+        self.price_edits
+            .reload(|| self.read_prices(), |prices| self.install_prices(prices))
+            .await
+    }
+
+    async fn read_prices(&self) -> Result<Vec<PriceRecord>, UsageError> {
         let mut prices = self.store.list_prices().await?;
         prices.sort_by(|a, b| a.model.cmp(&b.model));
+        Ok(prices)
+    }
+
+    fn install_prices(&self, prices: Vec<PriceRecord>) {
         *self.prices.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(prices);
-        Ok(())
+    }
+
+    /// Re-reads the prices after this router's own write committed.
+    async fn reload_own_prices(&self) -> Result<(), UsageError> {
+        self.price_edits
+            .reload_own(|| self.read_prices(), |prices| self.install_prices(prices))
+            .await
     }
 
     pub fn prices(&self) -> Vec<PriceRecord> {
@@ -474,7 +501,7 @@ impl Usage {
         };
         prices::validate(&price).map_err(UsageError::Invalid)?;
         self.store.put_price(price.clone()).await?;
-        self.reload_prices().await?;
+        self.reload_own_prices().await?;
         Ok(price)
     }
 
@@ -483,7 +510,7 @@ impl Usage {
             Err(StoreError::NotFound(_)) => return Err(UsageError::NotFound),
             other => other?,
         }
-        self.reload_prices().await
+        self.reload_own_prices().await
     }
 
     pub fn equivalents(&self) -> EquivalentSettings {
@@ -493,7 +520,8 @@ impl Usage {
     pub async fn put_equivalents(&self, settings: EquivalentSettings) -> Result<EquivalentSettings, UsageError> {
         equivalent::validate(&settings, &self.price_table()).map_err(UsageError::Invalid)?;
         self.store.put_equivalent_settings(settings.clone()).await?;
-        *self.equivalents.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings.clone());
+        self.equivalent_edits
+            .apply(|| *self.equivalents.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings.clone()));
         Ok(settings)
     }
 
