@@ -187,6 +187,7 @@ async fn read_hello(
                     slots,
                     instance,
                     acks_jobs: taken_up(&capabilities).iter().any(|c| c == capability::JOB_ACK),
+                    allowed_models: identity.allowed_models.clone(),
                 },
                 Advertised {
                     models: advertised,
