@@ -516,7 +516,10 @@ impl Session<'_> {
     }
 }
 
-/// Live and recent workers, each with its token's subscription price (if any).
+/// Every worker of the fleet once (this router's live and recent workers, and on a shared
+/// database those connected only to other routers), each with the routers it is connected
+/// to and its token's subscription price (if any). When the other routers' workers cannot be
+/// read, this router's are listed and `fleet_error` says why.
 async fn list_workers(state: AppState) -> Result<Response, ApiError> {
     let prices: std::collections::HashMap<String, Option<f64>> = state
         .auth
@@ -525,19 +528,32 @@ async fn list_workers(state: AppState) -> Result<Response, ApiError> {
         .into_iter()
         .map(|t| (t.id, t.monthly_price_usd))
         .collect();
-    let data: Vec<serde_json::Value> = state
-        .workers
-        .views()
+    let (others, fleet_error) = match &state.presence {
+        Some(presence) => match presence.others().await {
+            Ok(others) => (others, None),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the other routers' workers; listing this router's");
+                (Vec::new(), Some(e.to_string()))
+            }
+        },
+        None => (Vec::new(), None),
+    };
+    let local = state.workers.views();
+    let data: Vec<serde_json::Value> = crate::presence::merge(&state.config.router_name, local, others)
         .into_iter()
         .map(|w| {
-            let price = prices.get(&w.token_id).copied().flatten();
+            let price = prices.get(&w.view.token_id).copied().flatten();
             let mut value = serde_json::to_value(&w).unwrap_or_default();
             value["monthly_price_usd"] = json!(price);
-            state.dispatcher.worker_health(&w.token_id).merge_into(&mut value);
+            state.dispatcher.worker_health(&w.view.token_id).merge_into(&mut value);
             value
         })
         .collect();
-    Ok(json_response(200, &json!({"data": data})))
+    let mut body = json!({"data": data});
+    if let Some(error) = fleet_error {
+        body["fleet_error"] = json!(format!("the workers of the other routers could not be read: {error}"));
+    }
+    Ok(json_response(200, &body))
 }
 
 /// `{"monthly_price_usd": 20.0 | null, "allowed_models": ["qwen*"] | null}`; an absent field

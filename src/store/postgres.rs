@@ -93,10 +93,22 @@ const MIGRATIONS: &[(i32, &str)] = &[
              tokens bigint NOT NULL,
              PRIMARY KEY (key_id, minute, instance));",
     ),
+    (
+        3,
+        // Which router holds which worker connection, refreshed every few seconds by the
+        // router holding it (see `presence.rs`).
+        "CREATE TABLE auxot_worker_presence (
+             router_instance text NOT NULL,
+             worker_id text NOT NULL,
+             router text NOT NULL,
+             v bytea NOT NULL,
+             seen_at timestamptz NOT NULL,
+             PRIMARY KEY (router_instance, worker_id));",
+    ),
 ];
 
 /// The newest schema step this auxot knows.
-pub const PG_SCHEMA_VERSION: i32 = 2;
+pub const PG_SCHEMA_VERSION: i32 = 3;
 
 /// Connections each router keeps at most.
 const POOL_SIZE: usize = 16;
