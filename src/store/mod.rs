@@ -36,7 +36,7 @@ pub use conversations::{ConversationRecord, ConversationSummary};
 pub use meta::KeyState;
 pub use presence::{PresenceLink, RouterPresence, WorkerPresence};
 pub use providers::{CachedModel, ModelCache, ProviderKind, ProviderRecord};
-pub use rate::{RateCount, RateDelta};
+pub use rate::{RateCount, RateDelta, RateExchange};
 pub use sessions::SessionRecord;
 pub use settings::{AdminAgentSettings, PhaseTimeouts, RoutingSettings, TierTimeouts, DEFAULT_CONNECT_MS};
 pub use usage::{

@@ -105,10 +105,18 @@ const MIGRATIONS: &[(i32, &str)] = &[
              seen_at timestamptz NOT NULL,
              PRIMARY KEY (router_instance, worker_id));",
     ),
+    (
+        4,
+        // Each router process exchanging rate counters, by when it last did: how many
+        // routers share a key's limit (see `rate.rs`).
+        "CREATE TABLE auxot_rate_routers (
+             instance bigint PRIMARY KEY,
+             seen_at timestamptz NOT NULL);",
+    ),
 ];
 
 /// The newest schema step this auxot knows.
-pub const PG_SCHEMA_VERSION: i32 = 3;
+pub const PG_SCHEMA_VERSION: i32 = 4;
 
 /// Connections each router keeps at most.
 const POOL_SIZE: usize = 16;

@@ -103,6 +103,20 @@ pub struct LimitExceeded {
     pub retry_after_secs: u64,
 }
 
+/// Why a request is not admitted right now.
+enum Hold {
+    Refused(LimitExceeded),
+    /// This router's share of the key's requests per minute is taken by requests the other
+    /// routers have not heard of yet.
+    AwaitExchange {
+        rpm: u32,
+    },
+}
+
+/// How long a request waits for this router's share of its key's requests per minute
+/// (a few exchanges) before it is refused with `Retry-After: 1`.
+const MAX_SHARE_WAIT: Duration = Duration::from_secs(2);
+
 #[derive(Default)]
 struct Limits {
     windows: Mutex<HashMap<String, VecDeque<Instant>>>,
@@ -291,8 +305,44 @@ impl Usage {
         }
     }
 
-    /// Refuses the request before dispatch when its key is over a limit.
-    pub fn check_limits(&self, key_id: &str, limits: KeyLimits) -> Result<(), LimitExceeded> {
+    /// Admits a request of `key_id` or refuses it (before dispatch) when its key is over a
+    /// limit. On a fleet, a request past this router's share of what is left of the key's
+    /// requests per minute waits for the next exchange with the other routers (see
+    /// `fleet_rate`), up to `MAX_SHARE_WAIT`.
+    pub async fn admit(&self, key_id: &str, limits: KeyLimits) -> Result<(), LimitExceeded> {
+        let mut exchanges = self.fleet.as_ref().map(|f| f.exchanges());
+        let deadline = tokio::time::Instant::now() + MAX_SHARE_WAIT;
+        loop {
+            if let Some(exchanges) = &mut exchanges {
+                exchanges.borrow_and_update();
+            }
+            let rpm = match self.check_limits(key_id, limits) {
+                Ok(()) => return Ok(()),
+                Err(Hold::Refused(e)) => return Err(e),
+                Err(Hold::AwaitExchange { rpm }) => rpm,
+            };
+            let exchanged = match &mut exchanges {
+                Some(exchanges) => tokio::time::timeout_at(deadline, exchanges.changed())
+                    .await
+                    .is_ok_and(|r| r.is_ok()),
+                None => false,
+            };
+            if !exchanged {
+                self.metrics.rate_limited("rpm");
+                return Err(LimitExceeded {
+                    reason: "rpm",
+                    message: format!(
+                        "this API key is limited to {rpm} requests per minute across the routers, and this router's share of it is in use until the others' counts arrive"
+                    ),
+                    retry_after_secs: 1,
+                });
+            }
+        }
+    }
+
+    /// The limits checked now, in memory: admitted (and counted), refused, or to wait for
+    /// the next exchange of counts with the other routers.
+    fn check_limits(&self, key_id: &str, limits: KeyLimits) -> Result<(), Hold> {
         let now_ms = crate::clock::now_unix_ms();
         if let Some(cap) = limits.monthly_spend_cap_usd {
             let (month, next_month) = month_of(now_ms);
@@ -306,11 +356,11 @@ impl Usage {
                 .map_or(0.0, |(_, k)| k.spent_this_month_usd);
             if spent >= cap {
                 self.metrics.rate_limited("spend_cap");
-                return Err(LimitExceeded {
+                return Err(Hold::Refused(LimitExceeded {
                     reason: "spend_cap",
                     message: format!("this API key reached its monthly spend cap of ${cap:.2} (spent ${spent:.4})"),
                     retry_after_secs: (next_month - now_ms / 1000).max(1) as u64,
-                });
+                }));
             }
         }
         if let Some(tpm) = limits.tpm {
@@ -333,11 +383,11 @@ impl Usage {
                     Duration::from_secs(fleet_rate::secs_to_next_minute(now_ms))
                 };
                 self.metrics.rate_limited("tpm");
-                return Err(LimitExceeded {
+                return Err(Hold::Refused(LimitExceeded {
                     reason: "tpm",
                     message: format!("this API key is limited to {tpm} tokens per minute (used {used})"),
                     retry_after_secs: wait.as_secs().max(1),
-                });
+                }));
             }
         }
         if let Some(rpm) = limits.rpm {
@@ -351,7 +401,8 @@ impl Usage {
                 window.pop_front();
             }
             let others = self.fleet.as_ref().map_or(0, |f| f.others(key_id, now_ms).0);
-            if window.len() as u64 + others >= u64::from(rpm) {
+            let used = window.len() as u64 + others;
+            if used >= u64::from(rpm) {
                 let oldest = window.front().copied().unwrap_or(now);
                 let wait = if window.len() >= rpm as usize {
                     Duration::from_secs(60).saturating_sub(now.duration_since(oldest))
@@ -359,16 +410,19 @@ impl Usage {
                     Duration::from_secs(fleet_rate::secs_to_next_minute(now_ms))
                 };
                 self.metrics.rate_limited("rpm");
-                return Err(LimitExceeded {
+                return Err(Hold::Refused(LimitExceeded {
                     reason: "rpm",
                     message: format!("this API key is limited to {rpm} requests per minute"),
                     retry_after_secs: wait.as_secs().max(1),
-                });
+                }));
             }
-            window.push_back(now);
             if let Some(fleet) = &self.fleet {
+                if !fleet.within_share(key_id, u64::from(rpm), used) {
+                    return Err(Hold::AwaitExchange { rpm });
+                }
                 fleet.count(key_id, now_ms, 1, 0);
             }
+            window.push_back(now);
         }
         Ok(())
     }
