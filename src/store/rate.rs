@@ -27,6 +27,11 @@ pub struct RateExchange {
     pub counts: Vec<RateCount>,
     /// Routers that exchanged lately, this one included.
     pub routers: u32,
+    /// The database's time (µs since the epoch) of this exchange, after this router's counts
+    /// were committed: whoever exchanges later reads them.
+    pub at_us: i64,
+    /// The oldest last exchange of the other live routers (µs); `None` when there are none.
+    pub others_seen_us: Option<i64>,
 }
 
 /// What the other routers counted for a key in one minute.
@@ -58,6 +63,8 @@ impl Store {
             Backend::Redb(_) => Ok(RateExchange {
                 counts: Vec::new(),
                 routers: 1,
+                at_us: 0,
+                others_seen_us: None,
             }),
             Backend::Postgres(pg) => pg.exchange_rates(instance, since_minute, deltas, prune).await,
         }
@@ -104,19 +111,24 @@ impl PgStore {
                 .await
                 .map_err(pg_error)?;
         }
-        // The statement's snapshot does not see its own upsert: this router counts itself.
-        let routers: i64 = client
+        // After this router's counts were committed: a router whose `seen_at` is later read
+        // them in its exchange (it reads counts after it marks itself). The statement's
+        // snapshot does not see its own upsert: this router counts itself.
+        let beat = client
             .query_one(
                 "WITH beat AS (
                      INSERT INTO auxot_rate_routers (instance, seen_at) VALUES ($1, now())
                      ON CONFLICT (instance) DO UPDATE SET seen_at = excluded.seen_at)
-                 SELECT count(*) + 1 FROM auxot_rate_routers
+                 SELECT count(*) + 1,
+                        (extract(epoch FROM now()) * 1000000)::bigint,
+                        (extract(epoch FROM min(seen_at)) * 1000000)::bigint
+                 FROM auxot_rate_routers
                  WHERE instance <> $1 AND seen_at > now() - $2::float8 * interval '1 second'",
                 &[&instance, &ROUTER_LIVE_SECS],
             )
             .await
-            .map_err(pg_error)?
-            .get(0);
+            .map_err(pg_error)?;
+        let routers: i64 = beat.get(0);
         let rows = client
             .query(
                 "SELECT key_id, minute, sum(requests)::bigint, sum(tokens)::bigint FROM auxot_rate
@@ -136,6 +148,8 @@ impl PgStore {
                 })
                 .collect(),
             routers: u32::try_from(routers).unwrap_or(u32::MAX),
+            at_us: beat.get(1),
+            others_seen_us: beat.get(2),
         })
     }
 }

@@ -11,14 +11,15 @@
 //! take the whole remaining limit in a burst (n × the limit in all). So each router takes,
 //! of what is left of the limit, at most its share (1/n, rounded up) in requests the
 //! others may not know of yet ("unconfirmed"); past its share a request waits for the next
-//! exchange (see `Usage::admit`). Together the routers' unconfirmed requests then stay
-//! within what is left, up to the rounding: the overshoot is at most (routers − 1)
-//! requests, as long as every router exchanges on time. With the database unreachable
+//! exchange (see `Usage::admit`). A request is confirmed once every other live router has
+//! exchanged since it was sent (by the database's clock: their exchange read it). Together
+//! the routers' unconfirmed requests then stay within what is left, up to the rounding: the
+//! overshoot is at most (routers − 1) requests. With the database unreachable
 //! there is no exchange to wait for: each router admits on its own count plus the others'
 //! counts as last read.
 
 use crate::store::{RateCount, RateDelta, RateExchange, Store};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,8 +39,8 @@ pub(super) struct FleetRate {
     pending: Mutex<HashMap<(String, i64), Counts>>,
     /// key id → (minute, the other routers' counts) for the last two minutes.
     others: Mutex<HashMap<String, Vec<(i64, Counts)>>>,
-    /// key id → this router's requests the others may not have read yet.
-    unconfirmed: Mutex<HashMap<String, Unconfirmed>>,
+    /// This router's requests the others may not have read yet.
+    unconfirmed: Mutex<InTransit>,
     /// Routers sharing the limits as of the last exchange, this one included.
     routers: AtomicU32,
     /// The last exchange went through (else no share is waited for).
@@ -48,21 +49,22 @@ pub(super) struct FleetRate {
     exchanged: watch::Sender<u64>,
 }
 
-/// A router's requests for one key on their way to the other routers.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Unconfirmed {
+/// This router's requests on their way to the other routers, per key.
+#[derive(Debug, Default)]
+struct InTransit {
     /// Admitted since the last exchange began.
-    pending: i64,
+    pending: HashMap<String, i64>,
     /// Sent by the exchange under way.
-    sending: i64,
-    /// Sent by the last exchange: each other router reads them at its next one, which has
-    /// happened by the time this router's next exchange completes.
-    sent: i64,
+    sending: HashMap<String, i64>,
+    /// Sent by earlier exchanges, with the database time (µs) from which they were readable:
+    /// confirmed once every other live router has exchanged after that.
+    sent: VecDeque<(i64, HashMap<String, i64>)>,
 }
 
-impl Unconfirmed {
-    fn total(&self) -> i64 {
-        self.pending + self.sending + self.sent
+impl InTransit {
+    fn of(&self, key_id: &str) -> i64 {
+        let batch = |b: &HashMap<String, i64>| b.get(key_id).copied().unwrap_or(0);
+        batch(&self.pending) + batch(&self.sending) + self.sent.iter().map(|(_, b)| batch(b)).sum::<i64>()
     }
 }
 
@@ -91,7 +93,7 @@ impl FleetRate {
         }
         if requests > 0 {
             let mut unconfirmed = self.unconfirmed.lock().unwrap_or_else(|p| p.into_inner());
-            unconfirmed.entry(key_id.to_string()).or_default().pending += requests;
+            *unconfirmed.pending.entry(key_id.to_string()).or_default() += requests;
         }
     }
 
@@ -103,12 +105,8 @@ impl FleetRate {
         if routers <= 1 || !self.exchanging.load(Ordering::Acquire) {
             return true;
         }
-        let unconfirmed = self
-            .unconfirmed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key_id)
-            .map_or(0, |u| u64::try_from(u.total()).unwrap_or(0));
+        let unconfirmed = self.unconfirmed.lock().unwrap_or_else(|p| p.into_inner()).of(key_id);
+        let unconfirmed = u64::try_from(unconfirmed).unwrap_or(0);
         unconfirmed < share(limit.saturating_sub(used), routers)
     }
 
@@ -128,8 +126,12 @@ impl FleetRate {
 
     fn take_pending(&self) -> Vec<RateDelta> {
         let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
-        for u in self.unconfirmed.lock().unwrap_or_else(|p| p.into_inner()).values_mut() {
-            u.sending += std::mem::take(&mut u.pending);
+        {
+            let mut unconfirmed = self.unconfirmed.lock().unwrap_or_else(|p| p.into_inner());
+            let pending = std::mem::take(&mut unconfirmed.pending);
+            for (key, n) in pending {
+                *unconfirmed.sending.entry(key).or_default() += n;
+            }
         }
         pending
             .into_iter()
@@ -152,15 +154,17 @@ impl FleetRate {
         }
     }
 
-    /// The exchange went through: what it sent is on its way, what the one before sent is
-    /// known to every router now.
+    /// The exchange went through: what it sent is readable from `exchange.at_us`; what every
+    /// other live router has exchanged since being sent is known to all of them.
     fn exchange_done(&self, exchange: RateExchange) {
         {
             let mut unconfirmed = self.unconfirmed.lock().unwrap_or_else(|p| p.into_inner());
-            for u in unconfirmed.values_mut() {
-                u.sent = std::mem::take(&mut u.sending);
+            let sent = std::mem::take(&mut unconfirmed.sending);
+            if !sent.is_empty() {
+                unconfirmed.sent.push_back((exchange.at_us, sent));
             }
-            unconfirmed.retain(|_, u| u.total() > 0);
+            let read_by_all = exchange.others_seen_us.unwrap_or(i64::MAX);
+            unconfirmed.sent.retain(|(at, _)| *at >= read_by_all);
         }
         self.set_others(exchange.counts);
         self.routers.store(exchange.routers.max(1), Ordering::Release);
@@ -170,8 +174,12 @@ impl FleetRate {
 
     /// The exchange failed: what it was to send goes with the next one.
     fn exchange_failed(&self) {
-        for u in self.unconfirmed.lock().unwrap_or_else(|p| p.into_inner()).values_mut() {
-            u.pending += std::mem::take(&mut u.sending);
+        {
+            let mut unconfirmed = self.unconfirmed.lock().unwrap_or_else(|p| p.into_inner());
+            let sending = std::mem::take(&mut unconfirmed.sending);
+            for (key, n) in sending {
+                *unconfirmed.pending.entry(key).or_default() += n;
+            }
         }
         self.exchanging.store(false, Ordering::Release);
         self.exchanged.send_modify(|n| *n = n.wrapping_add(1));
@@ -299,12 +307,20 @@ mod tests {
         assert_eq!(fleet.others("other", 5 * MINUTE_MS + 1), (0, 0));
     }
 
-    fn exchanged(fleet: &FleetRate, routers: u32) {
+    /// An exchange at database time `at_us`, after which the other routers last exchanged
+    /// at `others_us`.
+    fn exchanged_at(fleet: &FleetRate, routers: u32, at_us: i64, others_us: i64) {
         fleet.take_pending();
         fleet.exchange_done(RateExchange {
             counts: Vec::new(),
             routers,
+            at_us,
+            others_seen_us: Some(others_us),
         });
+    }
+
+    fn exchanged(fleet: &FleetRate, routers: u32) {
+        exchanged_at(fleet, routers, 0, 0);
     }
 
     #[test]
@@ -323,11 +339,14 @@ mod tests {
             admitted += 1;
         }
         assert_eq!(admitted, 2);
-        // Sent by the next exchange, they are still on their way to the other router…
-        exchanged(&fleet, 2);
+        // Sent by the next exchange, they are on their way to the other router…
+        exchanged_at(&fleet, 2, 100, 90);
         assert!(!fleet.within_share("k", 6, admitted));
-        // …and known to it once this router exchanged again: its share is free again.
-        exchanged(&fleet, 2);
+        // …still, while the other router has not exchanged since (it is slow)…
+        exchanged_at(&fleet, 2, 200, 100);
+        assert!(!fleet.within_share("k", 6, admitted));
+        // …and known to it once it has: this router's share is free again.
+        exchanged_at(&fleet, 2, 300, 101);
         assert!(fleet.within_share("k", 6, admitted + 2));
         assert!(fleet.within_share("other", 6, 0), "shares are per key");
     }
