@@ -46,6 +46,7 @@ fn row(i: u64, start_ms: i64) -> UsageRecord {
         stream: i % 2 == 0,
         attempts: Vec::new(),
         router: None,
+        id: None,
     }
 }
 

@@ -60,6 +60,11 @@ pub struct ServeArgs {
     /// are pruned into daily rollups. 0: no size cap.
     #[arg(long, env = "AUXOT_USAGE_MAX_MIB", default_value_t = 4096)]
     pub usage_max_mib: u64,
+    /// On PostgreSQL: MiB of usage rows kept on disk (in the data dir) while the database is
+    /// unreachable, written to it once it is back; rows beyond are dropped and counted.
+    /// Fractions are allowed; 0 keeps none.
+    #[arg(long, env = "AUXOT_USAGE_BUFFER_MIB", default_value_t = 256.0)]
+    pub usage_buffer_mib: f64,
     /// Token that may read /metrics besides admin keys (for a Prometheus scraper).
     #[arg(long, env = "AUXOT_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
@@ -110,6 +115,8 @@ pub struct ServeConfig {
     pub usage_max_rows: u64,
     /// `None`: no size cap.
     pub usage_max_bytes: Option<u64>,
+    /// The bound of the disk buffer of usage rows (PostgreSQL only).
+    pub usage_buffer_bytes: u64,
     pub metrics_token: Option<Secret>,
     pub secret_key: SecretKeySource,
     pub shutdown_grace: Duration,
@@ -155,6 +162,8 @@ pub enum ConfigError {
     BadDatabase(String),
     #[error("--router-name must be 1 to 64 printable characters")]
     BadRouterName,
+    #[error("--usage-buffer-mib must be a number of MiB, 0 or more")]
+    BadBufferSize,
 }
 
 impl ServeConfig {
@@ -170,6 +179,9 @@ impl ServeConfig {
         }
         if args.body_limit == 0 {
             return Err(ConfigError::Zero("--body-limit"));
+        }
+        if !args.usage_buffer_mib.is_finite() || args.usage_buffer_mib < 0.0 {
+            return Err(ConfigError::BadBufferSize);
         }
         let secret_key = locate_secret_key(
             std::env::var_os(SECRET_KEY_ENV).is_some(),
@@ -205,6 +217,7 @@ impl ServeConfig {
             usage_retention: Duration::from_secs(args.usage_retention_days.max(1) * 86_400),
             usage_max_rows: args.usage_max_rows.max(1),
             usage_max_bytes: (args.usage_max_mib > 0).then(|| args.usage_max_mib.saturating_mul(1024 * 1024)),
+            usage_buffer_bytes: (args.usage_buffer_mib * 1024.0 * 1024.0) as u64,
             metrics_token: args.metrics_token.map(Secret::new).filter(|t| !t.is_empty()),
             secret_key,
             shutdown_grace: Duration::from_secs(args.shutdown_grace),

@@ -7,13 +7,14 @@
 
 use crate::translate::anthropic::{
     anthropic_to_openai_request, anthropic_to_openai_response, openai_to_anthropic_request,
-    openai_to_anthropic_response, AnthropicToOpenAiStream, OpenAiToAnthropicStream, SseEvent, SseParser,
+    openai_to_anthropic_response, AnthropicToOpenAiStream, OpenAiToAnthropicStream,
 };
 use crate::translate::chunks::Aggregator;
 use crate::translate::responses::{
     chat_to_response, messages_to_response, responses_to_chat_request, responses_to_messages_request,
     ChatToResponsesStream, MessagesToResponsesStream, ResponseContext,
 };
+use crate::translate::sse::{SseEvent, SseParser};
 use crate::workers::protocol::{RouterMessage, WorkerMessage};
 use proptest::prelude::*;
 use serde_json::{json, Value};

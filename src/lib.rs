@@ -7,6 +7,7 @@ mod changes;
 pub mod edits;
 
 pub mod auth;
+pub mod bounded;
 pub mod clock;
 pub mod config;
 pub mod crypto;
@@ -220,6 +221,10 @@ pub async fn start(config: ServeConfig) -> Result<AppState, StartError> {
             max_bytes: config.usage_max_bytes,
         },
         Arc::from(config.router_name.as_str()),
+        crate::usage::BufferConfig {
+            dir: config.data_dir.clone(),
+            max_bytes: config.usage_buffer_bytes,
+        },
     )
     .await
     .map_err(|e| StartError::Load(e.to_string()))?;

@@ -46,6 +46,8 @@ pub struct Gauges {
     pub workers: Vec<WorkerGauge>,
     pub queue_depth: usize,
     pub usage_rows_dropped: u64,
+    /// Usage rows in the disk buffer waiting for PostgreSQL (0 on redb).
+    pub usage_rows_buffered: u64,
     /// Providers and workers in cooldown or over a usage limit right now.
     pub targets_cooling: usize,
 }
@@ -318,9 +320,15 @@ impl Metrics {
         out.family(
             "auxot_usage_rows_dropped_total",
             "counter",
-            "Usage records dropped because the writer could not keep up.",
+            "Usage records never written: the writer could not keep up, or the disk buffer was full while PostgreSQL was unreachable.",
         );
         out.sample("auxot_usage_rows_dropped_total", &[], gauges.usage_rows_dropped);
+        out.family(
+            "auxot_usage_rows_buffered",
+            "gauge",
+            "Usage records in the disk buffer, waiting to be written to PostgreSQL.",
+        );
+        out.sample("auxot_usage_rows_buffered", &[], gauges.usage_rows_buffered);
         out.text
     }
 }
@@ -877,6 +885,7 @@ mod tests {
             ],
             queue_depth: 3,
             usage_rows_dropped: 7,
+            usage_rows_buffered: 12,
             targets_cooling: 0,
         };
         let text = Metrics::default().render(&gauges);
@@ -895,6 +904,7 @@ mod tests {
         );
         assert_eq!(value(&samples, "auxot_queue_depth", &[]), Some(3.0));
         assert_eq!(value(&samples, "auxot_usage_rows_dropped_total", &[]), Some(7.0));
+        assert_eq!(value(&samples, "auxot_usage_rows_buffered", &[]), Some(12.0));
         let workers: Vec<&str> = samples
             .iter()
             .filter(|s| s.name == "auxot_worker_slots_in_use")
@@ -958,6 +968,7 @@ mod tests {
             "auxot_workers_online gauge",
             "auxot_queue_depth gauge",
             "auxot_usage_rows_dropped_total counter",
+            "auxot_usage_rows_buffered gauge",
         ] {
             assert!(
                 text.contains(&format!("# TYPE {family}\n")),

@@ -25,6 +25,8 @@ fn auxot(args: &[&str], env: &[(&str, &str)], stdin: &str) -> Output {
         .env_remove("CREDENTIALS_DIRECTORY")
         .env_remove("AUXOT_ADMIN_KEY")
         .env_remove("AUXOT_DATA_DIR")
+        .env_remove("AUXOT_DATABASE_URL")
+        .env_remove("AUXOT_DATABASE_URL_FILE")
         .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -38,6 +38,7 @@ on_both_backends! {
     usage_reads_by_time_and_the_log_pages_newest_first => usage_and_log;
     pruning_folds_rows_into_daily_rollups => pruning;
     spend_adds_up_per_key_and_month => spend;
+    rows_written_again_after_an_unknown_outcome_are_kept_once => usage_once;
     prices_are_seeded_and_editable => prices;
     conversations_list_newest_first => conversations;
     the_key_state_holds_the_canary_and_schema_version => key_state;
@@ -311,6 +312,7 @@ fn row(i: i64) -> UsageRecord {
         stream: false,
         attempts: Vec::new(),
         router: Some("r1".into()),
+        id: None,
     }
 }
 
@@ -440,6 +442,54 @@ async fn spend(store: Store) {
         vec![("key-0".into(), 0.5), ("key-1".into(), 0.5), ("key-2".into(), 0.5)]
     );
     assert!(store.spend_in_month(month_number(T0) + 1).await.unwrap().is_empty());
+}
+
+/// A batch written, then written again (a commit whose outcome the router never learnt,
+/// replayed from its disk buffer): every row once, its spend once, and a row of another
+/// router already on a row's key does not hide it.
+async fn usage_once(store: Store) {
+    use std::sync::Arc;
+    // Another router's row sits on the key picked for row 1.
+    let mut foreign = row(1);
+    foreign.router = Some("r2".into());
+    foreign.id = Some(99);
+    store
+        .insert_usage_once(Arc::new(vec![PlacedUsage {
+            key: usage_key(foreign.at_ms, 1),
+            row: foreign,
+        }]))
+        .await
+        .unwrap();
+    let placed: Vec<PlacedUsage> = (0..6)
+        .map(|i| {
+            let mut row = row(i);
+            row.id = Some(1000 + i as u64);
+            PlacedUsage {
+                key: usage_key(row.at_ms, i as u32),
+                row,
+            }
+        })
+        .collect();
+    let placed = Arc::new(placed);
+    assert_eq!(store.insert_usage_once(placed.clone()).await.unwrap(), 6);
+    assert_eq!(
+        store.insert_usage_once(placed.clone()).await.unwrap(),
+        0,
+        "written twice"
+    );
+    assert_eq!(store.usage_row_count().await.unwrap(), 7);
+    let mut spent = store.spend_in_month(month_number(T0)).await.unwrap();
+    spent.sort_by(|a, b| a.0.cmp(&b.0));
+    // Odd rows cost 0.25: row 1 twice (ours and r2's), rows 3 and 5 once.
+    assert_eq!(
+        spent,
+        vec![("key-0".into(), 0.25), ("key-1".into(), 0.5), ("key-2".into(), 0.25)]
+    );
+    // Two rows alike in everything but their id are two rows.
+    let mut twin = placed[2].clone();
+    twin.row.id = Some(5000);
+    assert_eq!(store.insert_usage_once(Arc::new(vec![twin])).await.unwrap(), 1);
+    assert_eq!(store.usage_row_count().await.unwrap(), 8);
 }
 
 async fn prices(store: Store) {

@@ -23,6 +23,8 @@ mod hardening;
 mod leak;
 mod model_servers;
 mod ops;
+mod ops_postgres;
+mod outage;
 mod outcomes;
 mod providers;
 mod responses;

@@ -10,7 +10,7 @@ mod secrets;
 mod tools;
 
 use crate::clock::now_unix;
-use crate::dispatch::{ChatRequest, DispatchError};
+use crate::dispatch::{ChatRequest, DispatchError, RouteOverrides};
 use crate::exchange::{self, Client};
 use crate::providers::anthropic::ClientHeaders;
 use crate::store::{ConversationRecord, ConversationSummary, Store, StoreError};
@@ -385,9 +385,7 @@ impl AdminAgent {
             model: model.clone(),
             stream: false,
             include_usage: false,
-            provider: None,
-            tiers: None,
-            wait: None,
+            overrides: RouteOverrides::default(),
             responses: None,
         };
         let routed = exchange::route(&state.dispatcher, request, &mut meter)

@@ -2,8 +2,8 @@
 //! read the overrides and the body, and apply the key's allow-lists to the request.
 
 use super::error::ApiError;
-use super::request::{api_key, header, read_body, RouteHeaders};
-use crate::dispatch::{ChatRequest, Routed};
+use super::request::{api_key, header, read_body, route_overrides};
+use crate::dispatch::{ChatRequest, RouteOverrides, Routed};
 use crate::usage::Meter;
 use crate::AppState;
 use bytes::Bytes;
@@ -43,13 +43,13 @@ pub async fn admit<S, B>(
     headers: &HeaderMap,
     body: S,
     meter: &mut Meter,
-) -> Result<(RouteHeaders, Bytes), ApiError>
+) -> Result<(RouteOverrides, Bytes), ApiError>
 where
     S: futures_util::Stream<Item = Result<B, warp::Error>>,
     B: bytes::Buf,
 {
     authorize_and_limit(state, headers, meter).await?;
-    let overrides = RouteHeaders::read(headers)?;
+    let overrides = route_overrides(headers)?;
     let body = read_body(headers, body, state.config.body_limit).await?;
     Ok((overrides, body))
 }
@@ -57,7 +57,7 @@ where
 /// The request, narrowed to what the caller's key may reach, routed by the exchange.
 pub async fn route(state: &AppState, mut request: ChatRequest, meter: &mut Meter) -> Result<Routed, ApiError> {
     if let Some(key_id) = meter.api_key_id() {
-        super::key_grant::enforce(state, key_id, &mut request)?;
+        super::key_grant::enforce(state, key_id, &request.model, &mut request.overrides)?;
     }
     Ok(crate::exchange::route(&state.dispatcher, request, meter).await?)
 }

@@ -5,7 +5,7 @@
 use super::admit;
 use super::body::exchanged;
 use super::error::{bytes_response, json_response, ApiError, Dialect};
-use super::request::RouteHeaders;
+use super::request::route_overrides;
 use super::request::{api_key, header, parse_json, read_body, require_model_and_messages, RolePeek};
 use crate::dispatch::{ChatRequest, Routed};
 use crate::exchange::{self, Client, Count, CountInput};
@@ -108,9 +108,7 @@ where
         model: peek.model.clone(),
         stream: peek.stream.unwrap_or(false),
         include_usage: false,
-        provider: overrides.provider,
-        tiers: overrides.tiers,
-        wait: overrides.wait,
+        overrides,
         responses: None,
     };
     let routed = admit::route(state, request, meter).await?;
@@ -149,7 +147,7 @@ where
 {
     let result: Result<Response, ApiError> = async {
         state.auth.authorize_client(api_key(&headers))?;
-        let overrides = RouteHeaders::read(&headers)?;
+        let overrides = route_overrides(&headers)?;
         let body = read_body(&headers, body, state.config.body_limit).await?;
         let peek: CountPeek = parse_json(&body)?;
         if peek.model.trim().is_empty() {
@@ -162,9 +160,7 @@ where
             model: peek.model.clone(),
             stream: false,
             include_usage: false,
-            provider: overrides.provider,
-            tiers: overrides.tiers,
-            wait: overrides.wait,
+            overrides,
             responses: None,
         };
         let input = CountInput {

@@ -1,21 +1,21 @@
 //! The OpenAI embeddings API: `POST /v1/embeddings` and its Auxot-compatible aliases.
 //!
-//! Routed like chat (GPU workers that embed the model, then the OpenAI-format providers);
-//! the answer is whole JSON, metered with the input tokens the target reported.
+//! Parses and admits the request; `exchange::embed` routes and meters it (like chat: GPU
+//! workers that embed the model, then the OpenAI-format providers).
 
 use super::admit;
+use super::body::exchanged;
 use super::error::{ApiError, Dialect};
 use super::key_grant;
 use crate::dispatch::{Embedded, EmbeddingsCall};
+use crate::exchange;
 use crate::translate::embeddings::{read_request, EmbeddingsError};
-use crate::translate::Format;
-use crate::usage::tap::Tokens;
-use crate::usage::{Meter, MeterStart, RouteInfo};
+use crate::usage::{Meter, MeterStart};
 use crate::AppState;
 use bytes::Buf;
 use futures_util::Stream;
 use warp::filters::BoxedFilter;
-use warp::http::{HeaderMap, HeaderValue};
+use warp::http::HeaderMap;
 use warp::reply::Response;
 use warp::Filter;
 
@@ -41,8 +41,8 @@ where
 {
     // Every request leaves one usage row, refused ones included.
     let mut meter = state.usage.meter(MeterStart::default());
-    match embed(&state, &headers, body, &mut meter).await {
-        Ok(embedded) => reply(embedded, meter).await,
+    match route_embeddings(&state, &headers, body, &mut meter).await {
+        Ok(embedded) => exchanged(exchange::embeddings_reply(embedded, meter).await),
         Err(e) => {
             meter.failed(e.code, e.status);
             e.into_response(Dialect::OpenAi)
@@ -50,12 +50,18 @@ where
     }
 }
 
-async fn embed<S, B>(state: &AppState, headers: &HeaderMap, body: S, meter: &mut Meter) -> Result<Embedded, ApiError>
+/// Parses and admits the request, narrows it to what the key may reach, and routes it.
+async fn route_embeddings<S, B>(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: S,
+    meter: &mut Meter,
+) -> Result<Embedded, ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    let (overrides, body) = admit::admit(state, headers, body, meter).await?;
+    let (mut overrides, body) = admit::admit(state, headers, body, meter).await?;
     let request = read_request(&body).map_err(|e| match e {
         EmbeddingsError::NotJson(why) => {
             ApiError::new(400, "invalid_json", format!("the request body is not JSON: {why}"))
@@ -63,70 +69,14 @@ where
         other => ApiError::bad_request(other.to_string()),
     })?;
     meter.set_request(&request.model, false, body.len());
-    let mut call = EmbeddingsCall {
+    if let Some(key_id) = meter.api_key_id() {
+        key_grant::enforce(state, key_id, &request.model, &mut overrides)?;
+    }
+    let call = EmbeddingsCall {
         body,
-        model: request.model.clone(),
+        model: request.model,
         encoding: request.encoding,
-        provider: overrides.provider,
-        tiers: overrides.tiers,
-        wait: overrides.wait,
+        overrides,
     };
-    if let Some(key_id) = meter.api_key_id().map(str::to_string) {
-        key_grant::enforce_on(state, &key_id, &call.model, &mut call.tiers)?;
-    }
-    let result = state.dispatcher.embed(call).await;
-    let tried = match &result {
-        Ok(embedded) => {
-            meter.set_queue_wait(embedded.queue_wait);
-            embedded.failures.as_slice()
-        }
-        Err(e) => e.tried(),
-    };
-    for failure in tried {
-        meter.add_attempt(failure.tier.as_str(), &failure.route, &failure.to_string());
-    }
-    let mut embedded = result.map_err(|e| {
-        if let crate::dispatch::DispatchError::QueueTimeout { waited, .. } = &e {
-            meter.set_queue_wait(*waited);
-        }
-        if let Some((tier, route)) = e.last_target() {
-            meter.tried(tier.as_str(), route);
-        }
-        ApiError::from(e)
-    })?;
-    // Counted by the target when it says; else the documented estimate, marked as one.
-    let (input, estimated) = match embedded.input_tokens.take() {
-        Some(tokens) => (tokens, false),
-        None => (request.estimated_tokens, true),
-    };
-    meter.set_tokens(
-        Tokens {
-            input,
-            ..Tokens::default()
-        },
-        estimated,
-    );
-    Ok(embedded)
-}
-
-/// The answer, sent after its usage row is durable (as every answer is).
-async fn reply(embedded: Embedded, mut meter: Meter) -> Response {
-    meter.routed(RouteInfo {
-        tier: embedded.tier.as_str(),
-        route: &embedded.route,
-        target_model: &embedded.model,
-        cloud_model: embedded.cloud_model.as_deref(),
-        overflow: embedded.overflow,
-        client_format: Format::OpenAi,
-        sse: false,
-    });
-    meter.completed();
-    meter.finish_durably().await;
-    let mut response = super::body::full(embedded.body);
-    response.headers_mut().insert(
-        warp::http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    super::body::route_headers(&mut response, embedded.tier, &embedded.route);
-    response
+    Ok(exchange::embed(&state.dispatcher, call, request.estimated_tokens, meter).await?)
 }

@@ -2,17 +2,14 @@
 //! and the tiers it may reach (the request's, agent's or default order, narrowed).
 
 use super::error::ApiError;
-use crate::dispatch::{ChatRequest, Tier};
+use crate::dispatch::{RouteOverrides, Tier};
 use crate::AppState;
 
 const AGENT_PREFIX: &str = "agent:";
 
-pub fn enforce(state: &AppState, key_id: &str, request: &mut ChatRequest) -> Result<(), ApiError> {
-    enforce_on(state, key_id, &request.model, &mut request.tiers)
-}
-
-/// The same for any request: the model it names and its `X-Auxot-Tier` order.
-pub fn enforce_on(state: &AppState, key_id: &str, model: &str, tiers: &mut Option<Vec<Tier>>) -> Result<(), ApiError> {
+/// For any request: the model it names and its `X-Auxot-Tier` order (narrowed in place).
+pub fn enforce(state: &AppState, key_id: &str, model: &str, overrides: &mut RouteOverrides) -> Result<(), ApiError> {
+    let tiers = &mut overrides.tiers;
     let grant = state
         .auth
         .grant_of(key_id)

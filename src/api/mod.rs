@@ -13,6 +13,8 @@ pub mod conn;
 mod embeddings;
 pub mod error;
 pub mod filters;
+#[cfg(test)]
+mod handler_tests;
 mod key_grant;
 mod models;
 mod openai;
@@ -26,31 +28,53 @@ mod usage;
 mod worker_socket;
 mod workers;
 
+use crate::usage::BacklogStatus;
 use crate::AppState;
 use error::{json_response, rejection_response};
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-/// `ok`, or `degraded` with the reason while a router on PostgreSQL cannot hear the others
-/// (the database is unreachable): it keeps serving with what it last loaded, so the status
-/// stays 200 and a load balancer keeps it.
-fn health(shared_db_live: Option<&std::sync::atomic::AtomicBool>) -> serde_json::Value {
-    match shared_db_live {
-        Some(live) if !live.load(std::sync::atomic::Ordering::Relaxed) => serde_json::json!({
-            "status": "degraded",
-            "reason": "PostgreSQL is unreachable: serving with the configuration last loaded; changes made on other routers apply once it reconnects",
-        }),
-        _ => serde_json::json!({"status": "ok"}),
+/// `ok`, or `degraded` with the reasons: a router on PostgreSQL that cannot hear the others
+/// (the database is unreachable), or that holds usage rows on disk for the database. It
+/// keeps serving with what it last loaded, so the status stays 200 and a load balancer
+/// keeps it.
+fn health(shared_db_live: Option<&AtomicBool>, backlog: Option<BacklogStatus>) -> serde_json::Value {
+    let mut reasons = Vec::new();
+    if shared_db_live.is_some_and(|live| !live.load(Ordering::Relaxed)) {
+        reasons.push("PostgreSQL is unreachable: serving with the configuration last loaded; changes made on other routers apply once it reconnects".to_string());
     }
+    let backlog = backlog.filter(|b| b.rows_buffered > 0 || b.full);
+    if let Some(b) = backlog {
+        let cause = match b.unreachable_since_ms {
+            Some(since) => format!("database unreachable since {}", crate::clock::rfc3339(since / 1000)),
+            None => "being written to PostgreSQL".to_string(),
+        };
+        reasons.push(format!("usage rows buffered on disk: {} ({cause})", b.rows_buffered));
+        if b.full {
+            reasons.push(
+                "the usage buffer is full (--usage-buffer-mib): new usage rows are dropped until it drains".to_string(),
+            );
+        }
+    }
+    if reasons.is_empty() {
+        return serde_json::json!({"status": "ok"});
+    }
+    serde_json::json!({
+        "status": "degraded",
+        "reason": reasons.join("; "),
+        "usage_rows_buffered": backlog.map_or(0, |b| b.rows_buffered),
+    })
 }
 
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let live = state.shared_db_live.clone();
+    let usage = state.usage.clone();
     let health = warp::path!("healthz")
         .and(warp::get())
-        .map(move || json_response(200, &health(live.as_deref())));
+        .map(move || json_response(200, &health(live.as_deref(), usage.backlog())));
     // The admin API, behind the viewers' read-only rule.
     let admin_api = admin::routes(state.clone())
         .or(admins::routes(state.clone()))
@@ -105,4 +129,39 @@ async fn reject_as_json(rejection: Rejection) -> Result<Response, Infallible> {
         rejection_response(400, "bad_request", "the request could not be read")
     };
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_says_degraded_with_the_reason_while_usage_rows_wait_on_disk() {
+        assert_eq!(health(None, None)["status"], "ok");
+        let live = AtomicBool::new(true);
+        let empty = BacklogStatus {
+            rows_buffered: 0,
+            unreachable_since_ms: None,
+            full: false,
+        };
+        assert_eq!(health(Some(&live), Some(empty))["status"], "ok");
+        let waiting = BacklogStatus {
+            rows_buffered: 12,
+            unreachable_since_ms: Some(1_795_564_800_000),
+            full: false,
+        };
+        let degraded = health(Some(&live), Some(waiting));
+        assert_eq!(degraded["status"], "degraded");
+        assert_eq!(
+            degraded["reason"],
+            "usage rows buffered on disk: 12 (database unreachable since 2026-11-25T00:00:00Z)"
+        );
+        assert_eq!(degraded["usage_rows_buffered"], 12);
+        live.store(false, Ordering::Relaxed);
+        let full = BacklogStatus { full: true, ..waiting };
+        let reason = health(Some(&live), Some(full))["reason"].as_str().unwrap().to_string();
+        assert!(reason.starts_with("PostgreSQL is unreachable"), "{reason}");
+        assert!(reason.contains("usage rows buffered on disk: 12"), "{reason}");
+        assert!(reason.contains("the usage buffer is full"), "{reason}");
+    }
 }

@@ -110,9 +110,7 @@ where
         model: peek.model.clone(),
         stream: peek.stream.unwrap_or(false),
         include_usage,
-        provider: overrides.provider,
-        tiers: overrides.tiers,
-        wait: overrides.wait,
+        overrides,
         responses: None,
     };
     let routed = admit::route(state, request, meter).await?;

@@ -1,10 +1,11 @@
 //! Reading what a request carries: credentials, a size-limited body, a typed JSON body.
 
 use super::error::ApiError;
+use crate::bounded::{read_to_limit, ReadError};
 use crate::dispatch::rules::validate_queue_timeout;
-use crate::dispatch::Tier;
-use bytes::{Buf, Bytes, BytesMut};
-use futures_util::{Stream, StreamExt};
+use crate::dispatch::{RouteOverrides, Tier};
+use bytes::{Buf, Bytes};
+use futures_util::Stream;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
 use warp::http::HeaderMap;
@@ -63,21 +64,12 @@ where
     if declared.is_some_and(|len| len > limit) {
         return Err(too_large());
     }
-    let mut out = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
-    futures_util::pin_mut!(body);
-    while let Some(chunk) = body.next().await {
-        let mut chunk = chunk.map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
-        if out.len() as u64 + chunk.remaining() as u64 > limit {
-            return Err(too_large());
-        }
-        while chunk.has_remaining() {
-            let part = chunk.chunk();
-            out.extend_from_slice(part);
-            let n = part.len();
-            chunk.advance(n);
-        }
-    }
-    Ok(out.freeze())
+    let expected = declared.map_or(0, |len| usize::try_from(len).unwrap_or(usize::MAX));
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    read_to_limit(body, limit, expected).await.map_err(|e| match e {
+        ReadError::TooLarge { .. } => too_large(),
+        ReadError::Broken(e) => ApiError::bad_request(format!("could not read the request body: {e}")),
+    })
 }
 
 /// A chat message read only to check that it has a role; its content stays raw.
@@ -122,38 +114,30 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-/// The `X-Auxot-*` request overrides.
-pub struct RouteHeaders {
-    pub provider: Option<String>,
-    pub tiers: Option<Vec<Tier>>,
-    pub wait: Option<Duration>,
-}
-
-impl RouteHeaders {
-    pub fn read(headers: &HeaderMap) -> Result<RouteHeaders, ApiError> {
-        let tiers = match header(headers, "x-auxot-tier") {
-            Some(value) => {
-                let names: Vec<&str> = value.split(',').collect();
-                Some(Tier::parse_order(&names).map_err(|e| ApiError::bad_request(format!("X-Auxot-Tier: {e}")))?)
-            }
-            None => None,
-        };
-        let wait = match header(headers, "x-auxot-wait-ms") {
-            Some(value) => {
-                let ms: u64 = value
-                    .parse()
-                    .map_err(|_| ApiError::bad_request("X-Auxot-Wait-Ms must be a whole number of milliseconds"))?;
-                validate_queue_timeout(ms).map_err(|e| ApiError::bad_request(format!("X-Auxot-Wait-Ms: {e}")))?;
-                Some(Duration::from_millis(ms))
-            }
-            None => None,
-        };
-        Ok(RouteHeaders {
-            provider: header(headers, "x-auxot-provider").map(str::to_string),
-            tiers,
-            wait,
-        })
-    }
+/// The request's own routing from its `X-Auxot-*` headers.
+pub fn route_overrides(headers: &HeaderMap) -> Result<RouteOverrides, ApiError> {
+    let tiers = match header(headers, "x-auxot-tier") {
+        Some(value) => {
+            let names: Vec<&str> = value.split(',').collect();
+            Some(Tier::parse_order(&names).map_err(|e| ApiError::bad_request(format!("X-Auxot-Tier: {e}")))?)
+        }
+        None => None,
+    };
+    let wait = match header(headers, "x-auxot-wait-ms") {
+        Some(value) => {
+            let ms: u64 = value
+                .parse()
+                .map_err(|_| ApiError::bad_request("X-Auxot-Wait-Ms must be a whole number of milliseconds"))?;
+            validate_queue_timeout(ms).map_err(|e| ApiError::bad_request(format!("X-Auxot-Wait-Ms: {e}")))?;
+            Some(Duration::from_millis(ms))
+        }
+        None => None,
+    };
+    Ok(RouteOverrides {
+        provider: header(headers, "x-auxot-provider").map(str::to_string),
+        tiers,
+        wait,
+    })
 }
 
 #[cfg(test)]

@@ -157,9 +157,7 @@ where
         stream: peek.stream,
         // The translation reads usage from the chat stream for `response.completed`.
         include_usage: true,
-        provider: overrides.provider,
-        tiers: overrides.tiers,
-        wait: overrides.wait,
+        overrides,
         responses: Some(forms),
     };
     let routed = admit::route(state, request, meter).await?;

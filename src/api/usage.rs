@@ -250,6 +250,7 @@ async fn metrics(state: AppState, headers: HeaderMap) -> Result<Response, ApiErr
             .collect(),
         queue_depth: state.dispatcher.queue_depth(),
         usage_rows_dropped: state.usage.rows_dropped(),
+        usage_rows_buffered: state.usage.backlog().map_or(0, |b| b.rows_buffered),
         targets_cooling: state.dispatcher.cooling_targets(),
     };
     let text = state.usage.metrics().render(&gauges);

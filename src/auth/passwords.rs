@@ -11,7 +11,7 @@ use super::AuthError;
 use crate::crypto::Secret;
 use argon2::password_hash::{rand_core::OsRng, Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -23,7 +23,7 @@ const DUMMY_HASH: &str =
 const QUEUE_PER_THREAD: usize = 4;
 /// A hash that waited this long in the queue is dropped: its caller is told to retry.
 const MAX_QUEUE_WAIT: Duration = Duration::from_secs(5);
-/// At most this many hasher threads (each holds one 19 MiB buffer).
+/// At most this many hasher threads (each holds one 19 MiB buffer while it has work).
 const MAX_THREADS: usize = 4;
 /// A stored hash asking for more memory than this is refused rather than honoured.
 const MAX_MEMORY_KIB: u32 = 256 * 1024;
@@ -118,7 +118,20 @@ fn run_hasher(queue: &Mutex<Receiver<Job>>) {
     let mut memory: Vec<Block> = Vec::new();
     loop {
         // The lock is held only while waiting for the next job, never while hashing.
-        let next = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
+        let next = {
+            let queue = queue.lock().unwrap_or_else(|p| p.into_inner());
+            match queue.try_recv() {
+                Ok(job) => Ok(job),
+                Err(TryRecvError::Disconnected) => return,
+                Err(TryRecvError::Empty) => {
+                    // Nothing waiting: the 19 MiB go back to the allocator for the rest of
+                    // the process rather than stay pinned here between logins
+                    // (re-allocating costs far less than one hash).
+                    memory = Vec::new();
+                    queue.recv()
+                }
+            }
+        };
         let Ok(job) = next else { return };
         if job.queued_at.elapsed() > MAX_QUEUE_WAIT {
             let _ = job.reply.send(Err(AuthError::Busy));
@@ -138,7 +151,7 @@ fn run_hasher(queue: &Mutex<Receiver<Job>>) {
     }
 }
 
-/// Grows `memory` to what `params` need (it never shrinks: the next hash needs it again).
+/// Grows `memory` to what `params` need (kept while more jobs are queued).
 fn blocks<'m>(memory: &'m mut Vec<Block>, params: &Params) -> &'m mut [Block] {
     let needed = params.block_count();
     if memory.len() < needed {

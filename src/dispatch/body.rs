@@ -1,9 +1,9 @@
 //! Top-level rewrites of a chat request body: the model a target knows, `stream` for
-//! workers, an agent's system prompt. Nested values stay raw, never re-serialised.
+//! workers, an agent's system prompt. Made in the body's bytes (`translate::fields`):
+//! nothing else in it is parsed into values or printed again.
 
+use crate::translate::fields::{prepend_to_array, Edit, RawObject};
 use bytes::Bytes;
-use serde_json::value::RawValue;
-use std::collections::BTreeMap;
 
 #[derive(Debug, thiserror::Error)]
 #[error("the request body is not a JSON object with a messages array")]
@@ -25,47 +25,29 @@ impl Rewrite<'_> {
     }
 }
 
-/// `body` unchanged (shared, not copied) when there is nothing to rewrite.
+/// `body` unchanged (shared, not copied) when there is nothing to rewrite; otherwise only
+/// the named fields' bytes change.
 pub fn rewrite(body: &Bytes, spec: Rewrite<'_>) -> Result<Bytes, BodyError> {
     if spec.is_noop() {
         return Ok(body.clone());
     }
-    let mut fields: BTreeMap<String, &RawValue> = serde_json::from_slice(body).map_err(|_| BodyError)?;
-    let model_raw;
-    if let Some(model) = spec.model {
-        model_raw = raw(&serde_json::to_string(model).map_err(|_| BodyError)?)?;
-        fields.insert("model".into(), &model_raw);
-    }
-    let true_raw;
+    let object = RawObject::parse(body).map_err(|_| BodyError)?;
+    let mut more = Vec::with_capacity(3);
     if spec.force_stream {
-        true_raw = raw("true")?;
-        fields.insert("stream".into(), &true_raw);
+        more.push(("stream", "true".to_string()));
     }
-    let usage_raw;
     if spec.ask_usage {
-        usage_raw = raw(r#"{"include_usage":true}"#)?;
-        fields.insert("stream_options".into(), &usage_raw);
+        more.push(("stream_options", r#"{"include_usage":true}"#.to_string()));
     }
-    let messages_raw;
     if let Some(prompt) = spec.system_prompt {
-        let messages: Vec<&RawValue> = match fields.get("messages") {
-            Some(m) => serde_json::from_str(m.get()).map_err(|_| BodyError)?,
-            None => Vec::new(),
-        };
         let system = serde_json::json!({"role": "system", "content": prompt}).to_string();
-        let mut joined =
-            String::with_capacity(system.len() + 2 + messages.iter().map(|m| m.get().len() + 1).sum::<usize>());
-        joined.push('[');
-        joined.push_str(&system);
-        for m in messages {
-            joined.push(',');
-            joined.push_str(m.get());
-        }
-        joined.push(']');
-        messages_raw = raw(&joined)?;
-        fields.insert("messages".into(), &messages_raw);
+        let messages = match object.get("messages") {
+            Some(messages) => prepend_to_array(messages, &system).ok_or(BodyError)?,
+            None => format!("[{system}]"),
+        };
+        more.push(("messages", messages));
     }
-    serde_json::to_vec(&fields).map(Bytes::from).map_err(|_| BodyError)
+    Ok(with_fields(&object, spec.model, &more))
 }
 
 /// The same for an Anthropic Messages body: the agent's prompt goes before `system`.
@@ -73,16 +55,11 @@ pub fn rewrite_anthropic(body: &Bytes, model: Option<&str>, system_prompt: Optio
     if model.is_none() && system_prompt.is_none() {
         return Ok(body.clone());
     }
-    let mut fields: BTreeMap<String, &RawValue> = serde_json::from_slice(body).map_err(|_| BodyError)?;
-    let model_raw;
-    if let Some(model) = model {
-        model_raw = raw(&serde_json::to_string(model).map_err(|_| BodyError)?)?;
-        fields.insert("model".into(), &model_raw);
-    }
-    let system_raw;
+    let object = RawObject::parse(body).map_err(|_| BodyError)?;
+    let mut more = Vec::with_capacity(1);
     if let Some(prompt) = system_prompt {
-        let existing: Option<serde_json::Value> = match fields.get("system") {
-            Some(value) => Some(serde_json::from_str(value.get()).map_err(|_| BodyError)?),
+        let existing: Option<serde_json::Value> = match object.get("system") {
+            Some(value) => Some(serde_json::from_str(value).map_err(|_| BodyError)?),
             None => None,
         };
         let system = match existing {
@@ -94,14 +71,26 @@ pub fn rewrite_anthropic(body: &Bytes, model: Option<&str>, system_prompt: Optio
             }
             Some(_) => return Err(BodyError),
         };
-        system_raw = raw(&system.to_string())?;
-        fields.insert("system".into(), &system_raw);
+        more.push(("system", system.to_string()));
     }
-    serde_json::to_vec(&fields).map(Bytes::from).map_err(|_| BodyError)
+    Ok(with_fields(&object, model, &more))
 }
 
-fn raw(text: &str) -> Result<Box<RawValue>, BodyError> {
-    RawValue::from_string(text.to_string()).map_err(|_| BodyError)
+/// The object with `model` (when given) and each of `more` (a key and its new JSON text)
+/// set in place.
+pub(super) fn with_fields(object: &RawObject<'_>, model: Option<&str>, more: &[(&str, String)]) -> Bytes {
+    let model = model.map(json_string);
+    let mut edits: Vec<(&str, Edit<'_>)> = Vec::with_capacity(more.len() + 1);
+    if let Some(model) = &model {
+        edits.push(("model", Edit::Set(model)));
+    }
+    edits.extend(more.iter().map(|(key, value)| (*key, Edit::Set(value.as_str()))));
+    Bytes::from(object.edit(&edits))
+}
+
+/// A string as JSON text.
+pub fn json_string(text: &str) -> String {
+    serde_json::Value::from(text).to_string()
 }
 
 #[cfg(test)]
@@ -134,6 +123,43 @@ mod tests {
         let same = rewrite(&body, Rewrite::default()).unwrap();
         assert_eq!(same, body);
         assert_eq!(same.as_ptr(), body.as_ptr(), "an unchanged body is shared, not copied");
+    }
+
+    #[test]
+    fn a_rewrite_keeps_every_byte_it_does_not_change() {
+        let body = Bytes::from_static(
+            b"{ \"model\" : \"a\",\n \"temperature\": 0.70, \"messages\": [ {\"role\":\"user\",\"content\":\"\\u00e9\",\"model\":1} ] }",
+        );
+        let out = rewrite(
+            &body,
+            Rewrite {
+                model: Some("b\"c"),
+                system_prompt: Some("S"),
+                ..Rewrite::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "{ \"model\" : \"b\\\"c\",\n \"temperature\": 0.70, \"messages\": [{\"content\":\"S\",\"role\":\"system\"}, {\"role\":\"user\",\"content\":\"\\u00e9\",\"model\":1} ] }"
+        );
+        assert!(rewrite(
+            &Bytes::from_static(b"[1]"),
+            Rewrite {
+                force_stream: true,
+                ..Rewrite::default()
+            }
+        )
+        .is_err());
+        let not_a_list = Bytes::from_static(br#"{"messages":{}}"#);
+        assert!(rewrite(
+            &not_a_list,
+            Rewrite {
+                system_prompt: Some("S"),
+                ..Rewrite::default()
+            }
+        )
+        .is_err());
     }
 
     #[test]

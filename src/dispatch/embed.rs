@@ -3,21 +3,20 @@
 //! the providers that speak the OpenAI format (Anthropic has no embeddings API). The answer
 //! is read whole, so any failure before it is complete moves on to the next candidate.
 
-use super::attempt::{event_failure, next_event, Dispatcher, MAX_ANSWER_BYTES};
+use super::attempt::{event_failure, next_event, MAX_ANSWER_BYTES};
 use super::body::{rewrite, Rewrite};
-use super::error::{DispatchError, TargetFailure, Why};
+use super::dispatcher::{Dispatcher, RouteOverrides, Routed};
+use super::error::{DispatchError, Why};
 use super::plan::Tier;
 use super::stream::{read_whole, Clock};
-use super::walk::{walk, Runner, Walk};
+use super::walk::Runner;
 use crate::providers::{openai, ChatOutcome, LiveProvider, ProviderError};
 use crate::translate::embeddings::{conform_encoding, reported_tokens, Encoding};
 use crate::workers::protocol::JobKind;
 use crate::workers::registry::{JobEvent, SlotGuard};
 use bytes::Bytes;
 use serde_json::value::RawValue;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// An embeddings request as the client sent it, already checked.
 pub struct EmbeddingsCall {
@@ -25,69 +24,31 @@ pub struct EmbeddingsCall {
     pub body: Bytes,
     pub model: String,
     pub encoding: Encoding,
-    /// `X-Auxot-Provider`.
-    pub provider: Option<String>,
-    /// `X-Auxot-Tier`.
-    pub tiers: Option<Vec<Tier>>,
-    /// `X-Auxot-Wait-Ms`.
-    pub wait: Option<Duration>,
+    /// `X-Auxot-Provider`, `X-Auxot-Tier`, `X-Auxot-Wait-Ms`.
+    pub overrides: RouteOverrides,
 }
 
-/// Where an embeddings request went and its whole answer.
-pub struct Embedded {
-    pub tier: Tier,
-    pub route: String,
-    /// The model the target ran.
-    pub model: String,
-    pub cloud_model: Option<String>,
-    pub overflow: bool,
-    pub queue_wait: Duration,
-    pub failures: Vec<TargetFailure>,
-    /// The OpenAI embeddings response, vectors in the encoding asked for.
+/// An embeddings answer: the OpenAI embeddings response, vectors in the encoding asked for,
+/// and the input tokens the target reported, if it did.
+pub struct Embeddings {
     pub body: Bytes,
-    /// The input tokens the target reported, if it did.
     pub input_tokens: Option<u64>,
 }
 
+/// Where an embeddings request went and its whole answer.
+pub type Embedded = Routed<Embeddings>;
+
 impl Dispatcher {
     pub async fn embed(&self, call: EmbeddingsCall) -> Result<Embedded, DispatchError> {
-        let resolved = self.resolve_route(&call.model, call.tiers.as_ref(), call.wait)?;
+        let resolved = self.resolve_route(&call.model, &call.overrides)?;
         let table = self.providers.routing().openai_format();
-        let alias = self.rules.alias(&resolved.model);
         let runner = EmbeddingsRunner {
             dispatcher: self,
             call: &call,
         };
-        let walked = walk(
-            Walk {
-                queue: &self.queue,
-                workers: &self.workers,
-                table: &table,
-                health: &self.health,
-                model: &resolved.model,
-                provider: call.provider.as_deref(),
-                order: &resolved.order,
-                alias: alias.as_ref(),
-                turn: self.turn.fetch_add(1, Ordering::Relaxed),
-                wait: resolved.wait,
-                job: JobKind::Embeddings,
-            },
-            &runner,
-        )
-        .await?;
-        let overflow = walked.tier == Tier::Cloud && resolved.order.first().is_some_and(|t| *t != Tier::Cloud);
-        let (body, input_tokens) = walked.reply;
-        Ok(Embedded {
-            tier: walked.tier,
-            route: walked.route,
-            model: walked.model,
-            cloud_model: alias.as_ref().and_then(|a| a.cloud.clone()),
-            overflow,
-            queue_wait: walked.queue_wait,
-            failures: walked.failures,
-            body,
-            input_tokens,
-        })
+        let provider = call.overrides.provider.as_deref();
+        self.walk_resolved(&resolved, provider, &table, JobKind::Embeddings, &runner)
+            .await
     }
 }
 
@@ -114,19 +75,19 @@ impl EmbeddingsRunner<'_> {
     }
 
     /// The answer checked and in the client's encoding, with the tokens it reports.
-    fn finish(&self, answer: Bytes) -> Result<(Bytes, Option<u64>), Why> {
+    fn finish(&self, answer: Bytes) -> Result<Embeddings, Why> {
         let body = match conform_encoding(&answer, self.call.encoding) {
             Ok(Some(converted)) => Bytes::from(converted),
             Ok(None) => answer,
             Err(e) => return Err(Why::BadChunk(e.to_string())),
         };
-        let tokens = reported_tokens(&body);
-        Ok((body, tokens))
+        let input_tokens = reported_tokens(&body);
+        Ok(Embeddings { body, input_tokens })
     }
 }
 
 impl Runner for EmbeddingsRunner<'_> {
-    type Reply = (Bytes, Option<u64>);
+    type Reply = Embeddings;
 
     async fn run_worker(&self, slot: SlotGuard, tier: Tier, model: &str) -> Result<Self::Reply, Why> {
         let body = self.body_for(model)?;
@@ -146,8 +107,9 @@ impl Runner for EmbeddingsRunner<'_> {
                 JobEvent::Done(usage) => {
                     let answer =
                         answer.ok_or_else(|| Why::BadChunk("an embeddings job ended without an answer".into()))?;
-                    let (body, reported) = self.finish(Bytes::from(answer.get().to_string()))?;
-                    return Ok((body, reported.or(usage.map(|u| u.prompt_tokens))));
+                    let mut answer = self.finish(Bytes::from(answer.get().to_string()))?;
+                    answer.input_tokens = answer.input_tokens.or(usage.map(|u| u.prompt_tokens));
+                    return Ok(answer);
                 }
                 other => return Err(event_failure(other)),
             }

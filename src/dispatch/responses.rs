@@ -6,13 +6,13 @@
 //! Anthropic providers get the Messages form translated at the edge.
 
 use super::attempt::{held_reply, ChatRequest, Dispatcher, RoutedReply};
+use super::body::{json_string, with_fields};
 use super::error::Why;
 use super::stream::Clock;
 use crate::crypto::Secret;
 use crate::providers::{openai, ChatOutcome, LiveProvider, UpstreamFailure};
+use crate::translate::fields::RawObject;
 use bytes::Bytes;
-use serde_json::value::RawValue;
-use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -125,22 +125,19 @@ pub fn lacks_responses_endpoint(failure: &UpstreamFailure) -> bool {
 }
 
 /// The client's Responses body for `model`, with an agent's prompt before its own
-/// `instructions`. Fields keep their order and every other value its exact bytes; an
-/// unchanged body is shared, not copied.
+/// `instructions`. Only those fields' bytes change (`translate::fields`); an unchanged body
+/// is shared, not copied.
 pub fn responses_body(raw: &Bytes, model: Option<&str>, system_prompt: Option<&str>) -> Result<Bytes, Why> {
     if model.is_none() && system_prompt.is_none() {
         return Ok(raw.clone());
     }
     let bad = |what: &str| Why::Untranslatable(format!("the Responses body cannot be rewritten: {what}"));
-    let Fields(mut fields) = serde_json::from_slice(raw).map_err(|e| bad(&e.to_string()))?;
-    if let Some(model) = model {
-        set_field(&mut fields, "model", Value::from(model).to_string());
-    }
+    let object = RawObject::parse(raw).map_err(|e| bad(&e.to_string()))?;
+    let mut more = Vec::with_capacity(1);
     if let Some(prompt) = system_prompt {
-        let own = fields
-            .iter()
-            .find(|(key, _)| key == "instructions")
-            .map(|(_, value)| serde_json::from_str::<Option<String>>(value))
+        let own = object
+            .get("instructions")
+            .map(serde_json::from_str::<Option<String>>)
             .transpose()
             .map_err(|e| bad(&e.to_string()))?
             .flatten();
@@ -148,53 +145,9 @@ pub fn responses_body(raw: &Bytes, model: Option<&str>, system_prompt: Option<&s
             Some(own) if !own.is_empty() => format!("{prompt}\n\n{own}"),
             _ => prompt.to_string(),
         };
-        set_field(&mut fields, "instructions", Value::from(joined).to_string());
+        more.push(("instructions", json_string(&joined)));
     }
-    let mut out = Vec::with_capacity(raw.len() + 64);
-    out.push(b'{');
-    for (i, (key, value)) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(Value::from(key.as_str()).to_string().as_bytes());
-        out.push(b':');
-        out.extend_from_slice(value.as_bytes());
-    }
-    out.push(b'}');
-    Ok(Bytes::from(out))
-}
-
-/// Replaces a field's value where it stands, or adds the field at the end.
-fn set_field(fields: &mut Vec<(String, String)>, name: &str, value: String) {
-    match fields.iter_mut().find(|(key, _)| key == name) {
-        Some(field) => field.1 = value,
-        None => fields.push((name.to_string(), value)),
-    }
-}
-
-/// A JSON object's fields in their order, each value as its exact text.
-struct Fields(Vec<(String, String)>);
-
-impl<'de> serde::Deserialize<'de> for Fields {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = Fields;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
-                let mut fields = Vec::new();
-                while let Some((key, value)) = map.next_entry::<String, Box<RawValue>>()? {
-                    fields.push((key, String::from(value.get())));
-                }
-                Ok(Fields(fields))
-            }
-        }
-        deserializer.deserialize_map(Visitor)
-    }
+    Ok(with_fields(&object, model, &more))
 }
 
 #[cfg(test)]

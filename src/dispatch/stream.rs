@@ -8,8 +8,9 @@
 //! end a stalled one with an error the relays turn into a well-formed error event.
 
 use super::error::Why;
+use crate::bounded::ReadError;
 use crate::providers::ProviderError;
-use crate::translate::anthropic::{SseEvent, SseParser};
+use crate::translate::sse::{SseEvent, SseParser};
 use crate::translate::Format;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
@@ -307,30 +308,32 @@ pub fn with_clocks(body: UpstreamBody, clock: Clock) -> UpstreamBody {
 
 /// Reads a non-streamed body whole under the clocks, bounded; a body that is not JSON is
 /// a broken upstream (the next candidate gets the request).
-pub async fn read_whole(mut body: UpstreamBody, clock: Clock, limit: usize) -> Result<Bytes, Why> {
-    let mut out = Vec::new();
-    loop {
+pub async fn read_whole(body: UpstreamBody, clock: Clock, limit: usize) -> Result<Bytes, Why> {
+    // Each piece comes by the idle clock: a stall is a timeout, not a broken body.
+    let timed = futures_util::stream::unfold(Some(body), move |body| async move {
+        let mut body = body?;
         let (deadline, phase, phase_limit) = clock.idle_deadline();
-        let next = tokio::time::timeout_at(deadline, body.next())
-            .await
-            .map_err(|_| Why::Timeout {
-                phase,
-                limit: phase_limit,
-            })?;
-        match next {
-            Some(Ok(chunk)) => {
-                out.extend_from_slice(&chunk);
-                if out.len() > limit {
-                    return Err(Why::BadChunk(format!(
-                        "an answer larger than {} MiB",
-                        limit / (1024 * 1024)
-                    )));
-                }
-            }
-            Some(Err(e)) => return Err(Why::Provider(e)),
-            None => break,
+        match tokio::time::timeout_at(deadline, body.next()).await {
+            Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(body))),
+            Ok(Some(Err(e))) => Some((Err(Why::Provider(e)), None)),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(Why::Timeout {
+                    phase,
+                    limit: phase_limit,
+                }),
+                None,
+            )),
         }
-    }
+    });
+    let out = crate::bounded::read_to_limit(timed, limit, 0)
+        .await
+        .map_err(|e| match e {
+            ReadError::TooLarge { limit } => {
+                Why::BadChunk(format!("an answer larger than {} MiB", limit / (1024 * 1024)))
+            }
+            ReadError::Broken(why) => why,
+        })?;
     if serde_json::from_slice::<serde::de::IgnoredAny>(&out).is_err() {
         let text = String::from_utf8_lossy(&out);
         return Err(Why::BadChunk(format!(
@@ -338,7 +341,7 @@ pub async fn read_whole(mut body: UpstreamBody, clock: Clock, limit: usize) -> R
             text.chars().take(200).collect::<String>()
         )));
     }
-    Ok(Bytes::from(out))
+    Ok(out)
 }
 
 /// Whether a worker's chunk carries content (held back until one does).

@@ -3,6 +3,7 @@
 
 use super::passthrough::EndedWithErrorEvent;
 use super::{BoxError, Outgoing};
+use crate::translate::sse::SseFramer;
 use crate::usage::tap::{ends_stream, is_usage_only_event};
 use crate::usage::Meter;
 use bytes::Bytes;
@@ -27,7 +28,8 @@ pub(super) fn metered(
         meter: Meter,
         strip: bool,
         sse: bool,
-        partial: Vec<u8>,
+        /// Cuts the stream into whole events when usage-only ones are dropped.
+        framer: SseFramer,
         ready: VecDeque<Bytes>,
         /// Bytes that end the answer, sent after the row is written.
         held: Vec<Bytes>,
@@ -55,7 +57,7 @@ pub(super) fn metered(
         meter,
         strip,
         sse,
-        partial: Vec::new(),
+        framer: SseFramer::new(),
         ready: VecDeque::new(),
         held: Vec::new(),
         done: false,
@@ -75,11 +77,9 @@ pub(super) fn metered(
                         s.pass(bytes);
                         continue;
                     }
-                    s.partial.extend_from_slice(&bytes);
-                    while let Some(end) = event_end(&s.partial) {
-                        let event: Vec<u8> = s.partial.drain(..end).collect();
+                    for event in s.framer.push(&bytes) {
                         if !is_usage_only_event(&event) {
-                            s.pass(Bytes::from(event));
+                            s.pass(event);
                         }
                     }
                 }
@@ -89,10 +89,7 @@ pub(super) fn metered(
                     s.meter.finish_durably().await;
                     let held = std::mem::take(&mut s.held);
                     s.ready.extend(held);
-                    if !s.partial.is_empty() {
-                        let rest = std::mem::take(&mut s.partial);
-                        s.ready.push_back(Bytes::from(rest));
-                    }
+                    s.ready.extend(s.framer.finish());
                     s.done = true;
                 }
                 Some(Err(e)) => {
@@ -107,24 +104,11 @@ pub(super) fn metered(
                     s.meter.finish_durably().await;
                     let held = std::mem::take(&mut s.held);
                     s.ready.extend(held);
-                    if !s.partial.is_empty() {
-                        let rest = std::mem::take(&mut s.partial);
-                        s.ready.push_back(Bytes::from(rest));
-                    }
+                    s.ready.extend(s.framer.finish());
                     s.done = true;
                 }
             }
         }
     });
     body.boxed()
-}
-
-/// The end (exclusive) of the first complete SSE event in `buffer`, if there is one.
-fn event_end(buffer: &[u8]) -> Option<usize> {
-    let lf = buffer.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
-    let crlf = buffer.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
 }

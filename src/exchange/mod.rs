@@ -4,11 +4,13 @@
 //! answered in, streamed event by event as it arrives or translated whole, with its usage
 //! read on the way and handed to the meter.
 //!
-//! `api/` parses and authorises, calls [`route`] then [`answer`], and writes the [`Reply`]
-//! it gets; the admin agent takes the same two steps. Nothing here sees an HTTP framework.
+//! `api/` parses and authorises, calls [`route`] then [`answer`] (embeddings: [`embed`] then
+//! [`embeddings_reply`]), and writes the [`Reply`] it gets; the admin agent takes the same
+//! two steps. Nothing here sees an HTTP framework.
 
 mod answer;
 mod count;
+mod embed;
 mod error;
 mod metered;
 mod passthrough;
@@ -20,6 +22,7 @@ mod worker;
 
 pub use answer::{answer, Client};
 pub use count::{count_tokens, Count, CountInput};
+pub use embed::{embed, embeddings_reply};
 pub use error::ExchangeError;
 pub use route::route;
 
@@ -93,14 +96,11 @@ impl Body {
     }
 }
 
-async fn whole_answer(mut body: BoxStream<'static, Result<Bytes, BoxError>>) -> Result<Bytes, ExchangeError> {
-    let mut out = Vec::new();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| ExchangeError::Unreadable(e.to_string()))?;
-        if out.len() + chunk.len() > MAX_WHOLE_ANSWER {
-            return Err(ExchangeError::TooLarge);
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(Bytes::from(out))
+async fn whole_answer(body: BoxStream<'static, Result<Bytes, BoxError>>) -> Result<Bytes, ExchangeError> {
+    crate::bounded::read_to_limit(body, MAX_WHOLE_ANSWER, 0)
+        .await
+        .map_err(|e| match e {
+            crate::bounded::ReadError::TooLarge { .. } => ExchangeError::TooLarge,
+            crate::bounded::ReadError::Broken(e) => ExchangeError::Unreadable(e.to_string()),
+        })
 }

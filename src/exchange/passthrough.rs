@@ -3,8 +3,8 @@
 
 use super::{BoxError, Outgoing};
 use crate::providers::{ProviderError, UpstreamReply};
-use crate::translate::anthropic::{SseEvent, SseParser};
 use crate::translate::chunks::sse_event;
+use crate::translate::sse::{SseEvent, SseParser};
 use crate::translate::Format;
 use crate::usage::Meter;
 use bytes::Bytes;

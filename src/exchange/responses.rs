@@ -6,10 +6,10 @@ use super::answer::is_sse;
 use super::passthrough::collect;
 use super::{Body, BoxError, ExchangeError, Outgoing, Reply};
 use crate::providers::UpstreamReply;
-use crate::translate::anthropic::{SseEvent, SseParser};
 use crate::translate::responses::{
     chat_to_response, messages_to_response, ChatToResponsesStream, MessagesToResponsesStream, ResponseContext,
 };
+use crate::translate::sse::{SseEvent, SseParser};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use std::collections::VecDeque;

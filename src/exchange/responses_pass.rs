@@ -7,7 +7,7 @@
 use super::passthrough::fail;
 use super::{BoxError, Outgoing};
 use crate::providers::{ProviderError, UpstreamReply};
-use crate::translate::anthropic::{SseEvent, SseParser};
+use crate::translate::sse::{SseEvent, SseParser};
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;

@@ -7,7 +7,14 @@ use crate::usage::Meter;
 /// it reached, so its usage row names the tier and route.
 pub async fn route(dispatcher: &Dispatcher, request: ChatRequest, meter: &mut Meter) -> Result<Routed, DispatchError> {
     let result = dispatcher.chat(request).await;
-    let tried = match &result {
+    note_walk(meter, &result);
+    result
+}
+
+/// Writes what a walk learnt on the meter, whatever the request: the targets that failed,
+/// the time in the queue, and on a failure the last target tried.
+pub(super) fn note_walk<R>(meter: &mut Meter, result: &Result<Routed<R>, DispatchError>) {
+    let tried = match result {
         Ok(routed) => {
             meter.set_queue_wait(routed.queue_wait);
             routed.failures.as_slice()
@@ -17,12 +24,12 @@ pub async fn route(dispatcher: &Dispatcher, request: ChatRequest, meter: &mut Me
     for failure in tried {
         meter.add_attempt(failure.tier.as_str(), &failure.route, &failure.to_string());
     }
-    result.inspect_err(|e| {
+    if let Err(e) = result {
         if let DispatchError::QueueTimeout { waited, .. } = e {
             meter.set_queue_wait(*waited);
         }
         if let Some((tier, route)) = e.last_target() {
             meter.tried(tier.as_str(), route);
         }
-    })
+    }
 }

@@ -3,7 +3,8 @@
 
 use super::ClientStream;
 use crate::providers::ProviderError;
-use crate::translate::anthropic::{AnthropicToOpenAiStream, OpenAiToAnthropicStream, SseEvent, SseParser};
+use crate::translate::anthropic::{AnthropicToOpenAiStream, OpenAiToAnthropicStream};
+use crate::translate::sse::{SseEvent, SseParser};
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;

@@ -1,6 +1,8 @@
 //! `auxot admin create|list|reset-password|remove`: admin accounts edited offline, for an
-//! operator locked out of the UI. The server must be stopped (it caches nothing about
-//! admins, but redb lets one process at a time have the file).
+//! operator locked out of the UI. On redb the server must be stopped (it caches nothing
+//! about admins, but redb lets one process at a time have the file). On PostgreSQL
+//! (`--database`) the routers may keep running: they read admins and sessions from the
+//! database at each login and request, and writes are serialised across the fleet.
 
 use super::{DataArgs, OpsError};
 use crate::auth::{validate_name, Hasher, MIN_PASSWORD_LEN};
@@ -40,7 +42,7 @@ pub enum AdminCommand {
 pub async fn run(command: &AdminCommand) -> Result<String, OpsError> {
     match command {
         AdminCommand::Create { username, data } => {
-            let store = open(data)?;
+            let store = open(data).await?;
             let username = valid_username(username)?;
             let (password, generated) = new_password()?;
             let record = AdminRecord {
@@ -53,7 +55,7 @@ pub async fn run(command: &AdminCommand) -> Result<String, OpsError> {
             Ok(format!("created admin '{username}'.{}", shown(&password, generated)))
         }
         AdminCommand::List { data } => {
-            let store = open(data)?;
+            let store = open(data).await?;
             let admins = store.list_admins().await?;
             if admins.is_empty() {
                 return Ok("no admin accounts: open the UI to set one up, or `auxot admin create NAME`".into());
@@ -72,7 +74,7 @@ pub async fn run(command: &AdminCommand) -> Result<String, OpsError> {
             Ok(lines.join("\n"))
         }
         AdminCommand::ResetPassword { username, data } => {
-            let store = open(data)?;
+            let store = open(data).await?;
             let (password, generated) = new_password()?;
             let mut record = store
                 .get_admin(username.trim())
@@ -87,15 +89,15 @@ pub async fn run(command: &AdminCommand) -> Result<String, OpsError> {
             ))
         }
         AdminCommand::Remove { username, data } => {
-            let store = open(data)?;
+            let store = open(data).await?;
             store.delete_admin(username.trim()).await.map_err(named(username))?;
             Ok(format!("removed admin '{}'; its sessions ended.", username.trim()))
         }
     }
 }
 
-fn open(data: &DataArgs) -> Result<Store, OpsError> {
-    Ok(Store::open_offline(&data.data_dir)?)
+async fn open(data: &DataArgs) -> Result<Store, OpsError> {
+    data.open_store().await
 }
 
 fn valid_username(username: &str) -> Result<String, OpsError> {

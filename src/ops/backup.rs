@@ -1,9 +1,12 @@
 //! `auxot backup FILE` and `auxot restore FILE`.
 //!
 //! A backup is a consistent snapshot (see `store::snapshot`): taken directly from a stopped
-//! server's database, or downloaded from a running one's `GET /api/backup`. It holds what the
-//! database holds: provider keys sealed, API keys and tokens as hashes, never a plaintext
-//! secret, and not the secret key. Restoring needs the key the backup was sealed with.
+//! server's database, or downloaded from a running one's `GET /api/backup`, or read from the
+//! routers' PostgreSQL database in one snapshot while they keep serving (`--database`). It
+//! holds what the database holds: provider keys sealed, API keys and tokens as hashes, never
+//! a plaintext secret, and not the secret key. Restoring needs the key the backup was sealed
+//! with. A backup restores into a data dir, or into an EMPTY PostgreSQL database
+//! (`--database`): restoring over a database routers run on is refused.
 
 use super::client::AdminClient;
 use super::keys::configured_key;
@@ -40,18 +43,13 @@ pub async fn backup(args: &BackupArgs) -> Result<String, OpsError> {
     }
     let partial = partial_path(&args.file);
     let _ = std::fs::remove_file(&partial);
-    let how = match Store::open_offline(&args.data.data_dir) {
-        Ok(store) => {
-            store.snapshot_now(&partial)?;
-            private(&partial)?;
-            format!("from the stopped database in {}", args.data.data_dir.display())
-        }
-        Err(OfflineError::InUse(_)) => {
-            let client = AdminClient::new(&args.server)?;
-            download(&client, &partial).await?;
-            format!("from the running server at {}", client.base)
-        }
-        Err(e) => return Err(e.into()),
+    let how = if args.data.database_url()?.is_some() {
+        let store = args.data.open_store().await?;
+        store.snapshot_to(&partial).await?;
+        private(&partial)?;
+        "from PostgreSQL (one consistent snapshot; the routers kept serving)".to_string()
+    } else {
+        backup_redb(args, &partial).await?
     };
     let summary = match check_snapshot(&partial) {
         Ok(summary) => summary,
@@ -66,6 +64,23 @@ pub async fn backup(args: &BackupArgs) -> Result<String, OpsError> {
         how,
         args.file.display()
     ))
+}
+
+/// From the redb file of a stopped server, or through a running server's API.
+async fn backup_redb(args: &BackupArgs, partial: &Path) -> Result<String, OpsError> {
+    match Store::open_offline(&args.data.data_dir) {
+        Ok(store) => {
+            store.snapshot_now(partial)?;
+            private(partial)?;
+            Ok(format!("from the stopped database in {}", args.data.data_dir.display()))
+        }
+        Err(OfflineError::InUse(_)) => {
+            let client = AdminClient::new(&args.server)?;
+            download(&client, partial).await?;
+            Ok(format!("from the running server at {}", client.base))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn download(client: &AdminClient, to: &Path) -> Result<(), OpsError> {
@@ -108,7 +123,50 @@ fn check_snapshot(path: &Path) -> Result<String, OpsError> {
     ))
 }
 
-pub fn restore(args: &RestoreArgs) -> Result<String, OpsError> {
+pub async fn restore(args: &RestoreArgs) -> Result<String, OpsError> {
+    match args.data.database_url()? {
+        Some(url) => restore_to_postgres(args, url.expose()).await,
+        None => restore_redb(args),
+    }
+}
+
+/// Fills an empty PostgreSQL database from a backup, in one transaction (counts checked);
+/// a database that already holds auxot data is refused and left as it was.
+async fn restore_to_postgres(args: &RestoreArgs, url: &str) -> Result<String, OpsError> {
+    if !args.file.is_file() {
+        return Err(OpsError::Refused(format!("no backup file at {}", args.file.display())));
+    }
+    // A private copy to open: opening a database may touch it, and the backup stays as it was.
+    let staged = std::env::temp_dir().join(format!("auxot-restore-{}.redb", uuid::Uuid::new_v4()));
+    let result = async {
+        std::fs::copy(&args.file, &staged).map_err(OpsError::io(format!("cannot copy {}", args.file.display())))?;
+        private(&staged)?;
+        let key_id = check_restorable(args, &staged)?;
+        let source = Store::open_file(&staged)?;
+        // A backup made by an older auxot is brought up to this schema first, as a start would.
+        source.initialize(None, None)?;
+        let target = Store::connect_postgres(url).await?;
+        let copied = source.copy_to(&target).await.map_err(|e| match e {
+            crate::store::StoreError::Conflict(message) if message.contains("already holds auxot data") => {
+                OpsError::Refused(
+                    "the target database already holds auxot data; nothing was changed. Restore into a new, empty database (routers running on this one would see their data replaced under them), then point the routers at it".into(),
+                )
+            }
+            other => other.into(),
+        })?;
+        Ok::<_, OpsError>(format!(
+            "restored {} into PostgreSQL: {} rows in {} tables (counts checked), sealed with key id {key_id}, which the configured key opens.\nStart every router on this database with that key. Everyone logs in again: sessions are not part of a backup.",
+            args.file.display(),
+            copied.rows(),
+            copied.tables.len()
+        ))
+    }
+    .await;
+    let _ = std::fs::remove_file(&staged);
+    result
+}
+
+fn restore_redb(args: &RestoreArgs) -> Result<String, OpsError> {
     let data_dir = &args.data.data_dir;
     // Held open until the new file is in place: no server can start on the data halfway.
     let live = match Store::open_offline(data_dir) {

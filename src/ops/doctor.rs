@@ -59,7 +59,18 @@ pub async fn run(args: &DoctorArgs) -> Report {
     out.section("config");
     check_config(args, &mut out);
     out.section("database");
-    let server_holds_db = check_database(args, &mut out);
+    let server_holds_db = match args.data.database_url() {
+        Ok(Some(url)) => {
+            check_shared_database(args, url.expose(), &mut out).await;
+            // Routers may run anywhere; none needs to answer at --server.
+            false
+        }
+        Ok(None) => check_database(args, &mut out),
+        Err(e) => {
+            out.fail("database", e.to_string());
+            false
+        }
+    };
     out.section(&format!("server {}", args.server.server));
     check_server(args, server_holds_db, &mut out).await;
     let healthy = out.failures == 0;
@@ -80,6 +91,9 @@ pub async fn run(args: &DoctorArgs) -> Report {
 
 fn check_config(args: &DoctorArgs, out: &mut Lines) {
     out.ok("data dir", args.data.data_dir.display().to_string());
+    if let Ok(Some(url)) = args.data.database_url() {
+        out.ok("database", format!("PostgreSQL {}", database_name(url.expose())));
+    }
     let source = source_of(&args.data);
     match &source {
         SecretKeySource::Env => out.warn(
@@ -145,26 +159,86 @@ fn check_database(args: &DoctorArgs, out: &mut Lines) -> bool {
             );
             match store.key_state() {
                 Ok(state) => match configured_key(&args.data, &state) {
-                    Ok((key, _)) => match store.sealed_under(&key) {
-                        Ok(SealedUnder::Key { values }) => out.ok(
-                            "key check",
-                            format!("key id {} opens the canary and {values} sealed value(s)", key.id_hex()),
-                        ),
-                        Ok(SealedUnder::OtherKey) => out.fail(
-                            "key check",
-                            format!(
-                                "the configured key (id {}) is not the data's key: the server will refuse to start",
-                                key.id_hex()
-                            ),
-                        ),
-                        Err(e) => out.fail("key check", e.to_string()),
-                    },
+                    Ok((key, _)) => report_key(out, &key.id_hex(), store.sealed_under(&key)),
                     Err(e) => out.fail("key check", e.to_string()),
                 },
                 Err(e) => out.fail("key check", e.to_string()),
             }
             false
         }
+    }
+}
+
+/// The routers' PostgreSQL database: reachable, its schema this auxot's, the configured key
+/// its key; and rows this machine's disk buffer still holds for it.
+async fn check_shared_database(args: &DoctorArgs, url: &str, out: &mut Lines) {
+    let name = database_name(url);
+    let store = match args.data.open_store().await {
+        Ok(store) => store,
+        Err(e) => {
+            out.fail("database", format!("{name}: {e}"));
+            return;
+        }
+    };
+    match store.shared_table_rows().await {
+        Ok(tables) => {
+            let rows: u64 = tables.iter().map(|(_, n)| n).sum();
+            out.ok(
+                "database",
+                format!(
+                    "PostgreSQL {name}, schema current, {rows} rows in {} tables",
+                    tables.len()
+                ),
+            );
+        }
+        Err(e) => {
+            out.fail("database", format!("{name}: cannot read: {e}"));
+            return;
+        }
+    }
+    match store.load_key_state().await {
+        Ok(state) => match configured_key(&args.data, &state) {
+            Ok((key, _)) => {
+                let id = key.id_hex();
+                report_key(out, &id, store.sealed_under_shared(std::sync::Arc::new(key)).await);
+            }
+            Err(e) => out.fail("key check", e.to_string()),
+        },
+        Err(e) => out.fail("key check", e.to_string()),
+    }
+    let buffer = args.data.data_dir.join(crate::usage::buffer::FILE_NAME);
+    match std::fs::metadata(&buffer).map(|m| m.len()) {
+        Ok(bytes) if bytes > 24 => out.warn(
+            "usage buffer",
+            format!(
+                "{} holds {} of usage rows not yet in PostgreSQL; the router on this data dir writes them once it runs and reaches the database",
+                buffer.display(),
+                human_size(bytes)
+            ),
+        ),
+        _ => out.ok("usage buffer", "empty"),
+    }
+}
+
+/// Host and database of a URL, without user or password, for the report.
+fn database_name(url: &str) -> String {
+    url::Url::parse(url)
+        .ok()
+        .map(|u| format!("{}{}", u.host_str().unwrap_or("?"), u.path()))
+        .unwrap_or_else(|| "(the configured database)".into())
+}
+
+fn report_key(out: &mut Lines, key_id: &str, sealed: Result<SealedUnder, crate::store::rekey::RekeyError>) {
+    match sealed {
+        Ok(SealedUnder::Key { values }) => out.ok(
+            "key check",
+            format!("key id {key_id} opens the canary and {values} sealed value(s)"),
+        ),
+        Ok(SealedUnder::OtherKey) => out.fail(
+            "key check",
+            format!("the configured key (id {key_id}) is not the data's key: the server will refuse to start"),
+        ),
+        Err(e) => out.fail("key check", e.to_string()),
     }
 }
 
@@ -369,23 +443,23 @@ async fn test_prompt(client: &AdminClient, tier: &str, model: &str, out: &mut Li
     let mut first_token = None;
     let mut chunks = 0u64;
     let mut usage_tokens = None;
-    let mut buffer = String::new();
+    let mut parser = crate::translate::sse::SseParser::new();
     let mut stream = response.bytes_stream();
-    while let Some(piece) = stream.next().await {
-        let piece = match piece {
-            Ok(piece) => piece,
-            Err(e) => {
+    let mut ended = false;
+    while !ended {
+        let events = match stream.next().await {
+            Some(Ok(piece)) => parser.push(&piece),
+            Some(Err(e)) => {
                 out.fail(&what, format!("{route}: the stream broke off: {e}"));
                 return;
             }
+            None => {
+                ended = true;
+                parser.finish()
+            }
         };
-        buffer.push_str(&String::from_utf8_lossy(&piece));
-        while let Some(end) = buffer.find('\n') {
-            let line: String = buffer.drain(..=end).collect();
-            let Some(data) = line.trim().strip_prefix("data:") else {
-                continue;
-            };
-            let Ok(event) = serde_json::from_str::<Value>(data.trim()) else {
+        for event in events {
+            let Ok(event) = serde_json::from_str::<Value>(event.data.trim()) else {
                 continue;
             };
             if let Some(error) = event.get("error") {

@@ -1,6 +1,8 @@
 //! The operator's commands beside `serve`: secret rotation, backup and restore, admin
 //! recovery and the installation check. Each works on a data dir (offline, refusing one a
-//! running server holds) or, where the issue is a running server, through its admin API.
+//! running server holds), on the routers' PostgreSQL database (`--database`, where doing so
+//! beside running routers is safe or refused with the reason), or, where the issue is a
+//! running server, through its admin API.
 
 pub mod admins;
 pub mod backup;
@@ -11,10 +13,11 @@ pub mod migrate;
 pub mod rotate;
 pub mod snapshot;
 
-use crate::config::SecretKeySource;
+use crate::config::{locate_database, SecretKeySource, DATABASE_URL_ENV};
+use crate::crypto::Secret;
 use crate::store::offline::OfflineError;
 use crate::store::rekey::RekeyError;
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 use std::path::PathBuf;
 
 /// Where the data and its key are: the same flags and variables as `auxot serve`.
@@ -23,10 +26,46 @@ pub struct DataArgs {
     /// The data directory (holds auxot.redb).
     #[arg(long, env = "AUXOT_DATA_DIR", default_value = "./auxot-data")]
     pub data_dir: PathBuf,
+    /// The routers' PostgreSQL database instead of the redb file
+    /// (postgres://user:password@host/db); prefer --database-file for a password.
+    #[arg(long, env = DATABASE_URL_ENV, hide_env_values = true)]
+    pub database: Option<String>,
+    /// File holding the PostgreSQL URL (used when --database / AUXOT_DATABASE_URL is not set).
+    #[arg(long, env = "AUXOT_DATABASE_URL_FILE")]
+    pub database_file: Option<PathBuf>,
     /// File holding the secret key (used when AUXOT_SECRET_KEY is not set); with systemd the
     /// key is /etc/auxot/secret.key.
     #[arg(long, env = "AUXOT_SECRET_KEY_FILE")]
     pub secret_key_file: Option<PathBuf>,
+}
+
+impl DataArgs {
+    /// The PostgreSQL URL, found as `auxot serve` finds it (flag, file, systemd credential);
+    /// `None`: the redb file in the data dir.
+    pub fn database_url(&self) -> Result<Option<Secret>, OpsError> {
+        locate_database(
+            self.database.clone(),
+            self.database_file.clone(),
+            std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+        )
+        .map_err(|e| OpsError::Refused(e.to_string()))
+    }
+
+    /// Opens the data a tool works on: the redb file (a server on it stopped), or the
+    /// routers' PostgreSQL database, which must hold auxot data already and whose schema a
+    /// tool never changes.
+    pub async fn open_store(&self) -> Result<Store, OpsError> {
+        let Some(url) = self.database_url()? else {
+            return Ok(Store::open_offline(&self.data_dir)?);
+        };
+        let store = Store::connect_postgres_existing(url.expose()).await?;
+        if store.load_key_state().await?.canary.is_none() {
+            return Err(OpsError::Refused(
+                "the database holds no auxot data yet: start a router on it first".into(),
+            ));
+        }
+        Ok(store)
+    }
 }
 
 /// How to reach a running server's admin API.

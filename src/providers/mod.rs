@@ -8,12 +8,13 @@ pub mod anthropic;
 pub mod connect;
 pub mod openai;
 pub mod registry;
+pub mod routing;
 
 pub use crate::store::{CachedModel, ProviderKind};
-pub use registry::{
-    LiveProvider, ModelView, NewProvider, ProviderPatch, ProviderRegistry, ProviderView, RegistryError, RoutingTable,
-};
+pub use registry::{ModelView, NewProvider, ProviderPatch, ProviderRegistry, ProviderView, RegistryError};
+pub use routing::{LiveProvider, RoutingTable};
 
+use crate::bounded::ReadError;
 use crate::crypto::Secret;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
@@ -154,35 +155,23 @@ pub(crate) async fn into_outcome(response: reqwest::Response, key: Option<&Secre
 }
 
 async fn read_bounded(response: reqwest::Response) -> Bytes {
-    let mut stream = response.bytes_stream();
-    let mut out = Vec::new();
-    while let Some(Ok(chunk)) = stream.next().await {
-        let room = MAX_ERROR_BODY - out.len();
-        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if out.len() >= MAX_ERROR_BODY {
-            break;
-        }
-    }
-    Bytes::from(out)
+    crate::bounded::read_prefix(response.bytes_stream(), MAX_ERROR_BODY).await
 }
 
 /// Reads a whole body, refusing one past `limit` bytes (`what` names it in the error).
 pub(crate) async fn collect_body(
-    mut body: BoxStream<'static, Result<Bytes, ProviderError>>,
+    body: BoxStream<'static, Result<Bytes, ProviderError>>,
     limit: usize,
     what: &str,
 ) -> Result<Bytes, ProviderError> {
-    let mut out = Vec::new();
-    while let Some(chunk) = body.next().await {
-        out.extend_from_slice(&chunk?);
-        if out.len() > limit {
-            return Err(ProviderError::BadResponse(format!(
-                "{what} larger than {} MiB",
-                limit / (1024 * 1024)
-            )));
-        }
-    }
-    Ok(Bytes::from(out))
+    crate::bounded::read_to_limit(body, limit, 0)
+        .await
+        .map_err(|e| match e {
+            ReadError::TooLarge { limit } => {
+                ProviderError::BadResponse(format!("{what} larger than {} MiB", limit / (1024 * 1024)))
+            }
+            ReadError::Broken(e) => e,
+        })
 }
 
 /// Removes the provider key from a body an upstream sent back, should it echo it.

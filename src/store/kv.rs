@@ -19,6 +19,8 @@ use std::marker::PhantomData;
 pub trait Col: redb::Value + 'static {
     type Owned: Send + 'static;
     fn own(value: Self::SelfType<'_>) -> Self::Owned;
+    /// The owned form lent back as the value redb takes (copying a table between backends).
+    fn lend(owned: &Self::Owned) -> Self::SelfType<'_>;
     fn encode(value: &Self::SelfType<'_>) -> Vec<u8>;
     fn decode(bytes: &[u8]) -> Result<Self::Owned, StoreError>;
 }
@@ -29,6 +31,9 @@ fn corrupt(what: &str) -> StoreError {
 
 impl Col for &'static str {
     type Owned = String;
+    fn lend(owned: &String) -> &str {
+        owned
+    }
     fn own(value: &str) -> String {
         value.to_string()
     }
@@ -42,6 +47,9 @@ impl Col for &'static str {
 
 impl Col for &'static [u8] {
     type Owned = Vec<u8>;
+    fn lend(owned: &Vec<u8>) -> &[u8] {
+        owned
+    }
     fn own(value: &[u8]) -> Vec<u8> {
         value.to_vec()
     }
@@ -55,6 +63,9 @@ impl Col for &'static [u8] {
 
 impl Col for u128 {
     type Owned = u128;
+    fn lend(owned: &u128) -> u128 {
+        *owned
+    }
     fn own(value: u128) -> u128 {
         value
     }
@@ -68,6 +79,9 @@ impl Col for u128 {
 
 impl Col for i64 {
     type Owned = i64;
+    fn lend(owned: &i64) -> i64 {
+        *owned
+    }
     fn own(value: i64) -> i64 {
         value
     }
@@ -83,6 +97,9 @@ impl Col for i64 {
 
 impl Col for f64 {
     type Owned = f64;
+    fn lend(owned: &f64) -> f64 {
+        *owned
+    }
     fn own(value: f64) -> f64 {
         value
     }
@@ -96,6 +113,7 @@ impl Col for f64 {
 
 impl Col for () {
     type Owned = ();
+    fn lend(_: &()) {}
     fn own(_: ()) {}
     fn encode(_: &()) -> Vec<u8> {
         Vec::new()
@@ -141,6 +159,9 @@ fn decode_text_part(bytes: &[u8]) -> Result<(String, &[u8]), StoreError> {
 
 impl Col for (&'static str, u128) {
     type Owned = (String, u128);
+    fn lend(owned: &(String, u128)) -> (&str, u128) {
+        (owned.0.as_str(), owned.1)
+    }
     fn own(value: (&str, u128)) -> (String, u128) {
         (value.0.to_string(), value.1)
     }
@@ -158,6 +179,9 @@ impl Col for (&'static str, u128) {
 
 impl Col for (&'static str, i64) {
     type Owned = (String, i64);
+    fn lend(owned: &(String, i64)) -> (&str, i64) {
+        (owned.0.as_str(), owned.1)
+    }
     fn own(value: (&str, i64)) -> (String, i64) {
         (value.0.to_string(), value.1)
     }
@@ -175,6 +199,9 @@ impl Col for (&'static str, i64) {
 
 impl Col for (i64, &'static str) {
     type Owned = (i64, String);
+    fn lend(owned: &(i64, String)) -> (i64, &str) {
+        (owned.0, owned.1.as_str())
+    }
     fn own(value: (i64, &str)) -> (i64, String) {
         (value.0, value.1.to_string())
     }

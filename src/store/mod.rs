@@ -25,6 +25,7 @@ pub mod tables;
 pub mod transfer;
 mod usage;
 mod usage_log;
+mod usage_once;
 mod usage_settings;
 mod worker_tokens;
 
@@ -44,6 +45,7 @@ pub use usage::{
     UsageRecord,
 };
 pub use usage_log::{DailyRollup, LogPage, LogQuery, Pruned, Rollup, RollupGroup};
+pub use usage_once::PlacedUsage;
 pub use usage_settings::EquivalentSettings;
 pub use worker_tokens::{WorkerKind, WorkerTokenRecord};
 
@@ -56,6 +58,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub const DB_FILE: &str = "auxot.redb";
+
+/// redb's page cache. Its default (1 GiB) grows with every usage row written until the
+/// process holds hundreds of MB it never reads again; the pages a router touches (the
+/// config tables and the right edge of the usage tables) fit in far less, and the OS page
+/// cache keeps the file's hot pages anyway.
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -123,6 +131,26 @@ impl Store {
         })
     }
 
+    /// Connects to a PostgreSQL database a router set up, without changing its schema (for
+    /// the operator's tools; see `PgStore::connect_existing`).
+    pub async fn connect_postgres_existing(url: &str) -> Result<Store, StoreError> {
+        Ok(Store {
+            backend: Backend::Postgres(Arc::new(PgStore::connect_existing(url).await?)),
+        })
+    }
+
+    /// Row count of every table of a PostgreSQL store, as `table_rows` gives for redb.
+    pub async fn shared_table_rows(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.read(|txn| match txn {
+            ReadTxn::Pg(pg) => postgres::TABLES
+                .iter()
+                .map(|table| Ok((table.to_string(), pg.count(table)?)))
+                .collect(),
+            ReadTxn::Redb(_) => Err(StoreError::Conflict("not a PostgreSQL store".into())),
+        })
+        .await
+    }
+
     pub fn is_postgres(&self) -> bool {
         matches!(self.backend, Backend::Postgres(_))
     }
@@ -153,7 +181,7 @@ impl Store {
             }
         }
         let file = options.open(&path).map_err(io_error)?;
-        let db = Database::builder().create_file(file)?;
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create_file(file)?;
         Ok(Store::from_redb(db))
     }
 

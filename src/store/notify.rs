@@ -5,7 +5,7 @@
 //! A notice sent while a router was not listening is lost, so on every (re)connect, and
 //! every `resync` besides, the feed says `All`: the safety net re-reads everything.
 
-use super::postgres::{tls, PgStore, CHANGES_CHANNEL};
+use super::postgres::{tls, PgStore, CHANGES_CHANNEL, ROUTER_LOCK};
 use super::Store;
 use futures_util::StreamExt;
 use std::collections::BTreeSet;
@@ -112,6 +112,12 @@ async fn listen_once(
     let result = async {
         client
             .batch_execute(&format!("LISTEN {CHANGES_CHANNEL}"))
+            .await
+            .map_err(|e| e.to_string())?;
+        // Says "a router runs here" to the tools that must not run beside one; released
+        // when this connection closes.
+        client
+            .execute("SELECT pg_advisory_lock_shared($1)", &[&ROUTER_LOCK])
             .await
             .map_err(|e| e.to_string())?;
         listening.store(true, Ordering::Relaxed);

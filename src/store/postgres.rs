@@ -31,6 +31,9 @@ pub const CHANGES_CHANNEL: &str = "auxot_changes";
 /// Advisory lock keys (`pg_advisory_*` takes one bigint): "auxot" in ASCII, plus a role byte.
 const WRITE_LOCK: i64 = 0x6175_786f_7401;
 const MIGRATE_LOCK: i64 = 0x6175_786f_7402;
+/// Held shared by each running router (on its change-listener connection) for as long as it
+/// runs; a tool that must not run beside routers (`rotate-secret`) tries it exclusively.
+pub(crate) const ROUTER_LOCK: i64 = 0x6175_786f_7403;
 
 /// Every logical table, as `TableDefinition` names them; `auxot_` + name in SQL.
 pub const TABLES: &[&str] = &[
@@ -147,6 +150,47 @@ impl PgStore {
     /// Connects (TLS as the URL's `sslmode` says, verified against the public roots) and
     /// brings the schema up to date.
     pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
+        let store = PgStore::pool(url)?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects to a database a router already set up, for an operator's tool: the schema
+    /// is checked, never changed (a newer tool must not upgrade a database under older
+    /// routers).
+    pub async fn connect_existing(url: &str) -> Result<PgStore, StoreError> {
+        let store = PgStore::pool(url)?;
+        let client = store.connection().await?;
+        let row = client
+            .query_one("SELECT to_regclass('auxot_schema_migrations') IS NOT NULL", &[])
+            .await
+            .map_err(pg_error)?;
+        if !row.get::<_, bool>(0) {
+            return Err(StoreError::Conflict(
+                "the database holds no auxot data: start a router on it first, or fill it with `auxot migrate` or `auxot restore`".into(),
+            ));
+        }
+        let row = client
+            .query_one("SELECT coalesce(max(version), 0) FROM auxot_schema_migrations", &[])
+            .await
+            .map_err(pg_error)?;
+        let current: i32 = row.get(0);
+        if current > PG_SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew {
+                found: current as u32,
+                supported: PG_SCHEMA_VERSION as u32,
+            });
+        }
+        if current < PG_SCHEMA_VERSION {
+            return Err(StoreError::Conflict(format!(
+                "the database schema is at step {current}, this auxot expects {PG_SCHEMA_VERSION}: start a router of this version on it first (it upgrades the schema), then run the tool"
+            )));
+        }
+        drop(client);
+        Ok(store)
+    }
+
+    fn pool(url: &str) -> Result<PgStore, StoreError> {
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| StoreError::Postgres(format!("the database URL is not valid: {e}")))?;
@@ -170,9 +214,7 @@ impl PgStore {
             .create_timeout(Some(Duration::from_secs(5)))
             .build()
             .map_err(pg_error)?;
-        let store = PgStore { pool, config };
-        store.migrate().await?;
-        Ok(store)
+        Ok(PgStore { pool, config })
     }
 
     /// Applies the pending schema steps, one transaction each, under a session advisory lock:
@@ -387,6 +429,13 @@ impl PgTxn {
         };
         let exhausted = (rows.len() as i64) < limit;
         Ok((rows.iter().map(|row| (row.get(0), row.get(1))).collect(), exhausted))
+    }
+
+    /// Whether no router runs on the database: takes the router lock exclusively until the
+    /// transaction ends (a router that connects meanwhile waits for it).
+    pub(crate) fn no_router_running(&self) -> Result<bool, StoreError> {
+        let rows = self.query("SELECT pg_try_advisory_xact_lock($1)", &[&ROUTER_LOCK])?;
+        Ok(rows.first().is_some_and(|row| row.get::<_, bool>(0)))
     }
 
     /// Names a changed table in the commit's notice.

@@ -1,13 +1,13 @@
 //! Secret rotation at the storage level: every sealed value re-sealed under a new key in one
 //! write transaction, together with the new key's canary (and salt, for a passphrase). redb
-//! commits a transaction atomically, so a crash at any moment leaves the data entirely under
-//! the old key or entirely under the new one.
+//! and PostgreSQL commit a transaction atomically, so a crash at any moment leaves the data
+//! entirely under the old key or entirely under the new one.
 
 use super::providers::ProviderRecord;
 use super::tables::{META, META_KDF_SALT, META_KEY_CANARY, PROVIDERS};
-use super::{decode, encode, Store, StoreError};
+use super::{decode, encode, ReadTxn, Store, StoreError, WriteTxn};
 use crate::crypto::{CryptoError, MasterKey, Sealed};
-use redb::{ReadableTable, WriteTransaction};
+use std::sync::Arc;
 
 /// The record kind provider keys are sealed for (the AAD binds it; `providers` uses the same).
 pub const PROVIDER_KEY_SEAL_KIND: &str = "provider";
@@ -24,6 +24,10 @@ pub enum RekeyError {
     Unopenable { name: String, error: CryptoError },
     #[error("sealing under the new key failed: {0}")]
     Seal(CryptoError),
+    #[error("routers are running on this database: stop every router first (a running router keeps the old key in memory and could no longer open the secrets), rotate, then start each router with the new key")]
+    RoutersRunning,
+    #[error("{0}")]
+    Refused(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -57,7 +61,7 @@ impl Store {
             return Err(RekeyError::SameKey);
         }
         let txn = self.redb("rotate-secret")?.begin_write().map_err(StoreError::from)?;
-        match reseal_in(&txn, old, new, new_salt) {
+        match reseal_in(&WriteTxn::Redb(&txn), old, new, new_salt) {
             Ok(done) => {
                 txn.commit().map_err(StoreError::from)?;
                 Ok(done)
@@ -69,64 +73,120 @@ impl Store {
         }
     }
 
+    /// `reseal_all` on PostgreSQL: one transaction, refused while any router runs on the
+    /// database (a running router keeps the old key in memory and could no longer open what
+    /// it reads).
+    pub async fn reseal_all_shared(
+        &self,
+        old: Arc<MasterKey>,
+        new: Arc<MasterKey>,
+        new_salt: Option<Vec<u8>>,
+    ) -> Result<Resealed, RekeyError> {
+        if old.id_hex() == new.id_hex() {
+            return Err(RekeyError::SameKey);
+        }
+        // The transaction's error is a `StoreError`; the rotation's own reasons ride in it
+        // as their message, and everything is rolled back.
+        let outcome = self
+            .write(move |txn| {
+                if let WriteTxn::Pg(pg) = txn {
+                    if !pg.no_router_running()? {
+                        return Err(StoreError::Conflict(RekeyError::RoutersRunning.to_string()));
+                    }
+                }
+                reseal_in(txn, &old, &new, new_salt).map_err(|e| match e {
+                    RekeyError::Store(e) => e,
+                    other => StoreError::Conflict(other.to_string()),
+                })
+            })
+            .await;
+        outcome.map_err(|e| match e {
+            StoreError::Conflict(message) => RekeyError::Refused(message),
+            other => RekeyError::Store(other),
+        })
+    }
+
     /// Checks that the canary and every sealed value open with `key`: the proof a rotation
     /// (or a restore) needs, and what `auxot doctor` reports.
     pub fn sealed_under(&self, key: &MasterKey) -> Result<SealedUnder, RekeyError> {
-        let canary = self.key_state()?.canary.ok_or(RekeyError::NoCanary)?;
-        if key.check_canary(&canary).is_err() {
-            return Ok(SealedUnder::OtherKey);
-        }
+        self.key_state()?.canary.ok_or(RekeyError::NoCanary)?;
         let txn = self
             .redb("checking sealed values")?
             .begin_read()
             .map_err(StoreError::from)?;
-        let table = txn.open_table(PROVIDERS).map_err(StoreError::from)?;
-        let mut values = 0;
-        for row in table.iter().map_err(StoreError::from)? {
-            let (_, value) = row.map_err(StoreError::from)?;
-            let record: ProviderRecord = decode("provider", value.value())?;
-            if let Some(sealed) = &record.sealed_key {
-                key.open(PROVIDER_KEY_SEAL_KIND, &record.id, sealed)
-                    .map_err(|error| RekeyError::Unopenable {
-                        name: record.name.clone(),
-                        error,
-                    })?;
-                values += 1;
-            }
-        }
-        Ok(SealedUnder::Key { values })
+        sealed_in(&ReadTxn::Redb(&txn), key)
+    }
+
+    /// `sealed_under`, from either backend.
+    pub async fn sealed_under_shared(&self, key: Arc<MasterKey>) -> Result<SealedUnder, RekeyError> {
+        let outcome = self
+            .read(move |txn| {
+                sealed_in(txn, &key).map_err(|e| match e {
+                    RekeyError::Store(e) => e,
+                    other => StoreError::Conflict(other.to_string()),
+                })
+            })
+            .await;
+        outcome.map_err(|e| match e {
+            StoreError::Conflict(message) => RekeyError::Refused(message),
+            other => RekeyError::Store(other),
+        })
     }
 }
 
+fn sealed_in(txn: &ReadTxn<'_>, key: &MasterKey) -> Result<SealedUnder, RekeyError> {
+    let canary = txn
+        .open_table(META)?
+        .get(META_KEY_CANARY)?
+        .map(Sealed::from_bytes)
+        .ok_or(RekeyError::NoCanary)?;
+    if key.check_canary(&canary).is_err() {
+        return Ok(SealedUnder::OtherKey);
+    }
+    let table = txn.open_table(PROVIDERS)?;
+    let mut values = 0;
+    for row in table.iter()? {
+        let (_, value) = row?;
+        let record: ProviderRecord = decode("provider", &value)?;
+        if let Some(sealed) = &record.sealed_key {
+            key.open(PROVIDER_KEY_SEAL_KIND, &record.id, sealed)
+                .map_err(|error| RekeyError::Unopenable {
+                    name: record.name.clone(),
+                    error,
+                })?;
+            values += 1;
+        }
+    }
+    Ok(SealedUnder::Key { values })
+}
+
 fn reseal_in(
-    txn: &WriteTransaction,
+    txn: &WriteTxn<'_>,
     old: &MasterKey,
     new: &MasterKey,
     new_salt: Option<Vec<u8>>,
 ) -> Result<Resealed, RekeyError> {
-    let mut meta = txn.open_table(META).map_err(StoreError::from)?;
+    let mut meta = txn.open_table(META)?;
     let canary = meta
-        .get(META_KEY_CANARY)
-        .map_err(StoreError::from)?
-        .map(|v| Sealed::from_bytes(v.value().to_vec()))
+        .get(META_KEY_CANARY)?
+        .map(Sealed::from_bytes)
         .ok_or(RekeyError::NoCanary)?;
     old.check_canary(&canary).map_err(|_| RekeyError::WrongOldKey {
         sealed_with: canary.key_id().unwrap_or_default(),
         given: old.id_hex(),
     })?;
     let new_canary = new.seal_canary().map_err(RekeyError::Seal)?;
-    meta.insert(META_KEY_CANARY, new_canary.as_bytes())
-        .map_err(StoreError::from)?;
+    meta.insert(META_KEY_CANARY, new_canary.as_bytes())?;
     if let Some(salt) = &new_salt {
-        meta.insert(META_KDF_SALT, salt.as_slice()).map_err(StoreError::from)?;
+        meta.insert(META_KDF_SALT, salt.as_slice())?;
     }
     drop(meta);
 
-    let mut providers = txn.open_table(PROVIDERS).map_err(StoreError::from)?;
+    let mut providers = txn.open_table(PROVIDERS)?;
     let mut records: Vec<ProviderRecord> = Vec::new();
-    for row in providers.iter().map_err(StoreError::from)? {
-        let (_, value) = row.map_err(StoreError::from)?;
-        records.push(decode("provider", value.value())?);
+    for row in providers.iter()? {
+        let (_, value) = row?;
+        records.push(decode("provider", &value)?);
     }
     let mut done = Resealed::default();
     for mut record in records {
@@ -141,9 +201,7 @@ fn reseal_in(
             new.seal(PROVIDER_KEY_SEAL_KIND, &record.id, &plain)
                 .map_err(RekeyError::Seal)?,
         );
-        providers
-            .insert(record.id.as_str(), encode("provider", &record)?.as_slice())
-            .map_err(StoreError::from)?;
+        providers.insert(record.id.as_str(), encode("provider", &record)?.as_slice())?;
         done.provider_keys += 1;
     }
     Ok(done)

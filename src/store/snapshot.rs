@@ -2,10 +2,15 @@
 //! fresh redb file. A running server keeps serving (readers never block the writer), and the
 //! copy is a plain `auxot.redb` that `auxot restore` puts in place.
 //!
+//! On PostgreSQL the copy is taken from one `REPEATABLE READ` snapshot, into the same redb
+//! file: a backup of a fleet restores onto a single box, or into an empty PostgreSQL database
+//! (`auxot restore --database`), and routers keep serving meanwhile.
+//!
 //! Sessions are left out: they are logins of the moment, not data, and a restored box asks
 //! everyone to log in again. Everything else is copied as stored: provider keys stay sealed,
 //! API keys and worker tokens stay hashes.
 
+use super::kv::Col;
 use super::tables::*;
 use super::{Store, StoreError};
 use redb::{Database, Key, ReadTransaction, TableDefinition, TableHandle, Value, WriteTransaction};
@@ -46,12 +51,12 @@ const LEFT_OUT: &[&str] = &["sessions"];
 
 impl Store {
     /// Writes a consistent snapshot of the whole database to `path` (a new file; an existing
-    /// one is refused). Runs on the blocking pool.
+    /// one is refused), from either backend. Runs on the blocking pool.
     pub async fn snapshot_to(&self, path: &Path) -> Result<SnapshotSummary, StoreError> {
         let path = path.to_path_buf();
         self.read(move |txn| match txn {
             super::ReadTxn::Redb(txn) => snapshot_from(txn, &path),
-            super::ReadTxn::Pg(_) => Err(StoreError::RedbOnly("a backup snapshot")),
+            super::ReadTxn::Pg(_) => snapshot_from_pg(txn, &path),
         })
         .await
     }
@@ -109,6 +114,46 @@ fn snapshot_from(txn: &ReadTransaction, path: &Path) -> Result<SnapshotSummary, 
         .and_then(|f| f.sync_all())
         .map_err(|e| StoreError::Task(format!("cannot sync {}: {e}", path.display())))?;
     Ok(summary)
+}
+
+/// The same copy, read through the storage interface from a PostgreSQL snapshot.
+fn snapshot_from_pg(txn: &super::ReadTxn<'_>, path: &Path) -> Result<SnapshotSummary, StoreError> {
+    if path.exists() {
+        return Err(StoreError::Conflict(format!("{} already exists", path.display())));
+    }
+    let target = Database::create(path)?;
+    let out = target.begin_write()?;
+    let mut summary = SnapshotSummary::default();
+    macro_rules! copy {
+        ($table:ident) => {
+            summary.rows += copy_table_from(txn, &out, $table)?;
+            summary.tables += 1;
+        };
+    }
+    every_snapshot_table!(copy);
+    out.open_table(SESSIONS)?;
+    out.commit()?;
+    drop(target);
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| StoreError::Task(format!("cannot sync {}: {e}", path.display())))?;
+    Ok(summary)
+}
+
+fn copy_table_from<K: Col + redb::Key, V: Col>(
+    from: &super::ReadTxn<'_>,
+    to: &WriteTransaction,
+    table: TableDefinition<'static, K, V>,
+) -> Result<u64, StoreError> {
+    let mut target = to.open_table(table)?;
+    let source = from.open_table(table)?;
+    let mut rows = 0;
+    for row in source.iter()? {
+        let (key, value) = row?;
+        target.insert(K::lend(&key), V::lend(&value))?;
+        rows += 1;
+    }
+    Ok(rows)
 }
 
 fn known_tables() -> Vec<&'static str> {

@@ -69,6 +69,11 @@ pub struct UsageRecord {
     /// The router that served it (`--router-name`): several routers share one database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub router: Option<String>,
+    /// A random id given before the first attempt to write the row to PostgreSQL, so a row
+    /// written again after a failure whose outcome was unknown (see `usage_once.rs`) is
+    /// recognised and not counted twice. `None` on redb, whose commits do not fail that way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
 }
 
 /// The request-log filters a row can be found by, each backed by `USAGE_INDEX`.
@@ -289,10 +294,10 @@ pub(super) fn migrate_to_v5(txn: &WriteTxn<'_>) -> Result<(), StoreError> {
     Ok(())
 }
 
-type IndexTable<'t> = Table<'t, (&'static str, u128), ()>;
-type SpendTable<'t> = Table<'t, (&'static str, i64), f64>;
+pub(super) type IndexTable<'t> = Table<'t, (&'static str, u128), ()>;
+pub(super) type SpendTable<'t> = Table<'t, (&'static str, i64), f64>;
 
-fn add_to_index(index: &mut IndexTable<'_>, key: u128, row: &UsageRecord) -> Result<(), StoreError> {
+pub(super) fn add_to_index(index: &mut IndexTable<'_>, key: u128, row: &UsageRecord) -> Result<(), StoreError> {
     for field in row.index_keys() {
         index.insert((field.as_str(), key), ())?;
     }
@@ -306,7 +311,7 @@ pub(super) fn remove_from_index(index: &mut IndexTable<'_>, key: u128, row: &Usa
     Ok(())
 }
 
-fn add_spend(spend: &mut SpendTable<'_>, row: &UsageRecord) -> Result<(), StoreError> {
+pub(super) fn add_spend(spend: &mut SpendTable<'_>, row: &UsageRecord) -> Result<(), StoreError> {
     let Some(key_id) = row.api_key_id.as_deref() else {
         return Ok(());
     };
@@ -450,6 +455,7 @@ mod tests {
             stream: false,
             attempts: Vec::new(),
             router: None,
+            id: None,
         };
         let keys = row.index_keys();
         assert!(keys.contains(&"model\0auto".to_string()));

@@ -331,6 +331,7 @@ mod tests {
             stream: true,
             attempts: Vec::new(),
             router: None,
+            id: None,
         }
     }
 

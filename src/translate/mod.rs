@@ -4,8 +4,10 @@
 pub mod anthropic;
 pub mod chunks;
 pub mod embeddings;
+pub mod fields;
 pub mod late_system;
 pub mod responses;
+pub mod sse;
 
 /// The two API dialects auxot speaks to clients and upstreams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

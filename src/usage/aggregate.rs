@@ -316,6 +316,7 @@ mod tests {
             stream: false,
             attempts: Vec::new(),
             router: None,
+            id: None,
         }
     }
 

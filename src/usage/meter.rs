@@ -109,6 +109,7 @@ impl Usage {
                 stream: start.stream,
                 attempts: Vec::new(),
                 router: None,
+                id: None,
             },
             started: Instant::now(),
             first_byte: None,

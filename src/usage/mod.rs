@@ -1,9 +1,11 @@
 //! What every request cost. One usage row per request, committed in groups by a writer
-//! task (an answered request's row is on disk before its last byte goes out); prices per
+//! task (an answered request's row is on disk before its last byte goes out; on PostgreSQL,
+//! in a local disk buffer while the database is unreachable, written to it once back); prices per
 //! cloud model, cache and reasoning tokens included; what the cheap tiers saved; per-key
 //! limits; aggregates; the request log; retention with daily rollups.
 
 mod aggregate;
+pub mod buffer;
 pub mod equivalent;
 pub mod estimate;
 mod fleet_rate;
@@ -18,6 +20,7 @@ pub use crate::store::KeyLimits;
 pub use aggregate::{aggregate, latency, latency_by_day, to_csv, DayLatency, Group, GroupBy, Latency, Totals};
 pub use limits::{KeyMonth, LimitExceeded};
 pub use meter::{Meter, MeterStart, RouteInfo};
+pub use writer::BacklogStatus;
 
 use limits::Limits;
 
@@ -31,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use writer::Job;
+use writer::{Backlog, Job, Writer};
 
 const CHANNEL_CAPACITY: usize = 65_536;
 /// Rows removed per prune transaction: short enough that request rows never wait long.
@@ -45,6 +48,8 @@ pub enum UsageError {
     NotFound,
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Buffer(#[from] buffer::BufferError),
 }
 
 impl UsageError {
@@ -53,6 +58,7 @@ impl UsageError {
             UsageError::Invalid(_) => 400,
             UsageError::NotFound => 404,
             UsageError::Store(e) => e.status(),
+            UsageError::Buffer(_) => 500,
         }
     }
 
@@ -60,7 +66,7 @@ impl UsageError {
         match self {
             UsageError::Invalid(_) => "invalid_request",
             UsageError::NotFound => "not_found",
-            UsageError::Store(_) => "internal_error",
+            UsageError::Store(_) | UsageError::Buffer(_) => "internal_error",
         }
     }
 }
@@ -72,6 +78,16 @@ pub struct Retention {
     pub max_rows: u64,
     /// Bytes the rows with their index entries may take; `None`: no size cap.
     pub max_bytes: Option<u64>,
+}
+
+/// Where a router on PostgreSQL keeps usage rows while the database is unreachable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BufferConfig {
+    /// The directory of the buffer file (the data dir).
+    pub dir: std::path::PathBuf,
+    /// The file's size bound; 0 buffers nothing (rows are dropped while the database is
+    /// unreachable), though rows left by an earlier run are still written.
+    pub max_bytes: u64,
 }
 
 /// Rows sampled (the oldest) to measure what one row takes on disk.
@@ -132,6 +148,9 @@ pub struct Usage {
     /// Per-minute counts shared with the other routers (PostgreSQL only).
     fleet: Option<Arc<fleet_rate::FleetRate>>,
     fleet_sync: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The disk buffer (PostgreSQL only) and the task that writes it to the database.
+    backlog: Option<Arc<Backlog>>,
+    replay: Mutex<Option<tokio::task::JoinHandle<()>>>,
     retention: Retention,
 }
 
@@ -141,9 +160,16 @@ impl Usage {
         metrics: Arc<Metrics>,
         retention: Retention,
         router: Arc<str>,
+        buffer: BufferConfig,
     ) -> Result<Arc<Usage>, UsageError> {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let lost = Arc::new(AtomicU64::new(0));
+        // Opened before anything else: a buffer held by another process refuses the start.
+        let backlog = if store.is_postgres() {
+            Some(Backlog::open(&buffer.dir, buffer.max_bytes).await?)
+        } else {
+            None
+        };
         let usage = Arc::new(Usage {
             store: store.clone(),
             cloud_catalogue: RwLock::new(None),
@@ -158,6 +184,8 @@ impl Usage {
             limits: Limits::default(),
             fleet: store.shares_rates().then(|| Arc::new(fleet_rate::FleetRate::new())),
             fleet_sync: Mutex::new(None),
+            backlog: backlog.clone(),
+            replay: Mutex::new(None),
             retention,
         });
         usage.reload_prices().await?;
@@ -183,7 +211,20 @@ impl Usage {
             }
         }
         *usage.limits.spend.lock().unwrap_or_else(|p| p.into_inner()) = spend;
-        let writer = tokio::spawn(writer::run(store, rx, lost, router));
+        // Rows a crash left in the buffer are written now, while new ones flow.
+        if let Some(backlog) = &backlog {
+            let replay = tokio::spawn(writer::replay(store.clone(), backlog.clone(), lost.clone()));
+            *usage.replay.lock().unwrap_or_else(|p| p.into_inner()) = Some(replay);
+        }
+        let writer = tokio::spawn(writer::run(
+            Writer {
+                store,
+                lost,
+                router,
+                backlog,
+            },
+            rx,
+        ));
         *usage.writer.lock().await = Some(writer);
         if let Some(fleet) = &usage.fleet {
             let sync = tokio::spawn(fleet_rate::run(fleet.clone(), usage.store.clone()));
@@ -198,6 +239,11 @@ impl Usage {
 
     pub fn rows_dropped(&self) -> u64 {
         self.lost.load(Ordering::Relaxed)
+    }
+
+    /// The disk buffer's state; `None` on redb, which has none.
+    pub fn backlog(&self) -> Option<BacklogStatus> {
+        self.backlog.as_ref().map(|b| b.status())
     }
 
     fn sender(&self) -> Option<mpsc::Sender<Job>> {
@@ -250,6 +296,10 @@ impl Usage {
         drop(self.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
         if let Some(writer) = self.writer.lock().await.take() {
             let _ = writer.await;
+        }
+        // What is still in the disk buffer is written by the next start.
+        if let Some(replay) = self.replay.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            replay.abort();
         }
     }
 

@@ -3,6 +3,7 @@
 //! (Anthropic), the `usage` of a whole JSON body, and error events that end a stream.
 //! Cache reads and writes and reasoning tokens are kept apart, as they are priced apart.
 
+use crate::translate::sse::{with_first_event, Event, SseReader};
 use crate::translate::Format;
 use bytes::Bytes;
 use memchr::memmem::Finder;
@@ -11,8 +12,8 @@ use std::sync::LazyLock;
 
 /// A JSON body is looked at only up to this size (usage sits at its end; bodies are small).
 const MAX_JSON_BODY: usize = 4 * 1024 * 1024;
-/// An SSE line longer than this is not kept (usage and error events are short).
-const MAX_SSE_LINE: usize = 256 * 1024;
+/// An SSE event longer than this is not read (usage and error events are short).
+const MAX_SSE_EVENT: usize = 256 * 1024;
 
 /// Token counts split the way they are priced. `input` excludes cache reads and writes;
 /// `output` includes `reasoning`.
@@ -42,10 +43,8 @@ static RESPONSE_COMPLETED: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::
 pub struct UsageTap {
     format: Format,
     sse: bool,
-    /// The start of an SSE line cut by a chunk boundary (complete lines are read in place).
-    line: Vec<u8>,
-    /// The `event:` name of the SSE event being read (empty: none), its buffer reused.
-    event: String,
+    /// Events are read where they lie in the chunk; only one cut by a boundary is copied.
+    reader: SseReader,
     /// A JSON body's pieces, kept by reference (not copied) until it is read at the end.
     body: Vec<Bytes>,
     body_len: usize,
@@ -220,8 +219,7 @@ impl UsageTap {
         UsageTap {
             format,
             sse,
-            line: Vec::new(),
-            event: String::new(),
+            reader: SseReader::with_max_event(MAX_SSE_EVENT),
             body: Vec::new(),
             body_len: 0,
             tokens: None,
@@ -250,95 +248,21 @@ impl UsageTap {
             return self.observe_bytes(&Bytes::copy_from_slice(bytes));
         }
         self.bytes_seen += bytes.len() as u64;
-        let mut rest = bytes;
-        while let Some(newline) = memchr::memchr(b'\n', rest) {
-            let piece = &rest[..newline];
-            rest = &rest[newline + 1..];
-            if self.line.is_empty() {
-                // The whole line is in this chunk: read it where it is.
-                self.sse_line(if piece.len() <= MAX_SSE_LINE { piece } else { b"" });
-                continue;
+        let UsageTap {
+            reader,
+            format,
+            tokens,
+            error,
+            ..
+        } = self;
+        reader.feed(bytes, &mut |event: Event<'_>| {
+            let error_event = event.name == Some("error");
+            // Most events carry neither usage nor an error: skip parsing them.
+            if !error_event && USAGE.find(event.data).is_none() && ERROR.find(event.data).is_none() {
+                return;
             }
-            if self.line.len() + piece.len() <= MAX_SSE_LINE {
-                self.line.extend_from_slice(piece);
-            }
-            let mut line = std::mem::take(&mut self.line);
-            self.sse_line(&line);
-            line.clear();
-            self.line = line;
-        }
-        if self.line.len() + rest.len() <= MAX_SSE_LINE {
-            self.line.extend_from_slice(rest);
-        }
-    }
-
-    fn event_is(&self, name: &str) -> bool {
-        self.event == name
-    }
-
-    fn sse_line(&mut self, line: &[u8]) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            self.event.clear();
-            return;
-        }
-        if let Some(name) = line.strip_prefix(b"event:") {
-            self.event.clear();
-            self.event.push_str(String::from_utf8_lossy(name).trim());
-            return;
-        }
-        let Some(data) = line.strip_prefix(b"data:") else {
-            return;
-        };
-        // Most events carry neither usage nor an error: skip parsing them.
-        if USAGE.find(data).is_none() && ERROR.find(data).is_none() && !self.event_is("error") {
-            return;
-        }
-        self.read_value(data.trim_ascii(), true);
-    }
-
-    /// Reads usage (and, in a stream, an error) from one JSON event or body.
-    fn read_value(&mut self, data: &[u8], in_stream: bool) {
-        let Ok(envelope) = serde_json::from_slice::<Envelope>(data) else {
-            return;
-        };
-        if in_stream {
-            let is_error_event = self.event_is("error")
-                || envelope.kind.as_deref() == Some("error")
-                || envelope.kind.as_deref() == Some("response.failed");
-            if let Some(error) = envelope.error.as_ref().filter(|e| !e.is_null()) {
-                self.error = Some(error_text(error));
-            } else if is_error_event {
-                self.error = Some("the stream ended with an error event".into());
-            }
-        }
-        let usages = [
-            envelope.message.and_then(|m| m.usage),
-            envelope.response.and_then(|r| r.usage),
-            envelope.usage,
-        ];
-        for usage in usages.into_iter().flatten().filter(|u| u.is_object()) {
-            self.read_usage(&usage);
-        }
-    }
-
-    fn read_usage(&mut self, usage: &serde_json::Value) {
-        let anthropic_shape = usage.get("prompt_tokens").is_none()
-            && usage.get("completion_tokens").is_none()
-            && usage.get("input_tokens_details").is_none()
-            && (self.format == Format::Anthropic || usage.get("cache_read_input_tokens").is_some());
-        if anthropic_shape {
-            if let Ok(u) = serde_json::from_value::<AnthropicUsage>(usage.clone()) {
-                let mut tokens = self.tokens.unwrap_or_default();
-                u.update(&mut tokens);
-                self.tokens = Some(tokens);
-            }
-        } else if let Some(tokens) = serde_json::from_value::<OpenAiUsage>(usage.clone())
-            .ok()
-            .and_then(|u| u.tokens())
-        {
-            self.tokens = Some(tokens);
-        }
+            read_value(*format, tokens, Some(&mut *error), error_event, event.data);
+        });
     }
 
     /// The counts the stream or body reported, if it reported any.
@@ -355,10 +279,61 @@ impl UsageTap {
             };
             // A body without a usage object has nothing to read: no parse.
             if USAGE.find(body).is_some() {
-                self.read_value(body, false);
+                read_value(self.format, &mut self.tokens, None, false, body);
             }
         }
         self.tokens
+    }
+}
+
+/// Reads usage from one JSON event or body into `tokens`; in a stream (`error` given), an
+/// error it carries too (`error_event`: the event was named `error`).
+fn read_value(
+    format: Format,
+    tokens: &mut Option<Tokens>,
+    error: Option<&mut Option<String>>,
+    error_event: bool,
+    data: &[u8],
+) {
+    let Ok(envelope) = serde_json::from_slice::<Envelope>(data) else {
+        return;
+    };
+    if let Some(error) = error {
+        let is_error_event = error_event
+            || envelope.kind.as_deref() == Some("error")
+            || envelope.kind.as_deref() == Some("response.failed");
+        if let Some(reported) = envelope.error.as_ref().filter(|e| !e.is_null()) {
+            *error = Some(error_text(reported));
+        } else if is_error_event {
+            *error = Some("the stream ended with an error event".into());
+        }
+    }
+    let usages = [
+        envelope.message.and_then(|m| m.usage),
+        envelope.response.and_then(|r| r.usage),
+        envelope.usage,
+    ];
+    for usage in usages.into_iter().flatten().filter(|u| u.is_object()) {
+        read_usage(format, tokens, &usage);
+    }
+}
+
+fn read_usage(format: Format, tokens: &mut Option<Tokens>, usage: &serde_json::Value) {
+    let anthropic_shape = usage.get("prompt_tokens").is_none()
+        && usage.get("completion_tokens").is_none()
+        && usage.get("input_tokens_details").is_none()
+        && (format == Format::Anthropic || usage.get("cache_read_input_tokens").is_some());
+    if anthropic_shape {
+        if let Ok(u) = serde_json::from_value::<AnthropicUsage>(usage.clone()) {
+            let mut updated = tokens.unwrap_or_default();
+            u.update(&mut updated);
+            *tokens = Some(updated);
+        }
+    } else if let Some(read) = serde_json::from_value::<OpenAiUsage>(usage.clone())
+        .ok()
+        .and_then(|u| u.tokens())
+    {
+        *tokens = Some(read);
     }
 }
 
@@ -367,15 +342,12 @@ pub fn is_usage_only_event(event: &[u8]) -> bool {
     if USAGE.find(event).is_none() {
         return false;
     }
-    let Ok(text) = std::str::from_utf8(event) else {
-        return false;
-    };
-    let Some(data) = text.trim().strip_prefix("data:") else {
-        return false;
-    };
-    serde_json::from_str::<&serde_json::value::RawValue>(data.trim())
-        .map(crate::translate::chunks::is_usage_only)
-        .unwrap_or(false)
+    with_first_event(event, |event| {
+        serde_json::from_slice::<&serde_json::value::RawValue>(event.data)
+            .map(crate::translate::chunks::is_usage_only)
+            .unwrap_or(false)
+    })
+    .unwrap_or(false)
 }
 
 /// Whether `bytes` hold the event that ends a stream (`[DONE]`, `message_stop`, a
@@ -498,7 +470,22 @@ mod tests {
     }
 
     #[test]
+    fn usage_split_over_data_lines_chunks_and_any_line_endings_is_read() {
+        let stream = "event: x\r\ndata: {\"choices\":[],\r\ndata: \"usage\":{\"prompt_tokens\":3,\rdata: \"completion_tokens\":4}}\r\r";
+        for size in 1..=stream.len() {
+            let mut tap = UsageTap::new(Format::OpenAi, true);
+            for piece in stream.as_bytes().chunks(size) {
+                tap.observe(piece);
+            }
+            assert_eq!(tap.tokens(), Some(tokens(3, 4)), "pieces of {size} bytes");
+        }
+    }
+
+    #[test]
     fn recognises_usage_only_events_and_stream_ends() {
+        assert!(is_usage_only_event(
+            b": note\r\ndata: {\"choices\":[],\r\ndata: \"usage\":{\"prompt_tokens\":1}}\r\n\r\n"
+        ));
         assert!(is_usage_only_event(
             b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1}}\n\n"
         ));

@@ -121,7 +121,7 @@ async fn probe(upstream: &Upstream<'_>, model: &str) -> Option<bool> {
 /// answer (vectors in the encoding the client asked for) goes to the router whole.
 pub async fn run_job(upstream: &Upstream<'_>, job: Job, out: &ChunkSink) -> JobOutcome {
     let encoding = read_request(job.request.get().as_bytes()).map_or(Encoding::Float, |r| r.encoding);
-    let mut response = match upstream.post(job.request.get().to_string()).send().await {
+    let response = match upstream.post(job.request.get().to_string()).send().await {
         Ok(response) => response,
         Err(e) => {
             let detail = crate::providers::describe_reqwest_error(e);
@@ -134,37 +134,8 @@ pub async fn run_job(upstream: &Upstream<'_>, job: Job, out: &ChunkSink) -> JobO
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let limit = if status.is_success() {
-        MAX_ANSWER
-    } else {
-        MAX_ERROR_BODY
-    };
-    let mut body = Vec::new();
-    loop {
-        match response.chunk().await {
-            Ok(Some(piece)) => {
-                if body.len() + piece.len() > limit {
-                    if !status.is_success() {
-                        break;
-                    }
-                    return JobOutcome::failed(
-                        format!(
-                            "the model server's embeddings answer is larger than {} MiB",
-                            MAX_ANSWER / (1024 * 1024)
-                        ),
-                        Some(502),
-                    );
-                }
-                body.extend_from_slice(&piece);
-            }
-            Ok(None) => break,
-            Err(e) => {
-                let detail = crate::providers::describe_reqwest_error(e);
-                return JobOutcome::failed(format!("the model server's answer broke off: {detail}"), None);
-            }
-        }
-    }
     if !status.is_success() {
+        let body = crate::bounded::read_prefix(response.bytes_stream(), MAX_ERROR_BODY).await;
         let message = upstream.scrub(crate::providers::error_message(&body));
         return match retry_after {
             Some(retry_after) => JobOutcome::Throttled {
@@ -176,6 +147,14 @@ pub async fn run_job(upstream: &Upstream<'_>, job: Job, out: &ChunkSink) -> JobO
             None => JobOutcome::failed(message, Some(status.as_u16())),
         };
     }
+    let body = match crate::bounded::read_to_limit(response.bytes_stream(), MAX_ANSWER, 0).await {
+        Ok(body) => Vec::from(body),
+        Err(e) => {
+            return JobOutcome::unread(e, |mib| {
+                format!("the model server's embeddings answer is larger than {mib} MiB")
+            })
+        }
+    };
     let body = match conform_encoding(&body, encoding) {
         Ok(Some(converted)) => converted,
         Ok(None) => body,

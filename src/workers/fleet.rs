@@ -1,9 +1,10 @@
 //! A worker's fleet: one connection per router given with `--server`, each reconnecting with
 //! its own backoff, all drawing on one slot pool (`pool.rs`). What one connection does is
-//! `client::Session`.
+//! `session::Session`.
 
-use super::client::{connect_url, ConnectionConfig, JobHandler, Offer, Session, SessionEnd, WorkerError};
+use super::client::{connect_url, ConnectionConfig, JobHandler, WorkerError};
 use super::pool::SlotPool;
+use super::session::{Offer, Session, SessionEnd};
 use rand::Rng;
 use std::future::Future;
 use std::sync::Arc;

@@ -3,16 +3,19 @@
 //! streamed for a streaming client (the SSE `data:` objects go to the router unchanged),
 //! whole for the rest (`gpu_whole`), so the server's own usage report is always read.
 
+use crate::bounded::read_to_limit;
 use crate::crypto::Secret;
 use crate::providers::connect::ConnectTimeout;
+use crate::translate::fields::{edit_fields, Edit};
+use crate::translate::sse::SseParser;
 use crate::workers::args::GpuWorkerArgs;
 use crate::workers::client::{ChunkSink, ConnectionConfig, Job, JobHandler, JobOutcome, WorkerError};
 use crate::workers::fleet::run_worker;
+use crate::workers::gpu_usage::ChunkProbe;
 use crate::workers::gpu_whole;
-use crate::workers::protocol::{CompletionTokensDetails, JobKind, PromptTokensDetails, Usage, WorkerKind};
+use crate::workers::protocol::{JobKind, Usage, WorkerKind};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -211,30 +214,18 @@ impl GpuWorker {
             Ok(body) => body,
             Err(message) => return JobOutcome::failed(message, Some(400)),
         };
-        let mut response = match self.post_chat(body, "application/json").await {
+        let response = match self.post_chat(body, "application/json").await {
             Ok(response) => response,
             Err(outcome) => return outcome,
         };
-        let mut answer = Vec::new();
-        loop {
-            match response.chunk().await {
-                Ok(Some(piece)) => answer.extend_from_slice(&piece),
-                Ok(None) => break,
-                Err(e) => {
-                    let detail = crate::providers::describe_reqwest_error(e);
-                    return JobOutcome::failed(format!("the model server's answer broke off: {detail}"), None);
-                }
+        let answer = match read_to_limit(response.bytes_stream(), self.max_event, 0).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                return JobOutcome::unread(e, |mib| {
+                    format!("the model server sent an answer larger than {mib} MiB (the worker's --max-event-mib)")
+                })
             }
-            if answer.len() > self.max_event {
-                return JobOutcome::failed(
-                    format!(
-                        "the model server sent an answer larger than {} MiB (the worker's --max-event-mib)",
-                        self.max_event / (1024 * 1024)
-                    ),
-                    Some(502),
-                );
-            }
-        }
+        };
         let chunk = match gpu_whole::completion_as_chunk(&answer) {
             Ok(chunk) => chunk,
             Err(message) => return JobOutcome::failed(self.scrub(message), Some(502)),
@@ -257,7 +248,7 @@ impl GpuWorker {
             Ok(response) => response,
             Err(outcome) => return outcome,
         };
-        let mut decoder = SseDecoder::default();
+        let mut decoder = SseParser::with_max_event(self.max_event);
         let mut usage = None;
         let mut usage_exact = false;
         loop {
@@ -270,7 +261,7 @@ impl GpuWorker {
                 }
             };
             let events = decoder.push(&piece);
-            if decoder.pending_len() > self.max_event || events.iter().any(|e| e.len() > self.max_event) {
+            if decoder.dropped() > 0 {
                 return JobOutcome::failed(
                     format!(
                         "the model server sent an event larger than {} MiB (the worker's --max-event-mib)",
@@ -279,17 +270,19 @@ impl GpuWorker {
                     Some(502),
                 );
             }
-            for data in events {
-                match self.forward_event(data, out, &mut usage, &mut usage_exact).await {
+            for event in events {
+                match self.forward_event(event.data, out, &mut usage, &mut usage_exact).await {
                     Forwarded::More => {}
                     Forwarded::End => return JobOutcome::Done(usage),
                     Forwarded::Failed(outcome) => return outcome,
                 }
             }
         }
-        if let Some(data) = decoder.finish() {
-            if let Forwarded::Failed(outcome) = self.forward_event(data, out, &mut usage, &mut usage_exact).await {
-                return outcome;
+        for event in decoder.finish() {
+            match self.forward_event(event.data, out, &mut usage, &mut usage_exact).await {
+                Forwarded::More => {}
+                Forwarded::End => break,
+                Forwarded::Failed(outcome) => return outcome,
             }
         }
         // Some servers end the body without `[DONE]`; a clean end is still a finished answer.
@@ -379,205 +372,25 @@ impl JobHandler for GpuWorker {
     }
 }
 
-/// The parts of a stream event the worker looks at; the event itself is forwarded raw.
-/// Counts come from `usage` (asked for with `include_usage`); servers that ignore that
-/// report their own: llama.cpp's `timings` (`prompt_n` + `cache_n` prompt tokens,
-/// `predicted_n` generated), Ollama's `prompt_eval_count`/`eval_count`.
-#[derive(Deserialize)]
-struct ChunkProbe {
-    #[serde(default)]
-    usage: Option<UpstreamUsage>,
-    #[serde(default)]
-    timings: Option<LlamaTimings>,
-    #[serde(default)]
-    prompt_eval_count: Option<u64>,
-    #[serde(default)]
-    eval_count: Option<u64>,
-    #[serde(default)]
-    error: Option<serde_json::Value>,
-}
-
-#[derive(Deserialize)]
-struct UpstreamUsage {
-    #[serde(default)]
-    prompt_tokens: u64,
-    #[serde(default)]
-    completion_tokens: u64,
-    #[serde(default)]
-    total_tokens: u64,
-    #[serde(default)]
-    prompt_tokens_details: Option<PromptTokensDetails>,
-    #[serde(default)]
-    completion_tokens_details: Option<CompletionTokensDetails>,
-}
-
-#[derive(Deserialize)]
-struct LlamaTimings {
-    #[serde(default)]
-    prompt_n: Option<u64>,
-    #[serde(default)]
-    cache_n: Option<u64>,
-    #[serde(default)]
-    predicted_n: Option<u64>,
-}
-
-impl From<UpstreamUsage> for Usage {
-    fn from(u: UpstreamUsage) -> Self {
-        let total = if u.total_tokens == 0 {
-            u.prompt_tokens + u.completion_tokens
-        } else {
-            u.total_tokens
-        };
-        Usage {
-            prompt_tokens: u.prompt_tokens,
-            completion_tokens: u.completion_tokens,
-            total_tokens: total,
-            // Some servers send the details with zeros or nulls: zero is no news.
-            prompt_tokens_details: u.prompt_tokens_details.filter(|d| d.cached_tokens > 0),
-            completion_tokens_details: u.completion_tokens_details.filter(|d| d.reasoning_tokens > 0),
-            ..Usage::default()
-        }
-    }
-}
-
-impl ChunkProbe {
-    /// The counts this event reports, by the most exact field it has.
-    fn usage(self) -> Option<Usage> {
-        if let Some(usage) = self.usage {
-            return Some(usage.into());
-        }
-        if let Some(t) = self.timings.filter(|t| t.prompt_n.is_some() || t.predicted_n.is_some()) {
-            let prompt = t.prompt_n.unwrap_or(0) + t.cache_n.unwrap_or(0);
-            return Some(Usage::new(prompt, t.predicted_n.unwrap_or(0)));
-        }
-        match (self.prompt_eval_count, self.eval_count) {
-            (None, None) => None,
-            (prompt, output) => Some(Usage::new(prompt.unwrap_or(0), output.unwrap_or(0))),
-        }
-    }
-}
-
 /// The job's request with `stream: true` and usage in the last chunk forced. Only the top
 /// level is touched: every other value is passed on byte for byte.
 fn force_streaming(request: &RawValue) -> Result<String, String> {
-    let mut fields: BTreeMap<String, Box<RawValue>> =
-        serde_json::from_str(request.get()).map_err(|e| format!("the job's request is not a JSON object: {e}"))?;
-    let raw = |json: &str| RawValue::from_string(json.to_string()).map_err(|e| e.to_string());
-    fields.insert("stream".into(), raw("true")?);
-    fields.insert("stream_options".into(), raw(r#"{"include_usage":true}"#)?);
-    serde_json::to_string(&fields).map_err(|e| e.to_string())
+    let edits = [
+        ("stream", Edit::Set("true")),
+        ("stream_options", Edit::Set(r#"{"include_usage":true}"#)),
+    ];
+    let body = edit_fields(request.get().as_bytes(), &edits)
+        .map_err(|e| format!("the job's request is not a JSON object: {e}"))?;
+    String::from_utf8(body).map_err(|e| e.to_string())
 }
 
-/// Assembles server-sent events from body pieces that split lines anywhere. Yields each
-/// event's `data` (several `data:` lines joined by `\n`); comments and other fields are
-/// dropped. Lines end in `\n` or `\r\n`.
-#[derive(Debug, Default)]
-struct SseDecoder {
-    line: Vec<u8>,
-    data: Option<String>,
-}
-
-impl SseDecoder {
-    fn push(&mut self, bytes: &[u8]) -> Vec<String> {
-        let mut events = Vec::new();
-        let mut rest = bytes;
-        while let Some(newline) = rest.iter().position(|b| *b == b'\n') {
-            self.line.extend_from_slice(&rest[..newline]);
-            rest = &rest[newline + 1..];
-            let line = std::mem::take(&mut self.line);
-            if let Some(event) = self.take_line(&line) {
-                events.push(event);
-            }
-        }
-        self.line.extend_from_slice(rest);
-        events
-    }
-
-    /// Bytes of the event still being read (its data so far and the open line).
-    fn pending_len(&self) -> usize {
-        self.line.len() + self.data.as_ref().map_or(0, String::len)
-    }
-
-    /// The event left when the body ended without a blank line after it.
-    fn finish(&mut self) -> Option<String> {
-        let line = std::mem::take(&mut self.line);
-        let event = if line.is_empty() { None } else { self.take_line(&line) };
-        event.or_else(|| self.data.take())
-    }
-
-    fn take_line(&mut self, line: &[u8]) -> Option<String> {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            return self.data.take();
-        }
-        let line = String::from_utf8_lossy(line);
-        let (field, value) = match line.split_once(':') {
-            Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
-            None => (line.as_ref(), ""),
-        };
-        if field == "data" {
-            match &mut self.data {
-                Some(data) => {
-                    data.push('\n');
-                    data.push_str(value);
-                }
-                None => self.data = Some(value.to_string()),
-            }
-        }
-        None
-    }
-}
-
-async fn read_bounded(mut response: reqwest::Response) -> Vec<u8> {
-    let mut body = Vec::new();
-    while let Ok(Some(piece)) = response.chunk().await {
-        let room = MAX_ERROR_BODY - body.len();
-        body.extend_from_slice(&piece[..piece.len().min(room)]);
-        if body.len() >= MAX_ERROR_BODY {
-            break;
-        }
-    }
-    body
+async fn read_bounded(response: reqwest::Response) -> bytes::Bytes {
+    crate::bounded::read_prefix(response.bytes_stream(), MAX_ERROR_BODY).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn decode_in_pieces(body: &str, piece_len: usize) -> Vec<String> {
-        let mut decoder = SseDecoder::default();
-        let mut events = Vec::new();
-        for piece in body.as_bytes().chunks(piece_len) {
-            events.extend(decoder.push(piece));
-        }
-        events.extend(decoder.finish());
-        events
-    }
-
-    #[test]
-    fn sse_events_survive_any_split() {
-        let body = ": keep-alive comment\r\n\r\ndata: {\"a\":1}\r\n\r\nevent: message\ndata: {\"b\":\"x y\"}\n\ndata:{\"c\":[1,2]}\n\ndata: [DONE]\n\n";
-        let expected = ["{\"a\":1}", "{\"b\":\"x y\"}", "{\"c\":[1,2]}", "[DONE]"];
-        for piece_len in 1..=body.len() {
-            assert_eq!(decode_in_pieces(body, piece_len), expected, "piece length {piece_len}");
-        }
-    }
-
-    #[test]
-    fn sse_multi_line_data_and_missing_final_blank_line() {
-        assert_eq!(decode_in_pieces("data: a\ndata: b\n\n", 3), ["a\nb"]);
-        assert_eq!(decode_in_pieces("data: {\"last\":true}", 4), ["{\"last\":true}"]);
-        assert_eq!(decode_in_pieces("data: {\"last\":true}\n", 4), ["{\"last\":true}"]);
-        assert!(decode_in_pieces(": only a comment\n\n\n", 2).is_empty());
-    }
-
-    #[test]
-    fn sse_keeps_multibyte_text_split_mid_character() {
-        let body = "data: {\"t\":\"héllo — ✓\"}\n\n";
-        for piece_len in 1..8 {
-            assert_eq!(decode_in_pieces(body, piece_len), ["{\"t\":\"héllo — ✓\"}"]);
-        }
-    }
 
     #[test]
     fn streaming_is_forced_at_the_top_level_only() {
@@ -605,46 +418,6 @@ mod tests {
         );
         assert_eq!(crate::providers::error_message(br#"{"error":"busy"}"#), "busy");
         assert_eq!(crate::providers::error_message(&[b'x'; 400]).len(), 300);
-    }
-
-    #[test]
-    fn servers_that_ignore_include_usage_still_report_counts() {
-        // llama.cpp's last chunk: `timings` (prompt_n excludes the cache_n reused tokens).
-        let llama: ChunkProbe = serde_json::from_str(
-            r#"{"choices":[{"finish_reason":"stop","index":0,"delta":{}}],"timings":{"cache_n":4,"prompt_n":24,"prompt_ms":30.1,"predicted_n":12,"predicted_ms":80.2}}"#,
-        )
-        .unwrap();
-        assert_eq!(llama.usage(), Some(Usage::new(28, 12)));
-        let ollama: ChunkProbe =
-            serde_json::from_str(r#"{"done":true,"prompt_eval_count":26,"eval_count":290}"#).unwrap();
-        assert_eq!(ollama.usage(), Some(Usage::new(26, 290)));
-        let vllm: ChunkProbe = serde_json::from_str(
-            r#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12,"prompt_tokens_details":null}}"#,
-        )
-        .unwrap();
-        assert_eq!(vllm.usage(), Some(Usage::new(9, 3)));
-        let openai_details: ChunkProbe = serde_json::from_str(
-            r#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":4},"completion_tokens_details":{"reasoning_tokens":2}}}"#,
-        )
-        .unwrap();
-        let usage = openai_details.usage().unwrap();
-        assert_eq!(usage.prompt_tokens_details.map(|d| d.cached_tokens), Some(4));
-        assert_eq!(usage.completion_tokens_details.map(|d| d.reasoning_tokens), Some(2));
-        let nothing: ChunkProbe = serde_json::from_str(r#"{"choices":[{"delta":{"content":"x"}}]}"#).unwrap();
-        assert_eq!(nothing.usage(), None);
-    }
-
-    #[test]
-    fn usage_is_probed_from_chunks() {
-        let probe: ChunkProbe =
-            serde_json::from_str(r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#).unwrap();
-        let usage: Usage = probe.usage.unwrap().into();
-        assert_eq!(
-            (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens),
-            (3, 4, 7)
-        );
-        let probe: ChunkProbe = serde_json::from_str(r#"{"choices":[{"delta":{}}],"usage":null}"#).unwrap();
-        assert!(probe.usage.is_none() && probe.error.is_none());
     }
 
     use crate::workers::args::ConnectionArgs;

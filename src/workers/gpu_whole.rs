@@ -4,10 +4,10 @@
 //! goes to the router as one `chat.completion.chunk`, so the router folds it as it folds
 //! any stream.
 
+use crate::translate::fields::{edit_fields, Edit};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use std::collections::BTreeMap;
 
 /// Whether the job asks for a stream: `stream: true` at the top level. Routers before this
 /// change always sent `true`; an absent or `false` value means one whole answer.
@@ -25,14 +25,10 @@ pub fn wants_stream(request: &RawValue) -> bool {
 /// The job's request with `stream: false` and without `stream_options` (OpenAI and vLLM
 /// refuse that field on a non-streamed request). Only the top level is touched.
 pub fn without_streaming(request: &RawValue) -> Result<String, String> {
-    let mut fields: BTreeMap<String, Box<RawValue>> =
-        serde_json::from_str(request.get()).map_err(|e| format!("the job's request is not a JSON object: {e}"))?;
-    fields.insert(
-        "stream".into(),
-        RawValue::from_string("false".into()).map_err(|e| e.to_string())?,
-    );
-    fields.remove("stream_options");
-    serde_json::to_string(&fields).map_err(|e| e.to_string())
+    let edits = [("stream", Edit::Set("false")), ("stream_options", Edit::Remove)];
+    let body = edit_fields(request.get().as_bytes(), &edits)
+        .map_err(|e| format!("the job's request is not a JSON object: {e}"))?;
+    String::from_utf8(body).map_err(|e| e.to_string())
 }
 
 /// A whole `chat.completion` as the one chunk that says the same: each choice's `message`

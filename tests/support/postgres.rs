@@ -7,6 +7,9 @@
 //! process: when the test binary exits (however it exits) the pipe closes, and the shell
 //! stops the server and removes its directory.
 //!
+//! A test that needs an outage takes an `OwnCluster` instead: a cluster of its own, which it
+//! stops and starts again on the same port and data directory.
+//!
 //! Without the binaries a test skips with a printed reason, unless `AUXOT_REQUIRE_POSTGRES=1`
 //! (set by .ci/run) makes it fail.
 
@@ -93,77 +96,85 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn start_cluster() -> Result<Cluster, String> {
-    let bin = bin_dir()?;
+/// A private directory for a cluster, owned by the user the server will run as (initdb
+/// refuses root), and that user.
+fn cluster_dir() -> Result<(PathBuf, Option<&'static str>), String> {
     let dir = std::env::temp_dir().join(format!("auxot-pg-{}-{}", std::process::id(), free_port()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let run_as = if is_root() {
-        let user = if Command::new("id")
-            .arg("postgres")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            "postgres"
-        } else {
-            "nobody"
-        };
-        let status = Command::new("chown")
-            .arg(user)
-            .arg(&dir)
-            .status()
-            .map_err(|e| format!("chown: {e}"))?;
-        if !status.success() {
-            return Err(format!("cannot chown {} to {user}", dir.display()));
-        }
-        Some(user)
+    if !is_root() {
+        return Ok((dir, None));
+    }
+    let user = if Command::new("id")
+        .arg("postgres")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        "postgres"
     } else {
-        None
+        "nobody"
     };
+    let status = Command::new("chown")
+        .arg(user)
+        .arg(&dir)
+        .status()
+        .map_err(|e| format!("chown: {e}"))?;
+    if !status.success() {
+        return Err(format!("cannot chown {} to {user}", dir.display()));
+    }
+    Ok((dir, Some(user)))
+}
+
+/// `initdb` and the `postgres` command line for a cluster in `dir` on `port`.
+fn cluster_commands(bin: &std::path::Path, dir: &std::path::Path, port: u16) -> (String, String) {
     let data = dir.join("data");
-    let port = free_port();
     let initdb = format!(
         "{bin}/initdb -D {data} -U auxot_test --auth=trust --no-sync --encoding=UTF8 --locale=C >{dir}/initdb.log 2>&1",
         bin = bin.display(),
         data = data.display(),
         dir = dir.display(),
     );
-    // The server lives as long as this shell's stdin is open: the test process holds it.
-    let serve = format!(
+    let postgres = format!(
         "{bin}/postgres -D {data} -p {port} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off \
          -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 \
-         -c shared_buffers=32MB >{dir}/server.log 2>&1 & pid=$!; cat >/dev/null; kill -INT $pid; \
-         wait $pid; rm -rf {dir}",
+         -c shared_buffers=32MB >>{dir}/server.log 2>&1",
         bin = bin.display(),
         data = data.display(),
         dir = dir.display(),
     );
-    let script = format!("{initdb} || exit 1; {serve}");
+    (initdb, postgres)
+}
+
+/// Runs `script` in `sh` (as `run_as` when given), in `dir`, its stdin piped from here.
+fn spawn_script(script: &str, dir: &std::path::Path, run_as: Option<&str>) -> Result<std::process::Child, String> {
     let mut command = match run_as {
         Some(user) => {
             let mut c = Command::new("runuser");
-            c.args(["-u", user, "--", "sh", "-c", &script]);
+            c.args(["-u", user, "--", "sh", "-c", script]);
             c
         }
         None => {
             let mut c = Command::new("sh");
-            c.args(["-c", &script]);
+            c.args(["-c", script]);
             c
         }
     };
-    let mut child = command
-        .current_dir(&dir)
+    command
+        .current_dir(dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| format!("cannot start PostgreSQL: {e}"))?;
-    let keepalive = child.stdin.take().ok_or("no stdin for the PostgreSQL wrapper")?;
+        .map_err(|e| format!("cannot start PostgreSQL: {e}"))
+}
+
+/// Waits until `port` accepts connections, or the wrapper exits (with the logs).
+fn wait_listening(child: &mut std::process::Child, dir: &std::path::Path, port: u16) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             // Accepting TCP can precede accepting logins by a moment; the first connect retries.
             std::thread::sleep(Duration::from_millis(200));
-            break;
+            return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
             let log = std::fs::read_to_string(dir.join("initdb.log")).unwrap_or_default()
@@ -175,10 +186,130 @@ fn start_cluster() -> Result<Cluster, String> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+fn start_cluster() -> Result<Cluster, String> {
+    let bin = bin_dir()?;
+    let (dir, run_as) = cluster_dir()?;
+    let port = free_port();
+    let (initdb, postgres) = cluster_commands(&bin, &dir, port);
+    // The server lives as long as this shell's stdin is open: the test process holds it.
+    let script = format!(
+        "{initdb} || exit 1; {postgres} & pid=$!; cat >/dev/null; kill -INT $pid; wait $pid; rm -rf {dir}",
+        dir = dir.display()
+    );
+    let mut child = spawn_script(&script, &dir, run_as)?;
+    let keepalive = child.stdin.take().ok_or("no stdin for the PostgreSQL wrapper")?;
+    wait_listening(&mut child, &dir, port)?;
     Ok(Cluster {
         port,
         _keepalive: keepalive,
     })
+}
+
+/// A cluster of a test's own, which it may stop and start again on the same port and data
+/// directory (an outage), without touching the cluster every other test shares. Gone, with
+/// its directory, when dropped or when the test binary exits.
+pub struct OwnCluster {
+    port: u16,
+    dir: PathBuf,
+    /// Commands to the wrapper shell, one a line: `stop`, `start`. Closed: stop and clean up.
+    control: std::process::ChildStdin,
+    child: std::process::Child,
+}
+
+impl OwnCluster {
+    /// `None` (with the reason printed) when PostgreSQL is not installed and not required.
+    pub fn start() -> Option<OwnCluster> {
+        match Self::try_start() {
+            Ok(cluster) => Some(cluster),
+            Err(reason) => {
+                if std::env::var("AUXOT_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+                    panic!("PostgreSQL is required (AUXOT_REQUIRE_POSTGRES=1) but unavailable: {reason}");
+                }
+                eprintln!("skipping a PostgreSQL test: {reason}");
+                None
+            }
+        }
+    }
+
+    fn try_start() -> Result<OwnCluster, String> {
+        let bin = bin_dir()?;
+        let (dir, run_as) = cluster_dir()?;
+        let port = free_port();
+        let (initdb, postgres) = cluster_commands(&bin, &dir, port);
+        let script = format!(
+            "{initdb} || exit 1; run() {{ {postgres} & pid=$!; }}; run; \
+             while read cmd; do case \"$cmd\" in stop) kill -INT $pid; wait $pid;; start) run;; esac; done; \
+             kill -INT $pid; wait $pid; rm -rf {dir}",
+            dir = dir.display()
+        );
+        let mut child = spawn_script(&script, &dir, run_as)?;
+        let control = child.stdin.take().ok_or("no stdin for the PostgreSQL wrapper")?;
+        wait_listening(&mut child, &dir, port)?;
+        Ok(OwnCluster {
+            port,
+            dir,
+            control,
+            child,
+        })
+    }
+
+    /// A fresh database on this cluster, as a URL.
+    pub async fn fresh_database(&self) -> String {
+        let name = format!("auxot_own_{}", NEXT_DB.fetch_add(1, Ordering::Relaxed));
+        let admin = format!("postgres://auxot_test@127.0.0.1:{}/postgres?sslmode=disable", self.port);
+        let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to the test cluster: {e}"));
+        let driver = tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
+        drop(client);
+        let _ = driver.await;
+        format!("postgres://auxot_test@127.0.0.1:{}/{name}?sslmode=disable", self.port)
+    }
+
+    fn send(&mut self, command: &str) {
+        use std::io::Write;
+        writeln!(self.control, "{command}").unwrap_or_else(|e| panic!("the PostgreSQL wrapper is gone: {e}"));
+        self.control
+            .flush()
+            .unwrap_or_else(|e| panic!("the PostgreSQL wrapper is gone: {e}"));
+    }
+
+    /// Stops the server (a fast shutdown: every connection is cut) and waits until its port
+    /// refuses connections.
+    pub async fn stop(&mut self) {
+        self.send("stop");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            assert!(Instant::now() < deadline, "PostgreSQL did not stop within 30 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts the server again on the same port and data, and waits until it takes logins.
+    pub async fn start_again(&mut self) {
+        self.send("start");
+        let admin = format!("postgres://auxot_test@127.0.0.1:{}/postgres?sslmode=disable", self.port);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok((client, connection)) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await {
+                drop(client);
+                drop(connection);
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+                panic!("PostgreSQL exited ({status}): {log}");
+            }
+            assert!(Instant::now() < deadline, "PostgreSQL did not come back within 60 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 /// Runs `sql` on the cluster of `db_url` from its maintenance database (as the superuser),

@@ -12,10 +12,10 @@
 
 mod common;
 mod error;
+mod frames;
 mod request_to_anthropic;
 mod request_to_openai;
 mod response;
-mod sse;
 mod stream_to_anthropic;
 mod stream_to_openai;
 
@@ -31,6 +31,5 @@ pub use error::{
 pub use request_to_anthropic::openai_to_anthropic_request;
 pub use request_to_openai::anthropic_to_openai_request;
 pub use response::{anthropic_to_openai_response, openai_to_anthropic_response};
-pub use sse::{SseEvent, SseParser};
 pub use stream_to_anthropic::OpenAiToAnthropicStream;
 pub use stream_to_openai::AnthropicToOpenAiStream;

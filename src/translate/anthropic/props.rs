@@ -4,6 +4,7 @@
 
 use super::tests::openai_meaning;
 use super::*;
+use crate::translate::sse::{SseEvent, SseParser};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 

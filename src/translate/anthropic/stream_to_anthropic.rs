@@ -6,7 +6,7 @@
 
 use super::common::{anthropic_message_id, anthropic_tool_id, fresh_tool_use_id, stop_reason_from_finish, Usage};
 use super::error::anthropic_error_type;
-use super::sse::anthropic_event;
+use super::frames::anthropic_event;
 use bytes::Bytes;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -285,7 +285,7 @@ mod tests {
     use super::*;
 
     fn events(out: &[Bytes]) -> Vec<Value> {
-        let mut parser = super::super::SseParser::new();
+        let mut parser = crate::translate::sse::SseParser::new();
         out.iter()
             .flat_map(|b| parser.push(b))
             .map(|e| {

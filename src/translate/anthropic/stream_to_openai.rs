@@ -4,8 +4,9 @@
 //! tool calls only, so tool_use blocks are renumbered 0, 1, … as they start.
 
 use super::common::{finish_from_stop_reason, now_unix, openai_completion_id, Usage};
-use super::sse::{openai_event, SseEvent};
+use super::frames::openai_event;
 use crate::translate::chunks::SSE_DONE;
+use crate::translate::sse::SseEvent;
 use bytes::Bytes;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;

@@ -4,6 +4,7 @@
 //! matches any integer (timestamps) and `"<generated:PREFIX>"` any string with that prefix.
 
 use super::*;
+use crate::translate::sse::{SseEvent, SseParser};
 use bytes::Bytes;
 use serde_json::{json, Value};
 

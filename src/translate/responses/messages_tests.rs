@@ -1,7 +1,7 @@
 //! Golden and property tests of the direct Responses ⇄ Anthropic Messages translation.
 
 use super::*;
-use crate::translate::anthropic::SseEvent;
+use crate::translate::sse::SseEvent;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 

@@ -21,6 +21,7 @@
 //! them. Server-side state is not kept: `previous_response_id` is refused with a 400.
 
 mod events;
+mod input;
 mod request_to_chat;
 mod request_to_messages;
 mod response_from_chat;

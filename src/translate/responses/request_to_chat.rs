@@ -1,15 +1,9 @@
 //! A Responses request as a Chat Completions request.
 
+use super::input::{self, err, Content, ContentPart, InputItem};
 use super::{ResponseContext, CUSTOM_TOOL_INPUT};
 use crate::translate::anthropic::TranslateError;
 use serde_json::{json, Map, Value};
-
-fn err(field: impl Into<String>, message: impl Into<String>) -> TranslateError {
-    TranslateError {
-        field: field.into(),
-        message: message.into(),
-    }
-}
 
 /// Fields read here or echoed back; any other is logged (debug) as dropped.
 const KNOWN_FIELDS: &[&str] = &[
@@ -282,64 +276,49 @@ fn response_format(format: &Value) -> Result<Option<Value>, TranslateError> {
     }
 }
 
+const TARGET: &str = "a chat model";
+
 /// Appends one input item; function calls join the assistant message before them so a
 /// turn's calls travel together, as chat models expect.
 fn input_item(item: &Value, field: &str, out: &mut Vec<Value>) -> Result<(), TranslateError> {
-    let Some(object) = item.as_object() else {
-        return Err(err(field, "must be an object"));
-    };
-    let kind = object.get("type").and_then(Value::as_str).unwrap_or("message");
-    match kind {
-        "message" => message(object, field, out),
-        "function_call" | "custom_tool_call" => {
-            let call_id = str_field(object, "call_id", field)?;
-            let name = str_field(object, "name", field)?;
-            let arguments = if kind == "function_call" {
-                str_field(object, "arguments", field)?.to_string()
-            } else {
-                let input = str_field(object, "input", field)?;
-                json!({CUSTOM_TOOL_INPUT: input}).to_string()
-            };
-            let call = json!({"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}});
-            match out.last_mut() {
-                Some(last) if last["role"] == "assistant" => {
-                    match last.get_mut("tool_calls").and_then(Value::as_array_mut) {
-                        Some(calls) => calls.push(call),
-                        None => last["tool_calls"] = json!([call]),
-                    }
-                }
-                _ => out.push(json!({"role": "assistant", "content": null, "tool_calls": [call]})),
-            }
-            Ok(())
+    let (call_id, name, arguments) = match input::input_item(item, field, TARGET)? {
+        InputItem::Message { role, content } => {
+            out.push(json!({"role": role, "content": message_content(role, content)}));
+            return Ok(());
         }
-        "function_call_output" | "custom_tool_call_output" => {
-            let call_id = str_field(object, "call_id", field)?;
-            let text = match object.get("output") {
+        InputItem::FunctionCall {
+            call_id,
+            name,
+            arguments,
+        } => (call_id, name, arguments.to_string()),
+        InputItem::CustomToolCall { call_id, name, input } => {
+            (call_id, name, json!({CUSTOM_TOOL_INPUT: input}).to_string())
+        }
+        InputItem::ToolOutput { call_id, output } => {
+            let text = match output {
                 Some(Value::String(s)) => s.clone(),
                 Some(Value::Array(parts)) => parts_text(parts),
                 Some(other) if !other.is_null() => other.to_string(),
                 _ => String::new(),
             };
             out.push(json!({"role": "tool", "tool_call_id": call_id, "content": text}));
-            Ok(())
+            return Ok(());
         }
-        "reasoning" => Ok(()),
-        other if other.ends_with("_call") || other.ends_with("_call_output") || other == "item_reference" => {
-            tracing::debug!(field = %field, kind = other, "dropped: a hosted tool's item has no chat counterpart");
-            Ok(())
+        InputItem::Reasoning(_) => return Ok(()),
+        InputItem::Hosted(kind) => {
+            tracing::debug!(field = %field, kind, "dropped: a hosted tool's item has no chat counterpart");
+            return Ok(());
         }
-        other => Err(err(
-            format!("{field}.type"),
-            format!("input item type `{other}` cannot be sent to a chat model"),
-        )),
+    };
+    let call = json!({"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}});
+    match out.last_mut() {
+        Some(last) if last["role"] == "assistant" => match last.get_mut("tool_calls").and_then(Value::as_array_mut) {
+            Some(calls) => calls.push(call),
+            None => last["tool_calls"] = json!([call]),
+        },
+        _ => out.push(json!({"role": "assistant", "content": null, "tool_calls": [call]})),
     }
-}
-
-fn str_field<'a>(object: &'a Map<String, Value>, key: &str, field: &str) -> Result<&'a str, TranslateError> {
-    object
-        .get(key)
-        .and_then(Value::as_str)
-        .ok_or_else(|| err(format!("{field}.{key}"), "is required and must be a string"))
+    Ok(())
 }
 
 fn parts_text(parts: &[Value]) -> String {
@@ -350,83 +329,39 @@ fn parts_text(parts: &[Value]) -> String {
         .join("\n")
 }
 
-fn message(object: &Map<String, Value>, field: &str, out: &mut Vec<Value>) -> Result<(), TranslateError> {
-    let role = str_field(object, "role", field)?;
-    let role = match role {
-        "user" | "assistant" | "system" | "developer" => role,
-        _ => {
-            return Err(err(
-                format!("{field}.role"),
-                "must be user, assistant, system or developer",
-            ))
-        }
+/// A message's content as chat takes it: only user messages take non-text parts; the
+/// others' parts are joined as text.
+fn message_content(role: &str, content: Content<'_>) -> Value {
+    let parts = match content {
+        Content::Text(text) => return json!(text),
+        Content::Parts(parts) => parts,
     };
-    let content_field = format!("{field}.content");
-    let content = match object.get("content") {
-        Some(Value::String(text)) => json!(text),
-        Some(Value::Array(parts)) => {
-            let mut converted = Vec::new();
-            for (j, part) in parts.iter().enumerate() {
-                if let Some(part) = content_part(part, &format!("{content_field}[{j}]"))? {
-                    converted.push(part);
-                }
-            }
-            if role != "user" || converted.iter().all(|p| p["type"] == "text") {
-                // Only user messages take non-text parts; others are joined as text.
-                json!(converted
-                    .iter()
-                    .filter_map(|p| p["text"].as_str())
-                    .collect::<Vec<_>>()
-                    .join(""))
-            } else {
-                Value::Array(converted)
-            }
-        }
-        _ => return Err(err(content_field, "must be a string or an array of content parts")),
-    };
-    out.push(json!({"role": role, "content": content}));
-    Ok(())
+    let all_text = parts.iter().all(|(_, p)| matches!(p, ContentPart::Text(_)));
+    if role != "user" || all_text {
+        let text: Vec<&str> = parts
+            .iter()
+            .filter_map(|(_, p)| match p {
+                ContentPart::Text(text) => Some(*text),
+                _ => None,
+            })
+            .collect();
+        return json!(text.join(""));
+    }
+    Value::Array(parts.into_iter().map(|(_, part)| content_part(part)).collect())
 }
 
-fn content_part(part: &Value, field: &str) -> Result<Option<Value>, TranslateError> {
-    let kind = part
-        .get("type")
-        .and_then(Value::as_str)
-        .ok_or_else(|| err(format!("{field}.type"), "is required"))?;
-    let text = || {
-        part.get("text")
-            .and_then(Value::as_str)
-            .ok_or_else(|| err(format!("{field}.text"), "is required and must be a string"))
-    };
-    Ok(Some(match kind {
-        "input_text" | "output_text" | "text" => json!({"type": "text", "text": text()?}),
-        "refusal" => json!({"type": "text", "text": part.get("refusal").and_then(Value::as_str).unwrap_or("")}),
-        "input_image" => {
-            let url = part.get("image_url").and_then(Value::as_str).ok_or_else(|| {
-                err(
-                    format!("{field}.image_url"),
-                    "an image must be given as image_url (file ids need OpenAI's file store)",
-                )
-            })?;
+fn content_part(part: ContentPart<'_>) -> Value {
+    match part {
+        ContentPart::Text(text) => json!({"type": "text", "text": text}),
+        ContentPart::Image { url, detail } => {
             let mut image = json!({"url": url});
-            if let Some(detail) = part.get("detail").and_then(Value::as_str) {
+            if let Some(detail) = detail {
                 image["detail"] = json!(detail);
             }
             json!({"type": "image_url", "image_url": image})
         }
-        "input_file" => {
-            let data = part
-                .get("file_data")
-                .and_then(Value::as_str)
-                .ok_or_else(|| err(format!("{field}.file_data"), "a file must be given inline as file_data"))?;
-            let name = part.get("filename").and_then(Value::as_str).unwrap_or("file");
-            json!({"type": "file", "file": {"filename": name, "file_data": data}})
+        ContentPart::File { data, filename } => {
+            json!({"type": "file", "file": {"filename": filename.unwrap_or("file"), "file_data": data}})
         }
-        other => {
-            return Err(err(
-                format!("{field}.type"),
-                format!("content part type `{other}` cannot be sent to a chat model"),
-            ))
-        }
-    }))
+    }
 }

@@ -6,6 +6,7 @@
 //! answer's `max_tokens` is `max_output_tokens`, or the budget plus [`DEFAULT_ANSWER_TOKENS`]
 //! when the client set none (Anthropic requires one and it must exceed the budget).
 
+use super::input::{self, err, Content, ContentPart, InputItem};
 use super::request_to_chat::ECHOED;
 use super::{reasoning_payload, ResponseContext, CUSTOM_TOOL_INPUT};
 use crate::translate::anthropic::TranslateError;
@@ -16,13 +17,6 @@ use serde_json::{json, Map, Value};
 pub const DEFAULT_ANSWER_TOKENS: u64 = 8192;
 /// Anthropic's smallest thinking budget.
 const MIN_BUDGET: u64 = 1024;
-
-fn err(field: impl Into<String>, message: impl Into<String>) -> TranslateError {
-    TranslateError {
-        field: field.into(),
-        message: message.into(),
-    }
-}
 
 /// The thinking budget for a Responses `reasoning.effort`: `none`/`minimal` think not at
 /// all, `low` 2 048 tokens, `medium` 8 192, `high` 24 576, `xhigh` 32 768.
@@ -197,20 +191,21 @@ fn push_block(messages: &mut Vec<Value>, role: &str, block: Value) {
     messages.push(json!({"role": role, "content": [block]}));
 }
 
+const TARGET: &str = "an Anthropic model";
+
 fn input_item(
     item: &Value,
     field: &str,
     messages: &mut Vec<Value>,
     system: &mut Vec<String>,
 ) -> Result<(), TranslateError> {
-    let Some(object) = item.as_object() else {
-        return Err(err(field, "must be an object"));
-    };
-    let kind = object.get("type").and_then(Value::as_str).unwrap_or("message");
-    match kind {
-        "message" => message(object, field, messages, system),
-        "function_call" => {
-            let arguments = str_field(object, "arguments", field)?;
+    match input::input_item(item, field, TARGET)? {
+        InputItem::Message { role, content } => message(role, content, messages, system)?,
+        InputItem::FunctionCall {
+            call_id,
+            name,
+            arguments,
+        } => {
             // Anthropic takes an object: other JSON is wrapped, broken JSON kept as text.
             let input = match serde_json::from_str::<Value>(arguments.trim()) {
                 Ok(Value::Object(map)) => Value::Object(map),
@@ -218,28 +213,21 @@ fn input_item(
                 Err(_) if arguments.trim().is_empty() => json!({}),
                 Err(_) => json!({"arguments": arguments}),
             };
-            let block = json!({"type": "tool_use", "id": str_field(object, "call_id", field)?,
-                "name": str_field(object, "name", field)?, "input": input});
+            let block = json!({"type": "tool_use", "id": call_id, "name": name, "input": input});
             push_block(messages, "assistant", block);
-            Ok(())
         }
-        "custom_tool_call" => {
-            let block = json!({"type": "tool_use", "id": str_field(object, "call_id", field)?,
-                "name": str_field(object, "name", field)?,
-                "input": {CUSTOM_TOOL_INPUT: str_field(object, "input", field)?}});
+        InputItem::CustomToolCall { call_id, name, input } => {
+            let block = json!({"type": "tool_use", "id": call_id, "name": name, "input": {CUSTOM_TOOL_INPUT: input}});
             push_block(messages, "assistant", block);
-            Ok(())
         }
-        "function_call_output" | "custom_tool_call_output" => {
-            let call_id = str_field(object, "call_id", field)?;
-            let content = match object.get("output") {
+        InputItem::ToolOutput { call_id, output } => {
+            let content = match output {
                 Some(Value::String(s)) => json!(s),
                 Some(Value::Array(parts)) => {
-                    let mut blocks = Vec::new();
-                    for (j, part) in parts.iter().enumerate() {
-                        if let Some(block) = content_block(part, &format!("{field}.output[{j}]"))? {
-                            blocks.push(block);
-                        }
+                    let parts = input::content_parts(parts, &format!("{field}.output"), TARGET)?;
+                    let mut blocks = Vec::with_capacity(parts.len());
+                    for (path, part) in parts {
+                        blocks.push(content_block(part, &path)?);
                     }
                     Value::Array(blocks)
                 }
@@ -248,9 +236,8 @@ fn input_item(
             };
             let block = json!({"type": "tool_result", "tool_use_id": call_id, "content": content});
             push_block(messages, "user", block);
-            Ok(())
         }
-        "reasoning" => {
+        InputItem::Reasoning(object) => {
             match object
                 .get("encrypted_content")
                 .and_then(Value::as_str)
@@ -261,104 +248,57 @@ fn input_item(
                 // to Anthropic.
                 None => tracing::debug!(field = %field, "dropped: a reasoning item Anthropic did not write"),
             }
-            Ok(())
         }
-        other if other.ends_with("_call") || other.ends_with("_call_output") || other == "item_reference" => {
-            tracing::debug!(field = %field, kind = other, "dropped: a hosted tool's item has no Anthropic counterpart");
-            Ok(())
-        }
-        other => Err(err(
-            format!("{field}.type"),
-            format!("input item type `{other}` cannot be sent to an Anthropic model"),
-        )),
-    }
-}
-
-fn message(
-    object: &Map<String, Value>,
-    field: &str,
-    messages: &mut Vec<Value>,
-    system: &mut Vec<String>,
-) -> Result<(), TranslateError> {
-    let role = str_field(object, "role", field)?;
-    let content_field = format!("{field}.content");
-    let blocks = match object.get("content") {
-        Some(Value::String(text)) => vec![json!({"type": "text", "text": text})],
-        Some(Value::Array(parts)) => {
-            let mut blocks = Vec::new();
-            for (j, part) in parts.iter().enumerate() {
-                if let Some(block) = content_block(part, &format!("{content_field}[{j}]"))? {
-                    blocks.push(block);
-                }
-            }
-            blocks
-        }
-        _ => return Err(err(content_field, "must be a string or an array of content parts")),
-    };
-    match role {
-        "system" | "developer" => {
-            // Anthropic has one system prompt: instructions from the conversation join it.
-            let text: Vec<&str> = blocks.iter().filter_map(|b| b["text"].as_str()).collect();
-            let text = text.join("\n");
-            if !text.is_empty() {
-                system.push(text);
-            }
-        }
-        "user" | "assistant" => {
-            for block in blocks {
-                // Anthropic refuses empty text blocks.
-                if block["type"] == "text" && block["text"].as_str().is_some_and(str::is_empty) {
-                    continue;
-                }
-                push_block(messages, role, block);
-            }
-        }
-        _ => {
-            return Err(err(
-                format!("{field}.role"),
-                "must be user, assistant, system or developer",
-            ))
+        InputItem::Hosted(kind) => {
+            tracing::debug!(field = %field, kind, "dropped: a hosted tool's item has no Anthropic counterpart");
         }
     }
     Ok(())
 }
 
-fn content_block(part: &Value, field: &str) -> Result<Option<Value>, TranslateError> {
-    let kind = part
-        .get("type")
-        .and_then(Value::as_str)
-        .ok_or_else(|| err(format!("{field}.type"), "is required"))?;
-    let text = || {
-        part.get("text")
-            .and_then(Value::as_str)
-            .ok_or_else(|| err(format!("{field}.text"), "is required and must be a string"))
-    };
-    Ok(Some(match kind {
-        "input_text" | "output_text" | "text" => json!({"type": "text", "text": text()?}),
-        "refusal" => json!({"type": "text", "text": part.get("refusal").and_then(Value::as_str).unwrap_or("")}),
-        "input_image" => {
-            let url = part.get("image_url").and_then(Value::as_str).ok_or_else(|| {
-                err(
-                    format!("{field}.image_url"),
-                    "an image must be given as image_url (file ids need OpenAI's file store)",
-                )
-            })?;
-            json!({"type": "image", "source": media_source(url, field, "image_url")?})
+fn message(
+    role: &str,
+    content: Content<'_>,
+    messages: &mut Vec<Value>,
+    system: &mut Vec<String>,
+) -> Result<(), TranslateError> {
+    let blocks = match content {
+        Content::Text(text) => vec![json!({"type": "text", "text": text})],
+        Content::Parts(parts) => {
+            let mut blocks = Vec::with_capacity(parts.len());
+            for (path, part) in parts {
+                blocks.push(content_block(part, &path)?);
+            }
+            blocks
         }
-        "input_file" => {
-            let data = part
-                .get("file_data")
-                .and_then(Value::as_str)
-                .ok_or_else(|| err(format!("{field}.file_data"), "a file must be given inline as file_data"))?;
+    };
+    if matches!(role, "system" | "developer") {
+        // Anthropic has one system prompt: instructions from the conversation join it.
+        let text: Vec<&str> = blocks.iter().filter_map(|b| b["text"].as_str()).collect();
+        let text = text.join("\n");
+        if !text.is_empty() {
+            system.push(text);
+        }
+        return Ok(());
+    }
+    for block in blocks {
+        // Anthropic refuses empty text blocks.
+        if block["type"] == "text" && block["text"].as_str().is_some_and(str::is_empty) {
+            continue;
+        }
+        push_block(messages, role, block);
+    }
+    Ok(())
+}
+
+fn content_block(part: ContentPart<'_>, field: &str) -> Result<Value, TranslateError> {
+    Ok(match part {
+        ContentPart::Text(text) => json!({"type": "text", "text": text}),
+        ContentPart::Image { url, .. } => json!({"type": "image", "source": media_source(url, field, "image_url")?}),
+        ContentPart::File { data, .. } => {
             json!({"type": "document", "source": media_source(data, field, "file_data")?})
         }
-        other => {
-            return Err(err(
-                format!("{field}.type"),
-                format!("content part type `{other}` cannot be sent to an Anthropic model"),
-            ))
-        }
-    }))
+    })
 }
 
 /// A `data:` URL as an inline base64 source, any other URL as a URL source.
@@ -380,13 +320,6 @@ fn media_source(url: &str, field: &str, key: &str) -> Result<Value, TranslateErr
         .strip_suffix(";base64")
         .ok_or_else(|| err(format!("{field}.{key}"), "a data: URL must be base64-encoded"))?;
     Ok(json!({"type": "base64", "media_type": media_type, "data": data}))
-}
-
-fn str_field<'a>(object: &'a Map<String, Value>, key: &str, field: &str) -> Result<&'a str, TranslateError> {
-    object
-        .get(key)
-        .and_then(Value::as_str)
-        .ok_or_else(|| err(format!("{field}.{key}"), "is required and must be a string"))
 }
 
 fn tools(req: &Map<String, Value>, context: &mut ResponseContext) -> Result<Vec<Value>, TranslateError> {

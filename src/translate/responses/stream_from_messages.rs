@@ -13,7 +13,7 @@ use super::events::ResponseEvents;
 use super::response_from_chat::{call_item, custom_input, message_item};
 use super::response_from_messages::{arguments_of, reasoning_item, status_for_stop, usage_from_anthropic};
 use super::{new_id, ResponseContext};
-use crate::translate::anthropic::SseEvent;
+use crate::translate::sse::SseEvent;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
