@@ -28,4 +28,7 @@ pub struct AppState {
     /// On a shared PostgreSQL database: whether this router hears the other routers'
     /// changes right now (`/healthz` says "degraded" while it does not). `None` on redb.
     pub shared_db_live: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// On a shared PostgreSQL database: this router's workers published to the fleet, and
+    /// the other routers' read back for the workers list. `None` on redb.
+    pub presence: Option<Arc<crate::presence::Presence>>,
 }

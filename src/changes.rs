@@ -24,7 +24,11 @@ async fn apply(state: &AppState, change: &Changed) {
         }
     }
     if change.touches("api_keys") || change.touches("worker_tokens") {
-        report("API keys and worker tokens", state.auth.reload_credentials().await);
+        let reloaded = state.auth.reload_credentials().await;
+        if reloaded.is_ok() {
+            drop_revoked_workers(state);
+        }
+        report("API keys and worker tokens", reloaded);
     }
     if change.touches("providers") || change.touches("models") {
         report("providers", state.providers.reload().await);
@@ -44,5 +48,22 @@ async fn apply(state: &AppState, change: &Changed) {
     }
     if change.touches("prices") {
         report("prices", state.usage.reload_prices().await);
+    }
+}
+
+/// Disconnects the live workers whose token was revoked or deleted (they are refused when
+/// they dial again), or whose allow-list changed (they reconnect under the new one), on
+/// whichever router of the fleet that was done.
+fn drop_revoked_workers(state: &AppState) {
+    let auth = &state.auth;
+    let dropped = state.workers.kick_unless(|worker| {
+        auth.worker_token(&worker.token_id)
+            .is_some_and(|token| token.allowed_models.as_deref() == worker.allowed_models.as_deref())
+    });
+    if dropped > 0 {
+        tracing::info!(
+            disconnected = dropped,
+            "disconnected workers whose token was revoked or changed"
+        );
     }
 }

@@ -4,6 +4,7 @@ pub mod agents;
 pub mod api;
 mod app;
 mod changes;
+pub mod edits;
 
 pub mod auth;
 pub mod bounded;
@@ -16,6 +17,7 @@ pub mod exchange;
 mod fuzz;
 pub mod metrics;
 pub mod ops;
+pub mod presence;
 pub mod providers;
 pub mod store;
 pub mod translate;
@@ -237,6 +239,7 @@ pub async fn start(config: ServeConfig) -> Result<AppState, StartError> {
         upstream_timeout: config.upstream_timeout,
     });
     let feed = store.watch_changes(CHANGES_RESYNC);
+    let presence = presence::Presence::new(store.clone(), Arc::from(config.router_name.as_str()));
     let state = AppState {
         config: Arc::new(config),
         auth: Arc::new(auth),
@@ -249,6 +252,7 @@ pub async fn start(config: ServeConfig) -> Result<AppState, StartError> {
         admin_agent,
         backups,
         shared_db_live: feed.as_ref().map(|f| f.listening.clone()),
+        presence,
     };
     if let Some(feed) = feed {
         tokio::spawn(changes::follow(state.clone(), feed.changes));
@@ -331,6 +335,7 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
     let background = spawn_background_tasks(&state);
     let workers = state.workers.clone();
     let usage = state.usage.clone();
+    let presence = state.presence.clone();
     let grace = state.config.shutdown_grace;
     let service = warp::service(api::routes(state));
     // Built on hyper directly (not `warp::serve`) to know each connection's peer address,
@@ -396,6 +401,10 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
     for task in background {
         task.abort();
     }
+    // The other routers stop listing this one's workers at once, not when its rows expire.
+    if let Some(presence) = presence {
+        let _ = tokio::time::timeout(Duration::from_secs(2), presence.withdraw()).await;
+    }
     // Nothing is lost on a clean stop: every queued usage row is written before exit.
     usage.flush().await;
 }
@@ -434,5 +443,9 @@ fn spawn_background_tasks(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> 
             }
         }
     });
-    vec![refresh, prune, retention]
+    let mut tasks = vec![refresh, prune, retention];
+    if let Some(presence) = &state.presence {
+        tasks.push(tokio::spawn(presence.clone().run(state.workers.clone())));
+    }
+    tasks
 }

@@ -43,6 +43,7 @@ on_both_backends! {
     conversations_list_newest_first => conversations;
     the_key_state_holds_the_canary_and_schema_version => key_state;
     scans_longer_than_a_page_keep_their_order_both_ways => long_scans;
+    worker_presence_is_shared_between_routers_and_goes_stale => presence;
 }
 
 fn provider(id: &str, name: &str) -> ProviderRecord {
@@ -592,4 +593,81 @@ mod shared_database {
         assert_eq!(won, 1);
         assert_eq!(b.list_api_keys().await.unwrap().len(), 1);
     }
+}
+
+fn presence_row(worker_id: &str, name: &str) -> WorkerPresence {
+    WorkerPresence {
+        worker_id: worker_id.into(),
+        instance_id: Some(format!("{name}-process")),
+        token_id: "t1".into(),
+        kind: WorkerKind::Gpu,
+        name: name.into(),
+        version: "1".into(),
+        models: vec!["m".into()],
+        embedding_models: Vec::new(),
+        slots_total: 2,
+        slots_in_use: 1,
+        slots_in_use_here: 1,
+        jobs_served: 3,
+        connected_at: "2026-11-30T07:00:00Z".into(),
+        last_heartbeat: "2026-11-30T07:00:01Z".into(),
+        status: "idle".into(),
+        links: vec![PresenceLink {
+            url: "http://a".into(),
+            connected: true,
+        }],
+    }
+}
+
+async fn presence(store: Store) {
+    let fresh = std::time::Duration::from_secs(7);
+    let two = [presence_row("w1", "gpu-1"), presence_row("w2", "gpu-2")];
+    store.publish_presence("r1", "router-1", &two, None).await.unwrap();
+    let seen = store.fleet_presence("r2", fresh).await.unwrap();
+    if !store.shares_presence() {
+        // One router on redb: its own workers are the whole list.
+        assert!(seen.is_empty());
+        return;
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(
+        (seen[0].router.as_str(), seen[0].router_instance.as_str()),
+        ("router-1", "r1")
+    );
+    assert_eq!(seen[0].worker, two[0]);
+    assert!(
+        store.fleet_presence("r1", fresh).await.unwrap().is_empty(),
+        "a router's own rows are left out"
+    );
+    // A router's next write replaces its rows: a worker gone is gone.
+    store.publish_presence("r1", "router-1", &two[1..], None).await.unwrap();
+    let seen = store.fleet_presence("r2", fresh).await.unwrap();
+    assert_eq!(
+        seen.iter().map(|r| r.worker.worker_id.as_str()).collect::<Vec<_>>(),
+        ["w2"]
+    );
+    // Rows not refreshed within the window are left out, and pruned by the next router.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(store
+        .fleet_presence("r2", std::time::Duration::from_millis(10))
+        .await
+        .unwrap()
+        .is_empty());
+    store
+        .publish_presence(
+            "r3",
+            "router-3",
+            &[presence_row("w9", "gpu-9")],
+            Some(std::time::Duration::ZERO),
+        )
+        .await
+        .unwrap();
+    let seen = store.fleet_presence("r2", fresh).await.unwrap();
+    assert_eq!(
+        seen.iter().map(|r| r.router.as_str()).collect::<Vec<_>>(),
+        ["router-3"],
+        "r1's stale rows were pruned"
+    );
+    store.withdraw_presence("r3").await.unwrap();
+    assert!(store.fleet_presence("r2", fresh).await.unwrap().is_empty());
 }

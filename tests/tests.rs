@@ -18,6 +18,7 @@ mod dispatch;
 mod durability;
 mod embeddings;
 mod fleet;
+mod fleet_db;
 mod hardening;
 mod leak;
 mod model_servers;

@@ -3,6 +3,7 @@
 
 use crate::dispatch::plan::Tier;
 use crate::dispatch::rules::{validate_queue_timeout, RulesError};
+use crate::edits::Edits;
 use crate::store::{AgentRecord, Store};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -63,6 +64,8 @@ pub struct AgentBook {
     store: Store,
     /// Keyed by the lower-cased name.
     agents: RwLock<Arc<HashMap<String, Entry>>>,
+    /// Orders this router's own changes with reloads (see `edits`).
+    edits: Edits,
 }
 
 struct Entry {
@@ -88,6 +91,7 @@ impl AgentBook {
         let book = AgentBook {
             store,
             agents: RwLock::new(Arc::new(HashMap::new())),
+            edits: Edits::default(),
         };
         book.reload().await?;
         Ok(book)
@@ -95,15 +99,28 @@ impl AgentBook {
 
     /// Re-reads every agent (also when another router changed one).
     pub async fn reload(&self) -> Result<(), RulesError> {
-        let agents = self
+        self.edits.reload(|| self.read(), |agents| self.install(agents)).await
+    }
+
+    /// Re-reads every agent after this router's own write committed.
+    async fn reload_own(&self) -> Result<(), RulesError> {
+        self.edits
+            .reload_own(|| self.read(), |agents| self.install(agents))
+            .await
+    }
+
+    async fn read(&self) -> Result<HashMap<String, Entry>, RulesError> {
+        Ok(self
             .store
             .list_agents()
             .await?
             .into_iter()
             .map(|a| (a.name.to_lowercase(), Entry::from(a)))
-            .collect();
+            .collect())
+    }
+
+    fn install(&self, agents: HashMap<String, Entry>) {
         *self.agents.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(agents);
-        Ok(())
     }
 
     /// `agent:NAME` → the agent, for the request path (memory only).
@@ -149,13 +166,13 @@ impl AgentBook {
         };
         let record = validate(input, created_at, now)?;
         self.store.put_agent(record.clone(), create).await?;
-        self.reload().await?;
+        self.reload_own().await?;
         Ok(AgentView::from(&record))
     }
 
     pub async fn delete(&self, name: &str) -> Result<(), RulesError> {
         self.store.delete_agent(name).await?;
-        self.reload().await
+        self.reload_own().await
     }
 }
 

@@ -9,9 +9,10 @@ use crate::AppState;
 use bytes::Bytes;
 use warp::http::HeaderMap;
 
-/// Client API: the key, then its limits (429 with `Retry-After` when over one). The
-/// meter learns whose request this is either way.
-pub fn authorize_and_limit(state: &AppState, headers: &HeaderMap, meter: &mut Meter) -> Result<(), ApiError> {
+/// Client API: the key, then its limits (429 with `Retry-After` when over one; on a fleet,
+/// a request may wait briefly for this router's share of its key's rate). The meter learns
+/// whose request this is either way.
+pub async fn authorize_and_limit(state: &AppState, headers: &HeaderMap, meter: &mut Meter) -> Result<(), ApiError> {
     if let Some(session) = header(headers, "x-claude-code-session-id") {
         meter.set_session(Some(session));
     }
@@ -27,7 +28,7 @@ pub fn authorize_and_limit(state: &AppState, headers: &HeaderMap, meter: &mut Me
     };
     if let crate::auth::Principal::ApiKey { id, limits, .. } = principal {
         meter.set_api_key(Some(id.clone()));
-        state.usage.check_limits(&id, limits).map_err(|e| {
+        state.usage.admit(&id, limits).await.map_err(|e| {
             ApiError::new(429, "rate_limited", e.message).with_retry_after(Some(e.retry_after_secs.to_string()))
         })?;
     }
@@ -47,7 +48,7 @@ where
     S: futures_util::Stream<Item = Result<B, warp::Error>>,
     B: bytes::Buf,
 {
-    authorize_and_limit(state, headers, meter)?;
+    authorize_and_limit(state, headers, meter).await?;
     let overrides = route_overrides(headers)?;
     let body = read_body(headers, body, state.config.body_limit).await?;
     Ok((overrides, body))

@@ -25,6 +25,7 @@ mod responses;
 mod routing;
 mod ui;
 mod usage;
+mod worker_socket;
 mod workers;
 
 use crate::usage::BacklogStatus;

@@ -17,6 +17,7 @@ pub use grant::KeyGrant;
 pub use worker_tokens::{WorkerIdentity, WorkerTokenView};
 
 use crate::crypto::{random_token, token_hash, Secret};
+use crate::edits::Edits;
 use crate::store::KeyLimits;
 use crate::store::{AdminRecord, AdminRole, Role, SessionRecord, Store, StoreError};
 pub use passwords::Hasher;
@@ -174,8 +175,8 @@ pub struct Auth {
     worker_tokens: RwLock<HashMap<String, WorkerIdentity>>,
     throttle: LoginThrottle,
     hasher: Hasher,
-    /// Counts this router's own edits of the maps above (see `reload_credentials`).
-    edits: std::sync::Mutex<u64>,
+    /// Orders this router's own edits of the maps above with reloads.
+    edits: Edits,
 }
 
 impl Auth {
@@ -189,36 +190,30 @@ impl Auth {
             worker_tokens: RwLock::new(worker_tokens),
             throttle: LoginThrottle::default(),
             hasher: Hasher::new(),
-            edits: std::sync::Mutex::new(0),
+            edits: Edits::default(),
         })
     }
 
     /// Re-reads API keys and worker tokens (another router on the shared database changed
-    /// them): a key revoked there is refused here from now on.
+    /// them): a key revoked there is refused here from now on. A read that began before one
+    /// of this router's own changes is read again rather than swapped in (see `edits`).
     pub async fn reload_credentials(&self) -> Result<(), AuthError> {
-        loop {
-            let seen = *self.edits.lock().unwrap_or_else(|p| p.into_inner());
-            let (keys, grants, worker_tokens) = load_credentials(&self.store).await?;
-            let edits = self.edits.lock().unwrap_or_else(|p| p.into_inner());
-            // A key made or revoked here while the tables were read may be missing from
-            // (or still in) what was read: swapping that in would undo it until the next
-            // notice. Read again instead.
-            if *edits != seen {
-                continue;
-            }
-            *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
-            *self.grants.write().unwrap_or_else(|p| p.into_inner()) = grants;
-            *self.worker_tokens.write().unwrap_or_else(|p| p.into_inner()) = worker_tokens;
-            return Ok(());
-        }
+        self.edits
+            .reload(
+                || load_credentials(&self.store),
+                |(keys, grants, worker_tokens)| {
+                    *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+                    *self.grants.write().unwrap_or_else(|p| p.into_inner()) = grants;
+                    *self.worker_tokens.write().unwrap_or_else(|p| p.into_inner()) = worker_tokens;
+                },
+            )
+            .await
     }
 
     /// Applies a change this router just wrote to the in-memory credentials, ordered with
     /// `reload_credentials` so a reload that read the tables earlier cannot undo it.
     fn edit_credentials(&self, edit: impl FnOnce()) {
-        let mut edits = self.edits.lock().unwrap_or_else(|p| p.into_inner());
-        edit();
-        *edits += 1;
+        self.edits.apply(edit);
     }
 
     pub async fn admin_exists(&self) -> Result<bool, AuthError> {

@@ -174,4 +174,10 @@ impl Auth {
             .cloned()
             .ok_or(AuthError::InvalidCredentials)
     }
+
+    /// The token with this id as this router knows it now (`None`: revoked or deleted). No I/O.
+    pub fn worker_token(&self, token_id: &str) -> Option<WorkerIdentity> {
+        let tokens = self.worker_tokens.read().unwrap_or_else(|p| p.into_inner());
+        tokens.values().find(|t| t.token_id == token_id).cloned()
+    }
 }

@@ -3,6 +3,7 @@
 
 use super::plan::Tier;
 use super::stream::Phases;
+use crate::edits::Edits;
 use crate::providers::connect::ConnectTimeout;
 use crate::store::{
     AdminAgentSettings, AliasRecord, PhaseTimeouts, RoutingSettings, Store, StoreError, TierTimeouts, AUTO_ALIAS,
@@ -97,6 +98,10 @@ pub struct RoutingRules {
     cloud_connect: ConnectTimeout,
     /// The GPU tier's connect timeout in ms; worker sessions pass each change on.
     gpu_connect: watch::Sender<u64>,
+    /// Order this router's own changes with reloads (see `edits`): the settings (routing
+    /// and admin agent), and the aliases.
+    settings_edits: Edits,
+    alias_edits: Edits,
 }
 
 impl RoutingRules {
@@ -119,6 +124,8 @@ impl RoutingRules {
             settings: RwLock::new(Arc::new((settings, order))),
             admin_agent: RwLock::new(admin_agent),
             aliases: RwLock::new(Arc::new(aliases)),
+            settings_edits: Edits::default(),
+            alias_edits: Edits::default(),
         })
     }
 
@@ -193,14 +200,13 @@ impl RoutingRules {
             }
             let agent = AdminAgentSettings { model };
             self.store.put_admin_agent_settings(agent.clone()).await?;
-            *self.admin_agent.write().unwrap_or_else(|p| p.into_inner()) = agent;
+            self.settings_edits
+                .apply(|| *self.admin_agent.write().unwrap_or_else(|p| p.into_inner()) = agent);
         }
-        self.store.put_routing_settings(settings.clone()).await?;
-        self.cloud_connect
-            .set(Duration::from_millis(settings.timeouts.cloud.connect_ms));
-        self.gpu_connect.send_replace(settings.timeouts.gpu.connect_ms);
         let order = Tier::parse_order(&settings.default_order).map_err(RulesError::Invalid)?;
-        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new((settings.clone(), order));
+        self.store.put_routing_settings(settings.clone()).await?;
+        self.settings_edits
+            .apply(|| self.install_settings(settings.clone(), order));
         Ok(settings)
     }
 
@@ -240,7 +246,7 @@ impl RoutingRules {
     pub async fn put_alias(&self, alias: AliasRecord, create: bool) -> Result<AliasRecord, RulesError> {
         let alias = validate_alias(alias)?;
         self.store.put_alias(alias.clone(), create).await?;
-        self.reload_aliases().await?;
+        self.reload_own_aliases().await?;
         Ok(alias)
     }
 
@@ -251,14 +257,30 @@ impl RoutingRules {
             ));
         }
         self.store.delete_alias(name).await?;
-        self.reload_aliases().await
+        self.reload_own_aliases().await
     }
 
     /// Re-reads the routing and admin-agent settings (changed by another router).
     pub async fn reload_settings(&self) -> Result<(), RulesError> {
-        let settings = self.store.routing_settings().await?;
-        let agent = self.store.admin_agent_settings().await?;
-        let order = Tier::parse_order(&settings.default_order).unwrap_or_else(|_| Tier::ALL.to_vec());
+        let store = &self.store;
+        self.settings_edits
+            .reload(
+                || async move {
+                    let settings = store.routing_settings().await?;
+                    let agent = store.admin_agent_settings().await?;
+                    Ok::<_, RulesError>((settings, agent))
+                },
+                |(settings, agent)| {
+                    let order = Tier::parse_order(&settings.default_order).unwrap_or_else(|_| Tier::ALL.to_vec());
+                    *self.admin_agent.write().unwrap_or_else(|p| p.into_inner()) = agent;
+                    self.install_settings(settings, order);
+                },
+            )
+            .await
+    }
+
+    /// The settings in force from now on, the connect timeouts passed on.
+    fn install_settings(&self, settings: RoutingSettings, order: Vec<Tier>) {
         self.cloud_connect
             .set(Duration::from_millis(settings.timeouts.cloud.connect_ms));
         self.gpu_connect.send_if_modified(|ms| {
@@ -266,21 +288,35 @@ impl RoutingRules {
             *ms = settings.timeouts.gpu.connect_ms;
             changed
         });
-        *self.admin_agent.write().unwrap_or_else(|p| p.into_inner()) = agent;
         *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new((settings, order));
-        Ok(())
     }
 
+    /// Re-reads the aliases (changed by another router).
     pub async fn reload_aliases(&self) -> Result<(), RulesError> {
-        let aliases = self
+        self.alias_edits
+            .reload(|| self.read_aliases(), |aliases| self.install_aliases(aliases))
+            .await
+    }
+
+    async fn read_aliases(&self) -> Result<HashMap<String, AliasRecord>, RulesError> {
+        Ok(self
             .store
             .list_aliases()
             .await?
             .into_iter()
             .map(|a| (a.name.clone(), a))
-            .collect();
+            .collect())
+    }
+
+    fn install_aliases(&self, aliases: HashMap<String, AliasRecord>) {
         *self.aliases.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(aliases);
-        Ok(())
+    }
+
+    /// Re-reads the aliases after this router's own write committed.
+    async fn reload_own_aliases(&self) -> Result<(), RulesError> {
+        self.alias_edits
+            .reload_own(|| self.read_aliases(), |aliases| self.install_aliases(aliases))
+            .await
     }
 }
 

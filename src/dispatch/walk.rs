@@ -545,6 +545,7 @@ mod tests {
                 slots: *slots,
                 instance: None,
                 acks_jobs: true,
+                allowed_models: None,
             });
             outboxes.push(rx);
         }

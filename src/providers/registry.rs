@@ -7,6 +7,7 @@ use super::routing::RoutingTable;
 use super::{list_models, CachedModel, ProviderError, ProviderKind};
 use crate::clock::now_unix;
 use crate::crypto::{CryptoError, MasterKey, Secret};
+use crate::edits::Edits;
 use crate::store::{ModelCache, ProviderRecord, Store, StoreError};
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
@@ -162,8 +163,8 @@ pub struct ProviderRegistry {
     http: reqwest::Client,
     validation_timeout: Duration,
     routing: RwLock<Arc<RoutingTable>>,
-    /// Serialises rebuilds so an older snapshot never replaces a newer one.
-    rebuild_lock: tokio::sync::Mutex<()>,
+    /// Orders rebuilds so an older snapshot never replaces a newer one (see `edits`).
+    edits: Edits,
 }
 
 impl ProviderRegistry {
@@ -179,9 +180,9 @@ impl ProviderRegistry {
             http,
             validation_timeout: upstream_timeout.min(Duration::from_secs(30)),
             routing: RwLock::new(Arc::new(RoutingTable::default())),
-            rebuild_lock: tokio::sync::Mutex::new(()),
+            edits: Edits::default(),
         };
-        registry.rebuild().await?;
+        registry.reload().await?;
         Ok(registry)
     }
 
@@ -193,15 +194,25 @@ impl ProviderRegistry {
     /// Rebuilds the routing table from the store (another router added, changed or removed
     /// a provider, or refreshed its models).
     pub async fn reload(&self) -> Result<(), RegistryError> {
-        self.rebuild().await
+        self.edits
+            .reload(|| self.read_table(), |table| self.install(table))
+            .await
     }
 
+    /// Rebuilds the routing table after this router's own write committed.
     async fn rebuild(&self) -> Result<(), RegistryError> {
-        let _guard = self.rebuild_lock.lock().await;
+        self.edits
+            .reload_own(|| self.read_table(), |table| self.install(table))
+            .await
+    }
+
+    async fn read_table(&self) -> Result<Arc<RoutingTable>, RegistryError> {
         let rows = self.store.providers_with_models().await?;
-        let table = Arc::new(RoutingTable::build(rows));
+        Ok(Arc::new(RoutingTable::build(rows)))
+    }
+
+    fn install(&self, table: Arc<RoutingTable>) {
         *self.routing.write().unwrap_or_else(|p| p.into_inner()) = table;
-        Ok(())
     }
 
     pub async fn list(&self) -> Result<Vec<ProviderView>, RegistryError> {

@@ -13,6 +13,7 @@ mod meta;
 pub mod notify;
 pub mod offline;
 pub mod postgres;
+mod presence;
 mod providers;
 mod rate;
 mod readonly;
@@ -34,8 +35,9 @@ pub use aliases::{AliasRecord, AUTO as AUTO_ALIAS};
 pub use api_keys::{ApiKeyRecord, KeyLimits, Role};
 pub use conversations::{ConversationRecord, ConversationSummary};
 pub use meta::KeyState;
+pub use presence::{PresenceLink, RouterPresence, WorkerPresence};
 pub use providers::{CachedModel, ModelCache, ProviderKind, ProviderRecord};
-pub use rate::{RateCount, RateDelta};
+pub use rate::{RateCount, RateDelta, RateExchange};
 pub use sessions::SessionRecord;
 pub use settings::{AdminAgentSettings, PhaseTimeouts, RoutingSettings, TierTimeouts, DEFAULT_CONNECT_MS};
 pub use usage::{

@@ -96,10 +96,30 @@ const MIGRATIONS: &[(i32, &str)] = &[
              tokens bigint NOT NULL,
              PRIMARY KEY (key_id, minute, instance));",
     ),
+    (
+        3,
+        // Which router holds which worker connection, refreshed every few seconds by the
+        // router holding it (see `presence.rs`).
+        "CREATE TABLE auxot_worker_presence (
+             router_instance text NOT NULL,
+             worker_id text NOT NULL,
+             router text NOT NULL,
+             v bytea NOT NULL,
+             seen_at timestamptz NOT NULL,
+             PRIMARY KEY (router_instance, worker_id));",
+    ),
+    (
+        4,
+        // Each router process exchanging rate counters, by when it last did: how many
+        // routers share a key's limit (see `rate.rs`).
+        "CREATE TABLE auxot_rate_routers (
+             instance bigint PRIMARY KEY,
+             seen_at timestamptz NOT NULL);",
+    ),
 ];
 
 /// The newest schema step this auxot knows.
-pub const PG_SCHEMA_VERSION: i32 = 2;
+pub const PG_SCHEMA_VERSION: i32 = 4;
 
 /// Connections each router keeps at most.
 const POOL_SIZE: usize = 16;

@@ -6,14 +6,24 @@
 //! others' (`Store::exchange_rates`). The others' counts come in whole minutes; the previous
 //! minute is weighted by the part of it still inside the sliding 60 s window.
 //!
-//! Maximum overshoot: what the other routers admitted in the last exchange interval or two
-//! (a count waits up to one interval to be sent, the others read it up to one interval
-//! later), so about (routers − 1) × the key's rate per router × 2 × `SYNC_INTERVAL`.
+//! A request this router admitted is unknown to the others until it was sent and they read
+//! it: up to two exchange intervals. Admitting freely meanwhile would let each of n routers
+//! take the whole remaining limit in a burst (n × the limit in all). So each router takes,
+//! of what is left of the limit, at most its share (1/n, rounded up) in requests the
+//! others may not know of yet ("unconfirmed"); past its share a request waits for the next
+//! exchange (see `Usage::admit`). A request is confirmed once every other live router has
+//! exchanged since it was sent (by the database's clock: their exchange read it). Together
+//! the routers' unconfirmed requests then stay within what is left, up to the rounding: the
+//! overshoot is at most (routers − 1) requests. With the database unreachable
+//! there is no exchange to wait for: each router admits on its own count plus the others'
+//! counts as last read.
 
-use crate::store::{RateCount, RateDelta, Store};
-use std::collections::HashMap;
+use crate::store::{RateCount, RateDelta, RateExchange, Store};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::watch;
 
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -29,6 +39,33 @@ pub(super) struct FleetRate {
     pending: Mutex<HashMap<(String, i64), Counts>>,
     /// key id → (minute, the other routers' counts) for the last two minutes.
     others: Mutex<HashMap<String, Vec<(i64, Counts)>>>,
+    /// This router's requests the others may not have read yet.
+    unconfirmed: Mutex<InTransit>,
+    /// Routers sharing the limits as of the last exchange, this one included.
+    routers: AtomicU32,
+    /// The last exchange went through (else no share is waited for).
+    exchanging: AtomicBool,
+    /// Bumped after every exchange, for requests waiting for their share.
+    exchanged: watch::Sender<u64>,
+}
+
+/// This router's requests on their way to the other routers, per key.
+#[derive(Debug, Default)]
+struct InTransit {
+    /// Admitted since the last exchange began.
+    pending: HashMap<String, i64>,
+    /// Sent by the exchange under way.
+    sending: HashMap<String, i64>,
+    /// Sent by earlier exchanges, with the database time (µs) from which they were readable:
+    /// confirmed once every other live router has exchanged after that.
+    sent: VecDeque<(i64, HashMap<String, i64>)>,
+}
+
+impl InTransit {
+    fn of(&self, key_id: &str) -> i64 {
+        let batch = |b: &HashMap<String, i64>| b.get(key_id).copied().unwrap_or(0);
+        batch(&self.pending) + batch(&self.sending) + self.sent.iter().map(|(_, b)| batch(b)).sum::<i64>()
+    }
 }
 
 impl FleetRate {
@@ -37,17 +74,45 @@ impl FleetRate {
             instance: rand::random(),
             pending: Mutex::default(),
             others: Mutex::default(),
+            unconfirmed: Mutex::default(),
+            routers: AtomicU32::new(1),
+            exchanging: AtomicBool::new(false),
+            exchanged: watch::channel(0).0,
         }
     }
 
     /// Counts what this router admitted (requests) or spent (tokens) for a key.
     pub(super) fn count(&self, key_id: &str, now_ms: i64, requests: i64, tokens: i64) {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = pending
-            .entry((key_id.to_string(), now_ms.div_euclid(MINUTE_MS)))
-            .or_default();
-        entry.0 += requests;
-        entry.1 += tokens;
+        {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = pending
+                .entry((key_id.to_string(), now_ms.div_euclid(MINUTE_MS)))
+                .or_default();
+            entry.0 += requests;
+            entry.1 += tokens;
+        }
+        if requests > 0 {
+            let mut unconfirmed = self.unconfirmed.lock().unwrap_or_else(|p| p.into_inner());
+            *unconfirmed.pending.entry(key_id.to_string()).or_default() += requests;
+        }
+    }
+
+    /// Whether one more request for a key fits this router's share of what is left of
+    /// `limit`, `used` being the whole fleet's count as this router knows it. Always true
+    /// for a router alone, or while exchanges fail.
+    pub(super) fn within_share(&self, key_id: &str, limit: u64, used: u64) -> bool {
+        let routers = u64::from(self.routers.load(Ordering::Acquire));
+        if routers <= 1 || !self.exchanging.load(Ordering::Acquire) {
+            return true;
+        }
+        let unconfirmed = self.unconfirmed.lock().unwrap_or_else(|p| p.into_inner()).of(key_id);
+        let unconfirmed = u64::try_from(unconfirmed).unwrap_or(0);
+        unconfirmed < share(limit.saturating_sub(used), routers)
+    }
+
+    /// A receiver that sees every later exchange.
+    pub(super) fn exchanges(&self) -> watch::Receiver<u64> {
+        self.exchanged.subscribe()
     }
 
     /// What the other routers did with a key in the 60 s before `now_ms`, as last read.
@@ -61,6 +126,13 @@ impl FleetRate {
 
     fn take_pending(&self) -> Vec<RateDelta> {
         let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        {
+            let mut unconfirmed = self.unconfirmed.lock().unwrap_or_else(|p| p.into_inner());
+            let pending = std::mem::take(&mut unconfirmed.pending);
+            for (key, n) in pending {
+                *unconfirmed.sending.entry(key).or_default() += n;
+            }
+        }
         pending
             .into_iter()
             .map(|((key_id, minute), (requests, tokens))| RateDelta {
@@ -80,6 +152,37 @@ impl FleetRate {
             entry.0 += d.requests;
             entry.1 += d.tokens;
         }
+    }
+
+    /// The exchange went through: what it sent is readable from `exchange.at_us`; what every
+    /// other live router has exchanged since being sent is known to all of them.
+    fn exchange_done(&self, exchange: RateExchange) {
+        {
+            let mut unconfirmed = self.unconfirmed.lock().unwrap_or_else(|p| p.into_inner());
+            let sent = std::mem::take(&mut unconfirmed.sending);
+            if !sent.is_empty() {
+                unconfirmed.sent.push_back((exchange.at_us, sent));
+            }
+            let read_by_all = exchange.others_seen_us.unwrap_or(i64::MAX);
+            unconfirmed.sent.retain(|(at, _)| *at >= read_by_all);
+        }
+        self.set_others(exchange.counts);
+        self.routers.store(exchange.routers.max(1), Ordering::Release);
+        self.exchanging.store(true, Ordering::Release);
+        self.exchanged.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// The exchange failed: what it was to send goes with the next one.
+    fn exchange_failed(&self) {
+        {
+            let mut unconfirmed = self.unconfirmed.lock().unwrap_or_else(|p| p.into_inner());
+            let sending = std::mem::take(&mut unconfirmed.sending);
+            for (key, n) in sending {
+                *unconfirmed.pending.entry(key).or_default() += n;
+            }
+        }
+        self.exchanging.store(false, Ordering::Release);
+        self.exchanged.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     fn set_others(&self, counts: Vec<RateCount>) {
@@ -112,6 +215,12 @@ fn window_estimate(minutes: &[(i64, Counts)], now_ms: i64) -> (u64, u64) {
     (requests.ceil().max(0.0) as u64, tokens.ceil().max(0.0) as u64)
 }
 
+/// A router's share of `left` among `routers`: rounded up, so one of them can always take
+/// the last request.
+fn share(left: u64, routers: u64) -> u64 {
+    left.div_ceil(routers.max(1))
+}
+
 /// Seconds until the current minute ends: when the other routers' counts start to weigh less.
 pub(super) fn secs_to_next_minute(now_ms: i64) -> u64 {
     ((MINUTE_MS - now_ms.rem_euclid(MINUTE_MS)) / 1000).max(1) as u64
@@ -130,8 +239,8 @@ pub(super) async fn run(fleet: Arc<FleetRate>, store: Store) {
         let deltas = fleet.take_pending();
         let prune = minute != pruned_minute;
         match store.exchange_rates(fleet.instance, minute - 1, &deltas, prune).await {
-            Ok(counts) => {
-                fleet.set_others(counts);
+            Ok(exchange) => {
+                fleet.exchange_done(exchange);
                 pruned_minute = minute;
                 if std::mem::take(&mut failing) {
                     tracing::info!("fleet rate counters are shared again");
@@ -139,6 +248,7 @@ pub(super) async fn run(fleet: Arc<FleetRate>, store: Store) {
             }
             Err(e) => {
                 fleet.restore(deltas, minute - 1);
+                fleet.exchange_failed();
                 if !std::mem::replace(&mut failing, true) {
                     tracing::warn!(error = %e, "cannot share rate counters; admitting on the last known fleet counts");
                 }
@@ -195,5 +305,87 @@ mod tests {
         }]);
         assert_eq!(fleet.others("k", 5 * MINUTE_MS + 1), (7, 70));
         assert_eq!(fleet.others("other", 5 * MINUTE_MS + 1), (0, 0));
+    }
+
+    /// An exchange at database time `at_us`, after which the other routers last exchanged
+    /// at `others_us`.
+    fn exchanged_at(fleet: &FleetRate, routers: u32, at_us: i64, others_us: i64) {
+        fleet.take_pending();
+        fleet.exchange_done(RateExchange {
+            counts: Vec::new(),
+            routers,
+            at_us,
+            others_seen_us: Some(others_us),
+        });
+    }
+
+    fn exchanged(fleet: &FleetRate, routers: u32) {
+        exchanged_at(fleet, routers, 0, 0);
+    }
+
+    #[test]
+    fn a_router_takes_its_share_of_what_is_left_until_the_others_have_read_its_requests() {
+        let fleet = FleetRate::new();
+        // Alone (or before any exchange) a router needs no share.
+        fleet.count("k", 0, 5, 0);
+        assert!(fleet.within_share("k", 6, 5));
+        let fleet = FleetRate::new();
+        exchanged(&fleet, 2);
+        // Two routers, a limit of 6, nothing used: this one takes 2 of the 6 unconfirmed
+        // (the second router, doing the same meanwhile, takes 2: 4 of 6 in all).
+        let mut admitted = 0;
+        while fleet.within_share("k", 6, admitted) {
+            fleet.count("k", 0, 1, 0);
+            admitted += 1;
+        }
+        assert_eq!(admitted, 2);
+        // Sent by the next exchange, they are on their way to the other router…
+        exchanged_at(&fleet, 2, 100, 90);
+        assert!(!fleet.within_share("k", 6, admitted));
+        // …still, while the other router has not exchanged since (it is slow)…
+        exchanged_at(&fleet, 2, 200, 100);
+        assert!(!fleet.within_share("k", 6, admitted));
+        // …and known to it once it has: this router's share is free again.
+        exchanged_at(&fleet, 2, 300, 101);
+        assert!(fleet.within_share("k", 6, admitted + 2));
+        assert!(fleet.within_share("other", 6, 0), "shares are per key");
+    }
+
+    #[test]
+    fn shares_of_routers_bursting_at_once_add_up_to_at_most_the_limit_plus_the_rounding() {
+        for routers in 2..=4u32 {
+            for limit in 1..=40u64 {
+                let fleets: Vec<FleetRate> = (0..routers).map(|_| FleetRate::new()).collect();
+                for fleet in &fleets {
+                    exchanged(fleet, routers);
+                }
+                // Each router bursts knowing only its own requests.
+                let mut total = 0;
+                for fleet in &fleets {
+                    let mut mine = 0;
+                    while fleet.within_share("k", limit, mine) {
+                        fleet.count("k", 0, 1, 0);
+                        mine += 1;
+                    }
+                    total += mine;
+                }
+                assert!(
+                    total < limit + u64::from(routers),
+                    "{routers} routers admitted {total} on a limit of {limit}"
+                );
+                assert!(total >= 1, "nobody admitted anything on {limit}");
+            }
+        }
+    }
+
+    #[test]
+    fn while_exchanges_fail_no_share_is_waited_for() {
+        let fleet = FleetRate::new();
+        exchanged(&fleet, 3);
+        fleet.count("k", 0, 2, 0);
+        assert!(!fleet.within_share("k", 6, 2));
+        fleet.take_pending();
+        fleet.exchange_failed();
+        assert!(fleet.within_share("k", 6, 2));
     }
 }

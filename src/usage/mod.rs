@@ -9,6 +9,7 @@ pub mod buffer;
 pub mod equivalent;
 pub mod estimate;
 mod fleet_rate;
+mod limits;
 mod meter;
 pub mod prices;
 pub mod tap;
@@ -17,18 +18,21 @@ mod writer;
 /// Limits live with the key's record; re-exported for the limit checks here.
 pub use crate::store::KeyLimits;
 pub use aggregate::{aggregate, latency, latency_by_day, to_csv, DayLatency, Group, GroupBy, Latency, Totals};
+pub use limits::{KeyMonth, LimitExceeded};
 pub use meter::{Meter, MeterStart, RouteInfo};
 pub use writer::BacklogStatus;
 
+use limits::Limits;
+
+use crate::edits::Edits;
 use crate::metrics::Metrics;
 use crate::store::{
     month_number, DailyRollup, EquivalentSettings, LogPage, LogQuery, PriceRecord, Store, StoreError, UsageRecord,
 };
-use serde::Serialize;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use writer::{Backlog, Job, Writer};
 
@@ -100,47 +104,6 @@ impl Retention {
     }
 }
 
-/// An API key's activity this calendar month (UTC), for the keys list.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct KeyMonth {
-    pub spent_this_month_usd: f64,
-    pub requests_this_month: u64,
-    /// Unix millis of its last request since the router started or this month began.
-    #[serde(skip)]
-    pub last_used_ms: Option<i64>,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct LimitExceeded {
-    pub reason: &'static str,
-    pub message: String,
-    pub retry_after_secs: u64,
-}
-
-#[derive(Default)]
-struct Limits {
-    windows: Mutex<HashMap<String, VecDeque<Instant>>>,
-    /// key id → (month number, what it did in it)
-    spend: Mutex<HashMap<String, (i64, KeyMonth)>>,
-    /// key id → tokens used in the last minute, by when
-    tokens: Mutex<HashMap<String, VecDeque<(Instant, u64)>>>,
-}
-
-/// The month number of `unix_ms` and the unix second the next month starts.
-fn month_of(unix_ms: i64) -> (i64, i64) {
-    let month = month_number(unix_ms);
-    let (year, m) = ((month + 1).div_euclid(12), (month + 1).rem_euclid(12) + 1);
-    let next = time::Date::from_calendar_date(
-        year as i32,
-        time::Month::try_from(m as u8).unwrap_or(time::Month::January),
-        1,
-    )
-    .map(|d| d.midnight().assume_utc().unix_timestamp())
-    .unwrap_or(unix_ms / 1000 + 86_400);
-    (month, next)
-}
-
 /// The unix ms the month of `unix_ms` starts.
 fn month_start_ms(unix_ms: i64) -> i64 {
     let month = month_number(unix_ms);
@@ -174,6 +137,9 @@ pub struct Usage {
     metrics: Arc<Metrics>,
     prices: RwLock<Arc<Vec<PriceRecord>>>,
     equivalents: RwLock<Arc<EquivalentSettings>>,
+    /// Order this router's own changes of the two caches above with reloads (see `edits`).
+    price_edits: Edits,
+    equivalent_edits: Edits,
     tx: Mutex<Option<mpsc::Sender<Job>>>,
     writer: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Rows never written: dropped at a full queue, or their commit failed.
@@ -210,6 +176,8 @@ impl Usage {
             metrics,
             prices: RwLock::new(Arc::new(Vec::new())),
             equivalents: RwLock::new(Arc::new(store.equivalent_settings().await?)),
+            price_edits: Edits::default(),
+            equivalent_edits: Edits::default(),
             tx: Mutex::new(Some(tx)),
             writer: tokio::sync::Mutex::new(None),
             lost: lost.clone(),
@@ -335,131 +303,6 @@ impl Usage {
         }
     }
 
-    /// Refuses the request before dispatch when its key is over a limit.
-    pub fn check_limits(&self, key_id: &str, limits: KeyLimits) -> Result<(), LimitExceeded> {
-        let now_ms = crate::clock::now_unix_ms();
-        if let Some(cap) = limits.monthly_spend_cap_usd {
-            let (month, next_month) = month_of(now_ms);
-            let spent = self
-                .limits
-                .spend
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(key_id)
-                .filter(|(m, _)| *m == month)
-                .map_or(0.0, |(_, k)| k.spent_this_month_usd);
-            if spent >= cap {
-                self.metrics.rate_limited("spend_cap");
-                return Err(LimitExceeded {
-                    reason: "spend_cap",
-                    message: format!("this API key reached its monthly spend cap of ${cap:.2} (spent ${spent:.4})"),
-                    retry_after_secs: (next_month - now_ms / 1000).max(1) as u64,
-                });
-            }
-        }
-        if let Some(tpm) = limits.tpm {
-            let mut tokens = self.limits.tokens.lock().unwrap_or_else(|p| p.into_inner());
-            let window = tokens.entry(key_id.to_string()).or_default();
-            let now = Instant::now();
-            while window
-                .front()
-                .is_some_and(|(t, _)| now.duration_since(*t) >= Duration::from_secs(60))
-            {
-                window.pop_front();
-            }
-            let here: u64 = window.iter().map(|(_, n)| n).sum();
-            let used = here + self.fleet.as_ref().map_or(0, |f| f.others(key_id, now_ms).1);
-            if used >= u64::from(tpm) {
-                let oldest = window.front().map_or(now, |(t, _)| *t);
-                let wait = if here >= u64::from(tpm) {
-                    Duration::from_secs(60).saturating_sub(now.duration_since(oldest))
-                } else {
-                    Duration::from_secs(fleet_rate::secs_to_next_minute(now_ms))
-                };
-                self.metrics.rate_limited("tpm");
-                return Err(LimitExceeded {
-                    reason: "tpm",
-                    message: format!("this API key is limited to {tpm} tokens per minute (used {used})"),
-                    retry_after_secs: wait.as_secs().max(1),
-                });
-            }
-        }
-        if let Some(rpm) = limits.rpm {
-            let mut windows = self.limits.windows.lock().unwrap_or_else(|p| p.into_inner());
-            let window = windows.entry(key_id.to_string()).or_default();
-            let now = Instant::now();
-            while window
-                .front()
-                .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
-            {
-                window.pop_front();
-            }
-            let others = self.fleet.as_ref().map_or(0, |f| f.others(key_id, now_ms).0);
-            if window.len() as u64 + others >= u64::from(rpm) {
-                let oldest = window.front().copied().unwrap_or(now);
-                let wait = if window.len() >= rpm as usize {
-                    Duration::from_secs(60).saturating_sub(now.duration_since(oldest))
-                } else {
-                    Duration::from_secs(fleet_rate::secs_to_next_minute(now_ms))
-                };
-                self.metrics.rate_limited("rpm");
-                return Err(LimitExceeded {
-                    reason: "rpm",
-                    message: format!("this API key is limited to {rpm} requests per minute"),
-                    retry_after_secs: wait.as_secs().max(1),
-                });
-            }
-            window.push_back(now);
-            if let Some(fleet) = &self.fleet {
-                fleet.count(key_id, now_ms, 1, 0);
-            }
-        }
-        Ok(())
-    }
-
-    /// Counts a finished request against its key: spend, requests, tokens per minute.
-    fn add_spend(&self, key_id: &str, at_ms: i64, usd: f64, tokens: u64) {
-        let (month, _) = month_of(at_ms);
-        {
-            let mut spend = self.limits.spend.lock().unwrap_or_else(|p| p.into_inner());
-            let entry = spend.entry(key_id.to_string()).or_insert((month, KeyMonth::default()));
-            if entry.0 != month {
-                *entry = (month, KeyMonth::default());
-            }
-            entry.1.spent_this_month_usd += usd.max(0.0);
-            entry.1.requests_this_month += 1;
-            entry.1.last_used_ms = entry.1.last_used_ms.max(Some(at_ms));
-        }
-        if tokens > 0 {
-            if let Some(fleet) = &self.fleet {
-                fleet.count(key_id, crate::clock::now_unix_ms(), 0, tokens as i64);
-            }
-            let mut windows = self.limits.tokens.lock().unwrap_or_else(|p| p.into_inner());
-            let window = windows.entry(key_id.to_string()).or_default();
-            let now = Instant::now();
-            while window
-                .front()
-                .is_some_and(|(t, _)| now.duration_since(*t) >= Duration::from_secs(60))
-            {
-                window.pop_front();
-            }
-            window.push_back((now, tokens));
-        }
-    }
-
-    /// What a key did this month (zeros when nothing yet).
-    pub fn key_month(&self, key_id: &str) -> KeyMonth {
-        let (month, _) = month_of(crate::clock::now_unix() * 1000);
-        self.limits
-            .spend
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key_id)
-            .filter(|(m, _)| *m == month)
-            .map(|(_, k)| *k)
-            .unwrap_or_default()
-    }
-
     fn price_table(&self) -> Arc<Vec<PriceRecord>> {
         self.prices.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -482,35 +325,39 @@ impl Usage {
         prices::find(&self.price_table(), model).cloned()
     }
 
-    /// Takes this month's spend per key from the store, where the rows of every router on a
-    /// shared database add up, so a monthly cap holds for the fleet. A key's figure only
-    /// grows here: spend this router counted but has not written yet stays counted.
-    pub async fn reload_spend(&self) -> Result<(), UsageError> {
-        let month = month_number(crate::clock::now_unix_ms());
-        let stored = self.store.spend_in_month(month).await?;
-        let mut spend = self.limits.spend.lock().unwrap_or_else(|p| p.into_inner());
-        for (key, usd) in stored {
-            let entry = spend.entry(key).or_insert((month, KeyMonth::default()));
-            if entry.0 != month {
-                *entry = (month, KeyMonth::default());
-            }
-            entry.1.spent_this_month_usd = entry.1.spent_this_month_usd.max(usd);
-        }
-        Ok(())
-    }
-
     /// Re-reads the cloud-equivalent settings (changed by another router).
     pub async fn reload_equivalents(&self) -> Result<(), UsageError> {
-        let settings = self.store.equivalent_settings().await?;
-        *self.equivalents.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
-        Ok(())
+        let store = &self.store;
+        self.equivalent_edits
+            .reload(
+                || async move { Ok::<_, UsageError>(store.equivalent_settings().await?) },
+                |settings| *self.equivalents.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings),
+            )
+            .await
     }
 
+    /// Re-reads the prices (changed by another router).
     pub async fn reload_prices(&self) -> Result<(), UsageError> {
+        self.price_edits
+            .reload(|| self.read_prices(), |prices| self.install_prices(prices))
+            .await
+    }
+
+    async fn read_prices(&self) -> Result<Vec<PriceRecord>, UsageError> {
         let mut prices = self.store.list_prices().await?;
         prices.sort_by(|a, b| a.model.cmp(&b.model));
+        Ok(prices)
+    }
+
+    fn install_prices(&self, prices: Vec<PriceRecord>) {
         *self.prices.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(prices);
-        Ok(())
+    }
+
+    /// Re-reads the prices after this router's own write committed.
+    async fn reload_own_prices(&self) -> Result<(), UsageError> {
+        self.price_edits
+            .reload_own(|| self.read_prices(), |prices| self.install_prices(prices))
+            .await
     }
 
     pub fn prices(&self) -> Vec<PriceRecord> {
@@ -524,7 +371,7 @@ impl Usage {
         };
         prices::validate(&price).map_err(UsageError::Invalid)?;
         self.store.put_price(price.clone()).await?;
-        self.reload_prices().await?;
+        self.reload_own_prices().await?;
         Ok(price)
     }
 
@@ -533,7 +380,7 @@ impl Usage {
             Err(StoreError::NotFound(_)) => return Err(UsageError::NotFound),
             other => other?,
         }
-        self.reload_prices().await
+        self.reload_own_prices().await
     }
 
     pub fn equivalents(&self) -> EquivalentSettings {
@@ -543,7 +390,8 @@ impl Usage {
     pub async fn put_equivalents(&self, settings: EquivalentSettings) -> Result<EquivalentSettings, UsageError> {
         equivalent::validate(&settings, &self.price_table()).map_err(UsageError::Invalid)?;
         self.store.put_equivalent_settings(settings.clone()).await?;
-        *self.equivalents.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings.clone());
+        self.equivalent_edits
+            .apply(|| *self.equivalents.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings.clone()));
         Ok(settings)
     }
 
@@ -624,14 +472,5 @@ mod tests {
             ..retention
         };
         assert_eq!(unbounded.row_cap(Some(1_000_000)), 5_000);
-    }
-
-    #[test]
-    fn month_boundaries() {
-        // 2026-11-25T00:00:00Z → next month starts 2026-12-01.
-        let (_, next) = month_of(1_795_564_800_000);
-        assert_eq!(crate::clock::rfc3339(next), "2026-12-01T00:00:00Z");
-        let (_, next) = month_of(1_797_811_200_000); // 2026-12-21
-        assert_eq!(crate::clock::rfc3339(next), "2027-01-01T00:00:00Z");
     }
 }

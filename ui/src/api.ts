@@ -58,9 +58,33 @@ export interface Worker {
   instance_id?: string | null;
   /** The routers it dials (by the URL it uses) and whether each connection is up. */
   routers?: { url: string; connected: boolean }[];
+  /** Connected to the router that answered (absent in builds without the fleet view). */
+  connected_here?: boolean;
+  /** Every router of the fleet it is connected to, by router name, as each sees it. */
+  connections?: WorkerConnection[];
   cooldown_until?: string | null;
   cooldown_reason?: string | null;
   limited_until?: string | null;
+}
+
+/** One router a worker is connected to, and the worker as that router sees it. */
+export interface WorkerConnection {
+  router: string;
+  /** The router that answered the list. */
+  here: boolean;
+  worker_id: string;
+  status: 'idle' | 'busy';
+  slots_in_use: number;
+  slots_in_use_here: number;
+  jobs_served: number;
+  connected_at: string;
+  last_heartbeat: string;
+}
+
+/** `GET /api/workers`: the fleet's workers, and why other routers' could not be read. */
+export interface WorkerList {
+  data: Worker[];
+  fleet_error?: string;
 }
 
 export interface WorkerToken {

@@ -1,7 +1,7 @@
 // Workers: the live GPU and CLI tiers, refreshed every 2 s while visible, and the tokens
 // that let a worker connect.
 import { useState } from 'preact/hooks';
-import { api, describeError, seg, type Worker, type WorkerToken } from '../api';
+import { api, describeError, seg, sentence, type Worker, type WorkerList, type WorkerToken } from '../api';
 import { cooldownNote, type Resource } from '../components';
 import {
   CodeBox,
@@ -37,7 +37,7 @@ export function WorkersPage() {
 
 /** One live list feeds both cards, so a token's row turns "connected" as its worker appears. */
 function WorkersAndTokens() {
-  const workers = useResource(() => api.list<Worker>('/api/workers'));
+  const workers = useResource(() => api.get<WorkerList>('/api/workers'));
   const [updatedAt, setUpdatedAt] = useState(() => Date.now());
   useVisibleInterval(() => {
     void workers.reload().then((ok) => ok && setUpdatedAt(Date.now()));
@@ -45,15 +45,17 @@ function WorkersAndTokens() {
   return (
     <>
       <LiveWorkers workers={workers} updatedAt={updatedAt} />
-      <WorkerTokens workers={workers.data ?? []} />
+      <WorkerTokens workers={workers.data?.data ?? []} />
     </>
   );
 }
 
-function LiveWorkers(props: { workers: Resource<Worker[]>; updatedAt: number }) {
+function LiveWorkers(props: { workers: Resource<WorkerList>; updatedAt: number }) {
   const { workers, updatedAt } = props;
 
-  const list = workers.data ?? [];
+  const list = workers.data?.data ?? [];
+  // A fleet: some worker is connected to a router other than this one.
+  const fleet = list.some((w) => (w.connections ?? []).some((c) => !c.here));
   return (
     <Section
       title="Connected workers"
@@ -63,6 +65,7 @@ function LiveWorkers(props: { workers: Resource<Worker[]>; updatedAt: number }) 
         </span>
       }
     >
+      {workers.data?.fleet_error ? <Notice>{sentence(workers.data.fleet_error)} Only this router's workers are listed.</Notice> : null}
       {workers.error ? <ErrorMessage title={workers.data ? 'The list could not be refreshed; it may be out of date. Retrying every 2 s.' : 'The workers could not be loaded.'} error={workers.error} /> : null}
       {!workers.data && workers.loading ? (
         <Loading what="workers" />
@@ -85,6 +88,7 @@ function LiveWorkers(props: { workers: Resource<Worker[]>; updatedAt: number }) 
               ),
             },
             { label: 'Kind', render: (w) => <span class={`tier-badge tier-${w.kind}`}>{w.kind}</span> },
+            ...(fleet ? [{ label: 'Routers', render: (w: Worker) => routersCell(w) }] : []),
             {
               label: 'Status',
               render: (w) => (
@@ -110,6 +114,25 @@ function LiveWorkers(props: { workers: Resource<Worker[]>; updatedAt: number }) 
         />
       )}
     </Section>
+  );
+}
+
+/** The routers of the fleet a worker is connected to, each with the worker as it sees it. */
+function routersCell(w: Worker) {
+  const connections = w.connections ?? [];
+  if (!connections.length) return <span class="muted">none</span>;
+  return (
+    <ul class="plain-list" aria-label={`Routers ${w.name} is connected to`}>
+      {connections.map((c) => (
+        <li key={c.router + c.worker_id} data-testid="worker-router">
+          <strong>{c.router}</strong>
+          {c.here ? <span class="muted small"> (this router)</span> : null}
+          <div class="muted small">
+            {c.status} · {c.slots_in_use} / {w.slots_total} slots · {formatInt(c.jobs_served)} jobs
+          </div>
+        </li>
+      ))}
+    </ul>
   );
 }
 
