@@ -42,6 +42,8 @@ LOAD_CPU=1
 
 log() { printf '[compare] %s\n' "$*" >&2; }
 die() { printf '[compare] error: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$HERE/lib.sh"
 
 for tool in curl python3 wrk nginx taskset; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool not found (apt-get install -y wrk nginx-light)"
@@ -68,15 +70,11 @@ trap cleanup EXIT
 
 if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
     log "cargo build --release (auxot + bench_tools, symbols and frame pointers kept for perf)"
-    (cd "$ROOT" && CARGO_PROFILE_RELEASE_STRIP=none CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
-        RUSTFLAGS="-C force-frame-pointers=yes" cargo build --release --quiet --bin auxot --example bench_tools) ||
-        die "release build failed"
+    build_release
 fi
 [[ -x $BIN ]] || die "$BIN is missing"
 [[ -x $TOOLS ]] || die "$TOOLS is missing"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port_file() { for _ in $(seq 50); do [[ -s $1 ]] && return 0; sleep 0.1; done; return 1; }
 
 # 1. The mock upstream, on the load CPU.
 taskset -c $LOAD_CPU "$TOOLS" mock --port-file "$WORK/mock.port" >"$WORK/mock.log" 2>&1 &
@@ -160,22 +158,6 @@ for base in "$MOCK:$UPSTREAM_KEY" "$NGINX:$UPSTREAM_KEY" "$AUXOT:$CLIENT_KEY"; d
 done
 log "sanity checks passed"
 
-rss_kb() { # rss_kb PID... -> summed VmRSS in kB
-    local total=0 pid kb
-    for pid in "$@"; do
-        kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
-        total=$((total + ${kb:-0}))
-    done
-    echo "$total"
-}
-cpu_ticks() { # cpu_ticks PID... -> summed utime+stime in clock ticks
-    local total=0 pid t
-    for pid in "$@"; do
-        t=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)
-        total=$((total + t))
-    done
-    echo "$total"
-}
 nginx_pids() { echo "$NGINX_PID $(pgrep -P "$NGINX_PID" | tr '\n' ' ')"; }
 proxy_pids() { if [[ $1 == nginx ]]; then nginx_pids; elif [[ $1 == auxot ]]; then echo "$AUXOT_PID"; fi; }
 url_of() { case $1 in direct) echo "$MOCK" ;; nginx) echo "$NGINX" ;; auxot) echo "$AUXOT" ;; esac; }

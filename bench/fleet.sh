@@ -36,6 +36,8 @@ OUT_DIR="$HERE/results"
 
 log() { printf '[fleet] %s\n' "$*" >&2; }
 die() { printf '[fleet] error: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$HERE/lib.sh"
 
 for tool in curl python3 wrk nginx; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool not found (apt-get install -y wrk nginx-light)"
@@ -68,15 +70,11 @@ trap cleanup EXIT
 
 if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
     log "cargo build --release (auxot + bench_tools)"
-    (cd "$ROOT" && CARGO_PROFILE_RELEASE_STRIP=none CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
-        RUSTFLAGS="-C force-frame-pointers=yes" cargo build --release --quiet --bin auxot --example bench_tools) ||
-        die "release build failed"
+    build_release
 fi
 [[ -x $BIN ]] || die "$BIN is missing"
 [[ -x $TOOLS ]] || die "$TOOLS is missing"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port_file() { for _ in $(seq 50); do [[ -s $1 ]] && return 0; sleep 0.1; done; return 1; }
 
 # 1. The mock upstream.
 "$TOOLS" mock --port-file "$WORK/mock.port" >"$WORK/mock.log" 2>&1 &
@@ -94,7 +92,7 @@ mkdir -p "$PG_DATA" && chmod 700 "$PG_DATA"
 PG_PORT=$(free_port)
 "${AS_PG[@]}" "$PG_BIN/initdb" -D "$PG_DATA" -U auxot --auth=trust --encoding=UTF8 --locale=C \
     >"$WORK/initdb.log" 2>&1 || die "initdb failed"
-"${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$WORK/postgres.log" -w \
+"${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_DATA/server.log" -w \
     -o "-p $PG_PORT -k $PG_DATA -c listen_addresses=127.0.0.1 -c max_connections=200" start \
     >/dev/null || die "postgres did not start"
 PG_PID=$(head -n1 "$PG_DATA/postmaster.pid")
@@ -181,14 +179,6 @@ token_of() { case $1 in direct) echo "$UPSTREAM_KEY" ;; redb1) echo "$REDB_KEY" 
 router_pids() { case $1 in redb1) echo "$R_PID" ;; pg1) echo "$A_PID" ;; pg2) echo "$A_PID $B_PID" ;; *) echo "" ;; esac; }
 pg_pids() { echo "$PG_PID $(pgrep -P "$PG_PID" | tr '\n' ' ')"; }
 nginx_pids() { echo "$NGINX_PID $(pgrep -P "$NGINX_PID" | tr '\n' ' ')"; }
-cpu_ticks() { # cpu_ticks PID... -> summed utime+stime in clock ticks
-    local total=0 pid t
-    for pid in "$@"; do
-        t=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)
-        total=$((total + t))
-    done
-    echo "$total"
-}
 CLK_TCK=$(getconf CLK_TCK)
 
 PLAIN='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello."}]}'
