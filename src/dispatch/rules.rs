@@ -179,19 +179,13 @@ impl RoutingRules {
     }
 
     pub async fn update_settings(&self, patch: SettingsPatch) -> Result<RoutingSettings, RulesError> {
-        let mut settings = self.settings();
-        if let Some(order) = patch.default_order {
-            let tiers =
-                Tier::parse_order(&order).map_err(|e| RulesError::Invalid(format!("routing.default_order: {e}")))?;
-            settings.default_order = tiers.iter().map(|t| t.as_str().to_string()).collect();
-        }
-        if let Some(ms) = patch.queue_timeout_ms {
-            settings.queue_timeout_ms = validate_queue_timeout(ms)?;
-        }
-        if let Some(timeouts) = patch.timeouts {
-            settings.timeouts = apply_timeouts(settings.timeouts, timeouts)?;
-        }
-        if let Some(model) = patch.admin_agent_model {
+        let SettingsPatch {
+            default_order,
+            queue_timeout_ms,
+            timeouts,
+            admin_agent_model,
+        } = patch;
+        if let Some(model) = admin_agent_model {
             let model = model.trim().to_string();
             if model.is_empty() || model.len() > 256 {
                 return Err(RulesError::Invalid(
@@ -203,8 +197,26 @@ impl RoutingRules {
             self.settings_edits
                 .apply(|| *self.admin_agent.write().unwrap_or_else(|p| p.into_inner()) = agent);
         }
+        // Applied to the settings as stored, not to this router's copy: another router's
+        // change whose notice has not arrived yet is kept.
+        let settings = self
+            .store
+            .update_routing_settings(move |mut settings| {
+                if let Some(order) = default_order {
+                    let tiers = Tier::parse_order(&order)
+                        .map_err(|e| RulesError::Invalid(format!("routing.default_order: {e}")))?;
+                    settings.default_order = tiers.iter().map(|t| t.as_str().to_string()).collect();
+                }
+                if let Some(ms) = queue_timeout_ms {
+                    settings.queue_timeout_ms = validate_queue_timeout(ms)?;
+                }
+                if let Some(timeouts) = timeouts {
+                    settings.timeouts = apply_timeouts(settings.timeouts, timeouts)?;
+                }
+                Ok::<_, RulesError>(settings)
+            })
+            .await??;
         let order = Tier::parse_order(&settings.default_order).map_err(RulesError::Invalid)?;
-        self.store.put_routing_settings(settings.clone()).await?;
         self.settings_edits
             .apply(|| self.install_settings(settings.clone(), order));
         Ok(settings)
@@ -475,6 +487,42 @@ fn validate_alias(alias: AliasRecord) -> Result<AliasRecord, RulesError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_settings_change_keeps_a_change_this_router_has_not_heard_of_yet() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.initialize(None, None).unwrap();
+        let rules = RoutingRules::load(store.clone()).await.unwrap();
+        // Another router changes the queue timeout; its notice has not reached this one.
+        let mut elsewhere = store.routing_settings().await.unwrap();
+        elsewhere.queue_timeout_ms = 4_321;
+        store.put_routing_settings(elsewhere).await.unwrap();
+        assert_ne!(rules.settings().queue_timeout_ms, 4_321);
+
+        let patch = SettingsPatch {
+            default_order: Some(vec!["cloud".into(), "gpu".into()]),
+            queue_timeout_ms: None,
+            timeouts: None,
+            admin_agent_model: None,
+        };
+        let updated = rules.update_settings(patch).await.unwrap();
+        assert_eq!(updated.queue_timeout_ms, 4_321);
+        assert_eq!(updated.default_order, vec!["cloud", "gpu"]);
+        let stored = store.routing_settings().await.unwrap();
+        assert_eq!(stored.queue_timeout_ms, 4_321);
+        assert_eq!(rules.settings().queue_timeout_ms, 4_321);
+
+        // A refused patch writes nothing.
+        let bad = SettingsPatch {
+            default_order: None,
+            queue_timeout_ms: Some(u64::MAX),
+            timeouts: None,
+            admin_agent_model: None,
+        };
+        assert!(matches!(rules.update_settings(bad).await, Err(RulesError::Invalid(_))));
+        assert_eq!(store.routing_settings().await.unwrap(), stored);
+    }
 
     #[test]
     fn client_model_patterns_match_whole_names() {

@@ -113,6 +113,29 @@ impl Store {
         .await
     }
 
+    /// Changes the routing settings as stored now, read and written in one transaction, so a
+    /// change another router made a moment ago is kept (a write transaction is serialised
+    /// fleet-wide). `change` refusing the result writes nothing.
+    pub async fn update_routing_settings<E: Send + 'static>(
+        &self,
+        change: impl FnOnce(RoutingSettings) -> Result<RoutingSettings, E> + Send + 'static,
+    ) -> Result<Result<RoutingSettings, E>, StoreError> {
+        self.write(move |txn| {
+            let mut table = txn.open_table(SETTINGS)?;
+            let current = match table.get(ROUTING)? {
+                Some(row) => decode("settings", &row)?,
+                None => RoutingSettings::default(),
+            };
+            let changed = match change(current) {
+                Ok(changed) => changed,
+                Err(e) => return Ok(Err(e)),
+            };
+            table.insert(ROUTING, encode("settings", &changed)?.as_slice())?;
+            Ok(Ok(changed))
+        })
+        .await
+    }
+
     pub async fn put_routing_settings(&self, settings: RoutingSettings) -> Result<(), StoreError> {
         self.write(move |txn| {
             txn.open_table(SETTINGS)?
