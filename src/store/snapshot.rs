@@ -96,41 +96,47 @@ fn snapshot_from(txn: &ReadTransaction, path: &Path) -> Result<SnapshotSummary, 
             ));
         }
     }
-    let target = Database::create(path)?;
-    let out = target.begin_write()?;
-    let mut summary = SnapshotSummary::default();
-    macro_rules! copy {
-        ($table:ident) => {
-            summary.rows += copy_table(txn, &out, $table)?;
-            summary.tables += 1;
-        };
-    }
-    every_snapshot_table!(copy);
-    // Left-out tables exist, empty: the schema version says they do, and readers expect them.
-    out.open_table(SESSIONS)?;
-    out.commit()?;
-    drop(target);
-    std::fs::File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| StoreError::Task(format!("cannot sync {}: {e}", path.display())))?;
-    Ok(summary)
+    write_snapshot(path, |out| {
+        let mut summary = SnapshotSummary::default();
+        macro_rules! copy {
+            ($table:ident) => {
+                summary.rows += copy_table(txn, out, $table)?;
+                summary.tables += 1;
+            };
+        }
+        every_snapshot_table!(copy);
+        Ok(summary)
+    })
 }
 
 /// The same copy, read through the storage interface from a PostgreSQL snapshot.
 fn snapshot_from_pg(txn: &super::ReadTxn<'_>, path: &Path) -> Result<SnapshotSummary, StoreError> {
+    write_snapshot(path, |out| {
+        let mut summary = SnapshotSummary::default();
+        macro_rules! copy {
+            ($table:ident) => {
+                summary.rows += copy_table_from(txn, out, $table)?;
+                summary.tables += 1;
+            };
+        }
+        every_snapshot_table!(copy);
+        Ok(summary)
+    })
+}
+
+/// Creates the snapshot file at `path`, has `fill` copy the tables into it, and makes it
+/// durable.
+fn write_snapshot(
+    path: &Path,
+    fill: impl FnOnce(&WriteTransaction) -> Result<SnapshotSummary, StoreError>,
+) -> Result<SnapshotSummary, StoreError> {
     if path.exists() {
         return Err(StoreError::Conflict(format!("{} already exists", path.display())));
     }
     let target = Database::create(path)?;
     let out = target.begin_write()?;
-    let mut summary = SnapshotSummary::default();
-    macro_rules! copy {
-        ($table:ident) => {
-            summary.rows += copy_table_from(txn, &out, $table)?;
-            summary.tables += 1;
-        };
-    }
-    every_snapshot_table!(copy);
+    let summary = fill(&out)?;
+    // Left-out tables exist, empty: the schema version says they do, and readers expect them.
     out.open_table(SESSIONS)?;
     out.commit()?;
     drop(target);
