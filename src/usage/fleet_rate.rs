@@ -12,9 +12,13 @@
 //! of what is left of the limit, at most its share (1/n, rounded up) in requests the
 //! others may not know of yet ("unconfirmed"); past its share a request waits for the next
 //! exchange (see `Usage::admit`). A request is confirmed once every other live router has
-//! exchanged since it was sent (by the database's clock: their exchange read it). Together
-//! the routers' unconfirmed requests then stay within what is left, up to the rounding: the
-//! overshoot is at most (routers − 1) requests. With the database unreachable
+//! exchanged since it was sent (by the database's clock: their exchange read it). A router
+//! admits only while the count it knows is under the limit, and what it does not know is
+//! the others' unconfirmed requests, at most ⌈limit ÷ routers⌉ each: the overshoot is at
+//! most (routers − 1) × ⌈limit ÷ routers⌉ requests. (A share taken early stays unconfirmed
+//! while another router, its own requests confirmed, takes a new share on a count that does
+//! not include it yet; so the shares alone do not bound it to the rounding.) With the
+//! database unreachable
 //! there is no exchange to wait for: each router admits on its own count plus the others'
 //! counts as last read.
 
@@ -83,14 +87,15 @@ impl FleetRate {
 
     /// Counts what this router admitted (requests) or spent (tokens) for a key.
     pub(super) fn count(&self, key_id: &str, now_ms: i64, requests: i64, tokens: i64) {
-        {
-            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            let entry = pending
-                .entry((key_id.to_string(), now_ms.div_euclid(MINUTE_MS)))
-                .or_default();
-            entry.0 += requests;
-            entry.1 += tokens;
-        }
+        // Both under the `pending` lock (always taken before `unconfirmed`), as in
+        // `take_pending`: a request counted between its two steps would be marked sent by
+        // an exchange that does not carry it, and confirmed before the others could read it.
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = pending
+            .entry((key_id.to_string(), now_ms.div_euclid(MINUTE_MS)))
+            .or_default();
+        entry.0 += requests;
+        entry.1 += tokens;
         if requests > 0 {
             let mut unconfirmed = self.unconfirmed.lock().unwrap_or_else(|p| p.into_inner());
             *unconfirmed.pending.entry(key_id.to_string()).or_default() += requests;
@@ -125,14 +130,15 @@ impl FleetRate {
     }
 
     fn take_pending(&self) -> Vec<RateDelta> {
-        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
-        {
+        let pending = {
+            let mut counts = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            // The requests marked as sending are exactly those in the counts taken here.
             let mut unconfirmed = self.unconfirmed.lock().unwrap_or_else(|p| p.into_inner());
-            let pending = std::mem::take(&mut unconfirmed.pending);
-            for (key, n) in pending {
+            for (key, n) in std::mem::take(&mut unconfirmed.pending) {
                 *unconfirmed.sending.entry(key).or_default() += n;
             }
-        }
+            std::mem::take(&mut *counts)
+        };
         pending
             .into_iter()
             .map(|((key_id, minute), (requests, tokens))| RateDelta {
