@@ -51,14 +51,34 @@ pub(super) const ECHOED: &[&str] = &[
     "prompt_cache_key",
 ];
 
-/// Translates a Responses request body; `Err` names the JSON path of what cannot be sent
-/// to a chat model.
-pub fn responses_to_chat_request(body: &[u8]) -> Result<(Value, ResponseContext), TranslateError> {
+/// A Responses request body as a JSON object, and what answering it needs: the model it
+/// names (required) and the fields the `response` repeats back.
+pub(super) fn read_request(body: &[u8]) -> Result<(Map<String, Value>, ResponseContext), TranslateError> {
     let req: Map<String, Value> = match serde_json::from_slice(body) {
         Ok(Value::Object(map)) => map,
         Ok(_) => return Err(err("", "the request body must be a JSON object")),
         Err(e) => return Err(err("", format!("the request body is not valid JSON: {e}"))),
     };
+    let model = match req.get("model") {
+        Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
+        _ => return Err(err("model", "is required and must be a non-empty string")),
+    };
+    let mut context = ResponseContext {
+        model,
+        ..ResponseContext::default()
+    };
+    for key in ECHOED {
+        if let Some(value) = req.get(*key) {
+            context.echo.insert((*key).to_string(), value.clone());
+        }
+    }
+    Ok((req, context))
+}
+
+/// Translates a Responses request body; `Err` names the JSON path of what cannot be sent
+/// to a chat model.
+pub fn responses_to_chat_request(body: &[u8]) -> Result<(Value, ResponseContext), TranslateError> {
+    let (req, mut context) = read_request(body)?;
     for key in req.keys().filter(|k| !KNOWN_FIELDS.contains(&k.as_str())) {
         tracing::debug!(field = %key, "dropped: chat completions has no place for this Responses field");
     }
@@ -71,22 +91,9 @@ pub fn responses_to_chat_request(body: &[u8]) -> Result<(Value, ResponseContext)
     if req.get("background") == Some(&Value::Bool(true)) {
         return Err(err("background", "background responses are not supported by auxot"));
     }
-    let model = match req.get("model") {
-        Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
-        _ => return Err(err("model", "is required and must be a non-empty string")),
-    };
-    let mut context = ResponseContext {
-        model: model.clone(),
-        ..ResponseContext::default()
-    };
-    for key in ECHOED {
-        if let Some(value) = req.get(*key) {
-            context.echo.insert((*key).to_string(), value.clone());
-        }
-    }
 
     let mut out = Map::new();
-    out.insert("model".into(), json!(model));
+    out.insert("model".into(), json!(context.model));
     let tools = tools(&req, &mut context)?;
 
     let mut messages = Vec::new();

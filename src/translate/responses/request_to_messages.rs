@@ -7,7 +7,7 @@
 //! when the client set none (Anthropic requires one and it must exceed the budget).
 
 use super::input::{self, err, Content, ContentPart, InputItem};
-use super::request_to_chat::ECHOED;
+use super::request_to_chat::read_request;
 use super::tools::{self, custom_input_schema, Tool};
 use super::{reasoning_payload, ResponseContext, CUSTOM_TOOL_INPUT};
 use crate::translate::anthropic::TranslateError;
@@ -34,26 +34,9 @@ pub fn thinking_budget(effort: &str) -> Option<u64> {
 /// Translates a Responses request body; `Err` names the JSON path of what Anthropic
 /// cannot be sent.
 pub fn responses_to_messages_request(body: &[u8]) -> Result<(Value, ResponseContext), TranslateError> {
-    let req: Map<String, Value> = match serde_json::from_slice(body) {
-        Ok(Value::Object(map)) => map,
-        Ok(_) => return Err(err("", "the request body must be a JSON object")),
-        Err(e) => return Err(err("", format!("the request body is not valid JSON: {e}"))),
-    };
-    let model = match req.get("model") {
-        Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
-        _ => return Err(err("model", "is required and must be a non-empty string")),
-    };
-    let mut context = ResponseContext {
-        model: model.clone(),
-        ..ResponseContext::default()
-    };
-    for key in ECHOED {
-        if let Some(value) = req.get(*key) {
-            context.echo.insert((*key).to_string(), value.clone());
-        }
-    }
+    let (req, mut context) = read_request(body)?;
     let mut out = Map::new();
-    out.insert("model".into(), json!(model));
+    out.insert("model".into(), json!(context.model));
 
     let mut system: Vec<String> = Vec::new();
     match req.get("instructions") {
