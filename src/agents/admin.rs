@@ -248,11 +248,7 @@ impl AdminAgent {
             let content = reply["content"].as_str().unwrap_or_default().to_string();
             let calls = reply["tool_calls"].as_array().cloned().unwrap_or_default();
             if calls.is_empty() {
-                conversation
-                    .messages
-                    .push(json!({"role": "assistant", "content": content}));
-                self.save(&mut conversation, &send).await;
-                send(AgentEvent::Message { content });
+                self.end_turn(&mut conversation, content, &send).await;
                 break;
             }
             conversation
@@ -286,11 +282,7 @@ impl AdminAgent {
                 let content = format!(
                     "I stopped after {MAX_TOOL_STEPS} tool steps for this message (the limit). Tell me how to continue, or split the request into smaller ones."
                 );
-                conversation
-                    .messages
-                    .push(json!({"role": "assistant", "content": content}));
-                self.save(&mut conversation, &send).await;
-                send(AgentEvent::Message { content });
+                self.end_turn(&mut conversation, content, &send).await;
                 break;
             }
         }
@@ -349,6 +341,15 @@ impl AdminAgent {
             ok,
         });
         for_model
+    }
+
+    /// The turn's last word: the assistant's `content`, stored, then shown.
+    async fn end_turn(&self, conversation: &mut ConversationRecord, content: String, send: &impl Fn(AgentEvent)) {
+        conversation
+            .messages
+            .push(json!({"role": "assistant", "content": content}));
+        self.save(conversation, send).await;
+        send(AgentEvent::Message { content });
     }
 
     async fn save(&self, conversation: &mut ConversationRecord, send: &impl Fn(AgentEvent)) {

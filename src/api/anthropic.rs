@@ -3,7 +3,7 @@
 //! go through the same dispatcher as `/v1/chat/completions`, to any tier.
 
 use super::admit;
-use super::body::exchanged;
+use super::body::answered;
 use super::error::{bytes_response, json_response, ApiError, Dialect};
 use super::request::route_overrides;
 use super::request::{api_key, header, parse_json, read_body, require_model_and_messages, RolePeek};
@@ -74,16 +74,8 @@ where
     B: Buf + Send,
 {
     let mut meter = state.usage.meter(MeterStart::default());
-    match route_message(&state, &headers, query, body, &mut meter).await {
-        Ok((client, routed)) => match exchange::answer(routed, client, meter).await {
-            Ok(reply) => exchanged(reply),
-            Err(e) => ApiError::from(e).into_response(Dialect::Anthropic),
-        },
-        Err(e) => {
-            meter.failed(e.code, e.status);
-            e.into_response(Dialect::Anthropic)
-        }
-    }
+    let routed = route_message(&state, &headers, query, body, &mut meter).await;
+    answered(routed, meter, Dialect::Anthropic).await
 }
 
 async fn route_message<S, B>(

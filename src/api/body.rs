@@ -1,7 +1,10 @@
 //! Response bodies, built the one way warp 0.4 allows: whole bytes, or a stream; and the
 //! exchange's reply written as one.
 
-use crate::dispatch::Tier;
+use super::error::{ApiError, Dialect};
+use crate::dispatch::{Routed, Tier};
+use crate::exchange::Client;
+use crate::usage::Meter;
 use bytes::Bytes;
 use futures_util::Stream;
 use warp::http::{header, HeaderValue, StatusCode};
@@ -44,6 +47,22 @@ pub fn exchanged(reply: crate::exchange::Reply) -> Response {
     }
     route_headers(&mut response, reply.tier, &reply.route);
     response
+}
+
+/// A model request's answer in the client's dialect: what the exchange replies once it is
+/// routed, or the error that stopped it, settled on the request's usage row either way (a
+/// refused request leaves one too).
+pub async fn answered(routed: Result<(Client, Routed), ApiError>, mut meter: Meter, dialect: Dialect) -> Response {
+    match routed {
+        Ok((client, routed)) => match crate::exchange::answer(routed, client, meter).await {
+            Ok(reply) => exchanged(reply),
+            Err(e) => ApiError::from(e).into_response(dialect),
+        },
+        Err(e) => {
+            meter.failed(e.code, e.status);
+            e.into_response(dialect)
+        }
+    }
 }
 
 pub fn sse_headers(response: &mut Response) {

@@ -2,11 +2,11 @@
 //! Auxot-compatible aliases under `/api/openai/`.
 
 use super::admit;
-use super::body::exchanged;
+use super::body::answered;
 use super::error::{ApiError, Dialect};
 use super::request::{parse_json, require_model_and_messages, RolePeek};
 use crate::dispatch::{ChatRequest, Routed};
-use crate::exchange::{self, Client};
+use crate::exchange::Client;
 use crate::providers::anthropic::ClientHeaders;
 use crate::translate::Format;
 use crate::usage::{Meter, MeterStart};
@@ -71,16 +71,8 @@ where
 {
     // Every request leaves one usage row, refused ones included.
     let mut meter = state.usage.meter(MeterStart::default());
-    match route_chat(&state, &headers, body, &mut meter).await {
-        Ok((client, routed)) => match exchange::answer(routed, client, meter).await {
-            Ok(reply) => exchanged(reply),
-            Err(e) => ApiError::from(e).into_response(Dialect::OpenAi),
-        },
-        Err(e) => {
-            meter.failed(e.code, e.status);
-            e.into_response(Dialect::OpenAi)
-        }
-    }
+    let routed = route_chat(&state, &headers, body, &mut meter).await;
+    answered(routed, meter, Dialect::OpenAi).await
 }
 
 /// Returns the client (the model asked for, whether it wants usage in its stream) and the route.

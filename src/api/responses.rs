@@ -8,11 +8,11 @@
 //! Responses event sequence).
 
 use super::admit;
-use super::body::exchanged;
+use super::body::answered;
 use super::error::{ApiError, Dialect};
 use super::request::header;
 use crate::dispatch::{ChatRequest, ResponsesForms, Routed};
-use crate::exchange::{self, Client};
+use crate::exchange::Client;
 use crate::providers::anthropic::ClientHeaders;
 use crate::translate::responses::{responses_to_chat_request, responses_to_messages_request, ResponseContext};
 use crate::translate::Format;
@@ -116,16 +116,8 @@ where
     B: Buf + Send,
 {
     let mut meter = state.usage.meter(MeterStart::default());
-    match route_response(&state, &headers, body, &mut meter).await {
-        Ok((client, routed)) => match exchange::answer(routed, client, meter).await {
-            Ok(reply) => exchanged(reply),
-            Err(e) => ApiError::from(e).into_response(Dialect::OpenAi),
-        },
-        Err(e) => {
-            meter.failed(e.code, e.status);
-            e.into_response(Dialect::OpenAi)
-        }
-    }
+    let routed = route_response(&state, &headers, body, &mut meter).await;
+    answered(routed, meter, Dialect::OpenAi).await
 }
 
 async fn route_response<S, B>(

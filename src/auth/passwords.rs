@@ -10,7 +10,7 @@
 
 use super::AuthError;
 use crate::crypto::Secret;
-use argon2::password_hash::{rand_core::OsRng, Output, ParamsString, PasswordHash, SaltString};
+use argon2::password_hash::{rand_core::OsRng, Output, ParamsString, PasswordHash, Salt, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -158,29 +158,32 @@ pub(super) fn work(task: Task, memory: &mut Vec<Block>) -> Result<Outcome, AuthE
     }
 }
 
-/// Grows `memory` to what `params` need (kept while more jobs are queued).
-fn blocks<'m>(memory: &'m mut Vec<Block>, params: &Params) -> &'m mut [Block] {
-    let needed = params.block_count();
+/// `password` hashed with `salt` into `out`, in `memory`, grown to what `argon2`'s
+/// parameters need (and kept while more jobs are queued).
+fn derive_into(
+    argon2: &Argon2<'_>,
+    password: &Secret,
+    salt: Salt<'_>,
+    out: &mut [u8],
+    memory: &mut Vec<Block>,
+) -> Result<(), AuthError> {
+    let mut salt_bytes = [0u8; 64];
+    let salt_bytes = salt.decode_b64(&mut salt_bytes).map_err(|_| AuthError::Hashing)?;
+    let needed = argon2.params().block_count();
     if memory.len() < needed {
         memory.resize(needed, Block::default());
     }
-    &mut memory[..needed]
+    argon2
+        .hash_password_into_with_memory(password.expose().as_bytes(), salt_bytes, out, &mut memory[..needed])
+        .map_err(|_| AuthError::Hashing)
 }
 
 pub(super) fn hash_now(password: &Secret, memory: &mut Vec<Block>) -> Result<String, AuthError> {
     let params = Params::default();
     let salt = SaltString::generate(&mut OsRng);
-    let mut salt_bytes = [0u8; 64];
-    let salt_bytes = salt.decode_b64(&mut salt_bytes).map_err(|_| AuthError::Hashing)?;
     let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
-        .hash_password_into_with_memory(
-            password.expose().as_bytes(),
-            salt_bytes,
-            &mut out,
-            blocks(memory, &params),
-        )
-        .map_err(|_| AuthError::Hashing)?;
+    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    derive_into(&argon2, password, salt.as_salt(), &mut out, memory)?;
     let phc = PasswordHash {
         algorithm: Algorithm::Argon2id.ident(),
         version: Some(Version::V0x13.into()),
@@ -208,17 +211,14 @@ pub(super) fn verify_now(password: &Secret, stored: Option<&str>, memory: &mut V
     let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
         return Err(AuthError::Hashing);
     };
-    let mut salt_bytes = [0u8; 64];
-    let salt_bytes = salt.decode_b64(&mut salt_bytes).map_err(|_| AuthError::Hashing)?;
     let mut out = vec![0u8; expected.len()];
-    Argon2::new(algorithm, version, params.clone())
-        .hash_password_into_with_memory(
-            password.expose().as_bytes(),
-            salt_bytes,
-            &mut out,
-            blocks(memory, &params),
-        )
-        .map_err(|_| AuthError::Hashing)?;
+    derive_into(
+        &Argon2::new(algorithm, version, params),
+        password,
+        salt,
+        &mut out,
+        memory,
+    )?;
     // `Output`'s equality is constant-time.
     let matches = Output::new(&out).map_err(|_| AuthError::Hashing)? == expected;
     Ok(matches && known)

@@ -209,6 +209,25 @@ impl Dispatcher {
     }
 }
 
+/// A provider's answer with a success status, or why it failed (`limit` was the clock on
+/// `phase` when it timed out).
+pub(super) fn answered(
+    outcome: Result<ChatOutcome, ProviderError>,
+    phase: &'static str,
+    limit: Duration,
+) -> Result<UpstreamReply, Why> {
+    let reply = match outcome {
+        Ok(ChatOutcome::Reply(reply)) => reply,
+        Ok(ChatOutcome::Failed(failure)) => return Err(Why::Status(failure)),
+        Err(ProviderError::Timeout(_)) => return Err(Why::Timeout { phase, limit }),
+        Err(e) => return Err(Why::Provider(e)),
+    };
+    if !(200..300).contains(&reply.status) {
+        return Err(Why::BadChunk(format!("answered with status {}", reply.status)));
+    }
+    Ok(reply)
+}
+
 /// A provider's reply read up to its first content (a stream: in `format`'s dialect, `None`
 /// for Responses events) or whole (JSON), so an error in an opening or a broken body still
 /// fails over.
@@ -219,15 +238,7 @@ pub(super) async fn held_reply(
     clock: Clock,
     format: Option<Format>,
 ) -> Result<UpstreamReply, Why> {
-    let mut reply = match outcome {
-        Ok(ChatOutcome::Reply(reply)) => reply,
-        Ok(ChatOutcome::Failed(failure)) => return Err(Why::Status(failure)),
-        Err(ProviderError::Timeout(_)) => return Err(Why::Timeout { phase, limit }),
-        Err(e) => return Err(Why::Provider(e)),
-    };
-    if !(200..300).contains(&reply.status) {
-        return Err(Why::BadChunk(format!("answered with status {}", reply.status)));
-    }
+    let mut reply = answered(outcome, phase, limit)?;
     let is_sse = reply
         .content_type
         .as_deref()

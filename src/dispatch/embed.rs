@@ -3,14 +3,14 @@
 //! the providers that speak the OpenAI format (Anthropic has no embeddings API). The answer
 //! is read whole, so any failure before it is complete moves on to the next candidate.
 
-use super::attempt::{event_failure, next_event, MAX_ANSWER_BYTES};
+use super::attempt::{answered, event_failure, next_event, MAX_ANSWER_BYTES};
 use super::body::{rewrite, Rewrite};
 use super::dispatcher::{Dispatcher, RouteOverrides, Routed};
 use super::error::{DispatchError, Why};
 use super::plan::Tier;
 use super::stream::{read_whole, Clock};
 use super::walk::Runner;
-use crate::providers::{openai, ChatOutcome, LiveProvider, ProviderError};
+use crate::providers::{openai, LiveProvider};
 use crate::translate::embeddings::{conform_encoding, reported_tokens, Encoding};
 use crate::workers::protocol::JobKind;
 use crate::workers::registry::{JobEvent, SlotGuard};
@@ -135,15 +135,7 @@ impl Runner for EmbeddingsRunner<'_> {
             limit,
         )
         .await;
-        let reply = match outcome {
-            Ok(ChatOutcome::Reply(reply)) => reply,
-            Ok(ChatOutcome::Failed(failure)) => return Err(Why::Status(failure)),
-            Err(ProviderError::Timeout(_)) => return Err(Why::Timeout { phase, limit }),
-            Err(e) => return Err(Why::Provider(e)),
-        };
-        if !(200..300).contains(&reply.status) {
-            return Err(Why::BadChunk(format!("answered with status {}", reply.status)));
-        }
+        let reply = answered(outcome, phase, limit)?;
         let whole = read_whole(reply.body, clock, MAX_ANSWER_BYTES).await?;
         self.finish(whole)
     }

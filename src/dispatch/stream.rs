@@ -144,20 +144,24 @@ pub fn openai_chunk_kind(data: &str) -> Result<ChunkKind, String> {
     })
 }
 
-fn anthropic_event_kind(event: &SseEvent) -> Result<ChunkKind, String> {
+/// An event's type: its SSE `event:` name, else the `type` field of its data (`dialect`
+/// names the events expected, for the error when it has neither).
+fn event_type(event: &SseEvent, dialect: &str) -> Result<String, String> {
     #[derive(Deserialize)]
     struct TypePeek {
         #[serde(rename = "type")]
         kind: String,
     }
-    let kind = match event.event.as_deref() {
-        Some(name) if name != "message" => name.to_string(),
-        _ => {
-            serde_json::from_str::<TypePeek>(&event.data)
-                .map_err(|e| format!("not an Anthropic event: {e}"))?
-                .kind
-        }
-    };
+    match event.event.as_deref() {
+        Some(name) if name != "message" => Ok(name.to_string()),
+        _ => serde_json::from_str::<TypePeek>(&event.data)
+            .map(|peek| peek.kind)
+            .map_err(|e| format!("not {dialect} event: {e}")),
+    }
+}
+
+fn anthropic_event_kind(event: &SseEvent) -> Result<ChunkKind, String> {
+    let kind = event_type(event, "an Anthropic")?;
     Ok(match kind.as_str() {
         "message_start" | "ping" => ChunkKind::Opening,
         "error" => ChunkKind::Error,
@@ -199,19 +203,7 @@ pub async fn hold_responses_until_content(body: UpstreamBody, clock: Clock) -> R
 /// part added empty) are openings; `error` and `response.failed` are errors; anything else
 /// (a delta, a finished item, the end) is content.
 fn responses_event_kind(event: &SseEvent) -> Result<ChunkKind, String> {
-    #[derive(Deserialize)]
-    struct TypePeek {
-        #[serde(rename = "type")]
-        kind: String,
-    }
-    let kind = match event.event.as_deref() {
-        Some(name) if name != "message" => name.to_string(),
-        _ => {
-            serde_json::from_str::<TypePeek>(&event.data)
-                .map_err(|e| format!("not a Responses event: {e}"))?
-                .kind
-        }
-    };
+    let kind = event_type(event, "a Responses")?;
     Ok(match kind.as_str() {
         "response.created"
         | "response.in_progress"

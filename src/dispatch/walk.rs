@@ -587,6 +587,25 @@ mod tests {
         }
     }
 
+    impl World {
+        /// A chat walk over this world for `model`, through `order`, waiting up to `wait`.
+        fn walk<'a>(&'a self, model: &'a str, order: &'a [Tier], wait: Duration) -> Walk<'a> {
+            Walk {
+                queue: &self.queue,
+                workers: &self.workers,
+                table: &self.table,
+                health: &self.health,
+                model,
+                provider: None,
+                order,
+                alias: None,
+                turn: 0,
+                wait,
+                job: JobKind::ChatCompletions,
+            }
+        }
+    }
+
     async fn send(
         world: &World,
         fake: &Fake,
@@ -596,25 +615,10 @@ mod tests {
         wait: Duration,
     ) -> Result<String, String> {
         let request = Request { fake, id };
-        walk(
-            Walk {
-                queue: &world.queue,
-                workers: &world.workers,
-                table: &world.table,
-                health: &world.health,
-                model,
-                provider: None,
-                order,
-                alias: None,
-                turn: 0,
-                wait,
-                job: JobKind::ChatCompletions,
-            },
-            &request,
-        )
-        .await
-        .map(|w| w.reply)
-        .map_err(|e| e.to_string())
+        walk(world.walk(model, order, wait), &request)
+            .await
+            .map(|w| w.reply)
+            .map_err(|e| e.to_string())
     }
 
     fn assert_no_leak(world: &World) {
@@ -633,24 +637,9 @@ mod tests {
             fake: &fake,
             id: "a".into(),
         };
-        let walked = walk(
-            Walk {
-                queue: &world.queue,
-                workers: &world.workers,
-                table: &world.table,
-                health: &world.health,
-                model: "m",
-                provider: None,
-                order: &order,
-                alias: None,
-                turn: 0,
-                wait: Duration::from_secs(5),
-                job: JobKind::ChatCompletions,
-            },
-            &request,
-        )
-        .await
-        .unwrap();
+        let walked = walk(world.walk("m", &order, Duration::from_secs(5)), &request)
+            .await
+            .unwrap();
         assert_eq!(walked.reply, "cloud");
         assert!(walked.failures.is_empty(), "{:?}", walked.failures);
         let worker = world.workers.live().remove(0);
@@ -745,23 +734,7 @@ mod tests {
                 fake: &fake,
                 id: "b".into(),
             };
-            walk(
-                Walk {
-                    queue: &world.queue,
-                    workers: &world.workers,
-                    table: &world.table,
-                    health: &world.health,
-                    model: "m",
-                    provider: None,
-                    order: &order,
-                    alias: None,
-                    turn: 0,
-                    wait: Duration::from_millis(50),
-                    job: JobKind::ChatCompletions,
-                },
-                &request,
-            )
-            .await
+            walk(world.walk("m", &order, Duration::from_millis(50)), &request).await
         };
         let (_, b) = tokio::join!(hold, late);
         let e = b.err().unwrap();
@@ -794,25 +767,10 @@ mod tests {
             fake: &fake,
             id: "b".into(),
         };
-        let e = walk(
-            Walk {
-                queue: &world.queue,
-                workers: &world.workers,
-                table: &world.table,
-                health: &world.health,
-                model: "m",
-                provider: None,
-                order: &[Tier::Gpu],
-                alias: None,
-                turn: 0,
-                wait: Duration::from_secs(1),
-                job: JobKind::ChatCompletions,
-            },
-            &request,
-        )
-        .await
-        .err()
-        .unwrap();
+        let e = walk(world.walk("m", &[Tier::Gpu], Duration::from_secs(1)), &request)
+            .await
+            .err()
+            .unwrap();
         assert_eq!(e.status(), 503, "{e}");
         assert!(e.to_string().contains("cooling down"), "{e}");
         assert!(e.retry_after().is_some());

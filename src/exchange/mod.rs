@@ -14,6 +14,7 @@ mod embed;
 mod error;
 mod metered;
 mod passthrough;
+mod pump;
 mod responses;
 mod responses_pass;
 mod route;

@@ -1,10 +1,11 @@
 //! A same-dialect answer forwarded as it arrives, each SSE event checked on the way; and
 //! the error events a broken stream ends with, in each dialect.
 
+use super::pump::{sse_pump, Flow, SseStep};
 use super::{BoxError, Outgoing};
 use crate::providers::{ProviderError, UpstreamReply};
 use crate::translate::chunks::sse_event;
-use crate::translate::sse::{SseEvent, SseParser};
+use crate::translate::sse::SseEvent;
 use crate::translate::Format;
 use crate::usage::Meter;
 use bytes::Bytes;
@@ -49,7 +50,6 @@ pub(super) fn upstream_body(
 ) -> Outgoing {
     let content_type = upstream.content_type.unwrap_or_else(|| "application/json".into());
     let is_sse = content_type.starts_with("text/event-stream");
-    let route = route.to_string();
     if !is_sse {
         let body = upstream.body.map(|item| item.map_err(|e| Box::new(e) as BoxError));
         return Outgoing {
@@ -58,89 +58,57 @@ pub(super) fn upstream_body(
             body: body.boxed(),
         };
     }
-    struct Checked {
-        body: UpstreamBody,
-        parser: SseParser,
-        pending: VecDeque<Result<Bytes, BoxError>>,
-        terminated: bool,
-        ended: bool,
-    }
-    let state = Checked {
-        body: upstream.body,
-        parser: SseParser::new(),
-        pending: VecDeque::new(),
+    let checked = Checked {
+        format,
+        route: route.to_string(),
+        error_event,
         terminated: false,
-        ended: false,
     };
-    let body = futures_util::stream::unfold(state, move |mut state| {
-        let route = route.clone();
-        async move {
-            loop {
-                if let Some(item) = state.pending.pop_front() {
-                    return Some((item, state));
-                }
-                if state.ended {
-                    return None;
-                }
-                let events = match state.body.next().await {
-                    Some(Ok(chunk)) => state.parser.push(&chunk),
-                    Some(Err(e)) => {
-                        tracing::warn!(route = %route, error = %e, "upstream stream broke after the first content");
-                        fail(
-                            &mut state.pending,
-                            &mut state.ended,
-                            error_event(&route, &e.to_string()),
-                        );
-                        continue;
-                    }
-                    None => {
-                        let events = state.parser.finish();
-                        let mut out = Vec::new();
-                        let mut broken = None;
-                        for event in &events {
-                            match checked_event(format, event) {
-                                Ok((bytes, terminal)) => {
-                                    out.push(bytes);
-                                    state.terminated |= terminal;
-                                }
-                                Err(why) => {
-                                    broken = Some(why);
-                                    break;
-                                }
-                            }
-                        }
-                        state.pending.extend(out.into_iter().map(Ok));
-                        state.ended = true;
-                        let why = broken.or_else(|| {
-                            (!state.terminated).then(|| "the upstream stream ended without its final event".to_string())
-                        });
-                        if let Some(why) = why {
-                            state.ended = false;
-                            fail(&mut state.pending, &mut state.ended, error_event(&route, &why));
-                        }
-                        continue;
-                    }
-                };
-                for event in &events {
-                    match checked_event(format, event) {
-                        Ok((bytes, terminal)) => {
-                            state.terminated |= terminal;
-                            state.pending.push_back(Ok(bytes));
-                        }
-                        Err(why) => {
-                            tracing::warn!(route = %route, %why, "upstream sent an unreadable event");
-                            fail(&mut state.pending, &mut state.ended, error_event(&route, &why));
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-    });
     Outgoing {
         status: upstream.status,
         content_type,
-        body: body.boxed(),
+        body: sse_pump(upstream.body, checked).boxed(),
+    }
+}
+
+/// A same-dialect SSE stream's events, checked as they pass.
+struct Checked {
+    format: Format,
+    route: String,
+    error_event: fn(&str, &str) -> Bytes,
+    /// The dialect's last event (`[DONE]`, `message_stop`) went by.
+    terminated: bool,
+}
+
+impl SseStep for Checked {
+    type Out = Result<Bytes, BoxError>;
+
+    fn event(&mut self, event: &SseEvent, out: &mut VecDeque<Self::Out>) -> Flow {
+        match checked_event(self.format, event) {
+            Ok((bytes, terminal)) => {
+                self.terminated |= terminal;
+                out.push_back(Ok(bytes));
+                Flow::More
+            }
+            Err(why) => {
+                tracing::warn!(route = %self.route, %why, "upstream sent an unreadable event");
+                fail(out, (self.error_event)(&self.route, &why))
+            }
+        }
+    }
+
+    fn end(&mut self, broken: Option<String>, out: &mut VecDeque<Self::Out>) {
+        match broken {
+            Some(e) => {
+                tracing::warn!(route = %self.route, error = %e, "upstream stream broke after the first content");
+                fail(out, (self.error_event)(&self.route, &e));
+            }
+            None if self.terminated => {}
+            None => {
+                let why = "the upstream stream ended without its final event";
+                fail(out, (self.error_event)(&self.route, why));
+            }
+        }
     }
 }
 
@@ -150,10 +118,11 @@ pub(super) fn upstream_body(
 #[error("the upstream stream failed: the client got an error event")]
 pub(super) struct EndedWithErrorEvent;
 
-pub(super) fn fail(pending: &mut VecDeque<Result<Bytes, BoxError>>, ended: &mut bool, event: Bytes) {
-    pending.push_back(Ok(event));
-    pending.push_back(Err(Box::new(EndedWithErrorEvent)));
-    *ended = true;
+/// Ends the stream with `event`, then the marker that has it metered as failed.
+pub(super) fn fail(out: &mut VecDeque<Result<Bytes, BoxError>>, event: Bytes) -> Flow {
+    out.push_back(Ok(event));
+    out.push_back(Err(Box::new(EndedWithErrorEvent)));
+    Flow::Ended
 }
 
 /// One upstream event re-serialised for the client, and whether it ends the stream; an

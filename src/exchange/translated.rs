@@ -1,10 +1,11 @@
 //! A target's SSE stream in the other dialect, translated event by event as it arrives
 //! (never buffered whole).
 
+use super::pump::{sse_pump, Flow, SseStep};
 use super::ClientStream;
 use crate::providers::ProviderError;
 use crate::translate::anthropic::{AnthropicToOpenAiStream, OpenAiToAnthropicStream};
-use crate::translate::sse::{SseEvent, SseParser};
+use crate::translate::sse::SseEvent;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
@@ -13,34 +14,30 @@ use std::collections::VecDeque;
 
 type UpstreamBody = BoxStream<'static, Result<Bytes, ProviderError>>;
 
-/// One direction of stream translation.
-trait Translate: Send + 'static {
-    fn event(&mut self, event: &SseEvent) -> Vec<Bytes>;
-    /// The upstream ended, cleanly (`None`) or with an error.
-    fn end(&mut self, error: Option<String>) -> Vec<Bytes>;
-}
-
 /// Anthropic SSE from an upstream, as OpenAI chunks for the client.
 struct ToOpenAi {
     inner: AnthropicToOpenAiStream,
     stopped: bool,
 }
 
-impl Translate for ToOpenAi {
-    fn event(&mut self, event: &SseEvent) -> Vec<Bytes> {
+impl SseStep for ToOpenAi {
+    type Out = Bytes;
+
+    fn event(&mut self, event: &SseEvent, out: &mut VecDeque<Bytes>) -> Flow {
         if event.event.as_deref() == Some("message_stop") || event.data.contains("\"message_stop\"") {
             self.stopped = true;
         }
-        self.inner.push_event(event)
+        out.extend(self.inner.push_event(event));
+        Flow::More
     }
 
-    fn end(&mut self, error: Option<String>) -> Vec<Bytes> {
+    fn end(&mut self, error: Option<String>, out: &mut VecDeque<Bytes>) {
         match error {
-            None if self.stopped => Vec::new(),
+            None if self.stopped => {}
             other => {
                 let message = other.unwrap_or_else(|| "the upstream stream ended before message_stop".into());
                 let event = json!({"error": {"message": message, "type": "api_error", "code": "upstream_stream_error", "param": null}});
-                vec![Bytes::from(format!("data: {event}\n\n"))]
+                out.push_back(Bytes::from(format!("data: {event}\n\n")));
             }
         }
     }
@@ -51,71 +48,28 @@ struct ToAnthropic {
     inner: OpenAiToAnthropicStream,
 }
 
-impl Translate for ToAnthropic {
-    fn event(&mut self, event: &SseEvent) -> Vec<Bytes> {
-        let data = event.data.trim();
-        if data == "[DONE]" {
-            self.inner.finish()
-        } else if data.is_empty() {
-            Vec::new()
-        } else {
-            self.inner.push_chunk(data)
+impl SseStep for ToAnthropic {
+    type Out = Bytes;
+
+    fn event(&mut self, event: &SseEvent, out: &mut VecDeque<Bytes>) -> Flow {
+        match event.data.trim() {
+            "[DONE]" => out.extend(self.inner.finish()),
+            "" => {}
+            data => out.extend(self.inner.push_chunk(data)),
         }
+        Flow::More
     }
 
-    fn end(&mut self, error: Option<String>) -> Vec<Bytes> {
+    fn end(&mut self, error: Option<String>, out: &mut VecDeque<Bytes>) {
         match error {
-            None => self.inner.finish(),
-            Some(message) => vec![self.inner.error_event(&message)],
+            None => out.extend(self.inner.finish()),
+            Some(message) => out.push_back(self.inner.error_event(&message)),
         }
     }
 }
 
-struct Relay<T> {
-    body: UpstreamBody,
-    parser: SseParser,
-    translator: T,
-    pending: VecDeque<Bytes>,
-    ended: bool,
-}
-
-fn relay<T: Translate>(body: UpstreamBody, translator: T) -> ClientStream {
-    let state = Relay {
-        body,
-        parser: SseParser::new(),
-        translator,
-        pending: VecDeque::new(),
-        ended: false,
-    };
-    futures_util::stream::unfold(state, |mut state| async move {
-        loop {
-            if let Some(bytes) = state.pending.pop_front() {
-                return Some((Ok(bytes), state));
-            }
-            if state.ended {
-                return None;
-            }
-            match state.body.next().await {
-                Some(Ok(chunk)) => {
-                    for event in state.parser.push(&chunk) {
-                        let out = state.translator.event(&event);
-                        state.pending.extend(out);
-                    }
-                }
-                Some(Err(e)) => {
-                    state.ended = true;
-                    let out = state.translator.end(Some(e.to_string()));
-                    state.pending.extend(out);
-                }
-                None => {
-                    state.ended = true;
-                    let out = state.translator.end(None);
-                    state.pending.extend(out);
-                }
-            }
-        }
-    })
-    .boxed()
+fn relay(body: UpstreamBody, translator: impl SseStep<Out = Bytes>) -> ClientStream {
+    sse_pump(body, translator).map(Ok).boxed()
 }
 
 pub(super) fn anthropic_sse_as_openai(body: UpstreamBody, model: &str, include_usage: bool) -> ClientStream {

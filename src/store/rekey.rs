@@ -32,6 +32,24 @@ pub enum RekeyError {
     Store(#[from] StoreError),
 }
 
+impl RekeyError {
+    /// Through a store transaction, whose closures answer `StoreError`: a refusal travels
+    /// as a conflict carrying its message, and [`RekeyError::from_store`] turns it back.
+    fn into_store(self) -> StoreError {
+        match self {
+            RekeyError::Store(e) => e,
+            other => StoreError::Conflict(other.to_string()),
+        }
+    }
+
+    fn from_store(e: StoreError) -> RekeyError {
+        match e {
+            StoreError::Conflict(message) => RekeyError::Refused(message),
+            other => RekeyError::Store(other),
+        }
+    }
+}
+
 /// What a rotation re-sealed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Resealed {
@@ -94,16 +112,10 @@ impl Store {
                         return Err(StoreError::Conflict(RekeyError::RoutersRunning.to_string()));
                     }
                 }
-                reseal_in(txn, &old, &new, new_salt).map_err(|e| match e {
-                    RekeyError::Store(e) => e,
-                    other => StoreError::Conflict(other.to_string()),
-                })
+                reseal_in(txn, &old, &new, new_salt).map_err(RekeyError::into_store)
             })
             .await;
-        outcome.map_err(|e| match e {
-            StoreError::Conflict(message) => RekeyError::Refused(message),
-            other => RekeyError::Store(other),
-        })
+        outcome.map_err(RekeyError::from_store)
     }
 
     /// Checks that the canary and every sealed value open with `key`: the proof a rotation
@@ -120,17 +132,9 @@ impl Store {
     /// `sealed_under`, from either backend.
     pub async fn sealed_under_shared(&self, key: Arc<MasterKey>) -> Result<SealedUnder, RekeyError> {
         let outcome = self
-            .read(move |txn| {
-                sealed_in(txn, &key).map_err(|e| match e {
-                    RekeyError::Store(e) => e,
-                    other => StoreError::Conflict(other.to_string()),
-                })
-            })
+            .read(move |txn| sealed_in(txn, &key).map_err(RekeyError::into_store))
             .await;
-        outcome.map_err(|e| match e {
-            StoreError::Conflict(message) => RekeyError::Refused(message),
-            other => RekeyError::Store(other),
-        })
+        outcome.map_err(RekeyError::from_store)
     }
 }
 

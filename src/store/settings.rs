@@ -2,6 +2,7 @@
 
 use super::tables::SETTINGS;
 use super::{decode, encode, Store, StoreError};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 const ROUTING: &str = "routing";
@@ -105,12 +106,33 @@ impl Default for TierTimeouts {
 }
 
 impl Store {
-    pub async fn routing_settings(&self) -> Result<RoutingSettings, StoreError> {
-        self.read(|txn| match txn.open_table(SETTINGS)?.get(ROUTING)? {
+    /// The settings group stored under `key`, or its defaults while none is stored.
+    pub(super) async fn settings_group<T>(&self, key: &'static str) -> Result<T, StoreError>
+    where
+        T: DeserializeOwned + Default + Send + 'static,
+    {
+        self.read(move |txn| match txn.open_table(SETTINGS)?.get(key)? {
             Some(row) => decode("settings", &row),
-            None => Ok(RoutingSettings::default()),
+            None => Ok(T::default()),
         })
         .await
+    }
+
+    /// Stores the settings group `key` whole.
+    pub(super) async fn put_settings_group<T>(&self, key: &'static str, settings: T) -> Result<(), StoreError>
+    where
+        T: Serialize + Send + 'static,
+    {
+        self.write(move |txn| {
+            txn.open_table(SETTINGS)?
+                .insert(key, encode("settings", &settings)?.as_slice())?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn routing_settings(&self) -> Result<RoutingSettings, StoreError> {
+        self.settings_group(ROUTING).await
     }
 
     /// Changes the routing settings as stored now, read and written in one transaction, so a
@@ -137,12 +159,7 @@ impl Store {
     }
 
     pub async fn put_routing_settings(&self, settings: RoutingSettings) -> Result<(), StoreError> {
-        self.write(move |txn| {
-            txn.open_table(SETTINGS)?
-                .insert(ROUTING, encode("settings", &settings)?.as_slice())?;
-            Ok(())
-        })
-        .await
+        self.put_settings_group(ROUTING, settings).await
     }
 }
 
@@ -169,19 +186,10 @@ impl Default for AdminAgentSettings {
 
 impl Store {
     pub async fn admin_agent_settings(&self) -> Result<AdminAgentSettings, StoreError> {
-        self.read(|txn| match txn.open_table(SETTINGS)?.get(ADMIN_AGENT)? {
-            Some(row) => decode("settings", &row),
-            None => Ok(AdminAgentSettings::default()),
-        })
-        .await
+        self.settings_group(ADMIN_AGENT).await
     }
 
     pub async fn put_admin_agent_settings(&self, settings: AdminAgentSettings) -> Result<(), StoreError> {
-        self.write(move |txn| {
-            txn.open_table(SETTINGS)?
-                .insert(ADMIN_AGENT, encode("settings", &settings)?.as_slice())?;
-            Ok(())
-        })
-        .await
+        self.put_settings_group(ADMIN_AGENT, settings).await
     }
 }

@@ -2,9 +2,9 @@
 //! with a one-word request, since `GET /models` does not say), and embeddings jobs, each one
 //! `POST {upstream}/embeddings` whose whole answer goes to the router as one `chunk`.
 
-use crate::crypto::Secret;
 use crate::translate::embeddings::{conform_encoding, read_request, reported_tokens, Encoding};
 use crate::workers::client::{ChunkSink, Job, JobOutcome};
+use crate::workers::model_server::ModelServer;
 use crate::workers::protocol::Usage;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
@@ -19,37 +19,6 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 const PROBE_BUDGET: Duration = Duration::from_secs(15);
 /// An embeddings answer bigger than this fails the job rather than being held.
 const MAX_ANSWER: usize = 128 * 1024 * 1024;
-const MAX_ERROR_BODY: usize = 64 * 1024;
-
-/// The model server the worker sits beside.
-pub struct Upstream<'a> {
-    pub http: &'a reqwest::Client,
-    /// Base URL without a trailing slash, e.g. `http://127.0.0.1:8000/v1`.
-    pub base: &'a str,
-    pub key: Option<&'a Secret>,
-}
-
-impl Upstream<'_> {
-    fn post(&self, body: String) -> reqwest::RequestBuilder {
-        let request = self
-            .http
-            .post(format!("{}/embeddings", self.base))
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body);
-        match self.key {
-            Some(key) => request.bearer_auth(key.expose()),
-            None => request,
-        }
-    }
-
-    fn scrub(&self, text: String) -> String {
-        match self.key.map(Secret::expose).filter(|k| k.len() >= 4) {
-            Some(key) if text.contains(key) => text.replace(key, "[redacted]"),
-            _ => text,
-        }
-    }
-}
-
 /// Which models embed, as the model server answered the probe.
 #[derive(Default)]
 pub struct EmbeddingModels {
@@ -61,7 +30,7 @@ pub struct EmbeddingModels {
 impl EmbeddingModels {
     /// Probes the models not judged yet and remembers which of `models` embed. A model
     /// the server could not be asked about (unreachable, timed out) is asked again next time.
-    pub async fn update(&self, upstream: &Upstream<'_>, models: &[String]) {
+    pub async fn update(&self, server: &ModelServer<'_>, models: &[String]) {
         let unjudged: Vec<&String> = {
             let verdicts = self.verdicts.lock().unwrap_or_else(PoisonError::into_inner);
             models.iter().filter(|m| !verdicts.contains_key(*m)).collect()
@@ -72,7 +41,7 @@ impl EmbeddingModels {
                 tracing::info!("more models to ask about embeddings at the next models refresh");
                 break;
             }
-            if let Some(embeds) = probe(upstream, model).await {
+            if let Some(embeds) = probe(server, model).await {
                 tracing::info!(model = %model, embeds, "asked the model server whether the model serves embeddings");
                 self.verdicts
                     .lock()
@@ -97,9 +66,9 @@ impl EmbeddingModels {
 /// `Some(true)` when the server embeds with `model`, `Some(false)` when it answers that it
 /// does not (llama.cpp without `--embeddings` answers 501, vLLM 400 or 404), `None` when it
 /// could not be asked.
-async fn probe(upstream: &Upstream<'_>, model: &str) -> Option<bool> {
+async fn probe(server: &ModelServer<'_>, model: &str) -> Option<bool> {
     let body = serde_json::json!({"model": model, "input": "auxot"}).to_string();
-    let response = match upstream.post(body).timeout(PROBE_TIMEOUT).send().await {
+    let response = match server.post("embeddings", body).timeout(PROBE_TIMEOUT).send().await {
         Ok(response) => response,
         Err(e) => {
             tracing::warn!(model = %model, error = %crate::providers::describe_reqwest_error(e), "cannot ask the model server about embeddings");
@@ -119,34 +88,15 @@ async fn probe(upstream: &Upstream<'_>, model: &str) -> Option<bool> {
 
 /// Runs one embeddings job: the client's request goes to the model server as it is; its
 /// answer (vectors in the encoding the client asked for) goes to the router whole.
-pub async fn run_job(upstream: &Upstream<'_>, job: Job, out: &ChunkSink) -> JobOutcome {
+pub async fn run_job(server: &ModelServer<'_>, job: Job, out: &ChunkSink) -> JobOutcome {
     let encoding = read_request(job.request.get().as_bytes()).map_or(Encoding::Float, |r| r.encoding);
-    let response = match upstream.post(job.request.get().to_string()).send().await {
+    let response = match server
+        .answer(server.post("embeddings", job.request.get().to_string()))
+        .await
+    {
         Ok(response) => response,
-        Err(e) => {
-            let detail = crate::providers::describe_reqwest_error(e);
-            return JobOutcome::failed(format!("cannot reach the model server: {detail}"), None);
-        }
+        Err(outcome) => return outcome,
     };
-    let status = response.status();
-    let retry_after = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    if !status.is_success() {
-        let body = crate::bounded::read_prefix(response.bytes_stream(), MAX_ERROR_BODY).await;
-        let message = upstream.scrub(crate::providers::error_message(&body));
-        return match retry_after {
-            Some(retry_after) => JobOutcome::Throttled {
-                message,
-                status: Some(status.as_u16()),
-                retry_after: Some(retry_after),
-                limited_until: None,
-            },
-            None => JobOutcome::failed(message, Some(status.as_u16())),
-        };
-    }
     let body = match crate::bounded::read_to_limit(response.bytes_stream(), MAX_ANSWER, 0).await {
         Ok(body) => Vec::from(body),
         Err(e) => {

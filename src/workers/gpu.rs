@@ -13,6 +13,7 @@ use crate::workers::client::{ChunkSink, ConnectionConfig, Job, JobHandler, JobOu
 use crate::workers::fleet::run_worker;
 use crate::workers::gpu_usage::ChunkProbe;
 use crate::workers::gpu_whole;
+use crate::workers::model_server::{read_error_body, ModelServer};
 use crate::workers::protocol::{JobKind, Usage, WorkerKind};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -21,8 +22,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 const MODELS_TIMEOUT: Duration = Duration::from_secs(10);
-/// Error bodies are read up to this size; success bodies stream.
-const MAX_ERROR_BODY: usize = 64 * 1024;
 
 /// Runs the GPU worker until `shutdown`. Fails at once if the model server cannot be listed.
 pub async fn run(args: GpuWorkerArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), WorkerError> {
@@ -89,13 +88,6 @@ impl GpuWorker {
         })
     }
 
-    fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.key {
-            Some(key) => request.bearer_auth(key.expose()),
-            None => request,
-        }
-    }
-
     async fn list_upstream_models(&self) -> Result<Vec<String>, WorkerError> {
         #[derive(Deserialize)]
         struct ModelList {
@@ -111,13 +103,14 @@ impl GpuWorker {
         };
         let url = format!("{}/models", self.upstream);
         let response = self
+            .model_server()
             .authorize(self.http.get(&url))
             .timeout(MODELS_TIMEOUT)
             .send()
             .await
             .map_err(|e| unreachable(crate::providers::describe_reqwest_error(e)))?;
         let status = response.status();
-        let body = read_bounded(response).await;
+        let body = read_error_body(response).await;
         if !status.is_success() {
             let message = self.scrub(crate::providers::error_message(&body));
             return Err(unreachable(format!(
@@ -152,59 +145,25 @@ impl GpuWorker {
         self.only.iter().filter(|m| listed.contains(m)).cloned().collect()
     }
 
-    fn embeddings_upstream(&self) -> super::embeddings::Upstream<'_> {
-        super::embeddings::Upstream {
+    fn model_server(&self) -> ModelServer<'_> {
+        ModelServer {
             http: &self.http,
             base: &self.upstream,
             key: self.key.as_ref(),
         }
     }
 
-    /// Keeps the upstream key out of anything the router (and so a client) may see.
     fn scrub(&self, text: String) -> String {
-        match self.key.as_ref().map(Secret::expose).filter(|k| k.len() >= 4) {
-            Some(key) if text.contains(key) => text.replace(key, "[redacted]"),
-            _ => text,
-        }
+        self.model_server().scrub(text)
     }
 
     /// Posts `body` to the model server; an error status becomes the job's outcome.
     async fn post_chat(&self, body: String, accept: &'static str) -> Result<reqwest::Response, JobOutcome> {
-        let request = self
-            .authorize(self.http.post(format!("{}/chat/completions", self.upstream)))
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(reqwest::header::ACCEPT, accept)
-            .body(body);
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(e) => {
-                let detail = crate::providers::describe_reqwest_error(e);
-                return Err(JobOutcome::failed(
-                    format!("cannot reach the model server: {detail}"),
-                    None,
-                ));
-            }
-        };
-        let status = response.status();
-        if status.is_success() {
-            return Ok(response);
-        }
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let body = read_bounded(response).await;
-        let message = self.scrub(crate::providers::error_message(&body));
-        Err(match retry_after {
-            Some(retry_after) => JobOutcome::Throttled {
-                message,
-                status: Some(status.as_u16()),
-                retry_after: Some(retry_after),
-                limited_until: None,
-            },
-            None => JobOutcome::failed(message, Some(status.as_u16())),
-        })
+        let server = self.model_server();
+        let request = server
+            .post("chat/completions", body)
+            .header(reqwest::header::ACCEPT, accept);
+        server.answer(request).await
     }
 
     /// A client that wants one JSON answer: the model server is asked the same way, so its
@@ -355,7 +314,7 @@ impl JobHandler for GpuWorker {
     async fn models(&self) -> Result<Vec<String>, WorkerError> {
         let listed = self.list_upstream_models().await?;
         let models = self.select_models(listed);
-        self.embedding_models.update(&self.embeddings_upstream(), &models).await;
+        self.embedding_models.update(&self.model_server(), &models).await;
         Ok(models)
     }
 
@@ -367,7 +326,7 @@ impl JobHandler for GpuWorker {
         match job.endpoint {
             JobKind::ChatCompletions if gpu_whole::wants_stream(&job.request) => self.stream_chat(job, &out).await,
             JobKind::ChatCompletions => self.whole_chat(job, &out).await,
-            JobKind::Embeddings => super::embeddings::run_job(&self.embeddings_upstream(), job, &out).await,
+            JobKind::Embeddings => super::embeddings::run_job(&self.model_server(), job, &out).await,
         }
     }
 }
@@ -382,10 +341,6 @@ fn force_streaming(request: &RawValue) -> Result<String, String> {
     let body = edit_fields(request.get().as_bytes(), &edits)
         .map_err(|e| format!("the job's request is not a JSON object: {e}"))?;
     String::from_utf8(body).map_err(|e| e.to_string())
-}
-
-async fn read_bounded(response: reqwest::Response) -> bytes::Bytes {
-    crate::bounded::read_prefix(response.bytes_stream(), MAX_ERROR_BODY).await
 }
 
 #[cfg(test)]

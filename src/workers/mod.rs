@@ -10,6 +10,7 @@ pub mod gpu;
 mod gpu_usage;
 pub mod gpu_whole;
 mod job;
+mod model_server;
 pub mod policy;
 pub mod pool;
 pub mod protocol;

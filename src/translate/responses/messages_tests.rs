@@ -258,20 +258,7 @@ fn run(events: &[Value]) -> Vec<(String, Value)> {
         out.extend(stream.push_event(&sse(event.clone())));
     }
     out.extend(stream.finish());
-    out.iter()
-        .map(|e| {
-            let text = std::str::from_utf8(e).unwrap();
-            let name = text
-                .lines()
-                .next()
-                .unwrap()
-                .strip_prefix("event: ")
-                .unwrap()
-                .to_string();
-            let data = text.lines().nth(1).unwrap().strip_prefix("data: ").unwrap();
-            (name, serde_json::from_str(data).unwrap())
-        })
-        .collect()
+    super::tests::names_and_data(&out)
 }
 
 #[test]

@@ -28,6 +28,7 @@ mod response_from_chat;
 mod response_from_messages;
 mod stream_from_chat;
 mod stream_from_messages;
+mod tools;
 
 #[cfg(test)]
 mod messages_tests;

@@ -1,6 +1,7 @@
 //! A Responses request as a Chat Completions request.
 
 use super::input::{self, err, Content, ContentPart, InputItem};
+use super::tools::{self, custom_input_schema, Tool};
 use super::{ResponseContext, CUSTOM_TOOL_INPUT};
 use crate::translate::anthropic::TranslateError;
 use serde_json::{json, Map, Value};
@@ -50,14 +51,34 @@ pub(super) const ECHOED: &[&str] = &[
     "prompt_cache_key",
 ];
 
-/// Translates a Responses request body; `Err` names the JSON path of what cannot be sent
-/// to a chat model.
-pub fn responses_to_chat_request(body: &[u8]) -> Result<(Value, ResponseContext), TranslateError> {
+/// A Responses request body as a JSON object, and what answering it needs: the model it
+/// names (required) and the fields the `response` repeats back.
+pub(super) fn read_request(body: &[u8]) -> Result<(Map<String, Value>, ResponseContext), TranslateError> {
     let req: Map<String, Value> = match serde_json::from_slice(body) {
         Ok(Value::Object(map)) => map,
         Ok(_) => return Err(err("", "the request body must be a JSON object")),
         Err(e) => return Err(err("", format!("the request body is not valid JSON: {e}"))),
     };
+    let model = match req.get("model") {
+        Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
+        _ => return Err(err("model", "is required and must be a non-empty string")),
+    };
+    let mut context = ResponseContext {
+        model,
+        ..ResponseContext::default()
+    };
+    for key in ECHOED {
+        if let Some(value) = req.get(*key) {
+            context.echo.insert((*key).to_string(), value.clone());
+        }
+    }
+    Ok((req, context))
+}
+
+/// Translates a Responses request body; `Err` names the JSON path of what cannot be sent
+/// to a chat model.
+pub fn responses_to_chat_request(body: &[u8]) -> Result<(Value, ResponseContext), TranslateError> {
+    let (req, mut context) = read_request(body)?;
     for key in req.keys().filter(|k| !KNOWN_FIELDS.contains(&k.as_str())) {
         tracing::debug!(field = %key, "dropped: chat completions has no place for this Responses field");
     }
@@ -70,22 +91,9 @@ pub fn responses_to_chat_request(body: &[u8]) -> Result<(Value, ResponseContext)
     if req.get("background") == Some(&Value::Bool(true)) {
         return Err(err("background", "background responses are not supported by auxot"));
     }
-    let model = match req.get("model") {
-        Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
-        _ => return Err(err("model", "is required and must be a non-empty string")),
-    };
-    let mut context = ResponseContext {
-        model: model.clone(),
-        ..ResponseContext::default()
-    };
-    for key in ECHOED {
-        if let Some(value) = req.get(*key) {
-            context.echo.insert((*key).to_string(), value.clone());
-        }
-    }
 
     let mut out = Map::new();
-    out.insert("model".into(), json!(model));
+    out.insert("model".into(), json!(context.model));
     let tools = tools(&req, &mut context)?;
 
     let mut messages = Vec::new();
@@ -165,77 +173,36 @@ pub fn responses_to_chat_request(body: &[u8]) -> Result<(Value, ResponseContext)
     Ok((Value::Object(out), context))
 }
 
+/// The tools as chat `function` tools.
 fn tools(req: &Map<String, Value>, context: &mut ResponseContext) -> Result<Vec<Value>, TranslateError> {
-    let list = match req.get("tools") {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Array(list)) => list,
-        Some(_) => return Err(err("tools", "must be an array")),
-    };
-    let mut out = Vec::new();
-    for (i, tool) in list.iter().enumerate() {
-        let field = format!("tools[{i}]");
-        let kind = tool
-            .get("type")
-            .and_then(Value::as_str)
-            .ok_or_else(|| err(format!("{field}.type"), "is required"))?;
-        let name = || {
-            tool.get("name")
-                .and_then(Value::as_str)
-                .filter(|n| !n.is_empty())
-                .ok_or_else(|| err(format!("{field}.name"), "is required"))
-        };
-        match kind {
-            "function" => {
+    let tools = tools::tools(req, context)?;
+    Ok(tools
+        .into_iter()
+        .map(|tool| match tool {
+            Tool::Function {
+                name,
+                description,
+                parameters,
+                strict,
+            } => {
                 let mut function = Map::new();
-                function.insert("name".into(), json!(name()?));
-                if let Some(description) = tool.get("description").filter(|d| d.is_string()) {
-                    function.insert("description".into(), description.clone());
+                function.insert("name".into(), json!(name));
+                if let Some(description) = description {
+                    function.insert("description".into(), json!(description));
                 }
-                let parameters = match tool.get("parameters") {
-                    None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
-                    Some(schema) if schema.is_object() => schema.clone(),
-                    Some(_) => return Err(err(format!("{field}.parameters"), "must be a JSON Schema object")),
-                };
                 function.insert("parameters".into(), parameters);
-                if let Some(strict) = tool.get("strict").filter(|s| s.is_boolean()) {
+                if let Some(strict) = strict {
                     function.insert("strict".into(), strict.clone());
                 }
-                out.push(json!({"type": "function", "function": function}));
+                json!({"type": "function", "function": function})
             }
-            "custom" => {
-                let name = name()?;
-                context.custom_tools.insert(name.to_string());
-                let mut about = tool
-                    .get("description")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
-                // A grammar cannot be enforced by a chat endpoint; the model reads it instead.
-                if let Some(definition) = tool
-                    .get("format")
-                    .and_then(|f| f.get("definition"))
-                    .and_then(Value::as_str)
-                {
-                    about.push_str("\n\nThe input must follow this grammar:\n");
-                    about.push_str(definition);
-                }
-                out.push(json!({"type": "function", "function": {
-                    "name": name,
-                    "description": about,
-                    "parameters": {
-                        "type": "object",
-                        "properties": {CUSTOM_TOOL_INPUT: {"type": "string", "description": "The raw freeform input for this tool."}},
-                        "required": [CUSTOM_TOOL_INPUT],
-                        "additionalProperties": false
-                    }
-                }}));
+            Tool::Custom { name, description } => {
+                let mut parameters = custom_input_schema();
+                parameters.insert("additionalProperties".into(), json!(false));
+                json!({"type": "function", "function": {"name": name, "description": description, "parameters": parameters}})
             }
-            other => {
-                tracing::debug!(field = %field, kind = other, "dropped: a hosted tool runs only on OpenAI");
-            }
-        }
-    }
-    Ok(out)
+        })
+        .collect())
 }
 
 fn tool_choice(choice: &Value) -> Result<Value, TranslateError> {

@@ -7,7 +7,8 @@
 //! when the client set none (Anthropic requires one and it must exceed the budget).
 
 use super::input::{self, err, Content, ContentPart, InputItem};
-use super::request_to_chat::ECHOED;
+use super::request_to_chat::read_request;
+use super::tools::{self, custom_input_schema, Tool};
 use super::{reasoning_payload, ResponseContext, CUSTOM_TOOL_INPUT};
 use crate::translate::anthropic::TranslateError;
 use base64::Engine;
@@ -33,26 +34,9 @@ pub fn thinking_budget(effort: &str) -> Option<u64> {
 /// Translates a Responses request body; `Err` names the JSON path of what Anthropic
 /// cannot be sent.
 pub fn responses_to_messages_request(body: &[u8]) -> Result<(Value, ResponseContext), TranslateError> {
-    let req: Map<String, Value> = match serde_json::from_slice(body) {
-        Ok(Value::Object(map)) => map,
-        Ok(_) => return Err(err("", "the request body must be a JSON object")),
-        Err(e) => return Err(err("", format!("the request body is not valid JSON: {e}"))),
-    };
-    let model = match req.get("model") {
-        Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
-        _ => return Err(err("model", "is required and must be a non-empty string")),
-    };
-    let mut context = ResponseContext {
-        model: model.clone(),
-        ..ResponseContext::default()
-    };
-    for key in ECHOED {
-        if let Some(value) = req.get(*key) {
-            context.echo.insert((*key).to_string(), value.clone());
-        }
-    }
+    let (req, mut context) = read_request(body)?;
     let mut out = Map::new();
-    out.insert("model".into(), json!(model));
+    out.insert("model".into(), json!(context.model));
 
     let mut system: Vec<String> = Vec::new();
     match req.get("instructions") {
@@ -322,66 +306,29 @@ fn media_source(url: &str, field: &str, key: &str) -> Result<Value, TranslateErr
     Ok(json!({"type": "base64", "media_type": media_type, "data": data}))
 }
 
+/// The tools as Anthropic tools.
 fn tools(req: &Map<String, Value>, context: &mut ResponseContext) -> Result<Vec<Value>, TranslateError> {
-    let list = match req.get("tools") {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Array(list)) => list,
-        Some(_) => return Err(err("tools", "must be an array")),
-    };
-    let mut out = Vec::new();
-    for (i, tool) in list.iter().enumerate() {
-        let field = format!("tools[{i}]");
-        let kind = tool
-            .get("type")
-            .and_then(Value::as_str)
-            .ok_or_else(|| err(format!("{field}.type"), "is required"))?;
-        let name = || {
-            tool.get("name")
-                .and_then(Value::as_str)
-                .filter(|n| !n.is_empty())
-                .ok_or_else(|| err(format!("{field}.name"), "is required"))
-        };
-        let description = tool.get("description").and_then(Value::as_str).unwrap_or("");
-        match kind {
-            "function" => {
-                let schema = match tool.get("parameters") {
-                    None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
-                    Some(schema) if schema.is_object() => schema.clone(),
-                    Some(_) => return Err(err(format!("{field}.parameters"), "must be a JSON Schema object")),
-                };
-                let mut entry = json!({"name": name()?, "input_schema": schema});
-                if !description.is_empty() {
+    let tools = tools::tools(req, context)?;
+    Ok(tools
+        .into_iter()
+        .map(|tool| match tool {
+            Tool::Function {
+                name,
+                description,
+                parameters,
+                strict: _,
+            } => {
+                let mut entry = json!({"name": name, "input_schema": parameters});
+                if let Some(description) = description.filter(|d| !d.is_empty()) {
                     entry["description"] = json!(description);
                 }
-                out.push(entry);
+                entry
             }
-            "custom" => {
-                let name = name()?;
-                context.custom_tools.insert(name.to_string());
-                let mut about = description.to_string();
-                // Anthropic enforces no grammar; the model reads it instead.
-                if let Some(definition) = tool
-                    .get("format")
-                    .and_then(|f| f.get("definition"))
-                    .and_then(Value::as_str)
-                {
-                    about.push_str("\n\nThe input must follow this grammar:\n");
-                    about.push_str(definition);
-                }
-                out.push(json!({
-                    "name": name,
-                    "description": about,
-                    "input_schema": {
-                        "type": "object",
-                        "properties": {CUSTOM_TOOL_INPUT: {"type": "string", "description": "The raw freeform input for this tool."}},
-                        "required": [CUSTOM_TOOL_INPUT]
-                    }
-                }));
+            Tool::Custom { name, description } => {
+                json!({"name": name, "description": description, "input_schema": custom_input_schema()})
             }
-            other => tracing::debug!(field = %field, kind = other, "dropped: a hosted tool runs only on OpenAI"),
-        }
-    }
-    Ok(out)
+        })
+        .collect())
 }
 
 fn tool_choice(choice: &Value) -> Result<Value, TranslateError> {

@@ -134,7 +134,8 @@ fn a_whole_answer_becomes_a_response_with_items_and_usage() {
     assert_eq!(response["incomplete_details"]["reason"], "max_output_tokens");
 }
 
-fn names_and_data(events: &[bytes::Bytes]) -> Vec<(String, Value)> {
+/// Each Responses event as its name and its data.
+pub(super) fn names_and_data(events: &[bytes::Bytes]) -> Vec<(String, Value)> {
     events
         .iter()
         .map(|e| {

@@ -183,9 +183,7 @@ impl WorkerRegistry {
     /// Asks every live worker's connection to close (the router is stopping) and waits,
     /// up to `within`, for them to be gone.
     pub async fn close_all(&self, within: Duration) {
-        for worker in self.live() {
-            worker.kick();
-        }
+        self.kick_unless(|_| false);
         let deadline = tokio::time::Instant::now() + within;
         while !self.live().is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
