@@ -21,7 +21,7 @@
 # Knobs: BENCH_ROUNDS (3), BENCH_DURATION seconds per wrk case (8), BENCH_WARMUP (2),
 # BENCH_SKIP_BUILD=1 (use target/release/{auxot,examples/bench_tools} as they are),
 # AUXOT_BIN (another auxot binary, e.g. a copy of an earlier build), BENCH_LABEL (names the
-# run in the report), BENCH_PERF=1.
+# run in the report), BENCH_PERF=1, BENCH_PERF_DATA (keep perf.data at this path).
 # The release build keeps symbols and frame pointers so perf can name functions:
 #   CARGO_PROFILE_RELEASE_STRIP=none CARGO_PROFILE_RELEASE_DEBUG=line-tables-only
 #   RUSTFLAGS="-C force-frame-pointers=yes"
@@ -245,6 +245,7 @@ if [[ ${BENCH_PERF:-0} == 1 ]]; then
         die "perf record failed"
     wait "$WRK_PERF" || true
     PERF_REQUESTS=$(grep -oP 'BENCH_RESULT requests=\K[0-9]+' "$WORK/wrk-perf.out" || echo 0)
+    [[ -n ${BENCH_PERF_DATA:-} ]] && cp "$WORK/perf.data" "$BENCH_PERF_DATA"
     mkdir -p "$OUT_DIR"
     {
         echo "# perf: auxot at c=64, ${BENCH_LABEL:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)}"
