@@ -3,29 +3,15 @@
 //! everywhere; a key's requests per minute and monthly spend cap hold across routers
 //! hammered at once, within the overshoot docs/scale-out.md documents.
 
-use crate::support::postgres::fresh_database;
+use crate::support::postgres::two_routers;
 use crate::support::worker::worker_token_allowing;
-use crate::support::{eventually, FakeUpstream, Options, TestServer, TestWorker};
+use crate::support::{eventually, FakeUpstream, TestServer, TestWorker};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const GPU_KEY: &str = "sk-local-model-server";
 const CLOUD_KEY: &str = "sk-cloud-provider-key-0001";
-
-async fn router(url: &str, name: &str) -> TestServer {
-    TestServer::start_with(Options {
-        args: vec!["--database".into(), url.into(), "--router-name".into(), name.into()],
-        ..Options::default()
-    })
-    .await
-}
-
-/// `router-a` and `router-b` on one fresh database; `None` when PostgreSQL is unavailable.
-async fn two_routers() -> Option<(TestServer, TestServer)> {
-    let url = fresh_database().await?;
-    Some((router(&url, "router-a").await, router(&url, "router-b").await))
-}
 
 fn gpu_worker(urls: &[&str], name: &str, token: &str, gpu: &FakeUpstream) -> TestWorker {
     let args = vec![

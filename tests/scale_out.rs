@@ -1,7 +1,8 @@
 //! Several `auxot serve` processes on one PostgreSQL database act as one router: what one
 //! changes, the others apply within a second.
 
-use crate::support::postgres::{database_name, fresh_database, superuser_sql};
+use crate::support::command::auxot;
+use crate::support::postgres::{database_name, fresh_database, superuser_sql, two_routers};
 use crate::support::{eventually, FakeUpstream, Options, TestServer};
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -9,19 +10,7 @@ use std::time::{Duration, Instant};
 const KEY: &str = "sk-test-fleet-0001";
 
 async fn router_on(url: &str) -> TestServer {
-    TestServer::start_with(Options {
-        args: vec!["--database".into(), url.into()],
-        ..Options::default()
-    })
-    .await
-}
-
-/// Two routers on one fresh database; `None` when PostgreSQL is unavailable (skipped).
-async fn two_routers() -> Option<(TestServer, TestServer)> {
-    let url = fresh_database().await?;
-    let a = router_on(&url).await;
-    let b = router_on(&url).await;
-    Some((a, b))
+    TestServer::start_with(Options::on_database(url)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,16 +118,8 @@ async fn a_provider_alias_and_setting_added_on_one_router_apply_on_the_other() {
 }
 
 fn migrate(data_dir: &std::path::Path, url: &str) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_auxot"))
-        .arg("migrate")
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg("--to")
-        .arg(url)
-        .env_remove("AUXOT_DATABASE_URL")
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .output()
-        .expect("run auxot migrate")
+    let data_dir = data_dir.display().to_string();
+    auxot(&["migrate", "--data-dir", &data_dir, "--to", url], &[], "")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,18 +161,9 @@ async fn a_redb_box_migrates_to_postgres_with_its_keys_providers_and_usage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spend_cap_holds_for_the_fleet_and_each_row_names_its_router() {
     let Some(url) = fresh_database().await else { return };
-    let start = |name: &str| {
-        let url = url.clone();
-        let name = name.to_string();
-        async move {
-            TestServer::start_with(Options {
-                args: vec!["--database".into(), url, "--router-name".into(), name],
-                ..Options::default()
-            })
-            .await
-        }
-    };
-    let (a, b) = (start("router-a").await, start("router-b").await);
+    let named = |name: &str| Options::on_database(&url).named(name);
+    let a = TestServer::start_with(named("router-a")).await;
+    let b = TestServer::start_with(named("router-b")).await;
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
     let admin = a.admin_key().await;
     a.add_provider(&admin, "cloud", &fake, KEY).await;
@@ -283,10 +255,7 @@ async fn with_postgres_unreachable_a_router_keeps_serving_and_says_it_is_degrade
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_router_killed_mid_traffic_loses_nothing_it_answered_and_the_other_keeps_serving() {
     let Some(url) = fresh_database().await else { return };
-    let named = |name: &str| Options {
-        args: vec!["--database".into(), url.clone(), "--router-name".into(), name.into()],
-        ..Options::default()
-    };
+    let named = |name: &str| Options::on_database(&url).named(name);
     let mut a = TestServer::start_with(named("doomed")).await;
     let b = TestServer::start_with(named("survivor")).await;
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;

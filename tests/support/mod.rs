@@ -1,6 +1,7 @@
 //! `TestServer` (the real binary, port 0, temp data dir) and the fakes it talks to.
 
 pub mod blackhole;
+pub mod command;
 pub mod fake_llm;
 pub mod fake_upstream;
 pub mod model_server;
@@ -37,6 +38,38 @@ impl Default for Options {
             args: Vec::new(),
             env: Vec::new(),
         }
+    }
+}
+
+impl Options {
+    /// The default options with `key` as the secret key (`None`: no key configured).
+    pub fn with_key(key: Option<&str>) -> Options {
+        Options {
+            secret_key: key.map(str::to_string),
+            ..Options::default()
+        }
+    }
+
+    /// A router on the PostgreSQL database at `url` (`--database`).
+    pub fn on_database(url: &str) -> Options {
+        Options::default().arg("--database").arg(url)
+    }
+
+    /// `--router-name NAME`: the name its usage rows and worker connections carry.
+    pub fn named(self, name: &str) -> Options {
+        self.arg("--router-name").arg(name)
+    }
+
+    /// One more command-line argument to `auxot serve`.
+    pub fn arg(mut self, arg: &str) -> Options {
+        self.args.push(arg.to_string());
+        self
+    }
+
+    /// This secret key instead of the default one.
+    pub fn key(mut self, key: &str) -> Options {
+        self.secret_key = Some(key.to_string());
+        self
     }
 }
 
