@@ -121,8 +121,7 @@ async fn wrong_password_and_unknown_user_are_both_401() {
 
 #[tokio::test]
 async fn api_keys_are_shown_once_listed_without_secrets_and_revoked_at_once() {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     assert!(admin.starts_with("aux_"));
     let created = server
         .call(
@@ -178,9 +177,7 @@ async fn api_keys_are_shown_once_listed_without_secrets_and_revoked_at_once() {
 
 #[tokio::test]
 async fn admin_api_needs_admin_credentials() {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
-    let client = server.client_key(&admin).await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     let cases: [(Option<&str>, u16); 4] = [
         (None, 401),
         (Some("aux_not-a-real-key"), 401),
@@ -206,9 +203,7 @@ async fn admin_api_needs_admin_credentials() {
 /// any handler runs (so nothing is read or changed).
 #[tokio::test]
 async fn every_admin_route_refuses_anonymous_callers_and_client_keys() {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
-    let client = server.client_key(&admin).await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     let routes = [
         ("GET", "/api/session"),
         ("POST", "/api/session/password"),
@@ -279,8 +274,7 @@ async fn every_admin_route_refuses_anonymous_callers_and_client_keys() {
 
 #[tokio::test]
 async fn api_key_requests_are_validated() {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     for body in [
         json!({"name": "x", "role": "superuser"}),
         json!({"name": "", "role": "client"}),

@@ -17,8 +17,7 @@ struct Setup {
 /// A server whose admin agent runs on the fake LLM (an openai-compatible provider).
 async fn setup(script: Vec<Step>) -> Setup {
     let llm = FakeLlm::start(script).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     server
         .call(
             "POST",
@@ -333,8 +332,7 @@ async fn deleting_a_provider_needs_the_operators_yes() {
 
 #[tokio::test]
 async fn with_no_model_reachable_the_agent_says_where_to_add_one() {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     let reply = server
         .call(
             "POST",

@@ -8,13 +8,6 @@ const OPENAI_KEY: &str = "sk-openai-provider-key-0001";
 const ANTHROPIC_KEY: &str = "sk-ant-provider-key-0002";
 const GPU_KEY: &str = "sk-local-model-server";
 
-async fn server() -> (TestServer, String, String) {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
-    let client = server.client_key(&admin).await;
-    (server, admin, client)
-}
-
 /// An Anthropic SDK-style call: `x-api-key`, `anthropic-version`, optional beta flags.
 async fn messages(server: &TestServer, key: &str, body: Value, beta: Option<&str>) -> Reply {
     let mut request = server
@@ -56,7 +49,7 @@ fn weather_tool_anthropic() -> Value {
 #[tokio::test]
 async fn an_anthropic_client_reaches_an_openai_provider() {
     let fake = FakeUpstream::openai("oa", &[OPENAI_KEY], &["gpt-4o"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "openai", &fake, OPENAI_KEY).await;
 
     let reply = messages(
@@ -124,7 +117,7 @@ async fn an_anthropic_client_reaches_an_openai_provider() {
 #[tokio::test]
 async fn an_anthropic_client_reaches_a_gpu_worker() {
     let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["qwen"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     let _worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 1).await;
     for stream in [false, true] {
         let reply = messages(
@@ -157,7 +150,7 @@ async fn an_anthropic_client_reaches_a_gpu_worker() {
 #[tokio::test]
 async fn an_openai_client_reaches_an_anthropic_provider() {
     let fake = FakeUpstream::anthropic("claude", &[ANTHROPIC_KEY], &["claude-sonnet"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "anthropic", &fake, ANTHROPIC_KEY).await;
 
     let reply = server.chat(&client, "claude-sonnet", false).await;
@@ -218,7 +211,7 @@ async fn an_openai_client_reaches_an_anthropic_provider() {
 #[tokio::test]
 async fn same_format_passes_through_untouched_with_beta_headers() {
     let fake = FakeUpstream::anthropic("claude", &[ANTHROPIC_KEY], &["claude-sonnet"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "anthropic", &fake, ANTHROPIC_KEY).await;
     let body = r#"{"model":"claude-sonnet","max_tokens":64,"thinking":{"type":"enabled","budget_tokens":1024},"messages":[{"role":"user","content":"Say hi"}]}"#;
     let reply = server
@@ -273,7 +266,7 @@ async fn same_format_passes_through_untouched_with_beta_headers() {
 #[tokio::test]
 async fn a_claude_code_shaped_request_works_through_an_openai_provider() {
     let fake = FakeUpstream::openai("oa", &[OPENAI_KEY], &["claude-code-model"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "openai", &fake, OPENAI_KEY).await;
     let body = json!({
         "model": "claude-code-model",
@@ -328,7 +321,7 @@ async fn a_claude_code_shaped_request_works_through_an_openai_provider() {
 #[tokio::test]
 async fn messages_errors_use_the_anthropic_shape() {
     let fake = FakeUpstream::openai("oa", &[OPENAI_KEY], &["gpt-4o", "fail-500"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "openai", &fake, OPENAI_KEY).await;
     let cases: Vec<(Option<&str>, Value, u16, &str)> = vec![
         (
@@ -382,7 +375,7 @@ async fn messages_errors_use_the_anthropic_shape() {
 #[tokio::test]
 async fn models_and_count_tokens_answer_anthropic_clients() {
     let fake = FakeUpstream::openai("oa", &[OPENAI_KEY], &["gpt-4o"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "openai", &fake, OPENAI_KEY).await;
     for path in ["/v1/models", "/api/anthropic/v1/models"] {
         let reply = server

@@ -8,8 +8,7 @@ use std::time::Duration;
 const KEY: &str = "sk-chat-provider-key-0001";
 
 async fn server_with(fakes: &[(&str, &FakeUpstream)]) -> (TestServer, String, String) {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     for (name, fake) in fakes {
         server.add_provider(&admin, name, fake, KEY).await;
     }
@@ -226,8 +225,7 @@ async fn every_candidate_failing_names_them_all() {
         .unwrap()
         .port();
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     // Point a provider at a dead port by moving it after it was validated.
     let id = server.add_provider(&admin, "main", &fake, KEY).await["id"]
         .as_str()

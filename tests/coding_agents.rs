@@ -9,13 +9,6 @@ const OPENAI_KEY: &str = "sk-openai-provider-key-0101";
 const ANTHROPIC_KEY: &str = "sk-ant-provider-key-0102";
 const GPU_KEY: &str = "sk-local-model-server-0103";
 
-async fn server() -> (TestServer, String, String) {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
-    let client = server.client_key(&admin).await;
-    (server, admin, client)
-}
-
 /// A request as Claude Code 2.1 sends it: `?beta=true`, its headers, a `role: "system"`
 /// message mid-conversation, adaptive thinking, context management, a server tool.
 fn claude_code_body(model: &str) -> Value {
@@ -83,7 +76,7 @@ fn streamed_tool_input(text: &str) -> (String, String) {
 #[tokio::test]
 async fn claude_code_requests_with_system_messages_run_on_a_gpu_worker() {
     let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["qwen"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     let _worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 1).await;
     let reply = claude_code_call(&server, &client, &claude_code_body("qwen")).await;
     reply.expect(200);
@@ -111,7 +104,7 @@ async fn claude_code_requests_with_system_messages_run_on_a_gpu_worker() {
 #[tokio::test]
 async fn claude_code_requests_with_system_messages_run_on_an_openai_provider() {
     let fake = FakeUpstream::openai("oa", &[OPENAI_KEY], &["gpt-4o"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "openai", &fake, OPENAI_KEY).await;
     let reply = claude_code_call(&server, &client, &claude_code_body("gpt-4o")).await;
     reply.expect(200);
@@ -133,7 +126,7 @@ async fn claude_code_requests_with_system_messages_run_on_an_openai_provider() {
 #[tokio::test]
 async fn claude_code_reaches_anthropic_byte_exact_with_its_query_and_headers() {
     let fake = FakeUpstream::anthropic("claude", &[ANTHROPIC_KEY], &["claude-sonnet-4-5-20250929"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "anthropic", &fake, ANTHROPIC_KEY).await;
     let body = claude_code_body("claude-sonnet-4-5-20250929");
     let sent = body.to_string();
@@ -162,7 +155,7 @@ async fn claude_code_reaches_anthropic_byte_exact_with_its_query_and_headers() {
 
 #[tokio::test]
 async fn head_probes_answer_200() {
-    let (server, _admin, _client) = server().await;
+    let (server, _admin, _client) = TestServer::with_admin_and_client().await;
     for path in ["/", "/v1/messages", "/api/anthropic/v1/messages"] {
         let reply = server.send(server.http.head(format!("{}{path}", server.url))).await;
         assert_eq!(reply.status, 200, "HEAD {path}");
@@ -173,7 +166,7 @@ async fn head_probes_answer_200() {
 async fn count_tokens_is_answered_by_an_anthropic_target_and_estimated_otherwise() {
     let claude = FakeUpstream::anthropic("claude", &[ANTHROPIC_KEY], &["claude-sonnet-4-5-20250929"]).await;
     let openai = FakeUpstream::openai("oa", &[OPENAI_KEY], &["gpt-4o"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "anthropic", &claude, ANTHROPIC_KEY).await;
     server.add_provider(&admin, "openai", &openai, OPENAI_KEY).await;
     let count = |model: &str| {
@@ -211,7 +204,7 @@ async fn undated_and_latest_model_names_resolve_to_the_newest_dated_id() {
         ],
     )
     .await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "anthropic", &fake, ANTHROPIC_KEY).await;
     for (asked, sent) in [
         ("claude-sonnet-4-5", "claude-sonnet-4-5-20250929"),
@@ -230,7 +223,7 @@ async fn undated_and_latest_model_names_resolve_to_the_newest_dated_id() {
 #[tokio::test]
 async fn an_operator_sends_every_claude_model_to_an_alias_on_the_gpu() {
     let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["qwen-coder"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     let _worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 1).await;
     server
         .call(
@@ -346,7 +339,7 @@ fn codex_body(model: &str, stream: bool) -> Value {
 #[tokio::test]
 async fn responses_stream_a_tool_call_from_a_gpu_worker_with_the_real_event_sequence() {
     let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["qwen"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     let _worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 1).await;
     let reply = responses_call(&server, &client, &codex_body("qwen", true)).await;
     reply.expect(200);
@@ -402,7 +395,7 @@ async fn responses_stream_a_tool_call_from_a_gpu_worker_with_the_real_event_sequ
 async fn responses_answer_whole_from_an_openai_provider_and_stream_from_an_anthropic_one() {
     let openai = FakeUpstream::openai("oa", &[OPENAI_KEY], &["gpt-5"]).await;
     let claude = FakeUpstream::anthropic("claude", &[ANTHROPIC_KEY], &["claude-sonnet-4-5-20250929"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "openai", &openai, OPENAI_KEY).await;
     server.add_provider(&admin, "anthropic", &claude, ANTHROPIC_KEY).await;
 
@@ -445,7 +438,7 @@ async fn responses_answer_whole_from_an_openai_provider_and_stream_from_an_anthr
 #[tokio::test]
 async fn responses_refuse_what_they_cannot_do_in_the_openai_error_shape() {
     let openai = FakeUpstream::openai("oa", &[OPENAI_KEY], &["gpt-5"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "openai", &openai, OPENAI_KEY).await;
     let cases = [
         (
@@ -530,7 +523,7 @@ async fn run_agent(
 async fn the_real_claude_code_runs_a_tool_using_turn_on_a_gpu_worker() {
     let Some(claude) = agent_cli("claude") else { return };
     let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["qwen-coder"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     let _worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 2).await;
     server
         .call(
@@ -575,7 +568,7 @@ async fn the_real_claude_code_runs_a_tool_using_turn_on_a_gpu_worker() {
 async fn the_real_codex_runs_a_tool_using_turn_on_a_gpu_worker() {
     let Some(codex) = agent_cli("codex") else { return };
     let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["qwen-coder"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     let _worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 2).await;
     let home = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(home.path().join(".codex")).unwrap();
@@ -619,7 +612,7 @@ async fn the_real_claude_code_runs_a_tool_using_turn_on_an_anthropic_provider() 
         &["claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001"],
     )
     .await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "anthropic", &fake, ANTHROPIC_KEY).await;
     let home = tempfile::tempdir().unwrap();
     let env = [
@@ -666,7 +659,7 @@ async fn the_real_claude_code_runs_a_tool_using_turn_on_an_anthropic_provider() 
 async fn the_real_codex_runs_a_tool_using_turn_on_an_openai_provider() {
     let Some(codex) = agent_cli("codex") else { return };
     let fake = FakeUpstream::openai("oa", &[OPENAI_KEY], &["gpt-5"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "openai", &fake, OPENAI_KEY).await;
     let home = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(home.path().join(".codex")).unwrap();
@@ -717,7 +710,7 @@ async fn the_real_codex_runs_a_tool_using_turn_on_an_openai_provider() {
 async fn the_real_codex_thinks_through_a_tool_using_turn_on_an_anthropic_provider() {
     let Some(codex) = agent_cli("codex") else { return };
     let fake = FakeUpstream::anthropic("claude", &[ANTHROPIC_KEY], &["claude-sonnet-4-5-20250929"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "anthropic", &fake, ANTHROPIC_KEY).await;
     let home = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(home.path().join(".codex")).unwrap();
@@ -765,7 +758,7 @@ async fn the_real_codex_thinks_through_a_tool_using_turn_on_an_anthropic_provide
 
 #[tokio::test]
 async fn legacy_completions_name_the_chat_endpoint() {
-    let (server, _admin, client) = server().await;
+    let (server, _admin, client) = TestServer::with_admin_and_client().await;
     let reply = server
         .send(
             server
@@ -785,7 +778,7 @@ async fn legacy_completions_name_the_chat_endpoint() {
 #[tokio::test]
 async fn claude_code_and_codex_run_plain_turns_on_a_cli_worker() {
     let cli = crate::support::FakeCli::new();
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     let _worker = TestWorker::cli(&server, &admin, "c1", &cli, &["sonnet"], 2).await;
     server
         .call(
@@ -823,7 +816,7 @@ async fn claude_code_and_codex_run_plain_turns_on_a_cli_worker() {
 #[tokio::test]
 async fn responses_requests_are_metered_with_codex_session() {
     let openai = FakeUpstream::openai("oa", &[OPENAI_KEY], &["gpt-5"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "openai", &openai, OPENAI_KEY).await;
     for stream in [false, true] {
         let reply = server
@@ -903,7 +896,7 @@ async fn the_real_claude_code_serves_a_cli_worker_from_its_own_anthropic_backend
         &["claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001"],
     )
     .await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     let home = tempfile::tempdir().unwrap();
     let env = cli_worker_env(
         home.path(),
@@ -941,7 +934,7 @@ async fn the_real_codex_serves_a_cli_worker_from_its_own_responses_backend() {
     let Some(codex) = agent_cli("codex") else { return };
     // Codex's own backend speaks the Responses API: a fake on 127.0.0.1.
     let backend = FakeUpstream::openai("codex-backend", &[OPENAI_KEY], &["gpt-5"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     let home = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(home.path().join(".codex")).unwrap();
     let config = format!(

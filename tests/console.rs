@@ -36,8 +36,7 @@ async fn anthropic_message(server: &TestServer, key: &str, model: &str) -> crate
 
 #[tokio::test]
 async fn api_key_names_are_unique_whatever_their_case() {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     new_key(&server, &admin, json!({"name": "ci-bot", "role": "client"})).await;
     let again = server
         .call(
@@ -63,8 +62,7 @@ async fn api_key_names_are_unique_whatever_their_case() {
 #[tokio::test]
 async fn a_model_allow_list_refuses_other_models_in_the_callers_dialect() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o", "gpt-4o-mini"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &fake, KEY).await;
     let (id, key) = new_key(
         &server,
@@ -103,8 +101,7 @@ async fn a_model_allow_list_refuses_other_models_in_the_callers_dialect() {
 #[tokio::test]
 async fn a_tier_allow_list_keeps_requests_off_other_tiers() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &fake, KEY).await;
     let (_, local_only) = new_key(
         &server,
@@ -152,8 +149,7 @@ async fn a_tier_allow_list_keeps_requests_off_other_tiers() {
 #[tokio::test]
 async fn an_expired_key_is_refused_and_a_later_expiry_revives_it() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &fake, KEY).await;
     let (id, key) = new_key(
         &server,
@@ -216,8 +212,7 @@ async fn an_expired_key_is_refused_and_a_later_expiry_revives_it() {
 #[tokio::test]
 async fn tokens_per_minute_and_this_months_activity_are_per_key() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &fake, KEY).await;
     let (id, key) = new_key(
         &server,
@@ -444,8 +439,7 @@ async fn several_admins_with_a_read_only_viewer() {
 
 #[tokio::test]
 async fn a_worker_without_a_name_carries_its_tokens_name() {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     let token = worker_token(&server, &admin, "rack-7-gpu", "gpu").await;
     let mut request = (server.url.replace("http://", "ws://") + "/api/workers/connect")
         .into_client_request()

@@ -157,8 +157,7 @@ fn micro(usd: &Value) -> i64 {
 async fn cache_and_reasoning_tokens_are_priced_to_the_micro_dollar_from_both_providers() {
     let openai = Replay::start(&["gpt-4o-2024-08-06", "o4-mini-2025-04-16"]).await;
     let anthropic = Replay::start(&["claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     for (name, kind, url) in [
         ("oai", "openai", format!("http://{}/v1", openai.addr)),
         ("ant", "anthropic", format!("http://{}", anthropic.addr)),
@@ -263,8 +262,7 @@ async fn cache_and_reasoning_tokens_are_priced_to_the_micro_dollar_from_both_pro
 #[tokio::test]
 async fn the_request_log_pages_newest_first_and_filters() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o", "gpt-4o-mini", "fail-500"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &fake, KEY).await;
     let first = server.client_key(&admin).await;
     let second = server
@@ -390,8 +388,7 @@ async fn the_request_log_pages_newest_first_and_filters() {
 
 #[tokio::test]
 async fn a_cli_that_fails_after_starting_is_booked_as_an_error() {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     let cli = FakeCli::new();
     std::fs::write(
         &cli.script,
@@ -427,8 +424,7 @@ exit 1
 #[tokio::test]
 async fn a_local_model_asked_by_its_own_name_is_valued_at_a_cloud_price() {
     let model_server = FakeUpstream::openai("llama", &["sk-local"], &["qwen-local"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     let _worker = TestWorker::gpu(&server, &admin, "box-1", &model_server, "sk-local", 2).await;
     let client = server.client_key(&admin).await;
     server.chat(&client, "qwen-local", false).await.expect(200);
@@ -535,8 +531,7 @@ async fn pruned_rows_leave_the_log_but_stay_in_the_totals() {
 async fn local_answers_by_name_and_by_auto_are_valued_at_the_cheapest_enabled_cloud_model() {
     let cloud = FakeUpstream::openai("cloud", &[KEY], &["gpt-4o", "gpt-4.1-nano-2025-04-14"]).await;
     let model_server = FakeUpstream::openai("llama", &["sk-local"], &["qwen-local"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &cloud, KEY).await;
     let _worker = TestWorker::gpu(&server, &admin, "box-1", &model_server, "sk-local", 2).await;
     let client = server.client_key(&admin).await;

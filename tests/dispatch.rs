@@ -19,9 +19,7 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
-    let client = server.client_key(&admin).await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     Setup { server, admin, client }
 }
 

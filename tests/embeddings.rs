@@ -14,13 +14,6 @@ use tokio_tungstenite::tungstenite::Message;
 const CLOUD_KEY: &str = "sk-embeddings-cloud-0201";
 const GPU_KEY: &str = "sk-embeddings-gpu-0202";
 
-async fn server() -> (TestServer, String, String) {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
-    let client = server.client_key(&admin).await;
-    (server, admin, client)
-}
-
 async fn embed(server: &TestServer, key: &str, body: Value, headers: &[(&str, &str)]) -> Reply {
     let mut request = server
         .http
@@ -64,7 +57,7 @@ async fn embedding_rows(server: &TestServer, admin: &str, count: usize) -> Vec<V
 async fn embeddings_run_on_a_gpu_worker_that_embeds_and_fail_over_to_the_cloud() {
     let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["qwen", "nomic-embed"]).await;
     let cloud = FakeUpstream::openai("cloud-ai", &[CLOUD_KEY], &["nomic-embed", "text-embedding-3-small"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "openai", &cloud, CLOUD_KEY).await;
     let _worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 2).await;
 
@@ -154,7 +147,7 @@ async fn embeddings_run_on_a_gpu_worker_that_embeds_and_fail_over_to_the_cloud()
 async fn embeddings_skip_anthropic_providers_and_estimate_unreported_usage() {
     let anthropic = FakeUpstream::anthropic("claude", &["sk-ant-0203"], &["voyage-embed"]).await;
     let cloud = FakeUpstream::openai("cloud", &[CLOUD_KEY], &["embed-nousage"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server
         .add_provider(&admin, "anthropic", &anthropic, "sk-ant-0203")
         .await;
@@ -185,7 +178,7 @@ async fn embeddings_skip_anthropic_providers_and_estimate_unreported_usage() {
 #[tokio::test]
 async fn bad_embeddings_requests_get_openai_errors_and_reach_no_upstream() {
     let cloud = FakeUpstream::openai("cloud", &[CLOUD_KEY], &["text-embedding-3-small"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "openai", &cloud, CLOUD_KEY).await;
     let cases = [
         (json!({"input": "x"}), "'model' is required"),
@@ -262,7 +255,7 @@ async fn bad_embeddings_requests_get_openai_errors_and_reach_no_upstream() {
 #[tokio::test]
 async fn embeddings_with_every_embedding_slot_busy_get_503_with_retry_after() {
     let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["gated", "nomic-embed"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     let _worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 1).await;
     // A chat holds the worker's one slot.
     let url = format!("{}/v1/chat/completions", server.url);
@@ -293,7 +286,7 @@ async fn embeddings_with_every_embedding_slot_busy_get_503_with_retry_after() {
 #[tokio::test]
 async fn a_worker_that_predates_embeddings_never_gets_an_embeddings_job() {
     let cloud = FakeUpstream::openai("cloud", &[CLOUD_KEY], &["old-embed"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "openai", &cloud, CLOUD_KEY).await;
     let token = worker_token_allowing(&server, &admin, "old", "gpu", &["*"]).await;
     let mut request = (server.url.replace("http://", "ws://") + "/api/workers/connect")

@@ -35,9 +35,7 @@ struct Fleet {
 async fn fleet(n: usize) -> Fleet {
     let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["gated"]).await;
     let cloud = FakeUpstream::openai("cloud", &[CLOUD_KEY], &["gated"]).await;
-    let mut first = TestServer::start().await;
-    let admin = first.admin_key().await;
-    let client = first.client_key(&admin).await;
+    let (mut first, admin, client) = TestServer::with_admin_and_client().await;
     first.add_provider(&admin, "cloud", &cloud, CLOUD_KEY).await;
     let token = worker_token_allowing(&first, &admin, WORKER, "gpu", &["*"]).await;
     first.stop().await;

@@ -15,12 +15,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 const CLOUD_KEY: &str = "sk-cloud-hardening";
 
-async fn with_admin() -> (TestServer, String) {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
-    (server, admin)
-}
-
 /// A client whose connections come from `127.0.0.<last>` (any 127/8 address is loopback).
 fn client_from(last: u8) -> reqwest::Client {
     reqwest::Client::builder()
@@ -49,7 +43,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[tokio::test]
 async fn a_login_flood_from_many_addresses_stays_small_and_is_answered_quickly() {
-    let (server, admin) = with_admin().await;
+    let (server, admin) = TestServer::with_admin().await;
     let client = server.client_key(&admin).await;
     let idle = rss_kib(server.pid());
     let started = Instant::now();
@@ -101,7 +95,7 @@ async fn a_login_flood_from_many_addresses_stays_small_and_is_answered_quickly()
 
 #[tokio::test]
 async fn concurrent_wrong_logins_cannot_race_past_the_limit_and_the_owner_still_logs_in() {
-    let (server, _admin) = with_admin().await;
+    let (server, _admin) = TestServer::with_admin().await;
     let guesses = (0..60).map(|_| login_from(&server, 1, "admin", "wrong-guess"));
     let statuses: Vec<u16> = futures_util::future::join_all(guesses)
         .await
@@ -123,7 +117,7 @@ async fn concurrent_wrong_logins_cannot_race_past_the_limit_and_the_owner_still_
 
 #[tokio::test]
 async fn cookie_writes_need_this_origin_and_json_while_keys_are_unaffected() {
-    let (server, admin) = with_admin().await;
+    let (server, admin) = TestServer::with_admin().await;
     let cookie = server.login("admin", "password123").await;
     let host = server.url.trim_start_matches("http://").to_string();
     let port: u16 = host.rsplit(':').next().unwrap().parse().unwrap();
@@ -268,7 +262,7 @@ async fn worker_models(server: &TestServer, admin: &str, name: &str) -> Vec<Stri
 
 #[tokio::test]
 async fn a_hostile_worker_cannot_take_a_cloud_models_traffic_unless_the_operator_allows_it() {
-    let (server, admin) = with_admin().await;
+    let (server, admin) = TestServer::with_admin().await;
     let client = server.client_key(&admin).await;
     let cloud = FakeUpstream::openai("cloud", &[CLOUD_KEY], &["gpt-4o-mini"]).await;
     server.add_provider(&admin, "openai", &cloud, CLOUD_KEY).await;
@@ -319,7 +313,7 @@ async fn a_hostile_worker_cannot_take_a_cloud_models_traffic_unless_the_operator
 
 #[tokio::test]
 async fn a_provider_added_later_takes_its_names_back_from_connected_workers() {
-    let (server, admin) = with_admin().await;
+    let (server, admin) = TestServer::with_admin().await;
     let token = worker_token(&server, &admin, "early", "gpu").await;
     let (ack, _socket) = hello(&server, &token, "early", json!(["gpt-4o-mini", "qwen"])).await;
     assert_eq!(ack["type"], "hello_ack");
@@ -335,7 +329,7 @@ async fn a_provider_added_later_takes_its_names_back_from_connected_workers() {
 
 #[tokio::test]
 async fn worker_token_allow_lists_are_set_shown_and_validated() {
-    let (server, admin) = with_admin().await;
+    let (server, admin) = TestServer::with_admin().await;
     let reply = server
         .call(
             "POST",
@@ -497,7 +491,7 @@ async fn a_refused_request_never_spoils_its_keep_alive_connection() {
 
 #[tokio::test]
 async fn error_bodies_quote_only_a_bounded_prefix_of_the_input() {
-    let (server, admin) = with_admin().await;
+    let (server, admin) = TestServer::with_admin().await;
     let client = server.client_key(&admin).await;
     let model = "m".repeat(2_000_000);
     let reply = server
@@ -526,7 +520,7 @@ async fn error_bodies_quote_only_a_bounded_prefix_of_the_input() {
 #[tokio::test]
 async fn the_data_dir_is_private_and_a_refused_start_leaves_the_db_untouched() {
     use std::os::unix::fs::PermissionsExt;
-    let (mut server, admin) = with_admin().await;
+    let (mut server, admin) = TestServer::with_admin().await;
     server.client_key(&admin).await;
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&server.data_dir), 0o700);

@@ -107,8 +107,7 @@ async fn admin_commands_recover_a_locked_out_operator_offline_only() {
 #[tokio::test]
 async fn backup_from_a_running_server_restores_after_the_stop_under_the_right_key_only() {
     let fake = FakeUpstream::openai("up", &[PROVIDER_KEY], &["gpt-4o"]).await;
-    let mut server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (mut server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &fake, PROVIDER_KEY).await;
     let client = server.client_key(&admin).await;
     let dir = data_arg(&server);
@@ -234,8 +233,7 @@ async fn backup_from_a_running_server_restores_after_the_stop_under_the_right_ke
 #[tokio::test]
 async fn rotate_secret_moves_every_key_and_the_old_key_opens_nothing() {
     let fake = FakeUpstream::openai("up", &[PROVIDER_KEY], &["gpt-4o"]).await;
-    let mut server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (mut server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &fake, PROVIDER_KEY).await;
     let client = server.client_key(&admin).await;
     let dir = data_arg(&server);
@@ -423,8 +421,7 @@ async fn open_stream(
 #[tokio::test]
 async fn sigterm_stops_accepting_but_lets_a_stream_in_flight_finish() {
     let fake = FakeUpstream::openai("up", &[PROVIDER_KEY], &["gated"]).await;
-    let mut server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (mut server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &fake, PROVIDER_KEY).await;
     let client = server.client_key(&admin).await;
     let mut body = open_stream(&server, &client).await;
@@ -541,8 +538,7 @@ os.execv(sys.argv[1], sys.argv[1:])
 #[tokio::test]
 async fn doctor_reports_every_tier_and_fails_on_a_bad_provider_key() {
     let fake = FakeUpstream::openai("up", &[PROVIDER_KEY], &["gpt-4o-mini"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &fake, PROVIDER_KEY).await;
     let model_server = FakeUpstream::openai("llama", &["local"], &["llama-3-8b"]).await;
     let _gpu = TestWorker::gpu(&server, &admin, "gpu1", &model_server, "local", 2).await;

@@ -148,8 +148,7 @@ async fn streams_that_end_in_an_error_event_are_errors_on_every_path() {
     let openai = Failing::start(&["gpt-4o-mini"]).await;
     let anthropic = Failing::start(&["claude-haiku-4-5-20251001"]).await;
     let local = Failing::start(&["local-fails"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     for (name, kind, url) in [
         ("oai", "openai", format!("http://{}/v1", openai.addr)),
         ("ant", "anthropic", format!("http://{}", anthropic.addr)),
@@ -252,8 +251,7 @@ async fn streams_that_end_in_an_error_event_are_errors_on_every_path() {
 #[tokio::test]
 async fn a_client_leaving_a_worker_stream_is_booked_cancelled() {
     let local = Failing::start(&["local-hang"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     let token = worker_token_allowing(&server, &admin, "box-1", "gpu", &["*"]).await;
     let args = vec!["gpu".into(), "--upstream".into(), format!("http://{}/v1", local.addr)];
     let _worker = TestWorker::launch(&server, &admin, "box-1", &token, 1, args, &[]).await;
@@ -283,8 +281,7 @@ async fn a_client_leaving_a_worker_stream_is_booked_cancelled() {
 
 #[tokio::test]
 async fn a_cli_that_exits_non_zero_after_answering_is_an_error() {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     let cli = FakeCli::new();
     std::fs::write(
         &cli.script,

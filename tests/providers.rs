@@ -10,8 +10,7 @@ const NEW_KEY: &str = "sk-test-rotated-key-0002";
 #[tokio::test]
 async fn add_list_get_rotate_delete_a_provider() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o", "gpt-4o-mini"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
 
     let added = server.add_provider(&admin, "openai-main", &fake, KEY).await;
     assert_eq!(added["name"], "openai-main");
@@ -96,8 +95,7 @@ async fn add_list_get_rotate_delete_a_provider() {
 #[tokio::test]
 async fn invalid_key_is_422_with_the_providers_reason_and_nothing_is_stored() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     let reply = server
         .call(
             "POST",
@@ -124,8 +122,7 @@ async fn invalid_key_is_422_with_the_providers_reason_and_nothing_is_stored() {
 
 #[tokio::test]
 async fn unreachable_provider_is_502_and_nothing_is_stored() {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     // A port that was just free: nothing listens there.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -151,8 +148,7 @@ async fn unreachable_provider_is_502_and_nothing_is_stored() {
 #[tokio::test]
 async fn duplicate_names_are_409_case_insensitively() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &fake, KEY).await;
     let reply = server
         .call(
@@ -186,8 +182,7 @@ async fn duplicate_names_are_409_case_insensitively() {
 #[tokio::test]
 async fn a_rejected_new_key_leaves_the_old_one_working() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     let id = server.add_provider(&admin, "main", &fake, KEY).await["id"]
         .as_str()
         .unwrap()
@@ -218,8 +213,7 @@ async fn a_rejected_new_key_leaves_the_old_one_working() {
 async fn changing_base_url_needs_the_key_in_the_same_request() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
     let moved = FakeUpstream::openai("moved", &[NEW_KEY], &["gpt-4o", "o3"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     let id = server.add_provider(&admin, "main", &fake, KEY).await["id"]
         .as_str()
         .unwrap()
@@ -299,8 +293,7 @@ async fn anthropic_provider_is_validated_with_its_own_headers_and_paginated() {
         &["claude-a", "claude-b", "claude-c"],
     )
     .await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     let added = server
         .add_provider(&admin, "anthropic", &fake, "sk-ant-test-key-0003")
         .await;
@@ -326,8 +319,7 @@ async fn anthropic_provider_is_validated_with_its_own_headers_and_paginated() {
 
 #[tokio::test]
 async fn provider_requests_are_validated() {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     let cases = [
         json!({"name": "x", "type": "azure", "api_key": KEY}),
         json!({"name": "has space", "type": "openai", "api_key": KEY}),
@@ -391,8 +383,7 @@ async fn silent_upstream() -> (
 
 #[tokio::test]
 async fn a_dropped_add_request_stops_the_check_and_stores_nothing() {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     let (base_url, mut opened, mut closed) = silent_upstream().await;
     let impatient = reqwest::Client::builder()
         .timeout(Duration::from_millis(200))

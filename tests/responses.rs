@@ -10,13 +10,6 @@ use std::time::Duration;
 const OPENAI_KEY: &str = "sk-openai-provider-key-0201";
 const ANTHROPIC_KEY: &str = "sk-ant-provider-key-0202";
 
-async fn server() -> (TestServer, String, String) {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
-    let client = server.client_key(&admin).await;
-    (server, admin, client)
-}
-
 async fn call(server: &TestServer, key: &str, body: &str) -> Reply {
     server
         .send(
@@ -75,7 +68,7 @@ async fn last_row(server: &TestServer, admin: &str, count: usize) -> Value {
 #[tokio::test]
 async fn an_openai_provider_gets_the_request_byte_exact_and_its_stream_passes_through_metered() {
     let openai = FakeUpstream::openai("oa", &[OPENAI_KEY], &["gpt-5"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "openai", &openai, OPENAI_KEY).await;
     // Odd key order, escapes, an item type auxot does not know and a hosted tool: none of
     // it is auxot's business.
@@ -114,7 +107,7 @@ async fn an_openai_provider_gets_the_request_byte_exact_and_its_stream_passes_th
 #[tokio::test]
 async fn a_pinned_or_aliased_model_is_the_only_byte_that_changes_and_whole_answers_are_metered() {
     let openai = FakeUpstream::openai("oa", &[OPENAI_KEY], &["gpt-5-codex"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "openai", &openai, OPENAI_KEY).await;
     let body = format!(
         r#"{{"model":"openai/gpt-5-codex","input":[{{"type":"reasoning","id":"rs_1","summary":[],"encrypted_content":"{ENCRYPTED_REASONING}"}},{{"role":"user","content":"hi"}}],"include":["reasoning.encrypted_content"]}}"#
@@ -144,7 +137,7 @@ async fn a_pinned_or_aliased_model_is_the_only_byte_that_changes_and_whole_answe
 async fn a_server_without_responses_is_remembered_and_served_through_chat() {
     let openai = FakeUpstream::openai("compat", &[OPENAI_KEY], &["qwen"]).await;
     openai.drop_responses_api();
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "compat", &openai, OPENAI_KEY).await;
     for stream in [false, true] {
         let body = json!({"model": "qwen", "input": "Say hi", "stream": stream}).to_string();
@@ -168,7 +161,7 @@ async fn a_server_without_responses_is_remembered_and_served_through_chat() {
 async fn upstream_refusals_keep_their_status_and_a_failing_provider_fails_over_unseen() {
     let first = FakeUpstream::openai("first", &[OPENAI_KEY], &["gpt-5"]).await;
     let second = FakeUpstream::openai("second", &[OPENAI_KEY], &["gpt-5"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "first", &first, OPENAI_KEY).await;
     server.add_provider(&admin, "second", &second, OPENAI_KEY).await;
     // Reasoning OpenAI cannot decrypt: its 400 is the answer, in OpenAI's error shape.
@@ -222,7 +215,7 @@ fn thinking_turn(model: &str, stream: bool) -> Value {
 #[tokio::test]
 async fn an_anthropic_provider_thinks_and_its_thinking_comes_back_signed_on_the_next_turn() {
     let claude = FakeUpstream::anthropic("claude", &[ANTHROPIC_KEY], &["claude-sonnet-4-5-20250929"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "anthropic", &claude, ANTHROPIC_KEY).await;
     for stream in [true, false] {
         let mut turn = thinking_turn("claude-sonnet-4-5", stream);
@@ -295,7 +288,7 @@ async fn an_anthropic_provider_thinks_and_its_thinking_comes_back_signed_on_the_
 #[tokio::test]
 async fn anthropic_refusals_say_what_cannot_be_sent() {
     let claude = FakeUpstream::anthropic("claude", &[ANTHROPIC_KEY], &["claude-sonnet-4-5-20250929"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "anthropic", &claude, ANTHROPIC_KEY).await;
     let body = json!({"model": "claude-sonnet-4-5", "input": [{"type": "hologram"}]});
     let reply = call(&server, &client, &body.to_string()).await;

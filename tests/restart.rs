@@ -9,8 +9,7 @@ const KEY: &str = "sk-restart-provider-key-0001";
 #[tokio::test]
 async fn restart_with_the_same_key_keeps_providers_and_keys_working() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
-    let mut server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (mut server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &fake, KEY).await;
     let client = server.client_key(&admin).await;
     server.chat(&client, "gpt-4o", false).await.expect(200);
@@ -30,8 +29,7 @@ async fn restart_with_the_same_key_keeps_providers_and_keys_working() {
 #[tokio::test]
 async fn restart_with_a_wrong_key_is_refused_and_the_data_is_intact() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
-    let mut server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (mut server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &fake, KEY).await;
     let client = server.client_key(&admin).await;
     server.stop().await;

@@ -126,8 +126,7 @@ fn migrate(data_dir: &std::path::Path, url: &str) -> std::process::Output {
 async fn a_redb_box_migrates_to_postgres_with_its_keys_providers_and_usage() {
     let Some(url) = fresh_database().await else { return };
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
-    let mut single = TestServer::start().await;
-    let admin = single.admin_key().await;
+    let (mut single, admin) = TestServer::with_admin().await;
     single.add_provider(&admin, "cloud", &fake, KEY).await;
     let client = single.client_key(&admin).await;
     single.chat(&client, "gpt-4o", false).await.expect(200);

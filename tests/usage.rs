@@ -40,8 +40,7 @@ fn group<'a>(body: &'a Value, key: &str) -> &'a Value {
 #[tokio::test]
 async fn every_request_leaves_one_row_with_tokens_and_never_its_text() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o", "fail-500", "gated"]).await;
-    let mut server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (mut server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &fake, KEY).await;
     let client = server.client_key(&admin).await;
     let ask = |model: &str, stream: bool| json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": PROMPT}]});
@@ -136,9 +135,7 @@ async fn every_request_leaves_one_row_with_tokens_and_never_its_text() {
 #[tokio::test]
 async fn worker_answers_show_what_the_cloud_would_have_cost() {
     let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["qwen"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
-    let client = server.client_key(&admin).await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     let _worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 1).await;
     server
         .call(
@@ -164,8 +161,7 @@ async fn worker_answers_show_what_the_cloud_would_have_cost() {
 #[tokio::test]
 async fn limits_answer_429_with_retry_after_in_the_callers_dialect() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &fake, KEY).await;
     let client = server.client_key(&admin).await;
     let keys = server.call("GET", "/api/api-keys", Some(&admin), None).await.json();
@@ -273,8 +269,7 @@ async fn limits_answer_429_with_retry_after_in_the_callers_dialect() {
 #[tokio::test]
 async fn sigterm_flushes_the_rows_still_queued() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
-    let mut server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (mut server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &fake, KEY).await;
     let client = server.client_key(&admin).await;
     for _ in 0..3 {
@@ -331,8 +326,7 @@ async fn metrics_count_requests_for_admins_and_the_metrics_token() {
 
 #[tokio::test]
 async fn usage_queries_and_prices_are_validated() {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     for query in [
         "group_by=bogus",
         "from=yesterday",
@@ -373,9 +367,7 @@ async fn usage_queries_and_prices_are_validated() {
 #[tokio::test]
 async fn a_cli_subscription_price_shows_beside_its_workers_usage() {
     let cli = crate::support::FakeCli::new();
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
-    let client = server.client_key(&admin).await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     let _worker = TestWorker::cli(&server, &admin, "c1", &cli, &["sonnet"], 1).await;
     let tokens = server
         .call("GET", "/api/worker-tokens", Some(&admin), None)

@@ -20,8 +20,7 @@ async fn status_of(server: &TestServer, admin: &str, name: &str) -> String {
 
 #[tokio::test]
 async fn worker_tokens_are_shown_once_listed_without_secrets_and_checked_on_connect() {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     let created = server
         .call(
             "POST",
@@ -70,8 +69,7 @@ async fn worker_tokens_are_shown_once_listed_without_secrets_and_checked_on_conn
 #[tokio::test]
 async fn a_worker_with_a_token_of_the_other_kind_is_refused() {
     let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["qwen"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     let token = worker_token(&server, &admin, "wrong", "cli").await;
     let worker = TestWorker::spawn(
         &server.url,
@@ -100,9 +98,7 @@ async fn a_worker_with_a_token_of_the_other_kind_is_refused() {
 #[tokio::test]
 async fn revoking_a_token_disconnects_its_worker_at_once() {
     let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["qwen"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
-    let client = server.client_key(&admin).await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     let _worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 1).await;
     server.chat(&client, "qwen", false).await.expect(200);
     let tokens = server
@@ -131,9 +127,7 @@ async fn revoking_a_token_disconnects_its_worker_at_once() {
 async fn a_killed_gpu_worker_is_skipped_and_its_stream_ends_cleanly() {
     let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["gated", "qwen"]).await;
     let cloud = FakeUpstream::openai("cloud", &[CLOUD_KEY], &["qwen"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
-    let client = server.client_key(&admin).await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "cloud", &cloud, CLOUD_KEY).await;
     let mut worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 1).await;
 
@@ -222,9 +216,7 @@ async fn a_silent_worker_goes_offline_and_its_job_fails_over() {
 #[tokio::test]
 async fn a_client_that_disconnects_frees_the_slot_and_the_upstream_sees_the_cancel() {
     let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["gated"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
-    let client = server.client_key(&admin).await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     let _worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 1).await;
     let response = server
         .http
@@ -253,9 +245,7 @@ async fn a_client_that_disconnects_frees_the_slot_and_the_upstream_sees_the_canc
 #[tokio::test]
 async fn a_client_that_disconnects_kills_the_cli_process() {
     let cli = FakeCli::new();
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
-    let client = server.client_key(&admin).await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     let _worker = TestWorker::cli(&server, &admin, "c1", &cli, &["sonnet"], 1).await;
     cli.close_gate();
     let url = server.url.clone();
@@ -286,9 +276,7 @@ async fn a_client_that_disconnects_kills_the_cli_process() {
 async fn a_hundred_concurrent_requests_never_exceed_the_slots_and_leave_none_taken() {
     let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["qwen"]).await;
     let cli = FakeCli::new();
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
-    let client = server.client_key(&admin).await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     let _g = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 3).await;
     let _c = TestWorker::cli(&server, &admin, "c1", &cli, &["qwen"], 2).await;
     let http = reqwest::Client::builder().pool_max_idle_per_host(200).build().unwrap();
@@ -331,8 +319,7 @@ async fn a_hundred_concurrent_requests_never_exceed_the_slots_and_leave_none_tak
 
 #[tokio::test]
 async fn workers_fail_at_start_when_their_cli_or_model_server_is_missing() {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     let token = worker_token(&server, &admin, "w", "cli").await;
     let mut cli = TestWorker::spawn(
         &server.url,

@@ -113,6 +113,20 @@ impl TestServer {
         Self::start_with(Options::default()).await
     }
 
+    /// A started server with its first admin: the admin's API key.
+    pub async fn with_admin() -> (TestServer, String) {
+        let server = Self::start().await;
+        let admin = server.admin_key().await;
+        (server, admin)
+    }
+
+    /// A started server with its first admin and a client key: (server, admin key, client key).
+    pub async fn with_admin_and_client() -> (TestServer, String, String) {
+        let (server, admin) = Self::with_admin().await;
+        let client = server.client_key(&admin).await;
+        (server, admin, client)
+    }
+
     pub async fn start_with(options: Options) -> TestServer {
         let temp = Arc::new(tempfile::tempdir().expect("temp dir"));
         let data_dir = temp.path().join("data");
