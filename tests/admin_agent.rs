@@ -30,14 +30,8 @@ async fn setup(script: Vec<Step>) -> Setup {
     let settings = server.call("GET", "/api/settings", Some(&admin), None).await;
     assert_eq!(settings.expect(200).json()["admin_agent"]["model"], "auto");
     server
-        .call(
-            "PUT",
-            "/api/settings",
-            Some(&admin),
-            Some(json!({"admin_agent": {"model": LLM_MODEL}})),
-        )
-        .await
-        .expect(200);
+        .put_settings(&admin, json!({"admin_agent": {"model": LLM_MODEL}}))
+        .await;
     Setup { server, admin, llm }
 }
 

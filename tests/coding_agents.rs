@@ -226,14 +226,11 @@ async fn an_operator_sends_every_claude_model_to_an_alias_on_the_gpu() {
     let (server, admin, client) = TestServer::with_admin_and_client().await;
     let _worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 1).await;
     server
-        .call(
-            "POST",
-            "/api/aliases",
-            Some(&admin),
-            Some(json!({"name": "coder", "gpu": "qwen-coder", "client_models": ["claude-*"]})),
+        .add_alias(
+            &admin,
+            json!({"name": "coder", "gpu": "qwen-coder", "client_models": ["claude-*"]}),
         )
-        .await
-        .expect(201);
+        .await;
     let reply = claude_code_call(&server, &client, &claude_code_body("claude-opus-4-5-20251101")).await;
     reply.expect(200);
     assert_eq!(reply.header("x-auxot-tier"), Some("gpu"));
@@ -526,14 +523,11 @@ async fn the_real_claude_code_runs_a_tool_using_turn_on_a_gpu_worker() {
     let (server, admin, client) = TestServer::with_admin_and_client().await;
     let _worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 2).await;
     server
-        .call(
-            "POST",
-            "/api/aliases",
-            Some(&admin),
-            Some(json!({"name": "coder", "gpu": "qwen-coder", "client_models": ["claude-*"]})),
+        .add_alias(
+            &admin,
+            json!({"name": "coder", "gpu": "qwen-coder", "client_models": ["claude-*"]}),
         )
-        .await
-        .expect(201);
+        .await;
     let home = tempfile::tempdir().unwrap();
     let env = [
         ("ANTHROPIC_BASE_URL", server.url.clone()),
@@ -781,14 +775,11 @@ async fn claude_code_and_codex_run_plain_turns_on_a_cli_worker() {
     let (server, admin, client) = TestServer::with_admin_and_client().await;
     let _worker = TestWorker::cli(&server, &admin, "c1", &cli, &["sonnet"], 2).await;
     server
-        .call(
-            "POST",
-            "/api/aliases",
-            Some(&admin),
-            Some(json!({"name": "coder", "cli": "sonnet", "client_models": ["claude-*", "gpt-5*"]})),
+        .add_alias(
+            &admin,
+            json!({"name": "coder", "cli": "sonnet", "client_models": ["claude-*", "gpt-5*"]}),
         )
-        .await
-        .expect(201);
+        .await;
     let body = json!({"model": "claude-sonnet-4-5", "max_tokens": 100, "stream": true,
         "system": [{"type": "text", "text": "You are Claude Code."}],
         "messages": [{"role": "user", "content": "hi"}, {"role": "system", "content": "reminder"}]});

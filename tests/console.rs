@@ -12,16 +12,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 const KEY: &str = "sk-cloud-provider-key-0001";
 
-async fn new_key(server: &TestServer, admin: &str, body: Value) -> (String, String) {
-    let reply = server.call("POST", "/api/api-keys", Some(admin), Some(body)).await;
-    reply.expect(201);
-    let json = reply.json();
-    (
-        json["id"].as_str().unwrap().to_string(),
-        json["key"].as_str().unwrap().to_string(),
-    )
-}
-
 async fn anthropic_message(server: &TestServer, key: &str, model: &str) -> crate::support::Reply {
     server
         .send(
@@ -37,7 +27,9 @@ async fn anthropic_message(server: &TestServer, key: &str, model: &str) -> crate
 #[tokio::test]
 async fn api_key_names_are_unique_whatever_their_case() {
     let (server, admin) = TestServer::with_admin().await;
-    new_key(&server, &admin, json!({"name": "ci-bot", "role": "client"})).await;
+    server
+        .new_api_key(&admin, json!({"name": "ci-bot", "role": "client"}))
+        .await;
     let again = server
         .call(
             "POST",
@@ -64,12 +56,12 @@ async fn a_model_allow_list_refuses_other_models_in_the_callers_dialect() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o", "gpt-4o-mini"]).await;
     let (server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &fake, KEY).await;
-    let (id, key) = new_key(
-        &server,
-        &admin,
-        json!({"name": "narrow", "role": "client", "allowed_models": ["gpt-4o-mini", "claude-*"]}),
-    )
-    .await;
+    let (id, key) = server
+        .new_api_key(
+            &admin,
+            json!({"name": "narrow", "role": "client", "allowed_models": ["gpt-4o-mini", "claude-*"]}),
+        )
+        .await;
     server.chat(&key, "gpt-4o-mini", false).await.expect(200);
     let refused = server.chat(&key, "gpt-4o", false).await;
     refused.expect(403);
@@ -103,18 +95,18 @@ async fn a_tier_allow_list_keeps_requests_off_other_tiers() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
     let (server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &fake, KEY).await;
-    let (_, local_only) = new_key(
-        &server,
-        &admin,
-        json!({"name": "local", "role": "client", "allowed_tiers": ["gpu", "cli"]}),
-    )
-    .await;
-    let (_, cloud_ok) = new_key(
-        &server,
-        &admin,
-        json!({"name": "cloud", "role": "client", "allowed_tiers": ["cloud"]}),
-    )
-    .await;
+    let (_, local_only) = server
+        .new_api_key(
+            &admin,
+            json!({"name": "local", "role": "client", "allowed_tiers": ["gpu", "cli"]}),
+        )
+        .await;
+    let (_, cloud_ok) = server
+        .new_api_key(
+            &admin,
+            json!({"name": "cloud", "role": "client", "allowed_tiers": ["cloud"]}),
+        )
+        .await;
     let ok = server.chat(&cloud_ok, "gpt-4o", false).await;
     ok.expect(200);
     assert_eq!(ok.header("x-auxot-tier"), Some("cloud"));
@@ -151,12 +143,12 @@ async fn an_expired_key_is_refused_and_a_later_expiry_revives_it() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
     let (server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &fake, KEY).await;
-    let (id, key) = new_key(
-        &server,
-        &admin,
-        json!({"name": "temp", "role": "client", "expires_at": "2020-01-01T00:00:00Z"}),
-    )
-    .await;
+    let (id, key) = server
+        .new_api_key(
+            &admin,
+            json!({"name": "temp", "role": "client", "expires_at": "2020-01-01T00:00:00Z"}),
+        )
+        .await;
     let refused = server.chat(&key, "gpt-4o", false).await;
     refused.expect(401);
     assert_eq!(refused.json()["error"]["code"], "expired_api_key");
@@ -179,14 +171,7 @@ async fn an_expired_key_is_refused_and_a_later_expiry_revives_it() {
         .filter(|r| r["status"] == 401)
         .collect();
     assert_eq!(refusals.len(), 2, "{log}");
-    let listed = server.call("GET", "/api/api-keys", Some(&admin), None).await.json();
-    let temp = listed["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["id"] == id.as_str())
-        .unwrap()
-        .clone();
+    let temp = server.listed_api_key(&admin, &id).await;
     assert_eq!(temp["expired"], true);
     server
         .call(
@@ -214,12 +199,9 @@ async fn tokens_per_minute_and_this_months_activity_are_per_key() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
     let (server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &fake, KEY).await;
-    let (id, key) = new_key(
-        &server,
-        &admin,
-        json!({"name": "metered", "role": "client", "tpm_limit": 1}),
-    )
-    .await;
+    let (id, key) = server
+        .new_api_key(&admin, json!({"name": "metered", "role": "client", "tpm_limit": 1}))
+        .await;
     server.chat(&key, "gpt-4o", false).await.expect(200);
     // The first answer's tokens are counted once its row is written (off the request path).
     let limited = eventually(Duration::from_secs(5), || async {
@@ -235,14 +217,7 @@ async fn tokens_per_minute_and_this_months_activity_are_per_key() {
         .contains("tokens per minute"));
     assert!(reply.header("retry-after").is_some());
 
-    let listed = server.call("GET", "/api/api-keys", Some(&admin), None).await.json();
-    let metered = listed["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["id"] == id.as_str())
-        .unwrap()
-        .clone();
+    let metered = server.listed_api_key(&admin, &id).await;
     assert_eq!(metered["tpm_limit"], 1);
     assert!(metered["requests_this_month"].as_u64().unwrap() >= 2, "{metered}");
     assert!(metered["spent_this_month_usd"].as_f64().unwrap() > 0.0, "{metered}");

@@ -141,14 +141,6 @@ impl Replay {
     }
 }
 
-async fn requests(server: &TestServer, admin: &str, query: &str) -> Value {
-    let reply = server
-        .call("GET", &format!("/api/requests?{query}"), Some(admin), None)
-        .await;
-    reply.expect(200);
-    reply.json()
-}
-
 fn micro(usd: &Value) -> i64 {
     (usd.as_f64().unwrap() * 1e6).round() as i64
 }
@@ -198,7 +190,7 @@ async fn cache_and_reasoning_tokens_are_priced_to_the_micro_dollar_from_both_pro
         let reply = server.call("POST", path, Some(&client), Some(body)).await;
         reply.expect(200);
     }
-    let log = requests(&server, &admin, "limit=50").await;
+    let log = server.request_log_page(&admin, "limit=50").await;
     let rows = log["requests"].as_array().unwrap();
     assert_eq!(rows.len(), cases.len(), "{log}");
     // Newest first: the rows come back in the reverse order of the cases.
@@ -302,7 +294,7 @@ async fn the_request_log_pages_newest_first_and_filters() {
             Some(c) => format!("limit=2&cursor={c}"),
             None => "limit=2".into(),
         };
-        let page = requests(&server, &admin, &query).await;
+        let page = server.request_log_page(&admin, &query).await;
         let rows = page["requests"].as_array().unwrap().clone();
         assert!(rows.len() <= 2);
         seen.extend(rows);
@@ -338,7 +330,7 @@ async fn the_request_log_pages_newest_first_and_filters() {
         let server = &server;
         let admin = &admin;
         async move {
-            requests(server, admin, query).await["requests"]
+            server.request_log_page(admin, query).await["requests"]
                 .as_array()
                 .unwrap()
                 .len()
@@ -354,7 +346,7 @@ async fn the_request_log_pages_newest_first_and_filters() {
     assert_eq!(count("api_key=second-key").await, 1, "a key by its name");
     assert_eq!(count("api_key=second-key&status=200").await, 0);
     let second_id = newest["api_key_id"].as_str().unwrap().to_string();
-    let by_key = requests(&server, &admin, &format!("api_key={second_id}")).await;
+    let by_key = server.request_log_page(&admin, &format!("api_key={second_id}")).await;
     assert_eq!(by_key["requests"].as_array().unwrap().len(), 1);
     assert_eq!(count("tier=gpu").await, 0);
     assert_eq!(count("to=2001-01-01").await, 0);
@@ -406,7 +398,7 @@ exit 1
     let reply = server.chat(&client, "claude-sonnet-4-5", true).await;
     reply.expect(200);
     assert!(reply.text.contains("Invalid API key"), "{}", reply.text);
-    let log = requests(&server, &admin, "tier=cli").await;
+    let log = server.request_log_page(&admin, "tier=cli").await;
     let row = &log["requests"][0];
     assert_eq!(row["outcome"], "error:stream_error", "{row}");
     assert_eq!(row["cost_usd"], 0.0);
@@ -417,7 +409,7 @@ exit 1
         (Some(4), Some(1)),
         "{row}"
     );
-    let ok = requests(&server, &admin, "outcome=ok").await;
+    let ok = server.request_log_page(&admin, "outcome=ok").await;
     assert_eq!(ok["requests"].as_array().unwrap().len(), 0, "{ok}");
 }
 
@@ -428,7 +420,7 @@ async fn a_local_model_asked_by_its_own_name_is_valued_at_a_cloud_price() {
     let _worker = TestWorker::gpu(&server, &admin, "box-1", &model_server, "sk-local", 2).await;
     let client = server.client_key(&admin).await;
     server.chat(&client, "qwen-local", false).await.expect(200);
-    let row = requests(&server, &admin, "tier=gpu").await["requests"][0].clone();
+    let row = server.request_log_page(&admin, "tier=gpu").await["requests"][0].clone();
     assert_eq!(row["cloud_equivalent_model"], "gpt-4o-mini", "{row}");
     assert_eq!(row["cloud_equivalent_source"], "builtin_default");
     assert_eq!(row["estimated"], false);
@@ -457,7 +449,7 @@ async fn a_local_model_asked_by_its_own_name_is_valued_at_a_cloud_price() {
     set.expect(200);
     assert_eq!(set.json()["by_model"]["qwen-local"], "gpt-4o");
     server.chat(&client, "qwen-local", true).await.expect(200);
-    let row = requests(&server, &admin, "tier=gpu&limit=1").await["requests"][0].clone();
+    let row = server.request_log_page(&admin, "tier=gpu&limit=1").await["requests"][0].clone();
     assert_eq!(row["cloud_equivalent_model"], "gpt-4o", "{row}");
     assert_eq!(row["cloud_equivalent_source"], "model");
     assert!(row["cloud_equivalent_usd"].as_f64().unwrap() > 0.0);
@@ -508,7 +500,7 @@ async fn pruned_rows_leave_the_log_but_stay_in_the_totals() {
     let server = server.relaunch(options()).await.unwrap();
     let mut kept = 0;
     for _ in 0..100 {
-        kept = requests(&server, &admin, "").await["requests"]
+        kept = server.request_log_page(&admin, "").await["requests"]
             .as_array()
             .unwrap()
             .len();
@@ -539,7 +531,7 @@ async fn local_answers_by_name_and_by_auto_are_valued_at_the_cheapest_enabled_cl
         let reply = server.chat(&client, model, false).await;
         reply.expect(200);
         assert_eq!(reply.header("x-auxot-tier"), Some("gpu"), "{model}: {}", reply.text);
-        let row = requests(&server, &admin, "limit=1").await["requests"][0].clone();
+        let row = server.request_log_page(&admin, "limit=1").await["requests"][0].clone();
         assert_eq!(row["model_asked"], model, "{row}");
         assert_eq!(row["cloud_equivalent_model"], "gpt-4.1-nano-2025-04-14", "{row}");
         assert_eq!(row["cloud_equivalent_source"], "cheapest_enabled", "{row}");

@@ -3,7 +3,7 @@
 //! OpenAI's error shape; one usage row per request.
 
 use crate::support::worker::worker_token_allowing;
-use crate::support::{eventually, FakeUpstream, Reply, TestServer, TestWorker};
+use crate::support::{FakeUpstream, Reply, TestServer, TestWorker};
 use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -42,15 +42,6 @@ fn vectors(reply: &Reply) -> Vec<Vec<f32>> {
             other => panic!("not an embedding: {other}"),
         })
         .collect()
-}
-
-async fn embedding_rows(server: &TestServer, admin: &str, count: usize) -> Vec<Value> {
-    let rows = || async {
-        let reply = server.call("GET", "/api/requests", Some(admin), None).await;
-        reply.json()["requests"].as_array().cloned().unwrap_or_default()
-    };
-    eventually(Duration::from_secs(5), || async { rows().await.len() >= count }).await;
-    rows().await
 }
 
 #[tokio::test]
@@ -130,7 +121,7 @@ async fn embeddings_run_on_a_gpu_worker_that_embeds_and_fail_over_to_the_cloud()
     assert_eq!(reply.json()["error"]["code"], "model_not_found", "{}", reply.text);
 
     // One row per request, input tokens as the target reported them.
-    let rows = embedding_rows(&server, &admin, 5).await;
+    let rows = server.request_log_of(&admin, 5).await;
     let ok: Vec<&Value> = rows.iter().filter(|r| r["status"] == 200).collect();
     assert_eq!(ok.len(), 4, "{rows:?}");
     for row in &ok {
@@ -168,7 +159,7 @@ async fn embeddings_skip_anthropic_providers_and_estimate_unreported_usage() {
     )
     .await;
     reply.expect(200);
-    let rows = embedding_rows(&server, &admin, 2).await;
+    let rows = server.request_log_of(&admin, 2).await;
     let row = rows.iter().find(|r| r["status"] == 200).unwrap();
     assert_eq!(row["input_tokens"], 4, "{row}");
     assert_eq!(row["estimated"], true, "{row}");

@@ -109,12 +109,6 @@ impl Failing {
     }
 }
 
-async fn newest_row(server: &TestServer, admin: &str) -> Value {
-    let reply = server.call("GET", "/api/requests?limit=1", Some(admin), None).await;
-    reply.expect(200);
-    reply.json()["requests"][0].clone()
-}
-
 /// Anthropic reports its counts in `message_start`, before the failure: those are booked
 /// (and billed, 9 in and 1 out). The OpenAI-dialect upstreams reported none: estimated,
 /// never billed.
@@ -224,7 +218,7 @@ async fn streams_that_end_in_an_error_event_are_errors_on_every_path() {
             "{context}: the client saw the error: {}",
             reply.text
         );
-        let row = newest_row(&server, &admin).await;
+        let row = server.newest_request_row(&admin).await;
         assert_eq!(row["tier"], tier, "{context}: {row}");
         booked_as_error(&row, context);
     }
@@ -270,10 +264,10 @@ async fn a_client_leaving_a_worker_stream_is_booked_cancelled() {
     assert!(String::from_utf8_lossy(&first).contains("chat.completion.chunk"));
     drop(body);
     let booked = crate::support::eventually(Duration::from_secs(10), || async {
-        newest_row(&server, &admin).await["outcome"] == "cancelled"
+        server.newest_request_row(&admin).await["outcome"] == "cancelled"
     })
     .await;
-    let row = newest_row(&server, &admin).await;
+    let row = server.newest_request_row(&admin).await;
     assert!(booked, "{row}");
     assert_eq!(row["status"], 499, "{row}");
     assert_eq!(row["tier"], "gpu");
@@ -311,7 +305,7 @@ exit 2
         reply.expect(200);
         assert!(reply.text.contains("Half an answer"), "{dialect}: {}", reply.text);
         assert!(reply.text.contains("lost the session"), "{dialect}: {}", reply.text);
-        let row = newest_row(&server, &admin).await;
+        let row = server.newest_request_row(&admin).await;
         assert_eq!(row["outcome"], "error:stream_error", "{dialect}: {row}");
         assert_eq!(row["tier"], "cli");
         // The tokens the run reported before it failed.

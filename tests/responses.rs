@@ -5,7 +5,6 @@
 use crate::support::fake_upstream::{ENCRYPTED_REASONING, FAKE_SIGNATURE, FAKE_THINKING};
 use crate::support::{FakeUpstream, Reply, TestServer};
 use serde_json::{json, Value};
-use std::time::Duration;
 
 const OPENAI_KEY: &str = "sk-openai-provider-key-0201";
 const ANTHROPIC_KEY: &str = "sk-ant-provider-key-0202";
@@ -53,18 +52,6 @@ fn responses_posts(fake: &FakeUpstream) -> Vec<String> {
         .collect()
 }
 
-/// The newest usage row once `count` rows are written.
-async fn last_row(server: &TestServer, admin: &str, count: usize) -> Value {
-    let rows = || async {
-        let reply = server.call("GET", "/api/requests", Some(admin), None).await;
-        reply.json()["requests"].as_array().cloned().unwrap_or_default()
-    };
-    let found = crate::support::eventually(Duration::from_secs(5), || async { rows().await.len() >= count }).await;
-    let rows = rows().await;
-    assert!(found, "{rows:?}");
-    rows.into_iter().next().unwrap()
-}
-
 #[tokio::test]
 async fn an_openai_provider_gets_the_request_byte_exact_and_its_stream_passes_through_metered() {
     let openai = FakeUpstream::openai("oa", &[OPENAI_KEY], &["gpt-5"]).await;
@@ -94,7 +81,7 @@ async fn an_openai_provider_gets_the_request_byte_exact_and_its_stream_passes_th
     );
     assert_eq!(completed["response"]["output"][1]["name"], "get_weather");
 
-    let row = last_row(&server, &admin, 1).await;
+    let row = server.request_log_of(&admin, 1).await.remove(0);
     assert_eq!(row["route"], "openai");
     assert_eq!(row["status"], 200, "{row}");
     assert_eq!(row["estimated"], false, "{row}");
@@ -127,7 +114,7 @@ async fn a_pinned_or_aliased_model_is_the_only_byte_that_changes_and_whole_answe
         body.replace(r#""model":"openai/gpt-5-codex""#, r#""model":"gpt-5-codex""#),
         "only the model's bytes change"
     );
-    let row = last_row(&server, &admin, 1).await;
+    let row = server.request_log_of(&admin, 1).await.remove(0);
     assert_eq!(row["input_tokens"], 7, "{row}");
     assert_eq!(row["output_tokens"], 4, "{row}");
     assert_eq!(row["reasoning_tokens"], 1, "{row}");
@@ -279,7 +266,7 @@ async fn an_anthropic_provider_thinks_and_its_thinking_comes_back_signed_on_the_
         assert_eq!(messages[2]["content"][0]["type"], "tool_result");
         assert_eq!(sent["thinking"]["type"], "enabled");
     }
-    let row = last_row(&server, &admin, 4).await;
+    let row = server.request_log_of(&admin, 4).await.remove(0);
     assert_eq!(row["route"], "anthropic");
     assert_eq!(row["input_tokens"], 11, "{row}");
     assert_eq!(row["output_tokens"], 6, "{row}");

@@ -217,14 +217,8 @@ async fn a_queue_timeout_is_503_naming_each_tier_and_why() {
     }
     // The default comes from the settings.
     s.server
-        .call(
-            "PUT",
-            "/api/settings",
-            Some(&s.admin),
-            Some(json!({"routing": {"queue_timeout_ms": 150}})),
-        )
-        .await
-        .expect(200);
+        .put_settings(&s.admin, json!({"routing": {"queue_timeout_ms": 150}}))
+        .await;
     s.chat_with("qwen", false, &[]).await.expect(503);
     gpu.release_stream();
     drop(held);
@@ -298,14 +292,8 @@ async fn request_overrides_beat_agent_overrides_beat_the_default() {
 
     // The default order is a setting.
     s.server
-        .call(
-            "PUT",
-            "/api/settings",
-            Some(&s.admin),
-            Some(json!({"routing": {"default_order": ["cloud", "gpu"]}})),
-        )
-        .await
-        .expect(200);
+        .put_settings(&s.admin, json!({"routing": {"default_order": ["cloud", "gpu"]}}))
+        .await;
     assert_eq!(tier(s.chat_with("qwen", false, &[]).await.expect(200)), "cloud");
     let settings = s.server.call("GET", "/api/settings", Some(&s.admin), None).await.json();
     assert_eq!(settings["routing"]["default_order"], json!(["cloud", "gpu"]));
@@ -319,14 +307,8 @@ async fn request_overrides_beat_agent_overrides_beat_the_default() {
         .await
         .expect(400);
     s.server
-        .call(
-            "PUT",
-            "/api/settings",
-            Some(&s.admin),
-            Some(json!({"routing": {"default_order": ["gpu", "cli", "cloud"]}})),
-        )
-        .await
-        .expect(200);
+        .put_settings(&s.admin, json!({"routing": {"default_order": ["gpu", "cli", "cloud"]}}))
+        .await;
 
     // An agent brings its own order and system prompt.
     s.server

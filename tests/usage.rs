@@ -138,14 +138,11 @@ async fn worker_answers_show_what_the_cloud_would_have_cost() {
     let (server, admin, client) = TestServer::with_admin_and_client().await;
     let _worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 1).await;
     server
-        .call(
-            "POST",
-            "/api/aliases",
-            Some(&admin),
-            Some(json!({"name": "coder", "gpu": "qwen", "cloud": "openai/gpt-4o"})),
+        .add_alias(
+            &admin,
+            json!({"name": "coder", "gpu": "qwen", "cloud": "openai/gpt-4o"}),
         )
-        .await
-        .expect(201);
+        .await;
     server.chat(&client, "coder", true).await.expect(200);
     let body = wait_rows(&server, &admin, 1).await;
     let gpu_row = group(&body, "gpu");

@@ -1,11 +1,13 @@
 //! `TestServer` (the real binary, port 0, temp data dir) and the fakes it talks to.
 
 pub mod blackhole;
+pub mod calls;
 pub mod command;
 pub mod fake_llm;
 pub mod fake_upstream;
 pub mod model_server;
 pub mod postgres;
+pub mod routers;
 pub mod worker;
 
 pub use fake_upstream::FakeUpstream;

@@ -13,7 +13,6 @@
 //! Without the binaries a test skips with a printed reason, unless `AUXOT_REQUIRE_POSTGRES=1`
 //! (set by .ci/run) makes it fail.
 
-use super::{Options, TestServer};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -72,15 +71,6 @@ async fn run_sql(url: &str, sql: &str) {
     client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     drop(client);
     let _ = driver.await;
-}
-
-/// `router-a` and `router-b` on one fresh database; `None` when PostgreSQL is unavailable
-/// (skipped).
-pub async fn two_routers() -> Option<(TestServer, TestServer)> {
-    let url = fresh_database().await?;
-    let a = TestServer::start_with(Options::on_database(&url).named("router-a")).await;
-    let b = TestServer::start_with(Options::on_database(&url).named("router-b")).await;
-    Some((a, b))
 }
 
 fn bin_dir() -> Result<PathBuf, String> {
