@@ -1,6 +1,7 @@
 //! `/v1/messages` and translation end to end: Anthropic clients reach OpenAI providers and
 //! GPU workers, OpenAI clients reach Anthropic providers, same-format paths pass through.
 
+use crate::support::sse::sse_events;
 use crate::support::{FakeUpstream, Reply, TestServer, TestWorker};
 use serde_json::{json, Value};
 
@@ -20,25 +21,6 @@ async fn messages(server: &TestServer, key: &str, body: Value, beta: Option<&str
         request = request.header("anthropic-beta", beta);
     }
     server.send(request).await
-}
-
-/// The SSE events of a reply: (event name, data).
-fn events(text: &str) -> Vec<(String, Value)> {
-    text.split("\n\n")
-        .filter(|block| !block.trim().is_empty())
-        .map(|block| {
-            let mut name = String::new();
-            let mut data = String::new();
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("event:") {
-                    name = v.trim().to_string();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push_str(v.trim());
-                }
-            }
-            (name, serde_json::from_str(&data).unwrap_or(Value::Null))
-        })
-        .collect()
 }
 
 fn weather_tool_anthropic() -> Value {
@@ -84,7 +66,7 @@ async fn an_anthropic_client_reaches_an_openai_provider() {
     .await;
     reply.expect(200);
     assert_eq!(reply.header("content-type"), Some("text/event-stream"));
-    let events = events(&reply.text);
+    let events = sse_events(&reply.text);
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names.first(), Some(&"message_start"), "{names:?}");
     assert_eq!(names.last(), Some(&"message_stop"), "{names:?}");
@@ -130,7 +112,7 @@ async fn an_anthropic_client_reaches_a_gpu_worker() {
         reply.expect(200);
         assert_eq!(reply.header("x-auxot-tier"), Some("gpu"));
         if stream {
-            let events = events(&reply.text);
+            let events = sse_events(&reply.text);
             let text: String = events
                 .iter()
                 .filter(|(_, d)| d["delta"]["type"] == "text_delta")
@@ -256,7 +238,7 @@ async fn same_format_passes_through_untouched_with_beta_headers() {
     )
     .await;
     reply.expect(200);
-    let names: Vec<String> = events(&reply.text).into_iter().map(|(n, _)| n).collect();
+    let names: Vec<String> = sse_events(&reply.text).into_iter().map(|(n, _)| n).collect();
     assert!(
         names.contains(&"ping".to_string()),
         "pass-through keeps every event: {names:?}"
@@ -292,7 +274,7 @@ async fn a_claude_code_shaped_request_works_through_an_openai_provider() {
     )
     .await;
     reply.expect(200);
-    let events = events(&reply.text);
+    let events = sse_events(&reply.text);
     assert_eq!(events.first().unwrap().0, "message_start");
     assert_eq!(events.last().unwrap().0, "message_stop");
     let seen = fake.chat_requests().pop().unwrap().json();
@@ -378,15 +360,7 @@ async fn models_and_count_tokens_answer_anthropic_clients() {
     let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "openai", &fake, OPENAI_KEY).await;
     for path in ["/v1/models", "/api/anthropic/v1/models"] {
-        let reply = server
-            .send(
-                server
-                    .http
-                    .get(format!("{}{path}", server.url))
-                    .header("x-api-key", &client)
-                    .header("anthropic-version", "2023-06-01"),
-            )
-            .await;
+        let reply = server.send(server.anthropic_request("GET", path, &client)).await;
         reply.expect(200);
         let body = reply.json();
         assert_eq!(body["has_more"], false);
@@ -396,11 +370,7 @@ async fn models_and_count_tokens_answer_anthropic_clients() {
     for path in ["/v1/messages/count_tokens", "/api/anthropic/v1/messages/count_tokens"] {
         let reply = server
             .send(
-                server
-                    .http
-                    .post(format!("{}{path}", server.url))
-                    .header("x-api-key", &client)
-                    .header("anthropic-version", "2023-06-01")
+                server.anthropic_request("POST", path, &client)
                     .json(&json!({"model": "gpt-4o", "system": "Be brief.", "messages": [{"role": "user", "content": "Hello there, how are you?"}]})),
             )
             .await;

@@ -46,10 +46,11 @@ async fn streams_arrive_chunk_by_chunk_before_the_upstream_finishes() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gated"]).await;
     let (server, _, client) = server_with(&[("main", &fake)]).await;
     let response = server
-        .http
-        .post(format!("{}/v1/chat/completions", server.url))
-        .bearer_auth(&client)
-        .json(&json!({"model": "gated", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .post_as(
+            "/v1/chat/completions",
+            &client,
+            &json!({"model": "gated", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        )
         .send()
         .await
         .unwrap();

@@ -2,6 +2,7 @@
 //! shape on every tier, the headers and query it needs forwarded, its probes, its model
 //! names; the OpenAI Responses API on every tier.
 
+use crate::support::sse::responses_events;
 use crate::support::{FakeUpstream, Reply, TestServer, TestWorker};
 use serde_json::{json, Value};
 
@@ -36,10 +37,7 @@ async fn claude_code_call(server: &TestServer, key: &str, body: &Value) -> Reply
     server
         .send(
             server
-                .http
-                .post(format!("{}/v1/messages?beta=true", server.url))
-                .header("x-api-key", key)
-                .header("anthropic-version", "2023-06-01")
+                .anthropic_request("POST", "/v1/messages?beta=true", key)
                 .header(
                     "anthropic-beta",
                     "claude-code-20250219,mid-conversation-system-2026-04-07",
@@ -133,10 +131,7 @@ async fn claude_code_reaches_anthropic_byte_exact_with_its_query_and_headers() {
     let reply = server
         .send(
             server
-                .http
-                .post(format!("{}/v1/messages?beta=true", server.url))
-                .header("x-api-key", &client)
-                .header("anthropic-version", "2023-06-01")
+                .anthropic_request("POST", "/v1/messages?beta=true", &client)
                 .header("anthropic-beta", "claude-code-20250219")
                 .header("user-agent", "claude-cli/2.1.0 (external, cli)")
                 .header("x-app", "cli")
@@ -171,10 +166,7 @@ async fn count_tokens_is_answered_by_an_anthropic_target_and_estimated_otherwise
     server.add_provider(&admin, "openai", &openai, OPENAI_KEY).await;
     let count = |model: &str| {
         server
-            .http
-            .post(format!("{}/v1/messages/count_tokens?beta=true", server.url))
-            .header("x-api-key", &client)
-            .header("anthropic-version", "2023-06-01")
+            .anthropic_request("POST", "/v1/messages/count_tokens?beta=true", &client)
             .json(&json!({"model": model, "messages": [{"role": "user", "content": "Hello there"}]}))
     };
     let reply = server.send(count("claude-sonnet-4-5-20250929")).await;
@@ -236,13 +228,7 @@ async fn an_operator_sends_every_claude_model_to_an_alias_on_the_gpu() {
     assert_eq!(reply.header("x-auxot-tier"), Some("gpu"));
     assert_eq!(gpu.chat_requests().pop().unwrap().json()["model"], "qwen-coder");
     let models = server
-        .send(
-            server
-                .http
-                .get(format!("{}/v1/models", server.url))
-                .header("x-api-key", &client)
-                .header("anthropic-version", "2023-06-01"),
-        )
+        .send(server.anthropic_request("GET", "/v1/models", &client))
         .await;
     models.expect(200);
     let ids: Vec<String> = models.json()["data"]
@@ -274,37 +260,7 @@ async fn an_operator_sends_every_claude_model_to_an_alias_on_the_gpu() {
 }
 
 async fn responses_call(server: &TestServer, key: &str, body: &Value) -> Reply {
-    server
-        .send(
-            server
-                .http
-                .post(format!("{}/v1/responses", server.url))
-                .header("authorization", format!("Bearer {key}"))
-                .json(body),
-        )
-        .await
-}
-
-/// (event name, data) of a Responses SSE stream, checking each event's name matches its
-/// `type` and that sequence numbers count up from 0.
-fn responses_events(text: &str) -> Vec<(String, Value)> {
-    let mut out = Vec::new();
-    for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
-        let mut name = String::new();
-        let mut data = String::new();
-        for line in block.lines() {
-            if let Some(v) = line.strip_prefix("event:") {
-                name = v.trim().to_string();
-            } else if let Some(v) = line.strip_prefix("data:") {
-                data.push_str(v.trim());
-            }
-        }
-        let data: Value = serde_json::from_str(&data).unwrap_or_else(|e| panic!("{e}: {block}"));
-        assert_eq!(data["type"], name.as_str(), "{block}");
-        assert_eq!(data["sequence_number"], out.len(), "{block}");
-        out.push((name, data));
-    }
-    out
+    server.send(server.post_as("/v1/responses", key, body)).await
 }
 
 fn codex_body(model: &str, stream: bool) -> Value {
@@ -754,13 +710,7 @@ async fn the_real_codex_thinks_through_a_tool_using_turn_on_an_anthropic_provide
 async fn legacy_completions_name_the_chat_endpoint() {
     let (server, _admin, client) = TestServer::with_admin_and_client().await;
     let reply = server
-        .send(
-            server
-                .http
-                .post(format!("{}/v1/completions", server.url))
-                .header("authorization", format!("Bearer {client}"))
-                .json(&json!({"model": "m", "prompt": "hi"})),
-        )
+        .send(server.post_as("/v1/completions", &client, &json!({"model": "m", "prompt": "hi"})))
         .await;
     reply.expect(404);
     assert!(reply.json()["error"]["message"]

@@ -232,13 +232,11 @@ async fn bad_embeddings_requests_get_openai_errors_and_reach_no_upstream() {
     );
     // The alias path serves the same API.
     let reply = server
-        .send(
-            server
-                .http
-                .post(format!("{}/api/openai/v1/embeddings", server.url))
-                .header("authorization", format!("Bearer {client}"))
-                .json(&json!({"model": "text-embedding-3-small", "input": "x"})),
-        )
+        .send(server.post_as(
+            "/api/openai/v1/embeddings",
+            &client,
+            &json!({"model": "text-embedding-3-small", "input": "x"}),
+        ))
         .await;
     reply.expect(200);
 }

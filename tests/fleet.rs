@@ -113,11 +113,11 @@ impl Fleet {
     }
 
     fn chat(&self, router: &TestServer, tier: Option<&str>) -> reqwest::RequestBuilder {
-        let mut request = router
-            .http
-            .post(format!("{}/v1/chat/completions", router.url))
-            .bearer_auth(&self.client)
-            .json(&json!({"model": "gated", "stream": true, "messages": [{"role": "user", "content": "hi"}]}));
+        let mut request = router.post_as(
+            "/v1/chat/completions",
+            &self.client,
+            &json!({"model": "gated", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        );
         if let Some(tier) = tier {
             request = request.header("x-auxot-tier", tier);
         }

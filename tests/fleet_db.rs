@@ -241,7 +241,7 @@ async fn a_spend_cap_hammered_on_two_routers_overshoots_by_no_more_than_the_requ
     a.call(
         "PUT",
         "/api/prices/gpt-4o",
-        Some(&admin),
+        Some(admin),
         Some(json!({"input_per_mtok": 1000000.0, "output_per_mtok": 1000000.0})),
     )
     .await
@@ -252,7 +252,7 @@ async fn a_spend_cap_hammered_on_two_routers_overshoots_by_no_more_than_the_requ
         .await;
     assert!(
         eventually(Duration::from_secs(2), || async {
-            b.call("GET", "/api/prices", Some(&admin), None)
+            b.call("GET", "/api/prices", Some(admin), None)
                 .await
                 .text
                 .contains("1000000")

@@ -402,10 +402,11 @@ async fn open_stream(
     client: &str,
 ) -> impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> {
     let response = server
-        .http
-        .post(format!("{}/v1/chat/completions", server.url))
-        .bearer_auth(client)
-        .json(&json!({"model": "gated", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .post_as(
+            "/v1/chat/completions",
+            client,
+            &json!({"model": "gated", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        )
         .send()
         .await
         .unwrap();

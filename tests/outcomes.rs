@@ -251,10 +251,11 @@ async fn a_client_leaving_a_worker_stream_is_booked_cancelled() {
     let _worker = TestWorker::launch(&server, &admin, "box-1", &token, 1, args, &[]).await;
     let client = server.client_key(&admin).await;
     let response = server
-        .http
-        .post(format!("{}/v1/chat/completions", server.url))
-        .bearer_auth(&client)
-        .json(&json!({"model": "local-hang", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .post_as(
+            "/v1/chat/completions",
+            &client,
+            &json!({"model": "local-hang", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        )
         .send()
         .await
         .unwrap();

@@ -3,6 +3,7 @@
 //! Anthropic Messages with thinking carried across turns; metered either way.
 
 use crate::support::fake_upstream::{ENCRYPTED_REASONING, FAKE_SIGNATURE, FAKE_THINKING};
+use crate::support::sse::responses_events;
 use crate::support::{FakeUpstream, Reply, TestServer};
 use serde_json::{json, Value};
 
@@ -20,28 +21,6 @@ async fn call(server: &TestServer, key: &str, body: &str) -> Reply {
                 .body(body.to_string()),
         )
         .await
-}
-
-/// (event name, data) of a Responses stream; each name matches its `type` and sequence
-/// numbers count up from 0.
-fn events(text: &str) -> Vec<(String, Value)> {
-    let mut out = Vec::new();
-    for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
-        let mut name = String::new();
-        let mut data = String::new();
-        for line in block.lines() {
-            if let Some(v) = line.strip_prefix("event:") {
-                name = v.trim().to_string();
-            } else if let Some(v) = line.strip_prefix("data:") {
-                data.push_str(v.trim());
-            }
-        }
-        let data: Value = serde_json::from_str(&data).unwrap_or_else(|e| panic!("{e}: {block}"));
-        assert_eq!(data["type"], name.as_str(), "{block}");
-        assert_eq!(data["sequence_number"], out.len(), "{block}");
-        out.push((name, data));
-    }
-    out
 }
 
 fn responses_posts(fake: &FakeUpstream) -> Vec<String> {
@@ -69,7 +48,7 @@ async fn an_openai_provider_gets_the_request_byte_exact_and_its_stream_passes_th
     assert_eq!(responses_posts(&openai), vec![body.clone()], "sent byte for byte");
     assert!(openai.chat_requests().is_empty());
 
-    let seen = events(&reply.text);
+    let seen = responses_events(&reply.text);
     let names: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names[..2], ["response.created", "response.in_progress"]);
     assert!(names.contains(&"response.function_call_arguments.delta"), "{names:?}");
@@ -131,7 +110,7 @@ async fn a_server_without_responses_is_remembered_and_served_through_chat() {
         let reply = call(&server, &client, &body).await;
         reply.expect(200);
         let text = if stream {
-            let seen = events(&reply.text);
+            let seen = responses_events(&reply.text);
             let (last, completed) = seen.last().unwrap().clone();
             assert_eq!(last, "response.completed");
             completed["response"]["output"][0]["content"][0]["text"].clone()
@@ -174,7 +153,7 @@ async fn upstream_refusals_keep_their_status_and_a_failing_provider_fails_over_u
         )
         .await;
         reply.expect(200);
-        let seen = events(&reply.text);
+        let seen = responses_events(&reply.text);
         assert_eq!(seen.iter().filter(|(n, _)| n == "response.created").count(), 1);
         assert_eq!(reply.header("x-auxot-route"), Some("second"));
     }
@@ -209,7 +188,7 @@ async fn an_anthropic_provider_thinks_and_its_thinking_comes_back_signed_on_the_
         let reply = call(&server, &client, &turn.to_string()).await;
         reply.expect(200);
         let response = if stream {
-            let seen = events(&reply.text);
+            let seen = responses_events(&reply.text);
             let names: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
             for expected in [
                 "response.reasoning_summary_part.added",

@@ -24,7 +24,7 @@ async fn an_api_key_revoked_on_one_router_is_refused_by_the_other_within_a_secon
     // The key and the provider made on A work on B.
     b.chat(&client, "gpt-4o", false).await.expect(200);
 
-    a.call("DELETE", &format!("/api/api-keys/{id}"), Some(&admin), None)
+    a.call("DELETE", &format!("/api/api-keys/{id}"), Some(admin), None)
         .await
         .expect(204);
     let revoked = Instant::now();
@@ -141,7 +141,7 @@ async fn a_spend_cap_holds_for_the_fleet_and_each_row_names_its_router() {
     b.chat(&client, "gpt-4o", false).await.expect(200);
     // What the key spent on B reaches A within a second (a notice, then a re-read)…
     let spent_on_a = || async {
-        let keys = a.call("GET", "/api/api-keys", Some(&admin), None).await;
+        let keys = a.call("GET", "/api/api-keys", Some(admin), None).await;
         keys.json()["data"]
             .as_array()
             .cloned()
@@ -155,7 +155,7 @@ async fn a_spend_cap_holds_for_the_fleet_and_each_row_names_its_router() {
     );
     // …and from then on A refuses the key without serving it.
     a.chat(&client, "gpt-4o", false).await.expect(429);
-    let log = a.call("GET", "/api/requests", Some(&admin), None).await;
+    let log = a.call("GET", "/api/requests", Some(admin), None).await;
     let rows = log.expect(200).json()["requests"].as_array().cloned().unwrap();
     let served: Vec<(&str, u64)> = rows
         .iter()
@@ -224,10 +224,11 @@ async fn a_router_killed_mid_traffic_loses_nothing_it_answered_and_the_other_kee
     let pid = a.pid().to_string();
     // Its client sees the connection drop; only what was answered must survive.
     let streaming = a
-        .http
-        .post(format!("{}/v1/chat/completions", a.url))
-        .bearer_auth(&client)
-        .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .post_as(
+            "/v1/chat/completions",
+            &client,
+            &json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        )
         .send();
     let killed = async {
         tokio::time::sleep(Duration::from_millis(5)).await;

@@ -474,16 +474,12 @@ async fn a_stream_from_a_worker_passes_chunks_as_they_come_and_usage_only_on_req
 
     let reply = s
         .server
-        .send(
-            s.server
-                .http
-                .post(format!("{}/v1/chat/completions", s.server.url))
-                .bearer_auth(&s.client)
-                .json(
-                    &json!({"model": "qwen", "stream": true, "stream_options": {"include_usage": true},
+        .send(s.server.post_as(
+            "/v1/chat/completions",
+            &s.client,
+            &json!({"model": "qwen", "stream": true, "stream_options": {"include_usage": true},
                     "messages": [{"role": "user", "content": "hi"}]}),
-                ),
-        )
+        ))
         .await;
     reply.expect(200);
     assert!(reply.text.contains("\"prompt_tokens\":5"), "{}", reply.text);

@@ -79,10 +79,7 @@ async fn every_request_leaves_one_row_with_tokens_and_never_its_text() {
         .expect(404);
     // Cancelled: the client goes away mid-stream.
     let response = server
-        .http
-        .post(format!("{}/v1/chat/completions", server.url))
-        .bearer_auth(&client)
-        .json(&ask("gated", true))
+        .post_as("/v1/chat/completions", &client, &ask("gated", true))
         .send()
         .await
         .unwrap();

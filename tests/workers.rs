@@ -132,10 +132,11 @@ async fn a_killed_gpu_worker_is_skipped_and_its_stream_ends_cleanly() {
     let mut worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 1).await;
 
     let response = server
-        .http
-        .post(format!("{}/v1/chat/completions", server.url))
-        .bearer_auth(&client)
-        .json(&json!({"model": "gated", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .post_as(
+            "/v1/chat/completions",
+            &client,
+            &json!({"model": "gated", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        )
         .send()
         .await
         .unwrap();
@@ -219,10 +220,11 @@ async fn a_client_that_disconnects_frees_the_slot_and_the_upstream_sees_the_canc
     let (server, admin, client) = TestServer::with_admin_and_client().await;
     let _worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 1).await;
     let response = server
-        .http
-        .post(format!("{}/v1/chat/completions", server.url))
-        .bearer_auth(&client)
-        .json(&json!({"model": "gated", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .post_as(
+            "/v1/chat/completions",
+            &client,
+            &json!({"model": "gated", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        )
         .send()
         .await
         .unwrap();

@@ -8,6 +8,7 @@ pub mod fake_upstream;
 pub mod model_server;
 pub mod postgres;
 pub mod routers;
+pub mod sse;
 pub mod worker;
 
 pub use fake_upstream::FakeUpstream;
