@@ -449,18 +449,9 @@ async fn run_agent(
         .current_dir(home)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env("DISABLE_TELEMETRY", "1")
-        .env("DISABLE_ERROR_REPORTING", "1")
-        .env("DISABLE_AUTOUPDATER", "1")
-        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
-        .env("CODEX_HOME", home.join(".codex"))
+        .envs(cli_worker_env(home, env))
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
-    for (key, value) in env {
-        command.env(key, value);
-    }
     let output = tokio::time::timeout(std::time::Duration::from_secs(120), command.output())
         .await
         .expect("the agent CLI finished within 120 s")
@@ -470,6 +461,73 @@ async fn run_agent(
         String::from_utf8_lossy(&output.stdout).to_string(),
         String::from_utf8_lossy(&output.stderr).to_string(),
     )
+}
+
+/// Writes `HOME/.codex/config.toml`: `settings` (the model and its options), then the one
+/// model provider `provider` at `base_url` on the Responses API, its key in `$env_key`.
+fn write_codex_config(home: &std::path::Path, settings: &str, provider: &str, base_url: &str, env_key: &str) {
+    std::fs::create_dir_all(home.join(".codex")).unwrap();
+    let config = format!(
+        "{settings}model_provider = \"{provider}\"\n\n[model_providers.{provider}]\nname = \"{provider}\"\nbase_url = \"{base_url}\"\nenv_key = \"{env_key}\"\nwire_api = \"responses\"\n"
+    );
+    std::fs::write(home.join(".codex/config.toml"), config).unwrap();
+}
+
+/// `codex exec` asks for the weather in Oslo through `server`'s Responses API as `client`,
+/// with `settings` (the model and its options) in its config, and must succeed: (stdout, stderr).
+async fn codex_asks_the_weather(
+    codex: &std::path::Path,
+    server: &TestServer,
+    client: &str,
+    settings: &str,
+) -> (String, String) {
+    let home = tempfile::tempdir().unwrap();
+    write_codex_config(
+        home.path(),
+        settings,
+        "auxot",
+        &format!("{}/v1", server.url),
+        "AUXOT_API_KEY",
+    );
+    let env = [("AUXOT_API_KEY", client.to_string())];
+    let (ok, stdout, stderr) = run_agent(
+        codex,
+        &["exec", "--skip-git-repo-check", "What is the weather in Oslo?"],
+        &env,
+        home.path(),
+    )
+    .await;
+    assert!(
+        ok,
+        "codex failed\nstdout: {stdout}\nstderr: {stderr}\nserver: {}",
+        server.logs()
+    );
+    (stdout, stderr)
+}
+
+/// `claude -p` (with `options`) asks for the weather in Oslo through `server` as `client`,
+/// and must succeed: (stdout, stderr).
+async fn claude_asks_the_weather(
+    claude: &std::path::Path,
+    server: &TestServer,
+    client: &str,
+    options: &[&str],
+) -> (String, String) {
+    let home = tempfile::tempdir().unwrap();
+    let env = [
+        ("ANTHROPIC_BASE_URL", server.url.clone()),
+        ("ANTHROPIC_API_KEY", client.to_string()),
+    ];
+    let mut args = vec!["-p", "What is the weather in Oslo?"];
+    args.extend_from_slice(options);
+    args.extend_from_slice(&["--max-turns", "3"]);
+    let (ok, stdout, stderr) = run_agent(claude, &args, &env, home.path()).await;
+    assert!(
+        ok,
+        "claude failed\nstdout: {stdout}\nstderr: {stderr}\nserver: {}",
+        server.logs()
+    );
+    (stdout, stderr)
 }
 
 #[tokio::test]
@@ -484,23 +542,7 @@ async fn the_real_claude_code_runs_a_tool_using_turn_on_a_gpu_worker() {
             json!({"name": "coder", "gpu": "qwen-coder", "client_models": ["claude-*"]}),
         )
         .await;
-    let home = tempfile::tempdir().unwrap();
-    let env = [
-        ("ANTHROPIC_BASE_URL", server.url.clone()),
-        ("ANTHROPIC_API_KEY", client.clone()),
-    ];
-    let (ok, stdout, stderr) = run_agent(
-        &claude,
-        &["-p", "What is the weather in Oslo?", "--max-turns", "3"],
-        &env,
-        home.path(),
-    )
-    .await;
-    assert!(
-        ok,
-        "claude failed\nstdout: {stdout}\nstderr: {stderr}\nserver: {}",
-        server.logs()
-    );
+    let (stdout, stderr) = claude_asks_the_weather(&claude, &server, &client, &[]).await;
     assert!(
         stdout.contains("Hello from gpu-box"),
         "stdout: {stdout}\nstderr: {stderr}"
@@ -520,26 +562,7 @@ async fn the_real_codex_runs_a_tool_using_turn_on_a_gpu_worker() {
     let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["qwen-coder"]).await;
     let (server, admin, client) = TestServer::with_admin_and_client().await;
     let _worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 2).await;
-    let home = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(home.path().join(".codex")).unwrap();
-    let config = format!(
-        "model = \"qwen-coder\"\nmodel_provider = \"auxot\"\n\n[model_providers.auxot]\nname = \"auxot\"\nbase_url = \"{}/v1\"\nenv_key = \"AUXOT_API_KEY\"\nwire_api = \"responses\"\n",
-        server.url
-    );
-    std::fs::write(home.path().join(".codex/config.toml"), config).unwrap();
-    let env = [("AUXOT_API_KEY", client.clone())];
-    let (ok, stdout, stderr) = run_agent(
-        &codex,
-        &["exec", "--skip-git-repo-check", "What is the weather in Oslo?"],
-        &env,
-        home.path(),
-    )
-    .await;
-    assert!(
-        ok,
-        "codex failed\nstdout: {stdout}\nstderr: {stderr}\nserver: {}",
-        server.logs()
-    );
+    let (stdout, stderr) = codex_asks_the_weather(&codex, &server, &client, "model = \"qwen-coder\"\n").await;
     assert!(
         stdout.contains("Hello from gpu-box"),
         "stdout: {stdout}\nstderr: {stderr}"
@@ -564,30 +587,7 @@ async fn the_real_claude_code_runs_a_tool_using_turn_on_an_anthropic_provider() 
     .await;
     let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "anthropic", &fake, ANTHROPIC_KEY).await;
-    let home = tempfile::tempdir().unwrap();
-    let env = [
-        ("ANTHROPIC_BASE_URL", server.url.clone()),
-        ("ANTHROPIC_API_KEY", client.clone()),
-    ];
-    let (ok, stdout, stderr) = run_agent(
-        &claude,
-        &[
-            "-p",
-            "What is the weather in Oslo?",
-            "--model",
-            "claude-sonnet-4-5",
-            "--max-turns",
-            "3",
-        ],
-        &env,
-        home.path(),
-    )
-    .await;
-    assert!(
-        ok,
-        "claude failed\nstdout: {stdout}\nstderr: {stderr}\nserver: {}",
-        server.logs()
-    );
+    let (stdout, stderr) = claude_asks_the_weather(&claude, &server, &client, &["--model", "claude-sonnet-4-5"]).await;
     assert!(
         stdout.contains("Hello from claude"),
         "stdout: {stdout}\nstderr: {stderr}"
@@ -611,26 +611,7 @@ async fn the_real_codex_runs_a_tool_using_turn_on_an_openai_provider() {
     let fake = FakeUpstream::openai("oa", &[OPENAI_KEY], &["gpt-5"]).await;
     let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "openai", &fake, OPENAI_KEY).await;
-    let home = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(home.path().join(".codex")).unwrap();
-    let config = format!(
-        "model = \"gpt-5\"\nmodel_provider = \"auxot\"\n\n[model_providers.auxot]\nname = \"auxot\"\nbase_url = \"{}/v1\"\nenv_key = \"AUXOT_API_KEY\"\nwire_api = \"responses\"\n",
-        server.url
-    );
-    std::fs::write(home.path().join(".codex/config.toml"), config).unwrap();
-    let env = [("AUXOT_API_KEY", client.clone())];
-    let (ok, stdout, stderr) = run_agent(
-        &codex,
-        &["exec", "--skip-git-repo-check", "What is the weather in Oslo?"],
-        &env,
-        home.path(),
-    )
-    .await;
-    assert!(
-        ok,
-        "codex failed\nstdout: {stdout}\nstderr: {stderr}\nserver: {}",
-        server.logs()
-    );
+    let (stdout, stderr) = codex_asks_the_weather(&codex, &server, &client, "model = \"gpt-5\"\n").await;
     assert!(stdout.contains("Hello from oa"), "stdout: {stdout}\nstderr: {stderr}");
     // Passed through to OpenAI's own Responses API: the turn's second request carries the
     // tool's output and the first answer's encrypted reasoning, exactly as OpenAI wrote it.
@@ -662,26 +643,13 @@ async fn the_real_codex_thinks_through_a_tool_using_turn_on_an_anthropic_provide
     let fake = FakeUpstream::anthropic("claude", &[ANTHROPIC_KEY], &["claude-sonnet-4-5-20250929"]).await;
     let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "anthropic", &fake, ANTHROPIC_KEY).await;
-    let home = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(home.path().join(".codex")).unwrap();
-    let config = format!(
-        "model = \"claude-sonnet-4-5\"\nmodel_reasoning_effort = \"medium\"\nmodel_provider = \"auxot\"\n\n[model_providers.auxot]\nname = \"auxot\"\nbase_url = \"{}/v1\"\nenv_key = \"AUXOT_API_KEY\"\nwire_api = \"responses\"\n",
-        server.url
-    );
-    std::fs::write(home.path().join(".codex/config.toml"), config).unwrap();
-    let env = [("AUXOT_API_KEY", client.clone())];
-    let (ok, stdout, stderr) = run_agent(
+    let (stdout, stderr) = codex_asks_the_weather(
         &codex,
-        &["exec", "--skip-git-repo-check", "What is the weather in Oslo?"],
-        &env,
-        home.path(),
+        &server,
+        &client,
+        "model = \"claude-sonnet-4-5\"\nmodel_reasoning_effort = \"medium\"\n",
     )
     .await;
-    assert!(
-        ok,
-        "codex failed\nstdout: {stdout}\nstderr: {stderr}\nserver: {}",
-        server.logs()
-    );
     assert!(
         stdout.contains("Hello from claude"),
         "stdout: {stdout}\nstderr: {stderr}"
@@ -877,12 +845,13 @@ async fn the_real_codex_serves_a_cli_worker_from_its_own_responses_backend() {
     let backend = FakeUpstream::openai("codex-backend", &[OPENAI_KEY], &["gpt-5"]).await;
     let (server, admin, client) = TestServer::with_admin_and_client().await;
     let home = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(home.path().join(".codex")).unwrap();
-    let config = format!(
-        "model = \"gpt-5\"\nmodel_provider = \"backend\"\n\n[model_providers.backend]\nname = \"backend\"\nbase_url = \"{}\"\nenv_key = \"CODEX_BACKEND_KEY\"\nwire_api = \"responses\"\n",
-        backend.base_url()
+    write_codex_config(
+        home.path(),
+        "model = \"gpt-5\"\n",
+        "backend",
+        &backend.base_url(),
+        "CODEX_BACKEND_KEY",
     );
-    std::fs::write(home.path().join(".codex/config.toml"), config).unwrap();
     let env = cli_worker_env(home.path(), &[("CODEX_BACKEND_KEY", OPENAI_KEY.to_string())]);
     let worker = cli_worker_running(&server, &admin, "cx", "codex", &codex, &env).await;
     let reply = responses_call(

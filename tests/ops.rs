@@ -72,14 +72,7 @@ async fn admin_commands_recover_a_locked_out_operator_offline_only() {
     let again = server.relaunch(Options::with_key(Some(TEST_KEY))).await.unwrap();
     again.login("admin", "a-new-password-42").await;
     again.login("bob", "bobs-password").await;
-    let old = again
-        .call(
-            "POST",
-            "/api/login",
-            None,
-            Some(json!({"username": "admin", "password": "password123"})),
-        )
-        .await;
+    let old = again.try_login("admin", "password123").await;
     assert_eq!(old.status, 401, "{}", old.text);
     let stale = again
         .send(

@@ -1,11 +1,24 @@
 //! The admin-API and client calls tests make over and over, by what they do: aliases,
 //! settings, providers, API keys, the request log; requests as an Anthropic client sends them.
 
-use super::{eventually, TestServer};
+use super::{eventually, Reply, TestServer};
 use serde_json::Value;
 use std::time::Duration;
 
 impl TestServer {
+    /// `POST /api/setup`: creates the first admin, `username` with `password`; the reply.
+    pub async fn setup_admin(&self, username: &str, password: &str) -> Reply {
+        let body = serde_json::json!({"username": username, "password": password});
+        self.call("POST", "/api/setup", None, Some(body)).await
+    }
+
+    /// `POST /api/login` as `username` with `password`; the reply, whatever it is (`login`
+    /// is the session that must open).
+    pub async fn try_login(&self, username: &str, password: &str) -> Reply {
+        let body = serde_json::json!({"username": username, "password": password});
+        self.call("POST", "/api/login", None, Some(body)).await
+    }
+
     /// A request to `path` authenticated as an Anthropic SDK authenticates: `x-api-key` and
     /// `anthropic-version: 2023-06-01`.
     pub fn anthropic_request(&self, method: &str, path: &str, key: &str) -> reqwest::RequestBuilder {

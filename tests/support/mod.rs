@@ -311,14 +311,7 @@ impl TestServer {
 
     /// Creates the first admin and returns an admin API key.
     pub async fn admin_key(&self) -> String {
-        self.call(
-            "POST",
-            "/api/setup",
-            None,
-            Some(json!({"username": "admin", "password": "password123"})),
-        )
-        .await
-        .expect(201);
+        self.setup_admin("admin", "password123").await.expect(201);
         let cookie = self.login("admin", "password123").await;
         let reply = self
             .send(
@@ -334,14 +327,7 @@ impl TestServer {
 
     /// Logs in and returns the `Cookie` header value for the session.
     pub async fn login(&self, username: &str, password: &str) -> String {
-        let reply = self
-            .call(
-                "POST",
-                "/api/login",
-                None,
-                Some(json!({"username": username, "password": password})),
-            )
-            .await;
+        let reply = self.try_login(username, password).await;
         reply.expect(200);
         let set_cookie = reply.header("set-cookie").expect("set-cookie").to_string();
         set_cookie.split(';').next().unwrap().to_string()
