@@ -1,20 +1,12 @@
 //! Cost to the micro-dollar from real-shaped usage blocks, the request log, outcomes that
 //! tell the truth, spend avoided for every local request, and retention with rollups.
 
+use crate::support::scripted::ScriptedProvider;
 use crate::support::sse;
 use crate::support::{FakeCli, FakeUpstream, Options, TestServer, TestWorker};
-use bytes::Bytes;
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 
 const KEY: &str = "sk-cost-provider-key-0001";
-
-/// Answers as OpenAI and Anthropic do, byte for byte in shape: the usage blocks below are
-/// what those APIs return for prompt-cached and reasoning requests.
-struct Replay {
-    addr: SocketAddr,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
 
 fn openai_answer(model: &str, stream: bool, usage: Value) -> (String, &'static str) {
     if !stream {
@@ -107,38 +99,14 @@ fn answer(model: &str, stream: bool) -> (String, &'static str) {
     }
 }
 
-impl Replay {
-    async fn start(models: &'static [&'static str]) -> Replay {
-        use warp::Filter;
-        let list = warp::get().and(warp::path!("v1" / "models")).map(move || {
-            let data: Vec<Value> = models
-                .iter()
-                .map(|m| json!({"id": m, "object": "model", "type": "model", "display_name": m, "created": 1, "created_at": "2025-01-01T00:00:00Z"}))
-                .collect();
-            warp::reply::json(&json!({"object": "list", "data": data, "has_more": false, "first_id": null, "last_id": null}))
-        });
-        let chat = warp::post()
-            .and(
-                warp::path!("v1" / "chat" / "completions")
-                    .or(warp::path!("v1" / "messages"))
-                    .unify(),
-            )
-            .and(warp::body::bytes())
-            .map(|body: Bytes| {
-                let request: Value = serde_json::from_slice(&body).unwrap();
-                let (text, content_type) = answer(request["model"].as_str().unwrap(), request["stream"] == json!(true));
-                warp::http::Response::builder()
-                    .header("content-type", content_type)
-                    .body(text)
-                    .unwrap()
-            });
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (addr, server) = crate::support::serve_warp(list.or(chat), async move {
-            let _ = stopped.await;
-        });
-        tokio::spawn(server);
-        Replay { addr, _stop: stop }
-    }
+/// A provider answering as OpenAI and Anthropic do, byte for byte in shape: the usage
+/// blocks in `answer` are what those APIs return for prompt-cached and reasoning requests.
+async fn replay(models: &'static [&'static str]) -> ScriptedProvider {
+    ScriptedProvider::start(models, |request| {
+        let (text, content_type) = answer(request["model"].as_str().unwrap(), request["stream"] == json!(true));
+        (text.into(), content_type)
+    })
+    .await
 }
 
 fn micro(usd: &Value) -> i64 {
@@ -147,23 +115,15 @@ fn micro(usd: &Value) -> i64 {
 
 #[tokio::test]
 async fn cache_and_reasoning_tokens_are_priced_to_the_micro_dollar_from_both_providers() {
-    let openai = Replay::start(&["gpt-4o-2024-08-06", "o4-mini-2025-04-16"]).await;
-    let anthropic = Replay::start(&["claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001"]).await;
+    let openai = replay(&["gpt-4o-2024-08-06", "o4-mini-2025-04-16"]).await;
+    let anthropic = replay(&["claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001"]).await;
     let (server, admin) = TestServer::with_admin().await;
-    for (name, kind, url) in [
-        ("oai", "openai", format!("http://{}/v1", openai.addr)),
-        ("ant", "anthropic", format!("http://{}", anthropic.addr)),
-    ] {
-        server
-            .call(
-                "POST",
-                "/api/providers",
-                Some(&admin),
-                Some(json!({"name": name, "type": kind, "api_key": KEY, "base_url": url})),
-            )
-            .await
-            .expect(201);
-    }
+    server
+        .add_provider_at(&admin, "oai", "openai", &openai.openai_url(), KEY)
+        .await;
+    server
+        .add_provider_at(&admin, "ant", "anthropic", &anthropic.anthropic_url(), KEY)
+        .await;
     let client = server.client_key(&admin).await;
     // (path, model, stream, expected micro-USD ×10 to keep the half micro-dollar exact)
     let cases = [

@@ -36,6 +36,15 @@ impl TestServer {
             .json(body)
     }
 
+    /// Adds a provider of type `kind` (`openai`, `anthropic`, …) at `base_url`, which must
+    /// succeed: its JSON.
+    pub async fn add_provider_at(&self, admin: &str, name: &str, kind: &str, base_url: &str, key: &str) -> Value {
+        let body = serde_json::json!({"name": name, "type": kind, "api_key": key, "base_url": base_url});
+        let reply = self.call("POST", "/api/providers", Some(admin), Some(body)).await;
+        reply.expect(201);
+        reply.json()
+    }
+
     /// Creates an alias (`POST /api/aliases`), which must succeed.
     pub async fn add_alias(&self, admin: &str, alias: Value) {
         self.call("POST", "/api/aliases", Some(admin), Some(alias))

@@ -8,6 +8,7 @@ pub mod fake_upstream;
 pub mod model_server;
 pub mod postgres;
 pub mod routers;
+pub mod scripted;
 pub mod sse;
 pub mod worker;
 
@@ -346,18 +347,10 @@ impl TestServer {
         reply.json()["key"].as_str().unwrap().to_string()
     }
 
-    /// Adds a provider and returns its JSON.
+    /// Adds a provider served by `fake` and returns its JSON.
     pub async fn add_provider(&self, admin: &str, name: &str, fake: &FakeUpstream, key: &str) -> Value {
-        let reply = self
-            .call(
-                "POST",
-                "/api/providers",
-                Some(admin),
-                Some(json!({"name": name, "type": fake.kind.type_name(), "api_key": key, "base_url": fake.base_url()})),
-            )
-            .await;
-        reply.expect(201);
-        reply.json()
+        self.add_provider_at(admin, name, fake.kind.type_name(), &fake.base_url(), key)
+            .await
     }
 
     pub async fn chat(&self, key: &str, model: &str, stream: bool) -> Reply {
