@@ -254,12 +254,7 @@ async fn every_candidate_failing_names_them_all() {
 #[tokio::test]
 async fn upstream_timeout_is_504() {
     let fake = FakeUpstream::openai("up", &[KEY], &["slow"]).await;
-    let server = TestServer::start_with(Options {
-        args: vec!["--upstream-timeout-secs".into(), "1".into()],
-        ..Options::default()
-    })
-    .await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin_using(Options::with_args(&["--upstream-timeout-secs", "1"])).await;
     server.add_provider(&admin, "main", &fake, KEY).await;
     let client = server.client_key(&admin).await;
     let reply = server.chat(&client, "slow", false).await;

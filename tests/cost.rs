@@ -446,8 +446,7 @@ async fn pruned_rows_leave_the_log_but_stay_in_the_totals() {
         ],
         ..Options::default()
     };
-    let mut server = TestServer::start_with(options()).await;
-    let admin = server.admin_key().await;
+    let (mut server, admin) = TestServer::with_admin_using(options()).await;
     server.add_provider(&admin, "main", &fake, KEY).await;
     let client = server.client_key(&admin).await;
     for _ in 0..5 {

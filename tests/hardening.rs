@@ -416,12 +416,7 @@ fn post(path: &str, headers: &str, body: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn a_refused_request_never_spoils_its_keep_alive_connection() {
-    let server = TestServer::start_with(Options {
-        args: vec!["--body-limit".into(), "100000".into()],
-        ..Options::default()
-    })
-    .await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin_using(Options::with_args(&["--body-limit", "100000"])).await;
     let client = server.client_key(&admin).await;
     for _ in 0..5 {
         login_from(&server, 1, "admin", "wrong").await;
@@ -607,11 +602,7 @@ async fn login_via_proxy(server: &TestServer, forwarded_for: &str, password: &st
 
 #[tokio::test]
 async fn behind_a_trusted_proxy_the_login_throttle_counts_each_client_not_the_proxy() {
-    let server = TestServer::start_with(Options {
-        args: vec!["--trusted-proxy".into(), "127.0.0.1,10.0.0.0/8".into()],
-        ..Options::default()
-    })
-    .await;
+    let server = TestServer::start_with(Options::with_args(&["--trusted-proxy", "127.0.0.1,10.0.0.0/8"])).await;
     server.admin_key().await;
     futures_util::future::join_all((0..20).map(|_| login_via_proxy(&server, "203.0.113.9", "wrong-guess"))).await;
     assert_eq!(login_via_proxy(&server, "203.0.113.9", "password123").await, 429);

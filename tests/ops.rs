@@ -453,12 +453,7 @@ async fn sigterm_stops_accepting_but_lets_a_stream_in_flight_finish() {
 #[tokio::test]
 async fn a_stream_still_running_after_the_grace_period_is_cut_and_the_server_exits() {
     let fake = FakeUpstream::openai("up", &[PROVIDER_KEY], &["gated"]).await;
-    let mut server = TestServer::start_with(Options {
-        args: vec!["--shutdown-grace".into(), "1".into()],
-        ..Options::default()
-    })
-    .await;
-    let admin = server.admin_key().await;
+    let (mut server, admin) = TestServer::with_admin_using(Options::with_args(&["--shutdown-grace", "1"])).await;
     server.add_provider(&admin, "main", &fake, PROVIDER_KEY).await;
     let client = server.client_key(&admin).await;
     let mut body = open_stream(&server, &client).await;

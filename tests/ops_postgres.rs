@@ -69,8 +69,7 @@ async fn admin_commands_work_on_postgres_while_the_routers_run() {
 async fn a_backup_taken_while_routers_serve_restores_into_an_empty_database_only() {
     let Some(url) = fresh_database().await else { return };
     let fake = FakeUpstream::openai("up", &[PROVIDER_KEY], &["gpt-4o"]).await;
-    let router = TestServer::start_with(Options::on_database(&url).key(TEST_KEY)).await;
-    let admin = router.admin_key().await;
+    let (router, admin) = TestServer::with_admin_using(Options::on_database(&url).key(TEST_KEY)).await;
     router.add_provider(&admin, "main", &fake, PROVIDER_KEY).await;
     let client = router.client_key(&admin).await;
     router.chat(&client, "gpt-4o", false).await.expect(200);
@@ -143,8 +142,7 @@ async fn a_backup_taken_while_routers_serve_restores_into_an_empty_database_only
 async fn rotate_secret_on_postgres_is_refused_while_a_router_runs_then_reseals_everything() {
     let Some(url) = fresh_database().await else { return };
     let fake = FakeUpstream::openai("up", &[PROVIDER_KEY], &["gpt-4o"]).await;
-    let mut router = TestServer::start_with(Options::on_database(&url).key(TEST_KEY)).await;
-    let admin = router.admin_key().await;
+    let (mut router, admin) = TestServer::with_admin_using(Options::on_database(&url).key(TEST_KEY)).await;
     router.add_provider(&admin, "main", &fake, PROVIDER_KEY).await;
     let client = router.client_key(&admin).await;
     let keys = tempfile::tempdir().unwrap();
@@ -208,8 +206,7 @@ async fn rotate_secret_on_postgres_is_refused_while_a_router_runs_then_reseals_e
 async fn doctor_checks_the_postgres_database_and_the_key() {
     let Some(url) = fresh_database().await else { return };
     let fake = FakeUpstream::openai("up", &[PROVIDER_KEY], &["gpt-4o-mini"]).await;
-    let router = TestServer::start_with(Options::on_database(&url).key(TEST_KEY)).await;
-    let admin = router.admin_key().await;
+    let (router, admin) = TestServer::with_admin_using(Options::on_database(&url).key(TEST_KEY)).await;
     router.add_provider(&admin, "main", &fake, PROVIDER_KEY).await;
     let dir = router.data_dir.display().to_string();
     let args = [

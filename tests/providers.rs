@@ -245,12 +245,7 @@ async fn changing_base_url_needs_the_key_in_the_same_request() {
 #[tokio::test]
 async fn refresh_models_on_demand_and_on_schedule() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
-    let server = TestServer::start_with(Options {
-        args: vec!["--models-refresh-secs".into(), "1".into()],
-        ..Options::default()
-    })
-    .await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin_using(Options::with_args(&["--models-refresh-secs", "1"])).await;
     let id = server.add_provider(&admin, "main", &fake, KEY).await["id"]
         .as_str()
         .unwrap()

@@ -117,13 +117,12 @@ async fn the_key_is_read_from_a_file_or_a_systemd_credential() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("key");
     std::fs::write(&file, format!("{TEST_KEY}\n")).unwrap();
-    let mut server = TestServer::start_with(Options {
+    let (mut server, admin) = TestServer::with_admin_using(Options {
         secret_key: None,
         env: vec![("AUXOT_SECRET_KEY_FILE".into(), file.display().to_string())],
         ..Options::default()
     })
     .await;
-    let admin = server.admin_key().await;
     assert!(!server.data_path("secret.key").exists());
     server.stop().await;
 

@@ -279,12 +279,8 @@ async fn sigterm_flushes_the_rows_still_queued() {
 #[tokio::test]
 async fn metrics_count_requests_for_admins_and_the_metrics_token() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
-    let server = TestServer::start_with(Options {
-        args: vec!["--metrics-token".into(), "scrape-token-0123456789".into()],
-        ..Options::default()
-    })
-    .await;
-    let admin = server.admin_key().await;
+    let (server, admin) =
+        TestServer::with_admin_using(Options::with_args(&["--metrics-token", "scrape-token-0123456789"])).await;
     server.add_provider(&admin, "main", &fake, KEY).await;
     let client = server.client_key(&admin).await;
     server.chat(&client, "gpt-4o", false).await.expect(200);

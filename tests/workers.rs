@@ -172,12 +172,8 @@ async fn a_killed_gpu_worker_is_skipped_and_its_stream_ends_cleanly() {
 #[tokio::test]
 async fn a_silent_worker_goes_offline_and_its_job_fails_over() {
     let cloud = FakeUpstream::openai("cloud", &[CLOUD_KEY], &["qwen"]).await;
-    let server = TestServer::start_with(Options {
-        args: vec!["--worker-heartbeat-timeout-secs".into(), "1".into()],
-        ..Options::default()
-    })
-    .await;
-    let admin = server.admin_key().await;
+    let (server, admin) =
+        TestServer::with_admin_using(Options::with_args(&["--worker-heartbeat-timeout-secs", "1"])).await;
     let client = server.client_key(&admin).await;
     server.add_provider(&admin, "cloud", &cloud, CLOUD_KEY).await;
     // The operator deliberately puts this worker before the cloud for "qwen".

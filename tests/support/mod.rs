@@ -54,6 +54,11 @@ impl Options {
         }
     }
 
+    /// The default options with these arguments to `auxot serve`.
+    pub fn with_args(args: &[&str]) -> Options {
+        args.iter().fold(Options::default(), |options, arg| options.arg(arg))
+    }
+
     /// A router on the PostgreSQL database at `url` (`--database`).
     pub fn on_database(url: &str) -> Options {
         Options::default().arg("--database").arg(url)
@@ -119,7 +124,12 @@ impl TestServer {
 
     /// A started server with its first admin: the admin's API key.
     pub async fn with_admin() -> (TestServer, String) {
-        let server = Self::start().await;
+        Self::with_admin_using(Options::default()).await
+    }
+
+    /// A server started with `options`, with its first admin: the admin's API key.
+    pub async fn with_admin_using(options: Options) -> (TestServer, String) {
+        let server = Self::start_with(options).await;
         let admin = server.admin_key().await;
         (server, admin)
     }
