@@ -2,13 +2,11 @@
 //! per minute, duplicate names, this month's activity), several admin accounts with a
 //! read-only viewer role, and workers named after their token.
 
+use crate::support::worker::hand_driven_worker;
 use crate::support::worker::worker_token;
 use crate::support::{eventually, FakeUpstream, TestServer};
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::time::Duration;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
 
 const KEY: &str = "sk-cloud-provider-key-0001";
 
@@ -416,20 +414,12 @@ async fn several_admins_with_a_read_only_viewer() {
 async fn a_worker_without_a_name_carries_its_tokens_name() {
     let (server, admin) = TestServer::with_admin().await;
     let token = worker_token(&server, &admin, "rack-7-gpu", "gpu").await;
-    let mut request = (server.url.replace("http://", "ws://") + "/api/workers/connect")
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    let hello =
-        json!({"type": "hello", "protocol": 1, "kind": "gpu", "models": ["qwen"], "slots": 2, "version": "test"});
-    socket.send(Message::text(hello.to_string())).await.unwrap();
-    let ack: Value = match socket.next().await.unwrap().unwrap() {
-        Message::Text(text) => serde_json::from_str(&text).unwrap(),
-        other => panic!("{other:?}"),
-    };
+    let (ack, _socket) = hand_driven_worker(
+        &server,
+        &token,
+        json!({"type": "hello", "protocol": 1, "kind": "gpu", "models": ["qwen"], "slots": 2, "version": "test"}),
+    )
+    .await;
     assert_eq!(ack["type"], "hello_ack", "{ack}");
     let workers = server.call("GET", "/api/workers", Some(&admin), None).await.json();
     let worker = &workers["data"][0];

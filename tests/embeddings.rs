@@ -2,14 +2,13 @@
 //! then OpenAI-format providers; bad input, unknown models and no capacity answered in
 //! OpenAI's error shape; one usage row per request.
 
+use crate::support::worker::hand_driven_worker;
 use crate::support::worker::worker_token_allowing;
 use crate::support::{FakeUpstream, Reply, TestServer, TestWorker};
 use base64::Engine;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::time::Duration;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
 
 const CLOUD_KEY: &str = "sk-embeddings-cloud-0201";
 const GPU_KEY: &str = "sk-embeddings-gpu-0202";
@@ -278,17 +277,8 @@ async fn a_worker_that_predates_embeddings_never_gets_an_embeddings_job() {
     let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "openai", &cloud, CLOUD_KEY).await;
     let token = worker_token_allowing(&server, &admin, "old", "gpu", &["*"]).await;
-    let mut request = (server.url.replace("http://", "ws://") + "/api/workers/connect")
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    let hello = json!({"type": "hello", "protocol": 1, "kind": "gpu", "name": "old", "models": ["old-embed"], "slots": 1, "version": "0.1.0"});
-    socket.send(Message::text(hello.to_string())).await.unwrap();
-    let ack = socket.next().await.unwrap().unwrap();
-    assert!(ack.to_text().unwrap().contains("hello_ack"), "{ack:?}");
+    let (ack, mut socket) = hand_driven_worker(&server, &token, json!({"type": "hello", "protocol": 1, "kind": "gpu", "name": "old", "models": ["old-embed"], "slots": 1, "version": "0.1.0"})).await;
+    assert_eq!(ack["type"], "hello_ack", "{ack}");
 
     let reply = embed(&server, &client, json!({"model": "old-embed", "input": "x"}), &[]).await;
     reply.expect(200);

@@ -2,15 +2,15 @@
 //! forged cross-site, workers serve only what the operator allows, refused requests leave
 //! their connection usable, and the data dir stays private and untouched by a refused start.
 
+use crate::support::worker::{hand_driven_worker, WorkerSocket};
 use crate::support::worker::{worker_token, worker_token_allowing, TestWorker};
 use crate::support::{eventually, FakeUpstream, Options, TestServer, OTHER_KEY};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 const CLOUD_KEY: &str = "sk-cloud-hardening";
@@ -224,29 +224,9 @@ async fn every_response_carries_security_headers_and_the_ui_a_strict_csp() {
 }
 
 /// Says hello over a raw socket; returns the router's answer and the socket.
-async fn hello(
-    server: &TestServer,
-    token: &str,
-    name: &str,
-    models: Value,
-) -> (
-    Value,
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
-) {
-    let mut request = (server.url.replace("http://", "ws://") + "/api/workers/connect")
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+async fn hello(server: &TestServer, token: &str, name: &str, models: Value) -> (Value, WorkerSocket) {
     let hello = json!({"type": "hello", "protocol": 1, "kind": "gpu", "name": name, "models": models, "slots": 1, "version": "test"});
-    socket.send(Message::text(hello.to_string())).await.unwrap();
-    let answer = match tokio::time::timeout(Duration::from_secs(10), socket.next()).await {
-        Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str(&text).unwrap(),
-        other => panic!("no answer to hello: {other:?}"),
-    };
-    (answer, socket)
+    hand_driven_worker(server, token, hello).await
 }
 
 async fn worker_models(server: &TestServer, admin: &str, name: &str) -> Vec<String> {

@@ -1,8 +1,9 @@
 //! Workers: tokens, the live list, disconnects, heartbeats, cancellation, slot accounting.
 
+use crate::support::worker::hand_driven_worker;
 use crate::support::worker::{alive, worker_token, worker_token_allowing, worker_view};
 use crate::support::{eventually, FakeCli, FakeUpstream, Options, TestServer, TestWorker};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::json;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -178,19 +179,7 @@ async fn a_silent_worker_goes_offline_and_its_job_fails_over() {
     server.add_provider(&admin, "cloud", &cloud, CLOUD_KEY).await;
     // The operator deliberately puts this worker before the cloud for "qwen".
     let token = worker_token_allowing(&server, &admin, "mute", "gpu", &["qwen"]).await;
-    let mut request = (server.url.replace("http://", "ws://") + "/api/workers/connect")
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    let hello = json!({"type": "hello", "protocol": 1, "kind": "gpu", "name": "mute", "models": ["qwen"], "slots": 1, "version": "test"});
-    socket.send(Message::text(hello.to_string())).await.unwrap();
-    let ack: serde_json::Value = match socket.next().await.unwrap().unwrap() {
-        Message::Text(text) => serde_json::from_str(&text).unwrap(),
-        other => panic!("{other:?}"),
-    };
+    let (ack, mut socket) = hand_driven_worker(&server, &token, json!({"type": "hello", "protocol": 1, "kind": "gpu", "name": "mute", "models": ["qwen"], "slots": 1, "version": "test"})).await;
     assert_eq!(ack["type"], "hello_ack");
     assert_eq!(ack["heartbeat_timeout_ms"], 1000);
 

@@ -9,6 +9,30 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+/// A worker connection the test drives by hand, frame by frame.
+pub type WorkerSocket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Connects to the router's worker endpoint with `token` and says `hello` (the test writes
+/// it): the router's answer (JSON, within 10 s) and the open socket.
+pub async fn hand_driven_worker(server: &TestServer, token: &str, hello: Value) -> (Value, WorkerSocket) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut request = (server.url.replace("http://", "ws://") + "/api/workers/connect")
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    socket.send(Message::text(hello.to_string())).await.unwrap();
+    let answer = match tokio::time::timeout(Duration::from_secs(10), socket.next()).await {
+        Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str(&text).unwrap(),
+        other => panic!("no answer to hello: {other:?}"),
+    };
+    (answer, socket)
+}
+
 pub struct TestWorker {
     child: Child,
     logs: Arc<Mutex<String>>,
