@@ -220,11 +220,7 @@ async fn a_client_error_is_not_retried_elsewhere() {
 
 #[tokio::test]
 async fn every_candidate_failing_names_them_all() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::free_port();
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
     let (server, admin) = TestServer::with_admin().await;
     // Point a provider at a dead port by moving it after it was validated.

@@ -124,11 +124,7 @@ async fn invalid_key_is_422_with_the_providers_reason_and_nothing_is_stored() {
 async fn unreachable_provider_is_502_and_nothing_is_stored() {
     let (server, admin) = TestServer::with_admin().await;
     // A port that was just free: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::free_port();
     let reply = server
         .call(
             "POST",

@@ -322,23 +322,9 @@ async fn workers_fail_at_start_when_their_cli_or_model_server_is_missing() {
         ],
         &[],
     );
-    let status = cli
-        .wait_exit(Duration::from_secs(10))
-        .await
-        .expect("the worker kept running");
-    assert!(!status.success());
-    // The reader may still be draining the last lines the process wrote.
-    let said = eventually(Duration::from_secs(5), || async {
-        cli.logs().contains("/nonexistent/claude")
-    })
-    .await;
-    assert!(said, "{}", cli.logs());
+    cli.fails_saying(Duration::from_secs(10), "/nonexistent/claude").await;
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::free_port();
     let token = worker_token(&server, &admin, "g", "gpu").await;
     let mut gpu = TestWorker::spawn(
         &server.url,
@@ -348,15 +334,7 @@ async fn workers_fail_at_start_when_their_cli_or_model_server_is_missing() {
         vec!["gpu".into(), "--upstream".into(), format!("http://127.0.0.1:{port}/v1")],
         &[],
     );
-    let status = gpu
-        .wait_exit(Duration::from_secs(20))
-        .await
-        .expect("the worker kept running");
-    assert!(!status.success());
-    let said = eventually(Duration::from_secs(5), || async {
-        gpu.logs().contains("cannot reach the model server")
-    })
-    .await;
-    assert!(said, "{}", gpu.logs());
+    gpu.fails_saying(Duration::from_secs(20), "cannot reach the model server")
+        .await;
     assert!(worker_view(&server, &admin, "g").await.is_none());
 }

@@ -398,6 +398,15 @@ where
     }
 }
 
+/// A loopback port that was free a moment ago: nothing listens there (a dead upstream), or
+/// something of the test's own is about to.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
 pub fn file_bytes(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_default()
 }

@@ -13,6 +13,7 @@
 //! Without the binaries a test skips with a printed reason, unless `AUXOT_REQUIRE_POSTGRES=1`
 //! (set by .ci/run) makes it fail.
 
+use super::free_port;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -91,13 +92,6 @@ fn bin_dir() -> Result<PathBuf, String> {
         .pop()
         .map(|(_, bin)| bin)
         .ok_or_else(|| "no initdb under /usr/lib/postgresql/*/bin".to_string())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
 }
 
 fn is_root() -> bool {

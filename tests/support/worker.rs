@@ -150,6 +150,16 @@ impl TestWorker {
         self.logs.lock().unwrap().clone()
     }
 
+    /// Waits (up to `within`) for the worker to exit, which must be a failure whose log
+    /// says `needle`.
+    pub async fn fails_saying(&mut self, within: Duration, needle: &str) {
+        let status = self.wait_exit(within).await.expect("the worker kept running");
+        assert!(!status.success());
+        // The reader may still be draining the last lines the process wrote.
+        let said = eventually(Duration::from_secs(5), || async { self.logs().contains(needle) }).await;
+        assert!(said, "{}", self.logs());
+    }
+
     pub async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         tokio::time::timeout(within, self.child.wait())
             .await
