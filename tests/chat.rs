@@ -45,15 +45,7 @@ async fn proxies_a_chat_completion_with_the_provider_key_and_never_the_client_ke
 async fn streams_arrive_chunk_by_chunk_before_the_upstream_finishes() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gated"]).await;
     let (server, _, client) = server_with(&[("main", &fake)]).await;
-    let response = server
-        .post_as(
-            "/v1/chat/completions",
-            &client,
-            &json!({"model": "gated", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
-        )
-        .send()
-        .await
-        .unwrap();
+    let response = server.open_stream(&client, "gated").await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     assert_eq!(response.headers()["x-auxot-route"], "main");

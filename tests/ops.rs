@@ -394,15 +394,7 @@ async fn open_stream(
     server: &TestServer,
     client: &str,
 ) -> impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> {
-    let response = server
-        .post_as(
-            "/v1/chat/completions",
-            client,
-            &json!({"model": "gated", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
-        )
-        .send()
-        .await
-        .unwrap();
+    let response = server.open_stream(client, "gated").await;
     assert_eq!(response.status(), 200);
     let mut body = Box::pin(response.bytes_stream());
     let first = tokio::time::timeout(Duration::from_secs(10), body.next())

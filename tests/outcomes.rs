@@ -211,15 +211,7 @@ async fn a_client_leaving_a_worker_stream_is_booked_cancelled() {
     let args = vec!["gpu".into(), "--upstream".into(), local.openai_url()];
     let _worker = TestWorker::launch(&server, &admin, "box-1", &token, 1, args, &[]).await;
     let client = server.client_key(&admin).await;
-    let response = server
-        .post_as(
-            "/v1/chat/completions",
-            &client,
-            &json!({"model": "local-hang", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
-        )
-        .send()
-        .await
-        .unwrap();
+    let response = server.open_stream(&client, "local-hang").await;
     assert_eq!(response.status(), 200);
     let mut body = response.bytes_stream();
     let first = body.next().await.unwrap().unwrap();

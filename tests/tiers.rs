@@ -23,12 +23,7 @@ async fn setup() -> Setup {
 
 impl Setup {
     async fn chat_with(&self, model: &str, stream: bool, headers: &[(&str, &str)]) -> crate::support::Reply {
-        let mut request = self
-            .server
-            .http
-            .post(format!("{}/v1/chat/completions", self.server.url))
-            .bearer_auth(&self.client)
-            .json(&json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "Say hi"}]}));
+        let mut request = self.server.chat_request(&self.client, model, stream);
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
@@ -37,15 +32,7 @@ impl Setup {
 
     /// Starts a streaming request and returns once its first chunk arrived (its slot is held).
     async fn hold(&self, model: &str) -> reqwest::Response {
-        let response = self
-            .server
-            .http
-            .post(format!("{}/v1/chat/completions", self.server.url))
-            .bearer_auth(&self.client)
-            .json(&json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "hold"}]}))
-            .send()
-            .await
-            .unwrap();
+        let response = self.server.open_stream(&self.client, model).await;
         assert_eq!(response.status(), 200);
         response
     }

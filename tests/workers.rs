@@ -132,15 +132,7 @@ async fn a_killed_gpu_worker_is_skipped_and_its_stream_ends_cleanly() {
     server.add_provider(&admin, "cloud", &cloud, CLOUD_KEY).await;
     let mut worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 1).await;
 
-    let response = server
-        .post_as(
-            "/v1/chat/completions",
-            &client,
-            &json!({"model": "gated", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
-        )
-        .send()
-        .await
-        .unwrap();
+    let response = server.open_stream(&client, "gated").await;
     assert_eq!(response.headers()["x-auxot-route"], "g1");
     let mut body = response.bytes_stream();
     body.next().await.unwrap().unwrap();
@@ -204,15 +196,7 @@ async fn a_client_that_disconnects_frees_the_slot_and_the_upstream_sees_the_canc
     let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["gated"]).await;
     let (server, admin, client) = TestServer::with_admin_and_client().await;
     let _worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 1).await;
-    let response = server
-        .post_as(
-            "/v1/chat/completions",
-            &client,
-            &json!({"model": "gated", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
-        )
-        .send()
-        .await
-        .unwrap();
+    let response = server.open_stream(&client, "gated").await;
     let mut body = response.bytes_stream();
     body.next().await.unwrap().unwrap();
     assert_eq!(worker_view(&server, &admin, "g1").await.unwrap()["slots_in_use"], 1);

@@ -363,14 +363,26 @@ impl TestServer {
             .await
     }
 
-    pub async fn chat(&self, key: &str, model: &str, stream: bool) -> Reply {
-        self.call(
-            "POST",
+    /// A chat completion asking `model` to "Say hi" as `key`, to send or to add headers to.
+    pub fn chat_request(&self, key: &str, model: &str, stream: bool) -> reqwest::RequestBuilder {
+        self.post_as(
             "/v1/chat/completions",
-            Some(key),
-            Some(json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "Say hi"}]})),
+            key,
+            &json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "Say hi"}]}),
         )
-        .await
+    }
+
+    pub async fn chat(&self, key: &str, model: &str, stream: bool) -> Reply {
+        self.send(self.chat_request(key, model, stream)).await
+    }
+
+    /// A streamed chat completion as `key` once its headers arrived: the body is still
+    /// to come (a `gated` model's holds its slot until released).
+    pub async fn open_stream(&self, key: &str, model: &str) -> reqwest::Response {
+        self.chat_request(key, model, true)
+            .send()
+            .await
+            .expect("request to auxot")
     }
 }
 
