@@ -116,8 +116,7 @@ async fn provider_keys_never_reach_logs_responses_or_the_database() {
         for (i, body) in server.bodies().iter().enumerate() {
             assert_absent(body.as_bytes(), key, &format!("response body #{i}"));
         }
-        for entry in std::fs::read_dir(&server.data_dir).unwrap() {
-            let path = entry.unwrap().path();
+        for path in files_below(&server.data_dir) {
             assert_absent(&std::fs::read(&path).unwrap(), key, &path.display().to_string());
         }
     }
@@ -126,4 +125,18 @@ async fn provider_keys_never_reach_logs_responses_or_the_database() {
         .requests()
         .iter()
         .any(|r| r.header("authorization") == Some(format!("Bearer {ROTATED}").as_str())));
+}
+
+/// Every file in `dir` and the folders below it (the usage journal is one).
+fn files_below(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(files_below(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }

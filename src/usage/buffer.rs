@@ -22,22 +22,16 @@
 //! anywhere else (a damaged disk) is skipped up to the next valid record and reported.
 //! An exclusive `flock` keeps a second router from sharing the file.
 
+use super::records::{decode_payload, encode_record, walk, walk_all, walk_all_up_to};
 use crate::store::PlacedUsage;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 pub const FILE_NAME: &str = "usage-buffer.bin";
 
 const FILE_MAGIC: &[u8; 8] = b"AUXUSGB1";
 const HEADER_LEN: u64 = 24;
-const RECORD_MAGIC: &[u8; 4] = b"AXUR";
-/// Magic, length, checksum.
-const RECORD_HEAD: usize = 12;
-const KEY_LEN: usize = 16;
-/// A usage row is about a kilobyte; anything near this is damage, not a row.
-const MAX_PAYLOAD: usize = 1024 * 1024;
 /// Bytes read at a time when scanning; more than the largest record, so a scan always moves.
 const WINDOW: usize = 8 * 1024 * 1024;
 
@@ -348,138 +342,12 @@ fn replayed_to(header: &[u8]) -> Option<u64> {
     (crc32fast::hash(&offset) == u32::from_le_bytes(crc)).then(|| u64::from_le_bytes(offset))
 }
 
-/// One record's bytes; `None` for a row too large to be a usage row.
-fn encode_record(placed: &PlacedUsage) -> Option<Vec<u8>> {
-    let json = serde_json::to_vec(&placed.row).ok()?;
-    let len = KEY_LEN + json.len();
-    if len > MAX_PAYLOAD {
-        return None;
-    }
-    let mut record = Vec::with_capacity(RECORD_HEAD + len);
-    record.extend_from_slice(RECORD_MAGIC);
-    record.extend_from_slice(&(len as u32).to_le_bytes());
-    record.extend_from_slice(&[0; 4]);
-    record.extend_from_slice(&placed.key.to_be_bytes());
-    record.extend_from_slice(&json);
-    let crc = crc32fast::hash(&record[RECORD_HEAD..]);
-    record[8..12].copy_from_slice(&crc.to_le_bytes());
-    Some(record)
-}
-
-fn decode_payload(payload: &[u8]) -> Option<PlacedUsage> {
-    let key: [u8; KEY_LEN] = payload.get(..KEY_LEN)?.try_into().ok()?;
-    let row = serde_json::from_slice(&payload[KEY_LEN..]).ok()?;
-    Some(PlacedUsage {
-        key: u128::from_be_bytes(key),
-        row,
-    })
-}
-
-#[derive(Debug, PartialEq)]
-enum Next {
-    /// A whole record with a matching checksum.
-    Record { payload: Range<usize>, end: usize },
-    /// The bytes end before the record does.
-    Short,
-    /// Not a record: wrong magic, impossible length, or a checksum mismatch.
-    Bad,
-}
-
-fn record_at(buf: &[u8], at: usize) -> Next {
-    let Some(head) = buf.get(at..at + RECORD_HEAD) else {
-        return Next::Short;
-    };
-    if &head[..4] != RECORD_MAGIC {
-        return Next::Bad;
-    }
-    let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
-    if !(KEY_LEN..=MAX_PAYLOAD).contains(&len) {
-        return Next::Bad;
-    }
-    let start = at + RECORD_HEAD;
-    let Some(payload) = buf.get(start..start + len) else {
-        return Next::Short;
-    };
-    if crc32fast::hash(payload) != u32::from_le_bytes([head[8], head[9], head[10], head[11]]) {
-        return Next::Bad;
-    }
-    Next::Record {
-        payload: start..start + len,
-        end: start + len,
-    }
-}
-
-/// Where the first whole, valid record after `from` starts.
-fn resync(buf: &[u8], from: usize) -> Option<usize> {
-    let mut at = from;
-    while at < buf.len() {
-        let found = at + memchr::memmem::find(&buf[at..], RECORD_MAGIC)?;
-        if matches!(record_at(buf, found), Next::Record { .. }) {
-            return Some(found);
-        }
-        at = found + 1;
-    }
-    None
-}
-
-#[derive(Debug, Default, PartialEq)]
-struct Walk {
-    payloads: Vec<Range<usize>>,
-    /// Offset after the last record taken (or damage skipped).
-    end: usize,
-    /// Damaged bytes passed over.
-    skipped: Vec<Range<usize>>,
-    /// From `end` on, the bytes are a torn last record: nothing valid follows.
-    torn: bool,
-    /// A bad record in a window that does not reach the end of the file: the caller must
-    /// look at everything after it to tell damage from a torn tail.
-    trouble: bool,
-}
-
-/// Reads up to `max` records from the start of `buf`; `eof` when `buf` ends where the file
-/// does.
-fn walk(buf: &[u8], eof: bool, max: usize) -> Walk {
-    let mut walk = Walk::default();
-    let mut at = 0;
-    while walk.payloads.len() < max {
-        match record_at(buf, at) {
-            Next::Record { payload, end } => {
-                walk.payloads.push(payload);
-                at = end;
-            }
-            Next::Short if at == buf.len() || !eof => break,
-            Next::Bad if !eof => {
-                walk.trouble = true;
-                break;
-            }
-            Next::Short | Next::Bad => match resync(buf, at + 1) {
-                Some(next) => {
-                    walk.skipped.push(at..next);
-                    at = next;
-                }
-                None => {
-                    walk.torn = true;
-                    break;
-                }
-            },
-        }
-    }
-    walk.end = at;
-    walk
-}
-
-fn walk_all(buf: &[u8]) -> Walk {
-    walk(buf, true, usize::MAX)
-}
-
-fn walk_all_up_to(buf: &[u8], max: usize) -> Walk {
-    walk(buf, true, max)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::UsageRecord;
+    use crate::usage::records::{record_at, walk, Next, KEY_LEN, RECORD_HEAD};
+    use std::ops::Range;
 
     fn row(i: u64) -> PlacedUsage {
         PlacedUsage {

@@ -237,8 +237,9 @@ impl Meter {
         self.row.status = status;
     }
 
-    /// Writes the row and waits until it is on disk: called before the last byte of an
-    /// answer goes out, so no answered request is missing from the books after a crash.
+    /// Writes the row so that a crash cannot lose it (the journal; see `record_durably`):
+    /// called before the last byte of an answer goes out, so no answered request is missing
+    /// from the books after a crash.
     pub async fn finish_durably(&mut self) {
         if let Some(row) = self.finalize() {
             self.usage.record_durably(row).await;

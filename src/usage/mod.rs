@@ -1,17 +1,20 @@
-//! What every request cost. One usage row per request, committed in groups by a writer
-//! task (an answered request's row is on disk before its last byte goes out; on PostgreSQL,
-//! in a local disk buffer while the database is unreachable, written to it once back); prices per
-//! cloud model, cache and reasoning tokens included; what the cheap tiers saved; per-key
-//! limits; aggregates; the request log; retention with daily rollups.
+//! What every request cost. One usage row per request, safe from a crash before an answer's
+//! last byte goes out and committed in groups by a writer task: on redb the row is appended to
+//! the journal (`journal.rs`) and committed just after; on PostgreSQL the answer waits for the
+//! commit, or for a local disk buffer while the database is unreachable (written to it once
+//! back). Prices per cloud model, cache and reasoning tokens included; what the cheap tiers
+//! saved; per-key limits; aggregates; the request log; retention with daily rollups.
 
 mod aggregate;
 pub mod buffer;
 pub mod equivalent;
 pub mod estimate;
 mod fleet_rate;
+mod journal;
 mod limits;
 mod meter;
 pub mod prices;
+mod records;
 pub mod tap;
 mod writer;
 
@@ -27,14 +30,16 @@ use limits::Limits;
 use crate::edits::Edits;
 use crate::metrics::Metrics;
 use crate::store::{
-    month_number, DailyRollup, EquivalentSettings, LogPage, LogQuery, PriceRecord, Store, StoreError, UsageRecord,
+    month_number, usage_key, DailyRollup, EquivalentSettings, LogPage, LogQuery, PlacedUsage, PriceRecord, Store,
+    StoreError, UsageRecord,
 };
+use journal::Journal;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use writer::{Backlog, Job, Writer};
+use writer::{Backlog, Job, Settle, Writer};
 
 const CHANNEL_CAPACITY: usize = 65_536;
 /// Rows removed per prune transaction: short enough that request rows never wait long.
@@ -50,6 +55,8 @@ pub enum UsageError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Buffer(#[from] buffer::BufferError),
+    #[error(transparent)]
+    Journal(#[from] journal::JournalError),
 }
 
 impl UsageError {
@@ -58,7 +65,7 @@ impl UsageError {
             UsageError::Invalid(_) => 400,
             UsageError::NotFound => 404,
             UsageError::Store(e) => e.status(),
-            UsageError::Buffer(_) => 500,
+            UsageError::Buffer(_) | UsageError::Journal(_) => 500,
         }
     }
 
@@ -66,7 +73,7 @@ impl UsageError {
         match self {
             UsageError::Invalid(_) => "invalid_request",
             UsageError::NotFound => "not_found",
-            UsageError::Store(_) | UsageError::Buffer(_) => "internal_error",
+            UsageError::Store(_) | UsageError::Buffer(_) | UsageError::Journal(_) => "internal_error",
         }
     }
 }
@@ -152,6 +159,21 @@ pub struct Usage {
     backlog: Option<Arc<Backlog>>,
     replay: Mutex<Option<tokio::task::JoinHandle<()>>>,
     retention: Retention,
+    /// On redb, where the router's own disk is the books, rows are journaled and answers do
+    /// not wait for their commit. On PostgreSQL an answer waits for its row to be in the
+    /// shared database (or this router's disk buffer): a router killed for good must not take
+    /// answered rows with it. The journal is still read at start there, for rows an earlier
+    /// run on redb left.
+    journal: Journal,
+    journal_live: bool,
+    /// The journal could not take a row: logged once until it takes one again.
+    journal_failing: std::sync::atomic::AtomicBool,
+    /// Stamped on every row: several routers share one database.
+    router: Arc<str>,
+    /// The low half of the next row's key. Keys are time-based; a random start keeps rows of
+    /// two processes in the same millisecond (a restart) apart, and the store walks past any
+    /// key already taken.
+    seq: AtomicU32,
 }
 
 impl Usage {
@@ -170,6 +192,36 @@ impl Usage {
         } else {
             None
         };
+        let (journal, leftover) = {
+            let dir = buffer.dir.clone();
+            tokio::task::spawn_blocking(move || Journal::open(&dir))
+                .await
+                .map_err(|e| UsageError::Invalid(format!("opening the usage journal: {e}")))??
+        };
+        let writer = Writer {
+            store: store.clone(),
+            lost: lost.clone(),
+            backlog: backlog.clone(),
+        };
+        // Rows of requests answered before a crash, not yet committed then: written (once)
+        // before this start counts the month's spend.
+        if leftover.torn_bytes > 0 || leftover.damaged_bytes > 0 {
+            tracing::warn!(
+                torn_bytes = leftover.torn_bytes,
+                damaged_bytes = leftover.damaged_bytes,
+                "the usage journal had a torn or damaged record: skipped (a torn last record was never acknowledged)"
+            );
+        }
+        if !leftover.rows.is_empty() {
+            tracing::info!(
+                rows = leftover.rows.len(),
+                "writing the usage rows journaled by an earlier run"
+            );
+            if !writer::write(&writer, leftover.rows).await {
+                leftover.segments.iter().for_each(|s| s.keep());
+            }
+        }
+        drop(leftover.segments);
         let usage = Arc::new(Usage {
             store: store.clone(),
             cloud_catalogue: RwLock::new(None),
@@ -187,6 +239,11 @@ impl Usage {
             backlog: backlog.clone(),
             replay: Mutex::new(None),
             retention,
+            journal,
+            journal_live: !store.is_postgres(),
+            journal_failing: std::sync::atomic::AtomicBool::new(false),
+            router,
+            seq: AtomicU32::new(rand::random()),
         });
         usage.reload_prices().await?;
         // This month's spend per key, kept by the store as rows are written, so a cap
@@ -216,15 +273,7 @@ impl Usage {
             let replay = tokio::spawn(writer::replay(store.clone(), backlog.clone(), lost.clone()));
             *usage.replay.lock().unwrap_or_else(|p| p.into_inner()) = Some(replay);
         }
-        let writer = tokio::spawn(writer::run(
-            Writer {
-                store,
-                lost,
-                router,
-                backlog,
-            },
-            rx,
-        ));
+        let writer = tokio::spawn(writer::run(writer, rx));
         *usage.writer.lock().await = Some(writer);
         if let Some(fleet) = &usage.fleet {
             let sync = tokio::spawn(fleet_rate::run(fleet.clone(), usage.store.clone()));
@@ -250,28 +299,87 @@ impl Usage {
         self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Queues a row; never waits. A full channel (the disk far behind) drops the row and
-    /// counts it, rather than slowing requests that were not answered anyway.
-    fn record(&self, row: UsageRecord) {
-        let sent = self
-            .sender()
-            .is_some_and(|tx| tx.try_send(Job::Row(Box::new(row), None)).is_ok());
-        if !sent {
-            self.lost.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!("usage row dropped: the writer is behind or stopped");
+    /// Gives a row its key, id and router before anything is written of it.
+    fn place(&self, mut row: UsageRecord) -> PlacedUsage {
+        row.router.get_or_insert_with(|| self.router.to_string());
+        row.id = Some(rand::random());
+        let key = usage_key(row.at_ms, self.seq.fetch_add(1, Ordering::Relaxed));
+        PlacedUsage { key, row }
+    }
+
+    /// Appends a row to the journal; `None` if it cannot (logged once until it can again) or
+    /// rows are not journaled (PostgreSQL).
+    fn journal(&self, placed: &PlacedUsage) -> Option<journal::Ticket> {
+        if !self.journal_live {
+            return None;
+        }
+        match self.journal.append(placed) {
+            Ok(ticket) => {
+                if self.journal_failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!("the usage journal takes rows again");
+                }
+                Some(ticket)
+            }
+            Err(e) => {
+                if !self.journal_failing.swap(true, Ordering::Relaxed) {
+                    tracing::error!(error = %e, "cannot append to the usage journal: answers wait for their usage row's commit until it can");
+                }
+                None
+            }
         }
     }
 
-    /// Queues a row and waits until it is committed (grouped with every other row queued
-    /// meanwhile, so one fsync serves many requests).
+    /// Records a row of a request that was not answered; never waits. A full channel (the
+    /// disk far behind) hands the row to a task that waits for room.
+    fn record(&self, row: UsageRecord) {
+        let Some(tx) = self.sender() else {
+            self.lost.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("usage row dropped: the writer is stopped");
+            return;
+        };
+        let placed = self.place(row);
+        let settle = self.journal(&placed).map_or(Settle::Nothing, Settle::Journaled);
+        match tx.try_send(Job::Row(Box::new(placed), settle)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(job)) => match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(async move {
+                        let _ = tx.send(job).await;
+                    });
+                }
+                Err(_) => {
+                    self.lost.fetch_add(1, Ordering::Relaxed);
+                }
+            },
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.lost.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Records the row of an answered request so that a crash cannot lose it: appended to
+    /// the journal (no disk sync to wait for) and queued for the writer. On PostgreSQL, or
+    /// when the journal cannot take it, this waits for the row's commit.
     async fn record_durably(&self, row: UsageRecord) {
         let Some(tx) = self.sender() else {
             self.lost.fetch_add(1, Ordering::Relaxed);
             tracing::warn!("usage row dropped: the writer is stopped");
             return;
         };
+        let placed = self.place(row);
+        if let Some(ticket) = self.journal(&placed) {
+            // Waits only while the channel is full; the row is safe in the journal already.
+            if tx
+                .send(Job::Row(Box::new(placed), Settle::Journaled(ticket)))
+                .await
+                .is_err()
+            {
+                self.lost.fetch_add(1, Ordering::Relaxed);
+            }
+            return;
+        }
         let (ack, done) = oneshot::channel();
-        if tx.send(Job::Row(Box::new(row), Some(ack))).await.is_err() {
+        if tx.send(Job::Row(Box::new(placed), Settle::Wait(ack))).await.is_err() {
             self.lost.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -297,6 +405,8 @@ impl Usage {
         if let Some(writer) = self.writer.lock().await.take() {
             let _ = writer.await;
         }
+        // Every row is settled: the open segment goes too.
+        self.journal.close();
         // What is still in the disk buffer is written by the next start.
         if let Some(replay) = self.replay.lock().unwrap_or_else(|p| p.into_inner()).take() {
             replay.abort();
@@ -472,5 +582,83 @@ mod tests {
             ..retention
         };
         assert_eq!(unbounded.row_cap(Some(1_000_000)), 5_000);
+    }
+
+    fn placed(i: u64) -> PlacedUsage {
+        let row: UsageRecord = serde_json::from_value(serde_json::json!({
+            "at_ms": crate::clock::now_unix_ms() - 1_000 + i as i64,
+            "api_key_id": "key-1",
+            "model": "gpt-4o",
+            "input_tokens": 10,
+            "output_tokens": 20,
+            "cache_read_tokens": 0,
+            "cache_write_5m_tokens": 0,
+            "cache_write_1h_tokens": 0,
+            "reasoning_tokens": 0,
+            "tokens_estimated": false,
+            "cost_usd": 0.25,
+            "cloud_equivalent_usd": 0.25,
+            "ms_total": 12,
+            "stream": false,
+            "attempts": [],
+            "outcome": "ok",
+            "status": 200,
+            "id": 4242 + i,
+        }))
+        .unwrap();
+        PlacedUsage {
+            key: usage_key(row.at_ms, i as u32),
+            row,
+        }
+    }
+
+    #[tokio::test]
+    async fn rows_a_crash_left_in_the_journal_are_written_once_at_the_next_start() {
+        let data = tempfile::tempdir().unwrap();
+        let store = Store::open(data.path()).unwrap();
+        store.initialize(None, None).unwrap();
+        let rows = vec![placed(1), placed(2)];
+        // The first row's commit went through before the crash; the second's did not.
+        store.insert_usage_once(Arc::new(vec![rows[0].clone()])).await.unwrap();
+        let (journal, _) = Journal::open(data.path()).unwrap();
+        for row in &rows {
+            std::mem::forget(journal.append(row).unwrap());
+        }
+        std::mem::forget(journal);
+
+        let start = || {
+            Usage::load(
+                store.clone(),
+                Arc::new(Metrics::default()),
+                Retention {
+                    max_age: Duration::from_secs(86_400),
+                    max_rows: 1_000,
+                    max_bytes: None,
+                },
+                Arc::from("r1"),
+                BufferConfig {
+                    dir: data.path().to_path_buf(),
+                    max_bytes: 0,
+                },
+            )
+        };
+        let usage = start().await.unwrap();
+        let stored = store.usage_between(0, i64::MAX).await.unwrap();
+        assert_eq!(
+            stored.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![Some(4243), Some(4244)]
+        );
+        let month = usage.key_month("key-1");
+        assert_eq!(
+            (month.spent_this_month_usd, month.requests_this_month),
+            (0.5, 2),
+            "the start counted the journaled row"
+        );
+        usage.flush().await;
+        let left = std::fs::read_dir(data.path().join(journal::DIR_NAME)).unwrap().count();
+        assert_eq!(left, 0, "the journal is emptied once its rows are written");
+        let again = start().await.unwrap();
+        assert_eq!(store.usage_between(0, i64::MAX).await.unwrap().len(), 2);
+        again.flush().await;
     }
 }

@@ -1,8 +1,8 @@
 //! The usage writer: rows arrive on a channel and are committed in groups, one transaction
-//! (one fsync) for whatever is queued when the previous commit ends. A row sent with an
-//! acknowledgement is durable once that acknowledgement arrives, which is how an answered
-//! request's row is on disk before the client reads its last byte. Each row is stamped with
-//! the router that wrote it.
+//! (one fsync) for whatever is queued when the previous commit ends. Rows come journaled
+//! (`journal.rs`: already safe from a crash; the writer settles their journal ticket once the
+//! row is committed) or, when the journal could not take them, with an acknowledgement the
+//! request waits for before its last byte goes out.
 //!
 //! On PostgreSQL a commit can fail because the database is out of reach. The rows then go to
 //! the disk buffer (`buffer.rs`), synced before the acknowledgements go out, and a replay task
@@ -14,7 +14,8 @@
 //! outcome was unknown is written once however often it is replayed (`store/usage_once.rs`).
 
 use super::buffer::{BufferError, Chunk, UsageBuffer};
-use crate::store::{usage_key, PlacedUsage, Store, StoreError, UsageRecord};
+use super::journal::Ticket;
+use crate::store::{PlacedUsage, Store, StoreError};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -33,10 +34,20 @@ const RETRY_FIRST: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
 pub(super) enum Job {
-    /// A row, and who waits for it to be durable.
-    Row(Box<UsageRecord>, Option<oneshot::Sender<()>>),
+    /// A row with its key and id, and what to do once it is settled.
+    Row(Box<PlacedUsage>, Settle),
     /// Answered once every row queued before it is committed: a read sees them all.
     Barrier(oneshot::Sender<()>),
+}
+
+/// What is told once a row's fate is decided (committed, buffered on disk, or counted lost).
+pub(super) enum Settle {
+    /// The row is in the journal: its segment may go once the row is committed.
+    Journaled(Ticket),
+    /// The journal could not take the row: a request waits for its commit.
+    Wait(oneshot::Sender<()>),
+    /// Nobody waits (a row the journal could not take, of a request not answered).
+    Nothing,
 }
 
 /// The disk buffer of a router on PostgreSQL, and what `/healthz` and `/metrics` say of it.
@@ -205,25 +216,25 @@ impl Backlog {
 pub(super) struct Writer {
     pub store: Store,
     pub lost: Arc<AtomicU64>,
-    pub router: Arc<str>,
     /// PostgreSQL only.
     pub backlog: Option<Arc<Backlog>>,
 }
 
 pub(super) async fn run(writer: Writer, mut rx: mpsc::Receiver<Job>) {
-    // Keys are time-based; a random start keeps rows of two processes in the same
-    // millisecond (a restart) apart, and the store skips any key already taken.
-    let mut seq: u32 = rand::random();
     while let Some(first) = rx.recv().await {
         let mut rows = Vec::new();
+        let mut tickets = Vec::new();
         let mut waiting = Vec::new();
         let mut next = Some(first);
         while let Some(job) = next.take() {
             match job {
-                Job::Row(mut row, ack) => {
-                    row.router.get_or_insert_with(|| writer.router.to_string());
+                Job::Row(row, settle) => {
                     rows.push(*row);
-                    waiting.extend(ack);
+                    match settle {
+                        Settle::Journaled(ticket) => tickets.push(ticket),
+                        Settle::Wait(ack) => waiting.push(ack),
+                        Settle::Nothing => {}
+                    }
                 }
                 Job::Barrier(ack) => waiting.push(ack),
             }
@@ -231,21 +242,8 @@ pub(super) async fn run(writer: Writer, mut rx: mpsc::Receiver<Job>) {
                 next = rx.try_recv().ok();
             }
         }
-        if !rows.is_empty() {
-            let count = rows.len();
-            match &writer.backlog {
-                None => match writer.store.insert_usage(rows, seq).await {
-                    Ok(next) => seq = next,
-                    Err(e) => {
-                        writer.lost.fetch_add(count as u64, Ordering::Relaxed);
-                        tracing::error!(error = %e, rows = count, "writing usage rows failed");
-                    }
-                },
-                Some(backlog) => {
-                    let placed = place(rows, &mut seq);
-                    write_or_buffer(&writer.store, backlog, placed, &writer.lost).await;
-                }
-            }
+        if write(&writer, rows).await {
+            tickets.into_iter().for_each(Ticket::settle);
         }
         for ack in waiting {
             let _ = ack.send(());
@@ -253,16 +251,29 @@ pub(super) async fn run(writer: Writer, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
-/// Gives each row its key and id before the first attempt to write it.
-fn place(rows: Vec<UsageRecord>, seq: &mut u32) -> Vec<PlacedUsage> {
-    rows.into_iter()
-        .map(|mut row| {
-            row.id = Some(rand::random());
-            let key = usage_key(row.at_ms, *seq);
-            *seq = seq.wrapping_add(1);
-            PlacedUsage { key, row }
-        })
-        .collect()
+/// Writes placed rows: on redb in one transaction; on PostgreSQL to the database or, while
+/// it is out of reach, to the disk buffer. Returns whether the rows' fate is settled, which
+/// is not the case only when redb failed to commit them: their journal then keeps them for
+/// the next start.
+pub(super) async fn write(writer: &Writer, rows: Vec<PlacedUsage>) -> bool {
+    if rows.is_empty() {
+        return true;
+    }
+    let count = rows.len();
+    match &writer.backlog {
+        None => match writer.store.insert_usage_once(Arc::new(rows)).await {
+            Ok(_) => true,
+            Err(e) => {
+                writer.lost.fetch_add(count as u64, Ordering::Relaxed);
+                tracing::error!(error = %e, rows = count, "writing usage rows failed");
+                false
+            }
+        },
+        Some(backlog) => {
+            write_or_buffer(&writer.store, backlog, rows, &writer.lost).await;
+            true
+        }
+    }
 }
 
 async fn write_or_buffer(store: &Store, backlog: &Arc<Backlog>, rows: Vec<PlacedUsage>, lost: &AtomicU64) {
