@@ -1,4 +1,10 @@
 //! `TestServer` (the real binary, port 0, temp data dir) and the fakes it talks to.
+//!
+//! Shared set-up lives here, named by what it sets up: `calls` (admin-API and client calls
+//! on a `TestServer`), `command` (other `auxot` subcommands), `routers` (routers on one
+//! PostgreSQL database), `postgres` (the throwaway clusters), `scripted` (a provider fake
+//! whose answers a test writes), `sse` (reading event streams), `worker` (real and
+//! hand-driven workers). A helper two test modules would both write belongs here.
 
 pub mod blackhole;
 pub mod calls;
