@@ -100,11 +100,8 @@ async fn a_provider_prefix_pins_the_provider_and_is_stripped() {
     let reply = server
         .send(
             server
-                .http
-                .post(format!("{}/v1/chat/completions", server.url))
-                .bearer_auth(&client)
-                .header("x-auxot-provider", "alpha")
-                .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})),
+                .chat_request(&client, "gpt-4o", false)
+                .header("x-auxot-provider", "alpha"),
         )
         .await;
     reply.expect(200);
@@ -112,11 +109,8 @@ async fn a_provider_prefix_pins_the_provider_and_is_stripped() {
     let reply = server
         .send(
             server
-                .http
-                .post(format!("{}/v1/chat/completions", server.url))
-                .bearer_auth(&client)
-                .header("x-auxot-provider", "nobody")
-                .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})),
+                .chat_request(&client, "gpt-4o", false)
+                .header("x-auxot-provider", "nobody"),
         )
         .await;
     reply.expect(404);

@@ -341,9 +341,7 @@ async fn the_request_log_pages_newest_first_and_filters() {
 #[tokio::test]
 async fn a_cli_that_fails_after_starting_is_booked_as_an_error() {
     let (server, admin) = TestServer::with_admin().await;
-    let cli = FakeCli::new();
-    std::fs::write(
-        &cli.script,
+    let cli = FakeCli::with_script(
         r#"#!/bin/sh
 cat > /dev/null
 echo '{"type":"system","subtype":"init","session_id":"s1"}'
@@ -351,8 +349,7 @@ echo '{"type":"assistant","message":{"role":"assistant","content":[{"type":"text
 echo '{"type":"result","subtype":"success","is_error":true,"result":"Invalid API key · Please run /login","usage":{"input_tokens":4,"output_tokens":1}}'
 exit 1
 "#,
-    )
-    .unwrap();
+    );
     let _worker = TestWorker::cli(&server, &admin, "cli-1", &cli, &["claude-sonnet-4-5"], 1).await;
     let client = server.client_key(&admin).await;
     let reply = server.chat(&client, "claude-sonnet-4-5", true).await;

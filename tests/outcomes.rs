@@ -230,9 +230,7 @@ async fn a_client_leaving_a_worker_stream_is_booked_cancelled() {
 #[tokio::test]
 async fn a_cli_that_exits_non_zero_after_answering_is_an_error() {
     let (server, admin) = TestServer::with_admin().await;
-    let cli = FakeCli::new();
-    std::fs::write(
-        &cli.script,
+    let cli = FakeCli::with_script(
         r#"#!/bin/sh
 cat > /dev/null
 echo '{"type":"system","subtype":"init","session_id":"s1"}'
@@ -241,8 +239,7 @@ echo '{"type":"result","subtype":"success","is_error":false,"result":"Half an an
 echo 'fatal: lost the session' >&2
 exit 2
 "#,
-    )
-    .unwrap();
+    );
     let _worker = TestWorker::cli(&server, &admin, "cli-1", &cli, &["claude-code"], 1).await;
     let client = server.client_key(&admin).await;
     let anthropic = json!({"model": "claude-code", "max_tokens": 64, "stream": true,

@@ -228,11 +228,7 @@ pub struct FakeCli {
 
 impl FakeCli {
     pub fn new() -> FakeCli {
-        let temp = tempfile::tempdir().unwrap();
-        let dir = temp.path().to_path_buf();
-        let script = dir.join("claude");
-        std::fs::write(
-            &script,
+        Self::with_script(
             r#"#!/bin/sh
 d="$FAKE_CLI_DIR"
 echo $$ > "$d/pid.$$"
@@ -253,7 +249,14 @@ echo '{"type":"result","subtype":"success","is_error":false,"result":"Hello from
 rm -f "$d/pid.$$"
 "#,
         )
-        .unwrap();
+    }
+
+    /// A fake CLI that runs `script` (a whole `sh` script) instead of the usual one.
+    pub fn with_script(script_text: &str) -> FakeCli {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().to_path_buf();
+        let script = dir.join("claude");
+        std::fs::write(&script, script_text).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
         FakeCli {
