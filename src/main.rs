@@ -55,6 +55,9 @@ enum Command {
     /// Move this box's data (auxot.redb) into an empty PostgreSQL database, for several
     /// routers on one database (server stopped).
     Migrate(MigrateArgs),
+    /// One password hash for the server, in a process of its own (request on stdin).
+    #[command(name = "hash-password-child", hide = true)]
+    HashPasswordChild,
 }
 
 #[derive(Subcommand)]
@@ -75,9 +78,11 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::HashPasswordChild => auxot::auth::serve_hash_child(),
         Command::Serve(args) => {
             // Held to the end: dropping it writes out the lines still queued.
             let _flush_logs = init_logging_off_thread(args.log_format);
+            hash_passwords_in_children();
             exit(run_serve(args))
         }
         Command::RotateSecret(args) => {
@@ -145,6 +150,21 @@ fn main() -> ExitCode {
     }
 }
 
+/// The server hashes passwords in child processes of this very binary (see
+/// `auth::hash_child`). `/proc/self/exe` still runs it after a package upgrade replaced the
+/// file on disk.
+fn hash_passwords_in_children() {
+    let proc_exe = std::path::PathBuf::from("/proc/self/exe");
+    let program = if proc_exe.exists() {
+        Some(proc_exe)
+    } else {
+        std::env::current_exe().ok()
+    };
+    if let Some(program) = program {
+        auxot::auth::hash_in_child_processes(program);
+    }
+}
+
 fn exit(result: Result<(), String>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -187,9 +207,12 @@ fn init_logging(format: LogFormat) {
 /// The server's logging: lines are formatted where they happen but written to stderr by a
 /// background thread, so a request (its one log line is written as it ends) never waits on
 /// a slow terminal, pipe or journal. Past 128,000 queued lines new ones are dropped rather
-/// than holding up requests; usage rows are kept in the database either way.
+/// than holding up requests; usage rows are kept in the database either way. The thread
+/// writes the lines queued at a time in one `write` (it flushes after each batch), where a
+/// bare stderr would take a system call per line.
 fn init_logging_off_thread(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let stderr = std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking(stderr);
     install_logger(format, writer);
     guard
 }

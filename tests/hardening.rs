@@ -94,6 +94,23 @@ async fn a_login_flood_from_many_addresses_stays_small_and_is_answered_quickly()
 }
 
 #[tokio::test]
+async fn password_hashes_leave_no_argon2_memory_in_the_router() {
+    let server = TestServer::start().await;
+    let before = rss_kib(server.pid());
+    // Each hash fills 19 MiB; in the router those pages would stay mapped for good.
+    let _admin = server.admin_key().await;
+    for _ in 0..3 {
+        assert_eq!(login_from(&server, 1, "admin", "password123").await.status(), 200);
+    }
+    assert_eq!(login_from(&server, 1, "admin", "wrong-password").await.status(), 401);
+    let after = rss_kib(server.pid());
+    assert!(
+        after.saturating_sub(before) < 12 * 1024,
+        "RSS grew from {before} KiB to {after} KiB over five password hashes"
+    );
+}
+
+#[tokio::test]
 async fn concurrent_wrong_logins_cannot_race_past_the_limit_and_the_owner_still_logs_in() {
     let (server, _admin) = TestServer::with_admin().await;
     let guesses = (0..60).map(|_| login_from(&server, 1, "admin", "wrong-guess"));

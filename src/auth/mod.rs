@@ -6,6 +6,7 @@
 mod accounts;
 mod api_keys;
 mod grant;
+mod hash_child;
 mod passwords;
 pub mod throttle;
 mod worker_tokens;
@@ -20,6 +21,7 @@ use crate::crypto::{random_token, token_hash, Secret};
 use crate::edits::Edits;
 use crate::store::KeyLimits;
 use crate::store::{AdminRecord, AdminRole, Role, SessionRecord, Store, StoreError};
+pub use hash_child::{hash_in_child_processes, serve_child as serve_hash_child};
 pub use passwords::Hasher;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

@@ -1,4 +1,5 @@
-//! argon2id password hashing on a small, fixed pool of threads.
+//! argon2id password hashing on a small, fixed pool of threads (each runs its hashes in a
+//! short-lived child process when the server set that up, `hash_child.rs`).
 //!
 //! Each hash fills 19 MiB. On the shared blocking pool, N concurrent logins meant N × 19 MiB
 //! at once, and glibc kept the freed memory in per-thread arenas: a few hundred anonymous
@@ -28,7 +29,7 @@ const MAX_THREADS: usize = 4;
 /// A stored hash asking for more memory than this is refused rather than honoured.
 const MAX_MEMORY_KIB: u32 = 256 * 1024;
 
-enum Task {
+pub(super) enum Task {
     Hash(Secret),
     Verify(Secret, Option<String>),
 }
@@ -39,7 +40,7 @@ struct Job {
     reply: oneshot::Sender<Result<Outcome, AuthError>>,
 }
 
-enum Outcome {
+pub(super) enum Outcome {
     Hashed(String),
     Verified(bool),
 }
@@ -141,13 +142,19 @@ fn run_hasher(queue: &Mutex<Receiver<Job>>) {
             // The caller went away (client disconnected): skip the work.
             continue;
         }
-        let result = match job.task {
-            Task::Hash(password) => hash_now(&password, &mut memory).map(Outcome::Hashed),
-            Task::Verify(password, stored) => {
-                verify_now(&password, stored.as_deref(), &mut memory).map(Outcome::Verified)
-            }
+        let result = match super::hash_child::run(&job.task) {
+            Some(result) => result,
+            None => work(job.task, &mut memory),
         };
         let _ = job.reply.send(result);
+    }
+}
+
+/// Does one task in this process, with `memory` as the argon2 buffer.
+pub(super) fn work(task: Task, memory: &mut Vec<Block>) -> Result<Outcome, AuthError> {
+    match task {
+        Task::Hash(password) => hash_now(&password, memory).map(Outcome::Hashed),
+        Task::Verify(password, stored) => verify_now(&password, stored.as_deref(), memory).map(Outcome::Verified),
     }
 }
 
@@ -160,7 +167,7 @@ fn blocks<'m>(memory: &'m mut Vec<Block>, params: &Params) -> &'m mut [Block] {
     &mut memory[..needed]
 }
 
-fn hash_now(password: &Secret, memory: &mut Vec<Block>) -> Result<String, AuthError> {
+pub(super) fn hash_now(password: &Secret, memory: &mut Vec<Block>) -> Result<String, AuthError> {
     let params = Params::default();
     let salt = SaltString::generate(&mut OsRng);
     let mut salt_bytes = [0u8; 64];
@@ -184,7 +191,7 @@ fn hash_now(password: &Secret, memory: &mut Vec<Block>) -> Result<String, AuthEr
     Ok(phc.to_string())
 }
 
-fn verify_now(password: &Secret, stored: Option<&str>, memory: &mut Vec<Block>) -> Result<bool, AuthError> {
+pub(super) fn verify_now(password: &Secret, stored: Option<&str>, memory: &mut Vec<Block>) -> Result<bool, AuthError> {
     let known = stored.is_some();
     let parsed = PasswordHash::new(stored.unwrap_or(DUMMY_HASH)).map_err(|_| AuthError::Hashing)?;
     let algorithm = Algorithm::try_from(parsed.algorithm).map_err(|_| AuthError::Hashing)?;
