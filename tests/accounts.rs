@@ -19,14 +19,7 @@ async fn setup_creates_the_first_admin_once() {
         server.call("GET", "/api/setup", None, None).await.json()["needs_setup"],
         false
     );
-    let again = server
-        .call(
-            "POST",
-            "/api/setup",
-            None,
-            Some(json!({"username": "evil", "password": "password123"})),
-        )
-        .await;
+    let again = server.setup_admin("evil", "password123").await;
     again.expect(409);
     assert_eq!(again.json()["error"]["code"], "already_set_up");
 }
@@ -52,23 +45,8 @@ async fn setup_refuses_weak_or_missing_credentials() {
 #[tokio::test]
 async fn login_sets_an_httponly_strict_session_cookie_and_logout_ends_it() {
     let server = TestServer::start().await;
-    server
-        .call(
-            "POST",
-            "/api/setup",
-            None,
-            Some(json!({"username": "admin", "password": "password123"})),
-        )
-        .await
-        .expect(201);
-    let reply = server
-        .call(
-            "POST",
-            "/api/login",
-            None,
-            Some(json!({"username": "admin", "password": "password123"})),
-        )
-        .await;
+    server.setup_admin("admin", "password123").await.expect(201);
+    let reply = server.try_login("admin", "password123").await;
     reply.expect(200);
     let cookie = reply.header("set-cookie").unwrap();
     assert!(cookie.starts_with("auxot_session="), "{cookie}");
@@ -100,15 +78,7 @@ async fn login_sets_an_httponly_strict_session_cookie_and_logout_ends_it() {
 #[tokio::test]
 async fn wrong_password_and_unknown_user_are_both_401() {
     let server = TestServer::start().await;
-    server
-        .call(
-            "POST",
-            "/api/setup",
-            None,
-            Some(json!({"username": "admin", "password": "password123"})),
-        )
-        .await
-        .expect(201);
+    server.setup_admin("admin", "password123").await.expect(201);
     for body in [
         json!({"username": "admin", "password": "wrong-password"}),
         json!({"username": "nobody", "password": "password123"}),
@@ -121,8 +91,7 @@ async fn wrong_password_and_unknown_user_are_both_401() {
 
 #[tokio::test]
 async fn api_keys_are_shown_once_listed_without_secrets_and_revoked_at_once() {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     assert!(admin.starts_with("aux_"));
     let created = server
         .call(
@@ -178,9 +147,7 @@ async fn api_keys_are_shown_once_listed_without_secrets_and_revoked_at_once() {
 
 #[tokio::test]
 async fn admin_api_needs_admin_credentials() {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
-    let client = server.client_key(&admin).await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     let cases: [(Option<&str>, u16); 4] = [
         (None, 401),
         (Some("aux_not-a-real-key"), 401),
@@ -206,9 +173,7 @@ async fn admin_api_needs_admin_credentials() {
 /// any handler runs (so nothing is read or changed).
 #[tokio::test]
 async fn every_admin_route_refuses_anonymous_callers_and_client_keys() {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
-    let client = server.client_key(&admin).await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     let routes = [
         ("GET", "/api/session"),
         ("POST", "/api/session/password"),
@@ -279,8 +244,7 @@ async fn every_admin_route_refuses_anonymous_callers_and_client_keys() {
 
 #[tokio::test]
 async fn api_key_requests_are_validated() {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     for body in [
         json!({"name": "x", "role": "superuser"}),
         json!({"name": "", "role": "client"}),
@@ -297,36 +261,13 @@ async fn api_key_requests_are_validated() {
 #[tokio::test]
 async fn repeated_failed_logins_are_throttled_with_retry_after() {
     let server = TestServer::start().await;
-    server
-        .call(
-            "POST",
-            "/api/setup",
-            None,
-            Some(json!({"username": "admin", "password": "password123"})),
-        )
-        .await
-        .expect(201);
+    server.setup_admin("admin", "password123").await.expect(201);
     // Five misses from one address are free (see README "Login throttling").
     for _ in 0..5 {
-        server
-            .call(
-                "POST",
-                "/api/login",
-                None,
-                Some(json!({"username": "admin", "password": "wrong-guess"})),
-            )
-            .await
-            .expect(401);
+        server.try_login("admin", "wrong-guess").await.expect(401);
     }
     // Now even the right password from that address waits: a guesser cannot tell it worked.
-    let throttled = server
-        .call(
-            "POST",
-            "/api/login",
-            None,
-            Some(json!({"username": "Admin", "password": "password123"})),
-        )
-        .await;
+    let throttled = server.try_login("Admin", "password123").await;
     throttled.expect(429);
     assert_eq!(throttled.json()["error"]["code"], "too_many_attempts");
     let retry: u64 = throttled.header("retry-after").unwrap().parse().unwrap();

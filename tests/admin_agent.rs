@@ -2,6 +2,7 @@
 //! and no key the operator types ever reaches the model or the stored conversation.
 
 use crate::support::fake_llm::{FakeLlm, Step, LLM_MODEL};
+use crate::support::sse::sse_events;
 use crate::support::{file_bytes, FakeUpstream, TestServer};
 use serde_json::{json, Value};
 
@@ -17,8 +18,7 @@ struct Setup {
 /// A server whose admin agent runs on the fake LLM (an openai-compatible provider).
 async fn setup(script: Vec<Step>) -> Setup {
     let llm = FakeLlm::start(script).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     server
         .call(
             "POST",
@@ -31,34 +31,9 @@ async fn setup(script: Vec<Step>) -> Setup {
     let settings = server.call("GET", "/api/settings", Some(&admin), None).await;
     assert_eq!(settings.expect(200).json()["admin_agent"]["model"], "auto");
     server
-        .call(
-            "PUT",
-            "/api/settings",
-            Some(&admin),
-            Some(json!({"admin_agent": {"model": LLM_MODEL}})),
-        )
-        .await
-        .expect(200);
+        .put_settings(&admin, json!({"admin_agent": {"model": LLM_MODEL}}))
+        .await;
     Setup { server, admin, llm }
-}
-
-/// The SSE events of one reply, as (name, data).
-fn events(text: &str) -> Vec<(String, Value)> {
-    text.split("\n\n")
-        .filter(|block| !block.trim().is_empty())
-        .map(|block| {
-            let mut name = String::new();
-            let mut data = Value::Null;
-            for line in block.lines() {
-                if let Some(n) = line.strip_prefix("event: ") {
-                    name = n.to_string();
-                } else if let Some(d) = line.strip_prefix("data: ") {
-                    data = serde_json::from_str(d).unwrap_or_else(|e| panic!("bad data ({e}): {d}"));
-                }
-            }
-            (name, data)
-        })
-        .collect()
 }
 
 fn named<'a>(events: &'a [(String, Value)], name: &str) -> Vec<&'a Value> {
@@ -77,7 +52,7 @@ impl Setup {
             .await;
         reply.expect(200);
         assert_eq!(reply.header("content-type"), Some("text/event-stream"));
-        let events = events(&reply.text);
+        let events = sse_events(&reply.text);
         assert_eq!(
             events.first().map(|e| e.0.as_str()),
             Some("conversation"),
@@ -333,8 +308,7 @@ async fn deleting_a_provider_needs_the_operators_yes() {
 
 #[tokio::test]
 async fn with_no_model_reachable_the_agent_says_where_to_add_one() {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     let reply = server
         .call(
             "POST",
@@ -344,7 +318,7 @@ async fn with_no_model_reachable_the_agent_says_where_to_add_one() {
         )
         .await;
     reply.expect(200);
-    let events = events(&reply.text);
+    let events = sse_events(&reply.text);
     let errors = named(&events, "error");
     assert_eq!(errors.len(), 1, "{}", reply.text);
     assert!(

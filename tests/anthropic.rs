@@ -1,19 +1,13 @@
 //! `/v1/messages` and translation end to end: Anthropic clients reach OpenAI providers and
 //! GPU workers, OpenAI clients reach Anthropic providers, same-format paths pass through.
 
+use crate::support::sse::sse_events;
 use crate::support::{FakeUpstream, Reply, TestServer, TestWorker};
 use serde_json::{json, Value};
 
 const OPENAI_KEY: &str = "sk-openai-provider-key-0001";
 const ANTHROPIC_KEY: &str = "sk-ant-provider-key-0002";
 const GPU_KEY: &str = "sk-local-model-server";
-
-async fn server() -> (TestServer, String, String) {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
-    let client = server.client_key(&admin).await;
-    (server, admin, client)
-}
 
 /// An Anthropic SDK-style call: `x-api-key`, `anthropic-version`, optional beta flags.
 async fn messages(server: &TestServer, key: &str, body: Value, beta: Option<&str>) -> Reply {
@@ -29,25 +23,6 @@ async fn messages(server: &TestServer, key: &str, body: Value, beta: Option<&str
     server.send(request).await
 }
 
-/// The SSE events of a reply: (event name, data).
-fn events(text: &str) -> Vec<(String, Value)> {
-    text.split("\n\n")
-        .filter(|block| !block.trim().is_empty())
-        .map(|block| {
-            let mut name = String::new();
-            let mut data = String::new();
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("event:") {
-                    name = v.trim().to_string();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push_str(v.trim());
-                }
-            }
-            (name, serde_json::from_str(&data).unwrap_or(Value::Null))
-        })
-        .collect()
-}
-
 fn weather_tool_anthropic() -> Value {
     json!({"name": "get_weather", "description": "Weather for a city",
         "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}})
@@ -56,7 +31,7 @@ fn weather_tool_anthropic() -> Value {
 #[tokio::test]
 async fn an_anthropic_client_reaches_an_openai_provider() {
     let fake = FakeUpstream::openai("oa", &[OPENAI_KEY], &["gpt-4o"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "openai", &fake, OPENAI_KEY).await;
 
     let reply = messages(
@@ -91,7 +66,7 @@ async fn an_anthropic_client_reaches_an_openai_provider() {
     .await;
     reply.expect(200);
     assert_eq!(reply.header("content-type"), Some("text/event-stream"));
-    let events = events(&reply.text);
+    let events = sse_events(&reply.text);
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names.first(), Some(&"message_start"), "{names:?}");
     assert_eq!(names.last(), Some(&"message_stop"), "{names:?}");
@@ -124,7 +99,7 @@ async fn an_anthropic_client_reaches_an_openai_provider() {
 #[tokio::test]
 async fn an_anthropic_client_reaches_a_gpu_worker() {
     let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["qwen"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     let _worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 1).await;
     for stream in [false, true] {
         let reply = messages(
@@ -137,7 +112,7 @@ async fn an_anthropic_client_reaches_a_gpu_worker() {
         reply.expect(200);
         assert_eq!(reply.header("x-auxot-tier"), Some("gpu"));
         if stream {
-            let events = events(&reply.text);
+            let events = sse_events(&reply.text);
             let text: String = events
                 .iter()
                 .filter(|(_, d)| d["delta"]["type"] == "text_delta")
@@ -157,7 +132,7 @@ async fn an_anthropic_client_reaches_a_gpu_worker() {
 #[tokio::test]
 async fn an_openai_client_reaches_an_anthropic_provider() {
     let fake = FakeUpstream::anthropic("claude", &[ANTHROPIC_KEY], &["claude-sonnet"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "anthropic", &fake, ANTHROPIC_KEY).await;
 
     let reply = server.chat(&client, "claude-sonnet", false).await;
@@ -218,7 +193,7 @@ async fn an_openai_client_reaches_an_anthropic_provider() {
 #[tokio::test]
 async fn same_format_passes_through_untouched_with_beta_headers() {
     let fake = FakeUpstream::anthropic("claude", &[ANTHROPIC_KEY], &["claude-sonnet"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "anthropic", &fake, ANTHROPIC_KEY).await;
     let body = r#"{"model":"claude-sonnet","max_tokens":64,"thinking":{"type":"enabled","budget_tokens":1024},"messages":[{"role":"user","content":"Say hi"}]}"#;
     let reply = server
@@ -263,7 +238,7 @@ async fn same_format_passes_through_untouched_with_beta_headers() {
     )
     .await;
     reply.expect(200);
-    let names: Vec<String> = events(&reply.text).into_iter().map(|(n, _)| n).collect();
+    let names: Vec<String> = sse_events(&reply.text).into_iter().map(|(n, _)| n).collect();
     assert!(
         names.contains(&"ping".to_string()),
         "pass-through keeps every event: {names:?}"
@@ -273,7 +248,7 @@ async fn same_format_passes_through_untouched_with_beta_headers() {
 #[tokio::test]
 async fn a_claude_code_shaped_request_works_through_an_openai_provider() {
     let fake = FakeUpstream::openai("oa", &[OPENAI_KEY], &["claude-code-model"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "openai", &fake, OPENAI_KEY).await;
     let body = json!({
         "model": "claude-code-model",
@@ -299,7 +274,7 @@ async fn a_claude_code_shaped_request_works_through_an_openai_provider() {
     )
     .await;
     reply.expect(200);
-    let events = events(&reply.text);
+    let events = sse_events(&reply.text);
     assert_eq!(events.first().unwrap().0, "message_start");
     assert_eq!(events.last().unwrap().0, "message_stop");
     let seen = fake.chat_requests().pop().unwrap().json();
@@ -328,7 +303,7 @@ async fn a_claude_code_shaped_request_works_through_an_openai_provider() {
 #[tokio::test]
 async fn messages_errors_use_the_anthropic_shape() {
     let fake = FakeUpstream::openai("oa", &[OPENAI_KEY], &["gpt-4o", "fail-500"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "openai", &fake, OPENAI_KEY).await;
     let cases: Vec<(Option<&str>, Value, u16, &str)> = vec![
         (
@@ -382,18 +357,10 @@ async fn messages_errors_use_the_anthropic_shape() {
 #[tokio::test]
 async fn models_and_count_tokens_answer_anthropic_clients() {
     let fake = FakeUpstream::openai("oa", &[OPENAI_KEY], &["gpt-4o"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "openai", &fake, OPENAI_KEY).await;
     for path in ["/v1/models", "/api/anthropic/v1/models"] {
-        let reply = server
-            .send(
-                server
-                    .http
-                    .get(format!("{}{path}", server.url))
-                    .header("x-api-key", &client)
-                    .header("anthropic-version", "2023-06-01"),
-            )
-            .await;
+        let reply = server.send(server.anthropic_request("GET", path, &client)).await;
         reply.expect(200);
         let body = reply.json();
         assert_eq!(body["has_more"], false);
@@ -403,11 +370,7 @@ async fn models_and_count_tokens_answer_anthropic_clients() {
     for path in ["/v1/messages/count_tokens", "/api/anthropic/v1/messages/count_tokens"] {
         let reply = server
             .send(
-                server
-                    .http
-                    .post(format!("{}{path}", server.url))
-                    .header("x-api-key", &client)
-                    .header("anthropic-version", "2023-06-01")
+                server.anthropic_request("POST", path, &client)
                     .json(&json!({"model": "gpt-4o", "system": "Be brief.", "messages": [{"role": "user", "content": "Hello there, how are you?"}]})),
             )
             .await;

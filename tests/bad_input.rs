@@ -9,12 +9,7 @@ const KEY: &str = "sk-bad-input-key-0001";
 #[tokio::test]
 async fn bad_chat_requests_get_clear_4xx_errors_and_reach_no_upstream() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
-    let server = TestServer::start_with(Options {
-        args: vec!["--body-limit".into(), "4096".into()],
-        ..Options::default()
-    })
-    .await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin_using(Options::with_args(&["--body-limit", "4096"])).await;
     server.add_provider(&admin, "main", &fake, KEY).await;
     let client = server.client_key(&admin).await;
     let huge = format!(
@@ -124,12 +119,7 @@ async fn bad_chat_requests_get_clear_4xx_errors_and_reach_no_upstream() {
 
 #[tokio::test]
 async fn bad_admin_requests_write_nothing() {
-    let server = TestServer::start_with(Options {
-        args: vec!["--body-limit".into(), "1024".into()],
-        ..Options::default()
-    })
-    .await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin_using(Options::with_args(&["--body-limit", "1024"])).await;
     let cases: Vec<(&str, &str, String, u16)> = vec![
         ("POST", "/api/providers", "{nope".into(), 400),
         ("POST", "/api/providers", "".into(), 400),

@@ -8,8 +8,7 @@ use std::time::Duration;
 const KEY: &str = "sk-chat-provider-key-0001";
 
 async fn server_with(fakes: &[(&str, &FakeUpstream)]) -> (TestServer, String, String) {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     for (name, fake) in fakes {
         server.add_provider(&admin, name, fake, KEY).await;
     }
@@ -46,14 +45,7 @@ async fn proxies_a_chat_completion_with_the_provider_key_and_never_the_client_ke
 async fn streams_arrive_chunk_by_chunk_before_the_upstream_finishes() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gated"]).await;
     let (server, _, client) = server_with(&[("main", &fake)]).await;
-    let response = server
-        .http
-        .post(format!("{}/v1/chat/completions", server.url))
-        .bearer_auth(&client)
-        .json(&json!({"model": "gated", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
+    let response = server.open_stream(&client, "gated").await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     assert_eq!(response.headers()["x-auxot-route"], "main");
@@ -108,11 +100,8 @@ async fn a_provider_prefix_pins_the_provider_and_is_stripped() {
     let reply = server
         .send(
             server
-                .http
-                .post(format!("{}/v1/chat/completions", server.url))
-                .bearer_auth(&client)
-                .header("x-auxot-provider", "alpha")
-                .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})),
+                .chat_request(&client, "gpt-4o", false)
+                .header("x-auxot-provider", "alpha"),
         )
         .await;
     reply.expect(200);
@@ -120,11 +109,8 @@ async fn a_provider_prefix_pins_the_provider_and_is_stripped() {
     let reply = server
         .send(
             server
-                .http
-                .post(format!("{}/v1/chat/completions", server.url))
-                .bearer_auth(&client)
-                .header("x-auxot-provider", "nobody")
-                .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})),
+                .chat_request(&client, "gpt-4o", false)
+                .header("x-auxot-provider", "nobody"),
         )
         .await;
     reply.expect(404);
@@ -220,14 +206,9 @@ async fn a_client_error_is_not_retried_elsewhere() {
 
 #[tokio::test]
 async fn every_candidate_failing_names_them_all() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::free_port();
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     // Point a provider at a dead port by moving it after it was validated.
     let id = server.add_provider(&admin, "main", &fake, KEY).await["id"]
         .as_str()
@@ -255,12 +236,7 @@ async fn every_candidate_failing_names_them_all() {
 #[tokio::test]
 async fn upstream_timeout_is_504() {
     let fake = FakeUpstream::openai("up", &[KEY], &["slow"]).await;
-    let server = TestServer::start_with(Options {
-        args: vec!["--upstream-timeout-secs".into(), "1".into()],
-        ..Options::default()
-    })
-    .await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin_using(Options::with_args(&["--upstream-timeout-secs", "1"])).await;
     server.add_provider(&admin, "main", &fake, KEY).await;
     let client = server.client_key(&admin).await;
     let reply = server.chat(&client, "slow", false).await;

@@ -2,19 +2,13 @@
 //! shape on every tier, the headers and query it needs forwarded, its probes, its model
 //! names; the OpenAI Responses API on every tier.
 
+use crate::support::sse::responses_events;
 use crate::support::{FakeUpstream, Reply, TestServer, TestWorker};
 use serde_json::{json, Value};
 
 const OPENAI_KEY: &str = "sk-openai-provider-key-0101";
 const ANTHROPIC_KEY: &str = "sk-ant-provider-key-0102";
 const GPU_KEY: &str = "sk-local-model-server-0103";
-
-async fn server() -> (TestServer, String, String) {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
-    let client = server.client_key(&admin).await;
-    (server, admin, client)
-}
 
 /// A request as Claude Code 2.1 sends it: `?beta=true`, its headers, a `role: "system"`
 /// message mid-conversation, adaptive thinking, context management, a server tool.
@@ -43,10 +37,7 @@ async fn claude_code_call(server: &TestServer, key: &str, body: &Value) -> Reply
     server
         .send(
             server
-                .http
-                .post(format!("{}/v1/messages?beta=true", server.url))
-                .header("x-api-key", key)
-                .header("anthropic-version", "2023-06-01")
+                .anthropic_request("POST", "/v1/messages?beta=true", key)
                 .header(
                     "anthropic-beta",
                     "claude-code-20250219,mid-conversation-system-2026-04-07",
@@ -83,7 +74,7 @@ fn streamed_tool_input(text: &str) -> (String, String) {
 #[tokio::test]
 async fn claude_code_requests_with_system_messages_run_on_a_gpu_worker() {
     let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["qwen"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     let _worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 1).await;
     let reply = claude_code_call(&server, &client, &claude_code_body("qwen")).await;
     reply.expect(200);
@@ -111,7 +102,7 @@ async fn claude_code_requests_with_system_messages_run_on_a_gpu_worker() {
 #[tokio::test]
 async fn claude_code_requests_with_system_messages_run_on_an_openai_provider() {
     let fake = FakeUpstream::openai("oa", &[OPENAI_KEY], &["gpt-4o"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "openai", &fake, OPENAI_KEY).await;
     let reply = claude_code_call(&server, &client, &claude_code_body("gpt-4o")).await;
     reply.expect(200);
@@ -133,17 +124,14 @@ async fn claude_code_requests_with_system_messages_run_on_an_openai_provider() {
 #[tokio::test]
 async fn claude_code_reaches_anthropic_byte_exact_with_its_query_and_headers() {
     let fake = FakeUpstream::anthropic("claude", &[ANTHROPIC_KEY], &["claude-sonnet-4-5-20250929"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "anthropic", &fake, ANTHROPIC_KEY).await;
     let body = claude_code_body("claude-sonnet-4-5-20250929");
     let sent = body.to_string();
     let reply = server
         .send(
             server
-                .http
-                .post(format!("{}/v1/messages?beta=true", server.url))
-                .header("x-api-key", &client)
-                .header("anthropic-version", "2023-06-01")
+                .anthropic_request("POST", "/v1/messages?beta=true", &client)
                 .header("anthropic-beta", "claude-code-20250219")
                 .header("user-agent", "claude-cli/2.1.0 (external, cli)")
                 .header("x-app", "cli")
@@ -162,7 +150,7 @@ async fn claude_code_reaches_anthropic_byte_exact_with_its_query_and_headers() {
 
 #[tokio::test]
 async fn head_probes_answer_200() {
-    let (server, _admin, _client) = server().await;
+    let (server, _admin, _client) = TestServer::with_admin_and_client().await;
     for path in ["/", "/v1/messages", "/api/anthropic/v1/messages"] {
         let reply = server.send(server.http.head(format!("{}{path}", server.url))).await;
         assert_eq!(reply.status, 200, "HEAD {path}");
@@ -173,15 +161,12 @@ async fn head_probes_answer_200() {
 async fn count_tokens_is_answered_by_an_anthropic_target_and_estimated_otherwise() {
     let claude = FakeUpstream::anthropic("claude", &[ANTHROPIC_KEY], &["claude-sonnet-4-5-20250929"]).await;
     let openai = FakeUpstream::openai("oa", &[OPENAI_KEY], &["gpt-4o"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "anthropic", &claude, ANTHROPIC_KEY).await;
     server.add_provider(&admin, "openai", &openai, OPENAI_KEY).await;
     let count = |model: &str| {
         server
-            .http
-            .post(format!("{}/v1/messages/count_tokens?beta=true", server.url))
-            .header("x-api-key", &client)
-            .header("anthropic-version", "2023-06-01")
+            .anthropic_request("POST", "/v1/messages/count_tokens?beta=true", &client)
             .json(&json!({"model": model, "messages": [{"role": "user", "content": "Hello there"}]}))
     };
     let reply = server.send(count("claude-sonnet-4-5-20250929")).await;
@@ -211,7 +196,7 @@ async fn undated_and_latest_model_names_resolve_to_the_newest_dated_id() {
         ],
     )
     .await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "anthropic", &fake, ANTHROPIC_KEY).await;
     for (asked, sent) in [
         ("claude-sonnet-4-5", "claude-sonnet-4-5-20250929"),
@@ -230,29 +215,20 @@ async fn undated_and_latest_model_names_resolve_to_the_newest_dated_id() {
 #[tokio::test]
 async fn an_operator_sends_every_claude_model_to_an_alias_on_the_gpu() {
     let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["qwen-coder"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     let _worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 1).await;
     server
-        .call(
-            "POST",
-            "/api/aliases",
-            Some(&admin),
-            Some(json!({"name": "coder", "gpu": "qwen-coder", "client_models": ["claude-*"]})),
+        .add_alias(
+            &admin,
+            json!({"name": "coder", "gpu": "qwen-coder", "client_models": ["claude-*"]}),
         )
-        .await
-        .expect(201);
+        .await;
     let reply = claude_code_call(&server, &client, &claude_code_body("claude-opus-4-5-20251101")).await;
     reply.expect(200);
     assert_eq!(reply.header("x-auxot-tier"), Some("gpu"));
     assert_eq!(gpu.chat_requests().pop().unwrap().json()["model"], "qwen-coder");
     let models = server
-        .send(
-            server
-                .http
-                .get(format!("{}/v1/models", server.url))
-                .header("x-api-key", &client)
-                .header("anthropic-version", "2023-06-01"),
-        )
+        .send(server.anthropic_request("GET", "/v1/models", &client))
         .await;
     models.expect(200);
     let ids: Vec<String> = models.json()["data"]
@@ -284,37 +260,7 @@ async fn an_operator_sends_every_claude_model_to_an_alias_on_the_gpu() {
 }
 
 async fn responses_call(server: &TestServer, key: &str, body: &Value) -> Reply {
-    server
-        .send(
-            server
-                .http
-                .post(format!("{}/v1/responses", server.url))
-                .header("authorization", format!("Bearer {key}"))
-                .json(body),
-        )
-        .await
-}
-
-/// (event name, data) of a Responses SSE stream, checking each event's name matches its
-/// `type` and that sequence numbers count up from 0.
-fn responses_events(text: &str) -> Vec<(String, Value)> {
-    let mut out = Vec::new();
-    for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
-        let mut name = String::new();
-        let mut data = String::new();
-        for line in block.lines() {
-            if let Some(v) = line.strip_prefix("event:") {
-                name = v.trim().to_string();
-            } else if let Some(v) = line.strip_prefix("data:") {
-                data.push_str(v.trim());
-            }
-        }
-        let data: Value = serde_json::from_str(&data).unwrap_or_else(|e| panic!("{e}: {block}"));
-        assert_eq!(data["type"], name.as_str(), "{block}");
-        assert_eq!(data["sequence_number"], out.len(), "{block}");
-        out.push((name, data));
-    }
-    out
+    server.send(server.post_as("/v1/responses", key, body)).await
 }
 
 fn codex_body(model: &str, stream: bool) -> Value {
@@ -346,7 +292,7 @@ fn codex_body(model: &str, stream: bool) -> Value {
 #[tokio::test]
 async fn responses_stream_a_tool_call_from_a_gpu_worker_with_the_real_event_sequence() {
     let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["qwen"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     let _worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 1).await;
     let reply = responses_call(&server, &client, &codex_body("qwen", true)).await;
     reply.expect(200);
@@ -402,7 +348,7 @@ async fn responses_stream_a_tool_call_from_a_gpu_worker_with_the_real_event_sequ
 async fn responses_answer_whole_from_an_openai_provider_and_stream_from_an_anthropic_one() {
     let openai = FakeUpstream::openai("oa", &[OPENAI_KEY], &["gpt-5"]).await;
     let claude = FakeUpstream::anthropic("claude", &[ANTHROPIC_KEY], &["claude-sonnet-4-5-20250929"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "openai", &openai, OPENAI_KEY).await;
     server.add_provider(&admin, "anthropic", &claude, ANTHROPIC_KEY).await;
 
@@ -445,7 +391,7 @@ async fn responses_answer_whole_from_an_openai_provider_and_stream_from_an_anthr
 #[tokio::test]
 async fn responses_refuse_what_they_cannot_do_in_the_openai_error_shape() {
     let openai = FakeUpstream::openai("oa", &[OPENAI_KEY], &["gpt-5"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "openai", &openai, OPENAI_KEY).await;
     let cases = [
         (
@@ -503,18 +449,9 @@ async fn run_agent(
         .current_dir(home)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env("DISABLE_TELEMETRY", "1")
-        .env("DISABLE_ERROR_REPORTING", "1")
-        .env("DISABLE_AUTOUPDATER", "1")
-        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
-        .env("CODEX_HOME", home.join(".codex"))
+        .envs(cli_worker_env(home, env))
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
-    for (key, value) in env {
-        command.env(key, value);
-    }
     let output = tokio::time::timeout(std::time::Duration::from_secs(120), command.output())
         .await
         .expect("the agent CLI finished within 120 s")
@@ -526,38 +463,86 @@ async fn run_agent(
     )
 }
 
-#[tokio::test]
-async fn the_real_claude_code_runs_a_tool_using_turn_on_a_gpu_worker() {
-    let Some(claude) = agent_cli("claude") else { return };
-    let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["qwen-coder"]).await;
-    let (server, admin, client) = server().await;
-    let _worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 2).await;
-    server
-        .call(
-            "POST",
-            "/api/aliases",
-            Some(&admin),
-            Some(json!({"name": "coder", "gpu": "qwen-coder", "client_models": ["claude-*"]})),
-        )
-        .await
-        .expect(201);
+/// Writes `HOME/.codex/config.toml`: `settings` (the model and its options), then the one
+/// model provider `provider` at `base_url` on the Responses API, its key in `$env_key`.
+fn write_codex_config(home: &std::path::Path, settings: &str, provider: &str, base_url: &str, env_key: &str) {
+    std::fs::create_dir_all(home.join(".codex")).unwrap();
+    let config = format!(
+        "{settings}model_provider = \"{provider}\"\n\n[model_providers.{provider}]\nname = \"{provider}\"\nbase_url = \"{base_url}\"\nenv_key = \"{env_key}\"\nwire_api = \"responses\"\n"
+    );
+    std::fs::write(home.join(".codex/config.toml"), config).unwrap();
+}
+
+/// `codex exec` asks for the weather in Oslo through `server`'s Responses API as `client`,
+/// with `settings` (the model and its options) in its config, and must succeed: (stdout, stderr).
+async fn codex_asks_the_weather(
+    codex: &std::path::Path,
+    server: &TestServer,
+    client: &str,
+    settings: &str,
+) -> (String, String) {
     let home = tempfile::tempdir().unwrap();
-    let env = [
-        ("ANTHROPIC_BASE_URL", server.url.clone()),
-        ("ANTHROPIC_API_KEY", client.clone()),
-    ];
+    write_codex_config(
+        home.path(),
+        settings,
+        "auxot",
+        &format!("{}/v1", server.url),
+        "AUXOT_API_KEY",
+    );
+    let env = [("AUXOT_API_KEY", client.to_string())];
     let (ok, stdout, stderr) = run_agent(
-        &claude,
-        &["-p", "What is the weather in Oslo?", "--max-turns", "3"],
+        codex,
+        &["exec", "--skip-git-repo-check", "What is the weather in Oslo?"],
         &env,
         home.path(),
     )
     .await;
     assert!(
         ok,
+        "codex failed\nstdout: {stdout}\nstderr: {stderr}\nserver: {}",
+        server.logs()
+    );
+    (stdout, stderr)
+}
+
+/// `claude -p` (with `options`) asks for the weather in Oslo through `server` as `client`,
+/// and must succeed: (stdout, stderr).
+async fn claude_asks_the_weather(
+    claude: &std::path::Path,
+    server: &TestServer,
+    client: &str,
+    options: &[&str],
+) -> (String, String) {
+    let home = tempfile::tempdir().unwrap();
+    let env = [
+        ("ANTHROPIC_BASE_URL", server.url.clone()),
+        ("ANTHROPIC_API_KEY", client.to_string()),
+    ];
+    let mut args = vec!["-p", "What is the weather in Oslo?"];
+    args.extend_from_slice(options);
+    args.extend_from_slice(&["--max-turns", "3"]);
+    let (ok, stdout, stderr) = run_agent(claude, &args, &env, home.path()).await;
+    assert!(
+        ok,
         "claude failed\nstdout: {stdout}\nstderr: {stderr}\nserver: {}",
         server.logs()
     );
+    (stdout, stderr)
+}
+
+#[tokio::test]
+async fn the_real_claude_code_runs_a_tool_using_turn_on_a_gpu_worker() {
+    let Some(claude) = agent_cli("claude") else { return };
+    let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["qwen-coder"]).await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
+    let _worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 2).await;
+    server
+        .add_alias(
+            &admin,
+            json!({"name": "coder", "gpu": "qwen-coder", "client_models": ["claude-*"]}),
+        )
+        .await;
+    let (stdout, stderr) = claude_asks_the_weather(&claude, &server, &client, &[]).await;
     assert!(
         stdout.contains("Hello from gpu-box"),
         "stdout: {stdout}\nstderr: {stderr}"
@@ -575,28 +560,9 @@ async fn the_real_claude_code_runs_a_tool_using_turn_on_a_gpu_worker() {
 async fn the_real_codex_runs_a_tool_using_turn_on_a_gpu_worker() {
     let Some(codex) = agent_cli("codex") else { return };
     let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["qwen-coder"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     let _worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 2).await;
-    let home = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(home.path().join(".codex")).unwrap();
-    let config = format!(
-        "model = \"qwen-coder\"\nmodel_provider = \"auxot\"\n\n[model_providers.auxot]\nname = \"auxot\"\nbase_url = \"{}/v1\"\nenv_key = \"AUXOT_API_KEY\"\nwire_api = \"responses\"\n",
-        server.url
-    );
-    std::fs::write(home.path().join(".codex/config.toml"), config).unwrap();
-    let env = [("AUXOT_API_KEY", client.clone())];
-    let (ok, stdout, stderr) = run_agent(
-        &codex,
-        &["exec", "--skip-git-repo-check", "What is the weather in Oslo?"],
-        &env,
-        home.path(),
-    )
-    .await;
-    assert!(
-        ok,
-        "codex failed\nstdout: {stdout}\nstderr: {stderr}\nserver: {}",
-        server.logs()
-    );
+    let (stdout, stderr) = codex_asks_the_weather(&codex, &server, &client, "model = \"qwen-coder\"\n").await;
     assert!(
         stdout.contains("Hello from gpu-box"),
         "stdout: {stdout}\nstderr: {stderr}"
@@ -619,32 +585,9 @@ async fn the_real_claude_code_runs_a_tool_using_turn_on_an_anthropic_provider() 
         &["claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001"],
     )
     .await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "anthropic", &fake, ANTHROPIC_KEY).await;
-    let home = tempfile::tempdir().unwrap();
-    let env = [
-        ("ANTHROPIC_BASE_URL", server.url.clone()),
-        ("ANTHROPIC_API_KEY", client.clone()),
-    ];
-    let (ok, stdout, stderr) = run_agent(
-        &claude,
-        &[
-            "-p",
-            "What is the weather in Oslo?",
-            "--model",
-            "claude-sonnet-4-5",
-            "--max-turns",
-            "3",
-        ],
-        &env,
-        home.path(),
-    )
-    .await;
-    assert!(
-        ok,
-        "claude failed\nstdout: {stdout}\nstderr: {stderr}\nserver: {}",
-        server.logs()
-    );
+    let (stdout, stderr) = claude_asks_the_weather(&claude, &server, &client, &["--model", "claude-sonnet-4-5"]).await;
     assert!(
         stdout.contains("Hello from claude"),
         "stdout: {stdout}\nstderr: {stderr}"
@@ -666,28 +609,9 @@ async fn the_real_claude_code_runs_a_tool_using_turn_on_an_anthropic_provider() 
 async fn the_real_codex_runs_a_tool_using_turn_on_an_openai_provider() {
     let Some(codex) = agent_cli("codex") else { return };
     let fake = FakeUpstream::openai("oa", &[OPENAI_KEY], &["gpt-5"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "openai", &fake, OPENAI_KEY).await;
-    let home = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(home.path().join(".codex")).unwrap();
-    let config = format!(
-        "model = \"gpt-5\"\nmodel_provider = \"auxot\"\n\n[model_providers.auxot]\nname = \"auxot\"\nbase_url = \"{}/v1\"\nenv_key = \"AUXOT_API_KEY\"\nwire_api = \"responses\"\n",
-        server.url
-    );
-    std::fs::write(home.path().join(".codex/config.toml"), config).unwrap();
-    let env = [("AUXOT_API_KEY", client.clone())];
-    let (ok, stdout, stderr) = run_agent(
-        &codex,
-        &["exec", "--skip-git-repo-check", "What is the weather in Oslo?"],
-        &env,
-        home.path(),
-    )
-    .await;
-    assert!(
-        ok,
-        "codex failed\nstdout: {stdout}\nstderr: {stderr}\nserver: {}",
-        server.logs()
-    );
+    let (stdout, stderr) = codex_asks_the_weather(&codex, &server, &client, "model = \"gpt-5\"\n").await;
     assert!(stdout.contains("Hello from oa"), "stdout: {stdout}\nstderr: {stderr}");
     // Passed through to OpenAI's own Responses API: the turn's second request carries the
     // tool's output and the first answer's encrypted reasoning, exactly as OpenAI wrote it.
@@ -717,28 +641,15 @@ async fn the_real_codex_runs_a_tool_using_turn_on_an_openai_provider() {
 async fn the_real_codex_thinks_through_a_tool_using_turn_on_an_anthropic_provider() {
     let Some(codex) = agent_cli("codex") else { return };
     let fake = FakeUpstream::anthropic("claude", &[ANTHROPIC_KEY], &["claude-sonnet-4-5-20250929"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "anthropic", &fake, ANTHROPIC_KEY).await;
-    let home = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(home.path().join(".codex")).unwrap();
-    let config = format!(
-        "model = \"claude-sonnet-4-5\"\nmodel_reasoning_effort = \"medium\"\nmodel_provider = \"auxot\"\n\n[model_providers.auxot]\nname = \"auxot\"\nbase_url = \"{}/v1\"\nenv_key = \"AUXOT_API_KEY\"\nwire_api = \"responses\"\n",
-        server.url
-    );
-    std::fs::write(home.path().join(".codex/config.toml"), config).unwrap();
-    let env = [("AUXOT_API_KEY", client.clone())];
-    let (ok, stdout, stderr) = run_agent(
+    let (stdout, stderr) = codex_asks_the_weather(
         &codex,
-        &["exec", "--skip-git-repo-check", "What is the weather in Oslo?"],
-        &env,
-        home.path(),
+        &server,
+        &client,
+        "model = \"claude-sonnet-4-5\"\nmodel_reasoning_effort = \"medium\"\n",
     )
     .await;
-    assert!(
-        ok,
-        "codex failed\nstdout: {stdout}\nstderr: {stderr}\nserver: {}",
-        server.logs()
-    );
     assert!(
         stdout.contains("Hello from claude"),
         "stdout: {stdout}\nstderr: {stderr}"
@@ -765,15 +676,9 @@ async fn the_real_codex_thinks_through_a_tool_using_turn_on_an_anthropic_provide
 
 #[tokio::test]
 async fn legacy_completions_name_the_chat_endpoint() {
-    let (server, _admin, client) = server().await;
+    let (server, _admin, client) = TestServer::with_admin_and_client().await;
     let reply = server
-        .send(
-            server
-                .http
-                .post(format!("{}/v1/completions", server.url))
-                .header("authorization", format!("Bearer {client}"))
-                .json(&json!({"model": "m", "prompt": "hi"})),
-        )
+        .send(server.post_as("/v1/completions", &client, &json!({"model": "m", "prompt": "hi"})))
         .await;
     reply.expect(404);
     assert!(reply.json()["error"]["message"]
@@ -785,17 +690,14 @@ async fn legacy_completions_name_the_chat_endpoint() {
 #[tokio::test]
 async fn claude_code_and_codex_run_plain_turns_on_a_cli_worker() {
     let cli = crate::support::FakeCli::new();
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     let _worker = TestWorker::cli(&server, &admin, "c1", &cli, &["sonnet"], 2).await;
     server
-        .call(
-            "POST",
-            "/api/aliases",
-            Some(&admin),
-            Some(json!({"name": "coder", "cli": "sonnet", "client_models": ["claude-*", "gpt-5*"]})),
+        .add_alias(
+            &admin,
+            json!({"name": "coder", "cli": "sonnet", "client_models": ["claude-*", "gpt-5*"]}),
         )
-        .await
-        .expect(201);
+        .await;
     let body = json!({"model": "claude-sonnet-4-5", "max_tokens": 100, "stream": true,
         "system": [{"type": "text", "text": "You are Claude Code."}],
         "messages": [{"role": "user", "content": "hi"}, {"role": "system", "content": "reminder"}]});
@@ -823,7 +725,7 @@ async fn claude_code_and_codex_run_plain_turns_on_a_cli_worker() {
 #[tokio::test]
 async fn responses_requests_are_metered_with_codex_session() {
     let openai = FakeUpstream::openai("oa", &[OPENAI_KEY], &["gpt-5"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "openai", &openai, OPENAI_KEY).await;
     for stream in [false, true] {
         let reply = server
@@ -903,7 +805,7 @@ async fn the_real_claude_code_serves_a_cli_worker_from_its_own_anthropic_backend
         &["claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001"],
     )
     .await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     let home = tempfile::tempdir().unwrap();
     let env = cli_worker_env(
         home.path(),
@@ -941,14 +843,15 @@ async fn the_real_codex_serves_a_cli_worker_from_its_own_responses_backend() {
     let Some(codex) = agent_cli("codex") else { return };
     // Codex's own backend speaks the Responses API: a fake on 127.0.0.1.
     let backend = FakeUpstream::openai("codex-backend", &[OPENAI_KEY], &["gpt-5"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     let home = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(home.path().join(".codex")).unwrap();
-    let config = format!(
-        "model = \"gpt-5\"\nmodel_provider = \"backend\"\n\n[model_providers.backend]\nname = \"backend\"\nbase_url = \"{}\"\nenv_key = \"CODEX_BACKEND_KEY\"\nwire_api = \"responses\"\n",
-        backend.base_url()
+    write_codex_config(
+        home.path(),
+        "model = \"gpt-5\"\n",
+        "backend",
+        &backend.base_url(),
+        "CODEX_BACKEND_KEY",
     );
-    std::fs::write(home.path().join(".codex/config.toml"), config).unwrap();
     let env = cli_worker_env(home.path(), &[("CODEX_BACKEND_KEY", OPENAI_KEY.to_string())]);
     let worker = cli_worker_running(&server, &admin, "cx", "codex", &codex, &env).await;
     let reply = responses_call(

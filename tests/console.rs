@@ -2,25 +2,13 @@
 //! per minute, duplicate names, this month's activity), several admin accounts with a
 //! read-only viewer role, and workers named after their token.
 
+use crate::support::worker::hand_driven_worker;
 use crate::support::worker::worker_token;
 use crate::support::{eventually, FakeUpstream, TestServer};
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::time::Duration;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
 
 const KEY: &str = "sk-cloud-provider-key-0001";
-
-async fn new_key(server: &TestServer, admin: &str, body: Value) -> (String, String) {
-    let reply = server.call("POST", "/api/api-keys", Some(admin), Some(body)).await;
-    reply.expect(201);
-    let json = reply.json();
-    (
-        json["id"].as_str().unwrap().to_string(),
-        json["key"].as_str().unwrap().to_string(),
-    )
-}
 
 async fn anthropic_message(server: &TestServer, key: &str, model: &str) -> crate::support::Reply {
     server
@@ -36,9 +24,10 @@ async fn anthropic_message(server: &TestServer, key: &str, model: &str) -> crate
 
 #[tokio::test]
 async fn api_key_names_are_unique_whatever_their_case() {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
-    new_key(&server, &admin, json!({"name": "ci-bot", "role": "client"})).await;
+    let (server, admin) = TestServer::with_admin().await;
+    server
+        .new_api_key(&admin, json!({"name": "ci-bot", "role": "client"}))
+        .await;
     let again = server
         .call(
             "POST",
@@ -63,15 +52,14 @@ async fn api_key_names_are_unique_whatever_their_case() {
 #[tokio::test]
 async fn a_model_allow_list_refuses_other_models_in_the_callers_dialect() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o", "gpt-4o-mini"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &fake, KEY).await;
-    let (id, key) = new_key(
-        &server,
-        &admin,
-        json!({"name": "narrow", "role": "client", "allowed_models": ["gpt-4o-mini", "claude-*"]}),
-    )
-    .await;
+    let (id, key) = server
+        .new_api_key(
+            &admin,
+            json!({"name": "narrow", "role": "client", "allowed_models": ["gpt-4o-mini", "claude-*"]}),
+        )
+        .await;
     server.chat(&key, "gpt-4o-mini", false).await.expect(200);
     let refused = server.chat(&key, "gpt-4o", false).await;
     refused.expect(403);
@@ -103,21 +91,20 @@ async fn a_model_allow_list_refuses_other_models_in_the_callers_dialect() {
 #[tokio::test]
 async fn a_tier_allow_list_keeps_requests_off_other_tiers() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &fake, KEY).await;
-    let (_, local_only) = new_key(
-        &server,
-        &admin,
-        json!({"name": "local", "role": "client", "allowed_tiers": ["gpu", "cli"]}),
-    )
-    .await;
-    let (_, cloud_ok) = new_key(
-        &server,
-        &admin,
-        json!({"name": "cloud", "role": "client", "allowed_tiers": ["cloud"]}),
-    )
-    .await;
+    let (_, local_only) = server
+        .new_api_key(
+            &admin,
+            json!({"name": "local", "role": "client", "allowed_tiers": ["gpu", "cli"]}),
+        )
+        .await;
+    let (_, cloud_ok) = server
+        .new_api_key(
+            &admin,
+            json!({"name": "cloud", "role": "client", "allowed_tiers": ["cloud"]}),
+        )
+        .await;
     let ok = server.chat(&cloud_ok, "gpt-4o", false).await;
     ok.expect(200);
     assert_eq!(ok.header("x-auxot-tier"), Some("cloud"));
@@ -152,15 +139,14 @@ async fn a_tier_allow_list_keeps_requests_off_other_tiers() {
 #[tokio::test]
 async fn an_expired_key_is_refused_and_a_later_expiry_revives_it() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &fake, KEY).await;
-    let (id, key) = new_key(
-        &server,
-        &admin,
-        json!({"name": "temp", "role": "client", "expires_at": "2020-01-01T00:00:00Z"}),
-    )
-    .await;
+    let (id, key) = server
+        .new_api_key(
+            &admin,
+            json!({"name": "temp", "role": "client", "expires_at": "2020-01-01T00:00:00Z"}),
+        )
+        .await;
     let refused = server.chat(&key, "gpt-4o", false).await;
     refused.expect(401);
     assert_eq!(refused.json()["error"]["code"], "expired_api_key");
@@ -183,14 +169,7 @@ async fn an_expired_key_is_refused_and_a_later_expiry_revives_it() {
         .filter(|r| r["status"] == 401)
         .collect();
     assert_eq!(refusals.len(), 2, "{log}");
-    let listed = server.call("GET", "/api/api-keys", Some(&admin), None).await.json();
-    let temp = listed["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["id"] == id.as_str())
-        .unwrap()
-        .clone();
+    let temp = server.listed_api_key(&admin, &id).await;
     assert_eq!(temp["expired"], true);
     server
         .call(
@@ -216,15 +195,11 @@ async fn an_expired_key_is_refused_and_a_later_expiry_revives_it() {
 #[tokio::test]
 async fn tokens_per_minute_and_this_months_activity_are_per_key() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &fake, KEY).await;
-    let (id, key) = new_key(
-        &server,
-        &admin,
-        json!({"name": "metered", "role": "client", "tpm_limit": 1}),
-    )
-    .await;
+    let (id, key) = server
+        .new_api_key(&admin, json!({"name": "metered", "role": "client", "tpm_limit": 1}))
+        .await;
     server.chat(&key, "gpt-4o", false).await.expect(200);
     // The first answer's tokens are counted once its row is written (off the request path).
     let limited = eventually(Duration::from_secs(5), || async {
@@ -240,14 +215,7 @@ async fn tokens_per_minute_and_this_months_activity_are_per_key() {
         .contains("tokens per minute"));
     assert!(reply.header("retry-after").is_some());
 
-    let listed = server.call("GET", "/api/api-keys", Some(&admin), None).await.json();
-    let metered = listed["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["id"] == id.as_str())
-        .unwrap()
-        .clone();
+    let metered = server.listed_api_key(&admin, &id).await;
     assert_eq!(metered["tpm_limit"], 1);
     assert!(metered["requests_this_month"].as_u64().unwrap() >= 2, "{metered}");
     assert!(metered["spent_this_month_usd"].as_f64().unwrap() > 0.0, "{metered}");
@@ -444,23 +412,14 @@ async fn several_admins_with_a_read_only_viewer() {
 
 #[tokio::test]
 async fn a_worker_without_a_name_carries_its_tokens_name() {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     let token = worker_token(&server, &admin, "rack-7-gpu", "gpu").await;
-    let mut request = (server.url.replace("http://", "ws://") + "/api/workers/connect")
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    let hello =
-        json!({"type": "hello", "protocol": 1, "kind": "gpu", "models": ["qwen"], "slots": 2, "version": "test"});
-    socket.send(Message::text(hello.to_string())).await.unwrap();
-    let ack: Value = match socket.next().await.unwrap().unwrap() {
-        Message::Text(text) => serde_json::from_str(&text).unwrap(),
-        other => panic!("{other:?}"),
-    };
+    let (ack, _socket) = hand_driven_worker(
+        &server,
+        &token,
+        json!({"type": "hello", "protocol": 1, "kind": "gpu", "models": ["qwen"], "slots": 2, "version": "test"}),
+    )
+    .await;
     assert_eq!(ack["type"], "hello_ack", "{ack}");
     let workers = server.call("GET", "/api/workers", Some(&admin), None).await.json();
     let worker = &workers["data"][0];

@@ -1,20 +1,12 @@
 //! Cost to the micro-dollar from real-shaped usage blocks, the request log, outcomes that
 //! tell the truth, spend avoided for every local request, and retention with rollups.
 
+use crate::support::scripted::ScriptedProvider;
 use crate::support::sse;
 use crate::support::{FakeCli, FakeUpstream, Options, TestServer, TestWorker};
-use bytes::Bytes;
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 
 const KEY: &str = "sk-cost-provider-key-0001";
-
-/// Answers as OpenAI and Anthropic do, byte for byte in shape: the usage blocks below are
-/// what those APIs return for prompt-cached and reasoning requests.
-struct Replay {
-    addr: SocketAddr,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
 
 fn openai_answer(model: &str, stream: bool, usage: Value) -> (String, &'static str) {
     if !stream {
@@ -107,46 +99,14 @@ fn answer(model: &str, stream: bool) -> (String, &'static str) {
     }
 }
 
-impl Replay {
-    async fn start(models: &'static [&'static str]) -> Replay {
-        use warp::Filter;
-        let list = warp::get().and(warp::path!("v1" / "models")).map(move || {
-            let data: Vec<Value> = models
-                .iter()
-                .map(|m| json!({"id": m, "object": "model", "type": "model", "display_name": m, "created": 1, "created_at": "2025-01-01T00:00:00Z"}))
-                .collect();
-            warp::reply::json(&json!({"object": "list", "data": data, "has_more": false, "first_id": null, "last_id": null}))
-        });
-        let chat = warp::post()
-            .and(
-                warp::path!("v1" / "chat" / "completions")
-                    .or(warp::path!("v1" / "messages"))
-                    .unify(),
-            )
-            .and(warp::body::bytes())
-            .map(|body: Bytes| {
-                let request: Value = serde_json::from_slice(&body).unwrap();
-                let (text, content_type) = answer(request["model"].as_str().unwrap(), request["stream"] == json!(true));
-                warp::http::Response::builder()
-                    .header("content-type", content_type)
-                    .body(text)
-                    .unwrap()
-            });
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (addr, server) = crate::support::serve_warp(list.or(chat), async move {
-            let _ = stopped.await;
-        });
-        tokio::spawn(server);
-        Replay { addr, _stop: stop }
-    }
-}
-
-async fn requests(server: &TestServer, admin: &str, query: &str) -> Value {
-    let reply = server
-        .call("GET", &format!("/api/requests?{query}"), Some(admin), None)
-        .await;
-    reply.expect(200);
-    reply.json()
+/// A provider answering as OpenAI and Anthropic do, byte for byte in shape: the usage
+/// blocks in `answer` are what those APIs return for prompt-cached and reasoning requests.
+async fn replay(models: &'static [&'static str]) -> ScriptedProvider {
+    ScriptedProvider::start(models, |request| {
+        let (text, content_type) = answer(request["model"].as_str().unwrap(), request["stream"] == json!(true));
+        (text.into(), content_type)
+    })
+    .await
 }
 
 fn micro(usd: &Value) -> i64 {
@@ -155,24 +115,15 @@ fn micro(usd: &Value) -> i64 {
 
 #[tokio::test]
 async fn cache_and_reasoning_tokens_are_priced_to_the_micro_dollar_from_both_providers() {
-    let openai = Replay::start(&["gpt-4o-2024-08-06", "o4-mini-2025-04-16"]).await;
-    let anthropic = Replay::start(&["claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
-    for (name, kind, url) in [
-        ("oai", "openai", format!("http://{}/v1", openai.addr)),
-        ("ant", "anthropic", format!("http://{}", anthropic.addr)),
-    ] {
-        server
-            .call(
-                "POST",
-                "/api/providers",
-                Some(&admin),
-                Some(json!({"name": name, "type": kind, "api_key": KEY, "base_url": url})),
-            )
-            .await
-            .expect(201);
-    }
+    let openai = replay(&["gpt-4o-2024-08-06", "o4-mini-2025-04-16"]).await;
+    let anthropic = replay(&["claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001"]).await;
+    let (server, admin) = TestServer::with_admin().await;
+    server
+        .add_provider_at(&admin, "oai", "openai", &openai.openai_url(), KEY)
+        .await;
+    server
+        .add_provider_at(&admin, "ant", "anthropic", &anthropic.anthropic_url(), KEY)
+        .await;
     let client = server.client_key(&admin).await;
     // (path, model, stream, expected micro-USD ×10 to keep the half micro-dollar exact)
     let cases = [
@@ -199,7 +150,7 @@ async fn cache_and_reasoning_tokens_are_priced_to_the_micro_dollar_from_both_pro
         let reply = server.call("POST", path, Some(&client), Some(body)).await;
         reply.expect(200);
     }
-    let log = requests(&server, &admin, "limit=50").await;
+    let log = server.request_log_page(&admin, "limit=50").await;
     let rows = log["requests"].as_array().unwrap();
     assert_eq!(rows.len(), cases.len(), "{log}");
     // Newest first: the rows come back in the reverse order of the cases.
@@ -263,8 +214,7 @@ async fn cache_and_reasoning_tokens_are_priced_to_the_micro_dollar_from_both_pro
 #[tokio::test]
 async fn the_request_log_pages_newest_first_and_filters() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o", "gpt-4o-mini", "fail-500"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &fake, KEY).await;
     let first = server.client_key(&admin).await;
     let second = server
@@ -304,7 +254,7 @@ async fn the_request_log_pages_newest_first_and_filters() {
             Some(c) => format!("limit=2&cursor={c}"),
             None => "limit=2".into(),
         };
-        let page = requests(&server, &admin, &query).await;
+        let page = server.request_log_page(&admin, &query).await;
         let rows = page["requests"].as_array().unwrap().clone();
         assert!(rows.len() <= 2);
         seen.extend(rows);
@@ -340,7 +290,7 @@ async fn the_request_log_pages_newest_first_and_filters() {
         let server = &server;
         let admin = &admin;
         async move {
-            requests(server, admin, query).await["requests"]
+            server.request_log_page(admin, query).await["requests"]
                 .as_array()
                 .unwrap()
                 .len()
@@ -356,7 +306,7 @@ async fn the_request_log_pages_newest_first_and_filters() {
     assert_eq!(count("api_key=second-key").await, 1, "a key by its name");
     assert_eq!(count("api_key=second-key&status=200").await, 0);
     let second_id = newest["api_key_id"].as_str().unwrap().to_string();
-    let by_key = requests(&server, &admin, &format!("api_key={second_id}")).await;
+    let by_key = server.request_log_page(&admin, &format!("api_key={second_id}")).await;
     assert_eq!(by_key["requests"].as_array().unwrap().len(), 1);
     assert_eq!(count("tier=gpu").await, 0);
     assert_eq!(count("to=2001-01-01").await, 0);
@@ -390,11 +340,8 @@ async fn the_request_log_pages_newest_first_and_filters() {
 
 #[tokio::test]
 async fn a_cli_that_fails_after_starting_is_booked_as_an_error() {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
-    let cli = FakeCli::new();
-    std::fs::write(
-        &cli.script,
+    let (server, admin) = TestServer::with_admin().await;
+    let cli = FakeCli::with_script(
         r#"#!/bin/sh
 cat > /dev/null
 echo '{"type":"system","subtype":"init","session_id":"s1"}'
@@ -402,14 +349,13 @@ echo '{"type":"assistant","message":{"role":"assistant","content":[{"type":"text
 echo '{"type":"result","subtype":"success","is_error":true,"result":"Invalid API key · Please run /login","usage":{"input_tokens":4,"output_tokens":1}}'
 exit 1
 "#,
-    )
-    .unwrap();
+    );
     let _worker = TestWorker::cli(&server, &admin, "cli-1", &cli, &["claude-sonnet-4-5"], 1).await;
     let client = server.client_key(&admin).await;
     let reply = server.chat(&client, "claude-sonnet-4-5", true).await;
     reply.expect(200);
     assert!(reply.text.contains("Invalid API key"), "{}", reply.text);
-    let log = requests(&server, &admin, "tier=cli").await;
+    let log = server.request_log_page(&admin, "tier=cli").await;
     let row = &log["requests"][0];
     assert_eq!(row["outcome"], "error:stream_error", "{row}");
     assert_eq!(row["cost_usd"], 0.0);
@@ -420,19 +366,18 @@ exit 1
         (Some(4), Some(1)),
         "{row}"
     );
-    let ok = requests(&server, &admin, "outcome=ok").await;
+    let ok = server.request_log_page(&admin, "outcome=ok").await;
     assert_eq!(ok["requests"].as_array().unwrap().len(), 0, "{ok}");
 }
 
 #[tokio::test]
 async fn a_local_model_asked_by_its_own_name_is_valued_at_a_cloud_price() {
     let model_server = FakeUpstream::openai("llama", &["sk-local"], &["qwen-local"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     let _worker = TestWorker::gpu(&server, &admin, "box-1", &model_server, "sk-local", 2).await;
     let client = server.client_key(&admin).await;
     server.chat(&client, "qwen-local", false).await.expect(200);
-    let row = requests(&server, &admin, "tier=gpu").await["requests"][0].clone();
+    let row = server.request_log_page(&admin, "tier=gpu").await["requests"][0].clone();
     assert_eq!(row["cloud_equivalent_model"], "gpt-4o-mini", "{row}");
     assert_eq!(row["cloud_equivalent_source"], "builtin_default");
     assert_eq!(row["estimated"], false);
@@ -461,7 +406,7 @@ async fn a_local_model_asked_by_its_own_name_is_valued_at_a_cloud_price() {
     set.expect(200);
     assert_eq!(set.json()["by_model"]["qwen-local"], "gpt-4o");
     server.chat(&client, "qwen-local", true).await.expect(200);
-    let row = requests(&server, &admin, "tier=gpu&limit=1").await["requests"][0].clone();
+    let row = server.request_log_page(&admin, "tier=gpu&limit=1").await["requests"][0].clone();
     assert_eq!(row["cloud_equivalent_model"], "gpt-4o", "{row}");
     assert_eq!(row["cloud_equivalent_source"], "model");
     assert!(row["cloud_equivalent_usd"].as_f64().unwrap() > 0.0);
@@ -498,8 +443,7 @@ async fn pruned_rows_leave_the_log_but_stay_in_the_totals() {
         ],
         ..Options::default()
     };
-    let mut server = TestServer::start_with(options()).await;
-    let admin = server.admin_key().await;
+    let (mut server, admin) = TestServer::with_admin_using(options()).await;
     server.add_provider(&admin, "main", &fake, KEY).await;
     let client = server.client_key(&admin).await;
     for _ in 0..5 {
@@ -512,7 +456,7 @@ async fn pruned_rows_leave_the_log_but_stay_in_the_totals() {
     let server = server.relaunch(options()).await.unwrap();
     let mut kept = 0;
     for _ in 0..100 {
-        kept = requests(&server, &admin, "").await["requests"]
+        kept = server.request_log_page(&admin, "").await["requests"]
             .as_array()
             .unwrap()
             .len();
@@ -535,8 +479,7 @@ async fn pruned_rows_leave_the_log_but_stay_in_the_totals() {
 async fn local_answers_by_name_and_by_auto_are_valued_at_the_cheapest_enabled_cloud_model() {
     let cloud = FakeUpstream::openai("cloud", &[KEY], &["gpt-4o", "gpt-4.1-nano-2025-04-14"]).await;
     let model_server = FakeUpstream::openai("llama", &["sk-local"], &["qwen-local"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &cloud, KEY).await;
     let _worker = TestWorker::gpu(&server, &admin, "box-1", &model_server, "sk-local", 2).await;
     let client = server.client_key(&admin).await;
@@ -544,7 +487,7 @@ async fn local_answers_by_name_and_by_auto_are_valued_at_the_cheapest_enabled_cl
         let reply = server.chat(&client, model, false).await;
         reply.expect(200);
         assert_eq!(reply.header("x-auxot-tier"), Some("gpu"), "{model}: {}", reply.text);
-        let row = requests(&server, &admin, "limit=1").await["requests"][0].clone();
+        let row = server.request_log_page(&admin, "limit=1").await["requests"][0].clone();
         assert_eq!(row["model_asked"], model, "{row}");
         assert_eq!(row["cloud_equivalent_model"], "gpt-4.1-nano-2025-04-14", "{row}");
         assert_eq!(row["cloud_equivalent_source"], "cheapest_enabled", "{row}");

@@ -19,9 +19,7 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
-    let client = server.client_key(&admin).await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     Setup { server, admin, client }
 }
 
@@ -51,14 +49,8 @@ impl Setup {
 
     async fn set_timeouts(&self, tier: &str, phases: serde_json::Value) {
         self.server
-            .call(
-                "PUT",
-                "/api/settings",
-                Some(&self.admin),
-                Some(json!({"routing": {"timeouts": {tier: phases}}})),
-            )
-            .await
-            .expect(200);
+            .put_settings(&self.admin, json!({"routing": {"timeouts": {tier: phases}}}))
+            .await;
     }
 }
 
@@ -136,15 +128,7 @@ async fn an_error_after_the_role_chunk_fails_over_before_the_client_sees_anythin
     reply.expect(502);
     assert!(reply.text.contains("quota"), "{}", reply.text);
 
-    s.server
-        .call(
-            "PATCH",
-            &format!("/api/providers/{}", first["id"].as_str().unwrap()),
-            Some(&s.admin),
-            Some(json!({"priority": 1})),
-        )
-        .await
-        .expect(200);
+    s.server.patch_provider(&s.admin, &first, json!({"priority": 1})).await;
     s.server.add_provider(&s.admin, "second", &good, OTHER_KEY).await;
     for (dialect, request) in [
         ("openai", s.chat("quota-after-role", true)),
@@ -454,15 +438,7 @@ async fn an_anthropic_provider_overloaded_after_message_start_fails_over_before_
     assert!(reply.text.contains("Overloaded"), "{}", reply.text);
     assert!(!reply.text.contains("message_start"), "{}", reply.text);
 
-    s.server
-        .call(
-            "PATCH",
-            &format!("/api/providers/{}", first["id"].as_str().unwrap()),
-            Some(&s.admin),
-            Some(json!({"priority": 1})),
-        )
-        .await
-        .expect(200);
+    s.server.patch_provider(&s.admin, &first, json!({"priority": 1})).await;
     s.server.add_provider(&s.admin, "second", &good, OTHER_KEY).await;
     for (dialect, request) in [
         ("anthropic", s.message("overloaded-after-start", true)),

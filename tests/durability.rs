@@ -36,8 +36,7 @@ async fn answered(http: &reqwest::Client, url: &str, key: &str, stream: bool) ->
 #[tokio::test]
 async fn kill_9_under_load_loses_no_usage_row_of_an_answered_request() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
-    let mut server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (mut server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &fake, KEY).await;
     let client = server.client_key(&admin).await;
     let http = reqwest::Client::new();

@@ -2,24 +2,16 @@
 //! then OpenAI-format providers; bad input, unknown models and no capacity answered in
 //! OpenAI's error shape; one usage row per request.
 
+use crate::support::worker::hand_driven_worker;
 use crate::support::worker::worker_token_allowing;
-use crate::support::{eventually, FakeUpstream, Reply, TestServer, TestWorker};
+use crate::support::{FakeUpstream, Reply, TestServer, TestWorker};
 use base64::Engine;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::time::Duration;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
 
 const CLOUD_KEY: &str = "sk-embeddings-cloud-0201";
 const GPU_KEY: &str = "sk-embeddings-gpu-0202";
-
-async fn server() -> (TestServer, String, String) {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
-    let client = server.client_key(&admin).await;
-    (server, admin, client)
-}
 
 async fn embed(server: &TestServer, key: &str, body: Value, headers: &[(&str, &str)]) -> Reply {
     let mut request = server
@@ -51,20 +43,11 @@ fn vectors(reply: &Reply) -> Vec<Vec<f32>> {
         .collect()
 }
 
-async fn embedding_rows(server: &TestServer, admin: &str, count: usize) -> Vec<Value> {
-    let rows = || async {
-        let reply = server.call("GET", "/api/requests", Some(admin), None).await;
-        reply.json()["requests"].as_array().cloned().unwrap_or_default()
-    };
-    eventually(Duration::from_secs(5), || async { rows().await.len() >= count }).await;
-    rows().await
-}
-
 #[tokio::test]
 async fn embeddings_run_on_a_gpu_worker_that_embeds_and_fail_over_to_the_cloud() {
     let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["qwen", "nomic-embed"]).await;
     let cloud = FakeUpstream::openai("cloud-ai", &[CLOUD_KEY], &["nomic-embed", "text-embedding-3-small"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "openai", &cloud, CLOUD_KEY).await;
     let _worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 2).await;
 
@@ -137,7 +120,7 @@ async fn embeddings_run_on_a_gpu_worker_that_embeds_and_fail_over_to_the_cloud()
     assert_eq!(reply.json()["error"]["code"], "model_not_found", "{}", reply.text);
 
     // One row per request, input tokens as the target reported them.
-    let rows = embedding_rows(&server, &admin, 5).await;
+    let rows = server.request_log_of(&admin, 5).await;
     let ok: Vec<&Value> = rows.iter().filter(|r| r["status"] == 200).collect();
     assert_eq!(ok.len(), 4, "{rows:?}");
     for row in &ok {
@@ -154,7 +137,7 @@ async fn embeddings_run_on_a_gpu_worker_that_embeds_and_fail_over_to_the_cloud()
 async fn embeddings_skip_anthropic_providers_and_estimate_unreported_usage() {
     let anthropic = FakeUpstream::anthropic("claude", &["sk-ant-0203"], &["voyage-embed"]).await;
     let cloud = FakeUpstream::openai("cloud", &[CLOUD_KEY], &["embed-nousage"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server
         .add_provider(&admin, "anthropic", &anthropic, "sk-ant-0203")
         .await;
@@ -175,7 +158,7 @@ async fn embeddings_skip_anthropic_providers_and_estimate_unreported_usage() {
     )
     .await;
     reply.expect(200);
-    let rows = embedding_rows(&server, &admin, 2).await;
+    let rows = server.request_log_of(&admin, 2).await;
     let row = rows.iter().find(|r| r["status"] == 200).unwrap();
     assert_eq!(row["input_tokens"], 4, "{row}");
     assert_eq!(row["estimated"], true, "{row}");
@@ -185,7 +168,7 @@ async fn embeddings_skip_anthropic_providers_and_estimate_unreported_usage() {
 #[tokio::test]
 async fn bad_embeddings_requests_get_openai_errors_and_reach_no_upstream() {
     let cloud = FakeUpstream::openai("cloud", &[CLOUD_KEY], &["text-embedding-3-small"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "openai", &cloud, CLOUD_KEY).await;
     let cases = [
         (json!({"input": "x"}), "'model' is required"),
@@ -248,13 +231,11 @@ async fn bad_embeddings_requests_get_openai_errors_and_reach_no_upstream() {
     );
     // The alias path serves the same API.
     let reply = server
-        .send(
-            server
-                .http
-                .post(format!("{}/api/openai/v1/embeddings", server.url))
-                .header("authorization", format!("Bearer {client}"))
-                .json(&json!({"model": "text-embedding-3-small", "input": "x"})),
-        )
+        .send(server.post_as(
+            "/api/openai/v1/embeddings",
+            &client,
+            &json!({"model": "text-embedding-3-small", "input": "x"}),
+        ))
         .await;
     reply.expect(200);
 }
@@ -262,7 +243,7 @@ async fn bad_embeddings_requests_get_openai_errors_and_reach_no_upstream() {
 #[tokio::test]
 async fn embeddings_with_every_embedding_slot_busy_get_503_with_retry_after() {
     let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["gated", "nomic-embed"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     let _worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 1).await;
     // A chat holds the worker's one slot.
     let url = format!("{}/v1/chat/completions", server.url);
@@ -293,20 +274,11 @@ async fn embeddings_with_every_embedding_slot_busy_get_503_with_retry_after() {
 #[tokio::test]
 async fn a_worker_that_predates_embeddings_never_gets_an_embeddings_job() {
     let cloud = FakeUpstream::openai("cloud", &[CLOUD_KEY], &["old-embed"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "openai", &cloud, CLOUD_KEY).await;
     let token = worker_token_allowing(&server, &admin, "old", "gpu", &["*"]).await;
-    let mut request = (server.url.replace("http://", "ws://") + "/api/workers/connect")
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    let hello = json!({"type": "hello", "protocol": 1, "kind": "gpu", "name": "old", "models": ["old-embed"], "slots": 1, "version": "0.1.0"});
-    socket.send(Message::text(hello.to_string())).await.unwrap();
-    let ack = socket.next().await.unwrap().unwrap();
-    assert!(ack.to_text().unwrap().contains("hello_ack"), "{ack:?}");
+    let (ack, mut socket) = hand_driven_worker(&server, &token, json!({"type": "hello", "protocol": 1, "kind": "gpu", "name": "old", "models": ["old-embed"], "slots": 1, "version": "0.1.0"})).await;
+    assert_eq!(ack["type"], "hello_ack", "{ack}");
 
     let reply = embed(&server, &client, json!({"model": "old-embed", "input": "x"}), &[]).await;
     reply.expect(200);

@@ -35,9 +35,7 @@ struct Fleet {
 async fn fleet(n: usize) -> Fleet {
     let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["gated"]).await;
     let cloud = FakeUpstream::openai("cloud", &[CLOUD_KEY], &["gated"]).await;
-    let mut first = TestServer::start().await;
-    let admin = first.admin_key().await;
-    let client = first.client_key(&admin).await;
+    let (mut first, admin, client) = TestServer::with_admin_and_client().await;
     first.add_provider(&admin, "cloud", &cloud, CLOUD_KEY).await;
     let token = worker_token_allowing(&first, &admin, WORKER, "gpu", &["*"]).await;
     first.stop().await;
@@ -115,11 +113,11 @@ impl Fleet {
     }
 
     fn chat(&self, router: &TestServer, tier: Option<&str>) -> reqwest::RequestBuilder {
-        let mut request = router
-            .http
-            .post(format!("{}/v1/chat/completions", router.url))
-            .bearer_auth(&self.client)
-            .json(&json!({"model": "gated", "stream": true, "messages": [{"role": "user", "content": "hi"}]}));
+        let mut request = router.post_as(
+            "/v1/chat/completions",
+            &self.client,
+            &json!({"model": "gated", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        );
         if let Some(tier) = tier {
             request = request.header("x-auxot-tier", tier);
         }

@@ -3,29 +3,15 @@
 //! everywhere; a key's requests per minute and monthly spend cap hold across routers
 //! hammered at once, within the overshoot docs/scale-out.md documents.
 
-use crate::support::postgres::fresh_database;
+use crate::support::routers::{two_routers, CloudFleet};
 use crate::support::worker::worker_token_allowing;
-use crate::support::{eventually, FakeUpstream, Options, TestServer, TestWorker};
+use crate::support::{eventually, FakeUpstream, TestServer, TestWorker};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const GPU_KEY: &str = "sk-local-model-server";
 const CLOUD_KEY: &str = "sk-cloud-provider-key-0001";
-
-async fn router(url: &str, name: &str) -> TestServer {
-    TestServer::start_with(Options {
-        args: vec!["--database".into(), url.into(), "--router-name".into(), name.into()],
-        ..Options::default()
-    })
-    .await
-}
-
-/// `router-a` and `router-b` on one fresh database; `None` when PostgreSQL is unavailable.
-async fn two_routers() -> Option<(TestServer, TestServer)> {
-    let url = fresh_database().await?;
-    Some((router(&url, "router-a").await, router(&url, "router-b").await))
-}
 
 fn gpu_worker(urls: &[&str], name: &str, token: &str, gpu: &FakeUpstream) -> TestWorker {
     let args = vec![
@@ -212,38 +198,16 @@ async fn a_worker_token_revoked_on_one_router_disconnects_its_worker_from_every_
     );
 }
 
-/// A client key made on `a`, once both routers accept it and route `gpt-4o`.
-async fn key_on_both(a: &TestServer, b: &TestServer, admin: &str, limits: Value) -> String {
-    let mut body = json!({"name": "hammer", "role": "client"});
-    for (field, value) in limits.as_object().unwrap() {
-        body[field] = value.clone();
-    }
-    let reply = a.call("POST", "/api/api-keys", Some(admin), Some(body)).await;
-    reply.expect(201);
-    let key = reply.json()["key"].as_str().unwrap().to_string();
-    for router in [a, b] {
-        assert!(
-            eventually(Duration::from_secs(2), || async {
-                router.call("GET", "/v1/models", Some(&key), None).await.json()["data"]
-                    .as_array()
-                    .is_some_and(|m| m.iter().any(|m| m["id"] == "gpt-4o"))
-            })
-            .await,
-            "{} never knew the key and the provider",
-            router.url
-        );
-    }
-    key
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_on_two_routers_gets_at_most_one_request_past_the_fleets_requests_per_minute() {
-    let Some((a, b)) = two_routers().await else { return };
-    let cloud = FakeUpstream::openai("cloud", &[CLOUD_KEY], &["gpt-4o"]).await;
-    let admin = a.admin_key().await;
-    a.add_provider(&admin, "cloud", &cloud, CLOUD_KEY).await;
+    let Some(fleet) = CloudFleet::start(CLOUD_KEY).await else {
+        return;
+    };
+    let CloudFleet { a, b, fake: cloud, .. } = &fleet;
     const RPM: usize = 6;
-    let key = key_on_both(&a, &b, &admin, json!({"rpm_limit": RPM})).await;
+    let (_, key) = fleet
+        .key_on_both(json!({"name": "hammer", "role": "client", "rpm_limit": RPM}))
+        .await;
 
     // Twelve requests at once on each router: each alone would admit all six.
     let requests = (0..24).map(|i| {
@@ -269,24 +233,26 @@ async fn a_burst_on_two_routers_gets_at_most_one_request_past_the_fleets_request
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spend_cap_hammered_on_two_routers_overshoots_by_no_more_than_the_requests_in_flight() {
-    let Some((a, b)) = two_routers().await else { return };
-    let cloud = FakeUpstream::openai("cloud", &[CLOUD_KEY], &["gpt-4o"]).await;
-    let admin = a.admin_key().await;
-    a.add_provider(&admin, "cloud", &cloud, CLOUD_KEY).await;
+    let Some(fleet) = CloudFleet::start(CLOUD_KEY).await else {
+        return;
+    };
+    let CloudFleet { a, b, admin, .. } = &fleet;
     // Each request costs $9 (the fake reports 9 tokens); the cap is crossed by the third.
     a.call(
         "PUT",
         "/api/prices/gpt-4o",
-        Some(&admin),
+        Some(admin),
         Some(json!({"input_per_mtok": 1000000.0, "output_per_mtok": 1000000.0})),
     )
     .await
     .expect(200);
     let cap = 20.0;
-    let key = key_on_both(&a, &b, &admin, json!({"monthly_spend_cap_usd": cap})).await;
+    let (_, key) = fleet
+        .key_on_both(json!({"name": "hammer", "role": "client", "monthly_spend_cap_usd": cap}))
+        .await;
     assert!(
         eventually(Duration::from_secs(2), || async {
-            b.call("GET", "/api/prices", Some(&admin), None)
+            b.call("GET", "/api/prices", Some(admin), None)
                 .await
                 .text
                 .contains("1000000")

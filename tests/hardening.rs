@@ -2,24 +2,18 @@
 //! forged cross-site, workers serve only what the operator allows, refused requests leave
 //! their connection usable, and the data dir stays private and untouched by a refused start.
 
+use crate::support::worker::{hand_driven_worker, WorkerSocket};
 use crate::support::worker::{worker_token, worker_token_allowing, TestWorker};
 use crate::support::{eventually, FakeUpstream, Options, TestServer, OTHER_KEY};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 const CLOUD_KEY: &str = "sk-cloud-hardening";
-
-async fn with_admin() -> (TestServer, String) {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
-    (server, admin)
-}
 
 /// A client whose connections come from `127.0.0.<last>` (any 127/8 address is loopback).
 fn client_from(last: u8) -> reqwest::Client {
@@ -49,7 +43,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[tokio::test]
 async fn a_login_flood_from_many_addresses_stays_small_and_is_answered_quickly() {
-    let (server, admin) = with_admin().await;
+    let (server, admin) = TestServer::with_admin().await;
     let client = server.client_key(&admin).await;
     let idle = rss_kib(server.pid());
     let started = Instant::now();
@@ -118,7 +112,7 @@ async fn password_hashes_leave_no_argon2_memory_in_the_router() {
 
 #[tokio::test]
 async fn concurrent_wrong_logins_cannot_race_past_the_limit_and_the_owner_still_logs_in() {
-    let (server, _admin) = with_admin().await;
+    let (server, _admin) = TestServer::with_admin().await;
     let guesses = (0..60).map(|_| login_from(&server, 1, "admin", "wrong-guess"));
     let statuses: Vec<u16> = futures_util::future::join_all(guesses)
         .await
@@ -140,7 +134,7 @@ async fn concurrent_wrong_logins_cannot_race_past_the_limit_and_the_owner_still_
 
 #[tokio::test]
 async fn cookie_writes_need_this_origin_and_json_while_keys_are_unaffected() {
-    let (server, admin) = with_admin().await;
+    let (server, admin) = TestServer::with_admin().await;
     let cookie = server.login("admin", "password123").await;
     let host = server.url.trim_start_matches("http://").to_string();
     let port: u16 = host.rsplit(':').next().unwrap().parse().unwrap();
@@ -247,29 +241,9 @@ async fn every_response_carries_security_headers_and_the_ui_a_strict_csp() {
 }
 
 /// Says hello over a raw socket; returns the router's answer and the socket.
-async fn hello(
-    server: &TestServer,
-    token: &str,
-    name: &str,
-    models: Value,
-) -> (
-    Value,
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
-) {
-    let mut request = (server.url.replace("http://", "ws://") + "/api/workers/connect")
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+async fn hello(server: &TestServer, token: &str, name: &str, models: Value) -> (Value, WorkerSocket) {
     let hello = json!({"type": "hello", "protocol": 1, "kind": "gpu", "name": name, "models": models, "slots": 1, "version": "test"});
-    socket.send(Message::text(hello.to_string())).await.unwrap();
-    let answer = match tokio::time::timeout(Duration::from_secs(10), socket.next()).await {
-        Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str(&text).unwrap(),
-        other => panic!("no answer to hello: {other:?}"),
-    };
-    (answer, socket)
+    hand_driven_worker(server, token, hello).await
 }
 
 async fn worker_models(server: &TestServer, admin: &str, name: &str) -> Vec<String> {
@@ -285,7 +259,7 @@ async fn worker_models(server: &TestServer, admin: &str, name: &str) -> Vec<Stri
 
 #[tokio::test]
 async fn a_hostile_worker_cannot_take_a_cloud_models_traffic_unless_the_operator_allows_it() {
-    let (server, admin) = with_admin().await;
+    let (server, admin) = TestServer::with_admin().await;
     let client = server.client_key(&admin).await;
     let cloud = FakeUpstream::openai("cloud", &[CLOUD_KEY], &["gpt-4o-mini"]).await;
     server.add_provider(&admin, "openai", &cloud, CLOUD_KEY).await;
@@ -336,7 +310,7 @@ async fn a_hostile_worker_cannot_take_a_cloud_models_traffic_unless_the_operator
 
 #[tokio::test]
 async fn a_provider_added_later_takes_its_names_back_from_connected_workers() {
-    let (server, admin) = with_admin().await;
+    let (server, admin) = TestServer::with_admin().await;
     let token = worker_token(&server, &admin, "early", "gpu").await;
     let (ack, _socket) = hello(&server, &token, "early", json!(["gpt-4o-mini", "qwen"])).await;
     assert_eq!(ack["type"], "hello_ack");
@@ -352,7 +326,7 @@ async fn a_provider_added_later_takes_its_names_back_from_connected_workers() {
 
 #[tokio::test]
 async fn worker_token_allow_lists_are_set_shown_and_validated() {
-    let (server, admin) = with_admin().await;
+    let (server, admin) = TestServer::with_admin().await;
     let reply = server
         .call(
             "POST",
@@ -439,12 +413,7 @@ fn post(path: &str, headers: &str, body: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn a_refused_request_never_spoils_its_keep_alive_connection() {
-    let server = TestServer::start_with(Options {
-        args: vec!["--body-limit".into(), "100000".into()],
-        ..Options::default()
-    })
-    .await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin_using(Options::with_args(&["--body-limit", "100000"])).await;
     let client = server.client_key(&admin).await;
     for _ in 0..5 {
         login_from(&server, 1, "admin", "wrong").await;
@@ -514,7 +483,7 @@ async fn a_refused_request_never_spoils_its_keep_alive_connection() {
 
 #[tokio::test]
 async fn error_bodies_quote_only_a_bounded_prefix_of_the_input() {
-    let (server, admin) = with_admin().await;
+    let (server, admin) = TestServer::with_admin().await;
     let client = server.client_key(&admin).await;
     let model = "m".repeat(2_000_000);
     let reply = server
@@ -543,7 +512,7 @@ async fn error_bodies_quote_only_a_bounded_prefix_of_the_input() {
 #[tokio::test]
 async fn the_data_dir_is_private_and_a_refused_start_leaves_the_db_untouched() {
     use std::os::unix::fs::PermissionsExt;
-    let (mut server, admin) = with_admin().await;
+    let (mut server, admin) = TestServer::with_admin().await;
     server.client_key(&admin).await;
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&server.data_dir), 0o700);
@@ -630,11 +599,7 @@ async fn login_via_proxy(server: &TestServer, forwarded_for: &str, password: &st
 
 #[tokio::test]
 async fn behind_a_trusted_proxy_the_login_throttle_counts_each_client_not_the_proxy() {
-    let server = TestServer::start_with(Options {
-        args: vec!["--trusted-proxy".into(), "127.0.0.1,10.0.0.0/8".into()],
-        ..Options::default()
-    })
-    .await;
+    let server = TestServer::start_with(Options::with_args(&["--trusted-proxy", "127.0.0.1,10.0.0.0/8"])).await;
     server.admin_key().await;
     futures_util::future::join_all((0..20).map(|_| login_via_proxy(&server, "203.0.113.9", "wrong-guess"))).await;
     assert_eq!(login_via_proxy(&server, "203.0.113.9", "password123").await, 429);

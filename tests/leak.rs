@@ -31,12 +31,11 @@ fn assert_absent(haystack: &[u8], key: &str, place: &str) {
 #[tokio::test]
 async fn provider_keys_never_reach_logs_responses_or_the_database() {
     let fake = FakeUpstream::openai("up", &[FIRST, ROTATED], &["gpt-4o", "fail-500"]).await;
-    let mut server = TestServer::start_with(Options {
+    let (mut server, admin) = TestServer::with_admin_using(Options {
         log_level: "trace",
         ..Options::default()
     })
     .await;
-    let admin = server.admin_key().await;
     let provider = server.add_provider(&admin, "main", &fake, FIRST).await;
     let id = provider["id"].as_str().unwrap().to_string();
     let client = server.client_key(&admin).await;

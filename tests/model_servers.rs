@@ -18,8 +18,7 @@ struct Setup {
 
 async fn setup(flavour: Flavour) -> Setup {
     let model_server = FakeModelServer::start(flavour, MODEL).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     let token = worker_token_allowing(&server, &admin, "box-1", "gpu", &["*"]).await;
     let args = vec!["gpu".to_string(), "--upstream".into(), model_server.base_url()];
     let worker = TestWorker::launch(&server, &admin, "box-1", &token, 2, args, &[]).await;

@@ -2,83 +2,21 @@
 //! (online and offline), secret rotation (also under repeated kill -9), graceful stops,
 //! systemd socket activation and `auxot doctor`.
 
+use crate::support::command::{auxot, auxot_command, auxot_off_runtime, fails_with, succeeds};
 use crate::support::{eventually, FakeUpstream, Options, TestServer, TestWorker, TEST_KEY};
 use auxot::crypto::MasterKey;
 use auxot::store::rekey::{SealedUnder, PROVIDER_KEY_SEAL_KIND};
 use auxot::store::{ModelCache, ProviderKind, ProviderRecord, Store};
 use futures_util::StreamExt;
 use serde_json::json;
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const PROVIDER_KEY: &str = "sk-ops-provider-key-0000000001";
 
-/// Runs `auxot ARGS` with a clean key environment plus `env`, feeding `stdin`.
-fn auxot(args: &[&str], env: &[(&str, &str)], stdin: &str) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_auxot"));
-    command
-        .args(args)
-        .env_remove("AUXOT_SECRET_KEY")
-        .env_remove("AUXOT_SECRET_KEY_FILE")
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .env_remove("AUXOT_ADMIN_KEY")
-        .env_remove("AUXOT_DATA_DIR")
-        .env_remove("AUXOT_DATABASE_URL")
-        .env_remove("AUXOT_DATABASE_URL_FILE")
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().expect("spawn auxot");
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
-}
-
-/// `auxot` off the test's runtime, so fakes on this runtime keep answering meanwhile.
-async fn auxot_async(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        auxot(&args, &env, "")
-    })
-    .await
-    .unwrap()
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-#[track_caller]
-fn succeeds(output: Output) -> String {
-    assert!(output.status.success(), "{}", text(&output));
-    String::from_utf8_lossy(&output.stdout).to_string()
-}
-
-#[track_caller]
-fn fails_with(output: Output, needle: &str) {
-    assert!(!output.status.success(), "succeeded: {}", text(&output));
-    assert!(text(&output).contains(needle), "expected '{needle}': {}", text(&output));
-}
-
 fn data_arg(server: &TestServer) -> String {
     server.data_dir.display().to_string()
-}
-
-fn with_key(key: &str) -> Options {
-    Options {
-        secret_key: Some(key.into()),
-        ..Options::default()
-    }
 }
 
 #[tokio::test]
@@ -131,17 +69,10 @@ async fn admin_commands_recover_a_locked_out_operator_offline_only() {
         "no database at",
     );
 
-    let again = server.relaunch(with_key(TEST_KEY)).await.unwrap();
+    let again = server.relaunch(Options::with_key(Some(TEST_KEY))).await.unwrap();
     again.login("admin", "a-new-password-42").await;
     again.login("bob", "bobs-password").await;
-    let old = again
-        .call(
-            "POST",
-            "/api/login",
-            None,
-            Some(json!({"username": "admin", "password": "password123"})),
-        )
-        .await;
+    let old = again.try_login("admin", "password123").await;
     assert_eq!(old.status, 401, "{}", old.text);
     let stale = again
         .send(
@@ -169,8 +100,7 @@ async fn admin_commands_recover_a_locked_out_operator_offline_only() {
 #[tokio::test]
 async fn backup_from_a_running_server_restores_after_the_stop_under_the_right_key_only() {
     let fake = FakeUpstream::openai("up", &[PROVIDER_KEY], &["gpt-4o"]).await;
-    let mut server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (mut server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &fake, PROVIDER_KEY).await;
     let client = server.client_key(&admin).await;
     let dir = data_arg(&server);
@@ -267,7 +197,7 @@ async fn backup_from_a_running_server_restores_after_the_stop_under_the_right_ke
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert_eq!(std::fs::read(server.data_dir.join(&kept[0])).unwrap(), before);
 
-    let again = server.relaunch(with_key(TEST_KEY)).await.unwrap();
+    let again = server.relaunch(Options::with_key(Some(TEST_KEY))).await.unwrap();
     let providers = again.call("GET", "/api/providers", Some(&admin), None).await.json();
     let names: Vec<_> = providers["data"]
         .as_array()
@@ -296,8 +226,7 @@ async fn backup_from_a_running_server_restores_after_the_stop_under_the_right_ke
 #[tokio::test]
 async fn rotate_secret_moves_every_key_and_the_old_key_opens_nothing() {
     let fake = FakeUpstream::openai("up", &[PROVIDER_KEY], &["gpt-4o"]).await;
-    let mut server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (mut server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &fake, PROVIDER_KEY).await;
     let client = server.client_key(&admin).await;
     let dir = data_arg(&server);
@@ -345,11 +274,11 @@ async fn rotate_secret_moves_every_key_and_the_old_key_opens_nothing() {
     ));
     assert!(again.contains("already sealed under the new key"), "{again}");
 
-    match server.relaunch(with_key(TEST_KEY)).await {
+    match server.relaunch(Options::with_key(Some(TEST_KEY))).await {
         Ok(_) => panic!("the old key still opens the data"),
         Err(logs) => assert!(logs.contains("not the key this data was sealed with"), "{logs}"),
     }
-    let rotated = server.relaunch(with_key(&new_text)).await.unwrap();
+    let rotated = server.relaunch(Options::with_key(Some(&new_text))).await.unwrap();
     rotated.chat(&client, "gpt-4o", false).await.expect(200);
     let last = fake.chat_requests().pop().unwrap();
     assert_eq!(
@@ -407,19 +336,17 @@ async fn rotate_secret_killed_at_any_moment_leaves_all_under_one_key() {
     std::fs::write(&new_key, format!("{}\n", MasterKey::generate_hex().expose())).unwrap();
     let new = MasterKey::from_bytes(&key_bytes(std::fs::read_to_string(&new_key).unwrap().trim()));
 
+    let new_key_arg = new_key.display().to_string();
     let run = |dir: &Path| {
-        Command::new(env!("CARGO_BIN_EXE_auxot"))
-            .args(["rotate-secret", "--data-dir"])
-            .arg(dir)
-            .arg("--new-key-file")
-            .arg(&new_key)
-            .env_remove("AUXOT_SECRET_KEY_FILE")
-            .env_remove("CREDENTIALS_DIRECTORY")
-            .env("AUXOT_SECRET_KEY", TEST_KEY)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
+        let dir = dir.display().to_string();
+        auxot_command(
+            &["rotate-secret", "--data-dir", &dir, "--new-key-file", &new_key_arg],
+            &[("AUXOT_SECRET_KEY", TEST_KEY)],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
     };
     let fresh_copy = |name: &str| {
         let dir = work.path().join(name);
@@ -467,14 +394,7 @@ async fn open_stream(
     server: &TestServer,
     client: &str,
 ) -> impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> {
-    let response = server
-        .http
-        .post(format!("{}/v1/chat/completions", server.url))
-        .bearer_auth(client)
-        .json(&json!({"model": "gated", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
+    let response = server.open_stream(client, "gated").await;
     assert_eq!(response.status(), 200);
     let mut body = Box::pin(response.bytes_stream());
     let first = tokio::time::timeout(Duration::from_secs(10), body.next())
@@ -487,8 +407,7 @@ async fn open_stream(
 #[tokio::test]
 async fn sigterm_stops_accepting_but_lets_a_stream_in_flight_finish() {
     let fake = FakeUpstream::openai("up", &[PROVIDER_KEY], &["gated"]).await;
-    let mut server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (mut server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &fake, PROVIDER_KEY).await;
     let client = server.client_key(&admin).await;
     let mut body = open_stream(&server, &client).await;
@@ -526,12 +445,7 @@ async fn sigterm_stops_accepting_but_lets_a_stream_in_flight_finish() {
 #[tokio::test]
 async fn a_stream_still_running_after_the_grace_period_is_cut_and_the_server_exits() {
     let fake = FakeUpstream::openai("up", &[PROVIDER_KEY], &["gated"]).await;
-    let mut server = TestServer::start_with(Options {
-        args: vec!["--shutdown-grace".into(), "1".into()],
-        ..Options::default()
-    })
-    .await;
-    let admin = server.admin_key().await;
+    let (mut server, admin) = TestServer::with_admin_using(Options::with_args(&["--shutdown-grace", "1"])).await;
     server.add_provider(&admin, "main", &fake, PROVIDER_KEY).await;
     let client = server.client_key(&admin).await;
     let mut body = open_stream(&server, &client).await;
@@ -605,14 +519,13 @@ os.execv(sys.argv[1], sys.argv[1:])
 #[tokio::test]
 async fn doctor_reports_every_tier_and_fails_on_a_bad_provider_key() {
     let fake = FakeUpstream::openai("up", &[PROVIDER_KEY], &["gpt-4o-mini"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &fake, PROVIDER_KEY).await;
     let model_server = FakeUpstream::openai("llama", &["local"], &["llama-3-8b"]).await;
     let _gpu = TestWorker::gpu(&server, &admin, "gpu1", &model_server, "local", 2).await;
     let dir = data_arg(&server);
     let env = [("AUXOT_ADMIN_KEY", admin.as_str()), ("AUXOT_SECRET_KEY", TEST_KEY)];
-    let report = succeeds(auxot_async(&["doctor", "--data-dir", &dir, "--server", &server.url], &env).await);
+    let report = succeeds(auxot_off_runtime(&["doctor", "--data-dir", &dir, "--server", &server.url], &env, "").await);
     for needle in [
         "open in the running server",
         "provider main: key accepted, 1 models",
@@ -627,9 +540,10 @@ async fn doctor_reports_every_tier_and_fails_on_a_bad_provider_key() {
     }
     fake.set_keys(&["sk-some-other-key"]);
     fails_with(
-        auxot_async(
+        auxot_off_runtime(
             &["doctor", "--data-dir", &dir, "--server", &server.url, "--no-prompts"],
             &env,
+            "",
         )
         .await,
         "FAIL  provider main",

@@ -3,82 +3,24 @@
 //! serve and restored into an empty database, and a secret rotation refused while a router
 //! runs.
 
+use crate::support::command::{auxot_off_runtime, fails_with, output_text, succeeds};
 use crate::support::postgres::fresh_database;
 use crate::support::{eventually, FakeUpstream, Options, TestServer, TEST_KEY};
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 const PROVIDER_KEY: &str = "sk-ops-pg-provider-key-000001";
 
-/// Runs `auxot ARGS` with a clean environment plus `env`, feeding `stdin`, off the test's
-/// runtime (the fakes on it keep answering meanwhile).
-fn auxot(args: &[&str], env: &[(&str, &str)], stdin: &str) -> impl std::future::Future<Output = Output> {
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let stdin = stdin.to_string();
-    let run = tokio::task::spawn_blocking(move || {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_auxot"))
-            .args(&args)
-            .env_remove("AUXOT_SECRET_KEY")
-            .env_remove("AUXOT_SECRET_KEY_FILE")
-            .env_remove("CREDENTIALS_DIRECTORY")
-            .env_remove("AUXOT_ADMIN_KEY")
-            .env_remove("AUXOT_DATA_DIR")
-            .env_remove("AUXOT_DATABASE_URL")
-            .env_remove("AUXOT_DATABASE_URL_FILE")
-            .envs(env)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn auxot");
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        child.wait_with_output().unwrap()
-    });
-    async move { run.await.unwrap() }
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-#[track_caller]
-fn succeeds(output: Output) -> String {
-    assert!(output.status.success(), "{}", text(&output));
-    String::from_utf8_lossy(&output.stdout).to_string()
-}
-
-#[track_caller]
-fn fails_with(output: Output, needle: &str) {
-    assert!(!output.status.success(), "succeeded: {}", text(&output));
-    assert!(text(&output).contains(needle), "expected '{needle}': {}", text(&output));
-}
-
-fn on(url: &str, key: &str) -> Options {
-    Options {
-        args: vec!["--database".into(), url.into()],
-        secret_key: Some(key.into()),
-        ..Options::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_commands_work_on_postgres_while_the_routers_run() {
     let Some(url) = fresh_database().await else { return };
-    let router = TestServer::start_with(on(&url, TEST_KEY)).await;
+    let router = TestServer::start_with(Options::on_database(&url).key(TEST_KEY)).await;
     router.admin_key().await;
     let old_session = router.login("admin", "password123").await;
 
-    let listed = succeeds(auxot(&["admin", "list", "--database", &url], &[], "").await);
+    let listed = succeeds(auxot_off_runtime(&["admin", "list", "--database", &url], &[], "").await);
     assert!(listed.starts_with("admin\t"), "{listed}");
     let reset = succeeds(
-        auxot(
+        auxot_off_runtime(
             &["admin", "reset-password", "admin", "--database", &url],
             &[],
             "a-new-password-42\n",
@@ -89,9 +31,9 @@ async fn admin_commands_work_on_postgres_while_the_routers_run() {
         reset.contains("session(s) ended") && !reset.contains(" 0 session"),
         "{reset}"
     );
-    succeeds(auxot(&["admin", "create", "bob", "--database", &url], &[], "bobs-password\n").await);
+    succeeds(auxot_off_runtime(&["admin", "create", "bob", "--database", &url], &[], "bobs-password\n").await);
     fails_with(
-        auxot(&["admin", "create", "bob", "--database", &url], &[], "bobs-password\n").await,
+        auxot_off_runtime(&["admin", "create", "bob", "--database", &url], &[], "bobs-password\n").await,
         "already exists",
     );
     // The running router sees it all at once: it reads admins and sessions from the database.
@@ -106,19 +48,19 @@ async fn admin_commands_work_on_postgres_while_the_routers_run() {
         )
         .await;
     assert_ne!(stale.status, 200, "a session from before the reset still works");
-    succeeds(auxot(&["admin", "remove", "bob", "--database", &url], &[], "").await);
+    succeeds(auxot_off_runtime(&["admin", "remove", "bob", "--database", &url], &[], "").await);
     fails_with(
-        auxot(&["admin", "remove", "admin", "--database", &url], &[], "").await,
+        auxot_off_runtime(&["admin", "remove", "admin", "--database", &url], &[], "").await,
         "last account with the admin role",
     );
 
     let Some(empty) = fresh_database().await else { return };
     fails_with(
-        auxot(&["admin", "list", "--database", &empty], &[], "").await,
+        auxot_off_runtime(&["admin", "list", "--database", &empty], &[], "").await,
         "holds no auxot data",
     );
     fails_with(
-        auxot(&["admin", "list", "--database", "mysql://nope"], &[], "").await,
+        auxot_off_runtime(&["admin", "list", "--database", "mysql://nope"], &[], "").await,
         "must start with postgres://",
     );
 }
@@ -127,8 +69,7 @@ async fn admin_commands_work_on_postgres_while_the_routers_run() {
 async fn a_backup_taken_while_routers_serve_restores_into_an_empty_database_only() {
     let Some(url) = fresh_database().await else { return };
     let fake = FakeUpstream::openai("up", &[PROVIDER_KEY], &["gpt-4o"]).await;
-    let router = TestServer::start_with(on(&url, TEST_KEY)).await;
-    let admin = router.admin_key().await;
+    let (router, admin) = TestServer::with_admin_using(Options::on_database(&url).key(TEST_KEY)).await;
     router.add_provider(&admin, "main", &fake, PROVIDER_KEY).await;
     let client = router.client_key(&admin).await;
     router.chat(&client, "gpt-4o", false).await.expect(200);
@@ -136,7 +77,7 @@ async fn a_backup_taken_while_routers_serve_restores_into_an_empty_database_only
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("fleet.redb");
     let file_arg = file.display().to_string();
-    let report = succeeds(auxot(&["backup", &file_arg, "--database", &url], &[], "").await);
+    let report = succeeds(auxot_off_runtime(&["backup", &file_arg, "--database", &url], &[], "").await);
     assert!(report.contains("from PostgreSQL"), "{report}");
     assert!(!report.contains(PROVIDER_KEY));
     assert!(
@@ -151,7 +92,7 @@ async fn a_backup_taken_while_routers_serve_restores_into_an_empty_database_only
 
     // Not over a database that holds data; not with another key.
     fails_with(
-        auxot(
+        auxot_off_runtime(
             &["restore", &file_arg, "--database", &url],
             &[("AUXOT_SECRET_KEY", TEST_KEY)],
             "",
@@ -162,7 +103,7 @@ async fn a_backup_taken_while_routers_serve_restores_into_an_empty_database_only
     let Some(target) = fresh_database().await else { return };
     let other = auxot::crypto::MasterKey::generate_hex();
     fails_with(
-        auxot(
+        auxot_off_runtime(
             &["restore", &file_arg, "--database", &target],
             &[("AUXOT_SECRET_KEY", other.expose())],
             "",
@@ -171,7 +112,7 @@ async fn a_backup_taken_while_routers_serve_restores_into_an_empty_database_only
         "the backup is sealed with key id",
     );
     let restored = succeeds(
-        auxot(
+        auxot_off_runtime(
             &["restore", &file_arg, "--database", &target],
             &[("AUXOT_SECRET_KEY", TEST_KEY)],
             "",
@@ -183,7 +124,7 @@ async fn a_backup_taken_while_routers_serve_restores_into_an_empty_database_only
         "{restored}"
     );
 
-    let copy = TestServer::start_with(on(&target, TEST_KEY)).await;
+    let copy = TestServer::start_with(Options::on_database(&target).key(TEST_KEY)).await;
     copy.login("admin", "password123").await;
     copy.chat(&client, "gpt-4o", false).await.expect(200);
     let last = fake.chat_requests().pop().unwrap();
@@ -201,15 +142,14 @@ async fn a_backup_taken_while_routers_serve_restores_into_an_empty_database_only
 async fn rotate_secret_on_postgres_is_refused_while_a_router_runs_then_reseals_everything() {
     let Some(url) = fresh_database().await else { return };
     let fake = FakeUpstream::openai("up", &[PROVIDER_KEY], &["gpt-4o"]).await;
-    let mut router = TestServer::start_with(on(&url, TEST_KEY)).await;
-    let admin = router.admin_key().await;
+    let (mut router, admin) = TestServer::with_admin_using(Options::on_database(&url).key(TEST_KEY)).await;
     router.add_provider(&admin, "main", &fake, PROVIDER_KEY).await;
     let client = router.client_key(&admin).await;
     let keys = tempfile::tempdir().unwrap();
     let new_key = keys.path().join("new.key");
     let new_arg = new_key.display().to_string();
     let rotate = || {
-        auxot(
+        auxot_off_runtime(
             &["rotate-secret", "--database", &url, "--new-key-file", &new_arg],
             &[("AUXOT_SECRET_KEY", TEST_KEY)],
             "",
@@ -234,7 +174,11 @@ async fn rotate_secret_on_postgres_is_refused_while_a_router_runs_then_reseals_e
             break;
         }
         // The stopped router's connection may take a moment to close on the server.
-        assert!(text(&out).contains("routers are running"), "{}", text(&out));
+        assert!(
+            output_text(&out).contains("routers are running"),
+            "{}",
+            output_text(&out)
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let report = report.expect("the rotation never ran after the router stopped");
@@ -242,11 +186,14 @@ async fn rotate_secret_on_postgres_is_refused_while_a_router_runs_then_reseals_e
     assert!(report.contains("start every router"), "{report}");
     let new_text = std::fs::read_to_string(&new_key).unwrap().trim().to_string();
 
-    match router.relaunch(on(&url, TEST_KEY)).await {
+    match router.relaunch(Options::on_database(&url).key(TEST_KEY)).await {
         Ok(_) => panic!("the old key still opens the database"),
         Err(logs) => assert!(logs.contains("not the key this data was sealed with"), "{logs}"),
     }
-    let rotated = router.relaunch(on(&url, &new_text)).await.unwrap();
+    let rotated = router
+        .relaunch(Options::on_database(&url).key(&new_text))
+        .await
+        .unwrap();
     rotated.chat(&client, "gpt-4o", false).await.expect(200);
     let last = fake.chat_requests().pop().unwrap();
     assert_eq!(
@@ -259,8 +206,7 @@ async fn rotate_secret_on_postgres_is_refused_while_a_router_runs_then_reseals_e
 async fn doctor_checks_the_postgres_database_and_the_key() {
     let Some(url) = fresh_database().await else { return };
     let fake = FakeUpstream::openai("up", &[PROVIDER_KEY], &["gpt-4o-mini"]).await;
-    let router = TestServer::start_with(on(&url, TEST_KEY)).await;
-    let admin = router.admin_key().await;
+    let (router, admin) = TestServer::with_admin_using(Options::on_database(&url).key(TEST_KEY)).await;
     router.add_provider(&admin, "main", &fake, PROVIDER_KEY).await;
     let dir = router.data_dir.display().to_string();
     let args = [
@@ -274,7 +220,7 @@ async fn doctor_checks_the_postgres_database_and_the_key() {
         "--no-prompts",
     ];
     let report = succeeds(
-        auxot(
+        auxot_off_runtime(
             &args,
             &[("AUXOT_ADMIN_KEY", admin.as_str()), ("AUXOT_SECRET_KEY", TEST_KEY)],
             "",
@@ -297,7 +243,7 @@ async fn doctor_checks_the_postgres_database_and_the_key() {
     );
     let other = auxot::crypto::MasterKey::generate_hex();
     fails_with(
-        auxot(
+        auxot_off_runtime(
             &args,
             &[
                 ("AUXOT_ADMIN_KEY", admin.as_str()),

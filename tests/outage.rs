@@ -13,19 +13,11 @@ const KEY: &str = "sk-test-outage-0001";
 const METRICS: &str = "scrape-token-outage-0001";
 
 fn router_options(url: &str, extra: &[&str]) -> Options {
-    let mut args = vec![
-        "--database".to_string(),
-        url.to_string(),
-        "--router-name".into(),
-        "r1".into(),
-        "--metrics-token".into(),
-        METRICS.into(),
-    ];
-    args.extend(extra.iter().map(|a| a.to_string()));
-    Options {
-        args,
-        ..Options::default()
-    }
+    let options = Options::on_database(url)
+        .named("r1")
+        .arg("--metrics-token")
+        .arg(METRICS);
+    extra.iter().fold(options, |options, extra| options.arg(extra))
 }
 
 struct Fleet {

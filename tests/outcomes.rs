@@ -3,23 +3,16 @@
 //! worker failing after content, a CLI exiting non-zero), a client that goes away is
 //! `cancelled`, and counts that had to be estimated are never billed.
 
+use crate::support::scripted::ScriptedProvider;
 use crate::support::sse;
 use crate::support::worker::worker_token_allowing;
 use crate::support::{FakeCli, TestServer, TestWorker};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 use std::time::Duration;
 
 const KEY: &str = "sk-outcome-provider-key-01";
-
-/// Upstreams that start answering and then fail with an error event, in either dialect;
-/// `*-hang` models send their first content and then nothing until the client goes away.
-struct Failing {
-    addr: SocketAddr,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
 
 fn openai_start(model: &str) -> String {
     let chunk = |delta: Value| json!({"id": "chatcmpl-f", "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": null}]});
@@ -63,56 +56,26 @@ fn failing_body(model: &str) -> String {
     }
 }
 
-impl Failing {
-    async fn start(models: &'static [&'static str]) -> Failing {
-        use warp::Filter;
-        let list = warp::get().and(warp::path!("v1" / "models")).map(move || {
-            let data: Vec<Value> = models
-                .iter()
-                .map(|m| json!({"id": m, "object": "model", "type": "model", "display_name": m, "created_at": "2025-01-01T00:00:00Z"}))
-                .collect();
-            warp::reply::json(&json!({"object": "list", "data": data, "has_more": false}))
-        });
-        let chat = warp::post()
-            .and(
-                warp::path!("v1" / "chat" / "completions")
-                    .or(warp::path!("v1" / "messages"))
-                    .unify(),
-            )
-            .and(warp::body::bytes())
-            .map(|body: Bytes| {
-                let request: Value = serde_json::from_slice(&body).unwrap();
-                let model = request["model"].as_str().unwrap().to_string();
-                let body = if model.ends_with("-hang") {
-                    let first = Bytes::from(openai_start(&model));
-                    let stream = futures_util::stream::once(async move { Ok::<Bytes, std::io::Error>(first) }).chain(
-                        futures_util::stream::once(async {
-                            tokio::time::sleep(Duration::from_secs(60)).await;
-                            Ok(Bytes::from_static(b"data: [DONE]\n\n"))
-                        }),
-                    );
-                    crate::support::stream_body(stream)
-                } else {
-                    Into::into(failing_body(&model))
-                };
-                warp::http::Response::builder()
-                    .header("content-type", "text/event-stream")
-                    .body(body)
-                    .unwrap()
-            });
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (addr, server) = crate::support::serve_warp(list.or(chat), async move {
-            let _ = stopped.await;
-        });
-        tokio::spawn(server);
-        Failing { addr, _stop: stop }
-    }
-}
-
-async fn newest_row(server: &TestServer, admin: &str) -> Value {
-    let reply = server.call("GET", "/api/requests?limit=1", Some(admin), None).await;
-    reply.expect(200);
-    reply.json()["requests"][0].clone()
+/// An upstream that starts answering and then fails with an error event, in either dialect;
+/// `*-hang` models send their first content and then nothing until the client goes away.
+async fn failing(models: &'static [&'static str]) -> ScriptedProvider {
+    ScriptedProvider::start(models, |request| {
+        let model = request["model"].as_str().unwrap().to_string();
+        let body = if model.ends_with("-hang") {
+            let first = Bytes::from(openai_start(&model));
+            let stream = futures_util::stream::once(async move { Ok::<Bytes, std::io::Error>(first) }).chain(
+                futures_util::stream::once(async {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    Ok(Bytes::from_static(b"data: [DONE]\n\n"))
+                }),
+            );
+            crate::support::stream_body(stream)
+        } else {
+            failing_body(&model).into()
+        };
+        (body, "text/event-stream")
+    })
+    .await
 }
 
 /// Anthropic reports its counts in `message_start`, before the failure: those are booked
@@ -145,27 +108,18 @@ fn booked_as_error(row: &Value, context: &str) {
 
 #[tokio::test]
 async fn streams_that_end_in_an_error_event_are_errors_on_every_path() {
-    let openai = Failing::start(&["gpt-4o-mini"]).await;
-    let anthropic = Failing::start(&["claude-haiku-4-5-20251001"]).await;
-    let local = Failing::start(&["local-fails"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
-    for (name, kind, url) in [
-        ("oai", "openai", format!("http://{}/v1", openai.addr)),
-        ("ant", "anthropic", format!("http://{}", anthropic.addr)),
-    ] {
-        server
-            .call(
-                "POST",
-                "/api/providers",
-                Some(&admin),
-                Some(json!({"name": name, "type": kind, "api_key": KEY, "base_url": url})),
-            )
-            .await
-            .expect(201);
-    }
+    let openai = failing(&["gpt-4o-mini"]).await;
+    let anthropic = failing(&["claude-haiku-4-5-20251001"]).await;
+    let local = failing(&["local-fails"]).await;
+    let (server, admin) = TestServer::with_admin().await;
+    server
+        .add_provider_at(&admin, "oai", "openai", &openai.openai_url(), KEY)
+        .await;
+    server
+        .add_provider_at(&admin, "ant", "anthropic", &anthropic.anthropic_url(), KEY)
+        .await;
     let token = worker_token_allowing(&server, &admin, "box-1", "gpu", &["*"]).await;
-    let args = vec!["gpu".into(), "--upstream".into(), format!("http://{}/v1", local.addr)];
+    let args = vec!["gpu".into(), "--upstream".into(), local.openai_url()];
     let _worker = TestWorker::launch(&server, &admin, "box-1", &token, 2, args, &[]).await;
     let client = server.client_key(&admin).await;
 
@@ -225,7 +179,7 @@ async fn streams_that_end_in_an_error_event_are_errors_on_every_path() {
             "{context}: the client saw the error: {}",
             reply.text
         );
-        let row = newest_row(&server, &admin).await;
+        let row = server.newest_request_row(&admin).await;
         assert_eq!(row["tier"], tier, "{context}: {row}");
         booked_as_error(&row, context);
     }
@@ -251,31 +205,23 @@ async fn streams_that_end_in_an_error_event_are_errors_on_every_path() {
 
 #[tokio::test]
 async fn a_client_leaving_a_worker_stream_is_booked_cancelled() {
-    let local = Failing::start(&["local-hang"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let local = failing(&["local-hang"]).await;
+    let (server, admin) = TestServer::with_admin().await;
     let token = worker_token_allowing(&server, &admin, "box-1", "gpu", &["*"]).await;
-    let args = vec!["gpu".into(), "--upstream".into(), format!("http://{}/v1", local.addr)];
+    let args = vec!["gpu".into(), "--upstream".into(), local.openai_url()];
     let _worker = TestWorker::launch(&server, &admin, "box-1", &token, 1, args, &[]).await;
     let client = server.client_key(&admin).await;
-    let response = server
-        .http
-        .post(format!("{}/v1/chat/completions", server.url))
-        .bearer_auth(&client)
-        .json(&json!({"model": "local-hang", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
+    let response = server.open_stream(&client, "local-hang").await;
     assert_eq!(response.status(), 200);
     let mut body = response.bytes_stream();
     let first = body.next().await.unwrap().unwrap();
     assert!(String::from_utf8_lossy(&first).contains("chat.completion.chunk"));
     drop(body);
     let booked = crate::support::eventually(Duration::from_secs(10), || async {
-        newest_row(&server, &admin).await["outcome"] == "cancelled"
+        server.newest_request_row(&admin).await["outcome"] == "cancelled"
     })
     .await;
-    let row = newest_row(&server, &admin).await;
+    let row = server.newest_request_row(&admin).await;
     assert!(booked, "{row}");
     assert_eq!(row["status"], 499, "{row}");
     assert_eq!(row["tier"], "gpu");
@@ -283,11 +229,8 @@ async fn a_client_leaving_a_worker_stream_is_booked_cancelled() {
 
 #[tokio::test]
 async fn a_cli_that_exits_non_zero_after_answering_is_an_error() {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
-    let cli = FakeCli::new();
-    std::fs::write(
-        &cli.script,
+    let (server, admin) = TestServer::with_admin().await;
+    let cli = FakeCli::with_script(
         r#"#!/bin/sh
 cat > /dev/null
 echo '{"type":"system","subtype":"init","session_id":"s1"}'
@@ -296,8 +239,7 @@ echo '{"type":"result","subtype":"success","is_error":false,"result":"Half an an
 echo 'fatal: lost the session' >&2
 exit 2
 "#,
-    )
-    .unwrap();
+    );
     let _worker = TestWorker::cli(&server, &admin, "cli-1", &cli, &["claude-code"], 1).await;
     let client = server.client_key(&admin).await;
     let anthropic = json!({"model": "claude-code", "max_tokens": 64, "stream": true,
@@ -314,7 +256,7 @@ exit 2
         reply.expect(200);
         assert!(reply.text.contains("Half an answer"), "{dialect}: {}", reply.text);
         assert!(reply.text.contains("lost the session"), "{dialect}: {}", reply.text);
-        let row = newest_row(&server, &admin).await;
+        let row = server.newest_request_row(&admin).await;
         assert_eq!(row["outcome"], "error:stream_error", "{dialect}: {row}");
         assert_eq!(row["tier"], "cli");
         // The tokens the run reported before it failed.

@@ -7,11 +7,18 @@ use std::time::Duration;
 const KEY: &str = "sk-test-valid-key-0001";
 const NEW_KEY: &str = "sk-test-rotated-key-0002";
 
+/// No provider is stored, and so no model is listed.
+async fn assert_no_provider_stored(server: &TestServer, admin: &str) {
+    let providers = server.call("GET", "/api/providers", Some(admin), None).await.json();
+    assert_eq!(providers["data"], json!([]), "{providers}");
+    let models = server.call("GET", "/api/models", Some(admin), None).await.json();
+    assert_eq!(models["data"], json!([]), "{models}");
+}
+
 #[tokio::test]
 async fn add_list_get_rotate_delete_a_provider() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o", "gpt-4o-mini"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
 
     let added = server.add_provider(&admin, "openai-main", &fake, KEY).await;
     assert_eq!(added["name"], "openai-main");
@@ -87,17 +94,13 @@ async fn add_list_get_rotate_delete_a_provider() {
         .call("DELETE", &format!("/api/providers/{id}"), Some(&admin), None)
         .await
         .expect(404);
-    assert_eq!(
-        server.call("GET", "/api/models", Some(&admin), None).await.json()["data"],
-        json!([])
-    );
+    assert_no_provider_stored(&server, &admin).await;
 }
 
 #[tokio::test]
 async fn invalid_key_is_422_with_the_providers_reason_and_nothing_is_stored() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     let reply = server
         .call(
             "POST",
@@ -110,28 +113,16 @@ async fn invalid_key_is_422_with_the_providers_reason_and_nothing_is_stored() {
     let message = reply.json()["error"]["message"].as_str().unwrap().to_string();
     assert!(message.contains("Incorrect API key"), "{message}");
     assert!(!reply.text.contains("sk-wrong-key-9999"));
-    assert_eq!(
-        server.call("GET", "/api/providers", Some(&admin), None).await.json()["data"],
-        json!([])
-    );
-    assert_eq!(
-        server.call("GET", "/api/models", Some(&admin), None).await.json()["data"],
-        json!([])
-    );
+    assert_no_provider_stored(&server, &admin).await;
     // The name is still free.
     server.add_provider(&admin, "bad", &fake, KEY).await;
 }
 
 #[tokio::test]
 async fn unreachable_provider_is_502_and_nothing_is_stored() {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     // A port that was just free: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::free_port();
     let reply = server
         .call(
             "POST",
@@ -142,17 +133,13 @@ async fn unreachable_provider_is_502_and_nothing_is_stored() {
         .await;
     reply.expect(502);
     assert_eq!(reply.json()["error"]["code"], "provider_unreachable");
-    assert_eq!(
-        server.call("GET", "/api/providers", Some(&admin), None).await.json()["data"],
-        json!([])
-    );
+    assert_no_provider_stored(&server, &admin).await;
 }
 
 #[tokio::test]
 async fn duplicate_names_are_409_case_insensitively() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &fake, KEY).await;
     let reply = server
         .call(
@@ -186,8 +173,7 @@ async fn duplicate_names_are_409_case_insensitively() {
 #[tokio::test]
 async fn a_rejected_new_key_leaves_the_old_one_working() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     let id = server.add_provider(&admin, "main", &fake, KEY).await["id"]
         .as_str()
         .unwrap()
@@ -218,8 +204,7 @@ async fn a_rejected_new_key_leaves_the_old_one_working() {
 async fn changing_base_url_needs_the_key_in_the_same_request() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
     let moved = FakeUpstream::openai("moved", &[NEW_KEY], &["gpt-4o", "o3"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     let id = server.add_provider(&admin, "main", &fake, KEY).await["id"]
         .as_str()
         .unwrap()
@@ -251,12 +236,7 @@ async fn changing_base_url_needs_the_key_in_the_same_request() {
 #[tokio::test]
 async fn refresh_models_on_demand_and_on_schedule() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
-    let server = TestServer::start_with(Options {
-        args: vec!["--models-refresh-secs".into(), "1".into()],
-        ..Options::default()
-    })
-    .await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin_using(Options::with_args(&["--models-refresh-secs", "1"])).await;
     let id = server.add_provider(&admin, "main", &fake, KEY).await["id"]
         .as_str()
         .unwrap()
@@ -299,8 +279,7 @@ async fn anthropic_provider_is_validated_with_its_own_headers_and_paginated() {
         &["claude-a", "claude-b", "claude-c"],
     )
     .await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     let added = server
         .add_provider(&admin, "anthropic", &fake, "sk-ant-test-key-0003")
         .await;
@@ -326,8 +305,7 @@ async fn anthropic_provider_is_validated_with_its_own_headers_and_paginated() {
 
 #[tokio::test]
 async fn provider_requests_are_validated() {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     let cases = [
         json!({"name": "x", "type": "azure", "api_key": KEY}),
         json!({"name": "has space", "type": "openai", "api_key": KEY}),
@@ -391,8 +369,7 @@ async fn silent_upstream() -> (
 
 #[tokio::test]
 async fn a_dropped_add_request_stops_the_check_and_stores_nothing() {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     let (base_url, mut opened, mut closed) = silent_upstream().await;
     let impatient = reqwest::Client::builder()
         .timeout(Duration::from_millis(200))
@@ -414,10 +391,7 @@ async fn a_dropped_add_request_stops_the_check_and_stores_nothing() {
     tokio::time::timeout(Duration::from_secs(5), closed.recv())
         .await
         .expect("auxot kept waiting on the provider for a request nobody waits for");
-    assert_eq!(
-        server.call("GET", "/api/providers", Some(&admin), None).await.json()["data"],
-        json!([])
-    );
+    assert_no_provider_stored(&server, &admin).await;
     // Nothing half-done holds the name.
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
     server.add_provider(&admin, "slow", &fake, KEY).await;

@@ -3,19 +3,12 @@
 //! Anthropic Messages with thinking carried across turns; metered either way.
 
 use crate::support::fake_upstream::{ENCRYPTED_REASONING, FAKE_SIGNATURE, FAKE_THINKING};
+use crate::support::sse::responses_events;
 use crate::support::{FakeUpstream, Reply, TestServer};
 use serde_json::{json, Value};
-use std::time::Duration;
 
 const OPENAI_KEY: &str = "sk-openai-provider-key-0201";
 const ANTHROPIC_KEY: &str = "sk-ant-provider-key-0202";
-
-async fn server() -> (TestServer, String, String) {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
-    let client = server.client_key(&admin).await;
-    (server, admin, client)
-}
 
 async fn call(server: &TestServer, key: &str, body: &str) -> Reply {
     server
@@ -30,28 +23,6 @@ async fn call(server: &TestServer, key: &str, body: &str) -> Reply {
         .await
 }
 
-/// (event name, data) of a Responses stream; each name matches its `type` and sequence
-/// numbers count up from 0.
-fn events(text: &str) -> Vec<(String, Value)> {
-    let mut out = Vec::new();
-    for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
-        let mut name = String::new();
-        let mut data = String::new();
-        for line in block.lines() {
-            if let Some(v) = line.strip_prefix("event:") {
-                name = v.trim().to_string();
-            } else if let Some(v) = line.strip_prefix("data:") {
-                data.push_str(v.trim());
-            }
-        }
-        let data: Value = serde_json::from_str(&data).unwrap_or_else(|e| panic!("{e}: {block}"));
-        assert_eq!(data["type"], name.as_str(), "{block}");
-        assert_eq!(data["sequence_number"], out.len(), "{block}");
-        out.push((name, data));
-    }
-    out
-}
-
 fn responses_posts(fake: &FakeUpstream) -> Vec<String> {
     fake.requests()
         .into_iter()
@@ -60,22 +31,10 @@ fn responses_posts(fake: &FakeUpstream) -> Vec<String> {
         .collect()
 }
 
-/// The newest usage row once `count` rows are written.
-async fn last_row(server: &TestServer, admin: &str, count: usize) -> Value {
-    let rows = || async {
-        let reply = server.call("GET", "/api/requests", Some(admin), None).await;
-        reply.json()["requests"].as_array().cloned().unwrap_or_default()
-    };
-    let found = crate::support::eventually(Duration::from_secs(5), || async { rows().await.len() >= count }).await;
-    let rows = rows().await;
-    assert!(found, "{rows:?}");
-    rows.into_iter().next().unwrap()
-}
-
 #[tokio::test]
 async fn an_openai_provider_gets_the_request_byte_exact_and_its_stream_passes_through_metered() {
     let openai = FakeUpstream::openai("oa", &[OPENAI_KEY], &["gpt-5"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "openai", &openai, OPENAI_KEY).await;
     // Odd key order, escapes, an item type auxot does not know and a hosted tool: none of
     // it is auxot's business.
@@ -89,7 +48,7 @@ async fn an_openai_provider_gets_the_request_byte_exact_and_its_stream_passes_th
     assert_eq!(responses_posts(&openai), vec![body.clone()], "sent byte for byte");
     assert!(openai.chat_requests().is_empty());
 
-    let seen = events(&reply.text);
+    let seen = responses_events(&reply.text);
     let names: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names[..2], ["response.created", "response.in_progress"]);
     assert!(names.contains(&"response.function_call_arguments.delta"), "{names:?}");
@@ -101,7 +60,7 @@ async fn an_openai_provider_gets_the_request_byte_exact_and_its_stream_passes_th
     );
     assert_eq!(completed["response"]["output"][1]["name"], "get_weather");
 
-    let row = last_row(&server, &admin, 1).await;
+    let row = server.request_log_of(&admin, 1).await.remove(0);
     assert_eq!(row["route"], "openai");
     assert_eq!(row["status"], 200, "{row}");
     assert_eq!(row["estimated"], false, "{row}");
@@ -114,7 +73,7 @@ async fn an_openai_provider_gets_the_request_byte_exact_and_its_stream_passes_th
 #[tokio::test]
 async fn a_pinned_or_aliased_model_is_the_only_byte_that_changes_and_whole_answers_are_metered() {
     let openai = FakeUpstream::openai("oa", &[OPENAI_KEY], &["gpt-5-codex"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "openai", &openai, OPENAI_KEY).await;
     let body = format!(
         r#"{{"model":"openai/gpt-5-codex","input":[{{"type":"reasoning","id":"rs_1","summary":[],"encrypted_content":"{ENCRYPTED_REASONING}"}},{{"role":"user","content":"hi"}}],"include":["reasoning.encrypted_content"]}}"#
@@ -134,7 +93,7 @@ async fn a_pinned_or_aliased_model_is_the_only_byte_that_changes_and_whole_answe
         body.replace(r#""model":"openai/gpt-5-codex""#, r#""model":"gpt-5-codex""#),
         "only the model's bytes change"
     );
-    let row = last_row(&server, &admin, 1).await;
+    let row = server.request_log_of(&admin, 1).await.remove(0);
     assert_eq!(row["input_tokens"], 7, "{row}");
     assert_eq!(row["output_tokens"], 4, "{row}");
     assert_eq!(row["reasoning_tokens"], 1, "{row}");
@@ -144,14 +103,14 @@ async fn a_pinned_or_aliased_model_is_the_only_byte_that_changes_and_whole_answe
 async fn a_server_without_responses_is_remembered_and_served_through_chat() {
     let openai = FakeUpstream::openai("compat", &[OPENAI_KEY], &["qwen"]).await;
     openai.drop_responses_api();
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "compat", &openai, OPENAI_KEY).await;
     for stream in [false, true] {
         let body = json!({"model": "qwen", "input": "Say hi", "stream": stream}).to_string();
         let reply = call(&server, &client, &body).await;
         reply.expect(200);
         let text = if stream {
-            let seen = events(&reply.text);
+            let seen = responses_events(&reply.text);
             let (last, completed) = seen.last().unwrap().clone();
             assert_eq!(last, "response.completed");
             completed["response"]["output"][0]["content"][0]["text"].clone()
@@ -168,7 +127,7 @@ async fn a_server_without_responses_is_remembered_and_served_through_chat() {
 async fn upstream_refusals_keep_their_status_and_a_failing_provider_fails_over_unseen() {
     let first = FakeUpstream::openai("first", &[OPENAI_KEY], &["gpt-5"]).await;
     let second = FakeUpstream::openai("second", &[OPENAI_KEY], &["gpt-5"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "first", &first, OPENAI_KEY).await;
     server.add_provider(&admin, "second", &second, OPENAI_KEY).await;
     // Reasoning OpenAI cannot decrypt: its 400 is the answer, in OpenAI's error shape.
@@ -194,7 +153,7 @@ async fn upstream_refusals_keep_their_status_and_a_failing_provider_fails_over_u
         )
         .await;
         reply.expect(200);
-        let seen = events(&reply.text);
+        let seen = responses_events(&reply.text);
         assert_eq!(seen.iter().filter(|(n, _)| n == "response.created").count(), 1);
         assert_eq!(reply.header("x-auxot-route"), Some("second"));
     }
@@ -222,14 +181,14 @@ fn thinking_turn(model: &str, stream: bool) -> Value {
 #[tokio::test]
 async fn an_anthropic_provider_thinks_and_its_thinking_comes_back_signed_on_the_next_turn() {
     let claude = FakeUpstream::anthropic("claude", &[ANTHROPIC_KEY], &["claude-sonnet-4-5-20250929"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "anthropic", &claude, ANTHROPIC_KEY).await;
     for stream in [true, false] {
         let mut turn = thinking_turn("claude-sonnet-4-5", stream);
         let reply = call(&server, &client, &turn.to_string()).await;
         reply.expect(200);
         let response = if stream {
-            let seen = events(&reply.text);
+            let seen = responses_events(&reply.text);
             let names: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
             for expected in [
                 "response.reasoning_summary_part.added",
@@ -286,7 +245,7 @@ async fn an_anthropic_provider_thinks_and_its_thinking_comes_back_signed_on_the_
         assert_eq!(messages[2]["content"][0]["type"], "tool_result");
         assert_eq!(sent["thinking"]["type"], "enabled");
     }
-    let row = last_row(&server, &admin, 4).await;
+    let row = server.request_log_of(&admin, 4).await.remove(0);
     assert_eq!(row["route"], "anthropic");
     assert_eq!(row["input_tokens"], 11, "{row}");
     assert_eq!(row["output_tokens"], 6, "{row}");
@@ -295,7 +254,7 @@ async fn an_anthropic_provider_thinks_and_its_thinking_comes_back_signed_on_the_
 #[tokio::test]
 async fn anthropic_refusals_say_what_cannot_be_sent() {
     let claude = FakeUpstream::anthropic("claude", &[ANTHROPIC_KEY], &["claude-sonnet-4-5-20250929"]).await;
-    let (server, admin, client) = server().await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "anthropic", &claude, ANTHROPIC_KEY).await;
     let body = json!({"model": "claude-sonnet-4-5", "input": [{"type": "hologram"}]});
     let reply = call(&server, &client, &body.to_string()).await;

@@ -6,24 +6,19 @@ use std::os::unix::fs::PermissionsExt;
 
 const KEY: &str = "sk-restart-provider-key-0001";
 
-fn with_key(key: Option<&str>) -> Options {
-    Options {
-        secret_key: key.map(str::to_string),
-        ..Options::default()
-    }
-}
-
 #[tokio::test]
 async fn restart_with_the_same_key_keeps_providers_and_keys_working() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
-    let mut server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (mut server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &fake, KEY).await;
     let client = server.client_key(&admin).await;
     server.chat(&client, "gpt-4o", false).await.expect(200);
     server.stop().await;
 
-    let again = server.relaunch(with_key(Some(TEST_KEY))).await.expect("restart");
+    let again = server
+        .relaunch(Options::with_key(Some(TEST_KEY)))
+        .await
+        .expect("restart");
     again.chat(&client, "gpt-4o", true).await.expect(200);
     let providers = again.call("GET", "/api/providers", Some(&admin), None).await.json();
     assert_eq!(providers["data"][0]["name"], "main");
@@ -34,14 +29,13 @@ async fn restart_with_the_same_key_keeps_providers_and_keys_working() {
 #[tokio::test]
 async fn restart_with_a_wrong_key_is_refused_and_the_data_is_intact() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
-    let mut server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (mut server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &fake, KEY).await;
     let client = server.client_key(&admin).await;
     server.stop().await;
     let before = file_bytes(&server.db_path());
 
-    let logs = match server.relaunch(with_key(Some(OTHER_KEY))).await {
+    let logs = match server.relaunch(Options::with_key(Some(OTHER_KEY))).await {
         Ok(_) => panic!("started with the wrong key"),
         Err(logs) => logs,
     };
@@ -55,7 +49,7 @@ async fn restart_with_a_wrong_key_is_refused_and_the_data_is_intact() {
     );
 
     let again = server
-        .relaunch(with_key(Some(TEST_KEY)))
+        .relaunch(Options::with_key(Some(TEST_KEY)))
         .await
         .expect("restart with the right key");
     again.chat(&client, "gpt-4o", false).await.expect(200);
@@ -64,7 +58,7 @@ async fn restart_with_a_wrong_key_is_refused_and_the_data_is_intact() {
 #[tokio::test]
 async fn no_config_generates_a_private_key_file_and_reuses_it() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
-    let mut server = TestServer::start_with(with_key(None)).await;
+    let mut server = TestServer::start_with(Options::with_key(None)).await;
     let key_file = server.data_path("secret.key");
     let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
@@ -79,14 +73,14 @@ async fn no_config_generates_a_private_key_file_and_reuses_it() {
     server.stop().await;
 
     let mut again = server
-        .relaunch(with_key(None))
+        .relaunch(Options::with_key(None))
         .await
         .expect("restart on the generated key");
     again.chat(&client, "gpt-4o", false).await.expect(200);
     again.stop().await;
 
     std::fs::remove_file(&key_file).unwrap();
-    let logs = match server.relaunch(with_key(None)).await {
+    let logs = match server.relaunch(Options::with_key(None)).await {
         Ok(_) => panic!("started without the key its data needs"),
         Err(logs) => logs,
     };
@@ -98,7 +92,7 @@ async fn no_config_generates_a_private_key_file_and_reuses_it() {
 async fn a_passphrase_is_stretched_and_a_short_key_is_refused() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
     let passphrase = "correct horse battery staple";
-    let mut server = TestServer::start_with(with_key(Some(passphrase))).await;
+    let mut server = TestServer::start_with(Options::with_key(Some(passphrase))).await;
     assert!(server.logs().contains("passphrase"), "{}", server.logs());
     let admin = server.admin_key().await;
     server.add_provider(&admin, "main", &fake, KEY).await;
@@ -106,15 +100,15 @@ async fn a_passphrase_is_stretched_and_a_short_key_is_refused() {
     server.stop().await;
 
     let mut again = server
-        .relaunch(with_key(Some(passphrase)))
+        .relaunch(Options::with_key(Some(passphrase)))
         .await
         .expect("same passphrase");
     again.chat(&client, "gpt-4o", false).await.expect(200);
     again.stop().await;
 
-    let refused = server.relaunch(with_key(Some("a different passphrase"))).await;
+    let refused = server.relaunch(Options::with_key(Some("a different passphrase"))).await;
     assert!(refused.err().unwrap().contains("not the key this data was sealed with"));
-    let refused = server.relaunch(with_key(Some("short"))).await;
+    let refused = server.relaunch(Options::with_key(Some("short"))).await;
     assert!(refused.err().unwrap().contains("too short"));
 }
 
@@ -123,13 +117,12 @@ async fn the_key_is_read_from_a_file_or_a_systemd_credential() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("key");
     std::fs::write(&file, format!("{TEST_KEY}\n")).unwrap();
-    let mut server = TestServer::start_with(Options {
+    let (mut server, admin) = TestServer::with_admin_using(Options {
         secret_key: None,
         env: vec![("AUXOT_SECRET_KEY_FILE".into(), file.display().to_string())],
         ..Options::default()
     })
     .await;
-    let admin = server.admin_key().await;
     assert!(!server.data_path("secret.key").exists());
     server.stop().await;
 

@@ -1,7 +1,9 @@
 //! Several `auxot serve` processes on one PostgreSQL database act as one router: what one
 //! changes, the others apply within a second.
 
+use crate::support::command::auxot;
 use crate::support::postgres::{database_name, fresh_database, superuser_sql};
+use crate::support::routers::{two_routers, CloudFleet};
 use crate::support::{eventually, FakeUpstream, Options, TestServer};
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -9,50 +11,20 @@ use std::time::{Duration, Instant};
 const KEY: &str = "sk-test-fleet-0001";
 
 async fn router_on(url: &str) -> TestServer {
-    TestServer::start_with(Options {
-        args: vec!["--database".into(), url.into()],
-        ..Options::default()
-    })
-    .await
-}
-
-/// Two routers on one fresh database; `None` when PostgreSQL is unavailable (skipped).
-async fn two_routers() -> Option<(TestServer, TestServer)> {
-    let url = fresh_database().await?;
-    let a = router_on(&url).await;
-    let b = router_on(&url).await;
-    Some((a, b))
+    TestServer::start_with(Options::on_database(url)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_key_revoked_on_one_router_is_refused_by_the_other_within_a_second() {
-    let Some((a, b)) = two_routers().await else { return };
-    let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
-    let admin = a.admin_key().await;
-    a.add_provider(&admin, "cloud", &fake, KEY).await;
-    let reply = a
-        .call(
-            "POST",
-            "/api/api-keys",
-            Some(&admin),
-            Some(json!({"name": "laptop", "role": "client"})),
-        )
-        .await;
-    reply.expect(201);
-    let client = reply.json()["key"].as_str().unwrap().to_string();
-    let id = reply.json()["id"].as_str().unwrap().to_string();
-
+    let Some(fleet) = CloudFleet::start(KEY).await else {
+        return;
+    };
+    let (id, client) = fleet.key_on_both(json!({"name": "laptop", "role": "client"})).await;
+    let CloudFleet { a, b, admin, .. } = &fleet;
     // The key and the provider made on A work on B.
-    assert!(
-        eventually(Duration::from_secs(1), || async {
-            b.chat(&client, "gpt-4o", false).await.status == 200
-        })
-        .await,
-        "B never accepted the key made on A; B's log:\n{}",
-        b.logs()
-    );
+    b.chat(&client, "gpt-4o", false).await.expect(200);
 
-    a.call("DELETE", &format!("/api/api-keys/{id}"), Some(&admin), None)
+    a.call("DELETE", &format!("/api/api-keys/{id}"), Some(admin), None)
         .await
         .expect(204);
     let revoked = Instant::now();
@@ -93,14 +65,8 @@ async fn a_provider_alias_and_setting_added_on_one_router_apply_on_the_other() {
         added.elapsed()
     );
 
-    a.call(
-        "POST",
-        "/api/aliases",
-        Some(&admin),
-        Some(json!({"name": "fast", "cloud": "gpt-4o-mini"})),
-    )
-    .await
-    .expect(201);
+    a.add_alias(&admin, json!({"name": "fast", "cloud": "gpt-4o-mini"}))
+        .await;
     assert!(
         eventually(Duration::from_secs(1), || async {
             let reply = b.chat(&admin, "fast", false).await;
@@ -110,14 +76,8 @@ async fn a_provider_alias_and_setting_added_on_one_router_apply_on_the_other() {
         "B does not know the alias made on A"
     );
 
-    b.call(
-        "PUT",
-        "/api/settings",
-        Some(&admin),
-        Some(json!({"routing": {"queue_timeout_ms": 1234}})),
-    )
-    .await
-    .expect(200);
+    b.put_settings(&admin, json!({"routing": {"queue_timeout_ms": 1234}}))
+        .await;
     assert!(
         eventually(Duration::from_secs(1), || async {
             let reply = a.call("GET", "/api/settings", Some(&admin), None).await;
@@ -129,24 +89,15 @@ async fn a_provider_alias_and_setting_added_on_one_router_apply_on_the_other() {
 }
 
 fn migrate(data_dir: &std::path::Path, url: &str) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_auxot"))
-        .arg("migrate")
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg("--to")
-        .arg(url)
-        .env_remove("AUXOT_DATABASE_URL")
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .output()
-        .expect("run auxot migrate")
+    let data_dir = data_dir.display().to_string();
+    auxot(&["migrate", "--data-dir", &data_dir, "--to", url], &[], "")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redb_box_migrates_to_postgres_with_its_keys_providers_and_usage() {
     let Some(url) = fresh_database().await else { return };
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
-    let mut single = TestServer::start().await;
-    let admin = single.admin_key().await;
+    let (mut single, admin) = TestServer::with_admin().await;
     single.add_provider(&admin, "cloud", &fake, KEY).await;
     let client = single.client_key(&admin).await;
     single.chat(&client, "gpt-4o", false).await.expect(200);
@@ -179,42 +130,18 @@ async fn a_redb_box_migrates_to_postgres_with_its_keys_providers_and_usage() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spend_cap_holds_for_the_fleet_and_each_row_names_its_router() {
-    let Some(url) = fresh_database().await else { return };
-    let start = |name: &str| {
-        let url = url.clone();
-        let name = name.to_string();
-        async move {
-            TestServer::start_with(Options {
-                args: vec!["--database".into(), url, "--router-name".into(), name],
-                ..Options::default()
-            })
-            .await
-        }
+    let Some(fleet) = CloudFleet::start(KEY).await else {
+        return;
     };
-    let (a, b) = (start("router-a").await, start("router-b").await);
-    let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
-    let admin = a.admin_key().await;
-    a.add_provider(&admin, "cloud", &fake, KEY).await;
-    let reply = a
-        .call(
-            "POST",
-            "/api/api-keys",
-            Some(&admin),
-            Some(json!({"name": "capped", "role": "client", "monthly_spend_cap_usd": 0.000_001})),
-        )
+    let (_, client) = fleet
+        .key_on_both(json!({"name": "capped", "role": "client", "monthly_spend_cap_usd": 0.000_001}))
         .await;
-    reply.expect(201);
-    let client = reply.json()["key"].as_str().unwrap().to_string();
-    assert!(
-        eventually(Duration::from_secs(1), || async {
-            b.chat(&client, "gpt-4o", false).await.status == 200
-        })
-        .await,
-        "the first request (under the cap) runs on B"
-    );
+    let CloudFleet { a, b, admin, .. } = &fleet;
+    // The first request (under the cap) runs on B.
+    b.chat(&client, "gpt-4o", false).await.expect(200);
     // What the key spent on B reaches A within a second (a notice, then a re-read)…
     let spent_on_a = || async {
-        let keys = a.call("GET", "/api/api-keys", Some(&admin), None).await;
+        let keys = a.call("GET", "/api/api-keys", Some(admin), None).await;
         keys.json()["data"]
             .as_array()
             .cloned()
@@ -228,7 +155,7 @@ async fn a_spend_cap_holds_for_the_fleet_and_each_row_names_its_router() {
     );
     // …and from then on A refuses the key without serving it.
     a.chat(&client, "gpt-4o", false).await.expect(429);
-    let log = a.call("GET", "/api/requests", Some(&admin), None).await;
+    let log = a.call("GET", "/api/requests", Some(admin), None).await;
     let rows = log.expect(200).json()["requests"].as_array().cloned().unwrap();
     let served: Vec<(&str, u64)> = rows
         .iter()
@@ -283,10 +210,7 @@ async fn with_postgres_unreachable_a_router_keeps_serving_and_says_it_is_degrade
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_router_killed_mid_traffic_loses_nothing_it_answered_and_the_other_keeps_serving() {
     let Some(url) = fresh_database().await else { return };
-    let named = |name: &str| Options {
-        args: vec!["--database".into(), url.clone(), "--router-name".into(), name.into()],
-        ..Options::default()
-    };
+    let named = |name: &str| Options::on_database(&url).named(name);
     let mut a = TestServer::start_with(named("doomed")).await;
     let b = TestServer::start_with(named("survivor")).await;
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
@@ -300,10 +224,11 @@ async fn a_router_killed_mid_traffic_loses_nothing_it_answered_and_the_other_kee
     let pid = a.pid().to_string();
     // Its client sees the connection drop; only what was answered must survive.
     let streaming = a
-        .http
-        .post(format!("{}/v1/chat/completions", a.url))
-        .bearer_auth(&client)
-        .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .post_as(
+            "/v1/chat/completions",
+            &client,
+            &json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        )
         .send();
     let killed = async {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -330,28 +255,15 @@ async fn a_router_killed_mid_traffic_loses_nothing_it_answered_and_the_other_kee
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_per_minute_hold_for_the_fleet_then_both_routers_refuse_with_retry_after() {
-    let Some((a, b)) = two_routers().await else { return };
-    let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
-    let admin = a.admin_key().await;
-    a.add_provider(&admin, "cloud", &fake, KEY).await;
-    let reply = a
-        .call(
-            "POST",
-            "/api/api-keys",
-            Some(&admin),
-            Some(json!({"name": "paced", "role": "client", "rpm_limit": 6})),
-        )
+    let Some(fleet) = CloudFleet::start(KEY).await else {
+        return;
+    };
+    let (_, client) = fleet
+        .key_on_both(json!({"name": "paced", "role": "client", "rpm_limit": 6}))
         .await;
-    reply.expect(201);
-    let client = reply.json()["key"].as_str().unwrap().to_string();
-    // Three requests on B (the first once B knows the key and the provider)…
-    assert!(
-        eventually(Duration::from_secs(1), || async {
-            b.chat(&client, "gpt-4o", false).await.status == 200
-        })
-        .await,
-        "B never served the new key"
-    );
+    let CloudFleet { a, b, .. } = &fleet;
+    // Three requests on B…
+    b.chat(&client, "gpt-4o", false).await.expect(200);
     b.chat(&client, "gpt-4o", false).await.expect(200);
     b.chat(&client, "gpt-4o", false).await.expect(200);
     // …reach A within two exchange intervals, so A admits only the other three.

@@ -17,20 +17,13 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
-    let client = server.client_key(&admin).await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     Setup { server, admin, client }
 }
 
 impl Setup {
     async fn chat_with(&self, model: &str, stream: bool, headers: &[(&str, &str)]) -> crate::support::Reply {
-        let mut request = self
-            .server
-            .http
-            .post(format!("{}/v1/chat/completions", self.server.url))
-            .bearer_auth(&self.client)
-            .json(&json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "Say hi"}]}));
+        let mut request = self.server.chat_request(&self.client, model, stream);
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
@@ -39,15 +32,7 @@ impl Setup {
 
     /// Starts a streaming request and returns once its first chunk arrived (its slot is held).
     async fn hold(&self, model: &str) -> reqwest::Response {
-        let response = self
-            .server
-            .http
-            .post(format!("{}/v1/chat/completions", self.server.url))
-            .bearer_auth(&self.client)
-            .json(&json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "hold"}]}))
-            .send()
-            .await
-            .unwrap();
+        let response = self.server.open_stream(&self.client, model).await;
         assert_eq!(response.status(), 200);
         response
     }
@@ -219,14 +204,8 @@ async fn a_queue_timeout_is_503_naming_each_tier_and_why() {
     }
     // The default comes from the settings.
     s.server
-        .call(
-            "PUT",
-            "/api/settings",
-            Some(&s.admin),
-            Some(json!({"routing": {"queue_timeout_ms": 150}})),
-        )
-        .await
-        .expect(200);
+        .put_settings(&s.admin, json!({"routing": {"queue_timeout_ms": 150}}))
+        .await;
     s.chat_with("qwen", false, &[]).await.expect(503);
     gpu.release_stream();
     drop(held);
@@ -300,14 +279,8 @@ async fn request_overrides_beat_agent_overrides_beat_the_default() {
 
     // The default order is a setting.
     s.server
-        .call(
-            "PUT",
-            "/api/settings",
-            Some(&s.admin),
-            Some(json!({"routing": {"default_order": ["cloud", "gpu"]}})),
-        )
-        .await
-        .expect(200);
+        .put_settings(&s.admin, json!({"routing": {"default_order": ["cloud", "gpu"]}}))
+        .await;
     assert_eq!(tier(s.chat_with("qwen", false, &[]).await.expect(200)), "cloud");
     let settings = s.server.call("GET", "/api/settings", Some(&s.admin), None).await.json();
     assert_eq!(settings["routing"]["default_order"], json!(["cloud", "gpu"]));
@@ -321,14 +294,8 @@ async fn request_overrides_beat_agent_overrides_beat_the_default() {
         .await
         .expect(400);
     s.server
-        .call(
-            "PUT",
-            "/api/settings",
-            Some(&s.admin),
-            Some(json!({"routing": {"default_order": ["gpu", "cli", "cloud"]}})),
-        )
-        .await
-        .expect(200);
+        .put_settings(&s.admin, json!({"routing": {"default_order": ["gpu", "cli", "cloud"]}}))
+        .await;
 
     // An agent brings its own order and system prompt.
     s.server
@@ -494,16 +461,12 @@ async fn a_stream_from_a_worker_passes_chunks_as_they_come_and_usage_only_on_req
 
     let reply = s
         .server
-        .send(
-            s.server
-                .http
-                .post(format!("{}/v1/chat/completions", s.server.url))
-                .bearer_auth(&s.client)
-                .json(
-                    &json!({"model": "qwen", "stream": true, "stream_options": {"include_usage": true},
+        .send(s.server.post_as(
+            "/v1/chat/completions",
+            &s.client,
+            &json!({"model": "qwen", "stream": true, "stream_options": {"include_usage": true},
                     "messages": [{"role": "user", "content": "hi"}]}),
-                ),
-        )
+        ))
         .await;
     reply.expect(200);
     assert!(reply.text.contains("\"prompt_tokens\":5"), "{}", reply.text);

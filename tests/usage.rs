@@ -40,8 +40,7 @@ fn group<'a>(body: &'a Value, key: &str) -> &'a Value {
 #[tokio::test]
 async fn every_request_leaves_one_row_with_tokens_and_never_its_text() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o", "fail-500", "gated"]).await;
-    let mut server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (mut server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &fake, KEY).await;
     let client = server.client_key(&admin).await;
     let ask = |model: &str, stream: bool| json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": PROMPT}]});
@@ -80,10 +79,7 @@ async fn every_request_leaves_one_row_with_tokens_and_never_its_text() {
         .expect(404);
     // Cancelled: the client goes away mid-stream.
     let response = server
-        .http
-        .post(format!("{}/v1/chat/completions", server.url))
-        .bearer_auth(&client)
-        .json(&ask("gated", true))
+        .post_as("/v1/chat/completions", &client, &ask("gated", true))
         .send()
         .await
         .unwrap();
@@ -136,19 +132,14 @@ async fn every_request_leaves_one_row_with_tokens_and_never_its_text() {
 #[tokio::test]
 async fn worker_answers_show_what_the_cloud_would_have_cost() {
     let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["qwen"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
-    let client = server.client_key(&admin).await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     let _worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 1).await;
     server
-        .call(
-            "POST",
-            "/api/aliases",
-            Some(&admin),
-            Some(json!({"name": "coder", "gpu": "qwen", "cloud": "openai/gpt-4o"})),
+        .add_alias(
+            &admin,
+            json!({"name": "coder", "gpu": "qwen", "cloud": "openai/gpt-4o"}),
         )
-        .await
-        .expect(201);
+        .await;
     server.chat(&client, "coder", true).await.expect(200);
     let body = wait_rows(&server, &admin, 1).await;
     let gpu_row = group(&body, "gpu");
@@ -164,8 +155,7 @@ async fn worker_answers_show_what_the_cloud_would_have_cost() {
 #[tokio::test]
 async fn limits_answer_429_with_retry_after_in_the_callers_dialect() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &fake, KEY).await;
     let client = server.client_key(&admin).await;
     let keys = server.call("GET", "/api/api-keys", Some(&admin), None).await.json();
@@ -273,8 +263,7 @@ async fn limits_answer_429_with_retry_after_in_the_callers_dialect() {
 #[tokio::test]
 async fn sigterm_flushes_the_rows_still_queued() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
-    let mut server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (mut server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &fake, KEY).await;
     let client = server.client_key(&admin).await;
     for _ in 0..3 {
@@ -290,12 +279,8 @@ async fn sigterm_flushes_the_rows_still_queued() {
 #[tokio::test]
 async fn metrics_count_requests_for_admins_and_the_metrics_token() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
-    let server = TestServer::start_with(Options {
-        args: vec!["--metrics-token".into(), "scrape-token-0123456789".into()],
-        ..Options::default()
-    })
-    .await;
-    let admin = server.admin_key().await;
+    let (server, admin) =
+        TestServer::with_admin_using(Options::with_args(&["--metrics-token", "scrape-token-0123456789"])).await;
     server.add_provider(&admin, "main", &fake, KEY).await;
     let client = server.client_key(&admin).await;
     server.chat(&client, "gpt-4o", false).await.expect(200);
@@ -331,8 +316,7 @@ async fn metrics_count_requests_for_admins_and_the_metrics_token() {
 
 #[tokio::test]
 async fn usage_queries_and_prices_are_validated() {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     for query in [
         "group_by=bogus",
         "from=yesterday",
@@ -373,9 +357,7 @@ async fn usage_queries_and_prices_are_validated() {
 #[tokio::test]
 async fn a_cli_subscription_price_shows_beside_its_workers_usage() {
     let cli = crate::support::FakeCli::new();
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
-    let client = server.client_key(&admin).await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     let _worker = TestWorker::cli(&server, &admin, "c1", &cli, &["sonnet"], 1).await;
     let tokens = server
         .call("GET", "/api/worker-tokens", Some(&admin), None)

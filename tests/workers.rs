@@ -1,8 +1,9 @@
 //! Workers: tokens, the live list, disconnects, heartbeats, cancellation, slot accounting.
 
+use crate::support::worker::hand_driven_worker;
 use crate::support::worker::{alive, worker_token, worker_token_allowing, worker_view};
 use crate::support::{eventually, FakeCli, FakeUpstream, Options, TestServer, TestWorker};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::json;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -20,8 +21,7 @@ async fn status_of(server: &TestServer, admin: &str, name: &str) -> String {
 
 #[tokio::test]
 async fn worker_tokens_are_shown_once_listed_without_secrets_and_checked_on_connect() {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     let created = server
         .call(
             "POST",
@@ -70,8 +70,7 @@ async fn worker_tokens_are_shown_once_listed_without_secrets_and_checked_on_conn
 #[tokio::test]
 async fn a_worker_with_a_token_of_the_other_kind_is_refused() {
     let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["qwen"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     let token = worker_token(&server, &admin, "wrong", "cli").await;
     let worker = TestWorker::spawn(
         &server.url,
@@ -100,9 +99,7 @@ async fn a_worker_with_a_token_of_the_other_kind_is_refused() {
 #[tokio::test]
 async fn revoking_a_token_disconnects_its_worker_at_once() {
     let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["qwen"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
-    let client = server.client_key(&admin).await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     let _worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 1).await;
     server.chat(&client, "qwen", false).await.expect(200);
     let tokens = server
@@ -131,20 +128,11 @@ async fn revoking_a_token_disconnects_its_worker_at_once() {
 async fn a_killed_gpu_worker_is_skipped_and_its_stream_ends_cleanly() {
     let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["gated", "qwen"]).await;
     let cloud = FakeUpstream::openai("cloud", &[CLOUD_KEY], &["qwen"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
-    let client = server.client_key(&admin).await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     server.add_provider(&admin, "cloud", &cloud, CLOUD_KEY).await;
     let mut worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 1).await;
 
-    let response = server
-        .http
-        .post(format!("{}/v1/chat/completions", server.url))
-        .bearer_auth(&client)
-        .json(&json!({"model": "gated", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
+    let response = server.open_stream(&client, "gated").await;
     assert_eq!(response.headers()["x-auxot-route"], "g1");
     let mut body = response.bytes_stream();
     body.next().await.unwrap().unwrap();
@@ -177,29 +165,13 @@ async fn a_killed_gpu_worker_is_skipped_and_its_stream_ends_cleanly() {
 #[tokio::test]
 async fn a_silent_worker_goes_offline_and_its_job_fails_over() {
     let cloud = FakeUpstream::openai("cloud", &[CLOUD_KEY], &["qwen"]).await;
-    let server = TestServer::start_with(Options {
-        args: vec!["--worker-heartbeat-timeout-secs".into(), "1".into()],
-        ..Options::default()
-    })
-    .await;
-    let admin = server.admin_key().await;
+    let (server, admin) =
+        TestServer::with_admin_using(Options::with_args(&["--worker-heartbeat-timeout-secs", "1"])).await;
     let client = server.client_key(&admin).await;
     server.add_provider(&admin, "cloud", &cloud, CLOUD_KEY).await;
     // The operator deliberately puts this worker before the cloud for "qwen".
     let token = worker_token_allowing(&server, &admin, "mute", "gpu", &["qwen"]).await;
-    let mut request = (server.url.replace("http://", "ws://") + "/api/workers/connect")
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    let hello = json!({"type": "hello", "protocol": 1, "kind": "gpu", "name": "mute", "models": ["qwen"], "slots": 1, "version": "test"});
-    socket.send(Message::text(hello.to_string())).await.unwrap();
-    let ack: serde_json::Value = match socket.next().await.unwrap().unwrap() {
-        Message::Text(text) => serde_json::from_str(&text).unwrap(),
-        other => panic!("{other:?}"),
-    };
+    let (ack, mut socket) = hand_driven_worker(&server, &token, json!({"type": "hello", "protocol": 1, "kind": "gpu", "name": "mute", "models": ["qwen"], "slots": 1, "version": "test"})).await;
     assert_eq!(ack["type"], "hello_ack");
     assert_eq!(ack["heartbeat_timeout_ms"], 1000);
 
@@ -222,18 +194,9 @@ async fn a_silent_worker_goes_offline_and_its_job_fails_over() {
 #[tokio::test]
 async fn a_client_that_disconnects_frees_the_slot_and_the_upstream_sees_the_cancel() {
     let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["gated"]).await;
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
-    let client = server.client_key(&admin).await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     let _worker = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 1).await;
-    let response = server
-        .http
-        .post(format!("{}/v1/chat/completions", server.url))
-        .bearer_auth(&client)
-        .json(&json!({"model": "gated", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
+    let response = server.open_stream(&client, "gated").await;
     let mut body = response.bytes_stream();
     body.next().await.unwrap().unwrap();
     assert_eq!(worker_view(&server, &admin, "g1").await.unwrap()["slots_in_use"], 1);
@@ -253,9 +216,7 @@ async fn a_client_that_disconnects_frees_the_slot_and_the_upstream_sees_the_canc
 #[tokio::test]
 async fn a_client_that_disconnects_kills_the_cli_process() {
     let cli = FakeCli::new();
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
-    let client = server.client_key(&admin).await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     let _worker = TestWorker::cli(&server, &admin, "c1", &cli, &["sonnet"], 1).await;
     cli.close_gate();
     let url = server.url.clone();
@@ -286,9 +247,7 @@ async fn a_client_that_disconnects_kills_the_cli_process() {
 async fn a_hundred_concurrent_requests_never_exceed_the_slots_and_leave_none_taken() {
     let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["qwen"]).await;
     let cli = FakeCli::new();
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
-    let client = server.client_key(&admin).await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
     let _g = TestWorker::gpu(&server, &admin, "g1", &gpu, GPU_KEY, 3).await;
     let _c = TestWorker::cli(&server, &admin, "c1", &cli, &["qwen"], 2).await;
     let http = reqwest::Client::builder().pool_max_idle_per_host(200).build().unwrap();
@@ -331,8 +290,7 @@ async fn a_hundred_concurrent_requests_never_exceed_the_slots_and_leave_none_tak
 
 #[tokio::test]
 async fn workers_fail_at_start_when_their_cli_or_model_server_is_missing() {
-    let server = TestServer::start().await;
-    let admin = server.admin_key().await;
+    let (server, admin) = TestServer::with_admin().await;
     let token = worker_token(&server, &admin, "w", "cli").await;
     let mut cli = TestWorker::spawn(
         &server.url,
@@ -348,23 +306,9 @@ async fn workers_fail_at_start_when_their_cli_or_model_server_is_missing() {
         ],
         &[],
     );
-    let status = cli
-        .wait_exit(Duration::from_secs(10))
-        .await
-        .expect("the worker kept running");
-    assert!(!status.success());
-    // The reader may still be draining the last lines the process wrote.
-    let said = eventually(Duration::from_secs(5), || async {
-        cli.logs().contains("/nonexistent/claude")
-    })
-    .await;
-    assert!(said, "{}", cli.logs());
+    cli.fails_saying(Duration::from_secs(10), "/nonexistent/claude").await;
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::free_port();
     let token = worker_token(&server, &admin, "g", "gpu").await;
     let mut gpu = TestWorker::spawn(
         &server.url,
@@ -374,15 +318,7 @@ async fn workers_fail_at_start_when_their_cli_or_model_server_is_missing() {
         vec!["gpu".into(), "--upstream".into(), format!("http://127.0.0.1:{port}/v1")],
         &[],
     );
-    let status = gpu
-        .wait_exit(Duration::from_secs(20))
-        .await
-        .expect("the worker kept running");
-    assert!(!status.success());
-    let said = eventually(Duration::from_secs(5), || async {
-        gpu.logs().contains("cannot reach the model server")
-    })
-    .await;
-    assert!(said, "{}", gpu.logs());
+    gpu.fails_saying(Duration::from_secs(20), "cannot reach the model server")
+        .await;
     assert!(worker_view(&server, &admin, "g").await.is_none());
 }

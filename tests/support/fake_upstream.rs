@@ -394,6 +394,21 @@ impl FakeState {
         })
     }
 
+    /// The error every request gets while `fail_chats_with` is set, in the Anthropic or the
+    /// OpenAI shape; `None` otherwise.
+    fn failing_on_purpose(&self, anthropic: bool) -> Option<warp::reply::Response> {
+        let status = (*self.fail_with.lock().unwrap())?;
+        let message = format!("{} is failing on purpose", self.name);
+        Some(if anthropic {
+            json_reply(
+                status,
+                json!({"type": "error", "error": {"type": "api_error", "message": message}}),
+            )
+        } else {
+            json_reply(status, json!({"error": {"message": message, "type": "server_error"}}))
+        })
+    }
+
     /// OpenAI embeddings for models whose name holds `embed` (others answer 400, as vLLM
     /// does for a chat model): input `i` gets `[i + 0.5, <length of the fake's name>, -1]`
     /// (`dimensions` long), base64 when asked; usage is one token per input unless the
@@ -402,11 +417,8 @@ impl FakeState {
         use base64::Engine;
         let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         let model = request["model"].as_str().unwrap_or("").to_string();
-        if let Some(status) = *self.fail_with.lock().unwrap() {
-            return json_reply(
-                status,
-                json!({"error": {"message": format!("{} is failing on purpose", self.name), "type": "server_error"}}),
-            );
+        if let Some(failing) = self.failing_on_purpose(false) {
+            return failing;
         }
         if !model.contains("embed") {
             return json_reply(
@@ -449,11 +461,8 @@ impl FakeState {
     fn openai_responses(&self, body: &[u8]) -> warp::reply::Response {
         let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         let model = request["model"].as_str().unwrap_or("").to_string();
-        if let Some(status) = *self.fail_with.lock().unwrap() {
-            return json_reply(
-                status,
-                json!({"error": {"message": format!("{} is failing on purpose", self.name), "type": "server_error"}}),
-            );
+        if let Some(failing) = self.failing_on_purpose(false) {
+            return failing;
         }
         let items = match &request["input"] {
             Value::Array(items) => items.clone(),
@@ -647,11 +656,8 @@ impl FakeState {
     fn anthropic_messages(&self, body: &[u8]) -> warp::reply::Response {
         let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         let model = request["model"].as_str().unwrap_or("").to_string();
-        if let Some(status) = *self.fail_with.lock().unwrap() {
-            return json_reply(
-                status,
-                json!({"type": "error", "error": {"type": "api_error", "message": format!("{} is failing on purpose", self.name)}}),
-            );
+        if let Some(failing) = self.failing_on_purpose(true) {
+            return failing;
         }
         let thinking = request["thinking"]["type"] == "enabled";
         if let Some(refusal) = thinking_refusal(&request) {
@@ -771,12 +777,8 @@ impl FakeState {
     async fn openai_chat(&self, body: &[u8]) -> warp::reply::Response {
         let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         let model = request["model"].as_str().unwrap_or("").to_string();
-        let forced = *self.fail_with.lock().unwrap();
-        if let Some(status) = forced {
-            return json_reply(
-                status,
-                json!({"error": {"message": format!("{} is failing on purpose", self.name), "type": "server_error"}}),
-            );
+        if let Some(failing) = self.failing_on_purpose(false) {
+            return failing;
         }
         match model.as_str() {
             "fail-500" => {

@@ -1,10 +1,21 @@
 //! `TestServer` (the real binary, port 0, temp data dir) and the fakes it talks to.
+//!
+//! Shared set-up lives here, named by what it sets up: `calls` (admin-API and client calls
+//! on a `TestServer`), `command` (other `auxot` subcommands), `routers` (routers on one
+//! PostgreSQL database), `postgres` (the throwaway clusters), `scripted` (a provider fake
+//! whose answers a test writes), `sse` (reading event streams), `worker` (real and
+//! hand-driven workers). A helper two test modules would both write belongs here.
 
 pub mod blackhole;
+pub mod calls;
+pub mod command;
 pub mod fake_llm;
 pub mod fake_upstream;
 pub mod model_server;
 pub mod postgres;
+pub mod routers;
+pub mod scripted;
+pub mod sse;
 pub mod worker;
 
 pub use fake_upstream::FakeUpstream;
@@ -37,6 +48,43 @@ impl Default for Options {
             args: Vec::new(),
             env: Vec::new(),
         }
+    }
+}
+
+impl Options {
+    /// The default options with `key` as the secret key (`None`: no key configured).
+    pub fn with_key(key: Option<&str>) -> Options {
+        Options {
+            secret_key: key.map(str::to_string),
+            ..Options::default()
+        }
+    }
+
+    /// The default options with these arguments to `auxot serve`.
+    pub fn with_args(args: &[&str]) -> Options {
+        args.iter().fold(Options::default(), |options, arg| options.arg(arg))
+    }
+
+    /// A router on the PostgreSQL database at `url` (`--database`).
+    pub fn on_database(url: &str) -> Options {
+        Options::default().arg("--database").arg(url)
+    }
+
+    /// `--router-name NAME`: the name its usage rows and worker connections carry.
+    pub fn named(self, name: &str) -> Options {
+        self.arg("--router-name").arg(name)
+    }
+
+    /// One more command-line argument to `auxot serve`.
+    pub fn arg(mut self, arg: &str) -> Options {
+        self.args.push(arg.to_string());
+        self
+    }
+
+    /// This secret key instead of the default one.
+    pub fn key(mut self, key: &str) -> Options {
+        self.secret_key = Some(key.to_string());
+        self
     }
 }
 
@@ -78,6 +126,25 @@ pub struct TestServer {
 impl TestServer {
     pub async fn start() -> TestServer {
         Self::start_with(Options::default()).await
+    }
+
+    /// A started server with its first admin: the admin's API key.
+    pub async fn with_admin() -> (TestServer, String) {
+        Self::with_admin_using(Options::default()).await
+    }
+
+    /// A server started with `options`, with its first admin: the admin's API key.
+    pub async fn with_admin_using(options: Options) -> (TestServer, String) {
+        let server = Self::start_with(options).await;
+        let admin = server.admin_key().await;
+        (server, admin)
+    }
+
+    /// A started server with its first admin and a client key: (server, admin key, client key).
+    pub async fn with_admin_and_client() -> (TestServer, String, String) {
+        let (server, admin) = Self::with_admin().await;
+        let client = server.client_key(&admin).await;
+        (server, admin, client)
     }
 
     pub async fn start_with(options: Options) -> TestServer {
@@ -261,14 +328,7 @@ impl TestServer {
 
     /// Creates the first admin and returns an admin API key.
     pub async fn admin_key(&self) -> String {
-        self.call(
-            "POST",
-            "/api/setup",
-            None,
-            Some(json!({"username": "admin", "password": "password123"})),
-        )
-        .await
-        .expect(201);
+        self.setup_admin("admin", "password123").await.expect(201);
         let cookie = self.login("admin", "password123").await;
         let reply = self
             .send(
@@ -284,14 +344,7 @@ impl TestServer {
 
     /// Logs in and returns the `Cookie` header value for the session.
     pub async fn login(&self, username: &str, password: &str) -> String {
-        let reply = self
-            .call(
-                "POST",
-                "/api/login",
-                None,
-                Some(json!({"username": username, "password": password})),
-            )
-            .await;
+        let reply = self.try_login(username, password).await;
         reply.expect(200);
         let set_cookie = reply.header("set-cookie").expect("set-cookie").to_string();
         set_cookie.split(';').next().unwrap().to_string()
@@ -310,28 +363,32 @@ impl TestServer {
         reply.json()["key"].as_str().unwrap().to_string()
     }
 
-    /// Adds a provider and returns its JSON.
+    /// Adds a provider served by `fake` and returns its JSON.
     pub async fn add_provider(&self, admin: &str, name: &str, fake: &FakeUpstream, key: &str) -> Value {
-        let reply = self
-            .call(
-                "POST",
-                "/api/providers",
-                Some(admin),
-                Some(json!({"name": name, "type": fake.kind.type_name(), "api_key": key, "base_url": fake.base_url()})),
-            )
-            .await;
-        reply.expect(201);
-        reply.json()
+        self.add_provider_at(admin, name, fake.kind.type_name(), &fake.base_url(), key)
+            .await
+    }
+
+    /// A chat completion asking `model` to "Say hi" as `key`, to send or to add headers to.
+    pub fn chat_request(&self, key: &str, model: &str, stream: bool) -> reqwest::RequestBuilder {
+        self.post_as(
+            "/v1/chat/completions",
+            key,
+            &json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "Say hi"}]}),
+        )
     }
 
     pub async fn chat(&self, key: &str, model: &str, stream: bool) -> Reply {
-        self.call(
-            "POST",
-            "/v1/chat/completions",
-            Some(key),
-            Some(json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "Say hi"}]})),
-        )
-        .await
+        self.send(self.chat_request(key, model, stream)).await
+    }
+
+    /// A streamed chat completion as `key` once its headers arrived: the body is still
+    /// to come (a `gated` model's holds its slot until released).
+    pub async fn open_stream(&self, key: &str, model: &str) -> reqwest::Response {
+        self.chat_request(key, model, true)
+            .send()
+            .await
+            .expect("request to auxot")
     }
 }
 
@@ -357,6 +414,15 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A loopback port that was free a moment ago: nothing listens there (a dead upstream), or
+/// something of the test's own is about to.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
 }
 
 pub fn file_bytes(path: &Path) -> Vec<u8> {

@@ -13,6 +13,7 @@
 //! Without the binaries a test skips with a printed reason, unless `AUXOT_REQUIRE_POSTGRES=1`
 //! (set by .ci/run) makes it fail.
 
+use super::free_port;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -34,31 +35,43 @@ pub async fn fresh_database() -> Option<String> {
     let cluster = CLUSTER.get_or_init(|| start_cluster().map(Mutex::new));
     let port = match cluster {
         Ok(cluster) => cluster.lock().unwrap_or_else(|e| e.into_inner()).port,
-        Err(reason) => {
-            if std::env::var("AUXOT_REQUIRE_POSTGRES").as_deref() == Ok("1") {
-                panic!("PostgreSQL is required (AUXOT_REQUIRE_POSTGRES=1) but unavailable: {reason}");
-            }
-            eprintln!("skipping a PostgreSQL test: {reason}");
-            return None;
-        }
+        Err(reason) => return skipped(reason),
     };
-    let name = format!(
-        "auxot_t{}_{}",
-        std::process::id(),
-        NEXT_DB.fetch_add(1, Ordering::Relaxed)
-    );
-    let admin = format!("postgres://auxot_test@127.0.0.1:{port}/postgres?sslmode=disable");
-    let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+    Some(create_database(port, &format!("auxot_t{}", std::process::id())).await)
+}
+
+/// `None` with the reason printed, for a test to skip; a panic instead when
+/// `AUXOT_REQUIRE_POSTGRES=1`.
+fn skipped<T>(reason: &str) -> Option<T> {
+    if std::env::var("AUXOT_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+        panic!("PostgreSQL is required (AUXOT_REQUIRE_POSTGRES=1) but unavailable: {reason}");
+    }
+    eprintln!("skipping a PostgreSQL test: {reason}");
+    None
+}
+
+/// The URL of database `name` on the cluster at `port`.
+fn database_url(port: u16, name: &str) -> String {
+    format!("postgres://auxot_test@127.0.0.1:{port}/{name}?sslmode=disable")
+}
+
+/// Creates a database named `prefix_N` (N unique in this process) on the cluster at `port`;
+/// its URL.
+async fn create_database(port: u16, prefix: &str) -> String {
+    let name = format!("{prefix}_{}", NEXT_DB.fetch_add(1, Ordering::Relaxed));
+    run_sql(&database_url(port, "postgres"), &format!("CREATE DATABASE {name}")).await;
+    database_url(port, &name)
+}
+
+/// Runs `sql` on the database at `url`, panicking with the error.
+async fn run_sql(url: &str, sql: &str) {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .unwrap_or_else(|e| panic!("cannot connect to the test cluster: {e}"));
     let driver = tokio::spawn(connection);
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
+    client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     drop(client);
     let _ = driver.await;
-    Some(format!("postgres://auxot_test@127.0.0.1:{port}/{name}?sslmode=disable"))
 }
 
 fn bin_dir() -> Result<PathBuf, String> {
@@ -79,13 +92,6 @@ fn bin_dir() -> Result<PathBuf, String> {
         .pop()
         .map(|(_, bin)| bin)
         .ok_or_else(|| "no initdb under /usr/lib/postgresql/*/bin".to_string())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
 }
 
 fn is_root() -> bool {
@@ -188,19 +194,27 @@ fn wait_listening(child: &mut std::process::Child, dir: &std::path::Path, port: 
     }
 }
 
-fn start_cluster() -> Result<Cluster, String> {
+/// A new cluster in a private directory on a free port, under the wrapper shell that
+/// `wrapper(initdb, postgres, dir)` writes; returns once it takes connections.
+fn launch(
+    wrapper: impl FnOnce(&str, &str, &str) -> String,
+) -> Result<(u16, PathBuf, std::process::Child, std::process::ChildStdin), String> {
     let bin = bin_dir()?;
     let (dir, run_as) = cluster_dir()?;
     let port = free_port();
     let (initdb, postgres) = cluster_commands(&bin, &dir, port);
-    // The server lives as long as this shell's stdin is open: the test process holds it.
-    let script = format!(
-        "{initdb} || exit 1; {postgres} & pid=$!; cat >/dev/null; kill -INT $pid; wait $pid; rm -rf {dir}",
-        dir = dir.display()
-    );
+    let script = wrapper(&initdb, &postgres, &dir.display().to_string());
     let mut child = spawn_script(&script, &dir, run_as)?;
-    let keepalive = child.stdin.take().ok_or("no stdin for the PostgreSQL wrapper")?;
+    let stdin = child.stdin.take().ok_or("no stdin for the PostgreSQL wrapper")?;
     wait_listening(&mut child, &dir, port)?;
+    Ok((port, dir, child, stdin))
+}
+
+fn start_cluster() -> Result<Cluster, String> {
+    // The server lives as long as this shell's stdin is open: the test process holds it.
+    let (port, _, _, keepalive) = launch(|initdb, postgres, dir| {
+        format!("{initdb} || exit 1; {postgres} & pid=$!; cat >/dev/null; kill -INT $pid; wait $pid; rm -rf {dir}")
+    })?;
     Ok(Cluster {
         port,
         _keepalive: keepalive,
@@ -221,55 +235,27 @@ pub struct OwnCluster {
 impl OwnCluster {
     /// `None` (with the reason printed) when PostgreSQL is not installed and not required.
     pub fn start() -> Option<OwnCluster> {
-        match Self::try_start() {
-            Ok(cluster) => Some(cluster),
-            Err(reason) => {
-                if std::env::var("AUXOT_REQUIRE_POSTGRES").as_deref() == Ok("1") {
-                    panic!("PostgreSQL is required (AUXOT_REQUIRE_POSTGRES=1) but unavailable: {reason}");
-                }
-                eprintln!("skipping a PostgreSQL test: {reason}");
-                None
-            }
+        let launched = launch(|initdb, postgres, dir| {
+            format!(
+                "{initdb} || exit 1; run() {{ {postgres} & pid=$!; }}; run; \
+                 while read cmd; do case \"$cmd\" in stop) kill -INT $pid; wait $pid;; start) run;; esac; done; \
+                 kill -INT $pid; wait $pid; rm -rf {dir}"
+            )
+        });
+        match launched {
+            Ok((port, dir, child, control)) => Some(OwnCluster {
+                port,
+                dir,
+                control,
+                child,
+            }),
+            Err(reason) => skipped(&reason),
         }
-    }
-
-    fn try_start() -> Result<OwnCluster, String> {
-        let bin = bin_dir()?;
-        let (dir, run_as) = cluster_dir()?;
-        let port = free_port();
-        let (initdb, postgres) = cluster_commands(&bin, &dir, port);
-        let script = format!(
-            "{initdb} || exit 1; run() {{ {postgres} & pid=$!; }}; run; \
-             while read cmd; do case \"$cmd\" in stop) kill -INT $pid; wait $pid;; start) run;; esac; done; \
-             kill -INT $pid; wait $pid; rm -rf {dir}",
-            dir = dir.display()
-        );
-        let mut child = spawn_script(&script, &dir, run_as)?;
-        let control = child.stdin.take().ok_or("no stdin for the PostgreSQL wrapper")?;
-        wait_listening(&mut child, &dir, port)?;
-        Ok(OwnCluster {
-            port,
-            dir,
-            control,
-            child,
-        })
     }
 
     /// A fresh database on this cluster, as a URL.
     pub async fn fresh_database(&self) -> String {
-        let name = format!("auxot_own_{}", NEXT_DB.fetch_add(1, Ordering::Relaxed));
-        let admin = format!("postgres://auxot_test@127.0.0.1:{}/postgres?sslmode=disable", self.port);
-        let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
-            .await
-            .unwrap_or_else(|e| panic!("cannot connect to the test cluster: {e}"));
-        let driver = tokio::spawn(connection);
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
-        drop(client);
-        let _ = driver.await;
-        format!("postgres://auxot_test@127.0.0.1:{}/{name}?sslmode=disable", self.port)
+        create_database(self.port, "auxot_own").await
     }
 
     fn send(&mut self, command: &str) {
@@ -294,7 +280,7 @@ impl OwnCluster {
     /// Starts the server again on the same port and data, and waits until it takes logins.
     pub async fn start_again(&mut self) {
         self.send("start");
-        let admin = format!("postgres://auxot_test@127.0.0.1:{}/postgres?sslmode=disable", self.port);
+        let admin = database_url(self.port, "postgres");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok((client, connection)) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await {
@@ -316,14 +302,7 @@ impl OwnCluster {
 /// e.g. to cut a router off its database.
 pub async fn superuser_sql(db_url: &str, sql: &str) {
     let (base, _) = db_url.rsplit_once('/').expect("a database URL");
-    let admin = format!("{base}/postgres?sslmode=disable");
-    let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to the test cluster: {e}"));
-    let driver = tokio::spawn(connection);
-    client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-    drop(client);
-    let _ = driver.await;
+    run_sql(&format!("{base}/postgres?sslmode=disable"), sql).await;
 }
 
 /// The database name in a URL from `fresh_database`.

@@ -9,6 +9,30 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+/// A worker connection the test drives by hand, frame by frame.
+pub type WorkerSocket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Connects to the router's worker endpoint with `token` and says `hello` (the test writes
+/// it): the router's answer (JSON, within 10 s) and the open socket.
+pub async fn hand_driven_worker(server: &TestServer, token: &str, hello: Value) -> (Value, WorkerSocket) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut request = (server.url.replace("http://", "ws://") + "/api/workers/connect")
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    socket.send(Message::text(hello.to_string())).await.unwrap();
+    let answer = match tokio::time::timeout(Duration::from_secs(10), socket.next()).await {
+        Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str(&text).unwrap(),
+        other => panic!("no answer to hello: {other:?}"),
+    };
+    (answer, socket)
+}
+
 pub struct TestWorker {
     child: Child,
     logs: Arc<Mutex<String>>,
@@ -126,6 +150,16 @@ impl TestWorker {
         self.logs.lock().unwrap().clone()
     }
 
+    /// Waits (up to `within`) for the worker to exit, which must be a failure whose log
+    /// says `needle`.
+    pub async fn fails_saying(&mut self, within: Duration, needle: &str) {
+        let status = self.wait_exit(within).await.expect("the worker kept running");
+        assert!(!status.success());
+        // The reader may still be draining the last lines the process wrote.
+        let said = eventually(Duration::from_secs(5), || async { self.logs().contains(needle) }).await;
+        assert!(said, "{}", self.logs());
+    }
+
     pub async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         tokio::time::timeout(within, self.child.wait())
             .await
@@ -194,11 +228,7 @@ pub struct FakeCli {
 
 impl FakeCli {
     pub fn new() -> FakeCli {
-        let temp = tempfile::tempdir().unwrap();
-        let dir = temp.path().to_path_buf();
-        let script = dir.join("claude");
-        std::fs::write(
-            &script,
+        Self::with_script(
             r#"#!/bin/sh
 d="$FAKE_CLI_DIR"
 echo $$ > "$d/pid.$$"
@@ -219,7 +249,14 @@ echo '{"type":"result","subtype":"success","is_error":false,"result":"Hello from
 rm -f "$d/pid.$$"
 "#,
         )
-        .unwrap();
+    }
+
+    /// A fake CLI that runs `script` (a whole `sh` script) instead of the usual one.
+    pub fn with_script(script_text: &str) -> FakeCli {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().to_path_buf();
+        let script = dir.join("claude");
+        std::fs::write(&script, script_text).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
         FakeCli {
