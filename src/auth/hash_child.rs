@@ -14,7 +14,7 @@ use super::AuthError;
 use crate::crypto::Secret;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
@@ -85,7 +85,7 @@ pub(super) fn run(task: &Task) -> Option<Result<Outcome, AuthError>> {
     }
 }
 
-fn in_child(program: &PathBuf, request: &Request) -> std::io::Result<Reply> {
+fn in_child(program: &Path, request: &Request) -> std::io::Result<Reply> {
     let mut child = Command::new(program)
         .arg(CHILD_COMMAND)
         .env_clear()

@@ -194,9 +194,13 @@ impl Usage {
         };
         let (journal, leftover) = {
             let dir = buffer.dir.clone();
+            let path = dir.join(journal::DIR_NAME);
             tokio::task::spawn_blocking(move || Journal::open(&dir))
                 .await
-                .map_err(|e| UsageError::Invalid(format!("opening the usage journal: {e}")))??
+                .map_err(|e| journal::JournalError::Io {
+                    path,
+                    source: std::io::Error::other(e.to_string()),
+                })??
         };
         let writer = Writer {
             store: store.clone(),
@@ -329,16 +333,26 @@ impl Usage {
         }
     }
 
-    /// Records a row of a request that was not answered; never waits. A full channel (the
-    /// disk far behind) hands the row to a task that waits for room.
-    fn record(&self, row: UsageRecord) {
+    /// The writer's queue and the row, placed and journaled; `None` (the row counted lost)
+    /// once the writer has stopped.
+    fn prepare(&self, row: UsageRecord) -> Option<(mpsc::Sender<Job>, PlacedUsage, Option<journal::Ticket>)> {
         let Some(tx) = self.sender() else {
             self.lost.fetch_add(1, Ordering::Relaxed);
             tracing::warn!("usage row dropped: the writer is stopped");
-            return;
+            return None;
         };
         let placed = self.place(row);
-        let settle = self.journal(&placed).map_or(Settle::Nothing, Settle::Journaled);
+        let ticket = self.journal(&placed);
+        Some((tx, placed, ticket))
+    }
+
+    /// Records a row of a request that was not answered; never waits. A full channel (the
+    /// disk far behind) hands the row to a task that waits for room.
+    fn record(&self, row: UsageRecord) {
+        let Some((tx, placed, ticket)) = self.prepare(row) else {
+            return;
+        };
+        let settle = ticket.map_or(Settle::Nothing, Settle::Journaled);
         match tx.try_send(Job::Row(Box::new(placed), settle)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(job)) => match tokio::runtime::Handle::try_current() {
@@ -361,13 +375,10 @@ impl Usage {
     /// the journal (no disk sync to wait for) and queued for the writer. On PostgreSQL, or
     /// when the journal cannot take it, this waits for the row's commit.
     async fn record_durably(&self, row: UsageRecord) {
-        let Some(tx) = self.sender() else {
-            self.lost.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!("usage row dropped: the writer is stopped");
+        let Some((tx, placed, ticket)) = self.prepare(row) else {
             return;
         };
-        let placed = self.place(row);
-        if let Some(ticket) = self.journal(&placed) {
+        if let Some(ticket) = ticket {
             // Waits only while the channel is full; the row is safe in the journal already.
             if tx
                 .send(Job::Row(Box::new(placed), Settle::Journaled(ticket)))
