@@ -88,3 +88,98 @@ async fn kill_9_under_load_loses_no_usage_row_of_an_answered_request() {
     );
     assert!(totals["requests"].as_u64().unwrap() <= sent.load(Ordering::Relaxed));
 }
+
+/// Bytes of rows a dead router left in its usage journal.
+fn journaled_bytes(data_dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(data_dir.join("usage-journal"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn an_offline_backup_after_kill_9_holds_the_rows_still_in_the_journal() {
+    let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
+    let (mut server, admin) = TestServer::with_admin().await;
+    server.add_provider(&admin, "main", &fake, KEY).await;
+    let client = server.client_key(&admin).await;
+    let http = reqwest::Client::new();
+    let answers = Arc::new(AtomicU64::new(0));
+    // Kill under load until the kill lands between a journal append and its commit (rows
+    // are committed within ~20 ms, so the first kill almost always does).
+    for attempt in 0..10 {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut load = Vec::new();
+        for _ in 0..CLIENTS {
+            let (http, url, key) = (http.clone(), server.url.clone(), client.clone());
+            let (answers, stop) = (answers.clone(), stop.clone());
+            load.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    if answered(&http, &url, &key, false).await {
+                        answers.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        server.kill().await;
+        stop.store(true, Ordering::Relaxed);
+        for task in load {
+            task.await.unwrap();
+        }
+        if journaled_bytes(&server.data_dir) > 0 {
+            break;
+        }
+        assert!(attempt < 9, "no kill left rows in the journal");
+        server = server
+            .relaunch(Default::default())
+            .await
+            .expect("restart after kill -9");
+    }
+
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("after-crash.redb");
+    let dir = server.data_dir.display().to_string();
+    let report = crate::support::command::succeeds(crate::support::command::auxot(
+        &["backup", &file.display().to_string(), "--data-dir", &dir],
+        &[],
+        "",
+    ));
+    assert!(report.contains("from the stopped database"), "{report}");
+    assert_eq!(
+        journaled_bytes(&server.data_dir),
+        0,
+        "the backup left the journal's rows behind"
+    );
+    let backup = auxot::store::Store::open_file(&file).unwrap();
+    let rows = backup
+        .table_rows()
+        .unwrap()
+        .into_iter()
+        .find(|(table, _)| table == "usage")
+        .map_or(0, |(_, n)| n);
+    let answers = answers.load(Ordering::Relaxed);
+    assert!(
+        answers > 20,
+        "the load was too light to mean anything: {answers} answers"
+    );
+    assert!(
+        rows >= answers,
+        "{answers} answers reached clients but the backup holds {rows} usage rows"
+    );
+    drop(backup);
+
+    // The next start finds the rows committed once, not twice.
+    let server = server
+        .relaunch(Default::default())
+        .await
+        .expect("restart after the backup");
+    let usage = server.call("GET", "/api/usage", Some(&admin), None).await;
+    usage.expect(200);
+    assert_eq!(usage.json()["totals"]["requests"].as_u64().unwrap(), rows);
+}

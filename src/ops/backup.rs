@@ -70,6 +70,9 @@ pub async fn backup(args: &BackupArgs) -> Result<String, OpsError> {
 async fn backup_redb(args: &BackupArgs, partial: &Path) -> Result<String, OpsError> {
     match Store::open_offline(&args.data.data_dir) {
         Ok(store) => {
+            // Rows a crash left in the journal belong in the backup, as the next start
+            // would have committed them.
+            commit_journal(&store, &args.data.data_dir).await?;
             store.snapshot_now(partial)?;
             private(partial)?;
             Ok(format!("from the stopped database in {}", args.data.data_dir.display()))
@@ -126,7 +129,7 @@ fn check_snapshot(path: &Path) -> Result<String, OpsError> {
 pub async fn restore(args: &RestoreArgs) -> Result<String, OpsError> {
     match args.data.database_url()? {
         Some(url) => restore_to_postgres(args, url.expose()).await,
-        None => restore_redb(args),
+        None => restore_redb(args).await,
     }
 }
 
@@ -166,7 +169,7 @@ async fn restore_to_postgres(args: &RestoreArgs, url: &str) -> Result<String, Op
     result
 }
 
-fn restore_redb(args: &RestoreArgs) -> Result<String, OpsError> {
+async fn restore_redb(args: &RestoreArgs) -> Result<String, OpsError> {
     let data_dir = &args.data.data_dir;
     // Held open until the new file is in place: no server can start on the data halfway.
     let live = match Store::open_offline(data_dir) {
@@ -208,6 +211,14 @@ fn restore_redb(args: &RestoreArgs) -> Result<String, OpsError> {
         }
     };
 
+    // The journal's rows belong to the database being replaced: committed into it (the
+    // kept copy stays complete), not into the restored one at the next start.
+    if let Some(live) = &live {
+        if let Err(e) = commit_journal(live, data_dir).await {
+            let _ = std::fs::remove_file(&staged);
+            return Err(e);
+        }
+    }
     let db = data_dir.join(DB_FILE);
     let kept = live
         .as_ref()
@@ -298,4 +309,18 @@ fn private(path: &Path) -> Result<(), OpsError> {
             .map_err(OpsError::io(format!("cannot restrict {}", path.display())))?;
     }
     Ok(())
+}
+
+/// Commits what a crashed router left in the usage journal into `store` (a stopped router's
+/// redb file) before a tool reads or replaces it.
+pub(crate) async fn commit_journal(store: &Store, data_dir: &Path) -> Result<(), OpsError> {
+    crate::usage::commit_leftover_journal(store, data_dir)
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            OpsError::Refused(format!(
+                "cannot commit the usage journal in {}: {e}",
+                data_dir.display()
+            ))
+        })
 }

@@ -114,6 +114,18 @@ pub struct Leftover {
     pub damaged_bytes: u64,
 }
 
+impl Leftover {
+    pub fn warn_if_damaged(&self) {
+        if self.torn_bytes > 0 || self.damaged_bytes > 0 {
+            tracing::warn!(
+                torn_bytes = self.torn_bytes,
+                damaged_bytes = self.damaged_bytes,
+                "the usage journal had a torn or damaged record: skipped (a torn last record was never acknowledged)"
+            );
+        }
+    }
+}
+
 impl Journal {
     /// Opens the journal in `data_dir`, and reads what an earlier run left in it.
     pub fn open(data_dir: &Path) -> Result<(Journal, Leftover), JournalError> {
