@@ -15,6 +15,7 @@ pub mod dispatch;
 pub mod exchange;
 #[cfg(test)]
 mod fuzz;
+pub mod log_buffer;
 pub mod metrics;
 pub mod ops;
 pub mod presence;

@@ -204,17 +204,27 @@ fn init_logging(format: LogFormat) {
     install_logger(format, std::io::stderr);
 }
 
-/// The server's logging: lines are formatted where they happen but written to stderr by a
-/// background thread, so a request (its one log line is written as it ends) never waits on
-/// a slow terminal, pipe or journal. Past 128,000 queued lines new ones are dropped rather
-/// than holding up requests; usage rows are kept in the database either way. The thread
-/// writes the lines queued at a time in one `write` (it flushes after each batch), where a
-/// bare stderr would take a system call per line.
-fn init_logging_off_thread(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
-    let stderr = std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr());
-    let (writer, guard) = tracing_appender::non_blocking(stderr);
-    install_logger(format, writer);
-    guard
+/// The server's logging: lines are formatted where they happen and gathered in memory; a
+/// background thread writes them to stderr in batches (`log_buffer.rs`), so a request never
+/// waits on a slow terminal, pipe or journal, nor wakes a thread per line.
+fn init_logging_off_thread(format: LogFormat) -> Option<auxot::log_buffer::FlushGuard> {
+    match auxot::log_buffer::spawn(std::io::stderr()) {
+        Ok((writer, guard)) => {
+            let gathered = writer.clone();
+            let report = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                gathered.flush_now(&mut std::io::stderr());
+                report(info);
+            }));
+            install_logger(format, writer);
+            Some(guard)
+        }
+        Err(e) => {
+            install_logger(format, std::io::stderr);
+            tracing::warn!(error = %e, "cannot start the log writer thread: logging straight to stderr");
+            None
+        }
+    }
 }
 
 fn install_logger<W>(format: LogFormat, writer: W)

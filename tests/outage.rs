@@ -181,9 +181,17 @@ async fn a_router_killed_with_rows_on_disk_writes_them_once_after_a_restart() {
     );
     let rows = logged(&restarted, &fleet.admin).await;
     assert_eq!(rows.len(), 4, "each buffered row once: {rows:#?}");
-    assert!(restarted
-        .logs()
-        .contains("usage rows buffered on disk by an earlier run"));
+    // Info lines reach stderr in batches (every 50 ms).
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            restarted
+                .logs()
+                .contains("usage rows buffered on disk by an earlier run")
+        })
+        .await,
+        "{}",
+        restarted.logs()
+    );
 
     // A second restart finds nothing left to write.
     let mut restarted = restarted;
