@@ -2,9 +2,13 @@
 # log, die and ROOT first.
 
 # The release build both use: symbols and frame pointers kept so perf can name functions.
+# The binary is built on its own, after the tools: an example build turns on the
+# dev-dependencies' features (reqwest's cookie store, for the tests), which would otherwise
+# land in the auxot measured and make it differ from the one shipped.
 build_release() {
-    (cd "$ROOT" && CARGO_PROFILE_RELEASE_STRIP=none CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
-        RUSTFLAGS="-C force-frame-pointers=yes" cargo build --release --quiet --bin auxot --example bench_tools) ||
+    (cd "$ROOT" && export CARGO_PROFILE_RELEASE_STRIP=none CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
+        RUSTFLAGS="-C force-frame-pointers=yes" &&
+        cargo build --release --quiet --example bench_tools && cargo build --release --quiet --bin auxot) ||
         die "release build failed"
 }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

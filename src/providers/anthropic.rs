@@ -102,10 +102,11 @@ impl ClientHeaders {
         request
     }
 
-    fn url(&self, base_url: &str, path: &str) -> String {
+    /// A POST to `path` under `base_url`, with the client's query string.
+    fn post(&self, http: &reqwest::Client, base_url: &str, path: &str) -> reqwest::RequestBuilder {
         match self.query.as_deref().filter(|q| !q.is_empty()) {
-            Some(query) => format!("{base_url}{path}?{query}"),
-            None => format!("{base_url}{path}"),
+            Some(query) => super::post_to(http, base_url, &format!("{path}?{query}")),
+            None => super::post_to(http, base_url, path),
         }
     }
 }
@@ -149,8 +150,8 @@ async fn post(
         status: 401,
         message: "an Anthropic provider needs an API key".into(),
     })?;
-    let request = http
-        .post(headers.url(base_url, path))
+    let request = headers
+        .post(http, base_url, path)
         .header("x-api-key", sensitive_header(key.expose())?)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(body);

@@ -78,7 +78,7 @@ pub async fn post(
     body: Bytes,
     timeout: Duration,
 ) -> Result<ChatOutcome, ProviderError> {
-    let request = authorized(http.post(format!("{base_url}{path}")), key)?
+    let request = authorized(super::post_to(http, base_url, path), key)?
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(body);
     let response = send(request, timeout).await?;

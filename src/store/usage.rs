@@ -130,15 +130,33 @@ fn clip(value: &str) -> &str {
     &value[..end]
 }
 
+/// Whether `field = value` (an index key) gets index entries. A 2xx status and the `ok`
+/// outcome are what nearly every row carries: an entry for them would be written with every
+/// row (a third of the index's writes) and narrow nothing, since a filter on one finds its
+/// rows densely by scanning rows by time. Rows written before this rule kept such entries;
+/// they are removed with their rows and no query reads them.
+pub fn worth_indexing(key: &str) -> bool {
+    !(key.starts_with("status\u{0}2") || key == "outcome\u{0}ok")
+}
+
 /// The index key of `field = value`.
 pub fn index_key(field: LogField, value: &str) -> String {
     format!("{}\0{}", field.name(), clip(value))
 }
 
 impl UsageRecord {
-    /// Every index key this row is found under. A model matches what was asked and what
-    /// ran; an outcome matches its class (`error`) and its exact value (`error:timeout`).
+    /// The index entries this row is written with: its `filter_keys` but those most rows
+    /// share (`worth_indexing`).
     pub fn index_keys(&self) -> Vec<String> {
+        let mut keys = self.filter_keys();
+        keys.retain(|key| worth_indexing(key));
+        keys
+    }
+
+    /// Every `field = value` filter this row matches, as index keys. A model matches what
+    /// was asked and what ran; an outcome matches its class (`error`) and its exact value
+    /// (`error:timeout`).
+    pub fn filter_keys(&self) -> Vec<String> {
         let mut keys = Vec::with_capacity(10);
         let mut add = |field: LogField, value: Option<&str>| {
             if let Some(value) = value {
@@ -305,7 +323,9 @@ pub(super) fn add_to_index(index: &mut IndexTable<'_>, key: u128, row: &UsageRec
 }
 
 pub(super) fn remove_from_index(index: &mut IndexTable<'_>, key: u128, row: &UsageRecord) -> Result<(), StoreError> {
-    for field in row.index_keys() {
+    // Every filter key, not only those indexed now: a row written by an earlier version
+    // may have entries for values no longer indexed.
+    for field in row.filter_keys() {
         index.remove((field.as_str(), key))?;
     }
     Ok(())
@@ -464,6 +484,52 @@ mod tests {
         assert!(keys.contains(&"outcome\0error:timeout".to_string()));
         assert!(keys.contains(&"status\u{0}504".to_string()));
         assert!(!keys.iter().any(|k| k.starts_with("agent\0")));
+    }
+
+    #[test]
+    fn a_2xx_status_and_the_ok_outcome_are_matched_but_not_indexed() {
+        let mut row = UsageRecord {
+            at_ms: 1,
+            api_key_id: Some("k1".into()),
+            agent: None,
+            session: None,
+            tier: Some("cloud".into()),
+            route: Some("main".into()),
+            model: "gpt-4o".into(),
+            model_served: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            cache_read_tokens: 0,
+            cache_write_5m_tokens: 0,
+            cache_write_1h_tokens: 0,
+            reasoning_tokens: 0,
+            tokens_estimated: false,
+            cost_usd: 0.0,
+            cloud_equivalent_usd: 0.0,
+            cloud_equivalent_model: None,
+            cloud_equivalent_source: None,
+            ms_to_first_byte: None,
+            ms_total: 0,
+            ms_queue: None,
+            outcome: "ok".into(),
+            status: 200,
+            stream: false,
+            attempts: Vec::new(),
+            router: None,
+            id: None,
+        };
+        let filters = row.filter_keys();
+        assert!(filters.contains(&"status\u{0}200".to_string()));
+        assert!(filters.contains(&"outcome\u{0}ok".to_string()));
+        assert_eq!(
+            row.index_keys(),
+            vec!["api_key\0k1", "model\0gpt-4o", "route\0main", "tier\0cloud"]
+        );
+        row.status = 429;
+        row.outcome = "cancelled".into();
+        assert!(row.index_keys().contains(&"status\u{0}429".to_string()));
+        assert!(row.index_keys().contains(&"outcome\u{0}cancelled".to_string()));
+        assert!(worth_indexing("status\u{0}502") && !worth_indexing("status\u{0}204"));
     }
 
     #[test]

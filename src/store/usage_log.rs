@@ -2,7 +2,7 @@
 //! incremental pruning, and the daily rollups that keep pruned ranges countable.
 
 use super::tables::{META, META_USAGE_PRUNED_BEFORE, USAGE, USAGE_DAILY, USAGE_INDEX};
-use super::usage::{index_key, key_time_ms, remove_from_index, usage_key, LogField, UsageRecord};
+use super::usage::{index_key, key_time_ms, remove_from_index, usage_key, worth_indexing, LogField, UsageRecord};
 use super::{decode, encode, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
@@ -138,12 +138,13 @@ impl Store {
             let wanted: Vec<String> = query.filters.iter().map(|(f, v)| index_key(*f, v)).collect();
             let driver = LogField::ALL
                 .iter()
-                .find_map(|field| query.filters.iter().find(|(f, _)| f == field))
-                .map(|(f, v)| index_key(*f, v));
+                .flat_map(|field| query.filters.iter().filter(move |(f, _)| f == field))
+                .map(|(f, v)| index_key(*f, v))
+                .find(|key| worth_indexing(key));
             let mut scanned = 0usize;
             let mut take = |key: u128, row: UsageRecord, page: &mut LogPage| -> bool {
                 scanned += 1;
-                let keys = row.index_keys();
+                let keys = row.filter_keys();
                 if wanted.iter().all(|w| keys.contains(w)) {
                     if page.rows.len() == query.limit {
                         // One more match exists beyond the page.
@@ -372,5 +373,34 @@ mod tests {
         let pruned: u64 = rollups.iter().map(|d| d.totals.requests).sum();
         assert_eq!(pruned, rows - 1_000, "every pruned row is in a daily rollup");
         assert!(store.usage_pruned_before().await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn pruning_removes_the_index_entries_an_earlier_version_wrote_for_dense_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.initialize(None, None).unwrap();
+        store.insert_usage((0..10).map(row).collect(), 0).await.unwrap();
+        // What an earlier version wrote besides: entries for `status = 200`, `outcome = ok`.
+        store
+            .write(|txn| {
+                let rows = txn.open_table(USAGE)?;
+                let mut index = txn.open_table(USAGE_INDEX)?;
+                let keys: Vec<u128> = rows
+                    .iter()?
+                    .map(|entry| entry.map(|(key, _)| key))
+                    .collect::<Result<_, _>>()?;
+                for key in keys {
+                    index.insert((index_key(LogField::Status, "200").as_str(), key), ())?;
+                    index.insert((index_key(LogField::Outcome, "ok").as_str(), key), ())?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let step = store.prune_usage_step(i64::MAX / 4, 1_000_000, 100).await.unwrap();
+        assert_eq!(step.removed, 10);
+        let left = store.read(|txn| txn.open_table(USAGE_INDEX)?.len()).await.unwrap();
+        assert_eq!(left, 0, "index entries outlived their rows");
     }
 }
