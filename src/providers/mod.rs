@@ -284,7 +284,9 @@ mod tests {
     fn post_to_parses_each_url_once_and_lets_reqwest_report_a_bad_one() {
         let http = reqwest::Client::new();
         for _ in 0..2 {
-            let request = post_to(&http, "http://127.0.0.1:9/v1", "/chat/completions").build().unwrap();
+            let request = post_to(&http, "http://127.0.0.1:9/v1", "/chat/completions")
+                .build()
+                .unwrap();
             assert_eq!(request.url().as_str(), "http://127.0.0.1:9/v1/chat/completions");
             assert_eq!(request.method(), reqwest::Method::POST);
         }

@@ -8,6 +8,7 @@ mod agents;
 mod aliases;
 mod api_keys;
 mod conversations;
+mod idle_lane;
 pub mod kv;
 mod meta;
 pub mod notify;
@@ -217,6 +218,22 @@ impl Store {
             }
         };
         task.await.map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// `write`, but on redb on the low-priority commit thread (`idle_lane.rs`): for commits
+    /// no request waits on, which then yield the CPU to requests.
+    pub(crate) async fn write_when_idle<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteTxn<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        match &self.backend {
+            Backend::Redb(db) => {
+                let db = db.clone();
+                idle_lane::run(move || write_now(&db, f)).await?
+            }
+            Backend::Postgres(_) => self.write(f).await,
+        }
     }
 
     /// Runs `f` in one write transaction: committed when it returns Ok, rolled back

@@ -9,6 +9,7 @@
 //! same start meets the earlier copy before any free key, because keys are never freed in
 //! between (pruning removes only rows past retention, far older than an outage's backlog).
 
+use super::kv::WriteTxn;
 use super::tables::{USAGE, USAGE_INDEX, USAGE_SPEND};
 use super::usage::{add_spend, add_to_index};
 use super::{decode, encode, key_time_ms, usage_key, Store, StoreError, UsageRecord};
@@ -34,59 +35,66 @@ impl Store {
     /// Writes each row once (see the module comment) in one transaction, with its index
     /// entries and spend. Returns how many rows were new.
     pub async fn insert_usage_once(&self, rows: Arc<Vec<PlacedUsage>>) -> Result<usize, StoreError> {
-        self.write(move |txn| {
-            let mut table = txn.open_table(USAGE)?;
-            let mut index = txn.open_table(USAGE_INDEX)?;
-            let mut spend = txn.open_table(USAGE_SPEND)?;
-            // The rows already stored across the batch's keys, read in one range rather than
-            // one lookup per row (on PostgreSQL a lookup is a round trip). Only for a batch
-            // of a few seconds (a live one): a replayed backlog may span hours of other
-            // routers' rows, and is looked up key by key, as is a walk past the range.
-            let (Some(low), Some(high)) = (rows.iter().map(|p| p.key).min(), rows.iter().map(|p| p.key).max()) else {
-                return Ok(0);
-            };
-            // The last key read in that one range (0: none was).
-            let covered = if key_time_ms(high) - key_time_ms(low) <= PREFETCH_SPAN_MS {
-                high
-            } else {
-                0
-            };
-            let mut taken: BTreeMap<u128, Vec<u8>> = BTreeMap::new();
-            if covered != 0 {
-                for stored in table.range(low, covered.saturating_add(1), false)? {
-                    let (key, value) = stored?;
-                    taken.insert(key, value);
-                }
-            }
-            let mut written = 0;
-            'rows: for placed in rows.iter() {
-                let mut key = placed.key;
-                loop {
-                    let stored = match taken.get(&key) {
-                        Some(value) => Some(decode::<UsageRecord>("usage", value)?),
-                        None if key <= covered => None,
-                        None => table
-                            .get(key)?
-                            .map(|value| decode::<UsageRecord>("usage", &value))
-                            .transpose()?,
-                    };
-                    let Some(stored) = stored else { break };
-                    if placed.row.id.is_some() && stored.id == placed.row.id {
-                        continue 'rows;
-                    }
-                    key = next_key(key);
-                }
-                let encoded = encode("usage", &placed.row)?;
-                table.insert(key, encoded.as_slice())?;
-                taken.insert(key, encoded);
-                add_to_index(&mut index, key, &placed.row)?;
-                add_spend(&mut spend, &placed.row)?;
-                written += 1;
-            }
-            Ok(written)
-        })
-        .await
+        self.write(move |txn| insert_once(txn, &rows)).await
     }
+
+    /// `insert_usage_once` for rows no request waits on: on redb the commit runs on the
+    /// low-priority commit thread (`idle_lane.rs`), yielding the CPU to requests.
+    pub async fn insert_usage_once_when_idle(&self, rows: Arc<Vec<PlacedUsage>>) -> Result<usize, StoreError> {
+        self.write_when_idle(move |txn| insert_once(txn, &rows)).await
+    }
+}
+
+fn insert_once(txn: &WriteTxn<'_>, rows: &[PlacedUsage]) -> Result<usize, StoreError> {
+    let mut table = txn.open_table(USAGE)?;
+    let mut index = txn.open_table(USAGE_INDEX)?;
+    let mut spend = txn.open_table(USAGE_SPEND)?;
+    // The rows already stored across the batch's keys, read in one range rather than
+    // one lookup per row (on PostgreSQL a lookup is a round trip). Only for a batch
+    // of a few seconds (a live one): a replayed backlog may span hours of other
+    // routers' rows, and is looked up key by key, as is a walk past the range.
+    let (Some(low), Some(high)) = (rows.iter().map(|p| p.key).min(), rows.iter().map(|p| p.key).max()) else {
+        return Ok(0);
+    };
+    // The last key read in that one range (0: none was).
+    let covered = if key_time_ms(high) - key_time_ms(low) <= PREFETCH_SPAN_MS {
+        high
+    } else {
+        0
+    };
+    let mut taken: BTreeMap<u128, Vec<u8>> = BTreeMap::new();
+    if covered != 0 {
+        for stored in table.range(low, covered.saturating_add(1), false)? {
+            let (key, value) = stored?;
+            taken.insert(key, value);
+        }
+    }
+    let mut written = 0;
+    'rows: for placed in rows {
+        let mut key = placed.key;
+        loop {
+            let stored = match taken.get(&key) {
+                Some(value) => Some(decode::<UsageRecord>("usage", value)?),
+                None if key <= covered => None,
+                None => table
+                    .get(key)?
+                    .map(|value| decode::<UsageRecord>("usage", &value))
+                    .transpose()?,
+            };
+            let Some(stored) = stored else { break };
+            if placed.row.id.is_some() && stored.id == placed.row.id {
+                continue 'rows;
+            }
+            key = next_key(key);
+        }
+        let encoded = encode("usage", &placed.row)?;
+        table.insert(key, encoded.as_slice())?;
+        taken.insert(key, encoded);
+        add_to_index(&mut index, key, &placed.row)?;
+        add_spend(&mut spend, &placed.row)?;
+        written += 1;
+    }
+    Ok(written)
 }
 
 #[cfg(test)]

@@ -276,7 +276,7 @@ pub fn latency_by_day(rows: &[UsageRecord]) -> Vec<DayLatency> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn row(

@@ -237,7 +237,7 @@ impl Usage {
                 rows = leftover.rows.len(),
                 "writing the usage rows journaled by an earlier run"
             );
-            if !writer::write(&writer, leftover.rows).await {
+            if !writer::write(&writer, leftover.rows, writer::Lane::Now).await {
                 leftover.segments.iter().for_each(|s| s.keep());
             }
         }

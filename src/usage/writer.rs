@@ -28,6 +28,17 @@ const BATCH_ROWS: usize = 2000;
 /// Journaled rows wait at most this long after the previous commit for company (see `run`).
 /// What a power cut (not a crash) can lose is about this much of answered rows.
 const GATHER: Duration = Duration::from_millis(20);
+/// A batch of fewer journaled rows than this, which no request or read waits on, commits
+/// on the low-priority commit thread (`store/idle_lane.rs`) so it yields the CPU to requests.
+/// A larger one means the rows arrive faster than the idle CPU commits them (a flood): it
+/// commits at normal priority, so the backlog cannot grow without bound.
+const IDLE_ROWS_MAX: usize = 500;
+/// A low-priority commit that took longer than this means the CPU had no idle time for it
+/// (a flood, or other processes busy): commits then run at normal priority for
+/// `BUSY_BACKOFF`. Otherwise the starved commit would hold the write lock while rows pile
+/// up into larger batches, whose commits are longer bursts competing with requests.
+const IDLE_COMMIT_SLOW: Duration = Duration::from_millis(100);
+const BUSY_BACKOFF: Duration = Duration::from_secs(5);
 /// Rows per replay transaction: each holds the fleet's write lock, so it stays short.
 const REPLAY_ROWS: usize = 500;
 /// A commit to PostgreSQL that takes longer is given up on and its rows buffered (the
@@ -224,6 +235,26 @@ pub(super) struct Writer {
     pub backlog: Option<Arc<Backlog>>,
 }
 
+/// At which CPU priority a redb commit runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lane {
+    /// Someone waits for it, or rows pile up: at normal priority.
+    Now,
+    /// Nobody waits: when the CPU has nothing else to do.
+    WhenIdle,
+}
+
+impl Lane {
+    /// `idle_ok`: no low-priority commit was found starved lately.
+    fn for_batch(batch: &Batch, idle_ok: bool) -> Lane {
+        if idle_ok && batch.waiting.is_empty() && batch.rows.len() < IDLE_ROWS_MAX {
+            Lane::WhenIdle
+        } else {
+            Lane::Now
+        }
+    }
+}
+
 /// One transaction's worth of jobs.
 #[derive(Default)]
 struct Batch {
@@ -264,6 +295,7 @@ impl Batch {
 
 pub(super) async fn run(writer: Writer, mut rx: mpsc::Receiver<Job>) {
     let mut last_commit = Instant::now();
+    let mut busy_until = last_commit;
     while let Some(first) = rx.recv().await {
         let mut batch = Batch::default();
         batch.add(first);
@@ -282,7 +314,12 @@ pub(super) async fn run(writer: Writer, mut rx: mpsc::Receiver<Job>) {
             }
         }
         last_commit = Instant::now();
-        if write(&writer, batch.rows).await {
+        let lane = Lane::for_batch(&batch, last_commit >= busy_until);
+        let committed = write(&writer, batch.rows, lane).await;
+        if lane == Lane::WhenIdle && last_commit.elapsed() > IDLE_COMMIT_SLOW {
+            busy_until = Instant::now() + BUSY_BACKOFF;
+        }
+        if committed {
             batch.tickets.into_iter().for_each(Ticket::settle);
         }
         for ack in batch.waiting {
@@ -295,20 +332,27 @@ pub(super) async fn run(writer: Writer, mut rx: mpsc::Receiver<Job>) {
 /// it is out of reach, to the disk buffer. Returns whether the rows' fate is settled, which
 /// is not the case only when redb failed to commit them: their journal then keeps them for
 /// the next start.
-pub(super) async fn write(writer: &Writer, rows: Vec<PlacedUsage>) -> bool {
+pub(super) async fn write(writer: &Writer, rows: Vec<PlacedUsage>, lane: Lane) -> bool {
     if rows.is_empty() {
         return true;
     }
     let count = rows.len();
     match &writer.backlog {
-        None => match writer.store.insert_usage_once(Arc::new(rows)).await {
-            Ok(_) => true,
-            Err(e) => {
-                writer.lost.fetch_add(count as u64, Ordering::Relaxed);
-                tracing::error!(error = %e, rows = count, "writing usage rows failed");
-                false
+        None => {
+            let rows = Arc::new(rows);
+            let committed = match lane {
+                Lane::Now => writer.store.insert_usage_once(rows).await,
+                Lane::WhenIdle => writer.store.insert_usage_once_when_idle(rows).await,
+            };
+            match committed {
+                Ok(_) => true,
+                Err(e) => {
+                    writer.lost.fetch_add(count as u64, Ordering::Relaxed);
+                    tracing::error!(error = %e, rows = count, "writing usage rows failed");
+                    false
+                }
             }
-        },
+        }
         Some(backlog) => {
             write_or_buffer(&writer.store, backlog, rows, &writer.lost).await;
             true
@@ -425,5 +469,39 @@ pub(super) async fn replay(store: Store, backlog: Arc<Backlog>, lost: Arc<Atomic
                 tokio::time::sleep(RETRY_MAX).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(rows: usize, waiting: bool) -> Batch {
+        let mut batch = Batch::default();
+        for i in 0..rows {
+            let row = crate::usage::aggregate::tests::row("cloud", "gpt-4o", 1, 1, 0.0, 0.0, "ok");
+            batch.rows.push(PlacedUsage { key: i as u128, row });
+        }
+        if waiting {
+            batch.waiting.push(oneshot::channel().0);
+        }
+        batch
+    }
+
+    #[test]
+    fn only_small_batches_nobody_waits_on_commit_at_low_priority_and_not_while_it_starves() {
+        assert_eq!(Lane::for_batch(&batch(3, false), true), Lane::WhenIdle);
+        assert_eq!(Lane::for_batch(&batch(IDLE_ROWS_MAX - 1, false), true), Lane::WhenIdle);
+        assert_eq!(
+            Lane::for_batch(&batch(IDLE_ROWS_MAX, false), true),
+            Lane::Now,
+            "rows pile up"
+        );
+        assert_eq!(
+            Lane::for_batch(&batch(3, true), true),
+            Lane::Now,
+            "a request or read waits"
+        );
+        assert_eq!(Lane::for_batch(&batch(3, false), false), Lane::Now, "starved lately");
     }
 }
