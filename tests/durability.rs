@@ -33,39 +33,52 @@ async fn answered(http: &reqwest::Client, url: &str, key: &str, stream: bool) ->
     }
 }
 
+/// `CLIENTS` clients send requests (streamed every other one when `streams`) until the
+/// server is killed with SIGKILL after `after_ms`, counting those sent and answered in full.
+async fn kill_under_load(
+    server: &mut TestServer,
+    client: &str,
+    answers: &Arc<AtomicU64>,
+    sent: &Arc<AtomicU64>,
+    streams: bool,
+    after_ms: u64,
+) {
+    let http = reqwest::Client::new();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for n in 0..CLIENTS {
+        let (http, url, key) = (http.clone(), server.url.clone(), client.to_string());
+        let (answers, sent, stop) = (answers.clone(), sent.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                sent.fetch_add(1, Ordering::Relaxed);
+                if answered(&http, &url, &key, streams && (n + i) % 2 == 0).await {
+                    answers.fetch_add(1, Ordering::Relaxed);
+                }
+                i += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(after_ms)).await;
+    server.kill().await;
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn kill_9_under_load_loses_no_usage_row_of_an_answered_request() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
     let (mut server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &fake, KEY).await;
     let client = server.client_key(&admin).await;
-    let http = reqwest::Client::new();
     let answers = Arc::new(AtomicU64::new(0));
     let sent = Arc::new(AtomicU64::new(0));
     for round in 0..ROUNDS {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let mut load = Vec::new();
-        for n in 0..CLIENTS {
-            let (http, url, key) = (http.clone(), server.url.clone(), client.clone());
-            let (answers, sent, stop) = (answers.clone(), sent.clone(), stop.clone());
-            load.push(tokio::spawn(async move {
-                let mut i = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    sent.fetch_add(1, Ordering::Relaxed);
-                    if answered(&http, &url, &key, (n + i) % 2 == 0).await {
-                        answers.fetch_add(1, Ordering::Relaxed);
-                    }
-                    i += 1;
-                }
-            }));
-        }
         // Kill at a different point of the load each round.
-        tokio::time::sleep(Duration::from_millis(400 + 150 * round as u64)).await;
-        server.kill().await;
-        stop.store(true, Ordering::Relaxed);
-        for task in load {
-            task.await.unwrap();
-        }
+        kill_under_load(&mut server, &client, &answers, &sent, true, 400 + 150 * round as u64).await;
         server = server
             .relaunch(Default::default())
             .await
@@ -108,30 +121,11 @@ async fn an_offline_backup_after_kill_9_holds_the_rows_still_in_the_journal() {
     let (mut server, admin) = TestServer::with_admin().await;
     server.add_provider(&admin, "main", &fake, KEY).await;
     let client = server.client_key(&admin).await;
-    let http = reqwest::Client::new();
-    let answers = Arc::new(AtomicU64::new(0));
+    let (answers, sent) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     // Kill under load until the kill lands between a journal append and its commit (rows
     // are committed within ~20 ms, so the first kill almost always does).
     for attempt in 0..10 {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let mut load = Vec::new();
-        for _ in 0..CLIENTS {
-            let (http, url, key) = (http.clone(), server.url.clone(), client.clone());
-            let (answers, stop) = (answers.clone(), stop.clone());
-            load.push(tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    if answered(&http, &url, &key, false).await {
-                        answers.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }));
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        server.kill().await;
-        stop.store(true, Ordering::Relaxed);
-        for task in load {
-            task.await.unwrap();
-        }
+        kill_under_load(&mut server, &client, &answers, &sent, false, 300).await;
         if journaled_bytes(&server.data_dir) > 0 {
             break;
         }

@@ -445,50 +445,9 @@ impl Store {
 mod tests {
     use super::*;
 
-    #[test]
-    fn index_keys_cover_both_models_and_both_outcome_forms_once() {
-        let row = UsageRecord {
-            at_ms: 1,
-            api_key_id: Some("k1".into()),
-            agent: None,
-            session: Some("s1".into()),
-            tier: Some("gpu".into()),
-            route: Some("box".into()),
-            model: "auto".into(),
-            model_served: Some("auto".into()),
-            input_tokens: 0,
-            output_tokens: 0,
-            cache_read_tokens: 0,
-            cache_write_5m_tokens: 0,
-            cache_write_1h_tokens: 0,
-            reasoning_tokens: 0,
-            tokens_estimated: false,
-            cost_usd: 0.0,
-            cloud_equivalent_usd: 0.0,
-            cloud_equivalent_model: None,
-            cloud_equivalent_source: None,
-            ms_to_first_byte: None,
-            ms_total: 0,
-            ms_queue: None,
-            outcome: "error:timeout".into(),
-            status: 504,
-            stream: false,
-            attempts: Vec::new(),
-            router: None,
-            id: None,
-        };
-        let keys = row.index_keys();
-        assert!(keys.contains(&"model\0auto".to_string()));
-        assert_eq!(keys.iter().filter(|k| k.starts_with("model\0")).count(), 1);
-        assert!(keys.contains(&"outcome\0error".to_string()));
-        assert!(keys.contains(&"outcome\0error:timeout".to_string()));
-        assert!(keys.contains(&"status\u{0}504".to_string()));
-        assert!(!keys.iter().any(|k| k.starts_with("agent\0")));
-    }
-
-    #[test]
-    fn a_2xx_status_and_the_ok_outcome_are_matched_but_not_indexed() {
-        let mut row = UsageRecord {
+    /// A row of key `k1` to model `gpt-4o` on route `main` of the cloud tier.
+    fn record(outcome: &str, status: u16) -> UsageRecord {
+        UsageRecord {
             at_ms: 1,
             api_key_id: Some("k1".into()),
             agent: None,
@@ -511,13 +470,35 @@ mod tests {
             ms_to_first_byte: None,
             ms_total: 0,
             ms_queue: None,
-            outcome: "ok".into(),
-            status: 200,
+            outcome: outcome.into(),
+            status,
             stream: false,
             attempts: Vec::new(),
             router: None,
             id: None,
-        };
+        }
+    }
+
+    #[test]
+    fn index_keys_cover_both_models_and_both_outcome_forms_once() {
+        let mut row = record("error:timeout", 504);
+        row.session = Some("s1".into());
+        row.tier = Some("gpu".into());
+        row.route = Some("box".into());
+        row.model = "auto".into();
+        row.model_served = Some("auto".into());
+        let keys = row.index_keys();
+        assert!(keys.contains(&"model\0auto".to_string()));
+        assert_eq!(keys.iter().filter(|k| k.starts_with("model\0")).count(), 1);
+        assert!(keys.contains(&"outcome\0error".to_string()));
+        assert!(keys.contains(&"outcome\0error:timeout".to_string()));
+        assert!(keys.contains(&"status\u{0}504".to_string()));
+        assert!(!keys.iter().any(|k| k.starts_with("agent\0")));
+    }
+
+    #[test]
+    fn a_2xx_status_and_the_ok_outcome_are_matched_but_not_indexed() {
+        let mut row = record("ok", 200);
         let filters = row.filter_keys();
         assert!(filters.contains(&"status\u{0}200".to_string()));
         assert!(filters.contains(&"outcome\u{0}ok".to_string()));
