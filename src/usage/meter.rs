@@ -216,10 +216,15 @@ impl Meter {
 
     /// Bytes on their way to the client (never stored: only usage is read from them).
     pub fn observe(&mut self, bytes: &Bytes) {
-        if let Some(tap) = self.tap.as_mut() {
-            tap.observe_bytes(bytes);
+        match self.tap.as_mut() {
+            // A JSON body's text is counted at the end, and only if it reports no usage.
+            Some(tap) if !tap.is_stream() => tap.observe_bytes(bytes),
+            Some(tap) => {
+                tap.observe_bytes(bytes);
+                self.text.observe(bytes);
+            }
+            None => self.text.observe(bytes),
         }
-        self.text.observe(bytes);
     }
 
     pub fn completed(&mut self) {
@@ -291,7 +296,10 @@ impl Meter {
                 };
                 Tokens {
                     input: self.request_bytes as u64 / BYTES_PER_TOKEN,
-                    output: self.text.output_tokens().unwrap_or(tap.bytes_seen / per_token),
+                    output: tap
+                        .body_text_tokens()
+                        .or(self.text.output_tokens())
+                        .unwrap_or(tap.bytes_seen / per_token),
                     ..Tokens::default()
                 }
             }

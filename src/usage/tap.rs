@@ -3,6 +3,7 @@
 //! (Anthropic), the `usage` of a whole JSON body, and error events that end a stream.
 //! Cache reads and writes and reasoning tokens are kept apart, as they are priced apart.
 
+use super::estimate::TextCounter;
 use crate::translate::sse::{with_first_event, Event, SseReader};
 use crate::translate::Format;
 use bytes::Bytes;
@@ -53,6 +54,7 @@ pub struct UsageTap {
     pub error: Option<String>,
     /// Bytes seen, for an estimate when no usage comes back.
     pub bytes_seen: u64,
+    body_text_tokens: Option<u64>,
 }
 
 /// OpenAI's usage object, and the fields other OpenAI-compatible servers put beside it.
@@ -225,6 +227,7 @@ impl UsageTap {
             tokens: None,
             error: None,
             bytes_seen: 0,
+            body_text_tokens: None,
         }
     }
 
@@ -281,8 +284,26 @@ impl UsageTap {
             if USAGE.find(body).is_some() {
                 read_value(self.format, &mut self.tokens, None, false, body);
             }
+            if self.tokens.is_none_or(|t| t == Tokens::default()) {
+                // Only now, and only for a body that reported nothing, is its text counted
+                // for an estimate: not byte by byte as every answer passes.
+                let mut text = TextCounter::default();
+                text.observe(body);
+                self.body_text_tokens = text.output_tokens();
+            }
         }
         self.tokens
+    }
+
+    /// Whether the answer is a stream of events (else one JSON body).
+    pub fn is_stream(&self) -> bool {
+        self.sse
+    }
+
+    /// Output tokens estimated from the text of a JSON body that reported no usage (after
+    /// `tokens`).
+    pub fn body_text_tokens(&self) -> Option<u64> {
+        self.body_text_tokens
     }
 }
 
@@ -441,6 +462,31 @@ mod tests {
                 reasoning: 4,
                 ..Tokens::default()
             })
+        );
+    }
+
+    #[test]
+    fn a_json_body_without_usage_has_its_text_counted_once_at_the_end() {
+        let text = "word ".repeat(40);
+        let body = format!(r#"{{"choices":[{{"message":{{"role":"assistant","content":"{text}"}}}}]}}"#);
+        let mut tap = UsageTap::new(Format::OpenAi, false);
+        let (head, tail) = body.as_bytes().split_at(30);
+        tap.observe(head);
+        tap.observe(tail);
+        assert_eq!(tap.body_text_tokens(), None, "nothing counted while the body passes");
+        assert_eq!(tap.tokens(), None);
+        let mut counter = TextCounter::default();
+        counter.observe(body.as_bytes());
+        assert!(counter.output_tokens().is_some_and(|n| n > 0));
+        assert_eq!(tap.body_text_tokens(), counter.output_tokens());
+
+        let mut reported = UsageTap::new(Format::OpenAi, false);
+        reported.observe(br#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#);
+        assert!(reported.tokens().is_some());
+        assert_eq!(
+            reported.body_text_tokens(),
+            None,
+            "a body that reports usage is not counted"
         );
     }
 
