@@ -135,8 +135,12 @@ fn clip(value: &str) -> &str {
 /// row (a third of the index's writes) and narrow nothing, since a filter on one finds its
 /// rows densely by scanning rows by time. Rows written before this rule kept such entries;
 /// they are removed with their rows and no query reads them.
-pub fn worth_indexing(key: &str) -> bool {
-    !(key.starts_with("status\u{0}2") || key == "outcome\u{0}ok")
+pub fn worth_indexing(field: LogField, value: &str) -> bool {
+    !match field {
+        LogField::Status => value.starts_with('2'),
+        LogField::Outcome => value == "ok",
+        _ => false,
+    }
 }
 
 /// The index key of `field = value`.
@@ -148,18 +152,22 @@ impl UsageRecord {
     /// The index entries this row is written with: its `filter_keys` but those most rows
     /// share (`worth_indexing`).
     pub fn index_keys(&self) -> Vec<String> {
-        let mut keys = self.filter_keys();
-        keys.retain(|key| worth_indexing(key));
-        keys
+        self.keys_where(worth_indexing)
     }
 
     /// Every `field = value` filter this row matches, as index keys. A model matches what
     /// was asked and what ran; an outcome matches its class (`error`) and its exact value
     /// (`error:timeout`).
     pub fn filter_keys(&self) -> Vec<String> {
+        self.keys_where(|_, _| true)
+    }
+
+    /// The keys of the filters this row matches that `keep` accepts (checked before a key
+    /// is built: on the request path, a key not written is not allocated either).
+    fn keys_where(&self, keep: impl Fn(LogField, &str) -> bool) -> Vec<String> {
         let mut keys = Vec::with_capacity(10);
         let mut add = |field: LogField, value: Option<&str>| {
-            if let Some(value) = value {
+            if let Some(value) = value.filter(|value| keep(field, value)) {
                 let key = index_key(field, value);
                 if !keys.contains(&key) {
                     keys.push(key);
@@ -510,7 +518,7 @@ mod tests {
         row.outcome = "cancelled".into();
         assert!(row.index_keys().contains(&"status\u{0}429".to_string()));
         assert!(row.index_keys().contains(&"outcome\u{0}cancelled".to_string()));
-        assert!(worth_indexing("status\u{0}502") && !worth_indexing("status\u{0}204"));
+        assert!(worth_indexing(LogField::Status, "502") && !worth_indexing(LogField::Status, "204"));
     }
 
     #[test]

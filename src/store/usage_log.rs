@@ -139,8 +139,8 @@ impl Store {
             let driver = LogField::ALL
                 .iter()
                 .flat_map(|field| query.filters.iter().filter(move |(f, _)| f == field))
-                .map(|(f, v)| index_key(*f, v))
-                .find(|key| worth_indexing(key));
+                .find(|(f, v)| worth_indexing(*f, v))
+                .map(|(f, v)| index_key(*f, v));
             let mut scanned = 0usize;
             let mut take = |key: u128, row: UsageRecord, page: &mut LogPage| -> bool {
                 scanned += 1;
