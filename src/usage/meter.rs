@@ -216,15 +216,14 @@ impl Meter {
 
     /// Bytes on their way to the client (never stored: only usage is read from them).
     pub fn observe(&mut self, bytes: &Bytes) {
-        match self.tap.as_mut() {
-            // A JSON body's text is counted at the end, and only if it reports no usage.
-            Some(tap) if !tap.is_stream() => tap.observe_bytes(bytes),
-            Some(tap) => {
-                tap.observe_bytes(bytes);
-                self.text.observe(bytes);
+        if let Some(tap) = self.tap.as_mut() {
+            tap.observe_bytes(bytes);
+            if !tap.is_stream() {
+                // A JSON body's text is counted at the end, and only if it reports no usage.
+                return;
             }
-            None => self.text.observe(bytes),
         }
+        self.text.observe(bytes);
     }
 
     pub fn completed(&mut self) {
