@@ -329,8 +329,6 @@ fn write_generated_key(path: &std::path::Path, key: &str) -> Result<(), StartErr
     file.sync_all().map_err(fail)
 }
 
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Serves `state` on an already-bound listener until `shutdown` resolves (tests bind port 0).
 pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) {
     let background = spawn_background_tasks(&state);
@@ -342,14 +340,8 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
     // Built on hyper directly (not `warp::serve`) to know each connection's peer address,
     // which the login throttle keys on, and to bound how long a client may take to send
     // its headers.
-    let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-    builder
-        .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        // A client that has not sent its headers by then is dropped (slow-loris).
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    let builder = Arc::new(builder);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let protocols = Arc::new(api::conn::Protocols::default());
+    let (shutdown_connections, stop) = api::conn::Shutdown::new();
     let accepting = async {
         loop {
             let stream = match listener.accept().await {
@@ -363,22 +355,13 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
             };
             // Tokens are small writes: never let Nagle hold them back.
             let _ = stream.set_nodelay(true);
-            let conn = api::conn::Conn::new(stream);
-            let peer = conn.peer_addr().ok();
+            let peer = stream.peer_addr().ok();
             let service = service.clone();
             let per_request =
                 hyper::service::service_fn(move |request| api::filters::serve_request(service.clone(), peer, request));
-            let builder = builder.clone();
-            let served = graceful.watch(
-                builder
-                    .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(conn), per_request)
-                    .into_owned(),
-            );
-            tokio::spawn(async move {
-                if let Err(e) = served.await {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                }
-            });
+            let protocols = protocols.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move { api::conn::serve(stream, &protocols, per_request, stop).await });
         }
     };
     tokio::select! {
@@ -386,6 +369,7 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
         _ = shutdown => {}
     }
     drop(listener);
+    drop(stop);
     tracing::info!(
         grace_secs = grace.as_secs(),
         "stopped accepting; letting requests in flight finish"
@@ -393,7 +377,7 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
     // Past the grace period, requests still in flight are cut: a stuck stream must not hold
     // a restart forever (systemd's TimeoutStopSec is longer, so this exit stays clean).
     tokio::select! {
-        _ = graceful.shutdown() => {}
+        _ = shutdown_connections.finish() => {}
         _ = tokio::time::sleep(grace) => tracing::warn!(grace_secs = grace.as_secs(), "shutdown grace period over: cutting the requests still in flight"),
     }
     // Worker sockets are upgraded connections the HTTP shutdown does not wait for: close

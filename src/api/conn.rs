@@ -1,4 +1,6 @@
-//! One accepted connection, as the HTTP server sees it.
+//! One accepted connection, as the HTTP server sees it: HTTP/1.1 or HTTP/2 (h2c with prior
+//! knowledge), told apart by peeking at its first bytes, and served until it closes or the
+//! server stops.
 //!
 //! hyper answers a request it cannot parse (headers too large or too many, a bad request
 //! line) by itself, with an empty body, before any route runs. Every auxot error has a JSON
@@ -8,8 +10,142 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// A client that has not sent its headers by then is dropped (slow-loris).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An HTTP/2 connection opens with this preface; no HTTP/1 request line starts with "PRI".
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+const SNIFFED: usize = 3;
+
+/// The protocols a connection is served with, built once for the whole server.
+pub struct Protocols {
+    http1: hyper::server::conn::http1::Builder,
+    http2: hyper::server::conn::http2::Builder<hyper_util::rt::TokioExecutor>,
+    header_timeout: Duration,
+}
+
+impl Default for Protocols {
+    fn default() -> Self {
+        Protocols::with_header_timeout(HEADER_READ_TIMEOUT)
+    }
+}
+
+impl Protocols {
+    pub fn with_header_timeout(header_timeout: Duration) -> Protocols {
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_timeout);
+        let mut http2 = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+        http2.timer(hyper_util::rt::TokioTimer::new());
+        Protocols {
+            http1,
+            http2,
+            header_timeout,
+        }
+    }
+}
+
+/// Tells open connections to finish and waits until they have.
+pub struct Shutdown {
+    stop: watch::Sender<bool>,
+}
+
+/// What each connection holds: told when to finish; dropped when it has.
+#[derive(Clone)]
+pub struct StopSignal(watch::Receiver<bool>);
+
+impl Shutdown {
+    pub fn new() -> (Shutdown, StopSignal) {
+        let (stop, signal) = watch::channel(false);
+        (Shutdown { stop }, StopSignal(signal))
+    }
+
+    /// Asks every connection to finish its requests in flight and close, then waits until
+    /// every `StopSignal` is gone (the accept loop's own included).
+    pub async fn finish(self) {
+        let _ = self.stop.send(true);
+        self.stop.closed().await;
+    }
+}
+
+impl StopSignal {
+    async fn stopping(&mut self) {
+        // An error means the server dropped its end: stop as well.
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+}
+
+/// Serves one accepted connection to the end. HTTP/1 connections are served by hyper's
+/// HTTP/1 server directly: hyper-util's auto-detection reads the first bytes ahead and
+/// hands them back in a way that makes every connection's read buffer grow to 16 KiB,
+/// which a thousand open streams pay for in resident memory.
+pub async fn serve<S, B>(stream: TcpStream, protocols: &Protocols, service: S, mut stop: StopSignal)
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let http2 = tokio::select! {
+        sniffed = tokio::time::timeout(protocols.header_timeout, opens_with_h2_preface(&stream)) => match sniffed {
+            Ok(Ok(http2)) => http2,
+            // Nothing sent in time, or the socket failed: there is no one to answer.
+            Ok(Err(_)) | Err(_) => return,
+        },
+        _ = stop.stopping() => return,
+    };
+    let io = hyper_util::rt::TokioIo::new(Conn::new(stream));
+    let ended = if http2 {
+        let conn = protocols.http2.serve_connection(io, service);
+        until_stopped(std::pin::pin!(conn), stop, |conn| conn.graceful_shutdown()).await
+    } else {
+        let conn = protocols.http1.serve_connection(io, service).with_upgrades();
+        until_stopped(std::pin::pin!(conn), stop, |conn| conn.graceful_shutdown()).await
+    };
+    if let Err(e) = ended {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// Runs a connection to its end; when the server stops, it is told to finish the requests
+/// in flight and take no more.
+async fn until_stopped<C: std::future::Future>(
+    mut conn: Pin<&mut C>,
+    mut stop: StopSignal,
+    graceful_shutdown: impl FnOnce(Pin<&mut C>),
+) -> C::Output {
+    tokio::select! {
+        ended = conn.as_mut() => return ended,
+        _ = stop.stopping() => {}
+    }
+    graceful_shutdown(conn.as_mut());
+    conn.await
+}
+
+/// Whether the client's first bytes are HTTP/2's preface, read without taking them off
+/// the socket. `peek` answers at once while the same bytes wait, so a client that sends
+/// a partial "PR" is polled on a short sleep; every other client is decided by its first read.
+async fn opens_with_h2_preface(stream: &TcpStream) -> io::Result<bool> {
+    let mut head = [0u8; SNIFFED];
+    loop {
+        let n = stream.peek(&mut head).await?;
+        if n == 0 || head[..n] != H2_PREFACE[..n] {
+            return Ok(false);
+        }
+        if n == SNIFFED {
+            return Ok(true);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
 
 pub struct Conn {
     inner: TcpStream,
@@ -25,10 +161,6 @@ impl Conn {
             pending: Vec::new(),
             written: 0,
         }
-    }
-
-    pub fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
-        self.inner.peer_addr()
     }
 
     fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -134,6 +266,115 @@ impl AsyncWrite for Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server on a loopback port whose one route answers with the HTTP version it was
+    /// asked in, after `delay`.
+    async fn server(protocols: Protocols, delay: Duration) -> (std::net::SocketAddr, Shutdown) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (shutdown, mut stop) = Shutdown::new();
+        let protocols = Arc::new(protocols);
+        tokio::spawn(async move {
+            loop {
+                let stream = tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(_) => return,
+                    },
+                    _ = stop.stopping() => return,
+                };
+                let service =
+                    hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| async move {
+                        tokio::time::sleep(delay).await;
+                        let version = format!("{:?}", request.version());
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from(version),
+                        )))
+                    });
+                let protocols = protocols.clone();
+                let stop = stop.clone();
+                tokio::spawn(async move { serve(stream, &protocols, service, stop).await });
+            }
+        });
+        (addr, shutdown)
+    }
+
+    async fn raw_exchange(addr: std::net::SocketAddr, parts: &[&[u8]]) -> String {
+        let mut socket = TcpStream::connect(addr).await.unwrap();
+        for part in parts {
+            socket.write_all(part).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut answer = Vec::new();
+        let _ = socket.read_to_end(&mut answer).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    #[tokio::test]
+    async fn http1_and_prior_knowledge_http2_are_both_served() {
+        let (addr, _shutdown) = server(Protocols::default(), Duration::ZERO).await;
+        let url = format!("http://{addr}/");
+        let http1 = reqwest::Client::new().get(&url).send().await.unwrap();
+        assert_eq!(http1.version(), reqwest::Version::HTTP_11);
+        assert_eq!(http1.text().await.unwrap(), "HTTP/1.1");
+        let h2c = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+        let http2 = h2c.get(&url).send().await.unwrap();
+        assert_eq!(http2.version(), reqwest::Version::HTTP_2);
+        assert_eq!(http2.text().await.unwrap(), "HTTP/2.0");
+    }
+
+    #[tokio::test]
+    async fn a_request_line_sent_a_byte_at_a_time_is_still_http1() {
+        let (addr, _shutdown) = server(Protocols::default(), Duration::ZERO).await;
+        let answer = raw_exchange(
+            addr,
+            &[b"P", b"R", b"OPFIND / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"],
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("HTTP/1.1"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_sends_nothing_or_half_a_head_is_dropped_after_the_header_timeout() {
+        let (addr, _shutdown) = server(
+            Protocols::with_header_timeout(Duration::from_millis(300)),
+            Duration::ZERO,
+        )
+        .await;
+        for parts in [&[][..], &[&b"P"[..]][..], &[&b"POST / HTTP/1.1\r\nhost:"[..]][..]] {
+            let started = std::time::Instant::now();
+            let answer = tokio::time::timeout(Duration::from_secs(10), raw_exchange(addr, parts))
+                .await
+                .expect("the connection was never closed");
+            assert!(
+                started.elapsed() >= Duration::from_millis(250),
+                "{parts:?} closed early: {answer}"
+            );
+            assert!(!answer.contains(" 200 "), "{answer}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stop_lets_the_request_in_flight_finish_closes_idle_connections_and_then_returns() {
+        let (addr, shutdown) = server(Protocols::default(), Duration::from_millis(300)).await;
+        let url = format!("http://{addr}/");
+        // One keep-alive connection left idle after its request, one request in flight.
+        let idle = reqwest::Client::new();
+        let _ = idle.get(&url).send().await.unwrap().text().await.unwrap();
+        let in_flight = tokio::spawn(async move { reqwest::get(url).await.unwrap().text().await.unwrap() });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let finished = tokio::spawn(shutdown.finish());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!finished.is_finished(), "finish() returned with a request in flight");
+        assert_eq!(in_flight.await.unwrap(), "HTTP/1.1");
+        tokio::time::timeout(Duration::from_secs(5), finished)
+            .await
+            .expect("finish() waited on an idle keep-alive connection")
+            .unwrap();
+    }
 
     #[test]
     fn only_hypers_bodiless_parse_errors_are_replaced() {

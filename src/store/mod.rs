@@ -62,9 +62,10 @@ pub const DB_FILE: &str = "auxot.redb";
 
 /// redb's page cache. Its default (1 GiB) grows with every usage row written until the
 /// process holds hundreds of MB it never reads again; the pages a router touches (the
-/// config tables and the right edge of the usage tables) fit in far less, and the OS page
-/// cache keeps the file's hot pages anyway.
-const CACHE_BYTES: usize = 16 * 1024 * 1024;
+/// config tables and the right edge of the usage tables and their index) fit in far less,
+/// and the OS page cache keeps the file's hot pages anyway. 4 MiB served a flood as fast
+/// as 16 MiB did and left the router 12 MB smaller after it (BENCHMARKS.md).
+const CACHE_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
