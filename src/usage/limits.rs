@@ -46,8 +46,74 @@ pub(super) struct Limits {
     pub(super) windows: Mutex<HashMap<String, VecDeque<Instant>>>,
     /// key id → (month number, what it did in it)
     pub(super) spend: Mutex<HashMap<String, (i64, KeyMonth)>>,
-    /// key id → tokens used in the last minute, by when
-    pub(super) tokens: Mutex<HashMap<String, VecDeque<(Instant, u64)>>>,
+    /// key id → tokens used in the last minute
+    pub(super) tokens: Mutex<HashMap<String, MinuteTokens>>,
+}
+
+/// The tokens a key used in the last minute, in one-second buckets. A key's memory is the
+/// same whatever its rate: a list of every request's tokens grew by 24 bytes a request,
+/// tens of MB under a flood, and was summed whole on every check.
+pub(super) struct MinuteTokens {
+    buckets: [u64; 60],
+    /// The second (since `MinuteTokens::now`'s start) of the newest bucket.
+    second: u64,
+}
+
+impl Default for MinuteTokens {
+    fn default() -> Self {
+        MinuteTokens {
+            buckets: [0; 60],
+            second: 0,
+        }
+    }
+}
+
+impl MinuteTokens {
+    /// Seconds on a monotonic clock.
+    fn now() -> u64 {
+        static START: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+        START.elapsed().as_secs()
+    }
+
+    /// Empties the buckets of the seconds that went by since the last call.
+    fn advance(&mut self, now: u64) {
+        if now <= self.second {
+            return;
+        }
+        if now - self.second >= 60 {
+            self.buckets = [0; 60];
+        } else {
+            for second in self.second + 1..=now {
+                self.buckets[(second % 60) as usize] = 0;
+            }
+        }
+        self.second = now;
+    }
+
+    fn add(&mut self, now: u64, tokens: u64) {
+        self.advance(now);
+        let bucket = &mut self.buckets[(now % 60) as usize];
+        *bucket = bucket.saturating_add(tokens);
+    }
+
+    /// Tokens used in the minute up to `now`.
+    fn used(&mut self, now: u64) -> u64 {
+        self.advance(now);
+        self.buckets.iter().fold(0u64, |sum, n| sum.saturating_add(*n))
+    }
+
+    /// Seconds until this key's use falls below `limit` (at least 1).
+    fn secs_until_below(&mut self, now: u64, limit: u64) -> u64 {
+        let mut used = self.used(now);
+        // The oldest bucket leaves the window first: in 1 s, then the next in 2 s…
+        for age in 1..=60u64 {
+            if used < limit {
+                return age.saturating_sub(1).max(1);
+            }
+            used -= self.buckets[((now + age) % 60) as usize];
+        }
+        60
+    }
 }
 
 /// The month number of `unix_ms` and the unix second the next month starts.
@@ -126,27 +192,20 @@ impl Usage {
         if let Some(tpm) = limits.tpm {
             let mut tokens = self.limits.tokens.lock().unwrap_or_else(|p| p.into_inner());
             let window = tokens.entry(key_id.to_string()).or_default();
-            let now = Instant::now();
-            while window
-                .front()
-                .is_some_and(|(t, _)| now.duration_since(*t) >= Duration::from_secs(60))
-            {
-                window.pop_front();
-            }
-            let here: u64 = window.iter().map(|(_, n)| n).sum();
+            let now = MinuteTokens::now();
+            let here = window.used(now);
             let used = here + self.fleet.as_ref().map_or(0, |f| f.others(key_id, now_ms).1);
             if used >= u64::from(tpm) {
-                let oldest = window.front().map_or(now, |(t, _)| *t);
                 let wait = if here >= u64::from(tpm) {
-                    Duration::from_secs(60).saturating_sub(now.duration_since(oldest))
+                    window.secs_until_below(now, u64::from(tpm))
                 } else {
-                    Duration::from_secs(fleet_rate::secs_to_next_minute(now_ms))
+                    fleet_rate::secs_to_next_minute(now_ms)
                 };
                 self.metrics.rate_limited("tpm");
                 return Err(Hold::Refused(LimitExceeded {
                     reason: "tpm",
                     message: format!("this API key is limited to {tpm} tokens per minute (used {used})"),
-                    retry_after_secs: wait.as_secs().max(1),
+                    retry_after_secs: wait.max(1),
                 }));
             }
         }
@@ -205,15 +264,14 @@ impl Usage {
                 fleet.count(key_id, crate::clock::now_unix_ms(), 0, tokens as i64);
             }
             let mut windows = self.limits.tokens.lock().unwrap_or_else(|p| p.into_inner());
-            let window = windows.entry(key_id.to_string()).or_default();
-            let now = Instant::now();
-            while window
-                .front()
-                .is_some_and(|(t, _)| now.duration_since(*t) >= Duration::from_secs(60))
-            {
-                window.pop_front();
+            match windows.get_mut(key_id) {
+                Some(window) => window.add(MinuteTokens::now(), tokens),
+                None => {
+                    let mut window = MinuteTokens::default();
+                    window.add(MinuteTokens::now(), tokens);
+                    windows.insert(key_id.to_string(), window);
+                }
             }
-            window.push_back((now, tokens));
         }
     }
 
@@ -259,5 +317,43 @@ mod tests {
         assert_eq!(crate::clock::rfc3339(next), "2026-12-01T00:00:00Z");
         let (_, next) = month_of(1_797_811_200_000); // 2026-12-21
         assert_eq!(crate::clock::rfc3339(next), "2027-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn a_minute_of_tokens_forgets_each_second_as_it_leaves_the_window() {
+        let mut window = MinuteTokens::default();
+        window.add(100, 10);
+        window.add(100, 5);
+        window.add(130, 20);
+        assert_eq!(window.used(130), 35);
+        assert_eq!(window.used(159), 35);
+        assert_eq!(window.used(160), 20, "second 100 is a minute old");
+        assert_eq!(window.used(189), 20);
+        assert_eq!(window.used(190), 0);
+        window.add(500, 7);
+        assert_eq!(window.used(500), 7, "a gap longer than a minute empties it");
+    }
+
+    #[test]
+    fn the_wait_is_until_enough_old_seconds_leave_to_go_below_the_limit() {
+        let mut window = MinuteTokens::default();
+        window.add(100, 10);
+        window.add(110, 10);
+        window.add(120, 10);
+        // At 120 the key used 30. Below 25 once second 100 leaves (at 160: 40 s away).
+        assert_eq!(window.secs_until_below(120, 25), 40);
+        // Below 15 once 100 and 110 have left (at 170).
+        assert_eq!(window.secs_until_below(120, 15), 50);
+        assert_eq!(window.secs_until_below(120, 31), 1, "already below");
+    }
+
+    #[test]
+    fn a_keys_minute_of_tokens_takes_the_same_memory_at_any_rate() {
+        let mut window = MinuteTokens::default();
+        for i in 0..1_000_000u64 {
+            window.add(1_000 + i / 20_000, 3);
+        }
+        assert_eq!(window.used(1_049), 3_000_000);
+        assert_eq!(std::mem::size_of::<MinuteTokens>(), 61 * 8);
     }
 }
