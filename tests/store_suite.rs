@@ -287,7 +287,6 @@ fn row(i: i64) -> UsageRecord {
     UsageRecord {
         at_ms: T0 + i * 1000,
         api_key_id: Some(format!("key-{}", i % 3)),
-        agent: None,
         session: Some(format!("s-{}", i / 10)),
         tier: Some(if i % 2 == 0 { "gpu" } else { "cloud" }.into()),
         route: Some("box\0one".into()),
@@ -295,24 +294,14 @@ fn row(i: i64) -> UsageRecord {
         model_served: Some("m".into()),
         input_tokens: 10,
         output_tokens: 5,
-        cache_read_tokens: 0,
-        cache_write_5m_tokens: 0,
-        cache_write_1h_tokens: 0,
-        reasoning_tokens: 0,
-        tokens_estimated: false,
         cost_usd: if i % 2 == 0 { 0.0 } else { 0.25 },
         cloud_equivalent_usd: 0.1,
-        cloud_equivalent_model: None,
-        cloud_equivalent_source: None,
         ms_to_first_byte: Some(3),
         ms_total: 9,
-        ms_queue: None,
         outcome: if i % 5 == 0 { "error:timeout" } else { "ok" }.into(),
         status: if i % 5 == 0 { 504 } else { 200 },
-        stream: false,
-        attempts: Vec::new(),
         router: Some("r1".into()),
-        id: None,
+        ..Default::default()
     }
 }
 

@@ -72,7 +72,7 @@ async fn backup_redb(args: &BackupArgs, partial: &Path) -> Result<String, OpsErr
         Ok(store) => {
             // Rows a crash left in the journal belong in the backup, as the next start
             // would have committed them.
-            commit_journal(&store, &args.data.data_dir).await?;
+            super::commit_journal(&store, &args.data.data_dir).await?;
             store.snapshot_now(partial)?;
             private(partial)?;
             Ok(format!("from the stopped database in {}", args.data.data_dir.display()))
@@ -214,7 +214,7 @@ async fn restore_redb(args: &RestoreArgs) -> Result<String, OpsError> {
     // The journal's rows belong to the database being replaced: committed into it (the
     // kept copy stays complete), not into the restored one at the next start.
     if let Some(live) = &live {
-        if let Err(e) = commit_journal(live, data_dir).await {
+        if let Err(e) = super::commit_journal(live, data_dir).await {
             let _ = std::fs::remove_file(&staged);
             return Err(e);
         }
@@ -309,18 +309,4 @@ fn private(path: &Path) -> Result<(), OpsError> {
             .map_err(OpsError::io(format!("cannot restrict {}", path.display())))?;
     }
     Ok(())
-}
-
-/// Commits what a crashed router left in the usage journal into `store` (a stopped router's
-/// redb file) before a tool reads or replaces it.
-pub(crate) async fn commit_journal(store: &Store, data_dir: &Path) -> Result<(), OpsError> {
-    crate::usage::commit_leftover_journal(store, data_dir)
-        .await
-        .map(|_| ())
-        .map_err(|e| {
-            OpsError::Refused(format!(
-                "cannot commit the usage journal in {}: {e}",
-                data_dir.display()
-            ))
-        })
 }

@@ -39,7 +39,7 @@ pub async fn run(args: &MigrateArgs) -> Result<String, OpsError> {
     }
     // Brings an older file up to this auxot's schema first, as a start would.
     source.initialize(None, None)?;
-    super::backup::commit_journal(&source, &args.data_dir).await?;
+    super::commit_journal(&source, &args.data_dir).await?;
     let target = Store::connect_postgres(url.expose()).await?;
     let copied = source.copy_to(&target).await?;
     let mut report = format!(

@@ -125,3 +125,17 @@ pub fn write_private_file(path: &std::path::Path, bytes: &[u8]) -> Result<(), Op
     file.write_all(bytes).map_err(OpsError::io(what.clone()))?;
     file.sync_all().map_err(OpsError::io(what))
 }
+
+/// Commits what a crashed router left in the usage journal into `store` (a stopped router's
+/// redb file) before a tool reads or replaces it.
+pub(crate) async fn commit_journal(store: &Store, data_dir: &std::path::Path) -> Result<(), OpsError> {
+    crate::usage::commit_leftover_journal(store, data_dir)
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            OpsError::Refused(format!(
+                "cannot commit the usage journal in {}: {e}",
+                data_dir.display()
+            ))
+        })
+}

@@ -14,7 +14,7 @@ pub struct Attempt {
     pub error: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UsageRecord {
     pub at_ms: i64,
     pub api_key_id: Option<String>,
@@ -458,32 +458,12 @@ mod tests {
         UsageRecord {
             at_ms: 1,
             api_key_id: Some("k1".into()),
-            agent: None,
-            session: None,
             tier: Some("cloud".into()),
             route: Some("main".into()),
             model: "gpt-4o".into(),
-            model_served: None,
-            input_tokens: 0,
-            output_tokens: 0,
-            cache_read_tokens: 0,
-            cache_write_5m_tokens: 0,
-            cache_write_1h_tokens: 0,
-            reasoning_tokens: 0,
-            tokens_estimated: false,
-            cost_usd: 0.0,
-            cloud_equivalent_usd: 0.0,
-            cloud_equivalent_model: None,
-            cloud_equivalent_source: None,
-            ms_to_first_byte: None,
-            ms_total: 0,
-            ms_queue: None,
             outcome: outcome.into(),
             status,
-            stream: false,
-            attempts: Vec::new(),
-            router: None,
-            id: None,
+            ..Default::default()
         }
     }
 

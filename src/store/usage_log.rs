@@ -307,7 +307,6 @@ mod tests {
         UsageRecord {
             at_ms: 1_767_225_600_000 + i as i64,
             api_key_id: Some(format!("key-{}", i % 20)),
-            agent: None,
             session: Some(format!("session-{}", i / 50)),
             tier: Some("gpu".into()),
             route: Some("box-1".into()),
@@ -315,12 +314,6 @@ mod tests {
             model_served: Some("qwen3-8b".into()),
             input_tokens: 1000,
             output_tokens: 200,
-            cache_read_tokens: 0,
-            cache_write_5m_tokens: 0,
-            cache_write_1h_tokens: 0,
-            reasoning_tokens: 0,
-            tokens_estimated: false,
-            cost_usd: 0.0,
             cloud_equivalent_usd: 0.001,
             cloud_equivalent_model: Some("gpt-4o-mini".into()),
             cloud_equivalent_source: Some("builtin_default".into()),
@@ -330,9 +323,7 @@ mod tests {
             outcome: "ok".into(),
             status: 200,
             stream: true,
-            attempts: Vec::new(),
-            router: None,
-            id: None,
+            ..Default::default()
         }
     }
 

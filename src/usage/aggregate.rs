@@ -291,32 +291,18 @@ pub(crate) mod tests {
         UsageRecord {
             at_ms: 1_700_000_000_000,
             api_key_id: Some("k1".into()),
-            agent: None,
-            session: None,
             tier: Some(tier.into()),
             route: Some(format!("{tier}-route")),
             model: model.into(),
-            model_served: None,
             input_tokens: input,
             output_tokens: output,
-            cache_read_tokens: 0,
-            cache_write_5m_tokens: 0,
-            cache_write_1h_tokens: 0,
-            reasoning_tokens: 0,
-            tokens_estimated: false,
             cost_usd: cost,
             cloud_equivalent_usd: equivalent,
-            cloud_equivalent_model: None,
-            cloud_equivalent_source: None,
             ms_to_first_byte: Some(5),
             ms_total: 10,
-            ms_queue: None,
             outcome: outcome.into(),
             status: 200,
-            stream: false,
-            attempts: Vec::new(),
-            router: None,
-            id: None,
+            ..Default::default()
         }
     }
 

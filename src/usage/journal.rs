@@ -115,7 +115,26 @@ pub struct Leftover {
 }
 
 impl Leftover {
-    pub fn warn_if_damaged(&self) {
+    /// Hands the rows to `commit`, and removes their segments once it succeeded; after a
+    /// failure they stay for the next try. Returns how many rows there were.
+    pub async fn commit_with<F, Fut, E>(self, commit: F) -> Result<usize, E>
+    where
+        F: FnOnce(Vec<PlacedUsage>) -> Fut,
+        Fut: std::future::Future<Output = Result<(), E>>,
+    {
+        self.warn_if_damaged();
+        let count = self.rows.len();
+        if count > 0 {
+            if let Err(e) = commit(self.rows).await {
+                self.segments.iter().for_each(|s| s.keep());
+                return Err(e);
+            }
+        }
+        drop(self.segments);
+        Ok(count)
+    }
+
+    fn warn_if_damaged(&self) {
         if self.torn_bytes > 0 || self.damaged_bytes > 0 {
             tracing::warn!(
                 torn_bytes = self.torn_bytes,

@@ -51,16 +51,10 @@ pub async fn commit_leftover_journal(store: &Store, data_dir: &std::path::Path) 
         return Ok(0);
     }
     let (_journal, leftover) = Journal::open(data_dir)?;
-    leftover.warn_if_damaged();
-    let count = leftover.rows.len();
-    if count > 0 {
-        if let Err(e) = store.insert_usage_once(Arc::new(leftover.rows)).await {
-            leftover.segments.iter().for_each(|s| s.keep());
-            return Err(e.into());
-        }
-    }
-    drop(leftover.segments);
-    Ok(count)
+    let committed = leftover
+        .commit_with(|rows| async move { store.insert_usage_once(Arc::new(rows)).await.map(drop) })
+        .await?;
+    Ok(committed)
 }
 
 const CHANNEL_CAPACITY: usize = 65_536;
@@ -231,17 +225,16 @@ impl Usage {
         };
         // Rows of requests answered before a crash, not yet committed then: written (once)
         // before this start counts the month's spend.
-        leftover.warn_if_damaged();
-        if !leftover.rows.is_empty() {
-            tracing::info!(
-                rows = leftover.rows.len(),
-                "writing the usage rows journaled by an earlier run"
-            );
-            if !writer::write(&writer, leftover.rows, writer::Lane::Now).await {
-                leftover.segments.iter().for_each(|s| s.keep());
-            }
-        }
-        drop(leftover.segments);
+        let _ = leftover
+            .commit_with(|rows| async {
+                tracing::info!(rows = rows.len(), "writing the usage rows journaled by an earlier run");
+                // A failure is logged by the writer; the rows stay journaled for the next start.
+                match writer::write(&writer, rows, writer::Lane::Now).await {
+                    true => Ok(()),
+                    false => Err(()),
+                }
+            })
+            .await;
         let usage = Arc::new(Usage {
             store: store.clone(),
             cloud_catalogue: RwLock::new(None),
