@@ -97,6 +97,54 @@ async fn a_worker_with_a_token_of_the_other_kind_is_refused() {
 }
 
 #[tokio::test]
+async fn two_worker_machines_sharing_one_token_both_stay_connected_and_both_take_jobs() {
+    let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["qwen"]).await;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
+    let token = worker_token_allowing(&server, &admin, "shared", "gpu", &["*"]).await;
+    let args = || {
+        vec![
+            "gpu".to_string(),
+            "--upstream".into(),
+            gpu.base_url(),
+            "--upstream-key".into(),
+            GPU_KEY.into(),
+        ]
+    };
+    // Provisioned alike: the same token and the same name on both machines.
+    let a = TestWorker::spawn(&server.url, "gpu-box", &token, 1, args(), &[]);
+    let b = TestWorker::spawn(&server.url, "gpu-box", &token, 1, args(), &[]);
+    let live_instances = || async {
+        let workers = server.call("GET", "/api/workers", Some(&admin), None).await.json();
+        let mut ids: Vec<String> = workers["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| w["status"] != "offline")
+            .map(|w| w["instance_id"].as_str().unwrap_or_default().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let both = eventually(Duration::from_secs(20), || async { live_instances().await.len() == 2 }).await;
+    assert!(both, "not both connected:\n{}\n{}", a.logs(), b.logs());
+    let first = live_instances().await;
+    // Replacing each other, they would reconnect every few hundred milliseconds.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        live_instances().await,
+        first,
+        "the connections changed:\n{}\n{}",
+        a.logs(),
+        b.logs()
+    );
+    // Two slots in all: two requests at once both run.
+    let (one, two) = tokio::join!(server.chat(&client, "qwen", false), server.chat(&client, "qwen", false));
+    one.expect(200);
+    two.expect(200);
+    assert_eq!(live_instances().await, first);
+}
+
+#[tokio::test]
 async fn revoking_a_token_disconnects_its_worker_at_once() {
     let gpu = FakeUpstream::openai("gpu-box", &[GPU_KEY], &["qwen"]).await;
     let (server, admin, client) = TestServer::with_admin_and_client().await;

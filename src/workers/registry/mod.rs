@@ -66,8 +66,12 @@ impl WorkerRegistry {
         }
     }
 
-    /// Adds a worker; an earlier connection with the same token is closed (a reconnect
-    /// whose old socket has not timed out yet must not count twice).
+    /// Adds a worker. An earlier connection of the same worker is closed: a reconnect whose
+    /// old socket has not timed out yet must not count twice. "The same worker" is the same
+    /// token and the same `instance` (made once per worker process); a worker that sends no
+    /// instance is told apart by its token alone. Two processes with one token (machines
+    /// provisioned alike) both stay connected: replacing each other, they would take turns
+    /// kicking each other off every few hundred milliseconds and fail each other's jobs.
     pub fn register(&self, hello: Hello) -> (Arc<LiveWorker>, mpsc::UnboundedReceiver<RouterMessage>) {
         let (outbox, outbox_rx) = mpsc::unbounded_channel();
         let worker = Arc::new(LiveWorker {
@@ -101,7 +105,7 @@ impl WorkerRegistry {
             let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
             let old: Vec<String> = live
                 .values()
-                .filter(|w| w.token_id == worker.token_id)
+                .filter(|w| w.token_id == worker.token_id && same_process(&w.instance, &worker.instance))
                 .map(|w| w.id.clone())
                 .collect();
             let removed = old.iter().filter_map(|id| live.remove(id)).collect();
@@ -230,6 +234,15 @@ impl WorkerRegistry {
     }
 }
 
+/// Whether two connections with one token come from the same worker process, as far as
+/// their hellos tell: the same instance, or either sent none.
+fn same_process(a: &Option<String>, b: &Option<String>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
+    }
+}
+
 /// Hellos for the tests of this module's parts.
 #[cfg(test)]
 pub(crate) mod testing {
@@ -287,6 +300,32 @@ mod tests {
         let views = registry.views();
         assert_eq!(views.len(), 1);
         assert_eq!(views[0].status, "offline");
+    }
+
+    #[test]
+    fn two_worker_processes_with_one_token_both_stay_and_each_replaces_only_its_own_reconnect() {
+        let registry = WorkerRegistry::new(Duration::from_secs(15));
+        let of = |instance: &str| Hello {
+            instance: Some(instance.into()),
+            ..hello("t1", 1)
+        };
+        let (a, _a) = registry.register(of("box-a"));
+        let (b, _b) = registry.register(of("box-b"));
+        assert!(!a.is_gone() && !b.is_gone(), "neither machine kicks the other off");
+        assert_eq!(registry.live().len(), 2);
+        let (a2, _a2) = registry.register(of("box-a"));
+        assert!(a.is_gone(), "box-a's reconnect replaces its old connection");
+        assert!(!b.is_gone());
+        let mut live: Vec<String> = registry.live().iter().map(|w| w.id.clone()).collect();
+        live.sort();
+        let mut expected = vec![a2.id.clone(), b.id.clone()];
+        expected.sort();
+        assert_eq!(live, expected);
+        // A worker that names no instance cannot be told apart: it replaces every one.
+        let (c, _c) = registry.register(hello("t1", 1));
+        assert!(a2.is_gone() && b.is_gone());
+        assert_eq!(registry.live().len(), 1);
+        assert_eq!(registry.live()[0].id, c.id);
     }
 
     #[test]
