@@ -58,7 +58,39 @@ pub struct TextCounter {
 }
 
 impl TextCounter {
-    pub fn observe(&mut self, bytes: &[u8]) {
+    /// Reads `bytes`: runs of plain bytes (between values, inside a key or a text value)
+    /// are skipped or counted in one go with a vectorised search for the next quote or
+    /// backslash; only those and the bytes around a key's colon step the state one by one.
+    pub fn observe(&mut self, mut bytes: &[u8]) {
+        while let Some((&byte, rest)) = bytes.split_first() {
+            let plain = match self.state {
+                State::Outside => memchr::memchr(b'"', bytes).unwrap_or(bytes.len()),
+                State::Key { escaped: false }
+                | State::Text {
+                    escaped: false,
+                    skip: 0,
+                } => memchr::memchr2(b'"', b'\\', bytes).unwrap_or(bytes.len()),
+                _ => 0,
+            };
+            if plain == 0 {
+                self.step(byte);
+                bytes = rest;
+                continue;
+            }
+            let (run, after) = bytes.split_at(plain);
+            match self.state {
+                State::Key { .. } => run.iter().for_each(|&b| self.push_key(b)),
+                State::Text { .. } if self.in_delta => self.delta_bytes += run.len() as u64,
+                State::Text { .. } => self.other_bytes += run.len() as u64,
+                _ => {}
+            }
+            bytes = after;
+        }
+    }
+
+    /// What `observe` does, a byte at a time (the tests hold them equal).
+    #[cfg(test)]
+    fn observe_bytewise(&mut self, bytes: &[u8]) {
         for &byte in bytes {
             self.step(byte);
         }
@@ -205,6 +237,41 @@ mod tests {
         assert_eq!(whole, 7, "a, \", b, \\, c, é and \\n");
         for cut in 1..body.len() {
             assert_eq!(count(&[&body[..cut], &body[cut..]]), whole, "cut at {cut}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_fast_reader_counts_exactly_what_a_byte_at_a_time_does(
+            pieces in proptest::collection::vec(
+                proptest::collection::vec(proptest::sample::select(b"ab \\\"u0:{},[]\ncontexdlarg".to_vec()), 0..40),
+                0..8,
+            ),
+            keys in proptest::collection::vec(proptest::sample::select(vec![
+                &br#"{"content":"#[..], br#""text" : "#, br#""delta":"#, br#""a\"b":"#, br#""reasoning_content_too_long":"#, br#"\u00e9"#,
+            ]), 0..6),
+        ) {
+            let mut input = Vec::new();
+            for (i, piece) in pieces.iter().enumerate() {
+                if let Some(key) = keys.get(i) {
+                    input.extend_from_slice(key);
+                }
+                input.extend_from_slice(piece);
+            }
+            let mut fast = TextCounter::default();
+            let mut slow = TextCounter::default();
+            // Fed in the same pieces, cut where the generated pieces end.
+            let mut at = 0;
+            for piece in &pieces {
+                let end = (at + piece.len() + 7).min(input.len());
+                fast.observe(&input[at..end]);
+                slow.observe_bytewise(&input[at..end]);
+                at = end;
+            }
+            fast.observe(&input[at..]);
+            slow.observe_bytewise(&input[at..]);
+            proptest::prop_assert_eq!((fast.delta_bytes, fast.other_bytes), (slow.delta_bytes, slow.other_bytes));
+            proptest::prop_assert_eq!(fast.state, slow.state);
         }
     }
 
