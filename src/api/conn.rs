@@ -137,9 +137,9 @@ async fn until_stopped<C: std::future::Future>(
 
 /// Whether the client's first bytes are HTTP/2's preface, read without taking them off
 /// the socket. `peek` answers at once while the same bytes wait, so a client that sent a
-/// partial "P" or "PR" is polled again after a pause that doubles up to 50 ms: a client
+/// partial "P" or "PR" is polled again after a pause that doubles up to 200 ms: a client
 /// sending a byte at a time is served within milliseconds, and a thousand connections
-/// that stop there cost 20 wake-ups a second each, not a busy loop. Every other client is
+/// that stop there cost 5 wake-ups a second each, not a busy loop. Every other client is
 /// decided by its first read.
 async fn opens_with_h2_preface(stream: &TcpStream) -> io::Result<bool> {
     let mut head = [0u8; SNIFFED];
@@ -153,7 +153,7 @@ async fn opens_with_h2_preface(stream: &TcpStream) -> io::Result<bool> {
             return Ok(true);
         }
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(50));
+        pause = (pause * 2).min(Duration::from_millis(200));
     }
 }
 
