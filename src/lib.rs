@@ -197,7 +197,7 @@ pub async fn start(config: ServeConfig) -> Result<AppState, StartError> {
             .await
             .map_err(|e| StartError::Load(e.to_string()))?,
     );
-    let http = providers::build_http_client(rules.cloud_connect()).map_err(|e| StartError::Http(e.to_string()))?;
+    let http = providers::HttpClient::new(rules.cloud_connect()).map_err(|e| StartError::Http(e.to_string()))?;
     let auth = Auth::load(store.clone(), config.session_ttl)
         .await
         .map_err(|e| StartError::Load(e.to_string()))?;

@@ -63,7 +63,7 @@ pub struct Dispatcher {
     pub(super) rules: Arc<RoutingRules>,
     agents: Arc<AgentBook>,
     pub(super) master: Arc<MasterKey>,
-    pub(super) http: reqwest::Client,
+    pub(super) http: crate::providers::HttpClient,
     pub(super) upstream_timeout: Duration,
     pub(super) turn: AtomicUsize,
     pub(super) queue: Arc<SlotQueue>,
@@ -77,7 +77,7 @@ pub struct DispatcherParts {
     pub rules: Arc<RoutingRules>,
     pub agents: Arc<AgentBook>,
     pub master: Arc<MasterKey>,
-    pub http: reqwest::Client,
+    pub http: crate::providers::HttpClient,
     pub upstream_timeout: Duration,
 }
 

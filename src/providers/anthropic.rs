@@ -1,7 +1,11 @@
 //! Anthropic. `base_url` excludes `/v1`, as in the Anthropic SDK.
 
-use super::{into_outcome, listing_error, send, sensitive_header, CachedModel, ChatOutcome, ProviderError};
+use super::client::endpoint;
+use super::{into_outcome, listing_error, sensitive_header, CachedModel, ChatOutcome, HttpClient, ProviderError};
 use crate::crypto::Secret;
+use bytes::Bytes;
+use http::{header, Method, Request};
+use http_body_util::Full;
 use std::time::Duration;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
@@ -10,7 +14,7 @@ pub const API_VERSION: &str = "2023-06-01";
 const MAX_PAGES: usize = 50;
 
 pub async fn list_models(
-    http: &reqwest::Client,
+    http: &HttpClient,
     base_url: &str,
     key: Option<&Secret>,
     timeout: Duration,
@@ -38,15 +42,20 @@ pub async fn list_models(
     let mut models = Vec::new();
     let mut after: Option<String> = None;
     for _ in 0..MAX_PAGES {
-        let mut request = http
-            .get(format!("{base_url}/v1/models"))
-            .query(&[("limit", "1000")])
+        let query = {
+            let mut query = url::form_urlencoded::Serializer::new(String::from("/v1/models?"));
+            query.append_pair("limit", "1000");
+            if let Some(after_id) = &after {
+                query.append_pair("after_id", after_id);
+            }
+            query.finish()
+        };
+        let request = Request::get(endpoint(base_url, &query)?)
             .header("x-api-key", sensitive_header(key.expose())?)
-            .header("anthropic-version", API_VERSION);
-        if let Some(after_id) = &after {
-            request = request.query(&[("after_id", after_id)]);
-        }
-        let response = send(request, timeout).await?;
+            .header("anthropic-version", API_VERSION)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| ProviderError::BadResponse(format!("cannot build the request: {e}")))?;
+        let response = http.send(request, timeout).await?;
         let page: Page = match into_outcome(response, Some(key)).await {
             ChatOutcome::Failed(failure) => return Err(listing_error(failure)),
             ChatOutcome::Reply(reply) => {
@@ -88,13 +97,13 @@ pub struct ClientHeaders {
 }
 
 impl ClientHeaders {
-    fn apply(&self, mut request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    fn apply(&self, mut request: http::request::Builder) -> http::request::Builder {
         request = request.header("anthropic-version", self.version.as_deref().unwrap_or(API_VERSION));
         if let Some(beta) = &self.beta {
             request = request.header("anthropic-beta", beta);
         }
         if let Some(agent) = &self.user_agent {
-            request = request.header(reqwest::header::USER_AGENT, agent);
+            request = request.header(header::USER_AGENT, agent);
         }
         if let Some(app) = &self.x_app {
             request = request.header("x-app", app);
@@ -103,20 +112,21 @@ impl ClientHeaders {
     }
 
     /// A POST to `path` under `base_url`, with the client's query string.
-    fn post(&self, http: &reqwest::Client, base_url: &str, path: &str) -> reqwest::RequestBuilder {
-        match self.query.as_deref().filter(|q| !q.is_empty()) {
-            Some(query) => super::post_to(http, base_url, &format!("{path}?{query}")),
-            None => super::post_to(http, base_url, path),
-        }
+    fn post(&self, base_url: &str, path: &str) -> Result<http::request::Builder, ProviderError> {
+        let uri = match self.query.as_deref().filter(|q| !q.is_empty()) {
+            Some(query) => endpoint(base_url, &format!("{path}?{query}"))?,
+            None => endpoint(base_url, path)?,
+        };
+        Ok(Request::builder().method(Method::POST).uri(uri))
     }
 }
 
 /// Sends a Messages request body as it is and returns before reading the body.
 pub async fn chat(
-    http: &reqwest::Client,
+    http: &HttpClient,
     base_url: &str,
     key: Option<&Secret>,
-    body: bytes::Bytes,
+    body: Bytes,
     headers: &ClientHeaders,
     timeout: Duration,
 ) -> Result<ChatOutcome, ProviderError> {
@@ -126,10 +136,10 @@ pub async fn chat(
 /// Sends a `count_tokens` body as it is; Anthropic's count is exact where auxot's is an
 /// estimate.
 pub async fn count_tokens(
-    http: &reqwest::Client,
+    http: &HttpClient,
     base_url: &str,
     key: Option<&Secret>,
-    body: bytes::Bytes,
+    body: Bytes,
     headers: &ClientHeaders,
     timeout: Duration,
 ) -> Result<ChatOutcome, ProviderError> {
@@ -138,11 +148,11 @@ pub async fn count_tokens(
 
 /// One authenticated POST of a body as it is, with the client's forwarded headers.
 async fn post(
-    http: &reqwest::Client,
+    http: &HttpClient,
     base_url: &str,
     path: &str,
     key: Option<&Secret>,
-    body: bytes::Bytes,
+    body: Bytes,
     headers: &ClientHeaders,
     timeout: Duration,
 ) -> Result<ChatOutcome, ProviderError> {
@@ -151,10 +161,11 @@ async fn post(
         message: "an Anthropic provider needs an API key".into(),
     })?;
     let request = headers
-        .post(http, base_url, path)
+        .apply(headers.post(base_url, path)?)
         .header("x-api-key", sensitive_header(key.expose())?)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body);
-    let response = send(headers.apply(request), timeout).await?;
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(body))
+        .map_err(|e| ProviderError::BadResponse(format!("cannot build the request: {e}")))?;
+    let response = http.send(request, timeout).await?;
     Ok(into_outcome(response, Some(key)).await)
 }

@@ -71,6 +71,12 @@ pub struct ConnectWithTimeout<S> {
 #[error("connect timed out after {} ms", .0.as_millis())]
 pub struct ConnectTimedOut(Duration);
 
+impl ConnectTimedOut {
+    pub(crate) fn after(limit: Duration) -> Self {
+        ConnectTimedOut(limit)
+    }
+}
+
 impl<S, R> tower_service::Service<R> for ConnectWithTimeout<S>
 where
     S: tower_service::Service<R>,
@@ -91,20 +97,20 @@ where
         Box::pin(async move {
             match tokio::time::timeout(limit, connecting).await {
                 Ok(result) => result.map_err(Into::into),
-                Err(_) => Err(Box::new(ConnectTimedOut(limit)) as BoxError),
+                Err(_) => Err(Box::new(ConnectTimedOut::after(limit)) as BoxError),
             }
         })
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::time::Instant;
 
     /// A listener whose accept queue is full: the kernel drops further SYNs, so a connect
     /// to it hangs until the client gives up — a host that does not answer, on loopback.
-    fn unanswering_listener() -> (socket2::Socket, Vec<std::net::TcpStream>, std::net::SocketAddr) {
+    pub(crate) fn unanswering_listener() -> (socket2::Socket, Vec<std::net::TcpStream>, std::net::SocketAddr) {
         let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         socket
             .bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into())

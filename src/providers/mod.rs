@@ -5,12 +5,14 @@
 //! and async functions stay plain.
 
 pub mod anthropic;
+pub mod client;
 pub mod connect;
 pub mod openai;
 pub mod registry;
 pub mod routing;
 
 pub use crate::store::{CachedModel, ProviderKind};
+pub use client::HttpClient;
 pub use registry::{ModelView, NewProvider, ProviderPatch, ProviderRegistry, ProviderView, RegistryError};
 pub use routing::{LiveProvider, RoutingTable};
 
@@ -71,125 +73,70 @@ pub enum ChatOutcome {
     Failed(UpstreamFailure),
 }
 
-/// The one upstream client: pooled, TCP_NODELAY, no redirects (a redirect could carry a
-/// provider key header to another host). `connect` is the cloud tier's connect timeout
-/// setting, read for every new connection.
-pub fn build_http_client(connect: &connect::ConnectTimeout) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
-        .tcp_nodelay(true)
-        .connector_layer(connect.layer())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(64)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("auxot/", env!("CARGO_PKG_VERSION")))
-        .build()
-}
-
-/// A POST to `base_url` followed by `path`. The URL is parsed once per thread and cloned
-/// after: parsing it (IDNA host checks included) took ~1.5 % of a proxied request's CPU, and
-/// a router sends to a handful of URLs. A URL that does not parse goes to reqwest as text,
-/// which reports the error where the request is sent.
-pub(crate) fn post_to(http: &reqwest::Client, base_url: &str, path: &str) -> reqwest::RequestBuilder {
-    /// Past this many URLs (providers edited many times), the cache starts over.
-    const MAX_CACHED: usize = 256;
-    thread_local! {
-        static PARSED: std::cell::RefCell<std::collections::HashMap<String, Vec<(String, reqwest::Url)>>> =
-            Default::default();
-    }
-    let parsed = PARSED.with_borrow_mut(|bases| {
-        if let Some(url) = bases
-            .get(base_url)
-            .and_then(|paths| paths.iter().find(|(p, _)| p == path))
-        {
-            return Some(url.1.clone());
-        }
-        let url = reqwest::Url::parse(&format!("{base_url}{path}")).ok()?;
-        if bases.values().map(Vec::len).sum::<usize>() >= MAX_CACHED {
-            bases.clear();
-        }
-        bases
-            .entry(base_url.to_string())
-            .or_default()
-            .push((path.to_string(), url.clone()));
-        Some(url)
-    });
-    match parsed {
-        Some(url) => http.post(url),
-        None => http.post(format!("{base_url}{path}")),
-    }
-}
-
-pub(crate) fn sensitive_header(value: &str) -> Result<reqwest::header::HeaderValue, ProviderError> {
-    let mut header = reqwest::header::HeaderValue::from_str(value)
+/// A header value that never shows in a debug print (an API key).
+pub(crate) fn sensitive_header(value: &str) -> Result<http::HeaderValue, ProviderError> {
+    let mut header = http::HeaderValue::from_str(value)
         .map_err(|_| ProviderError::BadResponse("the stored key is not a valid header value".into()))?;
     header.set_sensitive(true);
     Ok(header)
 }
 
-pub(crate) async fn send(
-    request: reqwest::RequestBuilder,
-    timeout: Duration,
-) -> Result<reqwest::Response, ProviderError> {
-    match tokio::time::timeout(timeout, request.send()).await {
-        Err(_) => Err(ProviderError::Timeout(timeout)),
-        Ok(Err(e)) if e.is_timeout() => Err(ProviderError::Timeout(timeout)),
-        Ok(Err(e)) => Err(ProviderError::Unreachable(describe_reqwest_error(e))),
-        Ok(Ok(response)) => Ok(response),
-    }
+/// An error and its causes in one line (reqwest's without the URL: no query is ever sent,
+/// but a URL is noise in a message meant to be acted on).
+pub(crate) fn describe_reqwest_error(e: reqwest::Error) -> String {
+    describe_error(&e.without_url())
 }
 
-/// reqwest's error chain without the URL's query (none is ever sent) — enough to act on.
-pub(crate) fn describe_reqwest_error(e: reqwest::Error) -> String {
-    let e = e.without_url();
+/// An error and its causes, `: `-joined — enough to act on.
+pub(crate) fn describe_error(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
+    let mut source = e.source();
     while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
+        let next = s.to_string();
+        // hyper-util wraps some causes in a layer that prints them again.
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
         source = s.source();
     }
     text
 }
 
-fn content_type(response: &reqwest::Response) -> Option<String> {
+fn header_text(response: &http::Response<hyper::body::Incoming>, name: http::HeaderName) -> Option<String> {
     response
         .headers()
-        .get(reqwest::header::CONTENT_TYPE)
+        .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
 }
 
 /// Splits a response into a streaming reply (2xx) or a bounded, scrubbed failure.
-pub(crate) async fn into_outcome(response: reqwest::Response, key: Option<&Secret>) -> ChatOutcome {
+pub(crate) async fn into_outcome(response: http::Response<hyper::body::Incoming>, key: Option<&Secret>) -> ChatOutcome {
     let status = response.status().as_u16();
-    let content_type = content_type(&response);
-    if response.status().is_success() {
-        let body = response
-            .bytes_stream()
-            .map_err(|e| ProviderError::Stream(describe_reqwest_error(e)))
-            .boxed();
+    let content_type = header_text(&response, http::header::CONTENT_TYPE);
+    let success = response.status().is_success();
+    let retry_after = match success {
+        true => None,
+        false => header_text(&response, http::header::RETRY_AFTER),
+    };
+    let body = http_body_util::BodyDataStream::new(response.into_body())
+        .map_err(|e| ProviderError::Stream(describe_error(&e)))
+        .boxed();
+    if success {
         return ChatOutcome::Reply(UpstreamReply {
             status,
             content_type,
             body,
         });
     }
-    let retry_after = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let body = read_bounded(response).await;
+    let body = crate::bounded::read_prefix(body, MAX_ERROR_BODY).await;
     ChatOutcome::Failed(UpstreamFailure {
         status,
         content_type,
         body: scrub(body, key),
         retry_after,
     })
-}
-
-async fn read_bounded(response: reqwest::Response) -> Bytes {
-    crate::bounded::read_prefix(response.bytes_stream(), MAX_ERROR_BODY).await
 }
 
 /// Reads a whole body, refusing one past `limit` bytes (`what` names it in the error).
@@ -250,7 +197,7 @@ pub fn error_message(body: &[u8]) -> String {
 
 /// Lists a provider's models with `key`: the key check when a provider is added.
 pub async fn list_models(
-    http: &reqwest::Client,
+    http: &HttpClient,
     kind: ProviderKind,
     base_url: &str,
     key: Option<&Secret>,
@@ -279,21 +226,6 @@ pub(crate) fn listing_error(failure: UpstreamFailure) -> ProviderError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn post_to_parses_each_url_once_and_lets_reqwest_report_a_bad_one() {
-        let http = reqwest::Client::new();
-        for _ in 0..2 {
-            let request = post_to(&http, "http://127.0.0.1:9/v1", "/chat/completions")
-                .build()
-                .unwrap();
-            assert_eq!(request.url().as_str(), "http://127.0.0.1:9/v1/chat/completions");
-            assert_eq!(request.method(), reqwest::Method::POST);
-        }
-        let other = post_to(&http, "http://127.0.0.1:9/v1", "/embeddings").build().unwrap();
-        assert_eq!(other.url().as_str(), "http://127.0.0.1:9/v1/embeddings");
-        assert!(post_to(&http, "not a url", "/chat/completions").build().is_err());
-    }
 
     #[test]
     fn scrub_removes_an_echoed_key() {

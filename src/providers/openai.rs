@@ -1,27 +1,41 @@
 //! OpenAI and OpenAI-compatible servers. `base_url` includes `/v1`, as in the OpenAI SDK.
 
-use super::{into_outcome, listing_error, send, sensitive_header, CachedModel, ChatOutcome, ProviderError};
+use super::client::endpoint;
+use super::{into_outcome, listing_error, sensitive_header, CachedModel, ChatOutcome, HttpClient, ProviderError};
 use crate::crypto::Secret;
 use bytes::Bytes;
+use http::{header, Method, Request};
+use http_body_util::Full;
 use std::time::Duration;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 
-fn authorized(
-    request: reqwest::RequestBuilder,
+/// A request to `path` under `base_url`, with the key as a bearer token when there is one.
+fn request(
+    method: Method,
+    base_url: &str,
+    path: &str,
     key: Option<&Secret>,
-) -> Result<reqwest::RequestBuilder, ProviderError> {
-    Ok(match key {
-        Some(key) => request.header(
-            reqwest::header::AUTHORIZATION,
+    body: Bytes,
+) -> Result<Request<Full<Bytes>>, ProviderError> {
+    let post = method == Method::POST;
+    let mut request = Request::builder().method(method).uri(endpoint(base_url, path)?);
+    if let Some(key) = key {
+        request = request.header(
+            header::AUTHORIZATION,
             sensitive_header(&format!("Bearer {}", key.expose()))?,
-        ),
-        None => request,
-    })
+        );
+    }
+    if post {
+        request = request.header(header::CONTENT_TYPE, "application/json");
+    }
+    request
+        .body(Full::new(body))
+        .map_err(|e| ProviderError::BadResponse(format!("cannot build the request: {e}")))
 }
 
 pub async fn list_models(
-    http: &reqwest::Client,
+    http: &HttpClient,
     base_url: &str,
     key: Option<&Secret>,
     timeout: Duration,
@@ -36,8 +50,9 @@ pub async fn list_models(
         #[serde(default)]
         created: Option<i64>,
     }
-    let request = authorized(http.get(format!("{base_url}/models")), key)?;
-    let response = send(request, timeout).await?;
+    let response = http
+        .send(request(Method::GET, base_url, "/models", key, Bytes::new())?, timeout)
+        .await?;
     match into_outcome(response, key).await {
         ChatOutcome::Failed(failure) => Err(listing_error(failure)),
         ChatOutcome::Reply(reply) => {
@@ -59,7 +74,7 @@ pub async fn list_models(
 
 /// Sends a chat completion request body as it is and returns before reading the body.
 pub async fn chat(
-    http: &reqwest::Client,
+    http: &HttpClient,
     base_url: &str,
     key: Option<&Secret>,
     body: Bytes,
@@ -71,16 +86,15 @@ pub async fn chat(
 /// Sends a body as it is to an endpoint under `base_url` (`/embeddings`, `/responses`) and
 /// returns before reading the body.
 pub async fn post(
-    http: &reqwest::Client,
+    http: &HttpClient,
     base_url: &str,
     key: Option<&Secret>,
     path: &str,
     body: Bytes,
     timeout: Duration,
 ) -> Result<ChatOutcome, ProviderError> {
-    let request = authorized(super::post_to(http, base_url, path), key)?
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body);
-    let response = send(request, timeout).await?;
+    let response = http
+        .send(request(Method::POST, base_url, path, key, body)?, timeout)
+        .await?;
     Ok(into_outcome(response, key).await)
 }

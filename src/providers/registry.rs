@@ -4,7 +4,7 @@
 //! The snapshot is rebuilt after each change, never per request: a request clones one `Arc`.
 
 use super::routing::RoutingTable;
-use super::{list_models, CachedModel, ProviderError, ProviderKind};
+use super::{list_models, CachedModel, HttpClient, ProviderError, ProviderKind};
 use crate::clock::now_unix;
 use crate::crypto::{CryptoError, MasterKey, Secret};
 use crate::edits::Edits;
@@ -160,7 +160,7 @@ pub struct ModelView {
 pub struct ProviderRegistry {
     store: Store,
     master: Arc<MasterKey>,
-    http: reqwest::Client,
+    http: HttpClient,
     validation_timeout: Duration,
     routing: RwLock<Arc<RoutingTable>>,
     /// Orders rebuilds so an older snapshot never replaces a newer one (see `edits`).
@@ -171,7 +171,7 @@ impl ProviderRegistry {
     pub async fn load(
         store: Store,
         master: Arc<MasterKey>,
-        http: reqwest::Client,
+        http: HttpClient,
         upstream_timeout: Duration,
     ) -> Result<ProviderRegistry, RegistryError> {
         let registry = ProviderRegistry {

@@ -1,0 +1,597 @@
+//! The one client for cloud providers: hyper's pooled client over our own connector (DNS by
+//! hickory, TCP_NODELAY, TLS by rustls with ALPN h2, the `HTTP(S)_PROXY`/`NO_PROXY`
+//! environment), and the connect limit an admin can change while the process runs.
+//!
+//! Why not reqwest here: every proxied request went through reqwest's per-request layers
+//! (its URL parsed twice, redirect policy, header map copies) and each pooled connection held
+//! a boxed stream sized for TLS even on plain HTTP; on hyper directly a router serves about a
+//! tenth more requests per core (BENCHMARKS.md). Redirects are not followed: one could carry
+//! a provider key header to another host.
+
+use super::connect::{ConnectTimedOut, ConnectTimeout};
+use super::ProviderError;
+use bytes::Bytes;
+use http::header::{HeaderValue, PROXY_AUTHORIZATION, USER_AGENT};
+use http::uri::Scheme;
+use http::{Request, Response, Uri};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::client::legacy::connect::proxy::Tunnel;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::proxy::matcher::Matcher;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tower_service::Service;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Idle pooled connections are closed after this long (providers close theirs at 60–120 s).
+const POOL_IDLE: Duration = Duration::from_secs(90);
+const POOL_MAX_IDLE_PER_HOST: usize = 64;
+
+/// The shared upstream client. Cloning shares the pool.
+#[derive(Clone)]
+pub struct HttpClient {
+    inner: Client<Connector, Full<Bytes>>,
+    proxies: Arc<Matcher>,
+    user_agent: HeaderValue,
+}
+
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient").finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot set up TLS: {0}")]
+    Tls(String),
+}
+
+impl HttpClient {
+    /// The production client: proxies from the environment, the public web's roots.
+    pub fn new(limit: &ConnectTimeout) -> Result<HttpClient, ClientError> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        HttpClient::with(limit, Matcher::from_env(), roots)
+    }
+
+    /// A client with the proxies and trusted roots given (tests use their own of both).
+    pub fn with(
+        limit: &ConnectTimeout,
+        proxies: Matcher,
+        roots: rustls::RootCertStore,
+    ) -> Result<HttpClient, ClientError> {
+        let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ClientError::Tls(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let mut tcp = HttpConnector::new_with_resolver(Resolver::default());
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        let proxies = Arc::new(proxies);
+        let connector = Connector {
+            tcp,
+            tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
+            proxies: proxies.clone(),
+            limit: limit.clone(),
+        };
+        let inner = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        Ok(HttpClient {
+            inner,
+            proxies,
+            user_agent: HeaderValue::from_static(concat!("auxot/", env!("CARGO_PKG_VERSION"))),
+        })
+    }
+
+    /// Sends `request` and waits up to `timeout` for the response head; the body streams.
+    /// A request without a `user-agent` gets auxot's.
+    pub async fn send(
+        &self,
+        mut request: Request<Full<Bytes>>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, ProviderError> {
+        request
+            .headers_mut()
+            .entry(USER_AGENT)
+            .or_insert_with(|| self.user_agent.clone());
+        if request.uri().scheme() == Some(&Scheme::HTTP) {
+            // Through a proxy a plain-HTTP request is sent to the proxy itself (absolute
+            // form), so its credentials go on the request; HTTPS tunnels carry them on CONNECT.
+            if let Some(auth) = self
+                .proxies
+                .intercept(request.uri())
+                .and_then(|p| p.basic_auth().cloned())
+            {
+                request.headers_mut().insert(PROXY_AUTHORIZATION, auth);
+            }
+        }
+        match tokio::time::timeout(timeout, self.inner.request(request)).await {
+            Err(_) => Err(ProviderError::Timeout(timeout)),
+            Ok(Err(e)) => Err(ProviderError::Unreachable(super::describe_error(&e))),
+            Ok(Ok(response)) => Ok(response),
+        }
+    }
+}
+
+/// Parses `base_url` followed by `path` (a stored base URL was checked when it was saved).
+pub fn endpoint(base_url: &str, path: &str) -> Result<Uri, ProviderError> {
+    let text = format!("{base_url}{path}");
+    Uri::try_from(text).map_err(|e| ProviderError::Unreachable(format!("the provider URL is not valid: {e}")))
+}
+
+/// DNS through hickory: a static binary has no NSS for `getaddrinfo`. IPv4 and IPv6 both;
+/// `/etc/hosts` is read. Built on first use so a missing `/etc/resolv.conf` is an error
+/// of the request that needed a name, not of the start.
+#[derive(Clone, Default)]
+struct Resolver {
+    hickory: Arc<OnceLock<Result<hickory_resolver::TokioResolver, String>>>,
+}
+
+impl Service<Name> for Resolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let hickory = self.hickory.clone();
+        Box::pin(async move {
+            let resolver = hickory
+                .get_or_init(|| {
+                    let mut builder = hickory_resolver::TokioResolver::builder_tokio()
+                        .map_err(|e| format!("cannot read the system's DNS configuration: {e}"))?;
+                    builder.options_mut().ip_strategy = hickory_resolver::config::LookupIpStrategy::Ipv4AndIpv6;
+                    Ok(builder.build())
+                })
+                .as_ref()
+                .map_err(|e| BoxError::from(e.clone()))?;
+            let found = resolver.lookup_ip(name.as_str()).await?;
+            Ok(found
+                .iter()
+                .map(|ip| SocketAddr::new(ip, 0))
+                .collect::<Vec<_>>()
+                .into_iter())
+        })
+    }
+}
+
+/// Opens a connection for the pool: TCP, through a proxy where the environment says so,
+/// then TLS for `https`, all within the connect limit read at this moment.
+#[derive(Clone)]
+struct Connector {
+    tcp: HttpConnector<Resolver>,
+    tls: tokio_rustls::TlsConnector,
+    proxies: Arc<Matcher>,
+    limit: ConnectTimeout,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("an https:// proxy is not supported; give HTTPS_PROXY as http://host:port (the tunnel to the provider is TLS either way)")]
+struct TlsProxy;
+
+impl Connector {
+    async fn open(mut self, dst: Uri) -> Result<Upstream, BoxError> {
+        let https = dst.scheme() == Some(&Scheme::HTTPS);
+        let Some(proxy) = self.proxies.intercept(&dst) else {
+            let tcp = self.tcp.call(dst.clone()).await?;
+            return match https {
+                true => self.tls(tcp, &dst).await,
+                false => Ok(Upstream::Plain {
+                    io: tcp,
+                    proxied: false,
+                }),
+            };
+        };
+        if proxy.uri().scheme() == Some(&Scheme::HTTPS) {
+            return Err(Box::new(TlsProxy));
+        }
+        if !https {
+            let tcp = self.tcp.call(proxy.uri().clone()).await?;
+            return Ok(Upstream::Plain { io: tcp, proxied: true });
+        }
+        let mut tunnel = Tunnel::new(proxy.uri().clone(), self.tcp.clone());
+        if let Some(auth) = proxy.basic_auth() {
+            tunnel = tunnel.with_auth(auth.clone());
+        }
+        std::future::poll_fn(|cx| tunnel.poll_ready(cx)).await?;
+        let tcp = tunnel.call(dst.clone()).await?;
+        self.tls(tcp, &dst).await
+    }
+
+    async fn tls(&self, tcp: TokioIo<TcpStream>, dst: &Uri) -> Result<Upstream, BoxError> {
+        let host = dst.host().unwrap_or_default();
+        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())?;
+        let stream = self.tls.connect(name, tcp.into_inner()).await?;
+        Ok(Upstream::Tls(Box::new(TokioIo::new(stream))))
+    }
+}
+
+impl Service<Uri> for Connector {
+    type Response = Upstream;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Upstream, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        let limit = self.limit.get();
+        let opening = self.clone().open(dst);
+        Box::pin(async move {
+            match tokio::time::timeout(limit, opening).await {
+                Ok(opened) => opened,
+                Err(_) => Err(Box::new(ConnectTimedOut::after(limit)) as BoxError),
+            }
+        })
+    }
+}
+
+/// One upstream connection. The TLS state is boxed: most of a pooled plain-HTTP connection's
+/// memory would otherwise be a TLS session it never uses.
+enum Upstream {
+    Plain { io: TokioIo<TcpStream>, proxied: bool },
+    Tls(Box<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>),
+}
+
+impl Connection for Upstream {
+    fn connected(&self) -> Connected {
+        match self {
+            Upstream::Plain { io, proxied } => io.inner().connected().proxy(*proxied),
+            Upstream::Tls(io) => {
+                let (tcp, session) = io.inner().get_ref();
+                let connected = tcp.connected();
+                match session.alpn_protocol() {
+                    Some(b"h2") => connected.negotiated_h2(),
+                    _ => connected,
+                }
+            }
+        }
+    }
+}
+
+impl Read for Upstream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Upstream::Plain { io, .. } => Pin::new(io).poll_read(cx, buf),
+            Upstream::Tls(io) => Pin::new(io.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl Write for Upstream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Upstream::Plain { io, .. } => Pin::new(io).poll_write(cx, buf),
+            Upstream::Tls(io) => Pin::new(io.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Upstream::Plain { io, .. } => Pin::new(io).poll_write_vectored(cx, bufs),
+            Upstream::Tls(io) => Pin::new(io.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Upstream::Plain { io, .. } => io.is_write_vectored(),
+            Upstream::Tls(io) => io.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Upstream::Plain { io, .. } => Pin::new(io).poll_flush(cx),
+            Upstream::Tls(io) => Pin::new(io.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Upstream::Plain { io, .. } => Pin::new(io).poll_shutdown(cx),
+            Upstream::Tls(io) => Pin::new(io.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// What the test server saw of one request.
+    #[derive(Debug, Clone, serde::Deserialize)]
+    struct Seen {
+        uri: String,
+        version: String,
+        user_agent: Option<String>,
+        proxy_authorization: Option<String>,
+        body: String,
+    }
+
+    async fn echo(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
+        let header = |name: &str| request.headers().get(name).map(|v| v.to_str().unwrap().to_string());
+        let seen = serde_json::json!({
+            "uri": request.uri().to_string(),
+            "version": format!("{:?}", request.version()),
+            "user_agent": header("user-agent"),
+            "proxy_authorization": header("proxy-authorization"),
+        });
+        let body = request.into_body().collect().await?.to_bytes();
+        let mut seen = seen;
+        seen["body"] = String::from_utf8_lossy(&body).into();
+        Ok(Response::new(Full::new(Bytes::from(seen.to_string()))))
+    }
+
+    /// An echo server (plain, or TLS offering h2 and HTTP/1.1) and how many connections it took.
+    async fn echo_server(tls: Option<Arc<rustls::ServerConfig>>) -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(echo);
+                    let Some(tls) = tls else {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(tcp), service)
+                            .await;
+                        return;
+                    };
+                    let Ok(stream) = tokio_rustls::TlsAcceptor::from(tls).accept(tcp).await else {
+                        return;
+                    };
+                    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    } else {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    /// A self-signed certificate for 127.0.0.1: the server's config and a root store trusting it.
+    fn certificate() -> (Arc<rustls::ServerConfig>, rustls::RootCertStore) {
+        let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+        let cert = made.cert.der().clone();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(made.signing_key.serialize_der()).unwrap();
+        let mut server =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![cert.clone()], key)
+                .unwrap();
+        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        (Arc::new(server), roots)
+    }
+
+    fn client(proxies: Matcher, roots: rustls::RootCertStore) -> HttpClient {
+        HttpClient::with(&ConnectTimeout::new(Duration::from_secs(5)), proxies, roots).unwrap()
+    }
+
+    fn post(url: &str, body: &'static str) -> Request<Full<Bytes>> {
+        Request::post(url)
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .unwrap()
+    }
+
+    async fn seen(response: Response<Incoming>) -> Seen {
+        assert_eq!(response.status(), 200);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    const SECOND: Duration = Duration::from_secs(10);
+
+    #[tokio::test]
+    async fn plain_requests_carry_auxots_user_agent_unless_one_is_given_and_share_a_pooled_connection() {
+        let (addr, accepted) = echo_server(None).await;
+        let http = client(Matcher::builder().build(), rustls::RootCertStore::empty());
+        let first = seen(
+            http.send(post(&format!("http://{addr}/v1/chat"), "{\"a\":1}"), SECOND)
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(first.uri, "/v1/chat");
+        assert_eq!(first.body, "{\"a\":1}");
+        assert!(first.user_agent.unwrap().starts_with("auxot/"));
+        let mut own = post(&format!("http://{addr}/v1/chat"), "");
+        own.headers_mut()
+            .insert(USER_AGENT, HeaderValue::from_static("claude-cli/2.0"));
+        let second = seen(http.send(own, SECOND).await.unwrap()).await;
+        assert_eq!(second.user_agent.as_deref(), Some("claude-cli/2.0"));
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "the second request reuses the pooled connection"
+        );
+    }
+
+    #[tokio::test]
+    async fn https_speaks_h2_when_the_server_offers_it_and_refuses_a_certificate_it_does_not_trust() {
+        let (tls, roots) = certificate();
+        let (addr, _) = echo_server(Some(tls)).await;
+        let url = format!("https://127.0.0.1:{}/v1/messages", addr.port());
+        let trusted = client(Matcher::builder().build(), roots);
+        let got = seen(trusted.send(post(&url, "hi"), SECOND).await.unwrap()).await;
+        assert_eq!(got.version, "HTTP/2.0");
+        assert_eq!(got.body, "hi");
+
+        let stranger = client(Matcher::builder().build(), rustls::RootCertStore::empty());
+        match stranger.send(post(&url, "hi"), SECOND).await {
+            Err(ProviderError::Unreachable(why)) => assert!(why.contains("certificate"), "{why}"),
+            other => panic!("expected a certificate error, got {:?}", other.map(|r| r.status())),
+        }
+    }
+
+    /// A forward proxy that answers CONNECT by piping to the asked host, keeping each head.
+    async fn tunnel_proxy() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let kept = heads.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut client, _) = listener.accept().await.unwrap();
+                let kept = kept.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    while !head.ends_with(b"\r\n\r\n") {
+                        let mut byte = [0u8; 1];
+                        if client.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let head = String::from_utf8(head).unwrap();
+                    let target = head.split(' ').nth(1).unwrap().to_string();
+                    kept.lock().unwrap().push(head);
+                    let mut upstream = TcpStream::connect(target).await.unwrap();
+                    client
+                        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                        .await
+                        .unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                });
+            }
+        });
+        (addr, heads)
+    }
+
+    #[tokio::test]
+    async fn https_through_a_proxy_is_tunnelled_with_connect_and_the_proxy_credentials() {
+        let (tls, roots) = certificate();
+        let (server, _) = echo_server(Some(tls)).await;
+        let (proxy, heads) = tunnel_proxy().await;
+        let proxies = Matcher::builder().https(format!("http://user:pw@{proxy}")).build();
+        let http = client(proxies, roots);
+        let url = format!("https://127.0.0.1:{}/v1/responses", server.port());
+        let got = seen(http.send(post(&url, "x"), SECOND).await.unwrap()).await;
+        // HTTP/2 carries the scheme and authority: the tunnel reached the server itself.
+        assert_eq!(got.uri, url);
+        assert_eq!(
+            got.proxy_authorization, None,
+            "credentials stay on the CONNECT, not inside the tunnel"
+        );
+        let heads = heads.lock().unwrap().clone();
+        assert_eq!(heads.len(), 1);
+        assert!(
+            heads[0].starts_with(&format!("CONNECT 127.0.0.1:{} HTTP/1.1\r\n", server.port())),
+            "{}",
+            heads[0]
+        );
+        // base64("user:pw")
+        assert!(
+            heads[0]
+                .to_ascii_lowercase()
+                .contains("proxy-authorization: basic dxnlcjpwdw=="),
+            "{}",
+            heads[0]
+        );
+    }
+
+    #[tokio::test]
+    async fn plain_http_through_a_proxy_is_sent_to_it_in_absolute_form_unless_no_proxy_names_the_host() {
+        // The echo server plays the proxy: it sees the absolute URI and the credentials.
+        let (proxy, _) = echo_server(None).await;
+        let proxies = Matcher::builder()
+            .http(format!("http://user:pw@{proxy}"))
+            .no("direct.test")
+            .build();
+        let http = client(proxies, rustls::RootCertStore::empty());
+        let got = seen(
+            http.send(post("http://models.test:8000/v1/chat", "x"), SECOND)
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(got.uri, "http://models.test:8000/v1/chat");
+        assert_eq!(got.proxy_authorization.as_deref(), Some("Basic dXNlcjpwdw=="));
+
+        // NO_PROXY: straight to the host, which does not resolve here.
+        match http.send(post("http://direct.test:8000/v1/chat", "x"), SECOND).await {
+            Err(ProviderError::Unreachable(_)) => {}
+            other => panic!(
+                "expected the direct connect to fail, got {:?}",
+                other.map(|r| r.status())
+            ),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connect_that_hangs_fails_after_the_current_limit_and_the_limit_can_change() {
+        let (_listener, _fillers, addr) = super::super::connect::tests::unanswering_listener();
+        let limit = ConnectTimeout::new(Duration::from_secs(30));
+        let http = HttpClient::with(&limit, Matcher::builder().build(), rustls::RootCertStore::empty()).unwrap();
+        limit.set(Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        let error = http
+            .send(post(&format!("http://{addr}/"), ""), SECOND)
+            .await
+            .unwrap_err();
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(250) && took < Duration::from_secs(5),
+            "took {took:?}"
+        );
+        match error {
+            ProviderError::Unreachable(why) => assert!(why.contains("connect timed out after 300 ms"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_endpoint_that_is_not_a_url_is_an_error_not_a_panic() {
+        assert!(endpoint("http://127.0.0.1:9/v1", "/chat/completions").is_ok());
+        assert!(matches!(
+            endpoint("not a url", "/x"),
+            Err(ProviderError::Unreachable(_))
+        ));
+    }
+}
