@@ -11,7 +11,7 @@
 use super::connect::{ConnectTimedOut, ConnectTimeout};
 use super::ProviderError;
 use bytes::Bytes;
-use http::header::{HeaderValue, PROXY_AUTHORIZATION, USER_AGENT};
+use http::header::{HeaderValue, ACCEPT, PROXY_AUTHORIZATION, USER_AGENT};
 use http::uri::Scheme;
 use http::{Request, Response, Uri};
 use http_body_util::Full;
@@ -38,6 +38,11 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Idle pooled connections are closed after this long (providers close theirs at 60–120 s).
 const POOL_IDLE: Duration = Duration::from_secs(90);
 const POOL_MAX_IDLE_PER_HOST: usize = 64;
+/// TCP keepalive probes on upstream connections: a provider connection that died silently (a
+/// NAT or firewall dropping it mid-generation) fails its stream within about a minute
+/// instead of hanging until the client gives up.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+const KEEPALIVE_RETRIES: u32 = 3;
 
 /// The shared upstream client. Cloning shares the pool.
 #[derive(Clone)]
@@ -82,6 +87,9 @@ impl HttpClient {
         let mut tcp = HttpConnector::new_with_resolver(Resolver::default());
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
+        tcp.set_keepalive(Some(KEEPALIVE));
+        tcp.set_keepalive_interval(Some(KEEPALIVE));
+        tcp.set_keepalive_retries(Some(KEEPALIVE_RETRIES));
         let proxies = Arc::new(proxies);
         let connector = Connector {
             tcp,
@@ -102,16 +110,15 @@ impl HttpClient {
     }
 
     /// Sends `request` and waits up to `timeout` for the response head; the body streams.
-    /// A request without a `user-agent` gets auxot's.
+    /// A request without a `user-agent` gets auxot's, one without `accept` gets `*/*`.
     pub async fn send(
         &self,
         mut request: Request<Full<Bytes>>,
         timeout: Duration,
     ) -> Result<Response<Incoming>, ProviderError> {
-        request
-            .headers_mut()
-            .entry(USER_AGENT)
-            .or_insert_with(|| self.user_agent.clone());
+        let headers = request.headers_mut();
+        headers.entry(USER_AGENT).or_insert_with(|| self.user_agent.clone());
+        headers.entry(ACCEPT).or_insert(HeaderValue::from_static("*/*"));
         if request.uri().scheme() == Some(&Scheme::HTTP) {
             // Through a proxy a plain-HTTP request is sent to the proxy itself (absolute
             // form), so its credentials go on the request; HTTPS tunnels carry them on CONNECT.
@@ -542,7 +549,7 @@ mod tests {
         let (proxy, _) = echo_server(None).await;
         let proxies = Matcher::builder()
             .http(format!("http://user:pw@{proxy}"))
-            .no("direct.test")
+            .no("localhost")
             .build();
         let http = client(proxies, rustls::RootCertStore::empty());
         let got = seen(
@@ -554,11 +561,21 @@ mod tests {
         assert_eq!(got.uri, "http://models.test:8000/v1/chat");
         assert_eq!(got.proxy_authorization.as_deref(), Some("Basic dXNlcjpwdw=="));
 
-        // NO_PROXY: straight to the host, which does not resolve here.
-        match http.send(post("http://direct.test:8000/v1/chat", "x"), SECOND).await {
-            Err(ProviderError::Unreachable(_)) => {}
+        // NO_PROXY: straight to the host (named in /etc/hosts, read by the resolver), whose
+        // port is closed: refused, not proxied.
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        match http
+            .send(post(&format!("http://localhost:{closed}/v1/chat"), "x"), SECOND)
+            .await
+        {
+            Err(ProviderError::Unreachable(why)) => assert!(why.contains("refused"), "{why}"),
             other => panic!(
-                "expected the direct connect to fail, got {:?}",
+                "expected the direct connect to be refused, got {:?}",
                 other.map(|r| r.status())
             ),
         }
