@@ -1,11 +1,14 @@
-//! One thread of the lowest CPU priority (nice 19) for the redb commits nobody waits on: the
-//! usage rows of answered requests, already safe in the journal. A commit is a burst of CPU
-//! (B-tree pages copied, checksums, the write-out); on the box's busy core it would delay the
-//! requests being served meanwhile, which showed as the router's p99 at low load (twice the
-//! median's worth of a commit). At nice 19 the scheduler runs it in the gaps between requests.
-//! Under a flood it gets little CPU, so the usage writer sends large batches down the normal
-//! path instead (`usage/writer.rs`). Where the priority cannot be lowered (a system call
-//! filter), the lane still works, at normal priority.
+//! One thread of the lowest CPU priority (Linux's `SCHED_IDLE`, and nice 19) for the redb
+//! commits nobody waits on: the usage rows of answered requests, already safe in the journal.
+//! A commit is a burst of CPU (B-tree pages copied, checksums, the write-out); on the box's busy
+//! core it would delay the requests being served meanwhile, which showed as the router's p99
+//! at low load. At nice 19 alone a request that woke during a commit still waited for the
+//! commit's time slice (p99 at c=1 0.55–0.79 ms); under `SCHED_IDLE` it preempts the commit at
+//! once (0.33–0.37 ms, same router, policy switched back and forth; BENCHMARKS.md). Under a
+//! flood the thread gets little CPU, so the usage writer sends large batches down the normal
+//! path instead (`usage/writer.rs`). Where the policy cannot be changed the thread keeps
+//! nice 19, and where neither can (a system call filter), the lane still works, at normal
+//! priority.
 
 use super::StoreError;
 use std::panic::AssertUnwindSafe;
@@ -43,7 +46,19 @@ fn lane() -> Option<&'static mpsc::Sender<Job>> {
 }
 
 fn lower_priority() {
-    // On Linux the priority of PRIO_PROCESS with a thread id is that thread's alone.
+    use thread_priority::unix::{
+        set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy, ThreadSchedulePolicy,
+    };
+    let idle = set_thread_priority_and_policy(
+        thread_native_id(),
+        thread_priority::ThreadPriority::Min,
+        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+    );
+    if let Err(e) = idle {
+        tracing::info!(error = ?e, "cannot run the background commit thread under SCHED_IDLE: it runs at nice 19, and a request that arrives during a commit may wait for its time slice");
+    }
+    // After the policy, whose call sets a nice value of its own. On Linux the priority of
+    // PRIO_PROCESS with a thread id is that thread's alone.
     if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), NICE) {
         tracing::info!(error = %e, "cannot lower the background commit thread's priority: usage commits share the CPU equally with requests");
     }
@@ -71,22 +86,26 @@ where
 mod tests {
     use super::*;
 
-    /// The nice value of the calling thread, from /proc.
-    fn own_nice() -> i32 {
+    /// The nice value and scheduling policy of the calling thread, from /proc.
+    fn own_nice_and_policy() -> (i32, u32) {
         let tid = rustix::thread::gettid().as_raw_nonzero().get();
         let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
-        // Fields after the parenthesised name: state is the 3rd field, nice the 19th.
-        let after = &stat[stat.rfind(')').unwrap() + 2..];
-        after.split(' ').nth(16).unwrap().parse().unwrap()
+        // Fields after the parenthesised name: state is the 3rd field, nice the 19th,
+        // policy the 41st.
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        (fields[16].parse().unwrap(), fields[38].parse().unwrap())
     }
+
+    /// Linux's number for `SCHED_IDLE`.
+    const SCHED_IDLE: u32 = 5;
 
     #[tokio::test]
     async fn jobs_run_in_order_on_one_low_priority_thread_and_a_panic_fails_only_its_job() {
-        let first = run(|| (std::thread::current().name().map(str::to_string), own_nice()))
+        let first = run(|| (std::thread::current().name().map(str::to_string), own_nice_and_policy()))
             .await
             .unwrap();
         assert_eq!(first.0.as_deref(), Some("auxot-commit"));
-        assert_eq!(first.1, NICE);
+        assert_eq!(first.1, (NICE, SCHED_IDLE));
         let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let waits: Vec<_> = (0..5)
             .map(|n| {
