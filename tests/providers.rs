@@ -396,3 +396,93 @@ async fn a_dropped_add_request_stops_the_check_and_stores_nothing() {
     let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
     server.add_provider(&admin, "slow", &fake, KEY).await;
 }
+
+/// A forward proxy for plain HTTP: each request it is sent (in absolute form) is passed on to
+/// `target` whatever host it names, and its URI and `proxy-authorization` are kept.
+async fn forward_proxy(
+    target: std::net::SocketAddr,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>,
+) {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = seen.clone();
+    tokio::spawn(async move {
+        let onward = reqwest::Client::builder().no_proxy().build().unwrap();
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let (kept, onward) = (kept.clone(), onward.clone());
+            let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                let (kept, onward) = (kept.clone(), onward.clone());
+                async move {
+                    let auth = request
+                        .headers()
+                        .get("proxy-authorization")
+                        .map(|v| v.to_str().unwrap().to_string());
+                    kept.lock().unwrap().push((request.uri().to_string(), auth));
+                    let path = request.uri().path_and_query().unwrap().to_string();
+                    let mut forwarded = onward.request(request.method().clone(), format!("http://{target}{path}"));
+                    for (name, value) in request.headers() {
+                        if name != "host" && name != "proxy-authorization" {
+                            forwarded = forwarded.header(name, value);
+                        }
+                    }
+                    let body = request.into_body().collect().await?.to_bytes();
+                    let answer = forwarded.body(body).send().await.unwrap();
+                    let mut reply = hyper::Response::builder().status(answer.status().as_u16());
+                    for (name, value) in answer.headers() {
+                        reply = reply.header(name, value);
+                    }
+                    let body = answer.bytes().await.unwrap();
+                    Ok::<_, hyper::Error>(reply.body(http_body_util::Full::new(body)).unwrap())
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(tcp), service),
+            );
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn providers_are_reached_through_the_proxy_the_environment_names_with_its_credentials() {
+    let fake = FakeUpstream::openai("up", &[KEY], &["gpt-4o"]).await;
+    let (proxy, seen) = forward_proxy(fake.addr).await;
+    let proxy_url = format!("http://user:pw@{proxy}");
+    let mut options = Options::default();
+    for (name, value) in [
+        ("HTTP_PROXY", proxy_url.as_str()),
+        ("http_proxy", proxy_url.as_str()),
+        ("NO_PROXY", ""),
+        ("no_proxy", ""),
+    ] {
+        options.env.push((name.into(), value.into()));
+    }
+    let (server, admin) = TestServer::with_admin_using(options).await;
+    // A host only the proxy can reach: nothing resolves it here.
+    let base = "http://models.internal.test:8000/v1";
+    server
+        .add_provider_at(&admin, "behind-proxy", "openai", base, KEY)
+        .await;
+    let client = server.client_key(&admin).await;
+    server.chat(&client, "gpt-4o", false).await.expect(200);
+
+    let seen = seen.lock().unwrap().clone();
+    let uris: Vec<&str> = seen.iter().map(|(uri, _)| uri.as_str()).collect();
+    assert!(uris.contains(&"http://models.internal.test:8000/v1/models"), "{uris:?}");
+    assert!(
+        uris.contains(&"http://models.internal.test:8000/v1/chat/completions"),
+        "{uris:?}"
+    );
+    // base64("user:pw")
+    assert!(
+        seen.iter()
+            .all(|(_, auth)| auth.as_deref() == Some("Basic dXNlcjpwdw==")),
+        "{seen:?}"
+    );
+    assert_eq!(fake.chat_requests().len(), 1);
+}
