@@ -122,11 +122,7 @@ impl HttpClient {
         if request.uri().scheme() == Some(&Scheme::HTTP) {
             // Through a proxy a plain-HTTP request is sent to the proxy itself (absolute
             // form), so its credentials go on the request; HTTPS tunnels carry them on CONNECT.
-            if let Some(auth) = self
-                .proxies
-                .intercept(request.uri())
-                .and_then(|p| p.basic_auth().cloned())
-            {
+            if let Some(auth) = proxy_for(&self.proxies, request.uri()).and_then(|p| p.basic_auth().cloned()) {
                 request.headers_mut().insert(PROXY_AUTHORIZATION, auth);
             }
         }
@@ -135,6 +131,21 @@ impl HttpClient {
             Ok(Err(e)) => Err(ProviderError::Unreachable(super::describe_error(&e))),
             Ok(Ok(response)) => Ok(response),
         }
+    }
+}
+
+/// The proxy `dst` goes through, if any. A loopback destination (`localhost`, 127.0.0.0/8,
+/// `::1`) never does, whatever `NO_PROXY` says: through a proxy it would reach the proxy's
+/// own host, never the model server on this box that it names.
+fn proxy_for(proxies: &Matcher, dst: &Uri) -> Option<hyper_util::client::proxy::matcher::Intercept> {
+    let host = dst.host()?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host.to_ascii_lowercase().ends_with(".localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    match loopback {
+        true => None,
+        false => proxies.intercept(dst),
     }
 }
 
@@ -200,7 +211,7 @@ struct TlsProxy;
 impl Connector {
     async fn open(mut self, dst: Uri) -> Result<Upstream, BoxError> {
         let https = dst.scheme() == Some(&Scheme::HTTPS);
-        let Some(proxy) = self.proxies.intercept(&dst) else {
+        let Some(proxy) = proxy_for(&self.proxies, &dst) else {
             let tcp = self.tcp.call(dst.clone()).await?;
             return match https {
                 true => self.tls(tcp, &dst).await,
@@ -401,7 +412,9 @@ mod tests {
 
     /// A self-signed certificate for 127.0.0.1: the server's config and a root store trusting it.
     fn certificate() -> (Arc<rustls::ServerConfig>, rustls::RootCertStore) {
-        let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+        let made =
+            rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into(), "models.test".into()])
+                .unwrap();
         let cert = made.cert.der().clone();
         let key = rustls::pki_types::PrivateKeyDer::try_from(made.signing_key.serialize_der()).unwrap();
         let mut server =
@@ -477,8 +490,9 @@ mod tests {
         }
     }
 
-    /// A forward proxy that answers CONNECT by piping to the asked host, keeping each head.
-    async fn tunnel_proxy() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    /// A forward proxy that answers CONNECT by piping to `target` whatever host was asked
+    /// for (names in tests resolve nowhere), keeping each head.
+    async fn tunnel_proxy(target: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let heads = Arc::new(Mutex::new(Vec::new()));
@@ -496,9 +510,7 @@ mod tests {
                         }
                         head.push(byte[0]);
                     }
-                    let head = String::from_utf8(head).unwrap();
-                    let target = head.split(' ').nth(1).unwrap().to_string();
-                    kept.lock().unwrap().push(head);
+                    kept.lock().unwrap().push(String::from_utf8(head).unwrap());
                     let mut upstream = TcpStream::connect(target).await.unwrap();
                     client
                         .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
@@ -515,10 +527,10 @@ mod tests {
     async fn https_through_a_proxy_is_tunnelled_with_connect_and_the_proxy_credentials() {
         let (tls, roots) = certificate();
         let (server, _) = echo_server(Some(tls)).await;
-        let (proxy, heads) = tunnel_proxy().await;
+        let (proxy, heads) = tunnel_proxy(server).await;
         let proxies = Matcher::builder().https(format!("http://user:pw@{proxy}")).build();
         let http = client(proxies, roots);
-        let url = format!("https://127.0.0.1:{}/v1/responses", server.port());
+        let url = format!("https://models.test:{}/v1/responses", server.port());
         let got = seen(http.send(post(&url, "x"), SECOND).await.unwrap()).await;
         // HTTP/2 carries the scheme and authority: the tunnel reached the server itself.
         assert_eq!(got.uri, url);
@@ -529,7 +541,7 @@ mod tests {
         let heads = heads.lock().unwrap().clone();
         assert_eq!(heads.len(), 1);
         assert!(
-            heads[0].starts_with(&format!("CONNECT 127.0.0.1:{} HTTP/1.1\r\n", server.port())),
+            heads[0].starts_with(&format!("CONNECT models.test:{} HTTP/1.1\r\n", server.port())),
             "{}",
             heads[0]
         );
@@ -546,12 +558,17 @@ mod tests {
     #[tokio::test]
     async fn plain_http_through_a_proxy_is_sent_to_it_in_absolute_form_unless_no_proxy_names_the_host() {
         // The echo server plays the proxy: it sees the absolute URI and the credentials.
-        let (proxy, _) = echo_server(None).await;
+        let (proxy, seen_by_proxy) = echo_server(None).await;
         let proxies = Matcher::builder()
             .http(format!("http://user:pw@{proxy}"))
-            .no("localhost")
+            .no("direct.test")
             .build();
-        let http = client(proxies, rustls::RootCertStore::empty());
+        let http = HttpClient::with(
+            &ConnectTimeout::new(Duration::from_secs(2)),
+            proxies,
+            rustls::RootCertStore::empty(),
+        )
+        .unwrap();
         let got = seen(
             http.send(post("http://models.test:8000/v1/chat", "x"), SECOND)
                 .await
@@ -561,23 +578,30 @@ mod tests {
         assert_eq!(got.uri, "http://models.test:8000/v1/chat");
         assert_eq!(got.proxy_authorization.as_deref(), Some("Basic dXNlcjpwdw=="));
 
-        // NO_PROXY: straight to the host (named in /etc/hosts, read by the resolver), whose
-        // port is closed: refused, not proxied.
-        let closed = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        match http
-            .send(post(&format!("http://localhost:{closed}/v1/chat"), "x"), SECOND)
-            .await
-        {
-            Err(ProviderError::Unreachable(why)) => assert!(why.contains("refused"), "{why}"),
+        // NO_PROXY: straight to the host, which no resolver here knows; the proxy sees nothing.
+        let before = seen_by_proxy.load(Ordering::SeqCst);
+        match http.send(post("http://direct.test:8000/v1/chat", "x"), SECOND).await {
+            Err(ProviderError::Unreachable(_)) => {}
             other => panic!(
-                "expected the direct connect to be refused, got {:?}",
+                "expected the direct connect to fail, got {:?}",
                 other.map(|r| r.status())
             ),
+        }
+        assert_eq!(seen_by_proxy.load(Ordering::SeqCst), before);
+    }
+
+    #[tokio::test]
+    async fn loopback_destinations_never_go_through_the_proxy() {
+        let (server, _) = echo_server(None).await;
+        // A proxy that is not there: going through it would fail.
+        let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let proxies = Matcher::builder().all(format!("http://user:pw@{dead}")).build();
+        let http = client(proxies, rustls::RootCertStore::empty());
+        for host in ["127.0.0.1", "localhost"] {
+            let url = format!("http://{host}:{}/v1/chat", server.port());
+            let got = seen(http.send(post(&url, "x"), SECOND).await.unwrap()).await;
+            assert_eq!(got.uri, "/v1/chat", "{host}: origin form, sent directly");
+            assert_eq!(got.proxy_authorization, None, "{host}");
         }
     }
 
