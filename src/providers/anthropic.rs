@@ -1,11 +1,10 @@
 //! Anthropic. `base_url` excludes `/v1`, as in the Anthropic SDK.
 
-use super::client::endpoint;
+use super::client::{endpoint, with_body};
 use super::{into_outcome, listing_error, sensitive_header, CachedModel, ChatOutcome, HttpClient, ProviderError};
 use crate::crypto::Secret;
 use bytes::Bytes;
 use http::{header, Method, Request};
-use http_body_util::Full;
 use std::time::Duration;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
@@ -50,11 +49,12 @@ pub async fn list_models(
             }
             query.finish()
         };
-        let request = Request::get(endpoint(base_url, &query)?)
-            .header("x-api-key", sensitive_header(key.expose())?)
-            .header("anthropic-version", API_VERSION)
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| ProviderError::BadResponse(format!("cannot build the request: {e}")))?;
+        let request = with_body(
+            Request::get(endpoint(base_url, &query)?)
+                .header("x-api-key", sensitive_header(key.expose())?)
+                .header("anthropic-version", API_VERSION),
+            Bytes::new(),
+        )?;
         let response = http.send(request, timeout).await?;
         let page: Page = match into_outcome(response, Some(key)).await {
             ChatOutcome::Failed(failure) => return Err(listing_error(failure)),
@@ -160,12 +160,13 @@ async fn post(
         status: 401,
         message: "an Anthropic provider needs an API key".into(),
     })?;
-    let request = headers
-        .apply(headers.post(base_url, path)?)
-        .header("x-api-key", sensitive_header(key.expose())?)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(body))
-        .map_err(|e| ProviderError::BadResponse(format!("cannot build the request: {e}")))?;
+    let request = with_body(
+        headers
+            .apply(headers.post(base_url, path)?)
+            .header("x-api-key", sensitive_header(key.expose())?)
+            .header(header::CONTENT_TYPE, "application/json"),
+        body,
+    )?;
     let response = http.send(request, timeout).await?;
     Ok(into_outcome(response, Some(key)).await)
 }

@@ -136,17 +136,31 @@ impl HttpClient {
 
 /// The proxy `dst` goes through, if any. A loopback destination (`localhost`, 127.0.0.0/8,
 /// `::1`) never does, whatever `NO_PROXY` says: through a proxy it would reach the proxy's
-/// own host, never the model server on this box that it names.
+/// own host, never the model server on this box that it names. The matcher is asked first:
+/// with no proxy configured (the usual case) a request pays nothing more.
 fn proxy_for(proxies: &Matcher, dst: &Uri) -> Option<hyper_util::client::proxy::matcher::Intercept> {
-    let host = dst.host()?;
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let proxy = proxies.intercept(dst)?;
+    let host = bare_host(dst)?;
     let loopback = host.eq_ignore_ascii_case("localhost")
-        || host.to_ascii_lowercase().ends_with(".localhost")
+        || host
+            .len()
+            .checked_sub(".localhost".len())
+            .is_some_and(|at| host.as_bytes()[at..].eq_ignore_ascii_case(b".localhost"))
         || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    match loopback {
-        true => None,
-        false => proxies.intercept(dst),
-    }
+    (!loopback).then_some(proxy)
+}
+
+/// `dst`'s host without the brackets of an IPv6 literal.
+fn bare_host(dst: &Uri) -> Option<&str> {
+    let host = dst.host()?;
+    Some(host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host))
+}
+
+/// `request` with `body`, as the client sends it.
+pub(crate) fn with_body(request: http::request::Builder, body: Bytes) -> Result<Request<Full<Bytes>>, ProviderError> {
+    request
+        .body(Full::new(body))
+        .map_err(|e| ProviderError::BadResponse(format!("cannot build the request: {e}")))
 }
 
 /// Parses `base_url` followed by `path` (a stored base URL was checked when it was saved).
@@ -238,9 +252,7 @@ impl Connector {
     }
 
     async fn tls(&self, tcp: TokioIo<TcpStream>, dst: &Uri) -> Result<Upstream, BoxError> {
-        let host = dst.host().unwrap_or_default();
-        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-        let name = rustls::pki_types::ServerName::try_from(host.to_string())?;
+        let name = rustls::pki_types::ServerName::try_from(bare_host(dst).unwrap_or_default().to_string())?;
         let stream = self.tls.connect(name, tcp.into_inner()).await?;
         Ok(Upstream::Tls(Box::new(TokioIo::new(stream))))
     }

@@ -1,6 +1,6 @@
 //! OpenAI and OpenAI-compatible servers. `base_url` includes `/v1`, as in the OpenAI SDK.
 
-use super::client::endpoint;
+use super::client::{endpoint, with_body};
 use super::{into_outcome, listing_error, sensitive_header, CachedModel, ChatOutcome, HttpClient, ProviderError};
 use crate::crypto::Secret;
 use bytes::Bytes;
@@ -29,9 +29,7 @@ fn request(
     if post {
         request = request.header(header::CONTENT_TYPE, "application/json");
     }
-    request
-        .body(Full::new(body))
-        .map_err(|e| ProviderError::BadResponse(format!("cannot build the request: {e}")))
+    with_body(request, body)
 }
 
 pub async fn list_models(
