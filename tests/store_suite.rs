@@ -43,6 +43,7 @@ on_both_backends! {
     conversations_list_newest_first => conversations;
     the_key_state_holds_the_canary_and_schema_version => key_state;
     scans_longer_than_a_page_keep_their_order_both_ways => long_scans;
+    batches_that_overlap_in_time_are_filtered_newest_first_before_and_after_pruning => overlapping_batches;
     worker_presence_is_shared_between_routers_and_goes_stale => presence;
 }
 
@@ -419,6 +420,106 @@ async fn long_scans(store: Store) {
     let step = store.prune_usage_step(T0 + 600_000, 1_000_000, 650).await.unwrap();
     assert_eq!((step.removed, step.more), (600, false));
     assert_eq!(store.usage_row_count().await.unwrap(), 100);
+}
+
+/// Rows finish out of order and several routers write at once, so the batches a filter's
+/// index entries come from overlap in time: every filtered page must still hold each
+/// matching row once, newest first, as a scan of all rows would find them.
+async fn overlapping_batches(store: Store) {
+    // A deterministic shuffle: each batch takes rows from a 3-second window that slides
+    // by one second, so neighbouring batches interleave.
+    let mut rows: Vec<UsageRecord> = Vec::new();
+    for batch in 0..12i64 {
+        let mut part: Vec<UsageRecord> = (0..25i64)
+            .map(|j| {
+                let mut r = row(0);
+                r.at_ms = T0 + batch * 1_000 + (j * 7_919 + batch * 104_729) % 3_000;
+                r.api_key_id = Some(format!("key-{}", (j + batch) % 4));
+                r.tier = Some(if j % 3 == 0 { "gpu" } else { "cloud" }.into());
+                r.session = Some(format!("s-{}", j % 2));
+                r
+            })
+            .collect();
+        rows.extend(part.iter().cloned());
+        store
+            .insert_usage(std::mem::take(&mut part), (batch as u32) * 1_000)
+            .await
+            .unwrap();
+    }
+    let everything = store.usage_between(T0, T0 + 60_000).await.unwrap();
+    assert_eq!(everything.len(), rows.len());
+    let read = |filters: Vec<(LogField, String)>, limit: usize| {
+        let store = store.clone();
+        async move {
+            let mut seen = Vec::new();
+            let mut before = None;
+            loop {
+                let page = store
+                    .request_log(LogQuery {
+                        from_ms: T0 + 500,
+                        to_ms: T0 + 12_500,
+                        before,
+                        filters: filters.clone(),
+                        limit,
+                        max_scan: 100_000,
+                    })
+                    .await
+                    .unwrap();
+                seen.extend(page.rows);
+                match page.next {
+                    Some(next) => before = Some(next),
+                    None => return seen,
+                }
+            }
+        }
+    };
+    let all = read(Vec::new(), 1_000).await;
+    for filters in [
+        vec![(LogField::ApiKey, "key-1".to_string())],
+        vec![(LogField::Tier, "gpu".to_string())],
+        vec![
+            (LogField::Session, "s-0".to_string()),
+            (LogField::Tier, "cloud".to_string()),
+        ],
+        vec![(LogField::ApiKey, "key-9".to_string())],
+    ] {
+        let expected: Vec<u128> = all
+            .iter()
+            .filter(|(_, r)| {
+                filters.iter().all(|(field, value)| match field {
+                    LogField::ApiKey => r.api_key_id.as_deref() == Some(value),
+                    LogField::Tier => r.tier.as_deref() == Some(value),
+                    LogField::Session => r.session.as_deref() == Some(value),
+                    _ => unreachable!(),
+                })
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for limit in [1, 6, 1_000] {
+            let got: Vec<u128> = read(filters.clone(), limit).await.iter().map(|(k, _)| *k).collect();
+            assert_eq!(got, expected, "{filters:?}, {limit} a page");
+        }
+    }
+    // Pruning through the middle of a batch keeps the chunk's newer keys findable.
+    let mut removed = 0;
+    loop {
+        let step = store.prune_usage_step(T0 + 5_500, 1_000_000, 40).await.unwrap();
+        removed += step.removed;
+        if !step.more {
+            break;
+        }
+    }
+    assert!(removed > 0);
+    let left = read(vec![(LogField::ApiKey, "key-2".to_string())], 4).await;
+    let expected: Vec<u128> = read(Vec::new(), 1_000)
+        .await
+        .iter()
+        .filter(|(_, r)| r.api_key_id.as_deref() == Some("key-2"))
+        .map(|(k, _)| *k)
+        .collect();
+    assert!(!expected.is_empty());
+    assert_eq!(left.iter().map(|(k, _)| *k).collect::<Vec<_>>(), expected);
+    assert!(left.iter().all(|(_, r)| r.at_ms >= T0 + 5_500));
 }
 
 async fn pruning(store: Store) {

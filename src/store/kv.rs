@@ -177,6 +177,32 @@ impl Col for (&'static str, u128) {
     }
 }
 
+impl Col for (u64, u128) {
+    type Owned = (u64, u128);
+    fn lend(owned: &(u64, u128)) -> (u64, u128) {
+        *owned
+    }
+    fn own(value: (u64, u128)) -> (u64, u128) {
+        value
+    }
+    fn encode(value: &(u64, u128)) -> Vec<u8> {
+        let mut out = Vec::with_capacity(24);
+        out.extend_from_slice(&value.0.to_be_bytes());
+        out.extend_from_slice(&value.1.to_be_bytes());
+        out
+    }
+    fn decode(bytes: &[u8]) -> Result<(u64, u128), StoreError> {
+        if bytes.len() != 24 {
+            return Err(corrupt("key"));
+        }
+        let (high, low) = bytes.split_at(8);
+        Ok((
+            u64::from_be_bytes(high.try_into().map_err(|_| corrupt("u64"))?),
+            <u128 as Col>::decode(low)?,
+        ))
+    }
+}
+
 impl Col for (&'static str, i64) {
     type Owned = (String, i64);
     fn lend(owned: &(String, i64)) -> (&str, i64) {
@@ -251,6 +277,20 @@ impl<'a> ReadTxn<'a> {
 }
 
 impl<'a> WriteTxn<'a> {
+    /// Removes a table and every row in it (on PostgreSQL the rows; its SQL table stays).
+    pub fn drop_table<K: Col + redb::Key, V: Col>(
+        &self,
+        table: TableDefinition<'static, K, V>,
+    ) -> Result<(), StoreError> {
+        match self {
+            WriteTxn::Redb(txn) => {
+                txn.delete_table(table)?;
+            }
+            WriteTxn::Pg(txn) => txn.clear(super::postgres::table_name(table.name()))?,
+        }
+        Ok(())
+    }
+
     pub fn open_table<K: Col + redb::Key, V: Col>(
         &self,
         table: TableDefinition<'static, K, V>,

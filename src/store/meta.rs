@@ -129,10 +129,14 @@ fn migrate(txn: &WriteTxn<'_>, from: u32) -> Result<(), StoreError> {
                 txn.open_table(CONVERSATIONS)?;
             }
             4 => {
-                txn.open_table(USAGE_INDEX)?;
                 txn.open_table(USAGE_SPEND)?;
                 txn.open_table(USAGE_DAILY)?;
                 super::usage::migrate_to_v5(txn)?;
+            }
+            5 => {
+                txn.drop_table(LEGACY_USAGE_INDEX)?;
+                txn.open_table(USAGE_POSTINGS)?;
+                super::usage::index_every_row(txn)?;
             }
             _ => unreachable_version(version)?,
         }

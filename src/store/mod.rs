@@ -27,6 +27,7 @@ pub mod transfer;
 mod usage;
 mod usage_log;
 mod usage_once;
+mod usage_postings;
 mod usage_settings;
 mod worker_tokens;
 

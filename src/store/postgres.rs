@@ -50,6 +50,7 @@ pub const TABLES: &[&str] = &[
     "settings",
     "usage",
     "usage_index",
+    "usage_postings",
     "usage_spend",
     "usage_daily",
     "prices",
@@ -116,10 +117,16 @@ const MIGRATIONS: &[(i32, &str)] = &[
              instance bigint PRIMARY KEY,
              seen_at timestamptz NOT NULL);",
     ),
+    (
+        5,
+        // The request-log index as chunks of keys per filter (`usage_postings.rs`); the
+        // store's step to schema 6 fills it and empties `auxot_usage_index`.
+        "CREATE TABLE auxot_usage_postings (k bytea PRIMARY KEY, v bytea NOT NULL);",
+    ),
 ];
 
 /// The newest schema step this auxot knows.
-pub const PG_SCHEMA_VERSION: i32 = 4;
+pub const PG_SCHEMA_VERSION: i32 = 5;
 
 /// Connections each router keeps at most.
 const POOL_SIZE: usize = 16;
@@ -418,6 +425,14 @@ impl PgTxn {
         };
         let exhausted = (rows.len() as i64) < limit;
         Ok((rows.iter().map(|row| (row.get(0), row.get(1))).collect(), exhausted))
+    }
+
+    /// Deletes every row of `table`, unsent upserts included.
+    pub(crate) fn clear(&self, table: &'static str) -> Result<(), StoreError> {
+        self.pending.borrow_mut().remove(table);
+        self.batch(&format!("DELETE FROM auxot_{table}"))?;
+        self.changed(table);
+        Ok(())
     }
 
     /// Whether no router runs on the database: takes the router lock exclusively until the

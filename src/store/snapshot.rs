@@ -38,7 +38,7 @@ macro_rules! every_snapshot_table {
         $copy!(AGENTS);
         $copy!(SETTINGS);
         $copy!(USAGE);
-        $copy!(USAGE_INDEX);
+        $copy!(USAGE_POSTINGS);
         $copy!(USAGE_SPEND);
         $copy!(USAGE_DAILY);
         $copy!(PRICES);
@@ -46,8 +46,9 @@ macro_rules! every_snapshot_table {
     };
 }
 
-/// Tables deliberately not in a snapshot (created empty in it).
-const LEFT_OUT: &[&str] = &["sessions"];
+/// Tables deliberately not in a snapshot: sessions (created empty in it), and the index
+/// schema 5 wrote (dropped by the step to 6).
+const LEFT_OUT: &[&str] = &["sessions", "usage_index"];
 
 impl Store {
     /// Writes a consistent snapshot of the whole database to `path` (a new file; an existing

@@ -5,7 +5,7 @@
 use redb::TableDefinition;
 
 /// Bump with a step in `store::migrate` whenever a table or record changes incompatibly.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// Schema version, passphrase salt, key-check canary.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -31,9 +31,12 @@ pub const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
 pub const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
 /// (unix millis << 32 | sequence) → `UsageRecord`: time-ordered, so a period is one range.
 pub const USAGE: TableDefinition<u128, &[u8]> = TableDefinition::new("usage");
-/// (`field\0value`, usage key) → (): the request log's filters (tier, route, model, api key,
-/// agent, session, outcome, status), each a range scan newest first.
-pub const USAGE_INDEX: TableDefinition<(&str, u128), ()> = TableDefinition::new("usage_index");
+/// (filter hash, first usage key) → the usage keys of one write batch that match the filter
+/// (`usage_postings.rs`): the request log's filters (tier, route, model, api key, agent,
+/// session, outcome, status), each read newest first.
+pub const USAGE_POSTINGS: TableDefinition<(u64, u128), &[u8]> = TableDefinition::new("usage_postings");
+/// The index schema 5 wrote, one entry per row and filter: dropped by the step to 6.
+pub const LEGACY_USAGE_INDEX: TableDefinition<(&str, u128), ()> = TableDefinition::new("usage_index");
 /// (API key id, month number) → USD spent: spend caps hold across restarts without a scan.
 pub const USAGE_SPEND: TableDefinition<(&str, i64), f64> = TableDefinition::new("usage_spend");
 /// (day start in unix millis, group) → `Rollup` of the rows pruned from that day, so

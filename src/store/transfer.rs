@@ -38,7 +38,7 @@ macro_rules! every_table {
         $copy!(AGENTS);
         $copy!(SETTINGS);
         $copy!(USAGE);
-        $copy!(USAGE_INDEX);
+        $copy!(USAGE_POSTINGS);
         $copy!(USAGE_SPEND);
         $copy!(USAGE_DAILY);
         $copy!(PRICES);
@@ -132,6 +132,12 @@ mod tests {
             };
         }
         every_table!(name);
-        assert_eq!(names, postgres::TABLES.to_vec());
+        // The index schema 5 wrote is emptied by the step to 6, never copied.
+        let tables: Vec<&str> = postgres::TABLES
+            .iter()
+            .copied()
+            .filter(|t| *t != LEGACY_USAGE_INDEX.name())
+            .collect();
+        assert_eq!(names, tables);
     }
 }

@@ -2,7 +2,8 @@
 //! per-key monthly spend, and the price table.
 
 use super::kv::Table;
-use super::tables::{PRICES, USAGE, USAGE_INDEX, USAGE_SPEND};
+use super::tables::{PRICES, USAGE, USAGE_POSTINGS, USAGE_SPEND};
+use super::usage_postings::NewPostings;
 use super::{decode, encode, Store, StoreError, WriteTxn};
 use serde::{Deserialize, Serialize};
 
@@ -119,7 +120,7 @@ impl LogField {
 /// Index values are cut here (on a char boundary), the same way for rows and filters.
 const MAX_INDEXED_VALUE: usize = 256;
 
-fn clip(value: &str) -> &str {
+pub(super) fn clip(value: &str) -> &str {
     if value.len() <= MAX_INDEXED_VALUE {
         return value;
     }
@@ -149,42 +150,53 @@ pub fn index_key(field: LogField, value: &str) -> String {
 }
 
 impl UsageRecord {
-    /// The index entries this row is written with: its `filter_keys` but those most rows
-    /// share (`worth_indexing`).
-    pub fn index_keys(&self) -> Vec<String> {
-        self.keys_where(worth_indexing)
+    /// The filters this row is indexed under (`usage_postings.rs`): its `filter_keys` but
+    /// those most rows share (`worth_indexing`), hashed without building the keys.
+    pub fn index_hashes(&self) -> Vec<u64> {
+        let mut hashes = Vec::with_capacity(8);
+        self.each_filter(|field, value| {
+            if worth_indexing(field, value) {
+                let hash = super::usage_postings::filter_hash(field, value);
+                if !hashes.contains(&hash) {
+                    hashes.push(hash);
+                }
+            }
+        });
+        hashes
     }
 
     /// Every `field = value` filter this row matches, as index keys. A model matches what
     /// was asked and what ran; an outcome matches its class (`error`) and its exact value
     /// (`error:timeout`).
     pub fn filter_keys(&self) -> Vec<String> {
-        self.keys_where(|_, _| true)
+        let mut keys = Vec::with_capacity(10);
+        self.each_filter(|field, value| {
+            let key = index_key(field, value);
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        });
+        keys
     }
 
-    /// The keys of the filters this row matches that `keep` accepts (checked before a key
-    /// is built: on the request path, a key not written is not allocated either).
-    fn keys_where(&self, keep: impl Fn(LogField, &str) -> bool) -> Vec<String> {
-        let mut keys = Vec::with_capacity(10);
-        let mut add = |field: LogField, value: Option<&str>| {
-            if let Some(value) = value.filter(|value| keep(field, value)) {
-                let key = index_key(field, value);
-                if !keys.contains(&key) {
-                    keys.push(key);
-                }
+    /// Calls `visit` with every `field = value` filter this row matches (a value may come
+    /// twice: a model asked and served under one name).
+    fn each_filter(&self, mut visit: impl FnMut(LogField, &str)) {
+        let mut some = |field: LogField, value: Option<&str>| {
+            if let Some(value) = value {
+                visit(field, value);
             }
         };
-        add(LogField::Session, self.session.as_deref());
-        add(LogField::ApiKey, self.api_key_id.as_deref());
-        add(LogField::Agent, self.agent.as_deref());
-        add(LogField::Model, Some(&self.model));
-        add(LogField::Model, self.model_served.as_deref());
-        add(LogField::Route, self.route.as_deref());
-        add(LogField::Status, Some(&self.status.to_string()));
-        add(LogField::Outcome, Some(self.outcome_class()));
-        add(LogField::Outcome, Some(&self.outcome));
-        add(LogField::Tier, self.tier.as_deref());
-        keys
+        some(LogField::Session, self.session.as_deref());
+        some(LogField::ApiKey, self.api_key_id.as_deref());
+        some(LogField::Agent, self.agent.as_deref());
+        some(LogField::Model, Some(&self.model));
+        some(LogField::Model, self.model_served.as_deref());
+        some(LogField::Route, self.route.as_deref());
+        some(LogField::Status, Some(itoa::Buffer::new().format(self.status)));
+        some(LogField::Outcome, Some(self.outcome_class()));
+        some(LogField::Outcome, Some(&self.outcome));
+        some(LogField::Tier, self.tier.as_deref());
     }
 
     /// `ok`, `error` or `cancelled`.
@@ -309,35 +321,32 @@ pub(super) fn migrate_to_v5(txn: &WriteTxn<'_>) -> Result<(), StoreError> {
     }
     drop(prices);
     let usage = txn.open_table(USAGE)?;
-    let mut index = txn.open_table(USAGE_INDEX)?;
     let mut spend = txn.open_table(USAGE_SPEND)?;
     for entry in usage.iter()? {
+        let (_, value) = entry?;
+        add_spend(&mut spend, &decode("usage", &value)?)?;
+    }
+    Ok(())
+}
+
+/// The step to schema 6: the request-log index of every stored row, written a few thousand
+/// rows at a time (keys come in order, so the chunks of one step never overlap the next).
+pub(super) fn index_every_row(txn: &WriteTxn<'_>) -> Result<(), StoreError> {
+    const ROWS_PER_STEP: usize = 8_192;
+    let usage = txn.open_table(USAGE)?;
+    let mut postings = txn.open_table(USAGE_POSTINGS)?;
+    let mut batch = NewPostings::default();
+    for (i, entry) in usage.iter()?.enumerate() {
         let (key, value) = entry?;
-        let row: UsageRecord = decode("usage", &value)?;
-        add_to_index(&mut index, key, &row)?;
-        add_spend(&mut spend, &row)?;
+        batch.add(key, &decode("usage", &value)?);
+        if (i + 1) % ROWS_PER_STEP == 0 {
+            std::mem::take(&mut batch).write(&mut postings)?;
+        }
     }
-    Ok(())
+    batch.write(&mut postings)
 }
 
-pub(super) type IndexTable<'t> = Table<'t, (&'static str, u128), ()>;
 pub(super) type SpendTable<'t> = Table<'t, (&'static str, i64), f64>;
-
-pub(super) fn add_to_index(index: &mut IndexTable<'_>, key: u128, row: &UsageRecord) -> Result<(), StoreError> {
-    for field in row.index_keys() {
-        index.insert((field.as_str(), key), ())?;
-    }
-    Ok(())
-}
-
-pub(super) fn remove_from_index(index: &mut IndexTable<'_>, key: u128, row: &UsageRecord) -> Result<(), StoreError> {
-    // Every filter key, not only those indexed now: a row written by an earlier version
-    // may have entries for values no longer indexed.
-    for field in row.filter_keys() {
-        index.remove((field.as_str(), key))?;
-    }
-    Ok(())
-}
 
 pub(super) fn add_spend(spend: &mut SpendTable<'_>, row: &UsageRecord) -> Result<(), StoreError> {
     let Some(key_id) = row.api_key_id.as_deref() else {
@@ -359,8 +368,8 @@ impl Store {
     pub async fn insert_usage(&self, rows: Vec<UsageRecord>, next_seq: u32) -> Result<u32, StoreError> {
         self.write(move |txn| {
             let mut table = txn.open_table(USAGE)?;
-            let mut index = txn.open_table(USAGE_INDEX)?;
             let mut spend = txn.open_table(USAGE_SPEND)?;
+            let mut postings = NewPostings::default();
             let mut seq = next_seq;
             for row in &rows {
                 let mut key = usage_key(row.at_ms, seq);
@@ -370,9 +379,10 @@ impl Store {
                 }
                 seq = seq.wrapping_add(1);
                 table.insert(key, encode("usage", row)?.as_slice())?;
-                add_to_index(&mut index, key, row)?;
+                postings.add(key, row);
                 add_spend(&mut spend, row)?;
             }
+            postings.write(&mut txn.open_table(USAGE_POSTINGS)?)?;
             Ok(seq)
         })
         .await
@@ -468,20 +478,28 @@ mod tests {
     }
 
     #[test]
-    fn index_keys_cover_both_models_and_both_outcome_forms_once() {
+    fn a_row_is_indexed_under_both_models_and_both_outcome_forms_once() {
         let mut row = record("error:timeout", 504);
         row.session = Some("s1".into());
         row.tier = Some("gpu".into());
         row.route = Some("box".into());
         row.model = "auto".into();
         row.model_served = Some("auto".into());
-        let keys = row.index_keys();
-        assert!(keys.contains(&"model\0auto".to_string()));
-        assert_eq!(keys.iter().filter(|k| k.starts_with("model\0")).count(), 1);
-        assert!(keys.contains(&"outcome\0error".to_string()));
-        assert!(keys.contains(&"outcome\0error:timeout".to_string()));
-        assert!(keys.contains(&"status\u{0}504".to_string()));
-        assert!(!keys.iter().any(|k| k.starts_with("agent\0")));
+        let hashes = row.index_hashes();
+        let hash = super::super::usage_postings::filter_hash;
+        assert_eq!(
+            hashes,
+            vec![
+                hash(LogField::Session, "s1"),
+                hash(LogField::ApiKey, "k1"),
+                hash(LogField::Model, "auto"),
+                hash(LogField::Route, "box"),
+                hash(LogField::Status, "504"),
+                hash(LogField::Outcome, "error"),
+                hash(LogField::Outcome, "error:timeout"),
+                hash(LogField::Tier, "gpu"),
+            ]
+        );
     }
 
     #[test]
@@ -490,14 +508,20 @@ mod tests {
         let filters = row.filter_keys();
         assert!(filters.contains(&"status\u{0}200".to_string()));
         assert!(filters.contains(&"outcome\u{0}ok".to_string()));
+        let hash = super::super::usage_postings::filter_hash;
         assert_eq!(
-            row.index_keys(),
-            vec!["api_key\0k1", "model\0gpt-4o", "route\0main", "tier\0cloud"]
+            row.index_hashes(),
+            vec![
+                hash(LogField::ApiKey, "k1"),
+                hash(LogField::Model, "gpt-4o"),
+                hash(LogField::Route, "main"),
+                hash(LogField::Tier, "cloud"),
+            ]
         );
         row.status = 429;
         row.outcome = "cancelled".into();
-        assert!(row.index_keys().contains(&"status\u{0}429".to_string()));
-        assert!(row.index_keys().contains(&"outcome\u{0}cancelled".to_string()));
+        assert!(row.index_hashes().contains(&hash(LogField::Status, "429")));
+        assert!(row.index_hashes().contains(&hash(LogField::Outcome, "cancelled")));
         assert!(worth_indexing(LogField::Status, "502") && !worth_indexing(LogField::Status, "204"));
     }
 

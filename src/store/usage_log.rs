@@ -1,8 +1,9 @@
-//! The request log (newest first, cursor-paginated, filtered through `USAGE_INDEX`),
+//! The request log (newest first, cursor-paginated, filtered through `USAGE_POSTINGS`),
 //! incremental pruning, and the daily rollups that keep pruned ranges countable.
 
-use super::tables::{META, META_USAGE_PRUNED_BEFORE, USAGE, USAGE_DAILY, USAGE_INDEX};
-use super::usage::{index_key, key_time_ms, remove_from_index, usage_key, worth_indexing, LogField, UsageRecord};
+use super::tables::{META, META_USAGE_PRUNED_BEFORE, USAGE, USAGE_DAILY, USAGE_POSTINGS};
+use super::usage::{index_key, key_time_ms, usage_key, worth_indexing, LogField, UsageRecord};
+use super::usage_postings::{filter_hash, newest_first, remove_through};
 use super::{decode, encode, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
@@ -140,7 +141,7 @@ impl Store {
                 .iter()
                 .flat_map(|field| query.filters.iter().filter(move |(f, _)| f == field))
                 .find(|(f, v)| worth_indexing(*f, v))
-                .map(|(f, v)| index_key(*f, v));
+                .map(|(f, v)| filter_hash(*f, v));
             let mut scanned = 0usize;
             let mut take = |key: u128, row: UsageRecord, page: &mut LogPage| -> bool {
                 scanned += 1;
@@ -170,9 +171,9 @@ impl Store {
                     }
                 }
                 Some(driver) => {
-                    let index = txn.open_table(USAGE_INDEX)?;
-                    for entry in index.range((driver.as_str(), lower), (driver.as_str(), upper), true)? {
-                        let ((_, id), ()) = entry?;
+                    let postings = txn.open_table(USAGE_POSTINGS)?;
+                    for id in newest_first(&postings, driver, lower, upper)? {
+                        let id = id?;
                         let Some(value) = rows.get(id)? else { continue };
                         let row: UsageRecord = decode("usage", &value)?;
                         if !take(id, row, &mut page) {
@@ -191,7 +192,6 @@ impl Store {
     pub async fn prune_usage_step(&self, before_ms: i64, max_rows: u64, batch: usize) -> Result<Pruned, StoreError> {
         self.write(move |txn| {
             let mut rows = txn.open_table(USAGE)?;
-            let mut index = txn.open_table(USAGE_INDEX)?;
             let mut daily = txn.open_table(USAGE_DAILY)?;
             let total = rows.len()?;
             let over_cap = total.saturating_sub(max_rows) as usize;
@@ -207,9 +207,10 @@ impl Store {
             let more = doomed.len() >= batch;
             let mut sums: std::collections::BTreeMap<(i64, String), Rollup> = std::collections::BTreeMap::new();
             let mut newest = None;
+            let mut filters = std::collections::BTreeSet::new();
             for (key, row) in &doomed {
                 rows.remove(*key)?;
-                remove_from_index(&mut index, *key, row)?;
+                filters.extend(row.index_hashes());
                 let day = key_time_ms(*key).div_euclid(DAY_MS) * DAY_MS;
                 let group = encode("rollup group", &RollupGroup::of(row))?;
                 let group = String::from_utf8(group).map_err(|e| StoreError::Corrupt("rollup group", e.to_string()))?;
@@ -223,6 +224,9 @@ impl Store {
                 };
                 total.merge(&sum);
                 daily.insert((day, group.as_str()), encode("rollup", &total)?.as_slice())?;
+            }
+            if let Some((through, _)) = doomed.last() {
+                remove_through(&mut txn.open_table(USAGE_POSTINGS)?, &filters, *through)?;
             }
             if let Some(newest) = newest {
                 let mut meta = txn.open_table(META)?;
@@ -248,8 +252,9 @@ impl Store {
         /// A redb entry's own bookkeeping beside its key and value.
         const ENTRY_OVERHEAD: u64 = 8;
         /// Partly filled B-tree pages and the pages copy-on-write leaves free: calibrated
-        /// with bench/request_log.rs, where the file took 2.5–3.1 times the entries' bytes
-        /// (2.2 KB a row at 1,000,000 rows, 2.7 KB at 200,000).
+        /// with bench/request_log.rs, where the file took 2.0–3.2 times the entries' bytes
+        /// (1.35 KB a row at 200,000 rows; 2.2 KB at 1,000,000, just after redb doubled the
+        /// file).
         const FILE_PER_ENTRY_BYTES_PERCENT: u64 = 300;
         self.read(move |txn| {
             let rows = txn.open_table(USAGE)?;
@@ -259,9 +264,9 @@ impl Store {
                 let (_, value) = entry?;
                 let row: UsageRecord = decode("usage", &value)?;
                 bytes += 16 + value.len() as u64 + ENTRY_OVERHEAD;
-                for key in row.index_keys() {
-                    bytes += key.len() as u64 + 16 + ENTRY_OVERHEAD;
-                }
+                // A key in a chunk of the index: the chunk's own key and bookkeeping are
+                // shared by the batch.
+                bytes += row.index_hashes().len() as u64 * 16;
                 seen += 1;
             }
             Ok((seen > 0).then(|| (bytes / seen) * FILE_PER_ENTRY_BYTES_PERCENT / 100))
@@ -367,31 +372,74 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn pruning_removes_the_index_entries_an_earlier_version_wrote_for_dense_values() {
+    async fn pruning_every_row_leaves_no_index_chunk_behind() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         store.initialize(None, None).unwrap();
         store.insert_usage((0..10).map(row).collect(), 0).await.unwrap();
-        // What an earlier version wrote besides: entries for `status = 200`, `outcome = ok`.
-        store
-            .write(|txn| {
-                let rows = txn.open_table(USAGE)?;
-                let mut index = txn.open_table(USAGE_INDEX)?;
-                let keys: Vec<u128> = rows
-                    .iter()?
-                    .map(|entry| entry.map(|(key, _)| key))
-                    .collect::<Result<_, _>>()?;
-                for key in keys {
-                    index.insert((index_key(LogField::Status, "200").as_str(), key), ())?;
-                    index.insert((index_key(LogField::Outcome, "ok").as_str(), key), ())?;
-                }
-                Ok(())
-            })
-            .await
-            .unwrap();
+        store.insert_usage((10..30).map(row).collect(), 100).await.unwrap();
+        let chunks = || store.read(|txn| txn.open_table(USAGE_POSTINGS)?.len());
+        assert!(chunks().await.unwrap() > 0);
         let step = store.prune_usage_step(i64::MAX / 4, 1_000_000, 100).await.unwrap();
-        assert_eq!(step.removed, 10);
-        let left = store.read(|txn| txn.open_table(USAGE_INDEX)?.len()).await.unwrap();
-        assert_eq!(left, 0, "index entries outlived their rows");
+        assert_eq!(step.removed, 30);
+        assert_eq!(chunks().await.unwrap(), 0, "index chunks outlived their rows");
+    }
+
+    #[test]
+    fn the_step_to_schema_6_indexes_every_row_and_drops_the_old_index() {
+        use crate::store::tables::{LEGACY_USAGE_INDEX, META_SCHEMA_VERSION, SCHEMA_VERSION};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.initialize(None, None).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            store.insert_usage((0..20_000).map(row).collect(), 0).await.unwrap();
+            // What schema 5 left: the same rows, an entry per row and filter, no chunks.
+            store
+                .write(|txn| {
+                    txn.drop_table(USAGE_POSTINGS)?;
+                    let mut legacy = txn.open_table(LEGACY_USAGE_INDEX)?;
+                    legacy.insert(("tier\0gpu", 1), ())?;
+                    txn.open_table(META)?
+                        .insert(META_SCHEMA_VERSION, 5u32.to_be_bytes().as_slice())?;
+                    Ok(())
+                })
+                .await
+                .unwrap();
+        });
+        let store = {
+            drop(store);
+            Store::open(dir.path()).unwrap()
+        };
+        store.initialize(None, None).unwrap();
+        assert_eq!(store.key_state().unwrap().schema_version, Some(SCHEMA_VERSION));
+        runtime.block_on(async {
+            let page = store
+                .request_log(LogQuery {
+                    from_ms: 0,
+                    to_ms: i64::MAX / 4,
+                    filters: vec![(LogField::Session, "session-7".into())],
+                    limit: 100,
+                    max_scan: 100,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            let times: Vec<i64> = page.rows.iter().map(|(_, r)| r.at_ms - row(0).at_ms).collect();
+            assert_eq!(times, (350..400).rev().collect::<Vec<_>>());
+            let legacy_left = store
+                .read(|txn| match txn {
+                    crate::store::ReadTxn::Redb(txn) => {
+                        Ok(txn.list_tables()?.any(|t| redb::TableHandle::name(&t) == "usage_index"))
+                    }
+                    crate::store::ReadTxn::Pg(_) => unreachable!(),
+                })
+                .await
+                .unwrap();
+            assert!(!legacy_left, "the old index table is gone");
+        });
     }
 }

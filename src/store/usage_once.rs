@@ -10,8 +10,9 @@
 //! between (pruning removes only rows past retention, far older than an outage's backlog).
 
 use super::kv::WriteTxn;
-use super::tables::{USAGE, USAGE_INDEX, USAGE_SPEND};
-use super::usage::{add_spend, add_to_index};
+use super::tables::{USAGE, USAGE_POSTINGS, USAGE_SPEND};
+use super::usage::add_spend;
+use super::usage_postings::NewPostings;
 use super::{decode, encode, key_time_ms, usage_key, Store, StoreError, UsageRecord};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -47,8 +48,8 @@ impl Store {
 
 fn insert_once(txn: &WriteTxn<'_>, rows: &[PlacedUsage]) -> Result<usize, StoreError> {
     let mut table = txn.open_table(USAGE)?;
-    let mut index = txn.open_table(USAGE_INDEX)?;
     let mut spend = txn.open_table(USAGE_SPEND)?;
+    let mut postings = NewPostings::default();
     // The rows already stored across the batch's keys, read in one range rather than
     // one lookup per row (on PostgreSQL a lookup is a round trip). Only for a batch
     // of a few seconds (a live one): a replayed backlog may span hours of other
@@ -90,10 +91,11 @@ fn insert_once(txn: &WriteTxn<'_>, rows: &[PlacedUsage]) -> Result<usize, StoreE
         let encoded = encode("usage", &placed.row)?;
         table.insert(key, encoded.as_slice())?;
         taken.insert(key, encoded);
-        add_to_index(&mut index, key, &placed.row)?;
+        postings.add(key, &placed.row);
         add_spend(&mut spend, &placed.row)?;
         written += 1;
     }
+    postings.write(&mut txn.open_table(USAGE_POSTINGS)?)?;
     Ok(written)
 }
 
