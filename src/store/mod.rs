@@ -65,8 +65,10 @@ pub const DB_FILE: &str = "auxot.redb";
 /// process holds hundreds of MB it never reads again; the pages a router touches (the
 /// config tables and the right edge of the usage tables and their index) fit in far less,
 /// and the OS page cache keeps the file's hot pages anyway. 4 MiB served a flood as fast
-/// as 16 MiB did and left the router 12 MB smaller after it (BENCHMARKS.md).
-const CACHE_BYTES: usize = 4 * 1024 * 1024;
+/// as 16 MiB did and left the router 12 MB smaller after it; since the request-log index
+/// is chunks per commit, 1 MiB serves it as fast again and keeps 3–6 MB less after a flood,
+/// with request-log pages still under a millisecond at a million rows (BENCHMARKS.md).
+const CACHE_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
