@@ -692,6 +692,59 @@ mod shared_database {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_schema_5_database_gets_its_request_log_index_rebuilt_on_start() {
+        let Some(url) = fresh_database().await else { return };
+        let store = Store::connect_postgres(&url).await.unwrap();
+        store.initialize_shared(None, None).await.unwrap();
+        // More rows than one step of the rebuild sends at once.
+        let rows: Vec<UsageRecord> = (0..10_000).map(|i| row(i / 4)).collect();
+        store.insert_usage(rows, 0).await.unwrap();
+        // Back to what schema 5 left: the old index's entries, no chunks.
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        let driver = tokio::spawn(connection);
+        client
+            .batch_execute(
+                "DELETE FROM auxot_usage_postings;
+                 INSERT INTO auxot_usage_index (k, v) VALUES ('\\x7469657200ff', '');
+                 UPDATE auxot_meta SET v = '\\x00000005' WHERE k = 'schema_version'::bytea;",
+            )
+            .await
+            .unwrap();
+        store.initialize_shared(None, None).await.unwrap();
+        let state = store.load_key_state().await.unwrap();
+        assert_eq!(state.schema_version, Some(auxot::store::tables::SCHEMA_VERSION));
+        let count = |table: &'static str| {
+            let client = &client;
+            async move {
+                let row = client
+                    .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+                    .await
+                    .unwrap();
+                row.get::<_, i64>(0)
+            }
+        };
+        assert_eq!(count("auxot_usage_index").await, 0, "the old index is emptied");
+        assert!(count("auxot_usage_postings").await > 0);
+        let page = store
+            .request_log(LogQuery {
+                from_ms: T0,
+                to_ms: T0 + 10_000_000,
+                before: None,
+                filters: vec![(LogField::Session, "s-7".into())],
+                limit: 100,
+                max_scan: 1_000,
+            })
+            .await
+            .unwrap();
+        // Rows 70..80 of `row`, four times each.
+        assert_eq!(page.rows.len(), 40);
+        assert!(page.rows.iter().all(|(_, r)| r.session.as_deref() == Some("s-7")));
+        assert!(page.rows.windows(2).all(|w| w[0].0 > w[1].0), "newest first");
+        drop(client);
+        let _ = driver.await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_name_raced_from_two_routers_is_taken_once() {
         let Some(url) = fresh_database().await else { return };
         let a = Store::connect_postgres(&url).await.unwrap();

@@ -395,6 +395,16 @@ impl<'t, K: Col + redb::Key, V: Col> Table<'t, K, V> {
     }
 
     /// Removes a row, returning what it held.
+    /// On PostgreSQL, sends the upserts held back so far (they are otherwise kept until the
+    /// table is read or the transaction commits): a bulk write calls it every few thousand
+    /// rows so that it does not hold them all in memory. Nothing to do on redb.
+    pub fn send_pending(&self) -> Result<(), StoreError> {
+        match &self.inner {
+            Inner::Pg(t) => t.txn.flush(t.name),
+            Inner::RedbRead(_) | Inner::RedbWrite(_) => Ok(()),
+        }
+    }
+
     pub fn remove(&mut self, key: K::SelfType<'_>) -> Result<Option<V::Owned>, StoreError> {
         Ok(match &mut self.inner {
             Inner::RedbRead(_) => return Err(read_only()),

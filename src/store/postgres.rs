@@ -311,7 +311,7 @@ impl PgTxn {
     }
 
     /// Sends the pending upserts of `table`.
-    fn flush(&self, table: &str) -> Result<(), StoreError> {
+    pub(crate) fn flush(&self, table: &str) -> Result<(), StoreError> {
         let Some(rows) = self.pending.borrow_mut().remove(table) else {
             return Ok(());
         };

@@ -330,7 +330,8 @@ pub(super) fn migrate_to_v5(txn: &WriteTxn<'_>) -> Result<(), StoreError> {
 }
 
 /// The step to schema 6: the request-log index of every stored row, written a few thousand
-/// rows at a time (keys come in order, so the chunks of one step never overlap the next).
+/// rows at a time (keys come in order, so the chunks of one step never overlap the next),
+/// each step sent on at once on PostgreSQL rather than held to the commit.
 pub(super) fn index_every_row(txn: &WriteTxn<'_>) -> Result<(), StoreError> {
     const ROWS_PER_STEP: usize = 8_192;
     let usage = txn.open_table(USAGE)?;
@@ -341,6 +342,7 @@ pub(super) fn index_every_row(txn: &WriteTxn<'_>) -> Result<(), StoreError> {
         batch.add(key, &decode("usage", &value)?);
         if (i + 1) % ROWS_PER_STEP == 0 {
             std::mem::take(&mut batch).write(&mut postings)?;
+            postings.send_pending()?;
         }
     }
     batch.write(&mut postings)
