@@ -305,3 +305,17 @@ impl StoreError {
         }
     }
 }
+
+/// A fresh, initialised redb store in a temporary directory (removed when the `TempDir`
+/// goes), with a runtime to drive it from a plain `#[test]`.
+#[cfg(test)]
+pub(crate) fn scratch_store() -> (tempfile::TempDir, Store, tokio::runtime::Runtime) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.initialize(None, None).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    (dir, store, runtime)
+}

@@ -388,13 +388,7 @@ mod tests {
     #[test]
     fn the_step_to_schema_6_indexes_every_row_and_drops_the_old_index() {
         use crate::store::tables::{LEGACY_USAGE_INDEX, META_SCHEMA_VERSION, SCHEMA_VERSION};
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        store.initialize(None, None).unwrap();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let (dir, store, runtime) = crate::store::scratch_store();
         runtime.block_on(async {
             store.insert_usage((0..20_000).map(row).collect(), 0).await.unwrap();
             // What schema 5 left: the same rows, an entry per row and filter, no chunks.

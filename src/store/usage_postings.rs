@@ -189,19 +189,13 @@ pub(super) fn remove_through(
 mod tests {
     use super::*;
     use crate::store::tables::USAGE_POSTINGS;
-    use crate::store::{usage_key, Store};
+    use crate::store::{scratch_store, usage_key};
     use proptest::prelude::*;
 
     /// Writes each batch's keys as one write's postings of filter 7 (and every third key
     /// under filter 8 too), then reads filter 7 in `[lower, upper)`.
     fn written_then_read(batches: Vec<Vec<u128>>, lower: u128, upper: u128, through: Option<u128>) -> Vec<u128> {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        store.initialize(None, None).unwrap();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let (_dir, store, runtime) = scratch_store();
         runtime.block_on(async {
             for batch in batches {
                 store
