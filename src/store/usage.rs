@@ -335,6 +335,15 @@ pub(super) fn migrate_to_v5(txn: &WriteTxn<'_>) -> Result<(), StoreError> {
 pub(super) fn index_every_row(txn: &WriteTxn<'_>) -> Result<(), StoreError> {
     const ROWS_PER_STEP: usize = 8_192;
     let usage = txn.open_table(USAGE)?;
+    let rows = usage.len()?;
+    if rows > 0 {
+        // This start takes longer than usual, in proportion to the rows kept: say why.
+        tracing::info!(
+            rows,
+            "rebuilding the request-log index of the stored usage rows (schema 6)"
+        );
+    }
+    let started = std::time::Instant::now();
     let mut postings = txn.open_table(USAGE_POSTINGS)?;
     let mut batch = NewPostings::default();
     for (i, entry) in usage.iter()?.enumerate() {
@@ -345,7 +354,15 @@ pub(super) fn index_every_row(txn: &WriteTxn<'_>) -> Result<(), StoreError> {
             postings.send_pending()?;
         }
     }
-    batch.write(&mut postings)
+    batch.write(&mut postings)?;
+    if rows > 0 {
+        tracing::info!(
+            rows,
+            ms = started.elapsed().as_millis() as u64,
+            "request-log index rebuilt"
+        );
+    }
+    Ok(())
 }
 
 pub(super) type SpendTable<'t> = Table<'t, (&'static str, i64), f64>;
