@@ -9,6 +9,8 @@ use crate::translate::Format;
 use bytes::Bytes;
 use memchr::memmem::Finder;
 use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
 /// A JSON body is looked at only up to this size (usage sits at its end; bodies are small).
@@ -187,25 +189,43 @@ impl AnthropicUsage {
 }
 
 /// Any event or body: the usage may sit at the top, in `message` (Anthropic
-/// `message_start`) or in `response` (Responses `response.completed`).
+/// `message_start`) or in `response` (Responses `response.completed`). Borrowed from the
+/// bytes: a usage object is read straight into its typed form, with no tree built first.
 #[derive(Deserialize)]
-struct Envelope {
-    #[serde(default, rename = "type")]
-    kind: Option<String>,
-    #[serde(default)]
-    usage: Option<serde_json::Value>,
-    #[serde(default)]
-    message: Option<Inner>,
-    #[serde(default)]
-    response: Option<Inner>,
+struct Envelope<'a> {
+    #[serde(default, rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    usage: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    message: Option<Inner<'a>>,
+    #[serde(default, borrow)]
+    response: Option<Inner<'a>>,
     #[serde(default)]
     error: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
-struct Inner {
-    #[serde(default)]
-    usage: Option<serde_json::Value>,
+struct Inner<'a> {
+    #[serde(default, borrow)]
+    usage: Option<&'a RawValue>,
+}
+
+/// Which of the keys that tell the usage shapes apart an object has (null values count).
+#[derive(Deserialize)]
+struct UsageKeys {
+    #[serde(default, deserialize_with = "present")]
+    prompt_tokens: bool,
+    #[serde(default, deserialize_with = "present")]
+    completion_tokens: bool,
+    #[serde(default, deserialize_with = "present")]
+    input_tokens_details: bool,
+    #[serde(default, deserialize_with = "present")]
+    cache_read_input_tokens: bool,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(value: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(value).map(|_| true)
 }
 
 fn error_text(error: &serde_json::Value) -> String {
@@ -334,26 +354,26 @@ fn read_value(
         envelope.response.and_then(|r| r.usage),
         envelope.usage,
     ];
-    for usage in usages.into_iter().flatten().filter(|u| u.is_object()) {
-        read_usage(format, tokens, &usage);
+    for usage in usages.into_iter().flatten().filter(|u| u.get().starts_with('{')) {
+        read_usage(format, tokens, usage.get());
     }
 }
 
-fn read_usage(format: Format, tokens: &mut Option<Tokens>, usage: &serde_json::Value) {
-    let anthropic_shape = usage.get("prompt_tokens").is_none()
-        && usage.get("completion_tokens").is_none()
-        && usage.get("input_tokens_details").is_none()
-        && (format == Format::Anthropic || usage.get("cache_read_input_tokens").is_some());
+fn read_usage(format: Format, tokens: &mut Option<Tokens>, usage: &str) {
+    let Ok(keys) = serde_json::from_str::<UsageKeys>(usage) else {
+        return;
+    };
+    let anthropic_shape = !keys.prompt_tokens
+        && !keys.completion_tokens
+        && !keys.input_tokens_details
+        && (format == Format::Anthropic || keys.cache_read_input_tokens);
     if anthropic_shape {
-        if let Ok(u) = serde_json::from_value::<AnthropicUsage>(usage.clone()) {
+        if let Ok(u) = serde_json::from_str::<AnthropicUsage>(usage) {
             let mut updated = tokens.unwrap_or_default();
             u.update(&mut updated);
             *tokens = Some(updated);
         }
-    } else if let Some(read) = serde_json::from_value::<OpenAiUsage>(usage.clone())
-        .ok()
-        .and_then(|u| u.tokens())
-    {
+    } else if let Some(read) = serde_json::from_str::<OpenAiUsage>(usage).ok().and_then(|u| u.tokens()) {
         *tokens = Some(read);
     }
 }
