@@ -394,7 +394,6 @@ impl<'t, K: Col + redb::Key, V: Col> Table<'t, K, V> {
         Ok(())
     }
 
-    /// Removes a row, returning what it held.
     /// On PostgreSQL, sends the upserts held back so far (they are otherwise kept until the
     /// table is read or the transaction commits): a bulk write calls it every few thousand
     /// rows so that it does not hold them all in memory. Nothing to do on redb.
@@ -405,6 +404,7 @@ impl<'t, K: Col + redb::Key, V: Col> Table<'t, K, V> {
         }
     }
 
+    /// Removes a row, returning what it held.
     pub fn remove(&mut self, key: K::SelfType<'_>) -> Result<Option<V::Owned>, StoreError> {
         Ok(match &mut self.inner {
             Inner::RedbRead(_) => return Err(read_only()),

@@ -49,8 +49,8 @@ impl NewPostings {
         }
     }
 
-    /// Rows the batch holds nothing for need no entry; every other filter gets one chunk
-    /// per second of keys (more for a very dense one).
+    /// Each filter the batch's rows match gets one chunk per second of their keys (more
+    /// for a very dense one); a filter no row matches gets nothing.
     pub fn write(self, table: &mut PostingsTable<'_>) -> Result<(), StoreError> {
         let mut bytes = Vec::new();
         for (hash, mut keys) in self.by_filter {
