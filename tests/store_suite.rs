@@ -576,20 +576,14 @@ async fn usage_once(store: Store) {
     foreign.router = Some("r2".into());
     foreign.id = Some(99);
     store
-        .insert_usage_once(Arc::new(vec![PlacedUsage {
-            key: usage_key(foreign.at_ms, 1),
-            row: foreign,
-        }]))
+        .insert_usage_once(Arc::new(vec![PlacedUsage::new(usage_key(foreign.at_ms, 1), foreign)]))
         .await
         .unwrap();
     let placed: Vec<PlacedUsage> = (0..6)
         .map(|i| {
             let mut row = row(i);
             row.id = Some(1000 + i as u64);
-            PlacedUsage {
-                key: usage_key(row.at_ms, i as u32),
-                row,
-            }
+            PlacedUsage::new(usage_key(row.at_ms, i as u32), row)
         })
         .collect();
     let placed = Arc::new(placed);

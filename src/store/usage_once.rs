@@ -14,14 +14,45 @@ use super::tables::{USAGE, USAGE_POSTINGS, USAGE_SPEND};
 use super::usage::add_spend;
 use super::usage_postings::NewPostings;
 use super::{decode, encode, key_time_ms, usage_key, Store, StoreError, UsageRecord};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// A row and the key picked for it before it was first written.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct PlacedUsage {
     pub key: u128,
+    /// Not changed once encoded (`encoded` keeps the first encoding).
     pub row: UsageRecord,
+    /// The row's stored form, made once: a journaled row's record and its commit share it,
+    /// rather than each encoding the row on a request's path.
+    encoded: OnceLock<Vec<u8>>,
+}
+
+impl PlacedUsage {
+    pub fn new(key: u128, row: UsageRecord) -> Self {
+        PlacedUsage {
+            key,
+            row,
+            encoded: OnceLock::new(),
+        }
+    }
+
+    /// The row as it is stored (its JSON), encoded on first use.
+    pub fn encoded(&self) -> Result<&[u8], StoreError> {
+        if let Some(bytes) = self.encoded.get() {
+            return Ok(bytes);
+        }
+        let bytes = encode("usage", &self.row)?;
+        Ok(self.encoded.get_or_init(|| bytes))
+    }
+}
+
+/// Two placed rows are the same row at the same key, whether or not either was encoded yet.
+impl PartialEq for PlacedUsage {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key && self.row == other.row
+    }
 }
 
 /// A batch whose keys span at most this much time has its stored neighbours read in one go.
@@ -63,11 +94,11 @@ fn insert_once(txn: &WriteTxn<'_>, rows: &[PlacedUsage]) -> Result<usize, StoreE
     } else {
         0
     };
-    let mut taken: BTreeMap<u128, Vec<u8>> = BTreeMap::new();
+    let mut taken: BTreeMap<u128, Cow<'_, [u8]>> = BTreeMap::new();
     if covered != 0 {
         for stored in table.range(low, covered.saturating_add(1), false)? {
             let (key, value) = stored?;
-            taken.insert(key, value);
+            taken.insert(key, Cow::Owned(value));
         }
     }
     let mut written = 0;
@@ -88,9 +119,9 @@ fn insert_once(txn: &WriteTxn<'_>, rows: &[PlacedUsage]) -> Result<usize, StoreE
             }
             key = next_key(key);
         }
-        let encoded = encode("usage", &placed.row)?;
-        table.insert(key, encoded.as_slice())?;
-        taken.insert(key, encoded);
+        let encoded = placed.encoded()?;
+        table.insert(key, encoded)?;
+        taken.insert(key, Cow::Borrowed(encoded));
         postings.add(key, &placed.row);
         add_spend(&mut spend, &placed.row)?;
         written += 1;
@@ -108,5 +139,21 @@ mod tests {
         let key = usage_key(1_000, u32::MAX);
         assert_eq!(key_time_ms(next_key(key)), 1_000);
         assert_eq!(next_key(usage_key(5, 7)), usage_key(5, 8));
+    }
+
+    #[test]
+    fn a_placed_row_is_encoded_once_as_the_store_encodes_it() {
+        let row = UsageRecord {
+            at_ms: 1_700_000_000_000,
+            model: "gpt-4o \"quoted\"".into(),
+            id: Some(7),
+            ..Default::default()
+        };
+        let placed = PlacedUsage::new(usage_key(row.at_ms, 1), row.clone());
+        let first = placed.encoded().unwrap().as_ptr();
+        assert_eq!(placed.encoded().unwrap(), encode("usage", &row).unwrap().as_slice());
+        assert_eq!(placed.encoded().unwrap().as_ptr(), first, "encoded again");
+        // Encoded or not, it is the same row.
+        assert_eq!(placed, PlacedUsage::new(placed.key, row));
     }
 }

@@ -350,9 +350,9 @@ mod tests {
     use std::ops::Range;
 
     fn row(i: u64) -> PlacedUsage {
-        PlacedUsage {
-            key: crate::store::usage_key(1_700_000_000_000 + i as i64, i as u32),
-            row: UsageRecord {
+        PlacedUsage::new(
+            crate::store::usage_key(1_700_000_000_000 + i as i64, i as u32),
+            UsageRecord {
                 at_ms: 1_700_000_000_000 + i as i64,
                 api_key_id: Some(format!("key-{i}")),
                 tier: Some("cloud".into()),
@@ -370,7 +370,7 @@ mod tests {
                 id: Some(1000 + i),
                 ..Default::default()
             },
-        }
+        )
     }
 
     fn rows(range: Range<u64>) -> Vec<PlacedUsage> {

@@ -300,10 +300,7 @@ mod tests {
             "id": 9000 + i,
         }))
         .unwrap();
-        PlacedUsage {
-            key: usage_key(row.at_ms, i as u32),
-            row,
-        }
+        PlacedUsage::new(usage_key(row.at_ms, i as u32), row)
     }
 
     fn segment_files(data: &Path) -> Vec<String> {

@@ -317,7 +317,7 @@ impl Usage {
         row.router.get_or_insert_with(|| self.router.to_string());
         row.id = Some(rand::random());
         let key = usage_key(row.at_ms, self.seq.fetch_add(1, Ordering::Relaxed));
-        PlacedUsage { key, row }
+        PlacedUsage::new(key, row)
     }
 
     /// Appends a row to the journal; `None` if it cannot (logged once until it can again) or
@@ -626,10 +626,7 @@ mod tests {
             "id": 4242 + i,
         }))
         .unwrap();
-        PlacedUsage {
-            key: usage_key(row.at_ms, i as u32),
-            row,
-        }
+        PlacedUsage::new(usage_key(row.at_ms, i as u32), row)
     }
 
     #[tokio::test]

@@ -19,7 +19,7 @@ const MAX_PAYLOAD: usize = 1024 * 1024;
 
 /// One record's bytes; `None` for a row too large to be a usage row.
 pub(super) fn encode_record(placed: &PlacedUsage) -> Option<Vec<u8>> {
-    let json = serde_json::to_vec(&placed.row).ok()?;
+    let json = placed.encoded().ok()?;
     let len = KEY_LEN + json.len();
     if len > MAX_PAYLOAD {
         return None;
@@ -29,7 +29,7 @@ pub(super) fn encode_record(placed: &PlacedUsage) -> Option<Vec<u8>> {
     record.extend_from_slice(&(len as u32).to_le_bytes());
     record.extend_from_slice(&[0; 4]);
     record.extend_from_slice(&placed.key.to_be_bytes());
-    record.extend_from_slice(&json);
+    record.extend_from_slice(json);
     let crc = crc32fast::hash(&record[RECORD_HEAD..]);
     record[8..12].copy_from_slice(&crc.to_le_bytes());
     Some(record)
@@ -38,10 +38,7 @@ pub(super) fn encode_record(placed: &PlacedUsage) -> Option<Vec<u8>> {
 pub(super) fn decode_payload(payload: &[u8]) -> Option<PlacedUsage> {
     let key: [u8; KEY_LEN] = payload.get(..KEY_LEN)?.try_into().ok()?;
     let row = serde_json::from_slice(&payload[KEY_LEN..]).ok()?;
-    Some(PlacedUsage {
-        key: u128::from_be_bytes(key),
-        row,
-    })
+    Some(PlacedUsage::new(u128::from_be_bytes(key), row))
 }
 
 #[derive(Debug, PartialEq)]

@@ -480,7 +480,7 @@ mod tests {
         let mut batch = Batch::default();
         for i in 0..rows {
             let row = crate::usage::aggregate::tests::row("cloud", "gpt-4o", 1, 1, 0.0, 0.0, "ok");
-            batch.rows.push(PlacedUsage { key: i as u128, row });
+            batch.rows.push(PlacedUsage::new(i as u128, row));
         }
         if waiting {
             batch.waiting.push(oneshot::channel().0);
