@@ -16,6 +16,7 @@ pub mod exchange;
 #[cfg(test)]
 mod fuzz;
 pub mod log_buffer;
+pub mod log_fields;
 pub mod metrics;
 pub mod ops;
 pub mod presence;

@@ -240,7 +240,7 @@ where
         .with_ansi(ansi);
     match format {
         LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder.fmt_fields(auxot::log_fields::QuickFields).init(),
     }
 }
 

@@ -1,0 +1,218 @@
+//! The text log's fields, written as tracing's default formatter writes them but without
+//! going through `Debug` for the plain values every request line carries (a short ASCII
+//! string, a count, a flag). Anything else (the message, floats, `%` values, unusual text,
+//! colours on a terminal) is handed to tracing's own visitor, so the line is the same
+//! byte for byte.
+
+use std::fmt;
+use tracing::field::{Field, Visit};
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::{DefaultVisitor, Writer};
+use tracing_subscriber::fmt::FormatFields;
+
+/// `FormatFields` for the text log (`fmt().fmt_fields(QuickFields)`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct QuickFields;
+
+impl<'writer> FormatFields<'writer> for QuickFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'writer>, fields: R) -> fmt::Result {
+        let mut visitor = QuickVisitor {
+            plain: !writer.has_ansi_escapes(),
+            writer,
+            is_empty: true,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct QuickVisitor<'a> {
+    writer: Writer<'a>,
+    /// No colours: a field's name is written as it is.
+    plain: bool,
+    is_empty: bool,
+    result: fmt::Result,
+}
+
+impl QuickVisitor<'_> {
+    /// Whether this field is written here rather than by tracing's visitor.
+    fn takes(&self, field: &Field) -> bool {
+        let name = field.name();
+        self.plain && self.result.is_ok() && name != "message" && !name.starts_with("r#") && !name.starts_with("log.")
+    }
+
+    fn name(&mut self, field: &Field) -> fmt::Result {
+        if self.is_empty {
+            self.is_empty = false;
+        } else {
+            self.writer.write_char(' ')?;
+        }
+        self.writer.write_str(field.name())?;
+        self.writer.write_char('=')
+    }
+
+    /// Tracing's own visitor for one field, for everything not written here.
+    fn fallback(&mut self, record: impl FnOnce(&mut DefaultVisitor<'_>)) {
+        if self.result.is_err() {
+            return;
+        }
+        let mut visitor = DefaultVisitor::new(self.writer.by_ref(), self.is_empty);
+        record(&mut visitor);
+        self.result = tracing_subscriber::field::VisitOutput::finish(visitor);
+    }
+
+    fn after_fallback(&mut self, field: &Field) {
+        // Tracing's visitor writes nothing for the log crate's metadata fields.
+        if !field.name().starts_with("log.") {
+            self.is_empty = false;
+        }
+    }
+}
+
+/// A string whose `Debug` form is itself in quotes: printable ASCII without `"` or `\`.
+fn is_plain(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+}
+
+impl Visit for QuickVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if self.takes(field) && is_plain(value) {
+            self.result = self.name(field).and_then(|()| {
+                self.writer.write_char('"')?;
+                self.writer.write_str(value)?;
+                self.writer.write_char('"')
+            });
+        } else {
+            self.fallback(|v| v.record_str(field, value));
+            self.after_fallback(field);
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if self.takes(field) {
+            self.result = self
+                .name(field)
+                .and_then(|()| self.writer.write_str(itoa::Buffer::new().format(value)));
+        } else {
+            self.fallback(|v| v.record_u64(field, value));
+            self.after_fallback(field);
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if self.takes(field) {
+            self.result = self
+                .name(field)
+                .and_then(|()| self.writer.write_str(itoa::Buffer::new().format(value)));
+        } else {
+            self.fallback(|v| v.record_i64(field, value));
+            self.after_fallback(field);
+        }
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if self.takes(field) {
+            self.result = self
+                .name(field)
+                .and_then(|()| self.writer.write_str(if value { "true" } else { "false" }));
+        } else {
+            self.fallback(|v| v.record_bool(field, value));
+            self.after_fallback(field);
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.fallback(|v| v.record_error(field, value));
+        self.after_fallback(field);
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.fallback(|v| v.record_debug(field, value));
+        self.after_fallback(field);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn events() {
+        let served = "gpt-4o";
+        tracing::info!(
+            api_key = "ak_123",
+            agent = "-",
+            model = %served,
+            status = 200u16,
+            delta = -3i64,
+            estimated = false,
+            cached = true,
+            cost_usd = 0.000125,
+            quoted = "say \"hi\"",
+            path = "C:\\tmp",
+            unicode = "café ☕",
+            control = "a\tb\u{1b}[31m",
+            empty = "",
+            "request"
+        );
+        tracing::warn!(error = %std::io::Error::other("disk full"), "cannot append: {}", "the journal");
+        tracing::info!("only a message with \u{1b}[2J escape");
+        let err = std::io::Error::other("boom");
+        tracing::error!(
+            error = &err as &(dyn std::error::Error + 'static),
+            r#type = "x",
+            "failed"
+        );
+        tracing::info!(count = 7u64, "a count first");
+        tracing::info!(name = "first", "");
+    }
+
+    fn render(quick: bool, ansi: bool) -> String {
+        let capture = Capture::default();
+        let sink = capture.clone();
+        let builder = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(ansi)
+            .without_time()
+            .with_target(false);
+        if quick {
+            tracing::subscriber::with_default(builder.fmt_fields(QuickFields).finish(), events);
+        } else {
+            tracing::subscriber::with_default(builder.finish(), events);
+        }
+        let bytes = capture.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn lines_are_the_same_as_tracings_default_fields() {
+        let quick = render(true, false);
+        assert_eq!(quick, render(false, false));
+        assert!(
+            quick.contains(r#"api_key="ak_123" agent="-" model=gpt-4o status=200 delta=-3"#),
+            "{quick}"
+        );
+        assert!(quick.contains(r#"quoted="say \"hi\"""#), "{quick}");
+    }
+
+    #[test]
+    fn coloured_lines_are_the_same_as_tracings_default_fields() {
+        assert_eq!(render(true, true), render(false, true));
+    }
+}
