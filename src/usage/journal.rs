@@ -1,7 +1,8 @@
 //! The usage journal (`<data-dir>/usage-journal/`) of a router on redb (on PostgreSQL answers
-//! wait for the shared database instead; see `Usage`): every usage row is appended here, in one
-//! `write` and without an fsync, before the answer's last byte goes out, and is then committed
-//! to the store in groups by the writer. A row in the journal survives the router being
+//! wait for the shared database instead; see `Usage`): every usage row is appended here,
+//! without an fsync, before the answer's last byte goes out, and is then committed to the
+//! store in groups by the writer. An answer's row is appended with the rows of the other
+//! requests that finish in the same turn of the runtime, in one `write` (`gather`). A row in the journal survives the router being
 //! killed (the kernel holds the written bytes); a restart writes what the journal still holds
 //! to the store before serving. An answered request thus never waits for a disk sync: the
 //! window a power cut could lose is the rows not yet committed by the writer, which commits
@@ -20,9 +21,10 @@ use crate::store::PlacedUsage;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 pub const DIR_NAME: &str = "usage-journal";
 const SUFFIX: &str = ".journal";
@@ -37,6 +39,8 @@ pub enum JournalError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("a usage row too large to journal")]
     TooLarge,
+    #[error("the usage journal's grouped write did not run (the runtime is stopping)")]
+    NotWritten,
 }
 
 /// One segment file. Deleted when the last reference goes, unless a row in it was never
@@ -99,8 +103,45 @@ struct Appender {
 }
 
 pub struct Journal {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     dir: PathBuf,
     appender: Mutex<Appender>,
+    group: Mutex<Group>,
+    /// `write`s made, for the tests of grouping.
+    writes: AtomicU64,
+}
+
+/// How a grouped write went: the segment the rows are in, or why they are not.
+type Written = Result<Arc<Segment>, Arc<JournalError>>;
+
+/// Rows gathered for the next grouped write.
+#[derive(Default)]
+struct Group {
+    records: Vec<u8>,
+    /// Where the rows gathered so far learn how their write went; `None` while none is.
+    written: Option<watch::Receiver<Option<Written>>>,
+}
+
+/// A row gathered for a grouped write (`Journal::gather`).
+pub struct Gathered(watch::Receiver<Option<Written>>);
+
+impl Gathered {
+    /// Waits for the row's write.
+    pub async fn written(mut self) -> Result<Ticket, Arc<JournalError>> {
+        let outcome = match self.0.wait_for(Option::is_some).await {
+            Ok(done) => done.clone(),
+            Err(_) => None,
+        };
+        outcome
+            .unwrap_or_else(|| Err(Arc::new(JournalError::NotWritten)))
+            .map(|segment| Ticket {
+                segment,
+                settled: false,
+            })
+    }
 }
 
 /// Rows an earlier run left in the journal, with the segments that hold them (dropping
@@ -189,10 +230,14 @@ impl Journal {
         }
         let next_number = found.last().map_or(0, |(n, _)| n + 1);
         let journal = Journal {
-            dir,
-            appender: Mutex::new(Appender {
-                open: None,
-                next_number,
+            shared: Arc::new(Shared {
+                dir,
+                appender: Mutex::new(Appender {
+                    open: None,
+                    next_number,
+                }),
+                group: Mutex::new(Group::default()),
+                writes: AtomicU64::new(0),
             }),
         };
         Ok((journal, leftover))
@@ -201,6 +246,68 @@ impl Journal {
     /// Appends one row: a single `write` to the open segment, no sync.
     pub fn append(&self, placed: &PlacedUsage) -> Result<Ticket, JournalError> {
         let record = encode_record(placed).ok_or(JournalError::TooLarge)?;
+        let segment = self.shared.write(&record)?;
+        Ok(Ticket {
+            segment,
+            settled: false,
+        })
+    }
+
+    /// Gathers one row for a grouped write: the rows of every request that finishes in the
+    /// same turn of the runtime go out in one `write`, once each has had its turn, rather
+    /// than a `write` each (under load a turn finishes a dozen or more). `Gathered::written`
+    /// waits for it; the row is not in the journal before that.
+    pub fn gather(&self, placed: &PlacedUsage) -> Result<Gathered, JournalError> {
+        let record = encode_record(placed).ok_or(JournalError::TooLarge)?;
+        let mut group = self.shared.group.lock().unwrap_or_else(PoisonError::into_inner);
+        match &group.written {
+            // `has_changed` fails once the write's task is gone unrun (its runtime stopped):
+            // its rows were told so, and its records are not to be written.
+            Some(written) if written.has_changed().is_ok() => {
+                let written = written.clone();
+                group.records.extend_from_slice(&record);
+                return Ok(Gathered(written));
+            }
+            Some(_) => group.records.clear(),
+            None => {}
+        }
+        group.records.extend_from_slice(&record);
+        let (done, written) = watch::channel(None);
+        group.written = Some(written.clone());
+        drop(group);
+        let shared = self.shared.clone();
+        // A task of its own, so that a request dropped while it waits (its client gone)
+        // takes no one else's write with it; the sender dropped unsent tells the waiters.
+        tokio::spawn(async move {
+            // The requests ready to run in this turn gather their rows first: a yielded
+            // task runs again only after the others and a look at the sockets.
+            tokio::task::yield_now().await;
+            let records = {
+                let mut group = shared.group.lock().unwrap_or_else(PoisonError::into_inner);
+                group.written = None;
+                std::mem::take(&mut group.records)
+            };
+            let _ = done.send(Some(shared.write(&records).map_err(Arc::new)));
+        });
+        Ok(Gathered(written))
+    }
+
+    /// Seals the open segment (a clean stop, once the writer has settled every row): it is
+    /// deleted if nothing in it is left unsettled.
+    pub fn close(&self) {
+        self.shared.appender.lock().unwrap_or_else(PoisonError::into_inner).open = None;
+    }
+
+    /// How many `write`s went to the journal so far.
+    #[cfg(test)]
+    fn writes(&self) -> u64 {
+        self.shared.writes.load(Ordering::Relaxed)
+    }
+}
+
+impl Shared {
+    /// Writes whole records to the open segment in one `write`, no sync; returns the segment.
+    fn write(&self, records: &[u8]) -> Result<Arc<Segment>, JournalError> {
         let mut appender = self.appender.lock().unwrap_or_else(PoisonError::into_inner);
         let Appender { open, next_number } = &mut *appender;
         let open = match open {
@@ -217,7 +324,8 @@ impl Journal {
                 slot.insert(self.begin(number)?)
             }
         };
-        if let Err(source) = open.file.write_all(&record) {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        if let Err(source) = open.file.write_all(records) {
             // Nothing half-written stays to be read as a torn record ahead of later ones.
             let _ = open.file.set_len(open.bytes);
             return Err(JournalError::Io {
@@ -225,17 +333,8 @@ impl Journal {
                 source,
             });
         }
-        open.bytes += record.len() as u64;
-        Ok(Ticket {
-            segment: open.segment.clone(),
-            settled: false,
-        })
-    }
-
-    /// Seals the open segment (a clean stop, once the writer has settled every row): it is
-    /// deleted if nothing in it is left unsettled.
-    pub fn close(&self) {
-        self.appender.lock().unwrap_or_else(PoisonError::into_inner).open = None;
+        open.bytes += records.len() as u64;
+        Ok(open.segment.clone())
     }
 
     fn begin(&self, number: u64) -> Result<Open, JournalError> {
@@ -393,7 +492,7 @@ mod tests {
         let data = tempfile::tempdir().unwrap();
         let (journal, _) = Journal::open(data.path()).unwrap();
         let kept = journal.append(&row(1)).unwrap();
-        journal.appender.lock().unwrap().open.as_mut().unwrap().opened -= SEGMENT_AGE;
+        journal.shared.appender.lock().unwrap().open.as_mut().unwrap().opened -= SEGMENT_AGE;
         let newer = journal.append(&row(2)).unwrap();
         assert_eq!(segment_files(data.path()).len(), 2);
         kept.settle();
@@ -405,5 +504,75 @@ mod tests {
         newer.settle();
         journal.close();
         assert!(segment_files(data.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn rows_gathered_in_one_turn_go_out_in_one_write() {
+        let data = tempfile::tempdir().unwrap();
+        let (journal, _) = Journal::open(data.path()).unwrap();
+        let journal = Arc::new(journal);
+        let waits: Vec<_> = (0..20)
+            .map(|i| {
+                let journal = journal.clone();
+                tokio::spawn(async move { journal.gather(&row(i)).unwrap().written().await.unwrap() })
+            })
+            .collect();
+        let mut tickets = Vec::new();
+        for wait in waits {
+            tickets.push(wait.await.unwrap());
+        }
+        assert_eq!(journal.writes(), 1, "one write for the whole turn");
+        // A later turn is a new write, to the same segment.
+        let later = journal.gather(&row(20)).unwrap().written().await.unwrap();
+        assert_eq!(journal.writes(), 2);
+        assert_eq!(segment_files(data.path()).len(), 1);
+        let (_, leftover) = Journal::open(data.path()).unwrap();
+        let mut ids: Vec<_> = leftover.rows.iter().map(|p| p.row.id).collect();
+        ids.sort();
+        assert_eq!(ids, (0..21).map(|i| Some(9000 + i)).collect::<Vec<_>>());
+        std::mem::forget(leftover.segments);
+        tickets.into_iter().for_each(Ticket::settle);
+        later.settle();
+        journal.close();
+        assert!(segment_files(data.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_gathered_row_is_written_even_if_its_waiter_is_gone() {
+        let data = tempfile::tempdir().unwrap();
+        let (journal, _) = Journal::open(data.path()).unwrap();
+        let kept = journal.gather(&row(1)).unwrap();
+        drop(journal.gather(&row(2)).unwrap());
+        let ticket = kept.written().await.unwrap();
+        std::mem::forget(ticket);
+        std::mem::forget(journal);
+        let (_, leftover) = Journal::open(data.path()).unwrap();
+        assert_eq!(leftover.rows, vec![row(1), row(2)]);
+    }
+
+    #[tokio::test]
+    async fn a_grouped_write_that_never_ran_is_reported_to_its_rows() {
+        let data = tempfile::tempdir().unwrap();
+        let (journal, _) = Journal::open(data.path()).unwrap();
+        // A runtime that stops before the write's task gets its turn.
+        let gathered = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+                    runtime.block_on(async { journal.gather(&row(1)).unwrap() })
+                })
+                .join()
+                .unwrap()
+        });
+        assert!(matches!(
+            gathered.written().await.map(drop).unwrap_err().as_ref(),
+            JournalError::NotWritten
+        ));
+        // The next row starts a new group, without the rows of the one that never ran.
+        let ticket = journal.gather(&row(2)).unwrap().written().await.unwrap();
+        std::mem::forget(ticket);
+        std::mem::forget(journal);
+        let (_, leftover) = Journal::open(data.path()).unwrap();
+        assert_eq!(leftover.rows, vec![row(2)]);
     }
 }

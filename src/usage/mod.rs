@@ -326,7 +326,13 @@ impl Usage {
         if !self.journal_live {
             return None;
         }
-        match self.journal.append(placed) {
+        self.journaled(self.journal.append(placed))
+    }
+
+    /// The ticket of a journaled row; a failure logged once until the journal takes a row
+    /// again.
+    fn journaled<E: std::fmt::Display>(&self, appended: Result<journal::Ticket, E>) -> Option<journal::Ticket> {
+        match appended {
             Ok(ticket) => {
                 if self.journal_failing.swap(false, Ordering::Relaxed) {
                     tracing::info!("the usage journal takes rows again");
@@ -342,27 +348,30 @@ impl Usage {
         }
     }
 
-    /// The writer's queue and the row, placed and journaled; `None` (the row counted lost)
-    /// once the writer has stopped.
-    fn prepare(&self, row: UsageRecord) -> Option<(mpsc::Sender<Job>, PlacedUsage, Option<journal::Ticket>)> {
-        let Some(tx) = self.sender() else {
+    /// The writer's queue; `None` (the row counted lost) once the writer has stopped.
+    fn queue_for_row(&self) -> Option<mpsc::Sender<Job>> {
+        let tx = self.sender();
+        if tx.is_none() {
             self.lost.fetch_add(1, Ordering::Relaxed);
             tracing::warn!("usage row dropped: the writer is stopped");
-            return None;
-        };
-        let placed = self.place(row);
-        let ticket = self.journal(&placed);
-        Some((tx, placed, ticket))
+        }
+        tx
     }
 
     /// Records a row of a request that was not answered; never waits. A full channel (the
     /// disk far behind) hands the row to a task that waits for room.
     fn record(&self, row: UsageRecord) {
-        let Some((tx, placed, ticket)) = self.prepare(row) else {
+        let Some(tx) = self.queue_for_row() else {
             return;
         };
-        let settle = ticket.map_or(Settle::Nothing, Settle::Journaled);
-        match tx.try_send(Job::Row(Box::new(placed), settle)) {
+        let placed = self.place(row);
+        let settle = self.journal(&placed).map_or(Settle::Nothing, Settle::Journaled);
+        self.queue(tx, Job::Row(Box::new(placed), settle));
+    }
+
+    /// Queues a job for the writer without waiting.
+    fn queue(&self, tx: mpsc::Sender<Job>, job: Job) {
+        match tx.try_send(job) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(job)) => match tokio::runtime::Handle::try_current() {
                 Ok(runtime) => {
@@ -381,11 +390,30 @@ impl Usage {
     }
 
     /// Records the row of an answered request so that a crash cannot lose it: appended to
-    /// the journal (no disk sync to wait for) and queued for the writer. On PostgreSQL, or
-    /// when the journal cannot take it, this waits for the row's commit.
+    /// the journal (no disk sync to wait for; in one `write` with the rows of the requests
+    /// finishing alongside) and queued for the writer. On PostgreSQL, or when the journal
+    /// cannot take it, this waits for the row's commit.
     async fn record_durably(&self, row: UsageRecord) {
-        let Some((tx, placed, ticket)) = self.prepare(row) else {
+        let Some(tx) = self.queue_for_row() else {
             return;
+        };
+        let placed = self.place(row);
+        let (placed, ticket) = if self.journal_live {
+            let gathered = self.journal.gather(&placed);
+            // Dropped while it waits (the client went), the row still goes to the writer.
+            let held = Held {
+                usage: self,
+                tx: &tx,
+                placed: Some(placed),
+            };
+            let appended = match gathered {
+                Ok(gathered) => gathered.written().await,
+                Err(e) => Err(Arc::new(e)),
+            };
+            let Some(placed) = held.release() else { return };
+            (placed, self.journaled(appended))
+        } else {
+            (placed, None)
         };
         if let Some(ticket) = ticket {
             // Waits only while the channel is full; the row is safe in the journal already.
@@ -582,6 +610,31 @@ impl Usage {
     }
 }
 
+/// A row waiting for its journal write. If the wait is dropped (the request's client went
+/// away), the row is queued for the writer all the same: maybe journaled too, it is written
+/// once (`store/usage_once.rs`).
+struct Held<'a> {
+    usage: &'a Usage,
+    tx: &'a mpsc::Sender<Job>,
+    placed: Option<PlacedUsage>,
+}
+
+impl Held<'_> {
+    /// The row back, for its caller to queue (always `Some`: only this takes it).
+    fn release(mut self) -> Option<PlacedUsage> {
+        self.placed.take()
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Some(placed) = self.placed.take() {
+            self.usage
+                .queue(self.tx.clone(), Job::Row(Box::new(placed), Settle::Nothing));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -677,5 +730,40 @@ mod tests {
         let again = start().await.unwrap();
         assert_eq!(store.usage_between(0, i64::MAX).await.unwrap().len(), 2);
         again.flush().await;
+    }
+
+    #[tokio::test]
+    async fn an_answered_row_whose_wait_is_dropped_is_still_written_once() {
+        use futures_util::FutureExt;
+        let data = tempfile::tempdir().unwrap();
+        let store = Store::open(data.path()).unwrap();
+        store.initialize(None, None).unwrap();
+        let usage = Usage::load(
+            store.clone(),
+            Arc::new(Metrics::default()),
+            Retention {
+                max_age: Duration::from_secs(86_400),
+                max_rows: 1_000,
+                max_bytes: None,
+            },
+            Arc::from("r1"),
+            BufferConfig {
+                dir: data.path().to_path_buf(),
+                max_bytes: 0,
+            },
+        )
+        .await
+        .unwrap();
+        // Polled once, the wait is for the journal's grouped write; then the client goes.
+        assert!(usage.record_durably(placed(1).row).now_or_never().is_none());
+        // Waited for, as an answer does.
+        usage.record_durably(placed(2).row).await;
+        usage.sync().await;
+        let stored = store.usage_between(0, i64::MAX).await.unwrap();
+        assert_eq!(stored.len(), 2, "{stored:?}");
+        usage.flush().await;
+        assert_eq!(store.usage_between(0, i64::MAX).await.unwrap().len(), 2);
+        let left = std::fs::read_dir(data.path().join(journal::DIR_NAME)).unwrap().count();
+        assert_eq!(left, 0, "the journal is emptied once its rows are written");
     }
 }
