@@ -1,7 +1,7 @@
 //! The routed answer as the client's dialect wants it, whatever dialect the target
 //! answered in: passed through when they match, translated when not, metered either way.
 
-use super::metered::metered;
+use super::metered::{metered, metered_whole};
 use super::passthrough::{anthropic_stream_error, collect, openai_stream_error, upstream_body, watched};
 use super::translated::{anthropic_sse_as_openai, openai_sse_as_anthropic};
 use super::worker::{worker_chunks_as_anthropic, worker_chunks_as_openai};
@@ -37,8 +37,8 @@ impl Client {
 /// The reply for `client`, its body metered. The meter is settled either way: on an error
 /// it records the failure, and the caller only has to show it.
 ///
-/// No answered request is lost from the books: the bytes that end an answer (a stream's
-/// closing event, the last piece of a JSON body) are held until the usage row is durable.
+/// No answered request is lost from the books: a stream's closing event is held until the
+/// usage row is durable, and a JSON answer goes out once its row is.
 pub async fn answer(routed: Routed, client: Client, mut meter: Meter) -> Result<Reply, ExchangeError> {
     let built = match &client {
         Client::Chat { model, .. } => chat(routed.reply, &routed.route, model, &mut meter)
@@ -73,13 +73,20 @@ pub async fn answer(routed: Routed, client: Client, mut meter: Meter) -> Result<
             ..
         }
     );
+    let status = out.status;
+    let content_type = out.content_type.clone();
+    let body = if sse {
+        Body::Stream(metered(out, meter, strip_usage_only))
+    } else {
+        Body::Whole(metered_whole(out.body, meter).await?)
+    };
     let reply = Reply {
-        status: out.status,
-        content_type: out.content_type.clone(),
+        status,
+        content_type,
         sse,
         tier: routed.tier,
         route: routed.route,
-        body: Body::Stream(metered(out, meter, strip_usage_only)),
+        body,
     };
     match client {
         // Metered in the chat dialect as it passed, then translated for the client.

@@ -1,8 +1,8 @@
-//! The reply's body metered as it passes: the meter reads usage from the bytes, and learns
-//! whether the client got everything (completed) or went away (cancelled).
+//! The reply's body metered: a stream as it passes (the meter reads usage from the bytes,
+//! and learns whether the client got everything or went away), a JSON answer whole.
 
 use super::passthrough::EndedWithErrorEvent;
-use super::{BoxError, Outgoing};
+use super::{whole_answer, BoxError, ExchangeError, Outgoing};
 use crate::translate::sse::SseFramer;
 use crate::usage::tap::{ends_stream, is_usage_only_event};
 use crate::usage::Meter;
@@ -11,13 +11,13 @@ use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use std::collections::VecDeque;
 
-/// `out`'s body, metered: the meter reads usage from the bytes as
-/// they pass, and learns whether the client got everything (completed) or went away
-/// (cancelled). `strip_usage_only` drops the usage-only chunk an OpenAI client did not ask
-/// for (auxot asks upstreams for usage so streams are never priced at zero).
+/// `out`'s event stream, metered: the meter reads usage from the bytes as they pass, and
+/// learns whether the client got everything (completed) or went away (cancelled).
+/// `strip_usage_only` drops the usage-only chunk an OpenAI client did not ask for (auxot
+/// asks upstreams for usage so streams are never priced at zero).
 ///
-/// No answered request is lost from the books: the bytes that end an answer (a stream's
-/// closing event, the last piece of a JSON body) are held until the usage row is durable.
+/// No answered request is lost from the books: the stream's closing event is held until
+/// the usage row is durable.
 pub(super) fn metered(
     out: Outgoing,
     meter: Meter,
@@ -27,7 +27,6 @@ pub(super) fn metered(
         body: BoxStream<'static, Result<Bytes, BoxError>>,
         meter: Meter,
         strip: bool,
-        sse: bool,
         /// Cuts the stream into whole events when usage-only ones are dropped.
         framer: SseFramer,
         ready: VecDeque<Bytes>,
@@ -38,25 +37,17 @@ pub(super) fn metered(
     impl Metered {
         /// Sends `bytes` now, unless they end the answer.
         fn pass(&mut self, bytes: Bytes) {
-            if self.sse && !ends_stream(&bytes) {
+            if ends_stream(&bytes) {
+                self.held.push(bytes);
+            } else {
                 self.ready.push_back(bytes);
-                return;
             }
-            // A JSON body: only its last piece waits (the one before is released now).
-            if !self.sse {
-                let earlier = std::mem::take(&mut self.held);
-                self.ready.extend(earlier);
-            }
-            self.held.push(bytes);
         }
     }
-    let strip = strip_usage_only && out.is_sse();
-    let sse = out.is_sse();
     let state = Metered {
         body: out.body,
         meter,
-        strip,
-        sse,
+        strip: strip_usage_only,
         framer: SseFramer::new(),
         ready: VecDeque::new(),
         held: Vec::new(),
@@ -111,4 +102,24 @@ pub(super) fn metered(
         }
     });
     body.boxed()
+}
+
+/// A JSON answer, metered whole. It is in memory already (held whole to check it, or
+/// translated whole), so its row is made durable before any of it goes out and the reply
+/// leaves in one piece, head and body together, with its length.
+pub(super) async fn metered_whole(
+    body: BoxStream<'static, Result<Bytes, BoxError>>,
+    mut meter: Meter,
+) -> Result<Bytes, ExchangeError> {
+    let bytes = match whole_answer(body).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            meter.failed(e.code(), e.status());
+            return Err(e);
+        }
+    };
+    meter.observe(&bytes);
+    meter.completed();
+    meter.finish_durably().await;
+    Ok(bytes)
 }
