@@ -15,35 +15,42 @@ pub struct Attempt {
     pub error: String,
 }
 
+/// Stored as JSON. Fields at their default (no value, zero, empty) are left out of it: a row
+/// is a third smaller, and every version reads a missing one as its default (`Option`s are
+/// `None` when missing; the others say `default`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UsageRecord {
     pub at_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
     /// The client's session (`X-Claude-Code-Session-Id` and the like), when it sent one.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
     /// `gpu`, `cli`, `cloud`; `None` when the request never reached a target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<String>,
     /// Provider or worker name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<String>,
     /// As the client asked for it (an alias, `agent:NAME`, a model).
     pub model: String,
     /// The model the target ran.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_served: Option<String>,
     /// Prompt tokens billed at the plain input rate: cache reads and writes are apart.
     pub input_tokens: u64,
     /// Completion tokens, reasoning included.
     pub output_tokens: u64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub cache_read_tokens: u64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub cache_write_5m_tokens: u64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub cache_write_1h_tokens: u64,
     /// The part of `output_tokens` spent reasoning.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub reasoning_tokens: u64,
     /// No upstream reported counts; they are estimated from sizes (and never billed).
     pub tokens_estimated: bool,
@@ -51,21 +58,22 @@ pub struct UsageRecord {
     /// What the same tokens would have cost on the cloud (GPU/CLI rows), for "saved".
     pub cloud_equivalent_usd: f64,
     /// The cloud model whose prices valued a GPU/CLI row.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cloud_equivalent_model: Option<String>,
     /// Why that model: `alias`, `worker`, `model`, `same_model` or `default`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cloud_equivalent_source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ms_to_first_byte: Option<u64>,
     pub ms_total: u64,
     /// Time spent waiting for capacity before the answering target was tried.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ms_queue: Option<u64>,
     /// `ok`, `cancelled`, or `error:<code>`.
     pub outcome: String,
     pub status: u16,
     pub stream: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<Attempt>,
     /// The router that served it (`--router-name`): several routers share one database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -75,6 +83,10 @@ pub struct UsageRecord {
     /// recognised and not counted twice. `None` on redb, whose commits do not fail that way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<u64>,
+}
+
+fn is_zero(count: &u64) -> bool {
+    *count == 0
 }
 
 /// The request-log filters a row can be found by, each backed by `USAGE_INDEX`.
@@ -481,6 +493,55 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_row_is_stored_without_its_default_fields_and_reads_back_the_same() {
+        let plain = UsageRecord {
+            at_ms: 1_700_000_000_000,
+            model: "gpt-4o".into(),
+            input_tokens: 3,
+            outcome: "ok".into(),
+            status: 200,
+            ..UsageRecord::default()
+        };
+        let stored = String::from_utf8(encode("usage", &plain).unwrap()).unwrap();
+        assert_eq!(
+            stored,
+            r#"{"at_ms":1700000000000,"model":"gpt-4o","input_tokens":3,"output_tokens":0,"tokens_estimated":false,"cost_usd":0.0,"cloud_equivalent_usd":0.0,"ms_total":0,"outcome":"ok","status":200,"stream":false}"#
+        );
+        assert_eq!(decode::<UsageRecord>("usage", stored.as_bytes()).unwrap(), plain);
+        let full = UsageRecord {
+            api_key_id: Some("k1".into()),
+            agent: Some("coder".into()),
+            session: Some("s1".into()),
+            tier: Some("gpu".into()),
+            route: Some("box".into()),
+            model_served: Some("qwen".into()),
+            cache_read_tokens: 1,
+            cache_write_5m_tokens: 2,
+            cache_write_1h_tokens: 3,
+            reasoning_tokens: 4,
+            cloud_equivalent_model: Some("gpt-4o".into()),
+            cloud_equivalent_source: Some("model".into()),
+            ms_to_first_byte: Some(5),
+            ms_queue: Some(6),
+            attempts: vec![Attempt {
+                tier: "cloud".into(),
+                route: "openai".into(),
+                error: "timeout".into(),
+            }],
+            router: Some("r1".into()),
+            id: Some(7),
+            ..plain.clone()
+        };
+        assert_eq!(
+            decode::<UsageRecord>("usage", &encode("usage", &full).unwrap()).unwrap(),
+            full
+        );
+        // A row as earlier versions stored it, every field written out.
+        let earlier = r#"{"at_ms":1700000000000,"api_key_id":null,"agent":null,"session":null,"tier":null,"route":null,"model":"gpt-4o","model_served":null,"input_tokens":3,"output_tokens":0,"cache_read_tokens":0,"cache_write_5m_tokens":0,"cache_write_1h_tokens":0,"reasoning_tokens":0,"tokens_estimated":false,"cost_usd":0.0,"cloud_equivalent_usd":0.0,"cloud_equivalent_model":null,"cloud_equivalent_source":null,"ms_to_first_byte":null,"ms_total":0,"ms_queue":null,"outcome":"ok","status":200,"stream":false,"attempts":[]}"#;
+        assert_eq!(decode::<UsageRecord>("usage", earlier.as_bytes()).unwrap(), plain);
+    }
 
     /// A row of key `k1` to model `gpt-4o` on route `main` of the cloud tier.
     fn record(outcome: &str, status: u16) -> UsageRecord {
