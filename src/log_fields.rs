@@ -53,19 +53,25 @@ impl QuickVisitor<'_> {
     }
 
     /// Tracing's own visitor for one field, for everything not written here.
-    fn fallback(&mut self, record: impl FnOnce(&mut DefaultVisitor<'_>)) {
+    fn fallback(&mut self, field: &Field, record: impl FnOnce(&mut DefaultVisitor<'_>)) {
         if self.result.is_err() {
             return;
         }
         let mut visitor = DefaultVisitor::new(self.writer.by_ref(), self.is_empty);
         record(&mut visitor);
         self.result = tracing_subscriber::field::VisitOutput::finish(visitor);
-    }
-
-    fn after_fallback(&mut self, field: &Field) {
         // Tracing's visitor writes nothing for the log crate's metadata fields.
         if !field.name().starts_with("log.") {
             self.is_empty = false;
+        }
+    }
+
+    /// `field=text` written here when this field is; tracing's visitor otherwise.
+    fn unquoted(&mut self, field: &Field, text: &str, record: impl FnOnce(&mut DefaultVisitor<'_>)) {
+        if self.takes(field) {
+            self.result = self.name(field).and_then(|()| self.writer.write_str(text));
+        } else {
+            self.fallback(field, record);
         }
     }
 }
@@ -86,52 +92,30 @@ impl Visit for QuickVisitor<'_> {
                 self.writer.write_char('"')
             });
         } else {
-            self.fallback(|v| v.record_str(field, value));
-            self.after_fallback(field);
+            self.fallback(field, |v| v.record_str(field, value));
         }
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        if self.takes(field) {
-            self.result = self
-                .name(field)
-                .and_then(|()| self.writer.write_str(itoa::Buffer::new().format(value)));
-        } else {
-            self.fallback(|v| v.record_u64(field, value));
-            self.after_fallback(field);
-        }
+        self.unquoted(field, itoa::Buffer::new().format(value), |v| v.record_u64(field, value));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        if self.takes(field) {
-            self.result = self
-                .name(field)
-                .and_then(|()| self.writer.write_str(itoa::Buffer::new().format(value)));
-        } else {
-            self.fallback(|v| v.record_i64(field, value));
-            self.after_fallback(field);
-        }
+        self.unquoted(field, itoa::Buffer::new().format(value), |v| v.record_i64(field, value));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        if self.takes(field) {
-            self.result = self
-                .name(field)
-                .and_then(|()| self.writer.write_str(if value { "true" } else { "false" }));
-        } else {
-            self.fallback(|v| v.record_bool(field, value));
-            self.after_fallback(field);
-        }
+        self.unquoted(field, if value { "true" } else { "false" }, |v| {
+            v.record_bool(field, value)
+        });
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.fallback(|v| v.record_error(field, value));
-        self.after_fallback(field);
+        self.fallback(field, |v| v.record_error(field, value));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.fallback(|v| v.record_debug(field, value));
-        self.after_fallback(field);
+        self.fallback(field, |v| v.record_debug(field, value));
     }
 }
 

@@ -682,6 +682,26 @@ mod tests {
         PlacedUsage::new(usage_key(row.at_ms, i as u32), row)
     }
 
+    /// The usage book of a router named `r1` on `store`, its journal in `data`.
+    async fn load(store: &Store, data: &std::path::Path) -> Arc<Usage> {
+        Usage::load(
+            store.clone(),
+            Arc::new(Metrics::default()),
+            Retention {
+                max_age: Duration::from_secs(86_400),
+                max_rows: 1_000,
+                max_bytes: None,
+            },
+            Arc::from("r1"),
+            BufferConfig {
+                dir: data.to_path_buf(),
+                max_bytes: 0,
+            },
+        )
+        .await
+        .unwrap()
+    }
+
     #[tokio::test]
     async fn rows_a_crash_left_in_the_journal_are_written_once_at_the_next_start() {
         let data = tempfile::tempdir().unwrap();
@@ -696,23 +716,7 @@ mod tests {
         }
         std::mem::forget(journal);
 
-        let start = || {
-            Usage::load(
-                store.clone(),
-                Arc::new(Metrics::default()),
-                Retention {
-                    max_age: Duration::from_secs(86_400),
-                    max_rows: 1_000,
-                    max_bytes: None,
-                },
-                Arc::from("r1"),
-                BufferConfig {
-                    dir: data.path().to_path_buf(),
-                    max_bytes: 0,
-                },
-            )
-        };
-        let usage = start().await.unwrap();
+        let usage = load(&store, data.path()).await;
         let stored = store.usage_between(0, i64::MAX).await.unwrap();
         assert_eq!(
             stored.iter().map(|r| r.id).collect::<Vec<_>>(),
@@ -727,7 +731,7 @@ mod tests {
         usage.flush().await;
         let left = std::fs::read_dir(data.path().join(journal::DIR_NAME)).unwrap().count();
         assert_eq!(left, 0, "the journal is emptied once its rows are written");
-        let again = start().await.unwrap();
+        let again = load(&store, data.path()).await;
         assert_eq!(store.usage_between(0, i64::MAX).await.unwrap().len(), 2);
         again.flush().await;
     }
@@ -738,22 +742,7 @@ mod tests {
         let data = tempfile::tempdir().unwrap();
         let store = Store::open(data.path()).unwrap();
         store.initialize(None, None).unwrap();
-        let usage = Usage::load(
-            store.clone(),
-            Arc::new(Metrics::default()),
-            Retention {
-                max_age: Duration::from_secs(86_400),
-                max_rows: 1_000,
-                max_bytes: None,
-            },
-            Arc::from("r1"),
-            BufferConfig {
-                dir: data.path().to_path_buf(),
-                max_bytes: 0,
-            },
-        )
-        .await
-        .unwrap();
+        let usage = load(&store, data.path()).await;
         // Polled once, the wait is for the journal's grouped write; then the client goes.
         assert!(usage.record_durably(placed(1).row).now_or_never().is_none());
         // Waited for, as an answer does.
