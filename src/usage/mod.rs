@@ -364,7 +364,11 @@ impl Usage {
         let Some(tx) = self.queue_for_row() else {
             return;
         };
-        let placed = self.place(row);
+        self.hand_over(tx, self.place(row));
+    }
+
+    /// Journals a placed row on its own and queues it for the writer, without waiting.
+    fn hand_over(&self, tx: mpsc::Sender<Job>, placed: PlacedUsage) {
         let settle = self.journal(&placed).map_or(Settle::Nothing, Settle::Journaled);
         self.queue(tx, Job::Row(Box::new(placed), settle));
     }
@@ -610,9 +614,9 @@ impl Usage {
     }
 }
 
-/// A row waiting for its journal write. If the wait is dropped (the request's client went
-/// away), the row is queued for the writer all the same: maybe journaled too, it is written
-/// once (`store/usage_once.rs`).
+/// A row waiting for its grouped journal write. If the wait is dropped (the request's client
+/// went away), the row is journaled on its own and queued for the writer all the same: in the
+/// journal twice, perhaps, it is still written once (`store/usage_once.rs`).
 struct Held<'a> {
     usage: &'a Usage,
     tx: &'a mpsc::Sender<Job>,
@@ -629,8 +633,7 @@ impl Held<'_> {
 impl Drop for Held<'_> {
     fn drop(&mut self) {
         if let Some(placed) = self.placed.take() {
-            self.usage
-                .queue(self.tx.clone(), Job::Row(Box::new(placed), Settle::Nothing));
+            self.usage.hand_over(self.tx.clone(), placed);
         }
     }
 }
