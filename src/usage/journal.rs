@@ -2,11 +2,12 @@
 //! wait for the shared database instead; see `Usage`): every usage row is appended here,
 //! without an fsync, before the answer's last byte goes out, and is then committed to the
 //! store in groups by the writer. An answer's row is appended with the rows of the other
-//! requests that finish in the same turn of the runtime, in one `write` (`gather`). A row in the journal survives the router being
-//! killed (the kernel holds the written bytes); a restart writes what the journal still holds
-//! to the store before serving. An answered request thus never waits for a disk sync: the
-//! window a power cut could lose is the rows not yet committed by the writer, which commits
-//! whatever is queued as soon as its previous commit ends (milliseconds).
+//! requests that finish in the same turn of the runtime, in one `write` (`gather`). A row in
+//! the journal survives the router being killed (the kernel holds the written bytes); a
+//! restart writes what the journal still holds to the store before serving. An answered
+//! request thus never waits for a disk sync: the window a power cut could lose is the rows
+//! not yet committed by the writer, which commits whatever is queued as soon as its previous
+//! commit ends (milliseconds).
 //!
 //! The journal is a series of segment files, `<number>.journal`, in the record format of
 //! `records.rs`. Appends go to the newest; it is sealed and a new one begun once it holds
