@@ -17,7 +17,7 @@
 //! redb failed) keeps its segment for the next start. Rows carry their key and id, so a row
 //! that was committed before the crash is recognised and written once (`store/usage_once.rs`).
 
-use super::records::{decode_payload, encode_record, walk_all};
+use super::records::{append_record, decode_payload, encode_record, walk_all};
 use crate::store::PlacedUsage;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -259,20 +259,26 @@ impl Journal {
     /// than a `write` each (under load a turn finishes a dozen or more). `Gathered::written`
     /// waits for it; the row is not in the journal before that.
     pub fn gather(&self, placed: &PlacedUsage) -> Result<Gathered, JournalError> {
-        let record = encode_record(placed).ok_or(JournalError::TooLarge)?;
+        // Encoded before the lock (the encoding is kept): only the record's copy is made
+        // under it, straight into the group's bytes.
+        placed.encoded().map_err(|_| JournalError::TooLarge)?;
         let mut group = self.shared.group.lock().unwrap_or_else(PoisonError::into_inner);
-        match &group.written {
+        let pending = match &group.written {
             // `has_changed` fails once the write's task is gone unrun (its runtime stopped):
             // its rows were told so, and its records are not to be written.
-            Some(written) if written.has_changed().is_ok() => {
-                let written = written.clone();
-                group.records.extend_from_slice(&record);
-                return Ok(Gathered(written));
+            Some(written) if written.has_changed().is_ok() => Some(written.clone()),
+            Some(_) => {
+                group.records.clear();
+                None
             }
-            Some(_) => group.records.clear(),
-            None => {}
+            None => None,
+        };
+        if !append_record(placed, &mut group.records) {
+            return Err(JournalError::TooLarge);
         }
-        group.records.extend_from_slice(&record);
+        if let Some(written) = pending {
+            return Ok(Gathered(written));
+        }
         let (done, written) = watch::channel(None);
         group.written = Some(written.clone());
         drop(group);

@@ -19,20 +19,30 @@ const MAX_PAYLOAD: usize = 1024 * 1024;
 
 /// One record's bytes; `None` for a row too large to be a usage row.
 pub(super) fn encode_record(placed: &PlacedUsage) -> Option<Vec<u8>> {
-    let json = placed.encoded().ok()?;
+    let mut record = Vec::new();
+    append_record(placed, &mut record).then_some(record)
+}
+
+/// Appends one record to `out`; `false`, with nothing appended, for a row too large to be a
+/// usage row.
+pub(super) fn append_record(placed: &PlacedUsage, out: &mut Vec<u8>) -> bool {
+    let Ok(json) = placed.encoded() else {
+        return false;
+    };
     let len = KEY_LEN + json.len();
     if len > MAX_PAYLOAD {
-        return None;
+        return false;
     }
-    let mut record = Vec::with_capacity(RECORD_HEAD + len);
-    record.extend_from_slice(RECORD_MAGIC);
-    record.extend_from_slice(&(len as u32).to_le_bytes());
-    record.extend_from_slice(&[0; 4]);
-    record.extend_from_slice(&placed.key.to_be_bytes());
-    record.extend_from_slice(json);
-    let crc = crc32fast::hash(&record[RECORD_HEAD..]);
-    record[8..12].copy_from_slice(&crc.to_le_bytes());
-    Some(record)
+    let start = out.len();
+    out.reserve(RECORD_HEAD + len);
+    out.extend_from_slice(RECORD_MAGIC);
+    out.extend_from_slice(&(len as u32).to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&placed.key.to_be_bytes());
+    out.extend_from_slice(json);
+    let crc = crc32fast::hash(&out[start + RECORD_HEAD..]);
+    out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
+    true
 }
 
 pub(super) fn decode_payload(payload: &[u8]) -> Option<PlacedUsage> {
