@@ -11,7 +11,7 @@
 
 use super::kv::WriteTxn;
 use super::tables::{USAGE, USAGE_POSTINGS, USAGE_SPEND};
-use super::usage::add_spend;
+use super::usage::NewSpend;
 use super::usage_postings::NewPostings;
 use super::{decode, encode, key_time_ms, usage_key, Store, StoreError, UsageRecord};
 use std::borrow::Cow;
@@ -81,6 +81,7 @@ fn insert_once(txn: &WriteTxn<'_>, rows: &[PlacedUsage]) -> Result<usize, StoreE
     let mut table = txn.open_table(USAGE)?;
     let mut spend = txn.open_table(USAGE_SPEND)?;
     let mut postings = NewPostings::default();
+    let mut added = NewSpend::default();
     // The rows already stored across the batch's keys, read in one range rather than
     // one lookup per row (on PostgreSQL a lookup is a round trip). Only for a batch
     // of a few seconds (a live one): a replayed backlog may span hours of other
@@ -123,9 +124,10 @@ fn insert_once(txn: &WriteTxn<'_>, rows: &[PlacedUsage]) -> Result<usize, StoreE
         table.insert(key, encoded)?;
         taken.insert(key, Cow::Borrowed(encoded));
         postings.add(key, &placed.row);
-        add_spend(&mut spend, &placed.row)?;
+        added.add(&placed.row);
         written += 1;
     }
+    added.write(&mut spend)?;
     postings.write(&mut txn.open_table(USAGE_POSTINGS)?)?;
     Ok(written)
 }
