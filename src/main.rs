@@ -82,6 +82,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => {
             // Held to the end: dropping it writes out the lines still queued.
             let _flush_logs = init_logging_off_thread(args.log_format);
+            raise_open_file_limit();
             hash_passwords_in_children();
             exit(run_serve(args))
         }
@@ -241,6 +242,52 @@ where
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.fmt_fields(auxot::log_fields::QuickFields).init(),
+    }
+}
+
+/// Below this many open files a router refuses connections in a flood of a few hundred
+/// clients: said at start.
+const FEW_OPEN_FILES: u64 = 4096;
+
+/// Every client connection, every upstream connection and each data file takes a file
+/// descriptor. A shell's soft limit is usually 1024, which a flood of some 500 clients (each
+/// with its upstream connection) exhausts: accepts and upstream connects then fail. The hard
+/// limit is what the administrator allows, so the server raises its soft limit to it, as
+/// nginx (`worker_rlimit_nofile`) and Go's runtime do; `LimitNOFILE` in the systemd unit
+/// sets both.
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let Some(soft) = limit.current else { return };
+    // An unlimited hard limit still stops at the kernel's `fs.nr_open`.
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok());
+    let hard = match (limit.maximum, nr_open) {
+        (Some(hard), _) => hard,
+        (None, Some(nr_open)) => nr_open,
+        (None, None) => soft,
+    };
+    let mut now = soft;
+    if hard > soft {
+        let raised = Rlimit {
+            current: Some(hard),
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => {
+                now = hard;
+                tracing::debug!(from = soft, to = hard, "raised the open-file limit to its hard limit");
+            }
+            Err(e) => tracing::info!(error = %e, limit = soft, "cannot raise the open-file limit"),
+        }
+    }
+    if now < FEW_OPEN_FILES {
+        tracing::warn!(
+            limit = now,
+            "the open-file limit is low: a flood of more than about {} clients at once will be refused; raise it (ulimit -n, or LimitNOFILE in the systemd unit)",
+            now / 2
+        );
     }
 }
 

@@ -637,3 +637,94 @@ async fn behind_a_trusted_proxy_the_login_throttle_counts_each_client_not_the_pr
     guess_until_throttled(&plain, "203.0.113.9").await;
     assert_eq!(login_via_proxy(&plain, "203.0.113.10", "password123").await, 429);
 }
+
+/// The router's open descriptors and its soft open-file limit, from /proc.
+fn open_files(pid: u32) -> (u64, u64) {
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count() as u64;
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    (open, soft)
+}
+
+#[tokio::test]
+async fn the_soft_open_file_limit_is_raised_to_the_hard_limit_and_a_low_one_is_said() {
+    // A shell's 1024 would refuse a flood of some 500 clients.
+    let roomy = TestServer::start_with(Options::default().open_files(256, 8192)).await;
+    assert_eq!(open_files(roomy.pid()).1, 8192);
+    assert!(!roomy.logs().contains("open-file limit is low"), "{}", roomy.logs());
+    let tight = TestServer::start_with(Options::default().open_files(256, 1024)).await;
+    assert_eq!(open_files(tight.pid()).1, 1024);
+    assert!(tight.logs().contains("open-file limit is low"), "{}", tight.logs());
+}
+
+#[tokio::test]
+async fn a_router_out_of_file_descriptors_answers_503_and_leaves_the_provider_healthy() {
+    const LIMIT: u64 = 64;
+    let fake = FakeUpstream::openai("tight", &[CLOUD_KEY], &["sleep-1500"]).await;
+    let (server, admin) = TestServer::with_admin_using(Options::default().open_files(LIMIT, LIMIT)).await;
+    let provider = server.add_provider(&admin, "tight", &fake, CLOUD_KEY).await;
+    let id = provider["id"].as_str().unwrap().to_string();
+    let client = server.client_key(&admin).await;
+    let pid = server.pid();
+    let addr = server.url.trim_start_matches("http://").to_string();
+    // Idle client connections take the router's descriptors until four are left.
+    let mut idle = Vec::new();
+    while open_files(pid).0 < LIMIT - 4 {
+        let before = open_files(pid).0;
+        idle.push(TcpStream::connect(&addr).await.unwrap());
+        let accepted = eventually(Duration::from_secs(5), || async { open_files(pid).0 > before }).await;
+        assert!(accepted, "a connection was not accepted at {before} open files");
+    }
+    // Eight requests at once, each on its own connection, to a model that answers after
+    // 1.5 s: the pooled connection serves one, the others find no descriptor to connect with.
+    let replies = futures_util::future::join_all((0..8).map(|_| {
+        let request = reqwest::Client::new()
+            .post(format!("{}/v1/chat/completions", server.url))
+            .bearer_auth(&client)
+            .json(&json!({"model": "sleep-1500", "messages": [{"role": "user", "content": "hi"}]}));
+        async move {
+            let reply = request.send().await.unwrap();
+            let status = reply.status().as_u16();
+            let retry = reply
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
+            (status, retry, reply.json::<Value>().await.unwrap())
+        }
+    }))
+    .await;
+    let short = replies.iter().filter(|(status, _, _)| *status == 503).count();
+    assert!(short >= 1, "no request met the shortage: {replies:?}");
+    for (status, retry, body) in &replies {
+        match status {
+            200 => {}
+            503 => {
+                assert_eq!(body["error"]["code"], "router_out_of_resources", "{body}");
+                assert!(
+                    body["error"]["message"].as_str().unwrap().contains("open files"),
+                    "{body}"
+                );
+                assert_eq!(retry.as_deref(), Some("1"), "{body}");
+            }
+            _ => panic!("answered {status}: {body}"),
+        }
+    }
+    // The shortage was the router's: the provider never cooled, and serves at once.
+    drop(idle);
+    server.chat(&client, "sleep-1500", false).await.expect(200);
+    let providers = server.call("GET", "/api/providers", Some(&admin), None).await.json();
+    let view = providers["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == id.as_str())
+        .unwrap()
+        .clone();
+    assert!(view["cooldown_until"].is_null(), "{view}");
+    assert!(!server.logs().contains("target cooling down"), "{}", server.logs());
+}

@@ -486,3 +486,34 @@ async fn providers_are_reached_through_the_proxy_the_environment_names_with_its_
     );
     assert_eq!(fake.chat_requests().len(), 1);
 }
+
+/// The connections a burst of requests opened to a provider all stay pooled for the next
+/// burst, however many there were: none is closed as its answer comes back only to be
+/// opened again (a TLS handshake each, against a real provider).
+#[tokio::test]
+async fn a_burst_of_requests_reuses_every_upstream_connection_the_last_burst_opened() {
+    const AT_ONCE: usize = 120;
+    let fake = FakeUpstream::openai("up", &[KEY], &["sleep-400"]).await;
+    let (server, admin) = TestServer::with_admin().await;
+    server.add_provider(&admin, "main", &fake, KEY).await;
+    let client = server.client_key(&admin).await;
+    let burst = || {
+        futures_util::future::join_all((0..AT_ONCE).map(|_| {
+            let request = reqwest::Client::new()
+                .post(format!("{}/v1/chat/completions", server.url))
+                .bearer_auth(&client)
+                .json(&json!({"model": "sleep-400", "messages": [{"role": "user", "content": "hi"}]}));
+            async move { request.send().await.unwrap().status().as_u16() }
+        }))
+    };
+    let connections = || {
+        let peers: std::collections::HashSet<_> = fake.chat_requests().iter().map(|r| r.peer.unwrap()).collect();
+        peers.len()
+    };
+    assert!(burst().await.iter().all(|status| *status == 200));
+    let opened = connections();
+    // More at once than the 64 idle connections a pool used to keep.
+    assert!(opened > 64, "the burst was not concurrent: {opened} connections");
+    assert!(burst().await.iter().all(|status| *status == 200));
+    assert_eq!(connections(), opened, "the second burst opened connections anew");
+}

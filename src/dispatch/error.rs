@@ -47,6 +47,8 @@ impl Why {
         };
         match self {
             Why::Untranslatable(_) | Why::KeyUnreadable | Why::Refused => None,
+            // The router's own shortage says nothing about the target.
+            Why::Provider(ProviderError::Exhausted(_)) => None,
             Why::Status(s) => {
                 let until = s.retry_after.as_deref().and_then(|v| retry_after_until(v, now));
                 Some(fault(format!("answered {}", s.status), until))
@@ -81,6 +83,11 @@ impl Why {
         }
     }
 
+    /// The router itself was short of resources (see `ProviderError::Exhausted`).
+    pub fn is_exhausted(&self) -> bool {
+        matches!(self, Why::Provider(ProviderError::Exhausted(_)))
+    }
+
     fn is_timeout(&self) -> bool {
         matches!(self, Why::Provider(ProviderError::Timeout(_)) | Why::Timeout { .. })
     }
@@ -90,6 +97,7 @@ fn provider_reason(e: &ProviderError) -> String {
     match e {
         ProviderError::KeyRejected { status, .. } => format!("rejected the key ({status})"),
         ProviderError::Unreachable(_) => "unreachable".into(),
+        ProviderError::Exhausted(_) => "auxot out of resources".into(),
         ProviderError::Timeout(_) => "timed out".into(),
         ProviderError::Status { status, .. } => format!("answered {status}"),
         ProviderError::BadResponse(_) => "sent a response auxot cannot read".into(),
@@ -174,6 +182,9 @@ fn describe_all(failures: &[TargetFailure]) -> String {
     format!("every candidate failed: {}", parts.join("; "))
 }
 
+/// A router short of file descriptors or memory tells clients to come back this soon: a
+/// flood's connections close within moments.
+const EXHAUSTED_RETRY_AFTER_SECS: u64 = 1;
 /// A queue timeout tells clients to come back after about this long.
 const QUEUE_RETRY_AFTER_SECS: u64 = 5;
 
@@ -218,6 +229,9 @@ impl DispatchError {
                     .unwrap_or(0);
                 Some(secs.max(1).to_string())
             }
+            DispatchError::AllFailed(failures) if failures.iter().all(|f| f.why.is_exhausted()) => {
+                Some(EXHAUSTED_RETRY_AFTER_SECS.to_string())
+            }
             DispatchError::AllFailed(failures) if matches!(self.status(), 429 | 503) => failures
                 .iter()
                 .rev()
@@ -236,6 +250,8 @@ impl DispatchError {
             DispatchError::AllFailed(failures) => {
                 if failures.iter().all(|f| matches!(f.why, Why::Untranslatable(_))) {
                     400
+                } else if failures.iter().all(|f| f.why.is_exhausted()) {
+                    503
                 } else if failures.iter().all(|f| f.why.is_timeout()) {
                     504
                 } else {
@@ -254,6 +270,9 @@ impl DispatchError {
             DispatchError::Upstream { .. } => "upstream_error",
             DispatchError::QueueTimeout { .. } => "no_capacity",
             DispatchError::Cooling { .. } => "targets_cooling_down",
+            DispatchError::AllFailed(failures) if failures.iter().all(|f| f.why.is_exhausted()) => {
+                "router_out_of_resources"
+            }
             DispatchError::AllFailed(_) => match self.status() {
                 400 => "untranslatable_request",
                 504 => "upstream_timeout",

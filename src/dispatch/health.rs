@@ -128,6 +128,20 @@ impl Health {
         let entry = entries.entry(key.to_string()).or_default();
         entry.consecutive += 1;
         let was_probe = std::mem::take(&mut entry.probing);
+        // A request let through before the cooldown began, failing only now, is the same
+        // incident: a burst of them would otherwise double the cooldown per request (a
+        // second's blip seen by 50 requests in flight: five minutes out) and log each. An
+        // end the target itself named (`Retry-After`) still counts if it is later.
+        if let Some(cooling) = entry.until.filter(|until| !was_probe && now < *until) {
+            if let Some(told) = fault.until.map(|told| told.min(now + MAX_RETRY_AFTER)) {
+                if told > cooling {
+                    entry.until = Some(told);
+                    entry.limited = fault.limited;
+                    entry.reason = Some(fault.reason);
+                }
+            }
+            return entry.until;
+        }
         let cool = fault.until.is_some() || was_probe || entry.consecutive >= FAILURES_BEFORE_COOLDOWN;
         if !cool {
             return None;
@@ -245,6 +259,31 @@ mod tests {
             Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480))
         );
         assert_eq!(retry_after_until("soon", now), None);
+    }
+
+    #[test]
+    fn requests_in_flight_failing_during_a_cooldown_neither_lengthen_nor_escalate_it() {
+        let health = Health::default();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut until = None;
+        for _ in 0..FAILURES_BEFORE_COOLDOWN {
+            until = health.failed("p", fault(None), t0);
+        }
+        let until = until.unwrap();
+        assert_eq!(until, t0 + BASE_COOLDOWN);
+        // Fifty requests admitted before it began fail over the next second.
+        for i in 0..50 {
+            let now = t0 + Duration::from_millis(20 * i);
+            assert_eq!(health.failed("p", fault(None), now), Some(until));
+        }
+        assert_eq!(health.view("p", t0).consecutive_failures, FAILURES_BEFORE_COOLDOWN + 50);
+        // One of them was told to come back later: that end holds.
+        let told = t0 + Duration::from_secs(30);
+        assert_eq!(health.failed("p", fault(Some(told)), t0), Some(told));
+        let after = told + Duration::from_millis(1);
+        assert_eq!(health.admit("p", after), Access::Probe);
+        // The failed probe is the second strike: twice the base, not 2^50 times.
+        assert_eq!(health.failed("p", fault(None), after), Some(after + BASE_COOLDOWN * 2));
     }
 
     #[test]

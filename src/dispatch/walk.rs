@@ -70,6 +70,14 @@ impl ProbeGuard<'_> {
     fn settle(mut self) {
         self.pending = false;
     }
+
+    /// Settles, unless the target was never reached (the router was out of descriptors):
+    /// then the next request probes.
+    fn settle_unless_untried<R>(self, step: &Step<R>) {
+        if !matches!(step, Step::Failed(failure) if failure.why.is_exhausted()) {
+            self.settle();
+        }
+    }
 }
 
 impl Drop for ProbeGuard<'_> {
@@ -173,7 +181,7 @@ pub(crate) async fn walk<R: Runner>(walk: Walk<'_>, runner: &R) -> Result<Walked
                         result,
                         &mut state,
                     );
-                    probe.settle();
+                    probe.settle_unless_untried(&step);
                     step
                 }
             };
@@ -399,10 +407,15 @@ fn judge<R>(
                 });
             }
             let now = SystemTime::now();
-            if let Some(fault) = failure.why.fault(now) {
-                health.failed(key, fault, now);
-            } else {
-                health.succeeded(key);
+            match failure.why.fault(now) {
+                Some(fault) => {
+                    health.failed(key, fault, now);
+                }
+                // The router could not even reach out (it ran short of descriptors): the
+                // target was not tried, so this tells nothing either way (a probe is
+                // abandoned, `ProbeGuard::settle_unless_untried`).
+                None if failure.why.is_exhausted() => {}
+                None => health.succeeded(key),
             }
             Step::Failed(failure)
         }
@@ -451,6 +464,8 @@ mod tests {
         cloud_calls: AtomicUsize,
         /// Attempts the worker refuses (its slot taken by another router), as `faults`.
         refusals: Vec<usize>,
+        /// Cloud calls still to fail for want of the router's own descriptors.
+        cloud_short: AtomicUsize,
     }
 
     impl Fake {
@@ -464,6 +479,7 @@ mod tests {
                 starts: Mutex::new(Vec::new()),
                 cloud_calls: AtomicUsize::new(0),
                 refusals: Vec::new(),
+                cloud_short: AtomicUsize::new(0),
             }
         }
 
@@ -517,6 +533,15 @@ mod tests {
 
         async fn run_cloud(&self, provider: &Arc<LiveProvider>, _model: &str) -> Result<String, Why> {
             self.fake.cloud_calls.fetch_add(1, Ordering::SeqCst);
+            let short = self
+                .fake
+                .cloud_short
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+            if short.is_ok() {
+                return Err(Why::Provider(crate::providers::ProviderError::Exhausted(
+                    "tcp open error: Too many open files (os error 24)".into(),
+                )));
+            }
             Ok(provider.name.clone())
         }
     }
@@ -788,6 +813,51 @@ mod tests {
         assert!(e.contains("injected"), "{e}");
         assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
         assert_no_leak(&world);
+    }
+
+    #[tokio::test]
+    async fn a_router_short_of_descriptors_neither_cools_nor_clears_the_provider() {
+        let world = world(&[], &["m"]);
+        let key = provider_key("p1");
+        let fake = Fake::new(Duration::ZERO, vec![]);
+        fake.cloud_short.store(5, Ordering::SeqCst);
+        for i in 0..5 {
+            let e = send(
+                &world,
+                &fake,
+                format!("r{i}"),
+                "m",
+                &[Tier::Cloud],
+                Duration::from_secs(1),
+            )
+            .await
+            .unwrap_err();
+            assert!(e.contains("out of system resources"), "{e}");
+        }
+        assert!(!world.health.is_cooling(&key, SystemTime::now()));
+        assert_eq!(world.health.view(&key, SystemTime::now()).consecutive_failures, 0);
+        // Two real failures, then the router's shortage: the count of real ones stands,
+        // and the next real failure cools the provider.
+        let fault = || super::super::health::Fault {
+            reason: "answered 503".into(),
+            until: None,
+            limited: false,
+        };
+        for _ in 1..super::super::health::FAILURES_BEFORE_COOLDOWN {
+            world.health.failed(&key, fault(), SystemTime::now());
+        }
+        fake.cloud_short.store(1, Ordering::SeqCst);
+        send(
+            &world,
+            &fake,
+            "short".into(),
+            "m",
+            &[Tier::Cloud],
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap_err();
+        assert!(world.health.failed(&key, fault(), SystemTime::now()).is_some());
     }
 
     #[tokio::test]

@@ -37,7 +37,12 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Idle pooled connections are closed after this long (providers close theirs at 60–120 s).
 const POOL_IDLE: Duration = Duration::from_secs(90);
-const POOL_MAX_IDLE_PER_HOST: usize = 64;
+/// Idle connections kept per provider. Never more are idle than were busy at once, so this
+/// bound only matters in a burst: with 64, a flood of 1,000 clients closed every connection
+/// past the 64th as its answer came back and opened a new one (a TLS handshake, against a
+/// real provider) for the next request: connect and close took a tenth of the CPU and
+/// halved the throughput.
+const POOL_MAX_IDLE_PER_HOST: usize = 4096;
 /// TCP keepalive probes on upstream connections: a provider connection that died silently (a
 /// NAT or firewall dropping it mid-generation) fails its stream within about a minute
 /// instead of hanging until the client gives up.
@@ -128,10 +133,36 @@ impl HttpClient {
         }
         match tokio::time::timeout(timeout, self.inner.request(request)).await {
             Err(_) => Err(ProviderError::Timeout(timeout)),
+            Ok(Err(e)) if short_of_resources(&e) => Err(ProviderError::Exhausted(super::describe_error(&e))),
             Ok(Err(e)) => Err(ProviderError::Unreachable(super::describe_error(&e))),
             Ok(Ok(response)) => Ok(response),
         }
     }
+}
+
+/// Whether a failed request failed for want of the router's own resources: no file
+/// descriptor left (process or system), no memory or buffer, no free local port. The
+/// provider is then not at fault, and is not cooled down for it.
+fn short_of_resources(e: &(dyn std::error::Error + 'static)) -> bool {
+    use rustix::io::Errno;
+    let mut cause = Some(e);
+    while let Some(error) = cause {
+        let errno = error.downcast_ref::<std::io::Error>().and_then(Errno::from_io_error);
+        if errno.is_some_and(|errno| {
+            [
+                Errno::MFILE,
+                Errno::NFILE,
+                Errno::NOBUFS,
+                Errno::NOMEM,
+                Errno::ADDRNOTAVAIL,
+            ]
+            .contains(&errno)
+        }) {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// The proxy `dst` goes through, if any. A loopback destination (`localhost`, 127.0.0.0/8,
@@ -360,6 +391,29 @@ mod tests {
     use std::sync::Mutex;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
+
+    /// An error wrapping `cause`, as hyper-util wraps a connector's.
+    #[derive(Debug, thiserror::Error)]
+    #[error("client error (Connect)")]
+    struct Wrapped(#[source] std::io::Error);
+
+    #[test]
+    fn only_the_routers_own_shortages_count_as_short_of_resources() {
+        for (errno, short) in [
+            (24, true),
+            (23, true),
+            (105, true),
+            (12, true),
+            (99, true),
+            (111, false),
+            (113, false),
+        ] {
+            let wrapped = Wrapped(std::io::Error::from_raw_os_error(errno));
+            assert_eq!(short_of_resources(&wrapped), short, "errno {errno}");
+        }
+        let plain: Box<dyn std::error::Error> = "tcp open error".into();
+        assert!(!short_of_resources(plain.as_ref()));
+    }
 
     /// What the test server saw of one request.
     #[derive(Debug, Clone, serde::Deserialize)]

@@ -33,6 +33,10 @@ pub enum ProviderError {
     KeyRejected { status: u16, message: String },
     #[error("cannot reach the provider: {0}")]
     Unreachable(String),
+    /// The router is out of a resource of its own (file descriptors, memory, local ports)
+    /// and could not open the connection: no fault of the provider's.
+    #[error("auxot is out of system resources (open files, memory or local ports) and cannot open a connection: {0}")]
+    Exhausted(String),
     #[error("the provider did not answer within {0:?}")]
     Timeout(Duration),
     #[error("the provider answered {status}: {message}")]

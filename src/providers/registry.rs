@@ -84,7 +84,9 @@ impl RegistryError {
             ProviderError::Status { status: 404, message } => RegistryError::KeyRejected(format!(
                 "the model list endpoint was not found (404: {message}); check base_url — OpenAI's includes /v1, Anthropic's does not"
             )),
-            ProviderError::Unreachable(_) | ProviderError::Timeout(_) => RegistryError::Unreachable(e.to_string()),
+            ProviderError::Unreachable(_) | ProviderError::Exhausted(_) | ProviderError::Timeout(_) => {
+                RegistryError::Unreachable(e.to_string())
+            }
             other => RegistryError::UpstreamFailed(other.to_string()),
         }
     }
@@ -356,7 +358,9 @@ impl ProviderRegistry {
         )
         .await
         .map_err(|e| match e {
-            ProviderError::Unreachable(_) | ProviderError::Timeout(_) => RegistryError::Unreachable(e.to_string()),
+            ProviderError::Unreachable(_) | ProviderError::Exhausted(_) | ProviderError::Timeout(_) => {
+                RegistryError::Unreachable(e.to_string())
+            }
             other => RegistryError::UpstreamFailed(format!("refreshing models failed: {other}")),
         })?;
         let cache = ModelCache {

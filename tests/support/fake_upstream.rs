@@ -43,6 +43,8 @@ pub struct Recorded {
     pub query: String,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// The connection it came on (the router's end).
+    pub peer: Option<SocketAddr>,
 }
 
 impl Recorded {
@@ -112,17 +114,19 @@ impl FakeUpstream {
             .and(warp::path::full())
             .and(warp::query::raw().or(warp::any().map(String::new)).unify())
             .and(warp::header::headers_cloned())
+            .and(warp::addr::remote())
             .and(warp::body::bytes())
             .then(
                 move |method: warp::http::Method,
                       path: warp::path::FullPath,
                       query: String,
                       headers: HeaderMap,
+                      peer: Option<SocketAddr>,
                       body: Bytes| {
                     let state = shared.clone();
                     async move {
                         state
-                            .handle(method.as_str(), path.as_str(), &query, &headers, body)
+                            .handle(method.as_str(), path.as_str(), &query, &headers, peer, body)
                             .await
                     }
                 },
@@ -315,9 +319,11 @@ impl FakeState {
         path: &str,
         query: &str,
         headers: &HeaderMap,
+        peer: Option<SocketAddr>,
         body: Bytes,
     ) -> warp::reply::Response {
         self.requests.lock().unwrap().push(Recorded {
+            peer,
             method: method.to_string(),
             path: path.to_string(),
             query: query.to_string(),

@@ -38,6 +38,8 @@ pub struct Options {
     pub log_level: &'static str,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Soft and hard open-file limits to start under (`prlimit`), else the test's own.
+    pub open_files: Option<(u64, u64)>,
 }
 
 impl Default for Options {
@@ -47,6 +49,7 @@ impl Default for Options {
             log_level: "info",
             args: Vec::new(),
             env: Vec::new(),
+            open_files: None,
         }
     }
 }
@@ -78,6 +81,12 @@ impl Options {
     /// One more command-line argument to `auxot serve`.
     pub fn arg(mut self, arg: &str) -> Options {
         self.args.push(arg.to_string());
+        self
+    }
+
+    /// Started under these soft and hard open-file limits.
+    pub fn open_files(mut self, soft: u64, hard: u64) -> Options {
+        self.open_files = Some((soft, hard));
         self
     }
 
@@ -162,7 +171,17 @@ impl TestServer {
     }
 
     async fn launch(temp: Arc<tempfile::TempDir>, data_dir: PathBuf, options: Options) -> Result<TestServer, String> {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_auxot"));
+        let mut command = match options.open_files {
+            // prlimit execs the server: the child's pid stays the server's.
+            Some((soft, hard)) => {
+                let mut command = Command::new("prlimit");
+                command
+                    .arg(format!("--nofile={soft}:{hard}"))
+                    .arg(env!("CARGO_BIN_EXE_auxot"));
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_auxot")),
+        };
         command
             .arg("serve")
             .arg("--listen")
