@@ -286,18 +286,7 @@ async fn a_failing_provider_cools_down_and_is_skipped_for_a_healthy_one() {
     let reply = s.server.send(s.chat("gpt-4o", false)).await;
     reply.expect(200);
     assert_eq!(failing.chat_requests().len(), tried, "a cooling provider was called");
-    let providers = s
-        .server
-        .call("GET", "/api/providers", Some(&s.admin), None)
-        .await
-        .json();
-    let view = providers["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["id"] == id.as_str())
-        .unwrap()
-        .clone();
+    let view = s.server.provider_view(&s.admin, &id).await;
     assert!(view["cooldown_until"].is_string(), "{view}");
     assert!(view["cooldown_reason"].as_str().unwrap().contains("503"), "{view}");
     let metrics = s.server.call("GET", "/metrics", Some(&s.admin), None).await;

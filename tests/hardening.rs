@@ -717,14 +717,7 @@ async fn a_router_out_of_file_descriptors_answers_503_and_leaves_the_provider_he
     // The shortage was the router's: the provider never cooled, and serves at once.
     drop(idle);
     server.chat(&client, "sleep-1500", false).await.expect(200);
-    let providers = server.call("GET", "/api/providers", Some(&admin), None).await.json();
-    let view = providers["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["id"] == id.as_str())
-        .unwrap()
-        .clone();
+    let view = server.provider_view(&admin, &id).await;
     assert!(view["cooldown_until"].is_null(), "{view}");
     assert!(!server.logs().contains("target cooling down"), "{}", server.logs());
 }

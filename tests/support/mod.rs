@@ -389,6 +389,18 @@ impl TestServer {
     }
 
     /// A chat completion asking `model` to "Say hi" as `key`, to send or to add headers to.
+    /// The provider `id` as `GET /api/providers` lists it (with its health).
+    pub async fn provider_view(&self, admin: &str, id: &str) -> Value {
+        let providers = self.call("GET", "/api/providers", Some(admin), None).await.json();
+        providers["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == id)
+            .unwrap_or_else(|| panic!("no provider {id}: {providers}"))
+            .clone()
+    }
+
     pub fn chat_request(&self, key: &str, model: &str, stream: bool) -> reqwest::RequestBuilder {
         self.post_as(
             "/v1/chat/completions",
