@@ -208,6 +208,11 @@ impl DispatchError {
         }
     }
 
+    /// Every candidate failed only because the router was out of descriptors or memory.
+    fn router_short(&self) -> bool {
+        matches!(self, DispatchError::AllFailed(failures) if failures.iter().all(|f| f.why.is_exhausted()))
+    }
+
     /// How long the request waited in the queue before failing.
     pub fn queue_wait(&self) -> Duration {
         match self {
@@ -229,9 +234,7 @@ impl DispatchError {
                     .unwrap_or(0);
                 Some(secs.max(1).to_string())
             }
-            DispatchError::AllFailed(failures) if failures.iter().all(|f| f.why.is_exhausted()) => {
-                Some(EXHAUSTED_RETRY_AFTER_SECS.to_string())
-            }
+            DispatchError::AllFailed(_) if self.router_short() => Some(EXHAUSTED_RETRY_AFTER_SECS.to_string()),
             DispatchError::AllFailed(failures) if matches!(self.status(), 429 | 503) => failures
                 .iter()
                 .rev()
@@ -250,7 +253,7 @@ impl DispatchError {
             DispatchError::AllFailed(failures) => {
                 if failures.iter().all(|f| matches!(f.why, Why::Untranslatable(_))) {
                     400
-                } else if failures.iter().all(|f| f.why.is_exhausted()) {
+                } else if self.router_short() {
                     503
                 } else if failures.iter().all(|f| f.why.is_timeout()) {
                     504
@@ -270,9 +273,7 @@ impl DispatchError {
             DispatchError::Upstream { .. } => "upstream_error",
             DispatchError::QueueTimeout { .. } => "no_capacity",
             DispatchError::Cooling { .. } => "targets_cooling_down",
-            DispatchError::AllFailed(failures) if failures.iter().all(|f| f.why.is_exhausted()) => {
-                "router_out_of_resources"
-            }
+            DispatchError::AllFailed(_) if self.router_short() => "router_out_of_resources",
             DispatchError::AllFailed(_) => match self.status() {
                 400 => "untranslatable_request",
                 504 => "upstream_timeout",
