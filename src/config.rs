@@ -90,6 +90,10 @@ pub struct ServeArgs {
     /// This router's name in usage rows and the request log (default: the host name).
     #[arg(long, env = "AUXOT_ROUTER_NAME")]
     pub router_name: Option<String>,
+    /// Threads that serve requests. 0: one per CPU this process may use (its affinity and
+    /// cgroup quota). With one, the router runs a single-threaded scheduler.
+    #[arg(long, env = "AUXOT_THREADS", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1024))]
+    pub threads: u16,
 }
 
 /// An address (a single host) or a CIDR.

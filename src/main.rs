@@ -201,6 +201,30 @@ fn on_runtime<T>(work: impl std::future::Future<Output = Result<T, String>>) -> 
         .block_on(work)
 }
 
+/// The threads `serve` runs on: as asked, or one per CPU this process may use.
+fn serve_threads(asked: u16) -> usize {
+    match asked {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        n => usize::from(n),
+    }
+}
+
+/// On one thread, a single-threaded scheduler: tasks never move between threads, so a
+/// wake-up is a queue push rather than an atomic hand-off, and nothing steals or parks.
+/// With one CPU that costs about a seventh less CPU a request than the multi-threaded
+/// scheduler with one worker (BENCHMARKS.md). Blocking work (store commits, password
+/// hashes) runs on the blocking pool or in child processes either way.
+fn serve_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    builder.enable_all().build()
+}
+
 fn init_logging(format: LogFormat) {
     install_logger(format, std::io::stderr);
 }
@@ -292,7 +316,9 @@ fn raise_open_file_limit() {
 }
 
 fn run_serve(args: ServeArgs) -> Result<(), String> {
-    on_runtime(async move {
+    let threads = serve_threads(args.threads);
+    let runtime = serve_runtime(threads).map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async move {
         let config = ServeConfig::load(args).map_err(|e| e.to_string())?;
         let listen = config.listen;
         let state = auxot::start(config).await.map_err(|e| e.to_string())?;
@@ -306,7 +332,11 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
                 .map_err(|e| format!("cannot listen on {listen}: {e}"))?,
         };
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        tracing::info!(version = env!("CARGO_PKG_VERSION"), "auxot listening on http://{addr}");
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            threads,
+            "auxot listening on http://{addr}"
+        );
         auxot::serve(listener, state, shutdown_signal()).await;
         tracing::info!("auxot stopped");
         Ok(())

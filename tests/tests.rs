@@ -22,6 +22,7 @@ mod fleet_db;
 mod hardening;
 mod leak;
 mod model_servers;
+mod one_thread;
 mod ops;
 mod ops_postgres;
 mod outage;
