@@ -48,7 +48,14 @@ enum State {
     Recorded,
 }
 
+/// Boxed: a meter is moved down the request's whole call chain (handler, answer, body),
+/// and each async function holding it kept its own ~1 KB copy in its state, so the boxed
+/// handler future of a chat request was 10 KB, copied on every move.
 pub struct Meter {
+    m: Box<MeterState>,
+}
+
+struct MeterState {
     usage: Arc<Usage>,
     row: UsageRecord,
     started: Instant,
@@ -80,28 +87,30 @@ impl Usage {
                 .map(str::to_string)
         });
         Meter {
-            usage: self.clone(),
-            row: UsageRecord {
-                at_ms: crate::clock::now_unix_ms(),
-                api_key_id: start.api_key_id,
-                agent,
-                model: clip(&start.model),
-                outcome: "ok".into(),
-                status: 200,
-                stream: start.stream,
-                ..Default::default()
-            },
-            started: Instant::now(),
-            first_byte: None,
-            tap: None,
-            text: TextCounter::default(),
-            upstream: None,
-            request_bytes: start.request_bytes,
-            target_model: None,
-            cloud_model: None,
-            overflow: false,
-            given: None,
-            state: State::Open,
+            m: Box::new(MeterState {
+                usage: self.clone(),
+                row: UsageRecord {
+                    at_ms: crate::clock::now_unix_ms(),
+                    api_key_id: start.api_key_id,
+                    agent,
+                    model: clip(&start.model),
+                    outcome: "ok".into(),
+                    status: 200,
+                    stream: start.stream,
+                    ..Default::default()
+                },
+                started: Instant::now(),
+                first_byte: None,
+                tap: None,
+                text: TextCounter::default(),
+                upstream: None,
+                request_bytes: start.request_bytes,
+                target_model: None,
+                cloud_model: None,
+                overflow: false,
+                given: None,
+                state: State::Open,
+            }),
         }
     }
 }
@@ -120,33 +129,33 @@ pub struct RouteInfo<'a> {
 
 impl Meter {
     pub fn set_api_key(&mut self, id: Option<String>) {
-        self.row.api_key_id = id;
+        self.m.row.api_key_id = id;
     }
 
     pub fn api_key_id(&self) -> Option<&str> {
-        self.row.api_key_id.as_deref()
+        self.m.row.api_key_id.as_deref()
     }
 
     pub fn set_request(&mut self, model: &str, stream: bool, request_bytes: usize) {
-        self.row.model = clip(model);
-        self.row.agent = model.strip_prefix(crate::agents::MODEL_PREFIX).map(clip);
-        self.row.stream = stream;
-        self.request_bytes = request_bytes;
+        self.m.row.model = clip(model);
+        self.m.row.agent = model.strip_prefix(crate::agents::MODEL_PREFIX).map(clip);
+        self.m.row.stream = stream;
+        self.m.request_bytes = request_bytes;
     }
 
     /// The client's session id (e.g. `X-Claude-Code-Session-Id`).
     pub fn set_session(&mut self, session: Option<&str>) {
-        self.row.session = session.filter(|s| !s.is_empty()).map(clip);
+        self.m.row.session = session.filter(|s| !s.is_empty()).map(clip);
     }
 
     /// How long the request waited for capacity before its answering target was tried.
     pub fn set_queue_wait(&mut self, waited: Duration) {
-        self.row.ms_queue = Some(waited.as_millis() as u64);
+        self.m.row.ms_queue = Some(waited.as_millis() as u64);
     }
 
     /// A target that was tried and failed (nothing from it reached the client).
     pub fn add_attempt(&mut self, tier: &str, route: &str, error: &str) {
-        self.row.attempts.push(Attempt {
+        self.m.row.attempts.push(Attempt {
             tier: tier.to_string(),
             route: route.to_string(),
             error: error.chars().take(512).collect(),
@@ -154,14 +163,14 @@ impl Meter {
     }
 
     pub fn routed(&mut self, info: RouteInfo<'_>) {
-        self.row.tier = Some(info.tier.to_string());
-        self.row.route = Some(info.route.to_string());
-        self.row.model_served = Some(clip(info.target_model));
-        self.target_model = Some(info.target_model.to_string());
-        self.cloud_model = info.cloud_model.map(str::to_string);
-        self.overflow = info.overflow;
-        self.first_byte = Some(self.started.elapsed());
-        self.tap = Some(UsageTap::new(info.client_format, info.sse));
+        self.m.row.tier = Some(info.tier.to_string());
+        self.m.row.route = Some(info.route.to_string());
+        self.m.row.model_served = Some(clip(info.target_model));
+        self.m.target_model = Some(info.target_model.to_string());
+        self.m.cloud_model = info.cloud_model.map(str::to_string);
+        self.m.overflow = info.overflow;
+        self.m.first_byte = Some(self.m.started.elapsed());
+        self.m.tap = Some(UsageTap::new(info.client_format, info.sse));
     }
 
     /// Reads usage from the upstream's own body as it passes, for a reply the client gets
@@ -173,7 +182,7 @@ impl Meter {
         sse: bool,
     ) -> BoxStream<'static, Result<Bytes, E>> {
         let tap = Arc::new(Mutex::new(UsageTap::new(format, sse)));
-        self.upstream = Some(tap.clone());
+        self.m.upstream = Some(tap.clone());
         body.inspect(move |item| {
             if let Ok(bytes) = item {
                 tap.lock().unwrap_or_else(PoisonError::into_inner).observe_bytes(bytes);
@@ -185,40 +194,40 @@ impl Meter {
     /// The counts of an answer the handler read whole; `estimated` when the target
     /// reported none (estimated counts are never billed).
     pub fn set_tokens(&mut self, tokens: Tokens, estimated: bool) {
-        self.given = Some((tokens, estimated));
+        self.m.given = Some((tokens, estimated));
     }
 
     /// The request failed at this target (nothing reached the client from it).
     pub fn tried(&mut self, tier: &str, route: &str) {
-        self.row.tier = Some(tier.to_string());
-        self.row.route = Some(route.to_string());
+        self.m.row.tier = Some(tier.to_string());
+        self.m.row.route = Some(route.to_string());
     }
 
     /// Bytes on their way to the client (never stored: only usage is read from them).
     pub fn observe(&mut self, bytes: &Bytes) {
-        if let Some(tap) = self.tap.as_mut() {
+        if let Some(tap) = self.m.tap.as_mut() {
             tap.observe_bytes(bytes);
             if !tap.is_stream() {
                 // A JSON body's text is counted at the end, and only if it reports no usage.
                 return;
             }
         }
-        self.text.observe(bytes);
+        self.m.text.observe(bytes);
     }
 
     pub fn completed(&mut self) {
-        if matches!(self.state, State::Open) {
-            self.state = State::Completed;
+        if matches!(self.m.state, State::Open) {
+            self.m.state = State::Completed;
         }
     }
 
     pub fn failed(&mut self, code: &str, status: u16) {
-        if matches!(self.state, State::Recorded) {
+        if matches!(self.m.state, State::Recorded) {
             return;
         }
-        self.state = State::Failed;
-        self.row.outcome = format!("error:{code}");
-        self.row.status = status;
+        self.m.state = State::Failed;
+        self.m.row.outcome = format!("error:{code}");
+        self.m.row.status = status;
     }
 
     /// Writes the row so that a crash cannot lose it (the journal; see `record_durably`):
@@ -226,7 +235,7 @@ impl Meter {
     /// from the books after a crash.
     pub async fn finish_durably(&mut self) {
         if let Some(row) = self.finalize() {
-            self.usage.record_durably(row).await;
+            self.m.usage.record_durably(row).await;
         }
     }
 
@@ -236,140 +245,143 @@ impl Meter {
     fn tokens(&mut self) -> Option<Tokens> {
         let reported = |tokens: &Tokens| *tokens != Tokens::default();
         let upstream = self
+            .m
             .upstream
             .as_ref()
             .and_then(|tap| tap.lock().unwrap_or_else(PoisonError::into_inner).tokens())
             .filter(reported);
-        upstream.or_else(|| self.tap.as_mut().and_then(UsageTap::tokens).filter(reported))
+        upstream.or_else(|| self.m.tap.as_mut().and_then(UsageTap::tokens).filter(reported))
     }
 
     /// Completes the row once; `None` if it was already written.
     fn finalize(&mut self) -> Option<UsageRecord> {
-        match self.state {
+        match self.m.state {
             State::Recorded => return None,
             State::Open => {
-                self.row.outcome = "cancelled".into();
-                self.row.status = 499;
+                self.m.row.outcome = "cancelled".into();
+                self.m.row.status = 499;
             }
             State::Completed => {
                 // A stream that ended on an error event is not an answer, whatever its status.
-                if self.tap.as_ref().is_some_and(|t| t.error.is_some()) {
-                    self.row.outcome = "error:stream_error".into();
+                if self.m.tap.as_ref().is_some_and(|t| t.error.is_some()) {
+                    self.m.row.outcome = "error:stream_error".into();
                 }
             }
             State::Failed => {}
         }
-        self.state = State::Recorded;
-        let tokens = match (self.given.take(), self.tokens(), &self.tap) {
+        self.m.state = State::Recorded;
+        let tokens = match (self.m.given.take(), self.tokens(), &self.m.tap) {
             (Some((tokens, estimated)), _, _) => {
-                self.row.tokens_estimated = estimated;
+                self.m.row.tokens_estimated = estimated;
                 tokens
             }
             (None, Some(tokens), _) => tokens,
             (None, None, Some(tap)) => {
-                self.row.tokens_estimated = true;
-                let per_token = if tap.bytes_seen > 0 && self.row.stream {
+                self.m.row.tokens_estimated = true;
+                let per_token = if tap.bytes_seen > 0 && self.m.row.stream {
                     SSE_BYTES_PER_TOKEN
                 } else {
                     BYTES_PER_TOKEN
                 };
                 Tokens {
-                    input: self.request_bytes as u64 / BYTES_PER_TOKEN,
+                    input: self.m.request_bytes as u64 / BYTES_PER_TOKEN,
                     output: tap
                         .body_text_tokens()
-                        .or(self.text.output_tokens())
+                        .or(self.m.text.output_tokens())
                         .unwrap_or(tap.bytes_seen / per_token),
                     ..Tokens::default()
                 }
             }
             (None, None, None) => Tokens::default(),
         };
-        self.row.input_tokens = tokens.input;
-        self.row.output_tokens = tokens.output;
-        self.row.cache_read_tokens = tokens.cache_read;
-        self.row.cache_write_5m_tokens = tokens.cache_write_5m;
-        self.row.cache_write_1h_tokens = tokens.cache_write_1h;
-        self.row.reasoning_tokens = tokens.reasoning;
-        let total = self.started.elapsed();
-        self.row.ms_total = total.as_millis() as u64;
-        self.row.ms_to_first_byte = self.first_byte.map(|d| d.as_millis() as u64);
+        self.m.row.input_tokens = tokens.input;
+        self.m.row.output_tokens = tokens.output;
+        self.m.row.cache_read_tokens = tokens.cache_read;
+        self.m.row.cache_write_5m_tokens = tokens.cache_write_5m;
+        self.m.row.cache_write_1h_tokens = tokens.cache_write_1h;
+        self.m.row.reasoning_tokens = tokens.reasoning;
+        let total = self.m.started.elapsed();
+        self.m.row.ms_total = total.as_millis() as u64;
+        self.m.row.ms_to_first_byte = self.m.first_byte.map(|d| d.as_millis() as u64);
         self.price(&tokens);
-        if let Some(key) = &self.row.api_key_id {
-            self.usage
-                .add_spend(key, self.row.at_ms, self.row.cost_usd, tokens.input + tokens.output);
+        if let Some(key) = &self.m.row.api_key_id {
+            self.m
+                .usage
+                .add_spend(key, self.m.row.at_ms, self.m.row.cost_usd, tokens.input + tokens.output);
         }
-        let is_cloud = self.row.tier.as_deref() == Some("cloud");
-        self.usage.metrics().observe(&RequestObservation {
-            tier: self.row.tier.as_deref(),
-            route: self.row.route.as_deref(),
-            outcome: self.row.outcome_class(),
-            to_first_byte: self.first_byte,
+        let is_cloud = self.m.row.tier.as_deref() == Some("cloud");
+        self.m.usage.metrics().observe(&RequestObservation {
+            tier: self.m.row.tier.as_deref(),
+            route: self.m.row.route.as_deref(),
+            outcome: self.m.row.outcome_class(),
+            to_first_byte: self.m.first_byte,
             total,
             input_tokens: tokens.prompt(),
             output_tokens: tokens.output,
-            cost_usd: self.row.cost_usd,
-            overflowed_to_cloud: self.overflow && is_cloud,
+            cost_usd: self.m.row.cost_usd,
+            overflowed_to_cloud: self.m.overflow && is_cloud,
         });
         // The one log line per request: where it went and what it cost, never its text.
         tracing::info!(
-            api_key = self.row.api_key_id.as_deref().unwrap_or("-"),
-            agent = self.row.agent.as_deref().unwrap_or("-"),
-            model = %self.row.model,
-            tier = self.row.tier.as_deref().unwrap_or("-"),
-            route = self.row.route.as_deref().unwrap_or("-"),
-            status = self.row.status,
-            outcome = %self.row.outcome,
+            api_key = self.m.row.api_key_id.as_deref().unwrap_or("-"),
+            agent = self.m.row.agent.as_deref().unwrap_or("-"),
+            model = %self.m.row.model,
+            tier = self.m.row.tier.as_deref().unwrap_or("-"),
+            route = self.m.row.route.as_deref().unwrap_or("-"),
+            status = self.m.row.status,
+            outcome = %self.m.row.outcome,
             input_tokens = tokens.input,
             cache_read_tokens = tokens.cache_read,
             output_tokens = tokens.output,
-            estimated = self.row.tokens_estimated,
-            cost_usd = self.row.cost_usd,
-            ms_to_first_byte = self.row.ms_to_first_byte.unwrap_or(0),
-            ms_total = self.row.ms_total,
+            estimated = self.m.row.tokens_estimated,
+            cost_usd = self.m.row.cost_usd,
+            ms_to_first_byte = self.m.row.ms_to_first_byte.unwrap_or(0),
+            ms_total = self.m.row.ms_total,
             "request"
         );
-        Some(self.row.clone())
+        Some(self.m.row.clone())
     }
 
     /// Cloud rows cost their model's price; GPU/CLI rows are valued at a cloud model's
     /// (`equivalent::resolve`). Estimated counts are never billed as spend.
     fn price(&mut self, tokens: &Tokens) {
-        let Some(tier) = self.row.tier.as_deref() else {
+        let Some(tier) = self.m.row.tier.as_deref() else {
             return;
         };
-        let table = self.usage.price_table();
+        let table = self.m.usage.price_table();
         if tier == "cloud" {
             let priced = self
+                .m
                 .target_model
                 .as_deref()
                 .and_then(|m| prices::find(&table, m))
                 .map_or(0.0, |p| prices::cost(p, tokens));
-            if !self.row.tokens_estimated {
-                self.row.cost_usd = priced;
-                self.row.cloud_equivalent_usd = priced;
+            if !self.m.row.tokens_estimated {
+                self.m.row.cost_usd = priced;
+                self.m.row.cloud_equivalent_usd = priced;
             }
             return;
         }
-        let settings = self.usage.equivalent_table();
-        let enabled_cloud = self.usage.enabled_cloud_models();
+        let settings = self.m.usage.equivalent_table();
+        let enabled_cloud = self.m.usage.enabled_cloud_models();
         let local = equivalent::Local {
-            alias_cloud_model: self.cloud_model.as_deref(),
-            worker: self.row.route.as_deref(),
-            served: self.target_model.as_deref(),
-            asked: &self.row.model,
+            alias_cloud_model: self.m.cloud_model.as_deref(),
+            worker: self.m.row.route.as_deref(),
+            served: self.m.target_model.as_deref(),
+            asked: &self.m.row.model,
             enabled_cloud: &enabled_cloud,
         };
         let chosen = equivalent::resolve(&settings, &table, &local);
-        self.row.cloud_equivalent_usd = prices::find(&table, &chosen.model).map_or(0.0, |p| prices::cost(p, tokens));
-        self.row.cloud_equivalent_model = Some(chosen.model);
-        self.row.cloud_equivalent_source = Some(chosen.source.to_string());
+        self.m.row.cloud_equivalent_usd = prices::find(&table, &chosen.model).map_or(0.0, |p| prices::cost(p, tokens));
+        self.m.row.cloud_equivalent_model = Some(chosen.model);
+        self.m.row.cloud_equivalent_source = Some(chosen.source.to_string());
     }
 }
 
 impl Drop for Meter {
     fn drop(&mut self) {
         if let Some(row) = self.finalize() {
-            self.usage.record(row);
+            self.m.usage.record(row);
         }
     }
 }
