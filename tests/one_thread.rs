@@ -4,8 +4,8 @@
 
 use crate::support::command::auxot;
 use crate::support::postgres::fresh_database;
-use crate::support::{eventually, FakeUpstream, Options, TestServer};
-use std::time::Duration;
+use crate::support::{FakeUpstream, Options, TestServer};
+use crate::usage::wait_rows;
 
 const KEY: &str = "sk-one-thread-provider-key";
 /// Each answer takes this long upstream, so requests served one after another cannot
@@ -45,13 +45,7 @@ async fn serves_requests_side_by_side_and_books_them(options: Options) {
         fake.max_in_flight()
     );
 
-    let booked = eventually(Duration::from_secs(10), || async {
-        let usage = server.call("GET", "/api/usage?group_by=tier", Some(&admin), None).await;
-        usage.json()["totals"]["requests"].as_u64() == Some(REQUESTS as u64)
-    })
-    .await;
-    let usage = server.call("GET", "/api/usage?group_by=tier", Some(&admin), None).await;
-    assert!(booked, "expected {REQUESTS} usage rows: {}", usage.text);
+    wait_rows(&server, &admin, REQUESTS as u64).await;
     server.stop().await;
     assert!(server.logs().contains("threads=1"), "{}", server.logs());
 }

@@ -18,7 +18,7 @@ async fn usage(server: &TestServer, admin: &str, query: &str) -> Value {
 }
 
 /// Waits until the batched writer has stored `n` rows in total.
-async fn wait_rows(server: &TestServer, admin: &str, n: u64) -> Value {
+pub(crate) async fn wait_rows(server: &TestServer, admin: &str, n: u64) -> Value {
     let ok = eventually(Duration::from_secs(10), || async {
         usage(server, admin, "group_by=tier").await["totals"]["requests"].as_u64() == Some(n)
     })
