@@ -242,7 +242,7 @@ pub async fn start(config: ServeConfig) -> Result<AppState, StartError> {
     });
     let feed = store.watch_changes(CHANGES_RESYNC);
     let presence = presence::Presence::new(store.clone(), Arc::from(config.router_name.as_str()));
-    let state = AppState {
+    let state = AppState::new(app::Handles {
         config: Arc::new(config),
         auth: Arc::new(auth),
         providers: registry,
@@ -255,7 +255,7 @@ pub async fn start(config: ServeConfig) -> Result<AppState, StartError> {
         backups,
         shared_db_live: feed.as_ref().map(|f| f.listening.clone()),
         presence,
-    };
+    });
     if let Some(feed) = feed {
         tokio::spawn(changes::follow(state.clone(), feed.changes));
     }

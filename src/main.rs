@@ -262,6 +262,7 @@ where
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
+        .with_timer(auxot::log_fields::LogTime)
         .with_ansi(ansi);
     match format {
         LogFormat::Json => builder.json().init(),

@@ -339,7 +339,8 @@ impl Meter {
             ms_total = self.m.row.ms_total,
             "request"
         );
-        Some(self.m.row.clone())
+        // Nothing reads the row once it is recorded: it goes to the books as it is.
+        Some(std::mem::take(&mut self.m.row))
     }
 
     /// Cloud rows cost their model's price; GPU/CLI rows are valued at a cloud model's
