@@ -8,6 +8,7 @@ use bytes::{Buf, Bytes};
 use futures_util::Stream;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
+use warp::http::header::{AsHeaderName, HeaderName};
 use warp::http::HeaderMap;
 
 pub const SESSION_COOKIE: &str = "auxot_session";
@@ -38,7 +39,7 @@ pub fn session_token(headers: &HeaderMap) -> Option<&str> {
         .filter(|v| !v.is_empty())
 }
 
-pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub fn header(headers: &HeaderMap, name: impl AsHeaderName) -> Option<&str> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -120,15 +121,20 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 }
 
 /// The request's own routing from its `X-Auxot-*` headers.
+/// The routing headers, named once rather than parsed from text on every request.
+const TIER_HEADER: HeaderName = HeaderName::from_static("x-auxot-tier");
+const WAIT_HEADER: HeaderName = HeaderName::from_static("x-auxot-wait-ms");
+const PROVIDER_HEADER: HeaderName = HeaderName::from_static("x-auxot-provider");
+
 pub fn route_overrides(headers: &HeaderMap) -> Result<RouteOverrides, ApiError> {
-    let tiers = match header(headers, "x-auxot-tier") {
+    let tiers = match header(headers, TIER_HEADER) {
         Some(value) => {
             let names: Vec<&str> = value.split(',').collect();
             Some(Tier::parse_order(&names).map_err(|e| ApiError::bad_request(format!("X-Auxot-Tier: {e}")))?)
         }
         None => None,
     };
-    let wait = match header(headers, "x-auxot-wait-ms") {
+    let wait = match header(headers, WAIT_HEADER) {
         Some(value) => {
             let ms: u64 = value
                 .parse()
@@ -139,7 +145,7 @@ pub fn route_overrides(headers: &HeaderMap) -> Result<RouteOverrides, ApiError> 
         None => None,
     };
     Ok(RouteOverrides {
-        provider: header(headers, "x-auxot-provider").map(str::to_string),
+        provider: header(headers, PROVIDER_HEADER).map(str::to_string),
         tiers,
         wait,
     })

@@ -304,7 +304,7 @@ impl Auth {
                 })
             }
             Some((id, known)) => Ok(Principal::ApiKey {
-                id: id.to_string(),
+                id: String::from(&**id),
                 role: known.role,
                 limits: known.limits,
                 grant: known.grant.clone(),
