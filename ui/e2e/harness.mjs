@@ -12,7 +12,11 @@ import { chromium } from 'playwright-core';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const repoRoot = path.resolve(here, '..', '..');
-export const screenshotDir = path.join(repoRoot, 'docs', 'screenshots');
+// A test run writes its screenshots under target/ so running the suite leaves the tracked
+// pictures alone; AUXOT_UPDATE_SCREENSHOTS=1 refreshes the ones the README shows.
+export const screenshotDir = process.env.AUXOT_UPDATE_SCREENSHOTS === '1'
+  ? path.join(repoRoot, 'docs', 'screenshots')
+  : path.join(repoRoot, 'target', 'e2e-screenshots');
 
 /** Keys the fake accepts, and the model list each one sees. */
 export const FAKE_KEYS = {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end tests of the web UI: builds ui/ into assets/, builds auxot, then drives the real
 # `auxot serve` with headless Debian chromium (playwright-core) against a fake OpenAI upstream.
-# Screenshots go to docs/screenshots/. Exits non-zero on any failure.
+# Screenshots go to target/e2e-screenshots/ (AUXOT_UPDATE_SCREENSHOTS=1: to docs/screenshots/,
+# the pictures the README shows). Exits non-zero on any failure.
 #   AUXOT_BIN=path/to/auxot   use this binary instead of running `cargo build`
 #   CHROMIUM_PATH=path        use this chromium instead of /usr/bin/chromium
 set -euo pipefail

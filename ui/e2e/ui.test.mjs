@@ -1,7 +1,7 @@
 // End-to-end: the built UI, served by the real `auxot serve`, in headless chromium.
 // setup → login → providers (a rejected key, then a good one) → models → rotate key → API key
 // → a request with it → usage → worker token, a real worker, revoke → agents, aliases,
-// routing → 360 px → logout. Screenshots land in docs/screenshots/.
+// routing → 360 px → logout. Screenshots land in target/e2e-screenshots/ (docs/screenshots/ with AUXOT_UPDATE_SCREENSHOTS=1).
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import net from 'node:net';
