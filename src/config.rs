@@ -94,6 +94,12 @@ pub struct ServeArgs {
     /// cgroup quota). With one, the router runs a single-threaded scheduler.
     #[arg(long, env = "AUXOT_THREADS", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1024))]
     pub threads: u16,
+    /// Client connections (HTTP and worker sockets) served at once; more wait in the listen
+    /// backlog until one closes. 0: half of the open-file limit left after the router's own
+    /// files, so a flood of clients cannot take the descriptors its upstream connections,
+    /// database and usage journal need.
+    #[arg(long, env = "AUXOT_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: u32,
 }
 
 /// An address (a single host) or a CIDR.
@@ -129,6 +135,8 @@ pub struct ServeConfig {
     pub database: Option<Secret>,
     /// Names this router in the usage rows it writes.
     pub router_name: String,
+    /// Client connections served at once (`--max-connections`, resolved).
+    pub max_connections: usize,
 }
 
 /// Where the secret key comes from, in the documented order.
@@ -226,8 +234,36 @@ impl ServeConfig {
             secret_key,
             shutdown_grace: Duration::from_secs(args.shutdown_grace),
             trusted_proxies: args.trusted_proxies,
+            max_connections: match args.max_connections {
+                0 => max_connections_for(open_file_limit()),
+                n => n as usize,
+            },
         })
     }
+}
+
+/// Descriptors kept for the router's own files: the database, the usage journal's
+/// segments, the log, the password hasher's pipes, the listening socket.
+const RESERVED_FILES: u64 = 128;
+/// Fewer is never chosen for the router: a tight limit then runs out of descriptors under
+/// load instead of serving almost no one.
+const MIN_CONNECTIONS: u64 = 16;
+/// More than this is as good as no cap.
+const MAX_CONNECTIONS: u64 = 1 << 20;
+
+/// The default cap for an open-file limit (`None`: unlimited). Each client's request may
+/// hold an upstream connection as well, so clients get half of what is left.
+pub fn max_connections_for(open_files: Option<u64>) -> usize {
+    let cap = match open_files {
+        Some(limit) => (limit.saturating_sub(RESERVED_FILES) / 2).clamp(MIN_CONNECTIONS, MAX_CONNECTIONS),
+        None => MAX_CONNECTIONS,
+    };
+    usize::try_from(cap).unwrap_or(usize::MAX)
+}
+
+/// This process's soft open-file limit (`None`: unlimited).
+fn open_file_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
 }
 
 /// The documented order: env, key file, systemd credential (only when it exists), data dir.
@@ -404,5 +440,16 @@ mod tests {
             .unwrap()
             .is_none());
         assert!(read_secret_key(&SecretKeySource::File(missing)).is_err());
+    }
+
+    #[test]
+    fn the_default_connection_cap_leaves_half_the_spare_descriptors_to_upstreams() {
+        // The systemd unit's LimitNOFILE.
+        assert_eq!(max_connections_for(Some(65_536)), 32_704);
+        // A tight limit still serves a few clients; an unlimited one is as good as uncapped.
+        assert_eq!(max_connections_for(Some(64)), 16);
+        assert_eq!(max_connections_for(Some(1024)), 448);
+        assert_eq!(max_connections_for(None), 1 << 20);
+        assert_eq!(max_connections_for(Some(u64::MAX)), 1 << 20);
     }
 }

@@ -337,14 +337,19 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
     let usage = state.usage.clone();
     let presence = state.presence.clone();
     let grace = state.config.shutdown_grace;
+    let max_connections = state.config.max_connections;
     let service = warp::service(api::routes(state));
     // Built on hyper directly (not `warp::serve`) to know each connection's peer address,
     // which the login throttle keys on, and to bound how long a client may take to send
     // its headers.
     let protocols = Arc::new(api::conn::Protocols::default());
     let (shutdown_connections, stop) = api::conn::Shutdown::new();
+    let mut cap = api::conn::ConnectionCap::new(max_connections);
     let accepting = async {
         loop {
+            // At the cap, new clients wait in the listen backlog (as with nginx's
+            // worker_connections) rather than take descriptors the open ones need.
+            let permit = cap.permit().await;
             let stream = match listener.accept().await {
                 Ok((stream, _)) => stream,
                 Err(e) => {
@@ -362,7 +367,10 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
                 hyper::service::service_fn(move |request| api::filters::serve_request(service.clone(), peer, request));
             let protocols = protocols.clone();
             let stop = stop.clone();
-            tokio::spawn(async move { api::conn::serve(stream, &protocols, per_request, stop).await });
+            tokio::spawn(async move {
+                api::conn::serve(stream, &protocols, per_request, stop).await;
+                drop(permit);
+            });
             // Let the new connection's task run before the next accept. Otherwise a burst of
             // clients is accepted 128 at a time, each batch is taken through every step before
             // any request finishes, and all their transient allocations are live at once.

@@ -662,11 +662,66 @@ async fn the_soft_open_file_limit_is_raised_to_the_hard_limit_and_a_low_one_is_s
     assert!(tight.logs().contains("open-file limit is low"), "{}", tight.logs());
 }
 
+/// Sends one request for /healthz on `socket` and reads its reply's status line, waiting at
+/// most `wait`; `None` when no reply came in time.
+async fn health_on(socket: &mut TcpStream, wait: Duration) -> Option<String> {
+    socket
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: auxot\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = vec![0u8; 4096];
+    let read = tokio::time::timeout(wait, socket.read(&mut reply)).await.ok()?.unwrap();
+    let text = String::from_utf8_lossy(&reply[..read]).into_owned();
+    text.lines().next().map(str::to_string)
+}
+
+#[tokio::test]
+async fn clients_past_the_connection_cap_wait_in_the_backlog_until_one_closes() {
+    let server = TestServer::start_with(Options::with_args(&["--max-connections", "3"])).await;
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let mut socket = TcpStream::connect(&addr).await.unwrap();
+        let status = health_on(&mut socket, Duration::from_secs(10)).await;
+        assert_eq!(status.as_deref(), Some("HTTP/1.1 200 OK"));
+        open.push(socket);
+    }
+    // The fourth is let into the backlog by the kernel, but not served while three are open.
+    let mut fourth = TcpStream::connect(&addr).await.unwrap();
+    let early = health_on(&mut fourth, Duration::from_millis(300)).await;
+    assert_eq!(early, None, "a fourth connection was served past a cap of three");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            server.logs().contains("connection cap is reached")
+        })
+        .await,
+        "{}",
+        server.logs()
+    );
+    // One closes: the waiting client is served, its request not lost.
+    drop(open.remove(0));
+    let mut reply = vec![0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(10), fourth.read(&mut reply))
+        .await
+        .expect("the waiting client was not served once a connection closed")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&reply[..read]).starts_with("HTTP/1.1 200 OK"));
+    // The ones still open are served as before.
+    let status = health_on(&mut open[0], Duration::from_secs(10)).await;
+    assert_eq!(status.as_deref(), Some("HTTP/1.1 200 OK"));
+}
+
 #[tokio::test]
 async fn a_router_out_of_file_descriptors_answers_503_and_leaves_the_provider_healthy() {
     const LIMIT: u64 = 64;
     let fake = FakeUpstream::openai("tight", &[CLOUD_KEY], &["sleep-1500"]).await;
-    let (server, admin) = TestServer::with_admin_using(Options::default().open_files(LIMIT, LIMIT)).await;
+    // A cap above the limit: the default one would stop the idle clients before the
+    // descriptors run out, and this is what a router set that high does when they do.
+    let options = Options::default()
+        .open_files(LIMIT, LIMIT)
+        .arg("--max-connections")
+        .arg("1000");
+    let (server, admin) = TestServer::with_admin_using(options).await;
     let provider = server.add_provider(&admin, "tight", &fake, CLOUD_KEY).await;
     let id = provider["id"].as_str().unwrap().to_string();
     let client = server.client_key(&admin).await;

@@ -9,11 +9,12 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 /// A client that has not sent its headers by then is dropped (slow-loris).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -83,6 +84,50 @@ impl StopSignal {
     async fn stopping(&mut self) {
         // An error means the server dropped its end: stop as well.
         let _ = self.0.wait_for(|stop| *stop).await;
+    }
+}
+
+/// How many client connections are served at once. A permit is taken before each accept
+/// and held until the connection closes.
+pub struct ConnectionCap {
+    permits: Arc<Semaphore>,
+    max: usize,
+    /// When the cap was last said to be reached: said at most once a minute.
+    said_at: Option<Instant>,
+}
+
+/// Held by one open connection.
+pub type ConnectionPermit = OwnedSemaphorePermit;
+
+const CAP_SAID_EVERY: Duration = Duration::from_secs(60);
+
+impl ConnectionCap {
+    pub fn new(max: usize) -> ConnectionCap {
+        let max = max.clamp(1, Semaphore::MAX_PERMITS);
+        ConnectionCap {
+            permits: Arc::new(Semaphore::new(max)),
+            max,
+            said_at: None,
+        }
+    }
+
+    /// A slot for the next connection, waiting for one to close when all are taken.
+    pub async fn permit(&mut self) -> ConnectionPermit {
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            return permit;
+        }
+        if self.said_at.is_none_or(|at| at.elapsed() >= CAP_SAID_EVERY) {
+            self.said_at = Some(Instant::now());
+            tracing::warn!(
+                max_connections = self.max,
+                "the connection cap is reached: new clients wait until a connection closes (--max-connections)"
+            );
+        }
+        match self.permits.clone().acquire_owned().await {
+            Ok(permit) => permit,
+            // Only a closed semaphore fails, and this one is never closed.
+            Err(_) => std::future::pending().await,
+        }
     }
 }
 
@@ -320,6 +365,21 @@ mod tests {
         let mut answer = Vec::new();
         let _ = socket.read_to_end(&mut answer).await;
         String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_connection_past_the_cap_waits_until_one_closes() {
+        let mut cap = ConnectionCap::new(2);
+        let first = cap.permit().await;
+        let _second = cap.permit().await;
+        let third = tokio::time::timeout(Duration::from_millis(100), cap.permit()).await;
+        assert!(third.is_err(), "a third connection was let in past a cap of two");
+        drop(first);
+        let third = tokio::time::timeout(Duration::from_secs(5), cap.permit()).await;
+        assert!(
+            third.is_ok(),
+            "the slot of a closed connection was not given to the next"
+        );
     }
 
     #[tokio::test]
