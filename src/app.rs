@@ -49,4 +49,6 @@ pub struct Handles {
     /// On a shared PostgreSQL database: this router's workers published to the fleet, and
     /// the other routers' read back for the workers list. `None` on redb.
     pub presence: Option<Arc<crate::presence::Presence>>,
+    /// Client connections open and their cap (the accept loop counts them).
+    pub connections: Arc<crate::metrics::Connections>,
 }

@@ -242,6 +242,7 @@ pub async fn start(config: ServeConfig) -> Result<AppState, StartError> {
     });
     let feed = store.watch_changes(CHANGES_RESYNC);
     let presence = presence::Presence::new(store.clone(), Arc::from(config.router_name.as_str()));
+    let connections = Arc::new(metrics::Connections::new(config.max_connections));
     let state = AppState::new(app::Handles {
         config: Arc::new(config),
         auth: Arc::new(auth),
@@ -255,6 +256,7 @@ pub async fn start(config: ServeConfig) -> Result<AppState, StartError> {
         backups,
         shared_db_live: feed.as_ref().map(|f| f.listening.clone()),
         presence,
+        connections,
     });
     if let Some(feed) = feed {
         tokio::spawn(changes::follow(state.clone(), feed.changes));
@@ -337,14 +339,14 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
     let usage = state.usage.clone();
     let presence = state.presence.clone();
     let grace = state.config.shutdown_grace;
-    let max_connections = state.config.max_connections;
+    let connections = state.connections.clone();
     let service = warp::service(api::routes(state));
     // Built on hyper directly (not `warp::serve`) to know each connection's peer address,
     // which the login throttle keys on, and to bound how long a client may take to send
     // its headers.
     let protocols = Arc::new(api::conn::Protocols::default());
     let (shutdown_connections, stop) = api::conn::Shutdown::new();
-    let mut cap = api::conn::ConnectionCap::new(max_connections);
+    let mut cap = api::conn::ConnectionCap::new(connections);
     let accepting = async {
         loop {
             // At the cap, new clients wait in the listen backlog (as with nginx's

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::{self, Display, Write as _};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
@@ -40,6 +40,35 @@ pub struct RequestObservation<'a> {
     pub overflowed_to_cloud: bool,
 }
 
+/// Client connections open now, and the cap on them (`--max-connections`): counted by the
+/// accept loop, read for `/metrics`.
+#[derive(Debug)]
+pub struct Connections {
+    open: AtomicUsize,
+    pub max: usize,
+}
+
+impl Connections {
+    pub fn new(max: usize) -> Connections {
+        Connections {
+            open: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    pub fn opened(&self) {
+        self.open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn closed(&self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+}
+
 /// Point-in-time values the caller reads from the live registries when rendering.
 #[derive(Debug, Clone, Default)]
 pub struct Gauges {
@@ -50,6 +79,8 @@ pub struct Gauges {
     pub usage_rows_buffered: u64,
     /// Providers and workers in cooldown or over a usage limit right now.
     pub targets_cooling: usize,
+    pub connections_open: usize,
+    pub connections_max: usize,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -329,6 +360,18 @@ impl Metrics {
             "Usage records in the disk buffer, waiting to be written to PostgreSQL.",
         );
         out.sample("auxot_usage_rows_buffered", &[], gauges.usage_rows_buffered);
+        out.family(
+            "auxot_connections_open",
+            "gauge",
+            "Client connections (HTTP and worker sockets) open now.",
+        );
+        out.sample("auxot_connections_open", &[], gauges.connections_open);
+        out.family(
+            "auxot_connections_max",
+            "gauge",
+            "Client connections served at once at most (--max-connections); more wait in the listen backlog.",
+        );
+        out.sample("auxot_connections_max", &[], gauges.connections_max);
         out.text
     }
 }
@@ -887,6 +930,8 @@ mod tests {
             usage_rows_dropped: 7,
             usage_rows_buffered: 12,
             targets_cooling: 0,
+            connections_open: 5,
+            connections_max: 32_704,
         };
         let text = Metrics::default().render(&gauges);
         let samples = parse(&text);
@@ -905,6 +950,8 @@ mod tests {
         assert_eq!(value(&samples, "auxot_queue_depth", &[]), Some(3.0));
         assert_eq!(value(&samples, "auxot_usage_rows_dropped_total", &[]), Some(7.0));
         assert_eq!(value(&samples, "auxot_usage_rows_buffered", &[]), Some(12.0));
+        assert_eq!(value(&samples, "auxot_connections_open", &[]), Some(5.0));
+        assert_eq!(value(&samples, "auxot_connections_max", &[]), Some(32_704.0));
         let workers: Vec<&str> = samples
             .iter()
             .filter(|s| s.name == "auxot_worker_slots_in_use")

@@ -677,7 +677,8 @@ async fn health_on(socket: &mut TcpStream, wait: Duration) -> Option<String> {
 
 #[tokio::test]
 async fn clients_past_the_connection_cap_wait_in_the_backlog_until_one_closes() {
-    let server = TestServer::start_with(Options::with_args(&["--max-connections", "3"])).await;
+    let options = Options::with_args(&["--max-connections", "3", "--metrics-token", "scrape-token"]);
+    let server = TestServer::start_with(options).await;
     let addr = server.url.trim_start_matches("http://").to_string();
     let mut open = Vec::new();
     for _ in 0..3 {
@@ -706,9 +707,24 @@ async fn clients_past_the_connection_cap_wait_in_the_backlog_until_one_closes() 
         .expect("the waiting client was not served once a connection closed")
         .unwrap();
     assert!(String::from_utf8_lossy(&reply[..read]).starts_with("HTTP/1.1 200 OK"));
-    // The ones still open are served as before.
+    // The ones still open are served as before, and /metrics counts the three.
     let status = health_on(&mut open[0], Duration::from_secs(10)).await;
     assert_eq!(status.as_deref(), Some("HTTP/1.1 200 OK"));
+    open[0]
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: auxot\r\nauthorization: Bearer scrape-token\r\n\r\n")
+        .await
+        .unwrap();
+    let mut metrics = String::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    while !metrics.contains("auxot_connections_max 3") {
+        let read = tokio::time::timeout(Duration::from_secs(10), open[0].read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("no whole /metrics reply: {metrics}"))
+            .unwrap();
+        assert!(read > 0, "closed mid-reply: {metrics}");
+        metrics.push_str(&String::from_utf8_lossy(&chunk[..read]));
+    }
+    assert!(metrics.contains("\nauxot_connections_open 3\n"), "{metrics}");
 }
 
 #[tokio::test]

@@ -16,6 +16,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
+use crate::metrics::Connections;
+
 /// A client that has not sent its headers by then is dropped (slow-loris).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -91,42 +93,57 @@ impl StopSignal {
 /// and held until the connection closes.
 pub struct ConnectionCap {
     permits: Arc<Semaphore>,
-    max: usize,
+    count: Arc<Connections>,
     /// When the cap was last said to be reached: said at most once a minute.
     said_at: Option<Instant>,
 }
 
-/// Held by one open connection.
-pub type ConnectionPermit = OwnedSemaphorePermit;
+/// Held by one open connection; counted as open until dropped.
+pub struct ConnectionPermit {
+    _permit: OwnedSemaphorePermit,
+    count: Arc<Connections>,
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        self.count.closed();
+    }
+}
 
 const CAP_SAID_EVERY: Duration = Duration::from_secs(60);
 
 impl ConnectionCap {
-    pub fn new(max: usize) -> ConnectionCap {
-        let max = max.clamp(1, Semaphore::MAX_PERMITS);
+    pub fn new(count: Arc<Connections>) -> ConnectionCap {
         ConnectionCap {
-            permits: Arc::new(Semaphore::new(max)),
-            max,
+            permits: Arc::new(Semaphore::new(count.max.clamp(1, Semaphore::MAX_PERMITS))),
+            count,
             said_at: None,
         }
     }
 
     /// A slot for the next connection, waiting for one to close when all are taken.
     pub async fn permit(&mut self) -> ConnectionPermit {
-        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
-            return permit;
-        }
-        if self.said_at.is_none_or(|at| at.elapsed() >= CAP_SAID_EVERY) {
-            self.said_at = Some(Instant::now());
-            tracing::warn!(
-                max_connections = self.max,
-                "the connection cap is reached: new clients wait until a connection closes (--max-connections)"
-            );
-        }
-        match self.permits.clone().acquire_owned().await {
+        let permit = match self.permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
-            // Only a closed semaphore fails, and this one is never closed.
-            Err(_) => std::future::pending().await,
+            Err(_) => {
+                if self.said_at.is_none_or(|at| at.elapsed() >= CAP_SAID_EVERY) {
+                    self.said_at = Some(Instant::now());
+                    tracing::warn!(
+                        max_connections = self.count.max,
+                        "the connection cap is reached: new clients wait until a connection closes (--max-connections)"
+                    );
+                }
+                match self.permits.clone().acquire_owned().await {
+                    Ok(permit) => permit,
+                    // Only a closed semaphore fails, and this one is never closed.
+                    Err(_) => std::future::pending().await,
+                }
+            }
+        };
+        self.count.opened();
+        ConnectionPermit {
+            _permit: permit,
+            count: self.count.clone(),
         }
     }
 }
@@ -369,9 +386,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_past_the_cap_waits_until_one_closes() {
-        let mut cap = ConnectionCap::new(2);
+        let count = Arc::new(Connections::new(2));
+        let mut cap = ConnectionCap::new(count.clone());
         let first = cap.permit().await;
         let _second = cap.permit().await;
+        assert_eq!(count.open(), 2);
         let third = tokio::time::timeout(Duration::from_millis(100), cap.permit()).await;
         assert!(third.is_err(), "a third connection was let in past a cap of two");
         drop(first);

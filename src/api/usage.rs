@@ -252,6 +252,8 @@ async fn metrics(state: AppState, headers: HeaderMap) -> Result<Response, ApiErr
         usage_rows_dropped: state.usage.rows_dropped(),
         usage_rows_buffered: state.usage.backlog().map_or(0, |b| b.rows_buffered),
         targets_cooling: state.dispatcher.cooling_targets(),
+        connections_open: state.connections.open(),
+        connections_max: state.connections.max,
     };
     let text = state.usage.metrics().render(&gauges);
     Ok(bytes_response(200, CONTENT_TYPE, Bytes::from(text)))
