@@ -8,9 +8,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::{self, Display, Write as _};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{PoisonError, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
 /// Upper bounds (seconds) of the duration histograms; `+Inf` is implied. Spans a cached
 /// cloud reply (milliseconds) to a long local generation (minutes).
@@ -40,32 +41,26 @@ pub struct RequestObservation<'a> {
     pub overflowed_to_cloud: bool,
 }
 
-/// Client connections open now, and the cap on them (`--max-connections`): counted by the
-/// accept loop, read for `/metrics`.
+/// The cap on client connections (`--max-connections`) and its permits: the accept loop
+/// takes one per connection, and `/metrics` reads how many are out.
 #[derive(Debug)]
 pub struct Connections {
-    open: AtomicUsize,
+    pub permits: Arc<Semaphore>,
     pub max: usize,
 }
 
 impl Connections {
     pub fn new(max: usize) -> Connections {
+        let max = max.clamp(1, Semaphore::MAX_PERMITS);
         Connections {
-            open: AtomicUsize::new(0),
+            permits: Arc::new(Semaphore::new(max)),
             max,
         }
     }
 
-    pub fn opened(&self) {
-        self.open.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn closed(&self) {
-        self.open.fetch_sub(1, Ordering::Relaxed);
-    }
-
+    /// Connections open now: the permits taken.
     pub fn open(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
+        self.max - self.permits.available_permits()
     }
 }
 

@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use crate::metrics::Connections;
 
@@ -92,58 +92,38 @@ impl StopSignal {
 /// How many client connections are served at once. A permit is taken before each accept
 /// and held until the connection closes.
 pub struct ConnectionCap {
-    permits: Arc<Semaphore>,
-    count: Arc<Connections>,
+    connections: Arc<Connections>,
     /// When the cap was last said to be reached: said at most once a minute.
     said_at: Option<Instant>,
-}
-
-/// Held by one open connection; counted as open until dropped.
-pub struct ConnectionPermit {
-    _permit: OwnedSemaphorePermit,
-    count: Arc<Connections>,
-}
-
-impl Drop for ConnectionPermit {
-    fn drop(&mut self) {
-        self.count.closed();
-    }
 }
 
 const CAP_SAID_EVERY: Duration = Duration::from_secs(60);
 
 impl ConnectionCap {
-    pub fn new(count: Arc<Connections>) -> ConnectionCap {
+    pub fn new(connections: Arc<Connections>) -> ConnectionCap {
         ConnectionCap {
-            permits: Arc::new(Semaphore::new(count.max.clamp(1, Semaphore::MAX_PERMITS))),
-            count,
+            connections,
             said_at: None,
         }
     }
 
     /// A slot for the next connection, waiting for one to close when all are taken.
-    pub async fn permit(&mut self) -> ConnectionPermit {
-        let permit = match self.permits.clone().try_acquire_owned() {
+    pub async fn permit(&mut self) -> OwnedSemaphorePermit {
+        let permits = &self.connections.permits;
+        if let Ok(permit) = permits.clone().try_acquire_owned() {
+            return permit;
+        }
+        if self.said_at.is_none_or(|at| at.elapsed() >= CAP_SAID_EVERY) {
+            self.said_at = Some(Instant::now());
+            tracing::warn!(
+                max_connections = self.connections.max,
+                "the connection cap is reached: new clients wait until a connection closes (--max-connections)"
+            );
+        }
+        match permits.clone().acquire_owned().await {
             Ok(permit) => permit,
-            Err(_) => {
-                if self.said_at.is_none_or(|at| at.elapsed() >= CAP_SAID_EVERY) {
-                    self.said_at = Some(Instant::now());
-                    tracing::warn!(
-                        max_connections = self.count.max,
-                        "the connection cap is reached: new clients wait until a connection closes (--max-connections)"
-                    );
-                }
-                match self.permits.clone().acquire_owned().await {
-                    Ok(permit) => permit,
-                    // Only a closed semaphore fails, and this one is never closed.
-                    Err(_) => std::future::pending().await,
-                }
-            }
-        };
-        self.count.opened();
-        ConnectionPermit {
-            _permit: permit,
-            count: self.count.clone(),
+            // Only a closed semaphore fails, and this one is never closed.
+            Err(_) => std::future::pending().await,
         }
     }
 }
@@ -399,6 +379,9 @@ mod tests {
             third.is_ok(),
             "the slot of a closed connection was not given to the next"
         );
+        assert_eq!(count.open(), 2);
+        drop(third);
+        assert_eq!(count.open(), 1, "a closed connection is still counted open");
     }
 
     #[tokio::test]
