@@ -4,12 +4,15 @@
 #
 #   bash bench/compare.sh
 #
-# The proxy under test (nginx or auxot) is pinned to CPU 0; the load generator (wrk), the
-# probes and the mock upstream (bench/tools.rs, `bench_tools mock`) share CPU 1. nginx is a
+# The proxy under test (nginx, the hyper floor or auxot) is pinned to CPU 0; the load
+# generator (wrk), the probes and the mock upstream (bench/tools.rs, `bench_tools mock`) share CPU 1. nginx is a
 # plain keep-alive reverse proxy (1 worker, upstream keepalive, proxy_buffering off, access
 # log on, buffered); auxot runs with its defaults (request log line at info, usage rows
 # written durably, API-key auth, routing) with a client key and the mock as an `openai`
-# provider. Measured, each in BENCH_ROUNDS rounds (medians reported):
+# provider. The hyper floor (`bench_tools floor`) is a bare reverse proxy on auxot's HTTP stack
+# (hyper 1 server and pooled client, one thread, mimalloc; no auth, routing, accounting or log):
+# what any router built on that stack pays before doing any work of its own.
+# Measured, each in BENCH_ROUNDS rounds (medians reported):
 #   - added p50/p99 at c=1 (wrk, closed loop) over calling the mock directly;
 #   - max req/s at c=64 and the proxy's CPU time per request (/proc utime+stime);
 #   - stream time to first chunk (bench_tools ttfc), added over direct;
@@ -120,7 +123,15 @@ for _ in $(seq 50); do curl -sf --max-time 1 -o /dev/null "$NGINX/v1/models" && 
 curl -sf --max-time 1 -o /dev/null "$NGINX/v1/models" || die "nginx did not start"
 log "nginx on $NGINX"
 
-# 3. auxot, on the proxy CPU, with a throwaway data dir; log at its default level (info).
+# 3. The hyper floor, on the proxy CPU.
+taskset -c $PROXY_CPU "$TOOLS" floor --upstream "$MOCK" --port-file "$WORK/floor.port" >"$WORK/floor.log" 2>&1 &
+FLOOR_PID=$!
+PIDS+=("$FLOOR_PID")
+wait_port_file "$WORK/floor.port" || die "the hyper floor did not start"
+FLOOR="http://127.0.0.1:$(cat "$WORK/floor.port")"
+log "hyper floor on $FLOOR"
+
+# 4. auxot, on the proxy CPU, with a throwaway data dir; log at its default level (info).
 AUXOT_PORT=$(free_port)
 AUXOT="http://127.0.0.1:$AUXOT_PORT"
 SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
@@ -149,7 +160,7 @@ log "auxot on $AUXOT (client key and provider 'mock' created)"
 
 PLAIN='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello."}]}'
 STREAM='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Count."}],"stream":true}'
-for base in "$MOCK:$UPSTREAM_KEY" "$NGINX:$UPSTREAM_KEY" "$AUXOT:$CLIENT_KEY"; do
+for base in "$MOCK:$UPSTREAM_KEY" "$NGINX:$UPSTREAM_KEY" "$FLOOR:$UPSTREAM_KEY" "$AUXOT:$CLIENT_KEY"; do
     url=${base%:*} token=${base##*:}
     curl -sf --max-time 5 "$url/v1/chat/completions" -H "authorization: Bearer $token" \
         -H 'content-type: application/json' -d "$PLAIN" | grep -q '"chat.completion"' || die "$url: no completion"
@@ -159,8 +170,10 @@ done
 log "sanity checks passed"
 
 nginx_pids() { echo "$NGINX_PID $(pgrep -P "$NGINX_PID" | tr '\n' ' ')"; }
-proxy_pids() { if [[ $1 == nginx ]]; then nginx_pids; elif [[ $1 == auxot ]]; then echo "$AUXOT_PID"; fi; }
-url_of() { case $1 in direct) echo "$MOCK" ;; nginx) echo "$NGINX" ;; auxot) echo "$AUXOT" ;; esac; }
+proxy_pids() {
+    case $1 in nginx) nginx_pids ;; floor) echo "$FLOOR_PID" ;; auxot) echo "$AUXOT_PID" ;; esac
+}
+url_of() { case $1 in direct) echo "$MOCK" ;; nginx) echo "$NGINX" ;; floor) echo "$FLOOR" ;; auxot) echo "$AUXOT" ;; esac; }
 token_of() { if [[ $1 == auxot ]]; then echo "$CLIENT_KEY"; else echo "$UPSTREAM_KEY"; fi; }
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -203,7 +216,7 @@ SAMPLER=$!
 PIDS+=("$SAMPLER")
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 for round in $(seq "$ROUNDS"); do
-    for target in direct nginx auxot; do
+    for target in direct nginx floor auxot; do
         log "round $round/$ROUNDS: $target c=1, c=64, ttfc"
         wrk_case "$round" "$target" 1
         wrk_case "$round" "$target" 64
@@ -300,35 +313,39 @@ ms = lambda us: f"{us / 1000:.3f}"
 
 print("# auxot beside nginx, one proxy core\n")
 print(e["BENCH_INFO"] + "\n")
-print("| same run | direct (no proxy) | nginx | auxot | auxot ÷ nginx |")
-print("|---|---:|---:|---:|---:|")
+print("| same run | direct (no proxy) | nginx | hyper floor | auxot | auxot ÷ nginx | floor ÷ nginx |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+ALL = ("direct", "nginx", "floor", "auxot")
 for key, label in (("p50_us", "c=1 p50 ms"), ("p99_us", "c=1 p99 ms")):
-    d, n, a = (med("wrk", t, 1, key) for t in ("direct", "nginx", "auxot"))
-    print(f"| {label} | {ms(d)} | {ms(n)} | {ms(a)} | |")
-    print(f"| added {label} | | +{ms(n - d)} | +{ms(a - d)} | {(a - d) / max(n - d, 1e-9):.2f}× |")
-d, n, a = (med("wrk", t, 64, "rps") for t in ("direct", "nginx", "auxot"))
-print(f"| max req/s at c=64 | {d:,.0f} | {n:,.0f} | {a:,.0f} | {a / n:.2f}× |")
+    d, n, f, a = (med("wrk", t, 1, key) for t in ALL)
+    print(f"| {label} | {ms(d)} | {ms(n)} | {ms(f)} | {ms(a)} | | |")
+    ratio = lambda x: f"{(x - d) / max(n - d, 1e-9):.2f}×"
+    print(f"| added {label} | | +{ms(n - d)} | +{ms(f - d)} | +{ms(a - d)} | {ratio(a)} | {ratio(f)} |")
+d, n, f, a = (med("wrk", t, 64, "rps") for t in ALL)
+print(f"| max req/s at c=64 | {d:,.0f} | {n:,.0f} | {f:,.0f} | {a:,.0f} | {a / n:.2f}× | {f / n:.2f}× |")
 cpu = {}
-for t in ("nginx", "auxot"):
+for t in ("nginx", "floor", "auxot"):
     cpu[t] = statistics.median(r["cpu_ticks"] / tck * 1e6 / max(r["requests"], 1) for r in runs[("wrk", t, 64)])
-print(f"| proxy CPU µs per request (c=64) | | {cpu['nginx']:.1f} | {cpu['auxot']:.1f} | {cpu['auxot'] / cpu['nginx']:.2f}× |")
-d, n, a = (med("ttfc", t, 1, "p50_us") for t in ("direct", "nginx", "auxot"))
-print(f"| stream time to first chunk p50 ms | {ms(d)} | {ms(n)} | {ms(a)} | |")
-print(f"| added TTFC p50 ms | | +{ms(n - d)} | +{ms(a - d)} | {(a - d) / max(n - d, 1e-9):.2f}× |")
+print(f"| proxy CPU µs per request (c=64) | | {cpu['nginx']:.1f} | {cpu['floor']:.1f} | {cpu['auxot']:.1f} "
+      f"| {cpu['auxot'] / cpu['nginx']:.2f}× | {cpu['floor'] / cpu['nginx']:.2f}× |")
+d, n, f, a = (med("ttfc", t, 1, "p50_us") for t in ALL)
+print(f"| stream time to first chunk p50 ms | {ms(d)} | {ms(n)} | {ms(f)} | {ms(a)} | | |")
+ratio = lambda x: f"{(x - d) / max(n - d, 1e-9):.2f}×"
+print(f"| added TTFC p50 ms | | +{ms(n - d)} | +{ms(f - d)} | +{ms(a - d)} | {ratio(a)} | {ratio(f)} |")
 mb = lambda kb: f"{int(kb) / 1024:.1f}"
 hn, ha = e["HOLD_NGINX"].split(" ", 1), e["HOLD_AUXOT"].split(" ", 1)
-print(f"| RSS MB idle | | {mb(e['RSS_IDLE_NGINX'])} | {mb(e['RSS_IDLE_AUXOT'])} | |")
-print(f"| RSS MB after the load | | {mb(e['RSS_LOAD_NGINX'])} | {mb(e['RSS_LOAD_AUXOT'])} | |")
-print(f"| RSS MB with 1,000 streams open | | {mb(hn[0])} ({hn[1]}) | {mb(ha[0])} ({ha[1]}) | |")
+print(f"| RSS MB idle | | {mb(e['RSS_IDLE_NGINX'])} | | {mb(e['RSS_IDLE_AUXOT'])} | | |")
+print(f"| RSS MB after the load | | {mb(e['RSS_LOAD_NGINX'])} | | {mb(e['RSS_LOAD_AUXOT'])} | | |")
+print(f"| RSS MB with 1,000 streams open | | {mb(hn[0])} ({hn[1]}) | | {mb(ha[0])} ({ha[1]}) | | |")
 
 print("\n## Every round\n")
-print("| case | direct | nginx | auxot |")
-print("|---|---|---|---|")
-print("| c=1 p50 ms | " + " | ".join(allv("wrk", t, 1, "p50_us", ms) for t in ("direct", "nginx", "auxot")) + " |")
-print("| c=1 p99 ms | " + " | ".join(allv("wrk", t, 1, "p99_us", ms) for t in ("direct", "nginx", "auxot")) + " |")
-print("| c=64 req/s | " + " | ".join(allv("wrk", t, 64, "rps", lambda v: f"{v:,.0f}") for t in ("direct", "nginx", "auxot")) + " |")
-print("| TTFC p50 ms | " + " | ".join(allv("ttfc", t, 1, "p50_us", ms) for t in ("direct", "nginx", "auxot")) + " |")
-print("| TTFC p99 ms | " + " | ".join(allv("ttfc", t, 1, "p99_us", ms) for t in ("direct", "nginx", "auxot")) + " |")
+print("| case | direct | nginx | hyper floor | auxot |")
+print("|---|---|---|---|---|")
+print("| c=1 p50 ms | " + " | ".join(allv("wrk", t, 1, "p50_us", ms) for t in ALL) + " |")
+print("| c=1 p99 ms | " + " | ".join(allv("wrk", t, 1, "p99_us", ms) for t in ALL) + " |")
+print("| c=64 req/s | " + " | ".join(allv("wrk", t, 64, "rps", lambda v: f"{v:,.0f}") for t in ALL) + " |")
+print("| TTFC p50 ms | " + " | ".join(allv("ttfc", t, 1, "p50_us", ms) for t in ALL) + " |")
+print("| TTFC p99 ms | " + " | ".join(allv("ttfc", t, 1, "p99_us", ms) for t in ALL) + " |")
 errors = sum(r["errors"] for k, rs in runs.items() if k[0] == "wrk" for r in rs)
 if errors:
     print(f"\n**Warning:** {int(errors)} wrk request(s) failed; see wrk's output.")

@@ -4,6 +4,7 @@
 //!   bench_tools mock  --port-file PATH          serve on 127.0.0.1:0, write the port
 //!   bench_tools ttfc  --url URL --token T [--n 2000] [--warmup 200]
 //!   bench_tools hold  --url URL --token T [--n 1000] [--secs 20]
+//!   bench_tools floor --upstream URL --port-file PATH
 //!
 //! The mock speaks just enough HTTP/1.1 (keep-alive, Content-Length bodies) and answers
 //! from precomputed bytes, so the upstream costs next to nothing next to the proxy:
@@ -18,15 +19,31 @@
 //! p90, p99, in µs). `hold` opens N streams at once (model `bench-hold`), prints `ready`
 //! once every stream has its first event, and keeps them open for `--secs`.
 //!
+//! `floor` is the least a router built on auxot's stack can do: hyper 1 serving HTTP/1.1
+//! on one thread (tokio's single-threaded scheduler, mimalloc, the header timer on, as
+//! auxot serves), reading each request's body whole (a router must, to see the model), and
+//! sending it on through hyper-util's pooled client (TCP_NODELAY, as auxot's provider
+//! client), the answer streamed back as it arrives. No auth, routing, accounting or log:
+//! its cost per request beside nginx's shows how much of auxot's is the HTTP stack itself.
+//!
 //! A benchmark tool, not part of the product: loopback only, no TLS.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::io;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const N_CHUNKS: usize = 20;
+
+// auxot's allocator, so the floor pays what auxot pays for its buffers.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -52,8 +69,9 @@ fn main() -> io::Result<()> {
             number("--n", 1000),
             number("--secs", 20),
         )),
+        Some("floor") => runtime.block_on(floor(&flag("--upstream").expect("--upstream"), flag("--port-file"))),
         _ => {
-            eprintln!("usage: bench_tools mock|ttfc|hold …  (see bench/tools.rs)");
+            eprintln!("usage: bench_tools mock|ttfc|hold|floor …  (see bench/tools.rs)");
             std::process::exit(2);
         }
     }
@@ -299,4 +317,58 @@ async fn hold(url: &str, token: &str, n: usize, secs: usize) -> io::Result<()> {
     tokio::time::sleep(Duration::from_secs(secs as u64)).await;
     drop(open);
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// The floor: a bare hyper reverse proxy.
+
+type Upstream = Client<HttpConnector, Full<Bytes>>;
+
+async fn floor(upstream: &str, port_file: Option<String>) -> io::Result<()> {
+    let upstream: hyper::Uri = upstream.trim_end_matches('/').parse().map_err(io::Error::other)?;
+    let authority = upstream.authority().expect("an upstream with host:port").clone();
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: &'static Upstream = Box::leak(Box::new(
+        Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_timer(TokioTimer::new())
+            .build(connector),
+    ));
+    let authority: &'static str = Box::leak(authority.to_string().into_boxed_str());
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    println!("{port}");
+    if let Some(path) = port_file {
+        std::fs::write(path, port.to_string())?;
+    }
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    let http1: &'static hyper::server::conn::http1::Builder = Box::leak(Box::new(http1));
+    loop {
+        let (socket, _) = listener.accept().await?;
+        let _ = socket.set_nodelay(true);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| forward(client, authority, request));
+            let _ = http1.serve_connection(TokioIo::new(socket), service).await;
+        });
+    }
+}
+
+async fn forward(
+    client: &'static Upstream,
+    authority: &'static str,
+    request: hyper::Request<Incoming>,
+) -> Result<hyper::Response<Incoming>, io::Error> {
+    let (mut parts, body) = request.into_parts();
+    let body = body.collect().await.map_err(io::Error::other)?.to_bytes();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    parts.uri = format!("http://{authority}{path}").parse().map_err(io::Error::other)?;
+    parts.headers.remove(hyper::header::HOST);
+    client
+        .request(hyper::Request::from_parts(parts, Full::new(body)))
+        .await
+        .map_err(io::Error::other)
 }
