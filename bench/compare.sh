@@ -5,13 +5,14 @@
 #   bash bench/compare.sh
 #
 # The proxy under test (nginx, the hyper floor or auxot) is pinned to CPU 0; the load
-# generator (wrk), the probes and the mock upstream (bench/tools.rs, `bench_tools mock`) share CPU 1. nginx is a
-# plain keep-alive reverse proxy (1 worker, upstream keepalive, proxy_buffering off, access
-# log on, buffered); auxot runs with its defaults (request log line at info, usage rows
-# written durably, API-key auth, routing) with a client key and the mock as an `openai`
-# provider. The hyper floor (`bench_tools floor`) is a bare reverse proxy on auxot's HTTP stack
-# (hyper 1 server and pooled client, one thread, mimalloc; no auth, routing, accounting or log):
-# what any router built on that stack pays before doing any work of its own.
+# generator (wrk), the probes and the mock upstream (bench/tools.rs, `bench_tools mock`)
+# share CPU 1. nginx is a plain keep-alive reverse proxy (1 worker, upstream keepalive,
+# proxy_buffering off, access log on, buffered); auxot runs with its defaults (request log
+# line at info, usage rows written durably, API-key auth, routing) with a client key and the
+# mock as an `openai` provider. The hyper floor (`bench_tools floor`) is a bare reverse proxy
+# on auxot's HTTP stack (hyper 1 server and pooled client, one thread, mimalloc; no auth,
+# routing, accounting or log): what any router built on that stack pays before it does any
+# work of its own.
 # Measured, each in BENCH_ROUNDS rounds (medians reported):
 #   - added p50/p99 at c=1 (wrk, closed loop) over calling the mock directly;
 #   - max req/s at c=64 and the proxy's CPU time per request (/proc utime+stime);
