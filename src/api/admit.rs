@@ -2,7 +2,7 @@
 //! read the overrides and the body, and apply the key's allow-lists to the request.
 
 use super::error::ApiError;
-use super::request::{api_key, header, read_body, route_overrides};
+use super::request::{api_key, header, read_json_body, route_overrides};
 use crate::dispatch::{ChatRequest, RouteOverrides, Routed};
 use crate::usage::Meter;
 use crate::AppState;
@@ -50,7 +50,7 @@ where
 {
     authorize_and_limit(state, headers, meter).await?;
     let overrides = route_overrides(headers)?;
-    let body = read_body(headers, body, state.config.body_limit).await?;
+    let body = read_json_body(headers, body, state.config.body_limit).await?;
     Ok((overrides, body))
 }
 

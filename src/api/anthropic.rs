@@ -6,7 +6,7 @@ use super::admit;
 use super::body::answered;
 use super::error::{bytes_response, json_response, ApiError, Dialect};
 use super::request::route_overrides;
-use super::request::{api_key, header, parse_json, read_body, require_model_and_messages, RolePeek};
+use super::request::{api_key, header, parse_json, read_json_body, require_model_and_messages, RolePeek};
 use crate::dispatch::{ChatRequest, Routed};
 use crate::exchange::{self, Client, Count, CountInput};
 use crate::providers::anthropic::ClientHeaders;
@@ -140,7 +140,7 @@ where
     let result: Result<Response, ApiError> = async {
         state.auth.authorize_client(api_key(&headers))?;
         let overrides = route_overrides(&headers)?;
-        let body = read_body(&headers, body, state.config.body_limit).await?;
+        let body = read_json_body(&headers, body, state.config.body_limit).await?;
         let peek: CountPeek = parse_json(&body)?;
         if peek.model.trim().is_empty() {
             return Err(ApiError::bad_request("model must not be empty"));

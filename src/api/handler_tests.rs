@@ -117,3 +117,36 @@ async fn models_lists_what_a_client_may_name() {
     assert_eq!(reply["object"], "list", "{reply}");
     assert!(reply["data"].is_array(), "{reply}");
 }
+
+#[tokio::test]
+async fn a_model_request_that_is_not_utf8_is_refused_in_the_callers_dialect() {
+    let h = harness().await;
+    let chat = b"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\xfe\"}]}".to_vec();
+    let messages =
+        b"{\"model\":\"m\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":\"\xc3\"}]}".to_vec();
+    let cases: [(&str, &[u8], bool); 5] = [
+        ("/v1/chat/completions", &chat, false),
+        ("/v1/responses", b"{\"model\":\"m\",\"input\":\"\xff\"}", false),
+        ("/v1/embeddings", b"{\"model\":\"m\",\"input\":\"\xed\xa0\x80\"}", false),
+        ("/v1/messages", &messages, true),
+        ("/v1/messages/count_tokens", &messages, true),
+    ];
+    for (path, body, anthropic) in cases {
+        let request = warp::test::request()
+            .method("POST")
+            .path(path)
+            .header("authorization", format!("Bearer {}", h.key))
+            .header("content-type", "application/json")
+            .body(body);
+        let (status, reply) = h.send(request).await;
+        assert_eq!(status, 400, "{path}: {reply}");
+        assert_eq!(reply["error"]["type"], "invalid_request_error", "{path}: {reply}");
+        let text = reply["error"]["message"].as_str().unwrap_or_default();
+        assert!(text.contains("not UTF-8"), "{path}: {reply}");
+        if anthropic {
+            assert_eq!(reply["type"], "error", "{path}: {reply}");
+        } else {
+            assert_eq!(reply["error"]["code"], "invalid_json", "{path}: {reply}");
+        }
+    }
+}

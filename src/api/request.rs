@@ -73,6 +73,25 @@ where
     })
 }
 
+/// A model request's body: within the limit, and UTF-8 as JSON must be (RFC 8259). The
+/// request parsers leave the strings they do not read (message content) as raw bytes, so
+/// without this a body that is not UTF-8 would reach a target just as it came.
+pub async fn read_json_body<S, B>(headers: &HeaderMap, body: S, limit: u64) -> Result<Bytes, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let body = read_body(headers, body, limit).await?;
+    if let Err(e) = std::str::from_utf8(&body) {
+        return Err(ApiError::new(
+            400,
+            "invalid_json",
+            format!("request body is not valid JSON: not UTF-8 at byte {}", e.valid_up_to()),
+        ));
+    }
+    Ok(body)
+}
+
 /// A chat message read only to check that it has a role; its content stays raw.
 #[derive(serde::Deserialize)]
 pub struct RolePeek {
