@@ -792,3 +792,73 @@ async fn a_router_out_of_file_descriptors_answers_503_and_leaves_the_provider_he
     assert!(view["cooldown_until"].is_null(), "{view}");
     assert!(!server.logs().contains("target cooling down"), "{}", server.logs());
 }
+
+/// A client that stops reading a fast stream costs the router a bounded buffer, not what
+/// hyper would hold by default (~400 KiB each way, ~1 MB a stalled stream).
+#[tokio::test]
+async fn clients_that_stop_reading_a_fast_stream_hold_little_memory() {
+    use crate::support::scripted::ScriptedProvider;
+    const STALLED: usize = 40;
+    let upstream = ScriptedProvider::start(&["fast-stream"], |_| {
+        let event = format!(
+            "data: {}\n\n",
+            json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "fast-stream",
+                   "choices": [{"index": 0, "delta": {"content": "x".repeat(2000)}, "finish_reason": null}]})
+        );
+        let event = bytes::Bytes::from(event);
+        // ~100 MB, far more than every buffer on the way holds.
+        let chunks = futures_util::stream::iter((0..50_000).map(move |_| Ok::<_, std::io::Error>(event.clone())));
+        (crate::support::stream_body(chunks), "text/event-stream")
+    })
+    .await;
+    let (server, admin) = TestServer::with_admin().await;
+    server
+        .add_provider_at(&admin, "fast", "openai-compatible", &upstream.openai_url(), CLOUD_KEY)
+        .await;
+    let client = server.client_key(&admin).await;
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let body =
+        json!({"model": "fast-stream", "stream": true, "messages": [{"role": "user", "content": "go"}]}).to_string();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {client}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let before = rss_kib(server.pid());
+    let mut stalled = Vec::new();
+    for _ in 0..STALLED {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stream = socket.connect(addr.parse().unwrap()).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        stalled.push(stream);
+    }
+    // Every stream fills what it may: the kernel's socket buffers, then the router's.
+    let started = Instant::now();
+    let (mut peak, mut last) = (before, before);
+    while started.elapsed() < Duration::from_secs(8) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = rss_kib(server.pid());
+        peak = peak.max(now);
+        if started.elapsed() > Duration::from_secs(2) && now.abs_diff(last) < 256 {
+            break;
+        }
+        last = now;
+    }
+    let grown = peak.saturating_sub(before);
+    // 64 KiB each way and the stream's own state (~220–260 KiB measured): under 500.
+    assert!(
+        grown < (STALLED as u64) * 500,
+        "{STALLED} stalled streams grew the router by {grown} KiB ({} KiB each)",
+        grown / STALLED as u64
+    );
+    // They were answered (a stream, not an error), just not read.
+    for stream in &mut stalled {
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200", "a stalled stream was answered");
+    }
+    drop(stalled);
+    // The router is still itself.
+    server.call("GET", "/v1/models", Some(&client), None).await.expect(200);
+}

@@ -23,6 +23,11 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An HTTP/2 connection opens with this preface; no HTTP/1 request line starts with "PRI".
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+/// The most an HTTP/1 connection buffers each way (hyper's default is ~400 KiB). A client
+/// that stops reading a fast stream otherwise leaves ~400 KiB of it in the write buffer (and
+/// as much in the upstream's read buffer): ~1 MB a stalled stream. It is also the largest
+/// request head accepted (431 past it); 64 KiB is twice nginx's default.
+pub(crate) const MAX_CONNECTION_BUFFER: usize = 64 * 1024;
 const SNIFFED: usize = 3;
 
 /// The protocols a connection is served with, built once for the whole server.
@@ -43,7 +48,8 @@ impl Protocols {
         let mut http1 = hyper::server::conn::http1::Builder::new();
         http1
             .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(header_timeout);
+            .header_read_timeout(header_timeout)
+            .max_buf_size(MAX_CONNECTION_BUFFER);
         let mut http2 = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
         // A peer that vanished (no FIN, no RST) stops answering pings: its connection and
         // streams are dropped instead of held forever. (HTTP/1 has the head timeout for that.)

@@ -37,6 +37,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Idle pooled connections are closed after this long (providers close theirs at 60–120 s).
 const POOL_IDLE: Duration = Duration::from_secs(90);
+/// The most a provider connection reads ahead of the client (see `HttpClient::with`).
+const UPSTREAM_READ_BUFFER: usize = 64 * 1024;
 /// Idle connections kept per provider. Never more are idle than were busy at once, so this
 /// bound only matters in a burst: with 64, a flood of 1,000 clients closed every connection
 /// past the 64th as its answer came back and opened a new one (a TLS handshake, against a
@@ -106,6 +108,9 @@ impl HttpClient {
             .pool_idle_timeout(POOL_IDLE)
             .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
             .pool_timer(TokioTimer::new())
+            // Read ahead of a client that does not keep up: bounded (hyper's default is
+            // ~400 KiB a connection). Also the largest response head a provider may send.
+            .http1_max_buf_size(UPSTREAM_READ_BUFFER)
             .build(connector);
         Ok(HttpClient {
             inner,
