@@ -42,7 +42,7 @@ impl Harness {
         (response.status().as_u16(), body)
     }
 
-    async fn post(&self, path: &str, body: &str) -> (u16, Value) {
+    async fn post(&self, path: &str, body: impl AsRef<[u8]>) -> (u16, Value) {
         let request = warp::test::request()
             .method("POST")
             .path(path)
@@ -132,13 +132,7 @@ async fn a_model_request_that_is_not_utf8_is_refused_in_the_callers_dialect() {
         ("/v1/messages/count_tokens", &messages, true),
     ];
     for (path, body, anthropic) in cases {
-        let request = warp::test::request()
-            .method("POST")
-            .path(path)
-            .header("authorization", format!("Bearer {}", h.key))
-            .header("content-type", "application/json")
-            .body(body);
-        let (status, reply) = h.send(request).await;
+        let (status, reply) = h.post(path, body).await;
         assert_eq!(status, 400, "{path}: {reply}");
         assert_eq!(reply["error"]["type"], "invalid_request_error", "{path}: {reply}");
         let text = reply["error"]["message"].as_str().unwrap_or_default();
