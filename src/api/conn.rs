@@ -27,7 +27,7 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 /// that stops reading a fast stream otherwise leaves ~400 KiB of it in the write buffer (and
 /// as much in the upstream's read buffer): ~1 MB a stalled stream. It is also the largest
 /// request head accepted (431 past it); 64 KiB is twice nginx's default.
-pub(crate) const MAX_CONNECTION_BUFFER: usize = 64 * 1024;
+const MAX_CONNECTION_BUFFER: usize = 64 * 1024;
 const SNIFFED: usize = 3;
 
 /// The protocols a connection is served with, built once for the whole server.
