@@ -862,3 +862,147 @@ async fn clients_that_stop_reading_a_fast_stream_hold_little_memory() {
     // The router is still itself.
     server.call("GET", "/v1/models", Some(&client), None).await.expect(200);
 }
+
+/// The next frame of type `kind` a hand-driven worker gets (within 10 s).
+async fn next_of_type(worker: &mut WorkerSocket, kind: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, worker.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => {
+                let frame: Value = serde_json::from_str(&text).unwrap();
+                if frame["type"] == kind {
+                    return frame;
+                }
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("no {kind} frame: {other:?}"),
+        }
+    }
+}
+
+/// A worker's chunk frame with 2,000 characters of content.
+fn big_chunk(job: &str) -> String {
+    json!({"type": "chunk", "job_id": job, "chunk": {"id": "c", "object": "chat.completion.chunk", "created": 1,
+           "model": "qwen", "choices": [{"index": 0, "delta": {"content": "x".repeat(2000)}, "finish_reason": null}]}})
+    .to_string()
+}
+
+async fn fast_worker(server: &TestServer, admin: &str) -> WorkerSocket {
+    let token = worker_token(server, admin, "fast", "gpu").await;
+    let hello = json!({"type": "hello", "protocol": 1, "kind": "gpu", "name": "fast", "models": ["qwen"], "slots": 1, "version": "test"});
+    let (ack, worker) = hand_driven_worker(server, &token, hello).await;
+    assert_eq!(ack["type"], "hello_ack");
+    worker
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_a_workers_stream_has_its_job_cancelled_and_frees_the_slot() {
+    use futures_util::SinkExt;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
+    let mut worker = fast_worker(&server, &admin).await;
+
+    // A streaming client that never reads.
+    let body = json!({"model": "qwen", "stream": true, "messages": [{"role": "user", "content": "go"}]}).to_string();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {client}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket
+        .connect(server.url.trim_start_matches("http://").parse().unwrap())
+        .await
+        .unwrap();
+    stalled.write_all(request.as_bytes()).await.unwrap();
+    let job = next_of_type(&mut worker, "job").await;
+    let job_id = job["job_id"].as_str().unwrap().to_string();
+    // The model server is fast: ~20 MB at once, far past what the socket buffers hold
+    // and the router keeps for a reader that reads nothing, then a chunk every 50 ms until
+    // the router gives up on the reader.
+    for _ in 0..10_000 {
+        worker.send(Message::text(big_chunk(&job_id))).await.unwrap();
+    }
+    let started = Instant::now();
+    let cancel = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the stalled job was never cancelled"
+        );
+        worker.send(Message::text(big_chunk(&job_id))).await.unwrap();
+        if let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout(Duration::from_millis(50), worker.next()).await
+        {
+            let frame: Value = serde_json::from_str(&text).unwrap();
+            if frame["type"] == "cancel" {
+                break frame;
+            }
+        }
+    };
+    assert_eq!(cancel["job_id"], job_id.as_str());
+    worker
+        .send(Message::text(json!({"type": "done", "job_id": job_id}).to_string()))
+        .await
+        .unwrap();
+
+    // The one slot serves the next request while the stalled client still holds its stream.
+    let next = tokio::spawn({
+        let server_url = server.url.clone();
+        let client = client.clone();
+        async move {
+            reqwest::Client::new()
+                .post(format!("{server_url}/v1/chat/completions"))
+                .bearer_auth(client)
+                .json(&json!({"model": "qwen", "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .unwrap()
+        }
+    });
+    let second = next_of_type(&mut worker, "job").await;
+    let second_id = second["job_id"].as_str().unwrap().to_string();
+    assert_ne!(second_id, job_id);
+    let answer = json!({"type": "chunk", "job_id": second_id, "chunk": {"id": "c2", "object": "chat.completion.chunk",
+        "created": 1, "model": "qwen", "choices": [{"index": 0, "delta": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}]}});
+    worker.send(Message::text(answer.to_string())).await.unwrap();
+    worker
+        .send(Message::text(json!({"type": "done", "job_id": second_id}).to_string()))
+        .await
+        .unwrap();
+    let reply = next.await.unwrap();
+    assert_eq!(reply.status(), 200);
+    let reply: Value = reply.json().await.unwrap();
+    assert_eq!(reply["choices"][0]["message"]["content"], "hello");
+    drop(stalled);
+}
+
+#[tokio::test]
+async fn a_workers_whole_answer_past_32_mib_is_refused_not_held() {
+    use futures_util::SinkExt;
+    let (server, admin, client) = TestServer::with_admin_and_client().await;
+    let mut worker = fast_worker(&server, &admin).await;
+    let asked = tokio::spawn({
+        let (url, client) = (server.url.clone(), client.clone());
+        async move {
+            reqwest::Client::new()
+                .post(format!("{url}/v1/chat/completions"))
+                .bearer_auth(client)
+                .json(&json!({"model": "qwen", "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .unwrap()
+        }
+    });
+    let job = next_of_type(&mut worker, "job").await;
+    let job_id = job["job_id"].as_str().unwrap().to_string();
+    for _ in 0..17_000 {
+        worker.send(Message::text(big_chunk(&job_id))).await.unwrap();
+    }
+    let cancel = next_of_type(&mut worker, "cancel").await;
+    assert_eq!(cancel["job_id"], job_id.as_str());
+    let reply = asked.await.unwrap();
+    assert_eq!(reply.status(), 502);
+    let body: Value = reply.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("larger than 32 MiB"), "{body}");
+}

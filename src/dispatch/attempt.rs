@@ -10,7 +10,7 @@ pub use super::error::{DispatchError, TargetFailure, Why};
 use super::plan::Tier;
 use super::responses::{chat_form, ResponsesForms};
 use super::stream::{
-    hold_responses_until_content, hold_until_content, read_whole, worker_chunk_kind, ChunkKind, Clock,
+    hold_responses_until_content, hold_until_content, read_whole, too_large, worker_chunk_kind, ChunkKind, Clock,
 };
 use super::target_body::{anthropic_body, openai_body, with_reasoning_token_field};
 use super::walk::Runner;
@@ -185,9 +185,14 @@ impl Dispatcher {
         deadline = clock.first_content_deadline();
         let mut folded = Aggregator::default();
         let mut content = false;
+        let mut size = 0usize;
         loop {
             match next_event(&mut job, deadline).await? {
                 JobEvent::Chunk(chunk) => {
+                    size += chunk.get().len();
+                    if size > MAX_ANSWER_BYTES {
+                        return Err(too_large(MAX_ANSWER_BYTES));
+                    }
                     content = content || worker_chunk_kind(&chunk)? == ChunkKind::Content;
                     folded.push(&chunk).map_err(|e| Why::BadChunk(e.to_string()))?
                 }

@@ -300,6 +300,11 @@ pub fn with_clocks(body: UpstreamBody, clock: Clock) -> UpstreamBody {
 
 /// Reads a non-streamed body whole under the clocks, bounded; a body that is not JSON is
 /// a broken upstream (the next candidate gets the request).
+/// An answer past `limit` bytes, refused rather than held in memory.
+pub(super) fn too_large(limit: usize) -> Why {
+    Why::BadChunk(format!("an answer larger than {} MiB", limit / (1024 * 1024)))
+}
+
 pub async fn read_whole(body: UpstreamBody, clock: Clock, limit: usize) -> Result<Bytes, Why> {
     // Each piece comes by the idle clock: a stall is a timeout, not a broken body.
     let timed = futures_util::stream::unfold(Some(body), move |body| async move {
@@ -321,9 +326,7 @@ pub async fn read_whole(body: UpstreamBody, clock: Clock, limit: usize) -> Resul
     let out = crate::bounded::read_to_limit(timed, limit, 0)
         .await
         .map_err(|e| match e {
-            ReadError::TooLarge { limit } => {
-                Why::BadChunk(format!("an answer larger than {} MiB", limit / (1024 * 1024)))
-            }
+            ReadError::TooLarge { limit } => too_large(limit),
             ReadError::Broken(why) => why,
         })?;
     if serde_json::from_slice::<serde::de::IgnoredAny>(&out).is_err() {

@@ -2,19 +2,39 @@
 //! worker's ack (`job_accepted`/`job_refused`) for a worker that sends one, the clocks that
 //! end a silent or overlong job, and the `cancel` sent when the job is dropped unfinished
 //! (a client that goes away stops the work on the worker).
+//!
+//! The channel cannot push back on the worker: one WebSocket carries all its jobs, so a
+//! job whose reader falls behind would stall the others. Instead the bytes of chunks not yet
+//! read are counted, and a job whose reader stopped reading (a client that no longer reads
+//! its stream) is cancelled on the worker and ends with a failure, which bounds what such a
+//! client holds of the router's memory: more than `BEHIND_BYTES` behind and nothing read for
+//! `STALLED_FOR`, or more than `MAX_UNREAD_BYTES` behind at all. A reader that merely waits
+//! for its turn on the CPU while a fast worker bursts is not cut off. The job's slot is held by its entry in the
+//! worker's job table, so it is free as soon as the job ends on the worker, not when its
+//! last chunks have been read by a slow client.
 
 use super::live::{LiveWorker, SlotGuard};
 use crate::workers::protocol::{JobKind, RouterMessage, Usage};
 use serde_json::value::RawValue;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 /// How long a router waits for a worker that acks jobs to accept or refuse one. A worker
 /// answers at once; silence this long means the job is not running: the router tries
 /// elsewhere (and cancels it, in case the acceptance is merely late).
 pub const JOB_ACK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A reader this far behind (JSON bytes of chunks waiting) that reads nothing for
+/// `STALLED_FOR` has stopped: a client that keeps up has a few chunks waiting at most, and
+/// the socket's buffers hold more before any wait here.
+pub const BEHIND_BYTES: usize = 4 * 1024 * 1024;
+pub const STALLED_FOR: Duration = Duration::from_secs(2);
+/// The most that may wait unread however the reader fares: above the largest whole answer
+/// (`dispatch::attempt::MAX_ANSWER_BYTES`), which is read as it comes.
+pub const MAX_UNREAD_BYTES: usize = 48 * 1024 * 1024;
 
 /// What a worker said about one job.
 #[derive(Debug)]
@@ -44,6 +64,69 @@ pub(super) enum Wire {
     Refused,
 }
 
+/// How far a job's reader is: shared by the job's `Inbox` and its `WorkerJob`.
+#[derive(Default)]
+struct Progress {
+    /// Bytes of chunks queued and not yet read.
+    unread: AtomicUsize,
+    /// Chunks read so far.
+    taken: AtomicU64,
+}
+
+/// A running job's entry in its worker's job table: where its events go, and its slot.
+pub(super) struct Inbox {
+    events: mpsc::UnboundedSender<Wire>,
+    progress: Arc<Progress>,
+    /// Since when the reader is more than `BEHIND_BYTES` behind, and how many chunks it
+    /// had read then.
+    behind_since: Option<(Instant, u64)>,
+    /// Given back when the entry goes: the job ended on the worker, or it was dropped.
+    _slot: SlotGuard,
+}
+
+impl Inbox {
+    /// Queues `wire`; `false` if the reader has stopped reading (see the module comment),
+    /// in which case a failure is queued instead and the job must be cancelled.
+    fn send(&mut self, wire: Wire) -> bool {
+        if let Wire::Event(JobEvent::Chunk(chunk)) = &wire {
+            let len = chunk.get().len();
+            let unread = self.progress.unread.fetch_add(len, Ordering::AcqRel) + len;
+            if self.stalled(unread) {
+                let _ = self.events.send(Wire::Event(JobEvent::Failed {
+                    message: format!(
+                        "the client stopped reading: {} MiB of the answer went unread, so the job was cancelled",
+                        unread / (1024 * 1024)
+                    ),
+                    status: Some(502),
+                    retry_after: None,
+                    limited_until: None,
+                }));
+                return false;
+            }
+        }
+        let _ = self.events.send(wire);
+        true
+    }
+
+    fn stalled(&mut self, unread: usize) -> bool {
+        if unread <= BEHIND_BYTES {
+            self.behind_since = None;
+            return false;
+        }
+        if unread > MAX_UNREAD_BYTES {
+            return true;
+        }
+        let taken = self.progress.taken.load(Ordering::Acquire);
+        match self.behind_since {
+            Some((since, then)) if then == taken => since.elapsed() >= STALLED_FOR,
+            _ => {
+                self.behind_since = Some((Instant::now(), taken));
+                false
+            }
+        }
+    }
+}
+
 impl LiveWorker {
     /// Sends the job; the returned handle yields its events and cancels it if dropped early.
     pub fn start_job(
@@ -54,15 +137,22 @@ impl LiveWorker {
     ) -> Option<WorkerJob> {
         let job_id = uuid::Uuid::new_v4().to_string();
         let (events_tx, events) = mpsc::unbounded_channel();
+        let progress = Arc::new(Progress::default());
+        let inbox = Inbox {
+            events: events_tx,
+            progress: progress.clone(),
+            behind_since: None,
+            _slot: slot,
+        };
         self.jobs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(job_id.clone(), events_tx);
+            .insert(job_id.clone(), inbox);
         let job = WorkerJob {
             worker: self.clone(),
             job_id: job_id.clone(),
             events,
-            _slot: slot,
+            progress,
             finished: false,
             awaiting_ack: self.acks_jobs,
             pushed_back: None,
@@ -98,18 +188,30 @@ impl LiveWorker {
     }
 
     fn send_wire(&self, job_id: &str, wire: Wire, ends: bool) {
-        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(sender) = jobs.get(job_id) {
-            let _ = sender.send(wire);
+        // The entry leaves the table under the lock but is dropped after it: dropping it
+        // frees the slot, which may hand it to a waiting request that starts a job here.
+        let (gone, overflowed) = {
+            let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(inbox) = jobs.get_mut(job_id) else {
+                return;
+            };
+            let overflowed = !inbox.send(wire);
+            let gone = if ends || overflowed { jobs.remove(job_id) } else { None };
+            (gone, overflowed)
+        };
+        if overflowed {
+            tracing::warn!(worker = %self.name, job_id, "a client stopped reading a worker's stream; its job was cancelled");
+            let _ = self.outbox.send(RouterMessage::Cancel {
+                job_id: job_id.to_string(),
+            });
         }
-        if ends {
-            jobs.remove(job_id);
-        }
+        drop(gone);
     }
+
     pub(super) fn fail_all_jobs(&self) {
         let jobs = std::mem::take(&mut *self.jobs.lock().unwrap_or_else(|p| p.into_inner()));
-        for (_, sender) in jobs {
-            let _ = sender.send(Wire::Event(JobEvent::Disconnected));
+        for (_, inbox) in jobs {
+            let _ = inbox.events.send(Wire::Event(JobEvent::Disconnected));
         }
     }
 }
@@ -119,7 +221,8 @@ pub struct WorkerJob {
     worker: Arc<LiveWorker>,
     job_id: String,
     events: mpsc::UnboundedReceiver<Wire>,
-    _slot: SlotGuard,
+    /// Shared with the job's `Inbox`.
+    progress: Arc<Progress>,
     finished: bool,
     /// The worker acks jobs and has not yet said whether it took this one.
     awaiting_ack: bool,
@@ -176,7 +279,7 @@ impl WorkerJob {
             return None;
         }
         let limit = self.worker.ack_timeout;
-        match tokio::time::timeout(limit, self.events.recv()).await {
+        match tokio::time::timeout(limit, self.recv()).await {
             Ok(Some(Wire::Accepted)) => None,
             Ok(Some(Wire::Refused)) => {
                 // It never ran: nothing to cancel. `deliver_ack` marked the worker full.
@@ -206,9 +309,19 @@ impl WorkerJob {
         }
     }
 
+    /// The next thing on the job's channel, its bytes no longer counted as unread.
+    async fn recv(&mut self) -> Option<Wire> {
+        let wire = self.events.recv().await;
+        if let Some(Wire::Event(JobEvent::Chunk(chunk))) = &wire {
+            self.progress.unread.fetch_sub(chunk.get().len(), Ordering::AcqRel);
+            self.progress.taken.fetch_add(1, Ordering::AcqRel);
+        }
+        wire
+    }
+
     async fn receive_wire(&mut self) -> Result<Option<Wire>, JobEvent> {
         let wire = match self.clock {
-            None => self.events.recv().await,
+            None => self.recv().await,
             Some((idle, deadline)) => {
                 let idle_at = tokio::time::Instant::now() + idle;
                 let (at, what, limit) = if idle_at <= deadline {
@@ -220,7 +333,7 @@ impl WorkerJob {
                         deadline.saturating_duration_since(tokio::time::Instant::now()),
                     )
                 };
-                match tokio::time::timeout_at(at, self.events.recv()).await {
+                match tokio::time::timeout_at(at, self.recv()).await {
                     Ok(wire) => wire,
                     Err(_) => {
                         return Err(JobEvent::Failed {
@@ -242,11 +355,14 @@ impl WorkerJob {
 
 impl Drop for WorkerJob {
     fn drop(&mut self) {
-        self.worker
+        // Dropped after the lock is released (see `send_wire`).
+        let entry = self
+            .worker
             .jobs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.job_id);
+        drop(entry);
         if !self.finished {
             let _ = self.worker.outbox.send(RouterMessage::Cancel {
                 job_id: self.job_id.clone(),
@@ -359,6 +475,102 @@ mod tests {
         assert!(worker.try_reserve().is_none(), "full until the next status");
         worker.apply_status(0, 0, Vec::new());
         assert!(worker.try_reserve().is_some());
+    }
+
+    fn chunk_of(len: usize) -> JobEvent {
+        JobEvent::Chunk(RawValue::from_string(format!("\"{}\"", "x".repeat(len - 2))).unwrap())
+    }
+
+    /// Delivers chunks of `size` bytes until more than `bytes` wait unread.
+    fn flood(worker: &LiveWorker, id: &str, size: usize, bytes: usize) -> usize {
+        let count = bytes / size + 1;
+        for _ in 0..count {
+            worker.deliver(id, chunk_of(size));
+        }
+        count
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_that_stops_reading_far_behind_gets_its_job_cancelled_and_its_slot_freed() {
+        let registry = WorkerRegistry::new(Duration::from_secs(15));
+        let (worker, mut outbox) = registry.register(hello("t1", 1));
+        let mut job = job_on(&worker);
+        let id = sent_job_id(&mut outbox).await;
+        let size = 64 * 1024;
+        let sent = flood(&worker, &id, size, BEHIND_BYTES);
+        tokio::time::advance(STALLED_FOR / 2).await;
+        worker.deliver(&id, chunk_of(size));
+        assert!(outbox.try_recv().is_err(), "far behind, but not for long yet");
+        assert_eq!(worker.in_use(), 1);
+        tokio::time::advance(STALLED_FOR / 2).await;
+        worker.deliver(&id, chunk_of(size));
+        match outbox.try_recv() {
+            Ok(RouterMessage::Cancel { job_id }) => assert_eq!(job_id, id),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(worker.in_use(), 0, "the cancelled job's slot is free");
+        // Chunks after the cancel are dropped; the reader gets what was queued, then why.
+        worker.deliver(&id, chunk_of(size));
+        for _ in 0..=sent {
+            assert!(matches!(job.next_event().await, JobEvent::Chunk(_)));
+        }
+        match job.next_event().await {
+            JobEvent::Failed { message, .. } => assert!(message.contains("stopped reading"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+        drop(job);
+        assert!(outbox.try_recv().is_err(), "cancelled once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_far_behind_that_still_reads_is_not_cut_off_below_the_hard_limit() {
+        let registry = WorkerRegistry::new(Duration::from_secs(15));
+        let (worker, mut outbox) = registry.register(hello("t1", 1));
+        let mut job = job_on(&worker);
+        let id = sent_job_id(&mut outbox).await;
+        flood(&worker, &id, 64 * 1024, BEHIND_BYTES);
+        for _ in 0..4 {
+            tokio::time::advance(STALLED_FOR * 3 / 4).await;
+            assert!(matches!(job.next_event().await, JobEvent::Chunk(_)));
+            worker.deliver(&id, chunk_of(64 * 1024));
+        }
+        assert!(outbox.try_recv().is_err(), "a slow reader is still a reader");
+        // But nothing may pile up past the hard limit, however recently it read.
+        flood(&worker, &id, 1024 * 1024, MAX_UNREAD_BYTES);
+        assert!(matches!(outbox.try_recv(), Ok(RouterMessage::Cancel { .. })));
+        assert_eq!(worker.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_keeps_up_is_never_cut_off() {
+        let registry = WorkerRegistry::new(Duration::from_secs(15));
+        let (worker, mut outbox) = registry.register(hello("t1", 1));
+        let mut job = job_on(&worker);
+        let id = sent_job_id(&mut outbox).await;
+        for _ in 0..(3 * BEHIND_BYTES / 4096) {
+            worker.deliver(&id, chunk_of(4096));
+            assert!(matches!(job.next_event().await, JobEvent::Chunk(_)));
+        }
+        worker.deliver(&id, JobEvent::Done(None));
+        assert!(matches!(job.next_event().await, JobEvent::Done(None)));
+        assert!(outbox.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_job_gives_its_slot_back_when_the_worker_finishes_not_when_it_is_read() {
+        let registry = WorkerRegistry::new(Duration::from_secs(15));
+        let (worker, mut outbox) = registry.register(hello("t1", 1));
+        let mut job = job_on(&worker);
+        let id = sent_job_id(&mut outbox).await;
+        worker.deliver(&id, chunk_of(100));
+        assert!(worker.try_reserve().is_none(), "the job runs on the only slot");
+        worker.deliver(&id, JobEvent::Done(None));
+        let next = worker.try_reserve();
+        assert!(next.is_some(), "the worker is done with the job: its slot is free");
+        assert!(matches!(job.next_event().await, JobEvent::Chunk(_)));
+        assert!(matches!(job.next_event().await, JobEvent::Done(None)));
+        drop(job);
+        assert!(outbox.try_recv().is_err(), "a finished job needs no cancel");
     }
 
     #[tokio::test]

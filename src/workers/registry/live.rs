@@ -7,7 +7,7 @@
 //! through the `SlotExchange` the dispatcher installs: it may hand the slot straight to a
 //! queued request (the count never drops, so no newcomer can take it in between).
 
-use super::job::Wire;
+use super::job::Inbox;
 use crate::workers::protocol::{JobKind, RouterLink, RouterMessage, WorkerKind};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -74,7 +74,7 @@ pub struct LiveWorker {
     pub(super) jobs_served: AtomicU64,
     pub(super) last_seen_ms: AtomicU64,
     pub(super) outbox: mpsc::UnboundedSender<RouterMessage>,
-    pub(super) jobs: Mutex<HashMap<String, mpsc::UnboundedSender<Wire>>>,
+    pub(super) jobs: Mutex<HashMap<String, Inbox>>,
     pub(super) kicked: Notify,
     pub(super) gone: AtomicBool,
     pub(super) exchange: ExchangeCell,
