@@ -793,13 +793,9 @@ async fn a_router_out_of_file_descriptors_answers_503_and_leaves_the_provider_he
     assert!(!server.logs().contains("target cooling down"), "{}", server.logs());
 }
 
-/// A client that stops reading a fast stream costs the router a bounded buffer, not what
-/// hyper would hold by default (~400 KiB each way, ~1 MB a stalled stream).
-#[tokio::test]
-async fn clients_that_stop_reading_a_fast_stream_hold_little_memory() {
-    use crate::support::scripted::ScriptedProvider;
-    const STALLED: usize = 40;
-    let upstream = ScriptedProvider::start(&["fast-stream"], |_| {
+/// A provider whose stream is ~100 MB of 2 KB chunks, as fast as it can send them.
+async fn fast_stream_provider() -> crate::support::scripted::ScriptedProvider {
+    crate::support::scripted::ScriptedProvider::start(&["fast-stream"], |_| {
         let event = format!(
             "data: {}\n\n",
             json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "fast-stream",
@@ -810,7 +806,32 @@ async fn clients_that_stop_reading_a_fast_stream_hold_little_memory() {
         let chunks = futures_util::stream::iter((0..50_000).map(move |_| Ok::<_, std::io::Error>(event.clone())));
         (crate::support::stream_body(chunks), "text/event-stream")
     })
-    .await;
+    .await
+}
+
+/// How much the router at `pid` grew over `before` KiB once stalled streams have filled
+/// what they may (the growth stopped, or 8 s passed): its peak.
+async fn growth_once_settled(pid: u32, before: u64) -> u64 {
+    let started = Instant::now();
+    let (mut peak, mut last) = (before, before);
+    while started.elapsed() < Duration::from_secs(8) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = rss_kib(pid);
+        peak = peak.max(now);
+        if started.elapsed() > Duration::from_secs(2) && now.abs_diff(last) < 256 {
+            break;
+        }
+        last = now;
+    }
+    peak.saturating_sub(before)
+}
+
+/// A client that stops reading a fast stream costs the router a bounded buffer, not what
+/// hyper would hold by default (~400 KiB each way, ~1 MB a stalled stream).
+#[tokio::test]
+async fn clients_that_stop_reading_a_fast_stream_hold_little_memory() {
+    const STALLED: usize = 40;
+    let upstream = fast_stream_provider().await;
     let (server, admin) = TestServer::with_admin().await;
     server
         .add_provider_at(&admin, "fast", "openai-compatible", &upstream.openai_url(), CLOUD_KEY)
@@ -834,18 +855,7 @@ async fn clients_that_stop_reading_a_fast_stream_hold_little_memory() {
         stalled.push(stream);
     }
     // Every stream fills what it may: the kernel's socket buffers, then the router's.
-    let started = Instant::now();
-    let (mut peak, mut last) = (before, before);
-    while started.elapsed() < Duration::from_secs(8) {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = rss_kib(server.pid());
-        peak = peak.max(now);
-        if started.elapsed() > Duration::from_secs(2) && now.abs_diff(last) < 256 {
-            break;
-        }
-        last = now;
-    }
-    let grown = peak.saturating_sub(before);
+    let grown = growth_once_settled(server.pid(), before).await;
     // 64 KiB each way and the stream's own state (~220–260 KiB measured): under 500.
     assert!(
         grown < (STALLED as u64) * 500,
@@ -860,6 +870,47 @@ async fn clients_that_stop_reading_a_fast_stream_hold_little_memory() {
     }
     drop(stalled);
     // The router is still itself.
+    server.call("GET", "/v1/models", Some(&client), None).await.expect(200);
+}
+
+/// The same over HTTP/2: many stalled streams on one connection, each bounded.
+#[tokio::test]
+async fn http2_streams_a_client_stops_reading_hold_little_memory() {
+    const STALLED: usize = 40;
+    let upstream = fast_stream_provider().await;
+    let (server, admin) = TestServer::with_admin().await;
+    server
+        .add_provider_at(&admin, "fast", "openai-compatible", &upstream.openai_url(), CLOUD_KEY)
+        .await;
+    let client = server.client_key(&admin).await;
+    // Small windows: the client takes little, so the router's side is what fills.
+    let h2c = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .http2_initial_stream_window_size(16 << 20)
+        .http2_initial_connection_window_size(1 << 30)
+        .build()
+        .unwrap();
+    let before = rss_kib(server.pid());
+    let mut stalled = Vec::new();
+    for _ in 0..STALLED {
+        let response = h2c
+            .post(format!("{}/v1/chat/completions", server.url))
+            .bearer_auth(&client)
+            .json(&json!({"model": "fast-stream", "stream": true, "messages": [{"role": "user", "content": "go"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.version(), reqwest::Version::HTTP_2);
+        stalled.push(response);
+    }
+    let grown = growth_once_settled(server.pid(), before).await;
+    assert!(
+        grown < (STALLED as u64) * 500,
+        "{STALLED} stalled HTTP/2 streams grew the router by {grown} KiB ({} KiB each)",
+        grown / STALLED as u64
+    );
+    drop(stalled);
     server.call("GET", "/v1/models", Some(&client), None).await.expect(200);
 }
 

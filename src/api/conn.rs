@@ -23,7 +23,8 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An HTTP/2 connection opens with this preface; no HTTP/1 request line starts with "PRI".
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
-/// The most an HTTP/1 connection buffers each way (hyper's default is ~400 KiB). A client
+/// The most an HTTP/1 connection buffers each way, and an HTTP/2 stream sends ahead (hyper's
+/// default is ~400 KiB). A client
 /// that stops reading a fast stream otherwise leaves ~400 KiB of it in the write buffer (and
 /// as much in the upstream's read buffer): ~1 MB a stalled stream. It is also the largest
 /// request head accepted (431 past it); 64 KiB is twice nginx's default.
@@ -53,7 +54,10 @@ impl Protocols {
         let mut http2 = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
         // A peer that vanished (no FIN, no RST) stops answering pings: its connection and
         // streams are dropped instead of held forever. (HTTP/1 has the head timeout for that.)
+        // The same bound per stream for a client that grants a large window and stops
+        // reading: hyper buffers up to ~400 KiB of each stream otherwise.
         http2
+            .max_send_buf_size(MAX_CONNECTION_BUFFER)
             .timer(hyper_util::rt::TokioTimer::new())
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .keep_alive_timeout(Duration::from_secs(20));
