@@ -793,9 +793,10 @@ async fn a_router_out_of_file_descriptors_answers_503_and_leaves_the_provider_he
     assert!(!server.logs().contains("target cooling down"), "{}", server.logs());
 }
 
-/// A provider whose stream is ~100 MB of 2 KB chunks, as fast as it can send them.
-async fn fast_stream_provider() -> crate::support::scripted::ScriptedProvider {
-    crate::support::scripted::ScriptedProvider::start(&["fast-stream"], |_| {
+/// A router with a client key and one provider, whose stream (model `fast-stream`) is
+/// ~100 MB of 2 KB chunks sent as fast as it can.
+async fn router_with_fast_stream() -> (crate::support::scripted::ScriptedProvider, TestServer, String) {
+    let upstream = crate::support::scripted::ScriptedProvider::start(&["fast-stream"], |_| {
         let event = format!(
             "data: {}\n\n",
             json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "fast-stream",
@@ -806,7 +807,13 @@ async fn fast_stream_provider() -> crate::support::scripted::ScriptedProvider {
         let chunks = futures_util::stream::iter((0..50_000).map(move |_| Ok::<_, std::io::Error>(event.clone())));
         (crate::support::stream_body(chunks), "text/event-stream")
     })
-    .await
+    .await;
+    let (server, admin) = TestServer::with_admin().await;
+    server
+        .add_provider_at(&admin, "fast", "openai-compatible", &upstream.openai_url(), CLOUD_KEY)
+        .await;
+    let client = server.client_key(&admin).await;
+    (upstream, server, client)
 }
 
 /// How much the router at `pid` grew over `before` KiB once stalled streams have filled
@@ -831,12 +838,7 @@ async fn growth_once_settled(pid: u32, before: u64) -> u64 {
 #[tokio::test]
 async fn clients_that_stop_reading_a_fast_stream_hold_little_memory() {
     const STALLED: usize = 40;
-    let upstream = fast_stream_provider().await;
-    let (server, admin) = TestServer::with_admin().await;
-    server
-        .add_provider_at(&admin, "fast", "openai-compatible", &upstream.openai_url(), CLOUD_KEY)
-        .await;
-    let client = server.client_key(&admin).await;
+    let (_upstream, server, client) = router_with_fast_stream().await;
     let addr = server.url.trim_start_matches("http://").to_string();
     let body =
         json!({"model": "fast-stream", "stream": true, "messages": [{"role": "user", "content": "go"}]}).to_string();
@@ -877,13 +879,9 @@ async fn clients_that_stop_reading_a_fast_stream_hold_little_memory() {
 #[tokio::test]
 async fn http2_streams_a_client_stops_reading_hold_little_memory() {
     const STALLED: usize = 40;
-    let upstream = fast_stream_provider().await;
-    let (server, admin) = TestServer::with_admin().await;
-    server
-        .add_provider_at(&admin, "fast", "openai-compatible", &upstream.openai_url(), CLOUD_KEY)
-        .await;
-    let client = server.client_key(&admin).await;
-    // Small windows: the client takes little, so the router's side is what fills.
+    let (_upstream, server, client) = router_with_fast_stream().await;
+    // Large windows, as some clients grant: the router may send far ahead of the reader,
+    // so what it buffers per stream is its own bound.
     let h2c = reqwest::Client::builder()
         .http2_prior_knowledge()
         .http2_initial_stream_window_size(16 << 20)
@@ -937,6 +935,21 @@ fn big_chunk(job: &str) -> String {
     json!({"type": "chunk", "job_id": job, "chunk": {"id": "c", "object": "chat.completion.chunk", "created": 1,
            "model": "qwen", "choices": [{"index": 0, "delta": {"content": "x".repeat(2000)}, "finish_reason": null}]}})
     .to_string()
+}
+
+/// A plain chat request for `qwen`, sent from a task of its own (a hand-driven worker
+/// answers it meanwhile).
+fn ask_qwen_in_background(server: &TestServer, client: &str) -> tokio::task::JoinHandle<reqwest::Response> {
+    let (url, client) = (server.url.clone(), client.to_string());
+    tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(format!("{url}/v1/chat/completions"))
+            .bearer_auth(client)
+            .json(&json!({"model": "qwen", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap()
+    })
 }
 
 async fn fast_worker(server: &TestServer, admin: &str) -> WorkerSocket {
@@ -997,19 +1010,7 @@ async fn a_client_that_stops_reading_a_workers_stream_has_its_job_cancelled_and_
         .unwrap();
 
     // The one slot serves the next request while the stalled client still holds its stream.
-    let next = tokio::spawn({
-        let server_url = server.url.clone();
-        let client = client.clone();
-        async move {
-            reqwest::Client::new()
-                .post(format!("{server_url}/v1/chat/completions"))
-                .bearer_auth(client)
-                .json(&json!({"model": "qwen", "messages": [{"role": "user", "content": "hi"}]}))
-                .send()
-                .await
-                .unwrap()
-        }
-    });
+    let next = ask_qwen_in_background(&server, &client);
     let second = next_of_type(&mut worker, "job").await;
     let second_id = second["job_id"].as_str().unwrap().to_string();
     assert_ne!(second_id, job_id);
@@ -1032,18 +1033,7 @@ async fn a_workers_whole_answer_past_32_mib_is_refused_not_held() {
     use futures_util::SinkExt;
     let (server, admin, client) = TestServer::with_admin_and_client().await;
     let mut worker = fast_worker(&server, &admin).await;
-    let asked = tokio::spawn({
-        let (url, client) = (server.url.clone(), client.clone());
-        async move {
-            reqwest::Client::new()
-                .post(format!("{url}/v1/chat/completions"))
-                .bearer_auth(client)
-                .json(&json!({"model": "qwen", "messages": [{"role": "user", "content": "hi"}]}))
-                .send()
-                .await
-                .unwrap()
-        }
-    });
+    let asked = ask_qwen_in_background(&server, &client);
     let job = next_of_type(&mut worker, "job").await;
     let job_id = job["job_id"].as_str().unwrap().to_string();
     for _ in 0..17_000 {
