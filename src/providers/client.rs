@@ -39,6 +39,15 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 const POOL_IDLE: Duration = Duration::from_secs(90);
 /// The most a provider connection reads ahead of the client (see `HttpClient::with`).
 const UPSTREAM_READ_BUFFER: usize = 64 * 1024;
+/// Over HTTP/2, how far one stream is read ahead of its client: 512 KiB is ~5 MB/s at a
+/// 100 ms round trip, far above a token stream's pace, and what a client that stopped
+/// reading holds of the router (hyper's default: 2 MiB).
+const UPSTREAM_STREAM_WINDOW: u32 = 512 * 1024;
+/// The connection's window, shared by its streams. Unread data holds part of it, so with
+/// hyper's default (5 MiB) three clients that stop reading stall every request multiplexed
+/// on that connection; this large, what stalled streams hold is bounded by their own
+/// windows instead.
+const UPSTREAM_CONNECTION_WINDOW: u32 = 1 << 30;
 /// Idle connections kept per provider. Never more are idle than were busy at once, so this
 /// bound only matters in a burst: with 64, a flood of 1,000 clients closed every connection
 /// past the 64th as its answer came back and opened a new one (a TLS handshake, against a
@@ -111,6 +120,8 @@ impl HttpClient {
             // Read ahead of a client that does not keep up: bounded (hyper's default is
             // ~400 KiB a connection). Also the largest response head a provider may send.
             .http1_max_buf_size(UPSTREAM_READ_BUFFER)
+            .http2_initial_stream_window_size(UPSTREAM_STREAM_WINDOW)
+            .http2_initial_connection_window_size(UPSTREAM_CONNECTION_WINDOW)
             .build(connector);
         Ok(HttpClient {
             inner,
@@ -542,6 +553,71 @@ mod tests {
             1,
             "the second request reuses the pooled connection"
         );
+    }
+
+    /// A TLS server speaking h2 only: `/fast` streams ~64 MB as fast as the client takes
+    /// it, anything else answers `ok`.
+    async fn h2_streaming_server(tls: Arc<rustls::ServerConfig>) -> SocketAddr {
+        use http_body_util::{combinators::BoxBody, StreamBody};
+        async fn serve(request: Request<Incoming>) -> Result<Response<BoxBody<Bytes, hyper::Error>>, hyper::Error> {
+            if request.uri().path() != "/fast" {
+                return Ok(Response::new(
+                    Full::new(Bytes::from_static(b"ok")).map_err(|e| match e {}).boxed(),
+                ));
+            }
+            let chunk = Bytes::from(vec![b'x'; 16 * 1024]);
+            let frames = futures_util::stream::iter(
+                (0..4096).map(move |_| Ok::<_, hyper::Error>(hyper::body::Frame::data(chunk.clone()))),
+            );
+            Ok(Response::new(StreamBody::new(frames).boxed()))
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let Ok(stream) = tokio_rustls::TlsAcceptor::from(tls).accept(tcp).await else {
+                        return;
+                    };
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), hyper::service::service_fn(serve))
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// Streams of one HTTP/2 connection share its flow-control window: data a client has
+    /// not read yet holds some of it, so with hyper's defaults (2 MiB a stream, 5 MiB the
+    /// connection) three clients that stop reading their streams stall every other request
+    /// to that provider.
+    #[tokio::test]
+    async fn h2_streams_whose_clients_stop_reading_do_not_stall_the_connections_other_requests() {
+        let (tls, roots) = certificate();
+        let addr = h2_streaming_server(tls).await;
+        let http = client(Matcher::builder().build(), roots);
+        let url = |path: &str| format!("https://127.0.0.1:{}{path}", addr.port());
+        let mut stalled = Vec::new();
+        for _ in 0..8 {
+            let response = http.send(post(&url("/fast"), ""), SECOND).await.unwrap();
+            assert_eq!(response.version(), http::Version::HTTP_2);
+            stalled.push(response);
+        }
+        // Let the stalled streams take what their windows allow.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let answered = tokio::time::timeout(SECOND, async {
+            let response = http.send(post(&url("/small"), ""), SECOND).await.unwrap();
+            response.into_body().collect().await.unwrap().to_bytes()
+        })
+        .await;
+        assert_eq!(
+            answered.expect("a request on the shared connection stalled").as_ref(),
+            b"ok"
+        );
+        drop(stalled);
     }
 
     #[tokio::test]
