@@ -1,6 +1,14 @@
 //! The one client for cloud providers: hyper's pooled client over our own connector (DNS by
-//! hickory, TCP_NODELAY, TLS by rustls with ALPN h2, the `HTTP(S)_PROXY`/`NO_PROXY`
-//! environment), and the connect limit an admin can change while the process runs.
+//! hickory, TCP_NODELAY, TLS by rustls, the `HTTP(S)_PROXY`/`NO_PROXY` environment), and
+//! the connect limit an admin can change while the process runs.
+//!
+//! Providers are spoken to over HTTP/1.1, pooled and kept alive, even when they offer
+//! HTTP/2. HTTP/2 would put every request to a provider on one connection: requests past the
+//! provider's stream limit (often 100–256) would wait in hyper, unseen, for a stream to end
+//! (hyper's pool never opens a second connection), and a client that stops reading its stream
+//! holds part of the connection's shared window (with hyper's defaults, three such clients
+//! stalled every other request to that provider). Over HTTP/1.1 each request has its own
+//! connection, read ahead of its client by at most `UPSTREAM_READ_BUFFER`.
 //!
 //! Why not reqwest here: every proxied request went through reqwest's per-request layers
 //! (its URL parsed twice, redirect policy, header map copies) and each pooled connection held
@@ -39,15 +47,6 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 const POOL_IDLE: Duration = Duration::from_secs(90);
 /// The most a provider connection reads ahead of the client (see `HttpClient::with`).
 const UPSTREAM_READ_BUFFER: usize = 64 * 1024;
-/// Over HTTP/2, how far one stream is read ahead of its client: 512 KiB is ~5 MB/s at a
-/// 100 ms round trip, far above a token stream's pace, and what a client that stopped
-/// reading holds of the router (hyper's default: 2 MiB).
-const UPSTREAM_STREAM_WINDOW: u32 = 512 * 1024;
-/// The connection's window, shared by its streams. Unread data holds part of it, so with
-/// hyper's default (5 MiB) three clients that stop reading stall every request multiplexed
-/// on that connection; this large, what stalled streams hold is bounded by their own
-/// windows instead.
-const UPSTREAM_CONNECTION_WINDOW: u32 = 1 << 30;
 /// Idle connections kept per provider. Never more are idle than were busy at once, so this
 /// bound only matters in a burst: with 64, a flood of 1,000 clients closed every connection
 /// past the 64th as its answer came back and opened a new one (a TLS handshake, against a
@@ -99,7 +98,8 @@ impl HttpClient {
             .map_err(|e| ClientError::Tls(e.to_string()))?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        // HTTP/1.1 only (see the module comment).
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let mut tcp = HttpConnector::new_with_resolver(Resolver::default());
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
@@ -120,8 +120,6 @@ impl HttpClient {
             // Read ahead of a client that does not keep up: bounded (hyper's default is
             // ~400 KiB a connection). Also the largest response head a provider may send.
             .http1_max_buf_size(UPSTREAM_READ_BUFFER)
-            .http2_initial_stream_window_size(UPSTREAM_STREAM_WINDOW)
-            .http2_initial_connection_window_size(UPSTREAM_CONNECTION_WINDOW)
             .build(connector);
         Ok(HttpClient {
             inner,
@@ -337,14 +335,7 @@ impl Connection for Upstream {
     fn connected(&self) -> Connected {
         match self {
             Upstream::Plain { io, proxied } => io.inner().connected().proxy(*proxied),
-            Upstream::Tls(io) => {
-                let (tcp, session) = io.inner().get_ref();
-                let connected = tcp.connected();
-                match session.alpn_protocol() {
-                    Some(b"h2") => connected.negotiated_h2(),
-                    _ => connected,
-                }
-            }
+            Upstream::Tls(io) => io.inner().get_ref().0.connected(),
         }
     }
 }
@@ -555,9 +546,10 @@ mod tests {
         );
     }
 
-    /// A TLS server speaking h2 only: `/fast` streams ~64 MB as fast as the client takes
-    /// it, anything else answers `ok`.
-    async fn h2_streaming_server(tls: Arc<rustls::ServerConfig>) -> SocketAddr {
+    /// A TLS server offering h2 (at most 4 streams at once on a connection, as providers
+    /// limit them) and HTTP/1.1: `/fast` streams ~64 MB as fast as the client takes it,
+    /// anything else answers `ok`.
+    async fn streaming_server(tls: Arc<rustls::ServerConfig>) -> SocketAddr {
         use http_body_util::{combinators::BoxBody, StreamBody};
         async fn serve(request: Request<Incoming>) -> Result<Response<BoxBody<Bytes, hyper::Error>>, hyper::Error> {
             if request.uri().path() != "/fast" {
@@ -581,53 +573,57 @@ mod tests {
                     let Ok(stream) = tokio_rustls::TlsAcceptor::from(tls).accept(tcp).await else {
                         return;
                     };
-                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), hyper::service::service_fn(serve))
-                        .await;
+                    let service = hyper::service::service_fn(serve);
+                    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .max_concurrent_streams(4)
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    } else {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    }
                 });
             }
         });
         addr
     }
 
-    /// Streams of one HTTP/2 connection share its flow-control window: data a client has
-    /// not read yet holds some of it, so with hyper's defaults (2 MiB a stream, 5 MiB the
-    /// connection) three clients that stop reading their streams stall every other request
-    /// to that provider.
+    /// Over HTTP/2 every request to a provider would share one connection: past its stream
+    /// limit further requests would wait, and clients that stop reading would hold its
+    /// shared window (hyper's defaults: three of them stalled every other request).
     #[tokio::test]
-    async fn h2_streams_whose_clients_stop_reading_do_not_stall_the_connections_other_requests() {
+    async fn streams_whose_clients_stop_reading_do_not_hold_up_other_requests_to_the_provider() {
         let (tls, roots) = certificate();
-        let addr = h2_streaming_server(tls).await;
+        let addr = streaming_server(tls).await;
         let http = client(Matcher::builder().build(), roots);
         let url = |path: &str| format!("https://127.0.0.1:{}{path}", addr.port());
         let mut stalled = Vec::new();
         for _ in 0..8 {
             let response = http.send(post(&url("/fast"), ""), SECOND).await.unwrap();
-            assert_eq!(response.version(), http::Version::HTTP_2);
+            assert_eq!(response.version(), http::Version::HTTP_11);
             stalled.push(response);
         }
-        // Let the stalled streams take what their windows allow.
+        // Let the stalled streams take what they may.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let answered = tokio::time::timeout(SECOND, async {
             let response = http.send(post(&url("/small"), ""), SECOND).await.unwrap();
             response.into_body().collect().await.unwrap().to_bytes()
         })
         .await;
-        assert_eq!(
-            answered.expect("a request on the shared connection stalled").as_ref(),
-            b"ok"
-        );
+        assert_eq!(answered.expect("a request to the provider was held up").as_ref(), b"ok");
         drop(stalled);
     }
 
     #[tokio::test]
-    async fn https_speaks_h2_when_the_server_offers_it_and_refuses_a_certificate_it_does_not_trust() {
+    async fn https_speaks_http1_though_the_server_offers_h2_and_refuses_a_certificate_it_does_not_trust() {
         let (tls, roots) = certificate();
         let (addr, _) = echo_server(Some(tls)).await;
         let url = format!("https://127.0.0.1:{}/v1/messages", addr.port());
         let trusted = client(Matcher::builder().build(), roots);
         let got = seen(trusted.send(post(&url, "hi"), SECOND).await.unwrap()).await;
-        assert_eq!(got.version, "HTTP/2.0");
+        assert_eq!(got.version, "HTTP/1.1");
         assert_eq!(got.body, "hi");
 
         let stranger = client(Matcher::builder().build(), rustls::RootCertStore::empty());
@@ -679,8 +675,9 @@ mod tests {
         let http = client(proxies, roots);
         let url = format!("https://models.test:{}/v1/responses", server.port());
         let got = seen(http.send(post(&url, "x"), SECOND).await.unwrap()).await;
-        // HTTP/2 carries the scheme and authority: the tunnel reached the server itself.
-        assert_eq!(got.uri, url);
+        // Origin form inside the tunnel: the request is the server's, not the proxy's.
+        assert_eq!(got.uri, "/v1/responses");
+        assert_eq!(got.version, "HTTP/1.1");
         assert_eq!(
             got.proxy_authorization, None,
             "credentials stay on the CONNECT, not inside the tunnel"
