@@ -355,19 +355,21 @@ impl WorkerJob {
 
 impl Drop for WorkerJob {
     fn drop(&mut self) {
-        // Dropped after the lock is released (see `send_wire`).
         let entry = self
             .worker
             .jobs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.job_id);
-        drop(entry);
         if !self.finished {
             let _ = self.worker.outbox.send(RouterMessage::Cancel {
                 job_id: self.job_id.clone(),
             });
         }
+        // The slot goes after the lock is released (see `send_wire`) and after the cancel:
+        // a waiting request it is handed to sends its job behind the cancel, so the worker
+        // has the slot free when the job arrives.
+        drop(entry);
     }
 }
 
@@ -571,6 +573,36 @@ mod tests {
         assert!(matches!(job.next_event().await, JobEvent::Done(None)));
         drop(job);
         assert!(outbox.try_recv().is_err(), "a finished job needs no cancel");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_job_is_cancelled_before_its_slot_is_free_again() {
+        /// As the dispatcher's queue does: a freed slot goes to a waiting request, which
+        /// starts its job at once.
+        struct HandOn;
+        impl super::super::live::SlotExchange for HandOn {
+            fn release(&self, worker: &Arc<LiveWorker>) {
+                let slot = SlotGuard::adopt(worker.clone());
+                let next = worker.start_job(
+                    slot,
+                    JobKind::ChatCompletions,
+                    RawValue::from_string("{}".into()).unwrap(),
+                );
+                std::mem::forget(next);
+            }
+            fn capacity_added(&self, _: &Arc<LiveWorker>) {}
+        }
+        let registry = WorkerRegistry::new(Duration::from_secs(15));
+        registry.set_exchange(Arc::new(HandOn));
+        let (worker, mut outbox) = registry.register(hello("t1", 1));
+        let job = job_on(&worker);
+        let id = sent_job_id(&mut outbox).await;
+        drop(job);
+        match outbox.recv().await.unwrap() {
+            RouterMessage::Cancel { job_id } => assert_eq!(job_id, id),
+            other => panic!("the next job went out before the cancel: {other:?}"),
+        }
+        assert!(matches!(outbox.recv().await.unwrap(), RouterMessage::Job { .. }));
     }
 
     #[tokio::test]
