@@ -9,9 +9,10 @@
 //! its stream) is cancelled on the worker and ends with a failure, which bounds what such a
 //! client holds of the router's memory: more than `BEHIND_BYTES` behind and nothing read for
 //! `STALLED_FOR`, or more than `MAX_UNREAD_BYTES` behind at all. A reader that merely waits
-//! for its turn on the CPU while a fast worker bursts is not cut off. The job's slot is held by its entry in the
-//! worker's job table, so it is free as soon as the job ends on the worker, not when its
-//! last chunks have been read by a slow client.
+//! for its turn on the CPU while a fast worker bursts is not cut off.
+//!
+//! The job's slot is held by its entry in the worker's job table, so it is free as soon as
+//! the job ends on the worker, not when a slow client has read its last chunks.
 
 use super::live::{LiveWorker, SlotGuard};
 use crate::workers::protocol::{JobKind, RouterMessage, Usage};
