@@ -40,6 +40,11 @@ pub struct ServeArgs {
     /// Seconds between background refreshes of every provider's model list.
     #[arg(long, env = "AUXOT_MODELS_REFRESH_SECS", default_value_t = 6 * 3600)]
     pub models_refresh_secs: u64,
+    /// Seconds a client has to send its request head, and at most between two pieces of
+    /// its request body; past it the connection is dropped (a slow-loris, or a client gone
+    /// silent mid-upload).
+    #[arg(long, env = "AUXOT_CLIENT_TIMEOUT_SECS", default_value_t = 30)]
+    pub client_timeout_secs: u64,
     /// Seconds to wait for an upstream's response headers before failing over.
     #[arg(long, env = "AUXOT_UPSTREAM_TIMEOUT_SECS", default_value_t = 600)]
     pub upstream_timeout_secs: u64,
@@ -117,6 +122,7 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub body_limit: u64,
+    pub client_timeout: Duration,
     pub models_refresh: Duration,
     pub upstream_timeout: Duration,
     pub session_ttl: Duration,
@@ -186,6 +192,9 @@ impl ServeConfig {
         if args.upstream_timeout_secs == 0 {
             return Err(ConfigError::Zero("--upstream-timeout-secs"));
         }
+        if args.client_timeout_secs == 0 {
+            return Err(ConfigError::Zero("--client-timeout-secs"));
+        }
         if args.worker_heartbeat_timeout_secs == 0 {
             return Err(ConfigError::Zero("--worker-heartbeat-timeout-secs"));
         }
@@ -222,6 +231,7 @@ impl ServeConfig {
             data_dir: args.data_dir,
             listen: args.listen,
             body_limit: args.body_limit,
+            client_timeout: Duration::from_secs(args.client_timeout_secs),
             models_refresh: Duration::from_secs(args.models_refresh_secs),
             upstream_timeout: Duration::from_secs(args.upstream_timeout_secs),
             session_ttl: Duration::from_secs(args.session_ttl_secs.max(60)),

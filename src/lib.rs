@@ -339,12 +339,13 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
     let usage = state.usage.clone();
     let presence = state.presence.clone();
     let grace = state.config.shutdown_grace;
+    let client_timeout = state.config.client_timeout;
     let connections = state.connections.clone();
     let service = warp::service(api::routes(state));
     // Built on hyper directly (not `warp::serve`) to know each connection's peer address,
     // which the login throttle keys on, and to bound how long a client may take to send
     // its headers.
-    let protocols = Arc::new(api::conn::Protocols::default());
+    let protocols = Arc::new(api::conn::Protocols::with_header_timeout(client_timeout));
     let (shutdown_connections, stop) = api::conn::Shutdown::new();
     let mut cap = api::conn::ConnectionCap::new(connections);
     let accepting = async {
@@ -365,8 +366,9 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
             let _ = stream.set_nodelay(true);
             let peer = stream.peer_addr().ok();
             let service = service.clone();
-            let per_request =
-                hyper::service::service_fn(move |request| api::filters::serve_request(service.clone(), peer, request));
+            let per_request = hyper::service::service_fn(move |request| {
+                api::filters::serve_request(service.clone(), peer, client_timeout, request)
+            });
             let protocols = protocols.clone();
             let stop = stop.clone();
             tokio::spawn(async move {

@@ -1047,3 +1047,86 @@ async fn a_workers_whole_answer_past_32_mib_is_refused_not_held() {
     let message = body["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("larger than 32 MiB"), "{body}");
 }
+
+/// Sends `head` and the first `sent` bytes of `body` (its whole length declared), then
+/// nothing more: what the router answers, and how long it took.
+async fn stall_mid_body(server: &TestServer, head: &str, body: &str, sent: usize) -> (String, Duration) {
+    let mut socket = TcpStream::connect(server.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let request = format!(
+        "{head}content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    socket.write_all(&body.as_bytes()[..sent]).await.unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(15), socket.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "a client stalled mid-body was never let go");
+    (String::from_utf8_lossy(&answer).into_owned(), started.elapsed())
+}
+
+#[tokio::test]
+async fn a_client_that_stalls_mid_body_is_answered_408_and_let_go_but_a_slow_steady_one_is_served() {
+    let upstream = FakeUpstream::openai("oa", &[CLOUD_KEY], &["gpt-4o-mini"]).await;
+    let (server, admin) = TestServer::with_admin_using(Options::with_args(&["--client-timeout-secs", "1"])).await;
+    server.add_provider(&admin, "openai", &upstream, CLOUD_KEY).await;
+    let client = server.client_key(&admin).await;
+
+    // Anonymous: the login form, half sent.
+    let login = json!({"username": "admin", "password": "password123"}).to_string();
+    let (answer, took) = stall_mid_body(&server, "POST /api/login HTTP/1.1\r\nhost: x\r\n", &login, 10).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"request_timeout\""), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+    assert!(took < Duration::from_secs(5), "let go after {took:?}");
+
+    // The same limit holds for the head.
+    let mut half_head = TcpStream::connect(server.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    half_head.write_all(b"POST /api/login HTTP/1.1\r\nhost:").await.unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), half_head.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "a half-sent head was held past the client timeout");
+
+    // A model request, in the caller's dialect.
+    let chat = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let openai = format!("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {client}\r\n");
+    let (answer, _) = stall_mid_body(&server, &openai, &chat, 20).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let body: Value = serde_json::from_str(&answer[answer.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    assert_eq!(body["error"]["code"], "request_timeout", "{body}");
+    let anthropic =
+        format!("POST /v1/messages HTTP/1.1\r\nhost: x\r\nx-api-key: {client}\r\nanthropic-version: 2023-06-01\r\n");
+    let (answer, _) = stall_mid_body(&server, &anthropic, &chat, 20).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let body: Value = serde_json::from_str(&answer[answer.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    assert_eq!(body["type"], "error", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("sent nothing of its request body"), "{body}");
+
+    // A slow but steady upload (a piece every 400 ms, 2.4 s in all) is no stall.
+    let mut socket = TcpStream::connect(server.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    socket
+        .write_all(
+            format!(
+                "{openai}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                chat.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    for piece in chat.as_bytes().chunks(chat.len() / 6 + 1) {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        socket.write_all(piece).await.unwrap();
+    }
+    let mut answer = Vec::new();
+    socket.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}

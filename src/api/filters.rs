@@ -9,11 +9,13 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tower_service::Service;
 use warp::filters::BoxedFilter;
 use warp::http::Request;
@@ -276,9 +278,11 @@ fn json_or_empty(headers: &HeaderMap) -> bool {
 /// connection stays usable: a request whose body the route never read (refused before
 /// reading: 401, 403, 413, 429 …) is answered with `Connection: close`, so an HTTP/1.1
 /// client opens a new connection instead of finding this one closed under its next request.
+/// A body that sends nothing for `body_idle` fails its read (`BodyStalled`).
 pub async fn serve_request<S>(
     mut service: S,
     peer: Option<SocketAddr>,
+    body_idle: Duration,
     request: Request<Incoming>,
 ) -> Result<Response, Infallible>
 where
@@ -294,6 +298,8 @@ where
     let body = WatchedBody {
         inner: body,
         read_whole: read_whole.clone(),
+        idle_limit: body_idle,
+        idle: None,
     };
     let handled = REQUEST_ID.scope(id.clone(), service.call(Request::from_parts(parts, body)));
     let mut response = match handled.await {
@@ -317,22 +323,46 @@ where
     Ok(response)
 }
 
-/// A request body that records when it has been read to its end.
+/// Why a request body could not be read: the client sent nothing more of it for the
+/// client timeout (a slow-loris, or a client gone silent mid-upload).
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent nothing of its request body for {}s", .0.as_secs())]
+pub struct BodyStalled(pub Duration);
+
+/// A request body that records when it has been read to its end, and fails once the
+/// client sends nothing of it for `idle_limit`.
 pub struct WatchedBody {
     inner: Incoming,
     read_whole: Arc<AtomicBool>,
+    idle_limit: Duration,
+    /// Set only while the body has nothing ready: a body that came with its head (nearly
+    /// every request) never arms a timer.
+    idle: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl HttpBody for WatchedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let next = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(None) = next {
-            self.read_whole.store(true, Ordering::Release);
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(next) => {
+                this.idle = None;
+                if next.is_none() {
+                    this.read_whole.store(true, Ordering::Release);
+                }
+                Poll::Ready(next.map(|frame| frame.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let limit = this.idle_limit;
+                let idle = this.idle.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                match idle.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyStalled(limit))))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
-        next
     }
 
     fn is_end_stream(&self) -> bool {

@@ -69,8 +69,23 @@ where
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     read_to_limit(body, limit, expected).await.map_err(|e| match e {
         ReadError::TooLarge { .. } => too_large(),
-        ReadError::Broken(e) => ApiError::bad_request(format!("could not read the request body: {e}")),
+        ReadError::Broken(e) => match stalled(&e) {
+            Some(stalled) => ApiError::new(408, "request_timeout", stalled.to_string()),
+            None => ApiError::bad_request(format!("could not read the request body: {e}")),
+        },
     })
+}
+
+/// The stall behind a body that broke off, if that is why (`filters::WatchedBody`).
+fn stalled(error: &warp::Error) -> Option<&super::filters::BodyStalled> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = cause {
+        if let Some(stalled) = error.downcast_ref::<super::filters::BodyStalled>() {
+            return Some(stalled);
+        }
+        cause = error.source();
+    }
+    None
 }
 
 /// A model request's body: within the limit, and UTF-8 as JSON must be (RFC 8259). The
