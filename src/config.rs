@@ -40,9 +40,9 @@ pub struct ServeArgs {
     /// Seconds between background refreshes of every provider's model list.
     #[arg(long, env = "AUXOT_MODELS_REFRESH_SECS", default_value_t = 6 * 3600)]
     pub models_refresh_secs: u64,
-    /// Seconds a client has to send its request head, and at most between two pieces of
-    /// its request body; past it the connection is dropped (a slow-loris, or a client gone
-    /// silent mid-upload).
+    /// Seconds a client has to send its request head, at most between two pieces of its
+    /// request body, and at most while it takes nothing of its answer; past it the
+    /// connection is dropped (a slow-loris, a client gone silent mid-upload or mid-answer).
     #[arg(long, env = "AUXOT_CLIENT_TIMEOUT_SECS", default_value_t = 30)]
     pub client_timeout_secs: u64,
     /// Seconds to wait for an upstream's response headers before failing over.

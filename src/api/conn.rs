@@ -7,6 +7,7 @@
 //! body, so this wrapper recognises that one automatic answer on its way out and writes a
 //! JSON one in its place. The connection closes after it either way.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -159,7 +160,7 @@ where
         },
         _ = stop.stopping() => return,
     };
-    let io = hyper_util::rt::TokioIo::new(Conn::new(stream));
+    let io = hyper_util::rt::TokioIo::new(Conn::new(stream, protocols.header_timeout));
     let ended = if http2 {
         let conn = protocols.http2.serve_connection(io, service);
         until_stopped(std::pin::pin!(conn), stop, |conn| conn.graceful_shutdown()).await
@@ -209,19 +210,47 @@ async fn opens_with_h2_preface(stream: &TcpStream) -> io::Result<bool> {
     }
 }
 
+/// A client connection as hyper sees it: hyper's own bodiless parse-error answers are
+/// replaced by JSON ones, and a client that takes nothing of what is written to it for the
+/// client timeout is dropped (as nginx's `send_timeout`): one that stopped reading would
+/// otherwise hold its connection, a slot of the connection cap and its buffers for ever.
 pub struct Conn {
     inner: TcpStream,
     /// A replacement still being written; hyper was told its own bytes went out.
     pending: Vec<u8>,
     written: usize,
+    stall_limit: Duration,
+    /// Set only while a write waits on the client: a socket that takes what is written (as
+    /// it nearly always does) never arms a timer.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Conn {
-    pub fn new(inner: TcpStream) -> Conn {
+    pub fn new(inner: TcpStream, stall_limit: Duration) -> Conn {
         Conn {
             inner,
             pending: Vec::new(),
             written: 0,
+            stall_limit,
+            stalled: None,
+        }
+    }
+
+    /// `polled`, a write on the socket; past the stall limit of waiting, an error that
+    /// ends the connection.
+    fn watch<T>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.stalled = None;
+            return polled;
+        }
+        let limit = self.stall_limit;
+        let stalled = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the client took nothing of its answer for {}s", limit.as_secs()),
+            ))),
+            Poll::Pending => Poll::Pending,
         }
     }
 
@@ -233,9 +262,10 @@ impl Conn {
                 written,
                 ..
             } = self;
-            match Pin::new(inner).poll_write(cx, &pending[*written..]) {
+            let polled = Pin::new(inner).poll_write(cx, &pending[*written..]);
+            match self.watch(cx, polled) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => *written += n,
+                Poll::Ready(Ok(n)) => self.written += n,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
             }
@@ -307,19 +337,26 @@ impl AsyncWrite for Conn {
             let _ = self.drain(cx);
             return Poll::Ready(Ok(buf.len()));
         }
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, polled)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.drain(cx) {
-            Poll::Ready(Ok(())) => Pin::new(&mut self.inner).poll_flush(cx),
+            Poll::Ready(Ok(())) => {
+                let polled = Pin::new(&mut self.inner).poll_flush(cx);
+                self.watch(cx, polled)
+            }
             other => other,
         }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.drain(cx) {
-            Poll::Ready(Ok(())) => Pin::new(&mut self.inner).poll_shutdown(cx),
+            Poll::Ready(Ok(())) => {
+                let polled = Pin::new(&mut self.inner).poll_shutdown(cx);
+                self.watch(cx, polled)
+            }
             other => other,
         }
     }
@@ -331,8 +368,8 @@ mod tests {
     use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// A server on a loopback port whose one route answers with the HTTP version it was
-    /// asked in, after `delay`.
+    /// A server on a loopback port that answers with the HTTP version it was asked in,
+    /// after `delay` (`/big`: with 32 MB).
     async fn server(protocols: Protocols, delay: Duration) -> (std::net::SocketAddr, Shutdown) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -350,10 +387,11 @@ mod tests {
                 let service =
                     hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| async move {
                         tokio::time::sleep(delay).await;
-                        let version = format!("{:?}", request.version());
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
-                            bytes::Bytes::from(version),
-                        )))
+                        let answer = match request.uri().path() {
+                            "/big" => bytes::Bytes::from(vec![b'x'; 32 << 20]),
+                            _ => bytes::Bytes::from(format!("{:?}", request.version())),
+                        };
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(answer)))
                     });
                 let protocols = protocols.clone();
                 let stop = stop.clone();
@@ -437,6 +475,42 @@ mod tests {
             );
             assert!(!answer.contains(" 200 "), "{answer}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_client_that_takes_nothing_of_its_answer_is_dropped_after_the_client_timeout() {
+        let (addr, _shutdown) = server(
+            Protocols::with_header_timeout(Duration::from_millis(300)),
+            Duration::ZERO,
+        )
+        .await;
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stalled = socket.connect(addr).await.unwrap();
+        stalled
+            .write_all(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        // Reading nothing while the server fills the socket and then gives up on it.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let mut got = Vec::new();
+        let ended = tokio::time::timeout(Duration::from_secs(10), stalled.read_to_end(&mut got)).await;
+        assert!(ended.is_ok(), "the stalled connection was kept open");
+        assert!(
+            got.len() < 32 << 20,
+            "the whole answer went out to a client that read nothing"
+        );
+
+        // One that reads, however slowly it starts, gets it all.
+        let mut reader = TcpStream::connect(addr).await.unwrap();
+        reader
+            .write_all(b"GET /big HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut all = Vec::new();
+        reader.read_to_end(&mut all).await.unwrap();
+        assert!(all.len() > 32 << 20, "{} bytes", all.len());
     }
 
     #[tokio::test]
