@@ -465,22 +465,37 @@ mod tests {
                             .await;
                         return;
                     };
-                    let Ok(stream) = tokio_rustls::TlsAcceptor::from(tls).accept(tcp).await else {
-                        return;
-                    };
-                    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
-                    } else {
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
-                    }
+                    serve_tls(tls, tcp, service).await;
                 });
             }
         });
         (addr, accepted)
+    }
+
+    /// Serves one TLS connection with the protocol the client chose: h2 (at most 4 streams at
+    /// once, as providers limit them) or HTTP/1.1.
+    async fn serve_tls<S, B>(tls: Arc<rustls::ServerConfig>, tcp: TcpStream, service: S)
+    where
+        S: hyper::service::HttpService<Incoming, ResBody = B> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let Ok(stream) = tokio_rustls::TlsAcceptor::from(tls).accept(tcp).await else {
+            return;
+        };
+        if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .max_concurrent_streams(4)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        } else {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        }
     }
 
     /// A self-signed certificate for 127.0.0.1: the server's config and a root store trusting it.
@@ -546,8 +561,7 @@ mod tests {
         );
     }
 
-    /// A TLS server offering h2 (at most 4 streams at once on a connection, as providers
-    /// limit them) and HTTP/1.1: `/fast` streams ~64 MB as fast as the client takes it,
+    /// A TLS server offering h2 and HTTP/1.1 (`serve_tls`): `/fast` streams ~64 MB as fast as the client takes it,
     /// anything else answers `ok`.
     async fn streaming_server(tls: Arc<rustls::ServerConfig>) -> SocketAddr {
         use http_body_util::{combinators::BoxBody, StreamBody};
@@ -570,20 +584,7 @@ mod tests {
                 let (tcp, _) = listener.accept().await.unwrap();
                 let tls = tls.clone();
                 tokio::spawn(async move {
-                    let Ok(stream) = tokio_rustls::TlsAcceptor::from(tls).accept(tcp).await else {
-                        return;
-                    };
-                    let service = hyper::service::service_fn(serve);
-                    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                            .max_concurrent_streams(4)
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
-                    } else {
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
-                    }
+                    serve_tls(tls, tcp, hyper::service::service_fn(serve)).await;
                 });
             }
         });
