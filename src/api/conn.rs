@@ -25,10 +25,10 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// An HTTP/2 connection opens with this preface; no HTTP/1 request line starts with "PRI".
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 /// The most an HTTP/1 connection buffers each way, and an HTTP/2 stream sends ahead (hyper's
-/// default is ~400 KiB). A client
-/// that stops reading a fast stream otherwise leaves ~400 KiB of it in the write buffer (and
-/// as much in the upstream's read buffer): ~1 MB a stalled stream. It is also the largest
-/// request head accepted (431 past it); 64 KiB is twice nginx's default.
+/// default is ~400 KiB). A client that stops reading a fast stream otherwise leaves ~400 KiB
+/// of it in the write buffer (and as much in the upstream's read buffer): ~1 MB a stalled
+/// stream. It is also the largest request head accepted (431 past it); 64 KiB is twice
+/// nginx's default.
 const MAX_CONNECTION_BUFFER: usize = 64 * 1024;
 const SNIFFED: usize = 3;
 
@@ -219,10 +219,38 @@ pub struct Conn {
     /// A replacement still being written; hyper was told its own bytes went out.
     pending: Vec<u8>,
     written: usize,
-    stall_limit: Duration,
-    /// Set only while a write waits on the client: a socket that takes what is written (as
-    /// it nearly always does) never arms a timer.
-    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Runs while a write waits on the client.
+    stall: StallClock,
+}
+
+/// How long an I/O operation on a client has been waiting: armed at its first wait,
+/// cleared by any progress. An operation that never waits (nearly every read of a body that
+/// came with its head, every write to a socket with room) never arms a timer.
+pub(super) struct StallClock {
+    limit: Duration,
+    armed: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl StallClock {
+    pub(super) fn new(limit: Duration) -> StallClock {
+        StallClock { limit, armed: None }
+    }
+
+    pub(super) fn limit(&self) -> Duration {
+        self.limit
+    }
+
+    /// The operation went through: the clock stops.
+    pub(super) fn progressed(&mut self) {
+        self.armed = None;
+    }
+
+    /// The operation waits: whether it has now waited `limit` (else `cx` is woken when it has).
+    pub(super) fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let limit = self.limit;
+        let armed = self.armed.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        armed.as_mut().poll(cx).is_ready()
+    }
 }
 
 impl Conn {
@@ -231,8 +259,7 @@ impl Conn {
             inner,
             pending: Vec::new(),
             written: 0,
-            stall_limit,
-            stalled: None,
+            stall: StallClock::new(stall_limit),
         }
     }
 
@@ -240,18 +267,19 @@ impl Conn {
     /// ends the connection.
     fn watch<T>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         if polled.is_ready() {
-            self.stalled = None;
+            self.stall.progressed();
             return polled;
         }
-        let limit = self.stall_limit;
-        let stalled = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-        match stalled.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("the client took nothing of its answer for {}s", limit.as_secs()),
-            ))),
-            Poll::Pending => Poll::Pending,
+        if !self.stall.expired(cx) {
+            return Poll::Pending;
         }
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "the client took nothing of its answer for {}s",
+                self.stall.limit().as_secs()
+            ),
+        )))
     }
 
     fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -2,6 +2,7 @@
 //! its request id, the cross-site write guard, security headers, and keeping refused
 //! connections usable.
 
+use super::conn::StallClock;
 use super::error::{ApiError, Dialect};
 use super::request::{api_key, session_token};
 use crate::AppState;
@@ -9,7 +10,6 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -298,8 +298,7 @@ where
     let body = WatchedBody {
         inner: body,
         read_whole: read_whole.clone(),
-        idle_limit: body_idle,
-        idle: None,
+        stall: StallClock::new(body_idle),
     };
     let handled = REQUEST_ID.scope(id.clone(), service.call(Request::from_parts(parts, body)));
     let mut response = match handled.await {
@@ -330,14 +329,12 @@ where
 pub struct BodyStalled(pub Duration);
 
 /// A request body that records when it has been read to its end, and fails once the
-/// client sends nothing of it for `idle_limit`.
+/// client sends nothing of it for the stall clock's limit.
 pub struct WatchedBody {
     inner: Incoming,
     read_whole: Arc<AtomicBool>,
-    idle_limit: Duration,
-    /// Set only while the body has nothing ready: a body that came with its head (nearly
-    /// every request) never arms a timer.
-    idle: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Runs while the read waits on the client.
+    stall: StallClock,
 }
 
 impl HttpBody for WatchedBody {
@@ -348,20 +345,16 @@ impl HttpBody for WatchedBody {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(next) => {
-                this.idle = None;
+                this.stall.progressed();
                 if next.is_none() {
                     this.read_whole.store(true, Ordering::Release);
                 }
                 Poll::Ready(next.map(|frame| frame.map_err(Into::into)))
             }
-            Poll::Pending => {
-                let limit = this.idle_limit;
-                let idle = this.idle.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-                match idle.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyStalled(limit))))),
-                    Poll::Pending => Poll::Pending,
-                }
+            Poll::Pending if this.stall.expired(cx) => {
+                Poll::Ready(Some(Err(Box::new(BodyStalled(this.stall.limit())))))
             }
+            Poll::Pending => Poll::Pending,
         }
     }
 

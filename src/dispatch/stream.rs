@@ -298,13 +298,13 @@ pub fn with_clocks(body: UpstreamBody, clock: Clock) -> UpstreamBody {
     .boxed()
 }
 
-/// Reads a non-streamed body whole under the clocks, bounded; a body that is not JSON is
-/// a broken upstream (the next candidate gets the request).
 /// An answer past `limit` bytes, refused rather than held in memory.
 pub(super) fn too_large(limit: usize) -> Why {
     Why::BadChunk(format!("an answer larger than {} MiB", limit / (1024 * 1024)))
 }
 
+/// Reads a non-streamed body whole under the clocks, bounded; a body that is not JSON is
+/// a broken upstream (the next candidate gets the request).
 pub async fn read_whole(body: UpstreamBody, clock: Clock, limit: usize) -> Result<Bytes, Why> {
     // Each piece comes by the idle clock: a stall is a timeout, not a broken body.
     let timed = futures_util::stream::unfold(Some(body), move |body| async move {

@@ -561,8 +561,8 @@ mod tests {
         );
     }
 
-    /// A TLS server offering h2 and HTTP/1.1 (`serve_tls`): `/fast` streams ~64 MB as fast as the client takes it,
-    /// anything else answers `ok`.
+    /// A TLS server offering h2 and HTTP/1.1 (`serve_tls`): `/fast` streams ~64 MB as fast
+    /// as the client takes it, anything else answers `ok`.
     async fn streaming_server(tls: Arc<rustls::ServerConfig>) -> SocketAddr {
         use http_body_util::{combinators::BoxBody, StreamBody};
         async fn serve(request: Request<Incoming>) -> Result<Response<BoxBody<Bytes, hyper::Error>>, hyper::Error> {
